@@ -1,0 +1,123 @@
+"""Shared, immutable records. These are also the IPC wire schema, so they import nothing of
+daemoneye and hold only plain values (str, int, float, bool, None and tuples of them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessKey:
+    """A process instance: pids are reused, (pid, start_time) is not."""
+
+    pid: int
+    start_time: float  # wall-clock epoch seconds, boot time + stat field 22 / CLK_TCK
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSample:
+    """The cheap per-tick state of one process, all from one read of /proc/<pid>/stat."""
+
+    pid: int
+    start_ticks: int  # stat field 22, clock ticks since boot: identity within a boot
+    ppid: int
+    comm: str  # the kernel's 15-byte name; changes on execve
+    state: str
+    threads: int
+    rss_bytes: int
+    cpu_ticks: int  # utime + stime
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessDetails:
+    """What is read once per process instance (and again after an exec)."""
+
+    exe: str | None  # None when unreadable (kernel threads, permission denied)
+    exe_deleted: bool
+    cmdline: tuple[str, ...]
+    cwd: str | None
+    uid: int | None
+    gid: int | None
+    user: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRecord:
+    """One process instance as the store and every client see it."""
+
+    pid: int
+    ppid: int
+    start_time: float
+    name: str
+    exe: str | None
+    cmdline: tuple[str, ...]
+    cwd: str | None
+    uid: int | None
+    user: str | None
+    gid: int | None
+    state: str
+    threads: int
+    rss: int  # bytes
+    cpu_percent: float  # of one core, over the last interval
+    exe_sha256: str | None
+    exe_deleted: bool
+    first_seen: float
+    last_seen: float
+    ended_at: float | None = None
+    exit_code: int | None = None
+
+    @property
+    def key(self) -> ProcessKey:
+        return ProcessKey(self.pid, self.start_time)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessEvent:
+    """An append-only lifecycle fact: kind is 'start' (first seen by the poller), 'fork',
+    'exec' or 'exit'. `partial` marks a record whose process was gone before it was read."""
+
+    ts: float
+    kind: str
+    pid: int
+    start_time: float
+    ppid: int | None = None
+    exe: str | None = None
+    cmdline: tuple[str, ...] | None = None
+    exit_code: int | None = None
+    source: str = "poll"  # 'poll' or 'netlink'
+    partial: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScanStats:
+    """Counters from one scan: what the collector saw and what it could not read."""
+
+    duration_s: float
+    processes: int
+    new: int
+    ended: int
+    execs: int
+    vanished: int  # disappeared between listing and reading (normal, skipped)
+    denied: int  # exists but could not be read (permission), counted for `health`
+
+
+@dataclass(frozen=True, slots=True)
+class ScanDelta:
+    """Everything one tick of the collector learned, ready for the store."""
+
+    ts: float
+    added: tuple[ProcessRecord, ...]
+    updated: tuple[ProcessRecord, ...]  # dynamic fields changed (state, threads, rss, cpu)
+    execed: tuple[ProcessRecord, ...]  # same instance, new exe/cmdline after execve
+    ended: tuple[ProcessKey, ...]
+    events: tuple[ProcessEvent, ...]
+    stats: ScanStats
+
+
+@dataclass(frozen=True, slots=True)
+class ExeHash:
+    """The SHA-256 of the executable behind one process instance, computed off the hot path."""
+
+    key: ProcessKey
+    sha256: str | None  # None when unreadable or larger than the cap
+    reason: str | None = None  # why sha256 is None
