@@ -1,0 +1,75 @@
+"""Command output: one result set printed as a table, JSON, NDJSON or CSV.
+
+stdout carries results only. Table cells are made visible (control characters escaped) because
+process names and command lines are attacker-controlled; JSON and CSV escape by their own rules.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from daemoneye.text import shorten, visible
+
+FORMATS = ("table", "json", "ndjson", "csv")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:.0f}"
+    if isinstance(value, bytes):
+        return value.hex()
+    return visible(str(value))
+
+
+def _json_value(value: Any) -> Any:
+    return value.hex() if isinstance(value, bytes) else value
+
+
+def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, out: TextIO,
+           *, max_width: int | None = None) -> None:
+    """Print rows. `max_width` limits a table to the terminal; None means the terminal's width
+    when stdout is a terminal and unlimited when it is a pipe (so nothing is lost in a file)."""
+    if fmt == "json":
+        json.dump([{c: _json_value(v) for c, v in zip(columns, row, strict=True)} for row in rows],
+                  out, ensure_ascii=False, indent=2)
+        out.write("\n")
+    elif fmt == "ndjson":
+        for row in rows:
+            out.write(json.dumps({c: _json_value(v) for c, v in zip(columns, row, strict=True)},
+                                 ensure_ascii=False))
+            out.write("\n")
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["" if v is None else _json_value(v) for v in row])
+    elif fmt == "table":
+        if max_width is None and out.isatty():
+            max_width = shutil.get_terminal_size().columns
+        _table(columns, rows, out, max_width)
+    else:
+        raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO,
+           max_width: int | None) -> None:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [len(c) for c in columns]
+    for row in cells:
+        for i, text in enumerate(row):
+            widths[i] = max(widths[i], len(text))
+    if max_width is not None and widths:
+        # The last column (usually a command line) gives way first.
+        fixed = sum(widths[:-1]) + 2 * (len(widths) - 1)
+        widths[-1] = max(len(columns[-1]), min(widths[-1], max_width - fixed))
+    out.write("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
+              .rstrip() + "\n")
+    for row in cells:
+        out.write("  ".join(shorten(t, w).ljust(w) for t, w in zip(row, widths, strict=True))
+                  .rstrip() + "\n")

@@ -1,0 +1,77 @@
+"""The process filter language: what matches, and the errors a user sees for a bad term."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from daemoneye.filters import FilterError, parse_filter
+from daemoneye.models import ProcessKey, ProcessRecord
+
+
+def proc(pid: int = 100, name: str = "sshd", user: str | None = "root", cpu: float = 0.0,
+         rss: int = 10 * 1024**2, exe: str | None = "/usr/sbin/sshd",
+         cmdline: tuple[str, ...] = ("sshd: -D",)) -> ProcessRecord:
+    return ProcessRecord(pid=pid, ppid=1, start_time=1000.0 + pid, name=name, exe=exe,
+                         cmdline=cmdline, cwd="/", uid=0, user=user, gid=0, state="S",
+                         threads=1, rss=rss, cpu_percent=cpu, exe_sha256=None,
+                         exe_deleted=False, first_seen=1.0, last_seen=2.0)
+
+
+SSHD = proc()
+MINER = proc(pid=4242, name="kworkerds", user="www-data", cpu=98.5, rss=600 * 1024**2,
+             exe="/tmp/.x/kworkerds", cmdline=("/tmp/.x/kworkerds", "-o", "stratum+tcp://p:1"))
+
+
+@pytest.mark.parametrize(("text", "matches_sshd", "matches_miner"), [
+    ("", True, True),
+    ("ssh", True, False),
+    ("SSH", True, False),
+    ("user:root", True, False),
+    ("user:www", False, True),
+    ("exe:/tmp", False, True),
+    ("cmd:stratum", False, True),
+    ("name:kworker cpu>50", False, True),
+    ("cpu>50", False, True),
+    ("cpu<1", True, False),
+    ("rss>100M", False, True),
+    ("rss<1G", True, True),
+    ("pid:4242", False, True),
+    ("-user:root", False, True),
+    ("'stratum+tcp://p:1'", False, True),
+])
+def test_terms_match_what_they_name(text: str, matches_sshd: bool, matches_miner: bool) -> None:
+    process_filter = parse_filter(text)
+    assert process_filter.matches(SSHD) is matches_sshd
+    assert process_filter.matches(MINER) is matches_miner
+
+
+def test_alerted_uses_the_alerted_instances() -> None:
+    process_filter = parse_filter("alerted")
+    assert process_filter.matches(MINER, alerted={ProcessKey(4242, MINER.start_time)})
+    assert not process_filter.matches(MINER, alerted={ProcessKey(4242, 0.0)})
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("usr:root", "unknown field 'usr' (did you mean 'user'?)"),
+    ("cpu>lots", "expected a number"),
+    ("name>3", "cannot compare 'name'"),
+    ("pid:abc", "pid must be a whole number"),
+    ("cpu>5M", "size suffixes only apply to rss"),
+    ("'unclosed", "No closing quotation"),
+    ("user:", "expected a value after user:"),
+])
+def test_bad_terms_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(FilterError) as raised:
+        parse_filter(text)
+    assert message in str(raised.value)
+
+
+@given(st.text(max_size=40))
+def test_any_text_parses_or_raises_filter_error(text: str) -> None:
+    try:
+        process_filter = parse_filter(text)
+    except FilterError:
+        return
+    process_filter.matches(MINER)
