@@ -121,3 +121,30 @@ class ExeHash:
     key: ProcessKey
     sha256: str | None  # None when unreadable or larger than the cap
     reason: str | None = None  # why sha256 is None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """How the daemon is doing; written every tick and served by `daemoneye health`."""
+
+    daemon_pid: int
+    daemon_uid: int
+    version: str
+    mode: str  # 'system' or 'user'
+    privileged: bool  # False: other users' exe/cwd/cmdline details are hidden
+    event_source: str  # 'netlink' or 'polling-only: <reason>'
+    started_at: float
+    updated_at: float  # when this report was written (the end of the last tick)
+    interval_s: float
+    ticks: int
+    last_scan_ms: float
+    avg_scan_ms: float
+    processes: int
+    new_per_second: float
+    denied_total: int
+    vanished_total: int
+    hash_dropped_total: int
+    store_bytes: int
+    daemon_cpu_percent: float
+    daemon_rss_bytes: int
+    problems: tuple[str, ...] = ()  # each a sentence; empty when healthy

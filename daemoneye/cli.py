@@ -1,0 +1,149 @@
+"""The `daemoneye` command: parse the command line, load the configuration, call one function.
+
+Exit codes: 0 success; 1 failure (daemon error, store error, unhealthy); 2 bad input (usage,
+configuration, refused SQL, bad filter); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from daemoneye import __version__
+from daemoneye.commands.common import Context
+from daemoneye.config import LoadedConfig, load_config, mode_from_flag
+from daemoneye.errors import DaemonEyeError
+from daemoneye.output import FORMATS
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="daemoneye",
+        description="A security-focused process monitor for Linux.",
+        epilog="Exit codes: 0 ok, 1 failure or unhealthy, 2 bad input, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"daemoneye {__version__}")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="config file to use instead of the mode's own config file")
+    parser.add_argument("--socket", metavar="PATH", help="daemon socket (daemon.socket)")
+    parser.add_argument("--db", metavar="PATH", help="store database file (store.path)")
+    parser.add_argument("--mode", choices=("system", "user"),
+                        help="system paths (default for root) or XDG user paths")
+    parser.add_argument("-o", "--output", choices=FORMATS,
+                        help="output format (cli.output; default table)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    daemon = commands.add_parser("daemon", help="run the headless daemon in the foreground")
+    daemon.add_argument("--interval", metavar="SECONDS", help="scan interval (collector.interval)")
+    daemon.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        help="stderr log threshold (daemon.log_level)")
+
+    query = commands.add_parser("query", help="run one read-only SQL SELECT over the store")
+    query.add_argument("sql", help="one SELECT statement, e.g. \"SELECT pid, name FROM "
+                                   "live_processes\"")
+    query.add_argument("--max-rows", type=int, default=10_000, metavar="N",
+                       help="print at most N rows (default 10000)")
+
+    processes = commands.add_parser(
+        "processes", help="list live processes, or `processes show PID`",
+        description="FILTER terms: free text, user:NAME name:TEXT exe:TEXT cmd:TEXT cwd:TEXT "
+                    "pid:N ppid:N uid:N cpu>N rss>SIZE threads>N, -term to negate.")
+    processes.add_argument("filter", nargs="*", help="filter terms, or: show PID")
+
+    commands.add_parser("health", help="how the daemon is doing (exit 1 when unhealthy)")
+
+    config = commands.add_parser("config", help="configuration commands")
+    config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND",
+                                            required=True)
+    config_commands.add_parser("show", help="effective configuration with each value's source")
+    return parser
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags: dict[str, Any] = {}
+    for attribute, key in (("db", "store.path"), ("socket", "daemon.socket"),
+                           ("output", "cli.output"), ("interval", "collector.interval"),
+                           ("log_level", "daemon.log_level")):
+        value = getattr(args, attribute, None)
+        if value is not None:
+            flags[key] = value
+    return flags
+
+
+def _configure_logging(daemon: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if daemon:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("daemoneye: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if daemon else logging.WARNING)
+
+
+def _dispatch(args: argparse.Namespace, loaded: LoadedConfig,
+              reload_config: Callable[[], LoadedConfig]) -> int:
+    ctx = Context(loaded=loaded, output=loaded.config.cli.output)
+    if args.command == "daemon":
+        from daemoneye.commands.daemon_cmd import run_daemon
+
+        return run_daemon(loaded, reload_config)
+    if args.command == "query":
+        from daemoneye.commands.query import run_query
+
+        return run_query(ctx, args.sql, max_rows=args.max_rows)
+    if args.command == "processes":
+        from daemoneye.commands.processes import list_processes, show_process
+
+        if args.filter[:1] == ["show"]:
+            if len(args.filter) != 2 or not args.filter[1].isdigit():
+                raise _UsageError("usage: daemoneye processes show PID")
+            return show_process(ctx, int(args.filter[1]))
+        return list_processes(ctx, " ".join(args.filter))
+    if args.command == "health":
+        from daemoneye.commands.health import show_health
+
+        return show_health(ctx)
+    if args.command == "config":
+        from daemoneye.commands.config_show import show_config
+
+        return show_config(ctx)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+class _UsageError(DaemonEyeError):
+    exit_code = EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        # The dashboard (issue 5) will open here; until then say what there is.
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    _configure_logging(daemon=args.command == "daemon")
+
+    def reload_config() -> LoadedConfig:
+        return load_config(mode=mode_from_flag(args.mode), config_file=args.config,
+                           flags=_flags(args))
+
+    try:
+        loaded = reload_config()
+        return _dispatch(args, loaded, reload_config)
+    except DaemonEyeError as exc:
+        print(f"daemoneye: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `daemoneye query … | head`: the reader left; that is not an error.
+        sys.stderr.close()
+        return 0

@@ -1,0 +1,78 @@
+"""`daemoneye health`: how the daemon is doing, with a non-zero exit code when it is not well."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import fields
+
+from daemoneye.commands.common import Context, format_bytes, format_time
+from daemoneye.models import HealthReport
+from daemoneye.output import render
+
+HEALTH_META_KEY = "health"
+STALE_AFTER_TICKS = 5  # a report older than this many intervals means the daemon is not ticking
+EXIT_UNHEALTHY = 1
+
+
+def read_health(ctx: Context) -> HealthReport | None:
+    with ctx.open_store() as store:
+        raw = store.get_meta(HEALTH_META_KEY)
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    known = {f.name for f in fields(HealthReport)}
+    data = {k: v for k, v in data.items() if k in known}
+    data["problems"] = tuple(data.get("problems", ()))
+    return HealthReport(**data)
+
+
+def assess(report: HealthReport, now: float) -> list[str]:
+    """Every reason the daemon is not healthy, in words; empty when it is."""
+    problems = [p for p in report.problems if not p.startswith("running as uid")]
+    age = now - report.updated_at
+    if age > max(STALE_AFTER_TICKS * report.interval_s, 10.0):
+        problems.insert(0, f"the last report is {age:.0f}s old: the daemon (pid "
+                           f"{report.daemon_pid}) is not running or not scanning")
+    return problems
+
+
+def show_health(ctx: Context) -> int:
+    report = read_health(ctx)
+    if report is None:
+        print("daemoneye: unhealthy: the store holds no health report; has a daemon ever run "
+              f"on {ctx.loaded.paths.db}?", file=sys.stderr)
+        return EXIT_UNHEALTHY
+    now = time.time()
+    problems = assess(report, now)
+    status = "unhealthy" if problems else "ok"
+    if ctx.output != "table":
+        row = {"status": status, **{f.name: getattr(report, f.name) for f in fields(report)}}
+        row["problems"] = problems + [p for p in report.problems if p not in problems]
+        render(tuple(row), [tuple(row.values())], ctx.output, sys.stdout)
+        return EXIT_UNHEALTHY if problems else 0
+    uptime = report.updated_at - report.started_at
+    rows = [
+        ("status", status),
+        ("daemon", f"pid {report.daemon_pid}, uid {report.daemon_uid}, version {report.version},"
+                   f" {report.mode} mode"),
+        ("uptime", f"{uptime:.0f}s (since {format_time(report.started_at, now)})"),
+        ("last report", f"{now - report.updated_at:.1f}s ago"),
+        ("coverage", "all processes" if report.privileged else "own processes in full, "
+                     "others without exe/cwd/hash"),
+        ("event source", report.event_source),
+        ("scan", f"every {report.interval_s:g}s, last {report.last_scan_ms:.1f} ms, "
+                 f"average {report.avg_scan_ms:.1f} ms over {report.ticks} ticks"),
+        ("processes", f"{report.processes} live, {report.new_per_second:.2f} new/s"),
+        ("denied", f"{report.denied_total} reads refused (permission)"),
+        ("vanished", f"{report.vanished_total} processes gone mid-read (normal)"),
+        ("hash queue", f"{report.hash_dropped_total} executables not hashed (queue full)"),
+        ("store", format_bytes(report.store_bytes)),
+        ("daemon cpu", f"{report.daemon_cpu_percent:.1f}% of a core"),
+        ("daemon rss", format_bytes(report.daemon_rss_bytes)),
+    ]
+    rows += [("problem", p) for p in problems]
+    rows += [("note", p) for p in report.problems if p not in problems]
+    render(("check", "value"), rows, "table", sys.stdout, max_width=10**6)
+    return EXIT_UNHEALTHY if problems else 0

@@ -1,0 +1,78 @@
+"""`daemoneye processes [FILTER]` and `daemoneye processes show PID`."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from daemoneye.commands.common import Context, format_bytes, format_time, note
+from daemoneye.errors import DaemonEyeError
+from daemoneye.filters import parse_filter
+from daemoneye.models import ProcessRecord
+from daemoneye.output import render
+from daemoneye.store.records import ancestry, children_of, live_records, records_for_pid
+
+LIST_COLUMNS = ("pid", "user", "cpu", "rss", "started", "name", "cmdline")
+SHOW_FIELDS = ("pid", "ppid", "start_time", "name", "exe", "exe_sha256", "exe_deleted", "cmdline",
+               "cwd", "uid", "user", "gid", "state", "threads", "rss", "cpu_percent",
+               "first_seen", "last_seen", "ended_at", "exit_code")
+
+
+class NoSuchProcess(DaemonEyeError):
+    exit_code = 1
+
+
+def _row(record: ProcessRecord, table: bool, now: float) -> tuple[object, ...]:
+    cmdline = " ".join(record.cmdline)
+    if table:
+        return (record.pid, record.user or record.uid, f"{record.cpu_percent:.1f}",
+                format_bytes(record.rss), format_time(record.start_time, now), record.name,
+                cmdline or f"[{record.name}]")
+    return (record.pid, record.user, record.cpu_percent, record.rss, record.start_time,
+            record.name, cmdline)
+
+
+def list_processes(ctx: Context, filter_text: str) -> int:
+    process_filter = parse_filter(filter_text)
+    with ctx.open_store() as store:
+        records = live_records(store)
+    matching = [r for r in records if process_filter.matches(r)]
+    matching.sort(key=lambda r: (-r.cpu_percent, r.pid))
+    now = time.time()
+    table = ctx.output == "table"
+    render(LIST_COLUMNS, [_row(r, table, now) for r in matching], ctx.output, sys.stdout)
+    return 0
+
+
+def show_process(ctx: Context, pid: int) -> int:
+    with ctx.open_store() as store:
+        instances = records_for_pid(store, pid)
+        if not instances:
+            raise NoSuchProcess(f"no process with pid {pid} in the store")
+        record = instances[0]  # the live one, else the most recent
+        chain = ancestry(store, record)
+        children = children_of(store, record)
+    if ctx.output == "table":
+        out = sys.stdout
+        values = {name: getattr(record, name) for name in SHOW_FIELDS}
+        values["cmdline"] = " ".join(record.cmdline)
+        values["rss"] = f"{format_bytes(record.rss)} ({record.rss} bytes)"
+        for name in ("start_time", "first_seen", "last_seen", "ended_at"):
+            ts = values[name]
+            values[name] = "" if ts is None else f"{format_time(ts)} ({ts:.2f})"
+        render(("field", "value"), list(values.items()), "table", out, max_width=10**6)
+        lineage = " ← ".join(f"{p.name}({p.pid})" for p in chain)
+        out.write(f"\nANCESTRY  {lineage or '(none known)'}\n")
+        out.write("CHILDREN  " + (", ".join(f"{c.name}({c.pid})" for c in children) or "(none)")
+                  + "\n")
+        if len(instances) > 1:
+            note(f"pid {pid} was used by {len(instances)} process instances in the retention "
+                 "window; showing the newest (query the processes table for the others)")
+        return 0
+    row = {name: getattr(record, name) for name in SHOW_FIELDS}
+    row["cmdline"] = list(record.cmdline)
+    row["ancestry"] = [{"pid": p.pid, "start_time": p.start_time, "name": p.name} for p in chain]
+    row["children"] = [{"pid": c.pid, "start_time": c.start_time, "name": c.name}
+                       for c in children]
+    render(tuple(row), [tuple(row.values())], ctx.output, sys.stdout)
+    return 0

@@ -1,0 +1,134 @@
+"""The daemon's one worker: scan /proc, write the tick to the store, run retention.
+
+Everything here runs on a single worker thread, which therefore owns the store's writer
+connection (one connection per thread, ARCHITECTURE.md §3). The event loop only schedules it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import resource
+import time
+from collections.abc import Callable
+
+from daemoneye import __version__
+from daemoneye.collector.hashing import ExeHasher
+from daemoneye.collector.procfs import read_boot_id, read_boot_time
+from daemoneye.collector.scanner import ProcScanner
+from daemoneye.config import Config
+from daemoneye.models import HealthReport, ScanDelta
+from daemoneye.store.db import Store
+
+log = logging.getLogger(__name__)
+
+HEALTH_META_KEY = "health"
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _self_rss_bytes() -> int:
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * _PAGE_SIZE
+
+
+def _self_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Collection:
+    """Scanner + hasher + store, advanced one tick at a time by `tick()`."""
+
+    def __init__(self, store: Store, config: Config, *, mode: str, event_source: str,
+                 proc_root: str = "/proc", clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.config = config
+        self._mode = mode
+        self._event_source = event_source
+        self._clock = clock
+        boot_time = store.boot_time(read_boot_id(proc_root), read_boot_time(proc_root))
+        self.hasher: ExeHasher | None = (
+            ExeHasher(max_bytes=config.collector.hash_max_bytes, proc_root=proc_root)
+            if config.collector.hash_executables else None
+        )
+        self.scanner = ProcScanner(
+            proc_root, boot_time=boot_time, update_interval=config.collector.update_interval,
+            clock=clock, hasher=self.hasher,
+        )
+        self.started_at = clock()
+        self.ticks = 0
+        self._scan_ms_total = 0.0
+        self._last_scan_ms = 0.0
+        self._new_recent: list[tuple[float, int]] = []
+        self._last_retention = 0.0
+        self._cpu_mark = (time.monotonic(), _self_cpu_seconds())
+        self._cpu_percent = 0.0
+
+    def resume(self) -> int:
+        """Seed the scanner with the processes the store still thinks are alive, so that after a
+        restart (even a kill -9) running processes keep their rows and the dead ones get ended
+        in the first tick. Returns how many rows were carried over."""
+        known = self.store.live_processes()
+        self.scanner.prime(known)
+        return len(known)
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply what can change without a restart (called on SIGHUP, between ticks)."""
+        self.config = config
+        self.scanner.update_interval = config.collector.update_interval
+        if self.hasher is not None:
+            self.hasher.max_bytes = config.collector.hash_max_bytes
+
+    def tick(self) -> ScanDelta:
+        """One scan, written in one transaction, then retention when it is due."""
+        delta = self.scanner.scan()
+        hashes = self.hasher.drain() if self.hasher is not None else []
+        self.store.apply(delta, hashes)
+        self.ticks += 1
+        self._last_scan_ms = delta.stats.duration_s * 1000.0
+        self._scan_ms_total += self._last_scan_ms
+        self._new_recent.append((delta.ts, delta.stats.new))
+        now = delta.ts
+        if now - self._last_retention >= self.config.store.retention_check_interval:
+            self._last_retention = now
+            result = self.store.retention(
+                self.config.store.retention, self.config.store.max_bytes, now)
+            log.debug("retention: %s", result)
+        self.store.put_meta(HEALTH_META_KEY, json.dumps(dataclasses.asdict(self.health())))
+        return delta
+
+    def health(self) -> HealthReport:
+        now = self._clock()
+        self._new_recent = [(ts, n) for ts, n in self._new_recent if now - ts <= 60.0]
+        window = min(60.0, max(now - self.started_at, 1e-9))
+        mono, cpu = time.monotonic(), _self_cpu_seconds()
+        if mono - self._cpu_mark[0] >= 5.0:
+            self._cpu_percent = (cpu - self._cpu_mark[1]) / (mono - self._cpu_mark[0]) * 100.0
+            self._cpu_mark = (mono, cpu)
+        scanner = self.scanner
+        problems = []
+        if not scanner.sees_all:
+            problems.append(f"running as uid {os.geteuid()}: the details of other users' "
+                            "processes are hidden")
+        return HealthReport(
+            daemon_pid=os.getpid(), daemon_uid=os.geteuid(), version=__version__,
+            mode=self._mode, privileged=scanner.sees_all, event_source=self._event_source,
+            started_at=self.started_at, updated_at=now,
+            interval_s=self.config.collector.interval, ticks=self.ticks,
+            last_scan_ms=round(self._last_scan_ms, 3),
+            avg_scan_ms=round(self._scan_ms_total / self.ticks, 3) if self.ticks else 0.0,
+            processes=len(scanner.snapshot()),
+            new_per_second=round(sum(n for _, n in self._new_recent) / window, 3),
+            denied_total=scanner.denied_total, vanished_total=scanner.vanished_total,
+            hash_dropped_total=self.hasher.dropped_total if self.hasher else 0,
+            store_bytes=self.store.size_bytes(),
+            daemon_cpu_percent=round(self._cpu_percent, 2),
+            daemon_rss_bytes=_self_rss_bytes(),
+            problems=tuple(problems),
+        )
+
+    def close(self) -> None:
+        if self.hasher is not None:
+            self.hasher.close()

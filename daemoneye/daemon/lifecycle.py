@@ -1,0 +1,199 @@
+"""The daemon's life: startup → main loop → shutdown, with signals handled like uvicorn's Server.
+
+SIGTERM/SIGINT ask for a graceful stop (the tick in flight is finished and committed); a second
+one forces an immediate exit, which is safe because every tick is one SQLite transaction.
+SIGHUP re-reads the configuration: validated first, swapped in only when it is good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from daemoneye import __version__
+from daemoneye.config import LoadedConfig
+from daemoneye.daemon.collection import Collection
+from daemoneye.daemon.lock import PidLock
+from daemoneye.daemon.sdnotify import Notifier
+from daemoneye.errors import DaemonEyeError, StoreError
+from daemoneye.store.db import Store
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT_S = 10.0
+_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def apply_log_level(level: str) -> None:
+    logging.getLogger("daemoneye").setLevel(level.upper())
+
+
+class Daemon:
+    """Wires collector and store; later issues add the engine and the IPC server here."""
+
+    def __init__(self, loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig],
+                 *, proc_root: str = "/proc", notifier: Notifier | None = None) -> None:
+        self.loaded = loaded
+        self._reload_config = reload_config
+        self._proc_root = proc_root
+        self.notifier = notifier or Notifier()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="daemoneye-tick")
+        self._lock = PidLock(Path(str(loaded.paths.db) + ".lock"))
+        self._collection: Collection | None = None
+        self._wake = asyncio.Event()
+        self._should_exit = False
+        self._reload_requested = False
+        self._exit_signals = 0
+
+    @property
+    def collection(self) -> Collection:
+        assert self._collection is not None, "startup() has not run"
+        return self._collection
+
+    def run(self) -> int:
+        """Run until a signal stops the daemon; the return value is the process exit code."""
+        return asyncio.run(self.serve())
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._install_signal_handlers(loop)
+        try:
+            await self.startup()
+            await self.main_loop()
+        finally:
+            await self.shutdown()
+            self._restore_signal_handlers(loop)
+        return 0
+
+    # -- startup ---------------------------------------------------------------------------
+    async def startup(self) -> None:
+        paths, config = self.loaded.paths, self.loaded.config
+        apply_log_level(config.daemon.log_level)
+        self._lock.acquire()
+        file_mode = 0o600
+        loop = asyncio.get_running_loop()
+        event_source = "polling-only: the kernel event source is not built yet"
+        self._collection = await loop.run_in_executor(
+            self._worker, self._open_collection, paths.db, file_mode, event_source)
+        carried = await loop.run_in_executor(self._worker, self.collection.resume)
+        log.info("daemoneye %s starting: %s mode, store %s, scan every %gs, %d live processes "
+                 "carried over from the store", __version__, paths.mode.value, paths.db,
+                 config.collector.interval, carried)
+        if not self.collection.scanner.sees_all:
+            log.warning("running as uid %d without privileges: the exe, cwd and hash of other "
+                        "users' processes are hidden (run as root for full coverage)",
+                        os.geteuid())
+        log.info("%s", event_source)
+
+    def _open_collection(self, db: Path, file_mode: int, event_source: str) -> Collection:
+        store = Store.open(db, file_mode=file_mode)
+        try:
+            return Collection(store, self.loaded.config, mode=self.loaded.paths.mode.value,
+                              event_source=event_source, proc_root=self._proc_root)
+        except BaseException:
+            store.close()
+            raise
+
+    # -- main loop -------------------------------------------------------------------------
+    async def main_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = time.monotonic()
+        ready = False
+        while not self._should_exit:
+            try:
+                delta = await loop.run_in_executor(self._worker, self.collection.tick)
+            except (StoreError, OSError) as exc:
+                # Keep collecting: a full disk or a locked file may clear up; say so each time.
+                log.error("tick failed, nothing of it was written: %s", exc)
+            else:
+                if not ready:
+                    ready = True
+                    self.notifier.ready(f"watching {delta.stats.processes} processes")
+                    log.info("ready: first scan saw %d processes in %.1f ms",
+                             delta.stats.processes, delta.stats.duration_s * 1000)
+                if self.notifier.watchdog_interval is not None:
+                    self.notifier.watchdog()
+            if self._reload_requested:
+                self._reload_requested = False
+                self._reload()
+            interval = self.loaded.config.collector.interval
+            next_tick += interval
+            now = time.monotonic()
+            if next_tick < now:  # a slow tick: skip the missed ones instead of bursting
+                next_tick = now
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=next_tick - now)
+            except TimeoutError:
+                pass
+
+    def _reload(self) -> None:
+        """Validate-then-swap: a broken config file leaves the running config untouched."""
+        self.notifier.reloading()
+        try:
+            new = self._reload_config()
+        except DaemonEyeError as exc:
+            log.error("configuration reload refused, keeping the running configuration: %s", exc)
+            self.notifier.status("configuration reload refused")
+            return
+        if new.paths.db != self.loaded.paths.db:
+            log.warning("store path changed to %s: this takes effect at the next restart",
+                        new.paths.db)
+        self.loaded = LoadedConfig(config=new.config, paths=self.loaded.paths,
+                                   settings=new.settings, files_read=new.files_read)
+        apply_log_level(new.config.daemon.log_level)
+        self._worker.submit(self.collection.reconfigure, new.config).result()
+        log.info("configuration reloaded from %s",
+                 ", ".join(map(str, new.files_read)) or "defaults and environment")
+        self.notifier.status("configuration reloaded")
+
+    # -- shutdown --------------------------------------------------------------------------
+    async def shutdown(self) -> None:
+        self.notifier.stopping()
+        loop = asyncio.get_running_loop()
+        if self._collection is not None:
+            collection = self._collection
+            try:
+                await asyncio.wait_for(
+                    loop.run_in_executor(self._worker, self._close_collection, collection),
+                    timeout=SHUTDOWN_TIMEOUT_S)
+            except TimeoutError:
+                log.error("shutdown timed out after %.0fs; exiting anyway", SHUTDOWN_TIMEOUT_S)
+        self._worker.shutdown(wait=False, cancel_futures=True)
+        self._lock.release()
+        log.info("stopped")
+
+    @staticmethod
+    def _close_collection(collection: Collection) -> None:
+        collection.close()
+        collection.store.close()
+
+    # -- signals ---------------------------------------------------------------------------
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in _HANDLED_SIGNALS:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _restore_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in _HANDLED_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if sig == signal.SIGHUP:
+            log.info("SIGHUP: reloading the configuration")
+            self._reload_requested = True
+            self._wake.set()
+            return
+        self._exit_signals += 1
+        if self._exit_signals > 1:
+            log.warning("%s again: forcing exit now", sig.name)
+            # Safe: the store only ever holds whole ticks (one transaction each).
+            os._exit(128 + sig.value)
+        log.info("%s: stopping after the current tick (send it again to force)", sig.name)
+        self._should_exit = True
+        self._wake.set()
