@@ -96,7 +96,7 @@ class Collection:
             result = self.store.retention(
                 self.config.store.retention, self.config.store.max_bytes, now)
             log.debug("retention: %s", result)
-        self.store.put_meta(HEALTH_META_KEY, json.dumps(dataclasses.asdict(self.health())))
+        self.write_health()
         return delta
 
     def health(self) -> HealthReport:
@@ -129,6 +129,14 @@ class Collection:
             problems=tuple(problems),
         )
 
+    def write_health(self, *extra_problems: str) -> None:
+        report = self.health()
+        if extra_problems:
+            report = dataclasses.replace(report, problems=report.problems + extra_problems)
+        self.store.put_meta(HEALTH_META_KEY, json.dumps(dataclasses.asdict(report)))
+
     def close(self) -> None:
+        """Stop the hasher and leave a last health report that says the daemon stopped."""
         if self.hasher is not None:
             self.hasher.close()
+        self.write_health(f"the daemon stopped at {time.strftime('%Y-%m-%d %H:%M:%S')}")
