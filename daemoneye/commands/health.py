@@ -32,10 +32,23 @@ def assess(report: HealthReport, now: float) -> list[str]:
     """Every reason the daemon is not healthy, in words; empty when it is."""
     problems = [p for p in report.problems if not p.startswith("running as uid")]
     age = now - report.updated_at
-    if age > max(STALE_AFTER_TICKS * report.interval_s, 10.0):
+    stopped = any(p.startswith("the daemon stopped") for p in problems)
+    if not stopped and age > max(STALE_AFTER_TICKS * report.interval_s, 10.0):
         problems.insert(0, f"the last report is {age:.0f}s old: the daemon (pid "
                            f"{report.daemon_pid}) is not running or not scanning")
     return problems
+
+
+def staleness_note(ctx: Context) -> str | None:
+    """A sentence for stderr when what the store holds is not live (no daemon is scanning)."""
+    report = read_health(ctx)
+    if report is None:
+        return "no daemon has written to this store yet"
+    problems = assess(report, time.time())
+    if not problems:
+        return None
+    return (f"{problems[0]}; these are the processes as of "
+            f"{format_time(report.updated_at)}, not now")
 
 
 def show_health(ctx: Context) -> int:

@@ -6,6 +6,7 @@ import sys
 import time
 
 from daemoneye.commands.common import Context, format_bytes, format_time, note
+from daemoneye.commands.health import staleness_note
 from daemoneye.errors import DaemonEyeError
 from daemoneye.filters import parse_filter
 from daemoneye.models import ProcessRecord
@@ -36,6 +37,9 @@ def list_processes(ctx: Context, filter_text: str) -> int:
     process_filter = parse_filter(filter_text)
     with ctx.open_store() as store:
         records = live_records(store)
+    stale = staleness_note(ctx)
+    if stale:
+        note(stale)
     matching = [r for r in records if process_filter.matches(r)]
     matching.sort(key=lambda r: (-r.cpu_percent, r.pid))
     now = time.time()

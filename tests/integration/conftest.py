@@ -40,11 +40,12 @@ class DaemonHarness:
     db: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    cli_args: list[str] = field(default_factory=list)  # global options for every CLI call
     _logs: list[Path] = field(default_factory=list)
 
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "daemoneye", "--db", str(self.db), *args],
+            [sys.executable, "-m", "daemoneye", "--db", str(self.db), *self.cli_args, *args],
             env=self.env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         if check and result.returncode != 0:
             pytest.fail(f"daemoneye {' '.join(args)} exited {result.returncode}: {result.stderr}")

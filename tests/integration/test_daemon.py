@@ -24,8 +24,11 @@ def sha256_of(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def rows_for(harness: DaemonHarness, mark: str, table: str = "processes") -> list[dict]:  # type: ignore[type-arg]
-    return harness.query(f"SELECT * FROM {table} WHERE cmdline LIKE '%{mark}%'")
+def rows_for(harness: DaemonHarness, child: subprocess.Popen[bytes], mark: str,
+             table: str = "processes") -> list[dict]:  # type: ignore[type-arg]
+    """The child's rows. Matching on the pid too: the querying CLI's own argv holds the mark."""
+    return harness.query(
+        f"SELECT * FROM {table} WHERE pid = {child.pid} AND cmdline LIKE '%{mark}%'")
 
 
 def test_child_is_recorded_with_exe_cmdline_hash_and_end(harness: DaemonHarness,
@@ -33,7 +36,7 @@ def test_child_is_recorded_with_exe_cmdline_hash_and_end(harness: DaemonHarness,
     harness.start()
     mark = marker()
     child = sleeper(mark)
-    (row,) = wait_for(lambda: rows_for(harness, mark), "the child in the store")
+    (row,) = wait_for(lambda: rows_for(harness, child, mark), "the child in the store")
     exe = os.path.realpath(sys.executable)
     assert row["pid"] == child.pid
     assert row["ppid"] == os.getpid()
@@ -42,18 +45,17 @@ def test_child_is_recorded_with_exe_cmdline_hash_and_end(harness: DaemonHarness,
     assert row["cwd"] == os.getcwd()
     assert row["uid"] == os.getuid()
     assert row["ended_at"] is None
-    wait_for(lambda: rows_for(harness, mark)[0]["exe_sha256"], "the executable's hash")
-    assert rows_for(harness, mark)[0]["exe_sha256"] == sha256_of(exe)
-    live = harness.query(f"SELECT pid FROM live_processes WHERE cmdline LIKE '%{mark}%'")
-    assert live == [{"pid": child.pid}]
+    wait_for(lambda: rows_for(harness, child, mark)[0]["exe_sha256"], "the executable's hash")
+    assert rows_for(harness, child, mark)[0]["exe_sha256"] == sha256_of(exe)
+    assert [r["pid"] for r in rows_for(harness, child, mark, "live_processes")] == [child.pid]
 
     child.kill()
     child.wait()
     (ended,) = wait_for(
-        lambda: [r for r in rows_for(harness, mark) if r["ended_at"] is not None],
+        lambda: [r for r in rows_for(harness, child, mark) if r["ended_at"] is not None],
         "ended_at to be set")
     assert ended["ended_at"] >= ended["first_seen"]
-    assert harness.query(f"SELECT pid FROM live_processes WHERE cmdline LIKE '%{mark}%'") == []
+    assert rows_for(harness, child, mark, "live_processes") == []
     kinds = [e["kind"] for e in harness.query(
         f"SELECT kind FROM process_events WHERE pid = {child.pid} "
         f"AND start_time = {ended['start_time']!r} ORDER BY id")]
@@ -64,8 +66,9 @@ def test_processes_command_lists_and_filters(harness: DaemonHarness, sleeper) ->
     harness.start()
     mark = marker()
     child = sleeper(mark)
-    wait_for(lambda: rows_for(harness, mark), "the child in the store")
-    listed = harness.cli("processes", f"cmd:{mark}", check=True).stdout
+    wait_for(lambda: rows_for(harness, child, mark), "the child in the store")
+    # The CLI's own earlier runs hold the mark in their argv: negate them out.
+    listed = harness.cli("processes", f"cmd:{mark}", "-cmd:'-m daemoneye'", check=True).stdout
     assert str(child.pid) in listed and mark in listed
     assert len(listed.strip().splitlines()) == 2  # header and the child
     shown = harness.cli("processes", "show", str(child.pid), check=True).stdout
@@ -110,17 +113,17 @@ def test_kill_9_then_restart_keeps_one_row_per_instance(harness: DaemonHarness,
     mark_alive, mark_dies = marker(), marker()
     survivor = sleeper(mark_alive)
     victim = sleeper(mark_dies)
-    wait_for(lambda: rows_for(harness, mark_alive) and rows_for(harness, mark_dies),
-             "both children in the store")
+    wait_for(lambda: rows_for(harness, survivor, mark_alive) and
+             rows_for(harness, victim, mark_dies), "both children in the store")
     harness.stop(signal.SIGKILL)  # mid-tick or between ticks: both must be safe
     victim.kill()
     victim.wait()
     harness.start(interval="0.1")
     harness.wait_ticks(2)
-    alive_rows = rows_for(harness, mark_alive)
+    alive_rows = rows_for(harness, survivor, mark_alive)
     assert len(alive_rows) == 1 and alive_rows[0]["ended_at"] is None
     assert alive_rows[0]["pid"] == survivor.pid
-    dead_rows = rows_for(harness, mark_dies)
+    dead_rows = rows_for(harness, victim, mark_dies)
     assert len(dead_rows) == 1 and dead_rows[0]["ended_at"] is not None
     check = harness.query("SELECT count(*) AS n FROM processes GROUP BY pid, start_time "
                           "HAVING n > 1")
@@ -163,6 +166,10 @@ def test_broken_config_on_sighup_keeps_the_running_configuration(harness: Daemon
     wait_for(lambda: "reload refused" in harness.log(), "the refused reload in the log")
     assert harness.process.poll() is None
     assert "config.toml" in harness.log() and "line 2" in harness.log()
+    # The CLI refuses the broken file too; read the daemon's progress with a good one.
+    good = harness.root / "good.toml"
+    good.write_text("")
+    harness.cli_args = ["--config", str(good)]
     harness.wait_ticks(1)  # still scanning
     config.write_text("[store]\nretention = '3d'\n")
     harness.process.send_signal(signal.SIGHUP)

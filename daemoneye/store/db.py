@@ -1,0 +1,330 @@
+"""The store's writer: one connection, one transaction per collection tick.
+
+A `Store` owns a single APSW connection. It must be used from one thread at a time — in the
+daemon that is the collection worker thread, which calls every method — because a transaction
+opened by one caller must not interleave with another's statements. Readers (CLI, IPC, rules)
+open their own connections with `open_readonly`; WAL lets them read while the writer writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+
+import apsw
+
+from daemoneye.errors import StoreError
+from daemoneye.models import ExeHash, ProcessKey, ProcessRecord, ScanDelta
+from daemoneye.store import retention as retention_mod
+from daemoneye.store.connection import checkpoint, configure, file_error, quick_check
+from daemoneye.store.files import enforce_side_file_modes, prepare_store_file
+from daemoneye.store.retention import RetentionResult
+from daemoneye.store.rows import (
+    PROCESS_COLUMNS,
+    argv_fields,
+    event_row,
+    process_row,
+    record_from_row,
+    safe_optional,
+    safe_text,
+)
+from daemoneye.store.schema import check_compatible, migrate, read_schema_state
+
+# The WAL is truncated back to this size after a checkpoint, so one large retention pass does
+# not leave a large -wal file behind for good.
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+_COLUMN_LIST = ", ".join(PROCESS_COLUMNS)
+_SELECT_PROCESSES = f"SELECT {_COLUMN_LIST} FROM processes"
+
+# Added records are upserted: after a restart the collector re-reports the processes the store
+# already holds, and those rows must be refreshed, not duplicated or refused.
+_UPSERT_PROCESS = f"""
+INSERT INTO processes ({_COLUMN_LIST}) VALUES ({", ".join("?" * len(PROCESS_COLUMNS))})
+ON CONFLICT (pid, start_time) DO UPDATE SET
+    ppid = excluded.ppid, name = excluded.name, exe = excluded.exe,
+    cmdline = excluded.cmdline, argv = excluded.argv, cwd = excluded.cwd,
+    uid = excluded.uid, user = excluded.user, gid = excluded.gid, state = excluded.state,
+    threads = excluded.threads, rss = excluded.rss, cpu_percent = excluded.cpu_percent,
+    exe_sha256 = CASE WHEN processes.exe IS excluded.exe
+                      THEN coalesce(excluded.exe_sha256, processes.exe_sha256)
+                      ELSE excluded.exe_sha256 END,
+    exe_deleted = excluded.exe_deleted,
+    first_seen = min(processes.first_seen, excluded.first_seen),
+    last_seen = max(processes.last_seen, excluded.last_seen),
+    ended_at = excluded.ended_at, exit_code = excluded.exit_code
+"""
+
+# ppid changes when a parent dies (reparenting) and name when a process renames itself
+# (prctl PR_SET_NAME, a masquerading trick), so both travel with the per-tick fields.
+_UPDATE_DYNAMIC = """
+UPDATE processes SET ppid = ?, name = ?, state = ?, threads = ?, rss = ?, cpu_percent = ?,
+    last_seen = ?
+WHERE pid = ? AND start_time = ?
+"""
+
+# After execve the old hash describes another binary: it is cleared until the new one arrives.
+# uid/gid change too when the new image is setuid/setgid.
+_UPDATE_EXECED = """
+UPDATE processes SET ppid = ?, name = ?, exe = ?, cmdline = ?, argv = ?, cwd = ?, uid = ?,
+    user = ?, gid = ?, state = ?, threads = ?, rss = ?, cpu_percent = ?, exe_sha256 = NULL,
+    exe_deleted = ?, last_seen = ?
+WHERE pid = ? AND start_time = ?
+"""
+
+_END_SEEN = """
+UPDATE processes SET ended_at = ?1, last_seen = max(last_seen, ?1)
+WHERE pid = ?2 AND start_time = ?3 AND ended_at IS NULL
+"""
+
+_END_UNSEEN = """
+UPDATE processes SET ended_at = ?1
+WHERE pid = ?2 AND start_time = ?3 AND ended_at IS NULL
+"""
+
+_INSERT_EVENT = """
+INSERT INTO process_events (ts, kind, pid, start_time, ppid, exe, cmdline, argv, exit_code,
+    source, partial)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+_SET_EXIT_CODE = """
+UPDATE processes SET exit_code = ? WHERE pid = ? AND start_time = ? AND exit_code IS NULL
+"""
+
+_SET_HASH = "UPDATE processes SET exe_sha256 = ? WHERE pid = ? AND start_time = ?"
+
+_BOOT_TIME_KEY = "boot_time:"
+
+
+class Store:
+    """The writer. Create it with `Store.open`; use it from one thread at a time."""
+
+    def __init__(self, conn: apsw.Connection, path: Path) -> None:
+        self._conn = conn
+        self._path = path
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: Path | str, *, file_mode: int = 0o600) -> Store:
+        """Open (creating if needed) the store at `path` and migrate it to this code's schema.
+
+        A file that is corrupt, not a DaemonEye store, or from a newer DaemonEye is refused
+        with StoreError and left byte-for-byte untouched.
+        """
+        path = Path(path)
+        prepare_store_file(path, file_mode)
+        try:
+            conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+        except apsw.Error as exc:
+            raise file_error(path, exc, "opening") from exc
+        try:
+            configure(conn)
+            # Only reads until the file is known to be ours, healthy and not newer.
+            state = read_schema_state(conn)
+            check_compatible(state, path)
+            quick_check(conn, path)
+            if state.is_empty:
+                # Must precede the first table; lets retention hand pages back to the OS.
+                conn.pragma("auto_vacuum", "INCREMENTAL")
+            journal_mode = str(conn.pragma("journal_mode", "WAL")).lower()
+            if journal_mode != "wal":
+                raise StoreError(
+                    f"{path}: cannot use a write-ahead log (journal mode stays {journal_mode!r});"
+                    " is the store on a network filesystem? Use a local path."
+                )
+            conn.pragma("synchronous", "NORMAL")
+            conn.pragma("foreign_keys", "ON")
+            conn.pragma("journal_size_limit", JOURNAL_SIZE_LIMIT)
+            migrate(conn, path)
+            enforce_side_file_modes(path, file_mode)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, apsw.Error):
+                raise file_error(path, exc, "opening") from exc
+            raise
+        return cls(conn, path)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @contextmanager
+    def _transaction(self, doing: str) -> Iterator[apsw.Connection]:
+        """One write transaction; any SQLite error rolls it back and becomes a StoreError."""
+        if self._closed:
+            raise StoreError(f"{self._path}: {doing} failed: the store is closed")
+        try:
+            with self._conn:
+                yield self._conn
+        except apsw.Error as exc:
+            raise file_error(self._path, exc, doing) from exc
+
+    # -- identity ------------------------------------------------------------------------------
+    def boot_time(self, boot_id: str, btime: float) -> float:
+        """The boot time recorded for `boot_id`, recording `btime` the first time this boot is
+        seen, so process identities stay the same across daemon restarts even if the kernel's
+        reported boot time jitters."""
+        key = _BOOT_TIME_KEY + boot_id
+        with self._transaction("recording the boot time") as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, repr(float(btime))),
+            )
+            recorded = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).get
+        return float(recorded)
+
+    def put_meta(self, key: str, value: str) -> None:
+        """Set one `meta` value (e.g. the daemon's health report)."""
+        with self._transaction(f"writing meta {key!r}") as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def get_meta(self, key: str) -> str | None:
+        with self._transaction(f"reading meta {key!r}") as conn:
+            value = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).get
+        return None if value is None else str(value)
+
+    # -- processes -----------------------------------------------------------------------------
+    def live_processes(self) -> dict[ProcessKey, ProcessRecord]:
+        """Every row not yet ended: at start-up, what the store believes is still running."""
+        with self._transaction("reading live processes") as conn:
+            rows = list(conn.execute(f"{_SELECT_PROCESSES} WHERE ended_at IS NULL"))
+        records = (record_from_row(row) for row in rows)
+        return {record.key: record for record in records}
+
+    def apply(self, delta: ScanDelta, hashes: Sequence[ExeHash] = ()) -> None:
+        """Write one collection tick in one transaction: all of it or, on error, none of it.
+
+        Only what changed is written: added rows, the changed fields of updated and execed
+        rows, end times, events, and executable hashes that arrived.
+        """
+        with self._transaction("writing a collection tick") as conn:
+            if delta.added:
+                conn.executemany(_UPSERT_PROCESS, [process_row(r) for r in delta.added])
+            if delta.updated:
+                conn.executemany(
+                    _UPDATE_DYNAMIC,
+                    [
+                        (
+                            r.ppid,
+                            safe_text(r.name),
+                            r.state,
+                            r.threads,
+                            r.rss,
+                            r.cpu_percent,
+                            r.last_seen,
+                            r.pid,
+                            r.start_time,
+                        )
+                        for r in delta.updated
+                    ],
+                )
+            if delta.execed:
+                conn.executemany(_UPDATE_EXECED, [_execed_row(r) for r in delta.execed])
+            if delta.ended:
+                conn.executemany(
+                    _END_SEEN, [(delta.ts, key.pid, key.start_time) for key in delta.ended]
+                )
+            if delta.events:
+                conn.executemany(_INSERT_EVENT, [event_row(event) for event in delta.events])
+                exit_codes = [
+                    (event.exit_code, event.pid, event.start_time)
+                    for event in delta.events
+                    if event.kind == "exit" and event.exit_code is not None
+                ]
+                if exit_codes:
+                    conn.executemany(_SET_EXIT_CODE, exit_codes)
+            known_hashes = [
+                (h.sha256, h.key.pid, h.key.start_time) for h in hashes if h.sha256 is not None
+            ]
+            if known_hashes:
+                conn.executemany(_SET_HASH, known_hashes)
+
+    def mark_ended(self, keys: Iterable[ProcessKey], ts: float) -> int:
+        """End rows that are gone (reconciliation after a restart); return how many were still
+        open. last_seen is left alone: the process was not seen at `ts`."""
+        params = [(ts, key.pid, key.start_time) for key in keys]
+        if not params:
+            return 0
+        with self._transaction("ending processes") as conn:
+            before = conn.total_changes()
+            conn.executemany(_END_UNSEEN, params)
+            return conn.total_changes() - before
+
+    # -- size ----------------------------------------------------------------------------------
+    def retention(self, max_age_s: float, max_bytes: int, now: float) -> RetentionResult:
+        """Delete ended processes and events older than `max_age_s`, then the oldest history
+        until the file is under ~90% of `max_bytes`. Live processes are never deleted."""
+        if self._closed:
+            raise StoreError(f"{self._path}: retention failed: the store is closed")
+        try:
+            return retention_mod.run(self._conn, max_age_s=max_age_s, max_bytes=max_bytes, now=now)
+        except apsw.Error as exc:
+            raise file_error(self._path, exc, "retention") from exc
+
+    def size_bytes(self) -> int:
+        """The database file's size as SQLite sees it (page_count * page_size), WAL excluded."""
+        if self._closed:
+            raise StoreError(f"{self._path}: reading its size failed: the store is closed")
+        try:
+            return retention_mod.database_bytes(self._conn)
+        except apsw.Error as exc:
+            raise file_error(self._path, exc, "reading its size") from exc
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Checkpoint the WAL into the database and close. Safe to call twice.
+
+        A reader still open elsewhere only postpones the checkpoint; SQLite completes it when
+        the last connection closes.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            checkpoint(self._conn)
+        except apsw.Error as exc:
+            raise file_error(self._path, exc, "checkpointing on close") from exc
+        finally:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _execed_row(r: ProcessRecord) -> tuple[object, ...]:
+    """Parameters of _UPDATE_EXECED for `r`."""
+    cmdline, argv = argv_fields(r.cmdline)
+    return (
+        r.ppid,
+        safe_text(r.name),
+        safe_optional(r.exe),
+        cmdline,
+        argv,
+        safe_optional(r.cwd),
+        r.uid,
+        safe_optional(r.user),
+        r.gid,
+        r.state,
+        r.threads,
+        r.rss,
+        r.cpu_percent,
+        int(r.exe_deleted),
+        r.last_seen,
+        r.pid,
+        r.start_time,
+    )

@@ -1,0 +1,177 @@
+"""The store's schema and its forward migrations, versioned with `PRAGMA user_version`.
+
+Each migration is one SQL script applied in its own `BEGIN IMMEDIATE` transaction together with
+the bump of `user_version`, so a crash mid-migration leaves the previous version intact. To change
+the schema, append a `Migration` whose version is the next integer; never edit a shipped one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import apsw
+
+from daemoneye.errors import StoreError
+
+# Written to the SQLite header (`PRAGMA application_id`) so a DaemonEye store can be told apart
+# from any other SQLite file: the ASCII bytes "DEye".
+APPLICATION_ID = 0x44457965
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One forward step: the script that takes the schema from `version - 1` to `version`."""
+
+    version: int
+    description: str
+    sql: str
+
+
+_V1_PROCESSES = f"""
+PRAGMA application_id = {APPLICATION_ID};
+
+-- One row per process instance, keyed by (pid, start_time): pids are reused, instances are not.
+CREATE TABLE processes (
+    id          INTEGER PRIMARY KEY,
+    pid         INTEGER NOT NULL,
+    ppid        INTEGER NOT NULL,
+    start_time  REAL    NOT NULL,            -- wall-clock epoch seconds
+    name        TEXT    NOT NULL,
+    exe         TEXT,
+    cmdline     TEXT    NOT NULL,            -- argv joined by single spaces
+    argv        TEXT    NOT NULL,            -- JSON array, exact
+    cwd         TEXT,
+    uid         INTEGER,
+    user        TEXT,
+    gid         INTEGER,
+    state       TEXT    NOT NULL,
+    threads     INTEGER NOT NULL,
+    rss         INTEGER NOT NULL,            -- bytes
+    cpu_percent REAL    NOT NULL,
+    exe_sha256  TEXT,
+    exe_deleted INTEGER NOT NULL DEFAULT 0 CHECK (exe_deleted IN (0, 1)),
+    first_seen  REAL    NOT NULL,
+    last_seen   REAL    NOT NULL,
+    ended_at    REAL,                        -- NULL while alive
+    exit_code   INTEGER,
+    UNIQUE (pid, start_time)
+) STRICT;
+
+-- ended_at: the live view and retention; start_time: "started in the last N s" rules;
+-- ppid: children and ancestry; exe: rules on a binary. last_seen changes on every update,
+-- so it is deliberately not indexed.
+CREATE INDEX processes_ended_at ON processes (ended_at);
+CREATE INDEX processes_start_time ON processes (start_time);
+CREATE INDEX processes_ppid ON processes (ppid);
+CREATE INDEX processes_exe ON processes (exe);
+
+CREATE VIEW live_processes AS SELECT * FROM processes WHERE ended_at IS NULL;
+
+-- Append-only lifecycle facts. No foreign key to processes: an event may name an instance that
+-- was never stored (gone before it could be read) or that retention has already removed.
+CREATE TABLE process_events (
+    id          INTEGER PRIMARY KEY,
+    ts          REAL    NOT NULL,
+    kind        TEXT    NOT NULL CHECK (kind IN ('start', 'fork', 'exec', 'exit')),
+    pid         INTEGER NOT NULL,
+    start_time  REAL    NOT NULL,
+    ppid        INTEGER,
+    exe         TEXT,
+    cmdline     TEXT,
+    argv        TEXT,
+    exit_code   INTEGER,
+    source      TEXT    NOT NULL CHECK (source IN ('poll', 'netlink')),
+    partial     INTEGER NOT NULL DEFAULT 0 CHECK (partial IN (0, 1))
+) STRICT;
+
+CREATE INDEX process_events_ts ON process_events (ts);
+CREATE INDEX process_events_instance ON process_events (pid, start_time);
+
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "processes, live_processes, process_events, meta", _V1_PROCESSES),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaState:
+    """What the header and catalogue of an opened file say about it."""
+
+    user_version: int
+    application_id: int
+    has_objects: bool
+
+    @property
+    def is_empty(self) -> bool:
+        """A file with no schema yet: ours to initialise."""
+        return self.user_version == 0 and self.application_id == 0 and not self.has_objects
+
+
+def read_schema_state(conn: apsw.Connection) -> SchemaState:
+    """Read the version, application id and whether any schema object exists. Only reads."""
+    user_version = int(conn.pragma("user_version"))
+    application_id = int(conn.pragma("application_id"))
+    has_objects = conn.execute("SELECT EXISTS (SELECT 1 FROM sqlite_schema)").get == 1
+    return SchemaState(user_version, application_id, has_objects)
+
+
+def check_compatible(state: SchemaState, path: Path) -> None:
+    """Refuse, before anything is written, a file this code must not migrate."""
+    if state.user_version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: schema version {state.user_version} is newer than this DaemonEye supports "
+            f"({SCHEMA_VERSION}); upgrade DaemonEye or point --db at another file. "
+            "The file was left untouched."
+        )
+    if state.application_id not in (0, APPLICATION_ID):
+        raise StoreError(
+            f"{path} is an SQLite database of another application "
+            f"(application_id {state.application_id:#x}), not a DaemonEye store; "
+            "it was left untouched. Point --db at another file."
+        )
+    if state.application_id == 0 and state.user_version == 0 and state.has_objects:
+        raise StoreError(
+            f"{path} is an SQLite database that is not a DaemonEye store (it has tables but no "
+            "DaemonEye schema); it was left untouched. Point --db at another file."
+        )
+
+
+def migrate(conn: apsw.Connection, path: Path) -> int:
+    """Apply every migration newer than the file's version; return the final version.
+
+    Each step re-reads `user_version` inside its write transaction, so two processes opening
+    the same new file cannot both apply a step.
+    """
+    for migration in MIGRATIONS:
+        if int(conn.pragma("user_version")) >= migration.version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = int(conn.pragma("user_version"))
+            if current < migration.version:
+                if current != migration.version - 1:
+                    raise StoreError(
+                        f"{path}: cannot migrate from schema version {current} "
+                        f"to {migration.version}"
+                    )
+                conn.execute(migration.sql)
+                conn.execute(f"PRAGMA user_version = {int(migration.version)}")
+        except BaseException as exc:
+            if conn.in_transaction:  # some errors (e.g. disk full) already rolled back
+                conn.execute("ROLLBACK")
+            if isinstance(exc, apsw.Error):
+                raise StoreError(
+                    f"{path}: migration to schema version {migration.version} "
+                    f"({migration.description}) failed: {exc}"
+                ) from exc
+            raise
+        conn.execute("COMMIT")
+    return int(conn.pragma("user_version"))

@@ -1,0 +1,80 @@
+"""Shared unit-test fixtures: factories for the records the store is fed."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemoneye.models import ProcessEvent, ProcessKey, ProcessRecord, ScanDelta, ScanStats
+from daemoneye.store import Store
+
+RecordFactory = Callable[..., ProcessRecord]
+DeltaFactory = Callable[..., ScanDelta]
+
+
+def _record(pid: int, start_time: float, **overrides: Any) -> ProcessRecord:
+    base = ProcessRecord(
+        pid=pid,
+        ppid=1,
+        start_time=start_time,
+        name="sleep",
+        exe="/usr/bin/sleep",
+        cmdline=("sleep", "60"),
+        cwd="/",
+        uid=1000,
+        user="alice",
+        gid=1000,
+        state="S",
+        threads=1,
+        rss=4096,
+        cpu_percent=0.0,
+        exe_sha256=None,
+        exe_deleted=False,
+        first_seen=start_time,
+        last_seen=start_time,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+def _delta(
+    ts: float,
+    *,
+    added: Sequence[ProcessRecord] = (),
+    updated: Sequence[ProcessRecord] = (),
+    execed: Sequence[ProcessRecord] = (),
+    ended: Sequence[ProcessKey] = (),
+    events: Sequence[ProcessEvent] = (),
+) -> ScanDelta:
+    stats = ScanStats(0.001, len(added), len(added), len(ended), len(execed), 0, 0)
+    return ScanDelta(
+        ts, tuple(added), tuple(updated), tuple(execed), tuple(ended), tuple(events), stats
+    )
+
+
+@pytest.fixture
+def make_record() -> RecordFactory:
+    """`make_record(pid, start_time, **fields)`: a plausible live ProcessRecord."""
+    return _record
+
+
+@pytest.fixture
+def make_delta() -> DeltaFactory:
+    """`make_delta(ts, added=…, updated=…, execed=…, ended=…, events=…)`: one tick."""
+    return _delta
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "daemoneye.db"
+
+
+@pytest.fixture
+def store(store_path: Path) -> Iterator[Store]:
+    """A fresh writer store, closed after the test."""
+    opened = Store.open(store_path)
+    yield opened
+    opened.close()

@@ -1,0 +1,154 @@
+"""Retention: history is deleted by age and by size, live processes never are."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import apsw
+
+from daemoneye.models import ProcessEvent, ProcessRecord, ScanDelta
+from daemoneye.store import Store, open_readonly
+
+RecordFactory = Callable[..., ProcessRecord]
+DeltaFactory = Callable[..., ScanDelta]
+
+DAY = 86400.0
+
+
+def column(path: Path, sql: str) -> list[object]:
+    with open_readonly(path) as reader:
+        return [row[0] for row in reader.query(sql, max_rows=10**7).rows]
+
+
+def times(path: Path, sql: str) -> list[float]:
+    return [float(value) for value in column(path, sql)]  # type: ignore[arg-type]
+
+
+def test_age_deletes_old_history_and_keeps_live_processes(
+    store: Store, make_record: RecordFactory, make_delta: DeltaFactory
+) -> None:
+    now = 100 * DAY
+    ancient_live = make_record(2, 0.0)  # running since long before the window
+    old_ended = make_record(3, 1.0)
+    recent_ended = make_record(4, now - DAY)
+    store.apply(
+        make_delta(
+            1.0,
+            added=[ancient_live, old_ended, recent_ended],
+            events=[
+                ProcessEvent(1.0, "start", 3, 1.0),
+                ProcessEvent(now - DAY, "start", 4, now - DAY),
+            ],
+        )
+    )
+    store.apply(make_delta(2.0, ended=[old_ended.key]))
+    store.apply(make_delta(now - 60, ended=[recent_ended.key]))
+
+    result = store.retention(7 * DAY, 1 << 30, now)
+
+    assert (result.processes_deleted, result.events_deleted) == (1, 1)
+    assert column(store.path, "SELECT pid FROM processes ORDER BY pid") == [2, 4]
+    assert column(store.path, "SELECT pid FROM process_events") == [4]
+
+
+def _add_history(
+    store: Store, make_record: RecordFactory, make_delta: DeltaFactory, *, jobs: int, live: int
+) -> None:
+    """`live` long-running processes, then `jobs` short-lived ones, job i starting at i and
+    ending at i + 1, each with a start and an exit event."""
+    store.apply(
+        make_delta(
+            0.0,
+            added=[
+                make_record(pid, 0.0, cmdline=("daemon", "x" * 300)) for pid in range(2, live + 2)
+            ],
+        )
+    )
+    for chunk in range(0, jobs, 1000):
+        batch = range(chunk, min(chunk + 1000, jobs))
+        records = [make_record(10_000 + i, float(i), cmdline=("job", "y" * 300)) for i in batch]
+        store.apply(
+            make_delta(
+                float(chunk),
+                added=records,
+                events=[ProcessEvent(r.start_time, "start", r.pid, r.start_time) for r in records],
+            )
+        )
+        for record in records:
+            store.apply(
+                make_delta(
+                    record.start_time + 1.0,
+                    ended=[record.key],
+                    events=[
+                        ProcessEvent(record.start_time + 1.0, "exit", record.pid, record.start_time)
+                    ],
+                )
+            )
+
+
+def test_size_cap_deletes_the_oldest_history_first(
+    store: Store, make_record: RecordFactory, make_delta: DeltaFactory
+) -> None:
+    jobs, live = 6000, 40
+    _add_history(store, make_record, make_delta, jobs=jobs, live=live)
+    store.retention(365 * DAY, 1 << 40, jobs + 10.0)  # settle the WAL: only measure the data
+    full = store.size_bytes()
+    cap = full // 3
+
+    result = store.retention(365 * DAY, cap, jobs + 10.0)
+
+    assert result.bytes_before == full
+    assert result.bytes_after <= cap
+    assert store.size_bytes() <= cap
+    assert store.path.stat().st_size <= cap  # the file on disk shrank, not just the free list
+    assert len(store.live_processes()) == live
+    ended = times(store.path, "SELECT start_time FROM processes WHERE ended_at IS NOT NULL")
+    events = times(store.path, "SELECT ts FROM process_events")
+    assert 0 < len(ended) < jobs
+    assert result.processes_deleted == jobs - len(ended)
+    # What survives is the newest history: a contiguous run up to the last job.
+    assert sorted(ended) == [float(i) for i in range(jobs - len(ended), jobs)]
+    assert events and min(events) >= min(ended)
+
+
+def test_unreachable_size_cap_deletes_all_history_but_no_live_process(
+    store: Store, make_record: RecordFactory, make_delta: DeltaFactory
+) -> None:
+    _add_history(store, make_record, make_delta, jobs=500, live=600)
+
+    result = store.retention(365 * DAY, 16 * 1024, 1000.0)
+
+    assert result.processes_deleted == 500
+    assert len(store.live_processes()) == 600
+    assert column(store.path, "SELECT count(*) FROM process_events") == [0]
+    assert result.bytes_after < result.bytes_before
+
+
+def test_retention_under_the_cap_deletes_nothing_recent(
+    store: Store, make_record: RecordFactory, make_delta: DeltaFactory
+) -> None:
+    _add_history(store, make_record, make_delta, jobs=50, live=5)
+
+    result = store.retention(7 * DAY, 1 << 30, 100.0)
+
+    assert (result.processes_deleted, result.events_deleted) == (0, 0)
+    assert column(store.path, "SELECT count(*) FROM processes") == [55]
+
+
+def test_a_reader_holding_a_snapshot_does_not_make_retention_or_close_fail(
+    store: Store, make_record: RecordFactory, make_delta: DeltaFactory
+) -> None:
+    _add_history(store, make_record, make_delta, jobs=200, live=5)
+    reader = apsw.Connection(str(store.path), flags=apsw.SQLITE_OPEN_READONLY)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM processes").get == 205  # snapshot held
+
+    result = store.retention(10.0, 1 << 30, 1000.0)
+    store.close()
+
+    assert result.processes_deleted == 200
+    assert reader.execute("SELECT count(*) FROM processes").get == 205  # still its snapshot
+    reader.execute("COMMIT")
+    assert reader.execute("SELECT count(*) FROM processes").get == 5
+    reader.close()
