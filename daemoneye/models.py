@@ -148,3 +148,73 @@ class HealthReport:
     daemon_cpu_percent: float
     daemon_rss_bytes: int
     problems: tuple[str, ...] = ()  # each a sentence; empty when healthy
+
+
+SEVERITIES = ("info", "low", "medium", "high", "critical")  # lowest first
+ALERT_STATES = ("open", "acknowledged", "closed")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One detection rule as loaded from a TOML `[[rule]]` table."""
+
+    id: str
+    name: str
+    description: str
+    severity: str  # one of SEVERITIES
+    enabled: bool
+    tags: tuple[str, ...]
+    query: str  # one SELECT; rows naming pid + start_time become alerts
+    title: str | None  # template with {column} placeholders from the result row
+    dedup_window_s: float | None  # a closed alert for the same instance reopens after this
+    throttle_s: float | None  # at most one new alert of this rule per this many seconds
+    source_file: str
+    source_line: int
+    overrides: str | None = None  # "file:line" of the rule with the same id this one replaced
+
+
+@dataclass(frozen=True, slots=True)
+class RuleProblem:
+    """Why a rule (or a whole file) was refused; `line` is 1-based, 0 when unknown."""
+
+    file: str
+    line: int
+    rule_id: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        rule = f" rule {self.rule_id!r}:" if self.rule_id else ""
+        return f"{where}:{rule} {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One result row of one rule that names a process instance: the raw material of an alert."""
+
+    rule_id: str
+    severity: str
+    title: str
+    pid: int
+    start_time: float
+    ts: float
+    row: tuple[tuple[str, str | int | float | None], ...]  # (column, value) pairs, in order
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A deduplicated alert: one per (rule id, process instance); repeats raise `count`."""
+
+    id: int
+    rule_id: str
+    severity: str
+    title: str
+    pid: int
+    start_time: float
+    first_seen: float
+    last_seen: float
+    count: int
+    state: str  # one of ALERT_STATES
+    state_changed_at: float | None
+    state_changed_by: str | None  # "uid 0 pid 123" of the admin who changed it
+    row: tuple[tuple[str, str | int | float | None], ...]
