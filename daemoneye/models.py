@@ -218,3 +218,47 @@ class Alert:
     state_changed_at: float | None
     state_changed_by: str | None  # "uid 0 pid 123" of the admin who changed it
     row: tuple[tuple[str, str | int | float | None], ...]
+
+
+# -- IPC wire schema (ARCHITECTURE.md §5): what the daemon sends and clients receive ---------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The answer to `hello`, the first call on every connection."""
+
+    protocol_version: int
+    daemon_version: str
+    host: str
+    role: str  # 'admin' or 'reader'
+    peer_uid: int
+    peer_pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessChange:
+    """Changed fields of one live instance; only the fields that changed are in `fields`."""
+
+    pid: int
+    start_time: float
+    fields: tuple[tuple[str, str | int | float | bool | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessesDelta:
+    """One tick's changes to the live process table, keyed by (pid, start_time)."""
+
+    seq: int
+    added: tuple[ProcessRecord, ...]
+    changed: tuple[ProcessChange, ...]
+    removed: tuple[ProcessKey, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleStatus:
+    """A rule as `rules.list` shows it: the rule, its hits and its load problems."""
+
+    rule: Rule
+    hits: int
+    last_hit: float | None
+    problems: tuple[RuleProblem, ...]
