@@ -1,0 +1,487 @@
+"""Real-time process events: a reader thread on the process connector that turns the kernel's
+fork/exec/exit notifications into `ProcessEvent`s, reading /proc the moment a program starts.
+
+Conventions every consumer relies on:
+
+- Identity is (pid, start_time) with ``start_time = boot_time + start_ticks / clk_tck`` (stat
+  field 22), computed with exactly that expression so it equals the poller's key bit for bit.
+  ``start_time == 0.0`` means "unknown": the process was gone before we could read it and no
+  earlier fork/exec taught us its start. Such events have ``partial=True``.
+- Only processes are reported: thread creation (fork with child_pid != child_tgid) and thread
+  exits are dropped; exec is reported for the thread group (the kernel makes the exec'ing thread
+  the leader).
+- ``exit_code`` is the exit(2) status after a normal exit, and the *negative signal number*
+  after death by signal (-9 for SIGKILL), as Python's ``Popen.returncode`` does. Unlike the
+  shell's 128+N it cannot be confused with a program that calls exit(137).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from daemoneye.collector.details import read_instance
+from daemoneye.collector.netlink import (
+    AckEvent,
+    ConnectorOverrun,
+    ExecEvent,
+    ExitEvent,
+    ForkEvent,
+    MalformedMessage,
+    NetlinkError,
+    NetlinkOverrun,
+    ProcConnector,
+    ProcConnectorEvent,
+    parse_messages,
+)
+from daemoneye.collector.procfs import StatFields, parse_stat_fields, read_file
+from daemoneye.models import ProcessDetails, ProcessEvent
+
+log = logging.getLogger(__name__)
+
+_SEQ_MODULUS = 1 << 32
+_NO_DETAILS = ProcessDetails(None, False, (), None, None, None, None)
+
+
+class EventConnector(Protocol):
+    """What the source needs from `ProcConnector` (tests substitute a socketpair)."""
+
+    overruns: int
+
+    @property
+    def rcvbuf_bytes(self) -> int: ...
+    def open(self, *, ack_timeout: float = ...) -> None: ...
+    def fileno(self) -> int: ...
+    def recv(self) -> memoryview: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedEvent:
+    """One queued event with what /proc said at that moment (details only for exec)."""
+
+    event: ProcessEvent
+    start_ticks: int | None  # stat field 22, None when unknown
+    details: ProcessDetails | None  # exe, cmdline, cwd, uid, gid; user is left for the caller
+
+
+@dataclass(frozen=True, slots=True)
+class EventSourceStats:
+    """Counters since start(); the daemon reports them in `health`."""
+
+    messages_total: int  # proc connector messages decoded, threads and acks included
+    events_total: int  # process-level fork/exec/exit events decoded (queued or not)
+    lost_total: int  # events the kernel dropped (ENOBUFS), from per-CPU sequence gaps
+    overruns_total: int  # ENOBUFS reports
+    dropped_total: int  # events we discarded because the queue was past its marks
+    partial_total: int  # events whose process was gone before /proc could be read
+    malformed_total: int  # undecodable messages skipped
+    threads_ignored_total: int
+    queued: int
+    rcvbuf_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What fork/exec taught us about a pid, for events that arrive after it is gone."""
+
+    start_ticks: int | None
+    ppid: int | None
+
+
+class ProcEventSource:
+    """A daemon thread that reads the process connector into a bounded queue.
+
+    The reader never waits for the consumer: past ``high_water`` queued items fork events are
+    discarded, at ``capacity`` everything new is, and a lost exec/exit sets `needs_reconcile`
+    (so does a kernel overrun). `wakeup` runs on the reader thread after it queues events and
+    the consumer has not yet drained since the previous call; pass
+    ``lambda: loop.call_soon_threadsafe(event.set)``. `ready` is set while items are queued.
+    """
+
+    def __init__(
+        self,
+        boot_time: float,
+        *,
+        clk_tck: int | None = None,
+        capacity: int = 65_536,
+        high_water: int | None = None,
+        wakeup: Callable[[], None] | None = None,
+        connector: EventConnector | None = None,
+        proc_root: str = "/proc",
+        user_of: Callable[[int], str | None] = lambda uid: None,
+        known_capacity: int = 8192,
+        batch: int = 256,
+        priority_boost: int = 10,
+    ) -> None:
+        self._boot_time = boot_time
+        self._clk_tck = clk_tck or os.sysconf("SC_CLK_TCK")
+        self._tick_ns = 1_000_000_000 // self._clk_tck
+        self._capacity = capacity
+        self._high_water = high_water if high_water is not None else capacity * 3 // 4
+        self._wakeup = wakeup
+        self._connector: EventConnector = connector or ProcConnector()
+        self._proc_root = proc_root
+        self._proc_root_bytes = os.fsencode(proc_root)
+        self._user_of = user_of
+        self._known: collections.OrderedDict[int, _Known] = collections.OrderedDict()
+        self._known_capacity = known_capacity
+        self._exec_reads: dict[int, tuple[StatFields | None, ProcessDetails, bool]] = {}
+        self._batch = batch
+        self._priority_boost = priority_boost
+        self._queue: collections.deque[ObservedEvent] = collections.deque()
+        self._lock = threading.Lock()
+        self._signalled = False
+        self.ready = threading.Event()
+        self._stopping = threading.Event()
+        self._stop_fd: int | None = None
+        self._thread: threading.Thread | None = None
+        self._last_seq_by_cpu: dict[int, int] = {}
+        self._needs_reconcile = False
+        self._wall_minus_mono_ns = 0
+        self._boot_minus_mono_ns = 0
+        self._refresh_clocks()
+        self.error: BaseException | None = None  # why the reader thread ended early
+        self.messages_total = 0
+        self.events_total = 0
+        self.lost_total = 0
+        self.dropped_total = 0
+        self.partial_total = 0
+        self.malformed_total = 0
+        self.threads_ignored_total = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Subscribe (raising EventsUnavailable with the reason) and start the reader thread."""
+        if self._thread is not None:
+            raise RuntimeError("ProcEventSource already started")
+        self._connector.open()
+        if self._connector.overruns:
+            self._request_reconcile()
+        self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._thread = threading.Thread(target=self._run, name="daemoneye-netlink", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Wake the reader through an eventfd (closing a socket does not interrupt a recv
+        blocked in another thread), join it, and release the socket."""
+        self._stopping.set()
+        if self._stop_fd is not None:
+            os.eventfd_write(self._stop_fd, 1)
+        if self._thread is None:
+            self._connector.close()
+            return
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("netlink reader did not stop within %.1f s", timeout)
+            return
+        if self._stop_fd is not None:
+            os.close(self._stop_fd)
+            self._stop_fd = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- consumer side ---------------------------------------------------------------------
+
+    def drain_observed(self, max_items: int | None = None) -> list[ObservedEvent]:
+        """Take up to max_items queued events, oldest first, with their /proc details."""
+        with self._lock:
+            count = len(self._queue) if max_items is None else min(max_items, len(self._queue))
+            items = [self._queue.popleft() for _ in range(count)]
+            self._signalled = False
+            if not self._queue:
+                self.ready.clear()
+        return items
+
+    def drain(self, max_items: int | None = None) -> list[ProcessEvent]:
+        """Take up to max_items queued events, oldest first."""
+        return [observed.event for observed in self.drain_observed(max_items)]
+
+    @property
+    def needs_reconcile(self) -> bool:
+        """True once events were lost: the caller should run a full scan, then `take_reconcile`."""
+        return self._needs_reconcile
+
+    def _request_reconcile(self) -> None:
+        with self._lock:  # so that take_reconcile cannot clear a request it did not see
+            self._needs_reconcile = True
+
+    def take_reconcile(self) -> bool:
+        """Return and clear `needs_reconcile` in one step."""
+        with self._lock:
+            needed, self._needs_reconcile = self._needs_reconcile, False
+        return needed
+
+    def stats(self) -> EventSourceStats:
+        return EventSourceStats(
+            messages_total=self.messages_total,
+            events_total=self.events_total,
+            lost_total=self.lost_total,
+            overruns_total=self._connector.overruns,
+            dropped_total=self.dropped_total,
+            partial_total=self.partial_total,
+            malformed_total=self.malformed_total,
+            threads_ignored_total=self.threads_ignored_total,
+            queued=len(self._queue),
+            rcvbuf_bytes=self._connector.rcvbuf_bytes,
+        )
+
+    # -- reader thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        assert self._stop_fd is not None
+        self._boost_priority()
+        poller = select.poll()
+        poller.register(self._connector.fileno(), select.POLLIN)
+        poller.register(self._stop_fd, select.POLLIN)
+        try:
+            while not self._stopping.is_set():
+                poller.poll()
+                if not self._stopping.is_set():
+                    self._read_available()
+        except BaseException as error:
+            self.error = error
+            self._request_reconcile()
+            raise
+        finally:
+            self._connector.close()
+
+    def _boost_priority(self) -> None:
+        """Lower this thread's nice value (like auditd's priority_boost). Many programs live
+        under a millisecond; on a busy host the boost decides whether the reader reaches /proc
+        before most of them are gone or after half of them are. Needs CAP_SYS_NICE; without it
+        the reader runs at the process's own nice value."""
+        if self._priority_boost <= 0:
+            return
+        tid = threading.get_native_id()
+        try:
+            nice = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, max(-20, nice - self._priority_boost))
+        except PermissionError:
+            log.info("netlink reader runs without priority boost (no CAP_SYS_NICE)")
+
+    def _read_available(self) -> None:
+        self._refresh_clocks()
+        messages: list[ProcConnectorEvent] = []
+        for _ in range(self._batch):
+            try:
+                data = self._connector.recv()
+            except ConnectorOverrun:
+                self._request_reconcile()
+                continue
+            if not data:
+                break
+            messages += parse_messages(data)
+        self.prefetch_execs(messages)
+        produced = [observed for m in messages if (observed := self.handle(m)) is not None]
+        self._exec_reads.clear()
+        if produced:
+            self.enqueue(produced)
+
+    def _refresh_clocks(self) -> None:
+        mono = time.monotonic_ns()
+        self._wall_minus_mono_ns = time.time_ns() - mono
+        self._boot_minus_mono_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - mono
+
+    def enqueue(self, produced: list[ObservedEvent]) -> None:
+        """Queue what `handle` produced, applying the shedding policy; then wake the consumer."""
+        should_wake = False
+        with self._lock:
+            for observed in produced:
+                depth = len(self._queue)
+                is_fork = observed.event.kind == "fork"
+                if depth >= self._capacity or (is_fork and depth >= self._high_water):
+                    self.dropped_total += 1
+                    self._needs_reconcile = self._needs_reconcile or not is_fork  # lock held
+                    continue
+                self._queue.append(observed)
+            if self._queue and not self._signalled:
+                self._signalled = should_wake = True
+                self.ready.set()
+        if should_wake and self._wakeup is not None:
+            try:
+                self._wakeup()
+            except RuntimeError as error:  # the event loop closed under us during shutdown
+                log.debug("netlink wakeup failed: %s", error)
+
+    # -- translation (public for tests: pure apart from /proc reads) -----------------------
+
+    def prefetch_execs(self, messages: list[ProcConnectorEvent]) -> None:
+        """Read /proc for every exec in a batch before handling any message: an exec'd program
+        may live well under a millisecond, while forks and exits lose nothing by waiting. A
+        fork whose exec is in the same batch then takes its start from this read instead of
+        reading stat again. Only batches that queued up while the reader was busy hold more
+        than one message, so this is the reader shedding work exactly when it falls behind."""
+        for message in messages:
+            if isinstance(message, ExecEvent) and message.tgid not in self._exec_reads:
+                self._exec_reads[message.tgid] = self._read_exec(message.tgid, message.timestamp_ns)
+
+    def handle(self, message: ProcConnectorEvent) -> ObservedEvent | None:
+        """Turn one decoded connector message into a queued record, or None."""
+        if isinstance(message, MalformedMessage):
+            self.malformed_total += 1
+            return None
+        if isinstance(message, NetlinkOverrun):
+            self._request_reconcile()
+            return None
+        if isinstance(message, NetlinkError):
+            log.debug("process connector: netlink error %d", message.error)
+            return None
+        self.messages_total += 1
+        self._track_sequence(message.cpu, message.seq)
+        observed: ObservedEvent | None = None
+        if isinstance(message, ExecEvent):
+            observed = self._on_exec(message)
+        elif isinstance(message, ForkEvent):
+            observed = self._on_fork(message)
+        elif isinstance(message, ExitEvent):
+            observed = self._on_exit(message)
+        elif isinstance(message, AckEvent) and message.err:
+            log.warning("process connector ack error: %s", os.strerror(message.err))
+        if observed is not None:
+            self.events_total += 1
+            self.partial_total += int(observed.event.partial)
+        return observed
+
+    def _track_sequence(self, cpu: int, seq: int) -> None:
+        last = self._last_seq_by_cpu.get(cpu)
+        self._last_seq_by_cpu[cpu] = seq
+        if last is None:
+            return
+        gap = (seq - last - 1) % _SEQ_MODULUS
+        if 0 < gap < _SEQ_MODULUS // 2:  # a huge "gap" is a counter restart, not a loss
+            self.lost_total += gap
+            self._request_reconcile()
+
+    def _on_fork(self, message: ForkEvent) -> ObservedEvent | None:
+        if message.is_thread:
+            self.threads_ignored_total += 1
+            return None
+        if len(self._queue) >= self._high_water:  # shed forks first, before reading /proc
+            self.events_total += 1
+            self.dropped_total += 1
+            return None
+        pid = message.child_tgid
+        exec_read = self._exec_reads.get(pid)
+        if exec_read is not None and exec_read[0] is not None:
+            stat: StatFields | None = exec_read[0]
+        else:
+            stat = self._read_stat(pid, message.timestamp_ns)
+        ticks = stat.start_ticks if stat is not None else None
+        self._remember(pid, _Known(ticks, message.parent_tgid))
+        event = ProcessEvent(
+            ts=self._wall(message.timestamp_ns),
+            kind="fork",
+            pid=pid,
+            start_time=self._start_time(ticks),
+            ppid=message.parent_tgid,
+            source="netlink",
+            partial=stat is None,
+        )
+        return ObservedEvent(event, ticks, None)
+
+    def _on_exec(self, message: ExecEvent) -> ObservedEvent:
+        pid = message.tgid
+        exec_read = self._exec_reads.pop(pid, None)
+        if exec_read is None:
+            exec_read = self._read_exec(pid, message.timestamp_ns)
+        stat, details, gone = exec_read
+        known = self._known.get(pid)
+        if stat is not None:
+            known = _Known(stat.start_ticks, stat.ppid)
+            self._remember(pid, known)
+        ticks = known.start_ticks if known is not None else None
+        event = ProcessEvent(
+            ts=self._wall(message.timestamp_ns),
+            kind="exec",
+            pid=pid,
+            start_time=self._start_time(ticks),
+            ppid=known.ppid if known is not None else None,
+            exe=details.exe,
+            cmdline=details.cmdline if not gone or details.cmdline else None,
+            source="netlink",
+            partial=gone,
+        )
+        return ObservedEvent(event, ticks, details)
+
+    def _on_exit(self, message: ExitEvent) -> ObservedEvent | None:
+        if message.is_thread:
+            self.threads_ignored_total += 1
+            return None
+        pid = message.tgid
+        known = self._known.pop(pid, None)
+        ticks = known.start_ticks if known is not None else None
+        if ticks is None:  # not reaped yet? a zombie's stat still names its start
+            stat = self._read_stat(pid, message.timestamp_ns)
+            if stat is not None and stat.state in ("Z", "X"):
+                ticks = stat.start_ticks
+        if message.exited:
+            exit_code = message.exit_status
+        else:
+            signal_number = message.term_signal
+            exit_code = -signal_number if signal_number is not None else None
+        event = ProcessEvent(
+            ts=self._wall(message.timestamp_ns),
+            kind="exit",
+            pid=pid,
+            start_time=self._start_time(ticks),
+            ppid=message.parent_tgid or (known.ppid if known is not None else None),
+            exit_code=exit_code,
+            source="netlink",
+            partial=ticks is None,
+        )
+        return ObservedEvent(event, ticks, None)
+
+    def _remember(self, pid: int, known: _Known) -> None:
+        self._known[pid] = known
+        self._known.move_to_end(pid)
+        if len(self._known) > self._known_capacity:
+            self._known.popitem(last=False)
+
+    def _start_time(self, start_ticks: int | None) -> float:
+        if start_ticks is None:
+            return 0.0
+        return self._boot_time + start_ticks / self._clk_tck
+
+    def _wall(self, timestamp_ns: int) -> float:
+        return (timestamp_ns + self._wall_minus_mono_ns) / 1e9
+
+    # -- /proc readers ---------------------------------------------------------------------
+
+    def _read_stat(self, pid: int, event_ns: int) -> StatFields | None:
+        """stat of the process the event is about, or None: gone, unreadable, garbled."""
+        try:
+            raw = read_file(f"{self._proc_root}/{pid}/stat")
+            stat = parse_stat_fields(raw)
+        except (OSError, ValueError):
+            return None
+        return stat if self._started_by(stat, event_ns) else None
+
+    def _started_by(self, stat: StatFields, event_ns: int) -> bool:
+        """False when the process we read started after the event: a newcomer reused the pid."""
+        started_ns = stat.start_ticks * self._tick_ns
+        return started_ns <= event_ns + self._boot_minus_mono_ns + self._tick_ns
+
+    def _read_exec(self, pid: int, event_ns: int) -> tuple[StatFields | None, ProcessDetails, bool]:
+        """stat and details of the exec'd process, read like the poller reads them (through one
+        pinned /proc/<pid> directory fd, see `daemoneye.collector.details`). The flag is True
+        when the process was gone (or a zombie) before everything was read; the details then
+        hold what was read in time."""
+        try:
+            read = read_instance(self._proc_root_bytes, str(pid).encode(), self._user_of)
+        except (PermissionError, ValueError):  # hidepid, or a garbled stat line
+            read = None
+        if read is None or not self._started_by(read.stat, event_ns):
+            return None, _NO_DETAILS, True
+        gone = read.partial or read.stat.state in ("Z", "X")
+        return read.stat, read.details, gone
