@@ -1,0 +1,120 @@
+"""Reading one process instance in full: stat plus the details read once per instance.
+
+Everything is read through one open /proc/<pid> directory descriptor. That descriptor stays
+bound to the task it was opened for: if the process exits and its pid is reused while we read,
+reads through it fail instead of silently returning the newcomer's exe or command line. So the
+stat read first (through the same descriptor) names the instance every other field belongs to.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from daemoneye.collector.procfs import (
+    VANISHED_ERRORS,
+    StatFields,
+    parse_cmdline,
+    parse_stat_fields,
+    parse_status_ids,
+    read_exe,
+    read_file,
+    read_link,
+)
+from daemoneye.models import ProcessDetails
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRead:
+    """One instance as read now. `raw_stat` is kept so the scanner can compare the next tick's
+    stat bytes against it. `denied` is True when a detail was refused (exe and cwd need ptrace
+    access to other users' processes); `partial` when the process exited during the read, so
+    the details hold only what was read before it went."""
+
+    raw_stat: bytes
+    stat: StatFields
+    details: ProcessDetails
+    denied: bool
+    partial: bool
+
+
+def read_instance(
+    proc_root: bytes, name: bytes, user_of: Callable[[int], str | None]
+) -> InstanceRead | None:
+    """Read /proc/<name> in full. Returns None when the process is gone before its stat could
+    be read; raises PermissionError when even stat is refused (hidepid); a malformed stat line
+    raises ValueError."""
+    try:
+        dir_fd = os.open(proc_root + b"/" + name, _DIR_FLAGS)
+    except VANISHED_ERRORS:
+        return None
+    try:
+        try:
+            raw_stat = read_file(b"stat", dir_fd=dir_fd)
+        except VANISHED_ERRORS:
+            return None
+        if not raw_stat:
+            return None  # a task torn down between open and read gives an empty file
+        return _read_details(dir_fd, raw_stat, parse_stat_fields(raw_stat), user_of)
+    finally:
+        os.close(dir_fd)
+
+
+def _read_details(
+    dir_fd: int, raw_stat: bytes, stat: StatFields, user_of: Callable[[int], str | None]
+) -> InstanceRead:
+    if stat.kernel_thread:  # no memory, no files, the kernel's own credentials
+        details = ProcessDetails(None, False, (), None, 0, 0, user_of(0))
+        return InstanceRead(raw_stat, stat, details, False, False)
+    denied = False
+    exe: str | None = None
+    exe_deleted = False
+    cwd: str | None = None
+    cmdline: tuple[str, ...] = ()
+    uid: int | None = None
+    gid: int | None = None
+    # exe and cwd: ENOENT is normal for zombies (no mm, no fs), so a missing link is not proof
+    # of exit. status is read last and settles whether the process is gone.
+    try:
+        cmdline = parse_cmdline(read_file(b"cmdline", dir_fd=dir_fd))
+    except PermissionError:
+        denied = True
+    except VANISHED_ERRORS:
+        pass
+    try:
+        exe, exe_deleted = read_exe(b"exe", dir_fd=dir_fd)
+    except PermissionError:
+        denied = True
+    except VANISHED_ERRORS:
+        pass
+    try:
+        cwd = read_link(b"cwd", dir_fd=dir_fd)
+    except PermissionError:
+        denied = True
+    except VANISHED_ERRORS:
+        pass
+    partial = False
+    try:
+        status = read_file(b"status", dir_fd=dir_fd)
+    except PermissionError:
+        denied = True
+    except VANISHED_ERRORS:
+        partial = True
+    else:
+        if status:
+            uid, gid = parse_status_ids(status)
+        else:
+            partial = True
+    details = ProcessDetails(
+        exe=exe,
+        exe_deleted=exe_deleted,
+        cmdline=cmdline,
+        cwd=cwd,
+        uid=uid,
+        gid=gid,
+        user=user_of(uid) if uid is not None else None,
+    )
+    return InstanceRead(raw_stat, stat, details, denied, partial)
