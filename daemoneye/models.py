@@ -147,6 +147,9 @@ class HealthReport:
     store_bytes: int
     daemon_cpu_percent: float
     daemon_rss_bytes: int
+    events_total: int = 0  # kernel process events decoded (netlink mode)
+    events_lost_total: int = 0  # lost by the kernel (socket buffer overrun)
+    events_dropped_total: int = 0  # shed by the daemon under a fork storm
     problems: tuple[str, ...] = ()  # each a sentence; empty when healthy
 
 
@@ -262,3 +265,48 @@ class RuleStatus:
     hits: int
     last_hit: float | None
     problems: tuple[RuleProblem, ...]
+
+
+# -- IPC results that the engine also produces (daemon/service.py's DetectionEngine) ----------
+
+
+@dataclass(frozen=True, slots=True)
+class RulesReload:
+    """The outcome of a rule reload: the new set replaced the old one only when `accepted`."""
+
+    accepted: bool
+    active: int  # rules in the active set afterwards
+    problems: tuple[RuleProblem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditVerification:
+    """`audit verify`: whether the hash chain holds, and the first entry that does not."""
+
+    ok: bool
+    entries: int
+    first_bad_id: int | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatus:
+    """The detection engine's part of `health`."""
+
+    rules_active: int
+    rules_rejected: int  # rules refused at the last load (their problems are in rules.list)
+    last_reload_at: float | None
+    last_reload_error: str | None  # the last reload was refused: the previous set is active
+    alerts_open: int
+    sink_backlog: int  # alerts waiting in the outbox for a sink
+    problems: tuple[str, ...] = ()  # each a sentence; any makes `daemoneye health` fail
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonStatus:
+    """The answer to `health` (and each `health.report`): the collector's report, the
+    connected IPC clients, and the engine's status (None while no engine runs)."""
+
+    report: HealthReport
+    clients: int
+    engine: EngineStatus | None

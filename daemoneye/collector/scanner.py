@@ -93,6 +93,20 @@ class ProcScanner:
         its fields changed, so `last_seen` is the time of its last change, not of this tick."""
         return self._records.copy()
 
+    def record(self, key: ProcessKey) -> ProcessRecord | None:
+        """The current record of one live instance, None when the scanner does not know it."""
+        return self._records.get(key)
+
+    def adopt_exec(self, rec: ProcessRecord) -> None:
+        """Take an exec reported by the kernel events as this instance's current state, so the
+        next scan compares against the new exe and command line and does not report the same
+        exec again."""
+        entry = self._entries.get(str(rec.pid).encode())
+        if entry is None or entry.key != rec.key:
+            return
+        self._store(entry, rec)
+        entry.emitted, entry.last_emit = rec, rec.last_seen
+
     def scan(self) -> ScanDelta:
         """One tick: read stat of every known process, look for new ones, report differences."""
         started = time.perf_counter()

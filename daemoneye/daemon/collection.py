@@ -15,10 +15,14 @@ import time
 from collections.abc import Callable
 
 from daemoneye import __version__
+from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.hashing import ExeHasher
+from daemoneye.collector.netlink import EventsUnavailable, probe
 from daemoneye.collector.procfs import read_boot_id, read_boot_time
 from daemoneye.collector.scanner import ProcScanner
+from daemoneye.collector.users import UserNames
 from daemoneye.config import Config
+from daemoneye.daemon.events_feed import EventFeed
 from daemoneye.models import HealthReport, ScanDelta
 from daemoneye.store.db import Store
 
@@ -48,14 +52,17 @@ class Collection:
         self._mode = mode
         self._event_source = event_source
         self._clock = clock
-        boot_time = store.boot_time(read_boot_id(proc_root), read_boot_time(proc_root))
+        self._proc_root = proc_root
+        self.boot_time = store.boot_time(read_boot_id(proc_root), read_boot_time(proc_root))
+        self.user_names = UserNames()
+        self.events: EventFeed | None = None
         self.hasher: ExeHasher | None = (
             ExeHasher(max_bytes=config.collector.hash_max_bytes, proc_root=proc_root)
             if config.collector.hash_executables else None
         )
         self.scanner = ProcScanner(
-            proc_root, boot_time=boot_time, update_interval=config.collector.update_interval,
-            clock=clock, hasher=self.hasher,
+            proc_root, boot_time=self.boot_time, update_interval=config.collector.update_interval,
+            clock=clock, hasher=self.hasher, user_names=self.user_names,
         )
         self.started_at = clock()
         self.ticks = 0
@@ -74,6 +81,47 @@ class Collection:
         self.scanner.prime(known)
         return len(known)
 
+    def start_events(self, wakeup: Callable[[], None]) -> str:
+        """Subscribe to the kernel's process events when configured and permitted. Returns the
+        event source as `health` shows it: 'netlink', or 'polling-only: <why>'."""
+        if not self.config.collector.events:
+            self._event_source = "polling-only: collector.events is off"
+            return self._event_source
+        reason = probe()
+        source: ProcEventSource | None = None
+        if reason is None:
+            source = ProcEventSource(self.boot_time, wakeup=wakeup, proc_root=self._proc_root,
+                                     user_of=self.user_names)
+            try:
+                source.start()
+            except EventsUnavailable as exc:
+                reason, source = str(exc), None
+        if source is None:
+            self._event_source = f"polling-only: {reason}"
+        else:
+            self.events = EventFeed(source, self.scanner, self.user_names, self.hasher,
+                                    clock=self._clock)
+            self._event_source = "netlink"
+        return self._event_source
+
+    def drain_events(self) -> ScanDelta | None:
+        """Write what the kernel events reported since the last call (one transaction)."""
+        if self.events is None:
+            return None
+        delta = self.events.take()
+        if delta is not None:
+            self.store.apply(delta)
+        return delta
+
+    @property
+    def events_pending(self) -> bool:
+        return self.events is not None and self.events.source.ready.is_set()
+
+    @property
+    def reconcile_requested(self) -> bool:
+        """True once, after events were lost: the next poll must run now."""
+        return self.events is not None and self.events.source.take_reconcile()
+
     def reconfigure(self, config: Config) -> None:
         """Apply what can change without a restart (called on SIGHUP, between ticks)."""
         self.config = config
@@ -84,6 +132,8 @@ class Collection:
     def tick(self) -> ScanDelta:
         """One scan, written in one transaction, then retention when it is due."""
         delta = self.scanner.scan()
+        if self.events is not None:
+            delta = self.events.without_duplicates(delta)
         hashes = self.hasher.drain() if self.hasher is not None else []
         self.store.apply(delta, hashes)
         self.ticks += 1
@@ -109,6 +159,10 @@ class Collection:
             self._cpu_mark = (mono, cpu)
         scanner = self.scanner
         problems = []
+        events = self.events.source.stats() if self.events is not None else None
+        if self.events is not None and not self.events.source.alive:
+            problems.append("the kernel event reader stopped: "
+                            f"{self.events.source.error or 'unknown reason'}")
         if not scanner.sees_all:
             problems.append(f"running as uid {os.geteuid()}: the details of other users' "
                             "processes are hidden")
@@ -126,6 +180,9 @@ class Collection:
             store_bytes=self.store.size_bytes(),
             daemon_cpu_percent=round(self._cpu_percent, 2),
             daemon_rss_bytes=_self_rss_bytes(),
+            events_total=events.events_total if events else 0,
+            events_lost_total=events.lost_total if events else 0,
+            events_dropped_total=events.dropped_total if events else 0,
             problems=tuple(problems),
         )
 
@@ -137,6 +194,9 @@ class Collection:
 
     def close(self) -> None:
         """Stop the hasher and leave a last health report that says the daemon stopped."""
+        if self.events is not None:
+            self.events.source.stop()
+            self.drain_events()
         if self.hasher is not None:
             self.hasher.close()
         self.write_health(f"the daemon stopped at {time.strftime('%Y-%m-%d %H:%M:%S')}")
