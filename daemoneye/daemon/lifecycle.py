@@ -8,6 +8,7 @@ SIGHUP re-reads the configuration: validated first, swapped in only when it is g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -21,12 +22,14 @@ from daemoneye.config import LoadedConfig
 from daemoneye.daemon.collection import Collection
 from daemoneye.daemon.lock import PidLock
 from daemoneye.daemon.sdnotify import Notifier
+from daemoneye.daemon.service import IpcRuntime, start_ipc
 from daemoneye.errors import DaemonEyeError, StoreError
 from daemoneye.store.db import Store
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 10.0
+EVENT_COALESCE_S = 0.01
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -46,9 +49,12 @@ class Daemon:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="daemoneye-tick")
         self._lock = PidLock(Path(str(loaded.paths.db) + ".lock"))
         self._collection: Collection | None = None
+        self.ipc: IpcRuntime | None = None  # the IPC socket (daemon/service.py)
         self._wake = asyncio.Event()
         self._should_exit = False
         self._reload_requested = False
+        self._events_pending = False
+        self._ready = False
         self._exit_signals = 0
 
     @property
@@ -78,9 +84,8 @@ class Daemon:
         self._lock.acquire()
         file_mode = 0o600
         loop = asyncio.get_running_loop()
-        event_source = "polling-only: the kernel event source is not built yet"
         self._collection = await loop.run_in_executor(
-            self._worker, self._open_collection, paths.db, file_mode, event_source)
+            self._worker, self._open_collection, paths.db, file_mode, "starting")
         carried = await loop.run_in_executor(self._worker, self.collection.resume)
         log.info("daemoneye %s starting: %s mode, store %s, scan every %gs, %d live processes "
                  "carried over from the store", __version__, paths.mode.value, paths.db,
@@ -89,7 +94,18 @@ class Daemon:
             log.warning("running as uid %d without privileges: the exe, cwd and hash of other "
                         "users' processes are hidden (run as root for full coverage)",
                         os.geteuid())
-        log.info("%s", event_source)
+        def wakeup() -> None:  # runs on the event reader thread
+            loop.call_soon_threadsafe(self._on_events)
+
+        event_source = await loop.run_in_executor(
+            self._worker, self.collection.start_events, wakeup)
+        if event_source == "netlink":
+            log.info("kernel process events: on (every exec and exit is seen as it happens)")
+        else:
+            log.warning("running in %s; short-lived processes between two scans can be missed",
+                        event_source)
+        # IPC: the socket opens once the store is open (a live daemon on it stops this one).
+        self.ipc = await start_ipc(lambda: self.loaded, self.collection, self._worker)
 
     def _open_collection(self, db: Path, file_mode: int, event_source: str) -> Collection:
         store = Store.open(db, file_mode=file_mode)
@@ -102,36 +118,58 @@ class Daemon:
 
     # -- main loop -------------------------------------------------------------------------
     async def main_loop(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Scan every interval; between scans, write kernel events as they arrive."""
         next_tick = time.monotonic()
-        ready = False
         while not self._should_exit:
-            try:
-                delta = await loop.run_in_executor(self._worker, self.collection.tick)
-            except (StoreError, OSError) as exc:
-                # Keep collecting: a full disk or a locked file may clear up; say so each time.
-                log.error("tick failed, nothing of it was written: %s", exc)
-            else:
-                if not ready:
-                    ready = True
-                    self.notifier.ready(f"watching {delta.stats.processes} processes")
-                    log.info("ready: first scan saw %d processes in %.1f ms",
-                             delta.stats.processes, delta.stats.duration_s * 1000)
-                if self.notifier.watchdog_interval is not None:
-                    self.notifier.watchdog()
+            now = time.monotonic()
+            if now >= next_tick or self.collection.reconcile_requested:
+                await self._tick()
+                next_tick += self.loaded.config.collector.interval
+                now = time.monotonic()
+                if next_tick < now:  # a slow tick: skip the missed ones instead of bursting
+                    next_tick = now
             if self._reload_requested:
                 self._reload_requested = False
                 self._reload()
-            interval = self.loaded.config.collector.interval
-            next_tick += interval
-            now = time.monotonic()
-            if next_tick < now:  # a slow tick: skip the missed ones instead of bursting
-                next_tick = now
+            if self._events_pending or self.collection.events_pending:
+                self._events_pending = False
+                # Coalesce a burst into one transaction; well inside the latency budget.
+                await asyncio.sleep(EVENT_COALESCE_S)
+                await self._drain_events()
+                continue
             self._wake.clear()
-            try:
+            if self._should_exit or self._events_pending or self._reload_requested:
+                continue
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=next_tick - now)
-            except TimeoutError:
-                pass
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            delta = await loop.run_in_executor(self._worker, self.collection.tick)
+        except (StoreError, OSError) as exc:
+            # Keep collecting: a full disk or a locked file may clear up; say so each time.
+            log.error("tick failed, nothing of it was written: %s", exc)
+            return
+        if not self._ready:
+            self._ready = True
+            self.notifier.ready(f"watching {delta.stats.processes} processes")
+            log.info("ready: first scan saw %d processes in %.1f ms",
+                     delta.stats.processes, delta.stats.duration_s * 1000)
+        if self.notifier.watchdog_interval is not None:
+            self.notifier.watchdog()
+
+    async def _drain_events(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._worker, self.collection.drain_events)
+        except (StoreError, OSError) as exc:
+            log.error("writing kernel events failed; the next scan reconciles: %s", exc)
+
+    def _on_events(self) -> None:
+        """Called on the loop (from the event reader thread) when events are queued."""
+        self._events_pending = True
+        self._wake.set()
 
     def _reload(self) -> None:
         """Validate-then-swap: a broken config file leaves the running config untouched."""
@@ -156,6 +194,9 @@ class Daemon:
     # -- shutdown --------------------------------------------------------------------------
     async def shutdown(self) -> None:
         self.notifier.stopping()
+        if self.ipc is not None:  # IPC first: no client reads a store that is closing
+            await self.ipc.stop()
+            self.ipc = None
         loop = asyncio.get_running_loop()
         if self._collection is not None:
             collection = self._collection
