@@ -93,6 +93,10 @@ class ProcScanner:
         its fields changed, so `last_seen` is the time of its last change, not of this tick."""
         return self._records.copy()
 
+    def close(self) -> None:
+        """Release the stat descriptors held between ticks."""
+        self._poller.close()
+
     def record(self, key: ProcessKey) -> ProcessRecord | None:
         """The current record of one live instance, None when the scanner does not know it."""
         return self._records.get(key)

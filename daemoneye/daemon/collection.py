@@ -199,4 +199,5 @@ class Collection:
             self.drain_events()
         if self.hasher is not None:
             self.hasher.close()
+        self.scanner.close()
         self.write_health(f"the daemon stopped at {time.strftime('%Y-%m-%d %H:%M:%S')}")
