@@ -1,0 +1,45 @@
+"""What one process costs, read from /proc: CPU ticks (utime + stime, all threads) and RSS."""
+
+from __future__ import annotations
+
+import os
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole thread group (stat fields 14 and 15), in seconds."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        raw = stat.read()
+    fields = raw[raw.rfind(b")") + 2:].split()  # fields[0] is field 3
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS from /proc/<pid>/status, in bytes (0 for a zombie or kernel thread)."""
+    with open(f"/proc/{pid}/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def comm(pid: int) -> str:
+    with open(f"/proc/{pid}/comm", "rb") as name:
+        return name.read().decode("utf-8", "replace").strip()
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (a scan of /proc: fine for the few times we need it)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                raw = stat.read()
+        except OSError:
+            continue
+        if int(raw[raw.rfind(b")") + 2:].split()[1]) == pid:
+            found.append(int(name))
+    return found
