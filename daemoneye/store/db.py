@@ -8,10 +8,12 @@ open their own connections with `open_readonly`; WAL lets them read while the wr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import apsw
 
@@ -30,7 +32,9 @@ from daemoneye.store.rows import (
     safe_optional,
     safe_text,
 )
-from daemoneye.store.schema import check_compatible, migrate, read_schema_state
+from daemoneye.store.schema import SCHEMA_VERSION, check_compatible, migrate, read_schema_state
+
+SQLValue = int | float | str | bytes | None
 
 # The WAL is truncated back to this size after a checkpoint, so one large retention pass does
 # not leave a large -wal file behind for good.
@@ -99,6 +103,15 @@ _SET_HASH = "UPDATE processes SET exe_sha256 = ? WHERE pid = ? AND start_time = 
 _BOOT_TIME_KEY = "boot_time:"
 
 
+class RowSource(Protocol):
+    """A connection that runs trusted, package-written SELECTs (Store and ReadOnlyStore both
+    do): what read-side helpers shared by the daemon, IPC and the CLI take."""
+
+    def fetch_rows(
+        self, sql: str, params: Sequence[SQLValue] = ()
+    ) -> list[tuple[SQLValue, ...]]: ...
+
+
 class Store:
     """The writer. Create it with `Store.open`; use it from one thread at a time."""
 
@@ -147,9 +160,86 @@ class Store:
             raise
         return cls(conn, path)
 
+    @classmethod
+    def open_existing(cls, path: Path | str) -> Store:
+        """A further writer connection to a store that already exists at this code's schema:
+        for a thread of the daemon's own (sink delivery) or a short administrative write from
+        the CLI. Never creates, migrates or changes the mode of the file; raises StoreError
+        when it is missing, not writable by this user, or at another schema version."""
+        path = Path(path).absolute()
+        if not path.exists():
+            raise StoreError(
+                f"no store at {path}: the daemon has not created it yet "
+                "(start `daemoneye daemon`, or pass --db with the daemon's store)"
+            )
+        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
+            raise StoreError(
+                f"cannot write the store {path}: permission denied for uid "
+                f"{os.geteuid()} (it belongs to the daemon's user)"
+            )
+        try:
+            conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+        except apsw.Error as exc:
+            raise file_error(path, exc, "opening") from exc
+        try:
+            configure(conn)
+            state = read_schema_state(conn)
+            check_compatible(state, path)
+            if state.user_version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path}: the store is at schema version {state.user_version}, this "
+                    f"command needs {SCHEMA_VERSION}; start the daemon once to migrate it"
+                )
+            conn.pragma("synchronous", "NORMAL")
+            conn.pragma("foreign_keys", "ON")
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, apsw.Error):
+                raise file_error(path, exc, "opening") from exc
+            raise
+        return cls(conn, path)
+
     @property
     def path(self) -> Path:
         return self._path
+
+    @contextmanager
+    def transaction(self, doing: str) -> Iterator[apsw.Connection]:
+        """A write transaction for the engine's tables (alerts, outbox, audit log), yielding the
+        connection. It starts with BEGIN IMMEDIATE, so what is read inside it is the newest
+        committed state and no other writer (another thread, the CLI) can interleave: read-then-
+        write sequences such as appending to the audit chain cannot fork. Called while a
+        transaction is already open it nests as a savepoint, so a caller can put detections,
+        alerts, outbox rows and audit entries into one transaction. SQLite errors roll it back
+        and become StoreError."""
+        if self._closed:
+            raise StoreError(f"{self._path}: {doing} failed: the store is closed")
+        conn = self._conn
+        try:
+            if conn.in_transaction:
+                with conn:
+                    yield conn
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except apsw.Error as exc:
+            raise file_error(self._path, exc, doing) from exc
+
+    def fetch_rows(self, sql: str, params: Sequence[SQLValue] = ()) -> list[tuple[SQLValue, ...]]:
+        """The rows of one trusted SELECT written in this package (never user input: it does
+        not go through the sandbox)."""
+        if self._closed:
+            raise StoreError(f"{self._path}: reading failed: the store is closed")
+        try:
+            return [tuple(row) for row in self._conn.execute(sql, tuple(params))]
+        except apsw.Error as exc:
+            raise file_error(self._path, exc, "reading") from exc
 
     @contextmanager
     def _transaction(self, doing: str) -> Iterator[apsw.Connection]:

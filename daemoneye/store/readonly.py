@@ -196,6 +196,14 @@ class ReadOnlyStore:
         except apsw.Error as exc:
             raise file_error(self._path, exc, "reading processes") from exc
 
+    def fetch_rows(self, sql: str, params: Sequence[SQLValue] = ()) -> list[tuple[SQLValue, ...]]:
+        """The rows of one trusted SELECT written in this package (alerts, audit log, outbox
+        counters); never user input: it does not go through the sandbox."""
+        try:
+            return [tuple(row) for row in self._conn.execute(sql, tuple(params))]
+        except apsw.Error as exc:
+            raise file_error(self._path, exc, "reading") from exc
+
     def close(self) -> None:
         self._conn.close()
 

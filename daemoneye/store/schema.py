@@ -94,8 +94,99 @@ CREATE TABLE meta (
 ) STRICT;
 """
 
+_V2_ALERTS = """
+-- One row per (rule, process instance): repeats raise `count`; a closed alert seen again after
+-- its rule's dedup window is reopened in place as a new `occurrence`.
+CREATE TABLE alerts (
+    id               INTEGER PRIMARY KEY,
+    rule_id          TEXT    NOT NULL,
+    severity         TEXT    NOT NULL
+                     CHECK (severity IN ('info', 'low', 'medium', 'high', 'critical')),
+    title            TEXT    NOT NULL,
+    pid              INTEGER NOT NULL,
+    start_time       REAL    NOT NULL,
+    first_seen       REAL    NOT NULL,
+    last_seen        REAL    NOT NULL,
+    count            INTEGER NOT NULL DEFAULT 1 CHECK (count >= 1),
+    occurrence       INTEGER NOT NULL DEFAULT 1 CHECK (occurrence >= 1),
+    state            TEXT    NOT NULL DEFAULT 'open'
+                     CHECK (state IN ('open', 'acknowledged', 'closed')),
+    state_changed_at REAL,
+    state_changed_by TEXT,
+    row              TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(row)),  -- [[column, value]]
+    UNIQUE (rule_id, pid, start_time)
+) STRICT;
+
+-- Listing is newest first, optionally narrowed by state, severity or rule.
+CREATE INDEX alerts_last_seen ON alerts (last_seen);
+CREATE INDEX alerts_state ON alerts (state, last_seen);
+CREATE INDEX alerts_severity ON alerts (severity, last_seen);
+CREATE INDEX alerts_rule ON alerts (rule_id, last_seen);
+
+-- Per-rule alerting counters; `last_raised_at` is the throttle's clock, so it survives restarts.
+CREATE TABLE rule_stats (
+    rule_id            TEXT PRIMARY KEY,
+    alerts_raised      INTEGER NOT NULL DEFAULT 0,
+    alerts_suppressed  INTEGER NOT NULL DEFAULT 0,  -- new alerts the throttle held back
+    last_raised_at     REAL,
+    last_suppressed_at REAL
+) STRICT;
+
+-- The tamper-evident ledger: each entry's hash covers its fields and the previous entry's hash.
+-- seq is assigned by the writer (never reused); the head (seq, hash) is mirrored in meta so a
+-- truncated tail is detectable. Nothing prunes this table.
+CREATE TABLE audit_log (
+    seq       INTEGER PRIMARY KEY,
+    ts        REAL    NOT NULL,
+    kind      TEXT    NOT NULL,
+    actor     TEXT    NOT NULL,
+    detail    TEXT    NOT NULL CHECK (json_valid(detail)),
+    prev_hash TEXT    NOT NULL,
+    hash      TEXT    NOT NULL
+) STRICT;
+
+-- Guards against accidental rewrites by code; tampering by hand is what the hash chain catches.
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+
+-- The persistent outbox: one row per (alert occurrence, sink), written in the same transaction
+-- as the alert, removed from `pending` only once the sink has taken it (at-least-once).
+CREATE TABLE sink_outbox (
+    id              INTEGER PRIMARY KEY,
+    alert_id        INTEGER NOT NULL REFERENCES alerts (id) ON DELETE CASCADE,
+    sink            TEXT    NOT NULL,
+    payload         TEXT    NOT NULL CHECK (json_valid(payload)),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL    NOT NULL,
+    state           TEXT    NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'delivered', 'dead')),
+    last_error      TEXT,
+    created_at      REAL    NOT NULL,
+    delivered_at    REAL
+) STRICT;
+
+CREATE INDEX sink_outbox_due ON sink_outbox (state, next_attempt_at);
+CREATE INDEX sink_outbox_sink_due ON sink_outbox (sink, state, next_attempt_at);
+CREATE INDEX sink_outbox_alert ON sink_outbox (alert_id);
+
+-- Per-sink delivery counters, updated with the outbox rows, so `health` can read them from the
+-- store even when no daemon runs.
+CREATE TABLE sink_stats (
+    sink                  TEXT PRIMARY KEY,
+    delivered_total       INTEGER NOT NULL DEFAULT 0,
+    failed_attempts_total INTEGER NOT NULL DEFAULT 0,
+    dead_total            INTEGER NOT NULL DEFAULT 0,
+    last_success_at       REAL,
+    last_error            TEXT,
+    last_error_at         REAL
+) STRICT;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "processes, live_processes, process_events, meta", _V1_PROCESSES),
+    Migration(2, "alerts, rule_stats, audit_log, sink_outbox, sink_stats", _V2_ALERTS),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,41 @@
+"""The stdout sink: one line per alert on the daemon's standard output (journald under
+systemd). The human format escapes control characters: titles carry process-supplied text."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from daemoneye.engine.sinks.base import SinkError, human_line
+
+
+class StdoutSink:
+    """Writes `human` text or compact `json`, one alert per line, flushed at once."""
+
+    name = "stdout"
+
+    def __init__(self, fmt: str = "human", stream: TextIO | None = None) -> None:
+        if fmt not in ("human", "json"):
+            raise ValueError(f"unknown stdout format {fmt!r}")
+        self._fmt = fmt
+        self._stream = stream  # None: whatever sys.stdout is at delivery time
+
+    def deliver(self, payload: Mapping[str, Any]) -> None:
+        if self._fmt == "json":
+            line = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        else:
+            line = human_line(payload)
+        stream = self._stream if self._stream is not None else sys.stdout
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (OSError, ValueError) as exc:  # ValueError: the stream was closed
+            raise SinkError(f"cannot write to stdout: {exc}") from exc
+
+    def reopen(self) -> None:
+        """Nothing to reopen."""
+
+    def close(self) -> None:
+        """Standard output is not ours to close."""

@@ -1,0 +1,155 @@
+"""The webhook sink: each alert POSTed as JSON with the standard library's urllib.
+
+A 2xx answer means delivered. 5xx, 408, 429, timeouts, refused connections and TLS failures are
+transient (retried; a Retry-After header is honoured); any other 4xx means the receiver will
+never take this request, so it is dead-lettered. Redirects are not followed: urllib would turn
+the POST into a GET without the body and a 2xx from the new location would lose the alert, so a
+3xx is permanent and says to configure the final URL. TLS certificates and host names are
+verified unless `verify_tls` is off; `ca_file` trusts a private CA instead of the system's.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from email.message import Message
+from typing import Any
+
+from daemoneye import __version__
+from daemoneye.config import redact_url
+from daemoneye.engine.sinks.base import PermanentSinkError, SinkError
+from daemoneye.text import shorten, visible
+
+# How much of an error response is read (and quoted, shortened) in the error message.
+_ERROR_BODY_BYTES = 2048
+_RETRYABLE_4XX = frozenset({408, 429})
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Turn every 3xx into an HTTPError instead of a body-less GET to the new location."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Message,
+        newurl: str,
+    ) -> None:
+        return None
+
+
+def tls_context(*, verify: bool = True, ca_file: str | None = None) -> ssl.SSLContext:
+    """A client TLS context: the system's trust store (or `ca_file`), host names checked;
+    with `verify` off, no checks at all."""
+    if not verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=ca_file or None)
+
+
+class WebhookSink:
+    """POSTs each alert payload to `url`."""
+
+    name = "webhook"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        verify_tls: bool = True,
+        ca_file: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.url = url
+        self._shown_url = redact_url(url)
+        self._timeout = timeout
+        self._headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": f"daemoneye/{__version__}",
+            **dict(headers),
+        }
+        self._opener = urllib.request.build_opener(
+            _RefuseRedirects(),
+            urllib.request.HTTPSHandler(context=tls_context(verify=verify_tls, ca_file=ca_file)),
+        )
+
+    def deliver(self, payload: Mapping[str, Any]) -> None:
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(
+            "utf-8", "backslashreplace"
+        )
+        headers = dict(self._headers)
+        if payload.get("event_id") is not None:
+            headers["X-DaemonEye-Event-Id"] = str(payload["event_id"])  # for receivers' dedup
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with self._opener.open(request, timeout=self._timeout) as response:
+                response.read()  # let the connection finish cleanly
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise self._status_error(exc) from None
+        except urllib.error.URLError as exc:
+            raise SinkError(self._reason(exc.reason)) from exc
+        except (OSError, http.client.HTTPException) as exc:  # timeouts, resets mid-response
+            raise SinkError(self._reason(exc)) from exc
+
+    def _status_error(self, exc: urllib.error.HTTPError) -> SinkError:
+        code = exc.code
+        try:
+            text = exc.read(_ERROR_BODY_BYTES).decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException):
+            text = ""
+        detail = visible(shorten(" ".join(text.split()), 200))
+        message = f"{self._shown_url} answered HTTP {code} {exc.reason}" + (
+            f": {detail}" if detail else ""
+        )
+        if 300 <= code < 400:
+            location = exc.headers.get("Location", "?") if exc.headers else "?"
+            return PermanentSinkError(
+                f"{message}; redirects are not followed (a POST would lose its body): configure "
+                f"the final URL ({visible(redact_url(str(location)))})"
+            )
+        if code >= 500 or code in _RETRYABLE_4XX:
+            return SinkError(message, retry_after=_retry_after(exc.headers))
+        if 400 <= code < 500:
+            return PermanentSinkError(message + " (the request is refused; not retried)")
+        return SinkError(message)
+
+    def _reason(self, reason: object) -> str:
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            return (
+                f"TLS certificate verification failed for {self._shown_url}: "
+                f"{reason.verify_message or reason} (set sinks.webhook.ca_file to trust a "
+                "private CA)"
+            )
+        if isinstance(reason, TimeoutError):
+            return f"{self._shown_url} did not answer within {self._timeout:g} s"
+        if isinstance(reason, OSError) and reason.strerror:
+            return f"cannot reach {self._shown_url}: {reason.strerror}"
+        return f"cannot reach {self._shown_url}: {reason}"
+
+    def reopen(self) -> None:
+        """Connections are per request; nothing to reopen."""
+
+    def close(self) -> None:
+        """Nothing held between requests."""
+
+
+def _retry_after(headers: Message | None) -> float | None:
+    """Retry-After in seconds when given as a number (the HTTP-date form is ignored)."""
+    value = headers.get("Retry-After") if headers is not None else None
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= 86400 else None
