@@ -97,7 +97,7 @@ def _scanner_run(samples: _Samples, steady_scans: int, cfloor: CFloor) -> None:
             hasher.drain()
         bare, _ = _new_scanner(hashing=False)
         samples.full_no_hasher.append(_per_process_us(bare.scan()))
-        del bare
+        bare.close()
         c_passes, py_passes, steady = [], [], []
         for _ in range(steady_scans):
             c_passes.append(cfloor.passes(2)[-1][0] / 1000)  # the first pass runs cold
@@ -106,6 +106,7 @@ def _scanner_run(samples: _Samples, steady_scans: int, cfloor: CFloor) -> None:
             if hasher is not None:
                 hasher.drain()
     finally:
+        scanner.close()
         if hasher is not None:
             hasher.close()
     samples.c_floor.append(statistics.median(c_passes))

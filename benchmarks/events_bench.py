@@ -47,6 +47,7 @@ class _Poller:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10.0)
+        self._scanner.close()
 
 
 def _round(count: int, spread_s: float) -> dict[str, Any]:

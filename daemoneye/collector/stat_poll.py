@@ -27,6 +27,23 @@ _FD_RESERVE = 512  # descriptors left for sockets, the store, hashing and client
 _NOT_HELD = -1
 
 
+class _Budget:
+    """Descriptors held by every poller of this process together (a benchmark or test may run
+    several scanners at once), so that together they never exhaust the open-files limit."""
+
+    limit: int | None = None
+    held = 0
+
+
+def _take_descriptor() -> bool:
+    if _Budget.limit is None:
+        _Budget.limit = _descriptor_budget()
+    if _Budget.held >= _Budget.limit:
+        return False
+    _Budget.held += 1
+    return True
+
+
 def _descriptor_budget() -> int:
     """How many stat files may stay open: raise the soft open-files limit as far as the hard
     limit allows, keep a reserve for everything else."""
@@ -49,7 +66,6 @@ class StatPoller:
         self._root = proc_root
         # pid directory name -> (held descriptor or _NOT_HELD, stat path, hash of last bytes)
         self._known: dict[bytes, tuple[int, bytes, int]] = {}
-        self._held = 0
         self._not_pids: set[bytes] = set()  # names in proc_root that are not pid directories
         self._loadavg = proc_root + b"/loadavg"
         self._last_pid: bytes | None = None
@@ -59,8 +75,7 @@ class StatPoller:
             self._last_pid_usable = False
         # Held descriptors only on a real procfs of our namespace: a file on an ordinary
         # filesystem (a test's fake /proc) stays readable after it is deleted.
-        real_procfs = os.path.realpath(proc_root) == b"/proc" and self._last_pid_usable
-        self._budget = _descriptor_budget() if real_procfs else 0
+        self._hold = os.path.realpath(proc_root) == b"/proc" and self._last_pid_usable
 
     def remember(self, name: bytes, raw: bytes) -> None:
         """`raw` is the stat of `name` as of this tick."""
@@ -70,19 +85,18 @@ class StatPoller:
             return
         path = self._root + b"/" + name + b"/stat"
         fd = _NOT_HELD
-        if self._held < self._budget:
+        if self._hold and _take_descriptor():
             try:
                 fd = os.open(path, _FLAGS)
-                self._held += 1
             except OSError:
-                fd = _NOT_HELD  # gone already: the next read finds out and ends it
+                _Budget.held -= 1  # gone already: the next read finds out and ends it
         self._known[name] = (fd, path, hash(raw))
 
     def forget(self, name: bytes) -> None:
         known = self._known.pop(name, None)
         if known is not None and known[0] != _NOT_HELD:
             os.close(known[0])
-            self._held -= 1
+            _Budget.held -= 1
 
     def close(self) -> None:
         """Close every held descriptor."""
