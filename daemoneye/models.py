@@ -150,6 +150,12 @@ class HealthReport:
     events_total: int = 0  # kernel process events decoded (netlink mode)
     events_lost_total: int = 0  # lost by the kernel (socket buffer overrun)
     events_dropped_total: int = 0  # shed by the daemon under a fork storm
+    rules_loaded: int = 0
+    rules_enabled: int = 0
+    rule_problems: int = 0  # rules refused at the last load
+    rule_timeouts_total: int = 0  # rule queries aborted at their time budget
+    sink_backlog: int = 0  # alerts waiting for delivery, all sinks
+    sink_dead: int = 0  # alerts dead-lettered after the last attempt
     problems: tuple[str, ...] = ()  # each a sentence; empty when healthy
 
 

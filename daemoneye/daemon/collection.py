@@ -22,7 +22,9 @@ from daemoneye.collector.procfs import read_boot_id, read_boot_time
 from daemoneye.collector.scanner import ProcScanner
 from daemoneye.collector.users import UserNames
 from daemoneye.config import Config
+from daemoneye.daemon.detection import DetectionEngine
 from daemoneye.daemon.events_feed import EventFeed
+from daemoneye.engine.outbox import sink_health
 from daemoneye.models import HealthReport, ScanDelta
 from daemoneye.store.db import Store
 
@@ -56,6 +58,7 @@ class Collection:
         self.boot_time = store.boot_time(read_boot_id(proc_root), read_boot_time(proc_root))
         self.user_names = UserNames()
         self.events: EventFeed | None = None
+        self.engine: DetectionEngine | None = None  # attached by the daemon after startup
         self.hasher: ExeHasher | None = (
             ExeHasher(max_bytes=config.collector.hash_max_bytes, proc_root=proc_root)
             if config.collector.hash_executables else None
@@ -111,6 +114,8 @@ class Collection:
         delta = self.events.take()
         if delta is not None:
             self.store.apply(delta)
+            if self.engine is not None:
+                self.engine.on_delta(delta)
         return delta
 
     @property
@@ -136,6 +141,8 @@ class Collection:
             delta = self.events.without_duplicates(delta)
         hashes = self.hasher.drain() if self.hasher is not None else []
         self.store.apply(delta, hashes)
+        if self.engine is not None:
+            self.engine.on_delta(delta)
         self.ticks += 1
         self._last_scan_ms = delta.stats.duration_s * 1000.0
         self._scan_ms_total += self._last_scan_ms
@@ -166,6 +173,10 @@ class Collection:
         if not scanner.sees_all:
             problems.append(f"running as uid {os.geteuid()}: the details of other users' "
                             "processes are hidden")
+        engine = self.engine.status() if self.engine is not None else None
+        sinks = sink_health(self.store, self.engine.book.sinks) if self.engine else []
+        if engine is not None and engine.problems:
+            problems.append(f"{engine.problems} rule(s) refused: see `daemoneye rules list`")
         return HealthReport(
             daemon_pid=os.getpid(), daemon_uid=os.geteuid(), version=__version__,
             mode=self._mode, privileged=scanner.sees_all, event_source=self._event_source,
@@ -183,6 +194,12 @@ class Collection:
             events_total=events.events_total if events else 0,
             events_lost_total=events.lost_total if events else 0,
             events_dropped_total=events.dropped_total if events else 0,
+            rules_loaded=engine.rules_loaded if engine else 0,
+            rules_enabled=engine.rules_enabled if engine else 0,
+            rule_problems=engine.problems if engine else 0,
+            rule_timeouts_total=engine.timeouts_total if engine else 0,
+            sink_backlog=sum(h.pending for h in sinks),
+            sink_dead=sum(h.dead for h in sinks),
             problems=tuple(problems),
         )
 
@@ -197,6 +214,8 @@ class Collection:
         if self.events is not None:
             self.events.source.stop()
             self.drain_events()
+        if self.engine is not None:
+            self.engine.close()
         if self.hasher is not None:
             self.hasher.close()
         self.scanner.close()

@@ -20,9 +20,13 @@ from pathlib import Path
 from daemoneye import __version__
 from daemoneye.config import LoadedConfig
 from daemoneye.daemon.collection import Collection
+from daemoneye.daemon.detection import DetectionEngine
 from daemoneye.daemon.lock import PidLock
 from daemoneye.daemon.sdnotify import Notifier
 from daemoneye.daemon.service import IpcRuntime, start_ipc
+from daemoneye.engine import audit
+from daemoneye.engine.delivery import DeliveryWorker
+from daemoneye.engine.reload import ReloadOutcome, watch_rules
 from daemoneye.errors import DaemonEyeError, StoreError
 from daemoneye.store.db import Store
 
@@ -49,6 +53,9 @@ class Daemon:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="daemoneye-tick")
         self._lock = PidLock(Path(str(loaded.paths.db) + ".lock"))
         self._collection: Collection | None = None
+        self.delivery: DeliveryWorker | None = None
+        self._rules_watch: asyncio.Task[None] | None = None
+        self._rules_watch_stop = asyncio.Event()
         self.ipc: IpcRuntime | None = None  # the IPC socket (daemon/service.py)
         self._wake = asyncio.Event()
         self._should_exit = False
@@ -104,8 +111,46 @@ class Daemon:
         else:
             log.warning("running in %s; short-lived processes between two scans can be missed",
                         event_source)
+        await self._start_engine()
         # IPC: the socket opens once the store is open (a live daemon on it stops this one).
         self.ipc = await start_ipc(lambda: self.loaded, self.collection, self._worker)
+
+    async def _start_engine(self) -> None:
+        """Sinks, rules and the rule-file watcher. A sink that cannot be built (e.g. a file sink
+        in an unwritable directory) stops startup with the reason: alerts must not vanish."""
+        loop = asyncio.get_running_loop()
+        paths, config = self.loaded.paths, self.loaded.config
+        self.delivery = DeliveryWorker.from_config(paths.db, config)
+        self.delivery.start()
+        delivery = self.delivery
+
+        def attach() -> ReloadOutcome:
+            engine = DetectionEngine(self.collection.store, paths.db, config, paths.rules_dirs,
+                                     on_new_alerts=delivery.wake)
+            self.collection.engine = engine
+            audit.record(self.collection.store, "daemon.start", "daemon",
+                         {"pid": os.getpid(), "version": __version__,
+                          "mode": paths.mode.value})
+            return engine.load()
+
+        await loop.run_in_executor(self._worker, attach)
+        self._rules_watch = asyncio.create_task(
+            watch_rules(self.engine.registry, self._on_rules_reloaded,
+                        stop_event=self._rules_watch_stop), name="daemoneye-rules-watch")
+        log.info("watching rule directories: %s", ", ".join(map(str, paths.rules_dirs)))
+
+    @property
+    def engine(self) -> DetectionEngine:
+        assert self.collection.engine is not None, "the engine has not started"
+        return self.collection.engine
+
+    async def _on_rules_reloaded(self, outcome: ReloadOutcome) -> None:
+        """A rule file changed: make the outcome live between two ticks (worker thread)."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._worker, self.engine.apply, outcome)
+        except (StoreError, OSError) as exc:
+            log.error("applying the reloaded rules failed: %s", exc)
 
     def _open_collection(self, db: Path, file_mode: int, event_source: str) -> Collection:
         store = Store.open(db, file_mode=file_mode)
@@ -187,6 +232,10 @@ class Daemon:
                                    settings=new.settings, files_read=new.files_read)
         apply_log_level(new.config.daemon.log_level)
         self._worker.submit(self.collection.reconfigure, new.config).result()
+        if self.delivery is not None:
+            self.delivery.reopen()  # logrotate: file sinks open their path again
+        if self.collection.engine is not None:
+            self._worker.submit(self.engine.load).result()
         log.info("configuration reloaded from %s",
                  ", ".join(map(str, new.files_read)) or "defaults and environment")
         self.notifier.status("configuration reloaded")
@@ -198,6 +247,16 @@ class Daemon:
             await self.ipc.stop()
             self.ipc = None
         loop = asyncio.get_running_loop()
+        if self._rules_watch is not None:
+            self._rules_watch_stop.set()
+            try:
+                await asyncio.wait_for(self._rules_watch, timeout=SHUTDOWN_TIMEOUT_S)
+            except (TimeoutError, asyncio.CancelledError):
+                self._rules_watch.cancel()
+            self._rules_watch = None
+        if self.delivery is not None:
+            await loop.run_in_executor(None, self.delivery.stop)
+            self.delivery = None
         if self._collection is not None:
             collection = self._collection
             try:
@@ -212,6 +271,8 @@ class Daemon:
 
     @staticmethod
     def _close_collection(collection: Collection) -> None:
+        if collection.engine is not None:
+            audit.record(collection.store, "daemon.stop", "daemon", {"pid": os.getpid()})
         collection.close()
         collection.store.close()
 

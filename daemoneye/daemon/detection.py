@@ -1,0 +1,124 @@
+"""The detection engine as the daemon runs it: rules → evaluation → alerts → outbox.
+
+Runs on the daemon's single worker thread, after each tick's store write (the evaluator reads
+the committed rows through its own read-only connections). A rule set swap triggers a full
+evaluation of the rules that changed; every swap and every refused rule is audited and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemoneye.config import Config
+from daemoneye.engine import audit
+from daemoneye.engine.alerts import AlertBook, AlertChange
+from daemoneye.engine.evaluator import EvaluationResult, Evaluator
+from daemoneye.engine.reload import ReloadOutcome, RuleRegistry
+from daemoneye.engine.sinks import enabled_sink_names
+from daemoneye.models import ScanDelta
+from daemoneye.store.db import Store
+
+log = logging.getLogger(__name__)
+
+NEW_ALERT_KINDS = ("raised", "reopened")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatus:
+    """What `health` says about the rules."""
+
+    generation: int
+    rules_loaded: int
+    rules_enabled: int
+    problems: int
+    timeouts_total: int
+
+
+class DetectionEngine:
+    """Owns the rule registry, the evaluator and the alert book (worker thread only, except
+    `registry`, which is thread-safe and also used by the rule-file watcher)."""
+
+    def __init__(self, store: Store, db_path: Path, config: Config,
+                 rules_dirs: Sequence[Path], *,
+                 on_new_alerts: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.registry = RuleRegistry(rules_dirs)
+        self.evaluator = Evaluator(db_path)
+        self.book = AlertBook(store, sinks=enabled_sink_names(config.sinks))
+        self._on_new_alerts = on_new_alerts
+        self._clock = clock
+        self._listeners: list[Callable[[list[AlertChange]], None]] = []
+
+    def add_alert_listener(self, listener: Callable[[list[AlertChange]], None]) -> None:
+        """Called (on the worker thread) with every batch of alert changes, e.g. for IPC."""
+        self._listeners.append(listener)
+
+    def load(self) -> ReloadOutcome:
+        """Read every rule directory and make the result live (startup, SIGHUP, rules.reload)."""
+        outcome = self.registry.reload_now()
+        self.apply(outcome)
+        return outcome
+
+    def apply(self, outcome: ReloadOutcome) -> list[AlertChange]:
+        """Make a reload's outcome live: swap the evaluator's rules, audit, evaluate in full
+        the rules that are new or changed."""
+        for problem in outcome.problems:
+            log.error("rule refused: %s", problem)
+        if not outcome.swapped:
+            return []
+        ruleset = outcome.ruleset
+        self.evaluator.set_rules(ruleset.rules)
+        detail = {"generation": outcome.generation, "digest": ruleset.digest,
+                  "rules": len(ruleset.rules), "changed": [r.id for r in outcome.changed],
+                  "removed": list(outcome.removed),
+                  "problems": [str(p) for p in outcome.problems]}
+        audit.record(self.store, "ruleset.swapped", "daemon", detail)
+        if outcome.problems:
+            audit.record(self.store, "ruleset.rejected", "daemon",
+                         {"problems": [str(p) for p in outcome.problems]})
+        log.info("rule set %d live: %d rules (%d enabled), %d changed, %d refused, in %.0f ms",
+                 outcome.generation, len(ruleset.rules), len(ruleset.enabled),
+                 len(outcome.changed), len(outcome.problems), outcome.elapsed_ms)
+        if not outcome.changed:
+            return []
+        return self._record(self.evaluator.evaluate_full(outcome.changed))
+
+    def on_delta(self, delta: ScanDelta) -> list[AlertChange]:
+        """Evaluate what one tick (or one batch of kernel events) changed."""
+        if not (delta.added or delta.execed or delta.events):
+            return []
+        return self._record(self.evaluator.evaluate_delta(delta))
+
+    def _record(self, result: EvaluationResult) -> list[AlertChange]:
+        for failure in result.failures:
+            log.warning("rule %s: %s: %s", failure.rule_id, failure.kind, failure.message)
+        if not result.detections:
+            return []
+        rules = {rule.id: rule for rule in self.registry.current.rules}
+        changes = self.book.record(result.detections, rules, self._clock())
+        for change in changes:
+            if change.kind in NEW_ALERT_KINDS:
+                log.warning("alert %d [%s] %s: %s (pid %d)", change.alert.id,
+                            change.alert.severity, change.alert.rule_id, change.alert.title,
+                            change.alert.pid)
+        if any(change.kind in NEW_ALERT_KINDS for change in changes):
+            self._on_new_alerts()
+        for listener in self._listeners:
+            listener(changes)
+        return changes
+
+    def status(self) -> EngineStatus:
+        ruleset = self.registry.current
+        stats = self.evaluator.stats()
+        return EngineStatus(
+            generation=self.registry.generation, rules_loaded=len(ruleset.rules),
+            rules_enabled=len(ruleset.enabled), problems=len(ruleset.problems),
+            timeouts_total=sum(s.timeouts for s in stats.values()))
+
+    def close(self) -> None:
+        self.evaluator.close()
