@@ -1,0 +1,80 @@
+"""Rules through the whole daemon: save a rule file, see it live, get exactly one alert per
+process instance, and keep the last good rules when an edit is broken."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from tests.integration.conftest import DaemonHarness, wait_for
+
+RULE = """
+[[rule]]
+id = "test.{tag}"
+name = "Marker {tag}"
+description = "a process carrying the test marker"
+severity = "high"
+tags = ["T1059"]
+query = "SELECT pid, start_time, name FROM processes WHERE cmdline LIKE '%{mark}%'"
+"""
+
+
+def rules_dir(harness: DaemonHarness) -> Path:
+    path = harness.root / "config" / "daemoneye" / "rules.d"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def alerts_for(harness: DaemonHarness, rule_id: str) -> list[dict]:  # type: ignore[type-arg]
+    out = harness.cli("-o", "json", "alerts", "list", "--rule", rule_id, check=True).stdout
+    return list(json.loads(out))
+
+
+def test_saved_rule_goes_live_and_alerts_once_per_instance(harness: DaemonHarness,
+                                                           sleeper) -> None:  # type: ignore[no-untyped-def]
+    harness.start()
+    tag, mark = uuid.uuid4().hex[:8], f"rule-marker-{uuid.uuid4().hex[:8]}"
+    (rules_dir(harness) / "mine.toml").write_text(RULE.format(tag=tag, mark=mark))
+    wait_for(lambda: f"test.{tag}" in harness.cli("rules", "list").stdout or None,
+             "the saved rule to be listed")
+    child = sleeper(mark)
+    (alert,) = wait_for(lambda: alerts_for(harness, f"test.{tag}"), "the alert")
+    assert alert["pid"] == child.pid and alert["severity"] == "high"
+    harness.wait_ticks(3)  # however many ticks the process lives: still one alert
+    (again,) = alerts_for(harness, f"test.{tag}")
+    assert again["id"] == alert["id"]
+    verify = harness.cli("audit", "verify")
+    assert verify.returncode == 0 and "intact" in verify.stdout
+
+
+def test_broken_edit_keeps_the_last_good_rule(harness: DaemonHarness, sleeper) -> None:  # type: ignore[no-untyped-def]
+    harness.start()
+    tag, mark = uuid.uuid4().hex[:8], f"rule-marker-{uuid.uuid4().hex[:8]}"
+    path = rules_dir(harness) / "mine.toml"
+    path.write_text(RULE.format(tag=tag, mark=mark))
+    wait_for(lambda: "rule set 2 live" in harness.log() or None, "the rule to load")
+    path.write_text(RULE.format(tag=tag, mark=mark).replace("[[rule]]", "[[rule]"))  # broken
+    wait_for(lambda: "rule refused" in harness.log() or None, "the broken edit to be refused")
+    assert "mine.toml" in harness.log()
+    child = sleeper(mark)
+    (alert,) = wait_for(lambda: alerts_for(harness, f"test.{tag}"), "the alert of the kept rule")
+    assert alert["pid"] == child.pid
+
+
+def test_a_clean_host_raises_no_builtin_alert_for_ordinary_work(harness: DaemonHarness) -> None:
+    """Ordinary commands run by the test itself must not trip the built-in pack."""
+    harness.start(interval="0.2")
+    started = time.time()
+    for argv in (["ls", "/"], ["sh", "-c", "echo hi | cat"], [sys.executable, "-c", "pass"],
+                 ["env"], ["ps", "aux"]):
+        subprocess.run(argv, capture_output=True, check=False)
+    harness.wait_ticks(3)
+    rows = harness.query(f"SELECT rule_id, title FROM alerts WHERE first_seen >= {started!r} "
+                         "AND pid IN (SELECT pid FROM processes WHERE ppid = "
+                         f"{os.getpid()})")
+    assert rows == []
