@@ -11,13 +11,21 @@ from daemoneye.collector.scanner import ProcScanner
 from daemoneye.models import ProcessKey
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def held_stat_files(pid: int) -> list[str]:
+    """Our descriptors open on /proc/<pid>/stat."""
+    target = f"/proc/{pid}/stat"
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == target:
+                found.append(fd)
+        except OSError:
+            continue  # the descriptor of the listing itself
+    return found
 
 
 def test_an_ended_process_is_seen_through_its_held_descriptor_and_released() -> None:
     scanner = ProcScanner(boot_time=read_boot_time())
-    before = open_fds()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         scanner.scan()  # the first scan may predate the child; this one adds it
@@ -25,13 +33,12 @@ def test_an_ended_process_is_seen_through_its_held_descriptor_and_released() -> 
         added = {r.pid: r for r in scanner.snapshot().values()}
         assert child.pid in added
         key = ProcessKey(child.pid, added[child.pid].start_time)
-        held = open_fds()
-        assert held > before  # the stat files of the known processes stay open
+        assert len(held_stat_files(child.pid)) == 1  # kept open between ticks
     finally:
         child.kill()
         child.wait()  # reaped: its held stat file now fails to read
-    ended = scanner.scan().ended
-    assert key in ended
-    assert open_fds() < held
+    assert key in scanner.scan().ended
+    assert held_stat_files(child.pid) == []
+    others = [r.pid for r in scanner.snapshot().values()][:5]
     scanner.close()
-    assert open_fds() <= before
+    assert all(held_stat_files(pid) == [] for pid in others)
