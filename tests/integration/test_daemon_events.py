@@ -31,12 +31,9 @@ def test_two_millisecond_child_is_recorded_with_exit_code(harness: DaemonHarness
         mark = f"de-{uuid.uuid4().hex[:10]}"
         child = subprocess.Popen(["/bin/sh", "-c", script, mark])
         assert child.wait() == 3
-        wait_for(lambda: harness.query(  # noqa: B023 - used before the next iteration
-            f"SELECT 1 FROM process_events WHERE kind = 'exec' AND pid = {child.pid}"),
-            "the child's exec event")
-        wait_for(lambda: harness.query(  # noqa: B023
-            f"SELECT 1 FROM process_events WHERE kind = 'exit' AND pid = {child.pid}"),
-            "the child's exit event")
+        for kind in ("exec", "exit"):
+            sql = f"SELECT 1 FROM process_events WHERE kind = '{kind}' AND pid = {child.pid}"
+            wait_for(lambda sql=sql: harness.query(sql), f"the child's {kind} event")
         rows = harness.query(f"SELECT * FROM processes WHERE cmdline = "
                              f"'/bin/sh -c {script} {mark}' AND ended_at IS NOT NULL")
         if rows:
