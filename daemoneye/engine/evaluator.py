@@ -1,0 +1,390 @@
+"""Rule evaluation: each tick over what changed, or in full over the whole store.
+
+Per-tick cost must not grow with the number of live processes, so the engine evaluates rules
+on its own "delta" connection where TEMP tables named `processes` and `process_events` shadow
+the real ones. Unqualified names resolve to the temp schema first, so before each tick those
+tables are refilled with only the changed instances' rows and this tick's new events, and
+`live_processes` is a TEMP view over them: a rule sees only what changed. For context (the
+parent of a new shell, its siblings) rules read `all_processes`, a TEMP view over
+`main.processes` that every sandbox connection has, so the same rule text works on the full
+connection, in `rules test` and in `daemoneye query`.
+
+Full evaluation (a rule added, changed or enabled; `rules test`) runs on a second connection
+without shadows: `processes` there is the whole retained history.
+
+An Evaluator holds SQLite connections: use it from one thread (the daemon's collection worker,
+right after the tick is written). `set_rules` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import apsw
+
+from daemoneye.engine.sandbox import (
+    DEFAULT_MAX_ROWS,
+    DEFAULT_TIME_BUDGET_S,
+    PROGRESS_STEPS,
+    BudgetExceeded,
+    Deadline,
+    GatedAuthorizer,
+    Rows,
+    SQLValue,
+    open_store,
+    run_rows,
+)
+from daemoneye.errors import QueryError
+from daemoneye.models import Detection, ProcessKey, Rule, ScanDelta
+
+log = logging.getLogger(__name__)
+
+# After this many timeouts in a row a rule is suspended until its query changes: one runaway
+# rule must not cost its whole budget every tick forever.
+MAX_CONSECUTIVE_TIMEOUTS = 3
+# Cap on the bytes of text and blobs one rule may return in one evaluation.
+MAX_RESULT_BYTES = 8 * 1024 * 1024
+
+_SHADOW_SETUP = """
+CREATE TEMP TABLE processes AS SELECT * FROM main.processes LIMIT 0;
+CREATE TEMP TABLE process_events AS SELECT * FROM main.process_events LIMIT 0;
+CREATE TEMP VIEW live_processes AS SELECT * FROM temp.processes WHERE ended_at IS NULL;
+"""
+_CLEAR_SHADOWS = "DELETE FROM temp.processes; DELETE FROM temp.process_events;"
+_COPY_INSTANCE = (
+    "INSERT INTO temp.processes SELECT * FROM main.processes WHERE pid = ? AND start_time = ?"
+)
+_COPY_EVENTS = "INSERT INTO temp.process_events SELECT * FROM main.process_events WHERE id > ?"
+_LAST_EVENT_ID = "SELECT coalesce(max(id), 0) FROM main.process_events"
+
+RowValue = str | int | float | None
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RuleFailure:
+    """Why one rule produced nothing (or not everything) in one evaluation. kind: 'timeout'
+    (aborted at its budget), 'error', 'truncated' (row or size cap), 'suspended'."""
+
+    rule_id: str
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationResult:
+    """What one evaluation found: detections (one per rule and process instance), failures,
+    each rule's time, and for a tick the number of instances and the last event id seen."""
+
+    detections: tuple[Detection, ...]
+    failures: tuple[RuleFailure, ...]
+    timings_ms: tuple[tuple[str, float], ...]
+    elapsed_ms: float
+    instances: int | None = None  # rows under evaluation (per tick); None for full evaluation
+    last_event_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleStats:
+    """Running totals for one rule since the evaluator started (for health and `rules list`)."""
+
+    evaluations: int
+    detections: int
+    timeouts: int
+    errors: int
+    truncations: int
+    total_ms: float
+    max_ms: float
+    suspended: bool
+    last_error: str | None
+
+
+@dataclass(slots=True)
+class _Counters:
+    evaluations: int = 0
+    detections: int = 0
+    timeouts: int = 0
+    consecutive_timeouts: int = 0
+    errors: int = 0
+    truncations: int = 0
+    total_ms: float = 0.0
+    max_ms: float = 0.0
+    suspended_query: str | None = None
+    last_error: str | None = None
+
+
+@dataclass(slots=True)
+class _Session:
+    """One sandbox connection with its gate and deadline installed once."""
+
+    conn: apsw.Connection
+    authorizer: GatedAuthorizer = field(default_factory=GatedAuthorizer)
+    deadline: Deadline = field(default_factory=Deadline)
+
+    def __post_init__(self) -> None:
+        self.conn.authorizer = self.authorizer
+        self.conn.set_progress_handler(self.deadline, PROGRESS_STEPS)
+
+
+def _create_shadows(conn: apsw.Connection) -> None:
+    conn.pragma("query_only", False)
+    conn.execute(_SHADOW_SETUP)
+
+
+def changed_keys(delta: ScanDelta) -> tuple[ProcessKey, ...]:
+    """The instances one tick makes worth evaluating: new ones and ones that exec'd."""
+    return tuple(dict.fromkeys(r.key for r in (*delta.added, *delta.execed)))
+
+
+class Evaluator:
+    """Runs rules against the store at `db_path` (read-only connections of its own)."""
+
+    def __init__(
+        self,
+        db_path: Path | str,
+        rules: Iterable[Rule] = (),
+        *,
+        time_budget_s: float = DEFAULT_TIME_BUDGET_S,
+        full_time_budget_s: float | None = None,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        clock: Callable[[], float] = time.time,
+        connect: Callable[[Path | str], apsw.Connection] = open_store,
+    ) -> None:
+        self.time_budget_s = time_budget_s
+        self.full_time_budget_s = full_time_budget_s or time_budget_s
+        self.max_rows = max_rows
+        self._clock = clock
+        self._rules: tuple[Rule, ...] = ()
+        self._counters: dict[str, _Counters] = {}
+        self._full = _Session(connect(db_path))
+        try:
+            self._delta = _Session(connect(db_path))
+        except BaseException:
+            self._full.conn.close()
+            raise
+        try:
+            # The shadow tables are refilled every tick, so this connection cannot keep
+            # `query_only` (toggling it would expire every prepared rule). Its main database is
+            # still opened read-only, and the authorizer refuses rules any write to temp.
+            self._trusted(self._delta, _create_shadows)
+            self._event_cursor = int(self._delta.conn.execute(_LAST_EVENT_ID).get)
+        except BaseException:
+            self.close()
+            raise
+        self.set_rules(rules)
+
+    # -- rules ---------------------------------------------------------------------------------
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self._rules
+
+    def set_rules(self, rules: Iterable[Rule]) -> None:
+        """Replace the rules (one assignment). A suspended rule is resumed when its query
+        changed."""
+        self._rules = tuple(rules)
+
+    def stats(self) -> dict[str, RuleStats]:
+        return {
+            rule_id: RuleStats(
+                c.evaluations,
+                c.detections,
+                c.timeouts,
+                c.errors,
+                c.truncations,
+                round(c.total_ms, 3),
+                round(c.max_ms, 3),
+                c.suspended_query is not None,
+                c.last_error,
+            )
+            for rule_id, c in self._counters.items()
+        }
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate_changes(
+        self, keys: Iterable[ProcessKey], *, since_event_id: int | None = None
+    ) -> EvaluationResult:
+        """Run every enabled rule over the instances `keys` and the events newer than
+        `since_event_id` (default: the ones this evaluator has not seen yet)."""
+        started = time.perf_counter()
+        after = self._event_cursor if since_event_id is None else since_event_id
+        params = [(key.pid, key.start_time) for key in keys]
+
+        def fill(conn: apsw.Connection) -> tuple[int, int]:
+            with conn:
+                conn.execute(_CLEAR_SHADOWS)
+                if params:
+                    conn.executemany(_COPY_INSTANCE, params)
+                conn.execute(_COPY_EVENTS, (after,))
+                instances = int(conn.execute("SELECT count(*) FROM temp.processes").get)
+                last = conn.execute("SELECT max(id) FROM temp.process_events").get
+            return instances, after if last is None else int(last)
+
+        instances, last_event_id = self._trusted(self._delta, fill)
+        self._event_cursor = max(self._event_cursor, last_event_id)
+        if instances == 0 and last_event_id == after:
+            return EvaluationResult((), (), (), _ms_since(started), 0, last_event_id)
+        result = self._run(
+            self._delta, [r for r in self._rules if r.enabled], self.time_budget_s, started
+        )
+        return EvaluationResult(
+            result.detections,
+            result.failures,
+            result.timings_ms,
+            result.elapsed_ms,
+            instances,
+            last_event_id,
+        )
+
+    def evaluate_delta(self, delta: ScanDelta) -> EvaluationResult:
+        """`evaluate_changes` for one collection tick."""
+        return self.evaluate_changes(changed_keys(delta))
+
+    def evaluate_full(self, rules: Iterable[Rule] | None = None) -> EvaluationResult:
+        """Run `rules` (default: every enabled rule) over the whole store, no shadows."""
+        started = time.perf_counter()
+        chosen = [r for r in self._rules if r.enabled] if rules is None else list(rules)
+        return self._run(self._full, chosen, self.full_time_budget_s, started)
+
+    def close(self) -> None:
+        for session in (self._full, self._delta):
+            session.conn.close()
+
+    # -- internals -----------------------------------------------------------------------------
+    def _trusted(self, session: _Session, action: Callable[[apsw.Connection], T]) -> T:
+        """Run the engine's own statements (filling the shadow tables) with the gate open."""
+        session.authorizer.trusted = True
+        try:
+            return action(session.conn)
+        finally:
+            session.authorizer.trusted = False
+
+    def _run(
+        self, session: _Session, rules: list[Rule], budget_s: float, started: float
+    ) -> EvaluationResult:
+        detections: list[Detection] = []
+        failures: list[RuleFailure] = []
+        timings: list[tuple[str, float]] = []
+        now = self._clock()
+        for rule in rules:
+            counters = self._counters.setdefault(rule.id, _Counters())
+            if counters.suspended_query is not None:
+                if counters.suspended_query == rule.query:
+                    continue
+                counters.suspended_query = None
+                counters.consecutive_timeouts = 0
+            rule_started = time.perf_counter()
+            try:
+                rows = run_rows(
+                    session.conn,
+                    rule.query,
+                    session.deadline,
+                    session.authorizer,
+                    budget_s=budget_s,
+                    max_rows=self.max_rows,
+                )
+            except BudgetExceeded as exc:
+                failures.append(self._timed_out(rule, counters, str(exc)))
+                rows = None
+            except QueryError as exc:
+                counters.errors += 1
+                counters.last_error = str(exc)
+                failures.append(RuleFailure(rule.id, "error", str(exc)))
+                log.warning("rule %s failed: %s", rule.id, exc)
+                rows = None
+            elapsed = _ms_since(rule_started)
+            counters.evaluations += 1
+            counters.total_ms += elapsed
+            counters.max_ms = max(counters.max_ms, elapsed)
+            timings.append((rule.id, round(elapsed, 3)))
+            if rows is None:
+                continue
+            counters.consecutive_timeouts = 0
+            found, cut = detections_from_rows(rule, rows, now)
+            if rows.truncated or cut:
+                counters.truncations += 1
+                failures.append(
+                    RuleFailure(
+                        rule.id,
+                        "truncated",
+                        f"returned more than {self.max_rows} rows or {MAX_RESULT_BYTES} bytes; "
+                        "the rest were dropped",
+                    )
+                )
+            counters.detections += len(found)
+            detections.extend(found)
+        return EvaluationResult(
+            tuple(detections), tuple(failures), tuple(timings), _ms_since(started)
+        )
+
+    def _timed_out(self, rule: Rule, counters: _Counters, message: str) -> RuleFailure:
+        counters.timeouts += 1
+        counters.consecutive_timeouts += 1
+        counters.last_error = message
+        if counters.consecutive_timeouts >= MAX_CONSECUTIVE_TIMEOUTS:
+            counters.suspended_query = rule.query
+            message += (
+                f"; suspended after {counters.consecutive_timeouts} timeouts in a row "
+                "until its query changes"
+            )
+            log.warning("rule %s %s", rule.id, message)
+            return RuleFailure(rule.id, "suspended", message)
+        log.warning("rule %s %s", rule.id, message)
+        return RuleFailure(rule.id, "timeout", message)
+
+
+def detections_from_rows(rule: Rule, rows: Rows, ts: float) -> tuple[list[Detection], bool]:
+    """One Detection per process instance named by `rows` (the first row wins), and whether
+    the byte cap cut the rows short. Rows without a usable pid and start_time are skipped."""
+    if not rows.rows:
+        return [], False
+    lowered = [column.lower() for column in rows.columns]
+    pid_at, start_at = lowered.index("pid"), lowered.index("start_time")
+    detections: list[Detection] = []
+    seen: set[tuple[int, float]] = set()
+    budget = MAX_RESULT_BYTES
+    for raw in rows.rows:
+        budget -= sum(len(v) for v in raw if isinstance(v, str | bytes))
+        if budget < 0:
+            return detections, True
+        try:
+            pid, start_time = int(raw[pid_at]), float(raw[start_at])  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if (pid, start_time) in seen:
+            continue
+        seen.add((pid, start_time))
+        row = tuple(zip(rows.columns, (_plain(value) for value in raw), strict=True))
+        detections.append(
+            Detection(rule.id, rule.severity, render_title(rule, row), pid, start_time, ts, row)
+        )
+    return detections, False
+
+
+def render_title(rule: Rule, row: tuple[tuple[str, RowValue], ...]) -> str:
+    """The rule's title template filled from `row`; default "<rule name>: <name> (pid N)"."""
+    values: dict[str, RowValue] = {}
+    for column, value in row:
+        values.setdefault(column, value)
+    if rule.title is not None:
+        try:
+            return rule.title.format_map(
+                {column: "" if value is None else value for column, value in values.items()}
+            )
+        except (KeyError, ValueError, IndexError):
+            pass  # validated at load; a mismatch here falls back to the default title
+    name = values.get("name")
+    pid = values.get("pid")
+    return f"{rule.name}: {name} (pid {pid})" if name is not None else f"{rule.name} (pid {pid})"
+
+
+def _plain(value: SQLValue) -> RowValue:
+    return value.hex() if isinstance(value, bytes) else value
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 3)

@@ -1,0 +1,136 @@
+"""The built-in rule pack: every rule loads, carries ATT&CK tags, and names exactly the process
+instances its fixtures say it must — both per tick (shadow tables) and in a full evaluation."""
+
+from __future__ import annotations
+
+import shlex
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemoneye.engine.evaluator import Evaluator
+from daemoneye.engine.rule_loader import RuleSet, load_rules
+from daemoneye.models import ProcessKey, ProcessRecord, ScanDelta, ScanStats
+from daemoneye.paths import BUILTIN_RULES_DIR
+from daemoneye.store import Store
+
+FIXTURES = Path(__file__).parent / "fixtures" / "rules"
+ATTACK_ID = r"T\d{4}(\.\d{3})?"
+
+PARENT_PID, SIBLING_PID, SUBJECT_PID = 500, 600, 700
+PARENT_START, SUBJECT_START = 100.0, 200.0
+
+
+def fixture_files() -> list[Path]:
+    return sorted(FIXTURES.glob("*.toml"))
+
+
+def cases() -> Iterator[Any]:
+    for path in fixture_files():
+        data = tomllib.loads(path.read_text())
+        for case in data["case"]:
+            yield pytest.param(data["rule"], case, id=f"{data['rule']}: {case['name']}")
+
+
+@pytest.fixture(scope="module")
+def pack() -> RuleSet:
+    return load_rules([BUILTIN_RULES_DIR])
+
+
+def record(spec: dict[str, Any], pid: int, start_time: float, ppid: int) -> ProcessRecord:
+    name = spec["name"]
+    argv = tuple(spec["argv"]) if "argv" in spec else tuple(shlex.split(spec.get("cmd", name)))
+    ended = spec.get("ended", False)
+    return ProcessRecord(
+        pid=pid,
+        ppid=spec.get("ppid", ppid),
+        start_time=start_time,
+        name=name,
+        exe=spec.get("exe", None if "argv" in spec and not argv else f"/usr/bin/{name}"),
+        cmdline=argv,
+        cwd=spec.get("cwd", "/"),
+        uid=spec.get("uid", 0 if spec.get("user", "root") == "root" else 1000),
+        user=spec.get("user", "root"),
+        gid=0,
+        state="S",
+        threads=1,
+        rss=4096,
+        cpu_percent=0.0,
+        exe_sha256=None,
+        exe_deleted=spec.get("exe_deleted", False),
+        first_seen=start_time,
+        last_seen=start_time,
+        ended_at=start_time + 1.0 if ended else None,
+    )
+
+
+def tick(ts: float, added: list[ProcessRecord]) -> ScanDelta:
+    return ScanDelta(ts, tuple(added), (), (), (), (), ScanStats(0.0, 0, 0, 0, 0, 0, 0))
+
+
+def world(store: Store, case: dict[str, Any]) -> ProcessKey:
+    """Write the case's parent a tick before, then its siblings and subject; the subject's
+    key."""
+    parent_pid = 1
+    if "parent" in case:
+        store.apply(tick(PARENT_START, [record(case["parent"], PARENT_PID, PARENT_START, 1)]))
+        parent_pid = PARENT_PID
+    siblings = [
+        record(spec, SIBLING_PID + i, SUBJECT_START, parent_pid)
+        for i, spec in enumerate(case.get("siblings", []))
+    ]
+    subject = record(case["process"], SUBJECT_PID, SUBJECT_START + 0.5, parent_pid)
+    store.apply(tick(SUBJECT_START + 1, [*siblings, subject]))
+    return subject.key
+
+
+@pytest.mark.parametrize(("rule_id", "case"), list(cases()))
+def test_builtin_rule_against_its_fixture(
+    rule_id: str, case: dict[str, Any], pack: RuleSet, store: Store
+) -> None:
+    rule = pack.get(rule_id)
+    assert rule is not None, f"fixture for unknown rule {rule_id}"
+    evaluator = Evaluator(store.path, [rule])
+    try:
+        key = world(store, case)
+        per_tick = evaluator.evaluate_changes([key])
+        full = evaluator.evaluate_full()
+    finally:
+        evaluator.close()
+    assert per_tick.failures == () and full.failures == ()
+    for result in (per_tick, full):
+        named = {(d.pid, d.start_time) for d in result.detections}
+        assert ((key.pid, key.start_time) in named) is case["match"], result.detections
+    if case["match"]:
+        (detection,) = [d for d in per_tick.detections if d.pid == key.pid]
+        assert "{" not in detection.title and detection.severity == rule.severity
+
+
+def test_the_pack_loads_cleanly_and_is_big_enough(pack: RuleSet) -> None:
+    assert pack.problems == ()
+    assert len(pack.rules) >= 25
+    assert all(rule.enabled and rule.description.strip() for rule in pack.rules)
+
+
+def test_every_rule_carries_attack_tags(pack: RuleSet) -> None:
+    import re
+
+    untagged = [r.id for r in pack.rules if not any(re.fullmatch(ATTACK_ID, t) for t in r.tags)]
+    assert untagged == []
+
+
+def test_every_rule_has_a_positive_and_a_negative_fixture(pack: RuleSet) -> None:
+    by_rule: dict[str, set[bool]] = {}
+    for path in fixture_files():
+        data = tomllib.loads(path.read_text())
+        assert path.stem == data["rule"], f"{path.name} describes {data['rule']}"
+        by_rule[data["rule"]] = {bool(case["match"]) for case in data["case"]}
+    ids = {rule.id for rule in pack.rules}
+    assert set(by_rule) == ids, (
+        f"no fixture: {sorted(ids - set(by_rule))}, no rule: {sorted(set(by_rule) - ids)}"
+    )
+    one_sided = [rule_id for rule_id, kinds in by_rule.items() if kinds != {True, False}]
+    assert one_sided == []
