@@ -142,7 +142,8 @@ class Collection:
         hashes = self.hasher.drain() if self.hasher is not None else []
         self.store.apply(delta, hashes)
         if self.engine is not None:
-            self.engine.on_delta(delta)
+            fresh = self.events.not_yet_evaluated(delta) if self.events is not None else delta
+            self.engine.on_delta(fresh)
         self.ticks += 1
         self._last_scan_ms = delta.stats.duration_s * 1000.0
         self._scan_ms_total += self._last_scan_ms

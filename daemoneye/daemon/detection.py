@@ -19,7 +19,7 @@ from daemoneye.engine.alerts import AlertBook, AlertChange
 from daemoneye.engine.evaluator import EvaluationResult, Evaluator
 from daemoneye.engine.reload import ReloadOutcome, RuleRegistry
 from daemoneye.engine.sinks import enabled_sink_names
-from daemoneye.models import ScanDelta
+from daemoneye.models import Detection, ScanDelta
 from daemoneye.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class DetectionEngine:
         self._on_new_alerts = on_new_alerts
         self._clock = clock
         self._listeners: list[Callable[[list[AlertChange]], None]] = []
+        self._applied_generation = 0
 
     def add_alert_listener(self, listener: Callable[[list[AlertChange]], None]) -> None:
         """Called (on the worker thread) with every batch of alert changes, e.g. for IPC."""
@@ -69,8 +70,9 @@ class DetectionEngine:
         the rules that are new or changed."""
         for problem in outcome.problems:
             log.error("rule refused: %s", problem)
-        if not outcome.swapped:
-            return []
+        if not outcome.swapped or outcome.generation < self._applied_generation:
+            return []  # nothing new, or overtaken by a later reload already applied
+        self._applied_generation = outcome.generation
         ruleset = outcome.ruleset
         self.evaluator.set_rules(ruleset.rules)
         detail = {"generation": outcome.generation, "digest": ruleset.digest,
@@ -86,7 +88,9 @@ class DetectionEngine:
                  len(outcome.changed), len(outcome.problems), outcome.elapsed_ms)
         if not outcome.changed:
             return []
-        return self._record(self.evaluator.evaluate_full(outcome.changed))
+        # A full evaluation also re-reads history: what was already alerted on (e.g. before a
+        # restart) is not a new sighting and must not raise counts.
+        return self._record(self.evaluator.evaluate_full(outcome.changed), only_new=True)
 
     def on_delta(self, delta: ScanDelta) -> list[AlertChange]:
         """Evaluate what one tick (or one batch of kernel events) changed."""
@@ -94,13 +98,20 @@ class DetectionEngine:
             return []
         return self._record(self.evaluator.evaluate_delta(delta))
 
-    def _record(self, result: EvaluationResult) -> list[AlertChange]:
+    def _record(self, result: EvaluationResult, *, only_new: bool = False) -> list[AlertChange]:
         for failure in result.failures:
             log.warning("rule %s: %s: %s", failure.rule_id, failure.kind, failure.message)
-        if not result.detections:
+        detections: Sequence[Detection] = result.detections
+        if only_new and detections:
+            known = {(str(rule_id), int(pid), float(start))  # type: ignore[arg-type]
+                     for rule_id, pid, start in self.store.fetch_rows(
+                         "SELECT rule_id, pid, start_time FROM alerts")}
+            detections = [d for d in detections
+                          if (d.rule_id, d.pid, d.start_time) not in known]
+        if not detections:
             return []
         rules = {rule.id: rule for rule in self.registry.current.rules}
-        changes = self.book.record(result.detections, rules, self._clock())
+        changes = self.book.record(detections, rules, self._clock())
         for change in changes:
             if change.kind in NEW_ALERT_KINDS:
                 log.warning("alert %d [%s] %s: %s (pid %d)", change.alert.id,

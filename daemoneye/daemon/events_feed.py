@@ -119,6 +119,15 @@ class EventFeed:
         if len(seen) > _REMEMBERED:
             seen.popitem(last=False)
 
+    def not_yet_evaluated(self, delta: ScanDelta) -> ScanDelta:
+        """The part of a poll delta the rules have not seen through the events already."""
+        started, execed = self._reported["start"], self._reported["exec"]
+        added = tuple(r for r in delta.added if r.key not in started)
+        execs = tuple(r for r in delta.execed if r.key not in execed and r.key not in started)
+        if len(added) == len(delta.added) and len(execs) == len(delta.execed):
+            return delta
+        return replace(delta, added=added, execed=execs)
+
     def without_duplicates(self, delta: ScanDelta) -> ScanDelta:
         """The poller's delta minus the lifecycle facts the events already wrote."""
         if not delta.events:
