@@ -278,7 +278,8 @@ class RuleStatus:
 
 @dataclass(frozen=True, slots=True)
 class RulesReload:
-    """The outcome of a rule reload: the new set replaced the old one only when `accepted`."""
+    """The outcome of a rule reload. `accepted`: every rule validated; otherwise `problems`
+    name the rules that kept their last good version or were not loaded."""
 
     accepted: bool
     active: int  # rules in the active set afterwards

@@ -1,13 +1,45 @@
-"""What several commands share: the loaded configuration and how they reach the store."""
+"""What several commands share: the loaded configuration and how they reach the daemon.
+
+Commands talk to the running daemon over IPC (ARCHITECTURE.md §1, §7). Two helpers do the
+connecting, so a command only says what to ask and what to do without a daemon:
+
+    def list_things(ctx: Context) -> int:
+        things = with_daemon_or_store(
+            ctx,
+            lambda client: client.alerts_list(state="open"),   # async, gets a DaemonClient
+            lambda store: read_alerts_from(store),              # sync, gets a ReadOnlyStore
+        )
+        render(...)
+
+- `with_daemon_or_store(ctx, rpc_call, fallback)` — read-only commands. When no daemon answers
+  on the socket (or it answers NOT_AVAILABLE because the part that knows is not running, e.g.
+  the detection engine), it says so on stderr and runs `fallback` on the store opened
+  read-only instead. Errors the daemon returns (RpcError) are raised as they are: the CLI
+  prints them and exits 2 for bad input, 1 otherwise.
+- `with_daemon(ctx, rpc_call)` — admin and other daemon-only commands: no fallback; without a
+  daemon it raises DaemonUnavailable with a sentence that says how to start one.
+
+`--socket` (daemon.socket) chooses the daemon; the mode's default path otherwise.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from daemoneye import __version__
 from daemoneye.config import LoadedConfig
+from daemoneye.ipc.client import DaemonClient, DaemonUnavailable, ErrorCode, RpcError
 from daemoneye.store.readonly import ReadOnlyStore, open_readonly
+
+T = TypeVar("T")
+
+RpcCall = Callable[[DaemonClient], Awaitable[T]]
+StoreFallback = Callable[[ReadOnlyStore], T]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,8 +50,59 @@ class Context:
     output: str  # table | json | ndjson | csv
 
     def open_store(self) -> ReadOnlyStore:
-        """The store, read-only. Until the IPC client lands every read goes this way."""
+        """The store, read-only (for fallbacks and commands that read it directly)."""
         return open_readonly(self.loaded.paths.db)
+
+    def client(self) -> DaemonClient:
+        """An unconnected client for this command's daemon socket."""
+        return DaemonClient(
+            self.loaded.paths.socket,
+            client_name=f"daemoneye-cli {__version__}",
+            connect_timeout=5.0,
+        )
+
+
+class _NoDaemon:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+async def _ask(ctx: Context, rpc_call: RpcCall[T], *, may_fall_back: bool) -> T | _NoDaemon:
+    client = ctx.client()
+    try:
+        await client.connect()
+    except DaemonUnavailable as exc:
+        return _NoDaemon(str(exc))
+    try:
+        return await rpc_call(client)
+    except RpcError as exc:
+        if may_fall_back and exc.code == ErrorCode.NOT_AVAILABLE:
+            return _NoDaemon(f"the daemon answered: {exc.message}")
+        raise
+    finally:
+        await client.close()
+
+
+def with_daemon_or_store(ctx: Context, rpc_call: RpcCall[T], fallback: StoreFallback[T]) -> T:
+    """`rpc_call` against the daemon, or `fallback` on the read-only store when no daemon
+    can answer (said on stderr). See the module docstring."""
+    answer = asyncio.run(_ask(ctx, rpc_call, may_fall_back=True))
+    if not isinstance(answer, _NoDaemon):
+        return answer
+    note(f"{answer.reason}; reading the store {ctx.loaded.paths.db} directly (read-only)")
+    with ctx.open_store() as store:
+        return fallback(store)
+
+
+def with_daemon(ctx: Context, rpc_call: RpcCall[T]) -> T:
+    """`rpc_call` against the daemon; DaemonUnavailable when none answers."""
+    answer = asyncio.run(_ask(ctx, rpc_call, may_fall_back=False))
+    if isinstance(answer, _NoDaemon):
+        raise DaemonUnavailable(
+            f"{answer.reason}; this command needs the running daemon "
+            "(start it with `daemoneye daemon`, or pass --socket)"
+        )
+    return answer
 
 
 def note(message: str) -> None:

@@ -7,9 +7,11 @@ import sys
 import time
 from dataclasses import fields
 
-from daemoneye.commands.common import Context, format_bytes, format_time
-from daemoneye.models import HealthReport
+from daemoneye.commands.common import Context, format_bytes, format_time, with_daemon_or_store
+from daemoneye.ipc.client import DaemonClient
+from daemoneye.models import DaemonStatus, HealthReport
 from daemoneye.output import render
+from daemoneye.store.readonly import ReadOnlyStore
 
 HEALTH_META_KEY = "health"
 STALE_AFTER_TICKS = 5  # a report older than this many intervals means the daemon is not ticking
@@ -17,8 +19,13 @@ EXIT_UNHEALTHY = 1
 
 
 def read_health(ctx: Context) -> HealthReport | None:
+    """The last report the daemon wrote to the store (None: no daemon ever wrote one)."""
     with ctx.open_store() as store:
-        raw = store.get_meta(HEALTH_META_KEY)
+        return _report_in(store)
+
+
+def _report_in(store: ReadOnlyStore) -> HealthReport | None:
+    raw = store.get_meta(HEALTH_META_KEY)
     if raw is None:
         return None
     data = json.loads(raw)
@@ -51,23 +58,48 @@ def staleness_note(ctx: Context) -> str | None:
             f"{format_time(report.updated_at)}, not now")
 
 
+def _engine_rows(status: DaemonStatus | None) -> list[tuple[str, str]]:
+    if status is None:
+        return [("clients", "no daemon is answering on the socket")]
+    rows = [("clients", f"{status.clients} connected over IPC")]
+    engine = status.engine
+    if engine is None:
+        return [*rows, ("rules", "the detection engine is not running")]
+    rule_set = f"{engine.rules_active} active, {engine.rules_rejected} rejected"
+    if engine.last_reload_error:
+        rule_set += f"; the last reload was refused ({engine.last_reload_error})"
+    elif engine.last_reload_at is not None:
+        rule_set += f", loaded {format_time(engine.last_reload_at)}"
+    return [*rows, ("rules", rule_set), ("alerts", f"{engine.alerts_open} open"),
+            ("sink backlog", f"{engine.sink_backlog} alerts waiting for a sink")]
+
+
 def show_health(ctx: Context) -> int:
-    report = read_health(ctx)
+    """The daemon's own answer over IPC, or the last report it wrote to the store."""
+    report, status = with_daemon_or_store(
+        ctx, _health_over_ipc, lambda store: (_report_in(store), None))
     if report is None:
         print("daemoneye: unhealthy: the store holds no health report; has a daemon ever run "
               f"on {ctx.loaded.paths.db}?", file=sys.stderr)
         return EXIT_UNHEALTHY
     now = time.time()
     problems = assess(report, now)
-    status = "unhealthy" if problems else "ok"
+    if status is not None and status.engine is not None:
+        problems += list(status.engine.problems)
+    status_word = "unhealthy" if problems else "ok"
     if ctx.output != "table":
-        row = {"status": status, **{f.name: getattr(report, f.name) for f in fields(report)}}
+        row: dict[str, object] = {"status": status_word,
+                                  **{f.name: getattr(report, f.name) for f in fields(report)}}
         row["problems"] = problems + [p for p in report.problems if p not in problems]
+        row["clients"] = status.clients if status is not None else None
+        engine = status.engine if status is not None else None
+        row["engine"] = None if engine is None else {
+            f.name: getattr(engine, f.name) for f in fields(engine)}
         render(tuple(row), [tuple(row.values())], ctx.output, sys.stdout)
         return EXIT_UNHEALTHY if problems else 0
     uptime = report.updated_at - report.started_at
     rows = [
-        ("status", status),
+        ("status", status_word),
         ("daemon", f"pid {report.daemon_pid}, uid {report.daemon_uid}, version {report.version},"
                    f" {report.mode} mode"),
         ("uptime", f"{uptime:.0f}s (since {format_time(report.started_at, now)})"),
@@ -77,15 +109,22 @@ def show_health(ctx: Context) -> int:
         ("event source", report.event_source),
         ("scan", f"every {report.interval_s:g}s, last {report.last_scan_ms:.1f} ms, "
                  f"average {report.avg_scan_ms:.1f} ms over {report.ticks} ticks"),
-        ("processes", f"{report.processes} live, {report.new_per_second:.2f} new/s"),
+        ("processes", f"{report.processes} live"),
+        ("events", f"{report.new_per_second:.2f} new processes/s (last minute)"),
         ("denied", f"{report.denied_total} reads refused (permission)"),
         ("vanished", f"{report.vanished_total} processes gone mid-read (normal)"),
         ("hash queue", f"{report.hash_dropped_total} executables not hashed (queue full)"),
         ("store", format_bytes(report.store_bytes)),
         ("daemon cpu", f"{report.daemon_cpu_percent:.1f}% of a core"),
         ("daemon rss", format_bytes(report.daemon_rss_bytes)),
+        *_engine_rows(status),
     ]
     rows += [("problem", p) for p in problems]
     rows += [("note", p) for p in report.problems if p not in problems]
     render(("check", "value"), rows, "table", sys.stdout, max_width=10**6)
     return EXIT_UNHEALTHY if problems else 0
+
+
+async def _health_over_ipc(client: DaemonClient) -> tuple[HealthReport | None, DaemonStatus]:
+    status = await client.health()
+    return status.report, status

@@ -5,12 +5,20 @@ from __future__ import annotations
 import sys
 import time
 
-from daemoneye.commands.common import Context, format_bytes, format_time, note
+from daemoneye.commands.common import (
+    Context,
+    format_bytes,
+    format_time,
+    note,
+    with_daemon_or_store,
+)
 from daemoneye.commands.health import staleness_note
 from daemoneye.errors import DaemonEyeError
-from daemoneye.filters import parse_filter
+from daemoneye.filters import ProcessFilter, parse_filter
+from daemoneye.ipc.client import ProcessDetail
 from daemoneye.models import ProcessRecord
 from daemoneye.output import render
+from daemoneye.store.readonly import ReadOnlyStore
 from daemoneye.store.records import ancestry, children_of, live_records, records_for_pid
 
 LIST_COLUMNS = ("pid", "user", "cpu", "rss", "started", "name", "cmdline")
@@ -34,13 +42,13 @@ def _row(record: ProcessRecord, table: bool, now: float) -> tuple[object, ...]:
 
 
 def list_processes(ctx: Context, filter_text: str) -> int:
-    process_filter = parse_filter(filter_text)
-    with ctx.open_store() as store:
-        records = live_records(store)
-    stale = staleness_note(ctx)
-    if stale:
-        note(stale)
-    matching = [r for r in records if process_filter.matches(r)]
+    process_filter = parse_filter(filter_text)  # a bad term fails here, before connecting
+
+    def from_store(store: ReadOnlyStore) -> list[ProcessRecord]:
+        return _live_from_store(ctx, store, process_filter)
+
+    matching = with_daemon_or_store(
+        ctx, lambda client: client.processes_list(filter_text), from_store)
     matching.sort(key=lambda r: (-r.cpu_percent, r.pid))
     now = time.time()
     table = ctx.output == "table"
@@ -48,14 +56,31 @@ def list_processes(ctx: Context, filter_text: str) -> int:
     return 0
 
 
+def _live_from_store(ctx: Context, store: ReadOnlyStore,
+                     process_filter: ProcessFilter) -> list[ProcessRecord]:
+    records = live_records(store)
+    stale = staleness_note(ctx)
+    if stale:
+        note(stale)
+    return [r for r in records if process_filter.matches(r)]
+
+
+def _detail_from_store(store: ReadOnlyStore, pid: int) -> ProcessDetail:
+    instances = records_for_pid(store, pid)
+    if not instances:
+        raise NoSuchProcess(f"no process with pid {pid} in the store")
+    record = instances[0]  # the live one, else the most recent
+    children = children_of(store, record)
+    return ProcessDetail(process=record, live=record.ended_at is None,
+                         ancestry=tuple(ancestry(store, record)), children=tuple(children),
+                         instances=len(instances), children_total=len(children))
+
+
 def show_process(ctx: Context, pid: int) -> int:
-    with ctx.open_store() as store:
-        instances = records_for_pid(store, pid)
-        if not instances:
-            raise NoSuchProcess(f"no process with pid {pid} in the store")
-        record = instances[0]  # the live one, else the most recent
-        chain = ancestry(store, record)
-        children = children_of(store, record)
+    detail = with_daemon_or_store(
+        ctx, lambda client: client.process_get(pid, history=True),
+        lambda store: _detail_from_store(store, pid))
+    record, chain, children = detail.process, detail.ancestry, detail.children
     if ctx.output == "table":
         out = sys.stdout
         values = {name: getattr(record, name) for name in SHOW_FIELDS}
@@ -67,10 +92,11 @@ def show_process(ctx: Context, pid: int) -> int:
         render(("field", "value"), list(values.items()), "table", out, max_width=10**6)
         lineage = " ← ".join(f"{p.name}({p.pid})" for p in chain)
         out.write(f"\nANCESTRY  {lineage or '(none known)'}\n")
+        more = detail.children_total - len(children)
         out.write("CHILDREN  " + (", ".join(f"{c.name}({c.pid})" for c in children) or "(none)")
-                  + "\n")
-        if len(instances) > 1:
-            note(f"pid {pid} was used by {len(instances)} process instances in the retention "
+                  + (f" and {more} more" if more > 0 else "") + "\n")
+        if detail.instances is not None and detail.instances > 1:
+            note(f"pid {pid} was used by {detail.instances} process instances in the retention "
                  "window; showing the newest (query the processes table for the others)")
         return 0
     row = {name: getattr(record, name) for name in SHOW_FIELDS}
@@ -78,5 +104,6 @@ def show_process(ctx: Context, pid: int) -> int:
     row["ancestry"] = [{"pid": p.pid, "start_time": p.start_time, "name": p.name} for p in chain]
     row["children"] = [{"pid": c.pid, "start_time": c.start_time, "name": c.name}
                        for c in children]
+    row["children_total"] = detail.children_total
     render(tuple(row), [tuple(row.values())], ctx.output, sys.stdout)
     return 0

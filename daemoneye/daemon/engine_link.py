@@ -48,6 +48,7 @@ class StoreReader(Protocol):
 
     def __call__(self, work: Callable[[ReadOnlyStore], T]) -> Awaitable[T]: ...
 
+
 WATCH_INTERVAL_S = 1.0
 ALERTED_WANTED_S = 60.0  # keep the `alerted` set fresh this long after it was last asked for
 
@@ -55,25 +56,37 @@ ALERTED_WANTED_S = 60.0  # keep the `alerted` set fresh this long after it was l
 class EngineLink:
     """Implements daemon/service.py's DetectionEngine over the daemon's engine."""
 
-    def __init__(self, engine: RunningEngine, worker: Executor, read: StoreReader,
-                 config: Callable[[], LoadedConfig],
-                 publish_alert: Callable[[Alert], None],
-                 publish_rules: Callable[[Sequence[RuleStatus]], None]) -> None:
+    def __init__(
+        self,
+        engine: RunningEngine,
+        worker: Executor,
+        read: StoreReader,
+        config: Callable[[], LoadedConfig],
+        publish_alert: Callable[[Alert], None],
+        publish_rules: Callable[[Sequence[RuleStatus]], None],
+    ) -> None:
         self._engine = engine
         self._worker = worker
         self._read = read
         self._config = config
         self._publish_alert = publish_alert
         self._publish_rules = publish_rules
-        self._status = EngineStatus(rules_active=0, rules_rejected=0, last_reload_at=None,
-                                    last_reload_error=None, alerts_open=0, sink_backlog=0)
+        self._status = EngineStatus(
+            rules_active=0,
+            rules_rejected=0,
+            last_reload_at=None,
+            last_reload_error=None,
+            alerts_open=0,
+            sink_backlog=0,
+        )
         self._generation = engine.registry.generation
         self._reloaded_at: float | None = time.time()
         self._alerted: frozenset[ProcessKey] = frozenset()
         self._alerted_wanted = 0.0
         engine.add_alert_listener(self._on_alert_changes)  # called on the worker thread
-        self._watch = asyncio.get_running_loop().create_task(self._watch_loop(),
-                                                             name="daemoneye-ipc-engine")
+        self._watch = asyncio.get_running_loop().create_task(
+            self._watch_loop(), name="daemoneye-ipc-engine"
+        )
 
     async def _on_worker(self, work: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._worker, work)
@@ -86,12 +99,16 @@ class EngineLink:
             self._publish_alert(change.alert)
 
     # -- alerts ------------------------------------------------------------------------------
-    async def list_alerts(self, *, state: str | None, severity: str | None, limit: int,
-                          before_id: int | None) -> Sequence[Alert]:
+    async def list_alerts(
+        self, *, state: str | None, severity: str | None, limit: int, before_id: int | None
+    ) -> Sequence[Alert]:
         # Always by id, newest first, so that pages chained with before_id are consistent.
         selection = alert_queries.AlertFilter(
-            min_severity=severity, state=state, limit=limit,
-            before_id=before_id if before_id is not None else 2**62)
+            min_severity=severity,
+            state=state,
+            limit=limit,
+            before_id=before_id if before_id is not None else 2**62,
+        )
         return await self._reading(lambda store: alert_queries.list_alerts(store, selection))
 
     async def get_alert(self, alert_id: int) -> Alert | None:
@@ -101,6 +118,7 @@ class EngineLink:
     async def set_alert_state(self, alert_id: int, state: str, actor: str) -> Alert | None:
         def change() -> AlertChange:
             return self._engine.book.set_state(alert_id, state, actor, time.time())
+
         try:
             result = await self._on_worker(change)
         except NoSuchAlert:
@@ -114,12 +132,16 @@ class EngineLink:
     async def rule_statuses(self) -> Sequence[RuleStatus]:
         ruleset = self._engine.registry.current
         hits = await self._reading(_hits)
-        return [RuleStatus(rule, *hits.get(rule.id, (0, None)),
-                           tuple(p for p in ruleset.problems if p.rule_id == rule.id))
-                for rule in ruleset.rules]
+        return [
+            RuleStatus(
+                rule,
+                *hits.get(rule.id, (0, None)),
+                tuple(p for p in ruleset.problems if p.rule_id == rule.id),
+            )
+            for rule in ruleset.rules
+        ]
 
-    async def set_rule_enabled(self, rule_id: str, enabled: bool,
-                               actor: str) -> RuleStatus | None:
+    async def set_rule_enabled(self, rule_id: str, enabled: bool, actor: str) -> RuleStatus | None:
         outcome = self._engine.registry.set_enabled(rule_id, enabled)
         if outcome is None:
             return None
@@ -131,8 +153,11 @@ class EngineLink:
         outcome = await self._on_worker(self._engine.load)
         self._note_swap(outcome)
         await self._announce_rules()
-        return RulesReload(accepted=not outcome.problems, active=len(outcome.ruleset.rules),
-                           problems=outcome.problems)
+        return RulesReload(
+            accepted=not outcome.problems,
+            active=len(outcome.ruleset.rules),
+            problems=outcome.problems,
+        )
 
     async def _swapped(self, outcome: ReloadOutcome) -> None:
         await self._on_worker(lambda: self._engine.apply(outcome))
@@ -152,9 +177,12 @@ class EngineLink:
         """Rule counts as of now; open alerts and sink backlog as of the last refresh (at most
         a second old)."""
         ruleset = self._engine.registry.current
-        return dataclasses.replace(self._status, rules_active=len(ruleset.enabled),
-                                   rules_rejected=len(ruleset.problems),
-                                   last_reload_at=self._reloaded_at)
+        return dataclasses.replace(
+            self._status,
+            rules_active=len(ruleset.enabled),
+            rules_rejected=len(ruleset.problems),
+            last_reload_at=self._reloaded_at,
+        )
 
     def alerted(self) -> Collection[ProcessKey]:
         self._alerted_wanted = time.monotonic()
@@ -166,15 +194,18 @@ class EngineLink:
         configured = enabled_sink_names(self._config().config.sinks)
 
         def read(store: ReadOnlyStore) -> tuple[int, list[outbox.SinkHealth]]:
-            return (alert_queries.open_alert_count(store),
-                    outbox.sink_health(store, configured))
+            return (alert_queries.open_alert_count(store), outbox.sink_health(store, configured))
 
         alerts_open, healths = await self._reading(read)
         self._status = EngineStatus(
-            rules_active=len(ruleset.enabled), rules_rejected=len(ruleset.problems),
-            last_reload_at=self._reloaded_at, last_reload_error=None,
-            alerts_open=alerts_open, sink_backlog=sum(h.pending for h in healths),
-            problems=tuple(outbox.health_problems(healths, time.time())))
+            rules_active=len(ruleset.enabled),
+            rules_rejected=len(ruleset.problems),
+            last_reload_at=self._reloaded_at,
+            last_reload_error=None,
+            alerts_open=alerts_open,
+            sink_backlog=sum(h.pending for h in healths),
+            problems=tuple(outbox.health_problems(healths, time.time())),
+        )
         return self.status()
 
     async def _watch_loop(self) -> None:
@@ -187,8 +218,7 @@ class EngineLink:
                     self._reloaded_at = time.time()
                     await self._announce_rules()
                 if time.monotonic() - self._alerted_wanted < ALERTED_WANTED_S:
-                    self._alerted = frozenset(
-                        await self._reading(alert_queries.alerted_instances))
+                    self._alerted = frozenset(await self._reading(alert_queries.alerted_instances))
                 await self.refresh()
             except (StoreError, MethodError) as exc:
                 log.warning("could not read the engine's state for IPC clients: %s", exc)
@@ -204,7 +234,10 @@ def _hits(store: ReadOnlyStore) -> dict[str, tuple[int, float | None]]:
     """Detections (alert repeats included) and the last one, per rule."""
     hits: dict[str, tuple[int, float | None]] = {}
     for rule_id, count, last in store.fetch_rows(
-            "SELECT rule_id, sum(count), max(last_seen) FROM alerts GROUP BY rule_id"):
-        hits[str(rule_id)] = (int(count) if isinstance(count, int | float) else 0,
-                              float(last) if isinstance(last, int | float) else None)
+        "SELECT rule_id, sum(count), max(last_seen) FROM alerts GROUP BY rule_id"
+    ):
+        hits[str(rule_id)] = (
+            int(count) if isinstance(count, int | float) else 0,
+            float(last) if isinstance(last, int | float) else None,
+        )
     return hits

@@ -39,8 +39,9 @@ class TableUpdate:
     delta_lines: tuple[bytes, ...]  # `processes.delta` notifications, empty when no change
 
 
-def compute_update(previous: Mapping[ProcessKey, ProcessRecord],
-                   current: dict[ProcessKey, ProcessRecord], seq: int) -> TableUpdate:
+def compute_update(
+    previous: Mapping[ProcessKey, ProcessRecord], current: dict[ProcessKey, ProcessRecord], seq: int
+) -> TableUpdate:
     """The difference between two snapshots. The scanner rebuilds a record only when one of
     its fields changed, so an unchanged process costs one identity check."""
     added: list[ProcessRecord] = []
@@ -54,8 +55,11 @@ def compute_update(previous: Mapping[ProcessKey, ProcessRecord],
             added.append(record)
             encoded[key] = encode_record(record)
             continue
-        fields = tuple((name, getattr(record, name)) for name in RECORD_FIELDS
-                       if getattr(record, name) != getattr(old, name))
+        fields = tuple(
+            (name, getattr(record, name))
+            for name in RECORD_FIELDS
+            if getattr(record, name) != getattr(old, name)
+        )
         if not fields:
             continue
         encoded[key] = encode_record(record)
@@ -87,9 +91,17 @@ def delta_lines(delta: ProcessesDelta, encoded: Mapping[ProcessKey, bytes]) -> t
         size += len(item) + 1
     seq = str(delta.seq).encode()
     for part in parts:
-        params = (b'{"seq":' + seq + b',"added":' + protocol.json_list(part["added"])
-                  + b',"changed":' + protocol.json_list(part["changed"])
-                  + b',"removed":' + protocol.json_list(part["removed"]) + b"}")
+        params = (
+            b'{"seq":'
+            + seq
+            + b',"added":'
+            + protocol.json_list(part["added"])
+            + b',"changed":'
+            + protocol.json_list(part["changed"])
+            + b',"removed":'
+            + protocol.json_list(part["removed"])
+            + b"}"
+        )
         lines.append(protocol.raw_notification(protocol.NOTIFY_PROCESSES_DELTA, params))
     return tuple(lines)
 
@@ -153,8 +165,16 @@ class LiveTable:
             self._snapshot = [
                 protocol.raw_notification(
                     protocol.NOTIFY_PROCESSES_SNAPSHOT,
-                    b'{"seq":' + seq + b',"part":' + str(number).encode() + b',"parts":' + total
-                    + b',"processes":' + protocol.json_list(run) + b"}")
+                    b'{"seq":'
+                    + seq
+                    + b',"part":'
+                    + str(number).encode()
+                    + b',"parts":'
+                    + total
+                    + b',"processes":'
+                    + protocol.json_list(run)
+                    + b"}",
+                )
                 for number, run in enumerate(runs, start=1)
             ]
         return self._snapshot
@@ -164,16 +184,27 @@ class LiveTable:
             self._sorted = sorted(self.records, key=lambda k: (k.pid, k.start_time))
         return self._sorted
 
-    def page(self, process_filter: ProcessFilter, after: tuple[int, float] | None, limit: int,
-             alerted: Collection[ProcessKey] = frozenset()) -> bytes:
+    def page(
+        self,
+        process_filter: ProcessFilter,
+        after: tuple[int, float] | None,
+        limit: int,
+        alerted: Collection[ProcessKey] = frozenset(),
+    ) -> bytes:
         """One page of `processes.list` as encoded JSON (a ProcessesPage)."""
         keys = self.sorted_keys()
         records = self.records
-        matching = keys if process_filter.empty else [
-            key for key in keys if process_filter.matches(records[key], alerted)]
+        matching = (
+            keys
+            if process_filter.empty
+            else [key for key in keys if process_filter.matches(records[key], alerted)]
+        )
         total = len(matching)
-        start = 0 if after is None else bisect.bisect_right(
-            matching, after, key=lambda k: (k.pid, k.start_time))
+        start = (
+            0
+            if after is None
+            else bisect.bisect_right(matching, after, key=lambda k: (k.pid, k.start_time))
+        )
         chosen: list[bytes] = []
         size = 0
         next_key: ProcessKey | None = None
@@ -184,13 +215,22 @@ class LiveTable:
                 break
             chosen.append(item)
             size += len(item) + 1
-        next_json = b"null" if next_key is None else protocol.dumps(
-            [next_key.pid, next_key.start_time])
-        return (b'{"processes":' + protocol.json_list(chosen) + b',"total":'
-                + str(total).encode() + b',"next":' + next_json + b"}")
+        next_json = (
+            b"null" if next_key is None else protocol.dumps([next_key.pid, next_key.start_time])
+        )
+        return (
+            b'{"processes":'
+            + protocol.json_list(chosen)
+            + b',"total":'
+            + str(total).encode()
+            + b',"next":'
+            + next_json
+            + b"}"
+        )
 
-    def live_detail(self, pid: int, start_time: float | None
-                    ) -> tuple[ProcessRecord, list[ProcessRecord], list[ProcessRecord]] | None:
+    def live_detail(
+        self, pid: int, start_time: float | None
+    ) -> tuple[ProcessRecord, list[ProcessRecord], list[ProcessRecord]] | None:
         """(record, ancestry parent first, live children) of a live instance, or None."""
         key = self.by_pid.get(pid)
         if key is None or (start_time is not None and key.start_time != start_time):
@@ -204,15 +244,19 @@ class LiveTable:
                 break
             parent_key = self.by_pid.get(current.ppid)
             # A pid reused after the child started is not its parent.
-            if parent_key is None or parent_key.start_time > current.start_time \
-                    or parent_key in seen:
+            if (
+                parent_key is None
+                or parent_key.start_time > current.start_time
+                or parent_key in seen
+            ):
                 break
             current = self.records[parent_key]
             chain.append(current)
             seen.add(parent_key)
         children = sorted(
             (self.records[k] for k in self.children.get(pid, ()) if k.start_time >= key.start_time),
-            key=lambda r: (r.start_time, r.pid))
+            key=lambda r: (r.start_time, r.pid),
+        )
         return record, chain, children
 
     def chain_is_complete(self, chain: Sequence[ProcessRecord], record: ProcessRecord) -> bool:

@@ -37,8 +37,9 @@ def parse_signal(value: str | int) -> signal.Signals:
     try:
         return signal.Signals[name]
     except KeyError:
-        raise ValueError(f"{value!r} is not a signal name (e.g. TERM, KILL, HUP, INT, STOP, "
-                         "CONT, USR1)") from None
+        raise ValueError(
+            f"{value!r} is not a signal name (e.g. TERM, KILL, HUP, INT, STOP, CONT, USR1)"
+        ) from None
 
 
 def start_time_of(pid: int, boot_time: float, proc_root: str = "/proc") -> float:
@@ -49,28 +50,32 @@ def start_time_of(pid: int, boot_time: float, proc_root: str = "/proc") -> float
             raw = stat_file.read()
         ticks = parse_stat_fields(raw).start_ticks
     except (FileNotFoundError, ProcessLookupError, ValueError):
-        raise StaleProcess(f"no process with pid {pid} is running: nothing was signalled") \
-            from None
+        raise StaleProcess(f"no process with pid {pid} is running: nothing was signalled") from None
     return boot_time + ticks / CLOCK_TICKS
 
 
-def signal_instance(pid: int, start_time: float, sig: signal.Signals, *, boot_time: float,
-                    proc_root: str = "/proc") -> str:
+def signal_instance(
+    pid: int, start_time: float, sig: signal.Signals, *, boot_time: float, proc_root: str = "/proc"
+) -> str:
     """Send `sig` to the instance (pid, start_time); returns "pidfd" or "kill", the way it was
     sent. Raises StaleProcess or SignalRefused, in which case nothing was sent."""
     if pid <= 1:
-        raise SignalRefused(f"refusing to signal pid {pid}: only real processes other than "
-                            "init may be signalled")
+        raise SignalRefused(
+            f"refusing to signal pid {pid}: only real processes other than init may be signalled"
+        )
     if pid == os.getpid():
-        raise SignalRefused("refusing to signal the daemon itself (stop it with its service "
-                            "manager, or SIGTERM from a shell)")
+        raise SignalRefused(
+            "refusing to signal the daemon itself (stop it with its service "
+            "manager, or SIGTERM from a shell)"
+        )
     pidfd = _pidfd_open(pid)
     try:
         actual = start_time_of(pid, boot_time, proc_root)
         if abs(actual - start_time) > 0.5 / CLOCK_TICKS:
             raise StaleProcess(
                 f"pid {pid} now belongs to another process (started at {actual:.2f}, not "
-                f"{start_time:.2f}): the instance you saw has ended; nothing was signalled")
+                f"{start_time:.2f}): the instance you saw has ended; nothing was signalled"
+            )
         try:
             if pidfd is not None:
                 signal.pidfd_send_signal(pidfd, sig)
@@ -80,9 +85,11 @@ def signal_instance(pid: int, start_time: float, sig: signal.Signals, *, boot_ti
         except ProcessLookupError:
             raise StaleProcess(f"pid {pid} ended just now: nothing was signalled") from None
         except PermissionError:
-            raise SignalRefused(f"the kernel refused to send {sig.name} to pid {pid}: "
-                                "permission denied (the daemon runs as uid "
-                                f"{os.geteuid()})") from None
+            raise SignalRefused(
+                f"the kernel refused to send {sig.name} to pid {pid}: "
+                "permission denied (the daemon runs as uid "
+                f"{os.geteuid()})"
+            ) from None
     finally:
         if pidfd is not None:
             os.close(pidfd)
@@ -96,8 +103,7 @@ def _pidfd_open(pid: int) -> int | None:
     try:
         fd: int = pidfd_open(pid)
     except ProcessLookupError:
-        raise StaleProcess(f"no process with pid {pid} is running: nothing was signalled") \
-            from None
+        raise StaleProcess(f"no process with pid {pid} is running: nothing was signalled") from None
     except OSError:  # ENOSYS (old kernel), EMFILE …: the checked kill still works
         return None
     return fd

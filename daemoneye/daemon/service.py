@@ -7,7 +7,7 @@ Where answers come from:
   instances that are no longer live, and `query.run`, come from the store through a read-only
   connection opened per request on a small thread pool — never on the event loop;
 - alerts, rules, audit: the detection engine and the audit log, reached through the narrow
-  `DetectionEngine` and `AuditTrail` protocols below. Until they are attached
+  `DetectionEngine` and `AuditTrail` protocols (daemon/ipc_ports.py). Until they are attached
   (`attach_engine`, `attach_audit`) their methods answer NOT_AVAILABLE, never made-up data.
 
 The daemon calls `start_ipc` once the store is open and `IpcRuntime.stop` when shutting down.
@@ -23,15 +23,16 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from daemoneye import __version__
 from daemoneye.config import LoadedConfig
 from daemoneye.daemon.collection import Collection as Collector
+from daemoneye.daemon.ipc_ports import AuditTrail, DetectionEngine, StoreAuditTrail
 from daemoneye.daemon.live_table import LiveTable, TableUpdate, compute_update
 from daemoneye.daemon.process_signal import (
     SignalRefused,
@@ -67,7 +68,6 @@ from daemoneye.models import (
     Alert,
     AuditVerification,
     DaemonStatus,
-    EngineStatus,
     HealthReport,
     Hello,
     ProcessKey,
@@ -92,69 +92,13 @@ _ENGINE_MISSING = "not available: the detection engine is not running"
 _AUDIT_MISSING = "not available: the audit log is not running"
 
 
-class DetectionEngine(Protocol):
-    """What IPC needs from the detection engine. Called on the event loop: implementations
-    move blocking work (SQL, the writer connection) to their own threads. `actor` is the peer
-    as "uid 0 pid 123"; a None result means there is no such alert or rule."""
-
-    async def list_alerts(self, *, state: str | None, severity: str | None, limit: int,
-                          before_id: int | None) -> Sequence[Alert]: ...
-
-    async def get_alert(self, alert_id: int) -> Alert | None: ...
-
-    async def set_alert_state(self, alert_id: int, state: str, actor: str) -> Alert | None: ...
-
-    async def rule_statuses(self) -> Sequence[RuleStatus]: ...
-
-    async def set_rule_enabled(self, rule_id: str, enabled: bool,
-                               actor: str) -> RuleStatus | None: ...
-
-    async def reload_rules(self, actor: str) -> RulesReload: ...
-
-    def status(self) -> EngineStatus: ...
-
-    def alerted(self) -> Collection[ProcessKey]:
-        """Instances with an open alert (the `alerted` filter term)."""
-        ...
-
-
-class AuditTrail(Protocol):
-    """The hash-chained audit log (daemoneye/engine/audit.py; `StoreAuditTrail` below)."""
-
-    async def audit(self, kind: str, actor: str, detail: Mapping[str, Any]) -> None: ...
-
-    async def verify(self) -> AuditVerification: ...
-
-
-class StoreAuditTrail:
-    """The audit log in the store: entries are appended on the collector's worker thread (the
-    only one that writes the store) and verified on a read-only connection of their own."""
-
-    def __init__(self, collection: Collector, worker: Executor,
-                 read: Callable[[Callable[[ReadOnlyStore], AuditVerification]],
-                                Awaitable[AuditVerification]]) -> None:
-        from daemoneye.engine import audit  # the engine package may be absent: see start_ipc
-
-        self._audit = audit
-        self._collection = collection
-        self._worker = worker
-        self._read = read
-
-    async def audit(self, kind: str, actor: str, detail: Mapping[str, Any]) -> None:
-        store = self._collection.store
-        await asyncio.get_running_loop().run_in_executor(
-            self._worker, lambda: self._audit.record(store, kind, actor, detail))
-
-    async def verify(self) -> AuditVerification:
-        return await self._read(lambda store: self._audit.verify(store).as_model())
-
-
 class DaemonService:
     """Every method of the protocol, over the collector, the store, the engine and the audit
     log. The event loop owns all of its state."""
 
-    def __init__(self, config: Callable[[], LoadedConfig], collection: Collector,
-                 worker: Executor) -> None:
+    def __init__(
+        self, config: Callable[[], LoadedConfig], collection: Collector, worker: Executor
+    ) -> None:
         self._config = config
         self._collection = collection
         self._worker = worker
@@ -184,8 +128,11 @@ class DaemonService:
 
     def publish_alert(self, alert: Alert) -> None:
         """An alert was raised or changed: tell `alerts` subscribers. Thread-safe."""
-        self._on_loop(self._publish, "alerts",
-                      protocol.notification(protocol.NOTIFY_ALERT, {"alert": to_wire(alert)}))
+        self._on_loop(
+            self._publish,
+            "alerts",
+            protocol.notification(protocol.NOTIFY_ALERT, {"alert": to_wire(alert)}),
+        )
 
     def publish_rules(self, statuses: Sequence[RuleStatus]) -> None:
         """The rule set changed (reload, enable, disable): tell `rules` subscribers.
@@ -225,20 +172,23 @@ class DaemonService:
             if self._collection.ticks == done_ticks:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(),
-                                           timeout=min(max(interval / 10, 0.02), 0.25))
+                    await asyncio.wait_for(
+                        self._wake.wait(), timeout=min(max(interval / 10, 0.02), 0.25)
+                    )
                 continue
             done_ticks = self._collection.ticks
             try:
                 update, report = await self._loop.run_in_executor(
-                    self._worker, self._compute, self.table.records, self.table.seq + 1)
+                    self._worker, self._compute, self.table.records, self.table.seq + 1
+                )
             except (StoreError, OSError) as exc:
                 log.error("could not read the collector's state for IPC clients: %s", exc)
                 continue
             self._apply(update, report)
 
-    def _compute(self, previous: dict[ProcessKey, ProcessRecord],
-                 seq: int) -> tuple[TableUpdate, HealthReport]:
+    def _compute(
+        self, previous: dict[ProcessKey, ProcessRecord], seq: int
+    ) -> tuple[TableUpdate, HealthReport]:
         collection = self._collection
         return compute_update(previous, collection.scanner.snapshot(), seq), collection.health()
 
@@ -259,8 +209,10 @@ class DaemonService:
         try:
             await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT_S)
         except TimeoutError:
-            raise MethodError(ErrorCode.NOT_AVAILABLE, "not available: the daemon has not "
-                                                       "finished its first scan yet") from None
+            raise MethodError(
+                ErrorCode.NOT_AVAILABLE,
+                "not available: the daemon has not finished its first scan yet",
+            ) from None
 
     # -- helpers -----------------------------------------------------------------------------
     def admin_gid(self) -> int | None:
@@ -271,16 +223,21 @@ class DaemonService:
         if name != cached_name or (gid is None and name and time.monotonic() - checked > 60):
             gid = group_id(name)
             if name and gid is None:
-                log.warning("the admin group %r does not exist: only root and uid %d may use "
-                            "admin methods", name, os.geteuid())
+                log.warning(
+                    "the admin group %r does not exist: only root and uid %d may use admin methods",
+                    name,
+                    os.geteuid(),
+                )
             self._admin_group = (name, gid, time.monotonic())
         return gid
 
     async def in_store(self, work: Callable[[ReadOnlyStore], T]) -> T:
         """Run `work` on a read-only store connection of its own, on the IPC thread pool."""
+
         def run() -> T:
             with open_readonly(self._db) as store:
                 return work(store)
+
         try:
             return await self._loop.run_in_executor(self._store_pool, run)
         except QueryError as exc:
@@ -304,12 +261,19 @@ class DaemonService:
 
     async def audit_admin(self, call: Call, outcome: str) -> None:
         """Every admin request, refused or done, goes to the audit log with the peer."""
-        detail = {"method": call.method, "params": dict(call.raw_params), "outcome": outcome,
-                  "client": call.conn.client_name}
+        detail = {
+            "method": call.method,
+            "params": dict(call.raw_params),
+            "outcome": outcome,
+            "client": call.conn.client_name,
+        }
         if self.audit_trail is None:
             # AUDIT HOOK: without an audit log (attach_audit) admin requests are only logged.
-            log.info("admin request (audit log not attached) by %s: %s", actor(call.peer),
-                     json.dumps(detail, sort_keys=True, default=str))
+            log.info(
+                "admin request (audit log not attached) by %s: %s",
+                actor(call.peer),
+                json.dumps(detail, sort_keys=True, default=str),
+            )
             return
         await self.audit_trail.audit(f"admin.{call.method}", actor(call.peer), detail)
 
@@ -347,16 +311,24 @@ class DaemonService:
 
     async def hello(self, call: Call, params: HelloParams) -> Hello:
         if params.protocol_version != protocol.PROTOCOL_VERSION:
-            raise MethodError(ErrorCode.UNSUPPORTED_VERSION,
-                              f"protocol version {params.protocol_version} is not supported; "
-                              f"this daemon speaks version {protocol.PROTOCOL_VERSION}",
-                              {"supported": [protocol.PROTOCOL_VERSION]})
+            raise MethodError(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"protocol version {params.protocol_version} is not supported; "
+                f"this daemon speaks version {protocol.PROTOCOL_VERSION}",
+                {"supported": [protocol.PROTOCOL_VERSION]},
+            )
         call.conn.client_name = params.client[:120]
-        log.debug("hello from %s (%s) as %s", call.peer, params.client or "unnamed client",
-                  call.conn.role)
-        return Hello(protocol_version=protocol.PROTOCOL_VERSION, daemon_version=__version__,
-                     host=self._host, role=call.conn.role, peer_uid=call.peer.uid,
-                     peer_pid=call.peer.pid)
+        log.debug(
+            "hello from %s (%s) as %s", call.peer, params.client or "unnamed client", call.conn.role
+        )
+        return Hello(
+            protocol_version=protocol.PROTOCOL_VERSION,
+            daemon_version=__version__,
+            host=self._host,
+            role=call.conn.role,
+            peer_uid=call.peer.uid,
+            peer_pid=call.peer.pid,
+        )
 
     async def processes_list(self, call: Call, params: ProcessesListParams) -> Raw:
         if params.limit < 1:
@@ -383,18 +355,25 @@ class DaemonService:
             chain = chain + await self.in_store(lambda store: ancestry(store, last))
         if params.history:
             instances = await self.in_store(
-                lambda store: max(1, len(records_for_pid(store, params.pid))))
-        detail = ProcessDetail(process=record, live=True, ancestry=tuple(chain),
-                               children=tuple(children), instances=instances,
-                               children_total=len(children))
+                lambda store: max(1, len(records_for_pid(store, params.pid)))
+            )
+        detail = ProcessDetail(
+            process=record,
+            live=True,
+            ancestry=tuple(chain),
+            children=tuple(children),
+            instances=instances,
+            children_total=len(children),
+        )
         # init, a shell farm, a build: thousands of children would not fit in one message.
         return fit_children(detail, [len(self.table.encoded[c.key]) for c in children])
 
     async def query_run(self, call: Call, params: QueryRunParams) -> Raw:
         if not 0 <= params.max_rows <= MAX_QUERY_ROWS:
             raise _invalid("query.run", "max_rows", f"must be 0 to {MAX_QUERY_ROWS}")
-        return Raw(await self.in_store(
-            lambda store: _query_json(store, params.sql, params.max_rows)))
+        return Raw(
+            await self.in_store(lambda store: _query_json(store, params.sql, params.max_rows))
+        )
 
     async def health(self, call: Call, params: NoParams) -> DaemonStatus:
         await self._wait_ready()
@@ -408,8 +387,11 @@ class DaemonService:
         if not 1 <= params.limit <= 10_000:
             raise _invalid("alerts.list", "limit", "must be 1 to 10000")
         alerts = await self._engine().list_alerts(
-            state=params.state, severity=params.severity, limit=params.limit,
-            before_id=params.before_id)
+            state=params.state,
+            severity=params.severity,
+            limit=params.limit,
+            before_id=params.before_id,
+        )
         return _alerts_page(alerts, params.limit)
 
     async def alerts_get(self, call: Call, params: AlertIdParams) -> Alert:
@@ -461,16 +443,28 @@ class DaemonService:
         boot_time = self._collection.scanner.boot_time
         proc_root = self._collection.scanner.proc_root
         try:
-            how = await asyncio.to_thread(signal_instance, params.pid, params.start_time, sig,
-                                          boot_time=boot_time, proc_root=proc_root)
+            how = await asyncio.to_thread(
+                signal_instance,
+                params.pid,
+                params.start_time,
+                sig,
+                boot_time=boot_time,
+                proc_root=proc_root,
+            )
         except StaleProcess as exc:
             raise MethodError(ErrorCode.STALE_PROCESS, str(exc)) from None
         except SignalRefused as exc:
             raise MethodError(ErrorCode.SIGNAL_FAILED, str(exc)) from None
-        log.info("sent %s to pid %d (started %.2f) for %s", sig.name, params.pid,
-                 params.start_time, actor(call.peer))
-        return SignalResult(pid=params.pid, start_time=params.start_time, signal=sig.name,
-                            method=how)
+        log.info(
+            "sent %s to pid %d (started %.2f) for %s",
+            sig.name,
+            params.pid,
+            params.start_time,
+            actor(call.peer),
+        )
+        return SignalResult(
+            pid=params.pid, start_time=params.start_time, signal=sig.name, method=how
+        )
 
     def _subscriber(self, topic: str) -> Callable[[Call, NoParams], Any]:
         async def subscribe(call: Call, params: NoParams) -> Reply:
@@ -479,8 +473,9 @@ class DaemonService:
             rules_line = self._rules_line
             if topic == "rules" and self.engine is not None and rules_line is None:
                 statuses = await self.engine.rule_statuses()
-                rules_line = protocol.notification(protocol.NOTIFY_RULES,
-                                                   {"rules": to_wire(tuple(statuses))})
+                rules_line = protocol.notification(
+                    protocol.NOTIFY_RULES, {"rules": to_wire(tuple(statuses))}
+                )
             # From here on nothing awaits: the answer, the initial state and the first
             # notification reach the client in that order.
             call.conn.subscribe(topic)
@@ -506,8 +501,9 @@ class DaemonService:
 
 
 def _invalid(method: str, field: str, why: str) -> MethodError:
-    return MethodError(ErrorCode.INVALID_PARAMS, f"invalid params for {method}: {field}: {why}",
-                       {"field": field})
+    return MethodError(
+        ErrorCode.INVALID_PARAMS, f"invalid params for {method}: {field}: {why}", {"field": field}
+    )
 
 
 def _detail_from_store(store: ReadOnlyStore, params: ProcessesGetParams) -> ProcessDetail:
@@ -517,15 +513,22 @@ def _detail_from_store(store: ReadOnlyStore, params: ProcessesGetParams) -> Proc
     else:
         chosen = instances[:1]
     if not chosen:
-        which = f"pid {params.pid}" + (f" started at {params.start_time}"
-                                       if params.start_time is not None else "")
-        raise MethodError(ErrorCode.NOT_FOUND,
-                          f"no process instance with {which} is running or in the store")
+        which = f"pid {params.pid}" + (
+            f" started at {params.start_time}" if params.start_time is not None else ""
+        )
+        raise MethodError(
+            ErrorCode.NOT_FOUND, f"no process instance with {which} is running or in the store"
+        )
     record = chosen[0]
     children = children_of(store, record)
-    detail = ProcessDetail(process=record, live=record.ended_at is None,
-                           ancestry=tuple(ancestry(store, record)), children=tuple(children),
-                           instances=len(instances), children_total=len(children))
+    detail = ProcessDetail(
+        process=record,
+        live=record.ended_at is None,
+        ancestry=tuple(ancestry(store, record)),
+        children=tuple(children),
+        instances=len(instances),
+        children_total=len(children),
+    )
     return fit_children(detail, [len(protocol.dumps(to_wire(c))) for c in children])
 
 
@@ -542,9 +545,15 @@ def _query_json(store: ReadOnlyStore, sql: str, max_rows: int) -> bytes:
             break
         rows.append(encoded)
         size += len(encoded) + 1
-    return (b'{"columns":' + protocol.dumps(list(result.columns)) + b',"rows":'
-            + protocol.json_list(rows) + b',"truncated":' + (b"true" if truncated else b"false")
-            + b"}")
+    return (
+        b'{"columns":'
+        + protocol.dumps(list(result.columns))
+        + b',"rows":'
+        + protocol.json_list(rows)
+        + b',"truncated":'
+        + (b"true" if truncated else b"false")
+        + b"}"
+    )
 
 
 def _alerts_page(alerts: Sequence[Alert], limit: int) -> protocol.AlertsPage:
@@ -570,8 +579,9 @@ def socket_permissions(mode: Mode) -> tuple[int, int | None]:
 
 def _feed_ended(feed: asyncio.Task[None]) -> None:
     if not feed.cancelled() and feed.exception() is not None:
-        log.error("IPC subscribers no longer get updates: the feed failed",
-                  exc_info=feed.exception())
+        log.error(
+            "IPC subscribers no longer get updates: the feed failed", exc_info=feed.exception()
+        )
 
 
 @dataclass
@@ -599,19 +609,25 @@ class IpcRuntime:
         log.info("IPC socket %s closed", self.server.path)
 
 
-async def start_ipc(config: Callable[[], LoadedConfig], collection: Collector,
-                    worker: Executor) -> IpcRuntime:
+async def start_ipc(
+    config: Callable[[], LoadedConfig], collection: Collector, worker: Executor
+) -> IpcRuntime:
     """Open the IPC socket and start feeding subscribers; `worker` is the collector's
     single worker thread (the only thread that may touch the scanner). Raises DaemonError
     when the socket cannot be had (a live daemon owns it, the path is too long, …)."""
     loaded = config()
     daemon_config = loaded.config.daemon
     service = DaemonService(config, collection, worker)
-    limits = Limits(max_clients=daemon_config.max_clients,
-                    queue_bytes=daemon_config.client_queue)
+    limits = Limits(max_clients=daemon_config.max_clients, queue_bytes=daemon_config.client_queue)
     path = Path(loaded.paths.socket)
-    server = Server(path, service.methods(), admin_gid=service.admin_gid, limits=limits,
-                    on_admin=service.audit_admin, recover=service.recoveries())
+    server = Server(
+        path,
+        service.methods(),
+        admin_gid=service.admin_gid,
+        limits=limits,
+        on_admin=service.audit_admin,
+        recover=service.recoveries(),
+    )
     service.server = server
     file_mode, group = socket_permissions(loaded.paths.mode)
     try:
@@ -630,11 +646,24 @@ async def start_ipc(config: Callable[[], LoadedConfig], collection: Collector,
     if running_engine is not None:  # the daemon started its engine before the socket
         from daemoneye.daemon.engine_link import EngineLink
 
-        service.attach_engine(EngineLink(running_engine, worker, service.in_store, config,
-                                         service.publish_alert, service.publish_rules))
+        service.attach_engine(
+            EngineLink(
+                running_engine,
+                worker,
+                service.in_store,
+                config,
+                service.publish_alert,
+                service.publish_rules,
+            )
+        )
     feed = asyncio.get_running_loop().create_task(service.run_feed(), name="daemoneye-ipc-feed")
     feed.add_done_callback(_feed_ended)
     service.admin_gid()  # resolve once now, so a missing group is reported at start
-    log.info("IPC listening on %s (mode %04o%s, at most %d clients)", path, file_mode,
-             f", group {SOCKET_GROUP}" if group is not None else "", limits.max_clients)
+    log.info(
+        "IPC listening on %s (mode %04o%s, at most %d clients)",
+        path,
+        file_mode,
+        f", group {SOCKET_GROUP}" if group is not None else "",
+        limits.max_clients,
+    )
     return IpcRuntime(service=service, server=server, feed=feed)

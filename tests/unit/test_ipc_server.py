@@ -1,0 +1,500 @@
+"""The IPC server on a real Unix socket with a small method table: framing, bad input, limits,
+backpressure, slow subscribers, and the socket file itself. (A real daemon is driven in
+tests/integration/test_ipc*.py; here the limits are small so every edge is reached quickly.)"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import json
+import os
+import shutil
+import socket
+import stat
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemoneye.errors import DaemonError
+from daemoneye.ipc import protocol
+from daemoneye.ipc.auth import ROLE_ADMIN, ROLE_READER, Peer, peer_of, role_of
+from daemoneye.ipc.protocol import ErrorCode, NoParams
+from daemoneye.ipc.server import (
+    Call,
+    Limits,
+    Method,
+    MethodError,
+    Reply,
+    Server,
+)
+from daemoneye.ipc.socket_file import bind_unix_socket
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """pytest's tmp_path can be longer than a socket path may be."""
+    path = Path(tempfile.mkdtemp(prefix="de-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass(frozen=True, slots=True)
+class EchoParams:
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SlowParams:
+    seconds: float = 0.05
+
+
+class Service:
+    def __init__(self) -> None:
+        self.running = 0
+        self.most_running = 0
+        self.audited: list[tuple[str, str]] = []
+
+    async def hello(self, call: Call, params: NoParams) -> dict[str, Any]:
+        return {"role": call.conn.role}
+
+    async def echo(self, call: Call, params: EchoParams) -> str:
+        return params.text
+
+    async def slow(self, call: Call, params: SlowParams) -> int:
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await asyncio.sleep(params.seconds)
+        finally:
+            self.running -= 1
+        return self.most_running
+
+    async def fail(self, call: Call, params: NoParams) -> None:
+        raise MethodError(ErrorCode.NOT_FOUND, "nothing here")
+
+    async def crash(self, call: Call, params: NoParams) -> None:
+        raise RuntimeError("a bug")
+
+    async def subscribe(self, call: Call, params: NoParams) -> Reply:
+        call.conn.subscribe("ticks")
+        return Reply(
+            {"ok": True}, (b'{"jsonrpc":"2.0","method":"ticks.snapshot","params":{}}\n',), "ticks"
+        )
+
+    async def on_admin(self, call: Call, outcome: str) -> None:
+        self.audited.append((call.method, outcome))
+
+    def methods(self) -> dict[str, Method]:
+        return {
+            m.name: m
+            for m in (
+                Method("hello", self.hello, NoParams),
+                Method("echo", self.echo, EchoParams),
+                Method("slow", self.slow, SlowParams),
+                Method("fail", self.fail, NoParams),
+                Method("crash", self.crash, NoParams),
+                Method("ticks.subscribe", self.subscribe, NoParams),
+                Method("admin.echo", self.echo, EchoParams, admin=True),
+            )
+        }
+
+
+@asynccontextmanager
+async def serving(
+    directory: Path, limits: Limits | None = None, service: Service | None = None
+) -> AsyncIterator[tuple[Server, Service]]:
+    service = service or Service()
+    server = Server(
+        directory / "s.sock",
+        service.methods(),
+        admin_gid=lambda: None,
+        limits=limits,
+        on_admin=service.on_admin,
+        recover={
+            "ticks": lambda conn: (b'{"jsonrpc":"2.0","method":"ticks.fresh","params":{}}\n',)
+        },
+    )
+    await server.start()
+    try:
+        yield server, service
+    finally:
+        await server.stop()
+
+
+class Peerless:
+    """A raw client: bytes out, parsed lines in."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.next_id = 0
+
+    @classmethod
+    async def open(cls, server: Server, hello: bool = True) -> Peerless:
+        reader, writer = await asyncio.open_unix_connection(server.path, limit=2 * 1024 * 1024)
+        client = cls(reader, writer)
+        if hello:
+            assert "result" in await client.call("hello")
+        return client
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def line(self, timeout: float = 5.0) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.reader.readline(), timeout)
+        assert raw, "the server closed the connection"
+        message: dict[str, Any] = json.loads(raw)
+        return message
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.next_id += 1
+        await self.send(protocol.request(self.next_id, method, params or {}))
+        return await self.line()
+
+    async def closed(self, timeout: float = 5.0) -> bool:
+        return await asyncio.wait_for(self.reader.read(), timeout) == b""
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class RawSocket:
+    """A client that reads only when told to: its socket buffers stay small and fill up."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.connect(str(path))
+        self.sock.setblocking(False)
+        self.buffer = b""
+
+    async def send(self, data: bytes) -> None:
+        await asyncio.get_running_loop().sock_sendall(self.sock, data)
+
+    async def line(self, timeout: float = 5.0) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        while b"\n" not in self.buffer:
+            chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), timeout)
+            assert chunk, "the server closed the connection"
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+def test_garbage_gets_an_error_and_the_connection_stays_usable(short_dir: Path) -> None:
+    async def scenario() -> None:
+        async with serving(short_dir) as (server, _):
+            client = await Peerless.open(server)
+            for garbage, code in (
+                (b"{not json\n", -32700),
+                (b"\xff\xfe\n", -32700),
+                (b"[1, 2]\n", -32600),
+                (b'"text"\n', -32600),
+                (b'{"jsonrpc": "1.0", "id": 1, "method": "echo"}\n', -32600),
+                (b'{"jsonrpc": "2.0", "id": [], "method": "echo"}\n', -32600),
+                (b'{"jsonrpc": "2.0", "id": 1, "method": 5}\n', -32600),
+                (b'{"jsonrpc":"2.0","id":1,"method":"echo","params":[1]}\n', -32602),
+            ):
+                await client.send(garbage)
+                answer = await client.line()
+                assert answer["error"]["code"] == code, garbage
+            assert (await client.call("echo", {"text": "still here"}))["result"] == "still here"
+            client.close()
+
+    run(scenario())
+
+
+def test_errors_name_the_method_or_field(short_dir: Path) -> None:
+    async def scenario() -> None:
+        async with serving(short_dir) as (server, _):
+            fresh = await Peerless.open(server, hello=False)
+            assert (await fresh.call("echo"))["error"]["code"] == ErrorCode.HELLO_REQUIRED
+            client = await Peerless.open(server)
+            unknown = (await client.call("ecoh"))["error"]
+            assert unknown["code"] == -32601 and "did you mean 'echo'?" in unknown["message"]
+            assert "echo" in unknown["data"]["methods"]
+            wrong = (await client.call("echo", {"txt": "a"}))["error"]
+            assert wrong["code"] == -32602 and wrong["data"] == {"field": "txt"}
+            assert "did you mean 'text'?" in wrong["message"]
+            assert (await client.call("fail"))["error"] == {
+                "code": ErrorCode.NOT_FOUND,
+                "message": "nothing here",
+            }
+            crash = (await client.call("crash"))["error"]
+            assert crash["code"] == -32603 and "a bug" not in crash["message"]
+            assert (await client.call("echo", {"text": "ok"}))["result"] == "ok"
+
+    run(scenario())
+
+
+def test_an_oversized_line_is_refused_and_closed_and_others_are_served(short_dir: Path) -> None:
+    async def scenario() -> None:
+        async with serving(short_dir) as (server, _):
+            bystander = await Peerless.open(server)
+            client = await Peerless.open(server)
+            client.writer.write(b'{"x": "' + b"a" * (protocol.MAX_MESSAGE_BYTES + 10))
+            answer = await client.line()
+            assert answer["error"]["code"] == ErrorCode.MESSAGE_TOO_LARGE and answer["id"] is None
+            assert await client.closed()
+            assert (await bystander.call("echo", {"text": "fine"}))["result"] == "fine"
+
+    run(scenario())
+
+
+def test_half_a_line_then_silence_times_out_and_no_hello_too(short_dir: Path) -> None:
+    async def scenario() -> None:
+        limits = Limits(line_timeout_s=0.3, hello_timeout_s=0.5)
+        async with serving(short_dir, limits) as (server, _):
+            stalled = await Peerless.open(server)
+            await stalled.send(b'{"jsonrpc": "2.0", "id": 1, "meth')
+            answer = await stalled.line(timeout=3)
+            assert answer["error"]["code"] == ErrorCode.READ_TIMEOUT
+            assert "newline" in answer["error"]["message"]
+            assert await stalled.closed()
+            silent = await Peerless.open(server, hello=False)
+            assert (await silent.line(timeout=3))["error"]["code"] == ErrorCode.READ_TIMEOUT
+            assert await silent.closed()
+            idle = await Peerless.open(server)  # greeted and quiet: never timed out
+            await asyncio.sleep(0.8)
+            assert (await idle.call("echo", {"text": "awake"}))["result"] == "awake"
+
+    run(scenario())
+
+
+def test_connections_past_the_limit_are_told_why_and_closed(short_dir: Path) -> None:
+    async def scenario() -> None:
+        async with serving(short_dir, Limits(max_clients=4)) as (server, _):
+            opened = [await asyncio.open_unix_connection(server.path) for _ in range(10)]
+            refused = served = 0
+            for reader, writer in opened:
+                try:  # a refused connection is told at once, unasked
+                    answer = json.loads(await asyncio.wait_for(reader.readline(), 0.5))
+                except TimeoutError:
+                    writer.write(protocol.request(1, "hello"))
+                    answer = json.loads(await asyncio.wait_for(reader.readline(), 5))
+                    assert "result" in answer
+                    served += 1
+                    continue
+                assert answer["error"]["code"] == ErrorCode.TOO_MANY_CONNECTIONS
+                assert "at most 4 clients" in answer["error"]["message"]
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+                refused += 1
+            assert (served, refused) == (4, 6)
+            opened[0][1].close()
+            await asyncio.sleep(0.1)
+            again = await Peerless.open(server)  # a slot came free
+            assert (await again.call("echo", {"text": "in"}))["result"] == "in"
+
+    run(scenario())
+
+
+def test_a_flood_of_requests_is_worked_on_a_few_at_a_time(
+    short_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        limits = Limits(max_inflight=4)
+        async with serving(short_dir, limits) as (server, service):
+            client = await Peerless.open(server)
+            await client.send(
+                b"".join(protocol.request(i, "slow", {"seconds": 0.01}) for i in range(200))
+            )
+            answers = [await client.line() for _ in range(200)]
+            assert sorted(a["id"] for a in answers) == list(range(200))
+            assert service.most_running == 4
+
+    caplog.set_level("INFO", logger="daemoneye.ipc.server")
+    run(scenario())
+    floods = [r.getMessage() for r in caplog.records if "faster than" in r.getMessage()]
+    assert floods == [
+        f"pid {os.getpid()} uid {os.geteuid()} sends requests faster than they "
+        "are answered: working on 4 at a time, reading the rest as those finish"
+    ]
+
+
+def test_a_client_that_sends_but_never_reads_costs_bounded_memory(short_dir: Path) -> None:
+    async def scenario() -> None:
+        async with serving(short_dir) as (server, _):
+            _, writer = await asyncio.open_unix_connection(server.path)
+            writer.write(protocol.request(0, "hello"))
+            text = "x" * 60_000
+            sent = 0
+            try:  # the server stops reading: our writes stop draining
+                while sent < 3000:
+                    writer.write(protocol.request(sent + 1, "echo", {"text": text}))
+                    await asyncio.wait_for(writer.drain(), 1.0)
+                    sent += 1
+            except TimeoutError:
+                pass
+            assert sent < 3000, "the server kept reading requests nobody collects answers for"
+            (conn,) = server.connections
+            assert conn.transport is not None
+            assert conn.transport.get_write_buffer_size() < 4 * 1024 * 1024
+            other = await Peerless.open(server)
+            assert (await other.call("echo", {"text": "unaffected"}))["result"] == "unaffected"
+            writer.close()
+
+    run(scenario())
+
+
+def test_a_subscriber_that_does_not_read_is_resynced_and_others_get_everything(
+    short_dir: Path,
+) -> None:
+    async def scenario() -> None:
+        limits = Limits(queue_bytes=256 * 1024)
+        async with serving(short_dir, limits) as (server, _):
+            stalled = RawSocket(server.path)
+            await stalled.send(
+                protocol.request(1, "hello") + protocol.request(2, "ticks.subscribe")
+            )
+            assert [(await stalled.line()).get("id") for _ in range(3)] == [1, 2, None]
+            reading = await Peerless.open(server)
+            assert (await reading.call("ticks.subscribe"))["result"] == {"ok": True}
+            assert (await reading.line())["method"] == "ticks.snapshot"
+            payload = "z" * 10_000
+            received: list[int] = []
+
+            async def read_all() -> None:
+                while len(received) < 400:
+                    received.append((await reading.line())["params"]["n"])
+
+            reader_task = asyncio.create_task(read_all())
+            for n in range(400):  # ~4 MB for each subscriber
+                server.publish(
+                    "ticks", (protocol.notification("ticks.delta", {"n": n, "pad": payload}),)
+                )
+                await asyncio.sleep(0)
+            await asyncio.wait_for(reader_task, 10)
+            assert received == list(range(400))  # the reader lost nothing
+
+            methods: list[str] = []
+            while True:  # the stalled client now reads what was kept for it
+                message = await stalled.line()
+                methods.append(message["method"])
+                if message["method"] == "resync":
+                    assert message["params"]["topic"] == "ticks"
+                    assert message["params"]["dropped"] > 0
+                    assert (await stalled.line())["method"] == "ticks.fresh"
+                    break
+            kept = methods.count("ticks.delta")
+            assert 0 < kept < 400
+            server.publish("ticks", (protocol.notification("ticks.delta", {"n": 400}),))
+            assert (await stalled.line())["params"]["n"] == 400  # back in the stream
+
+    run(scenario())
+
+
+def test_requests_sent_before_a_half_close_are_answered(short_dir: Path) -> None:
+    async def scenario() -> None:
+        async with serving(short_dir) as (server, _):
+            client = await Peerless.open(server)
+            await client.send(protocol.request(5, "echo", {"text": "bye"}))
+            client.writer.write_eof()
+            assert (await client.line())["result"] == "bye"
+            assert await client.closed()
+
+    run(scenario())
+
+
+def test_admin_methods_are_audited(short_dir: Path) -> None:
+    async def scenario() -> None:
+        async with serving(short_dir) as (server, service):
+            client = await Peerless.open(server)  # the test runs as the daemon's uid: admin
+            assert (await client.call("hello"))["result"] == {"role": ROLE_ADMIN}
+            assert (await client.call("admin.echo", {"text": "x"}))["result"] == "x"
+            assert service.audited == [("admin.echo", "done")]
+
+    run(scenario())
+
+
+# -- peers and roles ----------------------------------------------------------------------------
+
+
+def test_peer_credentials_come_from_the_kernel() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with left, right:
+        peer = peer_of(left)
+    assert (peer.pid, peer.uid, peer.gid) == (os.getpid(), os.geteuid(), os.getegid())
+    assert set(peer.groups) == set(os.getgroups())
+
+
+def test_roles() -> None:
+    def peer(uid: int, gid: int = 100, groups: tuple[int, ...] = ()) -> Peer:
+        return Peer(pid=1, uid=uid, gid=gid, groups=groups)
+
+    assert role_of(peer(0), daemon_uid=999, admin_gid=None) == ROLE_ADMIN
+    assert role_of(peer(999), daemon_uid=999, admin_gid=None) == ROLE_ADMIN
+    assert role_of(peer(1000), daemon_uid=999, admin_gid=None) == ROLE_READER
+    assert role_of(peer(1000, groups=(10, 50)), daemon_uid=0, admin_gid=50) == ROLE_ADMIN
+    assert role_of(peer(1000, gid=50), daemon_uid=0, admin_gid=50) == ROLE_ADMIN
+    assert role_of(peer(1000, groups=(10,)), daemon_uid=0, admin_gid=50) == ROLE_READER
+
+
+# -- the socket file ----------------------------------------------------------------------------
+
+
+def test_system_mode_shares_the_socket_with_the_daemoneye_group_only_when_it_exists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from daemoneye.daemon import service
+    from daemoneye.paths import Mode
+
+    monkeypatch.setattr(service, "group_id", lambda name: 4242 if name == "daemoneye" else None)
+    assert service.socket_permissions(Mode.SYSTEM) == (0o660, 4242)
+    assert service.socket_permissions(Mode.USER) == (0o600, None)
+    monkeypatch.setattr(service, "group_id", lambda name: None)
+    assert service.socket_permissions(Mode.SYSTEM) == (0o600, None)
+
+
+def test_socket_modes(short_dir: Path) -> None:
+    private = bind_unix_socket(short_dir / "a.sock", file_mode=0o600, group=None)
+    private.close()
+    assert stat.S_IMODE(os.stat(short_dir / "a.sock").st_mode) == 0o600
+    group = grp.getgrnam("nogroup").gr_gid if os.geteuid() == 0 else os.getegid()
+    shared = bind_unix_socket(short_dir / "b.sock", file_mode=0o660, group=group)
+    shared.close()
+    st = os.stat(short_dir / "b.sock")
+    assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == group
+
+
+def test_a_stale_socket_is_replaced_and_a_live_one_is_not(short_dir: Path) -> None:
+    path = short_dir / "d.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens: a crashed daemon's socket
+    live = bind_unix_socket(path, file_mode=0o600, group=None)
+    try:
+        with pytest.raises(
+            DaemonError,
+            match=rf"another daemon \(pid {os.getpid()}\) is "
+            "already listening",
+        ):
+            bind_unix_socket(path, file_mode=0o600, group=None)
+    finally:
+        live.close()
+
+
+def test_the_socket_path_is_checked_not_truncated(short_dir: Path) -> None:
+    not_a_socket = short_dir / "file"
+    not_a_socket.write_text("precious")
+    with pytest.raises(DaemonError, match="is not a socket"):
+        bind_unix_socket(not_a_socket, file_mode=0o600, group=None)
+    assert not_a_socket.read_text() == "precious"
+    deep = short_dir / ("d" * 60) / ("e" * 60) / "daemoneye.sock"
+    with pytest.raises(DaemonError, match=r"more than the 107 bytes"):
+        bind_unix_socket(deep, file_mode=0o600, group=None)
+    assert not deep.parent.exists()
+    open_dir = short_dir / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    with pytest.raises(DaemonError, match="writable by everyone"):
+        bind_unix_socket(open_dir / "s.sock", file_mode=0o600, group=None)
