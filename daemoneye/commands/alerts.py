@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from daemoneye.commands.common import Context, format_time, note
+from daemoneye.commands.common import Context, format_time, note, with_daemon
 from daemoneye.engine.alert_queries import AlertError, AlertFilter, get_alert, list_alerts
 from daemoneye.engine.alerts import AlertBook
 from daemoneye.engine.audit import actor_for
 from daemoneye.engine.outbox import deliveries_of
 from daemoneye.errors import DaemonEyeError, StoreError
+from daemoneye.ipc.client import DaemonClient
+from daemoneye.ipc.protocol import DaemonUnavailable
 from daemoneye.models import Alert
 from daemoneye.output import render
 from daemoneye.store.db import RowSource, Store
@@ -194,8 +196,31 @@ def show_alert(ctx: Context, alert_id: int) -> int:
 
 
 def change_state(ctx: Context, alert_id: int, state: str) -> int:
-    """`alerts ack` / `alerts close` straight on the store (until IPC carries them)."""
+    """`alerts ack` / `alerts close`: through the daemon, which checks the peer's credentials
+    and audits the request; straight on the store (as its file permissions allow) only when
+    no daemon runs."""
     verb = {"acknowledged": "acknowledge", "closed": "close"}[state]
+
+    async def ask(client: DaemonClient) -> Alert:
+        if state == "acknowledged":
+            return await client.alert_ack(alert_id)
+        return await client.alert_close(alert_id)
+
+    try:
+        alert = with_daemon(ctx, ask)
+    except DaemonUnavailable as exc:
+        note(f"{exc}; changing the alert in the store directly")
+        alert = _change_in_store(ctx, alert_id, state, verb)
+    render(
+        ("id", "state", "state_changed_by", "rule_id", "title"),
+        [(alert.id, alert.state, alert.state_changed_by, alert.rule_id, alert.title)],
+        ctx.output,
+        sys.stdout,
+    )
+    return 0
+
+
+def _change_in_store(ctx: Context, alert_id: int, state: str, verb: str) -> Alert:
     db = ctx.loaded.paths.db
     try:
         store = Store.open_existing(db)
@@ -204,11 +229,4 @@ def change_state(ctx: Context, alert_id: int, state: str) -> int:
     actor = actor_for(os.getuid(), os.getpid(), "cli")
     with store:
         change = AlertBook(store).set_state(alert_id, state, actor, time.time())
-    alert = change.alert
-    render(
-        ("id", "state", "state_changed_by", "rule_id", "title"),
-        [(alert.id, alert.state, alert.state_changed_by, alert.rule_id, alert.title)],
-        ctx.output,
-        sys.stdout,
-    )
-    return 0
+    return change.alert

@@ -48,6 +48,10 @@ def test_saved_rule_goes_live_and_alerts_once_per_instance(harness: DaemonHarnes
     harness.wait_ticks(3)  # however many ticks the process lives: still one alert
     (again,) = alerts_for(harness, f"test.{tag}")
     assert again["id"] == alert["id"]
+    acked = harness.cli("-o", "json", "alerts", "ack", str(alert["id"]), check=True)
+    (row,) = json.loads(acked.stdout)
+    assert row["state"] == "acknowledged" and row["state_changed_by"].startswith("uid 0 pid ")
+    assert "directly" not in acked.stderr  # went through the daemon, not around it
     verify = harness.cli("audit", "verify")
     assert verify.returncode == 0 and "intact" in verify.stdout
 
