@@ -580,6 +580,15 @@ def read_env(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     return {**found, **generic}
 
 
+def _exists(path: Path) -> bool:
+    """Whether a config file is there; a path we may not even look at is an error that says
+    so, not a traceback (e.g. a home directory the user cannot traverse)."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot access: {exc.strerror}") from None
+
+
 def load_config(
     *,
     mode: Mode | None = None,
@@ -604,9 +613,9 @@ def load_config(
         label = "system file" if path == paths.system_config_file else "user file"
         if path == own_file and config_file is not None:
             path, label = config_file, "--config file"
-            if not path.exists():
+            if not _exists(path):
                 raise ConfigError(f"{path}: config file not found")
-        if not path.exists():
+        if not _exists(path):
             continue
         layers.append((f"{label} {path}", read_config_file(path)))
         files_read.append(path)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -231,3 +233,36 @@ def test_reused_pid_is_a_new_instance(harness: DaemonHarness, sleeper) -> None: 
         "ORDER BY start_time")) and len(r) == 2 and r, "two instances of one pid")
     assert rows[0]["ended_at"] is not None and rows[1]["ended_at"] is None
     assert rows[0]["start_time"] < rows[1]["start_time"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to run the daemon as another user")
+def test_unprivileged_daemon_records_what_it_may_and_says_so(harness: DaemonHarness) -> None:
+    """As nobody the daemon still sees every process, but not other users' exe and cwd."""
+    home = Path(tempfile.mkdtemp(prefix="de-nobody-"))  # pytest's tmp is root-only
+    os.chown(home, 65534, 65534)  # theirs alone: the daemon refuses a world-writable socket dir
+    env = {**harness.env, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"),
+           "XDG_STATE_HOME": str(home / "state"), "XDG_RUNTIME_DIR": str(home)}
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    log = home / "nobody.log"
+    process = subprocess.Popen(
+        [*nobody, sys.executable, "-m", "daemoneye", "--db", str(home / "n.db"),
+         "daemon", "--interval", "0.2"],
+        env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
+        stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: "ready:" in log.read_text() or process.poll() is not None,
+                 "the unprivileged daemon to be ready")
+        text = log.read_text()
+        assert "running as uid 65534 without privileges" in text, text
+        rows = wait_for(lambda: (r := subprocess.run(
+            [*nobody, sys.executable, "-m", "daemoneye", "--db", str(home / "n.db"),
+             "-o", "json", "query", "SELECT pid, uid, exe FROM processes WHERE pid = 1"],
+            env=env, capture_output=True, text=True, check=False)).returncode == 0
+            and r.stdout.strip() != "[]" and r, "pid 1 in the unprivileged store")
+        (init,) = json.loads(rows.stdout)
+        assert init["exe"] is None  # root's process: seen, but its exe is not ours to read
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        shutil.rmtree(home, ignore_errors=True)

@@ -198,3 +198,17 @@ def test_read_config_file_refuses_non_table_section(tmp_path: Path) -> None:
     path.write_text("collector = 3\n")
     with pytest.raises(ConfigError, match="must be a table"):
         read_config_file(path)
+
+
+def test_config_path_we_may_not_look_at_is_a_clear_error(tmp_path: Path) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    config = blocked / "config.toml"
+
+    def refuse(self: Path) -> bool:
+        raise PermissionError(13, "Permission denied")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "exists", refuse)
+        with pytest.raises(ConfigError, match="cannot access: Permission denied"):
+            load_config(mode=Mode.USER, env=user_env(tmp_path), config_file=config)
