@@ -17,6 +17,7 @@ from daemoneye import __version__
 from daemoneye.commands.common import Context
 from daemoneye.config import LoadedConfig, load_config, mode_from_flag
 from daemoneye.errors import DaemonEyeError
+from daemoneye.models import ALERT_STATES, SEVERITIES
 from daemoneye.output import FORMATS
 
 EXIT_USAGE = 2
@@ -63,7 +64,49 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND",
                                             required=True)
     config_commands.add_parser("show", help="effective configuration with each value's source")
+
+    rules = commands.add_parser("rules", help="detection rules: list, show, validate, test")
+    rules_commands = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND",
+                                          required=True)
+    rules_commands.add_parser("list", help="every rule with its source, overrides, hits and "
+                                           "load problems")
+    rules_show = rules_commands.add_parser("show", help="one rule in full")
+    rules_show.add_argument("rule_id", metavar="ID")
+    rules_validate = rules_commands.add_parser(
+        "validate", help="check a rule file without touching the running set (exit 2 on "
+                         "problems)")
+    rules_validate.add_argument("file", type=Path, metavar="FILE")
+    rules_test = rules_commands.add_parser(
+        "test", help="run a rule (by id) or a file's rules over the store and print the "
+                     "alerts they would raise, raising none")
+    rules_test.add_argument("target", metavar="RULE-OR-FILE")
+    _add_alert_commands(commands)
     return parser
+
+
+def _add_alert_commands(commands: Any) -> None:
+    """`alerts list|show|ack|close` and `audit verify`."""
+    alerts = commands.add_parser("alerts", help="alerts: list, show, ack, close")
+    alerts_commands = alerts.add_subparsers(dest="alerts_command", metavar="SUBCOMMAND",
+                                            required=True)
+    alerts_list = alerts_commands.add_parser("list", help="alerts, most recently seen first")
+    alerts_list.add_argument("--severity", choices=SEVERITIES, metavar="LEVEL",
+                             help="at least this severity: " + ", ".join(SEVERITIES))
+    alerts_list.add_argument("--rule", metavar="ID", help="only this rule's alerts")
+    alerts_list.add_argument("--state", choices=ALERT_STATES, help="only alerts in this state")
+    alerts_list.add_argument("--since", metavar="DURATION|TIMESTAMP",
+                             help="seen since: 30m, 2h, 7d, or 2024-05-01T12:00")
+    alerts_list.add_argument("--limit", type=int, default=1000, metavar="N",
+                             help="print at most N alerts (default 1000)")
+    for name, text in (("show", "one alert in full, with its deliveries to each sink"),
+                       ("ack", "acknowledge an open alert"),
+                       ("close", "close an open or acknowledged alert")):
+        sub = alerts_commands.add_parser(name, help=text)
+        sub.add_argument("alert_id", type=int, metavar="ID")
+    audit = commands.add_parser("audit", help="the tamper-evident audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND",
+                                          required=True)
+    audit_commands.add_parser("verify", help="check the hash chain (exit 1 when tampered with)")
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -115,6 +158,32 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig,
         from daemoneye.commands.config_show import show_config
 
         return show_config(ctx)
+    if args.command == "rules":
+        from daemoneye.commands import rules as rules_cmd
+
+        if args.rules_command == "list":
+            return rules_cmd.list_rules(ctx)
+        if args.rules_command == "show":
+            return rules_cmd.show_rule(ctx, args.rule_id)
+        if args.rules_command == "validate":
+            return rules_cmd.validate_rule_file(ctx, args.file)
+        if args.rules_command == "test":
+            return rules_cmd.test_rules(ctx, args.target)
+    if args.command == "alerts":
+        from daemoneye.commands import alerts as alerts_cmd
+
+        if args.alerts_command == "list":
+            return alerts_cmd.list_alerts_cmd(ctx, alerts_cmd.ListOptions(
+                severity=args.severity, rule=args.rule, state=args.state, since=args.since,
+                limit=args.limit))
+        if args.alerts_command == "show":
+            return alerts_cmd.show_alert(ctx, args.alert_id)
+        state = {"ack": "acknowledged", "close": "closed"}[args.alerts_command]
+        return alerts_cmd.change_state(ctx, args.alert_id, state)
+    if args.command == "audit":
+        from daemoneye.commands.audit import verify_audit
+
+        return verify_audit(ctx)
     raise AssertionError(f"unhandled command {args.command}")
 
 
@@ -122,11 +191,29 @@ class _UsageError(DaemonEyeError):
     exit_code = EXIT_USAGE
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    """`daemoneye` on a terminal: the dashboard (daemoneye/tui/launcher.py)."""
+    from daemoneye.tui.launcher import run_dashboard
+
+    try:
+        loaded = load_config(mode=mode_from_flag(args.mode), config_file=args.config,
+                             flags=_flags(args))
+        return run_dashboard(loaded, config_file=args.config,
+                             socket_given=args.socket is not None)
+    except DaemonEyeError as exc:
+        print(f"daemoneye: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        # The dashboard (issue 5) will open here; until then say what there is.
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            return _dashboard(args)
+        # Not a terminal: there is no dashboard to show; say what there is.
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     _configure_logging(daemon=args.command == "daemon")

@@ -1,0 +1,284 @@
+"""The dashboard application: receives its source, runs the one feed worker, holds the state.
+
+`DaemonEyeApp(source)` — the source is a `DashboardSource` (the IPC adapter in production, a
+`FakeSource` in tests, STYLE.md 9). The feed worker posts messages; the handlers below are the
+only place live state changes, and screens watch the app's reactives to render it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import ClassVar
+
+from textual.app import App, SuspendNotSupported, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.notifications import SeverityLevel
+from textual.reactive import var
+from textual.screen import Screen
+from textual.theme import BUILTIN_THEMES
+
+from daemoneye.errors import DaemonEyeError
+from daemoneye.models import Alert, DaemonStatus, RuleStatus
+from daemoneye.tui.feed import Feed
+from daemoneye.tui.logic.alerts import open_counts
+from daemoneye.tui.logic.connection import ConnectionState, Part, header_parts
+from daemoneye.tui.logic.history import SampleHistory
+from daemoneye.tui.logic.live import EMPTY_SET, ProcessSet
+from daemoneye.tui.messages import (
+    AlertRaised,
+    AlertsReplaced,
+    DaemonConnected,
+    DaemonDisconnected,
+    HealthUpdated,
+    ProcessesChanged,
+    RulesChanged,
+)
+from daemoneye.tui.screens.alerts import AlertsScreen
+from daemoneye.tui.screens.dashboard_screen import DashboardScreen
+from daemoneye.tui.screens.health import HealthScreen
+from daemoneye.tui.screens.help import HelpScreen
+from daemoneye.tui.screens.processes import ProcessesScreen
+from daemoneye.tui.screens.query import QueryScreen
+from daemoneye.tui.screens.rules import RulesScreen
+from daemoneye.tui.source import DashboardSource
+from daemoneye.tui.themes import DEFAULT_THEME, builtin_theme_dir, load_themes, semantic_defaults
+
+log = logging.getLogger(__name__)
+GC_THRESHOLD = (50_000, 100, 100)
+
+Clock = Callable[[], float]
+EditorRunner = Callable[[Sequence[str]], int]
+
+
+def run_editor(argv: Sequence[str]) -> int:
+    """Run the editor in the foreground terminal; its exit status."""
+    return subprocess.run(list(argv), check=False).returncode
+
+
+class DaemonEyeApp(App[None]):
+    """The DaemonEye dashboard."""
+
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
+    TITLE = "DaemonEye"
+    MODES: ClassVar[dict[str, str | Callable[[], Screen[None]]]] = {
+        "processes": ProcessesScreen, "alerts": AlertsScreen, "rules": RulesScreen,
+        "query": QueryScreen, "health": HealthScreen}
+    DEFAULT_MODE = "processes"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("1", "switch_mode('processes')", "Procs", show=False),
+        Binding("2", "switch_mode('alerts')", "Alerts", show=False),
+        Binding("3", "switch_mode('rules')", "Rules", show=False),
+        Binding("4", "switch_mode('query')", "Query", show=False),
+        Binding("5", "switch_mode('health')", "Health", show=False),
+        Binding("question_mark,f1", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    process_set: var[ProcessSet] = var(EMPTY_SET, always_update=True)
+    alerts: var[Mapping[int, Alert]] = var(MappingProxyType({}), always_update=True)
+    rules: var[tuple[RuleStatus, ...]] = var((), always_update=True)
+    daemon_status: var[DaemonStatus | None] = var(None, always_update=True)
+    connection: var[ConnectionState] = var(ConnectionState())
+    header_parts: var[tuple[Part, ...]] = var(())
+
+    def __init__(self, source: DashboardSource, *, clock: Clock = time.time,
+                 theme: str | None = None, theme_dirs: Iterable[Path] | None = None,
+                 remember_theme: Callable[[str], None] | None = None,
+                 private_daemon: str = "", editor: EditorRunner = run_editor,
+                 tick_s: float = 1.0) -> None:
+        super().__init__()
+        self.source = source
+        self.clock = clock
+        self.history = SampleHistory()
+        self.editor = editor
+        self.tick_s = tick_s
+        self._remember_theme = remember_theme
+        self._pending_alerts: dict[int, Alert] = {}
+        self._startup_problems: list[str] = []
+        self._theme_ready = False
+        self.connection = ConnectionState(private_daemon=private_daemon, since=clock())
+        self._register_themes(theme_dirs, theme)
+
+    # -- themes -----------------------------------------------------------------------------
+    def _register_themes(self, theme_dirs: Iterable[Path] | None, wanted: str | None) -> None:
+        directories = [builtin_theme_dir()] if theme_dirs is None else list(theme_dirs)
+        loaded = load_themes(directories)
+        for theme in loaded.themes:
+            self.register_theme(theme)
+        self._startup_problems.extend(loaded.problems)
+        fallback = DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
+        choice = wanted or fallback
+        if choice not in self.available_themes:
+            self._startup_problems.append(f"theme {wanted!r} is not available; using "
+                                          f"{fallback}")
+            choice = fallback
+        self.theme = choice
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        colours = self.current_theme.to_color_system().generate()
+        return semantic_defaults(colours)
+
+    def watch_theme(self, theme: str) -> None:
+        if not self._theme_ready or self._remember_theme is None:
+            return
+        try:
+            self._remember_theme(theme)
+        except DaemonEyeError as exc:
+            self.notify(str(exc), title="Theme not saved", severity="warning")
+
+    @property
+    def dashboard_themes(self) -> list[str]:
+        """Registered theme names, DaemonEye's own first."""
+        names = list(self.available_themes)
+        return sorted(names, key=lambda n: (n in BUILTIN_THEMES, n))
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        # A refresh allocates thousands of short-lived cells: with the default thresholds
+        # (700, 10, 10) the collector ran several times per refresh and walked the whole heap
+        # every few seconds, which at 10,000 processes cost more than the refresh itself.
+        gc.set_threshold(*GC_THRESHOLD)
+        self._theme_ready = True
+        for problem in self._startup_problems:
+            self.notify(problem, severity="warning", timeout=10)
+        self._update_header()
+        self.run_worker(Feed(self.source, self.post_message).run(), name="feed", group="feed",
+                        exclusive=True)
+
+    async def on_unmount(self) -> None:
+        await self.source.close()
+
+    def now(self) -> float:
+        return self.clock()
+
+    # -- the only place live state changes ------------------------------------------------
+    def on_processes_changed(self, message: ProcessesChanged) -> None:
+        first = not self.process_set.records
+        self.history.record(message.process_set.records)
+        self.process_set = message.process_set
+        self.connection = dataclasses.replace(self.connection, last_data=self.now())
+        self._update_header()
+        if first and message.process_set.records:
+            # The live set is now most of the heap and lives long: keep the collector from
+            # walking it again and again (a full collection at 10,000 processes took ~100 ms).
+            self.call_after_refresh(gc.freeze)
+
+    def on_alert_raised(self, message: AlertRaised) -> None:
+        # Coalesced: a burst of alerts costs one copy of the alert map per frame.
+        if not self._pending_alerts:
+            self.call_after_refresh(self._flush_alerts)
+        self._pending_alerts[message.alert.id] = message.alert
+
+    def _flush_alerts(self) -> None:
+        if self._pending_alerts:
+            self.alerts = MappingProxyType({**self.alerts, **self._pending_alerts})
+            self._pending_alerts.clear()
+            self._update_header()
+
+    def on_rules_changed(self, message: RulesChanged) -> None:
+        self.rules = message.rules
+        self._update_header()
+
+    def on_alerts_replaced(self, message: AlertsReplaced) -> None:
+        self._pending_alerts.clear()
+        self.alerts = MappingProxyType({alert.id: alert for alert in message.alerts})
+        self._update_header()
+
+    def on_health_updated(self, message: HealthUpdated) -> None:
+        self.daemon_status = message.status
+
+    def on_daemon_connected(self, message: DaemonConnected) -> None:
+        hello = message.hello
+        self.connection = dataclasses.replace(
+            self.connection, state="connected", host=hello.host, role=hello.role,
+            peer_uid=hello.peer_uid, since=self.now(), reason="", retry_in=None)
+        if message.alerts is not None:
+            self._pending_alerts.clear()
+            self.alerts = MappingProxyType({alert.id: alert for alert in message.alerts})
+        if message.rules is not None:
+            self.rules = message.rules
+        if message.health is not None:
+            self.daemon_status = message.health
+        for problem in message.problems:
+            self.notify(problem, title="Daemon", severity="warning")
+        self._update_header()
+
+    def on_daemon_disconnected(self, message: DaemonDisconnected) -> None:
+        self.connection = dataclasses.replace(
+            self.connection, state="disconnected", since=self.now(), reason=message.reason,
+            retry_in=message.retry_in)
+        self._update_header()
+
+    def _update_header(self) -> None:
+        problems = sum(1 for status in self.rules if status.problems)
+        self.header_parts = tuple(header_parts(
+            self.connection, len(self.process_set.records), open_counts(self.alerts.values()),
+            len(self.rules), problems, self.now()))
+
+    # -- requests and actions shared by the screens ---------------------------------------
+    def refuse_unless_admin(self, action: str) -> bool:
+        """True (after telling the user why) when this peer may not do `action`."""
+        if self.connection.admin:
+            return False
+        if not self.connection.connected:
+            self.notify(f"Cannot {action}: not connected to the daemon.", severity="warning")
+            return True
+        who = f"uid {self.connection.peer_uid}" if self.connection.peer_uid is not None else "you"
+        self.notify(f"Sorry, {action} needs an admin connection; {who} is connected as "
+                    f"{self.connection.role or 'a reader'}. Run the dashboard as root or as a "
+                    "member of the daemon's admin group.", title="Not permitted",
+                    severity="warning", timeout=8)
+        return True
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Every notification is literal text: messages quote paths, rule ids and errors that
+        may contain brackets."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
+    def report_error(self, what: str, error: Exception) -> None:
+        self.notify(str(error), title=what, severity="error", timeout=8)
+
+    def open_in_editor(self, path: str, line: int) -> None:
+        """Suspend the dashboard and open `path` at `line` in $VISUAL / $EDITOR."""
+        if not Path(path).is_file():
+            self.notify(f"{path} is not a file on this machine.", severity="warning")
+            return
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        argv = [*shlex.split(editor), f"+{max(line, 1)}", path]
+        try:
+            with self.suspend():
+                status = self.editor(argv)
+        except SuspendNotSupported:
+            self.notify(f"Cannot open an editor from here; the rule is at {path}:{line}.",
+                        severity="warning")
+            return
+        except OSError as exc:
+            self.report_error("Editor", exc)
+            return
+        if status != 0:
+            self.notify(f"{argv[0]} exited with status {status}", severity="warning")
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.current_mode))
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for mode, title in (("processes", "Processes"), ("alerts", "Alerts"),
+                            ("rules", "Rules"), ("query", "Query"), ("health", "Health")):
+            yield SystemCommand(f"Go to {title}", f"Show the {title.lower()} screen",
+                                lambda mode=mode: self.switch_mode(mode))
+        yield SystemCommand("Help", "Keys and the filter language", self.action_help)
+        target = screen if isinstance(screen, DashboardScreen) else self.screen
+        if isinstance(target, DashboardScreen):
+            yield from target.palette_commands()

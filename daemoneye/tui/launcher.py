@@ -1,0 +1,137 @@
+"""`daemoneye` on a terminal: attach the dashboard to the daemon, or start a private one.
+
+The dashboard attaches to the socket of `--socket` or of the mode. When nobody answers there
+(and no socket was given explicitly) it starts `python -m daemoneye --mode user daemon` as a
+child process with the user's paths, waits for its socket, shows in the header that it did, and
+stops it when the dashboard exits. The child's output goes to a log file, never the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from daemoneye.config import LoadedConfig, load_config
+from daemoneye.errors import DaemonEyeError
+from daemoneye.paths import Mode
+
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+
+
+class LauncherError(DaemonEyeError):
+    """The dashboard could not reach or start a daemon."""
+
+
+def daemon_answers(path: Path, timeout: float = 1.0) -> bool:
+    """True when something accepts connections on the Unix socket `path`."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(timeout)
+    try:
+        probe.connect(os.fsencode(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+@dataclass
+class PrivateDaemon:
+    """A daemon this dashboard started and must stop."""
+
+    process: subprocess.Popen[bytes]
+    socket: Path
+    log_file: Path
+
+    @property
+    def description(self) -> str:
+        return f"private daemon pid {self.process.pid}"
+
+    @classmethod
+    def start(cls, config_file: Path | None, env: dict[str, str] | None = None) -> PrivateDaemon:
+        """Start a user-mode daemon and wait until its socket answers."""
+        env = dict(os.environ if env is None else env)
+        env.pop("DAEMONEYE_MODE", None)
+        user = load_config(mode=Mode.USER, config_file=config_file, env=env)
+        log_file = user.paths.db.parent / "private-daemon.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        argv = [sys.executable, "-m", "daemoneye", "--mode", "user"]
+        if config_file is not None:
+            argv += ["--config", str(config_file)]
+        argv.append("daemon")
+        with open(log_file, "ab") as log:
+            os.chmod(log_file, 0o600)
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, env=env,
+                                       start_new_session=True)
+        daemon = cls(process, user.paths.socket, log_file)
+        daemon.wait_until_ready()
+        return daemon
+
+    def wait_until_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise LauncherError(f"the private daemon exited with status "
+                                    f"{self.process.returncode}; see {self.log_file}")
+            if daemon_answers(self.socket, timeout=0.2):
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise LauncherError(f"the private daemon did not open {self.socket} within "
+                            f"{timeout:g} s; see {self.log_file}")
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM, then SIGKILL if it has not exited after `timeout` seconds."""
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout)
+
+
+def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None,
+                  socket_given: bool) -> int:
+    """Run the dashboard until the user quits; the exit status."""
+    # Log records go to Textual's devtools log, never onto the terminal the dashboard owns.
+    from textual.logging import TextualHandler
+
+    from daemoneye.ipc.client import DaemonClient
+    from daemoneye.tui.app import DaemonEyeApp
+    from daemoneye.tui.ipc_source import IpcSource
+    from daemoneye.tui.preferences import configured_theme, preference_file, remember_theme
+
+    logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
+    socket_path = loaded.paths.socket
+    private: PrivateDaemon | None = None
+    if not daemon_answers(socket_path):
+        if socket_given:
+            raise LauncherError(f"no daemon answers on {socket_path}")
+        print("daemoneye: no daemon is running; starting a private one for this user…",
+              file=sys.stderr)
+        private = PrivateDaemon.start(config_file)
+        socket_path = private.socket
+    client = DaemonClient(socket_path, client_name="dashboard", reconnect=True)
+    app = DaemonEyeApp(IpcSource(client), theme=configured_theme(loaded),
+                       remember_theme=partial(remember_theme, preference_file(loaded)),
+                       private_daemon=private.description if private else "")
+    try:
+        app.run()
+    finally:
+        if private is not None:
+            private.stop()
+    return app.return_code or 0

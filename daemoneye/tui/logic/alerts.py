@@ -1,0 +1,114 @@
+"""The alert feed: which alerts are shown, in what order, and how each row reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from daemoneye.models import ALERT_STATES, Alert
+from daemoneye.tui.logic.cells import Cell, RowView
+from daemoneye.tui.logic.format import repeats, safe_cell
+from daemoneye.tui.logic.keys import row_key_of
+from daemoneye.tui.logic.severity import label, severity_rank, tone
+
+ACTIVE_STATES = frozenset({"open", "acknowledged"})
+ALERT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("severity", "sev"), ("state", "state"), ("seen", "seen"), ("rule", "rule"),
+    ("pid", "pid"), ("title", "title"))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFilter:
+    """Which alerts the feed shows: at least `min_severity`, of `rule_id`, in `states`."""
+
+    min_severity: str | None = None
+    rule_id: str | None = None
+    states: frozenset[str] = ACTIVE_STATES
+
+    def matches(self, alert: Alert) -> bool:
+        if self.min_severity is not None and (
+                severity_rank(alert.severity) < severity_rank(self.min_severity)):
+            return False
+        if self.rule_id is not None and alert.rule_id != self.rule_id:
+            return False
+        return alert.state in self.states
+
+    def describe(self) -> str:
+        parts = [f"severity ≥ {self.min_severity}" if self.min_severity else "any severity",
+                 f"rule {self.rule_id}" if self.rule_id else "any rule",
+                 "all states" if self.states >= set(ALERT_STATES)
+                 else " + ".join(s for s in ALERT_STATES if s in self.states)]
+        return ", ".join(parts)
+
+
+def newest_first(alerts: Iterable[Alert]) -> list[Alert]:
+    """Most recently seen first; the higher id breaks ties so the order is stable."""
+    return sorted(alerts, key=lambda alert: (alert.last_seen, alert.id), reverse=True)
+
+
+def alert_key(alert_id: int) -> str:
+    return str(alert_id)
+
+
+def alert_row(alert: Alert, now: float) -> RowView:
+    severity_tone = tone(alert.severity)
+    state_tone = "dim" if alert.state == "closed" else ""
+    return RowView(alert_key(alert.id), (
+        Cell(label(alert.severity), severity_tone),
+        Cell(alert.state[:5] if alert.state != "acknowledged" else "ack", state_tone),
+        Cell(repeats(alert, now)),
+        Cell(safe_cell(alert.rule_id, 32)),
+        Cell(str(alert.pid), right=True),
+        Cell(safe_cell(alert.title, 200), state_tone),
+    ))
+
+
+def alert_rows(alerts: Iterable[Alert], alert_filter: AlertFilter, now: float) -> list[RowView]:
+    return [alert_row(alert, now) for alert in newest_first(alerts) if alert_filter.matches(alert)]
+
+
+def worst_by_process(alerts: Iterable[Alert]) -> dict[str, str]:
+    """For every process instance (by row key) with an open or acknowledged alert, its worst
+    severity."""
+    worst_for: dict[str, str] = {}
+    for alert in alerts:
+        if alert.state not in ACTIVE_STATES:
+            continue
+        key = row_key_of(alert.pid, alert.start_time)
+        current = worst_for.get(key)
+        if current is None or severity_rank(alert.severity) > severity_rank(current):
+            worst_for[key] = alert.severity
+    return worst_for
+
+
+def open_counts(alerts: Iterable[Alert]) -> dict[str, int]:
+    """Open (not yet acknowledged) alerts per severity."""
+    counts: dict[str, int] = {}
+    for alert in alerts:
+        if alert.state == "open":
+            counts[alert.severity] = counts.get(alert.severity, 0) + 1
+    return counts
+
+
+def alerts_for(key: str, alerts: Iterable[Alert]) -> list[Alert]:
+    """The alerts of one process instance (by row key), newest first."""
+    return newest_first(a for a in alerts if row_key_of(a.pid, a.start_time) == key)
+
+
+def cycle_min_severity(current: str | None) -> str | None:
+    """any → low → medium → high → critical → any (info is 'any')."""
+    order: list[str | None] = [None, "low", "medium", "high", "critical"]
+    return order[(order.index(current) + 1) % len(order)] if current in order else None
+
+
+def cycle_states(current: frozenset[str]) -> frozenset[str]:
+    """open+acknowledged → open → acknowledged → closed → all → open+acknowledged."""
+    order = [ACTIVE_STATES, frozenset({"open"}), frozenset({"acknowledged"}),
+             frozenset({"closed"}), frozenset(ALERT_STATES)]
+    return order[(order.index(current) + 1) % len(order)] if current in order else ACTIVE_STATES
+
+
+def cycle_rule(current: str | None, rule_ids: Iterable[str]) -> str | None:
+    """None → first rule id → … → last → None."""
+    order: list[str | None] = [None, *sorted(set(rule_ids))]
+    return order[(order.index(current) + 1) % len(order)] if current in order else None

@@ -1,0 +1,360 @@
+"""The process table as data: columns, filtering, row states, and the rows themselves.
+
+`ProcessView` turns the live `ProcessSet` into the ordered rows the table shows. It remembers
+which instances are new (highlighted for a few seconds) and which ended (shown a few seconds
+more, then gone), and caches each row so an unchanged process costs one identity check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from daemoneye.filters import ProcessFilter, parse_filter
+from daemoneye.models import ProcessKey, ProcessRecord
+from daemoneye.tui.logic.cells import Cell, RowView
+from daemoneye.tui.logic.format import (
+    cmd_cell,
+    format_bytes,
+    format_percent,
+    format_started,
+    safe_cell,
+)
+from daemoneye.tui.logic.glyphs import TIMES
+from daemoneye.tui.logic.keys import parse_row_key
+from daemoneye.tui.logic.lineage import Lineage, tree_order, with_ancestors
+from daemoneye.tui.logic.live import ProcessSet
+from daemoneye.tui.logic.severity import tone
+from daemoneye.tui.logic.sorting import NUMERIC_KEYS, SORT_KEYS, Item, SortSpec
+
+NEW_FOR_S = 3.0  # how long a new process stays highlighted
+ENDED_FOR_S = 3.0  # how long an ended process stays in the table
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    key: str
+    label: str
+    width: int  # 0: as wide as the content
+    right: bool = False
+
+
+NAME_WIDTH = 15
+PROCESS_COLUMNS: tuple[Column, ...] = (
+    Column("mark", " ", 1),
+    Column("pid", "PID", 7, right=True),
+    Column("user", "USER", 8),
+    Column("cpu", "CPU%", 5, right=True),
+    Column("rss", "RSS", 7, right=True),
+    Column("started", "STARTED", 8),
+    Column("name", "NAME", NAME_WIDTH),
+    Column("cmd", "COMMAND", 0),
+)
+
+
+class ProcessView:
+    """The rows of the process table for the current set, filter, sort and mode.
+
+    A refresh costs what changed: rows, filter matches and sort keys are kept per row key and
+    recomputed only for the instances a new set changed, added or removed (found by identity,
+    since records are never mutated); the order is then re-sorted on cached keys. Changing the
+    sort, the filter or the mode, a reset, and the tree view recompute everything.
+    """
+
+    def __init__(self, *, new_for: float = NEW_FOR_S, ended_for: float = ENDED_FOR_S) -> None:
+        self.new_for = new_for
+        self.ended_for = ended_for
+        self._sort = SortSpec()
+        self._tree = False
+        self._filter: ProcessFilter = parse_filter("")
+        self.records: Mapping[str, ProcessRecord] = {}
+        self._alerted: Mapping[str, str] = {}
+        self._alerted_keys: frozenset[ProcessKey] = frozenset()
+        self._generation = 0
+        self._new_until: dict[str, float] = {}
+        self._ended: dict[str, tuple[ProcessRecord, float]] = {}
+        self._rows: dict[str, tuple[ProcessRecord, str, str, str, RowView]] = {}
+        self._plain: dict[str, tuple[ProcessRecord, tuple[Cell, ...]]] = {}
+        self._lineage: Lineage | None = None
+        # The incremental state: shown keys in order, and per key its sort key and row.
+        self._everything = True  # the next refresh recomputes everything
+        self._touched: set[str] = set()
+        self._order: list[str] = []
+        self._sort_key: dict[str, tuple[Any, int]] = {}
+        self._row_of: dict[str, RowView] = {}
+        # After rows(): the rows that changed by key (None: no longer shown), or None when
+        # everything was recomputed. Lets the table skip comparing the unchanged rows.
+        self.changed: dict[str, RowView | None] | None = None
+
+    # -- what is shown, and how -------------------------------------------------------------
+    @property
+    def sort(self) -> SortSpec:
+        return self._sort
+
+    @sort.setter
+    def sort(self, sort: SortSpec) -> None:
+        self._sort = sort
+        self._everything = True
+
+    @property
+    def tree(self) -> bool:
+        return self._tree
+
+    @tree.setter
+    def tree(self, tree: bool) -> None:
+        self._tree = tree
+        self._everything = True
+
+    @property
+    def filter(self) -> ProcessFilter:
+        return self._filter
+
+    @filter.setter
+    def filter(self, process_filter: ProcessFilter) -> None:
+        self._filter = process_filter
+        self._everything = True
+
+    @property
+    def alerted(self) -> Mapping[str, str]:
+        """The worst open alert severity per row key."""
+        return self._alerted
+
+    @alerted.setter
+    def alerted(self, worst: Mapping[str, str]) -> None:
+        before = self._alerted
+        self._touched.update(key for key in before.keys() | worst.keys()
+                             if before.get(key) != worst.get(key))
+        self._alerted = worst
+        self._alerted_keys = frozenset(parse_row_key(key) for key in worst)
+
+    # -- the live set -------------------------------------------------------------------------
+    def update(self, process_set: ProcessSet, now: float) -> None:
+        """Take a new live set; note what appeared (new) and what disappeared (ended)."""
+        old, new = self.records, process_set.records
+        baseline = process_set.generation != self._generation
+        added = new.keys() - old.keys()
+        if not baseline:
+            until = now + self.new_for
+            for key in added:
+                self._new_until[key] = until
+        gone = old.keys() - new.keys()
+        if gone:
+            until = now + self.ended_for
+            for key in gone:
+                self._ended[key] = (old[key], until)
+                self._new_until.pop(key, None)
+        if self._ended:
+            for key in new.keys() & self._ended.keys():
+                del self._ended[key]
+        if baseline:
+            self._everything = True
+        elif not self._everything:
+            touched = self._touched
+            touched.update(added)
+            touched.update(gone)
+            get = old.get
+            touched.update(key for key, record in new.items() if get(key) is not record)
+        self.records = new
+        self._generation = process_set.generation
+        self._lineage = None
+
+    @property
+    def lineage(self) -> Lineage:
+        """Ancestry and children among the shown processes (built on first use per set)."""
+        if self._lineage is None:
+            self._lineage = Lineage(self.shown_records())
+        return self._lineage
+
+    def expire(self, now: float) -> bool:
+        """Forget highlights and ended rows whose time is up; True when a row changes."""
+        stale_new = [key for key, until in self._new_until.items() if until <= now]
+        for key in stale_new:
+            del self._new_until[key]
+        stale_ended = [key for key, (_, until) in self._ended.items() if until <= now]
+        for key in stale_ended:
+            del self._ended[key]
+        if stale_ended:
+            self._lineage = None
+        self._touched.update(stale_new)
+        self._touched.update(stale_ended)
+        return bool(stale_new or stale_ended)
+
+    def status(self, key: str) -> str:
+        """"ended", "new" or ""."""
+        if key in self._ended:
+            return "ended"
+        return "new" if key in self._new_until else ""
+
+    def record(self, key: str) -> ProcessRecord | None:
+        """The live record, or the last record of a recently ended instance."""
+        record = self.records.get(key)
+        if record is None and key in self._ended:
+            record = self._ended[key][0]
+        return record
+
+    @property
+    def ended_count(self) -> int:
+        """Instances that ended and are still shown."""
+        return len(self._ended)
+
+    def summary(self, shown: int) -> str:
+        """"342 processes · 2 just ended", or "12 shown of 342" when filtered."""
+        live = len(self.records)
+        if not self.filter.empty:
+            return f"{shown} shown of {live}"
+        ended = f" · {self.ended_count} just ended" if self.ended_count else ""
+        return f"{live} processes{ended}"
+
+    def shown_records(self) -> Mapping[str, ProcessRecord]:
+        """Live records plus the recently ended ones."""
+        if not self._ended:
+            return self.records
+        shown = dict(self.records)
+        for key, (record, _) in self._ended.items():
+            shown.setdefault(key, record)
+        return shown
+
+    # -- rows ---------------------------------------------------------------------------------
+    def rows(self, now: float) -> list[RowView]:
+        """The table rows, in display order, after expiring what is due at `now`."""
+        self.expire(now)
+        full = self._everything or self._tree
+        rows = self._all_rows(now) if full else self._changed_rows(now)
+        if full:
+            self.changed = None
+            self._row_of = {row.key: row for row in rows}
+        self._touched.clear()
+        self._everything = False
+        if len(self._rows) > 2 * len(self.records) + 64:
+            shown = self.shown_records()
+            self._rows = {k: v for k, v in self._rows.items() if k in shown}
+            self._plain = {k: v for k, v in self._plain.items() if k in shown}
+        return rows
+
+    def _sort_key_of(self) -> Callable[[ProcessRecord], tuple[Any, int]]:
+        """A key that orders ascending; `_reverse` says whether to reverse it. Ties always go
+        by ascending pid."""
+        numeric = NUMERIC_KEYS.get(self._sort.column)
+        if numeric is not None:
+            sign = -1 if self._sort.descending else 1
+            return lambda r: (sign * numeric(r), r.pid)
+        value = SORT_KEYS[self._sort.column]
+        if self._sort.descending:  # reversed below; -pid keeps ties in ascending pid order
+            return lambda r: (value(r), -r.pid)
+        return lambda r: (value(r), r.pid)
+
+    @property
+    def _reverse(self) -> bool:
+        return self._sort.descending and self._sort.column not in NUMERIC_KEYS
+
+    def _matches(self, record: ProcessRecord) -> bool:
+        return self._filter.empty or self._filter.matches(record, self._alerted_keys)
+
+    def _all_rows(self, now: float) -> list[RowView]:
+        shown = self.shown_records()
+        matching: Iterable[Item] = shown.items()
+        if not self._filter.empty:
+            alerted, matches = self._alerted_keys, self._filter.matches
+            matching = [item for item in matching if matches(item[1], alerted)]
+        if self._tree:
+            subset = shown if self._filter.empty else with_ancestors(matching, shown)
+            ordered = tree_order(subset, self._sort)
+            self._order, self._sort_key = [], {}
+        else:
+            sort_key = self._sort_key_of()
+            keys = {key: sort_key(record) for key, record in matching}
+            order = sorted(keys, key=keys.__getitem__, reverse=self._reverse)
+            self._order, self._sort_key = order, keys
+            ordered = [(key, shown[key], "") for key in order]
+        row = self._row
+        return [row(key, record, guide, now) for key, record, guide in ordered]
+
+    def _changed_rows(self, now: float) -> list[RowView]:
+        touched, row_of = self._touched, self._row_of
+        changed: dict[str, RowView | None] = {}
+        if touched:
+            sort_key, keys = self._sort_key_of(), self._sort_key
+            order = [key for key in self._order if key not in touched]
+            for key in touched:
+                keys.pop(key, None)
+                record = self.record(key)
+                if record is not None and self._matches(record):
+                    keys[key] = sort_key(record)
+                    order.append(key)
+                    row = self._row(key, record, "", now)
+                    row_of[key] = row
+                    changed[key] = row
+                else:
+                    row_of.pop(key, None)
+                    changed[key] = None
+            order.sort(key=keys.__getitem__, reverse=self._reverse)
+            self._order = order
+        self.changed = changed
+        return [row_of[key] for key in self._order]
+
+    def _row(self, key: str, record: ProcessRecord, guide: str, now: float) -> RowView:
+        status = "ended" if key in self._ended else "new" if key in self._new_until else ""
+        severity = self._alerted.get(key, "")
+        cached = self._rows.get(key)
+        if (cached is not None and cached[0] is record and cached[1] == status
+                and cached[2] == guide and cached[3] == severity):
+            return cached[4]
+        plain = self._plain.get(key)
+        if plain is None or plain[0] is not record:
+            plain = (record, plain_cells(record, plain[1] if plain is not None
+                                         and _same_identity(plain[0], record) else None, now))
+            self._plain[key] = plain
+        row = RowView(key, process_cells(record, status, guide, severity, plain[1]))
+        self._rows[key] = (record, status, guide, severity, row)
+        return row
+
+
+def _same_identity(before: ProcessRecord, after: ProcessRecord) -> bool:
+    """True when nothing the fixed cells show has changed (name, user, command line)."""
+    return (before.name is after.name and before.cmdline is after.cmdline
+            and before.user is after.user and before.uid == after.uid)
+
+
+def plain_cells(record: ProcessRecord, before: tuple[Cell, ...] | None,
+                now: float) -> tuple[Cell, ...]:
+    """pid, user, cpu, rss, started, name, command without any tone; the cells that cannot
+    change while the process runs are taken from `before` when given."""
+    cpu = Cell(format_percent(record.cpu_percent), right=True)
+    rss = Cell(format_bytes(record.rss), right=True)
+    if before is not None:
+        return (before[0], before[1], cpu, rss, before[4], before[5], before[6])
+    user = record.user if record.user is not None else (
+        str(record.uid) if record.uid is not None else "?")
+    return (
+        Cell(str(record.pid), right=True),
+        Cell(safe_cell(user, 8)),
+        cpu,
+        rss,
+        Cell(format_started(record.start_time, now)),
+        Cell(safe_cell(record.name, NAME_WIDTH)),
+        Cell(cmd_cell(record), "" if record.cmdline else "dim"),
+    )
+
+
+def process_cells(record: ProcessRecord, status: str, guide: str, severity: str,
+                  plain: tuple[Cell, ...]) -> tuple[Cell, ...]:
+    """One process row. A 1-character mark carries the state in text as well as colour:
+    TIMES ended, "!" has an open alert, "+" new."""
+    if status == "ended":
+        mark = Cell(TIMES, "ended")
+    elif severity:
+        mark = Cell("!", tone(severity))
+    elif status == "new":
+        mark = Cell("+", "new")
+    else:
+        mark = _BLANK
+    cells = list(plain)
+    if guide:
+        cells[5] = Cell(guide + safe_cell(record.name, max(4, NAME_WIDTH - len(guide))))
+    if status:  # "new" or "ended" tones the whole row
+        cells = [cell._replace(tone=status) for cell in cells]
+    return (mark, *cells)
+
+
+_BLANK = Cell(" ")

@@ -1,0 +1,77 @@
+"""The rules table: every rule with its state, hits and load problems."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import PurePath
+
+from daemoneye.models import Rule, RuleProblem, RuleStatus
+from daemoneye.tui.logic.cells import Cell, RowView
+from daemoneye.tui.logic.format import DASH, format_time, safe, safe_cell
+from daemoneye.tui.logic.severity import label, severity_rank, tone
+
+RULE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("mark", " "), ("id", "rule"), ("severity", "sev"), ("enabled", "enabled"),
+    ("hits", "hits"), ("last_hit", "last hit"), ("source", "source"))
+
+
+def rule_source(rule: Rule) -> str:
+    """"file.toml:12" — the file's name and the line of the rule's table."""
+    return f"{PurePath(rule.source_file).name}:{rule.source_line}"
+
+
+def rule_location(rule: Rule) -> str:
+    return f"{rule.source_file}:{rule.source_line}"
+
+
+def ordered(rules: Iterable[RuleStatus]) -> list[RuleStatus]:
+    """Rules with problems first, then by severity (worst first), then by id."""
+    return sorted(rules, key=lambda s: (not s.problems, -severity_rank(s.rule.severity),
+                                        s.rule.id))
+
+
+def rule_row(status: RuleStatus, now: float) -> RowView:
+    rule = status.rule
+    off = "" if rule.enabled else "dim"
+    if status.problems:
+        mark = Cell("⚠", "critical")
+    else:
+        mark = Cell("●" if rule.enabled else "○", "" if rule.enabled else "dim")
+    return RowView(rule.id, (
+        mark,
+        Cell(safe_cell(rule.id, 40), off),
+        Cell(label(rule.severity), tone(rule.severity)),
+        Cell("on" if rule.enabled else "off", off),
+        Cell(str(status.hits), off, right=True),
+        Cell(format_time(status.last_hit, now) or DASH, off),
+        Cell(safe_cell(rule_source(rule), 40), off),
+    ))
+
+
+def rule_rows(rules: Iterable[RuleStatus], now: float) -> list[RowView]:
+    return [rule_row(status, now) for status in ordered(rules)]
+
+
+def problem_text(problem: RuleProblem) -> str:
+    """"file:line: rule 'x': message", made printable."""
+    return safe(str(problem), 2000)
+
+
+def rule_facts(status: RuleStatus, now: float) -> list[tuple[str, str]]:
+    """Label/value pairs for the rule detail pane."""
+    rule = status.rule
+    facts = [
+        ("rule", safe(rule.id, 200)),
+        ("name", safe(rule.name, 500)),
+        ("severity", rule.severity),
+        ("enabled", "yes" if rule.enabled else "no"),
+        ("hits", f"{status.hits}, last {format_time(status.last_hit, now) or 'never'}"),
+        ("source", safe(rule_location(rule), 2000)),
+    ]
+    if rule.overrides:
+        facts.append(("overrides", safe(rule.overrides, 2000)))
+    if rule.tags:
+        facts.append(("tags", safe(", ".join(rule.tags), 500)))
+    if rule.description:  # a TOML multi-line string: its line breaks are not the layout
+        facts.append(("about", safe(" ".join(rule.description.split()), 2000)))
+    return facts

@@ -1,0 +1,80 @@
+"""The dashboard's remembered choices (`[tui] theme`), written into the user's config file.
+
+The file is edited with tomlkit so the user's comments, order and formatting survive; the new
+text is written to a temporary file and renamed over the old one, keeping its permissions.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import tomllib
+from pathlib import Path
+
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
+
+from daemoneye.config import LoadedConfig
+from daemoneye.errors import ConfigError
+from daemoneye.paths import Mode, resolve_paths
+
+
+def preference_file(loaded: LoadedConfig) -> Path:
+    """The user's config file; in system mode (root) the XDG one, since /etc is not a place
+    for one person's colours."""
+    if loaded.paths.user_config_file is not None:
+        return loaded.paths.user_config_file
+    user_file = resolve_paths(Mode.USER).user_config_file
+    assert user_file is not None
+    return user_file
+
+
+def configured_theme(loaded: LoadedConfig) -> str | None:
+    """The theme the configuration asks for, None when nothing set it."""
+    for setting in loaded.settings:
+        if setting.key == "tui.theme" and setting.origin != "default":
+            return str(setting.value) or None
+    # System mode does not read the user's file; the remembered choice is still theirs.
+    if loaded.paths.user_config_file is None:
+        try:
+            document = tomllib.loads(preference_file(loaded).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return None
+        table = document.get("tui")
+        value = table.get("theme") if isinstance(table, dict) else None
+        return value if isinstance(value, str) and value else None
+    return None
+
+
+def remember_theme(path: Path, theme: str) -> None:
+    """Set `[tui] theme = "<theme>"` in `path`, creating it if needed, keeping everything
+    else as it was. Raises ConfigError when the file cannot be read, parsed or written."""
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        document = tomlkit.parse(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except TOMLKitError as exc:
+        raise ConfigError(f"{path}: not saving the theme, the file is not valid TOML: "
+                          f"{exc}") from None
+    table = document.get("tui")
+    if table is None:
+        table = tomlkit.table()
+        document.add("tui", table)
+    elif not isinstance(table, dict):
+        raise ConfigError(f"{path}: not saving the theme, 'tui' is not a table")
+    table["theme"] = theme
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".config.", suffix=".toml")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(tomlkit.dumps(document))
+            os.chmod(temporary, mode)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot save the theme: {exc.strerror}") from None

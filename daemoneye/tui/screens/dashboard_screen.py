@@ -1,0 +1,76 @@
+"""What every dashboard screen shares: the header, the screen switcher, the footer, and the
+palette commands it offers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from textual.app import ComposeResult, SystemCommand
+from textual.events import Resize
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from daemoneye.tui.logic.connection import Part
+from daemoneye.tui.widgets.nav_bar import NavBar
+from daemoneye.tui.widgets.status_header import StatusHeader
+
+if TYPE_CHECKING:
+    from daemoneye.tui.app import DaemonEyeApp
+
+# (title, help, action on the screen)
+PaletteEntry = tuple[str, str, str]
+WIDE = 120  # from this many columns a screen uses its wide layout
+
+
+class DashboardScreen(Screen[None]):
+    """A screen of the dashboard; subclasses yield their body from `compose_body`."""
+
+    MODE: ClassVar[str] = ""
+    PALETTE: ClassVar[tuple[PaletteEntry, ...]] = ()
+
+    @property
+    def dashboard(self) -> DaemonEyeApp:
+        return cast("DaemonEyeApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader(id="header")
+        yield NavBar(id="nav")
+        yield from self.compose_body()
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def on_resize(self, event: Resize) -> None:
+        narrow = event.size.width < WIDE
+        if narrow != self.has_class("-narrow"):
+            self.set_class(narrow, "-narrow")
+            self.layout_changed()
+
+    def layout_changed(self) -> None:
+        """Called when the screen switches between its narrow and wide layouts."""
+
+    def on_mount(self) -> None:
+        self.query_one(NavBar).current = self.MODE
+        self.watch(self.app, "header_parts", self._header_changed)
+
+    def _header_changed(self, parts: tuple[Part, ...]) -> None:
+        self.query_one(StatusHeader).parts = parts
+
+    def palette_commands(self) -> Iterator[SystemCommand]:
+        for title, help_text, action in self.PALETTE:
+            yield SystemCommand(title, help_text, self._action_runner(action))
+
+    def _action_runner(self, action: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            await self.run_action(action)
+        return run
+
+    def key_bindings_help(self) -> Iterable[tuple[str, str]]:
+        """(keys, what) pairs for the help screen."""
+        for binding in self.BINDINGS:
+            if isinstance(binding, tuple):
+                yield binding[0], binding[2] if len(binding) > 2 else binding[1]
+            else:
+                yield binding.key, binding.description or binding.action

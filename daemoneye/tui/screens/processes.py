@@ -1,0 +1,263 @@
+"""The processes screen: the live table, the `/` filter, sort and tree, the detail pane and
+the signal action."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.widgets import Static
+
+from daemoneye.models import ProcessKey
+from daemoneye.tui.logic.alerts import alerts_for, worst_by_process
+from daemoneye.tui.logic.detail import alert_facts, process_facts
+from daemoneye.tui.logic.keys import parse_row_key, row_key
+from daemoneye.tui.logic.live import ProcessSet
+from daemoneye.tui.logic.processes import ProcessView
+from daemoneye.tui.logic.sorting import SORTABLE
+from daemoneye.tui.screens.dashboard_screen import DashboardScreen, PaletteEntry
+from daemoneye.tui.screens.signal import SignalScreen
+from daemoneye.tui.source import SourceError
+from daemoneye.tui.widgets.filter_bar import FilterBar
+from daemoneye.tui.widgets.live_table import LiveTable
+from daemoneye.tui.widgets.process_detail import ProcessDetail
+from daemoneye.tui.widgets.process_table import ProcessTable
+
+
+class ProcessesScreen(DashboardScreen):
+    """Every live process, refreshed in place."""
+
+    CSS_PATH = "processes.tcss"
+    MODE = "processes"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "filter", "Filter"),
+        Binding("s", "next_sort", "Sort"),
+        Binding("S", "reverse_sort", "Reverse", show=False),
+        Binding("t", "toggle_tree", "Tree"),
+        Binding("d", "toggle_detail", "Detail"),
+        Binding("k", "signal", "Signal"),
+        Binding("escape", "back", "Back", show=False),
+    ]
+    PALETTE: ClassVar[tuple[PaletteEntry, ...]] = (
+        ("Filter processes", "Type a filter: ssh user:root cpu>5 rss>100M alerted", "filter"),
+        ("Clear process filter", "Show every process again", "clear_filter"),
+        ("Toggle tree view", "Processes under their parents, or a flat list", "toggle_tree"),
+        ("Show process detail", "Command line, exe hash, ancestry, alerts", "toggle_detail"),
+        ("Send signal to process", "TERM, KILL, … the selected process (admin)", "signal"),
+        ("Reverse sort order", "Ascending ↔ descending", "reverse_sort"),
+        *((f"Sort processes by {column}", f"Order the table by {column}", f"sort('{column}')")
+          for column in SORTABLE),
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.view = ProcessView()
+        self._dirty = True
+        self._detail_toggled = False
+        self._detail_shown: tuple[object, ...] | None = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(id="process-status")
+        yield FilterBar(id="filter-bar")
+        with Horizontal(id="process-body"):
+            yield ProcessTable(id="process-table")
+            yield ProcessDetail(id="process-detail")
+
+    @property
+    def table(self) -> ProcessTable:
+        return self.query_one(ProcessTable)
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.watch(self.app, "process_set", self._processes_changed, init=False)
+        self.watch(self.app, "alerts", self._alerts_changed, init=False)
+        self.set_interval(self.dashboard.tick_s, self._expire)
+        self._refresh_rows()
+
+    def on_screen_resume(self) -> None:
+        if self._dirty:
+            self._refresh_rows()
+        self.table.focus()
+
+    def layout_changed(self) -> None:
+        self._show_detail()
+
+    # -- data -------------------------------------------------------------------------------
+    def _processes_changed(self, process_set: ProcessSet) -> None:
+        self.view.update(process_set, self.dashboard.now())
+        self._dirty = True
+        if self.is_current:
+            self._refresh_rows()
+
+    def _alerts_changed(self) -> None:
+        self.view.alerted = worst_by_process(self.dashboard.alerts.values())
+        self._dirty = True
+        if self.is_current:
+            self._refresh_rows()
+
+    def _expire(self) -> None:
+        if self.view.expire(self.dashboard.now()) and self.is_current:
+            self._refresh_rows()
+
+    def _refresh_rows(self) -> None:
+        """The one place the process table changes."""
+        self._dirty = False
+        view = self.view
+        rows = view.rows(self.dashboard.now())
+        self.table.sync(rows, view.changed)
+        status = Text(no_wrap=True, overflow="ellipsis", end="")
+        status.append(f" {view.summary(len(rows))} · sort {view.sort.describe()} · "
+                      f"{'tree' if view.tree else 'list'}")
+        if not view.filter.empty:
+            status.append(" · filter ")
+            status.append(view.filter.text)  # literal: whatever the user typed
+        self.query_one("#process-status", Static).update(status)
+        self._show_detail()
+
+    # -- the detail pane ----------------------------------------------------------------------
+    @property
+    def selected_key(self) -> str | None:
+        """The row key under the cursor."""
+        return self.table.cursor_key
+
+    @on(LiveTable.RowHighlighted, "#process-table")
+    def _row_highlighted(self) -> None:
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        pane = self.query_one(ProcessDetail)
+        if not self.detail_visible:
+            return
+        key = self.selected_key
+        record = self.view.record(key) if key is not None else None
+        if key is None or record is None:
+            self._detail_shown = None
+            pane.clear("no process selected")
+            return
+        status = self.view.status(key)
+        alerts = self.dashboard.alerts
+        shown = (key, record, status, alerts, self.view.lineage)
+        if self._detail_shown is not None and all(
+                a is b or a == b for a, b in zip(shown, self._detail_shown, strict=True)):
+            return  # nothing the pane shows has changed
+        self._detail_shown = shown
+        now = self.dashboard.now()
+        lineage = self.view.lineage
+        facts = process_facts(record, status, lineage.ancestry(key), lineage.children(key),
+                              now)
+        cpu, rss = self.dashboard.history.samples(key)
+        pane.show(facts, alert_facts(alerts_for(key, alerts.values()), now), cpu, rss)
+
+    # -- actions ----------------------------------------------------------------------------
+    def action_filter(self) -> None:
+        self.add_class("-filtering")
+        self.query_one(FilterBar).input.focus()
+
+    def action_clear_filter(self) -> None:
+        self.query_one(FilterBar).input.value = ""
+        self.remove_class("-filtering")
+        self.table.focus()
+
+    @on(FilterBar.Changed)
+    def _filter_changed(self, event: FilterBar.Changed) -> None:
+        self.view.filter = event.process_filter
+        self._refresh_rows()
+
+    @on(FilterBar.Done)
+    def _filter_done(self) -> None:
+        if not self.query_one(FilterBar).input.value:
+            self.remove_class("-filtering")
+        self.table.focus()
+
+    @property
+    def detail_visible(self) -> bool:
+        """Beside the table on a wide terminal unless hidden; over it on a narrow one when
+        opened."""
+        return self._detail_toggled == self.has_class("-narrow")
+
+    def action_back(self) -> None:
+        if self._detail_toggled and self.has_class("-narrow"):
+            self.action_toggle_detail()
+        elif not self.view.filter.empty:
+            self.action_clear_filter()
+
+    def action_next_sort(self) -> None:
+        index = SORTABLE.index(self.view.sort.column) if self.view.sort.column in SORTABLE else -1
+        self.action_sort(SORTABLE[(index + 1) % len(SORTABLE)])
+
+    def action_sort(self, column: str) -> None:
+        self.view.sort = self.view.sort.toggled(column)
+        self._refresh_rows()
+
+    def action_reverse_sort(self) -> None:
+        self.action_sort(self.view.sort.column)
+
+    @on(LiveTable.HeaderSelected, "#process-table")
+    def _header_selected(self, event: LiveTable.HeaderSelected) -> None:
+        column = event.column
+        if column in SORTABLE:
+            self.action_sort(column)
+
+    def action_toggle_tree(self) -> None:
+        self.view.tree = not self.view.tree
+        self._refresh_rows()
+
+    def action_toggle_detail(self) -> None:
+        self._detail_toggled = not self._detail_toggled
+        self.set_class(self._detail_toggled, "-detail-toggled")
+        self._show_detail()
+
+    @on(LiveTable.RowSelected, "#process-table")
+    def _row_selected(self) -> None:
+        self.action_toggle_detail()
+
+    def select_process(self, instance: ProcessKey) -> bool:
+        """Put the cursor on `instance` (clearing a filter that hides it); False if it is
+        gone."""
+        key = row_key(instance)
+        if self._dirty:
+            self._refresh_rows()
+        if self.view.record(key) is None:
+            return False
+        if not self.table.select_key(key):
+            self.action_clear_filter()
+            self._refresh_rows()
+            if not self.table.select_key(key):
+                return False
+        self.table.focus()
+        return True
+
+    def action_signal(self) -> None:
+        key = self.selected_key
+        record = self.view.record(key) if key is not None else None
+        if key is None or record is None:
+            self.notify("No process selected.", severity="warning")
+            return
+        if self.dashboard.refuse_unless_admin("sending a signal"):
+            return
+        if key not in self.view.records:
+            self.notify(f"Process {record.pid} has already ended.", severity="warning")
+            return
+        instance = parse_row_key(key)
+
+        def chosen(signal_name: str | None) -> None:
+            if signal_name is not None:
+                self._send_signal(instance, signal_name)
+
+        self.app.push_screen(SignalScreen(record, self.dashboard.now()), chosen)
+
+    @work(group="signal", exclusive=True)
+    async def _send_signal(self, key: ProcessKey, signal_name: str) -> None:
+        try:
+            sent = await self.dashboard.source.process_signal(key, signal_name)
+        except SourceError as exc:
+            if exc.admin_required:
+                self.dashboard.refuse_unless_admin("sending a signal")
+            else:
+                self.dashboard.report_error("Signal not sent", exc)
+            return
+        self.notify(f"{sent} sent to pid {key.pid}.", title="Signal")

@@ -1,0 +1,325 @@
+"""A keyed, virtual table kept equal to a list of `RowView`s (STYLE.md 6).
+
+`sync(rows)` is the one place a live table changes: inside `app.batch_update()` it removes stale
+keys, updates only the cells that changed, adds new rows, takes the new order when it differs,
+and keeps the cursor on the same row key. Only the rows on screen are ever drawn, each from its
+cells and the style of their tone (component classes the .tcss sets from theme variables), and
+cached until the row, the cursor, the width or the theme changes.
+
+Why not DataTable: with 10,000 processes its `remove_row` rebuilds the row index for every
+removed row and its `sort` and `add_row` measure every cell, so one filter keystroke took minutes
+and a refresh most of a second. Here a removal is a dict delete and a frame costs its height.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual.binding import Binding, BindingType
+from textual.events import Click, Resize
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from daemoneye.tui.logic.cells import Cell, RowView, diff_rows
+
+TONES = ("new", "ended", "dim", "alert", "critical", "high", "medium", "low", "info", "ok")
+PADDING = 1  # blank cells each side of a column
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSpec:
+    key: str
+    label: str
+    width: int  # 0: this column takes the width the others leave
+    right: bool = False
+
+
+def fit(text: str, width: int, right: bool) -> str:
+    """`text` in exactly `width` cells: cut with an ellipsis, padded on the left or right."""
+    if width <= 0:
+        return ""
+    length = len(text) if text.isascii() else cell_len(text)
+    if length > width:
+        return set_cell_size(text, width - 1) + "…"
+    padding = " " * (width - length)
+    return padding + text if right else text + padding
+
+
+class LiveTable(ScrollView, can_focus=True):
+    """Rows keyed by a string, a row cursor that follows its key, a fixed header line."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "cursor_up", "Up", show=False),
+        Binding("down", "cursor_down", "Down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home", "first", "First", show=False),
+        Binding("end", "last", "Last", show=False),
+        Binding("enter", "select", "Select", show=False),
+    ]
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "live-table--header", "live-table--cursor", "live-table--cursor-blurred",
+        *(f"live-table--{tone}" for tone in TONES)}
+
+    @dataclass
+    class RowHighlighted(Message):
+        """The cursor is on another row (or the row under it changed key)."""
+
+        live_table: LiveTable
+        key: str | None
+
+        @property
+        def control(self) -> LiveTable:
+            return self.live_table
+
+    @dataclass
+    class RowSelected(Message):
+        """Enter or a double click on a row."""
+
+        live_table: LiveTable
+        key: str
+
+        @property
+        def control(self) -> LiveTable:
+            return self.live_table
+
+    @dataclass
+    class HeaderSelected(Message):
+        """A click on a column's header."""
+
+        live_table: LiveTable
+        column: str
+
+        @property
+        def control(self) -> LiveTable:
+            return self.live_table
+
+    def __init__(self, columns: Sequence[tuple[str, str, int, bool]], *,
+                 name: str | None = None, id: str | None = None,
+                 classes: str | None = None) -> None:
+        """`columns` are (key, label, width, right-aligned); width 0 marks the column that
+        takes the rest of the table's width."""
+        super().__init__(name=name, id=id, classes=classes)
+        self.columns = tuple(ColumnSpec(*column) for column in columns)
+        self._cells: dict[str, tuple[Cell, ...]] = {}
+        self._order: list[str] = []
+        self._index: dict[str, int] = {}
+        self._cursor = 0
+        self._highlighted: str | None = None
+        self._widths: tuple[int, ...] = tuple(c.width for c in self.columns)
+        self._styles: dict[str, Style] = {}
+        self._strips: dict[str, tuple[tuple[Cell, ...], bool, int, Strip]] = {}
+
+    # -- reading --------------------------------------------------------------------------
+    @property
+    def shown_keys(self) -> list[str]:
+        """Row keys in display order."""
+        return list(self._order)
+
+    @property
+    def row_count(self) -> int:
+        return len(self._order)
+
+    @property
+    def cursor_row(self) -> int:
+        return self._cursor
+
+    @property
+    def cursor_key(self) -> str | None:
+        """The row key under the cursor, None when the table is empty."""
+        return self._order[self._cursor] if self._cursor < len(self._order) else None
+
+    def cells_of(self, key: str) -> tuple[Cell, ...] | None:
+        return self._cells.get(key)
+
+    # -- changing -------------------------------------------------------------------------
+    def sync(self, rows: Sequence[RowView],
+             changed: Mapping[str, RowView | None] | None = None) -> None:
+        """Make the table show exactly `rows`, touching only what changed. `changed`, when the
+        caller knows it, lists every row that may differ (see `diff_rows`)."""
+        ops = diff_rows(self._cells, self._order, rows, changed)
+        if ops.empty:
+            return
+        cursor_key = self.cursor_key
+        with self.app.batch_update():
+            for key in ops.removed:
+                del self._cells[key]
+                self._strips.pop(key, None)
+            for key, column, cell in ops.updated:
+                self.update_cell(key, column, cell)
+            for row in ops.added:
+                self._cells[row.key] = row.cells
+            if ops.removed or ops.added or ops.order is not None:
+                self._order = [row.key for row in rows]
+                self._index = {key: index for index, key in enumerate(self._order)}
+                self.virtual_size = Size(self.size.width, len(self._order) + 1)
+            self._restore_cursor(cursor_key)
+            self.refresh()
+
+    def update_cell(self, key: str, column: int, cell: Cell) -> None:
+        """Replace one cell of one row."""
+        cells = list(self._cells[key])
+        cells[column] = cell
+        self._cells[key] = tuple(cells)
+        self._strips.pop(key, None)
+
+    def _restore_cursor(self, key: str | None) -> None:
+        if key is not None and key in self._index:
+            self._move(self._index[key])
+        else:  # the row went away: stay at the same height
+            self._move(min(self._cursor, max(0, len(self._order) - 1)))
+
+    def select_key(self, key: str) -> bool:
+        """Put the cursor on `key`; False when the table has no such row."""
+        index = self._index.get(key)
+        if index is None:
+            return False
+        self._move(index)
+        return True
+
+    def _move(self, index: int) -> None:
+        index = max(0, min(index, len(self._order) - 1))
+        if index != self._cursor:
+            for key in (self.cursor_key, self._order[index] if self._order else None):
+                if key is not None:
+                    self._strips.pop(key, None)
+            self._cursor = index
+            self.refresh()
+        elif self.cursor_key is not None:
+            self._strips.pop(self.cursor_key, None)  # a new row under an unmoved cursor
+        self._scroll_to_cursor()
+        key = self.cursor_key
+        if key != self._highlighted:
+            self._highlighted = key
+            self.post_message(self.RowHighlighted(self, key))
+
+    def _scroll_to_cursor(self) -> None:
+        visible = max(1, self.size.height - 1)
+        top = round(self.scroll_offset.y)
+        if self._cursor < top:
+            self.scroll_to(y=self._cursor, animate=False, immediate=True)
+        elif self._cursor >= top + visible:
+            self.scroll_to(y=self._cursor - visible + 1, animate=False, immediate=True)
+
+    # -- keys and mouse ---------------------------------------------------------------------
+    def _page(self) -> int:
+        return max(1, self.size.height - 2)
+
+    def action_cursor_up(self) -> None:
+        self._move(self._cursor - 1)
+
+    def action_cursor_down(self) -> None:
+        self._move(self._cursor + 1)
+
+    def action_page_up(self) -> None:
+        self._move(self._cursor - self._page())
+
+    def action_page_down(self) -> None:
+        self._move(self._cursor + self._page())
+
+    def action_first(self) -> None:
+        self._move(0)
+
+    def action_last(self) -> None:
+        self._move(len(self._order) - 1)
+
+    def action_select(self) -> None:
+        key = self.cursor_key
+        if key is not None:
+            self.post_message(self.RowSelected(self, key))
+
+    def on_click(self, event: Click) -> None:
+        if event.y == 0:
+            column = self._column_at(event.x)
+            if column is not None:
+                self.post_message(self.HeaderSelected(self, column))
+            return
+        index = round(self.scroll_offset.y) + event.y - 1
+        if 0 <= index < len(self._order):
+            self._move(index)
+            if event.chain >= 2:
+                self.action_select()
+
+    def _column_at(self, x: int) -> str | None:
+        start = 0
+        for column, width in zip(self.columns, self._widths, strict=True):
+            end = start + width + 2 * PADDING
+            if start <= x < end:
+                return column.key
+            start = end
+        return None
+
+    # -- drawing ----------------------------------------------------------------------------
+    def on_resize(self, event: Resize) -> None:
+        width = self.size.width  # the content area: scrollbars already taken off
+        fixed = sum(c.width + 2 * PADDING for c in self.columns if c.width)
+        rest = max(8, width - fixed - 2 * PADDING)
+        self._widths = tuple(c.width or rest for c in self.columns)
+        self._strips.clear()
+        self.virtual_size = Size(width, len(self._order) + 1)
+        self._scroll_to_cursor()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles.clear()
+        self._strips.clear()
+
+    def _style(self, name: str) -> Style:
+        style = self._styles.get(name)
+        if style is None:
+            style = self.get_component_rich_style(f"live-table--{name}", partial=True)
+            self._styles[name] = style
+        return style
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        if y == 0:
+            return self._header(width)
+        index = round(self.scroll_offset.y) + y - 1
+        if not 0 <= index < len(self._order):
+            return Strip.blank(width, self.rich_style)
+        key = self._order[index]
+        cells = self._cells[key]
+        cursor = index == self._cursor
+        cached = self._strips.get(key)
+        if cached is not None and cached[0] is cells and cached[1] == cursor and \
+                cached[2] == width:
+            return cached[3]
+        strip = self._row(cells, cursor, width)
+        self._strips[key] = (cells, cursor, width, strip)
+        return strip
+
+    def _header(self, width: int) -> Strip:
+        style = self.rich_style + self._style("header")
+        text = "".join(" " * PADDING + fit(column.label, column_width, column.right)
+                       + " " * PADDING
+                       for column, column_width in zip(self.columns, self._widths, strict=True))
+        return Strip([Segment(text, style)]).adjust_cell_length(width, style)
+
+    def _row(self, cells: tuple[Cell, ...], cursor: bool, width: int) -> Strip:
+        base = self.rich_style
+        if cursor:
+            base += self._style("cursor" if self.has_focus else "cursor-blurred")
+        pad = Segment(" " * PADDING, base)
+        segments: list[Segment] = []
+        for cell, column_width in zip(cells, self._widths, strict=False):
+            style = base + self._style(cell.tone) if cell.tone else base
+            if cursor and cell.tone:  # the cursor's colours win; the tone keeps its emphasis
+                style += Style(color=base.color, bgcolor=base.bgcolor)
+            segments += (pad, Segment(fit(cell.text, column_width, cell.right), style), pad)
+        return Strip(segments).adjust_cell_length(width, base)
+
+    def on_focus(self) -> None:
+        self._strips.pop(self.cursor_key or "", None)
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self._strips.pop(self.cursor_key or "", None)
+        self.refresh()

@@ -1,0 +1,46 @@
+"""The screen switcher under the header: one clickable label per screen."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.content import Content
+from textual.events import Click
+from textual.reactive import reactive
+from textual.style import Style
+from textual.widget import Widget
+
+SCREENS: tuple[tuple[str, str, str], ...] = (
+    ("1", "processes", "Processes"), ("2", "alerts", "Alerts"), ("3", "rules", "Rules"),
+    ("4", "query", "Query"), ("5", "health", "Health"))
+GAP = 1
+
+
+def label(key: str, title: str) -> str:
+    return f" {key} {title} "
+
+
+class NavBar(Widget):
+    """Shows the screens with their keys; the current one is marked, each is clickable."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"nav-bar--current", "nav-bar--other"}
+
+    current: reactive[str] = reactive("processes")
+
+    def render(self) -> Content:
+        current = Style.from_rich_style(
+            self.get_component_rich_style("nav-bar--current", partial=True))
+        other = Style.from_rich_style(
+            self.get_component_rich_style("nav-bar--other", partial=True))
+        return Content(" " * GAP).join(
+            Content(label(key, title)).stylize(current if mode == self.current else other)
+            for key, mode, title in SCREENS)
+
+    async def on_click(self, event: Click) -> None:
+        start = 0
+        for key, mode, title in SCREENS:
+            end = start + len(label(key, title))
+            if start <= event.x < end:
+                await self.app.run_action(f"switch_mode('{mode}')")
+                return
+            start = end + GAP

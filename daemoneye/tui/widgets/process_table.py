@@ -1,0 +1,13 @@
+"""The live process table: one row per instance, keyed f"{pid}:{start_time}"."""
+
+from __future__ import annotations
+
+from daemoneye.tui.logic.processes import PROCESS_COLUMNS
+from daemoneye.tui.widgets.live_table import LiveTable
+
+
+class ProcessTable(LiveTable):
+    """Processes as `ProcessView` orders them; clicking a header sorts by that column."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__([(c.key, c.label, c.width, c.right) for c in PROCESS_COLUMNS], id=id)

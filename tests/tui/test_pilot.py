@@ -1,0 +1,437 @@
+"""Pilot tests: what a user does on the dashboard and what they must see happen."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+import pytest
+from textual.widgets import Static
+
+from daemoneye.models import ProcessChange, ProcessesDelta, ProcessKey
+from daemoneye.tui.fake_source import (
+    FAKE_NOW,
+    FakeSource,
+    FrozenClock,
+    hostile_processes,
+    proc,
+    sample_hello,
+)
+from daemoneye.tui.logic.format import CMD_CELL_CHARS
+from daemoneye.tui.logic.glyphs import TIMES
+from daemoneye.tui.logic.keys import parse_row_key, row_key
+from daemoneye.tui.screens.alerts import AlertsScreen
+from daemoneye.tui.screens.help import HelpScreen
+from daemoneye.tui.screens.processes import ProcessesScreen
+from daemoneye.tui.screens.query import QueryScreen
+from daemoneye.tui.screens.rules import RulesScreen
+from daemoneye.tui.screens.signal import SignalScreen
+from daemoneye.tui.source import ProcessesReset, Resync
+from daemoneye.tui.widgets.filter_bar import FilterBar
+from tests.tui.conftest import AppFactory
+from tests.tui.helpers import current, dashboard, settle
+
+pytestmark = pytest.mark.anyio
+SIZE = (120, 40)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def pids(screen: ProcessesScreen) -> list[int]:
+    return [parse_row_key(key).pid for key in screen.table.shown_keys]
+
+
+def processes_screen(app_screen: object) -> ProcessesScreen:
+    assert isinstance(app_screen, ProcessesScreen)
+    return app_screen
+
+
+def notices(app: object) -> list[str]:
+    from textual.app import App
+
+    assert isinstance(app, App)
+    return [str(n.message) for n in app._notifications]
+
+
+async def test_first_paint_lists_every_process_busiest_first(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        assert len(screen.table.shown_keys) == 17
+        assert pids(screen)[:3] == [3100, 1200, 1034]
+        assert screen.table.cursor_key == row_key(ProcessKey(3100, FAKE_NOW - 300))
+
+
+async def test_filter_narrows_the_table_and_shows_errors_inline(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        await pilot.press("slash", *"user:www-data")
+        await settle(pilot)
+        assert sorted(pids(screen)) == [1034, 1035, 3100, 3101]
+        bar = screen.query_one(FilterBar)
+        bar.input.value = "user:www-data cpu>"  # pasted: not a valid filter
+        await settle(pilot)
+        assert "'cpu>': expected a number" in bar.error
+        assert bar.has_class("-invalid")
+        assert sorted(pids(screen)) == [1034, 1035, 3100, 3101], "the last good filter stays"
+        await pilot.press("end", "1")
+        await settle(pilot)
+        assert bar.error == "" and sorted(pids(screen)) == [1034, 3100]
+        await pilot.press("enter", "escape")
+        await settle(pilot)
+        assert len(pids(screen)) == 17
+        assert bar.input.value == ""
+
+
+async def test_alerted_filter_uses_open_alerts(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        await pilot.press("slash", *"alerted")
+        await settle(pilot)
+        assert sorted(pids(screen)) == [2590, 3100, 3101]
+
+
+async def test_sort_by_keys_and_by_clicking_a_header(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        await pilot.press("s")  # cpu → rss, largest first
+        await settle(pilot)
+        assert pids(screen)[:2] == [3100, 1200]
+        assert screen.view.sort.column == "rss"
+        await pilot.press("S")  # reversed: smallest first
+        await settle(pilot)
+        assert pids(screen)[:2] == [2, 14]
+        table = screen.table
+        x = 3 + 2  # past the mark column (1 + padding): the PID header
+        await pilot.click(table, offset=(x, 0))  # the PID header
+        await settle(pilot)
+        assert screen.view.sort.column == "pid"
+        assert pids(screen)[:3] == [1, 2, 14]
+
+
+async def test_tree_view_puts_children_under_their_parent(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        await pilot.press("t")
+        await settle(pilot)
+        order = pids(screen)
+        assert order.index(1034) == order.index(1033) + 1
+        assert order.index(2411) > order.index(2320) > order.index(2301) > order.index(812)
+        first = screen.table.cells_of(row_key(ProcessKey(1034, FAKE_NOW - 2 * 86400)))
+        last = screen.table.cells_of(row_key(ProcessKey(1035, FAKE_NOW - 2 * 86400)))
+        assert first is not None and first[6].text.endswith("├─nginx")
+        assert last is not None and last[6].text.endswith("└─nginx")
+
+
+async def test_cursor_stays_on_the_same_process_across_refreshes(
+        make_app: AppFactory) -> None:
+    source = FakeSource()
+    async with make_app(source).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        python3 = ProcessKey(2590, FAKE_NOW - 600)
+        assert screen.table.select_key(row_key(python3))
+        before = screen.table.cursor_row
+        # python3 becomes the busiest process: its row moves to the top, the cursor follows.
+        source.push(ProcessesDelta(1, (proc(5000, 1, "new", ["new"], started=1),),
+                                   (ProcessChange(2590, python3.start_time,
+                                                  (("cpu_percent", 99.0),)),), ()))
+        await settle(pilot)
+        assert screen.table.cursor_key == row_key(python3)
+        assert screen.table.cursor_row != before
+        assert pids(screen)[0] == 2590
+
+
+async def test_new_processes_are_marked_and_ended_ones_linger_then_go(
+        make_app: AppFactory, clock: FrozenClock) -> None:
+    source = FakeSource()
+    async with make_app(source, tick_s=0.02).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        newcomer = proc(5000, 1, "newcomer", ["newcomer"], started=0)
+        source.push(ProcessesDelta(1, (newcomer,), (), ()))
+        await settle(pilot)
+        cells = screen.table.cells_of(row_key(newcomer.key))
+        assert cells is not None and cells[0].text == "+" and cells[1].tone == "new"
+        clock.advance(5)
+        await pilot.pause(0.1)
+        cells = screen.table.cells_of(row_key(newcomer.key))
+        assert cells is not None and cells[0].text == " " and cells[1].tone == ""
+        source.push(ProcessesDelta(2, (), (), (newcomer.key,)))
+        await settle(pilot)
+        cells = screen.table.cells_of(row_key(newcomer.key))
+        assert cells is not None and cells[0].text == TIMES and cells[1].tone == "ended"
+        clock.advance(5)
+        await pilot.pause(0.1)
+        assert row_key(newcomer.key) not in screen.table.shown_keys
+
+
+async def test_acknowledge_an_alert(make_app: AppFactory) -> None:
+    source = FakeSource()
+    async with make_app(source).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        screen = current(pilot)
+        assert isinstance(screen, AlertsScreen)
+        assert screen.table.cursor_key == "7"
+        await pilot.press("a")
+        await settle(pilot)
+        assert source.calls == [("alert_acknowledged", (7,))]
+        assert dashboard(pilot).alerts[7].state == "acknowledged"
+        cells = screen.table.cells_of("7")
+        assert cells is not None and cells[1].text == "ack"
+        await pilot.press("c")
+        await settle(pilot)
+        assert source.calls[-1] == ("alert_closed", (7,))
+        assert "7" not in screen.table.shown_keys, "closed alerts leave the default view"
+
+
+async def test_alert_actions_are_refused_politely_for_readers(make_app: AppFactory) -> None:
+    source = FakeSource(hello=sample_hello("reader"))
+    async with make_app(source).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2", "a")
+        await settle(pilot)
+        assert source.calls == []
+        assert any("needs an admin connection" in text for text in notices(pilot.app))
+
+
+async def test_jump_from_an_alert_to_its_process(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2", "down", "down")  # alert 8: sh (3101)
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        assert screen.table.cursor_key == row_key(ProcessKey(3101, FAKE_NOW - 120))
+
+
+async def test_signal_needs_confirmation(make_app: AppFactory) -> None:
+    source = FakeSource()
+    async with make_app(source).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("k")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, SignalScreen)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert source.calls == [], "cancelled: nothing sent"
+        await pilot.press("k")
+        await settle(pilot)
+        await pilot.press("down", "down", "down", "space", "enter")  # SIGKILL
+        await settle(pilot)
+        assert source.calls == [("process_signal", (ProcessKey(3100, FAKE_NOW - 300), "KILL"))]
+        assert any("SIGKILL sent to pid 3100" in text for text in notices(pilot.app))
+
+
+async def test_signal_is_refused_politely_for_readers(make_app: AppFactory) -> None:
+    source = FakeSource(hello=sample_hello("reader"))
+    async with make_app(source).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("k")
+        await settle(pilot)
+        assert not isinstance(pilot.app.screen, SignalScreen)
+        assert source.calls == []
+        assert any("Sorry, sending a signal needs an admin connection" in text
+                   for text in notices(pilot.app))
+
+
+async def test_disconnect_keeps_the_data_and_reconnect_restores(make_app: AppFactory) -> None:
+    source = FakeSource()
+    async with make_app(source).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        source.disconnect("connection refused")
+        await settle(pilot)
+        header = "".join(text for text, _ in dashboard(pilot).header_parts)
+        assert "DISCONNECTED" in header and "retry in 2s" in header
+        assert len(screen.table.shown_keys) == 17, "the last data stays visible"
+        del source.processes[ProcessKey(2411, FAKE_NOW - 1200)]
+        source.reconnect()
+        await settle(pilot)
+        header = "".join(text for text, _ in dashboard(pilot).header_parts)
+        assert "● connected" in header and "DISCONNECTED" not in header
+        assert 2411 not in [record.pid for record in screen.view.records.values()]
+
+
+async def test_resync_replaces_what_was_dropped(make_app: AppFactory) -> None:
+    source = FakeSource()
+    async with make_app(source).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        extra = proc(7000, 1, "after-resync", ["after-resync"], started=1)
+        source.processes[extra.key] = extra
+        source.push(Resync("processes"))
+        source.push(ProcessesReset(tuple(source.processes.values())))
+        await settle(pilot)
+        assert row_key(extra.key) in screen.table.shown_keys
+        # Alerts dropped: the worker fetches the whole list again.
+        source.alerts[99] = dataclasses.replace(source.alerts[8], id=99, title="missed")
+        source.push(Resync("alerts"))
+        await settle(pilot)
+        assert dashboard(pilot).alerts[99].title == "missed"
+
+
+async def test_hostile_text_is_shown_literally(make_app: AppFactory) -> None:
+    async with make_app(FakeSource(hostile_processes())).run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        names = {parse_row_key(k).pid: screen.table.cells_of(k) for k in screen.table.shown_keys}
+        assert names[6601] is not None and names[6601][6].text == "[red]x[/red]"
+        assert names[6601][2].text == "[b]root…", "cut to the column, still literal"
+        assert names[6602] is not None and names[6602][6].text == "\\x1b[2Jclear"
+        assert names[6603] is not None and names[6603][6].text == "line\\nbreak"
+        assert names[6604] is not None and names[6604][6].text == "\\u202egnp.exe"
+        big = names[6605]
+        assert big is not None and len(big[7].text) <= CMD_CELL_CHARS
+        # The detail pane of the 128 KiB command line is capped, not stalled.
+        rendered = str(screen.query_one("#detail-facts", Static).content)
+        assert "(+" in rendered and len(rendered) < 8000
+        assert "\x1b" not in rendered
+
+
+async def test_rules_toggle_edit_reload_and_test(make_app: AppFactory, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    rule_file = tmp_path / "local.toml"
+    rule_file.write_text("[[rule]]\n")
+    source = FakeSource()
+    status = source.rules["listening-python"]
+    source.rules["listening-python"] = dataclasses.replace(
+        status, rule=dataclasses.replace(status.rule, source_file=str(rule_file)))
+    edited: list[list[str]] = []
+
+    def editor(argv: object) -> int:
+        assert isinstance(argv, list)
+        edited.append(argv)
+        return 0
+
+    app = make_app(source, editor=editor)
+    # Headless tests cannot hand the terminal to an editor; the suspension itself is Textual's.
+    monkeypatch.setattr(app, "suspend", contextlib.nullcontext)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("3")
+        await settle(pilot)
+        screen = current(pilot)
+        assert isinstance(screen, RulesScreen)
+        assert screen.table.cursor_key == "ssh-brute", "rules with load errors come first"
+        assert screen.table.select_key("listening-python")
+        await pilot.press("e")
+        await settle(pilot)
+        assert source.calls == [("rule_set_enabled", ("listening-python", False))]
+        cells = screen.table.cells_of("listening-python")
+        assert cells is not None and cells[3].text == "off"
+        await pilot.press("o")
+        await settle(pilot)
+        assert edited == [["true", "+3", str(rule_file)]]
+        await pilot.press("r")
+        await settle(pilot)
+        assert source.calls[-1] == ("rules_reload", ())
+        await pilot.press("t")
+        await settle(pilot)
+        query = current(pilot)
+        assert isinstance(query, QueryScreen)
+        assert [name for name, _ in source.calls][-1] == "query_run"
+
+
+async def test_query_runs_keeps_history_and_shows_errors(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        screen = current(pilot)
+        assert isinstance(screen, QueryScreen)
+        await pilot.press(*"SELECT pid FROM live_processes", "enter")
+        await settle(pilot)
+        from textual.widgets import DataTable
+
+        assert screen.query_one("#results", DataTable).row_count == 17
+        await pilot.press("ctrl+l", *"SELECT no_such FROM x", "enter")
+        await settle(pilot)
+        status = screen.query_one("#query-status", Static)
+        assert "no such column" in str(status.content) and status.has_class("-error")
+        await pilot.press("up")
+        assert screen.query_one("#sql").value == "SELECT no_such FROM x"  # type: ignore[attr-defined]
+        await pilot.press("up")
+        assert screen.query_one("#sql").value == "SELECT pid FROM live_processes"  # type: ignore[attr-defined]
+
+
+async def test_help_opens_with_question_mark_and_f1(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, HelpScreen)
+        await pilot.press("escape", "f1")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, HelpScreen)
+
+
+async def test_palette_offers_every_action(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app = dashboard(pilot)
+        titles = {command.title for command in app.get_system_commands(app.screen)}
+        assert {"Go to Alerts", "Filter processes", "Toggle tree view",
+                "Send signal to process", "Sort processes by rss", "Theme"} <= titles
+        await pilot.press("2")
+        await settle(pilot)
+        titles = {command.title for command in app.get_system_commands(app.screen)}
+        assert {"Acknowledge alert", "Close alert", "Jump to alert's process"} <= titles
+
+
+async def test_theme_choice_is_remembered(make_app: AppFactory) -> None:
+    remembered: list[str] = []
+    async with make_app(remember_theme=remembered.append).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert pilot.app.theme == "daemoneye-dark"
+        assert remembered == [], "starting up is not a choice"
+        pilot.app.theme = "daemoneye-light"
+        await settle(pilot)
+        assert remembered == ["daemoneye-light"]
+
+
+async def test_a_broken_theme_is_reported_and_skipped(make_app: AppFactory,
+                                                      tmp_path: Path) -> None:
+    from daemoneye.tui.themes import builtin_theme_dir
+
+    user_themes = tmp_path / "themes"
+    user_themes.mkdir()
+    (user_themes / "broken.toml").write_text('name = "broken"\nprimary = "not a colour"\n')
+    app = make_app(theme="broken", theme_dirs=[builtin_theme_dir(), user_themes])
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert pilot.app.theme == "daemoneye-dark"
+        messages = notices(pilot.app)
+        assert any("broken.toml" in text and "not a colour" in text for text in messages)
+        assert any("'broken' is not available" in text for text in messages)
+
+
+async def test_notifications_never_parse_markup(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        pilot.app.notify("rule [red]x[/red] failed")
+        await settle(pilot)
+        notification = list(pilot.app._notifications)[-1]
+        assert notification.message == "rule [red]x[/red] failed" and not notification.markup
+
+
+async def test_clicking_a_screen_name_switches_to_it(make_app: AppFactory) -> None:
+    from daemoneye.tui.widgets.nav_bar import NavBar
+
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.click(NavBar, offset=(len(" 1 Processes ") + 3, 0))  # on " 2 Alerts "
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, AlertsScreen)
+        assert pilot.app.screen.query_one(NavBar).current == "alerts"

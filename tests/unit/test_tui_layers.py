@@ -1,0 +1,37 @@
+"""The dashboard's own layering: its logic runs without Textual, and the dashboard reaches
+the daemon only through `ipc.client` and `models` (ARCHITECTURE.md §2)."""
+
+from __future__ import annotations
+
+import json
+import pkgutil
+import subprocess
+import sys
+
+import daemoneye.tui.logic
+
+PLAIN_MODULES = [
+    "daemoneye.tui.source", "daemoneye.tui.fake_source", "daemoneye.tui.preferences",
+    *(info.name for info in pkgutil.walk_packages(daemoneye.tui.logic.__path__,
+                                                  "daemoneye.tui.logic."))]
+DAEMON_SIDE = ("daemoneye.store", "daemoneye.engine", "daemoneye.collector", "daemoneye.daemon",
+               "daemoneye.ipc.server", "daemoneye.commands")
+
+
+def loaded_by(*modules: str) -> set[str]:
+    code = f"import json, sys, {', '.join(modules)}; print(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    return set(json.loads(result.stdout))
+
+
+def test_dashboard_logic_never_imports_textual() -> None:
+    loaded = loaded_by(*PLAIN_MODULES)
+    assert not any(m == "textual" or m.startswith("textual.") for m in loaded)
+
+
+def test_the_dashboard_reaches_the_daemon_only_through_the_ipc_client() -> None:
+    loaded = loaded_by("daemoneye.tui.app", "daemoneye.tui.launcher", "daemoneye.tui.ipc_source")
+    leaked = sorted(m for m in loaded if m.startswith(DAEMON_SIDE))
+    assert not leaked
+    assert "daemoneye.ipc.client" in loaded

@@ -1,0 +1,97 @@
+"""The alert feed as data: order, filters, severity ranking and per-process summaries."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from daemoneye.models import ProcessKey
+from daemoneye.tui.fake_source import FAKE_NOW, sample_alerts
+from daemoneye.tui.logic.alerts import (
+    AlertFilter,
+    alert_rows,
+    alerts_for,
+    cycle_min_severity,
+    cycle_rule,
+    cycle_states,
+    newest_first,
+    open_counts,
+    worst_by_process,
+)
+from daemoneye.tui.logic.glyphs import TIMES
+from daemoneye.tui.logic.keys import row_key
+from daemoneye.tui.logic.severity import label, severity_rank, worst
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_severities_rank_critical_highest_and_unknown_lowest() -> None:
+    ranked = sorted(["low", "critical", "bogus", "info", "high", "medium"], key=severity_rank)
+    assert ranked == ["bogus", "info", "low", "medium", "high", "critical"]
+    assert worst(["low", "high", "medium"]) == "high" and worst([]) is None
+    assert label("critical") == "CRIT"
+
+
+def test_the_feed_is_newest_first() -> None:
+    assert [a.id for a in newest_first(sample_alerts())] == [7, 5, 8, 3, 1]
+
+
+def test_the_default_filter_hides_closed_alerts() -> None:
+    rows = alert_rows(sample_alerts(), AlertFilter(), FAKE_NOW)
+    assert [r.key for r in rows] == ["7", "5", "8", "3"]
+
+
+def test_filters_by_severity_rule_and_state() -> None:
+    alerts = sample_alerts()
+    assert [r.key for r in alert_rows(alerts, AlertFilter(min_severity="high"), FAKE_NOW)] == [
+        "7", "8"]
+    only_rule = AlertFilter(rule_id="exec-from-tmp")
+    assert [r.key for r in alert_rows(alerts, only_rule, FAKE_NOW)] == ["5"]
+    closed = AlertFilter(states=frozenset({"closed"}))
+    assert [r.key for r in alert_rows(alerts, closed, FAKE_NOW)] == ["1"]
+
+
+def test_rows_carry_severity_in_words_and_repeats() -> None:
+    row = alert_rows(sample_alerts(), AlertFilter(), FAKE_NOW)[0]
+    assert row.cells[0].text == "CRIT" and row.cells[0].tone == "critical"
+    assert row.cells[2].text == f"{TIMES}12 since 22:08:30"
+
+
+def test_cycling_the_filters_comes_back_round() -> None:
+    severity: str | None = None
+    seen = []
+    for _ in range(5):
+        severity = cycle_min_severity(severity)
+        seen.append(severity)
+    assert seen == ["low", "medium", "high", "critical", None]
+    states = AlertFilter().states
+    for _ in range(5):
+        states = cycle_states(states)
+    assert states == AlertFilter().states
+    assert cycle_rule(None, ["b", "a"]) == "a" and cycle_rule("b", ["a", "b"]) is None
+
+
+def test_processes_are_summarised_by_their_worst_active_alert() -> None:
+    alerts = list(sample_alerts())
+    worst_for = worst_by_process(alerts)
+    assert worst_for[row_key(ProcessKey(3100, FAKE_NOW - 300))] == "critical"
+    assert row_key(ProcessKey(1999, FAKE_NOW - 7200)) not in worst_for, "closed do not count"
+    assert open_counts(alerts) == {"critical": 1, "high": 1, "low": 1}
+    acked = [dataclasses.replace(a, state="acknowledged") for a in alerts]
+    assert open_counts(acked) == {}
+
+
+def test_alerts_of_one_instance_only() -> None:
+    key = row_key(ProcessKey(3100, FAKE_NOW - 300))
+    assert [a.id for a in alerts_for(key, sample_alerts())] == [7, 5]
+    assert alerts_for(row_key(ProcessKey(3100, FAKE_NOW)), sample_alerts()) == []

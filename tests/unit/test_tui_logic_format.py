@@ -1,0 +1,81 @@
+"""Formatting: numbers and times like the CLI, hostile text made printable and bounded."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from daemoneye.commands import common
+from daemoneye.tui.fake_source import FAKE_NOW, proc
+from daemoneye.tui.logic import format as fmt
+from daemoneye.tui.logic.glyphs import TIMES
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("count", [None, 0, 1, 1023, 1024, 1536, 10**6, 5 * 1024**3, 2**50])
+def test_bytes_match_the_cli(count: int | None) -> None:
+    assert fmt.format_bytes(count) == common.format_bytes(count)
+
+
+@pytest.mark.parametrize("age", [0, 59, 3600, 86399, 86400 * 3, 86400 * 400])
+def test_times_match_the_cli(age: float) -> None:
+    assert fmt.format_time(FAKE_NOW - age, FAKE_NOW) == common.format_time(FAKE_NOW - age,
+                                                                           FAKE_NOW)
+
+
+def test_start_times_fit_eight_characters() -> None:
+    assert fmt.format_started(FAKE_NOW - 60, FAKE_NOW) == "22:12:20"
+    assert fmt.format_started(FAKE_NOW - 3 * 86400, FAKE_NOW) == "Nov 11"
+    assert fmt.format_started(FAKE_NOW - 400 * 86400, FAKE_NOW) == "2022"
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(None, "—"), (5, "5s"), (65, "1m 05s"),
+                                                (3 * 3600 + 120, "3h 02m"),
+                                                (86400 * 2 + 3600, "2d 1h")])
+def test_durations(seconds: float | None, text: str) -> None:
+    assert fmt.format_duration(seconds) == text
+
+
+def test_control_characters_become_visible_escapes() -> None:
+    assert fmt.safe("a\x1b[2Jb\nc\u202ed") == "a\\x1b[2Jb\\nc\\u202ed"
+    assert fmt.safe_cell("\x1b]0;owned\x07", 40) == "\\x1b]0;owned\\x07"
+
+
+def test_markup_is_left_as_typed() -> None:
+    assert fmt.safe("[red]x[/red]") == "[red]x[/red]"
+
+
+def test_long_text_is_cut_before_any_work_and_says_so() -> None:
+    text = fmt.safe("x" * 100_000, 10)
+    assert text == "x" * 10 + "… (+99990 chars)"
+    assert len(fmt.safe_cell("y" * 100_000, 20)) == 20
+
+
+def test_a_128_kib_command_line_costs_only_its_cell() -> None:
+    record = proc(5, 1, "big", ["python3", "-c", "A" * 128 * 1024], started=1)
+    started = time.perf_counter()
+    for _ in range(1000):
+        cell = fmt.cmd_cell(record)
+    assert time.perf_counter() - started < 0.5
+    assert len(cell) == fmt.CMD_CELL_CHARS and cell.endswith("…")
+
+
+def test_an_empty_command_line_shows_the_kernel_name() -> None:
+    assert fmt.cmd_cell(proc(2, 0, "kthreadd", started=1)) == "[kthreadd]"
+
+
+def test_repeats_say_how_often_since_when() -> None:
+    from daemoneye.tui.fake_source import sample_alerts
+
+    alert = sample_alerts()[0]
+    assert fmt.repeats(alert, FAKE_NOW) == f"{TIMES}12 since 22:08:30"

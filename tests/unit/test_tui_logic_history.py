@@ -1,0 +1,40 @@
+"""Sparkline history: sampled when a record changes, filled forward, bounded, forgotten."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from daemoneye.tui.fake_source import proc
+from daemoneye.tui.logic.history import SampleHistory
+from daemoneye.tui.logic.keys import record_key
+
+A = proc(10, 1, "a", started=5, cpu=1.0, rss=100)
+KEY = record_key(A)
+
+
+def test_unchanged_records_are_filled_forward() -> None:
+    history = SampleHistory(length=10)
+    history.record({KEY: A})
+    history.record({KEY: A})
+    changed = dataclasses.replace(A, cpu_percent=5.0, rss=300)
+    history.record({KEY: changed})
+    history.record({KEY: changed})
+    cpu, rss = history.samples(KEY)
+    assert cpu == [1.0, 1.0, 5.0, 5.0]
+    assert rss == [100.0, 100.0, 300.0, 300.0]
+
+
+def test_only_the_last_length_samples_are_kept() -> None:
+    history = SampleHistory(length=4)
+    record = A
+    for tick in range(10):
+        record = dataclasses.replace(record, cpu_percent=float(tick))
+        history.record({KEY: record})
+    assert history.samples(KEY)[0] == [6.0, 7.0, 8.0, 9.0]
+
+
+def test_ended_instances_are_forgotten() -> None:
+    history = SampleHistory()
+    history.record({KEY: A})
+    history.record({})
+    assert history.samples(KEY) == ([], []) and len(history) == 0

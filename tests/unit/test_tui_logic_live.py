@@ -1,0 +1,54 @@
+"""The feed worker's live process set: resets, deltas, and what it ignores."""
+
+from __future__ import annotations
+
+from daemoneye.models import ProcessChange, ProcessesDelta, ProcessKey
+from daemoneye.tui.fake_source import FAKE_NOW, proc
+from daemoneye.tui.logic.keys import record_key, row_key
+from daemoneye.tui.logic.live import LiveProcesses, changed_record
+
+A = proc(10, 1, "a", ["a"], started=60, cpu=1.0)
+B = proc(11, 1, "b", ["b"], started=50)
+
+
+def test_a_reset_replaces_everything_and_starts_a_new_generation() -> None:
+    live = LiveProcesses()
+    live.reset([A])
+    first = live.snapshot()
+    live.reset([B])
+    second = live.snapshot()
+    assert set(second.records) == {record_key(B)}
+    assert second.generation == first.generation + 1
+
+
+def test_deltas_add_change_and_remove_by_instance() -> None:
+    live = LiveProcesses()
+    live.reset([A, B])
+    live.apply(ProcessesDelta(5, (proc(12, 1, "c", started=1),),
+                              (ProcessChange(10, A.start_time, (("cpu_percent", 50.0),)),),
+                              (B.key,)))
+    snapshot = live.snapshot()
+    assert snapshot.seq == 5
+    assert set(snapshot.records) == {record_key(A), row_key(ProcessKey(12, FAKE_NOW - 1))}
+    assert snapshot.records[record_key(A)].cpu_percent == 50.0
+
+
+def test_changes_for_another_instance_of_the_same_pid_are_ignored() -> None:
+    live = LiveProcesses()
+    live.reset([A])
+    live.apply(ProcessesDelta(1, (), (ProcessChange(10, A.start_time + 1, (("rss", 1),)),), ()))
+    assert live.snapshot().records[record_key(A)] is A
+
+
+def test_unknown_and_identity_fields_are_never_applied() -> None:
+    change = ProcessChange(10, A.start_time, (("pid", 99), ("no_such_field", 1), ("rss", 7)))
+    record = changed_record(A, change)
+    assert record.pid == 10 and record.rss == 7
+
+
+def test_snapshots_are_immutable_views() -> None:
+    live = LiveProcesses()
+    live.reset([A])
+    snapshot = live.snapshot()
+    live.apply(ProcessesDelta(1, (), (), (A.key,)))
+    assert record_key(A) in snapshot.records, "an earlier snapshot does not change"

@@ -1,0 +1,215 @@
+"""The process table as data: sort, tree, filter, new/ended rows and the cells they show."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from types import MappingProxyType
+
+import pytest
+
+from daemoneye.filters import parse_filter
+from daemoneye.models import ProcessKey, ProcessRecord
+from daemoneye.tui.fake_source import FAKE_NOW, hostile_processes, proc, sample_processes
+from daemoneye.tui.logic.glyphs import TIMES
+from daemoneye.tui.logic.keys import parse_row_key, record_key, row_key
+from daemoneye.tui.logic.lineage import ancestry, children, tree_order, with_ancestors
+from daemoneye.tui.logic.live import ProcessSet
+from daemoneye.tui.logic.processes import ProcessView
+from daemoneye.tui.logic.sorting import SortSpec, sort_records
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def by_key(records: tuple[ProcessRecord, ...] | list[ProcessRecord]
+           ) -> dict[str, ProcessRecord]:
+    return {record_key(r): r for r in records}
+
+
+def process_set(records: list[ProcessRecord] | tuple[ProcessRecord, ...],
+                generation: int = 1) -> ProcessSet:
+    return ProcessSet(MappingProxyType(by_key(records)), generation, 0)
+
+
+def test_row_keys_are_pid_and_start_time_and_round_trip() -> None:
+    key = ProcessKey(4242, 1699990000.37)
+    assert row_key(key) == "4242:1699990000.37"
+    assert parse_row_key(row_key(key)) == key
+
+
+@pytest.mark.parametrize("descending", [True, False])
+def test_equal_values_keep_ascending_pid_order_in_both_directions(descending: bool) -> None:
+    records = [proc(pid, 1, "x", started=1) for pid in (30, 10, 20)]
+    ordered = sort_records(records, SortSpec("cpu", descending))
+    assert [r.pid for r in ordered] == [10, 20, 30]
+
+
+@pytest.mark.parametrize(("column", "first"), [("pid", 1), ("user", 2320), ("rss", 3100),
+                                               ("started", 3101), ("name", 2320),
+                                               ("cmd", 2320)])
+def test_every_column_sorts(column: str, first: int) -> None:
+    descending = column in ("rss", "started")
+    ordered = sort_records(sample_processes(), SortSpec(column, descending))
+    assert ordered[0].pid == first
+
+
+def test_choosing_the_sorted_column_again_reverses_it() -> None:
+    spec = SortSpec("cpu", True).toggled("name")
+    assert spec == SortSpec("name", False)
+    assert spec.toggled("name") == SortSpec("name", True)
+
+
+def test_tree_lists_children_under_their_parent_with_guides() -> None:
+    ordered = tree_order(by_key(sample_processes()), SortSpec("pid", False))
+    names = [(record.pid, guide) for _, record, guide in ordered]
+    index = {pid: i for i, (pid, _) in enumerate(names)}
+    assert names[0] == (1, "")  # systemd: a root
+    assert index[1034] == index[1033] + 1 and index[1035] == index[1033] + 2
+    assert dict(names)[1034] == "│ ├─" and dict(names)[1035] == "│ └─"
+    assert dict(names)[2411] == "│     ├─" and dict(names)[2590] == "│     └─"
+
+
+def test_a_reused_pid_is_not_taken_for_the_parent() -> None:
+    parent_reused = proc(50, 1, "late", started=10)  # pid 50 started after the child
+    child = proc(60, 50, "orphan", started=100)
+    records = by_key([proc(1, 0, "init", started=1000), parent_reused, child])
+    assert ancestry(record_key(child), records) == []
+    assert children(record_key(parent_reused), records) == []
+    roots = [r.pid for _, r, guide in tree_order(records, SortSpec("pid", False)) if not guide]
+    assert 60 in roots
+
+
+def test_ancestry_is_parent_first_and_stops_on_cycles() -> None:
+    records = by_key(sample_processes())
+    chain = ancestry(row_key(ProcessKey(2411, FAKE_NOW - 1200)), records)
+    assert [r.pid for r in chain] == [2320, 2301, 812, 1]
+    a = proc(70, 71, "a", started=5)
+    b = proc(71, 70, "b", started=5)
+    assert [r.pid for r in ancestry(record_key(a), by_key([a, b]))] == [71]
+
+
+def test_a_filtered_tree_keeps_the_ancestors_of_matches() -> None:
+    records = by_key(sample_processes())
+    matches = [(k, r) for k, r in records.items() if r.name == "vim"]
+    assert sorted(r.pid for r in with_ancestors(matches, records).values()) == [
+        1, 812, 2301, 2320, 2411]
+
+
+def test_view_filters_with_the_shared_filter_language() -> None:
+    view = ProcessView()
+    view.update(process_set(sample_processes()), FAKE_NOW)
+    view.alerted = {row_key(ProcessKey(3100, FAKE_NOW - 300)): "critical"}
+    view.filter = parse_filter("alerted")
+    assert [parse_row_key(r.key).pid for r in view.rows(FAKE_NOW)] == [3100]
+    view.filter = parse_filter("user:alice -name:bash")
+    assert sorted(parse_row_key(r.key).pid for r in view.rows(FAKE_NOW)) == [2411, 2590]
+
+
+def test_nothing_is_new_in_the_first_set_or_after_a_reconnect() -> None:
+    view = ProcessView()
+    view.update(process_set(sample_processes(), generation=1), FAKE_NOW)
+    view.update(process_set([*sample_processes(), proc(9, 1, "x", started=0)], generation=2),
+                FAKE_NOW)
+    assert all(row.cells[0].text != "+" for row in view.rows(FAKE_NOW))
+
+
+def test_new_rows_are_marked_then_plain_and_ended_rows_linger_then_go() -> None:
+    view = ProcessView(new_for=3, ended_for=3)
+    base = list(sample_processes())
+    view.update(process_set(base), FAKE_NOW)
+    newcomer = proc(9000, 1, "newcomer", ["newcomer"], started=0)
+    view.update(process_set([*base, newcomer]), FAKE_NOW)
+    rows = {r.key: r for r in view.rows(FAKE_NOW)}
+    assert rows[record_key(newcomer)].cells[0].text == "+"
+    assert rows[record_key(newcomer)].cells[1].tone == "new"
+    assert view.expire(FAKE_NOW + 3.5)
+    rows = {r.key: r for r in view.rows(FAKE_NOW + 3.5)}
+    assert rows[record_key(newcomer)].cells[1].tone == ""
+    view.update(process_set(base), FAKE_NOW + 4)
+    rows = {r.key: r for r in view.rows(FAKE_NOW + 4)}
+    assert rows[record_key(newcomer)].cells[0].text == TIMES
+    assert view.summary(len(rows)) == "17 processes · 1 just ended"
+    assert record_key(newcomer) not in {r.key for r in view.rows(FAKE_NOW + 8)}
+
+
+def test_an_alerted_process_is_marked_in_text_not_only_colour() -> None:
+    view = ProcessView()
+    view.update(process_set(sample_processes()), FAKE_NOW)
+    key = row_key(ProcessKey(3101, FAKE_NOW - 120))
+    view.alerted = {key: "high"}
+    row = next(r for r in view.rows(FAKE_NOW) if r.key == key)
+    assert row.cells[0].text == "!" and row.cells[0].tone == "high"
+
+
+def test_unchanged_records_reuse_their_row() -> None:
+    view = ProcessView()
+    view.update(process_set(sample_processes()), FAKE_NOW)
+    first = {r.key: r for r in view.rows(FAKE_NOW)}
+    second = {r.key: r for r in view.rows(FAKE_NOW)}
+    assert all(first[key] is second[key] for key in first)
+
+
+def test_hostile_names_become_literal_printable_cells() -> None:
+    view = ProcessView()
+    view.update(process_set(hostile_processes()), FAKE_NOW)
+    cells = {parse_row_key(r.key).pid: r.cells for r in view.rows(FAKE_NOW)}
+    assert cells[6601][6].text == "[red]x[/red]"
+    assert cells[6602][6].text == "\\x1b[2Jclear"
+    assert cells[6602][7].text.startswith("\\x1b[2J\\x1b[H \\x1b]0;owned\\x07")
+    assert cells[6603][6].text == "line\\nbreak" and cells[6603][2].text == "new\\nli…"
+    assert cells[6604][6].text == "\\u202egnp.exe"
+    assert all("\x1b" not in cell.text and "\n" not in cell.text
+               for row in cells.values() for cell in row)
+
+
+def test_ten_thousand_processes_build_their_rows_quickly() -> None:
+    from daemoneye.tui.fake_source import many_processes
+
+    view = ProcessView()
+    records = many_processes(10_000)
+    view.update(process_set(records), FAKE_NOW)
+    started = time.perf_counter()
+    view.rows(FAKE_NOW)
+    first = time.perf_counter() - started
+    started = time.perf_counter()
+    view.rows(FAKE_NOW)
+    again = time.perf_counter() - started
+    assert first < 2.0 and again < 0.5, (first, again)
+
+
+@pytest.mark.parametrize("sort", [SortSpec("cpu", True), SortSpec("name", True),
+                                  SortSpec("user", False), SortSpec("rss", False)])
+def test_refreshing_by_changes_gives_the_same_rows_as_recomputing(sort: SortSpec) -> None:
+    """The incremental refresh (only changed instances) must equal a full recompute."""
+    from daemoneye.tui.fake_source import churn_delta, many_processes
+    from daemoneye.tui.logic.live import LiveProcesses
+
+    records = many_processes(600)
+    table = {r.key: r for r in records}
+    live = LiveProcesses()
+    live.reset(records)
+    view = ProcessView(new_for=2, ended_for=2)
+    view.sort = sort
+    view.filter = parse_filter("-user:alice")
+    now = FAKE_NOW
+    view.update(live.snapshot(), now)
+    view.rows(now)
+    for seq in range(1, 12):
+        now += 1
+        live.apply(churn_delta(table, seq, changed=60, added=4, removed=4))
+        view.update(live.snapshot(), now)
+        view.alerted = {record_key(records[seq]): "high"} if seq % 3 else {}
+        incremental = view.rows(now)
+        fresh = ProcessView(new_for=2, ended_for=2)
+        fresh._new_until, fresh._ended = dict(view._new_until), dict(view._ended)
+        fresh.records, fresh._generation = view.records, view._generation
+        fresh.sort, fresh.filter, fresh.alerted = view.sort, view.filter, view.alerted
+        assert incremental == fresh.rows(now)
+        assert view.changed is not None, "the refresh was incremental"

@@ -1,0 +1,1 @@
+"""DaemonEye dashboard themes, one TOML file each (package data, shipped in the wheel)."""
