@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             required=True)
     config_commands.add_parser("show", help="effective configuration with each value's source")
 
-    rules = commands.add_parser("rules", help="detection rules: list, show, validate, test")
+    rules = commands.add_parser(
+        "rules", help="detection rules: list, show, validate, test, enable, disable, reload")
     rules_commands = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND",
                                           required=True)
     rules_commands.add_parser("list", help="every rule with its source, overrides, hits and "
@@ -80,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         "test", help="run a rule (by id) or a file's rules over the store and print the "
                      "alerts they would raise, raising none")
     rules_test.add_argument("target", metavar="RULE-OR-FILE")
+    for verb, text in (("enable", "switch a rule on in the running daemon (admin)"),
+                       ("disable", "switch a rule off in the running daemon (admin)")):
+        switch = rules_commands.add_parser(verb, help=text)
+        switch.add_argument("rule_id", metavar="ID")
+    rules_commands.add_parser("reload", help="make the daemon re-read every rule directory "
+                                             "now (admin; exit 2 when a rule was refused)")
     _add_alert_commands(commands)
     return parser
 
@@ -169,6 +176,10 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig,
             return rules_cmd.validate_rule_file(ctx, args.file)
         if args.rules_command == "test":
             return rules_cmd.test_rules(ctx, args.target)
+        if args.rules_command in ("enable", "disable"):
+            return rules_cmd.set_rule_enabled(ctx, args.rule_id, args.rules_command == "enable")
+        if args.rules_command == "reload":
+            return rules_cmd.reload_rules(ctx)
     if args.command == "alerts":
         from daemoneye.commands import alerts as alerts_cmd
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from daemoneye.commands.common import Context, format_time, note
+from daemoneye.commands.common import Context, format_time, note, with_daemon
 from daemoneye.engine.evaluator import Evaluator
 from daemoneye.engine.rule_file import did_you_mean
 from daemoneye.engine.rule_loader import RuleSet, load_file, load_rules
 from daemoneye.errors import DaemonEyeError, QueryError, StoreError
-from daemoneye.models import Rule, RuleProblem, RuleStatus
+from daemoneye.ipc.client import DaemonClient
+from daemoneye.models import Rule, RuleProblem, RulesReload, RuleStatus
 from daemoneye.output import render
 from daemoneye.paths import BUILTIN_RULES_DIR
 from daemoneye.store.readonly import open_readonly
@@ -226,3 +227,33 @@ def _report(problems: tuple[RuleProblem, ...] | list[RuleProblem]) -> None:
     for problem in problems:
         file, line = problem.file, problem.line
         note(str(RuleProblem(where(file, 0), line, problem.rule_id, problem.message)))
+
+
+def set_rule_enabled(ctx: Context, rule_id: str, enabled: bool) -> int:
+    """`rules enable|disable ID`: an admin request to the running daemon (audited there). The
+    switch lasts until the daemon restarts; set `enabled` in the rule file to make it stay."""
+    async def ask(client: DaemonClient) -> RuleStatus:
+        if enabled:
+            return await client.rule_enable(rule_id)
+        return await client.rule_disable(rule_id)
+
+    status = with_daemon(ctx, ask)
+    state = "enabled" if status.rule.enabled else "disabled"
+    render(("id", "state", "source"),
+           [(status.rule.id, state, f"{status.rule.source_file}:{status.rule.source_line}")],
+           ctx.output, sys.stdout)
+    return 0
+
+
+def reload_rules(ctx: Context) -> int:
+    """`rules reload`: the daemon re-reads every rule directory now (as on a file change or
+    SIGHUP); exit 2 when a rule was refused (it keeps its last good version)."""
+    async def ask(client: DaemonClient) -> RulesReload:
+        return await client.rules_reload()
+
+    outcome = with_daemon(ctx, ask)
+    for problem in outcome.problems:
+        print(f"daemoneye: {problem}", file=sys.stderr)
+    render(("active", "refused"), [(outcome.active, len(outcome.problems))], ctx.output,
+           sys.stdout)
+    return 0 if outcome.accepted else 2

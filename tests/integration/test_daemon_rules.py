@@ -82,3 +82,23 @@ def test_a_clean_host_raises_no_builtin_alert_for_ordinary_work(harness: DaemonH
                          "AND pid IN (SELECT pid FROM processes WHERE ppid = "
                          f"{os.getpid()})")
     assert rows == []
+
+
+def test_rules_enable_disable_and_reload_through_the_daemon(harness: DaemonHarness) -> None:
+    harness.start()
+    tag, mark = uuid.uuid4().hex[:8], f"rule-marker-{uuid.uuid4().hex[:8]}"
+    rule_id = f"test.{tag}"
+    path = rules_dir(harness) / "mine.toml"
+    path.write_text(RULE.format(tag=tag, mark=mark))
+    reloaded = harness.cli("-o", "json", "rules", "reload", check=True)
+    assert json.loads(reloaded.stdout)[0]["refused"] == 0
+    off = harness.cli("-o", "json", "rules", "disable", rule_id, check=True)
+    assert json.loads(off.stdout)[0]["state"] == "disabled"
+    on = harness.cli("-o", "json", "rules", "enable", rule_id, check=True)
+    assert json.loads(on.stdout)[0]["state"] == "enabled"
+    path.write_text(RULE.format(tag=tag, mark=mark).replace('"high"', '"loud"'))
+    refused = harness.cli("rules", "reload")
+    assert refused.returncode == 2
+    assert "mine.toml" in refused.stderr and rule_id in refused.stderr
+    unknown = harness.cli("rules", "disable", "no.such.rule")
+    assert unknown.returncode != 0 and "no.such.rule" in unknown.stderr
