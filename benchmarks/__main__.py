@@ -23,7 +23,10 @@ from benchmarks import (
     cleanup,
     collector_bench,
     daemon_bench,
+    dashboard_section,
+    engine_bench,
     events_bench,
+    ipc_bench,
     pending,
     report,
     store_bench,
@@ -55,6 +58,13 @@ class Plan:
     events_count: int
     events_rounds: int
     events_spread_s: float
+    engine_ticks: int
+    ipc_sleepers: int
+    ipc_block_s: int
+    ipc_calls: int
+    dashboard_processes: int
+    dashboard_seconds: int
+    dashboard_runs: int
 
 
 def _plan(args: argparse.Namespace) -> Plan:
@@ -66,7 +76,10 @@ def _plan(args: argparse.Namespace) -> Plan:
                 daemon_window_s=8 if quick else 20, store_window_s=8 if quick else 60,
                 store_sleepers=5000, churn_per_s=2.0, store_ticks=3 if quick else 10,
                 events_count=1000, events_rounds=min(runs, 2 if quick else 3),
-                events_spread_s=4.0)
+                events_spread_s=4.0, engine_ticks=10 if quick else 30,
+                ipc_sleepers=1000 if quick else 5000, ipc_block_s=2 if quick else 5,
+                ipc_calls=300 if quick else 3000, dashboard_processes=10_000,
+                dashboard_seconds=2 if quick else 10, dashboard_runs=1 if quick else min(runs, 3))
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -147,6 +160,22 @@ class Suite:
                          lambda: events_bench.run(count=plan.events_count,
                                                   rounds=plan.events_rounds,
                                                   spread_s=plan.events_spread_s))
+        if self.wants("engine"):
+            self.guarded("engine", f"{engine_bench.RULES} rules at {engine_bench.LIVE} processes;"
+                         " rule save → active",
+                         lambda: engine_bench.run(ticks=plan.engine_ticks, fulls=plan.runs,
+                                                  reloads=plan.runs))
+        if self.wants("ipc"):
+            self.guarded("ipc", f"processes.get p99 and {ipc_bench.SUBSCRIBERS} subscribers' CPU "
+                         f"at {plan.ipc_sleepers} sleepers",
+                         lambda: ipc_bench.run(sleepers=plan.ipc_sleepers, blocks=plan.runs,
+                                               block_s=plan.ipc_block_s, calls=plan.ipc_calls))
+        if self.wants("dashboard"):
+            self.guarded("dashboard", f"first paint, key → repaint, RSS at "
+                         f"{plan.dashboard_processes} processes",
+                         lambda: dashboard_section.run(processes=plan.dashboard_processes,
+                                                       seconds=plan.dashboard_seconds,
+                                                       runs=plan.dashboard_runs))
         self.rows += [row for row in pending.rows() if self.wants(row.section)]
 
     def _at_size(self, size: int, cfloor: CFloor | None, top_reason: str | None,

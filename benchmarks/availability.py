@@ -16,6 +16,10 @@ def missing(module: str, attribute: str | None = None) -> str | None:
         return f"{module} fails to import: {error}"
     except Exception as error:  # someone else's half-written module
         return f"{module} fails to import: {type(error).__name__}: {error}"
+    if getattr(loaded, "__file__", None) is None:
+        # A directory without __init__.py imports as a namespace package (e.g. a data
+        # directory such as daemoneye/engine/rules/): that is no code, so not built.
+        return f"{module} is a directory, not a module: does not exist"
     if attribute is not None and not hasattr(loaded, attribute):
         return f"{module} has no {attribute}"
     return None

@@ -1,6 +1,8 @@
 """The dashboard with 10,000 processes refreshing every second (issue 5's speed targets).
 
-    .venv/bin/python -m benchmarks.dashboard_bench [--processes 10000] [--seconds 10]
+    .venv/bin/python -m benchmarks.dashboard_bench [--processes 10000] [--seconds 10] [--json PATH]
+
+(`--json` also writes the raw figures there: how the suite's `dashboard` section reads them.)
 
 Pilot-driven: a FakeSource serves N processes, then a delta every second (10 % of them change
 CPU and RSS, 0.2 % start, 0.2 % end). Measured:
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import os
 import statistics
 import time
@@ -200,8 +204,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.dashboard_bench")
     parser.add_argument("--processes", type=int, default=10_000)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--json", metavar="PATH", help="also write the raw figures there")
     args = parser.parse_args()
-    print(report(asyncio.run(run(args.processes, args.seconds))))
+    figures = asyncio.run(run(args.processes, args.seconds))
+    print(report(figures))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({**dataclasses.asdict(figures), "loadavg": os.getloadavg(),
+                       "cpus": os.cpu_count()}, out)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,12 @@ class Population:
             return 0
         return max(self._group.reap() - 1, 0)  # minus the anchor
 
+    def pids(self) -> list[int]:
+        """The sleepers' pids (the anchor excluded), as far as we know alive."""
+        if self._group is None:
+            return []
+        return sorted(self._group.live - {self._group.pgid})
+
     def close(self) -> None:
         """Kill and reap every sleeper, remove the temp tree, and verify nothing survived."""
         if self._group is not None:
