@@ -9,7 +9,7 @@
   of the matching blocks before and after, which cancels a slow drift of the host's load.
 
 The subscribers run in one child process (asyncio, one connection each), as in
-tests/integration/test_ipc_figures.py; the latency client in this process. Calls are cut into
+the IPC engineer's first figures script; the latency client in this process. Calls are cut into
 `blocks` consecutive chunks, each giving one p99, whence median and spread; the target is
 judged on the p99 of every call pooled.
 """
