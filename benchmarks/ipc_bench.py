@@ -8,8 +8,8 @@
   clients, with the 16, and without again; each block with clients is compared with the mean
   of the matching blocks before and after, which cancels a slow drift of the host's load.
 
-The subscribers run in one child process (asyncio, one connection each), as in
-the IPC engineer's first figures script; the latency client in this process. Calls are cut into
+The subscribers run in one child process (asyncio, one connection each); the latency client
+runs in this process. Calls are cut into
 `blocks` consecutive chunks, each giving one p99, whence median and spread; the target is
 judged on the p99 of every call pooled.
 """
