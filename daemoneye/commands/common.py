@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -35,6 +34,8 @@ from daemoneye import __version__
 from daemoneye.config import LoadedConfig
 from daemoneye.ipc.client import DaemonClient, DaemonUnavailable, ErrorCode, RpcError
 from daemoneye.store.readonly import ReadOnlyStore, open_readonly
+from daemoneye.units import format_bytes as format_bytes
+from daemoneye.units import format_time as format_time
 
 T = TypeVar("T")
 
@@ -108,25 +109,3 @@ def with_daemon(ctx: Context, rpc_call: RpcCall[T]) -> T:
 def note(message: str) -> None:
     """A diagnostic for the person at the terminal: stderr, never stdout."""
     print(f"daemoneye: {message}", file=sys.stderr)
-
-
-def format_bytes(count: int | None) -> str:
-    if count is None:
-        return ""
-    value = float(count)
-    for unit in ("B", "K", "M", "G", "T"):
-        if value < 1024 or unit == "T":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def format_time(ts: float | None, now: float | None = None) -> str:
-    """Clock time for today, date and time for anything older."""
-    if ts is None:
-        return ""
-    now = time.time() if now is None else now
-    local = time.localtime(ts)
-    if now - ts < 86400 and time.localtime(now).tm_yday == local.tm_yday:
-        return time.strftime("%H:%M:%S", local)
-    return time.strftime("%Y-%m-%d %H:%M", local)

@@ -1,7 +1,6 @@
 """How the dashboard writes numbers, times and hostile text.
 
-`format_bytes` and `format_time` match `daemoneye.commands.common` character for character (a
-test compares them); they are repeated here so the dashboard does not import the store layer.
+`format_bytes` and `format_time` are the CLI's (daemoneye.units), so both write alike.
 Everything that came from a process goes through `safe` or `cmd_cell`: control characters made
 visible, length capped before any work is done on it, so a 128 KiB command line costs nothing.
 """
@@ -13,32 +12,12 @@ import time
 from daemoneye.models import Alert, ProcessRecord
 from daemoneye.text import shorten, visible
 from daemoneye.tui.logic.glyphs import TIMES
+from daemoneye.units import format_bytes as format_bytes
+from daemoneye.units import format_time as format_time
 
 CMD_CELL_CHARS = 240  # a table cell never holds more of a command line than this
 DETAIL_TEXT_CHARS = 16 * 1024  # the detail pane's cap for one command line, path or title
 DASH = "—"
-
-
-def format_bytes(count: int | None) -> str:
-    """1536 → "1.5K" (binary units, like the CLI)."""
-    if count is None:
-        return ""
-    value = float(count)
-    for unit in ("B", "K", "M", "G", "T"):
-        if value < 1024 or unit == "T":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def format_time(ts: float | None, now: float) -> str:
-    """Clock time for today, date and time for anything older (like the CLI)."""
-    if ts is None:
-        return ""
-    local = time.localtime(ts)
-    if now - ts < 86400 and time.localtime(now).tm_yday == local.tm_yday:
-        return time.strftime("%H:%M:%S", local)
-    return time.strftime("%Y-%m-%d %H:%M", local)
 
 
 def format_started(ts: float, now: float) -> str:
