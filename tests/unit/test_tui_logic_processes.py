@@ -213,3 +213,43 @@ def test_refreshing_by_changes_gives_the_same_rows_as_recomputing(sort: SortSpec
         fresh.sort, fresh.filter, fresh.alerted = view.sort, view.filter, view.alerted
         assert incremental == fresh.rows(now)
         assert view.changed is not None, "the refresh was incremental"
+
+
+def test_incremental_rows_equal_rows_computed_from_scratch() -> None:
+    """Whatever mix of deltas, sorts, filters and tree toggles came before, the reused rows,
+    sort keys and tree rows are exactly those a fresh view computes."""
+    import random
+
+    from daemoneye.tui.fake_source import churn_delta, many_processes
+    from daemoneye.tui.logic.live import LiveProcesses
+    from daemoneye.tui.logic.sorting import SORTABLE
+
+    rnd = random.Random(1)
+    records = many_processes(300)
+    live = LiveProcesses()
+    live.reset(records)
+    shadow = {record.key: record for record in records}
+    view = ProcessView()
+    now = 0.0
+    view.update(live.snapshot(), now)
+    view.rows(now)
+    for step in range(150):
+        now += rnd.choice([0.0, 0.5, 1.0, 2.0])
+        choice = rnd.random()
+        if choice < 0.4:
+            live.apply(churn_delta(shadow, step + 1, changed=rnd.randint(0, 60),
+                                   added=rnd.randint(0, 4), removed=rnd.randint(0, 4)))
+            view.update(live.snapshot(), now)
+        elif choice < 0.55:
+            view.sort = view.sort.toggled(rnd.choice(SORTABLE))
+        elif choice < 0.7:
+            view.filter = parse_filter(rnd.choice(["", "ng", "user:root", "cpu>5", "sh"]))
+        elif choice < 0.8:
+            view.tree = not view.tree
+        if rnd.random() < 0.7:
+            got = view.rows(now)
+            fresh = ProcessView()
+            fresh._new_until, fresh._ended = dict(view._new_until), dict(view._ended)
+            fresh.records, fresh._generation = view.records, view._generation
+            fresh.sort, fresh.tree, fresh.filter = view.sort, view.tree, view.filter
+            assert got == fresh.rows(now), step

@@ -90,34 +90,52 @@ def children(key: str, records: Mapping[str, ProcessRecord]) -> list[ProcessReco
                    and r.start_time >= record.start_time), key=lambda r: r.pid)
 
 
-def tree_order(records: Mapping[str, ProcessRecord],
-               sort: SortSpec) -> list[tuple[str, ProcessRecord, str]]:
+def tree_order(records: Mapping[str, ProcessRecord], sort: SortSpec,
+               ordered_keys: Iterable[str] | None = None) -> list[tuple[str, ProcessRecord, str]]:
     """Depth-first by parent, siblings in `sort` order; each row key and record with its
-    tree guide ("├─", …)."""
+    tree guide ("├─", …). `ordered_keys`, when the caller has them, are the keys of `records`
+    already in `sort` order."""
     parent_of = _parents(records)
     children_of: dict[str, list[Item]] = {}
     roots: list[Item] = []
+    items: Iterable[Item] = (sort_items(records.items(), sort) if ordered_keys is None
+                             else ((key, records[key]) for key in ordered_keys))
     # One global sort; bucketing keeps every sibling list in that order.
-    for item in sort_items(records.items(), sort):
-        parent = parent_of.get(item[0])
+    parent_get, children_get = parent_of.get, children_of.get
+    for item in items:
+        parent = parent_get(item[0])
         if parent is None:
             roots.append(item)
         else:
-            children_of.setdefault(parent, []).append(item)
+            kids = children_get(parent)
+            if kids is None:
+                children_of[parent] = [item]
+            else:
+                kids.append(item)
     ordered: list[tuple[str, ProcessRecord, str]] = []
+    append = ordered.append
     # (item, guide of its ancestors, is last sibling, depth)
     stack: list[tuple[Item, str, bool, int]] = [(item, "", True, 0) for item in reversed(roots)]
+    pop, push, extend = stack.pop, stack.append, stack.extend
     placed: set[str] = set()
+    place = placed.add
     while stack:
-        (key, record), lead, last, depth = stack.pop()
+        item, lead, last, depth = pop()
+        key = item[0]
         if key in placed:
             continue
-        placed.add(key)
-        ordered.append((key, record, "" if depth == 0 else lead + ("└─" if last else "├─")))
-        kids = children_of.get(key, ())
-        below = "" if depth == 0 else lead + ("  " if last else "│ ")
-        for index in range(len(kids) - 1, -1, -1):
-            stack.append((kids[index], below, index == len(kids) - 1, depth + 1))
+        place(key)
+        if depth:
+            append((key, item[1], lead + ("└─" if last else "├─")))
+            below = lead + ("  " if last else "│ ")
+        else:
+            append((key, item[1], ""))
+            below = ""
+        kids = children_get(key)
+        if kids:
+            deeper = depth + 1
+            push((kids[-1], below, True, deeper))
+            extend([(kid, below, False, deeper) for kid in kids[-2::-1]])
     return ordered
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from daemoneye.filters import ProcessFilter, parse_filter
@@ -74,7 +75,10 @@ class ProcessView:
         self._generation = 0
         self._new_until: dict[str, float] = {}
         self._ended: dict[str, tuple[ProcessRecord, float]] = {}
+        # Row caches by key: one for plain rows (the list, tree roots), one for rows under a
+        # tree guide, so switching between list and tree finds both ready.
         self._rows: dict[str, tuple[ProcessRecord, str, str, str, RowView]] = {}
+        self._guided: dict[str, tuple[ProcessRecord, str, str, str, RowView]] = {}
         self._plain: dict[str, tuple[ProcessRecord, tuple[Cell, ...]]] = {}
         self._lineage: Lineage | None = None
         # The incremental state: shown keys in order, and per key its sort key and row.
@@ -83,9 +87,14 @@ class ProcessView:
         self._order: list[str] = []
         self._sort_key: dict[str, tuple[Any, int]] = {}
         self._row_of: dict[str, RowView] = {}
+        # The tree guide of each row in `_row_of` ("" when absent): a row not touched since
+        # and under the same guide is reused as it is.
+        self._guide_of: dict[str, str] = {}
         # After rows(): the rows that changed by key (None: no longer shown), or None when
         # everything was recomputed. Lets the table skip comparing the unchanged rows.
         self.changed: dict[str, RowView | None] | None = None
+        self._tree_guides: dict[str, str] = {}
+        self._keys_sort: SortSpec | None = None  # the sort `_sort_key` was computed for
 
     # -- what is shown, and how -------------------------------------------------------------
     @property
@@ -149,7 +158,8 @@ class ProcessView:
                 del self._ended[key]
         if baseline:
             self._everything = True
-        elif not self._everything:
+            self._row_of, self._guide_of, self._keys_sort = {}, {}, None
+        else:
             touched = self._touched
             touched.update(added)
             touched.update(gone)
@@ -224,11 +234,13 @@ class ProcessView:
         if full:
             self.changed = None
             self._row_of = {row.key: row for row in rows}
+            self._guide_of = self._tree_guides
         self._touched.clear()
         self._everything = False
         if len(self._rows) > 2 * len(self.records) + 64:
             shown = self.shown_records()
             self._rows = {k: v for k, v in self._rows.items() if k in shown}
+            self._guided = {k: v for k, v in self._guided.items() if k in shown}
             self._plain = {k: v for k, v in self._plain.items() if k in shown}
         return rows
 
@@ -259,16 +271,41 @@ class ProcessView:
             matching = [item for item in matching if matches(item[1], alerted)]
         if self._tree:
             subset = shown if self._filter.empty else with_ancestors(matching, shown)
-            ordered = tree_order(subset, self._sort)
-            self._order, self._sort_key = [], {}
+            ordered = tree_order(subset, self._sort, self._sorted_keys(subset))
+            self._order = []
+            self._tree_guides = {key: guide for key, _, guide in ordered if guide}
         else:
-            sort_key = self._sort_key_of()
-            keys = {key: sort_key(record) for key, record in matching}
-            order = sorted(keys, key=keys.__getitem__, reverse=self._reverse)
-            self._order, self._sort_key = order, keys
+            self._tree_guides = {}
+            order = self._sorted_keys(shown if self._filter.empty else dict(matching))
+            self._order = order
             ordered = [(key, shown[key], "") for key in order]
-        row = self._row
-        return [row(key, record, guide, now) for key, record, guide in ordered]
+        # Rows not touched since the last refresh and under the same guide are reused as they
+        # are; the others go through the row caches.
+        row, touched = self._row, self._touched
+        reuse, guide_of = self._row_of.get, self._guide_of.get
+        rows: list[RowView] = []
+        append = rows.append
+        for key, record, guide in ordered:
+            reused = reuse(key)
+            if reused is None or key in touched or guide_of(key, "") != guide:
+                reused = row(key, record, guide, now)
+            append(reused)
+        return rows
+
+    def _sorted_keys(self, records: Mapping[str, ProcessRecord]) -> list[str]:
+        """The keys of `records` in sort order, on the cached sort keys where still valid."""
+        keys, touched = self._sort_key, self._touched
+        if self._keys_sort != self._sort or len(keys) > 2 * len(records) + 64:
+            keys = {}
+        for key in touched:  # a changed key not sorted now must not keep its old sort key
+            if key not in records:
+                keys.pop(key, None)
+        sort_key = self._sort_key_of()
+        for key, record in records.items():
+            if key in touched or key not in keys:
+                keys[key] = sort_key(record)
+        self._sort_key, self._keys_sort = keys, self._sort
+        return sorted(records, key=keys.__getitem__, reverse=self._reverse)
 
     def _changed_rows(self, now: float) -> list[RowView]:
         touched, row_of = self._touched, self._row_of
@@ -296,7 +333,8 @@ class ProcessView:
     def _row(self, key: str, record: ProcessRecord, guide: str, now: float) -> RowView:
         status = "ended" if key in self._ended else "new" if key in self._new_until else ""
         severity = self._alerted.get(key, "")
-        cached = self._rows.get(key)
+        cache = self._guided if guide else self._rows
+        cached = cache.get(key)
         if (cached is not None and cached[0] is record and cached[1] == status
                 and cached[2] == guide and cached[3] == severity):
             return cached[4]
@@ -306,7 +344,7 @@ class ProcessView:
                                          and _same_identity(plain[0], record) else None, now))
             self._plain[key] = plain
         row = RowView(key, process_cells(record, status, guide, severity, plain[1]))
-        self._rows[key] = (record, status, guide, severity, row)
+        cache[key] = (record, status, guide, severity, row)
         return row
 
 
@@ -351,10 +389,16 @@ def process_cells(record: ProcessRecord, status: str, guide: str, severity: str,
         mark = _BLANK
     cells = list(plain)
     if guide:
-        cells[5] = Cell(guide + safe_cell(record.name, max(4, NAME_WIDTH - len(guide))))
+        cells[5] = Cell(guide + _short_name(record.name, max(4, NAME_WIDTH - len(guide))))
     if status:  # "new" or "ended" tones the whole row
         cells = [cell._replace(tone=status) for cell in cells]
     return (mark, *cells)
 
 
 _BLANK = Cell(" ")
+
+
+@lru_cache(maxsize=8192)
+def _short_name(name: str, width: int) -> str:
+    """`safe_cell` of a name beside a tree guide: names repeat, and the tree needs thousands."""
+    return safe_cell(name, width)

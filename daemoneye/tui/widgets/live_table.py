@@ -157,7 +157,7 @@ class LiveTable(ScrollView, can_focus=True):
             for row in ops.added:
                 self._cells[row.key] = row.cells
             if ops.removed or ops.added or ops.order is not None:
-                self._order = [row.key for row in rows]
+                self._order = ops.order if ops.order is not None else [row.key for row in rows]
                 self._index = {key: index for index, key in enumerate(self._order)}
                 self.virtual_size = Size(self.size.width, len(self._order) + 1)
             self._restore_cursor(cursor_key)
