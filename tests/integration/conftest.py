@@ -124,3 +124,31 @@ def sleeper() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         if child.poll() is None:
             child.kill()
         child.wait()
+
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
+                   "ALL_PROXY")
+
+
+@pytest.fixture
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local HTTP servers must be reached directly, whatever proxy the machine has."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def steer_pid_reuse(pid: int, start: Callable[[], subprocess.Popen[bytes]],
+                    attempts: int = 50) -> subprocess.Popen[bytes]:
+    """Start a process that gets `pid` again (root only: via ns_last_pid); skips the test
+    when the kernel will not let us steer or another process keeps taking the pid."""
+    for _attempt in range(attempts):
+        try:
+            Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+        except OSError as exc:
+            pytest.skip(f"cannot steer pid allocation here: {exc}")
+        child = start()
+        if child.pid == pid:
+            return child
+        child.kill()
+        child.wait()
+    pytest.skip("another process kept taking the pid")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import DaemonHarness, wait_for
+from tests.integration.conftest import DaemonHarness, steer_pid_reuse, wait_for
 
 
 def marker() -> str:
@@ -217,17 +217,7 @@ def test_reused_pid_is_a_new_instance(harness: DaemonHarness, sleeper) -> None: 
     wait_for(lambda: harness.query(
         f"SELECT 1 FROM processes WHERE pid = {first.pid} AND ended_at IS NOT NULL"),
         "the first instance to end")
-    for _attempt in range(50):
-        try:
-            Path("/proc/sys/kernel/ns_last_pid").write_text(str(first.pid - 1))
-        except OSError as exc:
-            pytest.skip(f"cannot steer pid allocation here: {exc}")
-        second = sleeper(marker())
-        if second.pid == first.pid:
-            break
-        second.kill()
-    else:
-        pytest.skip("another process kept taking the pid")
+    steer_pid_reuse(first.pid, lambda: sleeper(marker()))
     rows = wait_for(lambda: (r := harness.query(
         f"SELECT start_time, ended_at FROM processes WHERE pid = {first.pid} "
         "ORDER BY start_time")) and len(r) == 2 and r, "two instances of one pid")

@@ -33,7 +33,7 @@ from daemoneye.ipc.client import (
     apply_delta,
 )
 from daemoneye.models import Alert, DaemonStatus, ProcessesDelta, ProcessKey, ProcessRecord
-from tests.integration.conftest import DEADLINE_S, wait_for
+from tests.integration.conftest import DEADLINE_S, steer_pid_reuse, wait_for
 from tests.integration.ipc_support import (  # noqa: F401
     IpcHarness,
     admin_entries,
@@ -228,17 +228,7 @@ def test_a_reused_pid_is_never_signalled(ipc: IpcHarness, sleeper: Sleeper) -> N
     record = ipc.run(seen)
     first.kill()
     first.wait()
-    for _attempt in range(50):
-        try:
-            Path("/proc/sys/kernel/ns_last_pid").write_text(str(first.pid - 1))
-        except OSError as exc:
-            pytest.skip(f"cannot steer pid allocation here: {exc}")
-        second = sleeper(marker())
-        if second.pid == first.pid:
-            break
-        second.kill()
-    else:
-        pytest.skip("another process kept taking the pid")
+    second = steer_pid_reuse(first.pid, lambda: sleeper(marker()))
 
     async def signal_old(client: DaemonClient) -> None:
         await expect_error(

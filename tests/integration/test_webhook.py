@@ -24,17 +24,7 @@ from tests.integration.webhook_receiver import Receiver, serve
 FAST = DeliveryPolicy(max_attempts=50, backoff_base_s=0.02, backoff_max_s=0.2, poll_interval_s=0.05)
 
 
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "http_proxy",
-        "https_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_proxy")
 
 
 @pytest.fixture
