@@ -181,7 +181,7 @@ class Daemon:
                     next_tick = now
             if self._reload_requested:
                 self._reload_requested = False
-                self._reload()
+                await self._reload()
             if self._events_pending or self.collection.events_pending:
                 self._events_pending = False
                 # Coalesce a burst into one transaction; well inside the latency budget.
@@ -224,11 +224,14 @@ class Daemon:
         self._events_pending = True
         self._wake.set()
 
-    def _reload(self) -> None:
-        """Validate-then-swap: a broken config file leaves the running config untouched."""
+    async def _reload(self) -> None:
+        """Validate-then-swap: a broken config file leaves the running config untouched. The
+        files are read and the worker is waited for off the event loop, so IPC clients are
+        served meanwhile."""
+        loop = asyncio.get_running_loop()
         self.notifier.reloading()
         try:
-            new = self._reload_config()
+            new = await loop.run_in_executor(None, self._reload_config)
         except DaemonEyeError as exc:
             log.error("configuration reload refused, keeping the running configuration: %s", exc)
             self.notifier.status("configuration reload refused")
@@ -239,11 +242,11 @@ class Daemon:
         self.loaded = LoadedConfig(config=new.config, paths=self.loaded.paths,
                                    settings=new.settings, files_read=new.files_read)
         apply_log_level(new.config.daemon.log_level)
-        self._worker.submit(self.collection.reconfigure, new.config).result()
+        await loop.run_in_executor(self._worker, self.collection.reconfigure, new.config)
         if self.delivery is not None:
             self.delivery.reopen()  # logrotate: file sinks open their path again
         if self.collection.engine is not None:
-            self._worker.submit(self.engine.load).result()
+            await loop.run_in_executor(self._worker, self.engine.load)
         log.info("configuration reloaded from %s",
                  ", ".join(map(str, new.files_read)) or "defaults and environment")
         self.notifier.status("configuration reloaded")
