@@ -78,6 +78,9 @@ def test_a_clean_host_raises_no_builtin_alert_for_ordinary_work(harness: DaemonH
                  ["env"], ["ps", "aux"]):
         subprocess.run(argv, capture_output=True, check=False)
     harness.wait_ticks(3)
+    # The absence of alerts only means something while the built-in pack is live.
+    status = json.loads(harness.cli("-o", "json", "health", check=True).stdout)[0]
+    assert status["rules_enabled"] >= 25, status
     rows = harness.query(f"SELECT rule_id, title FROM alerts WHERE first_seen >= {started!r} "
                          "AND pid IN (SELECT pid FROM processes WHERE ppid = "
                          f"{os.getpid()})")
