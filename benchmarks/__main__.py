@@ -58,6 +58,9 @@ class Plan:
     events_count: int
     events_rounds: int
     events_spread_s: float
+    exec_rate: float
+    exec_seconds: float
+    exec_runs: int
     engine_ticks: int
     ipc_sleepers: int
     ipc_block_s: int
@@ -76,7 +79,8 @@ def _plan(args: argparse.Namespace) -> Plan:
                 daemon_window_s=8 if quick else 20, store_window_s=8 if quick else 60,
                 store_sleepers=5000, churn_per_s=2.0, store_ticks=3 if quick else 10,
                 events_count=1000, events_rounds=min(runs, 2 if quick else 3),
-                events_spread_s=4.0, engine_ticks=10 if quick else 30,
+                events_spread_s=4.0, exec_rate=2000.0, exec_seconds=3.0 if quick else 10.0,
+                exec_runs=min(runs, 2 if quick else 3), engine_ticks=10 if quick else 30,
                 ipc_sleepers=1000 if quick else 5000, ipc_block_s=2 if quick else 5,
                 ipc_calls=300 if quick else 3000, dashboard_processes=10_000,
                 dashboard_seconds=2 if quick else 10, dashboard_runs=1 if quick else min(runs, 3))
@@ -160,6 +164,11 @@ class Suite:
                          lambda: events_bench.run(count=plan.events_count,
                                                   rounds=plan.events_rounds,
                                                   spread_s=plan.events_spread_s))
+            self.guarded("events", f"daemon under {plan.exec_rate:g} exec/s for "
+                         f"{plan.exec_seconds:g} s",
+                         lambda: events_bench.run_sustained(rate=plan.exec_rate,
+                                                            seconds=plan.exec_seconds,
+                                                            runs=plan.exec_runs))
         if self.wants("engine"):
             self.guarded("engine", f"{engine_bench.RULES} rules at {engine_bench.LIVE} processes;"
                          " rule save → active",

@@ -1,22 +1,37 @@
-"""Kernel process events against the poller: of N processes that each live 1-5 ms, how many
-does each see? The event source (`daemoneye.collector.events.ProcEventSource`) and a
-`ProcScanner` polling every second run side by side in the same rounds, on the same processes.
+"""Kernel process events: capture of short-lived processes against the poller, and the real
+daemon's cost under a sustained exec load.
+
+Capture: of N processes that each live 1-5 ms, how many does each see? The event source
+(`daemoneye.collector.events.ProcEventSource`) and a `ProcScanner` polling every second run
+side by side in the same rounds, on the same processes.
 
 Children are reaped the moment they exit (a reaper thread blocked in waitpid), as a shell
 reaps its jobs: a zombie left in /proc would be "seen" by the poller long after it exited.
 
 Captured means: for events, an exec event for the pid, and "with details" when that event also
 carries the executable (not partial); for the poller, the pid appeared as a new process.
+
+Sustained load (`run_sustained`): a C generator (benchmarks/execload.c) fork+execs /bin/true at
+a steady rate against a real root daemon in a temp dir; the daemon's CPU is read from
+/proc/<pid>/stat over the load window, lost and dropped events from the health it writes.
 """
 
 from __future__ import annotations
 
+import os
+import statistics
 import threading
 import time
 from typing import Any
 
+import apsw
+
+from benchmarks import store_probe
 from benchmarks.availability import missing
-from benchmarks.model import NOT_BUILT, SKIPPED, Row, status_row
+from benchmarks.daemon_runner import DaemonFailed, DaemonProcess
+from benchmarks.execload import PROGRAM, ExecLoad
+from benchmarks.model import FAILED, MET, MISSED, NOT_BUILT, SKIPPED, Row, judge, status_row
+from benchmarks.procstat import cpu_seconds
 from benchmarks.spawn import SLEEP, ProcessGroup, assert_none_marked, new_token
 from benchmarks.stats import paired_ratios, summarize
 
@@ -130,3 +145,148 @@ def run(*, count: int, rounds: int, spread_s: float) -> tuple[list[Row], dict[st
             "% seen", note="exec event carrying the executable (read before the process exited)"),
     ]
     return rows, {"count": count, "spread_s": spread_s, "rounds": results}
+
+
+# -- sustained exec load against the real daemon -------------------------------------------
+
+CPU_LIMIT_PERCENT = 25.0
+_SETTLE_S = 2.0  # after a run: the daemon drains its queue and writes the next health report
+_HEALTH_WAIT_S = 10.0
+
+
+def run_sustained(*, rate: float, seconds: float, runs: int) -> tuple[list[Row], dict[str, Any]]:
+    """A real daemon (root, kernel events on) against `rate` fork+execs a second of /bin/true
+    for `seconds`, `runs` times: the rate achieved, the daemon's CPU over the load window, and
+    the events it lost or dropped. The generator's own CPU (fork and reap, in C) is the
+    same-run reference."""
+    metric = f"sustained {rate:g} exec/s"
+    reason = missing("daemoneye.daemon.lifecycle", "Daemon") or missing(
+        "daemoneye.collector.netlink", "probe")
+    if reason is not None:
+        return [status_row(SECTION, metric, NOT_BUILT, reason)], {}
+    if os.geteuid() != 0:
+        return [status_row(SECTION, metric, SKIPPED, "needs root: kernel process events are "
+                           "root-only, and without them this measures the poller")], {}
+    from daemoneye.collector.netlink import probe
+
+    reason = probe()
+    if reason is not None:
+        return [status_row(SECTION, metric, SKIPPED, f"no process connector: {reason}")], {}
+    load = ExecLoad()
+    try:
+        if load.unavailable is not None:
+            return [status_row(SECTION, metric, SKIPPED, load.unavailable)], {}
+        return _sustained(load, rate, seconds, runs)
+    finally:
+        load.close()
+
+
+def _sustained(load: ExecLoad, rate: float, seconds: float,
+               runs: int) -> tuple[list[Row], dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    with DaemonProcess(interval=1.0) as daemon:
+        try:
+            daemon.wait_ready()
+        except DaemonFailed as failed:
+            return [status_row(SECTION, f"sustained {rate:g} exec/s", FAILED, str(failed))], {}
+        time.sleep(_SETTLE_S)
+        for _ in range(runs):
+            results.append(_sustained_round(load, daemon, rate, seconds))
+            time.sleep(_SETTLE_S)
+    return _sustained_rows(results, rate), {"rate": rate, "seconds": seconds, "rounds": results}
+
+
+def _sustained_round(load: ExecLoad, daemon: DaemonProcess, rate: float,
+                     seconds: float) -> dict[str, Any]:
+    before = _fresh_health(daemon, after=0.0)
+    token = new_token("execload")
+    group = ProcessGroup(token, lifetime_s=int(seconds) + 120)
+    try:
+        cpu_before = cpu_seconds(daemon.pid)
+        pid, report = load.start(group, rate, seconds)
+        run = load.finish(group, pid, report)
+        cpu_window = cpu_seconds(daemon.pid) - cpu_before
+        ended_at = time.time()
+        # What the daemon still spends after the load stops is work the load caused.
+        time.sleep(_SETTLE_S)
+        cpu_spill = cpu_seconds(daemon.pid) - cpu_before - cpu_window
+        daemon.check_alive()
+    finally:
+        group.kill_all()
+        assert_none_marked(token, "exec-load processes")
+    after = _fresh_health(daemon, after=ended_at)
+    recorded, partial = _recorded_execs(daemon, run.pid)
+    return {
+        "started": run.started, "failed": run.failed, "skipped": run.skipped,
+        "elapsed_s": run.elapsed_s, "rate": run.rate,
+        "generator_cpu_percent": run.own_cpu_percent,
+        "children_cpu_percent": 100.0 * run.children_cpu_s / run.elapsed_s,
+        "daemon_cpu_percent": 100.0 * cpu_window / run.elapsed_s,
+        "daemon_cpu_after_s": cpu_spill,
+        "daemon_us_per_exec": 1e6 * (cpu_window + cpu_spill) / max(run.started, 1),
+        "lost": after["events_lost_total"] - before["events_lost_total"],
+        "dropped": after["events_dropped_total"] - before["events_dropped_total"],
+        "recorded": recorded, "recorded_partial": partial,
+    }
+
+
+def _fresh_health(daemon: DaemonProcess, *, after: float) -> dict[str, Any]:
+    """The daemon's health report (written every tick), once one newer than `after` exists."""
+    deadline = time.monotonic() + _HEALTH_WAIT_S
+    while True:
+        health = store_probe.health(daemon.db)
+        if health is not None and health["updated_at"] > after:
+            return health
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no health report newer than {after} from the daemon")
+        daemon.check_alive()
+        time.sleep(0.2)
+
+
+def _recorded_execs(daemon: DaemonProcess, generator_pid: int) -> tuple[int, int]:
+    """Exec events in the daemon's store whose parent is the generator (and the partial ones
+    among them: the child was gone before its details could be read)."""
+    conn = apsw.Connection(str(daemon.db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        conn.set_busy_timeout(5000)
+        total, partial = conn.execute(
+            "SELECT count(*), coalesce(sum(partial), 0) FROM process_events "
+            "WHERE kind = 'exec' AND ppid = ?", (generator_pid,)).fetchone()
+    finally:
+        conn.close()
+    return int(total), int(partial)
+
+
+def _sustained_rows(results: list[dict[str, Any]], rate: float) -> list[Row]:
+    def of(key: str) -> list[float]:
+        return [float(result[key]) for result in results]
+    achieved = summarize(of("rate"))
+    daemon_cpu = summarize(of("daemon_cpu_percent"))
+    ratio = summarize(paired_ratios(of("daemon_cpu_percent"), of("generator_cpu_percent")))
+    lost = sum(result["lost"] for result in results)
+    dropped = sum(result["dropped"] for result in results)
+    started = sum(result["started"] for result in results)
+    recorded = sum(result["recorded"] for result in results)
+    partial = sum(result["recorded_partial"] for result in results)
+    rate_verdict = MET if achieved.median >= 0.98 * rate else MISSED
+    label = f"sustained {rate:g} exec/s"
+    cpu_target = f"≤ {CPU_LIMIT_PERCENT:g} % at ≥ {rate:g}/s"
+    cpu_verdict = judge(daemon_cpu.median, CPU_LIMIT_PERCENT) if rate_verdict == MET else MISSED
+    children = statistics.median(of("children_cpu_percent"))
+    return [
+        Row(SECTION, f"{label}: rate achieved", None, achieved, "exec/s",
+            target=f"≥ {0.98 * rate:g}/s", verdict=rate_verdict,
+            note=f"fork+exec of {PROGRAM} from a C generator; the children themselves used "
+                 f"{children:.0f} % of a core"),
+        Row(SECTION, f"{label}: daemon CPU", None, daemon_cpu, "% core",
+            "generator CPU", ratio, cpu_target, cpu_verdict,
+            note=(f"{statistics.median(of('daemon_us_per_exec')):.0f} µs of daemon CPU per exec "
+                  "(window plus what it spent after the load stopped); generator (fork + reap) "
+                  f"{statistics.median(of('generator_cpu_percent')):.1f} %"
+                  + ("" if rate_verdict == MET else "; rate not reached, so not judged met"))),
+        Row(SECTION, f"{label}: events lost + dropped", None,
+            summarize([float(r["lost"] + r["dropped"]) for r in results]), "events",
+            target="0", verdict=MET if lost + dropped == 0 else MISSED,
+            note=f"lost {lost}, dropped {dropped} (daemon health); {recorded} of {started} "
+                 f"execs recorded ({partial} partial: gone before /proc was read)"),
+    ]
