@@ -77,13 +77,15 @@ class TimedApp(DaemonEyeApp):
             self.frames.append((time.perf_counter(), time.process_time()))
 
     def on_processes_changed(self, message: ProcessesChanged) -> None:
+        """Starts the clock only. Textual calls every class's handler along the MRO, so
+        DaemonEyeApp's own handler runs right after this one; calling it here too would
+        apply each delta twice."""
         started, cpu_started = time.perf_counter(), time.process_time()
 
         def done() -> None:
             self.apply_ms.append((time.perf_counter() - started) * 1000)
             self.apply_cpu_ms.append((time.process_time() - cpu_started) * 1000)
 
-        super().on_processes_changed(message)
         self.call_after_refresh(done)
 
 

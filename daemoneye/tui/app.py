@@ -8,7 +8,6 @@ only place live state changes, and screens watch the app's reactives to render i
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import os
 import shlex
@@ -19,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import ClassVar
 
+from textual import events
 from textual.app import App, SuspendNotSupported, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.notifications import SeverityLevel
@@ -29,6 +29,7 @@ from textual.theme import BUILTIN_THEMES
 from daemoneye.errors import DaemonEyeError
 from daemoneye.models import Alert, DaemonStatus, RuleStatus
 from daemoneye.tui.feed import Feed
+from daemoneye.tui.gc_policy import CollectionPolicy
 from daemoneye.tui.logic.alerts import open_counts
 from daemoneye.tui.logic.connection import ConnectionState, Part, header_parts
 from daemoneye.tui.logic.history import SampleHistory
@@ -53,7 +54,6 @@ from daemoneye.tui.source import DashboardSource
 from daemoneye.tui.themes import DEFAULT_THEME, builtin_theme_dir, load_themes, semantic_defaults
 
 log = logging.getLogger(__name__)
-GC_THRESHOLD = (50_000, 100, 100)
 
 Clock = Callable[[], float]
 EditorRunner = Callable[[Sequence[str]], int]
@@ -99,6 +99,7 @@ class DaemonEyeApp(App[None]):
         self.source = source
         self.clock = clock
         self.history = SampleHistory()
+        self.gc_policy = CollectionPolicy()
         self.editor = editor
         self.tick_s = tick_s
         self._remember_theme = remember_theme
@@ -143,10 +144,7 @@ class DaemonEyeApp(App[None]):
 
     # -- lifecycle --------------------------------------------------------------------------
     def on_mount(self) -> None:
-        # A refresh allocates thousands of short-lived cells: with the default thresholds
-        # (700, 10, 10) the collector ran several times per refresh and walked the whole heap
-        # every few seconds, which at 10,000 processes cost more than the refresh itself.
-        gc.set_threshold(*GC_THRESHOLD)
+        self.gc_policy.start()
         self._theme_ready = True
         for problem in self._startup_problems:
             self.notify(problem, severity="warning", timeout=10)
@@ -155,22 +153,26 @@ class DaemonEyeApp(App[None]):
                         exclusive=True)
 
     async def on_unmount(self) -> None:
+        self.gc_policy.stop()
         await self.source.close()
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key | events.MouseDown | events.MouseScrollDown
+                      | events.MouseScrollUp):
+            self.gc_policy.input_seen()
+        await super().on_event(event)
 
     def now(self) -> float:
         return self.clock()
 
     # -- the only place live state changes ------------------------------------------------
     def on_processes_changed(self, message: ProcessesChanged) -> None:
-        first = not self.process_set.records
-        self.history.record(message.process_set.records)
+        self.history.record(message.process_set.records,
+                            message.process_set.changed_since(self.process_set))
         self.process_set = message.process_set
         self.connection = dataclasses.replace(self.connection, last_data=self.now())
         self._update_header()
-        if first and message.process_set.records:
-            # The live set is now most of the heap and lives long: keep the collector from
-            # walking it again and again (a full collection at 10,000 processes took ~100 ms).
-            self.call_after_refresh(gc.freeze)
+        self.gc_policy.set_applied()  # last: the watchers above have updated the screens
 
     def on_alert_raised(self, message: AlertRaised) -> None:
         # Coalesced: a burst of alerts costs one copy of the alert map per frame.

@@ -11,6 +11,7 @@ import pytest
 from daemoneye.filters import parse_filter
 from daemoneye.models import ProcessKey, ProcessRecord
 from daemoneye.tui.fake_source import FAKE_NOW, hostile_processes, proc, sample_processes
+from daemoneye.tui.logic.cells import RowView
 from daemoneye.tui.logic.glyphs import TIMES
 from daemoneye.tui.logic.keys import parse_row_key, record_key, row_key
 from daemoneye.tui.logic.lineage import ancestry, children, tree_order, with_ancestors
@@ -151,8 +152,8 @@ def test_an_alerted_process_is_marked_in_text_not_only_colour() -> None:
 def test_unchanged_records_reuse_their_row() -> None:
     view = ProcessView()
     view.update(process_set(sample_processes()), FAKE_NOW)
-    first = {r.key: r for r in view.rows(FAKE_NOW)}
-    second = {r.key: r for r in view.rows(FAKE_NOW)}
+    first = {r.key: r.cells for r in view.rows(FAKE_NOW)}
+    second = {r.key: r.cells for r in view.rows(FAKE_NOW)}
     assert all(first[key] is second[key] for key in first)
 
 
@@ -216,8 +217,9 @@ def test_refreshing_by_changes_gives_the_same_rows_as_recomputing(sort: SortSpec
 
 
 def test_incremental_rows_equal_rows_computed_from_scratch() -> None:
-    """Whatever mix of deltas, sorts, filters and tree toggles came before, the reused rows,
-    sort keys and tree rows are exactly those a fresh view computes."""
+    """Whatever mix of deltas, sorts, filters, alerts and tree toggles came before, the order,
+    and the rows a table kept (all but those named as changed), are exactly those a fresh view
+    computes."""
     import random
 
     from daemoneye.tui.fake_source import churn_delta, many_processes
@@ -232,7 +234,7 @@ def test_incremental_rows_equal_rows_computed_from_scratch() -> None:
     view = ProcessView()
     now = 0.0
     view.update(live.snapshot(), now)
-    view.rows(now)
+    drawn = {row.key: row.cells for row in view.rows(now)}
     for step in range(150):
         now += rnd.choice([0.0, 0.5, 1.0, 2.0])
         choice = rnd.random()
@@ -246,10 +248,20 @@ def test_incremental_rows_equal_rows_computed_from_scratch() -> None:
             view.filter = parse_filter(rnd.choice(["", "ng", "user:root", "cpu>5", "sh"]))
         elif choice < 0.8:
             view.tree = not view.tree
+        elif choice < 0.9 and view.records:
+            view.alerted = {key: rnd.choice(["high", "low"])
+                            for key in rnd.sample(sorted(view.records), 3)}
         if rnd.random() < 0.7:
-            got = view.rows(now)
+            order = view.order(now)
+            # What a table keeps: the cells it pulled, minus the keys named as changed.
+            if view.changed is None:
+                drawn.clear()
+            for key in view.changed or ():
+                drawn.pop(key, None)
+            got = [RowView(key, drawn.setdefault(key, view.cells(key))) for key in order]
             fresh = ProcessView()
             fresh._new_until, fresh._ended = dict(view._new_until), dict(view._ended)
             fresh.records, fresh._generation = view.records, view._generation
             fresh.sort, fresh.tree, fresh.filter = view.sort, view.tree, view.filter
+            fresh.alerted = view.alerted
             assert got == fresh.rows(now), step

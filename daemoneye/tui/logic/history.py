@@ -8,7 +8,7 @@ process is filled forward when read), into fixed float32 rings.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from daemoneye.models import ProcessRecord
 
@@ -65,17 +65,26 @@ class SampleHistory:
     def __len__(self) -> int:
         return len(self._series)
 
-    def record(self, records: Mapping[str, ProcessRecord]) -> None:
-        """One update: sample every record that changed; forget instances that are gone."""
+    def record(self, records: Mapping[str, ProcessRecord],
+               changed: Iterable[str] | None = None) -> None:
+        """One update: sample every record that changed; forget instances that are gone.
+        `changed`, when the caller knows it, names every key that may differ from the last
+        update (see `ProcessSet.changed_since`), so only those are looked at."""
         self._tick += 1
         tick, series_by_key, length = self._tick, self._series, self._length
-        for key, record in records.items():
+        if changed is None:
+            items: Iterable[tuple[str, ProcessRecord | None]] = records.items()
+        else:
+            items = ((key, records.get(key)) for key in changed)
+        for key, record in items:
             series = series_by_key.get(key)
-            if series is None:
+            if record is None:
+                series_by_key.pop(key, None)
+            elif series is None:
                 series_by_key[key] = _Series(length, tick, record)
             elif series.last_record is not record:
                 series.push(tick, record)
-        if len(series_by_key) > len(records):
+        if changed is None and len(series_by_key) > len(records):
             for key in [key for key in series_by_key if key not in records]:
                 del series_by_key[key]
 

@@ -6,7 +6,7 @@ parent; cycles are cut. Everything is keyed by row key (see `keys.py`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from daemoneye.models import ProcessRecord
 from daemoneye.tui.logic.keys import record_key
@@ -30,30 +30,78 @@ def _parents(records: Mapping[str, ProcessRecord]) -> dict[str, str]:
 
 
 class Lineage:
-    """Who is whose parent in one process set, indexed once so that asking about one process
-    costs the length of its ancestry and the number of its children."""
+    """Who is whose parent in one process set, indexed by pid and by parent pid so that asking
+    about one process costs the length of its ancestry and the number of its children.
+    `update` keeps the index current as a few records change, appear or go."""
 
     def __init__(self, records: Mapping[str, ProcessRecord]) -> None:
-        self.records = records
-        self.by_pid: dict[int, list[ProcessRecord]] = {}
-        for record in records.values():
-            same_pid = self.by_pid.get(record.pid)
-            if same_pid is None:
-                self.by_pid[record.pid] = [record]
-            else:  # a reused pid: an ended instance and its successor
-                same_pid.append(record)
+        self.records: dict[str, ProcessRecord] = {}
+        self.by_pid: dict[int, list[str]] = {}  # usually one key; two for a reused pid
+        self.by_ppid: dict[int, set[str]] = {}
+        for key, record in records.items():
+            self._add(key, record)
+
+    def _add(self, key: str, record: ProcessRecord) -> None:
+        self.records[key] = record
+        same_pid = self.by_pid.get(record.pid)
+        if same_pid is None:
+            self.by_pid[record.pid] = [key]
+        else:  # a reused pid: an ended instance and its successor
+            same_pid.append(key)
+        siblings = self.by_ppid.get(record.ppid)
+        if siblings is None:
+            self.by_ppid[record.ppid] = {key}
+        else:
+            siblings.add(key)
+
+    def update(self, changes: Iterable[tuple[str, ProcessRecord | None]]) -> None:
+        """Take the new record of each key (None: no longer shown)."""
+        for key, record in changes:
+            old = self.records.get(key)
+            if old is not None:
+                if record is not None and old.pid == record.pid and old.ppid == record.ppid:
+                    self.records[key] = record  # the usual change: cpu, rss, …
+                    continue
+                del self.records[key]
+                same_pid = self.by_pid[old.pid]
+                same_pid.remove(key)
+                if not same_pid:
+                    del self.by_pid[old.pid]
+                siblings = self.by_ppid[old.ppid]
+                siblings.discard(key)
+                if not siblings:
+                    del self.by_ppid[old.ppid]
+            if record is not None:
+                self._add(key, record)
 
     def ancestry(self, key: str) -> list[ProcessRecord]:
-        return _ancestry(key, self.records, self.by_pid)
+        records = self.records
+        return _ancestry(key, records, _RecordsByPid(self.by_pid, records))
 
     def children(self, key: str) -> list[ProcessRecord]:
         record = self.records.get(key)
         if record is None:
             return []
-        pid, start = record.pid, record.start_time
-        return sorted((r for r in self.records.values()
-                       if r.ppid == pid and r is not record and r.start_time >= start),
-                      key=lambda r: r.pid)
+        start, records = record.start_time, self.records
+        kids = (records[kid] for kid in self.by_ppid.get(record.pid, ()) if kid != key)
+        return sorted((kid for kid in kids if kid.start_time >= start), key=lambda r: r.pid)
+
+
+class _RecordsByPid(Mapping[int, list[ProcessRecord]]):
+    """The records of each pid, read through a pid → keys index."""
+
+    def __init__(self, by_pid: Mapping[int, list[str]],
+                 records: Mapping[str, ProcessRecord]) -> None:
+        self._by_pid, self._records = by_pid, records
+
+    def __getitem__(self, pid: int) -> list[ProcessRecord]:
+        return [self._records[key] for key in self._by_pid[pid]]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._by_pid)
+
+    def __len__(self) -> int:
+        return len(self._by_pid)
 
 
 def ancestry(key: str, records: Mapping[str, ProcessRecord]) -> list[ProcessRecord]:

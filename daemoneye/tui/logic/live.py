@@ -3,13 +3,17 @@
 The worker posts a `ProcessSet` — an immutable view of the whole set — after every change. A
 newer `ProcessSet` makes an older one redundant, which is what lets `ProcessesChanged` replace
 pending messages (`can_replace`) without losing a delta. Records are replaced, never mutated, so
-the table can tell an unchanged process from a changed one by identity.
+the table can tell an unchanged process from a changed one by identity. Each set also carries the
+keys the last few deltas touched, so a consumer that saw an older set of the same generation can
+ask what changed since (`changed_since`) instead of comparing 10,000 records.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+import operator
+from collections import deque
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -18,6 +22,7 @@ from daemoneye.models import ProcessChange, ProcessesDelta, ProcessRecord
 from daemoneye.tui.logic.keys import record_key, row_key, row_key_of
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(ProcessRecord))
+_VALUES = operator.attrgetter(*_FIELDS)  # every field, in order, in one call
 _POSITION = {name: index for index, name in enumerate(_FIELDS)}
 # Fields a ProcessChange may carry; identity fields are never changed in place.
 _CHANGEABLE = frozenset(_FIELDS) - {"pid", "start_time"}
@@ -31,9 +36,29 @@ class ProcessSet:
     records: Mapping[str, ProcessRecord]
     generation: int
     seq: int
+    version: int = 0  # grows by one per applied delta within a generation
+    # The row keys each of the last few deltas added, changed or removed, oldest first; the
+    # last entry is the delta that made this set.
+    recent: tuple[frozenset[str], ...] = ()
+
+    def changed_since(self, older: ProcessSet) -> Set[str] | None:
+        """Every row key added, changed or removed between `older` and this set; None when
+        that is not known (another generation, or further back than the log reaches)."""
+        if older is self:
+            return frozenset()
+        gap = self.version - older.version
+        if older.generation != self.generation or not 0 < gap <= len(self.recent):
+            return None
+        if gap == 1:
+            return self.recent[-1]
+        keys: set[str] = set()
+        for part in self.recent[-gap:]:
+            keys |= part
+        return keys
 
 
 EMPTY_SET = ProcessSet(MappingProxyType({}), 0, 0)
+CHANGE_LOG = 16  # deltas a set remembers: how many replaced messages a consumer may skip
 
 
 class LiveProcesses:
@@ -43,6 +68,8 @@ class LiveProcesses:
         self._records: dict[str, ProcessRecord] = {}
         self._generation = 0
         self._seq = 0
+        self._version = 0
+        self._recent: deque[frozenset[str]] = deque(maxlen=CHANGE_LOG)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -52,26 +79,39 @@ class LiveProcesses:
         self._records = {record_key(r): r for r in records if r.ended_at is None}
         self._generation += 1
         self._seq = 0
+        self._version = 0
+        self._recent.clear()
 
     def apply(self, delta: ProcessesDelta) -> None:
         """Apply one delta. Changes to unknown instances are ignored: a resync fixes them."""
         records = self._records
+        touched: set[str] = set()
         for instance in delta.removed:
-            records.pop(row_key(instance), None)
+            key = row_key(instance)
+            if records.pop(key, None) is not None:
+                touched.add(key)
         for record in delta.added:
+            key = record_key(record)
             if record.ended_at is None:
-                records[record_key(record)] = record
-            else:
-                records.pop(record_key(record), None)
+                records[key] = record
+                touched.add(key)
+            elif records.pop(key, None) is not None:
+                touched.add(key)
         for change in delta.changed:
             key = row_key_of(change.pid, change.start_time)
             current = records.get(key)
             if current is not None:
-                records[key] = changed_record(current, change)
+                updated = changed_record(current, change)
+                if updated is not current:
+                    records[key] = updated
+                    touched.add(key)
         self._seq = delta.seq
+        self._version += 1
+        self._recent.append(frozenset(touched))
 
     def snapshot(self) -> ProcessSet:
-        return ProcessSet(MappingProxyType(dict(self._records)), self._generation, self._seq)
+        return ProcessSet(MappingProxyType(dict(self._records)), self._generation, self._seq,
+                          self._version, tuple(self._recent))
 
 
 def changed_record(record: ProcessRecord, change: ProcessChange) -> ProcessRecord:
@@ -81,7 +121,7 @@ def changed_record(record: ProcessRecord, change: ProcessChange) -> ProcessRecor
     for name, value in change.fields:
         if name in _CHANGEABLE:
             if values is None:
-                values = [getattr(record, field) for field in _FIELDS]
+                values = list(_VALUES(record))
             values[_POSITION[name]] = tuple(value) if name == "cmdline" and isinstance(
                 value, list) else value
     return record if values is None else ProcessRecord(*values)

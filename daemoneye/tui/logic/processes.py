@@ -25,7 +25,7 @@ from daemoneye.tui.logic.format import (
 from daemoneye.tui.logic.glyphs import TIMES
 from daemoneye.tui.logic.keys import parse_row_key
 from daemoneye.tui.logic.lineage import Lineage, tree_order, with_ancestors
-from daemoneye.tui.logic.live import ProcessSet
+from daemoneye.tui.logic.live import EMPTY_SET, ProcessSet
 from daemoneye.tui.logic.severity import tone
 from daemoneye.tui.logic.sorting import NUMERIC_KEYS, SORT_KEYS, Item, SortSpec
 
@@ -70,6 +70,7 @@ class ProcessView:
         self._tree = False
         self._filter: ProcessFilter = parse_filter("")
         self.records: Mapping[str, ProcessRecord] = {}
+        self._set: ProcessSet = EMPTY_SET
         self._alerted: Mapping[str, str] = {}
         self._alerted_keys: frozenset[ProcessKey] = frozenset()
         self._generation = 0
@@ -77,23 +78,20 @@ class ProcessView:
         self._ended: dict[str, tuple[ProcessRecord, float]] = {}
         # Row caches by key: one for plain rows (the list, tree roots), one for rows under a
         # tree guide, so switching between list and tree finds both ready.
-        self._rows: dict[str, tuple[ProcessRecord, str, str, str, RowView]] = {}
-        self._guided: dict[str, tuple[ProcessRecord, str, str, str, RowView]] = {}
+        self._rows: dict[str, tuple[ProcessRecord, str, str, str, tuple[Cell, ...]]] = {}
+        self._guided: dict[str, tuple[ProcessRecord, str, str, str, tuple[Cell, ...]]] = {}
         self._plain: dict[str, tuple[ProcessRecord, tuple[Cell, ...]]] = {}
         self._lineage: Lineage | None = None
-        # The incremental state: shown keys in order, and per key its sort key and row.
+        # The incremental state: shown keys in order, and per key its sort key.
         self._everything = True  # the next refresh recomputes everything
         self._touched: set[str] = set()
         self._order: list[str] = []
         self._sort_key: dict[str, tuple[Any, int]] = {}
-        self._row_of: dict[str, RowView] = {}
-        # The tree guide of each row in `_row_of` ("" when absent): a row not touched since
-        # and under the same guide is reused as it is.
-        self._guide_of: dict[str, str] = {}
-        # After rows(): the rows that changed by key (None: no longer shown), or None when
-        # everything was recomputed. Lets the table skip comparing the unchanged rows.
-        self.changed: dict[str, RowView | None] | None = None
+        # After order(): the keys whose cells may differ from the last order() (added, changed,
+        # gone), or None when everything was recomputed.
+        self.changed: set[str] | None = None
         self._tree_guides: dict[str, str] = {}
+        self._now = 0.0  # the time of the last order(): rows are drawn as of then
         self._keys_sort: SortSpec | None = None  # the sort `_sort_key` was computed for
 
     # -- what is shown, and how -------------------------------------------------------------
@@ -139,35 +137,47 @@ class ProcessView:
 
     # -- the live set -------------------------------------------------------------------------
     def update(self, process_set: ProcessSet, now: float) -> None:
-        """Take a new live set; note what appeared (new) and what disappeared (ended)."""
+        """Take a new live set; note what appeared (new) and what disappeared (ended).
+        Costs the number of changed keys when the set can say which changed since the last."""
         old, new = self.records, process_set.records
         baseline = process_set.generation != self._generation
-        added = new.keys() - old.keys()
+        hint = None if baseline else process_set.changed_since(self._set)
+        if hint is None:
+            added: Iterable[str] = new.keys() - old.keys()
+            gone: Iterable[str] = old.keys() - new.keys()
+            get = old.get
+            changed = [key for key, record in new.items() if get(key) is not record]
+        else:
+            added = [key for key in hint if key in new and key not in old]
+            gone = [key for key in hint if key in old and key not in new]
+            changed = [key for key in hint if key in new and old.get(key) is not new[key]]
         if not baseline:
             until = now + self.new_for
             for key in added:
                 self._new_until[key] = until
-        gone = old.keys() - new.keys()
-        if gone:
-            until = now + self.ended_for
-            for key in gone:
-                self._ended[key] = (old[key], until)
-                self._new_until.pop(key, None)
+        until = now + self.ended_for
+        for key in gone:
+            self._ended[key] = (old[key], until)
+            self._new_until.pop(key, None)
         if self._ended:
-            for key in new.keys() & self._ended.keys():
-                del self._ended[key]
+            for key in new.keys() & self._ended.keys() if hint is None else changed:
+                self._ended.pop(key, None)
+        self.records, self._set = new, process_set
+        self._generation = process_set.generation
         if baseline:
             self._everything = True
-            self._row_of, self._guide_of, self._keys_sort = {}, {}, None
+            self._keys_sort = None
+            self._lineage = None
         else:
-            touched = self._touched
-            touched.update(added)
-            touched.update(gone)
-            get = old.get
-            touched.update(key for key, record in new.items() if get(key) is not record)
-        self.records = new
-        self._generation = process_set.generation
-        self._lineage = None
+            # `changed` holds the added keys too: a key not in `old` is never `new[key]`.
+            self._touched.update(changed)
+            self._touched.update(gone)
+            self._update_lineage(changed)
+            self._update_lineage(gone)
+
+    def _update_lineage(self, keys: Iterable[str]) -> None:
+        if self._lineage is not None:
+            self._lineage.update((key, self.record(key)) for key in keys)
 
     @property
     def lineage(self) -> Lineage:
@@ -184,8 +194,7 @@ class ProcessView:
         stale_ended = [key for key, (_, until) in self._ended.items() if until <= now]
         for key in stale_ended:
             del self._ended[key]
-        if stale_ended:
-            self._lineage = None
+        self._update_lineage(stale_ended)
         self._touched.update(stale_new)
         self._touched.update(stale_ended)
         return bool(stale_new or stale_ended)
@@ -226,15 +235,17 @@ class ProcessView:
         return shown
 
     # -- rows ---------------------------------------------------------------------------------
-    def rows(self, now: float) -> list[RowView]:
-        """The table rows, in display order, after expiring what is due at `now`."""
+    def order(self, now: float) -> list[str]:
+        """The shown row keys in display order, after expiring what is due at `now`; sets
+        `changed`. The list returned is never changed afterwards."""
         self.expire(now)
-        full = self._everything or self._tree
-        rows = self._all_rows(now) if full else self._changed_rows(now)
-        if full:
+        self._now = now
+        if self._everything or self._tree:
+            order = self._all_order()
             self.changed = None
-            self._row_of = {row.key: row for row in rows}
-            self._guide_of = self._tree_guides
+        else:
+            order = self._changed_order()
+            self.changed = set(self._touched)
         self._touched.clear()
         self._everything = False
         if len(self._rows) > 2 * len(self.records) + 64:
@@ -242,7 +253,20 @@ class ProcessView:
             self._rows = {k: v for k, v in self._rows.items() if k in shown}
             self._guided = {k: v for k, v in self._guided.items() if k in shown}
             self._plain = {k: v for k, v in self._plain.items() if k in shown}
-        return rows
+        return order
+
+    def cells(self, key: str) -> tuple[Cell, ...]:
+        """The cells of one shown row as of the last `order()`; () for a key no longer
+        known (a table may ask for a row of an order it has not been given anew yet)."""
+        record = self.record(key)
+        if record is None:
+            return ()
+        return self._row(key, record, self._tree_guides.get(key, ""), self._now)
+
+    def rows(self, now: float) -> list[RowView]:
+        """Every shown row with its cells, in display order: `order()` and `cells()` at
+        once, for callers that want the whole table (tests, exports)."""
+        return [RowView(key, self.cells(key)) for key in self.order(now)]
 
     def _sort_key_of(self) -> Callable[[ProcessRecord], tuple[Any, int]]:
         """A key that orders ascending; `_reverse` says whether to reverse it. Ties always go
@@ -263,7 +287,7 @@ class ProcessView:
     def _matches(self, record: ProcessRecord) -> bool:
         return self._filter.empty or self._filter.matches(record, self._alerted_keys)
 
-    def _all_rows(self, now: float) -> list[RowView]:
+    def _all_order(self) -> list[str]:
         shown = self.shown_records()
         matching: Iterable[Item] = shown.items()
         if not self._filter.empty:
@@ -274,23 +298,10 @@ class ProcessView:
             ordered = tree_order(subset, self._sort, self._sorted_keys(subset))
             self._order = []
             self._tree_guides = {key: guide for key, _, guide in ordered if guide}
-        else:
-            self._tree_guides = {}
-            order = self._sorted_keys(shown if self._filter.empty else dict(matching))
-            self._order = order
-            ordered = [(key, shown[key], "") for key in order]
-        # Rows not touched since the last refresh and under the same guide are reused as they
-        # are; the others go through the row caches.
-        row, touched = self._row, self._touched
-        reuse, guide_of = self._row_of.get, self._guide_of.get
-        rows: list[RowView] = []
-        append = rows.append
-        for key, record, guide in ordered:
-            reused = reuse(key)
-            if reused is None or key in touched or guide_of(key, "") != guide:
-                reused = row(key, record, guide, now)
-            append(reused)
-        return rows
+            return [key for key, _, _ in ordered]
+        self._tree_guides = {}
+        self._order = self._sorted_keys(shown if self._filter.empty else dict(matching))
+        return self._order
 
     def _sorted_keys(self, records: Mapping[str, ProcessRecord]) -> list[str]:
         """The keys of `records` in sort order, on the cached sort keys where still valid."""
@@ -307,30 +318,24 @@ class ProcessView:
         self._sort_key, self._keys_sort = keys, self._sort
         return sorted(records, key=keys.__getitem__, reverse=self._reverse)
 
-    def _changed_rows(self, now: float) -> list[RowView]:
-        touched, row_of = self._touched, self._row_of
-        changed: dict[str, RowView | None] = {}
-        if touched:
-            sort_key, keys = self._sort_key_of(), self._sort_key
-            order = [key for key in self._order if key not in touched]
-            for key in touched:
-                keys.pop(key, None)
-                record = self.record(key)
-                if record is not None and self._matches(record):
-                    keys[key] = sort_key(record)
-                    order.append(key)
-                    row = self._row(key, record, "", now)
-                    row_of[key] = row
-                    changed[key] = row
-                else:
-                    row_of.pop(key, None)
-                    changed[key] = None
-            order.sort(key=keys.__getitem__, reverse=self._reverse)
-            self._order = order
-        self.changed = changed
-        return [row_of[key] for key in self._order]
+    def _changed_order(self) -> list[str]:
+        touched = self._touched
+        if not touched:
+            return self._order
+        sort_key, keys = self._sort_key_of(), self._sort_key
+        order = [key for key in self._order if key not in touched]
+        for key in touched:
+            keys.pop(key, None)
+            record = self.record(key)
+            if record is not None and self._matches(record):
+                keys[key] = sort_key(record)
+                order.append(key)
+        order.sort(key=keys.__getitem__, reverse=self._reverse)
+        self._order = order
+        return order
 
-    def _row(self, key: str, record: ProcessRecord, guide: str, now: float) -> RowView:
+    def _row(self, key: str, record: ProcessRecord, guide: str,
+             now: float) -> tuple[Cell, ...]:
         status = "ended" if key in self._ended else "new" if key in self._new_until else ""
         severity = self._alerted.get(key, "")
         cache = self._guided if guide else self._rows
@@ -343,7 +348,7 @@ class ProcessView:
             plain = (record, plain_cells(record, plain[1] if plain is not None
                                          and _same_identity(plain[0], record) else None, now))
             self._plain[key] = plain
-        row = RowView(key, process_cells(record, status, guide, severity, plain[1]))
+        row = process_cells(record, status, guide, severity, plain[1])
         cache[key] = (record, status, guide, severity, row)
         return row
 
@@ -358,8 +363,8 @@ def plain_cells(record: ProcessRecord, before: tuple[Cell, ...] | None,
                 now: float) -> tuple[Cell, ...]:
     """pid, user, cpu, rss, started, name, command without any tone; the cells that cannot
     change while the process runs are taken from `before` when given."""
-    cpu = Cell(format_percent(record.cpu_percent), right=True)
-    rss = Cell(format_bytes(record.rss), right=True)
+    cpu = Cell(format_percent(record.cpu_percent), "", True)
+    rss = Cell(format_bytes(record.rss), "", True)
     if before is not None:
         return (before[0], before[1], cpu, rss, before[4], before[5], before[6])
     user = record.user if record.user is not None else (
@@ -387,6 +392,8 @@ def process_cells(record: ProcessRecord, status: str, guide: str, severity: str,
         mark = Cell("+", "new")
     else:
         mark = _BLANK
+    if not (guide or status):  # the usual row
+        return (mark, *plain)
     cells = list(plain)
     if guide:
         cells[5] = Cell(guide + _short_name(record.name, max(4, NAME_WIDTH - len(guide))))

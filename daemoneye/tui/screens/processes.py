@@ -100,17 +100,19 @@ class ProcessesScreen(DashboardScreen):
             self._refresh_rows()
 
     def _expire(self) -> None:
-        if self.view.expire(self.dashboard.now()) and self.is_current:
-            self._refresh_rows()
+        if self.view.expire(self.dashboard.now()):
+            self._dirty = True
+            if self.is_current:
+                self._refresh_rows()
 
     def _refresh_rows(self) -> None:
         """The one place the process table changes."""
         self._dirty = False
         view = self.view
-        rows = view.rows(self.dashboard.now())
-        self.table.sync(rows, view.changed)
+        order = view.order(self.dashboard.now())
+        self.table.show(order, view.cells, view.changed)
         status = Text(no_wrap=True, overflow="ellipsis", end="")
-        status.append(f" {view.summary(len(rows))} · sort {view.sort.describe()} · "
+        status.append(f" {view.summary(len(order))} · sort {view.sort.describe()} · "
                       f"{'tree' if view.tree else 'list'}")
         if not view.filter.empty:
             status.append(" · filter ")
@@ -140,16 +142,16 @@ class ProcessesScreen(DashboardScreen):
             return
         status = self.view.status(key)
         alerts = self.dashboard.alerts
-        shown = (key, record, status, alerts, self.view.lineage)
+        lineage = self.view.lineage
+        ancestry, children = lineage.ancestry(key), lineage.children(key)
+        cpu, rss = self.dashboard.history.samples(key)
+        shown = (key, record, status, alerts, ancestry, children, cpu, rss)
         if self._detail_shown is not None and all(
                 a is b or a == b for a, b in zip(shown, self._detail_shown, strict=True)):
             return  # nothing the pane shows has changed
         self._detail_shown = shown
         now = self.dashboard.now()
-        lineage = self.view.lineage
-        facts = process_facts(record, status, lineage.ancestry(key), lineage.children(key),
-                              now)
-        cpu, rss = self.dashboard.history.samples(key)
+        facts = process_facts(record, status, ancestry, children, now)
         pane.show(facts, alert_facts(alerts_for(key, alerts.values()), now), cpu, rss)
 
     # -- actions ----------------------------------------------------------------------------

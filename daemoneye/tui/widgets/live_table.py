@@ -1,19 +1,22 @@
-"""A keyed, virtual table kept equal to a list of `RowView`s (STYLE.md 6).
+"""A keyed, virtual table that shows an order of row keys and draws only the rows on screen
+(STYLE.md 6).
 
-`sync(rows)` is the one place a live table changes: inside `app.batch_update()` it removes stale
-keys, updates only the cells that changed, adds new rows, takes the new order when it differs,
-and keeps the cursor on the same row key. Only the rows on screen are ever drawn, each from its
-cells and the style of their tone (component classes the .tcss sets from theme variables), and
-cached until the row, the cursor, the width or the theme changes.
+`show(order, cells_of, changed)` is the one place a live table changes: inside
+`app.batch_update()` it takes the new order, forgets the rows named in `changed` (all of them
+when None), keeps the cursor on the same row key, and repaints only when a row on screen is
+affected. A row's cells are pulled from `cells_of` when the row is drawn and kept until its key
+is named as changed, so a refresh costs the rows on screen and the number of changes, never
+the size of the table. Each drawn row is cached as a strip until its cells, the cursor, the
+width or the theme change. `sync(rows)` is the same for small tables given as whole rows.
 
 Why not DataTable: with 10,000 processes its `remove_row` rebuilds the row index for every
 removed row and its `sort` and `add_row` measure every cell, so one filter keystroke took minutes
-and a refresh most of a second. Here a removal is a dict delete and a frame costs its height.
+and a refresh most of a second.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -27,8 +30,9 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from daemoneye.tui.logic.cells import Cell, RowView, diff_rows
+from daemoneye.tui.logic.cells import Cell, RowView, changed_keys
 
+CellSource = Callable[[str], tuple[Cell, ...]]
 TONES = ("new", "ended", "dim", "alert", "critical", "high", "medium", "low", "info", "ok")
 PADDING = 1  # blank cells each side of a column
 
@@ -108,9 +112,10 @@ class LiveTable(ScrollView, can_focus=True):
         takes the rest of the table's width."""
         super().__init__(name=name, id=id, classes=classes)
         self.columns = tuple(ColumnSpec(*column) for column in columns)
-        self._cells: dict[str, tuple[Cell, ...]] = {}
-        self._order: list[str] = []
-        self._index: dict[str, int] = {}
+        self._source: CellSource = _no_cells
+        self._cells: dict[str, tuple[Cell, ...]] = {}  # the rows pulled from `_source` so far
+        self._order: Sequence[str] = ()
+        self._given: dict[str, tuple[Cell, ...]] = {}  # what the last `sync` was given
         self._cursor = 0
         self._highlighted: str | None = None
         self._widths: tuple[int, ...] = tuple(c.width for c in self.columns)
@@ -137,48 +142,69 @@ class LiveTable(ScrollView, can_focus=True):
         return self._order[self._cursor] if self._cursor < len(self._order) else None
 
     def cells_of(self, key: str) -> tuple[Cell, ...] | None:
-        return self._cells.get(key)
+        """The cells of a shown row (pulled now if it has not been drawn yet)."""
+        cells = self._cells.get(key)
+        if cells is None and key in self._order:
+            cells = self._cells[key] = self._source(key)
+        return cells
 
     # -- changing -------------------------------------------------------------------------
-    def sync(self, rows: Sequence[RowView],
-             changed: Mapping[str, RowView | None] | None = None) -> None:
-        """Make the table show exactly `rows`, touching only what changed. `changed`, when the
-        caller knows it, lists every row that may differ (see `diff_rows`)."""
-        ops = diff_rows(self._cells, self._order, rows, changed)
-        if ops.empty:
-            return
+    def show(self, order: Sequence[str], cells_of: CellSource,
+             changed: Collection[str] | None = None) -> None:
+        """Show the rows `order` names, drawing each from `cells_of(key)`. `changed` names
+        every key whose cells may differ since the last call (None: any may). The table keeps
+        `order` as it is: the caller hands over a new sequence instead of changing this one."""
         cursor_key = self.cursor_key
+        top = round(self.scroll_offset.y)
+        height = max(1, self.size.height - 1)
+        on_screen_before = self._order[top:top + height]
+        self._source = cells_of
+        visible_change = changed is None
+        if changed is None:
+            self._cells.clear()
+            self._strips.clear()
+        elif changed:
+            cells, strips = self._cells, self._strips
+            for key in changed:
+                cells.pop(key, None)
+                strips.pop(key, None)
+            visible_change = not set(on_screen_before).isdisjoint(changed)
+        if order is not self._order and (len(order) != len(self._order) or order != self._order):
+            self._order = order
+            self.virtual_size = Size(self.size.width, len(order) + 1)
         with self.app.batch_update():
-            for key in ops.removed:
-                del self._cells[key]
-                self._strips.pop(key, None)
-            for key, column, cell in ops.updated:
-                self.update_cell(key, column, cell)
-            for row in ops.added:
-                self._cells[row.key] = row.cells
-            if ops.removed or ops.added or ops.order is not None:
-                self._order = ops.order if ops.order is not None else [row.key for row in rows]
-                self._index = {key: index for index, key in enumerate(self._order)}
-                self.virtual_size = Size(self.size.width, len(self._order) + 1)
             self._restore_cursor(cursor_key)
-            self.refresh()
+            if visible_change or self._order[top:top + height] != on_screen_before:
+                self.refresh()
 
-    def update_cell(self, key: str, column: int, cell: Cell) -> None:
-        """Replace one cell of one row."""
-        cells = list(self._cells[key])
-        cells[column] = cell
-        self._cells[key] = tuple(cells)
-        self._strips.pop(key, None)
+    def sync(self, rows: Sequence[RowView]) -> None:
+        """Make the table show exactly `rows` (for small tables given as whole rows)."""
+        given = {key: cells for key, cells in rows}
+        changed = changed_keys(self._given, rows)
+        self._given = given
+        self.show([row.key for row in rows], given.__getitem__, changed)
+
+    def _index_of(self, key: str) -> int | None:
+        """Where `key` is shown: a linear search in C, cheaper than keeping a 10,000-key index
+        current on every refresh; the cursor's own row is checked first."""
+        order = self._order
+        if self._cursor < len(order) and order[self._cursor] == key:
+            return self._cursor
+        try:
+            return order.index(key)
+        except ValueError:
+            return None
 
     def _restore_cursor(self, key: str | None) -> None:
-        if key is not None and key in self._index:
-            self._move(self._index[key])
+        index = self._index_of(key) if key is not None else None
+        if index is not None:
+            self._move(index)
         else:  # the row went away: stay at the same height
             self._move(min(self._cursor, max(0, len(self._order) - 1)))
 
     def select_key(self, key: str) -> bool:
         """Put the cursor on `key`; False when the table has no such row."""
-        index = self._index.get(key)
+        index = self._index_of(key)
         if index is None:
             return False
         self._move(index)
@@ -286,7 +312,9 @@ class LiveTable(ScrollView, can_focus=True):
         if not 0 <= index < len(self._order):
             return Strip.blank(width, self.rich_style)
         key = self._order[index]
-        cells = self._cells[key]
+        cells = self._cells.get(key)
+        if cells is None:
+            cells = self._cells[key] = self._source(key)
         cursor = index == self._cursor
         cached = self._strips.get(key)
         if cached is not None and cached[0] is cells and cached[1] == cursor and \
@@ -323,3 +351,7 @@ class LiveTable(ScrollView, can_focus=True):
     def on_blur(self) -> None:
         self._strips.pop(self.cursor_key or "", None)
         self.refresh()
+
+
+def _no_cells(key: str) -> tuple[Cell, ...]:
+    return ()
