@@ -75,3 +75,24 @@ def test_any_text_parses_or_raises_filter_error(text: str) -> None:
     except FilterError:
         return
     process_filter.matches(MINER)
+
+
+@pytest.mark.parametrize("text", ["ssh", "x/kw", "-name:sshd", "cwd:/ state:s", "stratum",
+                                  "user:www cpu>5", "'-o stratum'"])
+def test_a_kept_record_text_matches_as_the_record_itself(text: str) -> None:
+    """The dashboard keeps each record's lowered text across keystrokes; matching with it must
+    give what matching the record gives."""
+    from daemoneye.filters import record_text
+
+    process_filter = parse_filter(text)
+    for record in (SSHD, MINER):
+        assert process_filter.matches(record, text=record_text(record)) is \
+            process_filter.matches(record)
+
+
+def test_free_text_never_matches_across_two_fields() -> None:
+    """Free text looks in name, command line, exe and user one at a time: "sd" must not match
+    the end of one field and the start of the next."""
+    record = proc(name="ss", cmdline=("ds",), exe="/bin/x", user="u")
+    assert not parse_filter("sd").matches(record)
+    assert parse_filter("ds").matches(record)

@@ -38,3 +38,20 @@ def test_ended_instances_are_forgotten() -> None:
     history.record({KEY: A})
     history.record({})
     assert history.samples(KEY) == ([], []) and len(history) == 0
+
+
+def test_told_what_changed_it_samples_the_same_as_looking_at_everything() -> None:
+    """The app passes `ProcessSet.changed_since`: only those keys are looked at, and the
+    samples are the ones a full look gives."""
+    other = proc(11, 1, "b", started=5, cpu=2.0, rss=200)
+    other_key = record_key(other)
+    hinted, full = SampleHistory(length=10), SampleHistory(length=10)
+    sets = [{KEY: A, other_key: other},
+            {KEY: dataclasses.replace(A, cpu_percent=7.0), other_key: other},
+            {KEY: dataclasses.replace(A, cpu_percent=7.0)}]
+    hints: list[set[str] | None] = [None, {KEY}, {KEY, other_key}]
+    for records, hint in zip(sets, hints, strict=True):
+        hinted.record(records, hint)
+        full.record(records)
+    assert hinted.samples(KEY) == full.samples(KEY) == ([1.0, 7.0, 7.0], [100.0] * 3)
+    assert hinted.samples(other_key) == ([], []) and len(hinted) == len(full) == 1

@@ -52,3 +52,36 @@ def test_snapshots_are_immutable_views() -> None:
     snapshot = live.snapshot()
     live.apply(ProcessesDelta(1, (), (), (A.key,)))
     assert record_key(A) in snapshot.records, "an earlier snapshot does not change"
+
+
+def test_a_set_says_which_keys_changed_since_an_older_one() -> None:
+    """What lets a consumer that skipped replaced messages update only what changed."""
+    live = LiveProcesses()
+    live.reset([A, B])
+    start = live.snapshot()
+    c = proc(12, 1, "c", started=1)
+    live.apply(ProcessesDelta(1, (c,), (), ()))
+    middle = live.snapshot()
+    live.apply(ProcessesDelta(2, (), (ProcessChange(10, A.start_time, (("rss", 9),)),),
+                              (B.key,)))
+    live.apply(ProcessesDelta(3, (), (ProcessChange(10, A.start_time, (("rss", 9),)),), ()))
+    latest = live.snapshot()
+    assert middle.changed_since(start) == {record_key(c)}
+    assert latest.changed_since(middle) == {record_key(A), record_key(B)}
+    assert latest.changed_since(start) == {record_key(A), record_key(B), record_key(c)}
+    assert latest.changed_since(latest) == frozenset()
+
+
+def test_what_changed_is_unknown_across_a_reset_or_beyond_the_log() -> None:
+    from daemoneye.tui.logic.live import CHANGE_LOG
+
+    live = LiveProcesses()
+    live.reset([A])
+    old = live.snapshot()
+    for seq in range(1, CHANGE_LOG + 2):
+        live.apply(ProcessesDelta(seq, (), (ProcessChange(10, A.start_time,
+                                                          (("rss", seq),)),), ()))
+    assert live.snapshot().changed_since(old) is None, "further back than the log reaches"
+    recent = live.snapshot()
+    live.reset([A])
+    assert live.snapshot().changed_since(recent) is None, "another generation"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from types import MappingProxyType
@@ -94,6 +95,30 @@ def test_ancestry_is_parent_first_and_stops_on_cycles() -> None:
     a = proc(70, 71, "a", started=5)
     b = proc(71, 70, "b", started=5)
     assert [r.pid for r in ancestry(record_key(a), by_key([a, b]))] == [71]
+
+
+def test_a_lineage_kept_current_answers_as_one_built_afresh() -> None:
+    """The detail pane's index follows deltas (a reparent, an exit, a reused pid) instead of
+    being rebuilt for every refresh."""
+    from daemoneye.tui.logic.lineage import Lineage
+
+    records = by_key(sample_processes())
+    lineage = Lineage(records)
+    vim = row_key(ProcessKey(2411, FAKE_NOW - 1200))
+    shell = row_key(ProcessKey(2320, FAKE_NOW - 5390))
+    orphaned = dataclasses.replace(records[vim], ppid=1)
+    reused = proc(2320, 1, "reused", started=10)  # pid 2320 again, after the shell is gone
+    changes: list[tuple[str, ProcessRecord | None]] = [
+        (vim, orphaned), (shell, None), (record_key(reused), reused)]
+    lineage.update(changes)
+    after = {key: record for key, record in {**records, **dict(changes)}.items()
+             if record is not None}
+    fresh = Lineage(after)
+    for key in after:
+        assert lineage.ancestry(key) == fresh.ancestry(key), key
+        assert lineage.children(key) == fresh.children(key), key
+    assert [r.pid for r in lineage.ancestry(vim)] == [1]
+    assert lineage.children(record_key(reused)) == [], "a reused pid adopts no older process"
 
 
 def test_a_filtered_tree_keeps_the_ancestors_of_matches() -> None:

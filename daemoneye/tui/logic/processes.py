@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from daemoneye.filters import ProcessFilter, parse_filter
+from daemoneye.filters import ProcessFilter, RecordText, parse_filter, record_text, same_text
 from daemoneye.models import ProcessKey, ProcessRecord
 from daemoneye.tui.logic.cells import Cell, RowView
 from daemoneye.tui.logic.format import (
@@ -82,6 +82,8 @@ class ProcessView:
         self._guided: dict[str, tuple[ProcessRecord, str, str, str, tuple[Cell, ...]]] = {}
         self._plain: dict[str, tuple[ProcessRecord, tuple[Cell, ...]]] = {}
         self._lineage: Lineage | None = None
+        # The lowered text of each record for text filter terms, kept across keystrokes.
+        self._texts: dict[str, tuple[ProcessRecord, RecordText]] = {}
         # The incremental state: shown keys in order, and per key its sort key.
         self._everything = True  # the next refresh recomputes everything
         self._touched: set[str] = set()
@@ -248,11 +250,12 @@ class ProcessView:
             self.changed = set(self._touched)
         self._touched.clear()
         self._everything = False
-        if len(self._rows) > 2 * len(self.records) + 64:
+        if max(len(self._rows), len(self._texts)) > 2 * len(self.records) + 64:
             shown = self.shown_records()
             self._rows = {k: v for k, v in self._rows.items() if k in shown}
             self._guided = {k: v for k, v in self._guided.items() if k in shown}
             self._plain = {k: v for k, v in self._plain.items() if k in shown}
+            self._texts = {k: v for k, v in self._texts.items() if k in shown}
         return order
 
     def cells(self, key: str) -> tuple[Cell, ...]:
@@ -284,15 +287,34 @@ class ProcessView:
     def _reverse(self) -> bool:
         return self._sort.descending and self._sort.column not in NUMERIC_KEYS
 
-    def _matches(self, record: ProcessRecord) -> bool:
-        return self._filter.empty or self._filter.matches(record, self._alerted_keys)
+    def _matches(self, key: str, record: ProcessRecord) -> bool:
+        process_filter = self._filter
+        if process_filter.empty:
+            return True
+        text = self._text(key, record) if process_filter.uses_text else None
+        return process_filter.matches(record, self._alerted_keys, text)
+
+    def prepare_filtering(self) -> None:
+        """Lower the text of every shown process now (the user opened the filter line), so
+        the first keystroke costs no more than the next."""
+        text = self._text
+        for key, record in self.shown_records().items():
+            text(key, record)
+
+    def _text(self, key: str, record: ProcessRecord) -> RecordText:
+        cached = self._texts.get(key)
+        if cached is not None and (cached[0] is record or same_text(cached[0], record)):
+            return cached[1]
+        text = record_text(record)
+        self._texts[key] = (record, text)
+        return text
 
     def _all_order(self) -> list[str]:
         shown = self.shown_records()
         matching: Iterable[Item] = shown.items()
         if not self._filter.empty:
-            alerted, matches = self._alerted_keys, self._filter.matches
-            matching = [item for item in matching if matches(item[1], alerted)]
+            matches = self._matches
+            matching = [item for item in matching if matches(*item)]
         if self._tree:
             subset = shown if self._filter.empty else with_ancestors(matching, shown)
             ordered = tree_order(subset, self._sort, self._sorted_keys(subset))
@@ -327,7 +349,7 @@ class ProcessView:
         for key in touched:
             keys.pop(key, None)
             record = self.record(key)
-            if record is not None and self._matches(record):
+            if record is not None and self._matches(key, record):
                 keys[key] = sort_key(record)
                 order.append(key)
         order.sort(key=keys.__getitem__, reverse=self._reverse)

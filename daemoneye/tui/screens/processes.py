@@ -156,6 +156,7 @@ class ProcessesScreen(DashboardScreen):
 
     # -- actions ----------------------------------------------------------------------------
     def action_filter(self) -> None:
+        self.view.prepare_filtering()
         self.add_class("-filtering")
         self.query_one(FilterBar).input.focus()
 
