@@ -37,6 +37,7 @@ from daemoneye.collector.netlink import (
     SidEvent,
     UidEvent,
     UnknownEvent,
+    _walk,
     listen_request,
     parse_messages,
 )
@@ -280,3 +281,39 @@ def test_real_buffers_with_flipped_bytes_never_raise(
         buf[position % len(buf)] = value
     events = parse_messages(bytes(buf))
     assert len(events) <= len(buf) // 16 + 1
+
+
+# -- the one-message fast path gives what the general walk gives -----------------------------
+
+_KINDS = (PROC_EVENT_FORK, PROC_EVENT_EXIT, PROC_EVENT_COMM, PROC_EVENT_COREDUMP,
+          PROC_EVENT_PTRACE, 0, 2, 4, 0x40, 0x80, 0x1234)
+
+
+@st.composite
+def _one_message(draw: st.DrawFn) -> bytes:
+    """One connector message whose every length field may lie a little."""
+    body = draw(st.binary(min_size=0, max_size=48))
+    what = draw(st.sampled_from(_KINDS))
+    proc_event = struct.pack("=IIQ", what, draw(st.integers(0, 7)), 123) + body
+    data_len = len(proc_event) + draw(st.integers(-20, 8))
+    idx, val = draw(st.sampled_from([(1, 1), (1, 2), (2, 1)]))
+    cn_msg = struct.pack("=IIIIHH", idx, val, 9, 3, max(0, data_len), 0) + proc_event
+    nlmsg_len = 16 + len(cn_msg) + draw(st.integers(-24, 6))
+    nlmsg_type = draw(st.sampled_from([NLMSG_DONE, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP]))
+    header = struct.pack("=IHHII", max(0, nlmsg_len), nlmsg_type, 0, 9, 0)
+    padding = b"\0" * draw(st.integers(0, 4))
+    return header + cn_msg + padding
+
+
+@settings(max_examples=3000)
+@given(_one_message())
+def test_the_single_message_fast_path_agrees_with_the_general_walk(buf: bytes) -> None:
+    view = memoryview(buf)
+    assert parse_messages(buf) == _walk(view, len(view))
+
+
+def test_the_fast_path_decodes_real_single_messages() -> None:
+    _, buffers = load("exit3")
+    for buf in buffers:
+        view = memoryview(buf)
+        assert parse_messages(buf) == _walk(view, len(view))
