@@ -25,7 +25,8 @@ from daemoneye.store.files import enforce_side_file_modes, prepare_store_file
 from daemoneye.store.retention import RetentionResult
 from daemoneye.store.rows import (
     PROCESS_COLUMNS,
-    argv_fields,
+    ArgvCache,
+    ArgvFields,
     event_row,
     process_row,
     record_from_row,
@@ -294,9 +295,10 @@ class Store:
         Only what changed is written: added rows, the changed fields of updated and execed
         rows, end times, events, and executable hashes that arrived.
         """
+        argv_of = ArgvCache()
         with self._transaction("writing a collection tick") as conn:
             if delta.added:
-                conn.executemany(_UPSERT_PROCESS, [process_row(r) for r in delta.added])
+                conn.executemany(_UPSERT_PROCESS, [process_row(r, argv_of) for r in delta.added])
             if delta.updated:
                 conn.executemany(
                     _UPDATE_DYNAMIC,
@@ -316,13 +318,15 @@ class Store:
                     ],
                 )
             if delta.execed:
-                conn.executemany(_UPDATE_EXECED, [_execed_row(r) for r in delta.execed])
+                conn.executemany(_UPDATE_EXECED, [_execed_row(r, argv_of) for r in delta.execed])
             if delta.ended:
                 conn.executemany(
                     _END_SEEN, [(delta.ts, key.pid, key.start_time) for key in delta.ended]
                 )
             if delta.events:
-                conn.executemany(_INSERT_EVENT, [event_row(event) for event in delta.events])
+                conn.executemany(
+                    _INSERT_EVENT, [event_row(event, argv_of) for event in delta.events]
+                )
                 exit_codes = [
                     (event.exit_code, event.pid, event.start_time)
                     for event in delta.events
@@ -396,9 +400,9 @@ class Store:
         self.close()
 
 
-def _execed_row(r: ProcessRecord) -> tuple[object, ...]:
+def _execed_row(r: ProcessRecord, argv_of: ArgvFields) -> tuple[object, ...]:
     """Parameters of _UPDATE_EXECED for `r`."""
-    cmdline, argv = argv_fields(r.cmdline)
+    cmdline, argv = argv_of(r.cmdline)
     return (
         r.ppid,
         safe_text(r.name),

@@ -8,7 +8,7 @@ process must not make the whole tick fail, so those characters are stored backsl
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from daemoneye.models import ProcessEvent, ProcessRecord
 
@@ -84,9 +84,27 @@ def argv_fields(argv: Sequence[str]) -> tuple[str, str]:
     return " ".join(clean), json.dumps(clean, ensure_ascii=False, separators=(",", ":"))
 
 
-def process_row(record: ProcessRecord) -> ProcessRow:
+ArgvFields = Callable[[tuple[str, ...]], tuple[str, str]]
+
+
+class ArgvCache:
+    """`argv_fields` computed once per distinct command line, for one write. An exec is written
+    as a process row and an event row with the same command line, and a storm of one program
+    repeats it thousands of times: the JSON encoding is the dearest part of building a row."""
+
+    def __init__(self) -> None:
+        self._fields_by_argv: dict[tuple[str, ...], tuple[str, str]] = {}
+
+    def __call__(self, argv: tuple[str, ...]) -> tuple[str, str]:
+        fields = self._fields_by_argv.get(argv)
+        if fields is None:
+            fields = self._fields_by_argv[argv] = argv_fields(argv)
+        return fields
+
+
+def process_row(record: ProcessRecord, argv_of: ArgvFields = argv_fields) -> ProcessRow:
     """The row for `record`, in PROCESS_COLUMNS order."""
-    cmdline, argv = argv_fields(record.cmdline)
+    cmdline, argv = argv_of(record.cmdline)
     return (
         record.pid,
         record.ppid,
@@ -122,7 +140,7 @@ def record_from_row(row: Sequence[object]) -> ProcessRecord:
 
 
 def event_row(
-    event: ProcessEvent,
+    event: ProcessEvent, argv_of: ArgvFields = argv_fields
 ) -> tuple[
     float,
     str,
@@ -140,7 +158,7 @@ def event_row(
     cmdline: str | None = None
     argv: str | None = None
     if event.cmdline is not None:
-        cmdline, argv = argv_fields(event.cmdline)
+        cmdline, argv = argv_of(event.cmdline)
     return (
         event.ts,
         event.kind,

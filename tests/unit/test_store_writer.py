@@ -298,3 +298,28 @@ def test_reader_sees_only_whole_ticks_while_the_writer_writes(
     assert failures == []
     assert observed == ticks * per_tick
     assert reads > 1
+
+
+def test_an_exec_storm_of_one_program_keeps_every_command_line_exact(
+    store: Store, make_record: RecordFactory, make_delta: DeltaFactory
+) -> None:
+    """Command lines are encoded once per distinct argv within a write: instances that share
+    one, and a process row and its event, still each get their own exact argv."""
+    shared = ("/bin/true",)
+    records = [make_record(100 + n, 50.0, cmdline=shared) for n in range(3)]
+    records.append(make_record(200, 50.0, cmdline=("sh", "-c", "a  b")))
+    events = [ProcessEvent(9.0, "exec", r.pid, 50.0, exe=r.exe, cmdline=r.cmdline,
+                           source="netlink") for r in records]
+    store.apply(make_delta(10.0, added=records, events=events))
+    assert rows(store.path, "SELECT pid, cmdline, argv FROM processes ORDER BY pid") == [
+        (100, "/bin/true", '["/bin/true"]'),
+        (101, "/bin/true", '["/bin/true"]'),
+        (102, "/bin/true", '["/bin/true"]'),
+        (200, "sh -c a  b", '["sh","-c","a  b"]'),
+    ]
+    assert rows(store.path, "SELECT pid, cmdline, argv FROM process_events ORDER BY pid") == [
+        (100, "/bin/true", '["/bin/true"]'),
+        (101, "/bin/true", '["/bin/true"]'),
+        (102, "/bin/true", '["/bin/true"]'),
+        (200, "sh -c a  b", '["sh","-c","a  b"]'),
+    ]
