@@ -80,6 +80,10 @@ class ExeHasher:
         self.submitted_total += 1
         return True
 
+    def submit_many(self, jobs: list[tuple[ProcessKey, int]]) -> int:
+        """`submit` for a batch, in order; returns how many were queued."""
+        return sum(1 for key, start_ticks in jobs if self.submit(key, start_ticks))
+
     def room(self) -> int:
         """How many jobs the queue takes now without dropping any."""
         return max(0, self._jobs.maxsize - self._jobs.qsize())

@@ -58,6 +58,7 @@ class EventFeed:
         execed: list[ProcessRecord] = []
         ended: list[ProcessKey] = []
         events: list[ProcessEvent] = []
+        hash_jobs: list[tuple[ProcessKey, int]] = []
         for item in observed:
             event = item.event
             if event.kind == "fork":
@@ -80,11 +81,15 @@ class EventFeed:
                     self._scanner.adopt_exec(record)
                     self._remember("exec", key)
                 if self._hasher is not None and record.exe and item.start_ticks is not None:
-                    self._hasher.submit(key, item.start_ticks)
+                    hash_jobs.append((key, item.start_ticks))
             elif event.kind == "exit" and event.start_time != 0.0:
                 ended.append(key)
                 self._remember("exit", key)
             events.append(event)
+        if hash_jobs and self._hasher is not None:
+            # All at once, not one by one: each submit wakes the hasher thread, which would
+            # then trade the GIL with this loop for every exec of a storm.
+            self._hasher.submit_many(hash_jobs)
         self.batches_total += 1
         stats = ScanStats(duration_s=time.perf_counter() - started, processes=0,
                           new=len(added), ended=len(ended), execs=len(execed) + len(added),

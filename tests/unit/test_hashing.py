@@ -135,6 +135,23 @@ def test_a_reused_or_vanished_pid_is_not_hashed(hasher: ExeHasher, copied_sleep:
     assert gone.sha256 is None and gone.reason is not None and "exited" in gone.reason
 
 
+def test_a_batch_is_hashed_in_order_like_single_submits(
+    hasher: ExeHasher, copied_sleep: Path
+) -> None:
+    expected = sha256_of(copied_sleep)
+    children = [run(copied_sleep) for _ in range(3)]
+    try:
+        jobs = [key_of(child.pid) for child in children]
+        assert hasher.submit_many(jobs) == 3
+        assert hasher.flush(timeout=30)
+        assert hasher.drain() == [ExeHash(key, expected) for key, _ in jobs]
+        assert hasher.submitted_total == 3
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+
+
 def test_a_full_queue_drops_without_blocking(tmp_path: Path) -> None:
     """The worker is held on a FIFO (opening it blocks until a writer comes), so the queue of
     one fills deterministically; the third submit is dropped and counted."""
