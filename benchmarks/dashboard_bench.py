@@ -10,8 +10,8 @@ CPU and RSS, 0.2 % start, 0.2 % end). Measured:
 - first paint: from starting the app to the table holding every process, painted;
 - key → repaint: from the key entering the app to the first frame written to the terminal
   (the app's `_display`, wrapped) after the last piece of work it caused (a table refresh or
-  a cursor move, also wrapped) — for cursor moves (idle, and right behind a delta), sort,
-  tree view and a filter keystroke; median, p95 and max;
+  a cursor move, also wrapped) — for cursor moves (idle, and right behind a delta, in the list
+  and in the tree view), sort, tree view and a filter keystroke; median, p95 and max;
 - apply: the time one delta takes the app (from message to repainted table);
 - RSS: the resident size of this process (the dashboard and its fake daemon) at the end.
 
@@ -156,6 +156,18 @@ async def run(processes: int, seconds: int) -> Figures:
         record(figures, "cursor (idle)", idle_moves)
         record(figures, "sort (s)", [await timed_key(pilot, "s") for _ in range(7)])
         record(figures, "tree (t)", [await timed_key(pilot, "t") for _ in range(4)])
+        # The tree view recomputes its order on every delta: keys right behind one.
+        await pilot.press("t")
+        tree_moves: list[tuple[float, float]] = []
+        for second in range(seconds + 1, seconds + 6):
+            tick_started = time.perf_counter()
+            source.push(churn_delta(live, second, changed=processes // 10,
+                                    added=processes // 500, removed=processes // 500))
+            for key in ("down", "up"):
+                tree_moves.append(await timed_key(pilot, key))
+            await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - tick_started)))
+        record(figures, "cursor (deltas, tree)", tree_moves)
+        await pilot.press("t")
         await pilot.press("slash")
         record(figures, "filter keystroke", [await timed_key(pilot, key) for key in "nginx"])
         await pilot.press("escape", "escape")
