@@ -13,7 +13,9 @@ carries the executable (not partial); for the poller, the pid appeared as a new 
 
 Sustained load (`run_sustained`): a C generator (benchmarks/execload.c) fork+execs /bin/true at
 a steady rate against a real root daemon in a temp dir; the daemon's CPU is read from
-/proc/<pid>/stat over the load window, lost and dropped events from the health it writes.
+/proc/<pid>/stat over the load window, lost and dropped events from the health it writes. The
+reference, in the same window, is a C reader (benchmarks/execfloor.c) doing the daemon's /proc
+reads for every exec and fork: what the design costs before any Python, store or rule.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import apsw
 from benchmarks import store_probe
 from benchmarks.availability import missing
 from benchmarks.daemon_runner import DaemonFailed, DaemonProcess
+from benchmarks.execfloor import ExecFloor
 from benchmarks.execload import PROGRAM, ExecLoad
 from benchmarks.model import FAILED, MET, MISSED, NOT_BUILT, SKIPPED, Row, judge, status_row
 from benchmarks.procstat import cpu_seconds
@@ -152,13 +155,14 @@ def run(*, count: int, rounds: int, spread_s: float) -> tuple[list[Row], dict[st
 CPU_LIMIT_PERCENT = 25.0
 _SETTLE_S = 2.0  # after a run: the daemon drains its queue and writes the next health report
 _HEALTH_WAIT_S = 10.0
+_FLOOR_MARGIN_S = 0.5  # the floor reader listens this much longer than the load lasts
 
 
 def run_sustained(*, rate: float, seconds: float, runs: int) -> tuple[list[Row], dict[str, Any]]:
     """A real daemon (root, kernel events on) against `rate` fork+execs a second of /bin/true
     for `seconds`, `runs` times: the rate achieved, the daemon's CPU over the load window, and
-    the events it lost or dropped. The generator's own CPU (fork and reap, in C) is the
-    same-run reference."""
+    the events it lost or dropped. The C floor reader's CPU in the same window is the
+    reference."""
     metric = f"sustained {rate:g} exec/s"
     reason = missing("daemoneye.daemon.lifecycle", "Daemon") or missing(
         "daemoneye.collector.netlink", "probe")
@@ -172,16 +176,18 @@ def run_sustained(*, rate: float, seconds: float, runs: int) -> tuple[list[Row],
     reason = probe()
     if reason is not None:
         return [status_row(SECTION, metric, SKIPPED, f"no process connector: {reason}")], {}
-    load = ExecLoad()
+    load, floor = ExecLoad(), ExecFloor()
     try:
-        if load.unavailable is not None:
-            return [status_row(SECTION, metric, SKIPPED, load.unavailable)], {}
-        return _sustained(load, rate, seconds, runs)
+        unavailable = load.unavailable or floor.unavailable
+        if unavailable is not None:
+            return [status_row(SECTION, metric, SKIPPED, unavailable)], {}
+        return _sustained(load, floor, rate, seconds, runs)
     finally:
         load.close()
+        floor.close()
 
 
-def _sustained(load: ExecLoad, rate: float, seconds: float,
+def _sustained(load: ExecLoad, floor: ExecFloor, rate: float, seconds: float,
                runs: int) -> tuple[list[Row], dict[str, Any]]:
     results: list[dict[str, Any]] = []
     with DaemonProcess(interval=1.0) as daemon:
@@ -191,21 +197,23 @@ def _sustained(load: ExecLoad, rate: float, seconds: float,
             return [status_row(SECTION, f"sustained {rate:g} exec/s", FAILED, str(failed))], {}
         time.sleep(_SETTLE_S)
         for _ in range(runs):
-            results.append(_sustained_round(load, daemon, rate, seconds))
+            results.append(_sustained_round(load, floor, daemon, rate, seconds))
             time.sleep(_SETTLE_S)
     return _sustained_rows(results, rate), {"rate": rate, "seconds": seconds, "rounds": results}
 
 
-def _sustained_round(load: ExecLoad, daemon: DaemonProcess, rate: float,
+def _sustained_round(load: ExecLoad, floor: ExecFloor, daemon: DaemonProcess, rate: float,
                      seconds: float) -> dict[str, Any]:
     before = _fresh_health(daemon, after=0.0)
     token = new_token("execload")
     group = ProcessGroup(token, lifetime_s=int(seconds) + 120)
     try:
+        floor.start(seconds + _FLOOR_MARGIN_S)
         cpu_before = cpu_seconds(daemon.pid)
         pid, report = load.start(group, rate, seconds)
         run = load.finish(group, pid, report)
         cpu_window = cpu_seconds(daemon.pid) - cpu_before
+        floor_run = floor.finish()
         ended_at = time.time()
         # What the daemon still spends after the load stops is work the load caused.
         time.sleep(_SETTLE_S)
@@ -224,6 +232,9 @@ def _sustained_round(load: ExecLoad, daemon: DaemonProcess, rate: float,
         "daemon_cpu_percent": 100.0 * cpu_window / run.elapsed_s,
         "daemon_cpu_after_s": cpu_spill,
         "daemon_us_per_exec": 1e6 * (cpu_window + cpu_spill) / max(run.started, 1),
+        "floor_cpu_percent": 100.0 * floor_run.cpu_s / run.elapsed_s,
+        "floor_us_per_exec": 1e6 * floor_run.cpu_s / max(run.started, 1),
+        "floor_execs_seen": floor_run.execs,
         "lost": after["events_lost_total"] - before["events_lost_total"],
         "dropped": after["events_dropped_total"] - before["events_dropped_total"],
         "recorded": recorded, "recorded_partial": partial,
@@ -262,7 +273,7 @@ def _sustained_rows(results: list[dict[str, Any]], rate: float) -> list[Row]:
         return [float(result[key]) for result in results]
     achieved = summarize(of("rate"))
     daemon_cpu = summarize(of("daemon_cpu_percent"))
-    ratio = summarize(paired_ratios(of("daemon_cpu_percent"), of("generator_cpu_percent")))
+    ratio = summarize(paired_ratios(of("daemon_cpu_percent"), of("floor_cpu_percent")))
     lost = sum(result["lost"] for result in results)
     dropped = sum(result["dropped"] for result in results)
     started = sum(result["started"] for result in results)
@@ -279,11 +290,15 @@ def _sustained_rows(results: list[dict[str, Any]], rate: float) -> list[Row]:
             note=f"fork+exec of {PROGRAM} from a C generator; the children themselves used "
                  f"{children:.0f} % of a core"),
         Row(SECTION, f"{label}: daemon CPU", None, daemon_cpu, "% core",
-            "generator CPU", ratio, cpu_target, cpu_verdict,
+            "C reader floor CPU", ratio, cpu_target, cpu_verdict,
             note=(f"{statistics.median(of('daemon_us_per_exec')):.0f} µs of daemon CPU per exec "
-                  "(window plus what it spent after the load stopped); generator (fork + reap) "
+                  "(window plus what it spent after the load stopped), C floor "
+                  f"{statistics.median(of('floor_us_per_exec')):.0f} µs; generator (fork + reap) "
                   f"{statistics.median(of('generator_cpu_percent')):.1f} %"
                   + ("" if rate_verdict == MET else "; rate not reached, so not judged met"))),
+        Row(SECTION, f"{label}: C reader floor CPU", None, summarize(of("floor_cpu_percent")),
+            "% core", note="the daemon's /proc reads per exec and fork, in C, no parsing: "
+                           "what reading every exec costs before Python, store and rules"),
         Row(SECTION, f"{label}: events lost + dropped", None,
             summarize([float(r["lost"] + r["dropped"]) for r in results]), "events",
             target="0", verdict=MET if lost + dropped == 0 else MISSED,

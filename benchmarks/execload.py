@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.spawn import ProcessGroup
+from benchmarks.tools import build_c
 
 _SOURCE = Path(__file__).with_name("execload.c")
 PROGRAM = "/bin/true"
@@ -45,17 +45,9 @@ class ExecLoad:
     """The compiled generator; `unavailable` says why when it could not be built."""
 
     def __init__(self) -> None:
-        self.unavailable: str | None = None
         self._dir = Path(tempfile.mkdtemp(prefix="daemoneye-bench-execload-"))
         self._binary = self._dir / "execload"
-        gcc = shutil.which("gcc") or shutil.which("cc")
-        if gcc is None:
-            self.unavailable = "no C compiler (gcc/cc) on PATH"
-            return
-        result = subprocess.run([gcc, "-O2", "-o", str(self._binary), str(_SOURCE)],
-                                capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            self.unavailable = f"gcc failed: {result.stderr.strip()[:200]}"
+        self.unavailable = build_c(_SOURCE, self._binary)
 
     def start(self, group: ProcessGroup, rate: float, seconds: float) -> tuple[int, Path]:
         """Start one run in `group`; returns its pid and the file its report will be in."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 
 def ensure(command: str, package: str) -> str | None:
@@ -34,3 +35,15 @@ def version(argv: list[str]) -> str:
         return ""
     lines = (result.stdout or result.stderr).strip().splitlines()
     return lines[0] if lines else ""
+
+
+def build_c(source: Path, binary: Path) -> str | None:
+    """Compile `source` with gcc -O2 into `binary`; None on success, else why it failed."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        return "no C compiler (gcc/cc) on PATH"
+    result = subprocess.run([gcc, "-O2", "-o", str(binary), str(source)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return f"gcc failed: {result.stderr.strip()[:200]}"
+    return None
