@@ -18,7 +18,7 @@ from typing import Protocol
 import apsw
 
 from daemoneye.errors import StoreError
-from daemoneye.models import ExeHash, ProcessKey, ProcessRecord, ScanDelta
+from daemoneye.models import ExeHash, ProcessEvent, ProcessKey, ProcessRecord, ScanDelta
 from daemoneye.store import retention as retention_mod
 from daemoneye.store.connection import checkpoint, configure, file_error, quick_check
 from daemoneye.store.files import enforce_side_file_modes, prepare_store_file
@@ -93,6 +93,16 @@ _INSERT_EVENT = """
 INSERT INTO process_events (ts, kind, pid, start_time, ppid, exe, cmdline, argv, exit_code,
     source, partial)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+# An instance that ends with its exit code known is written once: the two updates above and
+# below in one statement (SET expressions all see the row as it was, so each column keeps the
+# guard of its own statement).
+_END_SEEN_WITH_CODE = """
+UPDATE processes SET ended_at = coalesce(ended_at, ?1),
+    last_seen = CASE WHEN ended_at IS NULL THEN max(last_seen, ?1) ELSE last_seen END,
+    exit_code = coalesce(exit_code, ?4)
+WHERE pid = ?2 AND start_time = ?3 AND (ended_at IS NULL OR exit_code IS NULL)
 """
 
 _SET_EXIT_CODE = """
@@ -319,21 +329,28 @@ class Store:
                 )
             if delta.execed:
                 conn.executemany(_UPDATE_EXECED, [_execed_row(r, argv_of) for r in delta.execed])
+            code_by_instance = _exit_codes(delta.events)
             if delta.ended:
-                conn.executemany(
-                    _END_SEEN, [(delta.ts, key.pid, key.start_time) for key in delta.ended]
-                )
+                ended_with_code, ended = [], []
+                for key in delta.ended:
+                    code = code_by_instance.pop((key.pid, key.start_time), None)
+                    if code is None:
+                        ended.append((delta.ts, key.pid, key.start_time))
+                    else:
+                        ended_with_code.append((delta.ts, key.pid, key.start_time, code))
+                if ended_with_code:
+                    conn.executemany(_END_SEEN_WITH_CODE, ended_with_code)
+                if ended:
+                    conn.executemany(_END_SEEN, ended)
             if delta.events:
                 conn.executemany(
                     _INSERT_EVENT, [event_row(event, argv_of) for event in delta.events]
                 )
-                exit_codes = [
-                    (event.exit_code, event.pid, event.start_time)
-                    for event in delta.events
-                    if event.kind == "exit" and event.exit_code is not None
-                ]
-                if exit_codes:
-                    conn.executemany(_SET_EXIT_CODE, exit_codes)
+            if code_by_instance:
+                conn.executemany(
+                    _SET_EXIT_CODE,
+                    [(code, pid, start) for (pid, start), code in code_by_instance.items()],
+                )
             known_hashes = [
                 (h.sha256, h.key.pid, h.key.start_time) for h in hashes if h.sha256 is not None
             ]
@@ -398,6 +415,16 @@ class Store:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _exit_codes(events: Sequence[ProcessEvent]) -> dict[tuple[int, float], int]:
+    """The exit code each instance's exit events carry, the first one when several do (the
+    store keeps the first: it never overwrites an exit code)."""
+    code_by_instance: dict[tuple[int, float], int] = {}
+    for event in events:
+        if event.kind == "exit" and event.exit_code is not None:
+            code_by_instance.setdefault((event.pid, event.start_time), event.exit_code)
+    return code_by_instance
 
 
 def _execed_row(r: ProcessRecord, argv_of: ArgvFields) -> tuple[object, ...]:

@@ -323,3 +323,29 @@ def test_an_exec_storm_of_one_program_keeps_every_command_line_exact(
         (102, "/bin/true", '["/bin/true"]'),
         (200, "sh -c a  b", '["sh","-c","a  b"]'),
     ]
+
+
+def test_exit_codes_land_whether_the_end_was_seen_before_with_or_without_them(
+    store: Store, make_record: RecordFactory, make_delta: DeltaFactory
+) -> None:
+    """An end and its exit code are written together when both come in one delta; an end
+    without a code, a code for an instance ended earlier, a second exit code and a late end
+    each keep what the first write said."""
+    polled, evented, late_code, unknown = (make_record(pid, 5.0) for pid in (1, 2, 3, 4))
+    store.apply(make_delta(10.0, added=[polled, evented, late_code, unknown]))
+    store.apply(make_delta(20.0, ended=[polled.key, late_code.key], events=[
+        ProcessEvent(19.0, "exit", 2, 5.0, exit_code=7, source="netlink"),
+        ProcessEvent(19.1, "exit", 2, 5.0, exit_code=9, source="netlink"),
+        ProcessEvent(19.2, "exit", 3, 5.0, exit_code=None, source="netlink"),
+        ProcessEvent(19.3, "exit", 99, 0.0, exit_code=1, source="netlink", partial=True),
+    ]))
+    store.apply(make_delta(30.0, ended=[evented.key, late_code.key], events=[
+        ProcessEvent(29.0, "exit", 3, 5.0, exit_code=4, source="netlink"),
+    ]))
+    assert rows(store.path, "SELECT pid, ended_at, last_seen, exit_code FROM processes "
+                            "ORDER BY pid") == [
+        (1, 20.0, 20.0, None),
+        (2, 30.0, 30.0, 7),
+        (3, 20.0, 20.0, 4),
+        (4, None, unknown.last_seen, None),
+    ]
