@@ -162,6 +162,9 @@ def test_new_rows_are_marked_then_plain_and_ended_rows_linger_then_go() -> None:
     rows = {r.key: r for r in view.rows(FAKE_NOW + 4)}
     assert rows[record_key(newcomer)].cells[0].text == TIMES
     assert view.summary(len(rows)) == "17 processes · 1 just ended"
+    view.filter = parse_filter("newcomer")
+    assert view.summary(len(view.rows(FAKE_NOW + 4))) == "0 shown of 17 · 1 just ended", \
+        "an ended row is shown but not counted as live"
     assert record_key(newcomer) not in {r.key for r in view.rows(FAKE_NOW + 8)}
 
 

@@ -220,12 +220,18 @@ class ProcessView:
         return len(self._ended)
 
     def summary(self, shown: int) -> str:
-        """"342 processes · 2 just ended", or "12 shown of 342" when filtered."""
+        """"342 processes · 2 just ended", or "12 shown of 342 · 1 just ended" when filtered
+        (`shown` rows, the just-ended ones among them counted apart: they are not live)."""
         live = len(self.records)
-        if not self.filter.empty:
-            return f"{shown} shown of {live}"
-        ended = f" · {self.ended_count} just ended" if self.ended_count else ""
-        return f"{live} processes{ended}"
+        if self.filter.empty:
+            ended = self.ended_count
+        else:
+            ended = sum(1 for key, (record, _) in self._ended.items()
+                        if self._matches(key, record))
+        just_ended = f" · {ended} just ended" if ended else ""
+        if self.filter.empty:
+            return f"{live} processes{just_ended}"
+        return f"{max(0, shown - ended)} shown of {live}{just_ended}"
 
     def shown_records(self) -> Mapping[str, ProcessRecord]:
         """Live records plus the recently ended ones."""
