@@ -143,48 +143,64 @@ def tree_order(records: Mapping[str, ProcessRecord], sort: SortSpec,
     """Depth-first by parent, siblings in `sort` order; each row key and record with its
     tree guide ("├─", …). `ordered_keys`, when the caller has them, are the keys of `records`
     already in `sort` order."""
+    keys, guides = tree_keys(records, sort, ordered_keys)
+    return [(key, records[key], guides.get(key, "")) for key in keys]
+
+
+def tree_keys(records: Mapping[str, ProcessRecord], sort: SortSpec,
+              ordered_keys: Iterable[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """`tree_order` as the keys in order and the guide of every key that has one (roots have
+    none): what the table needs, without a tuple per row."""
     parent_of = _parents(records)
-    children_of: dict[str, list[Item]] = {}
-    roots: list[Item] = []
-    items: Iterable[Item] = (sort_items(records.items(), sort) if ordered_keys is None
-                             else ((key, records[key]) for key in ordered_keys))
+    children_of: dict[str, list[str]] = {}
+    roots: list[str] = []
+    if ordered_keys is None:
+        ordered_keys = [key for key, _ in sort_items(records.items(), sort)]
     # One global sort; bucketing keeps every sibling list in that order.
     parent_get, children_get = parent_of.get, children_of.get
-    for item in items:
-        parent = parent_get(item[0])
+    for key in ordered_keys:
+        parent = parent_get(key)
         if parent is None:
-            roots.append(item)
+            roots.append(key)
         else:
             kids = children_get(parent)
             if kids is None:
-                children_of[parent] = [item]
+                children_of[parent] = [key]
             else:
-                kids.append(item)
-    ordered: list[tuple[str, ProcessRecord, str]] = []
-    append = ordered.append
-    # (item, guide of its ancestors, is last sibling, depth)
-    stack: list[tuple[Item, str, bool, int]] = [(item, "", True, 0) for item in reversed(roots)]
+                kids.append(key)
+    order: list[str] = []
+    guides: dict[str, str] = {}
+    append = order.append
+    joined: dict[tuple[str, str], str] = {}  # lead + branch, made once per distinct pair
+
+    def join(lead: str, branch: str) -> str:
+        text = joined.get((lead, branch))
+        if text is None:
+            text = joined[(lead, branch)] = lead + branch
+        return text
+
+    # (key, guide of its ancestors, is last sibling, depth)
+    stack: list[tuple[str, str, bool, int]] = [(key, "", True, 0) for key in reversed(roots)]
     pop, push, extend = stack.pop, stack.append, stack.extend
     placed: set[str] = set()
     place = placed.add
     while stack:
-        item, lead, last, depth = pop()
-        key = item[0]
+        key, lead, last, depth = pop()
         if key in placed:
             continue
         place(key)
+        append(key)
         if depth:
-            append((key, item[1], lead + ("└─" if last else "├─")))
-            below = lead + ("  " if last else "│ ")
+            guides[key] = join(lead, "└─" if last else "├─")
+            below = join(lead, "  " if last else "│ ")
         else:
-            append((key, item[1], ""))
             below = ""
         kids = children_get(key)
         if kids:
             deeper = depth + 1
             push((kids[-1], below, True, deeper))
             extend([(kid, below, False, deeper) for kid in kids[-2::-1]])
-    return ordered
+    return order, guides
 
 
 def with_ancestors(matches: Iterable[Item],

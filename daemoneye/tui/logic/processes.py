@@ -24,7 +24,7 @@ from daemoneye.tui.logic.format import (
 )
 from daemoneye.tui.logic.glyphs import TIMES
 from daemoneye.tui.logic.keys import parse_row_key
-from daemoneye.tui.logic.lineage import Lineage, tree_order, with_ancestors
+from daemoneye.tui.logic.lineage import Lineage, tree_keys, with_ancestors
 from daemoneye.tui.logic.live import EMPTY_SET, ProcessSet
 from daemoneye.tui.logic.severity import tone
 from daemoneye.tui.logic.sorting import NUMERIC_KEYS, SORT_KEYS, Item, SortSpec
@@ -248,7 +248,10 @@ class ProcessView:
         `changed`. The list returned is never changed afterwards."""
         self.expire(now)
         self._now = now
-        if self._everything or self._tree:
+        if self._tree:
+            order = self._tree_order()
+            self.changed = None
+        elif self._everything:
             order = self._all_order()
             self.changed = None
         else:
@@ -315,18 +318,28 @@ class ProcessView:
         self._texts[key] = (record, text)
         return text
 
+    def _tree_order(self) -> list[str]:
+        """The tree, laid out afresh on every refresh (a change of CPU can reorder siblings
+        anywhere), from the sorted order of its processes, which is kept incrementally when
+        nothing is filtered."""
+        shown = self.shown_records()
+        if self._filter.empty:
+            subset: Mapping[str, ProcessRecord] = shown
+            ordered = self._all_order() if self._everything else self._changed_order()
+        else:
+            matches = self._matches
+            subset = with_ancestors([item for item in shown.items() if matches(*item)], shown)
+            ordered = self._sorted_keys(subset)
+            self._order = []  # not the list's order (clearing the filter recomputes it)
+        keys, self._tree_guides = tree_keys(subset, self._sort, ordered)
+        return keys
+
     def _all_order(self) -> list[str]:
         shown = self.shown_records()
         matching: Iterable[Item] = shown.items()
         if not self._filter.empty:
             matches = self._matches
             matching = [item for item in matching if matches(*item)]
-        if self._tree:
-            subset = shown if self._filter.empty else with_ancestors(matching, shown)
-            ordered = tree_order(subset, self._sort, self._sorted_keys(subset))
-            self._order = []
-            self._tree_guides = {key: guide for key, _, guide in ordered if guide}
-            return [key for key, _, _ in ordered]
         self._tree_guides = {}
         self._order = self._sorted_keys(shown if self._filter.empty else dict(matching))
         return self._order
