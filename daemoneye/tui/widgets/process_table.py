@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemoneye.tui.logic.processes import PROCESS_COLUMNS
+from daemoneye.tui.logic.process_row import PROCESS_COLUMNS
 from daemoneye.tui.widgets.live_table import LiveTable
 
 

@@ -1,0 +1,98 @@
+"""One row of the process table as cells: the columns, and how a record, its state (new,
+ended, alerted) and its tree guide become literal, printable cells."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from daemoneye.models import ProcessRecord
+from daemoneye.tui.logic.cells import Cell
+from daemoneye.tui.logic.format import (
+    cmd_cell,
+    format_bytes,
+    format_percent,
+    format_started,
+    safe_cell,
+)
+from daemoneye.tui.logic.glyphs import TIMES
+from daemoneye.tui.logic.severity import tone
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    key: str
+    label: str
+    width: int  # 0: as wide as the content
+    right: bool = False
+
+
+NAME_WIDTH = 15
+PROCESS_COLUMNS: tuple[Column, ...] = (
+    Column("mark", " ", 1),
+    Column("pid", "PID", 7, right=True),
+    Column("user", "USER", 8),
+    Column("cpu", "CPU%", 5, right=True),
+    Column("rss", "RSS", 7, right=True),
+    Column("started", "STARTED", 8),
+    Column("name", "NAME", NAME_WIDTH),
+    Column("cmd", "COMMAND", 0),
+)
+
+
+def same_identity(before: ProcessRecord, after: ProcessRecord) -> bool:
+    """True when nothing the fixed cells show has changed (name, user, command line)."""
+    return (before.name is after.name and before.cmdline is after.cmdline
+            and before.user is after.user and before.uid == after.uid)
+
+
+def plain_cells(record: ProcessRecord, before: tuple[Cell, ...] | None,
+                now: float) -> tuple[Cell, ...]:
+    """pid, user, cpu, rss, started, name, command without any tone; the cells that cannot
+    change while the process runs are taken from `before` when given."""
+    cpu = Cell(format_percent(record.cpu_percent), "", True)
+    rss = Cell(format_bytes(record.rss), "", True)
+    if before is not None:
+        return (before[0], before[1], cpu, rss, before[4], before[5], before[6])
+    user = record.user if record.user is not None else (
+        str(record.uid) if record.uid is not None else "?")
+    return (
+        Cell(str(record.pid), right=True),
+        Cell(safe_cell(user, 8)),
+        cpu,
+        rss,
+        Cell(format_started(record.start_time, now)),
+        Cell(safe_cell(record.name, NAME_WIDTH)),
+        Cell(cmd_cell(record), "" if record.cmdline else "dim"),
+    )
+
+
+def process_cells(record: ProcessRecord, status: str, guide: str, severity: str,
+                  plain: tuple[Cell, ...]) -> tuple[Cell, ...]:
+    """One process row. A 1-character mark carries the state in text as well as colour:
+    TIMES ended, "!" has an open alert, "+" new."""
+    if status == "ended":
+        mark = Cell(TIMES, "ended")
+    elif severity:
+        mark = Cell("!", tone(severity))
+    elif status == "new":
+        mark = Cell("+", "new")
+    else:
+        mark = _BLANK
+    if not (guide or status):  # the usual row
+        return (mark, *plain)
+    cells = list(plain)
+    if guide:
+        cells[5] = Cell(guide + _short_name(record.name, max(4, NAME_WIDTH - len(guide))))
+    if status:  # "new" or "ended" tones the whole row
+        cells = [cell._replace(tone=status) for cell in cells]
+    return (mark, *cells)
+
+
+_BLANK = Cell(" ")
+
+
+@lru_cache(maxsize=8192)
+def _short_name(name: str, width: int) -> str:
+    """`safe_cell` of a name beside a tree guide: names repeat, and the tree needs thousands."""
+    return safe_cell(name, width)
