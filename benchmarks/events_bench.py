@@ -281,8 +281,12 @@ def _sustained_rows(results: list[dict[str, Any]], rate: float) -> list[Row]:
     partial = sum(result["recorded_partial"] for result in results)
     rate_verdict = MET if achieved.median >= 0.98 * rate else MISSED
     label = f"sustained {rate:g} exec/s"
-    cpu_target = f"≤ {CPU_LIMIT_PERCENT:g} % at ≥ {rate:g}/s"
-    cpu_verdict = judge(daemon_cpu.median, CPU_LIMIT_PERCENT) if rate_verdict == MET else MISSED
+    cpu_target = f"≤ {CPU_LIMIT_PERCENT:g} % at {rate:g}/s"
+    # Judged on the cost per exec times the target rate, so that a shared machine on which the
+    # generator falls short of the rate does not flatter (or hide) the daemon's figure.
+    us_per_exec = statistics.median(of("daemon_us_per_exec"))
+    at_target = us_per_exec * rate / 1e4
+    cpu_verdict = judge(at_target, CPU_LIMIT_PERCENT)
     children = statistics.median(of("children_cpu_percent"))
     return [
         Row(SECTION, f"{label}: rate achieved", None, achieved, "exec/s",
@@ -291,11 +295,11 @@ def _sustained_rows(results: list[dict[str, Any]], rate: float) -> list[Row]:
                  f"{children:.0f} % of a core"),
         Row(SECTION, f"{label}: daemon CPU", None, daemon_cpu, "% core",
             "C reader floor CPU", ratio, cpu_target, cpu_verdict,
-            note=(f"{statistics.median(of('daemon_us_per_exec')):.0f} µs of daemon CPU per exec "
-                  "(window plus what it spent after the load stopped), C floor "
+            note=(f"{us_per_exec:.0f} µs of daemon CPU per exec (window plus what it spent "
+                  f"after the load stopped), so {at_target:.0f} % of a core at {rate:g}/s "
+                  "(judged on this); C floor "
                   f"{statistics.median(of('floor_us_per_exec')):.0f} µs; generator (fork + reap) "
-                  f"{statistics.median(of('generator_cpu_percent')):.1f} %"
-                  + ("" if rate_verdict == MET else "; rate not reached, so not judged met"))),
+                  f"{statistics.median(of('generator_cpu_percent')):.1f} %")),
         Row(SECTION, f"{label}: C reader floor CPU", None, summarize(of("floor_cpu_percent")),
             "% core", note="the daemon's /proc reads per exec and fork, in C, no parsing: "
                            "what reading every exec costs before Python, store and rules"),
