@@ -114,6 +114,7 @@ def test_a_lineage_kept_current_answers_as_one_built_afresh() -> None:
     after = {key: record for key, record in {**records, **dict(changes)}.items()
              if record is not None}
     fresh = Lineage(after)
+    assert lineage.parents == fresh.parents, "the tree nests as one built afresh would"
     for key in after:
         assert lineage.ancestry(key) == fresh.ancestry(key), key
         assert lineage.children(key) == fresh.children(key), key

@@ -14,19 +14,41 @@ from daemoneye.tui.logic.sorting import Item, SortSpec, sort_items
 
 
 def _parents(records: Mapping[str, ProcessRecord]) -> dict[str, str]:
-    """child → parent among `records`. A parent must have started no later than its child,
-    so a reused pid is never taken for the parent."""
-    by_pid: dict[int, tuple[str, ProcessRecord]] = {}
+    """child → parent among `records` (see `_parent_key`)."""
+    by_pid: dict[int, list[str]] = {}
     for key, record in records.items():
-        known = by_pid.get(record.pid)
-        if known is None or (known[1].ended_at is not None and record.ended_at is None):
-            by_pid[record.pid] = (key, record)
+        same_pid = by_pid.get(record.pid)
+        if same_pid is None:
+            by_pid[record.pid] = [key]
+        else:
+            same_pid.append(key)
     parent_of: dict[str, str] = {}
     for key, record in records.items():
-        parent = by_pid.get(record.ppid)
-        if parent is not None and parent[0] != key and parent[1].start_time <= record.start_time:
-            parent_of[key] = parent[0]
+        candidates = by_pid.get(record.ppid)
+        if candidates is not None:
+            parent = _parent_key(key, record, candidates, records)
+            if parent is not None:
+                parent_of[key] = parent
     return parent_of
+
+
+def _parent_key(key: str, record: ProcessRecord, candidates: Iterable[str],
+                records: Mapping[str, ProcessRecord]) -> str | None:
+    """Among the instances with the parent's pid, the one that is the parent: started no
+    later than the child (a reused pid is never taken for it), live before ended, then the
+    latest."""
+    best: str | None = None
+    best_rank: tuple[bool, float] = (False, 0.0)
+    for candidate in candidates:
+        if candidate == key:
+            continue
+        parent = records[candidate]
+        if parent.start_time > record.start_time:
+            continue
+        rank = (parent.ended_at is None, parent.start_time)
+        if best is None or rank > best_rank:
+            best, best_rank = candidate, rank
+    return best
 
 
 class Lineage:
@@ -38,8 +60,22 @@ class Lineage:
         self.records: dict[str, ProcessRecord] = {}
         self.by_pid: dict[int, list[str]] = {}  # usually one key; two for a reused pid
         self.by_ppid: dict[int, set[str]] = {}
+        self.parents: dict[str, str] = {}  # child → parent, as the tree view nests them
         for key, record in records.items():
             self._add(key, record)
+        for key in self.records:
+            self._place(key)
+
+    def _place(self, key: str) -> None:
+        """Work out the parent of `key` again (None: no longer shown)."""
+        record = self.records.get(key)
+        candidates = self.by_pid.get(record.ppid) if record is not None else None
+        parent = (_parent_key(key, record, candidates, self.records)
+                  if record is not None and candidates is not None else None)
+        if parent is None:
+            self.parents.pop(key, None)
+        else:
+            self.parents[key] = parent
 
     def _add(self, key: str, record: ProcessRecord) -> None:
         self.records[key] = record
@@ -55,13 +91,22 @@ class Lineage:
             siblings.add(key)
 
     def update(self, changes: Iterable[tuple[str, ProcessRecord | None]]) -> None:
-        """Take the new record of each key (None: no longer shown)."""
+        """Take the new record of each key (None: no longer shown). Parents are worked out
+        again only where one can have changed: for the keys that came, went or moved, and
+        for the children of their pids."""
+        moved: set[str] = set()
         for key, record in changes:
             old = self.records.get(key)
+            if (old is not None and record is not None and old.pid == record.pid
+                    and old.ppid == record.ppid
+                    and (old.ended_at is None) == (record.ended_at is None)):
+                self.records[key] = record  # the usual change: cpu, rss, …
+                continue
+            moved.add(key)
+            for instance in (old, record):
+                if instance is not None:
+                    moved.update(self.by_ppid.get(instance.pid, ()))
             if old is not None:
-                if record is not None and old.pid == record.pid and old.ppid == record.ppid:
-                    self.records[key] = record  # the usual change: cpu, rss, …
-                    continue
                 del self.records[key]
                 same_pid = self.by_pid[old.pid]
                 same_pid.remove(key)
@@ -73,6 +118,8 @@ class Lineage:
                     del self.by_ppid[old.ppid]
             if record is not None:
                 self._add(key, record)
+        for key in moved:
+            self._place(key)
 
     def ancestry(self, key: str) -> list[ProcessRecord]:
         records = self.records
@@ -148,10 +195,13 @@ def tree_order(records: Mapping[str, ProcessRecord], sort: SortSpec,
 
 
 def tree_keys(records: Mapping[str, ProcessRecord], sort: SortSpec,
-              ordered_keys: Iterable[str] | None = None) -> tuple[list[str], dict[str, str]]:
+              ordered_keys: Iterable[str] | None = None,
+              parent_of: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
     """`tree_order` as the keys in order and the guide of every key that has one (roots have
-    none): what the table needs, without a tuple per row."""
-    parent_of = _parents(records)
+    none): what the table needs, without a tuple per row. `parent_of`, when the caller keeps
+    one for exactly `records` (a `Lineage`), saves working the parents out again."""
+    if parent_of is None:
+        parent_of = _parents(records)
     children_of: dict[str, list[str]] = {}
     roots: list[str] = []
     if ordered_keys is None:

@@ -294,14 +294,14 @@ class ProcessView:
         nothing is filtered."""
         shown = self.shown_records()
         if self._filter.empty:
-            subset: Mapping[str, ProcessRecord] = shown
             ordered = self._all_order() if self._everything else self._changed_order()
-        else:
-            matches = self._matches
-            subset = with_ancestors([item for item in shown.items() if matches(*item)], shown)
-            ordered = self._sorted_keys(subset)
-            self._order = []  # not the list's order (clearing the filter recomputes it)
-        keys, self._tree_guides = tree_keys(subset, self._sort, ordered)
+            keys, self._tree_guides = tree_keys(shown, self._sort, ordered,
+                                                self.lineage.parents)
+            return keys
+        matches = self._matches
+        subset = with_ancestors([item for item in shown.items() if matches(*item)], shown)
+        self._order = []  # not the list's order (clearing the filter recomputes it)
+        keys, self._tree_guides = tree_keys(subset, self._sort, self._sorted_keys(subset))
         return keys
 
     def _all_order(self) -> list[str]:
