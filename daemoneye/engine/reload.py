@@ -23,6 +23,7 @@ runs in a worker thread and the evaluator only ever sees a finished set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
@@ -162,18 +163,11 @@ OnReload = Callable[[ReloadOutcome], Awaitable[None] | None]
 
 
 def watch_targets(dirs: Sequence[Path]) -> tuple[Path, ...]:
-    """What to watch (non-recursively) for `dirs`: each existing rule directory and its parent
-    (so that deleting and re-creating it is seen), and for a missing one its nearest existing
-    ancestor (so that creating it is seen)."""
-    targets: dict[Path, None] = {}
-    for directory in dirs:
-        if directory.is_dir():
-            targets[directory] = None
-        probe = directory.parent
-        while not probe.is_dir() and probe != probe.parent:
-            probe = probe.parent
-        targets[probe] = None
-    return tuple(targets)
+    """What to watch (non-recursively) for `dirs`: each rule directory that exists. A missing
+    one is looked for again at every recheck rather than by watching an ancestor: with no
+    /etc/daemoneye, that ancestor is /etc, which the kernel reports on for every program that
+    starts (ld.so.cache) — thousands of wakeups a second on a busy host."""
+    return tuple(dict.fromkeys(directory for directory in dirs if directory.is_dir()))
 
 
 def _relevant(dirs: Sequence[Path]) -> Callable[[watchfiles.Change, str], bool]:
@@ -209,9 +203,19 @@ async def watch_rules(
     """
     stop = stop_event or asyncio.Event()
     relevant = _relevant(registry.dirs)
+    previous: tuple[Path, ...] | None = None
     while not stop.is_set():
         targets = watch_targets(registry.dirs)
+        if previous is not None and targets != previous:
+            # A directory came or went: files may have landed in it before any watch.
+            await _reload(registry, on_reload, only_if_swapped=True)
+        previous = targets
+        if not targets:  # no rule directory exists (yet): look again after a recheck
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), recheck_ms / 1000)
+            continue
         retarget = False
+        first = True
         async for changes in watchfiles.awatch(
             *targets,
             watch_filter=relevant,
@@ -225,6 +229,11 @@ async def watch_rules(
         ):
             if changes:
                 await _reload(registry, on_reload)
+            elif first:
+                # The first yield comes once the watch runs: a file saved after the rules
+                # were last read but before the watch started is caught here.
+                await _reload(registry, on_reload, only_if_swapped=True)
+            first = False
             # A directory appeared or went away (perhaps came back): its old watch, if any,
             # is dead, so watch again from scratch.
             if any(not is_rule_file(Path(path)) for _, path in changes) or (
@@ -234,12 +243,14 @@ async def watch_rules(
                 break
         if not retarget:
             return
-        # A file may have landed in a new directory before its watch started.
-        await _reload(registry, on_reload)
 
 
-async def _reload(registry: RuleRegistry, on_reload: OnReload) -> None:
+async def _reload(registry: RuleRegistry, on_reload: OnReload, *,
+                  only_if_swapped: bool = False) -> None:
     outcome = await asyncio.to_thread(registry.reload_now)
+    if only_if_swapped and not outcome.swapped:
+        return  # nothing new: no outcome to report (it would repeat known problems)
     result = on_reload(outcome)
     if inspect.isawaitable(result):
         await result
+

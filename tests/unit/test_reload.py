@@ -143,11 +143,14 @@ def test_enable_switches_survive_reloads(rules_dir: Path, registry: RuleRegistry
     assert on is not None and [r.id for r in on.changed] == ["one"]
 
 
-def test_watch_targets_cover_missing_directories(tmp_path: Path) -> None:
+def test_only_existing_rule_directories_are_watched(tmp_path: Path) -> None:
+    """Never an ancestor: for a missing /etc/daemoneye that would be /etc itself, where every
+    program start is an event. Missing directories are looked for at each recheck."""
     existing = tmp_path / "etc" / "rules.d"
     existing.mkdir(parents=True)
     missing = tmp_path / "home" / "config" / "daemoneye" / "rules.d"
-    assert watch_targets([existing, missing]) == (existing, existing.parent, tmp_path)
+    assert watch_targets([existing, missing, existing]) == (existing,)
+    assert watch_targets([missing]) == ()
 
 
 # -- the watcher, for real --------------------------------------------------------------------
@@ -256,3 +259,45 @@ def test_watcher_sees_a_rules_directory_created_later(
         await _until(lambda: "later" in queries(registry), "an edit in the new directory")
 
     run_watching([later], validator, scenario)
+
+
+def test_a_save_made_before_the_watch_starts_is_caught(
+    rules_dir: Path, validator: RuleValidator
+) -> None:
+    """The daemon reads its rules, then starts watching: a file saved in between must not
+    wait for the next edit."""
+    registry = RuleRegistry([rules_dir], validator=validator)
+    registry.reload_now()
+    (rules_dir / "a.toml").write_text(rule_toml("early"))
+    outcomes: list[ReloadOutcome] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch_rules(registry, outcomes.append, stop_event=stop))
+        try:
+            await _until(lambda: "early" in queries(registry), "the save made before the watch")
+        finally:
+            stop.set()
+            await asyncio.wait_for(watcher, 10)
+
+    asyncio.run(main())
+    assert [outcome.swapped for outcome in outcomes] == [True], "reported once, as a swap"
+
+
+def test_a_rules_directory_deleted_and_made_again_is_followed(
+    rules_dir: Path, validator: RuleValidator
+) -> None:
+    import shutil
+
+    async def scenario(registry: RuleRegistry, outcomes: list[ReloadOutcome]) -> None:
+        (rules_dir / "a.toml").write_text(rule_toml("kept"))
+        await _until(lambda: "kept" in queries(registry), "the first rule")
+        shutil.rmtree(rules_dir)
+        await _until(lambda: "kept" not in queries(registry), "the directory's removal")
+        rules_dir.mkdir()
+        (rules_dir / "b.toml").write_text(rule_toml("back"))
+        await _until(lambda: "back" in queries(registry), "a rule in the directory made again")
+        (rules_dir / "b.toml").write_text(rule_toml("edited"))
+        await _until(lambda: "edited" in queries(registry), "an edit after it came back")
+
+    run_watching([rules_dir], validator, scenario)
