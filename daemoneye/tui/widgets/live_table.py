@@ -170,8 +170,9 @@ class LiveTable(ScrollView, can_focus=True):
                 strips.pop(key, None)
             visible_change = not set(on_screen_before).isdisjoint(changed)
         if order is not self._order and (len(order) != len(self._order) or order != self._order):
+            if len(order) != len(self._order):
+                self.virtual_size = Size(self.size.width, len(order) + 1)
             self._order = order
-            self.virtual_size = Size(self.size.width, len(order) + 1)
         with self.app.batch_update():
             self._restore_cursor(cursor_key)
             if visible_change or self._order[top:top + height] != on_screen_before:
