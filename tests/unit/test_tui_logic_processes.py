@@ -295,3 +295,27 @@ def test_incremental_rows_equal_rows_computed_from_scratch(seed: int) -> None:
             fresh.sort, fresh.tree, fresh.filter = view.sort, view.tree, view.filter
             fresh.alerted = view.alerted
             assert got == fresh.rows(now), step
+
+
+def test_row_caches_hold_only_rows_that_could_be_drawn_again() -> None:
+    """A dashboard left open for a day must not keep a row for every process it ever drew:
+    rows of changed or expired processes are dropped (the table keeps what it drew)."""
+    from daemoneye.tui.fake_source import churn_delta, many_processes
+    from daemoneye.tui.logic.live import LiveProcesses
+
+    records = many_processes(400)
+    live = LiveProcesses()
+    live.reset(records)
+    shadow = {record.key: record for record in records}
+    view = ProcessView(new_for=1, ended_for=1)
+    now = 0.0
+    view.update(live.snapshot(), now)
+    for seq in range(1, 120):
+        now += 1
+        live.apply(churn_delta(shadow, seq, changed=40, added=4, removed=4))
+        view.update(live.snapshot(), now)
+        for key in view.order(now)[:20]:  # what a 20-row screen draws
+            view.cells(key)
+    unchanged_since_drawn = len(view._rows)
+    assert unchanged_since_drawn <= 20 * 12, unchanged_since_drawn
+    assert len(view._plain) <= 20 * 12

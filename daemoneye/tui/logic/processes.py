@@ -146,6 +146,19 @@ class ProcessView:
             self._touched.update(gone)
             self._update_lineage(changed)
             self._update_lineage(gone)
+            self._forget_rows(changed)
+
+    def _forget_rows(self, keys: Iterable[str], *, text: bool = False) -> None:
+        """Drop the cached rows of `keys` (their records changed, or they are gone): a table
+        keeps the cells it drew itself, so these caches only need the rows that could be
+        drawn again unchanged, and would otherwise fill with a row per process ever shown."""
+        rows, guided, plain, texts = self._rows, self._guided, self._plain, self._texts
+        for key in keys:
+            rows.pop(key, None)
+            guided.pop(key, None)
+            plain.pop(key, None)
+            if text:
+                texts.pop(key, None)
 
     def _update_lineage(self, keys: Iterable[str]) -> None:
         if self._lineage is not None:
@@ -167,6 +180,7 @@ class ProcessView:
         for key in stale_ended:
             del self._ended[key]
         self._update_lineage(stale_ended)
+        self._forget_rows(stale_ended, text=True)
         self._touched.update(stale_new)
         self._touched.update(stale_ended)
         return bool(stale_new or stale_ended)
