@@ -78,6 +78,20 @@ def test_tree_lists_children_under_their_parent_with_guides() -> None:
     assert dict(names)[2411] == "│     ├─" and dict(names)[2590] == "│     └─"
 
 
+def test_a_process_deep_in_the_tree_still_shows_its_name() -> None:
+    """Seen in tmux: eight levels down, the guide filled the NAME column and left "…"."""
+    chain = [proc(1, 0, "init", started=100)]
+    chain += [proc(pid, pid - 1, "bash", started=100 - pid) for pid in range(2, 10)]
+    chain.append(proc(10, 9, "sleep", started=1))
+    view = ProcessView()
+    view.update(process_set(chain), FAKE_NOW)
+    view.tree = True
+    cells = {parse_row_key(r.key).pid: r.cells for r in view.rows(FAKE_NOW)}
+    name = cells[10][6].text
+    assert name.endswith("└─sleep") and name.startswith("…"), name
+    assert len(name) <= 15
+
+
 def test_a_reused_pid_is_not_taken_for_the_parent() -> None:
     parent_reused = proc(50, 1, "late", started=10)  # pid 50 started after the child
     child = proc(60, 50, "orphan", started=100)

@@ -83,7 +83,8 @@ def process_cells(record: ProcessRecord, status: str, guide: str, severity: str,
         return (mark, *plain)
     cells = list(plain)
     if guide:
-        cells[5] = Cell(guide + _short_name(record.name, max(4, NAME_WIDTH - len(guide))))
+        guide = _fitted_guide(guide)
+        cells[5] = Cell(guide + _short_name(record.name, NAME_WIDTH - len(guide)))
     if status:  # "new" or "ended" tones the whole row
         cells = [cell._replace(tone=status) for cell in cells]
     return (mark, *cells)
@@ -96,3 +97,13 @@ _BLANK = Cell(" ")
 def _short_name(name: str, width: int) -> str:
     """`safe_cell` of a name beside a tree guide: names repeat, and the tree needs thousands."""
     return safe_cell(name, width)
+
+
+MIN_NAME_CHARS = 6  # of a name beside a tree guide, however deep the process sits
+
+
+def _fitted_guide(guide: str) -> str:
+    """A guide that leaves the name room: deep in a tree its outer levels give way to "…"
+    (the last levels, the branch to this process, stay)."""
+    room = NAME_WIDTH - MIN_NAME_CHARS
+    return guide if len(guide) <= room else "…" + guide[len(guide) - room + 1:]
