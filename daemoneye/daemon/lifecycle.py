@@ -33,6 +33,9 @@ from daemoneye.store.db import Store
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 10.0
+# A second SIGINT/SIGTERM forces an exit, unless it comes this soon after the first: then it
+# is a second sender of the same request, not an operator insisting.
+REPEAT_GRACE_S = 0.5
 # Kernel events are written (and rules run over them) in batches: a batch is taken 10 ms after
 # its first event when quiet, 50 ms after it under an exec storm, where each batch's fixed cost
 # (one transaction, one pass of every rule) would otherwise dominate. The window counts from
@@ -83,6 +86,7 @@ class Daemon:
         self._coalesce_s = EVENT_COALESCE_S
         self._ready = False
         self._exit_signals = 0
+        self._exit_requested_at: float | None = None
 
     @property
     def collection(self) -> Collection:
@@ -324,11 +328,18 @@ class Daemon:
             self._reload_requested = True
             self._wake.set()
             return
+        now = time.monotonic()
+        if self._exit_requested_at is not None and now - self._exit_requested_at < REPEAT_GRACE_S:
+            # Two senders at once (the dashboard stopping its private daemon as it dies, and
+            # the kernel's parent-death signal; systemd and a shell) ask for the same stop.
+            log.info("%s again within %.1f s: already stopping", sig.name, REPEAT_GRACE_S)
+            return
         self._exit_signals += 1
         if self._exit_signals > 1:
             log.warning("%s again: forcing exit now", sig.name)
             # Safe: the store only ever holds whole ticks (one transaction each).
             os._exit(128 + sig.value)
         log.info("%s: stopping after the current tick (send it again to force)", sig.name)
+        self._exit_requested_at = now
         self._should_exit = True
         self._wake.set()

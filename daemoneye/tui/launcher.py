@@ -4,6 +4,8 @@ The dashboard attaches to the socket of `--socket` or of the mode. When nobody a
 (and no socket was given explicitly) it starts `python -m daemoneye --mode user daemon` as a
 child process with the user's paths, waits for its socket, shows in the header that it did, and
 stops it when the dashboard exits. The child's output goes to a log file, never the terminal.
+The child is also told by the kernel to stop when the dashboard dies without exiting (the SSH
+session dropped, a kill -9): it asks for SIGTERM on its parent's death (`PR_SET_PDEATHSIG`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -73,7 +76,8 @@ class PrivateDaemon:
             os.chmod(log_file, 0o600)
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, env=env,
-                                       start_new_session=True)
+                                       start_new_session=True,
+                                       preexec_fn=_stop_with_parent(os.getpid()))
         daemon = cls(process, user.paths.socket, log_file)
         daemon.wait_until_ready()
         return daemon
@@ -102,6 +106,24 @@ class PrivateDaemon:
             self.process.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent(parent: int) -> Callable[[], None]:
+    """For the forked child, before exec: SIGTERM when `parent` dies. The kernel ties this to
+    the thread that forked, so the dashboard starts its daemon from its main thread."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def in_child() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the dashboard died before the request took effect
+            os._exit(1)
+
+    return in_child
 
 
 def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None,

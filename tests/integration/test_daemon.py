@@ -100,6 +100,17 @@ def test_sigterm_is_graceful_and_releases_the_store(harness: DaemonHarness) -> N
     assert harness.stop(signal.SIGINT) == 0
 
 
+def test_two_senders_of_one_stop_still_get_a_graceful_stop(harness: DaemonHarness) -> None:
+    """The dashboard stopping its private daemon as it dies, and the kernel's parent-death
+    signal, arrive together: that is one request, not an operator forcing an exit."""
+    harness.start()
+    assert harness.process is not None
+    harness.process.send_signal(signal.SIGINT)  # two kinds: the kernel would merge two TERMs
+    assert harness.stop(signal.SIGTERM) == 0
+    log = harness.log()
+    assert "already stopping" in log and "forcing exit" not in log and "stopped" in log
+
+
 def test_second_daemon_on_the_same_store_refuses(harness: DaemonHarness) -> None:
     harness.start()
     second = subprocess.run(

@@ -76,3 +76,44 @@ async def test_the_dashboard_shows_this_process_from_a_real_daemon(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_a_dashboard_that_dies_takes_its_private_daemon_with_it(tmp_path: Path) -> None:
+    """An SSH session that drops kills the dashboard without a chance to clean up (SIGHUP,
+    kill -9): the daemon it started for the user must not stay behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_", "NOTIFY_SOCKET"))}
+    env.update({"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "c"),
+                "XDG_STATE_HOME": str(tmp_path / "s"), "XDG_RUNTIME_DIR": str(tmp_path)})
+    dashboard = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from daemoneye.tui.launcher import PrivateDaemon\n"
+         "daemon = PrivateDaemon.start(None)\n"
+         "print(daemon.process.pid, flush=True)\n"
+         "time.sleep(600)\n"],
+        env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert dashboard.stdout is not None
+        daemon_pid = int(dashboard.stdout.readline())
+        os.kill(daemon_pid, 0)  # running
+    finally:
+        dashboard.send_signal(signal.SIGKILL)
+        dashboard.wait(10)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(daemon_pid, 0)
+        except ProcessLookupError:
+            break
+        with open(f"/proc/{daemon_pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break  # exited; only waiting to be reaped by init
+        time.sleep(0.1)
+    else:
+        os.kill(daemon_pid, signal.SIGKILL)
+        raise AssertionError("the private daemon outlived the dashboard that started it")
