@@ -240,7 +240,9 @@ def test_watcher_keeps_the_last_good_rules_on_broken_saves(
             lambda: "missing: start_time" in str(registry.current.problems), "the invalid rule"
         )
         assert "'good'" in queries(registry)["one"]
-        assert outcomes[-1].ruleset is registry.current
+        # The registry swaps in the worker thread; the outcome reaches us on the loop after.
+        await _until(lambda: bool(outcomes) and outcomes[-1].ruleset is registry.current,
+                     "the outcome of that reload")
 
     run_watching([rules_dir], validator, scenario)
 
