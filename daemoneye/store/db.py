@@ -9,7 +9,7 @@ open their own connections with `open_readonly`; WAL lets them read while the wr
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -140,12 +140,8 @@ class Store:
         """
         path = Path(path)
         prepare_store_file(path, file_mode)
-        try:
-            conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
-        except apsw.Error as exc:
-            raise file_error(path, exc, "opening") from exc
-        try:
-            configure(conn)
+
+        def create_or_migrate(conn: apsw.Connection) -> None:
             # Only reads until the file is known to be ours, healthy and not newer.
             state = read_schema_state(conn)
             check_compatible(state, path)
@@ -159,17 +155,12 @@ class Store:
                     f"{path}: cannot use a write-ahead log (journal mode stays {journal_mode!r});"
                     " is the store on a network filesystem? Use a local path."
                 )
-            conn.pragma("synchronous", "NORMAL")
-            conn.pragma("foreign_keys", "ON")
+            _writer_pragmas(conn)
             conn.pragma("journal_size_limit", JOURNAL_SIZE_LIMIT)
             migrate(conn, path)
             enforce_side_file_modes(path, file_mode)
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, apsw.Error):
-                raise file_error(path, exc, "opening") from exc
-            raise
-        return cls(conn, path)
+
+        return cls(_writer_connection(path, create_or_migrate), path)
 
     @classmethod
     def open_existing(cls, path: Path | str) -> Store:
@@ -188,12 +179,8 @@ class Store:
                 f"cannot write the store {path}: permission denied for uid "
                 f"{os.geteuid()} (it belongs to the daemon's user)"
             )
-        try:
-            conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
-        except apsw.Error as exc:
-            raise file_error(path, exc, "opening") from exc
-        try:
-            configure(conn)
+
+        def check_current(conn: apsw.Connection) -> None:
             state = read_schema_state(conn)
             check_compatible(state, path)
             if state.user_version != SCHEMA_VERSION:
@@ -201,14 +188,9 @@ class Store:
                     f"{path}: the store is at schema version {state.user_version}, this "
                     f"command needs {SCHEMA_VERSION}; start the daemon once to migrate it"
                 )
-            conn.pragma("synchronous", "NORMAL")
-            conn.pragma("foreign_keys", "ON")
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, apsw.Error):
-                raise file_error(path, exc, "opening") from exc
-            raise
-        return cls(conn, path)
+            _writer_pragmas(conn)
+
+        return cls(_writer_connection(path, check_current), path)
 
     @property
     def path(self) -> Path:
@@ -415,6 +397,31 @@ class Store:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _writer_connection(path: Path, setup: Callable[[apsw.Connection], None]) -> apsw.Connection:
+    """A read-write connection to the store at `path`, configured, with `setup` run on it.
+    When anything fails the connection is closed again and SQLite's error becomes a
+    StoreError naming the file."""
+    try:
+        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+    except apsw.Error as exc:
+        raise file_error(path, exc, "opening") from exc
+    try:
+        configure(conn)
+        setup(conn)
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, apsw.Error):
+            raise file_error(path, exc, "opening") from exc
+        raise
+    return conn
+
+
+def _writer_pragmas(conn: apsw.Connection) -> None:
+    """What every writer connection runs with: WAL's safe-enough sync, and foreign keys."""
+    conn.pragma("synchronous", "NORMAL")
+    conn.pragma("foreign_keys", "ON")
 
 
 def _exit_codes(events: Sequence[ProcessEvent]) -> dict[tuple[int, float], int]:
