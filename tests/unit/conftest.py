@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,3 +79,14 @@ def store(store_path: Path) -> Iterator[Store]:
     opened = Store.open(store_path)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Pin the local time zone to UTC, for what shows times as local time (the dashboard's
+    cells): the expected text must not depend on the host."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

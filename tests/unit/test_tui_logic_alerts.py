@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -25,14 +23,7 @@ from daemoneye.tui.logic.glyphs import TIMES
 from daemoneye.tui.logic.keys import row_key
 from daemoneye.tui.logic.severity import label, severity_rank, worst
 
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc")  # times are shown in local time
 
 
 def test_severities_rank_critical_highest_and_unknown_lowest() -> None:

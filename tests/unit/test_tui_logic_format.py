@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -11,14 +10,7 @@ from daemoneye.tui.fake_source import FAKE_NOW, proc
 from daemoneye.tui.logic import format as fmt
 from daemoneye.tui.logic.glyphs import TIMES
 
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc")  # times are shown in local time
 
 
 @pytest.mark.parametrize(("count", "text"), [

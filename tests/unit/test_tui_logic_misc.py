@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-
 import pytest
 
 from daemoneye.models import ProcessKey
@@ -23,14 +20,7 @@ from daemoneye.tui.logic.health import health_sections, problems
 from daemoneye.tui.logic.query_history import QueryHistory
 from daemoneye.tui.logic.rules import ordered, rule_row, rule_source
 
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc")  # times are shown in local time
 
 
 def text(parts: list[tuple[str, str]]) -> str:

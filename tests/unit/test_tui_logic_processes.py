@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
 from types import MappingProxyType
 
 import pytest
@@ -20,14 +19,7 @@ from daemoneye.tui.logic.live import ProcessSet
 from daemoneye.tui.logic.processes import ProcessView
 from daemoneye.tui.logic.sorting import SortSpec, sort_records
 
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc")  # times are shown in local time
 
 
 def by_key(records: tuple[ProcessRecord, ...] | list[ProcessRecord]
