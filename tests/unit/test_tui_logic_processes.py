@@ -245,7 +245,7 @@ def test_refreshing_by_changes_gives_the_same_rows_as_recomputing(sort: SortSpec
         incremental = view.rows(now)
         fresh = ProcessView(new_for=2, ended_for=2)
         fresh._new_until, fresh._ended = dict(view._new_until), dict(view._ended)
-        fresh.records, fresh._generation = view.records, view._generation
+        fresh._set = view._set
         fresh.sort, fresh.filter, fresh.alerted = view.sort, view.filter, view.alerted
         assert incremental == fresh.rows(now)
         assert view.changed is not None, "the refresh was incremental"
@@ -297,7 +297,7 @@ def test_incremental_rows_equal_rows_computed_from_scratch(seed: int) -> None:
             got = [RowView(key, drawn.setdefault(key, view.cells(key))) for key in order]
             fresh = ProcessView()
             fresh._new_until, fresh._ended = dict(view._new_until), dict(view._ended)
-            fresh.records, fresh._generation = view.records, view._generation
+            fresh._set = view._set
             fresh.sort, fresh.tree, fresh.filter = view.sort, view.tree, view.filter
             fresh.alerted = view.alerted
             assert got == fresh.rows(now), step

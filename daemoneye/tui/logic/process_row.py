@@ -40,27 +40,15 @@ PROCESS_COLUMNS: tuple[Column, ...] = (
 )
 
 
-def same_identity(before: ProcessRecord, after: ProcessRecord) -> bool:
-    """True when nothing the fixed cells show has changed (name, user, command line)."""
-    return (before.name is after.name and before.cmdline is after.cmdline
-            and before.user is after.user and before.uid == after.uid)
-
-
-def plain_cells(record: ProcessRecord, before: tuple[Cell, ...] | None,
-                now: float) -> tuple[Cell, ...]:
-    """pid, user, cpu, rss, started, name, command without any tone; the cells that cannot
-    change while the process runs are taken from `before` when given."""
-    cpu = Cell(format_percent(record.cpu_percent), "", True)
-    rss = Cell(format_bytes(record.rss), "", True)
-    if before is not None:
-        return (before[0], before[1], cpu, rss, before[4], before[5], before[6])
+def plain_cells(record: ProcessRecord, now: float) -> tuple[Cell, ...]:
+    """pid, user, cpu, rss, started, name, command without any tone."""
     user = record.user if record.user is not None else (
         str(record.uid) if record.uid is not None else "?")
     return (
         Cell(str(record.pid), right=True),
         Cell(safe_cell(user, 8)),
-        cpu,
-        rss,
+        Cell(format_percent(record.cpu_percent), right=True),
+        Cell(format_bytes(record.rss), right=True),
         Cell(format_started(record.start_time, now)),
         Cell(safe_cell(record.name, NAME_WIDTH)),
         Cell(cmd_cell(record), "" if record.cmdline else "dim"),

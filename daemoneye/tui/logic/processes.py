@@ -17,7 +17,7 @@ from daemoneye.tui.logic.cells import Cell, RowView
 from daemoneye.tui.logic.keys import parse_row_key
 from daemoneye.tui.logic.lineage import Lineage, tree_keys, with_ancestors
 from daemoneye.tui.logic.live import EMPTY_SET, ProcessSet
-from daemoneye.tui.logic.process_row import plain_cells, process_cells, same_identity
+from daemoneye.tui.logic.process_row import plain_cells, process_cells
 from daemoneye.tui.logic.sorting import NUMERIC_KEYS, SORT_KEYS, Item, SortSpec
 
 NEW_FOR_S = 3.0  # how long a new process stays highlighted
@@ -39,11 +39,9 @@ class ProcessView:
         self._sort = SortSpec()
         self._tree = False
         self._filter: ProcessFilter = parse_filter("")
-        self.records: Mapping[str, ProcessRecord] = {}
-        self._set: ProcessSet = EMPTY_SET
+        self._set: ProcessSet = EMPTY_SET  # the live set last taken
         self._alerted: Mapping[str, str] = {}
         self._alerted_keys: frozenset[ProcessKey] = frozenset()
-        self._generation = 0
         self._new_until: dict[str, float] = {}
         self._ended: dict[str, tuple[ProcessRecord, float]] = {}
         # Row caches by key: one for plain rows (the list, tree roots), one for rows under a
@@ -65,6 +63,11 @@ class ProcessView:
         self._tree_guides: dict[str, str] = {}
         self._now = 0.0  # the time of the last order(): rows are drawn as of then
         self._keys_sort: SortSpec | None = None  # the sort `_sort_key` was computed for
+
+    @property
+    def records(self) -> Mapping[str, ProcessRecord]:
+        """The live records, by row key."""
+        return self._set.records
 
     # -- what is shown, and how -------------------------------------------------------------
     @property
@@ -112,7 +115,7 @@ class ProcessView:
         """Take a new live set; note what appeared (new) and what disappeared (ended).
         Costs the number of changed keys when the set can say which changed since the last."""
         old, new = self.records, process_set.records
-        baseline = process_set.generation != self._generation
+        baseline = process_set.generation != self._set.generation
         hint = None if baseline else process_set.changed_since(self._set)
         if hint is None:
             added: Iterable[str] = new.keys() - old.keys()
@@ -134,8 +137,7 @@ class ProcessView:
         if self._ended:
             for key in new.keys() & self._ended.keys() if hint is None else changed:
                 self._ended.pop(key, None)
-        self.records, self._set = new, process_set
-        self._generation = process_set.generation
+        self._set = process_set
         if baseline:
             self._everything = True
             self._keys_sort = None
@@ -370,8 +372,7 @@ class ProcessView:
             return cached[4]
         plain = self._plain.get(key)
         if plain is None or plain[0] is not record:
-            plain = (record, plain_cells(record, plain[1] if plain is not None
-                                         and same_identity(plain[0], record) else None, now))
+            plain = (record, plain_cells(record, now))
             self._plain[key] = plain
         row = process_cells(record, status, guide, severity, plain[1])
         cache[key] = (record, status, guide, severity, row)
