@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Static
 
-from daemoneye.models import ProcessChange, ProcessesDelta, ProcessKey
+from daemoneye.models import Alert, ProcessChange, ProcessesDelta, ProcessKey
 from daemoneye.tui.fake_source import (
     FAKE_NOW,
     FakeSource,
@@ -435,3 +435,65 @@ async def test_clicking_a_screen_name_switches_to_it(make_app: AppFactory) -> No
         await settle(pilot)
         assert isinstance(pilot.app.screen, AlertsScreen)
         assert pilot.app.screen.query_one(NavBar).current == "alerts"
+
+
+async def test_refreshes_repaint_rows_without_laying_out_the_screen(
+        make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A screen layout repaints every widget; a refresh of 10,000 rows must cost only the rows
+    and lines that changed, so it must not lay out. The scrollbar still covers every row."""
+    source = FakeSource()
+    async with make_app(source).run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        source.push(ProcessesDelta(1, tuple(proc(6000 + n, 1, f"worker{n}", [f"worker{n}"],
+                                                 started=900) for n in range(40)), (), ()))
+        await settle(pilot)  # the scrollbar appears: that one lays out
+        layouts: list[object] = []
+        refresh_layout = screen._refresh_layout
+
+        def counted(*args: object, **kwargs: object) -> None:
+            layouts.append(args)
+            refresh_layout(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(screen, "_refresh_layout", counted)
+        python3 = ProcessKey(2590, FAKE_NOW - 600)
+        source.push(ProcessesDelta(2, tuple(proc(7000 + n, 1, f"extra{n}", [f"extra{n}"],
+                                                 started=900) for n in range(30)),
+                                   (ProcessChange(2590, python3.start_time,
+                                                  (("cpu_percent", 42.0),)),), ()))
+        await settle(pilot)
+        assert layouts == []
+        rows = len(screen.table.shown_keys)
+        assert rows == 17 + 40 + 30
+        assert screen.table.vertical_scrollbar.window_virtual_size == rows + 1
+        await pilot.press("end")
+        await settle(pilot)
+        assert screen.table.cursor_row == rows - 1
+        assert screen.table.scroll_offset.y == screen.table.max_scroll_y > 0
+
+
+async def test_detail_pane_grows_when_the_process_gets_more_alerts(
+        make_app: AppFactory) -> None:
+    """The detail pane's texts are updated without a layout while their height stays the
+    same; new alerts for the selected process must still get the room to show all of them."""
+    source = FakeSource()
+    async with make_app(source).run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        python3 = ProcessKey(2590, FAKE_NOW - 600)
+        assert screen.table.select_key(row_key(python3))
+        await settle(pilot)
+        alerts = screen.query_one("#detail-alerts", Static)
+        before = alerts.size.height
+        for n in range(4):
+            source.push(Alert(id=100 + n, rule_id=f"rule-{n}", severity="high",
+                              title=f"python3 (2590) did thing {n}", pid=2590,
+                              start_time=python3.start_time, first_seen=FAKE_NOW - 5,
+                              last_seen=FAKE_NOW - 5, count=1, state="open",
+                              state_changed_at=None, state_changed_by=None, row=()))
+        await settle(pilot)
+        assert "did thing 3" in str(alerts.content)
+        grown = alerts.size.height
+        assert grown >= before + 4
+        assert grown == alerts.get_content_height(alerts.content_size, alerts.content_size,
+                                                  alerts.content_size.width)

@@ -26,6 +26,7 @@ from daemoneye.tui.widgets.filter_bar import FilterBar
 from daemoneye.tui.widgets.live_table import LiveTable
 from daemoneye.tui.widgets.process_detail import ProcessDetail
 from daemoneye.tui.widgets.process_table import ProcessTable
+from daemoneye.tui.widgets.text_update import show_text
 
 
 class ProcessesScreen(DashboardScreen):
@@ -117,7 +118,7 @@ class ProcessesScreen(DashboardScreen):
         if not view.filter.empty:
             status.append(" · filter ")
             status.append(view.filter.text)  # literal: whatever the user typed
-        self.query_one("#process-status", Static).update(status)
+        show_text(self.query_one("#process-status", Static), status)
         self._show_detail()
 
     # -- the detail pane ----------------------------------------------------------------------

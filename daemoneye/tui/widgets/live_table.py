@@ -171,12 +171,22 @@ class LiveTable(ScrollView, can_focus=True):
             visible_change = not set(on_screen_before).isdisjoint(changed)
         if order is not self._order and (len(order) != len(self._order) or order != self._order):
             if len(order) != len(self._order):
-                self.virtual_size = Size(self.size.width, len(order) + 1)
+                self._set_row_count(len(order))
             self._order = order
         with self.app.batch_update():
             self._restore_cursor(cursor_key)
             if visible_change or self._order[top:top + height] != on_screen_before:
                 self.refresh()
+
+    def _set_row_count(self, rows: int) -> None:
+        """Size the scrollable area for `rows` (plus the header) without a screen layout.
+        Only the scrollbar depends on a virtual table's height, but assigning `virtual_size`
+        lays out the whole screen, on every refresh that adds or removes a row. The scrollbar
+        update below still lays out when the scrollbar appears or goes."""
+        size = Size(self.size.width, rows + 1)
+        if size != self.virtual_size:
+            self.set_reactive(LiveTable.virtual_size, size)
+            self._scroll_update(size)
 
     def sync(self, rows: Sequence[RowView]) -> None:
         """Make the table show exactly `rows` (for small tables given as whole rows)."""

@@ -13,6 +13,7 @@ from textual.widgets import Sparkline, Static
 
 from daemoneye.tui.logic.detail import Fact
 from daemoneye.tui.logic.format import format_bytes
+from daemoneye.tui.widgets.text_update import show_text
 
 LABEL_WIDTH = 9
 DETAIL_TONES = ("label", "new", "ended", "dim", "critical", "high", "medium", "low", "info")
@@ -51,9 +52,9 @@ class ProcessDetail(VerticalScroll):
 
     def show(self, facts: Sequence[Fact], alerts: Sequence[Fact],
              cpu: Sequence[float], rss: Sequence[float]) -> None:
-        self.query_one("#detail-facts", Static).update(self._facts_text(facts))
+        show_text(self.query_one("#detail-facts", Static), self._facts_text(facts))
         alerts_text = self._facts_text(alerts) if alerts else Text("no alerts", self._style("dim"))
-        self.query_one("#detail-alerts", Static).update(alerts_text)
+        show_text(self.query_one("#detail-alerts", Static), alerts_text)
         self.query_one("#cpu-spark", Sparkline).data = list(cpu)
         self.query_one("#rss-spark", Sparkline).data = list(rss)
         if cpu:
@@ -61,11 +62,11 @@ class ProcessDetail(VerticalScroll):
             rss_label = f"rss ≤{format_bytes(int(max(rss)))}"
         else:  # an instance that ended before it was sampled
             cpu_label, rss_label = "cpu —", "rss —"
-        self.query_one("#cpu-label", Static).update(Text(cpu_label))
-        self.query_one("#rss-label", Static).update(Text(rss_label))
+        show_text(self.query_one("#cpu-label", Static), Text(cpu_label))
+        show_text(self.query_one("#rss-label", Static), Text(rss_label))
 
     def clear(self, message: str) -> None:
-        self.query_one("#detail-facts", Static).update(Text(message, self._style("dim")))
-        self.query_one("#detail-alerts", Static).update("")
+        show_text(self.query_one("#detail-facts", Static), Text(message, self._style("dim")))
+        show_text(self.query_one("#detail-alerts", Static), Text())
         self.query_one("#cpu-spark", Sparkline).data = []
         self.query_one("#rss-spark", Sparkline).data = []
