@@ -325,3 +325,30 @@ def test_row_caches_hold_only_rows_that_could_be_drawn_again() -> None:
     unchanged_since_drawn = len(view._rows)
     assert unchanged_since_drawn <= 20 * 12, unchanged_since_drawn
     assert len(view._plain) <= 20 * 12
+
+
+def test_a_tree_refresh_names_only_the_rows_whose_cells_changed() -> None:
+    """The table redraws the rows a refresh names. In the tree, a row's guide is part of its
+    cells: a new last child turns its elder sibling's "└─" into "├─", so that sibling is named
+    too; rows that only moved are not."""
+    from daemoneye.tui.logic.live import LiveProcesses
+
+    parent = proc(100, 1, "parent", started=60)
+    elder = proc(101, 100, "elder", started=50, cpu=1.0)
+    other = proc(200, 1, "other", started=40)
+    live = LiveProcesses()
+    live.reset((parent, elder, other))
+    view = ProcessView()
+    view.tree = True
+    view.update(live.snapshot(), 0.0)
+    view.order(0.0)
+    assert view.changed is None, "the first layout draws everything"
+    busy = dataclasses.replace(other, cpu_percent=50.0)
+    younger = proc(102, 100, "younger", started=5)
+    from daemoneye.models import ProcessesDelta
+
+    live.apply(ProcessesDelta(1, (busy, younger), (), ()))
+    view.update(live.snapshot(), 1.0)
+    keys = view.order(1.0)
+    assert [parse_row_key(key).pid for key in keys] == [200, 100, 101, 102]
+    assert view.changed == {record_key(busy), record_key(younger), record_key(elder)}

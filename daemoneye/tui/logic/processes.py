@@ -235,8 +235,9 @@ class ProcessView:
         self.expire(now)
         self._now = now
         if self._tree:
+            everything, guides = self._everything, self._tree_guides
             order = self._tree_order()
-            self.changed = None
+            self.changed = None if everything else self._tree_changed(guides)
         elif self._everything:
             order = self._all_order()
             self.changed = None
@@ -319,6 +320,15 @@ class ProcessView:
         self._order = []  # not the list's order (clearing the filter recomputes it)
         keys, self._tree_guides = tree_keys(subset, self._sort, self._sorted_keys(subset))
         return keys
+
+    def _tree_changed(self, before: Mapping[str, str]) -> set[str]:
+        """The keys whose rows may differ after a tree refresh: the touched ones, and those
+        whose guide changed (a row's guide is part of its cells; moving it is not)."""
+        after = self._tree_guides
+        changed = set(self._touched)
+        changed.update(key for key, guide in after.items() if before.get(key) != guide)
+        changed.update(before.keys() - after.keys())
+        return changed
 
     def _all_order(self) -> list[str]:
         shown = self.shown_records()
