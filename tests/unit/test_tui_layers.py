@@ -4,6 +4,7 @@ the daemon only through `ipc.client` and `models` (ARCHITECTURE.md §2)."""
 from __future__ import annotations
 
 import json
+import os
 import pkgutil
 import subprocess
 import sys
@@ -35,3 +36,18 @@ def test_the_dashboard_reaches_the_daemon_only_through_the_ipc_client() -> None:
     leaked = sorted(m for m in loaded if m.startswith(DAEMON_SIDE))
     assert not leaked
     assert "daemoneye.ipc.client" in loaded
+
+
+def frame_rate(environment: dict[str, str]) -> int:
+    code = "import daemoneye.tui.app, textual.constants as c; print(c.MAX_FPS)"
+    env = {key: value for key, value in os.environ.items() if key != "TEXTUAL_FPS"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60, env={**env, **environment})
+    return int(result.stdout)
+
+
+def test_the_dashboard_asks_for_240_frames_unless_the_user_chose() -> None:
+    """Textual's repaint timer skips up to two frames after a long one; at 240 frames a
+    second a key right behind a refresh waits at most 8 ms for its frame."""
+    assert frame_rate({}) == 240
+    assert frame_rate({"TEXTUAL_FPS": "30"}) == 30

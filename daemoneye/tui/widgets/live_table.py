@@ -25,7 +25,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding, BindingType
 from textual.events import Click, Resize
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -227,8 +227,8 @@ class LiveTable(ScrollView, can_focus=True):
             for key in (self.cursor_key, self._order[index] if self._order else None):
                 if key is not None:
                     self._strips.pop(key, None)
+            self._refresh_rows_at(self._cursor, index)
             self._cursor = index
-            self.refresh()
         elif self.cursor_key is not None:
             self._strips.pop(self.cursor_key, None)  # a new row under an unmoved cursor
         self._scroll_to_cursor()
@@ -236,6 +236,16 @@ class LiveTable(ScrollView, can_focus=True):
         if key != self._highlighted:
             self._highlighted = key
             self.post_message(self.RowHighlighted(self, key))
+
+    def _refresh_rows_at(self, *indexes: int) -> None:
+        """Repaint the lines of the rows at `indexes`: a cursor step repaints two lines, not
+        the table. The whole table when one is off screen (the step scrolls it)."""
+        top = round(self.scroll_offset.y)
+        visible = max(1, self.size.height - 1)
+        if all(top <= index < top + visible for index in indexes):
+            self.refresh(*(Region(0, 1 + index - top, self.size.width, 1) for index in indexes))
+        else:
+            self.refresh()
 
     def _scroll_to_cursor(self) -> None:
         visible = max(1, self.size.height - 1)
@@ -308,6 +318,14 @@ class LiveTable(ScrollView, can_focus=True):
         self._styles.clear()
         self._strips.clear()
 
+    def _base_style(self) -> Style:
+        """The widget's own style (kept until the styles change, like the component ones:
+        working it out walks the widget's ancestors, for every row drawn)."""
+        style = self._styles.get("")
+        if style is None:
+            style = self._styles[""] = self.rich_style
+        return style
+
     def _style(self, name: str) -> Style:
         style = self._styles.get(name)
         if style is None:
@@ -343,7 +361,7 @@ class LiveTable(ScrollView, can_focus=True):
         return Strip([Segment(text, style)]).adjust_cell_length(width, style)
 
     def _row(self, cells: tuple[Cell, ...], cursor: bool, width: int) -> Strip:
-        base = self.rich_style
+        base = self._base_style()
         if cursor:
             base += self._style("cursor" if self.has_focus else "cursor-blurred")
         pad = Segment(" " * PADDING, base)
