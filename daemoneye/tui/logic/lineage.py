@@ -221,35 +221,26 @@ def tree_keys(records: Mapping[str, ProcessRecord], sort: SortSpec,
     order: list[str] = []
     guides: dict[str, str] = {}
     append = order.append
-    joined: dict[tuple[str, str], str] = {}  # lead + branch, made once per distinct pair
-
-    def join(lead: str, branch: str) -> str:
-        text = joined.get((lead, branch))
-        if text is None:
-            text = joined[(lead, branch)] = lead + branch
-        return text
-
-    # (key, guide of its ancestors, is last sibling, depth)
-    stack: list[tuple[str, str, bool, int]] = [(key, "", True, 0) for key in reversed(roots)]
+    # (key, its guide, the lead of its children's guides); the four strings of a sibling
+    # group are made once per parent, not once per row.
+    stack: list[tuple[str, str, str]] = [(key, "", "") for key in reversed(roots)]
     pop, push, extend = stack.pop, stack.append, stack.extend
     placed: set[str] = set()
     place = placed.add
     while stack:
-        key, lead, last, depth = pop()
+        key, guide, lead = pop()
         if key in placed:
             continue
         place(key)
         append(key)
-        if depth:
-            guides[key] = join(lead, "└─" if last else "├─")
-            below = join(lead, "  " if last else "│ ")
-        else:
-            below = ""
+        if guide:
+            guides[key] = guide
         kids = children_get(key)
         if kids:
-            deeper = depth + 1
-            push((kids[-1], below, True, deeper))
-            extend([(kid, below, False, deeper) for kid in kids[-2::-1]])
+            push((kids[-1], lead + "└─", lead + "  "))
+            if len(kids) > 1:
+                branch, below = lead + "├─", lead + "│ "
+                extend([(kid, branch, below) for kid in kids[-2::-1]])
     return order, guides
 
 
