@@ -64,6 +64,15 @@ def run_editor(argv: Sequence[str]) -> int:
     return subprocess.run(list(argv), check=False).returncode
 
 
+def follow_terminal_size() -> None:
+    """Drop COLUMNS and LINES from the environment before the dashboard runs. Textual asks
+    `shutil.get_terminal_size` for the size on every resize, and that believes those variables
+    over the terminal: a shell (or pytest) that exports them leaves a dashboard that never
+    follows its window."""
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
+
+
 class DaemonEyeApp(App[None]):
     """The DaemonEye dashboard."""
 

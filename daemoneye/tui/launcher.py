@@ -133,7 +133,7 @@ def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None,
     from textual.logging import TextualHandler
 
     from daemoneye.ipc.client import DaemonClient
-    from daemoneye.tui.app import DaemonEyeApp
+    from daemoneye.tui.app import DaemonEyeApp, follow_terminal_size
     from daemoneye.tui.ipc_source import IpcSource
     from daemoneye.tui.preferences import configured_theme, preference_file, remember_theme
 
@@ -151,6 +151,7 @@ def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None,
     app = DaemonEyeApp(IpcSource(client), theme=configured_theme(loaded),
                        remember_theme=partial(remember_theme, preference_file(loaded)),
                        private_daemon=private.description if private else "")
+    follow_terminal_size()
     try:
         app.run()
     finally:

@@ -159,7 +159,6 @@ class LiveTable(ScrollView, can_focus=True):
         height = max(1, self.size.height - 1)
         on_screen_before = self._order[top:top + height]
         self._source = cells_of
-        visible_change = changed is None
         if changed is None:
             self._cells.clear()
             self._strips.clear()
@@ -168,15 +167,35 @@ class LiveTable(ScrollView, can_focus=True):
             for key in changed:
                 cells.pop(key, None)
                 strips.pop(key, None)
-            visible_change = not set(on_screen_before).isdisjoint(changed)
         if order is not self._order and (len(order) != len(self._order) or order != self._order):
             if len(order) != len(self._order):
                 self._set_row_count(len(order))
             self._order = order
         with self.app.batch_update():
             self._restore_cursor(cursor_key)
-            if visible_change or self._order[top:top + height] != on_screen_before:
+            if changed is None or round(self.scroll_offset.y) != top:
                 self.refresh()
+            else:
+                self._refresh_lines(on_screen_before, self._order[top:top + height], changed)
+
+    def _refresh_lines(self, before: Sequence[str], after: Sequence[str],
+                       changed: Collection[str]) -> None:
+        """Repaint the lines whose row is another one now or changed its cells: a refresh
+        that changes a few visible rows repaints those, not the table."""
+        changed = changed if isinstance(changed, set | frozenset) else set(changed)
+        width, lines = self.size.width, max(len(before), len(after))
+        regions: list[Region] = []
+        start = None
+        for line in range(lines + 1):
+            differs = line < lines and (line >= len(before) or line >= len(after)
+                                        or before[line] != after[line] or after[line] in changed)
+            if differs and start is None:
+                start = line
+            elif not differs and start is not None:
+                regions.append(Region(0, 1 + start, width, line - start))
+                start = None
+        if regions:
+            self.refresh(*regions)
 
     def _set_row_count(self, rows: int) -> None:
         """Size the scrollable area for `rows` (plus the header) without a screen layout.
