@@ -179,6 +179,14 @@ def test_defaults_fill_missing_optional_fields_and_old_clients_ignore_new_ones()
             "rows[0][0]",
             "expected",
         ),
+        (  # deep in a refresh: decoding runs without paths first, then names the field
+            ProcessesDelta,
+            {"seq": 1, "added": [], "removed": [],
+             "changed": [{"pid": 1, "start_time": 1.0, "fields": [["rss", 1]]},
+                         {"pid": 2, "start_time": 1.0, "fields": [["rss", 2], ["cpu", []]]}]},
+            "changed[1].fields[1][1]",
+            "expected a string or an integer or a number or true or false or null",
+        ),
     ],
 )
 def test_decoding_errors_name_the_field(
