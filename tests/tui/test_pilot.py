@@ -497,3 +497,46 @@ async def test_detail_pane_grows_when_the_process_gets_more_alerts(
         assert grown >= before + 4
         assert grown == alerts.get_content_height(alerts.content_size, alerts.content_size,
                                                   alerts.content_size.width)
+
+
+async def test_ended_rows_go_with_the_next_refresh_and_the_timer_only_when_none_came(
+        make_app: AppFactory, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each refresh drops the rows whose time is up. The expiry timer must not re-sort and
+    repaint the table a second time each second while refreshes keep coming; when they stop,
+    it still takes the ended rows away."""
+    source = FakeSource()
+    async with make_app(source, tick_s=0.2).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        refreshes: list[float] = []
+        refresh_rows = screen._refresh_rows
+
+        def counted() -> None:
+            refreshes.append(clock())
+            refresh_rows()
+
+        monkeypatch.setattr(screen, "_refresh_rows", counted)
+        gone = proc(5000, 1, "brief", ["brief"], started=1)
+        source.push(ProcessesDelta(1, (gone,), (), ()))
+        source.push(ProcessesDelta(2, (), (), (gone.key,)))
+        await settle(pilot)
+        assert row_key(gone.key) in screen.table.shown_keys  # ended: shown a while longer
+        clock.advance(5)
+        screen._expire()  # right behind a refresh: nothing to do
+        assert row_key(gone.key) in screen.table.shown_keys
+        calls = len(refreshes)
+        source.push(ProcessesDelta(3, (), (ProcessChange(1, FAKE_NOW - 3 * 86_400,
+                                                         (("cpu_percent", 1.0),)),), ()))
+        await settle(pilot)
+        assert row_key(gone.key) not in screen.table.shown_keys, "the refresh expired it"
+        assert len(refreshes) == calls + 1
+        # No refresh for a while: the timer expires rows on its own.
+        newcomer = proc(5001, 1, "newcomer", ["newcomer"], started=0)
+        source.push(ProcessesDelta(4, (newcomer,), (), ()))
+        await settle(pilot)
+        cells = screen.table.cells_of(row_key(newcomer.key))
+        assert cells is not None and cells[0].text == "+"
+        clock.advance(5)
+        await pilot.pause(0.5)
+        cells = screen.table.cells_of(row_key(newcomer.key))
+        assert cells is not None and cells[0].text == " "

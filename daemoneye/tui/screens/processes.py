@@ -3,6 +3,7 @@ the signal action."""
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from rich.text import Text
@@ -60,6 +61,7 @@ class ProcessesScreen(DashboardScreen):
         self._dirty = True
         self._detail_toggled = False
         self._detail_shown: tuple[object, ...] | None = None
+        self._refreshed_at = float("-inf")  # time.monotonic() of the last table refresh
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="process-status")
@@ -101,6 +103,13 @@ class ProcessesScreen(DashboardScreen):
             self._refresh_rows()
 
     def _expire(self) -> None:
+        """Drop highlights and ended rows that are due, when no refresh has done it lately.
+        Every refresh expires them on its way (`ProcessView.order`), so while the daemon sends
+        one a second this timer has nothing to do; doing it anyway re-sorted and repainted
+        10,000 rows a second time each second, often right next to a refresh, where a key
+        then waited for both."""
+        if time.monotonic() - self._refreshed_at < self.dashboard.tick_s:
+            return
         if self.view.expire(self.dashboard.now()):
             self._dirty = True
             if self.is_current:
@@ -109,6 +118,7 @@ class ProcessesScreen(DashboardScreen):
     def _refresh_rows(self) -> None:
         """The one place the process table changes."""
         self._dirty = False
+        self._refreshed_at = time.monotonic()
         view = self.view
         order = view.order(self.dashboard.now())
         self.table.show(order, view.cells, view.changed)
