@@ -260,9 +260,11 @@ def _recorded_execs(daemon: DaemonProcess, generator_pid: int) -> tuple[int, int
     conn = apsw.Connection(str(daemon.db), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         conn.set_busy_timeout(5000)
-        total, partial = conn.execute(
+        row = conn.execute(
             "SELECT count(*), coalesce(sum(partial), 0) FROM process_events "
             "WHERE kind = 'exec' AND ppid = ?", (generator_pid,)).fetchone()
+        assert row is not None  # an aggregate always gives one row
+        total, partial = row
     finally:
         conn.close()
     return int(total), int(partial)

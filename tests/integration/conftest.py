@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 T = TypeVar("T")
+Sleeper = Callable[..., subprocess.Popen[bytes]]  # the `sleeper` fixture: start(marker, argv=None)
 DEADLINE_S = 30.0  # generous: CI machines are shared and slow; this is a hang guard, not a target
 
 
@@ -109,7 +110,7 @@ def harness(tmp_path: Path) -> Iterator[DaemonHarness]:
 
 
 @pytest.fixture
-def sleeper() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+def sleeper() -> Iterator[Sleeper]:
     """Start long-sleeping children with a distinctive argv; all are killed afterwards."""
     children: list[subprocess.Popen[bytes]] = []
 

@@ -12,10 +12,11 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.integration.conftest import DaemonHarness, steer_pid_reuse, wait_for
+from tests.integration.conftest import DaemonHarness, Sleeper, steer_pid_reuse, wait_for
 
 
 def marker() -> str:
@@ -34,7 +35,7 @@ def rows_for(harness: DaemonHarness, child: subprocess.Popen[bytes], mark: str,
 
 
 def test_child_is_recorded_with_exe_cmdline_hash_and_end(harness: DaemonHarness,
-                                                         sleeper) -> None:  # type: ignore[no-untyped-def]
+                                                         sleeper: Sleeper) -> None:
     harness.start()
     mark = marker()
     child = sleeper(mark)
@@ -64,7 +65,7 @@ def test_child_is_recorded_with_exe_cmdline_hash_and_end(harness: DaemonHarness,
     assert kinds[0] in ("start", "exec") and kinds[-1] == "exit"
 
 
-def test_processes_command_lists_and_filters(harness: DaemonHarness, sleeper) -> None:  # type: ignore[no-untyped-def]
+def test_processes_command_lists_and_filters(harness: DaemonHarness, sleeper: Sleeper) -> None:
     harness.start()
     mark = marker()
     child = sleeper(mark)
@@ -121,7 +122,7 @@ def test_second_daemon_on_the_same_store_refuses(harness: DaemonHarness) -> None
 
 
 def test_kill_9_then_restart_keeps_one_row_per_instance(harness: DaemonHarness,
-                                                        sleeper) -> None:  # type: ignore[no-untyped-def]
+                                                        sleeper: Sleeper) -> None:
     harness.start(interval="0.1")
     mark_alive, mark_dies = marker(), marker()
     survivor = sleeper(mark_alive)
@@ -218,7 +219,7 @@ def test_deleted_executable_is_hashed_and_flagged(harness: DaemonHarness, sleepe
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="steering pid reuse needs root (ns_last_pid)")
-def test_reused_pid_is_a_new_instance(harness: DaemonHarness, sleeper) -> None:  # type: ignore[no-untyped-def]
+def test_reused_pid_is_a_new_instance(harness: DaemonHarness, sleeper: Sleeper) -> None:
     harness.start(interval="0.1")
     first = sleeper(marker())
     wait_for(lambda: harness.query(f"SELECT 1 FROM processes WHERE pid = {first.pid}"),
@@ -229,9 +230,12 @@ def test_reused_pid_is_a_new_instance(harness: DaemonHarness, sleeper) -> None: 
         f"SELECT 1 FROM processes WHERE pid = {first.pid} AND ended_at IS NOT NULL"),
         "the first instance to end")
     steer_pid_reuse(first.pid, lambda: sleeper(marker()))
-    rows = wait_for(lambda: (r := harness.query(
-        f"SELECT start_time, ended_at FROM processes WHERE pid = {first.pid} "
-        "ORDER BY start_time")) and len(r) == 2 and r, "two instances of one pid")
+    def both_instances() -> list[dict[str, Any]] | None:
+        rows = harness.query(f"SELECT start_time, ended_at FROM processes "
+                             f"WHERE pid = {first.pid} ORDER BY start_time")
+        return rows if len(rows) == 2 else None
+
+    rows = wait_for(both_instances, "two instances of one pid")
     assert rows[0]["ended_at"] is not None and rows[1]["ended_at"] is None
     assert rows[0]["start_time"] < rows[1]["start_time"]
 
@@ -256,12 +260,15 @@ def test_unprivileged_daemon_records_what_it_may_and_says_so(harness: DaemonHarn
                  "the unprivileged daemon to be ready")
         text = log.read_text()
         assert "running as uid 65534 without privileges" in text, text
-        rows = wait_for(lambda: (r := subprocess.run(
-            [*nobody, sys.executable, "-m", "daemoneye", "--db", str(home / "n.db"),
-             "-o", "json", "query", "SELECT pid, uid, exe FROM processes WHERE pid = 1"],
-            env=env, capture_output=True, text=True, check=False)).returncode == 0
-            and r.stdout.strip() != "[]" and r, "pid 1 in the unprivileged store")
-        (init,) = json.loads(rows.stdout)
+        def init_row() -> str | None:
+            result = subprocess.run(
+                [*nobody, sys.executable, "-m", "daemoneye", "--db", str(home / "n.db"),
+                 "-o", "json", "query", "SELECT pid, uid, exe FROM processes WHERE pid = 1"],
+                env=env, capture_output=True, text=True, check=False)
+            found = result.returncode == 0 and result.stdout.strip() != "[]"
+            return result.stdout if found else None
+
+        (init,) = json.loads(wait_for(init_row, "pid 1 in the unprivileged store"))
         assert init["exe"] is None  # root's process: seen, but its exe is not ours to read
     finally:
         process.terminate()

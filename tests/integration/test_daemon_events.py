@@ -3,6 +3,7 @@ recorded with exe, command line, parent and exit code."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -33,7 +34,7 @@ def test_two_millisecond_child_is_recorded_with_exit_code(harness: DaemonHarness
         assert child.wait() == 3
         for kind in ("exec", "exit"):
             sql = f"SELECT 1 FROM process_events WHERE kind = '{kind}' AND pid = {child.pid}"
-            wait_for(lambda sql=sql: harness.query(sql), f"the child's {kind} event")
+            wait_for(functools.partial(harness.query, sql), f"the child's {kind} event")
         rows = harness.query(f"SELECT * FROM processes WHERE cmdline = "
                              f"'/bin/sh -c {script} {mark}' AND ended_at IS NOT NULL")
         if rows:

@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.integration.conftest import DaemonHarness, wait_for
+from tests.integration.conftest import DaemonHarness, Sleeper, wait_for
 
 RULE = """
 [[rule]]
@@ -36,7 +36,7 @@ def alerts_for(harness: DaemonHarness, rule_id: str) -> list[dict]:  # type: ign
 
 
 def test_saved_rule_goes_live_and_alerts_once_per_instance(harness: DaemonHarness,
-                                                           sleeper) -> None:  # type: ignore[no-untyped-def]
+                                                           sleeper: Sleeper) -> None:
     harness.start()
     tag, mark = uuid.uuid4().hex[:8], f"rule-marker-{uuid.uuid4().hex[:8]}"
     (rules_dir(harness) / "mine.toml").write_text(RULE.format(tag=tag, mark=mark))
@@ -56,7 +56,7 @@ def test_saved_rule_goes_live_and_alerts_once_per_instance(harness: DaemonHarnes
     assert verify.returncode == 0 and "intact" in verify.stdout
 
 
-def test_broken_edit_keeps_the_last_good_rule(harness: DaemonHarness, sleeper) -> None:  # type: ignore[no-untyped-def]
+def test_broken_edit_keeps_the_last_good_rule(harness: DaemonHarness, sleeper: Sleeper) -> None:
     harness.start()
     tag, mark = uuid.uuid4().hex[:8], f"rule-marker-{uuid.uuid4().hex[:8]}"
     path = rules_dir(harness) / "mine.toml"
