@@ -27,7 +27,6 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
 
 PROCESSES = 60  # few enough that rows which start and end are on screen, shifting the rest
 CHURN_S = 5.0
-SETTLED_S = 4.5  # new rows stay marked and ended rows linger for 3 s after the last change
 
 
 class Terminal:
@@ -58,6 +57,20 @@ class Terminal:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{text!r} never appeared in {session}:\n{screen}")
             time.sleep(0.2)
+
+    def wait_still(self, session: str, quiet_s: float = 2.0, timeout: float = 40.0) -> str:
+        """The screen once nothing on it has changed for `quiet_s` (new rows are no longer
+        marked, ended ones are gone: the expiry of both is itself a partial repaint)."""
+        deadline = time.monotonic() + timeout
+        screen, since = self.capture(session), time.monotonic()
+        while time.monotonic() - since < quiet_s or "just ended" in screen:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{session} never settled:\n{screen}")
+            time.sleep(0.25)
+            now = self.capture(session)
+            if now != screen:
+                screen, since = now, time.monotonic()
+        return screen
 
     def resize(self, session: str, width: int) -> None:
         self.tmux("resize-window", "-t", session, "-x", str(width))
@@ -107,8 +120,8 @@ def test_partial_repaints_leave_what_a_full_repaint_draws(terminal: Terminal,
         for session, *_ in SESSIONS:
             terminal.keys(session, step)
         time.sleep(0.4)
-    time.sleep(max(0.0, CHURN_S - (time.monotonic() - started)) + SETTLED_S)
-    still = {session: terminal.capture(session) for session, *_ in SESSIONS}
+    time.sleep(max(0.0, CHURN_S - (time.monotonic() - started)))
+    still = {session: terminal.wait_still(session) for session, *_ in SESSIONS}
     for session, width, _, view in SESSIONS:
         assert f"· {view}" in still[session], still[session]
         terminal.resize(session, width + 1)  # resized away and back: every line repainted
