@@ -23,11 +23,7 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-# Objects allocated between two freezes before a collection runs. A refresh of 10,000
-# processes at 10 % churn leaves 8-12 thousand new objects by the time it is frozen, and its
-# delta arrives as about as many again; at 20,000 one refresh in three still paid a 3-5 ms
-# collection on the way in.
-THRESHOLDS = (60_000, 20, 100)
+THRESHOLDS = (20_000, 20, 100)  # objects allocated between two freezes before one runs
 FULL_EVERY_S = 60.0
 IDLE_S = 1.0
 
