@@ -396,9 +396,17 @@ async def test_theme_choice_is_remembered(make_app: AppFactory) -> None:
         await settle(pilot)
         assert pilot.app.theme == "daemoneye-dark"
         assert remembered == [], "starting up is not a choice"
+        table = processes_screen(pilot.app.screen).table
+        dark_row = table.render_line(2)
         pilot.app.theme = "daemoneye-light"
         await settle(pilot)
         assert remembered == ["daemoneye-light"]
+        # The table keeps its styles between frames; a new theme must reach the rows.
+        light_row = table.render_line(2)
+        assert light_row.text == dark_row.text
+        backgrounds = {segment.style.bgcolor for segment in light_row if segment.style}
+        assert backgrounds == {table.rich_style.bgcolor} != {
+            segment.style.bgcolor for segment in dark_row if segment.style}
 
 
 async def test_a_broken_theme_is_reported_and_skipped(make_app: AppFactory,

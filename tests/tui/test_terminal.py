@@ -5,9 +5,10 @@ The table repaints only the lines a refresh or a cursor step changed, and the st
 detail pane skip the screen layout while their height stays the same. A mistake in either
 leaves a stale line on the user's screen that no in-process test sees: Textual's headless
 driver throws its output away. Here the demo dashboard runs in tmux while its processes churn
-and keys move the cursor through the list and the tree; once it is still, the pane is captured
-with its colours, the window is resized away and back (which repaints everything), and the
-two captures must be identical.
+and keys move the cursor through the list and the tree, and again once it is still (with no
+refresh after them to paint over a stale line); then the pane is captured with its colours,
+the window is resized away and back (which repaints everything), and the two captures must
+be identical.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def demo_command(home: Path, width: int, height: int) -> str:
 SESSIONS = [("list-80x24", 80, 24, "list"), ("tree-80x24", 80, 24, "tree"),
             ("list-160x48", 160, 48, "list"), ("tree-160x48", 160, 48, "tree")]
 STEPS = ("Down", "Down", "Down", "PageDown", "Up", "Down", "PageUp", "Down")
+QUIET_STEPS = ("Down", "Down", "Up")
 
 
 def test_partial_repaints_leave_what_a_full_repaint_draws(terminal: Terminal,
@@ -121,7 +123,13 @@ def test_partial_repaints_leave_what_a_full_repaint_draws(terminal: Terminal,
             terminal.keys(session, step)
         time.sleep(0.4)
     time.sleep(max(0.0, CHURN_S - (time.monotonic() - started)))
-    still = {session: terminal.wait_still(session) for session, *_ in SESSIONS}
+    for session, *_ in SESSIONS:
+        terminal.wait_still(session)
+    for step in QUIET_STEPS:  # cursor steps with no refresh after them to repaint over
+        for session, *_ in SESSIONS:
+            terminal.keys(session, step)
+        time.sleep(0.3)
+    still = {session: terminal.wait_still(session, quiet_s=1.0) for session, *_ in SESSIONS}
     for session, width, _, view in SESSIONS:
         assert f"· {view}" in still[session], still[session]
         terminal.resize(session, width + 1)  # resized away and back: every line repainted
