@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from textual.color import Color
 from textual.widgets import Static
 
 from daemoneye.models import Alert, ProcessChange, ProcessesDelta, ProcessKey
@@ -28,7 +29,9 @@ from daemoneye.tui.screens.query import QueryScreen
 from daemoneye.tui.screens.rules import RulesScreen
 from daemoneye.tui.screens.signal import SignalScreen
 from daemoneye.tui.source import ProcessesReset, Resync
+from daemoneye.tui.widgets.component_style import component_style
 from daemoneye.tui.widgets.filter_bar import FilterBar
+from daemoneye.tui.widgets.process_detail import ProcessDetail
 from tests.tui.conftest import AppFactory
 from tests.tui.helpers import current, dashboard, settle
 
@@ -295,8 +298,8 @@ async def test_hostile_text_is_shown_literally(make_app: AppFactory) -> None:
         big = names[6605]
         assert big is not None and len(big[7].text) <= CMD_CELL_CHARS
         # The detail pane of the 128 KiB command line is capped, not stalled.
-        rendered = str(screen.query_one("#detail-facts", Static).content)
-        assert "(+" in rendered and len(rendered) < 8000
+        rendered = "\n".join(screen.query_one(ProcessDetail).plain_lines)
+        assert "(+" in rendered and len(rendered) < 9000
         assert "\x1b" not in rendered
 
 
@@ -480,19 +483,67 @@ async def test_refreshes_repaint_rows_without_laying_out_the_screen(
         assert screen.table.scroll_offset.y == screen.table.max_scroll_y > 0
 
 
+async def test_cursor_steps_update_the_detail_pane_without_laying_out_the_screen(
+        make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each cursor step shows another process in the detail pane, whose facts take more or
+    fewer lines; that must repaint the pane alone, not lay out (and so repaint) the screen."""
+    async with make_app().run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        pane = screen.query_one(ProcessDetail)
+        layouts: list[object] = []
+        refresh_layout = screen._refresh_layout
+
+        def counted(*args: object, **kwargs: object) -> None:
+            layouts.append(args)
+            refresh_layout(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(screen, "_refresh_layout", counted)
+        heights = set()
+        for _ in range(len(screen.table.shown_keys) - 1):
+            await pilot.press("down")
+            await settle(pilot, rounds=1)
+            key = screen.table.cursor_key
+            assert key is not None
+            pid = parse_row_key(key).pid
+            assert f"pid {pid} " in pane.plain_lines[0]
+            assert pane.virtual_size.height == len(pane.plain_lines)
+            heights.add(len(pane.plain_lines))
+        assert len(heights) > 1, "the sample host has processes with longer and shorter details"
+        assert layouts == []
+
+
+async def test_muted_text_is_drawn_muted(make_app: AppFactory) -> None:
+    """`$foreground-muted` is the foreground at part strength. Textual hands a component's
+    translucent colour to Rich at full strength; the tables and panes must mix it over their
+    background, or dimmed rows (kernel threads, ended processes) and labels look like the rest."""
+    async with make_app().run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        table, pane = screen.table, screen.query_one(ProcessDetail)
+        foreground = Color.parse(pilot.app.current_theme.foreground or "").rich_color
+        for widget, component in ((table, "live-table--dim"),
+                                  (pane, "process-detail--label")):
+            muted = widget.get_component_styles(component).color
+            assert muted.a < 1
+            expected = (widget.background_colors[1] + muted).rich_color
+            drawn = component_style(widget, component).color
+            assert drawn == expected != foreground
+
+
 async def test_detail_pane_grows_when_the_process_gets_more_alerts(
         make_app: AppFactory) -> None:
-    """The detail pane's texts are updated without a layout while their height stays the
-    same; new alerts for the selected process must still get the room to show all of them."""
+    """The detail pane draws its own lines and never lays the screen out; new alerts for the
+    selected process must still get the room to show all of them, and scroll into view."""
     source = FakeSource()
-    async with make_app(source).run_test(size=(160, 48)) as pilot:
+    async with make_app(source).run_test(size=(160, 18)) as pilot:
         await settle(pilot)
         screen = processes_screen(pilot.app.screen)
         python3 = ProcessKey(2590, FAKE_NOW - 600)
         assert screen.table.select_key(row_key(python3))
         await settle(pilot)
-        alerts = screen.query_one("#detail-alerts", Static)
-        before = alerts.size.height
+        pane = screen.query_one(ProcessDetail)
+        before = pane.virtual_size.height
         for n in range(4):
             source.push(Alert(id=100 + n, rule_id=f"rule-{n}", severity="high",
                               title=f"python3 (2590) did thing {n}", pid=2590,
@@ -500,11 +551,14 @@ async def test_detail_pane_grows_when_the_process_gets_more_alerts(
                               last_seen=FAKE_NOW - 5, count=1, state="open",
                               state_changed_at=None, state_changed_by=None, row=()))
         await settle(pilot)
-        assert "did thing 3" in str(alerts.content)
-        grown = alerts.size.height
-        assert grown >= before + 4
-        assert grown == alerts.get_content_height(alerts.content_size, alerts.content_size,
-                                                  alerts.content_size.width)
+        lines = pane.plain_lines
+        assert any("did thing 3" in line for line in lines)
+        assert pane.virtual_size.height == len(lines) >= before + 4
+        assert pane.max_scroll_y == len(lines) - pane.size.height > 0
+        pane.scroll_end(animate=False)
+        await settle(pilot)
+        assert "did thing 3" in "".join(pane.render_line(y).text
+                                        for y in range(pane.size.height))
 
 
 async def test_ended_rows_go_with_the_next_refresh_and_the_timer_only_when_none_came(

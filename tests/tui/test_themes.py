@@ -69,7 +69,7 @@ def test_themes_without_semantic_variables_get_them_from_their_palette() -> None
 
 _HEX = re.compile(r"#[0-9a-fA-F]{3,8}\b")
 _COLOUR_PROPERTY = re.compile(
-    r"^\s*(color|background|border[a-z-]*|outline[a-z-]*|scrollbar[a-z-]*|link[a-z-]*"
+    r"^\s*(color|background|border[a-z-]*|outline[a-z-]*|scrollbar-(?!gutter|size)[a-z-]*|link[a-z-]*"
     r"|tint)\s*:\s*(?P<value>[^;]+);", re.MULTILINE)
 _ALLOWED_WORDS = {"none", "hidden", "solid", "round", "tall", "thick", "heavy", "vkey", "hkey",
                   "wide", "double", "dashed", "blank", "inner", "outer", "panel", "ascii",

@@ -9,6 +9,8 @@ from rich.style import Style
 from rich.text import Text
 from textual.widgets import Static
 
+from daemoneye.tui.widgets.component_style import component_style
+
 FACT_TONES = ("label", "dim", "critical", "high", "medium", "low", "info")
 
 
@@ -20,7 +22,7 @@ class FactPanel(Static):
     def _style(self, tone: str) -> Style:
         if not tone:
             return Style.null()
-        return self.get_component_rich_style(f"fact-panel--{tone}", partial=True)
+        return component_style(self, f"fact-panel--{tone}")
 
     def show(self, facts: Sequence[tuple[str, str, str]], label_width: int = 15) -> None:
         text = Text(end="")

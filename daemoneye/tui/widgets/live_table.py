@@ -31,6 +31,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from daemoneye.tui.logic.cells import Cell, RowView, changed_keys
+from daemoneye.tui.widgets.component_style import component_style
 
 CellSource = Callable[[str], tuple[Cell, ...]]
 TONES = ("new", "ended", "dim", "alert", "critical", "high", "medium", "low", "info", "ok")
@@ -348,7 +349,7 @@ class LiveTable(ScrollView, can_focus=True):
     def _style(self, name: str) -> Style:
         style = self._styles.get(name)
         if style is None:
-            style = self.get_component_rich_style(f"live-table--{name}", partial=True)
+            style = component_style(self, f"live-table--{name}")
             self._styles[name] = style
         return style
 

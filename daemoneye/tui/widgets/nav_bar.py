@@ -10,6 +10,8 @@ from textual.reactive import reactive
 from textual.style import Style
 from textual.widget import Widget
 
+from daemoneye.tui.widgets.component_style import component_style
+
 SCREENS: tuple[tuple[str, str, str], ...] = (
     ("1", "processes", "Processes"), ("2", "alerts", "Alerts"), ("3", "rules", "Rules"),
     ("4", "query", "Query"), ("5", "health", "Health"))
@@ -29,9 +31,9 @@ class NavBar(Widget):
 
     def render(self) -> Content:
         current = Style.from_rich_style(
-            self.get_component_rich_style("nav-bar--current", partial=True))
+            component_style(self, "nav-bar--current"))
         other = Style.from_rich_style(
-            self.get_component_rich_style("nav-bar--other", partial=True))
+            component_style(self, "nav-bar--other"))
         return Content(" " * GAP).join(
             Content(label(key, title)).stylize(current if mode == self.current else other)
             for key, mode, title in SCREENS)

@@ -1,72 +1,159 @@
-"""The detail pane: everything about one process instance, its alerts and CPU/RSS sparklines."""
+"""The detail pane: everything about one process instance, its alerts and CPU/RSS sparklines.
+
+One scrollable widget that draws its own lines, instead of a column of Statics and Sparklines:
+the pane changes with every cursor step, and a Static whose text changes height lays out the
+whole screen (twice: once for the text, once more when its new size is set), which cost two
+full repaints a step, 10 ms or more each with 10,000 processes in the table beside it. Here
+new content is wrapped to the pane's width and only the pane is repainted; its scroll range
+is set without a layout, like the process table's.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import ClassVar
 
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
-from textual.app import ComposeResult
-from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Sparkline, Static
+from textual.events import Resize
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from daemoneye.tui.logic.detail import Fact
-from daemoneye.tui.logic.format import format_bytes
-from daemoneye.tui.widgets.text_update import show_text
+from daemoneye.tui.logic.spark import BARS, spark_labels, spark_levels
+from daemoneye.tui.widgets.component_style import component_style
 
 LABEL_WIDTH = 9
+SPARK_LABEL_WIDTH = 14
 DETAIL_TONES = ("label", "new", "ended", "dim", "critical", "high", "medium", "low", "info")
 
 
-class ProcessDetail(VerticalScroll):
+class ProcessDetail(ScrollView, can_focus=True):
     """Shows facts prepared by `daemoneye.tui.logic.detail`; knows nothing of processes."""
 
-    COMPONENT_CLASSES: ClassVar[set[str]] = {f"process-detail--{tone}" for tone in DETAIL_TONES}
-    can_focus = True
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        *(f"process-detail--{tone}" for tone in DETAIL_TONES),
+        "process-detail--spark-label", "process-detail--spark-low",
+        "process-detail--spark-high"}
 
-    def compose(self) -> ComposeResult:
-        yield Static(id="detail-facts")
-        with Horizontal(classes="spark-row"):
-            yield Static("cpu", classes="spark-label", id="cpu-label")
-            yield Sparkline([], id="cpu-spark")
-        with Horizontal(classes="spark-row"):
-            yield Static("rss", classes="spark-label", id="rss-label")
-            yield Sparkline([], id="rss-spark")
-        yield Static(id="detail-alerts")
+    def __init__(self, *, name: str | None = None, id: str | None = None,
+                 classes: str | None = None) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self._facts: Sequence[Fact] = ()
+        self._alerts: Sequence[Fact] = ()
+        self._cpu: Sequence[float] = ()
+        self._rss: Sequence[float] = ()
+        self._message = ""  # shown alone, dimmed, when there is no process
+        self._lines: list[Strip] | None = None  # wrapped at `_width`; None: wrap again
+        self._width = 0
+        self._styles: dict[str, Style] = {}
 
-    def _style(self, tone: str) -> Style:
-        if not tone:
-            return Style.null()
-        return self.get_component_rich_style(f"process-detail--{tone}", partial=True)
+    # -- what is shown ------------------------------------------------------------------------
+    def show(self, facts: Sequence[Fact], alerts: Sequence[Fact],
+             cpu: Sequence[float], rss: Sequence[float]) -> None:
+        self._facts, self._alerts, self._cpu, self._rss = facts, alerts, cpu, rss
+        self._message = ""
+        self._changed()
+
+    def clear(self, message: str) -> None:
+        self._facts, self._alerts, self._cpu, self._rss = (), (), (), ()
+        self._message = message
+        self._changed()
+
+    @property
+    def plain_lines(self) -> list[str]:
+        """Every line of the pane as plain text, wrapped as drawn (for tests and exports)."""
+        return [strip.text.rstrip() for strip in self._wrapped()]
+
+    def _changed(self) -> None:
+        self._lines = None
+        self._size_to(self._wrapped())
+        self.refresh()
+
+    def _size_to(self, lines: Sequence[Strip]) -> None:
+        """Size the scroll range for `lines` without laying out the screen (see the module
+        docstring); the scrollbar update lays out only when the scrollbar comes or goes."""
+        size = Size(self._width, len(lines))
+        if size != self.virtual_size:
+            self.set_reactive(ProcessDetail.virtual_size, size)
+            self._scroll_update(size)
+
+    # -- drawing ------------------------------------------------------------------------------
+    def _style(self, name: str) -> Style:
+        style = self._styles.get(name)
+        if style is None:
+            if name == "":
+                style = self.rich_style
+            elif name.startswith("bar-"):  # "bar-3": the colour of bar 3
+                low = self.get_component_styles("process-detail--spark-low").color
+                high = self.get_component_styles("process-detail--spark-high").color
+                level = int(name.removeprefix("bar-"))
+                style = Style(color=low.blend(high, level / (len(BARS) - 1)).rich_color)
+            else:
+                style = component_style(self, f"process-detail--{name}")
+            self._styles[name] = style
+        return style
+
+    def _texts(self, width: int) -> list[Text]:
+        """The pane's paragraphs, each wrapped on its own."""
+        if self._message:
+            return [Text(self._message, self._style("dim"), end="")]
+        texts = [self._facts_text(self._facts)]
+        for label, values in zip(spark_labels(self._cpu, self._rss), (self._cpu, self._rss),
+                                 strict=True):
+            texts.append(Text(end=""))
+            line = Text(f"{label:<{SPARK_LABEL_WIDTH}}", self._style("spark-label"), end="",
+                        no_wrap=True, overflow="crop")
+            levels = spark_levels(values, width - SPARK_LABEL_WIDTH)
+            line.append(" " * (width - SPARK_LABEL_WIDTH - len(levels)))  # the newest at the right
+            for level in levels:
+                line.append(BARS[level], self._style(f"bar-{level}"))
+            texts.append(line)
+        texts.append(Text(end=""))
+        texts.append(self._facts_text(self._alerts) if self._alerts
+                     else Text("no alerts", self._style("dim"), end=""))
+        return texts
 
     def _facts_text(self, facts: Sequence[Fact]) -> Text:
-        text = Text(end="")
+        text = Text(end="", overflow="fold")
         label_style = self._style("label")
         for index, (label, value, tone) in enumerate(facts):
             if index:
                 text.append("\n")
             text.append(f"{label:<{LABEL_WIDTH}}", label_style)
-            text.append(value, self._style(tone))
+            text.append(value, self._style(tone) if tone else None)
         return text
 
-    def show(self, facts: Sequence[Fact], alerts: Sequence[Fact],
-             cpu: Sequence[float], rss: Sequence[float]) -> None:
-        show_text(self.query_one("#detail-facts", Static), self._facts_text(facts))
-        alerts_text = self._facts_text(alerts) if alerts else Text("no alerts", self._style("dim"))
-        show_text(self.query_one("#detail-alerts", Static), alerts_text)
-        self.query_one("#cpu-spark", Sparkline).data = list(cpu)
-        self.query_one("#rss-spark", Sparkline).data = list(rss)
-        if cpu:
-            cpu_label = f"cpu ≤{max(cpu):.0f}%"
-            rss_label = f"rss ≤{format_bytes(int(max(rss)))}"
-        else:  # an instance that ended before it was sampled
-            cpu_label, rss_label = "cpu —", "rss —"
-        show_text(self.query_one("#cpu-label", Static), Text(cpu_label))
-        show_text(self.query_one("#rss-label", Static), Text(rss_label))
+    def _wrapped(self) -> list[Strip]:
+        width = self.scrollable_content_region.width  # the gutter is kept (app.tcss)
+        if self._lines is not None and width == self._width:
+            return self._lines
+        self._width = width
+        lines: list[Strip] = []
+        if width > 0:
+            console = self.app.console
+            options = console.options.update(width=width, height=None, highlight=False)
+            base = self._style("")
+            for text in self._texts(width):
+                for segments in console.render_lines(text, options, pad=False):
+                    lines.append(Strip(Segment.apply_style(segments, base))
+                                 .adjust_cell_length(width, base))
+        self._lines = lines
+        return lines
 
-    def clear(self, message: str) -> None:
-        show_text(self.query_one("#detail-facts", Static), Text(message, self._style("dim")))
-        show_text(self.query_one("#detail-alerts", Static), Text())
-        self.query_one("#cpu-spark", Sparkline).data = []
-        self.query_one("#rss-spark", Sparkline).data = []
+    def on_resize(self, event: Resize) -> None:
+        self._size_to(self._wrapped())
+
+    def render_line(self, y: int) -> Strip:
+        lines = self._wrapped()
+        index = round(self.scroll_offset.y) + y
+        if 0 <= index < len(lines):
+            return lines[index]
+        return Strip.blank(self._width, self._style(""))
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles.clear()
+        self._lines = None

@@ -9,6 +9,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from daemoneye.tui.logic.connection import Part
+from daemoneye.tui.widgets.component_style import component_style
 
 HEADER_TONES = ("title", "ok", "dim", "critical", "high", "medium", "low", "info")
 
@@ -23,7 +24,7 @@ class StatusHeader(Widget):
     def render(self) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis", end="")
         for part, tone in self.parts:
-            style = (self.get_component_rich_style(f"status-header--{tone}", partial=True)
+            style = (component_style(self, f"status-header--{tone}")
                      if tone else "")
             text.append(part, style)
         return text
