@@ -6,13 +6,13 @@ message per change. It never touches a widget: the app's handlers do.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
 from textual.message import Message
 
 from daemoneye.models import Alert, DaemonStatus, ProcessesDelta
+from daemoneye.tui.input_priority import let_input_in
 from daemoneye.tui.logic.live import LiveProcesses
 from daemoneye.tui.messages import (
     AlertRaised,
@@ -36,17 +36,6 @@ from daemoneye.tui.source import (
 log = logging.getLogger(__name__)
 
 
-async def _input_first() -> None:
-    """Let the event loop turn twice before a refresh is posted. Folding a refresh of 10,000
-    processes in takes milliseconds, and a key pressed meanwhile is handed to the loop by
-    Textual's input thread with run_coroutine_threadsafe, which needs two turns to post it
-    (one to create the task, one to run it). So the key reaches the app's queue first, is
-    handled before the refresh and painted in the same frame, instead of waiting for the
-    refresh, its frame, and then a frame of its own."""
-    for _ in range(2):
-        await asyncio.sleep(0)
-
-
 Post = Callable[[Message], bool]
 
 
@@ -66,7 +55,7 @@ class Feed:
         """Apply one event; request failures after a connect are reported, never fatal."""
         if isinstance(event, ProcessesDelta):
             self.live.apply(event)
-            await _input_first()
+            await let_input_in()
             self.post(ProcessesChanged(self.live.snapshot()))
         elif isinstance(event, Alert):
             self.post(AlertRaised(event))
@@ -76,7 +65,7 @@ class Feed:
             self.post(RulesChanged(event.rules))
         elif isinstance(event, ProcessesReset):
             self.live.reset(event.records)
-            await _input_first()
+            await let_input_in()
             self.post(ProcessesChanged(self.live.snapshot()))
         elif isinstance(event, Resync):
             await self._resync(event.topic)

@@ -14,6 +14,7 @@ from textual.containers import Horizontal
 from textual.widgets import Static
 
 from daemoneye.models import ProcessKey
+from daemoneye.tui.input_priority import let_input_in
 from daemoneye.tui.logic.alerts import alerts_for, worst_by_process
 from daemoneye.tui.logic.detail import alert_facts, process_facts
 from daemoneye.tui.logic.keys import parse_row_key, row_key
@@ -28,6 +29,8 @@ from daemoneye.tui.widgets.live_table import LiveTable
 from daemoneye.tui.widgets.process_detail import ProcessDetail
 from daemoneye.tui.widgets.process_table import ProcessTable
 from daemoneye.tui.widgets.text_update import show_text
+
+MAX_DEFERRALS = 3  # frames a waiting process set gives way to cursor steps, at most
 
 
 class ProcessesScreen(DashboardScreen):
@@ -62,6 +65,9 @@ class ProcessesScreen(DashboardScreen):
         self._detail_toggled = False
         self._detail_shown: tuple[object, ...] | None = None
         self._refreshed_at = float("-inf")  # time.monotonic() of the last table refresh
+        self._incoming: list[ProcessSet] = []  # sets waiting for the next frame, in order
+        self._cursor_moved = False  # since the waiting set was last looked at
+        self._deferred = 0  # how often the waiting set made way for a cursor step
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="process-status")
@@ -91,7 +97,37 @@ class ProcessesScreen(DashboardScreen):
 
     # -- data -------------------------------------------------------------------------------
     def _processes_changed(self, process_set: ProcessSet) -> None:
-        self.view.update(process_set, self.dashboard.now())
+        """Take a new set after the next frame, not now: a key handled just before it (a
+        cursor step, the detail of the next process) is then on the screen in a few
+        milliseconds instead of waiting for 10,000 rows to be re-sorted and for the frame
+        that paints them. Sets that arrive meanwhile are all taken in, in order (a process
+        that came and went between two of them must still be shown as ended), and the
+        table is refreshed once."""
+        if not self._incoming and not self.call_after_refresh(self._take_processes):
+            return  # the screen is closing
+        self._incoming.append(process_set)
+
+    async def _take_processes(self) -> None:
+        """After a frame: first let a key on its way in be handled (input_priority.py); if
+        one moved the cursor, wait for the frame that shows it, a few times at most so
+        that a held key cannot hold the table back for long."""
+        await let_input_in()
+        if self._cursor_moved and self._deferred < MAX_DEFERRALS:
+            self._cursor_moved = False
+            self._deferred += 1
+            if self.call_after_refresh(self._take_processes):
+                return
+        self._deferred = 0
+        self._take_now()
+
+    def _take_now(self) -> None:
+        incoming, self._incoming = self._incoming, []
+        self._cursor_moved = False
+        if not incoming:
+            return
+        now = self.dashboard.now()
+        for process_set in incoming:
+            self.view.update(process_set, now)
         self._dirty = True
         if self.is_current:
             self._refresh_rows()
@@ -139,6 +175,7 @@ class ProcessesScreen(DashboardScreen):
 
     @on(LiveTable.RowHighlighted, "#process-table")
     def _row_highlighted(self) -> None:
+        self._cursor_moved = True
         self._show_detail()
 
     def _show_detail(self) -> None:

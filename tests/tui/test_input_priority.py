@@ -1,0 +1,73 @@
+"""Keys before refreshes: a cursor step pressed right behind a refresh of the process table
+is painted first, and the refresh right after it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from textual import events
+from textual.app import App
+
+from daemoneye.models import ProcessChange, ProcessesDelta
+from daemoneye.tui.fake_source import FAKE_NOW, FakeSource
+from daemoneye.tui.screens.processes import ProcessesScreen
+from tests.tui.conftest import AppFactory
+from tests.tui.helpers import settle
+
+pytestmark = pytest.mark.anyio
+
+
+def send_key(app: App[Any], key: str) -> None:
+    """As Textual's input thread sends a key: through the driver, run_coroutine_threadsafe."""
+    event = events.Key(key, None)
+    event.set_sender(app)
+    assert app._driver is not None
+    app._driver.send_message(event)
+
+
+async def test_a_cursor_step_right_behind_a_refresh_is_painted_before_it(
+        make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Taking a refresh of 10,000 processes in costs milliseconds. A cursor step already on
+    its way must not wait for it: the step and the detail of the newly selected process are
+    painted, then the refresh is taken in and painted in a frame of its own."""
+    source = FakeSource()
+    async with make_app(source).run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        app, screen = pilot.app, pilot.app.screen
+        assert isinstance(screen, ProcessesScreen)
+        happened: list[str] = []
+        display, take, show_detail = app._display, screen._take_now, screen._show_detail
+
+        def displayed(on: object, renderable: object) -> None:
+            display(on, renderable)  # type: ignore[arg-type]
+            if renderable is not None:
+                happened.append("frame")
+
+        def taken() -> None:
+            happened.append("refresh taken")
+            take()
+
+        def detail_shown() -> None:
+            if "refresh taken" not in happened:
+                happened.append("detail")
+            show_detail()
+
+        monkeypatch.setattr(app, "_display", displayed)
+        monkeypatch.setattr(screen, "_take_now", taken)
+        monkeypatch.setattr(screen, "_show_detail", detail_shown)
+        first, second = screen.table.shown_keys[:2]
+        assert screen.table.cursor_key == first
+        source.push(ProcessesDelta(1, (), (ProcessChange(2590, FAKE_NOW - 600,
+                                                         (("cpu_percent", 55.5),)),), ()))
+        send_key(app, "down")
+        await settle(pilot)
+        assert screen.table.cursor_key == second
+        assert "refresh taken" in happened, happened
+        taken_at = happened.index("refresh taken")
+        assert "detail" in happened[:taken_at], happened
+        assert "frame" in happened[happened.index("detail"):taken_at], happened
+        assert "frame" in happened[taken_at:], "the refresh is painted too"
+        python3 = next(key for key in screen.table.shown_keys if key.startswith("2590:"))
+        cells = screen.table.cells_of(python3)
+        assert cells is not None and any(cell.text == "55.5" for cell in cells)
