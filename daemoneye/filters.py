@@ -71,7 +71,7 @@ def same_text(before: ProcessRecord, after: ProcessRecord) -> bool:
 
 Predicate = Callable[[ProcessRecord, RecordText, Collection[ProcessKey]], bool]
 _TEXT_INDEX = {field: RecordText._fields.index(field) for field in TEXT_FIELDS}
-_NO_TEXT = RecordText("", "", "", "", "", "", "")  # for filters without text terms
+NO_TEXT = RecordText("", "", "", "", "", "", "")  # for filters without text terms
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,7 @@ class ProcessFilter:
                 text: RecordText | None = None) -> bool:
         """Whether `record` passes; `text` is its `record_text` when the caller keeps one."""
         if text is None:
-            text = record_text(record) if self.uses_text else _NO_TEXT
+            text = record_text(record) if self.uses_text else NO_TEXT
         for predicate in self.predicates:  # noqa: SIM110 -- not all(): 10,000 calls a key
             if not predicate(record, text, alerted):
                 return False
@@ -149,6 +149,38 @@ def _term(term: str) -> tuple[Predicate, bool]:
         return (lambda _record, text, _alerted: any(
             needle in field for field in (text.name, text.cmd, text.exe, text.user))), True
     return (lambda _record, text, _alerted: needle in text.anywhere), True
+
+
+def _substring_kind(term: str) -> str | None:
+    """"" for a free-text term, the field for a `field:value` text term, None for any other
+    term (numbers, comparisons, `alerted`, negations): the terms that a longer value can
+    only match less often."""
+    if term.startswith("-") or term == "alerted" or _COMPARISON.match(term):
+        return None
+    field, colon, value = term.partition(":")
+    if not colon or not re.fullmatch(r"[a-z_]+", field):
+        return ""
+    return field if field in TEXT_FIELDS and value else None
+
+
+def narrows(before: str, after: str) -> bool:
+    """True when filter `after` can only match processes that `before` matches: it adds
+    terms (all must match), or lengthens the last text term (`ng` → `nginx`, `user:ro` →
+    `user:root`). A caller may then look only among what `before` matched. False when that
+    is not sure (`pid:1` → `pid:12`, `cpu<5` → `cpu<50`, `-ng` → `-ngi`, or a bad filter)."""
+    try:
+        old, new = shlex.split(before), shlex.split(after)
+    except ValueError:
+        return False
+    if not old:
+        return True
+    if len(new) < len(old) or new[:len(old) - 1] != old[:-1]:
+        return False
+    last, grown = old[-1], new[len(old) - 1]
+    if grown == last:
+        return True
+    kind = _substring_kind(last)
+    return kind is not None and grown.startswith(last) and _substring_kind(grown) == kind
 
 
 def _negate(predicate: Predicate) -> Predicate:

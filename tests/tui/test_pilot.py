@@ -513,6 +513,33 @@ async def test_cursor_steps_update_the_detail_pane_without_laying_out_the_screen
         assert layouts == []
 
 
+async def test_typing_a_filter_does_not_lay_out_the_screen(
+        make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each keystroke in the filter line re-filters the table; with 10,000 rows under it, a
+    layout of the whole screen on top (Textual's Input asks for one on every change of
+    value) doubled what a keystroke cost."""
+    async with make_app().run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        await pilot.press("slash")
+        await settle(pilot)
+        layouts: list[object] = []
+        refresh_layout = screen._refresh_layout
+
+        def counted(*args: object, **kwargs: object) -> None:
+            layouts.append(args)
+            refresh_layout(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(screen, "_refresh_layout", counted)
+        for key in "nginx":
+            await pilot.press(key)
+            await settle(pilot, rounds=1)
+        assert screen.query_one(FilterBar).input.value == "nginx"
+        assert {parse_row_key(key).pid for key in screen.table.shown_keys} == {
+            1033, 1034, 1035, 2411}  # three nginx, and vim editing /etc/nginx/…
+        assert layouts == []
+
+
 async def test_muted_text_is_drawn_muted(make_app: AppFactory) -> None:
     """`$foreground-muted` is the foreground at part strength. Textual hands a component's
     translucent colour to Rich at full strength; the tables and panes must mix it over their

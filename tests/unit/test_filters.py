@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemoneye.filters import FilterError, parse_filter
+from daemoneye.filters import FilterError, narrows, parse_filter
 from daemoneye.models import ProcessKey, ProcessRecord
 
 
@@ -96,3 +96,43 @@ def test_free_text_never_matches_across_two_fields() -> None:
     record = proc(name="ss", cmdline=("ds",), exe="/bin/x", user="u")
     assert not parse_filter("sd").matches(record)
     assert parse_filter("ds").matches(record)
+
+
+@pytest.mark.parametrize(("before", "after", "narrower"), [
+    ("", "ssh", True),
+    ("ss", "ssh", True),
+    ("ssh", "ssh user:root", True),
+    ("user:ro", "user:root", True),
+    ("ssh cpu>5", "ssh cpu>5 alerted", True),
+    ("ssh", "ssh", True),
+    ("ssh", "ss", False),
+    ("pid:1", "pid:12", False),
+    ("cpu<5", "cpu<50", False),
+    ("-ng", "-ngi", False),
+    ("alert", "alerted", False),
+    ("user", "user:root", False),
+    ("ssh", "sshd user:root", True),
+    ("ssh user:root", "sshd user:root", False),
+    ("'a b", "'a b'", False),
+])
+def test_narrows_says_when_a_longer_filter_can_only_match_less(
+        before: str, after: str, narrower: bool) -> None:
+    assert narrows(before, after) is narrower
+
+
+_RECORDS = [SSHD, MINER, proc(pid=7, name="ngx", user="rot", cmdline=("a b", "ssh"))]
+
+
+@given(st.text(alphabet="ars:ou -'>5dt1", max_size=8),
+       st.text(alphabet="ars:ou -'>5dt1", max_size=4))
+def test_a_filter_that_narrows_never_matches_more(before: str, typed: str) -> None:
+    """What the dashboard relies on when it looks only among the rows shown."""
+    after = before + typed
+    if not narrows(before, after):
+        return
+    try:
+        old, new = parse_filter(before), parse_filter(after)
+    except FilterError:
+        return
+    for record in _RECORDS:
+        assert old.matches(record) or not new.matches(record), (before, after, record.pid)

@@ -281,7 +281,10 @@ def test_incremental_rows_equal_rows_computed_from_scratch(seed: int) -> None:
         elif choice < 0.55:
             view.sort = view.sort.toggled(rnd.choice(SORTABLE))
         elif choice < 0.7:
-            view.filter = parse_filter(rnd.choice(["", "ng", "user:root", "cpu>5", "sh"]))
+            # Typing on (narrowing: looked for among the rows shown) and back.
+            view.filter = parse_filter(rnd.choice(
+                ["", "n", "ng", "nginx", "ng user:root", "user:r", "user:root", "cpu>5",
+                 "cpu>50", "sh", "-ng", "-ngi", "pid:1", "pid:12"]))
         elif choice < 0.8:
             view.tree = not view.tree
         elif choice < 0.9 and view.records:

@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from daemoneye.filters import ProcessFilter, RecordText, parse_filter, record_text, same_text
+from daemoneye.filters import (
+    NO_TEXT,
+    ProcessFilter,
+    RecordText,
+    narrows,
+    parse_filter,
+    record_text,
+    same_text,
+)
 from daemoneye.models import ProcessKey, ProcessRecord
 from daemoneye.tui.logic.cells import Cell, RowView
 from daemoneye.tui.logic.keys import parse_row_key
@@ -63,6 +71,7 @@ class ProcessView:
         self._tree_guides: dict[str, str] = {}
         self._now = 0.0  # the time of the last order(): rows are drawn as of then
         self._keys_sort: SortSpec | None = None  # the sort `_sort_key` was computed for
+        self._narrowed = False  # the filter narrowed since the last order() (see filter)
 
     @property
     def records(self) -> Mapping[str, ProcessRecord]:
@@ -94,8 +103,13 @@ class ProcessView:
 
     @filter.setter
     def filter(self, process_filter: ProcessFilter) -> None:
+        """A filter that narrows the last one (a keystroke at the end of the line, mostly)
+        is looked for among the rows shown now, which are already sorted: no re-sort. That
+        holds only while the shown rows are current (nothing touched since) in the list."""
+        self._narrowed = (not self._tree and not self._everything and not self._touched
+                          and narrows(self._filter.text, process_filter.text))
         self._filter = process_filter
-        self._everything = True
+        self._everything = self._everything or not self._narrowed
 
     @property
     def alerted(self) -> Mapping[str, str]:
@@ -241,11 +255,14 @@ class ProcessView:
         elif self._everything:
             order = self._all_order()
             self.changed = None
+        elif self._narrowed:
+            order = self._narrowed_order()
+            self.changed = None
         else:
             order = self._changed_order()
             self.changed = set(self._touched)
         self._touched.clear()
-        self._everything = False
+        self._everything = self._narrowed = False
         if max(len(self._rows), len(self._texts)) > 2 * len(self.records) + 64:
             shown = self.shown_records()
             self._rows = {k: v for k, v in self._rows.items() if k in shown}
@@ -332,13 +349,39 @@ class ProcessView:
 
     def _all_order(self) -> list[str]:
         shown = self.shown_records()
-        matching: Iterable[Item] = shown.items()
-        if not self._filter.empty:
-            matches = self._matches
-            matching = [item for item in matching if matches(*item)]
         self._tree_guides = {}
-        self._order = self._sorted_keys(shown if self._filter.empty else dict(matching))
+        if self._filter.empty:
+            self._order = self._sorted_keys(shown)
+        else:
+            self._order = self._sorted_keys({key: shown[key]
+                                             for key in self._matching(shown.items())})
         return self._order
+
+    def _narrowed_order(self) -> list[str]:
+        """The shown rows that still match, in the order they are shown in."""
+        shown = self.shown_records()
+        self._order = self._matching((key, shown[key]) for key in self._order if key in shown)
+        return self._order
+
+    def _matching(self, items: Iterable[Item]) -> list[str]:
+        """The keys of `items` that the filter matches, in their order: `_matches` for each,
+        written out, as it runs for every process at each keystroke in the filter line."""
+        predicates, alerted = self._filter.predicates, self._alerted_keys
+        texts, text_of = self._texts, self._text
+        uses_text = self._filter.uses_text
+        text = NO_TEXT
+        keys: list[str] = []
+        for key, record in items:
+            if uses_text:
+                cached = texts.get(key)
+                text = cached[1] if cached is not None and cached[0] is record else text_of(
+                    key, record)
+            for predicate in predicates:
+                if not predicate(record, text, alerted):
+                    break
+            else:
+                keys.append(key)
+        return keys
 
     def _sorted_keys(self, records: Mapping[str, ProcessRecord]) -> list[str]:
         """The keys of `records` in sort order, on the cached sort keys where still valid."""
