@@ -10,7 +10,7 @@ is set without a layout, like the process table's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import ClassVar
 
 from rich.segment import Segment
@@ -96,52 +96,56 @@ class ProcessDetail(ScrollView, can_focus=True):
             self._styles[name] = style
         return style
 
-    def _texts(self, width: int) -> list[Text]:
-        """The pane's paragraphs, each wrapped on its own."""
+    def _segment_lines(self, width: int) -> Iterator[list[Segment]]:
+        """The pane's lines at `width`, as segments: facts and alerts with their values
+        wrapped under the value column, and the two sparklines between them."""
+        console = self.app.console
+        options = console.options.update(width=width, height=None, highlight=False)
+
+        def render(text: Text, at: int) -> list[list[Segment]]:
+            return console.render_lines(text, options.update_width(max(1, at)), pad=False)
+
         if self._message:
-            return [Text(self._message, self._style("dim"), end="")]
-        texts = [self._facts_text(self._facts)]
+            yield from render(Text(self._message, self._style("dim"), end=""), width)
+            return
+        yield from self._fact_lines(self._facts, render, width)
         for label, values in zip(spark_labels(self._cpu, self._rss), (self._cpu, self._rss),
                                  strict=True):
-            texts.append(Text(end=""))
-            line = Text(f"{label:<{SPARK_LABEL_WIDTH}}", self._style("spark-label"), end="",
-                        no_wrap=True, overflow="crop")
-            levels = spark_levels(values, width - SPARK_LABEL_WIDTH)
-            line.append(" " * (width - SPARK_LABEL_WIDTH - len(levels)))  # the newest at the right
-            for level in levels:
-                line.append(BARS[level], self._style(f"bar-{level}"))
-            texts.append(line)
-        texts.append(Text(end=""))
-        texts.append(self._facts_text(self._alerts) if self._alerts
-                     else Text("no alerts", self._style("dim"), end=""))
-        return texts
+            yield []
+            room = width - SPARK_LABEL_WIDTH
+            levels = spark_levels(values, room)
+            line = [Segment(f"{label:<{SPARK_LABEL_WIDTH}}", self._style("spark-label")),
+                    Segment(" " * (room - len(levels)))]  # the newest sample at the right
+            line += (Segment(BARS[level], self._style(f"bar-{level}")) for level in levels)
+            yield line
+        yield []
+        if self._alerts:
+            yield from self._fact_lines(self._alerts, render, width)
+        else:
+            yield from render(Text("no alerts", self._style("dim"), end=""), width)
 
-    def _facts_text(self, facts: Sequence[Fact]) -> Text:
-        text = Text(end="", overflow="fold")
-        label_style = self._style("label")
-        for index, (label, value, tone) in enumerate(facts):
-            if index:
-                text.append("\n")
-            text.append(f"{label:<{LABEL_WIDTH}}", label_style)
-            text.append(value, self._style(tone) if tone else None)
-        return text
+    def _fact_lines(self, facts: Sequence[Fact],
+                    render: Callable[[Text, int], list[list[Segment]]],
+                    width: int) -> Iterator[list[Segment]]:
+        """Label, then the value wrapped to the room beside it (a SHA-256 or a long command
+        line continues under the value, not under the label)."""
+        label_style, indent = self._style("label"), " " * LABEL_WIDTH
+        for label, value, tone in facts:
+            text = Text(value, self._style(tone) if tone else "", end="", overflow="fold")
+            for index, segments in enumerate(render(text, width - LABEL_WIDTH) or [[]]):
+                lead = Segment(f"{label:<{LABEL_WIDTH}}", label_style) if index == 0 \
+                    else Segment(indent)
+                yield [lead, *segments]
 
     def _wrapped(self) -> list[Strip]:
         width = self.scrollable_content_region.width  # the gutter is kept (app.tcss)
         if self._lines is not None and width == self._width:
             return self._lines
         self._width = width
-        lines: list[Strip] = []
-        if width > 0:
-            console = self.app.console
-            options = console.options.update(width=width, height=None, highlight=False)
-            base = self._style("")
-            for text in self._texts(width):
-                for segments in console.render_lines(text, options, pad=False):
-                    lines.append(Strip(Segment.apply_style(segments, base))
-                                 .adjust_cell_length(width, base))
-        self._lines = lines
-        return lines
+        base = self._style("")
+        self._lines = [Strip(Segment.apply_style(segments, base)).adjust_cell_length(width, base)
+                       for segments in (self._segment_lines(width) if width > 0 else ())]
+        return self._lines
 
     def on_resize(self, event: Resize) -> None:
         self._size_to(self._wrapped())
