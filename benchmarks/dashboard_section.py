@@ -105,6 +105,13 @@ def _rows(processes: int, seconds: int, results: list[dict[str, Any]]) -> list[R
                         verdict=judge(value, KEY_TARGET_MS),
                         note=f"worst: {kind}; p95 over every run's presses of that kind"
                              + (f"; host reference {reference:.1f} ms" if reference else "")))
+    for name in results[0].get("delta_painted_ms", {}):
+        wall = [value for result in results for value in result["delta_painted_ms"][name]]
+        cpu = [value for result in results for value in result["delta_painted_cpu_ms"][name]]
+        rows.append(Row(SECTION, f"key behind a delta, and the delta painted ({name})",
+                        processes, summarize(wall), "ms",
+                        note=f"not a key's latency: until the refresh it made way for is on "
+                             f"screen too; CPU p95 {_p95(cpu):.1f} ms"))
     apply_ms = [value for result in results for value in result["apply_ms"]]
     if apply_ms:
         rows.append(Row(SECTION, "delta applied + painted", processes, summarize(apply_ms), "ms",

@@ -181,7 +181,12 @@ class DaemonEyeApp(App[None]):
         self.process_set = message.process_set
         self.connection = dataclasses.replace(self.connection, last_data=self.now())
         self._update_header()
-        self.gc_policy.set_applied()  # last: the watchers above have updated the screens
+        # The heap is frozen once the processes screen has taken the set in (set_taken).
+
+    def set_taken(self) -> None:
+        """The processes screen took the latest sets in: what is alive now is the dashboard's
+        working set (gc_policy.py)."""
+        self.gc_policy.set_applied()
 
     def on_alert_raised(self, message: AlertRaised) -> None:
         # Coalesced: a burst of alerts costs one copy of the alert map per frame.

@@ -10,7 +10,9 @@ allocates, so an automatic collection runs only when far more than that piles up
 sets. Frozen objects caught in a reference cycle (Textual's strips reference themselves through
 their caches) are not freed that way, so every `full_every_s` the frozen heap is released and
 collected in full, at a moment with no key or click in the last `idle_s` seconds (or, if the
-user never pauses, after twice the period).
+user never pauses, after twice the period). A full collection takes 80-90 ms at 10,000
+processes; the period bounds what the frozen garbage adds to the RSS (Textual's strips of
+30-60 refreshes, 15-30 MiB).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 THRESHOLDS = (20_000, 20, 100)  # objects allocated between two freezes before one runs
-FULL_EVERY_S = 60.0
+FULL_EVERY_S = 30.0
 IDLE_S = 1.0
 
 

@@ -10,6 +10,7 @@ from textual import events
 from textual.app import App
 
 from daemoneye.models import ProcessChange, ProcessesDelta
+from daemoneye.tui.app import DaemonEyeApp
 from daemoneye.tui.fake_source import FAKE_NOW, FakeSource
 from daemoneye.tui.screens.processes import ProcessesScreen
 from tests.tui.conftest import AppFactory
@@ -71,3 +72,29 @@ async def test_a_cursor_step_right_behind_a_refresh_is_painted_before_it(
         python3 = next(key for key in screen.table.shown_keys if key.startswith("2590:"))
         cells = screen.table.cells_of(python3)
         assert cells is not None and any(cell.text == "55.5" for cell in cells)
+
+
+async def test_the_heap_is_frozen_once_the_screen_has_taken_a_refresh_in(
+        make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collection policy freezes what is alive after each refresh, so that Python's
+    collector does not walk it in front of a key (gc_policy.py). The screen takes a refresh
+    in after the next frame; freezing before that left the rows and cells it builds to the
+    collector."""
+    source = FakeSource()
+    async with make_app(source).run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app, screen = pilot.app, pilot.app.screen
+        assert isinstance(app, DaemonEyeApp) and isinstance(screen, ProcessesScreen)
+        happened: list[str] = []
+        take = screen._take_now
+
+        def taken() -> None:
+            happened.append("taken")
+            take()
+
+        monkeypatch.setattr(screen, "_take_now", taken)
+        monkeypatch.setattr(app.gc_policy, "set_applied", lambda: happened.append("frozen"))
+        source.push(ProcessesDelta(1, (), (ProcessChange(2590, FAKE_NOW - 600,
+                                                         (("cpu_percent", 7.0),)),), ()))
+        await settle(pilot)
+        assert happened == ["taken", "frozen"]

@@ -131,6 +131,7 @@ class ProcessesScreen(DashboardScreen):
         self._dirty = True
         if self.is_current:
             self._refresh_rows()
+        self.dashboard.set_taken()
 
     def _alerts_changed(self) -> None:
         self.view.alerted = worst_by_process(self.dashboard.alerts.values())
