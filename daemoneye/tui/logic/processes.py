@@ -386,15 +386,16 @@ class ProcessView:
     def _sorted_keys(self, records: Mapping[str, ProcessRecord]) -> list[str]:
         """The keys of `records` in sort order, on the cached sort keys where still valid."""
         keys, touched = self._sort_key, self._touched
-        if self._keys_sort != self._sort or len(keys) > 2 * len(records) + 64:
-            keys = {}
-        for key in touched:  # a changed key not sorted now must not keep its old sort key
-            if key not in records:
-                keys.pop(key, None)
         sort_key = self._sort_key_of()
-        for key, record in records.items():
-            if key in touched or key not in keys:
-                keys[key] = sort_key(record)
+        if self._keys_sort != self._sort or len(keys) > 2 * len(records) + 64:
+            keys = dict(zip(records, map(sort_key, records.values()), strict=True))
+        else:
+            for key in touched:  # a changed key not sorted now must not keep its old one
+                if key not in records:
+                    keys.pop(key, None)
+            for key, record in records.items():
+                if key in touched or key not in keys:
+                    keys[key] = sort_key(record)
         self._sort_key, self._keys_sort = keys, self._sort
         return sorted(records, key=keys.__getitem__, reverse=self._reverse)
 
