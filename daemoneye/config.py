@@ -172,7 +172,7 @@ class StoreConfig:
     path: str = field(default="", metadata=_spec(
         "path", "Database file; empty means the mode's default path."))
     retention: float = field(default=7 * 86400.0, metadata=_spec(
-        "duration", "Ended processes and events older than this are deleted.",
+        "duration", "Ended processes, events and alerts older than this are deleted.",
         lo=60.0, hi=3650 * 86400.0))
     max_bytes: int = field(default=1024**3, metadata=_spec(
         "size", "The oldest history is deleted when the database grows past this.",

@@ -352,8 +352,9 @@ class Store:
 
     # -- size ----------------------------------------------------------------------------------
     def retention(self, max_age_s: float, max_bytes: int, now: float) -> RetentionResult:
-        """Delete ended processes and events older than `max_age_s`, then the oldest history
-        until the file is under ~90% of `max_bytes`. Live processes are never deleted."""
+        """Delete ended processes, events and alerts older than `max_age_s` (retention.py),
+        then the oldest history until the file is under ~90% of `max_bytes`. Live processes
+        are never deleted."""
         if self._closed:
             raise StoreError(f"{self._path}: retention failed: the store is closed")
         try:

@@ -3,6 +3,12 @@
 History (ended processes, events) older than the retention age is deleted; then, if the data
 still exceeds the size cap, the oldest history is deleted until it is under ~90% of the cap, so
 the next ticks do not immediately cross the cap again. Rows of live processes are never deleted.
+
+Alerts last seen before the retention age go too, whatever their state, with their outbox rows
+(an alert that repeats keeps its `last_seen` fresh and stays); an alert with a delivery still
+pending is kept until a sink has taken it. (The delivery worker forgets delivered and dead
+outbox rows of alerts that stay.) The audit log is not touched: it is append-only and
+hash-chained, and grows only with what people do.
 Deletes run in bounded batches, each its own transaction, so readers (which see a snapshot in
 WAL mode) never wait and the WAL never has to hold one enormous transaction.
 """
@@ -30,6 +36,7 @@ class RetentionResult:
     events_deleted: int
     bytes_before: int
     bytes_after: int
+    alerts_deleted: int = 0
 
 
 def database_bytes(conn: apsw.Connection) -> int:
@@ -43,19 +50,28 @@ def used_bytes(conn: apsw.Connection) -> int:
     return pages * int(conn.pragma("page_size"))
 
 
-def _delete_batched(conn: apsw.Connection, table: str, column: str, horizon: float) -> int:
-    """Delete rows of `table` whose `column` is at or before `horizon`, oldest first, in
-    batches. NULL `column` (a live process's ended_at) never matches."""
+# Alerts that a sink has yet to take are kept past the retention age.
+_NOTHING_PENDING = (
+    " AND NOT EXISTS (SELECT 1 FROM sink_outbox"
+    " WHERE sink_outbox.alert_id = alerts.id AND sink_outbox.state = 'pending')"
+)
+
+
+def _delete_batched(
+    conn: apsw.Connection, table: str, column: str, horizon: float, also: str = ""
+) -> int:
+    """Delete rows of `table` whose `column` is at or before `horizon` (and that meet the
+    `also` condition, " AND ..."), oldest first, in batches. NULL `column` (a live process's
+    ended_at) never matches."""
     sql = (
         f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} "
-        f"WHERE {column} <= ? ORDER BY {column} LIMIT {BATCH_ROWS})"
+        f"WHERE {column} <= ?{also} ORDER BY {column} LIMIT {BATCH_ROWS})"
     )
     deleted = 0
     while True:
         with conn:
-            before = conn.total_changes()
             conn.execute(sql, (horizon,))
-            batch = conn.total_changes() - before
+            batch = conn.changes()  # this statement's rows, not the ones its cascades delete
         deleted += batch
         if batch < BATCH_ROWS:
             return deleted
@@ -114,6 +130,8 @@ def run(conn: apsw.Connection, *, max_age_s: float, max_bytes: int, now: float) 
     horizon = math.nextafter(cutoff, -math.inf)
     processes_deleted = _delete_batched(conn, "processes", "ended_at", horizon)
     events_deleted = _delete_batched(conn, "process_events", "ts", horizon)
+    # Their outbox rows go with them (ON DELETE CASCADE).
+    alerts_deleted = _delete_batched(conn, "alerts", "last_seen", horizon, _NOTHING_PENDING)
     if used_bytes(conn) > max_bytes:
         more_processes, more_events = _trim_to_size(conn, max_bytes)
         processes_deleted += more_processes
@@ -126,4 +144,5 @@ def run(conn: apsw.Connection, *, max_age_s: float, max_bytes: int, now: float) 
         events_deleted=events_deleted,
         bytes_before=bytes_before,
         bytes_after=database_bytes(conn),
+        alerts_deleted=alerts_deleted,
     )

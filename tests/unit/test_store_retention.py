@@ -152,3 +152,40 @@ def test_a_reader_holding_a_snapshot_does_not_make_retention_or_close_fail(
     reader.execute("COMMIT")
     assert reader.execute("SELECT count(*) FROM processes").get == 5
     reader.close()
+
+
+def test_alerts_last_seen_before_the_window_go_unless_a_sink_still_waits_for_them(
+    store: Store,
+) -> None:
+    """Alerts are history too: a store with a noisy rule must not grow for ever. An alert
+    that repeats stays (its last_seen is fresh); one a sink has not taken yet stays until it
+    has; the audit log of what people did is never touched."""
+    from daemoneye.engine.alerts import AlertBook
+    from daemoneye.models import Detection
+
+    now = 100 * DAY
+    old, repeated, recent = now - 30 * DAY, now - 30 * DAY, now - DAY
+    quiet = AlertBook(store, host="h")
+    quiet.record([Detection("r", "high", "old", 10, 1.0, old, ()),
+                  Detection("r", "high", "repeats", 11, 1.0, repeated, ())], {}, old)
+    quiet.record([Detection("r", "high", "repeats", 11, 1.0, repeated, ()),
+                  Detection("r", "low", "recent", 12, 1.0, recent, ())], {}, recent)
+    quiet.set_state(1, "closed", "alice", old)
+    # An old alert still queued for a webhook that has not taken it.
+    AlertBook(store, sinks=("webhook",), host="h").record(
+        [Detection("r", "critical", "undelivered", 13, 1.0, old, ())], {}, old)
+    audit_before = store.fetch_rows("SELECT count(*) FROM audit_log")
+
+    result = store.retention(7 * DAY, 1 << 30, now)
+
+    assert result.alerts_deleted == 1
+    assert column(store.path, "SELECT title FROM alerts ORDER BY id") == [
+        "repeats", "recent", "undelivered"]
+    assert store.fetch_rows("SELECT count(*) FROM audit_log") == audit_before
+
+    with store.transaction("delivered") as conn:
+        conn.execute("UPDATE sink_outbox SET state = 'delivered', delivered_at = ?", (old,))
+    second = store.retention(7 * DAY, 1 << 30, now)
+    assert second.alerts_deleted == 1
+    assert column(store.path, "SELECT title FROM alerts ORDER BY id") == ["repeats", "recent"]
+    assert store.fetch_rows("SELECT count(*) FROM sink_outbox") == [(0,)]
