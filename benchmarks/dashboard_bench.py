@@ -160,6 +160,8 @@ def frame_after(app: TimedApp, started: float, cpu_started: float,
 
 
 def record(figures: Figures, name: str, timings: list[tuple[float, float]]) -> None:
+    """Keep the presses that caused work (a cursor key at the end of the table does not)."""
+    timings = [timing for timing in timings if timing != (0.0, 0.0)]
     figures.key_ms[name] = [wall for wall, _ in timings]
     figures.key_cpu_ms[name] = [cpu for _, cpu in timings]
 
@@ -180,20 +182,22 @@ def note_work(cls: Any, name: str) -> None:
 
 
 def note_delta_work(cls: Any, name: str) -> None:
-    """Wrap `cls.name`, which takes in a delta: work done inside it is not a key's."""
+    """Wrap `cls.name`, which may take in a delta: work done inside it is not a key's; when
+    it did take one (`_take_now` with sets waiting), note when it finished."""
     original = getattr(cls, name)
 
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         app = self.app
         if not isinstance(app, TimedApp):
             return original(self, *args, **kwargs)
+        took = name == "_take_now" and bool(self._incoming)  # not a timer with nothing to do
         app.taking_delta = True
         try:
             return original(self, *args, **kwargs)
         finally:
             app.taking_delta = False
-            app.data_done.append(time.perf_counter())
-            if name == "_take_now":
+            if took:
+                app.data_done.append(time.perf_counter())
                 app.delta_taken()
 
     setattr(cls, name, wrapper)

@@ -109,6 +109,7 @@ class DaemonEyeApp(App[None]):
         self.clock = clock
         self.history = SampleHistory()
         self.gc_policy = CollectionPolicy()
+        self.inputs_seen = 0  # keys and clicks that reached the app, counted
         self.editor = editor
         self.tick_s = tick_s
         self._remember_theme = remember_theme
@@ -168,6 +169,7 @@ class DaemonEyeApp(App[None]):
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key | events.MouseDown | events.MouseScrollDown
                       | events.MouseScrollUp):
+            self.inputs_seen += 1
             self.gc_policy.input_seen()
         await super().on_event(event)
 

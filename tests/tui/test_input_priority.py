@@ -12,6 +12,7 @@ from textual.app import App
 from daemoneye.models import ProcessChange, ProcessesDelta
 from daemoneye.tui.app import DaemonEyeApp
 from daemoneye.tui.fake_source import FAKE_NOW, FakeSource
+from daemoneye.tui.logic.live import ProcessSet
 from daemoneye.tui.screens.processes import ProcessesScreen
 from tests.tui.conftest import AppFactory
 from tests.tui.helpers import settle
@@ -98,3 +99,52 @@ async def test_the_heap_is_frozen_once_the_screen_has_taken_a_refresh_in(
                                                          (("cpu_percent", 7.0),)),), ()))
         await settle(pilot)
         assert happened == ["taken", "frozen"]
+
+
+async def test_a_key_that_comes_while_a_refresh_waits_is_painted_before_it(
+        make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key sent after the refresh reached the screen, but before the screen took it in:
+    the key reaches the table through the app's and the screen's queues; the waiting refresh
+    must notice it and let its cursor step and detail be painted first."""
+    source = FakeSource()
+    async with make_app(source).run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        app, screen = pilot.app, pilot.app.screen
+        assert isinstance(screen, ProcessesScreen)
+        happened: list[str] = []
+        display, take, show_detail = app._display, screen._take_now, screen._show_detail
+        changed = screen._processes_changed
+
+        def displayed(on: object, renderable: object) -> None:
+            display(on, renderable)  # type: ignore[arg-type]
+            if renderable is not None:
+                happened.append("frame")
+
+        def taken() -> None:
+            happened.append("refresh taken")
+            take()
+
+        def detail_shown() -> None:
+            if "refresh taken" not in happened:
+                happened.append("detail")
+            show_detail()
+
+        def arrived(process_set: ProcessSet) -> None:
+            changed(process_set)
+            happened.append("refresh waiting")
+            send_key(app, "down")  # lands after this handler, before the take
+
+        monkeypatch.setattr(app, "_display", displayed)
+        monkeypatch.setattr(screen, "_take_now", taken)
+        monkeypatch.setattr(screen, "_show_detail", detail_shown)
+        monkeypatch.setattr(screen, "_processes_changed", arrived)
+        screen.watch(app, "process_set", arrived, init=False)
+        second = screen.table.shown_keys[1]
+        source.push(ProcessesDelta(1, (), (ProcessChange(2590, FAKE_NOW - 600,
+                                                         (("cpu_percent", 55.5),)),), ()))
+        await settle(pilot)
+        assert screen.table.cursor_key == second
+        assert "refresh taken" in happened, happened
+        waiting, taken_at = happened.index("refresh waiting"), happened.index("refresh taken")
+        assert "detail" in happened[waiting:taken_at], happened
+        assert "frame" in happened[happened.index("detail"):taken_at], happened

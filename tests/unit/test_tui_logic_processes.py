@@ -355,3 +355,25 @@ def test_a_tree_refresh_names_only_the_rows_whose_cells_changed() -> None:
     keys = view.order(1.0)
     assert [parse_row_key(key).pid for key in keys] == [200, 100, 101, 102]
     assert view.changed == {record_key(busy), record_key(younger), record_key(elder)}
+
+
+def test_a_narrowed_filter_still_places_rows_that_changed_before_the_next_order() -> None:
+    """Narrowing looks only among the rows shown, in their order; a refresh taken in between
+    the keystroke and the next order() may add rows or move them, so it must not be used."""
+    from daemoneye.tui.fake_source import churn_delta, many_processes
+    from daemoneye.tui.logic.live import LiveProcesses
+
+    records = many_processes(300)
+    live = LiveProcesses()
+    live.reset(records)
+    shadow = {record.key: record for record in records}
+    view = ProcessView()
+    view.update(live.snapshot(), 0.0)
+    view.order(0.0)
+    view.filter = parse_filter("n")  # narrows the empty filter
+    live.apply(churn_delta(shadow, 1, changed=120, added=10, removed=5))
+    view.update(live.snapshot(), 0.0)
+    fresh = ProcessView()
+    fresh._new_until, fresh._ended = dict(view._new_until), dict(view._ended)
+    fresh._set, fresh.filter = view._set, view.filter
+    assert view.order(0.0) == fresh.order(0.0)

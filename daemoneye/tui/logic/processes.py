@@ -252,7 +252,8 @@ class ProcessView:
             everything, guides = self._everything, self._tree_guides
             order = self._tree_order()
             self.changed = None if everything else self._tree_changed(guides)
-        elif self._everything:
+        elif self._everything or (self._narrowed and self._touched):
+            # (rows that changed since the filter narrowed may belong anywhere in the order)
             order = self._all_order()
             self.changed = None
         elif self._narrowed:

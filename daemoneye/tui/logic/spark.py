@@ -27,11 +27,21 @@ def spark_levels(values: Sequence[float], width: int) -> list[int]:
     if extent <= 0:
         return [0] * len(shown)
     last = len(BARS) - 1
-    return [int((value - low) / extent * last) for value in shown]
+    return [min(last, int((value - low) / extent * len(BARS))) for value in shown]
 
 
 def spark_labels(cpu: Sequence[float], rss: Sequence[float]) -> tuple[str, str]:
-    """("cpu ≤96%", "rss ≤339.0M"): the top of each sparkline; a dash before any sample."""
+    """("cpu ≤96%", "rss ≤339.0M"): the top of each sparkline, given the samples it shows;
+    a dash before any sample."""
     if not cpu or not rss:  # an instance that ended before it was sampled
         return f"cpu {DASH}", f"rss {DASH}"
     return f"cpu ≤{max(cpu):.0f}%", f"rss ≤{format_bytes(int(max(rss)))}"
+
+
+def sparklines(cpu: Sequence[float], rss: Sequence[float],
+               room: int) -> list[tuple[str, list[int]]]:
+    """The CPU and RSS lines for `room` columns of bars: each label with its bars, the label
+    giving the top of the samples the bars show (not of older ones scrolled out)."""
+    shown = (cpu[-room:], rss[-room:]) if room > 0 else ((), ())
+    return [(label, spark_levels(values, room))
+            for label, values in zip(spark_labels(*shown), shown, strict=True)]

@@ -30,7 +30,7 @@ from daemoneye.tui.widgets.process_detail import ProcessDetail
 from daemoneye.tui.widgets.process_table import ProcessTable
 from daemoneye.tui.widgets.text_update import show_text
 
-MAX_DEFERRALS = 3  # frames a waiting process set gives way to cursor steps, at most
+MAX_DEFERRALS = 3  # frames a waiting process set gives way to keys, at most
 
 
 class ProcessesScreen(DashboardScreen):
@@ -66,8 +66,11 @@ class ProcessesScreen(DashboardScreen):
         self._detail_shown: tuple[object, ...] | None = None
         self._refreshed_at = float("-inf")  # time.monotonic() of the last table refresh
         self._incoming: list[ProcessSet] = []  # sets waiting for the next frame, in order
-        self._cursor_moved = False  # since the waiting set was last looked at
-        self._deferred = 0  # how often the waiting set made way for a cursor step
+        self._incoming_since = 0.0  # time.monotonic() when the first waiting set came
+        self._cursor_moves = 0  # cursor steps handled, counted
+        # (inputs seen by the app, cursor steps) when the waiting sets last looked
+        self._seen: tuple[int, int] = (0, 0)
+        self._deferred = 0  # how often the waiting sets made way for a key
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="process-status")
@@ -103,17 +106,25 @@ class ProcessesScreen(DashboardScreen):
         that paints them. Sets that arrive meanwhile are all taken in, in order (a process
         that came and went between two of them must still be shown as ended), and the
         table is refreshed once."""
-        if not self._incoming and not self.call_after_refresh(self._take_processes):
-            return  # the screen is closing
+        if not self._incoming:
+            if not self.call_after_refresh(self._take_processes):
+                return  # the screen is closing
+            self._incoming_since = time.monotonic()
+            self._seen = (self.dashboard.inputs_seen, self._cursor_moves)
         self._incoming.append(process_set)
 
     async def _take_processes(self) -> None:
-        """After a frame: first let a key on its way in be handled (input_priority.py); if
-        one moved the cursor, wait for the frame that shows it, a few times at most so
-        that a held key cannot hold the table back for long."""
+        """After a frame, or when the screen is idle. First the loop turns a few times, so
+        that a key the input thread has sent reaches the app (input_priority.py). A key
+        that reached the app since the sets last looked is on its way through this screen
+        and the table (each a queue of its own; this screen's waits while this runs) or was
+        just handled: the sets wait for one more frame, so that the key and the detail pane
+        it changes are painted first; a few times at most, so that a held key cannot hold
+        the table back."""
         await let_input_in()
-        if self._cursor_moved and self._deferred < MAX_DEFERRALS:
-            self._cursor_moved = False
+        seen = (self.dashboard.inputs_seen, self._cursor_moves)
+        if seen != self._seen and self._deferred < MAX_DEFERRALS:
+            self._seen = seen
             self._deferred += 1
             if self.call_after_refresh(self._take_processes):
                 return
@@ -122,7 +133,6 @@ class ProcessesScreen(DashboardScreen):
 
     def _take_now(self) -> None:
         incoming, self._incoming = self._incoming, []
-        self._cursor_moved = False
         if not incoming:
             return
         now = self.dashboard.now()
@@ -145,6 +155,9 @@ class ProcessesScreen(DashboardScreen):
         one a second this timer has nothing to do; doing it anyway re-sorted and repainted
         10,000 rows a second time each second, often right next to a refresh, where a key
         then waited for both."""
+        if self._incoming and time.monotonic() - self._incoming_since >= self.dashboard.tick_s:
+            self._take_now()  # their callback was lost (Textual drops one when not running)
+            return
         if time.monotonic() - self._refreshed_at < self.dashboard.tick_s:
             return
         if self.view.expire(self.dashboard.now()):
@@ -176,7 +189,7 @@ class ProcessesScreen(DashboardScreen):
 
     @on(LiveTable.RowHighlighted, "#process-table")
     def _row_highlighted(self) -> None:
-        self._cursor_moved = True
+        self._cursor_moves += 1
         self._show_detail()
 
     def _show_detail(self) -> None:

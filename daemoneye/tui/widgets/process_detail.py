@@ -22,10 +22,11 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from daemoneye.tui.logic.detail import Fact
-from daemoneye.tui.logic.spark import BARS, spark_labels, spark_levels
+from daemoneye.tui.logic.spark import BARS, sparklines
 from daemoneye.tui.widgets.component_style import component_style
 
 LABEL_WIDTH = 9
+MIN_VALUE_WIDTH = 12  # narrower than this beside the label, a value goes under it
 SPARK_LABEL_WIDTH = 14
 DETAIL_TONES = ("label", "new", "ended", "dim", "critical", "high", "medium", "low", "info")
 
@@ -109,11 +110,9 @@ class ProcessDetail(ScrollView, can_focus=True):
             yield from render(Text(self._message, self._style("dim"), end=""), width)
             return
         yield from self._fact_lines(self._facts, render, width)
-        for label, values in zip(spark_labels(self._cpu, self._rss), (self._cpu, self._rss),
-                                 strict=True):
+        room = max(0, width - SPARK_LABEL_WIDTH)
+        for label, levels in sparklines(self._cpu, self._rss, room):
             yield []
-            room = width - SPARK_LABEL_WIDTH
-            levels = spark_levels(values, room)
             line = [Segment(f"{label:<{SPARK_LABEL_WIDTH}}", self._style("spark-label")),
                     Segment(" " * (room - len(levels)))]  # the newest sample at the right
             line += (Segment(BARS[level], self._style(f"bar-{level}")) for level in levels)
@@ -130,8 +129,13 @@ class ProcessDetail(ScrollView, can_focus=True):
         """Label, then the value wrapped to the room beside it (a SHA-256 or a long command
         line continues under the value, not under the label)."""
         label_style, indent = self._style("label"), " " * LABEL_WIDTH
+        beside = width - LABEL_WIDTH >= MIN_VALUE_WIDTH  # else under it, at the full width
         for label, value, tone in facts:
             text = Text(value, self._style(tone) if tone else "", end="", overflow="fold")
+            if not beside:
+                yield [Segment(label, label_style)]
+                yield from render(text, width)
+                continue
             for index, segments in enumerate(render(text, width - LABEL_WIDTH) or [[]]):
                 lead = Segment(f"{label:<{LABEL_WIDTH}}", label_style) if index == 0 \
                     else Segment(indent)
