@@ -28,6 +28,33 @@ def send_key(app: App[Any], key: str) -> None:
     app._driver.send_message(event)
 
 
+def record_order(app: App[Any], screen: ProcessesScreen,
+                 monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What happens from now on, in order: "frame" for each frame written, "detail" when the
+    detail pane is shown before a refresh is taken in, "refresh taken"."""
+    happened: list[str] = []
+    display, take, show_detail = app._display, screen._take_now, screen._show_detail
+
+    def displayed(on: object, renderable: object) -> None:
+        display(on, renderable)  # type: ignore[arg-type]
+        if renderable is not None:
+            happened.append("frame")
+
+    def taken() -> None:
+        happened.append("refresh taken")
+        take()
+
+    def detail_shown() -> None:
+        if "refresh taken" not in happened:
+            happened.append("detail")
+        show_detail()
+
+    monkeypatch.setattr(app, "_display", displayed)
+    monkeypatch.setattr(screen, "_take_now", taken)
+    monkeypatch.setattr(screen, "_show_detail", detail_shown)
+    return happened
+
+
 async def test_a_cursor_step_right_behind_a_refresh_is_painted_before_it(
         make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Taking a refresh of 10,000 processes in costs milliseconds. A cursor step already on
@@ -38,26 +65,8 @@ async def test_a_cursor_step_right_behind_a_refresh_is_painted_before_it(
         await settle(pilot)
         app, screen = pilot.app, pilot.app.screen
         assert isinstance(screen, ProcessesScreen)
-        happened: list[str] = []
-        display, take, show_detail = app._display, screen._take_now, screen._show_detail
+        happened = record_order(app, screen, monkeypatch)
 
-        def displayed(on: object, renderable: object) -> None:
-            display(on, renderable)  # type: ignore[arg-type]
-            if renderable is not None:
-                happened.append("frame")
-
-        def taken() -> None:
-            happened.append("refresh taken")
-            take()
-
-        def detail_shown() -> None:
-            if "refresh taken" not in happened:
-                happened.append("detail")
-            show_detail()
-
-        monkeypatch.setattr(app, "_display", displayed)
-        monkeypatch.setattr(screen, "_take_now", taken)
-        monkeypatch.setattr(screen, "_show_detail", detail_shown)
         first, second = screen.table.shown_keys[:2]
         assert screen.table.cursor_key == first
         source.push(ProcessesDelta(1, (), (ProcessChange(2590, FAKE_NOW - 600,
@@ -111,33 +120,12 @@ async def test_a_key_that_comes_while_a_refresh_waits_is_painted_before_it(
         await settle(pilot)
         app, screen = pilot.app, pilot.app.screen
         assert isinstance(screen, ProcessesScreen)
-        happened: list[str] = []
-        display, take, show_detail = app._display, screen._take_now, screen._show_detail
-        changed = screen._processes_changed
+        happened = record_order(app, screen, monkeypatch)
 
-        def displayed(on: object, renderable: object) -> None:
-            display(on, renderable)  # type: ignore[arg-type]
-            if renderable is not None:
-                happened.append("frame")
-
-        def taken() -> None:
-            happened.append("refresh taken")
-            take()
-
-        def detail_shown() -> None:
-            if "refresh taken" not in happened:
-                happened.append("detail")
-            show_detail()
-
-        def arrived(process_set: ProcessSet) -> None:
-            changed(process_set)
+        def arrived(process_set: ProcessSet) -> None:  # watches after the screen's own watcher
             happened.append("refresh waiting")
             send_key(app, "down")  # lands after this handler, before the take
 
-        monkeypatch.setattr(app, "_display", displayed)
-        monkeypatch.setattr(screen, "_take_now", taken)
-        monkeypatch.setattr(screen, "_show_detail", detail_shown)
-        monkeypatch.setattr(screen, "_processes_changed", arrived)
         screen.watch(app, "process_set", arrived, init=False)
         second = screen.table.shown_keys[1]
         source.push(ProcessesDelta(1, (), (ProcessChange(2590, FAKE_NOW - 600,

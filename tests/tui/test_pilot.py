@@ -53,6 +53,19 @@ def processes_screen(app_screen: object) -> ProcessesScreen:
     return app_screen
 
 
+def count_layouts(screen: ProcessesScreen, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The screen's layouts from now on (each lays out and repaints every widget)."""
+    layouts: list[object] = []
+    refresh_layout = screen._refresh_layout
+
+    def counted(*args: object, **kwargs: object) -> None:
+        layouts.append(args)
+        refresh_layout(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(screen, "_refresh_layout", counted)
+    return layouts
+
+
 def notices(app: object) -> list[str]:
     from textual.app import App
 
@@ -459,14 +472,7 @@ async def test_refreshes_repaint_rows_without_laying_out_the_screen(
         source.push(ProcessesDelta(1, tuple(proc(6000 + n, 1, f"worker{n}", [f"worker{n}"],
                                                  started=900) for n in range(40)), (), ()))
         await settle(pilot)  # the scrollbar appears: that one lays out
-        layouts: list[object] = []
-        refresh_layout = screen._refresh_layout
-
-        def counted(*args: object, **kwargs: object) -> None:
-            layouts.append(args)
-            refresh_layout(*args, **kwargs)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(screen, "_refresh_layout", counted)
+        layouts = count_layouts(screen, monkeypatch)
         python3 = ProcessKey(2590, FAKE_NOW - 600)
         source.push(ProcessesDelta(2, tuple(proc(7000 + n, 1, f"extra{n}", [f"extra{n}"],
                                                  started=900) for n in range(30)),
@@ -491,14 +497,7 @@ async def test_cursor_steps_update_the_detail_pane_without_laying_out_the_screen
         await settle(pilot)
         screen = processes_screen(pilot.app.screen)
         pane = screen.query_one(ProcessDetail)
-        layouts: list[object] = []
-        refresh_layout = screen._refresh_layout
-
-        def counted(*args: object, **kwargs: object) -> None:
-            layouts.append(args)
-            refresh_layout(*args, **kwargs)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(screen, "_refresh_layout", counted)
+        layouts = count_layouts(screen, monkeypatch)
         heights = set()
         for _ in range(len(screen.table.shown_keys) - 1):
             await pilot.press("down")
@@ -523,14 +522,7 @@ async def test_typing_a_filter_does_not_lay_out_the_screen(
         screen = processes_screen(pilot.app.screen)
         await pilot.press("slash")
         await settle(pilot)
-        layouts: list[object] = []
-        refresh_layout = screen._refresh_layout
-
-        def counted(*args: object, **kwargs: object) -> None:
-            layouts.append(args)
-            refresh_layout(*args, **kwargs)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(screen, "_refresh_layout", counted)
+        layouts = count_layouts(screen, monkeypatch)
         for key in "nginx":
             await pilot.press(key)
             await settle(pilot, rounds=1)
