@@ -574,6 +574,7 @@ async def test_detail_pane_grows_when_the_process_gets_more_alerts(
         assert any("did thing 3" in line for line in lines)
         assert pane.virtual_size.height == len(lines) >= before + 4
         assert pane.max_scroll_y == len(lines) - pane.size.height > 0
+        assert pane.vertical_scrollbar.window_virtual_size == len(lines)  # drawn to match
         pane.scroll_end(animate=False)
         await settle(pilot)
         assert "did thing 3" in "".join(pane.render_line(y).text

@@ -117,8 +117,8 @@ class ProcessesScreen(DashboardScreen):
         """After a frame, or when the screen is idle. First the loop turns a few times, so
         that a key the input thread has sent reaches the app (input_priority.py). A key
         that reached the app since the sets last looked is on its way through this screen
-        and the table (each a queue of its own; this screen's waits while this runs) or was
-        just handled: the sets wait for one more frame, so that the key and the detail pane
+        and the table (each a queue of its own; this screen's queue waits while this runs)
+        or was just handled: the sets wait for one more frame, so that the key and the detail pane
         it changes are painted first; a few times at most, so that a held key cannot hold
         the table back."""
         await let_input_in()
