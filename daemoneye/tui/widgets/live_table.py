@@ -32,6 +32,7 @@ from textual.strip import Strip
 
 from daemoneye.tui.logic.cells import Cell, RowView, changed_keys
 from daemoneye.tui.widgets.component_style import component_style
+from daemoneye.tui.widgets.scroll_size import set_scroll_size
 
 CellSource = Callable[[str], tuple[Cell, ...]]
 TONES = ("new", "ended", "dim", "alert", "critical", "high", "medium", "low", "info", "ok")
@@ -199,14 +200,9 @@ class LiveTable(ScrollView, can_focus=True):
             self.refresh(*regions)
 
     def _set_row_count(self, rows: int) -> None:
-        """Size the scrollable area for `rows` (plus the header) without a screen layout.
-        Only the scrollbar depends on a virtual table's height, but assigning `virtual_size`
-        lays out the whole screen, on every refresh that adds or removes a row. The scrollbar
-        update below still lays out when the scrollbar appears or goes."""
-        size = Size(self.size.width, rows + 1)
-        if size != self.virtual_size:
-            self.set_reactive(LiveTable.virtual_size, size)
-            self._scroll_update(size)
+        """Size the scrollable area for `rows` (plus the header) without a screen layout
+        (scroll_size.py): a refresh that adds or removes a row would lay it out."""
+        set_scroll_size(self, Size(self.size.width, rows + 1))
 
     def sync(self, rows: Sequence[RowView]) -> None:
         """Make the table show exactly `rows` (for small tables given as whole rows)."""

@@ -24,6 +24,7 @@ from textual.strip import Strip
 from daemoneye.tui.logic.detail import Fact
 from daemoneye.tui.logic.spark import BARS, sparklines
 from daemoneye.tui.widgets.component_style import component_style
+from daemoneye.tui.widgets.scroll_size import set_scroll_size
 
 LABEL_WIDTH = 9
 MIN_VALUE_WIDTH = 12  # narrower than this beside the label, a value goes under it
@@ -74,12 +75,8 @@ class ProcessDetail(ScrollView, can_focus=True):
         self.refresh()
 
     def _size_to(self, lines: Sequence[Strip]) -> None:
-        """Size the scroll range for `lines` without laying out the screen (see the module
-        docstring); the scrollbar update lays out only when the scrollbar comes or goes."""
-        size = Size(self._width, len(lines))
-        if size != self.virtual_size:
-            self.set_reactive(ProcessDetail.virtual_size, size)
-            self._scroll_update(size)
+        """Size the scroll range for `lines` without laying out the screen (scroll_size.py)."""
+        set_scroll_size(self, Size(self._width, len(lines)))
 
     # -- drawing ------------------------------------------------------------------------------
     def _style(self, name: str) -> Style:
