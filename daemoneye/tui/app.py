@@ -43,13 +43,9 @@ from daemoneye.tui.messages import (
     ProcessesChanged,
     RulesChanged,
 )
-from daemoneye.tui.screens.alerts import AlertsScreen
-from daemoneye.tui.screens.dashboard_screen import DashboardScreen
-from daemoneye.tui.screens.health import HealthScreen
+from daemoneye.tui.screen_table import SCREENS, help_sections, modes, nav_items, switch_bindings
+from daemoneye.tui.screens.dashboard_screen import DashboardScreen, NavItem
 from daemoneye.tui.screens.help import HelpScreen
-from daemoneye.tui.screens.processes import ProcessesScreen
-from daemoneye.tui.screens.query import QueryScreen
-from daemoneye.tui.screens.rules import RulesScreen
 from daemoneye.tui.source import DashboardSource
 from daemoneye.tui.themes import DEFAULT_THEME, builtin_theme_dir, load_themes, semantic_defaults
 
@@ -78,16 +74,10 @@ class DaemonEyeApp(App[None]):
 
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     TITLE = "DaemonEye"
-    MODES: ClassVar[dict[str, str | Callable[[], Screen[None]]]] = {
-        "processes": ProcessesScreen, "alerts": AlertsScreen, "rules": RulesScreen,
-        "query": QueryScreen, "health": HealthScreen}
-    DEFAULT_MODE = "processes"
+    MODES: ClassVar[dict[str, str | Callable[[], Screen[None]]]] = dict(modes())
+    DEFAULT_MODE = SCREENS[0].mode
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("1", "switch_mode('processes')", "Procs", show=False),
-        Binding("2", "switch_mode('alerts')", "Alerts", show=False),
-        Binding("3", "switch_mode('rules')", "Rules", show=False),
-        Binding("4", "switch_mode('query')", "Query", show=False),
-        Binding("5", "switch_mode('health')", "Health", show=False),
+        *switch_bindings(),
         Binding("question_mark,f1", "help", "Help"),
         Binding("q", "quit", "Quit"),
     ]
@@ -286,16 +276,19 @@ class DaemonEyeApp(App[None]):
         if status != 0:
             self.notify(f"{argv[0]} exited with status {status}", severity="warning")
 
+    @property
+    def nav_items(self) -> tuple[NavItem, ...]:
+        return nav_items()
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(self.current_mode))
+            self.push_screen(HelpScreen(help_sections(), self.current_mode))
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for mode, title in (("processes", "Processes"), ("alerts", "Alerts"),
-                            ("rules", "Rules"), ("query", "Query"), ("health", "Health")):
-            yield SystemCommand(f"Go to {title}", f"Show the {title.lower()} screen",
-                                lambda mode=mode: self.switch_mode(mode))
+        for entry in SCREENS:
+            yield SystemCommand(f"Go to {entry.title}", f"Show the {entry.title.lower()} screen",
+                                lambda mode=entry.mode: self.switch_mode(mode))
         yield SystemCommand("Help", "Keys and the filter language", self.action_help)
         target = screen if isinstance(screen, DashboardScreen) else self.screen
         if isinstance(target, DashboardScreen):

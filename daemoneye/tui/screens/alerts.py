@@ -34,6 +34,9 @@ class AlertsScreen(DashboardScreen):
 
     CSS_PATH = "alerts.tcss"
     MODE = "alerts"
+    HELP_KEYS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("a  c", "acknowledge, close (admin)"), ("p  Enter", "jump to the process"),
+        ("v  o  r", "filter by severity, state, rule"))
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "ack", "Ack"),
         Binding("c", "close_alert", "Close"),

@@ -3,7 +3,7 @@ palette commands it offers."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual.app import ComposeResult, SystemCommand
@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from daemoneye.tui.logic.connection import Part
-from daemoneye.tui.widgets.nav_bar import NavBar
+from daemoneye.tui.widgets.nav_bar import NavBar, NavItem
 from daemoneye.tui.widgets.status_header import StatusHeader
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 # (title, help, action on the screen)
 PaletteEntry = tuple[str, str, str]
+__all__ = ["DashboardScreen", "NavItem", "PaletteEntry"]
 WIDE = 120  # from this many columns a screen uses its wide layout
 
 
@@ -28,6 +29,8 @@ class DashboardScreen(Screen[None]):
 
     MODE: ClassVar[str] = ""
     PALETTE: ClassVar[tuple[PaletteEntry, ...]] = ()
+    # (keys, what they do) for the help screen; a test checks it names every binding.
+    HELP_KEYS: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     @property
     def dashboard(self) -> DaemonEyeApp:
@@ -35,7 +38,7 @@ class DashboardScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="header")
-        yield NavBar(id="nav")
+        yield NavBar(self.dashboard.nav_items, id="nav")
         yield from self.compose_body()
         yield Footer()
 
@@ -66,11 +69,3 @@ class DashboardScreen(Screen[None]):
         async def run() -> None:
             await self.run_action(action)
         return run
-
-    def key_bindings_help(self) -> Iterable[tuple[str, str]]:
-        """(keys, what) pairs for the help screen."""
-        for binding in self.BINDINGS:
-            if isinstance(binding, tuple):
-                yield binding[0], binding[2] if len(binding) > 2 else binding[1]
-            else:
-                yield binding.key, binding.description or binding.action

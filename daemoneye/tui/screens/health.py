@@ -24,6 +24,7 @@ class HealthScreen(DashboardScreen):
 
     CSS_PATH = "health.tcss"
     MODE = "health"
+    HELP_KEYS: ClassVar[tuple[tuple[str, str], ...]] = (("r", "refresh"),)
     BINDINGS: ClassVar[list[BindingType]] = [Binding("r", "refresh_health", "Refresh")]
     PALETTE: ClassVar[tuple[PaletteEntry, ...]] = (
         ("Refresh health", "Ask the daemon for a new health report", "refresh_health"),

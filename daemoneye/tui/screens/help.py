@@ -20,29 +20,12 @@ FILTER_HELP: tuple[tuple[str, str], ...] = (
     ("alerted", "has an open or acknowledged alert"),
     ("-name:kworker", "a leading - negates any term"),
 )
-KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("Everywhere", (
-        ("1 … 5", "processes, alerts, rules, query, health"),
-        ("ctrl+p", "command palette: every action, themes"),
-        ("? F1", "this help"), ("q", "quit"))),
-    ("Processes", (
-        ("/", "filter (Esc clears)"), ("s  S", "next sort column, reverse order"),
-        ("click header", "sort by that column"), ("t", "tree by parent"),
-        ("d  Enter", "detail pane"), ("k", "send a signal (admin, asks first)"))),
-    ("Alerts", (
-        ("a  c", "acknowledge, close (admin)"), ("p  Enter", "jump to the process"),
-        ("v  o  r", "filter by severity, state, rule"))),
-    ("Rules", (
-        ("e  space", "enable / disable (admin)"), ("o", "open the file in $EDITOR"),
-        ("r", "reload (admin)"), ("t", "test: run the rule's query"))),
-    ("Query", (("Enter", "run"), ("↑ ↓", "history"), ("ctrl+l", "clear"))),
-    ("Health", (("r", "refresh"),)),
-)
+HelpSections = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 
 
-def help_text(current: str) -> Text:
+def help_text(sections: HelpSections, current: str) -> Text:
     text = Text(end="")
-    for title, keys in KEYS:
+    for title, keys in sections:
         marker = "▸ " if title.lower() == current else "  "
         text.append(f"{marker}{title}\n", "bold")
         for key, meaning in keys:
@@ -64,15 +47,16 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,q,question_mark,f1", "close", "Close"),
     ]
 
-    def __init__(self, current_mode: str) -> None:
+    def __init__(self, sections: HelpSections, current_mode: str) -> None:
         super().__init__()
+        self.sections = sections
         self.current_mode = current_mode
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-dialog") as dialog:
             dialog.border_title = "DaemonEye — help"
             dialog.border_subtitle = "Esc closes"
-            yield Static(help_text(self.current_mode))
+            yield Static(help_text(self.sections, self.current_mode))
 
     def action_close(self) -> None:
         self.dismiss(None)

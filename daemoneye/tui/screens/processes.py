@@ -38,6 +38,10 @@ class ProcessesScreen(DashboardScreen):
 
     CSS_PATH = "processes.tcss"
     MODE = "processes"
+    HELP_KEYS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("/", "filter (Esc clears)"), ("s  S", "next sort column, reverse order"),
+        ("click header", "sort by that column"), ("t", "tree by parent"),
+        ("d  Enter", "detail pane"), ("k", "send a signal (admin, asks first)"))
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "filter", "Filter"),
         Binding("s", "next_sort", "Sort"),

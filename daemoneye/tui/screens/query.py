@@ -24,6 +24,9 @@ class QueryScreen(DashboardScreen):
 
     CSS_PATH = "query.tcss"
     MODE = "query"
+    HELP_KEYS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("/", "back to the SQL line"), ("Enter", "run"), ("↑ ↓", "history"),
+        ("ctrl+l", "clear"))
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "focus_sql", "SQL"),
         Binding("ctrl+l", "clear", "Clear"),

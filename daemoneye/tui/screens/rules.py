@@ -26,6 +26,9 @@ class RulesScreen(DashboardScreen):
 
     CSS_PATH = "rules.tcss"
     MODE = "rules"
+    HELP_KEYS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("e  space", "enable / disable (admin)"), ("o", "open the file in $EDITOR"),
+        ("r", "reload (admin)"), ("t", "test: run the rule's query"))
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("e,space", "toggle_enabled", "Enable/disable"),
         Binding("o", "edit", "Edit"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from textual.content import Content
 from textual.events import Click
@@ -12,10 +12,15 @@ from textual.widget import Widget
 
 from daemoneye.tui.widgets.component_style import component_style
 
-SCREENS: tuple[tuple[str, str, str], ...] = (
-    ("1", "processes", "Processes"), ("2", "alerts", "Alerts"), ("3", "rules", "Rules"),
-    ("4", "query", "Query"), ("5", "health", "Health"))
 GAP = 1
+
+
+class NavItem(NamedTuple):
+    """One label of the bar: the key that shows the screen, its mode, its title."""
+
+    key: str
+    mode: str
+    title: str
 
 
 def label(key: str, title: str) -> str:
@@ -29,6 +34,10 @@ class NavBar(Widget):
 
     current: reactive[str] = reactive("processes")
 
+    def __init__(self, items: tuple[NavItem, ...], *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.items = items
+
     def render(self) -> Content:
         current = Style.from_rich_style(
             component_style(self, "nav-bar--current"))
@@ -36,11 +45,11 @@ class NavBar(Widget):
             component_style(self, "nav-bar--other"))
         return Content(" " * GAP).join(
             Content(label(key, title)).stylize(current if mode == self.current else other)
-            for key, mode, title in SCREENS)
+            for key, mode, title in self.items)
 
     async def on_click(self, event: Click) -> None:
         start = 0
-        for key, mode, title in SCREENS:
+        for key, mode, title in self.items:
             end = start + len(label(key, title))
             if start <= event.x < end:
                 await self.app.run_action(f"switch_mode('{mode}')")
