@@ -28,20 +28,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from daemoneye import __version__
 from daemoneye.ipc import protocol
+from daemoneye.ipc.calls import DaemonCalls
 from daemoneye.ipc.codec import CodecError, from_wire, from_wire_many
+from daemoneye.ipc.events import (
+    CONNECTION_EVENTS,
+    Connected,
+    Disconnected,
+    Event,
+    ProcessesSnapshot,
+    Resync,
+    RulesChanged,
+    apply_delta,
+)
 from daemoneye.ipc.protocol import (
     MAX_MESSAGE_BYTES,
     MAX_SOCKET_PATH_BYTES,
@@ -52,7 +61,6 @@ from daemoneye.ipc.protocol import (
     ErrorCode,
     IpcError,
     ProcessDetail,
-    ProcessesPage,
     QueryRows,
     ResyncParams,
     RpcError,
@@ -62,13 +70,10 @@ from daemoneye.ipc.protocol import (
 )
 from daemoneye.models import (
     Alert,
-    AuditVerification,
     DaemonStatus,
     Hello,
     ProcessesDelta,
-    ProcessKey,
     ProcessRecord,
-    RulesReload,
     RuleStatus,
 )
 
@@ -97,80 +102,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-
-# -- events ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Connected:
-    """The connection is up (the first time, or again after a reconnect)."""
-
-    hello: Hello
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnected:
-    """The connection is gone; `retry_in` says when the next attempt is (None: no retry)."""
-
-    reason: str
-    retry_in: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Resync:
-    """Notifications of `topic` were dropped: throw away what you derived from them. For
-    `processes` a fresh snapshot follows; for `alerts` call alerts_list again."""
-
-    topic: str
-    reason: str
-    dropped: int
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessesSnapshot:
-    """Every live process at `seq`: replaces whatever the receiver held."""
-
-    seq: int
-    processes: tuple[ProcessRecord, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RulesChanged:
-    """The whole rule set, after a reload, an enable or a disable."""
-
-    rules: tuple[RuleStatus, ...]
-
-
-Event = (
-    Connected
-    | Disconnected
-    | Resync
-    | ProcessesSnapshot
-    | ProcessesDelta
-    | Alert
-    | RulesChanged
-    | DaemonStatus
-)
-
-_CONNECTION_EVENTS = (Connected, Disconnected)
-
-
-def apply_delta(table: dict[ProcessKey, ProcessRecord], delta: ProcessesDelta) -> None:
-    """Fold one delta into a table keyed by process instance: `added` inserts or replaces
-    (an exec'd instance arrives whole), `changed` updates fields, `removed` deletes."""
-    for key in delta.removed:
-        table.pop(key, None)
-    for record in delta.added:
-        table[record.key] = record
-    for change in delta.changed:
-        key = ProcessKey(change.pid, change.start_time)
-        current = table.get(key)
-        if current is not None:
-            changed: dict[str, Any] = dict(change.fields)
-            table[key] = dataclasses.replace(current, **changed)
-
 
 # -- the client ------------------------------------------------------------------------------
 
@@ -189,7 +120,7 @@ class EventStream(AsyncIterator[Event]):
         return await self._client._next_event()
 
 
-class DaemonClient:
+class DaemonClient(DaemonCalls):
     """One connection to the daemon, optionally kept up across daemon restarts."""
 
     def __init__(
@@ -432,7 +363,7 @@ class DaemonClient:
             log.debug("ignoring the unknown notification %r", method)
 
     def _emit(self, event: Event) -> None:
-        if len(self._events) >= self.max_events and not isinstance(event, _CONNECTION_EVENTS):
+        if len(self._events) >= self.max_events and not isinstance(event, CONNECTION_EVENTS):
             self._overflow()
             if isinstance(event, ProcessesDelta | ProcessesSnapshot):
                 return  # the renewed subscription brings a fresh snapshot
@@ -440,7 +371,7 @@ class DaemonClient:
         self._event_ready.set()
 
     def _overflow(self) -> None:
-        kept = [e for e in self._events if isinstance(e, _CONNECTION_EVENTS)]
+        kept = [e for e in self._events if isinstance(e, CONNECTION_EVENTS)]
         dropped = len(self._events) - len(kept)
         self._events = deque(kept)
         reason = "the consumer of events() fell behind; queued notifications were dropped"
@@ -497,119 +428,6 @@ class DaemonClient:
         finally:
             self._pending.pop(request_id, None)
 
-    async def _typed(
-        self, cls: type[T], method: str, params: Mapping[str, Any] | None = None, **options: Any
-    ) -> T:
-        result = await self.call(method, params, **options)
-        try:
-            return from_wire(cls, result)
-        except CodecError as exc:
-            raise IpcError(f"unexpected answer to {method} from the daemon: {exc}") from None
-
-    async def processes_list(self, filter_text: str = "") -> list[ProcessRecord]:
-        """Every live process matching the filter (fetched page by page), by pid."""
-        records: list[ProcessRecord] = []
-        after: tuple[int, float] | None = None
-        while True:
-            params: dict[str, Any] = {"filter": filter_text}
-            if after is not None:
-                params["after"] = list(after)
-            page = await self._typed(ProcessesPage, "processes.list", params)
-            records.extend(page.processes)
-            if page.next is None:
-                return records
-            after = page.next
-
-    async def process_get(
-        self, pid: int, start_time: float | None = None, *, history: bool = False
-    ) -> ProcessDetail:
-        """One instance with ancestry and children: the live one for `pid` (or exactly
-        `start_time`'s), else the newest in the store. `history` also counts the instances
-        of this pid in the store (slower; the fast path answers from memory)."""
-        params: dict[str, Any] = {"pid": pid}
-        if start_time is not None:
-            params["start_time"] = start_time
-        if history:
-            params["history"] = True
-        return await self._typed(ProcessDetail, "processes.get", params)
-
-    async def alerts_list(
-        self, *, state: str | None = None, severity: str | None = None, limit: int = 1000
-    ) -> list[Alert]:
-        alerts: list[Alert] = []
-        before: int | None = None
-        while len(alerts) < limit:
-            params: dict[str, Any] = {"limit": limit - len(alerts)}
-            for name, value in (("state", state), ("severity", severity), ("before_id", before)):
-                if value is not None:
-                    params[name] = value
-            page = await self._typed(AlertsPage, "alerts.list", params)
-            alerts.extend(page.alerts)
-            if page.next_before_id is None or not page.alerts:
-                break
-            before = page.next_before_id
-        return alerts
-
-    async def alert_get(self, alert_id: int) -> Alert:
-        return await self._typed(Alert, "alerts.get", {"id": alert_id})
-
-    async def alert_ack(self, alert_id: int) -> Alert:
-        return await self._typed(Alert, "alerts.ack", {"id": alert_id})
-
-    async def alert_close(self, alert_id: int) -> Alert:
-        return await self._typed(Alert, "alerts.close", {"id": alert_id})
-
-    async def rules_list(self) -> list[RuleStatus]:
-        result = await self.call("rules.list")
-        try:
-            return list(from_wire_many(RuleStatus, result))
-        except CodecError as exc:
-            raise IpcError(f"unexpected answer to rules.list from the daemon: {exc}") from None
-
-    async def rule_enable(self, rule_id: str) -> RuleStatus:
-        return await self._typed(RuleStatus, "rules.enable", {"id": rule_id})
-
-    async def rule_disable(self, rule_id: str) -> RuleStatus:
-        return await self._typed(RuleStatus, "rules.disable", {"id": rule_id})
-
-    async def rules_reload(self) -> RulesReload:
-        return await self._typed(RulesReload, "rules.reload")
-
-    async def query_run(self, sql: str, max_rows: int = 10_000) -> QueryRows:
-        return await self._typed(QueryRows, "query.run", {"sql": sql, "max_rows": max_rows})
-
-    async def health(self) -> DaemonStatus:
-        return await self._typed(DaemonStatus, "health")
-
-    async def audit_verify(self) -> AuditVerification:
-        return await self._typed(AuditVerification, "audit.verify")
-
-    async def process_signal(
-        self, pid: int, start_time: float, signal: str | int = "TERM"
-    ) -> SignalResult:
-        """Signal the instance (pid, start_time) — never whatever holds the pid now."""
-        return await self._typed(
-            SignalResult, "process.signal", {"pid": pid, "start_time": start_time, "signal": signal}
-        )
-
-    async def subscribe(self, topic: str) -> SubscribeResult:
-        """Start receiving `topic` notifications (processes, alerts, rules, health) through
-        `events()`; kept across reconnects."""
-        if topic not in protocol.TOPICS:
-            raise ValueError(
-                f"unknown topic {topic!r}; expected one of {', '.join(protocol.TOPICS)}"
-            )
-        result = await self._subscribe_call(topic)
-        self._topics.add(topic)
-        return result
-
-    async def _subscribe_call(self, topic: str) -> SubscribeResult:
-        return await self._typed(SubscribeResult, f"{topic}.subscribe")
-
-    async def unsubscribe(self, topic: str) -> bool:
-        self._topics.discard(topic)
-        result = await self.call(f"{topic}.unsubscribe")
-        return bool(isinstance(result, dict) and result.get("was_subscribed"))
 
 
 def _rpc_error(error: Mapping[str, Any]) -> RpcError:

@@ -1,0 +1,154 @@
+"""The daemon's methods as typed Python calls (docs/protocol.md §6), over any transport that
+provides `call`: `DaemonClient` is the one that does."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from daemoneye.ipc import protocol
+from daemoneye.ipc.codec import CodecError, from_wire, from_wire_many
+from daemoneye.ipc.protocol import (
+    AlertsPage,
+    IpcError,
+    ProcessDetail,
+    ProcessesPage,
+    QueryRows,
+    SignalResult,
+    SubscribeResult,
+)
+from daemoneye.models import (
+    Alert,
+    AuditVerification,
+    DaemonStatus,
+    ProcessRecord,
+    RulesReload,
+    RuleStatus,
+)
+
+T = TypeVar("T")
+
+
+class DaemonCalls:
+    """Typed requests; subclasses send them with `call` and remember subscribed topics."""
+
+    _topics: set[str]
+
+    async def call(
+        self, method: str, params: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        raise NotImplementedError
+
+    async def _typed(
+        self, cls: type[T], method: str, params: Mapping[str, Any] | None = None, **options: Any
+    ) -> T:
+        result = await self.call(method, params, **options)
+        try:
+            return from_wire(cls, result)
+        except CodecError as exc:
+            raise IpcError(f"unexpected answer to {method} from the daemon: {exc}") from None
+
+    async def processes_list(self, filter_text: str = "") -> list[ProcessRecord]:
+        """Every live process matching the filter (fetched page by page), by pid."""
+        records: list[ProcessRecord] = []
+        after: tuple[int, float] | None = None
+        while True:
+            params: dict[str, Any] = {"filter": filter_text}
+            if after is not None:
+                params["after"] = list(after)
+            page = await self._typed(ProcessesPage, "processes.list", params)
+            records.extend(page.processes)
+            if page.next is None:
+                return records
+            after = page.next
+
+    async def process_get(
+        self, pid: int, start_time: float | None = None, *, history: bool = False
+    ) -> ProcessDetail:
+        """One instance with ancestry and children: the live one for `pid` (or exactly
+        `start_time`'s), else the newest in the store. `history` also counts the instances
+        of this pid in the store (slower; the fast path answers from memory)."""
+        params: dict[str, Any] = {"pid": pid}
+        if start_time is not None:
+            params["start_time"] = start_time
+        if history:
+            params["history"] = True
+        return await self._typed(ProcessDetail, "processes.get", params)
+
+    async def alerts_list(
+        self, *, state: str | None = None, severity: str | None = None, limit: int = 1000
+    ) -> list[Alert]:
+        alerts: list[Alert] = []
+        before: int | None = None
+        while len(alerts) < limit:
+            params: dict[str, Any] = {"limit": limit - len(alerts)}
+            for name, value in (("state", state), ("severity", severity), ("before_id", before)):
+                if value is not None:
+                    params[name] = value
+            page = await self._typed(AlertsPage, "alerts.list", params)
+            alerts.extend(page.alerts)
+            if page.next_before_id is None or not page.alerts:
+                break
+            before = page.next_before_id
+        return alerts
+
+    async def alert_get(self, alert_id: int) -> Alert:
+        return await self._typed(Alert, "alerts.get", {"id": alert_id})
+
+    async def alert_ack(self, alert_id: int) -> Alert:
+        return await self._typed(Alert, "alerts.ack", {"id": alert_id})
+
+    async def alert_close(self, alert_id: int) -> Alert:
+        return await self._typed(Alert, "alerts.close", {"id": alert_id})
+
+    async def rules_list(self) -> list[RuleStatus]:
+        result = await self.call("rules.list")
+        try:
+            return list(from_wire_many(RuleStatus, result))
+        except CodecError as exc:
+            raise IpcError(f"unexpected answer to rules.list from the daemon: {exc}") from None
+
+    async def rule_enable(self, rule_id: str) -> RuleStatus:
+        return await self._typed(RuleStatus, "rules.enable", {"id": rule_id})
+
+    async def rule_disable(self, rule_id: str) -> RuleStatus:
+        return await self._typed(RuleStatus, "rules.disable", {"id": rule_id})
+
+    async def rules_reload(self) -> RulesReload:
+        return await self._typed(RulesReload, "rules.reload")
+
+    async def query_run(self, sql: str, max_rows: int = 10_000) -> QueryRows:
+        return await self._typed(QueryRows, "query.run", {"sql": sql, "max_rows": max_rows})
+
+    async def health(self) -> DaemonStatus:
+        return await self._typed(DaemonStatus, "health")
+
+    async def audit_verify(self) -> AuditVerification:
+        return await self._typed(AuditVerification, "audit.verify")
+
+    async def process_signal(
+        self, pid: int, start_time: float, signal: str | int = "TERM"
+    ) -> SignalResult:
+        """Signal the instance (pid, start_time) — never whatever holds the pid now."""
+        return await self._typed(
+            SignalResult, "process.signal", {"pid": pid, "start_time": start_time, "signal": signal}
+        )
+
+    async def subscribe(self, topic: str) -> SubscribeResult:
+        """Start receiving `topic` notifications (processes, alerts, rules, health) through
+        `events()`; kept across reconnects."""
+        if topic not in protocol.TOPICS:
+            raise ValueError(
+                f"unknown topic {topic!r}; expected one of {', '.join(protocol.TOPICS)}"
+            )
+        result = await self._subscribe_call(topic)
+        self._topics.add(topic)
+        return result
+
+    async def _subscribe_call(self, topic: str) -> SubscribeResult:
+        return await self._typed(SubscribeResult, f"{topic}.subscribe")
+
+    async def unsubscribe(self, topic: str) -> bool:
+        self._topics.discard(topic)
+        result = await self.call(f"{topic}.unsubscribe")
+        return bool(isinstance(result, dict) and result.get("was_subscribed"))
