@@ -29,15 +29,17 @@ from typing import Protocol
 
 from daemoneye.collector.details import read_instance
 from daemoneye.collector.netlink import (
-    AckEvent,
     ConnectorOverrun,
+    ProcConnector,
+)
+from daemoneye.collector.proc_events import (
+    AckEvent,
     ExecEvent,
     ExitEvent,
     ForkEvent,
     MalformedMessage,
     NetlinkError,
     NetlinkOverrun,
-    ProcConnector,
     ProcConnectorEvent,
     parse_messages,
 )

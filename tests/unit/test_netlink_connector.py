@@ -11,13 +11,15 @@ from typing import Any
 
 import pytest
 
-from daemoneye.collector import netlink
 from daemoneye.collector.netlink import (
-    PROC_CN_MCAST_LISTEN,
     ConnectorOverrun,
     EventsUnavailable,
     ProcConnector,
     probe,
+)
+from daemoneye.collector.proc_events import (
+    PROC_CN_MCAST_IGNORE,
+    PROC_CN_MCAST_LISTEN,
 )
 from daemoneye.errors import CollectorError
 
@@ -165,5 +167,5 @@ def test_close_unsubscribes_and_is_idempotent(fake: FakeNetlink) -> None:
     connector.open(ack_timeout=5)
     connector.close()
     connector.close()
-    assert struct.unpack_from("=I", fake.requests[-1], 36)[0] == netlink.PROC_CN_MCAST_IGNORE
+    assert struct.unpack_from("=I", fake.requests[-1], 36)[0] == PROC_CN_MCAST_IGNORE
     assert len(fake.requests) == 2

@@ -15,11 +15,13 @@ import pytest
 
 from daemoneye.collector.events import ObservedEvent, ProcEventSource
 from daemoneye.collector.netlink import (
+    ConnectorOverrun,
+)
+from daemoneye.collector.proc_events import (
     NLMSG_DONE,
     PROC_EVENT_EXEC,
     PROC_EVENT_EXIT,
     PROC_EVENT_FORK,
-    ConnectorOverrun,
     ExecEvent,
     ExitEvent,
     ForkEvent,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemoneye.collector.netlink import (
+from daemoneye.collector.proc_events import (
     NLMSG_DONE,
     NLMSG_ERROR,
     NLMSG_NOOP,
