@@ -49,10 +49,10 @@ from typing import Any
 
 from daemoneye.models import ProcessKey, ProcessRecord
 from daemoneye.tui.app import DaemonEyeApp
-from daemoneye.tui.fake_source import FakeSource, FrozenClock, churn_delta, many_processes
 from daemoneye.tui.messages import ProcessesChanged
 from daemoneye.tui.screens.processes import ProcessesScreen
 from daemoneye.tui.widgets.live_table import LiveTable
+from tests.fakes.dashboard_source import FakeSource, FrozenClock, churn_delta, many_processes
 
 TARGET_KEY_MS = 50.0
 TARGET_FIRST_PAINT_S = 1.0

@@ -65,7 +65,7 @@ def _one(processes: int, seconds: int, tmp: Path, index: int) -> dict[str, Any]:
 
 def run(*, processes: int, seconds: int, runs: int) -> tuple[list[Row], dict[str, Any]]:
     reason = missing("daemoneye.tui.app", "DaemonEyeApp") or missing(
-        "daemoneye.tui.fake_source", "FakeSource")
+        "tests.fakes.dashboard_source", "FakeSource")
     if reason is not None:
         return [status_row(SECTION, "first paint; key → repaint; RSS", NOT_BUILT, reason)], {}
     with tempfile.TemporaryDirectory(prefix="daemoneye-bench-dashboard-") as tmp:

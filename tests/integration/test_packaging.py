@@ -1,5 +1,6 @@
 """A non-editable wheel carries what the program loads at run time: the built-in rule pack,
-the themes and the dashboard's stylesheets."""
+the themes and the dashboard's stylesheets, and nothing that only tests use (the dashboard's
+fake data source and its demo live in tests/fakes)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,4 @@ def test_wheel_ships_rules_themes_and_styles(tmp_path: Path) -> None:
     assert len(expected) > 10
     assert expected <= names, sorted(expected - names)
     assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)
+    assert not [name for name in names if "fake" in name or name.endswith("/demo.py")]

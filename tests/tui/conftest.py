@@ -22,7 +22,7 @@ from syrupy.extensions.base import AbstractSyrupyExtension
 from syrupy.location import PyTestLocation
 
 from daemoneye.tui.app import DaemonEyeApp
-from daemoneye.tui.fake_source import FakeSource, FrozenClock
+from tests.fakes.dashboard_source import FakeSource, FrozenClock
 
 SNAPSHOTS_DIR = Path(__file__).resolve().parents[2] / "snapshots"
 

@@ -7,9 +7,9 @@ import asyncio
 from textual.message import Message
 
 from daemoneye.models import ProcessChange, ProcessesDelta
-from daemoneye.tui.fake_source import FAKE_NOW, FakeSource
 from daemoneye.tui.feed import Feed
 from daemoneye.tui.messages import ProcessesChanged
+from tests.fakes.dashboard_source import FAKE_NOW, FakeSource
 
 
 def test_a_key_scheduled_during_a_refresh_reaches_the_app_before_it() -> None:

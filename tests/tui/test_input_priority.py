@@ -11,9 +11,9 @@ from textual.app import App
 
 from daemoneye.models import ProcessChange, ProcessesDelta
 from daemoneye.tui.app import DaemonEyeApp
-from daemoneye.tui.fake_source import FAKE_NOW, FakeSource
 from daemoneye.tui.logic.live import ProcessSet
 from daemoneye.tui.screens.processes import ProcessesScreen
+from tests.fakes.dashboard_source import FAKE_NOW, FakeSource
 from tests.tui.conftest import AppFactory
 from tests.tui.helpers import settle
 

@@ -11,14 +11,6 @@ from textual.color import Color
 from textual.widgets import Static
 
 from daemoneye.models import Alert, ProcessChange, ProcessesDelta, ProcessKey
-from daemoneye.tui.fake_source import (
-    FAKE_NOW,
-    FakeSource,
-    FrozenClock,
-    hostile_processes,
-    proc,
-    sample_hello,
-)
 from daemoneye.tui.logic.format import CMD_CELL_CHARS
 from daemoneye.tui.logic.glyphs import TIMES
 from daemoneye.tui.logic.keys import parse_row_key, row_key
@@ -32,6 +24,14 @@ from daemoneye.tui.source import ProcessesReset, Resync
 from daemoneye.tui.widgets.component_style import component_style
 from daemoneye.tui.widgets.filter_bar import FilterBar
 from daemoneye.tui.widgets.process_detail import ProcessDetail
+from tests.fakes.dashboard_source import (
+    FAKE_NOW,
+    FakeSource,
+    FrozenClock,
+    hostile_processes,
+    proc,
+    sample_hello,
+)
 from tests.tui.conftest import AppFactory
 from tests.tui.helpers import current, dashboard, settle
 

@@ -11,8 +11,8 @@ import pytest
 from textual.pilot import Pilot
 
 from daemoneye.models import ProcessChange, ProcessesDelta
-from daemoneye.tui.fake_source import FAKE_NOW, FakeSource, hostile_processes, proc
 from daemoneye.tui.screens.processes import ProcessesScreen
+from tests.fakes.dashboard_source import FAKE_NOW, FakeSource, hostile_processes, proc
 from tests.tui.conftest import AppFactory
 from tests.tui.helpers import settle
 

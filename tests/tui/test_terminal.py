@@ -93,9 +93,11 @@ def demo_command(home: Path, width: int, height: int) -> str:
     env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
            "XDG_STATE_HOME": str(home / ".state"), "TERM": "xterm-256color",
            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-           "COLUMNS": str(width), "LINES": str(height)}
+           "COLUMNS": str(width), "LINES": str(height),
+           # The demo lives in tests/fakes, outside the installed package.
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     return " ".join(["env", *(f"{key}={value}" for key, value in env.items()),
-                     sys.executable, "-m", "daemoneye.tui.demo", "--processes", str(PROCESSES),
+                     sys.executable, "-m", "tests.fakes.demo", "--processes", str(PROCESSES),
                      "--churn-for", str(CHURN_S)])
 
 

@@ -8,11 +8,14 @@ import os
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import daemoneye.tui.logic
 
+ROOT = Path(__file__).resolve().parents[2]  # tests.fakes is importable from the repo root
+
 PLAIN_MODULES = [
-    "daemoneye.tui.source", "daemoneye.tui.fake_source", "daemoneye.tui.preferences",
+    "daemoneye.tui.source", "tests.fakes.dashboard_source", "daemoneye.tui.preferences",
     *(info.name for info in pkgutil.walk_packages(daemoneye.tui.logic.__path__,
                                                   "daemoneye.tui.logic."))]
 DAEMON_SIDE = ("daemoneye.store", "daemoneye.engine", "daemoneye.collector", "daemoneye.daemon",
@@ -22,7 +25,7 @@ DAEMON_SIDE = ("daemoneye.store", "daemoneye.engine", "daemoneye.collector", "da
 def loaded_by(*modules: str) -> set[str]:
     code = f"import json, sys, {', '.join(modules)}; print(json.dumps(sorted(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, timeout=60)
+                            check=True, timeout=60, cwd=ROOT)
     return set(json.loads(result.stdout))
 
 

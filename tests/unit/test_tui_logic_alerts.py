@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 
 from daemoneye.models import ProcessKey
-from daemoneye.tui.fake_source import FAKE_NOW, sample_alerts
 from daemoneye.tui.logic.alerts import (
     AlertFilter,
     alert_rows,
@@ -22,6 +21,7 @@ from daemoneye.tui.logic.alerts import (
 from daemoneye.tui.logic.glyphs import TIMES
 from daemoneye.tui.logic.keys import row_key
 from daemoneye.tui.logic.severity import label, severity_rank, worst
+from tests.fakes.dashboard_source import FAKE_NOW, sample_alerts
 
 pytestmark = pytest.mark.usefixtures("utc")  # times are shown in local time
 

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from daemoneye.tui.fake_source import FAKE_NOW, proc
 from daemoneye.tui.logic import format as fmt
 from daemoneye.tui.logic.glyphs import TIMES
+from tests.fakes.dashboard_source import FAKE_NOW, proc
 
 pytestmark = pytest.mark.usefixtures("utc")  # times are shown in local time
 
@@ -68,7 +68,7 @@ def test_an_empty_command_line_shows_the_kernel_name() -> None:
 
 
 def test_repeats_say_how_often_since_when() -> None:
-    from daemoneye.tui.fake_source import sample_alerts
+    from tests.fakes.dashboard_source import sample_alerts
 
     alert = sample_alerts()[0]
     assert fmt.repeats(alert, FAKE_NOW) == f"{TIMES}12 since 22:08:30"

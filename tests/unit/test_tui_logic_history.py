@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from daemoneye.tui.fake_source import proc
 from daemoneye.tui.logic.history import SampleHistory
 from daemoneye.tui.logic.keys import record_key
+from tests.fakes.dashboard_source import proc
 
 A = proc(10, 1, "a", started=5, cpu=1.0, rss=100)
 KEY = record_key(A)

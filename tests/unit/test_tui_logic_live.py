@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from daemoneye.models import ProcessChange, ProcessesDelta, ProcessKey
-from daemoneye.tui.fake_source import FAKE_NOW, proc
 from daemoneye.tui.logic.keys import record_key, row_key
 from daemoneye.tui.logic.live import LiveProcesses, changed_record
+from tests.fakes.dashboard_source import FAKE_NOW, proc
 
 A = proc(10, 1, "a", ["a"], started=60, cpu=1.0)
 B = proc(11, 1, "b", ["b"], started=50)

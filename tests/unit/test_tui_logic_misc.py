@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from daemoneye.models import ProcessKey
-from daemoneye.tui.fake_source import (
+from daemoneye.tui.logic.connection import ConnectionState, header_parts
+from daemoneye.tui.logic.detail import cmdline_text, process_facts
+from daemoneye.tui.logic.glyphs import CHEVRON
+from daemoneye.tui.logic.health import health_sections, problems
+from daemoneye.tui.logic.query_history import QueryHistory
+from daemoneye.tui.logic.rules import ordered, rule_row, rule_source
+from tests.fakes.dashboard_source import (
     FAKE_NOW,
     hostile_processes,
     proc,
@@ -13,12 +19,6 @@ from daemoneye.tui.fake_source import (
     sample_rules,
     sample_status,
 )
-from daemoneye.tui.logic.connection import ConnectionState, header_parts
-from daemoneye.tui.logic.detail import cmdline_text, process_facts
-from daemoneye.tui.logic.glyphs import CHEVRON
-from daemoneye.tui.logic.health import health_sections, problems
-from daemoneye.tui.logic.query_history import QueryHistory
-from daemoneye.tui.logic.rules import ordered, rule_row, rule_source
 
 pytestmark = pytest.mark.usefixtures("utc")  # times are shown in local time
 

@@ -10,7 +10,6 @@ import pytest
 
 from daemoneye.filters import parse_filter
 from daemoneye.models import ProcessKey, ProcessRecord
-from daemoneye.tui.fake_source import FAKE_NOW, hostile_processes, proc, sample_processes
 from daemoneye.tui.logic.cells import RowView
 from daemoneye.tui.logic.glyphs import TIMES
 from daemoneye.tui.logic.keys import parse_row_key, record_key, row_key
@@ -18,6 +17,7 @@ from daemoneye.tui.logic.lineage import ancestry, children, tree_order, with_anc
 from daemoneye.tui.logic.live import ProcessSet
 from daemoneye.tui.logic.processes import ProcessView
 from daemoneye.tui.logic.sorting import SortSpec, sort_records
+from tests.fakes.dashboard_source import FAKE_NOW, hostile_processes, proc, sample_processes
 
 pytestmark = pytest.mark.usefixtures("utc")  # times are shown in local time
 
@@ -206,7 +206,7 @@ def test_hostile_names_become_literal_printable_cells() -> None:
 
 
 def test_ten_thousand_processes_build_their_rows_quickly() -> None:
-    from daemoneye.tui.fake_source import many_processes
+    from tests.fakes.dashboard_source import many_processes
 
     view = ProcessView()
     records = many_processes(10_000)
@@ -224,8 +224,8 @@ def test_ten_thousand_processes_build_their_rows_quickly() -> None:
                                   SortSpec("user", False), SortSpec("rss", False)])
 def test_refreshing_by_changes_gives_the_same_rows_as_recomputing(sort: SortSpec) -> None:
     """The incremental refresh (only changed instances) must equal a full recompute."""
-    from daemoneye.tui.fake_source import churn_delta, many_processes
     from daemoneye.tui.logic.live import LiveProcesses
+    from tests.fakes.dashboard_source import churn_delta, many_processes
 
     records = many_processes(600)
     table = {r.key: r for r in records}
@@ -258,9 +258,9 @@ def test_incremental_rows_equal_rows_computed_from_scratch(seed: int) -> None:
     computes."""
     import random
 
-    from daemoneye.tui.fake_source import churn_delta, many_processes
     from daemoneye.tui.logic.live import LiveProcesses
     from daemoneye.tui.logic.sorting import SORTABLE
+    from tests.fakes.dashboard_source import churn_delta, many_processes
 
     rnd = random.Random(seed)
     records = many_processes(300)
@@ -309,8 +309,8 @@ def test_incremental_rows_equal_rows_computed_from_scratch(seed: int) -> None:
 def test_row_caches_hold_only_rows_that_could_be_drawn_again() -> None:
     """A dashboard left open for a day must not keep a row for every process it ever drew:
     rows of changed or expired processes are dropped (the table keeps what it drew)."""
-    from daemoneye.tui.fake_source import churn_delta, many_processes
     from daemoneye.tui.logic.live import LiveProcesses
+    from tests.fakes.dashboard_source import churn_delta, many_processes
 
     records = many_processes(400)
     live = LiveProcesses()
@@ -360,8 +360,8 @@ def test_a_tree_refresh_names_only_the_rows_whose_cells_changed() -> None:
 def test_a_narrowed_filter_still_places_rows_that_changed_before_the_next_order() -> None:
     """Narrowing looks only among the rows shown, in their order; a refresh taken in between
     the keystroke and the next order() may add rows or move them, so it must not be used."""
-    from daemoneye.tui.fake_source import churn_delta, many_processes
     from daemoneye.tui.logic.live import LiveProcesses
+    from tests.fakes.dashboard_source import churn_delta, many_processes
 
     records = many_processes(300)
     live = LiveProcesses()

@@ -1,7 +1,7 @@
-"""Run the dashboard against a FakeSource: `python -m daemoneye.tui.demo [--hostile]
+"""Run the dashboard against a FakeSource: `python -m tests.fakes.demo [--hostile]
 [--processes N] [--reader] [--still | --churn-for SECONDS] [--theme NAME]`. For looking at
-the dashboard without a daemon (development, screenshots, tmux checks, `test_terminal.py`);
-not part of the command-line surface."""
+the dashboard without a daemon (development, screenshots, tmux checks, `test_terminal.py`),
+run from the repository root; not part of the installed package or the command line."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import time
 from collections.abc import AsyncIterator
 
 from daemoneye.tui.app import DaemonEyeApp, follow_terminal_size
-from daemoneye.tui.fake_source import (
+from daemoneye.tui.source import SourceEvent
+from tests.fakes.dashboard_source import (
     FAKE_NOW,
     FakeSource,
     churn_delta,
@@ -19,7 +20,6 @@ from daemoneye.tui.fake_source import (
     many_processes,
     sample_hello,
 )
-from daemoneye.tui.source import SourceEvent
 
 
 class LiveFakeSource(FakeSource):
@@ -49,7 +49,7 @@ class LiveFakeSource(FakeSource):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m daemoneye.tui.demo")
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.demo")
     parser.add_argument("--hostile", action="store_true", help="hostile process names")
     parser.add_argument("--processes", type=int, default=0, help="N generated processes")
     parser.add_argument("--reader", action="store_true", help="connect as a non-admin peer")

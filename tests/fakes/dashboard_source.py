@@ -1,5 +1,5 @@
 """A `DashboardSource` with fixed data and a frozen clock: for tests, snapshots, the benchmark
-and `python -m daemoneye.tui.demo`.
+and `python -m tests.fakes.demo`.
 
 Everything here is deterministic: fixed pids, fixed start times relative to `FAKE_NOW`, and a
 clock that only moves when told to. Tests drive it with `push`, `disconnect` and `reconnect`
