@@ -181,9 +181,11 @@ class SyslogSink:
 def _peer_closed(sock: socket.socket) -> bool:
     """True when a TCP peer has closed (or reset) the connection: sending on it would appear
     to succeed and the message would be lost."""
+    # poll, not select: select() refuses descriptors above 1023, and the daemon holds thousands.
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
+        if not poller.poll(0):
             return False
         return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except (BlockingIOError, InterruptedError):
