@@ -17,7 +17,7 @@ from daemoneye import __version__
 from daemoneye.commands.common import Context
 from daemoneye.config import LoadedConfig, load_config, mode_from_flag
 from daemoneye.errors import DaemonEyeError
-from daemoneye.log_format import SafeFormatter
+from daemoneye.log_format import SafeFormatter, log_uncaught_exceptions
 from daemoneye.models import ALERT_STATES, SEVERITIES
 from daemoneye.output import FORMATS
 from daemoneye.text import visible
@@ -140,6 +140,7 @@ def _configure_logging(daemon: bool) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO if daemon else logging.WARNING)
+    log_uncaught_exceptions(logging.getLogger("daemoneye"))
 
 
 def _dispatch(args: argparse.Namespace, loaded: LoadedConfig,

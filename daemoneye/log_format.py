@@ -11,6 +11,9 @@ forge a log line with a newline, and it bounds every line so one message cannot 
 from __future__ import annotations
 
 import logging
+import sys
+import threading
+from types import TracebackType
 
 from daemoneye.text import visible_bounded
 
@@ -51,3 +54,27 @@ class SafeFormatter(logging.Formatter):
             lines = [*lines[:_TRACE_HEAD_LINES], f"…({left_out} more lines)",
                      *lines[-_TRACE_TAIL_LINES:]]
         return "\n".join(visible_bounded(line, self.max_chars) for line in lines)
+
+
+def log_uncaught_exceptions(logger: logging.Logger) -> None:
+    """Send exceptions nothing caught (in the main thread or any other) through `logger`, so
+    their text is escaped and bounded like every other log line instead of printed raw by the
+    interpreter. Ctrl-C keeps its default handling."""
+    default_hook = sys.excepthook
+
+    def main_thread_hook(kind: type[BaseException], value: BaseException,
+                         tb: TracebackType | None) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            default_hook(kind, value, tb)
+            return
+        logger.critical("uncaught exception", exc_info=(kind, value, tb))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit or args.exc_value is None:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        logger.critical("uncaught exception in thread %s", name,
+                        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+    sys.excepthook = main_thread_hook
+    threading.excepthook = thread_hook

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 
 import pytest
 from hypothesis import given
@@ -111,3 +112,31 @@ def test_visible_bounded_never_lets_a_raw_character_through(text: str, limit: in
     else:
         assert len(shown) - len(marker.group()) <= limit
         assert 0 < int(marker.group(1)) <= len(text)
+
+
+def test_uncaught_exceptions_in_threads_are_logged_escaped(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    root = logging.getLogger()
+    before = list(root.handlers)
+    level = root.level
+    cli._configure_logging(daemon=True)
+
+    def crash() -> None:
+        raise ValueError("bad " + HOSTILE)
+
+    try:
+        worker = threading.Thread(target=crash, name="sink-" + HOSTILE)
+        worker.start()
+        worker.join()
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in before:
+                root.removeHandler(handler)
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert "uncaught exception in thread sink-\\x1b]0;pwned" in err
+    assert "ValueError: bad \\x1b]0;pwned\\x07\\x1b[2J\\u202e\\x9b" in err
+    assert not RAW.search(err), err
