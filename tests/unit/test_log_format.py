@@ -84,9 +84,11 @@ def test_a_deep_traceback_keeps_its_head_and_tail() -> None:
 
 
 def test_the_entry_point_configures_the_safe_formatter(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     root = logging.getLogger()
+    # Handlers other tests' cli.main() calls left behind write to their closed capture streams.
+    monkeypatch.setattr(root, "handlers", [])
     before = list(root.handlers)
     level = root.level
     cli._configure_logging(daemon=True)
@@ -120,6 +122,7 @@ def test_uncaught_exceptions_in_threads_are_logged_escaped(
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     monkeypatch.setattr(threading, "excepthook", threading.excepthook)
     root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # see above: no stale handlers of other tests
     before = list(root.handlers)
     level = root.level
     cli._configure_logging(daemon=True)
@@ -140,3 +143,4 @@ def test_uncaught_exceptions_in_threads_are_logged_escaped(
     assert "uncaught exception in thread sink-\\x1b]0;pwned" in err
     assert "ValueError: bad \\x1b]0;pwned\\x07\\x1b[2J\\u202e\\x9b" in err
     assert not RAW.search(err), err
+
