@@ -17,8 +17,10 @@ from daemoneye import __version__
 from daemoneye.commands.common import Context
 from daemoneye.config import LoadedConfig, load_config, mode_from_flag
 from daemoneye.errors import DaemonEyeError
+from daemoneye.log_format import SafeFormatter, log_uncaught_exceptions
 from daemoneye.models import ALERT_STATES, SEVERITIES
 from daemoneye.output import FORMATS
+from daemoneye.text import visible
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -128,14 +130,17 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _configure_logging(daemon: bool) -> None:
+    """The one place logging is configured: stderr, through SafeFormatter, which escapes
+    process-supplied text and bounds each line (daemoneye/log_format.py)."""
     handler = logging.StreamHandler(sys.stderr)
     if daemon:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("daemoneye: %(message)s"))
+        handler.setFormatter(SafeFormatter("daemoneye: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO if daemon else logging.WARNING)
+    log_uncaught_exceptions(logging.getLogger("daemoneye"))
 
 
 def _dispatch(args: argparse.Namespace, loaded: LoadedConfig,
@@ -212,7 +217,7 @@ def _dashboard(args: argparse.Namespace) -> int:
         return run_dashboard(loaded, config_file=args.config,
                              socket_given=args.socket is not None)
     except DaemonEyeError as exc:
-        print(f"daemoneye: {exc}", file=sys.stderr)
+        print(f"daemoneye: {visible(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -237,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         loaded = reload_config()
         return _dispatch(args, loaded, reload_config)
     except DaemonEyeError as exc:
-        print(f"daemoneye: {exc}", file=sys.stderr)
+        print(f"daemoneye: {visible(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

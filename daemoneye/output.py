@@ -1,18 +1,20 @@
 """Command output: one result set printed as a table, JSON, NDJSON or CSV.
 
-stdout carries results only. Table cells are made visible (control characters escaped) because
-process names and command lines are attacker-controlled; JSON and CSV escape by their own rules.
+stdout carries results only. Process names and command lines are attacker-controlled, so every
+format escapes them (daemoneye/text.py): table cells are made visible, JSON writes DEL, C1 and
+bidi/format characters as \\u escapes, and CSV cells are made visible and a cell a spreadsheet
+would run as a formula (text starting with =, +, -, @, tab or CR) gets a leading quote. Numbers
+stay numbers: only text is quoted, so a negative pid or count is still numeric.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from daemoneye.text import shorten, visible
+from daemoneye.text import csv_cell, json_text, shorten, visible
 
 FORMATS = ("table", "json", "ndjson", "csv")
 
@@ -36,19 +38,19 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, out:
     """Print rows. `max_width` limits a table to the terminal; None means the terminal's width
     when stdout is a terminal and unlimited when it is a pipe (so nothing is lost in a file)."""
     if fmt == "json":
-        json.dump([{c: _json_value(v) for c, v in zip(columns, row, strict=True)} for row in rows],
-                  out, ensure_ascii=False, indent=2)
+        out.write(json_text(
+            [{c: _json_value(v) for c, v in zip(columns, row, strict=True)} for row in rows],
+            indent=2))
         out.write("\n")
     elif fmt == "ndjson":
         for row in rows:
-            out.write(json.dumps({c: _json_value(v) for c, v in zip(columns, row, strict=True)},
-                                 ensure_ascii=False))
+            out.write(json_text({c: _json_value(v) for c, v in zip(columns, row, strict=True)}))
             out.write("\n")
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns)
+        writer.writerow([csv_cell(c) for c in columns])
         for row in rows:
-            writer.writerow(["" if v is None else _json_value(v) for v in row])
+            writer.writerow([csv_cell(v) for v in row])
     elif fmt == "table":
         if max_width is None and out.isatty():
             max_width = shutil.get_terminal_size().columns

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import random
 import select
@@ -112,9 +113,12 @@ class ProcConnector:
         """Read until our ack; keep whatever else arrives first for recv()."""
         assert self._sock is not None
         deadline = time.monotonic() + timeout
+        # poll, not select: select() refuses descriptors above 1023, and a busy daemon holds
+        # thousands (a stat file per process).
+        poller = select.poll()
+        poller.register(self._sock.fileno(), select.POLLIN)
         while (remaining := deadline - time.monotonic()) > 0:
-            readable, _, _ = select.select([self._sock], [], [], remaining)
-            if not readable:
+            if not poller.poll(max(1, math.ceil(remaining * 1000))):
                 break
             try:
                 data = self._sock.recv(len(self._buffer))

@@ -20,6 +20,7 @@ from daemoneye.models import ProcessRecord
 from daemoneye.output import render
 from daemoneye.store.readonly import ReadOnlyStore
 from daemoneye.store.records import ancestry, children_of, live_records, records_for_pid
+from daemoneye.text import visible
 
 LIST_COLUMNS = ("pid", "user", "cpu", "rss", "started", "name", "cmdline")
 SHOW_FIELDS = ("pid", "ppid", "start_time", "name", "exe", "exe_sha256", "exe_deleted", "cmdline",
@@ -90,10 +91,11 @@ def show_process(ctx: Context, pid: int) -> int:
             ts = values[name]
             values[name] = "" if ts is None else f"{format_time(ts)} ({ts:.2f})"
         render(("field", "value"), list(values.items()), "table", out, max_width=10**6)
-        lineage = " ← ".join(f"{p.name}({p.pid})" for p in chain)
+        lineage = " ← ".join(f"{visible(p.name)}({p.pid})" for p in chain)
         out.write(f"\nANCESTRY  {lineage or '(none known)'}\n")
         more = detail.children_total - len(children)
-        out.write("CHILDREN  " + (", ".join(f"{c.name}({c.pid})" for c in children) or "(none)")
+        out.write("CHILDREN  " + (", ".join(f"{visible(c.name)}({c.pid})" for c in children)
+                                  or "(none)")
                   + (f" and {more} more" if more > 0 else "") + "\n")
         if detail.instances is not None and detail.instances > 1:
             note(f"pid {pid} was used by {detail.instances} process instances in the retention "

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from daemoneye.errors import DaemonError
+from daemoneye.store.files import ensure_store_directory, store_directory_error
 
 
 class PidLock:
@@ -18,10 +19,16 @@ class PidLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Take the lock, creating the store's directory first when missing. StoreError when
+        the directory cannot be created or written (the store could not be either)."""
+        ensure_store_directory(self.path.parent)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
+            if not os.path.lexists(self.path):
+                raise store_directory_error(
+                    self.path.parent, exc, store=self.path.with_suffix("")
+                ) from None
             raise DaemonError(f"cannot create lock file {self.path}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -21,7 +21,7 @@ from daemoneye.errors import StoreError
 from daemoneye.models import ExeHash, ProcessEvent, ProcessKey, ProcessRecord, ScanDelta
 from daemoneye.store import retention as retention_mod
 from daemoneye.store.connection import checkpoint, configure, file_error, quick_check
-from daemoneye.store.files import enforce_side_file_modes, prepare_store_file
+from daemoneye.store.files import enforce_side_file_modes, prepare_store_file, store_exists
 from daemoneye.store.retention import RetentionResult
 from daemoneye.store.rows import (
     PROCESS_COLUMNS,
@@ -169,7 +169,7 @@ class Store:
         the CLI. Never creates, migrates or changes the mode of the file; raises StoreError
         when it is missing, not writable by this user, or at another schema version."""
         path = Path(path).absolute()
-        if not path.exists():
+        if not store_exists(path):
             raise StoreError(
                 f"no store at {path}: the daemon has not created it yet "
                 "(start `daemoneye daemon`, or pass --db with the daemon's store)"

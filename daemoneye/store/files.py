@@ -32,6 +32,75 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or os.strerror(exc.errno or errno.EIO)
 
 
+# What a directory the store cannot be created in reports: not writable for this user, or on a
+# read-only mount.
+_NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def _nearest_existing(directory: Path) -> Path:
+    """`directory` or its closest ancestor that exists: the one that refused a new entry."""
+    for candidate in (directory, *directory.parents):
+        try:
+            if candidate.exists():
+                return candidate
+        except OSError:
+            continue
+    return Path("/")
+
+
+def store_directory_error(directory: Path, exc: OSError, store: Path | None = None) -> StoreError:
+    """A StoreError for failing to create the store (or its directory, or a file next to it) in
+    `directory`: `cannot create the store in /x: directory /x is not writable (Permission
+    denied)`. When the store file `store` already exists the sentence says what else the
+    directory must take."""
+    if exc.errno not in _NOT_WRITABLE:
+        what = f"cannot create {exc.filename}: " if exc.filename else ""
+        return StoreError(f"cannot create the store in {directory}: {what}{_reason(exc)}")
+    blocker = _nearest_existing(directory)
+    if store is not None and os.path.lexists(store):
+        return StoreError(
+            f"cannot use the store {store}: directory {blocker} is not writable "
+            f"({_reason(exc)}); the daemon keeps its lock, WAL and shared-memory files next to "
+            "the store"
+        )
+    return StoreError(
+        f"cannot create the store in {directory}: directory {blocker} is not writable "
+        f"({_reason(exc)})"
+    )
+
+
+def store_exists(path: Path) -> bool:
+    """Whether the store file (or directory) `path` exists. A StoreError naming it when this
+    user cannot even look, because a directory on the way is not searchable: Path.exists()
+    raises PermissionError there instead of answering."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except PermissionError as exc:
+        raise StoreError(
+            f"cannot reach the store {path}: a directory on the way is not searchable for uid "
+            f"{os.geteuid()} ({_reason(exc)})"
+        ) from exc
+    except OSError as exc:
+        raise StoreError(f"cannot reach the store {path}: {_reason(exc)}") from exc
+    return True
+
+
+def ensure_store_directory(directory: Path, dir_mode: int = 0o700) -> None:
+    """Create the store's directory (and its parents) with `dir_mode` when missing; a
+    StoreError naming the directory when that is impossible."""
+    if store_exists(directory):
+        return
+    try:
+        directory.mkdir(parents=True, mode=dir_mode)
+        os.chmod(directory, dir_mode)  # mkdir's mode is filtered by the umask
+    except FileExistsError:
+        pass  # created concurrently; opening the file reports anything wrong with it
+    except OSError as exc:
+        raise store_directory_error(directory, exc) from exc
+
+
 def side_files(path: Path) -> tuple[Path, ...]:
     """The WAL and shared-memory files SQLite keeps next to the database."""
     return tuple(path.with_name(path.name + suffix) for suffix in SIDE_FILE_SUFFIXES)
@@ -41,18 +110,12 @@ def prepare_store_file(path: Path, file_mode: int) -> None:
     """Create the parent directory and the (empty) database file if missing, and give the file
     and any existing WAL/shm files exactly `file_mode`. Raises StoreError naming the path."""
     parent = path.parent
-    if not parent.exists():
-        dir_mode = directory_mode_for(file_mode)
-        try:
-            parent.mkdir(parents=True, mode=dir_mode)
-            os.chmod(parent, dir_mode)  # mkdir's mode is filtered by the umask
-        except FileExistsError:
-            pass  # created concurrently; the open below reports anything wrong with it
-        except OSError as exc:
-            raise StoreError(f"cannot create the store directory {parent}: {_reason(exc)}") from exc
+    ensure_store_directory(parent, directory_mode_for(file_mode))
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, file_mode)
     except OSError as exc:
+        if exc.errno in _NOT_WRITABLE and not os.path.lexists(path):
+            raise store_directory_error(parent, exc) from exc  # the file could not be created
         raise StoreError(f"cannot open the store {path} for writing: {_reason(exc)}") from exc
     try:
         info = os.fstat(fd)

@@ -19,7 +19,7 @@ import apsw
 from daemoneye.errors import QueryError, StoreError
 from daemoneye.models import ProcessRecord
 from daemoneye.store.connection import configure, file_error
-from daemoneye.store.files import side_files
+from daemoneye.store.files import side_files, store_exists
 from daemoneye.store.rows import PROCESS_COLUMNS, record_from_row
 from daemoneye.store.sandbox import ReadOnlyAuthorizer, harden
 from daemoneye.store.schema import APPLICATION_ID, read_schema_state
@@ -56,7 +56,7 @@ def open_readonly(path: Path | str) -> ReadOnlyStore:
     immutable instead: nothing writes it, so the snapshot is exact.
     """
     path = Path(path).absolute()
-    if not path.exists():
+    if not store_exists(path):
         raise StoreError(
             f"no store at {path}: the daemon has not created it yet "
             "(start `daemoneye daemon`, or pass --db with the daemon's store)"

@@ -9,13 +9,13 @@ kernel says it is on disk, so a power cut cannot lose an alert the outbox alread
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from daemoneye.engine.sinks.base import SinkError
+from daemoneye.text import json_text
 
 
 class FileSink:
@@ -33,7 +33,7 @@ class FileSink:
         self._torn = False  # the last write stopped mid-line: start the next on a new line
 
     def deliver(self, payload: Mapping[str, Any]) -> None:
-        line = json.dumps(payload, ensure_ascii=False, separators=(",", ":")) + "\n"
+        line = json_text(payload, compact=True) + "\n"  # DEL, C1, bidi as \u escapes
         data = line.encode("utf-8", "backslashreplace")
         if self._torn:
             data = b"\n" + data

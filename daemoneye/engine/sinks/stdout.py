@@ -1,14 +1,15 @@
 """The stdout sink: one line per alert on the daemon's standard output (journald under
-systemd). The human format escapes control characters: titles carry process-supplied text."""
+systemd). Both formats escape control, bidi and format characters (text.py): titles carry
+process-supplied text."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
 from daemoneye.engine.sinks.base import SinkError, human_line
+from daemoneye.text import json_text
 
 
 class StdoutSink:
@@ -23,10 +24,7 @@ class StdoutSink:
         self._stream = stream  # None: whatever sys.stdout is at delivery time
 
     def deliver(self, payload: Mapping[str, Any]) -> None:
-        if self._fmt == "json":
-            line = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        else:
-            line = human_line(payload)
+        line = json_text(payload, compact=True) if self._fmt == "json" else human_line(payload)
         stream = self._stream if self._stream is not None else sys.stdout
         try:
             stream.write(line + "\n")

@@ -23,6 +23,7 @@ from typing import Any
 
 from daemoneye.config import SYSLOG_FACILITY_CODES, SyslogAddress
 from daemoneye.engine.sinks.base import SinkError, alert_text, iso_time
+from daemoneye.text import visible
 
 SD_ID = "daemoneye@32473"
 # Alert severity → syslog severity (RFC 5424 table 2).
@@ -47,10 +48,9 @@ def _header_token(text: str, limit: int) -> str:
 
 
 def _sd_value(value: object) -> str:
-    """A PARAM-VALUE: '"', '\\' and ']' escaped (RFC 5424 §6.3.3), controls made visible."""
-    text = str(value)
-    text = "".join(c if ord(c) >= 32 and ord(c) != 127 else f"\\x{ord(c):02x}" for c in text)
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+    """A PARAM-VALUE: control, bidi and format characters made visible, then '"', '\\' and ']'
+    escaped (RFC 5424 §6.3.3)."""
+    return visible(str(value)).replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
 
 
 def format_rfc5424(
@@ -181,9 +181,11 @@ class SyslogSink:
 def _peer_closed(sock: socket.socket) -> bool:
     """True when a TCP peer has closed (or reset) the connection: sending on it would appear
     to succeed and the message would be lost."""
+    # poll, not select: select() refuses descriptors above 1023, and the daemon holds thousands.
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
+        if not poller.poll(0):
             return False
         return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except (BlockingIOError, InterruptedError):

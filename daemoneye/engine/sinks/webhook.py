@@ -11,7 +11,6 @@ verified unless `verify_tls` is off; `ca_file` trusts a private CA instead of th
 from __future__ import annotations
 
 import http.client
-import json
 import ssl
 import urllib.error
 import urllib.request
@@ -22,7 +21,7 @@ from typing import Any
 from daemoneye import __version__
 from daemoneye.config import redact_url
 from daemoneye.engine.sinks.base import PermanentSinkError, SinkError
-from daemoneye.text import shorten, visible
+from daemoneye.text import json_text, shorten, visible
 
 # How much of an error response is read (and quoted, shortened) in the error message.
 _ERROR_BODY_BYTES = 2048
@@ -83,9 +82,7 @@ class WebhookSink:
         )
 
     def deliver(self, payload: Mapping[str, Any]) -> None:
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(
-            "utf-8", "backslashreplace"
-        )
+        body = json_text(payload, compact=True).encode("utf-8", "backslashreplace")
         headers = dict(self._headers)
         if payload.get("event_id") is not None:
             headers["X-DaemonEye-Event-Id"] = str(payload["event_id"])  # for receivers' dedup

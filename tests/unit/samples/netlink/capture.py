@@ -63,7 +63,9 @@ def capture(argv: list[str]) -> tuple[int, list[bytes]]:
     child = subprocess.Popen(argv)
     child.wait()
     buffers: list[bytes] = []
-    while select.select([sock], [], [], 0.3)[0]:
+    poller = select.poll()  # not select(): it refuses descriptors above 1023
+    poller.register(sock.fileno(), select.POLLIN)
+    while poller.poll(300):
         buffers.append(sock.recv(65536))
     sock.close()
     ours = [buf for buf in buffers if child.pid in _pids_in(buf) or _is_our_ack(buf)]
