@@ -14,6 +14,10 @@ the head consistently. The chain makes tampering evident to anyone who did not r
 against a root-level attacker, ship the log off the host (the sinks) or record the head
 elsewhere. Nothing prunes this table: process retention does not touch it.
 
+Every entry's detail is bounded (audit_detail.py: at most 4 KiB of JSON, long strings cut
+with a visible marker and their length, deep nesting flattened), so no caller, and no peer
+whose refused admin call is audited, can make one entry large.
+
 Kinds: daemon.start, daemon.stop, ruleset.swapped, ruleset.rejected, alert.raised,
 alert.reopened, alert.acknowledged, alert.closed, and admin.* (actor "uid N pid M").
 """
@@ -22,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,9 +33,10 @@ from typing import Any, cast
 
 import apsw
 
+from daemoneye.engine.audit_detail import MAX_ACTOR_CHARS, bounded_detail, bounded_text
+from daemoneye.engine.audit_detail import canonical_json as canonical_json
 from daemoneye.models import AuditVerification
 from daemoneye.store.db import RowSource, SQLValue, Store
-from daemoneye.store.rows import safe_text
 
 GENESIS_HASH = "0" * 64
 HEAD_META_KEY = "audit_head"
@@ -95,29 +99,6 @@ def actor_for(uid: int, pid: int, via: str | None = None) -> str:
     return f"uid {uid} pid {pid}" + (f" ({via})" if via else "")
 
 
-def canonical_json(value: Any) -> str:
-    """The one encoding hashed and stored: sorted keys, no whitespace, non-ASCII kept."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
-def _plain(value: Any) -> Any:
-    """`value` as JSON-safe plain data: strings SQLite can store (process text may hold lone
-    surrogates), non-finite floats and unknown types as text."""
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, str):
-        return safe_text(value)
-    if isinstance(value, Mapping):
-        return {safe_text(str(k)): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return safe_text(str(value))
-
-
 def entry_hash(seq: int, ts: float, kind: str, actor: str, detail: Any, prev_hash: str) -> str:
     """SHA-256 (hex) of the canonical encoding of one entry; `detail` as parsed JSON."""
     record = {
@@ -165,9 +146,9 @@ def append(
         prev_seq, prev_hash = 0, GENESIS_HASH
     # Never reuse a seq, even one that was deleted or inserted by hand: verify names those.
     seq = max(prev_seq, int(last[0]) if last is not None else 0) + 1
-    detail_text = canonical_json(_plain(detail))
+    detail_text = bounded_detail(detail)  # the one place every entry's size is bounded
     ts = float(ts)
-    actor = safe_text(actor)
+    actor = bounded_text(actor, MAX_ACTOR_CHARS)
     digest = entry_hash(seq, ts, kind, actor, json.loads(detail_text), prev_hash)
     conn.execute(
         "INSERT INTO audit_log (seq, ts, kind, actor, detail, prev_hash, hash) "
