@@ -24,6 +24,7 @@ from daemoneye.collector.users import UserNames
 from daemoneye.config import Config
 from daemoneye.daemon.detection import DetectionEngine
 from daemoneye.daemon.events_feed import EventFeed
+from daemoneye.engine.audit_prune import audit_pruner
 from daemoneye.engine.outbox import sink_health
 from daemoneye.models import HealthReport, ScanDelta
 from daemoneye.store.db import Store
@@ -152,8 +153,11 @@ class Collection:
         if now - self._last_retention >= self.config.store.retention_check_interval:
             self._last_retention = now
             result = self.store.retention(
-                self.config.store.retention, self.config.store.max_bytes, now)
+                self.config.store.retention, self.config.store.max_bytes, now,
+                prune_audit=audit_pruner(self.store.path, self.config.store))
             log.debug("retention: %s", result)
+            if result.audit_error is not None:
+                log.warning("retention: %s", result.audit_error)
         self.write_health()
         return delta
 
