@@ -27,7 +27,7 @@ from daemoneye.engine.audit_checkpoint import (
 )
 from daemoneye.engine.audit_prune import audit_pruner
 from daemoneye.errors import StoreError
-from daemoneye.store import Store
+from daemoneye.store import Store, open_readonly
 
 DAY = 86400.0
 T0 = 1_000_000.0  # entry n is written at T0 + n
@@ -253,3 +253,15 @@ def test_cli_verify_says_what_was_pruned(
     assert code == 1
     assert out[0].startswith("10 entries, NOT intact: bad checkpoint: ")
     assert "BAD checkpoint" in out[1]
+
+
+def test_verify_over_a_read_only_store_checks_the_key_and_the_ipc_model_says_so(
+    store: Store,
+) -> None:
+    fill(store, 1, 20)
+    prune(store, now=after_day(10), age=DAY)
+    with open_readonly(store.path) as reader:  # what the daemon's audit.verify reads with
+        model = audit.verify(reader).as_model()
+    assert model.ok and model.entries == 10
+    assert str(model.pruned).startswith("entries 1-10 pruned on ")
+    assert str(model.pruned).endswith("checkpoint verified")
