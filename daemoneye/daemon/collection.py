@@ -74,6 +74,7 @@ class Collection:
         self._last_scan_ms = 0.0
         self._new_recent: list[tuple[float, int]] = []
         self._last_retention = 0.0
+        self._audit_problem: str | None = None  # why the last pass could not prune the audit log
         self._cpu_mark = (time.monotonic(), _self_cpu_seconds())
         self._cpu_percent = 0.0
 
@@ -156,6 +157,7 @@ class Collection:
                 self.config.store.retention, self.config.store.max_bytes, now,
                 prune_audit=audit_pruner(self.store.path, self.config.store))
             log.debug("retention: %s", result)
+            self._audit_problem = result.audit_error
             if result.audit_error is not None:
                 log.warning("retention: %s", result.audit_error)
         self.write_health()
@@ -178,6 +180,8 @@ class Collection:
         if not scanner.sees_all:
             problems.append(f"running as uid {os.geteuid()}: the details of other users' "
                             "processes are hidden")
+        if self._audit_problem is not None:
+            problems.append(self._audit_problem)
         engine = self.engine.status() if self.engine is not None else None
         sinks = sink_health(self.store, self.engine.book.sinks) if self.engine else []
         if engine is not None and engine.problems:
