@@ -12,7 +12,7 @@ import apsw
 
 from daemoneye.engine.audit_checkpoint import key_path_for
 from daemoneye.engine.audit_detail import MAX_DETAIL_BYTES
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import DEADLINE_S, wait_for
 from tests.integration.ipc_support import IpcHarness, RawClient, admin_entries, ipc_fixture
 
 __all__ = ["ipc_fixture"]
@@ -26,13 +26,7 @@ def test_a_flooded_audit_log_is_pruned_under_a_verified_checkpoint(ipc: IpcHarne
         "DAEMONEYE_STORE__RETENTION_CHECK_INTERVAL": "1s",
     })
     ipc.start()
-    client = RawClient(ipc.socket)
-    assert client.call(0, "hello", {"protocol_version": 1, "client": "flood"}) is not None
-    for n in range(1, CALLS + 1):
-        # An unknown rule: the call fails, and is audited with its (bounded) params.
-        answer = client.call(n, "rules.disable", {"id": f"{n}-" + "x" * 1000})
-        assert answer is not None and "error" in answer
-    client.close()
+    flood(ipc)
 
     def pruned() -> str | None:
         result = ipc.cli("audit", "verify")
@@ -80,10 +74,13 @@ def test_a_forged_checkpoint_stops_pruning_and_health_says_why(ipc: IpcHarness) 
 
 
 def flood(ipc: IpcHarness) -> None:
-    client = RawClient(ipc.socket)
+    """CALLS admin calls for unknown rules: each fails and is audited with its (bounded)
+    params, about 1.5 MiB of audit log in all."""
+    client = RawClient(ipc.socket, timeout=DEADLINE_S)
     assert client.call(0, "hello", {"protocol_version": 1, "client": "flood"}) is not None
     for n in range(1, CALLS + 1):
-        client.call(n, "rules.disable", {"id": f"{n}-" + "x" * 1000})
+        answer = client.call(n, "rules.disable", {"id": f"{n}-" + "x" * 1000})
+        assert answer is not None and "error" in answer
     client.close()
 
 
