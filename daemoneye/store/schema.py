@@ -205,7 +205,7 @@ CREATE TABLE audit_checkpoints (
 
 -- Deleting audit entries is allowed only for entries a checkpoint covers (pruning writes the
 -- checkpoint first, in the same transaction). Same name as the v2 guard it replaces.
-DROP TRIGGER audit_log_no_delete;
+DROP TRIGGER IF EXISTS audit_log_no_delete;
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 WHEN OLD.seq > coalesce((SELECT max(last_seq) FROM audit_checkpoints), 0)
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: only pruning under a checkpoint deletes');

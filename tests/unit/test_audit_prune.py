@@ -265,3 +265,19 @@ def test_verify_over_a_read_only_store_checks_the_key_and_the_ipc_model_says_so(
     assert model.ok and model.entries == 10
     assert str(model.pruned).startswith("entries 1-10 pruned on ")
     assert str(model.pruned).endswith("checkpoint verified")
+
+
+def test_a_version_2_store_without_its_delete_guard_still_migrates(tmp_path: Path) -> None:
+    from daemoneye.store.schema import MIGRATIONS
+
+    path = tmp_path / "v2.db"
+    conn = apsw.Connection(str(path))
+    for migration in MIGRATIONS[:2]:
+        conn.execute(migration.sql)
+        conn.execute(f"PRAGMA user_version = {migration.version}")
+    conn.execute("DROP TRIGGER audit_log_no_delete")  # tampered with before the upgrade
+    conn.close()
+    with Store.open(path) as store:
+        fill(store, 1, 3)
+        with pytest.raises(StoreError, match="append-only"), store.transaction("t") as c:
+            c.execute("DELETE FROM audit_log WHERE seq = 1")
