@@ -124,7 +124,10 @@ def prune(
         if cut <= (previous.last_seq if previous is not None else 0):
             return pruned
         if key is None:
-            key = key_for_signing(key_path)
+            try:
+                key = key_for_signing(key_path)
+            except StoreError as exc:
+                raise StoreError(f"audit log not pruned: {exc}") from None
         pruned += _prune_through(conn, key, cut, now)
 
 

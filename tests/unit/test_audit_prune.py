@@ -233,6 +233,7 @@ def test_a_key_file_others_can_read_is_refused_for_signing(store: Store) -> None
     pruner = audit_pruner(store.path, StoreConfig(audit_retention=DAY))
     result = store.retention(3650 * DAY, 1 << 40, after_day(15), prune_audit=pruner)
     assert result.audit_entries_pruned == 0
+    assert str(result.audit_error).startswith("audit log not pruned: ")
     assert "readable or writable by others" in str(result.audit_error)
 
 
