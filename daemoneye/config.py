@@ -175,10 +175,17 @@ class StoreConfig:
         "duration", "Ended processes, events and alerts older than this are deleted.",
         lo=60.0, hi=3650 * 86400.0))
     max_bytes: int = field(default=1024**3, metadata=_spec(
-        "size", "The oldest history is deleted when the database grows past this.",
+        "size", "The oldest history is deleted when the database, not counting the audit log, "
+        "grows past this (the audit log is bounded by audit_max_bytes).",
         lo=1024**2, hi=1024**4))
     retention_check_interval: float = field(default=300.0, metadata=_spec(
         "duration", "How often retention runs.", lo=1.0, hi=86400.0))
+    audit_retention: float = field(default=90 * 86400.0, metadata=_spec(
+        "duration", "Audit log entries older than this are pruned, under a signed checkpoint "
+        "that keeps the rest of the chain verifiable.", lo=86400.0, hi=3650 * 86400.0))
+    audit_max_bytes: int = field(default=64 * 1024**2, metadata=_spec(
+        "size", "The oldest audit log entries are pruned (under a signed checkpoint) when the "
+        "audit log grows past this.", lo=1024**2, hi=1024**4))
 
 
 @dataclass(frozen=True, slots=True)

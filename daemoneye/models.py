@@ -294,6 +294,7 @@ class AuditVerification:
     entries: int
     first_bad_id: int | None
     reason: str | None
+    pruned: str | None = None  # what was pruned under a checkpoint, and whether it verified
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """`daemoneye audit verify`: recompute the audit log's hash chain.
 
-Prints the number of entries and "intact", or the first entry that does not verify and why.
-Exit code 1 when the log was tampered with.
+Prints the number of entries and "intact", or the first entry that does not verify and why;
+when retention pruned old entries, a second line says which, when, and whether their signed
+checkpoint verified. Exit code 1 when the log was tampered with (a bad checkpoint included).
 """
 
 from __future__ import annotations
@@ -37,10 +38,13 @@ def verify_audit(ctx: Context) -> int:
                 else ""
             )
             sys.stdout.write(f"{result.entries} entries, NOT intact: {where}{result.reason}\n")
+        if result.pruned is not None:
+            sys.stdout.write(result.pruned.line() + "\n")
     else:
+        pruned = None if result.pruned is None else result.pruned.line()
         render(
-            ("entries", "intact", "first_bad_seq", "reason"),
-            [(result.entries, result.intact, result.first_bad_seq, result.reason)],
+            ("entries", "intact", "first_bad_seq", "reason", "pruned"),
+            [(result.entries, result.intact, result.first_bad_seq, result.reason, pruned)],
             ctx.output,
             sys.stdout,
         )

@@ -24,6 +24,7 @@ from daemoneye.collector.users import UserNames
 from daemoneye.config import Config
 from daemoneye.daemon.detection import DetectionEngine
 from daemoneye.daemon.events_feed import EventFeed
+from daemoneye.engine.audit_prune import audit_pruner
 from daemoneye.engine.outbox import sink_health
 from daemoneye.models import HealthReport, ScanDelta
 from daemoneye.store.db import Store
@@ -73,6 +74,7 @@ class Collection:
         self._last_scan_ms = 0.0
         self._new_recent: list[tuple[float, int]] = []
         self._last_retention = 0.0
+        self._audit_problem: str | None = None  # why the last pass could not prune the audit log
         self._cpu_mark = (time.monotonic(), _self_cpu_seconds())
         self._cpu_percent = 0.0
 
@@ -152,8 +154,12 @@ class Collection:
         if now - self._last_retention >= self.config.store.retention_check_interval:
             self._last_retention = now
             result = self.store.retention(
-                self.config.store.retention, self.config.store.max_bytes, now)
+                self.config.store.retention, self.config.store.max_bytes, now,
+                prune_audit=audit_pruner(self.store.path, self.config.store))
             log.debug("retention: %s", result)
+            self._audit_problem = result.audit_error
+            if result.audit_error is not None:
+                log.warning("retention: %s", result.audit_error)
         self.write_health()
         return delta
 
@@ -174,6 +180,8 @@ class Collection:
         if not scanner.sees_all:
             problems.append(f"running as uid {os.geteuid()}: the details of other users' "
                             "processes are hidden")
+        if self._audit_problem is not None:
+            problems.append(self._audit_problem)
         engine = self.engine.status() if self.engine is not None else None
         sinks = sink_health(self.store, self.engine.book.sinks) if self.engine else []
         if engine is not None and engine.problems:

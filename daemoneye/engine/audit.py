@@ -12,7 +12,15 @@ truncation stays visible after later appends.
 What this does not do: someone with write access to the file can rewrite the whole chain and
 the head consistently. The chain makes tampering evident to anyone who did not recompute it;
 against a root-level attacker, ship the log off the host (the sinks) or record the head
-elsewhere. Nothing prunes this table: process retention does not touch it.
+elsewhere.
+
+Retention prunes the oldest entries (store.audit_retention, store.audit_max_bytes) under a
+signed checkpoint (audit_checkpoint.py, audit_prune.py); verify then starts from the
+checkpoint's hash, checks its signature and says what was pruned.
+
+Every entry's detail is bounded (audit_detail.py: at most 4 KiB of JSON, long strings cut
+with a visible marker and their length, deep nesting flattened), so no caller, and no peer
+whose refused admin call is audited, can make one entry large.
 
 Kinds: daemon.start, daemon.stop, ruleset.swapped, ruleset.rejected, alert.raised,
 alert.reopened, alert.acknowledged, alert.closed, and admin.* (actor "uid N pid M").
@@ -22,17 +30,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import apsw
 
+from daemoneye.engine.audit_checkpoint import (
+    PrunedPrefix,
+    check_checkpoint,
+    key_path_for,
+    latest,
+)
+from daemoneye.engine.audit_detail import MAX_ACTOR_CHARS, bounded_detail, bounded_text
+from daemoneye.engine.audit_detail import canonical_json as canonical_json
 from daemoneye.models import AuditVerification
 from daemoneye.store.db import RowSource, SQLValue, Store
-from daemoneye.store.rows import safe_text
+from daemoneye.store.readonly import ReadOnlyStore
 
 GENESIS_HASH = "0" * 64
 HEAD_META_KEY = "audit_head"
@@ -79,6 +95,7 @@ class VerifyResult:
     intact: bool
     first_bad_seq: int | None = None
     reason: str | None = None
+    pruned: PrunedPrefix | None = None  # set when entries were pruned under a checkpoint
 
     def as_model(self) -> AuditVerification:
         """The IPC record of this result."""
@@ -87,35 +104,13 @@ class VerifyResult:
             entries=self.entries,
             first_bad_id=self.first_bad_seq,
             reason=self.reason,
+            pruned=None if self.pruned is None else self.pruned.line(),
         )
 
 
 def actor_for(uid: int, pid: int, via: str | None = None) -> str:
     """How an administrator is named in the log: "uid 0 pid 123", "uid 0 pid 123 (cli)"."""
     return f"uid {uid} pid {pid}" + (f" ({via})" if via else "")
-
-
-def canonical_json(value: Any) -> str:
-    """The one encoding hashed and stored: sorted keys, no whitespace, non-ASCII kept."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
-def _plain(value: Any) -> Any:
-    """`value` as JSON-safe plain data: strings SQLite can store (process text may hold lone
-    surrogates), non-finite floats and unknown types as text."""
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, str):
-        return safe_text(value)
-    if isinstance(value, Mapping):
-        return {safe_text(str(k)): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return safe_text(str(value))
 
 
 def entry_hash(seq: int, ts: float, kind: str, actor: str, detail: Any, prev_hash: str) -> str:
@@ -165,9 +160,9 @@ def append(
         prev_seq, prev_hash = 0, GENESIS_HASH
     # Never reuse a seq, even one that was deleted or inserted by hand: verify names those.
     seq = max(prev_seq, int(last[0]) if last is not None else 0) + 1
-    detail_text = canonical_json(_plain(detail))
+    detail_text = bounded_detail(detail)  # the one place every entry's size is bounded
     ts = float(ts)
-    actor = safe_text(actor)
+    actor = bounded_text(actor, MAX_ACTOR_CHARS)
     digest = entry_hash(seq, ts, kind, actor, json.loads(detail_text), prev_hash)
     conn.execute(
         "INSERT INTO audit_log (seq, ts, kind, actor, detail, prev_hash, hash) "
@@ -237,7 +232,7 @@ def _span(first: int, last: int) -> str:
     return f"entry {first} is" if first == last else f"entries {first}-{last} are"
 
 
-def _check_entry(
+def check_entry(
     entry: AuditEntry,
     expected_seq: int,
     expected_prev: str,
@@ -270,16 +265,27 @@ def _check_entry(
     return None
 
 
-def verify(source: RowSource) -> VerifyResult:
-    """Recompute the whole chain and compare its end with the head recorded in meta.
+def verify(source: RowSource, key_path: Path | None = None) -> VerifyResult:
+    """Recompute the chain and compare its end with the head recorded in meta.
 
-    The head is read first and entries after it are fine (a daemon may append while this
-    runs), so verifying a live store is safe without a long read transaction.
+    When entries were pruned, the chain starts from the newest checkpoint: its signature is
+    checked with the key in `key_path` (by default the store's `<db>.audit-key`), and the
+    first remaining entry must follow the last pruned one. The head is read first and
+    entries after it are fine (a daemon may append while this runs), so verifying a live
+    store is safe without a long read transaction.
     """
     head_present, head = _recorded_head(source)
+    if key_path is None and isinstance(source, Store | ReadOnlyStore):
+        key_path = key_path_for(source.path)
+    checkpoint = latest(source)
+    pruned = None if checkpoint is None else check_checkpoint(checkpoint, key_path)
     count = 0
     problem: tuple[int | None, str] | None = None
     expected_seq, expected_prev = 1, GENESIS_HASH
+    if checkpoint is not None and pruned is not None:
+        problem = pruned.problem()
+        expected_seq, expected_prev = checkpoint.last_seq + 1, checkpoint.last_hash
+    base = (expected_seq - 1, expected_prev)
     last: AuditEntry | None = None
     head_entry: AuditEntry | None = None
     after = 0
@@ -291,18 +297,27 @@ def verify(source: RowSource) -> VerifyResult:
             count += 1
             if head is not None and entry.seq == head[0]:
                 head_entry = entry
+            if problem is None and entry.seq < base[0] + 1:
+                problem = entry.seq, (
+                    f"{_describe(entry)} is still present although the checkpoint says it "
+                    "was pruned (inserted)"
+                )
+            if entry.seq <= base[0]:
+                continue
             if problem is None:
-                found = _check_entry(entry, expected_seq, expected_prev)
+                found = check_entry(entry, expected_seq, expected_prev)
                 if found is not None:
                     problem = found
             expected_seq, expected_prev = entry.seq + 1, entry.hash
             last = entry
         after = batch[-1].seq
     if problem is None:
-        problem = _check_head(head_present, head, head_entry, last)
+        problem = _check_head(head_present, head, head_entry, last, base)
     if problem is None:
-        return VerifyResult(entries=count, intact=True)
-    return VerifyResult(entries=count, intact=False, first_bad_seq=problem[0], reason=problem[1])
+        return VerifyResult(entries=count, intact=True, pruned=pruned)
+    return VerifyResult(
+        entries=count, intact=False, first_bad_seq=problem[0], reason=problem[1], pruned=pruned
+    )
 
 
 def _check_head(
@@ -310,10 +325,12 @@ def _check_head(
     head: tuple[int, str] | None,
     head_entry: AuditEntry | None,
     last: AuditEntry | None,
+    base: tuple[int, str],
 ) -> tuple[int | None, str] | None:
-    """The problem, if any, between an otherwise intact chain and its recorded head."""
+    """The problem, if any, between an otherwise intact chain and its recorded head; `base`
+    is the (seq, hash) the chain continues from (the last pruned entry's, or genesis)."""
     if not present:
-        if last is None:
+        if last is None and base[0] == 0:
             return None  # an empty log that never had an entry
         return None, (
             "the record of the chain's head is missing from meta (deleted), so a "
@@ -322,7 +339,9 @@ def _check_head(
     if head is None:
         return None, "the record of the chain's head in meta is unreadable (edited)"
     head_seq, head_hash = head
-    last_seq = last.seq if last is not None else 0
+    last_seq = last.seq if last is not None else base[0]
+    if last is None and head_seq == base[0] and head_hash == base[1]:
+        return None  # every entry was pruned, up to the head
     if last_seq < head_seq:
         return last_seq + 1, (
             f"{_span(last_seq + 1, head_seq)} missing from the end "

@@ -351,14 +351,24 @@ class Store:
             return conn.total_changes() - before
 
     # -- size ----------------------------------------------------------------------------------
-    def retention(self, max_age_s: float, max_bytes: int, now: float) -> RetentionResult:
+    def retention(
+        self,
+        max_age_s: float,
+        max_bytes: int,
+        now: float,
+        *,
+        prune_audit: retention_mod.AuditPruner | None = None,
+    ) -> RetentionResult:
         """Delete ended processes, events and alerts older than `max_age_s` (retention.py),
-        then the oldest history until the file is under ~90% of `max_bytes`. Live processes
-        are never deleted."""
+        prune the audit log with `prune_audit`, then the oldest history until the data but
+        the audit log is under ~90% of `max_bytes`. Live processes are never deleted."""
         if self._closed:
             raise StoreError(f"{self._path}: retention failed: the store is closed")
         try:
-            return retention_mod.run(self._conn, max_age_s=max_age_s, max_bytes=max_bytes, now=now)
+            return retention_mod.run(
+                self._conn, max_age_s=max_age_s, max_bytes=max_bytes, now=now,
+                prune_audit=prune_audit,
+            )
         except apsw.Error as exc:
             raise file_error(self._path, exc, "retention") from exc
 

@@ -7,8 +7,14 @@ the next ticks do not immediately cross the cap again. Rows of live processes ar
 Alerts last seen before the retention age go too, whatever their state, with their outbox rows
 (an alert that repeats keeps its `last_seen` fresh and stays); an alert with a delivery still
 pending is kept until a sink has taken it. (The delivery worker forgets delivered and dead
-outbox rows of alerts that stay.) The audit log is not touched: it is append-only and
-hash-chained, and grows only with what people do.
+outbox rows of alerts that stay.)
+
+The audit log has its own bounds (`store.audit_retention`, `store.audit_max_bytes`): the caller
+passes a pruner (engine/audit_prune.py, which keeps the hash chain verifiable under a signed
+checkpoint) that runs after the age pass. The size cap `max_bytes` applies to everything but
+the audit log, so a large audit log (a flood of refused admin calls, say) never costs history:
+history is trimmed only for its own share.
+
 Deletes run in bounded batches, each its own transaction, so readers (which see a snapshot in
 WAL mode) never wait and the WAL never has to hold one enormous transaction.
 """
@@ -16,16 +22,22 @@ WAL mode) never wait and the WAL never has to hold one enormous transaction.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import apsw
 
+from daemoneye.errors import StoreError
 from daemoneye.store.connection import checkpoint
 
 # Rows per delete transaction.
 BATCH_ROWS = 5_000
 # Size-driven deletion stops once the used pages fit in this fraction of the cap.
 SIZE_TARGET_FRACTION = 0.9
+# The audit log's tables: bounded by their own keys, not counted in history's share.
+AUDIT_TABLES = ("audit_log", "audit_checkpoints")
+# Prunes the audit log on the writer's connection at time `now`; returns entries pruned.
+AuditPruner = Callable[[apsw.Connection, float], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +49,8 @@ class RetentionResult:
     bytes_before: int
     bytes_after: int
     alerts_deleted: int = 0
+    audit_entries_pruned: int = 0
+    audit_error: str | None = None  # why the audit log could not be pruned, if it could not
 
 
 def database_bytes(conn: apsw.Connection) -> int:
@@ -48,6 +62,35 @@ def used_bytes(conn: apsw.Connection) -> int:
     """Bytes in pages that hold data (free pages are reclaimed by incremental_vacuum)."""
     pages = int(conn.pragma("page_count")) - int(conn.pragma("freelist_count"))
     return pages * int(conn.pragma("page_size"))
+
+
+def table_bytes(conn: apsw.Connection, tables: tuple[str, ...]) -> int:
+    """Bytes in the pages of `tables` and their indexes (SQLite's dbstat; without it, an
+    estimate from the audit log's row lengths, the only table this is asked about)."""
+    total = 0
+    try:
+        for table in tables:
+            total += int(
+                conn.execute(
+                    "SELECT coalesce(sum(pgsize), 0) FROM dbstat('main', 1) "
+                    "WHERE name = ? OR name IN (SELECT name FROM sqlite_schema "
+                    "WHERE type = 'index' AND tbl_name = ?)",
+                    (table, table),
+                ).get
+            )
+    except apsw.SQLError:
+        total = int(
+            conn.execute(
+                "SELECT coalesce(sum(length(CAST(detail AS BLOB)) + length(actor) + 200), 0) "
+                "FROM audit_log"
+            ).get
+        )
+    return total
+
+
+def history_bytes(conn: apsw.Connection) -> int:
+    """Used bytes that count against `max_bytes`: everything but the audit log."""
+    return max(0, used_bytes(conn) - table_bytes(conn, AUDIT_TABLES))
 
 
 # Alerts that a sink has yet to take are kept past the retention age.
@@ -90,15 +133,16 @@ def _nth_oldest(conn: apsw.Connection, table: str, column: str, n: int) -> float
 
 
 def _trim_to_size(conn: apsw.Connection, max_bytes: int) -> tuple[int, int]:
-    """Delete the oldest history until the used pages fit under SIZE_TARGET_FRACTION of
-    `max_bytes`, or only live rows remain. Returns (processes, events) deleted.
+    """Delete the oldest history until the used pages but the audit log's fit under
+    SIZE_TARGET_FRACTION of `max_bytes`, or only live rows remain. Returns (processes,
+    events) deleted.
 
     Each round deletes about the fraction of rows the file is over target, up to one time
     horizon shared by both tables, so the oldest history goes first whichever table holds it.
     """
     target = int(max_bytes * SIZE_TARGET_FRACTION)
     processes_deleted = events_deleted = 0
-    while (used := used_bytes(conn)) > target:
+    while (used := history_bytes(conn)) > target:
         excess = (used - target) / used
         ended = int(conn.execute("SELECT count(*) FROM processes WHERE ended_at IS NOT NULL").get)
         events = int(conn.execute("SELECT count(*) FROM process_events").get)
@@ -122,8 +166,17 @@ def _trim_to_size(conn: apsw.Connection, max_bytes: int) -> tuple[int, int]:
     return processes_deleted, events_deleted
 
 
-def run(conn: apsw.Connection, *, max_age_s: float, max_bytes: int, now: float) -> RetentionResult:
-    """One retention pass on the writer's connection (see the module docstring)."""
+def run(
+    conn: apsw.Connection,
+    *,
+    max_age_s: float,
+    max_bytes: int,
+    now: float,
+    prune_audit: AuditPruner | None = None,
+) -> RetentionResult:
+    """One retention pass on the writer's connection (see the module docstring). A pruner
+    that fails (StoreError) leaves the audit log as it is and says why in the result; the
+    history pass runs regardless."""
     bytes_before = database_bytes(conn)
     cutoff = now - max_age_s
     # Strictly older than the cutoff: `_delete_batched` is inclusive, so step just below it.
@@ -132,7 +185,13 @@ def run(conn: apsw.Connection, *, max_age_s: float, max_bytes: int, now: float) 
     events_deleted = _delete_batched(conn, "process_events", "ts", horizon)
     # Their outbox rows go with them (ON DELETE CASCADE).
     alerts_deleted = _delete_batched(conn, "alerts", "last_seen", horizon, _NOTHING_PENDING)
-    if used_bytes(conn) > max_bytes:
+    audit_pruned, audit_error = 0, None
+    if prune_audit is not None:
+        try:
+            audit_pruned = prune_audit(conn, now)
+        except StoreError as exc:
+            audit_error = str(exc)
+    if history_bytes(conn) > max_bytes:
         more_processes, more_events = _trim_to_size(conn, max_bytes)
         processes_deleted += more_processes
         events_deleted += more_events
@@ -145,4 +204,6 @@ def run(conn: apsw.Connection, *, max_age_s: float, max_bytes: int, now: float) 
         bytes_before=bytes_before,
         bytes_after=database_bytes(conn),
         alerts_deleted=alerts_deleted,
+        audit_entries_pruned=audit_pruned,
+        audit_error=audit_error,
     )

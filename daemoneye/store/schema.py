@@ -184,9 +184,39 @@ CREATE TABLE sink_stats (
 ) STRICT;
 """
 
+_V3_AUDIT_CHECKPOINTS = """
+-- Audit log retention: the pruned prefix of the chain is summed up by one signed checkpoint
+-- (engine/audit_checkpoint.py; only the newest row is kept). The chain that remains continues
+-- from its last_hash. signature is HMAC-SHA256 with the per-store key in `<db>.audit-key`.
+CREATE TABLE audit_checkpoints (
+    id          INTEGER PRIMARY KEY,
+    first_seq   INTEGER NOT NULL,
+    last_seq    INTEGER NOT NULL,
+    count       INTEGER NOT NULL,
+    first_ts    REAL    NOT NULL,
+    last_ts     REAL    NOT NULL,
+    last_hash   TEXT    NOT NULL,
+    pruned_at   REAL    NOT NULL,
+    problem_seq INTEGER,            -- the first pruned entry that did not verify, if any
+    problem     TEXT,               -- and why: pruning never launders tampering
+    key_id      TEXT    NOT NULL,
+    signature   TEXT    NOT NULL
+) STRICT;
+
+-- Deleting audit entries is allowed only for entries a checkpoint covers (pruning writes the
+-- checkpoint first, in the same transaction). Same name as the v2 guard it replaces.
+DROP TRIGGER IF EXISTS audit_log_no_delete;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+WHEN OLD.seq > coalesce((SELECT max(last_seq) FROM audit_checkpoints), 0)
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: only pruning under a checkpoint deletes');
+END;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "processes, live_processes, process_events, meta", _V1_PROCESSES),
     Migration(2, "alerts, rule_stats, audit_log, sink_outbox, sink_stats", _V2_ALERTS),
+    Migration(3, "audit log retention: audit_checkpoints, prune-only delete guard",
+              _V3_AUDIT_CHECKPOINTS),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -7,8 +7,12 @@ from pathlib import Path
 
 import apsw
 
+from daemoneye.config import StoreConfig
+from daemoneye.engine import audit
+from daemoneye.engine.audit_prune import audit_pruner
 from daemoneye.models import ProcessEvent, ProcessRecord, ScanDelta
 from daemoneye.store import Store, open_readonly
+from daemoneye.store.retention import AUDIT_TABLES, table_bytes
 
 RecordFactory = Callable[..., ProcessRecord]
 DeltaFactory = Callable[..., ScanDelta]
@@ -189,3 +193,61 @@ def test_alerts_last_seen_before_the_window_go_unless_a_sink_still_waits_for_the
     assert second.alerts_deleted == 1
     assert column(store.path, "SELECT title FROM alerts ORDER BY id") == ["repeats", "recent"]
     assert store.fetch_rows("SELECT count(*) FROM sink_outbox") == [(0,)]
+
+
+def test_a_big_audit_log_costs_no_history_and_is_pruned_to_its_own_bound(
+    tmp_path: Path, make_record: RecordFactory, make_delta: DeltaFactory
+) -> None:
+    """A flood of audited calls once made every retention pass delete all ended history: the
+    size cap now counts history's own share, and the audit log is pruned by its own keys."""
+    jobs, live, now = 3000, 10, 3100.0
+    audit_cap = 1024 * 1024
+    with_audit, reference = tmp_path / "audit.db", tmp_path / "reference.db"
+    kept: dict[Path, list[float]] = {}
+    cap = 0
+    for path in (reference, with_audit):
+        with Store.open(path) as store:
+            _add_history(store, make_record, make_delta, jobs=jobs, live=live)
+            if path == with_audit:
+                for n in range(6000):  # ~6 MiB of refused calls, many times the history cap
+                    audit.record(store, "admin.alerts.ack", "uid 65534 pid 7",
+                                 {"params": {"id": "x" * 900}, "n": n}, ts=float(n))
+            store.retention(365 * DAY, 1 << 40, now)  # settle the WAL
+            if path == reference:  # the cap that keeps about a third of the history
+                cap = store.size_bytes() // 3
+            pruner = audit_pruner(path, StoreConfig(audit_retention=365 * DAY,
+                                                    audit_max_bytes=audit_cap))
+            result = store.retention(365 * DAY, cap, now, prune_audit=pruner)
+            kept[path] = times(path, "SELECT start_time FROM processes WHERE ended_at IS NOT NULL")
+            assert len(store.live_processes()) == live
+            if path == with_audit:
+                assert result.audit_error is None
+                assert 0 < result.audit_entries_pruned < 6000
+                with store.transaction("measuring the audit log") as conn:
+                    assert table_bytes(conn, AUDIT_TABLES) <= audit_cap
+                verified = audit.verify(store)
+                assert verified.intact, verified.reason
+                assert verified.pruned is not None
+                assert verified.pruned.line().endswith("checkpoint verified")
+    assert 0 < len(kept[reference]) < jobs
+    # The same newest run of history survives, within a page or two of the reference (the
+    # bigger file has a few more pointer-map pages, which count as history's).
+    assert len(kept[with_audit]) >= 0.98 * len(kept[reference])
+    assert kept[with_audit] == kept[reference][-len(kept[with_audit]):]
+    # Tampering after pruning is still seen: drop the first entries that remain.
+    first = audit_entries_first_seq(with_audit)
+    conn = apsw.Connection(str(with_audit))
+    conn.execute("DROP TRIGGER audit_log_no_delete")
+    conn.execute("DELETE FROM audit_log WHERE seq <= ?", (first + 2,))
+    conn.close()
+    with Store.open_existing(with_audit) as store:
+        tampered = audit.verify(store)
+    assert (tampered.intact, tampered.first_bad_seq) == (False, first)
+
+
+def audit_entries_first_seq(path: Path) -> int:
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return int(conn.execute("SELECT min(seq) FROM audit_log").get)
+    finally:
+        conn.close()
