@@ -300,7 +300,7 @@ class DeliveryConfig:
         "duration", "Delay after the first failure; doubles with every attempt (x0.5-1.5 "
                     "jitter).", lo=0.01, hi=3600.0))
     backoff_max: float = field(default=300.0, metadata=_spec(
-        "duration", "Longest delay between two attempts (before jitter).", lo=0.1,
+        "duration", "Longest delay between two attempts (jitter included).", lo=0.1,
         hi=86400.0))
 
 

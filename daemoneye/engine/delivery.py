@@ -7,8 +7,10 @@ the sink and marks it delivered only after the sink returned. A crash (even kill
 two leaves the row pending, so it is delivered again after the restart: at least once, never
 zero times. Receivers that must not see a duplicate dedupe on the payload's `event_id`.
 
-A failure charges the row one attempt and schedules it `min(max, base * 2**attempts) * jitter`
-later (jitter 0.5 to 1.5, so many daemons do not retry in step); the sink also pauses that long
+A failure charges the row one attempt and schedules it `min(max, base * 2**attempts * jitter)`
+later (jitter 0.5 to 1.5, so many daemons do not retry in step; applied before the cap, so no
+pause ever exceeds `backoff_max` and a sink that came back is tried again within that long);
+the sink also pauses that long
 before trying anything else, so a sink that is down is not hammered and costs its own thread
 only. After `max_attempts` — or at once when the sink says retrying cannot help — the row is
 dead-lettered. Counters per sink live in `sink_stats`, written with the rows, so `health` can
@@ -62,8 +64,9 @@ class DeliveryPolicy:
         )
 
     def delay(self, attempts: int, jitter: float) -> float:
-        """Seconds before the next attempt after `attempts` failed ones."""
-        return min(self.backoff_max_s, self.backoff_base_s * 2.0 ** min(attempts, 64)) * jitter
+        """Seconds before the next attempt after `attempts` failed ones: the doubled base
+        times `jitter`, then capped, so the result never exceeds `backoff_max_s`."""
+        return min(self.backoff_max_s, self.backoff_base_s * 2.0 ** min(attempts, 64) * jitter)
 
 
 def default_jitter() -> float:
