@@ -19,8 +19,9 @@ from daemoneye.text import shorten
 DELIVERED_KEEP_S = 3600.0
 DEAD_KEEP_S = 30 * 86400.0
 PRUNE_EVERY_S = 60.0
-# A backlog older than this, or a dead letter younger than this, makes `health` unhealthy.
-STUCK_AFTER_S = 300.0
+# A backlog older than this, a sink failing right now, or a dead letter younger than
+# DEAD_RECENT_S makes `health` unhealthy.
+STUCK_AFTER_S = 60.0
 DEAD_RECENT_S = 86400.0
 _MAX_ERROR_CHARS = 500
 
@@ -228,21 +229,36 @@ def sink_health(source: RowSource, configured: Sequence[str] = ()) -> list[SinkH
     return result
 
 
-def health_problems(healths: Sequence[SinkHealth], now: float) -> list[str]:
-    """Sentences for HealthReport.problems: a backlog that is not moving, recent dead letters,
-    alerts queued for a sink that is no longer configured."""
+def failing_now(health: SinkHealth) -> bool:
+    """True when the sink's last attempt failed (no success since its last error) and alerts
+    are waiting for it."""
+    return (
+        health.pending > 0
+        and health.last_error_at is not None
+        and (health.last_success_at is None or health.last_error_at >= health.last_success_at)
+    )
+
+
+def health_problems(
+    healths: Sequence[SinkHealth], now: float, *, stuck_after_s: float = STUCK_AFTER_S
+) -> list[str]:
+    """Sentences for HealthReport.problems: a sink failing right now or whose oldest waiting
+    alert has waited longer than `stuck_after_s`, recent dead letters, alerts queued for a sink
+    that is no longer configured."""
     problems = []
     for h in healths:
-        if (
-            h.pending
-            and h.oldest_pending_at is not None
-            and (now - h.oldest_pending_at > STUCK_AFTER_S)
-        ):
-            error = f"; last error: {h.last_error}" if h.last_error else ""
-            problems.append(
-                f"sink {h.sink}: {h.pending} alerts waiting, the oldest for "
-                f"{now - h.oldest_pending_at:.0f}s{error}"
-            )
+        waited = now - h.oldest_pending_at if h.oldest_pending_at is not None else 0.0
+        failing = failing_now(h)
+        if h.pending and h.configured and (failing or waited > stuck_after_s):
+            if failing:
+                # Failing since the later of its last success and its oldest waiting alert.
+                since = max(h.oldest_pending_at or now, h.last_success_at or 0.0)
+                state = f"failing for {max(0.0, now - since):.0f}s: {h.last_error}"
+            else:
+                state = f"the oldest for {waited:.0f}s"
+                if h.last_error:
+                    state += f"; last error: {h.last_error}"
+            problems.append(f"sink {h.sink}: {h.pending} alerts waiting, {state}")
         if h.pending and not h.configured:
             problems.append(
                 f"sink {h.sink}: {h.pending} alerts queued but the sink is not "

@@ -307,3 +307,32 @@ def test_worker_resumes_pending_rows_after_a_restart(store: Store, store_path: P
         wait_until(lambda: sorted(second.delivered) == [1, 2, 3])
     finally:
         worker.stop(timeout=10)
+
+
+def test_a_sink_failing_right_now_is_a_health_problem_at_once(store: Store) -> None:
+    """`health` names a sink in trouble from its first failure, with how long it has been
+    failing and why, and stops naming it once it delivers again."""
+    raise_alerts(store, 12, now=1000.0)
+    sink = FakeSink(failures=1, error=SinkError)
+    clock = Clock(1005.0)
+    runner = SinkRunner(store, "fake", sink, POLICY, clock=clock, jitter=lambda: 1.0)
+    runner.run_once()
+    (health,) = sink_health(store, ["fake"])
+    (problem,) = health_problems([health], now=1095.0)
+    assert problem == "sink fake: 12 alerts waiting, failing for 95s: fake is down"
+    clock.now = 1100.0
+    runner.run_once()
+    (health,) = sink_health(store, ["fake"])
+    assert health.pending == 2  # a batch of 10 went out
+    (problem,) = health_problems([health], now=1100.0)  # delivering again: not failing,
+    assert problem.startswith("sink fake: 2 alerts waiting, the oldest for 100s")  # but behind
+    runner.run_once()
+    assert health_problems(sink_health(store, ["fake"]), now=1100.0) == []
+
+
+def test_a_backlog_waiting_past_a_minute_is_a_health_problem(store: Store) -> None:
+    raise_alerts(store, 3, now=1000.0)
+    (health,) = sink_health(store, ["fake"])
+    assert health_problems([health], now=1059.0) == []
+    (problem,) = health_problems([health], now=1061.0)
+    assert problem == "sink fake: 3 alerts waiting, the oldest for 61s"
