@@ -77,16 +77,28 @@ def enqueue(
     sinks: Sequence[str],
     payload: Mapping[str, Any],
     now: float,
+    delivered: Mapping[str, float] | None = None,
 ) -> None:
-    """One pending row per sink for `payload`, on the caller's (alert) transaction."""
+    """One row per sink for `payload`, on the caller's (alert) transaction: pending, or
+    already delivered for a sink in `delivered` (sink -> when it took the alert while the
+    alert was held in memory), which counts as that sink's success."""
     if not sinks:
         return
+    taken = delivered or {}
     text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     conn.executemany(
         "INSERT INTO sink_outbox (alert_id, sink, payload, attempts, next_attempt_at, state, "
-        "created_at) VALUES (?, ?, ?, 0, ?, 'pending', ?)",
-        [(alert_id, sink, text, now, now) for sink in sinks],
+        "created_at, delivered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (alert_id, sink, text, 1, taken[sink], "delivered", now, taken[sink])
+            if sink in taken
+            else (alert_id, sink, text, 0, now, "pending", now, None)
+            for sink in sinks
+        ],
     )
+    for sink in sinks:
+        if sink in taken:
+            conn.execute(_BUMP_STATS, (sink, 1, 0, 0, taken[sink], None, None))
 
 
 def due_items(store: Store, sink: str, now: float, limit: int) -> list[OutboxItem]:
@@ -143,6 +155,23 @@ def mark_delivered(store: Store, item: OutboxItem, now: float) -> None:
             (now, item.id),
         )
         conn.execute(_BUMP_STATS, (item.sink, 1, 0, 0, now, None, None))
+
+
+def mark_alert_delivered(store: Store, alert_id: int, sink: str, now: float) -> int:
+    """Mark the pending rows of one alert for one sink delivered (the sink took the alert
+    while it was held in memory, and it was written meanwhile); how many rows that was."""
+    with store.transaction(f"marking alert {alert_id} delivered to {sink}") as conn:
+        before = conn.total_changes()
+        conn.execute(
+            "UPDATE sink_outbox SET state = 'delivered', delivered_at = ?, "
+            "attempts = attempts + 1, last_error = NULL "
+            "WHERE alert_id = ? AND sink = ? AND state = 'pending'",
+            (now, alert_id, sink),
+        )
+        changed = conn.total_changes() - before
+        if changed:
+            conn.execute(_BUMP_STATS, (sink, changed, 0, 0, now, None, None))
+        return changed
 
 
 def mark_failed(

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import apsw
 
-from daemoneye.errors import StoreError
+from daemoneye.errors import StoreError, StoreUnwritable
 from daemoneye.models import ExeHash, ProcessEvent, ProcessKey, ProcessRecord, ScanDelta
 from daemoneye.store import retention as retention_mod
 from daemoneye.store.connection import checkpoint, configure, file_error, quick_check
@@ -222,7 +222,7 @@ class Store:
                     conn.execute("ROLLBACK")
                 raise
         except apsw.Error as exc:
-            raise file_error(self._path, exc, doing) from exc
+            raise _write_error(self._path, exc, doing) from exc
 
     def fetch_rows(self, sql: str, params: Sequence[SQLValue] = ()) -> list[tuple[SQLValue, ...]]:
         """The rows of one trusted SELECT written in this package (never user input: it does
@@ -243,7 +243,7 @@ class Store:
             with self._conn:
                 yield self._conn
         except apsw.Error as exc:
-            raise file_error(self._path, exc, doing) from exc
+            raise _write_error(self._path, exc, doing) from exc
 
     # -- identity ------------------------------------------------------------------------------
     def boot_time(self, boot_id: str, btime: float) -> float:
@@ -360,7 +360,7 @@ class Store:
         try:
             return retention_mod.run(self._conn, max_age_s=max_age_s, max_bytes=max_bytes, now=now)
         except apsw.Error as exc:
-            raise file_error(self._path, exc, "retention") from exc
+            raise _write_error(self._path, exc, "retention") from exc
 
     def size_bytes(self) -> int:
         """The database file's size as SQLite sees it (page_count * page_size), WAL excluded."""
@@ -398,6 +398,15 @@ class Store:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _write_error(path: Path, exc: apsw.Error, doing: str) -> StoreError:
+    """`file_error` for a failed write; StoreUnwritable when the disk is full or the device
+    fails writes, so the daemon can hold what it could not write and try again later."""
+    error = file_error(path, exc, doing)
+    if isinstance(exc, apsw.FullError | apsw.IOError):
+        return StoreUnwritable(str(error))
+    return error
 
 
 def _writer_connection(path: Path, setup: Callable[[apsw.Connection], None]) -> apsw.Connection:
