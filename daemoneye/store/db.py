@@ -402,11 +402,15 @@ class Store:
 
 def _write_error(path: Path, exc: apsw.Error, doing: str) -> StoreError:
     """`file_error` for a failed write; StoreUnwritable when the disk is full or the device
-    fails writes, so the daemon can hold what it could not write and try again later."""
-    error = file_error(path, exc, doing)
-    if isinstance(exc, apsw.FullError | apsw.IOError):
-        return StoreUnwritable(str(error))
-    return error
+    fails writes, so the daemon can hold what it could not write and try again later. SQLite
+    rolls a transaction back by itself on SQLITE_FULL/IOERR, so the error seen here may be the
+    failed ROLLBACK that followed ("no transaction is active"): the cause is in its context."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, apsw.FullError | apsw.IOError):
+            return StoreUnwritable(str(file_error(path, cause, doing)))
+        cause = cause.__context__
+    return file_error(path, exc, doing)
 
 
 def _writer_connection(path: Path, setup: Callable[[apsw.Connection], None]) -> apsw.Connection:
