@@ -307,8 +307,15 @@ class DeliveryConfig:
         "duration", "Delay after the first failure; doubles with every attempt (x0.5-1.5 "
                     "jitter).", lo=0.01, hi=3600.0))
     backoff_max: float = field(default=300.0, metadata=_spec(
-        "duration", "Longest delay between two attempts (before jitter).", lo=0.1,
+        "duration", "Longest delay between two attempts (jitter included).", lo=0.1,
         hi=86400.0))
+    max_held_alerts: int = field(default=10_000, metadata=_spec(
+        "int", "New alerts kept in memory while the store cannot be written (disk full); "
+               "they go to the sinks at once and into the store when it is writable again. "
+               "Alerts beyond this are counted and dropped.", lo=1, hi=1_000_000))
+    max_held_bytes: int = field(default=16 * 1024**2, metadata=_spec(
+        "size", "Memory those held alerts may take (their JSON payloads).", lo=64 * 1024,
+        hi=1024**3))
 
 
 @dataclass(frozen=True, slots=True)

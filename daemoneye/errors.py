@@ -31,3 +31,8 @@ class QueryError(DaemonEyeError):
 
 class DaemonError(DaemonEyeError):
     """The daemon cannot start or keep running (e.g. another daemon owns the store)."""
+
+
+class StoreUnwritable(StoreError):
+    """A write to the store failed because the disk is full or the device fails writes
+    (SQLITE_FULL, SQLITE_IOERR); reads still work, and a later write may succeed."""

@@ -157,6 +157,9 @@ class HealthReport:
     sink_backlog: int = 0  # alerts waiting for delivery, all sinks
     sink_dead: int = 0  # alerts dead-lettered after the last attempt
     problems: tuple[str, ...] = ()  # each a sentence; empty when healthy
+    store_writable: bool = True  # False while writes fail (disk full): alerts are held
+    alerts_held: int = 0  # new alerts held in memory until the store can be written
+    alerts_held_dropped: int = 0  # alerts that did not fit in memory meanwhile (lost)
 
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")  # lowest first

@@ -2,6 +2,12 @@
 
 Everything here runs on a single worker thread, which therefore owns the store's writer
 connection (one connection per thread, ARCHITECTURE.md §3). The event loop only schedules it.
+
+When the store cannot be written (disk full: `StoreUnwritable`) collection goes on: the rules
+run over the tick's records as they are, new alerts are held in memory and handed to the sinks
+(engine/spill.py), `health` says so, and the log says it once, then a summary now and then
+(store_outage.py). When a write succeeds again the held alerts are written and the live
+processes the store missed meanwhile are added (those that ended meanwhile are ended).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import os
 import resource
 import time
 from collections.abc import Callable
+from typing import Any
 
 from daemoneye import __version__
 from daemoneye.collector.events import ProcEventSource
@@ -24,9 +31,12 @@ from daemoneye.collector.users import UserNames
 from daemoneye.config import Config
 from daemoneye.daemon.detection import DetectionEngine
 from daemoneye.daemon.events_feed import EventFeed
+from daemoneye.daemon.store_outage import StoreOutage
 from daemoneye.engine.audit_prune import audit_pruner
 from daemoneye.engine.outbox import sink_health
-from daemoneye.models import HealthReport, ScanDelta
+from daemoneye.engine.spill import AlertSpill
+from daemoneye.errors import StoreUnwritable
+from daemoneye.models import HealthReport, ScanDelta, ScanStats
 from daemoneye.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -77,6 +87,9 @@ class Collection:
         self._audit_problem: str | None = None  # why the last pass could not prune the audit log
         self._cpu_mark = (time.monotonic(), _self_cpu_seconds())
         self._cpu_percent = 0.0
+        self.outage = StoreOutage()
+        self._written_mark = 0  # the spill's written_total when the outage began
+        self._recovered_after: float | None = None  # set when a write ends an outage
 
     def resume(self) -> int:
         """Seed the scanner with the processes the store still thinks are alive, so that after a
@@ -115,9 +128,10 @@ class Collection:
             return None
         delta = self.events.take()
         if delta is not None:
-            self.store.apply(delta)
+            written = self._try_write(self.store.apply, delta)
             if self.engine is not None:
-                self.engine.on_delta(delta)
+                self.engine.on_delta(delta, written=written)
+            self._after_write(delta.ts)
         return delta
 
     @property
@@ -142,26 +156,94 @@ class Collection:
         if self.events is not None:
             delta = self.events.without_duplicates(delta)
         hashes = self.hasher.drain() if self.hasher is not None else []
-        self.store.apply(delta, hashes)
+        written = self._try_write(self.store.apply, delta, hashes)
         if self.engine is not None:
             fresh = self.events.not_yet_evaluated(delta) if self.events is not None else delta
-            self.engine.on_delta(fresh)
+            self.engine.on_delta(fresh, written=written)
+        self._after_write(delta.ts)
         self.ticks += 1
         self._last_scan_ms = delta.stats.duration_s * 1000.0
         self._scan_ms_total += self._last_scan_ms
         self._new_recent.append((delta.ts, delta.stats.new))
         now = delta.ts
-        if now - self._last_retention >= self.config.store.retention_check_interval:
+        if (now - self._last_retention >= self.config.store.retention_check_interval
+                and not self.outage.active):
             self._last_retention = now
-            result = self.store.retention(
-                self.config.store.retention, self.config.store.max_bytes, now,
-                prune_audit=audit_pruner(self.store.path, self.config.store))
-            log.debug("retention: %s", result)
-            self._audit_problem = result.audit_error
-            if result.audit_error is not None:
-                log.warning("retention: %s", result.audit_error)
+            try:
+                result = self.store.retention(
+                    self.config.store.retention, self.config.store.max_bytes, now,
+                    prune_audit=audit_pruner(self.store.path, self.config.store))
+            except StoreUnwritable as exc:
+                self._failed_write(exc)
+            else:
+                log.debug("retention: %s", result)
+                self._audit_problem = result.audit_error
+                if result.audit_error is not None:
+                    log.warning("retention: %s", result.audit_error)
         self.write_health()
         return delta
+
+    # -- a store that cannot be written ------------------------------------------------------
+    @property
+    def spill(self) -> AlertSpill | None:
+        return self.engine.book.spill if self.engine is not None else None
+
+    def _held_text(self) -> str:
+        spill = self.spill
+        if spill is None:
+            return "no alerts held in memory"
+        return f"{len(spill)} alerts held in memory ({spill.dropped_total} dropped)"
+
+    def _failed_write(self, exc: StoreUnwritable) -> None:
+        if not self.outage.active and self.spill is not None:
+            self._written_mark = self.spill.written_total
+        self.outage.failed(str(exc), self._held_text)
+
+    def _try_write(self, write: Callable[..., Any], *args: Any) -> bool:
+        """Run one write; False (the outage noted) when the store cannot be written."""
+        try:
+            write(*args)
+        except StoreUnwritable as exc:
+            self._failed_write(exc)
+            return False
+        spill = self.spill
+        if spill is not None and spill.busy:
+            return True  # the outage ends once what is held in memory is written too
+        lasted = self.outage.succeeded()
+        if lasted is not None:
+            self._recovered_after = lasted
+        return True
+
+    def _after_write(self, now: float) -> None:
+        """Write what is held in memory when the store takes writes again, and say so once."""
+        spill = self.spill
+        if self.engine is not None and spill is not None and spill.busy:
+            self._try_write(self.engine.book.write_held, now)
+        if self._recovered_after is None or self.outage.active:
+            return
+        lasted, self._recovered_after = self._recovered_after, None
+        added, ended = self._resync(now)
+        written = spill.written_total - self._written_mark if spill is not None else 0
+        log.warning("the store is writable again after %.0fs: %d alerts held in memory written, "
+                    "%d processes started meanwhile added, %d ended meanwhile closed",
+                    lasted, written, added, ended)
+
+    def _resync(self, now: float) -> tuple[int, int]:
+        """Add the live processes the store missed while it could not be written and end the
+        rows of those that ended meanwhile; (added, ended)."""
+        snapshot = self.scanner.snapshot()
+        try:
+            stored = self.store.live_processes()
+            missing = tuple(record for key, record in snapshot.items() if key not in stored)
+            if missing:
+                self.store.apply(ScanDelta(now, missing, (), (), (), (),
+                                           ScanStats(0.0, len(snapshot), len(missing), 0, 0, 0,
+                                                     0)))
+            ended = self.store.mark_ended([key for key in stored if key not in snapshot], now)
+        except StoreUnwritable as exc:
+            self._failed_write(exc)
+            return 0, 0
+        return len(missing), ended
 
     def health(self) -> HealthReport:
         now = self._clock()
@@ -186,6 +268,12 @@ class Collection:
         sinks = sink_health(self.store, self.engine.book.sinks) if self.engine else []
         if engine is not None and engine.problems:
             problems.append(f"{engine.problems} rule(s) refused: see `daemoneye rules list`")
+        spill = self.spill
+        if self.outage.active:
+            problems.append(
+                f"the store cannot be written for {self.outage.duration():.0f}s "
+                f"({self.outage.failures} writes failed): {self._held_text()}; collection "
+                f"goes on; last write error: {self.outage.last_error}")
         return HealthReport(
             daemon_pid=os.getpid(), daemon_uid=os.geteuid(), version=__version__,
             mode=self._mode, privileged=scanner.sees_all, event_source=self._event_source,
@@ -210,13 +298,17 @@ class Collection:
             sink_backlog=sum(h.pending for h in sinks),
             sink_dead=sum(h.dead for h in sinks),
             problems=tuple(problems),
+            store_writable=not self.outage.active,
+            alerts_held=len(spill) if spill is not None else 0,
+            alerts_held_dropped=spill.dropped_total if spill is not None else 0,
         )
 
     def write_health(self, *extra_problems: str) -> None:
         report = self.health()
         if extra_problems:
             report = dataclasses.replace(report, problems=report.problems + extra_problems)
-        self.store.put_meta(HEALTH_META_KEY, json.dumps(dataclasses.asdict(report)))
+        self._try_write(self.store.put_meta, HEALTH_META_KEY,
+                        json.dumps(dataclasses.asdict(report)))
 
     def close(self) -> None:
         """Stop the hasher and leave a last health report that says the daemon stopped."""

@@ -92,10 +92,15 @@ class DetectionEngine:
         # restart) is not a new sighting and must not raise counts.
         return self._record(self.evaluator.evaluate_full(outcome.changed), only_new=True)
 
-    def on_delta(self, delta: ScanDelta) -> list[AlertChange]:
-        """Evaluate what one tick (or one batch of kernel events) changed."""
+    def on_delta(self, delta: ScanDelta, *, written: bool = True) -> list[AlertChange]:
+        """Evaluate what one tick (or one batch of kernel events) changed. `written` False:
+        the store could not take the delta (disk full), so rules run over its records."""
         if not (delta.added or delta.execed or delta.events):
             return []
+        if not written:
+            changed = {r.key: r for r in (*delta.added, *delta.execed)}
+            return self._record(
+                self.evaluator.evaluate_records(tuple(changed.values()), delta.events))
         return self._record(self.evaluator.evaluate_delta(delta))
 
     def _record(self, result: EvaluationResult, *, only_new: bool = False) -> list[AlertChange]:

@@ -151,6 +151,7 @@ class Daemon:
         def attach() -> ReloadOutcome:
             engine = DetectionEngine(self.collection.store, paths.db, config, paths.rules_dirs,
                                      on_new_alerts=delivery.wake)
+            engine.book.spill = delivery.spill  # held alerts reach the sinks from memory
             self.collection.engine = engine
             audit.record(self.collection.store, "daemon.start", "daemon",
                          {"pid": os.getpid(), "version": __version__,

@@ -17,6 +17,10 @@ Dedup and its windows, per (rule, process instance):
   counted in `rule_stats.alerts_suppressed` and dropped; repeats of existing alerts are never
   throttled.
 
+While the store cannot be written (disk full: `StoreUnwritable`), new alerts are held in memory
+(`daemoneye.engine.spill`) and reach the sinks from there; `write_held` puts them into the store,
+with their delivery state, once a write succeeds again — `record` tries that first, every time.
+
 Read side: `daemoneye.engine.alert_queries` (listing with filters, one alert, counters).
 """
 
@@ -39,6 +43,14 @@ from daemoneye.engine.alert_queries import (
 )
 from daemoneye.engine.outbox import enqueue
 from daemoneye.engine.sinks.base import iso_time
+from daemoneye.engine.spill import (
+    AlertSpill,
+    HeldAlert,
+    payload_size,
+    raised_detail,
+    write_held_alert,
+)
+from daemoneye.errors import StoreError, StoreUnwritable
 from daemoneye.models import ALERT_STATES, SEVERITIES, Alert, Detection, Rule
 from daemoneye.store.db import SQLValue, Store
 from daemoneye.store.rows import safe_text
@@ -122,6 +134,17 @@ def alert_payload(
 # -- writer --------------------------------------------------------------------------------
 
 
+def _known_severity(detection: Detection) -> bool:
+    if detection.severity in SEVERITIES:
+        return True
+    log.warning(
+        "rule %s produced a detection with unknown severity %r; skipped",
+        detection.rule_id,
+        detection.severity,
+    )
+    return False
+
+
 def _one(cursor: apsw.Cursor) -> tuple[SQLValue, ...]:
     """The one row a RETURNING statement yields."""
     row = cursor.fetchone()
@@ -149,6 +172,8 @@ class AlertBook:
         self.sinks: tuple[str, ...] = tuple(sinks)
         self.actor = actor
         self.host = host or socket.gethostname()
+        # Shared with the delivery threads (DeliveryWorker.spill) by the daemon.
+        self.spill = AlertSpill()
 
     def set_sinks(self, sinks: Sequence[str]) -> None:
         """Change which sinks future alerts are queued for (after a configuration reload)."""
@@ -162,21 +187,110 @@ class AlertBook:
         detection of a rule missing from `rules` is recorded without dedup window or
         throttle."""
         changes: list[AlertChange] = []
+        detections = [d for d in detections if _known_severity(d)]
         if not detections:
             return changes
-        with self.store.transaction("recording alerts") as conn:
-            for detection in detections:
-                if detection.severity not in SEVERITIES:
-                    log.warning(
-                        "rule %s produced a detection with unknown severity %r; skipped",
-                        detection.rule_id,
-                        detection.severity,
-                    )
-                    continue
-                change = self._record_one(conn, detection, rules.get(detection.rule_id), now)
-                if change is not None:
-                    changes.append(change)
+        try:
+            self.write_held(now)  # held alerts first: their reserved ids come before new ones
+            with self.store.transaction("recording alerts") as conn:
+                for detection in detections:
+                    change = self._record_one(conn, detection, rules.get(detection.rule_id), now)
+                    if change is not None:
+                        changes.append(change)
+        except StoreUnwritable:
+            return self._hold(detections, rules, now)
         return changes
+
+    # -- while the store cannot be written ---------------------------------------------------
+    def _hold(
+        self, detections: Sequence[Detection], rules: Mapping[str, Rule], now: float
+    ) -> list[AlertChange]:
+        """Dedup and throttle against the store (reads still work) and the spill, and hold
+        each new alert in memory with an id reserved for it."""
+        changes: list[AlertChange] = []
+        for detection in detections:
+            key = (detection.rule_id, detection.pid, detection.start_time)
+            held = self.spill.repeat(key, now)
+            if held is not None:
+                changes.append(AlertChange("repeated", held.alert, 1))
+                continue
+            stored, max_id, last_raised = self._stored_state(detection)
+            if stored is not None:
+                self.spill.repeat_stored(stored, now)  # reopening waits for the store
+                continue
+            rule = rules.get(detection.rule_id)
+            held_last = self.spill.last_raised(detection.rule_id)
+            last = max((t for t in (last_raised, held_last) if t is not None), default=None)
+            if rule is not None and rule.throttle_s and last is not None and (
+                0 <= now - last < rule.throttle_s
+            ):
+                self.spill.suppress(detection.rule_id, now)
+                continue
+            alert = Alert(
+                self.spill.reserve_id(max_id), detection.rule_id, detection.severity,
+                safe_text(detection.title), detection.pid, detection.start_time, now, now, 1,
+                "open", None, None, tuple(detection.row),
+            )
+            payload = alert_payload(
+                alert, rule, event="alert.raised", occurrence=1, host=self.host, ts=now
+            )
+            held = HeldAlert(alert, detection, payload, self.sinks, now, payload_size(payload))
+            if self.spill.hold(held):
+                changes.append(AlertChange("raised", alert, 1))
+            elif self.spill.dropped_total == 1 or self.spill.dropped_total % 1000 == 0:
+                log.error(
+                    "the store cannot be written and %d alerts are already held in memory: "
+                    "%d alerts dropped so far (delivery.max_held_alerts / "
+                    "max_held_bytes); this one: %s", len(self.spill),
+                    self.spill.dropped_total, safe_text(detection.title),
+                )
+        return changes
+
+    def _stored_state(self, detection: Detection) -> tuple[int | None, int, float | None]:
+        """The stored alert of this detection's (rule, instance), the newest alert id, and
+        the rule's last raised time; nothing is known when reading fails too."""
+        try:
+            stored = self.store.fetch_rows(
+                "SELECT id FROM alerts WHERE rule_id = ? AND pid = ? AND start_time = ?",
+                (detection.rule_id, detection.pid, detection.start_time),
+            )
+            max_id = self.store.fetch_rows("SELECT coalesce(max(id), 0) FROM alerts")[0][0]
+            last = self.store.fetch_rows(
+                "SELECT last_raised_at FROM rule_stats WHERE rule_id = ?", (detection.rule_id,)
+            )
+        except StoreError:
+            return None, 0, None
+        return (
+            int(cast(int, stored[0][0])) if stored else None,
+            int(cast(int, max_id)),
+            float(cast(float, last[0][0])) if last and last[0][0] is not None else None,
+        )
+
+    def write_held(self, now: float) -> int:
+        """Write the alerts held in memory, with their delivery state, in one transaction;
+        how many were written. Raises StoreUnwritable (they stay held) when it cannot."""
+        if not self.spill.busy:
+            return 0
+        with self.spill.writing() as held:
+            written: list[tuple[HeldAlert, int]] = []
+            with self.store.transaction("writing the alerts held in memory") as conn:
+                for alert in held.alerts:
+                    written.append((alert, write_held_alert(conn, alert, self.actor)))
+                for alert_id, (count, last_seen) in held.repeats.items():
+                    conn.execute(
+                        "UPDATE alerts SET count = count + ?, last_seen = max(last_seen, ?) "
+                        "WHERE id = ?", (count, last_seen, alert_id),
+                    )
+                for rule_id, (count, last_at) in held.suppressed.items():
+                    conn.execute(
+                        "INSERT INTO rule_stats (rule_id, alerts_suppressed, last_suppressed_at) "
+                        "VALUES (?, ?, ?) ON CONFLICT (rule_id) DO UPDATE SET alerts_suppressed"
+                        " = alerts_suppressed + excluded.alerts_suppressed, last_suppressed_at ="
+                        " excluded.last_suppressed_at", (rule_id, count, last_at),
+                    )
+            for alert, alert_id in written:
+                alert.written_as = alert_id
+        return len(written)
 
     def _record_one(
         self, conn: apsw.Connection, detection: Detection, rule: Rule | None, now: float
@@ -270,21 +384,7 @@ class AlertBook:
             alert, rule, event=event, occurrence=occurrence, host=self.host, ts=now
         )
         enqueue(conn, alert.id, self.sinks, payload, now)
-        audit.append(
-            conn,
-            event,
-            self.actor,
-            {
-                "alert_id": alert.id,
-                "rule_id": alert.rule_id,
-                "severity": alert.severity,
-                "pid": alert.pid,
-                "start_time": alert.start_time,
-                "title": alert.title,
-                "occurrence": occurrence,
-            },
-            now,
-        )
+        audit.append(conn, event, self.actor, raised_detail(alert, occurrence), now)
         return AlertChange(kind, alert, occurrence)
 
     def set_state(self, alert_id: int, state: str, actor: str, now: float) -> AlertChange:

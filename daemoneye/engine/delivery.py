@@ -7,16 +7,23 @@ the sink and marks it delivered only after the sink returned. A crash (even kill
 two leaves the row pending, so it is delivered again after the restart: at least once, never
 zero times. Receivers that must not see a duplicate dedupe on the payload's `event_id`.
 
-A failure charges the row one attempt and schedules it `min(max, base * 2**attempts) * jitter`
-later (jitter 0.5 to 1.5, so many daemons do not retry in step); the sink also pauses that long
+A failure charges the row one attempt and schedules it `min(max, base * 2**attempts * jitter)`
+later (jitter 0.5 to 1.5, so many daemons do not retry in step; applied before the cap, so no
+pause ever exceeds `backoff_max` and a sink that came back is tried again within that long);
+the sink also pauses that long
 before trying anything else, so a sink that is down is not hammered and costs its own thread
 only. After `max_attempts` — or at once when the sink says retrying cannot help — the row is
 dead-lettered. Counters per sink live in `sink_stats`, written with the rows, so `health` can
 read them from the store whether or not a daemon runs.
+
+While the store cannot be written (disk full), each thread also delivers the alerts the engine
+holds in memory (`daemoneye.engine.spill`), and a delivery it cannot record in the store is
+remembered in memory (so it is not sent again every pass) until a write succeeds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -31,13 +38,15 @@ from daemoneye.engine.outbox import (
     PRUNE_EVERY_S,
     OutboxItem,
     due_items,
+    mark_alert_delivered,
     mark_delivered,
     mark_failed,
     next_due_at,
     prune,
 )
 from daemoneye.engine.sinks import PermanentSinkError, Sink, SinkError, build_sinks
-from daemoneye.errors import StoreError
+from daemoneye.engine.spill import AlertSpill, HeldAlert
+from daemoneye.errors import StoreError, StoreUnwritable
 from daemoneye.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -62,8 +71,9 @@ class DeliveryPolicy:
         )
 
     def delay(self, attempts: int, jitter: float) -> float:
-        """Seconds before the next attempt after `attempts` failed ones."""
-        return min(self.backoff_max_s, self.backoff_base_s * 2.0 ** min(attempts, 64)) * jitter
+        """Seconds before the next attempt after `attempts` failed ones: the doubled base
+        times `jitter`, then capped, so the result never exceeds `backoff_max_s`."""
+        return min(self.backoff_max_s, self.backoff_base_s * 2.0 ** min(attempts, 64) * jitter)
 
 
 def default_jitter() -> float:
@@ -86,17 +96,24 @@ class SinkRunner:
         *,
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = default_jitter,
+        spill: AlertSpill | None = None,
     ) -> None:
         self.store = store
         self.name = name
         self.sink = sink
         self.policy = policy
+        self.spill = spill
         self._clock = clock
         self._jitter = jitter
         self.consecutive_failures = 0
         self.paused_until = 0.0
         self._reopen = False
         self._last_prune = 0.0
+        # Outbox rows the sink took while the store could not record it: row id -> alert id,
+        # and held alerts it took that were written meanwhile: alert id -> when.
+        self._unrecorded: dict[int, int] = {}
+        self._unrecorded_at: dict[int, float] = {}
+        self._unrecorded_alerts: dict[int, float] = {}
 
     def request_reopen(self) -> None:
         """Have the sink reopen its file or socket before its next delivery (any thread)."""
@@ -111,10 +128,28 @@ class SinkRunner:
         if self._reopen:
             self._reopen = False
             self.sink.reopen()
+        if self._unrecorded or self._unrecorded_alerts:
+            self._record_unrecorded()
         if now - self._last_prune >= PRUNE_EVERY_S:
             self._last_prune = now
-            prune(self.store, self.name, now)
-        items = due_items(self.store, self.name, now, self.policy.batch)
+            try:
+                prune(self.store, self.name, now)
+            except StoreUnwritable:
+                log.debug("sink %s: pruning its outbox waits for the store to be writable",
+                          self.name)
+        if self.spill is not None:
+            for held in self.spill.waiting_for(self.name):
+                if should_stop():
+                    return 0.0
+                pause = self._attempt_held(held)
+                if pause is not None:
+                    self.paused_until = self._clock() + pause
+                    return pause
+        taken = due_items(self.store, self.name, now, self.policy.batch)
+        items = [
+            item for item in taken
+            if item.id not in self._unrecorded and item.alert_id not in self._unrecorded_alerts
+        ]
         for item in items:
             if should_stop():
                 return 0.0
@@ -122,7 +157,7 @@ class SinkRunner:
             if pause is not None:
                 self.paused_until = self._clock() + pause
                 return pause
-        if len(items) == self.policy.batch:
+        if len(taken) == self.policy.batch and items:
             return 0.0
         due = next_due_at(self.store, self.name)
         wait = self.policy.poll_interval_s if due is None else due - self._clock()
@@ -142,7 +177,15 @@ class SinkRunner:
             log.exception("sink %s failed unexpectedly on alert %d", self.name, item.alert_id)
             return self._failed(item, f"internal error: {exc!r}", None)
         now = self._clock()
-        mark_delivered(self.store, item, now)
+        try:
+            mark_delivered(self.store, item, now)
+        except StoreUnwritable:
+            self._unrecorded[item.id] = item.alert_id  # not sent again: recorded later
+            self._unrecorded_at[item.id] = now
+        self._succeeded()
+        return None
+
+    def _succeeded(self) -> None:
         if self.consecutive_failures:
             log.info(
                 "sink %s delivers again after %d failed attempts",
@@ -150,7 +193,54 @@ class SinkRunner:
                 self.consecutive_failures,
             )
         self.consecutive_failures = 0
+
+    def _record_unrecorded(self) -> None:
+        """Record the deliveries the store could not take when they happened."""
+        for row_id, alert_id in list(self._unrecorded.items()):
+            item = OutboxItem(row_id, alert_id, self.name, {}, 0)
+            try:
+                mark_delivered(self.store, item, self._unrecorded_at[row_id])
+            except StoreUnwritable:
+                return
+            del self._unrecorded[row_id], self._unrecorded_at[row_id]
+        for alert_id, when in list(self._unrecorded_alerts.items()):
+            try:
+                mark_alert_delivered(self.store, alert_id, self.name, when)
+            except StoreUnwritable:
+                return
+            del self._unrecorded_alerts[alert_id]
+
+    def _attempt_held(self, held: HeldAlert) -> float | None:
+        """Deliver one alert held in memory (the store cannot be written); the sink's pause
+        when it failed, else None. Nothing is charged: the alert has no outbox row yet."""
+        assert self.spill is not None
+        try:
+            self.sink.deliver(held.payload)
+        except PermanentSinkError as exc:
+            log.warning("sink %s refused held alert %d: %s", self.name, held.alert.id, exc)
+            self.spill.refused(held, self.name)
+            return None
+        except SinkError as exc:
+            return self._held_failed(held, str(exc))
+        except Exception as exc:  # a bug in one sink must not end its delivery thread
+            log.exception("sink %s failed unexpectedly on held alert %d", self.name,
+                          held.alert.id)
+            return self._held_failed(held, f"internal error: {exc!r}")
+        now = self._clock()
+        written_as = self.spill.delivered(held, self.name, now)
+        if written_as is not None:  # written while the sink took it: record it there
+            self._unrecorded_alerts[written_as] = now
+            self._record_unrecorded()
+        self._succeeded()
         return None
+
+    def _held_failed(self, held: HeldAlert, error: str) -> float:
+        self.consecutive_failures += 1
+        pause = self.policy.delay(self.consecutive_failures, self._jitter())
+        log.log(logging.WARNING if self.consecutive_failures == 1 else logging.DEBUG,
+                "sink %s: delivery of held alert %d failed (next try in %.1fs): %s",
+                self.name, held.alert.id, pause, error)
+        return pause
 
     def _failed(self, item: OutboxItem, error: str, retry_after: float | None) -> float | None:
         attempts = item.attempts + 1
@@ -163,7 +253,9 @@ class SinkRunner:
         delay = self.policy.delay(attempts, self._jitter())
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.policy.backoff_max_s))
-        mark_failed(self.store, item, error, now, retry_at=now + delay)
+        # When the store cannot record the attempt it is not charged; the sink still pauses.
+        with contextlib.suppress(StoreUnwritable):
+            mark_failed(self.store, item, error, now, retry_at=now + delay)
         log_at = logging.WARNING if self.consecutive_failures == 1 else logging.DEBUG
         log.log(
             log_at,
@@ -179,7 +271,10 @@ class SinkRunner:
         return max(pause, delay)
 
     def _dead(self, item: OutboxItem, error: str, *, permanent: bool) -> None:
-        mark_failed(self.store, item, error, self._clock(), retry_at=None)
+        try:
+            mark_failed(self.store, item, error, self._clock(), retry_at=None)
+        except StoreUnwritable:
+            return  # stays pending: dead-lettered once the store can record it
         why = "refused for good" if permanent else f"failed {item.attempts + 1} times"
         log.warning(
             "sink %s: alert %d dead-lettered (%s): %s", self.name, item.alert_id, why, error
@@ -202,10 +297,14 @@ class DeliveryWorker:
         *,
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = default_jitter,
+        spill: AlertSpill | None = None,
     ) -> None:
         self.db_path = Path(db_path)
         self.sinks = dict(sinks)
         self.policy = policy or DeliveryPolicy()
+        # Alerts held in memory while the store cannot be written; the daemon gives the same
+        # object to the alert book (AlertBook.spill).
+        self.spill = spill if spill is not None else AlertSpill()
         self._clock = clock
         self._jitter = jitter
         self._stop = threading.Event()
@@ -216,6 +315,8 @@ class DeliveryWorker:
     @classmethod
     def from_config(cls, db_path: Path | str, config: Config, **kwargs: Any) -> DeliveryWorker:
         """A worker for the enabled sinks of `config` (ConfigError when one cannot be built)."""
+        kwargs.setdefault("spill", AlertSpill(config.delivery.max_held_alerts,
+                                              config.delivery.max_held_bytes))
         return cls(
             db_path,
             build_sinks(config.sinks),
@@ -273,7 +374,8 @@ class DeliveryWorker:
                         self._sleep(wake, self.policy.poll_interval_s * 5)
                         continue
                     runner = SinkRunner(
-                        store, name, sink, self.policy, clock=self._clock, jitter=self._jitter
+                        store, name, sink, self.policy, clock=self._clock, jitter=self._jitter,
+                        spill=self.spill,
                     )
                     self._runners[name] = runner
                 try:

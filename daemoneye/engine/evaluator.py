@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -40,7 +40,8 @@ from daemoneye.engine.sandbox import (
     run_rows,
 )
 from daemoneye.errors import QueryError
-from daemoneye.models import Detection, ProcessKey, Rule, ScanDelta
+from daemoneye.models import Detection, ProcessEvent, ProcessKey, ProcessRecord, Rule, ScanDelta
+from daemoneye.store.rows import PROCESS_COLUMNS, event_row, process_row
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,15 @@ _COPY_INSTANCE = (
 )
 _COPY_EVENTS = "INSERT INTO temp.process_events SELECT * FROM main.process_events WHERE id > ?"
 _LAST_EVENT_ID = "SELECT coalesce(max(id), 0) FROM main.process_events"
+
+_INSERT_RECORD = (
+    f"INSERT INTO temp.processes ({', '.join(PROCESS_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(PROCESS_COLUMNS))})"
+)
+_INSERT_EVENT_ROW = (
+    "INSERT INTO temp.process_events (ts, kind, pid, start_time, ppid, exe, cmdline, argv, "
+    "exit_code, source, partial) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 RowValue = str | int | float | None
 T = TypeVar("T")
@@ -238,6 +248,33 @@ class Evaluator:
             result.elapsed_ms,
             instances,
             last_event_id,
+        )
+
+    def evaluate_records(
+        self, records: Sequence[ProcessRecord], events: Sequence[ProcessEvent] = ()
+    ) -> EvaluationResult:
+        """Run every enabled rule over `records` and `events` as they are, not as the store
+        has them: for a tick the store could not take (disk full), so its alerts are not
+        lost. Context from `all_processes` is what the store last took."""
+        started = time.perf_counter()
+        process_rows = [process_row(r) for r in records]
+        event_rows = [event_row(e) for e in events]
+
+        def fill(conn: apsw.Connection) -> None:
+            with conn:
+                conn.execute(_CLEAR_SHADOWS)
+                conn.executemany(_INSERT_RECORD, process_rows)
+                conn.executemany(_INSERT_EVENT_ROW, event_rows)
+
+        if not process_rows and not event_rows:
+            return EvaluationResult((), (), (), _ms_since(started), 0, self._event_cursor)
+        self._trusted(self._delta, fill)
+        result = self._run(
+            self._delta, [r for r in self._rules if r.enabled], self.time_budget_s, started
+        )
+        return EvaluationResult(
+            result.detections, result.failures, result.timings_ms, result.elapsed_ms,
+            len(process_rows), self._event_cursor,
         )
 
     def evaluate_delta(self, delta: ScanDelta) -> EvaluationResult:

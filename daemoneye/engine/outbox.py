@@ -19,8 +19,9 @@ from daemoneye.text import shorten
 DELIVERED_KEEP_S = 3600.0
 DEAD_KEEP_S = 30 * 86400.0
 PRUNE_EVERY_S = 60.0
-# A backlog older than this, or a dead letter younger than this, makes `health` unhealthy.
-STUCK_AFTER_S = 300.0
+# A backlog older than this, a sink failing right now, or a dead letter younger than
+# DEAD_RECENT_S makes `health` unhealthy.
+STUCK_AFTER_S = 60.0
 DEAD_RECENT_S = 86400.0
 _MAX_ERROR_CHARS = 500
 
@@ -76,16 +77,28 @@ def enqueue(
     sinks: Sequence[str],
     payload: Mapping[str, Any],
     now: float,
+    delivered: Mapping[str, float] | None = None,
 ) -> None:
-    """One pending row per sink for `payload`, on the caller's (alert) transaction."""
+    """One row per sink for `payload`, on the caller's (alert) transaction: pending, or
+    already delivered for a sink in `delivered` (sink -> when it took the alert while the
+    alert was held in memory), which counts as that sink's success."""
     if not sinks:
         return
+    taken = delivered or {}
     text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     conn.executemany(
         "INSERT INTO sink_outbox (alert_id, sink, payload, attempts, next_attempt_at, state, "
-        "created_at) VALUES (?, ?, ?, 0, ?, 'pending', ?)",
-        [(alert_id, sink, text, now, now) for sink in sinks],
+        "created_at, delivered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (alert_id, sink, text, 1, taken[sink], "delivered", now, taken[sink])
+            if sink in taken
+            else (alert_id, sink, text, 0, now, "pending", now, None)
+            for sink in sinks
+        ],
     )
+    for sink in sinks:
+        if sink in taken:
+            conn.execute(_BUMP_STATS, (sink, 1, 0, 0, taken[sink], None, None))
 
 
 def due_items(store: Store, sink: str, now: float, limit: int) -> list[OutboxItem]:
@@ -142,6 +155,23 @@ def mark_delivered(store: Store, item: OutboxItem, now: float) -> None:
             (now, item.id),
         )
         conn.execute(_BUMP_STATS, (item.sink, 1, 0, 0, now, None, None))
+
+
+def mark_alert_delivered(store: Store, alert_id: int, sink: str, now: float) -> int:
+    """Mark the pending rows of one alert for one sink delivered (the sink took the alert
+    while it was held in memory, and it was written meanwhile); how many rows that was."""
+    with store.transaction(f"marking alert {alert_id} delivered to {sink}") as conn:
+        before = conn.total_changes()
+        conn.execute(
+            "UPDATE sink_outbox SET state = 'delivered', delivered_at = ?, "
+            "attempts = attempts + 1, last_error = NULL "
+            "WHERE alert_id = ? AND sink = ? AND state = 'pending'",
+            (now, alert_id, sink),
+        )
+        changed = conn.total_changes() - before
+        if changed:
+            conn.execute(_BUMP_STATS, (sink, changed, 0, 0, now, None, None))
+        return changed
 
 
 def mark_failed(
@@ -228,21 +258,36 @@ def sink_health(source: RowSource, configured: Sequence[str] = ()) -> list[SinkH
     return result
 
 
-def health_problems(healths: Sequence[SinkHealth], now: float) -> list[str]:
-    """Sentences for HealthReport.problems: a backlog that is not moving, recent dead letters,
-    alerts queued for a sink that is no longer configured."""
+def failing_now(health: SinkHealth) -> bool:
+    """True when the sink's last attempt failed (no success since its last error) and alerts
+    are waiting for it."""
+    return (
+        health.pending > 0
+        and health.last_error_at is not None
+        and (health.last_success_at is None or health.last_error_at >= health.last_success_at)
+    )
+
+
+def health_problems(
+    healths: Sequence[SinkHealth], now: float, *, stuck_after_s: float = STUCK_AFTER_S
+) -> list[str]:
+    """Sentences for HealthReport.problems: a sink failing right now or whose oldest waiting
+    alert has waited longer than `stuck_after_s`, recent dead letters, alerts queued for a sink
+    that is no longer configured."""
     problems = []
     for h in healths:
-        if (
-            h.pending
-            and h.oldest_pending_at is not None
-            and (now - h.oldest_pending_at > STUCK_AFTER_S)
-        ):
-            error = f"; last error: {h.last_error}" if h.last_error else ""
-            problems.append(
-                f"sink {h.sink}: {h.pending} alerts waiting, the oldest for "
-                f"{now - h.oldest_pending_at:.0f}s{error}"
-            )
+        waited = now - h.oldest_pending_at if h.oldest_pending_at is not None else 0.0
+        failing = failing_now(h)
+        if h.pending and h.configured and (failing or waited > stuck_after_s):
+            if failing:
+                # Failing since the later of its last success and its oldest waiting alert.
+                since = max(h.oldest_pending_at or now, h.last_success_at or 0.0)
+                state = f"failing for {max(0.0, now - since):.0f}s: {h.last_error}"
+            else:
+                state = f"the oldest for {waited:.0f}s"
+                if h.last_error:
+                    state += f"; last error: {h.last_error}"
+            problems.append(f"sink {h.sink}: {h.pending} alerts waiting, {state}")
         if h.pending and not h.configured:
             problems.append(
                 f"sink {h.sink}: {h.pending} alerts queued but the sink is not "

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import apsw
 
-from daemoneye.errors import StoreError
+from daemoneye.errors import StoreError, StoreUnwritable
 from daemoneye.models import ExeHash, ProcessEvent, ProcessKey, ProcessRecord, ScanDelta
 from daemoneye.store import retention as retention_mod
 from daemoneye.store.connection import checkpoint, configure, file_error, quick_check
@@ -222,7 +222,7 @@ class Store:
                     conn.execute("ROLLBACK")
                 raise
         except apsw.Error as exc:
-            raise file_error(self._path, exc, doing) from exc
+            raise _write_error(self._path, exc, doing) from exc
 
     def fetch_rows(self, sql: str, params: Sequence[SQLValue] = ()) -> list[tuple[SQLValue, ...]]:
         """The rows of one trusted SELECT written in this package (never user input: it does
@@ -243,7 +243,7 @@ class Store:
             with self._conn:
                 yield self._conn
         except apsw.Error as exc:
-            raise file_error(self._path, exc, doing) from exc
+            raise _write_error(self._path, exc, doing) from exc
 
     # -- identity ------------------------------------------------------------------------------
     def boot_time(self, boot_id: str, btime: float) -> float:
@@ -370,7 +370,7 @@ class Store:
                 prune_audit=prune_audit,
             )
         except apsw.Error as exc:
-            raise file_error(self._path, exc, "retention") from exc
+            raise _write_error(self._path, exc, "retention") from exc
 
     def size_bytes(self) -> int:
         """The database file's size as SQLite sees it (page_count * page_size), WAL excluded."""
@@ -408,6 +408,19 @@ class Store:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _write_error(path: Path, exc: apsw.Error, doing: str) -> StoreError:
+    """`file_error` for a failed write; StoreUnwritable when the disk is full or the device
+    fails writes, so the daemon can hold what it could not write and try again later. SQLite
+    rolls a transaction back by itself on SQLITE_FULL/IOERR, so the error seen here may be the
+    failed ROLLBACK that followed ("no transaction is active"): the cause is in its context."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, apsw.FullError | apsw.IOError):
+            return StoreUnwritable(str(file_error(path, cause, doing)))
+        cause = cause.__context__
+    return file_error(path, exc, doing)
 
 
 def _writer_connection(path: Path, setup: Callable[[apsw.Connection], None]) -> apsw.Connection:

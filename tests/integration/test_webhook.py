@@ -19,7 +19,7 @@ from daemoneye.engine.outbox import sink_health
 from daemoneye.engine.sinks import PermanentSinkError, SinkError, WebhookSink
 from daemoneye.models import Detection
 from daemoneye.store import Store
-from tests.integration.webhook_receiver import Receiver, serve
+from tests.integration.webhook_receiver import Receiver, Trickler, serve, serve_trickle
 
 FAST = DeliveryPolicy(max_attempts=50, backoff_base_s=0.02, backoff_max_s=0.2, poll_interval_s=0.05)
 
@@ -258,3 +258,27 @@ def test_tls_verification_can_be_turned_off(self_signed: tuple[str, str]) -> Non
 def test_ssl_module_defaults_are_what_the_sink_relies_on() -> None:
     context = ssl.create_default_context()
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
+@pytest.mark.parametrize("head_only", [False, True], ids=["trickled-body", "trickled-headers"])
+def test_a_trickling_receiver_cannot_hold_a_delivery_past_its_timeout(head_only: bool) -> None:
+    """The sink's timeout bounds the whole delivery, not each read: a receiver that answers
+    200 and then sends a byte every 50 ms (2 s in all) is cut off at 0.5 s and retried."""
+    trickler = Trickler(body_bytes=40, every_s=0.05, head_only=head_only)
+    with serve_trickle(trickler):
+        sink = WebhookSink(trickler.url, timeout=0.5)
+        with pytest.raises(SinkError, match=r"did not answer within 0\.5 s"):
+            sink.deliver({"event_id": "h/1/1", "alert_id": 1})
+        assert trickler.done.wait(30)
+    total = len(trickler.answer())
+    assert trickler.requests == 1
+    assert trickler.hung_up  # the sink went away mid-answer ...
+    assert trickler.sent < total - 10  # ... well before the receiver was done trickling
+
+
+def test_a_delivery_that_finishes_within_the_timeout_is_not_cut() -> None:
+    trickler = Trickler(body_bytes=4, every_s=0.01)
+    with serve_trickle(trickler):
+        WebhookSink(trickler.url, timeout=30).deliver({"event_id": "h/1/1", "alert_id": 1})
+        assert trickler.done.wait(30)
+    assert trickler.sent == len(trickler.answer()) and not trickler.hung_up

@@ -4,6 +4,7 @@ with the next scripted status (or blocks), and records what arrived."""
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import threading
 import time
@@ -107,3 +108,90 @@ def serve(
         receiver.release.set()
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class Trickler:
+    """A receiver that reads the request, then sends its answer one byte every `every_s`
+    seconds: the whole answer (`head` + a body of `body_bytes`), or, with `head_only`, only
+    the status line and headers, slowly. `sent` counts the bytes it got out before the
+    client went away; `requests` the requests it read."""
+
+    body_bytes: int = 40
+    every_s: float = 0.05
+    head_only: bool = False
+    sent: int = 0
+    requests: int = 0
+    url: str = ""
+    done: threading.Event = field(default_factory=threading.Event)
+
+    hung_up: bool = False  # the client closed the connection before the answer was out
+
+    def answer(self) -> bytes:
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {self.body_bytes}\r\n\r\n".encode()
+        return head + b"x" * self.body_bytes
+
+    def slow_part(self) -> int:
+        """Bytes sent at once before the trickle starts (the whole head unless head_only)."""
+        return 0 if self.head_only else len(self.answer()) - self.body_bytes
+
+
+def _read_request(conn: socket.socket) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        body += chunk
+
+
+@contextmanager
+def serve_trickle(trickler: Trickler) -> Iterator[Trickler]:
+    """Run `trickler` on a local port (one connection at a time) until the block ends."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    trickler.url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                _read_request(conn)
+                trickler.requests += 1
+                answer = trickler.answer()
+                fast = trickler.slow_part()
+                try:
+                    conn.sendall(answer[:fast])
+                    trickler.sent += fast
+                    for index in range(fast, len(answer)):
+                        if stop.wait(trickler.every_s):
+                            break
+                        conn.sendall(answer[index : index + 1])
+                        trickler.sent += 1
+                except OSError:  # the client hung up: what a test of a deadline waits for
+                    trickler.hung_up = True
+            trickler.done.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield trickler
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()

@@ -3,6 +3,7 @@ sink's trouble never holds up another."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Mapping
@@ -89,6 +90,33 @@ def test_backoff_doubles_up_to_the_cap_times_jitter() -> None:
     assert [POLICY.delay(n, 1.0) for n in (1, 2, 3, 4, 10)] == [4.0, 8.0, 10.0, 10.0, 10.0]
     assert POLICY.delay(1, 0.5) == 2.0 and POLICY.delay(1, 1.5) == 6.0
     assert POLICY.delay(10**6, 1.0) == 10.0  # no overflow
+
+
+def test_jitter_never_takes_a_pause_past_backoff_max() -> None:
+    """Jitter is applied before the cap: a sink that is back is retried within backoff_max."""
+    rng = random.Random(19)
+    schedule = [POLICY.delay(attempt, rng.uniform(0.5, 1.5)) for attempt in range(1, 40)]
+    assert max(schedule) == 10.0
+    assert all(delay <= POLICY.backoff_max_s for delay in schedule)
+    assert schedule[:3] == pytest.approx([4.7085, 10.0, 10.0], abs=1e-3)
+    assert POLICY.delay(3, 1.5) == 10.0 and POLICY.delay(3, 0.5) == 8.0  # below the cap
+
+
+def test_a_failing_sink_never_pauses_longer_than_backoff_max(store: Store) -> None:
+    raise_alerts(store, 1)
+    rng = random.Random(7)
+    clock = Clock()
+    sink = FakeSink(failures=10**6)
+    policy = DeliveryPolicy(max_attempts=10**6, backoff_base_s=2.0, backoff_max_s=10.0)
+    runner = SinkRunner(store, "fake", sink, policy, clock=clock,
+                        jitter=lambda: rng.uniform(0.5, 1.5))
+    pauses = []
+    for _ in range(30):
+        pause = runner.run_once()
+        pauses.append(pause)
+        clock.now += pause
+    assert len(sink.attempts) == 30
+    assert max(pauses) <= 10.0
 
 
 def test_delivered_rows_are_marked_and_counted(store: Store) -> None:
@@ -279,3 +307,32 @@ def test_worker_resumes_pending_rows_after_a_restart(store: Store, store_path: P
         wait_until(lambda: sorted(second.delivered) == [1, 2, 3])
     finally:
         worker.stop(timeout=10)
+
+
+def test_a_sink_failing_right_now_is_a_health_problem_at_once(store: Store) -> None:
+    """`health` names a sink in trouble from its first failure, with how long it has been
+    failing and why, and stops naming it once it delivers again."""
+    raise_alerts(store, 12, now=1000.0)
+    sink = FakeSink(failures=1, error=SinkError)
+    clock = Clock(1005.0)
+    runner = SinkRunner(store, "fake", sink, POLICY, clock=clock, jitter=lambda: 1.0)
+    runner.run_once()
+    (health,) = sink_health(store, ["fake"])
+    (problem,) = health_problems([health], now=1095.0)
+    assert problem == "sink fake: 12 alerts waiting, failing for 95s: fake is down"
+    clock.now = 1100.0
+    runner.run_once()
+    (health,) = sink_health(store, ["fake"])
+    assert health.pending == 2  # a batch of 10 went out
+    (problem,) = health_problems([health], now=1100.0)  # delivering again: not failing,
+    assert problem.startswith("sink fake: 2 alerts waiting, the oldest for 100s")  # but behind
+    runner.run_once()
+    assert health_problems(sink_health(store, ["fake"]), now=1100.0) == []
+
+
+def test_a_backlog_waiting_past_a_minute_is_a_health_problem(store: Store) -> None:
+    raise_alerts(store, 3, now=1000.0)
+    (health,) = sink_health(store, ["fake"])
+    assert health_problems([health], now=1059.0) == []
+    (problem,) = health_problems([health], now=1061.0)
+    assert problem == "sink fake: 3 alerts waiting, the oldest for 61s"

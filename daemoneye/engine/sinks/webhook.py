@@ -6,12 +6,20 @@ never take this request, so it is dead-lettered. Redirects are not followed: url
 the POST into a GET without the body and a 2xx from the new location would lose the alert, so a
 3xx is permanent and says to configure the final URL. TLS certificates and host names are
 verified unless `verify_tls` is off; `ca_file` trusts a private CA instead of the system's.
+
+`timeout` bounds the whole delivery — connecting, sending, the status line, the headers and the
+body — not each socket operation: a receiver that answers and then trickles a byte at a time
+would otherwise hold the sink's thread for as long as it likes. A watchdog shuts the request's
+socket down when the deadline passes, which ends any read or write in progress.
 """
 
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -41,6 +49,73 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
         newurl: str,
     ) -> None:
         return None
+
+
+class _Connections:
+    """The HTTP connections one request opened, so a watchdog can cut them at the deadline."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: list[http.client.HTTPConnection] = []
+        self._cut = False  # the watchdog fired while the request was in progress
+        self._over = False  # the request has finished; the watchdog no longer matters
+
+    def factory(
+        self, base: type[http.client.HTTPConnection]
+    ) -> type[http.client.HTTPConnection]:
+        connections = self
+
+        class Tracked(base):  # type: ignore[valid-type,misc]
+            def connect(self) -> None:
+                with connections._lock:
+                    if connections._cut:
+                        raise TimeoutError("the delivery deadline passed")
+                    connections._open.append(self)
+                super().connect()
+
+        return Tracked
+
+    def cut(self) -> None:
+        """Shut every socket down (watchdog thread): a blocked read or write returns at once."""
+        with self._lock:
+            if self._over:
+                return
+            self._cut = True
+            for connection in self._open:
+                sock = connection.sock
+                if sock is not None:
+                    try:  # socket.socket's own shutdown: SSLSocket's would drop its TLS state
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                    except OSError:
+                        continue  # closed already: nothing left to cut
+
+    def finish(self) -> bool:
+        """The request is over (later cuts do nothing); True when the deadline cut it."""
+        with self._lock:
+            self._over = True
+            self._open.clear()
+            return self._cut
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, connections: _Connections) -> None:
+        super().__init__()
+        self._connections = connections
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connections.factory(http.client.HTTPConnection), req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, connections: _Connections, context: ssl.SSLContext) -> None:
+        super().__init__(context=context)
+        self._connections = connections
+        self._tls = context
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(
+            self._connections.factory(http.client.HTTPSConnection), req, context=self._tls
+        )
 
 
 def tls_context(*, verify: bool = True, ca_file: str | None = None) -> ssl.SSLContext:
@@ -76,10 +151,7 @@ class WebhookSink:
             "User-Agent": f"daemoneye/{__version__}",
             **dict(headers),
         }
-        self._opener = urllib.request.build_opener(
-            _RefuseRedirects(),
-            urllib.request.HTTPSHandler(context=tls_context(verify=verify_tls, ca_file=ca_file)),
-        )
+        self._tls = tls_context(verify=verify_tls, ca_file=ca_file)
 
     def deliver(self, payload: Mapping[str, Any]) -> None:
         body = json_text(payload, compact=True).encode("utf-8", "backslashreplace")
@@ -87,16 +159,31 @@ class WebhookSink:
         if payload.get("event_id") is not None:
             headers["X-DaemonEye-Event-Id"] = str(payload["event_id"])  # for receivers' dedup
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        connections = _Connections()
+        opener = urllib.request.build_opener(
+            _RefuseRedirects(),
+            _DeadlineHTTPHandler(connections),
+            _DeadlineHTTPSHandler(connections, self._tls),
+        )
+        deadline = time.monotonic() + self._timeout
+        watchdog = threading.Timer(self._timeout, connections.cut)
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            with self._opener.open(request, timeout=self._timeout) as response:
-                response.read()  # let the connection finish cleanly
+            with opener.open(request, timeout=self._timeout) as response:
+                _read_until(response, deadline)  # let the connection finish cleanly
+            cut = connections.finish()
         except urllib.error.HTTPError as exc:
             with exc:
                 raise self._status_error(exc) from None
         except urllib.error.URLError as exc:
-            raise SinkError(self._reason(exc.reason)) from exc
+            raise SinkError(self._reason(exc.reason, connections.finish())) from exc
         except (OSError, http.client.HTTPException) as exc:  # timeouts, resets mid-response
-            raise SinkError(self._reason(exc)) from exc
+            raise SinkError(self._reason(exc, connections.finish())) from exc
+        finally:
+            watchdog.cancel()
+        if cut:  # the answer was cut short at the deadline: it may not have been a 2xx at all
+            raise SinkError(self._reason(TimeoutError(), True))
 
     def _status_error(self, exc: urllib.error.HTTPError) -> SinkError:
         code = exc.code
@@ -120,15 +207,18 @@ class WebhookSink:
             return PermanentSinkError(message + " (the request is refused; not retried)")
         return SinkError(message)
 
-    def _reason(self, reason: object) -> str:
+    def _reason(self, reason: object, expired: bool = False) -> str:
+        if expired or isinstance(reason, TimeoutError):
+            return (
+                f"{self._shown_url} did not answer within {self._timeout:g} s "
+                "(sinks.webhook.timeout bounds the whole delivery)"
+            )
         if isinstance(reason, ssl.SSLCertVerificationError):
             return (
                 f"TLS certificate verification failed for {self._shown_url}: "
                 f"{reason.verify_message or reason} (set sinks.webhook.ca_file to trust a "
                 "private CA)"
             )
-        if isinstance(reason, TimeoutError):
-            return f"{self._shown_url} did not answer within {self._timeout:g} s"
         if isinstance(reason, OSError) and reason.strerror:
             return f"cannot reach {self._shown_url}: {reason.strerror}"
         return f"cannot reach {self._shown_url}: {reason}"
@@ -138,6 +228,15 @@ class WebhookSink:
 
     def close(self) -> None:
         """Nothing held between requests."""
+
+
+def _read_until(response: http.client.HTTPResponse, deadline: float) -> None:
+    """Read and drop the response body, giving up (SinkError) once `deadline` has passed."""
+    while True:
+        if time.monotonic() >= deadline:
+            raise TimeoutError("the delivery deadline passed")
+        if not response.read1(65536):
+            return
 
 
 def _retry_after(headers: Message | None) -> float | None:
