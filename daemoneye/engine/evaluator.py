@@ -31,7 +31,6 @@ from daemoneye.engine.sandbox import (
     DEFAULT_MAX_ROWS,
     DEFAULT_TIME_BUDGET_S,
     PROGRESS_STEPS,
-    BudgetExceeded,
     Deadline,
     GatedAuthorizer,
     Rows,
@@ -41,6 +40,7 @@ from daemoneye.engine.sandbox import (
 )
 from daemoneye.errors import QueryError
 from daemoneye.models import Detection, ProcessKey, Rule, ScanDelta
+from daemoneye.store.sandbox import BudgetExceeded, register_functions
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,8 @@ class _Session:
     def __post_init__(self) -> None:
         self.conn.authorizer = self.authorizer
         self.conn.set_progress_handler(self.deadline, PROGRESS_STEPS)
+        # REGEXP checks the same deadline: the progress handler never runs inside a function.
+        register_functions(self.conn, self.deadline)
 
 
 def _create_shadows(conn: apsw.Connection) -> None:
