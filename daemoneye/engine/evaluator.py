@@ -102,6 +102,7 @@ class RuleStats:
     max_ms: float
     suspended: bool
     last_error: str | None
+    consecutive_timeouts: int = 0  # > 0: its last evaluation hit the budget
 
 
 @dataclass(slots=True)
@@ -163,6 +164,7 @@ class Evaluator:
         self._clock = clock
         self._rules: tuple[Rule, ...] = ()
         self._counters: dict[str, _Counters] = {}
+        self._published: dict[str, RuleStats] = {}  # read from any thread; replaced whole
         self._full = _Session(connect(db_path))
         try:
             self._delta = _Session(connect(db_path))
@@ -191,7 +193,12 @@ class Evaluator:
         self._rules = tuple(rules)
 
     def stats(self) -> dict[str, RuleStats]:
-        return {
+        """Per-rule totals as of the end of the last evaluation. Safe from any thread: the
+        worker replaces the whole mapping in one assignment and never changes it after."""
+        return self._published
+
+    def _publish(self) -> None:
+        self._published = {
             rule_id: RuleStats(
                 c.evaluations,
                 c.detections,
@@ -202,6 +209,7 @@ class Evaluator:
                 round(c.max_ms, 3),
                 c.suspended_query is not None,
                 c.last_error,
+                c.consecutive_timeouts,
             )
             for rule_id, c in self._counters.items()
         }
@@ -319,6 +327,7 @@ class Evaluator:
                 )
             counters.detections += len(found)
             detections.extend(found)
+        self._publish()
         return EvaluationResult(
             tuple(detections), tuple(failures), tuple(timings), _ms_since(started)
         )
