@@ -12,6 +12,7 @@ from pathlib import Path
 
 from daemoneye.commands.common import Context, format_time, note, with_daemon
 from daemoneye.engine.evaluator import Evaluator
+from daemoneye.engine.last_good import LastGoodFiles, directory_for
 from daemoneye.engine.rule_file import did_you_mean
 from daemoneye.engine.rule_loader import RuleSet, load_file, load_rules
 from daemoneye.errors import DaemonEyeError, QueryError, StoreError
@@ -47,7 +48,9 @@ def where(file: str, line: int) -> str:
 
 def rule_statuses(ctx: Context) -> tuple[RuleSet, list[RuleStatus]]:
     """Every loaded rule with its hits from the store (when there is one) and its problems."""
-    ruleset = load_rules(ctx.loaded.paths.rules_dirs)
+    # The daemon's kept copies say which broken files it still runs the last good rules of.
+    kept = LastGoodFiles(directory_for(ctx.loaded.paths.db), read_only=True)
+    ruleset = load_rules(ctx.loaded.paths.rules_dirs, kept=kept)
     hits = _hits(ctx)
     statuses = [
         RuleStatus(
@@ -128,6 +131,8 @@ def list_rules(ctx: Context) -> int:
         )
     render(LIST_COLUMNS, rows, ctx.output, sys.stdout)
     _report(ruleset.problems)
+    for fallback in ruleset.fallbacks:
+        note(fallback)
     return 0
 
 

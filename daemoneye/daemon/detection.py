@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemoneye.config import Config
-from daemoneye.engine import audit
+from daemoneye.engine import audit, last_good
 from daemoneye.engine.alerts import AlertBook, AlertChange
 from daemoneye.engine.evaluator import (
     MAX_CONSECUTIVE_TIMEOUTS,
@@ -22,6 +22,7 @@ from daemoneye.engine.evaluator import (
     Evaluator,
     RuleStats,
 )
+from daemoneye.engine.last_good import LastGoodFiles
 from daemoneye.engine.reload import ReloadOutcome, RuleRegistry
 from daemoneye.engine.sinks import enabled_sink_names
 from daemoneye.models import Detection, Rule, ScanDelta
@@ -54,7 +55,8 @@ class DetectionEngine:
                  on_new_alerts: Callable[[], None] = lambda: None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
-        self.registry = RuleRegistry(rules_dirs)
+        self.registry = RuleRegistry(
+            rules_dirs, kept=LastGoodFiles(last_good.directory_for(db_path)))
         self.evaluator = Evaluator(db_path)
         self.book = AlertBook(store, sinks=enabled_sink_names(config.sinks))
         self._on_new_alerts = on_new_alerts
@@ -140,7 +142,7 @@ class DetectionEngine:
             timeouts_total=sum(s.timeouts for s in stats.values()),
             rules_suspended=sum(1 for r in ruleset.enabled if r.id in stats
                                 and stats[r.id].suspended),
-            rule_problems=budget_problems(ruleset.enabled, stats))
+            rule_problems=ruleset.fallbacks + budget_problems(ruleset.enabled, stats))
 
     def rule_stats(self) -> dict[str, RuleStats]:
         """Per-rule evaluation totals (any thread)."""

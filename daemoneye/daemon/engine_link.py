@@ -137,7 +137,12 @@ class EngineLink:
             RuleStatus(
                 rule,
                 *hits.get(rule.id, (0, None)),
-                tuple(p for p in ruleset.problems if p.rule_id == rule.id),
+                # its own problems, and its file's (a broken file runs its last good rules)
+                tuple(
+                    p
+                    for p in ruleset.problems
+                    if p.rule_id == rule.id or (p.rule_id is None and p.file == rule.source_file)
+                ),
                 timeouts=stats[rule.id].timeouts if rule.id in stats else 0,
                 suspended=rule.id in stats and stats[rule.id].suspended,
             )
