@@ -274,6 +274,8 @@ class RuleStatus:
     hits: int
     last_hit: float | None
     problems: tuple[RuleProblem, ...]
+    timeouts: int = 0  # evaluations aborted at the time budget since the daemon started
+    suspended: bool = False  # not evaluated: it timed out repeatedly (until its query changes)
 
 
 # -- IPC results that the engine also produces (daemon/service.py's DetectionEngine) ----------
@@ -311,6 +313,8 @@ class EngineStatus:
     alerts_open: int
     sink_backlog: int  # alerts waiting in the outbox for a sink
     problems: tuple[str, ...] = ()  # each a sentence; any makes `daemoneye health` fail
+    rule_timeouts_total: int = 0  # rule evaluations aborted at their time budget since start
+    rules_suspended: int = 0  # rules switched off after timing out repeatedly
 
 
 @dataclass(frozen=True, slots=True)

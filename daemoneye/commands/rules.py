@@ -12,16 +12,19 @@ from pathlib import Path
 
 from daemoneye.commands.common import Context, format_time, note, with_daemon
 from daemoneye.engine.evaluator import Evaluator
+from daemoneye.engine.last_good import LastGoodFiles, directory_for
 from daemoneye.engine.rule_file import did_you_mean
 from daemoneye.engine.rule_loader import RuleSet, load_file, load_rules
 from daemoneye.errors import DaemonEyeError, QueryError, StoreError
-from daemoneye.ipc.client import DaemonClient
+from daemoneye.ipc.client import DaemonClient, DaemonUnavailable, RpcError
 from daemoneye.models import Rule, RuleProblem, RulesReload, RuleStatus
 from daemoneye.output import render
 from daemoneye.paths import BUILTIN_RULES_DIR
 from daemoneye.store.readonly import open_readonly
 
-LIST_COLUMNS = ("id", "severity", "enabled", "hits", "last_hit", "source", "overrides", "name")
+LIST_COLUMNS = (
+    "id", "severity", "enabled", "hits", "last_hit", "source", "overrides", "name", "timeouts",
+)  # fmt: skip
 PROBLEM_COLUMNS = ("file", "line", "rule_id", "message")
 TEST_COLUMNS = ("rule_id", "severity", "pid", "start_time", "title")
 
@@ -45,7 +48,9 @@ def where(file: str, line: int) -> str:
 
 def rule_statuses(ctx: Context) -> tuple[RuleSet, list[RuleStatus]]:
     """Every loaded rule with its hits from the store (when there is one) and its problems."""
-    ruleset = load_rules(ctx.loaded.paths.rules_dirs)
+    # The daemon's kept copies say which broken files it still runs the last good rules of.
+    kept = LastGoodFiles(directory_for(ctx.loaded.paths.db), read_only=True)
+    ruleset = load_rules(ctx.loaded.paths.rules_dirs, kept=kept)
     hits = _hits(ctx)
     statuses = [
         RuleStatus(
@@ -77,8 +82,30 @@ def _hits(ctx: Context) -> dict[str, tuple[int, float | None]]:
     return hits
 
 
+def _running_statuses(ctx: Context) -> list[RuleStatus] | None:
+    """The running daemon's view (with each rule's timeouts), or None when none answers."""
+
+    async def ask(client: DaemonClient) -> list[RuleStatus]:
+        return await client.rules_list()
+
+    try:
+        return with_daemon(ctx, ask)
+    except (DaemonUnavailable, RpcError):
+        return None
+
+
+def timeouts_text(status: RuleStatus) -> str:
+    """"0", "2", or "3 (suspended)": how often the rule hit its time budget."""
+    return f"{status.timeouts} (suspended)" if status.suspended else str(status.timeouts)
+
+
 def list_rules(ctx: Context) -> int:
+    """The rules as the running daemon has them (with their timeouts), or as the rule
+    directories hold them when no daemon answers."""
     ruleset, statuses = rule_statuses(ctx)
+    running = _running_statuses(ctx)
+    if running is not None:
+        statuses = running
     table = ctx.output == "table"
     rows = []
     for status in statuses:
@@ -99,10 +126,13 @@ def list_rules(ctx: Context) -> int:
                 else f"{rule.source_file}:{rule.source_line}",
                 overrides,
                 rule.name,
+                timeouts_text(status) if table else status.timeouts,
             )
         )
     render(LIST_COLUMNS, rows, ctx.output, sys.stdout)
     _report(ruleset.problems)
+    for fallback in ruleset.fallbacks:
+        note(fallback)
     return 0
 
 

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from daemoneye.config import Config
-from daemoneye.engine import audit
+from daemoneye.engine import audit, last_good
 from daemoneye.engine.alerts import AlertBook, AlertChange
-from daemoneye.engine.evaluator import EvaluationResult, Evaluator
+from daemoneye.engine.evaluator import (
+    MAX_CONSECUTIVE_TIMEOUTS,
+    EvaluationResult,
+    Evaluator,
+    RuleStats,
+)
+from daemoneye.engine.last_good import LastGoodFiles
 from daemoneye.engine.reload import ReloadOutcome, RuleRegistry
 from daemoneye.engine.sinks import enabled_sink_names
-from daemoneye.models import Detection, ScanDelta
+from daemoneye.models import Detection, Rule, ScanDelta
 from daemoneye.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,8 @@ class EngineStatus:
     rules_enabled: int
     problems: int
     timeouts_total: int
+    rules_suspended: int = 0
+    rule_problems: tuple[str, ...] = ()  # sentences for `health`: rules that hit their budget
 
 
 class DetectionEngine:
@@ -47,7 +55,8 @@ class DetectionEngine:
                  on_new_alerts: Callable[[], None] = lambda: None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
-        self.registry = RuleRegistry(rules_dirs)
+        self.registry = RuleRegistry(
+            rules_dirs, kept=LastGoodFiles(last_good.directory_for(db_path)))
         self.evaluator = Evaluator(db_path)
         self.book = AlertBook(store, sinks=enabled_sink_names(config.sinks))
         self._on_new_alerts = on_new_alerts
@@ -129,12 +138,41 @@ class DetectionEngine:
         return changes
 
     def status(self) -> EngineStatus:
+        """Safe from any thread (the registry and the evaluator's stats are swapped whole)."""
         ruleset = self.registry.current
         stats = self.evaluator.stats()
         return EngineStatus(
             generation=self.registry.generation, rules_loaded=len(ruleset.rules),
             rules_enabled=len(ruleset.enabled), problems=len(ruleset.problems),
-            timeouts_total=sum(s.timeouts for s in stats.values()))
+            timeouts_total=sum(s.timeouts for s in stats.values()),
+            rules_suspended=sum(1 for r in ruleset.enabled if r.id in stats
+                                and stats[r.id].suspended),
+            rule_problems=ruleset.fallbacks + budget_problems(ruleset.enabled, stats))
+
+    def rule_stats(self) -> dict[str, RuleStats]:
+        """Per-rule evaluation totals (any thread)."""
+        return self.evaluator.stats()
 
     def close(self) -> None:
         self.evaluator.close()
+
+
+def budget_problems(rules: Sequence[Rule], stats: Mapping[str, RuleStats]) -> tuple[str, ...]:
+    """One sentence per enabled rule that is suspended or whose last evaluation hit its time
+    budget: a rule an attacker can make time out is a rule they have switched off, so it must
+    show in `health`."""
+    problems: list[str] = []
+    for rule in rules:
+        rule_stats = stats.get(rule.id)
+        if rule_stats is None:
+            continue
+        if rule_stats.suspended:
+            problems.append(
+                f"rule {rule.id!r} is suspended: it hit its time budget "
+                f"{MAX_CONSECUTIVE_TIMEOUTS} times in a row ({rule_stats.timeouts} timeouts "
+                "in all) and is not evaluated until its query changes")
+        elif rule_stats.consecutive_timeouts:
+            problems.append(
+                f"rule {rule.id!r} hit its time budget in its last evaluation "
+                f"({rule_stats.timeouts} timeouts in all): it may miss detections")
+    return tuple(problems)

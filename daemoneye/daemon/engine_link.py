@@ -132,11 +132,19 @@ class EngineLink:
     async def rule_statuses(self) -> Sequence[RuleStatus]:
         ruleset = self._engine.registry.current
         hits = await self._reading(_hits)
+        stats = self._engine.rule_stats()
         return [
             RuleStatus(
                 rule,
                 *hits.get(rule.id, (0, None)),
-                tuple(p for p in ruleset.problems if p.rule_id == rule.id),
+                # its own problems, and its file's (a broken file runs its last good rules)
+                tuple(
+                    p
+                    for p in ruleset.problems
+                    if p.rule_id == rule.id or (p.rule_id is None and p.file == rule.source_file)
+                ),
+                timeouts=stats[rule.id].timeouts if rule.id in stats else 0,
+                suspended=rule.id in stats and stats[rule.id].suspended,
             )
             for rule in ruleset.rules
         ]
@@ -177,11 +185,15 @@ class EngineLink:
         """Rule counts as of now; open alerts and sink backlog as of the last refresh (at most
         a second old)."""
         ruleset = self._engine.registry.current
+        running = self._engine.status()
         return dataclasses.replace(
             self._status,
             rules_active=len(ruleset.enabled),
             rules_rejected=len(ruleset.problems),
             last_reload_at=self._reloaded_at,
+            problems=self._status.problems + running.rule_problems,
+            rule_timeouts_total=running.timeouts_total,
+            rules_suspended=running.rules_suspended,
         )
 
     def alerted(self) -> Collection[ProcessKey]:

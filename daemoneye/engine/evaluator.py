@@ -31,7 +31,6 @@ from daemoneye.engine.sandbox import (
     DEFAULT_MAX_ROWS,
     DEFAULT_TIME_BUDGET_S,
     PROGRESS_STEPS,
-    BudgetExceeded,
     Deadline,
     GatedAuthorizer,
     Rows,
@@ -42,6 +41,7 @@ from daemoneye.engine.sandbox import (
 from daemoneye.errors import QueryError
 from daemoneye.models import Detection, ProcessEvent, ProcessKey, ProcessRecord, Rule, ScanDelta
 from daemoneye.store.rows import PROCESS_COLUMNS, event_row, process_row
+from daemoneye.store.sandbox import BudgetExceeded, register_functions
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ class RuleStats:
     max_ms: float
     suspended: bool
     last_error: str | None
+    consecutive_timeouts: int = 0  # > 0: its last evaluation hit the budget
 
 
 @dataclass(slots=True)
@@ -139,6 +140,8 @@ class _Session:
     def __post_init__(self) -> None:
         self.conn.authorizer = self.authorizer
         self.conn.set_progress_handler(self.deadline, PROGRESS_STEPS)
+        # REGEXP checks the same deadline: the progress handler never runs inside a function.
+        register_functions(self.conn, self.deadline)
 
 
 def _create_shadows(conn: apsw.Connection) -> None:
@@ -171,6 +174,7 @@ class Evaluator:
         self._clock = clock
         self._rules: tuple[Rule, ...] = ()
         self._counters: dict[str, _Counters] = {}
+        self._published: dict[str, RuleStats] = {}  # read from any thread; replaced whole
         self._full = _Session(connect(db_path))
         try:
             self._delta = _Session(connect(db_path))
@@ -199,7 +203,12 @@ class Evaluator:
         self._rules = tuple(rules)
 
     def stats(self) -> dict[str, RuleStats]:
-        return {
+        """Per-rule totals as of the end of the last evaluation. Safe from any thread: the
+        worker replaces the whole mapping in one assignment and never changes it after."""
+        return self._published
+
+    def _publish(self) -> None:
+        self._published = {
             rule_id: RuleStats(
                 c.evaluations,
                 c.detections,
@@ -210,6 +219,7 @@ class Evaluator:
                 round(c.max_ms, 3),
                 c.suspended_query is not None,
                 c.last_error,
+                c.consecutive_timeouts,
             )
             for rule_id, c in self._counters.items()
         }
@@ -354,6 +364,7 @@ class Evaluator:
                 )
             counters.detections += len(found)
             detections.extend(found)
+        self._publish()
         return EvaluationResult(
             tuple(detections), tuple(failures), tuple(timings), _ms_since(started)
         )

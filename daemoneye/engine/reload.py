@@ -34,6 +34,7 @@ from pathlib import Path
 
 import watchfiles
 
+from daemoneye.engine.last_good import LastGoodFiles
 from daemoneye.engine.rule_loader import (
     EMPTY_RULESET,
     RuleSet,
@@ -76,8 +77,15 @@ class RuleRegistry:
     """The current RuleSet, its generation and the enable/disable switches, swapped
     atomically. Thread-safe: reloads are serialised, readers never block."""
 
-    def __init__(self, dirs: Sequence[Path], *, validator: RuleValidator | None = None) -> None:
+    def __init__(
+        self,
+        dirs: Sequence[Path],
+        *,
+        validator: RuleValidator | None = None,
+        kept: LastGoodFiles | None = None,
+    ) -> None:
         self._dirs = tuple(Path(d) for d in dirs)
+        self._kept = kept
         self._validator = validator or RuleValidator()
         self._lock = threading.Lock()
         self._current = EMPTY_RULESET
@@ -101,7 +109,9 @@ class RuleRegistry:
         """Read every rule directory again and swap in the result (see the module docstring)."""
         started = time.perf_counter()
         with self._lock:
-            loaded = load_rules(self._dirs, validator=self._validator, previous=self._current)
+            loaded = load_rules(
+                self._dirs, validator=self._validator, previous=self._current, kept=self._kept
+            )
             return self._swap(loaded, started)
 
     def set_enabled(self, rule_id: str, enabled: bool) -> ReloadOutcome | None:
@@ -126,7 +136,9 @@ class RuleRegistry:
             else rule
             for rule in loaded.rules
         )
-        new = RuleSet(rules, loaded.problems, ruleset_digest(rules), loaded.candidates)
+        new = RuleSet(
+            rules, loaded.problems, ruleset_digest(rules), loaded.candidates, loaded.fallbacks
+        )
         previous = self._current
         swapped = new.digest != previous.digest or new.problems != previous.problems
         if swapped or self._generation == 0:

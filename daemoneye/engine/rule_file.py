@@ -35,6 +35,12 @@ REQUIRED_KEYS = ("id", "name", "severity", "query")
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 MAX_ID_LENGTH = 100
+# Rule files are read by the daemon and sent whole to every `rules.list` client: a file past
+# this size is refused before it is read in full, and each field has a cap of its own.
+MAX_FILE_BYTES = 1024 * 1024
+MAX_FIELD_CHARS = {"name": 200, "title": 500, "description": 8 * 1024, "query": 64 * 1024}
+MAX_TAGS = 32
+MAX_TAG_CHARS = 64
 # Tags that look like ATT&CK technique ids must be well-formed ones (T1059, T1059.004).
 _ATTACK_LIKE = re.compile(r"T\d")
 _ATTACK_ID = re.compile(r"T\d{4}(\.\d{3})?")
@@ -110,7 +116,24 @@ def title_fields(template: str) -> tuple[str, ...]:
 def read_rule_file(path: Path) -> ParsedFile:
     """Parse the rule file at `path`. Never raises for a bad file: problems say what is wrong."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)  # never more than the cap into memory
+        if len(data) > MAX_FILE_BYTES:
+            return ParsedFile(
+                str(path),
+                (),
+                (
+                    RuleProblem(
+                        str(path),
+                        0,
+                        None,
+                        f"the file is larger than {MAX_FILE_BYTES} bytes (1 MiB), the most a "
+                        "rule file may hold: split it into several files",
+                    ),
+                ),
+                readable=False,
+            )
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return ParsedFile(
@@ -224,6 +247,11 @@ def _rule_from_table(
                 f"id {rule_id!r} must be lowercase letters, digits, '_', '.' and '-', "
                 f"starting with a letter or digit (at most {MAX_ID_LENGTH} characters)",
             )
+    for key, limit in MAX_FIELD_CHARS.items():
+        value = table.get(key)
+        if isinstance(value, str) and len(value) > limit:
+            problem(key, f"{key!r} is {len(value)} characters long (at most {limit})")
+            table = {k: v for k, v in table.items() if k != key}
     name = _text(table, "name", problem, required=True)
     description = _text(table, "description", problem, required=False) or ""
     query = _text(table, "query", problem, required=True)
@@ -237,6 +265,9 @@ def _rule_from_table(
     tags = table.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(tag, str) and tag for tag in tags):
         problem("tags", "'tags' must be a list of non-empty strings")
+        tags = []
+    if len(tags) > MAX_TAGS or any(len(tag) > MAX_TAG_CHARS for tag in tags):
+        problem("tags", f"at most {MAX_TAGS} tags of at most {MAX_TAG_CHARS} characters each")
         tags = []
     for tag in tags:
         if _ATTACK_LIKE.match(tag) and not _ATTACK_ID.fullmatch(tag):

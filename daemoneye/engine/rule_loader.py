@@ -17,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import apsw
 
+from daemoneye.engine.last_good import LastGoodFiles
 from daemoneye.engine.rule_file import ParsedFile, read_rule_file, title_fields
 from daemoneye.engine.sandbox import compile_columns, open_scratch
 from daemoneye.errors import QueryError
@@ -44,6 +46,8 @@ class RuleSet:
     problems: tuple[RuleProblem, ...]
     digest: str
     candidates: tuple[Rule, ...] = ()
+    # One sentence per file whose rules are its last good version, not what it holds now.
+    fallbacks: tuple[str, ...] = ()
 
     def get(self, rule_id: str) -> Rule | None:
         return next((rule for rule in self.rules if rule.id == rule_id), None)
@@ -206,31 +210,44 @@ def load_rules(
     *,
     validator: RuleValidator | None = None,
     previous: RuleSet | None = None,
+    kept: LastGoodFiles | None = None,
 ) -> RuleSet:
     """Every rule of every file of `dirs` (lowest precedence first), validated, later ids
     overriding earlier ones. With `previous`, broken files and rules fall back to their last
-    good version (module docstring)."""
+    good version (module docstring); with `kept`, so do files `previous` knows nothing of
+    (after a restart), and each file's validated rules are kept for the next start."""
     own = validator or RuleValidator()
     try:
-        return _load(dirs, own, previous)
+        return _load(dirs, own, previous, kept)
     finally:
         if validator is None:
             own.close()
 
 
-def _load(dirs: Sequence[Path], validator: RuleValidator, previous: RuleSet | None) -> RuleSet:
+def _load(
+    dirs: Sequence[Path],
+    validator: RuleValidator,
+    previous: RuleSet | None,
+    keeper: LastGoodFiles | None,
+) -> RuleSet:
     last_good: dict[str, list[Rule]] = {}
     for rule in previous.candidates if previous is not None else ():
         last_good.setdefault(rule.source_file, []).append(rule)
     candidates: list[Rule] = []
     problems: list[RuleProblem] = []
+    fallbacks: list[str] = []
     for directory in dirs:
         for path in rule_files(directory):
             parsed = read_rule_file(path)
-            kept = last_good.get(parsed.path, [])
+            kept = last_good.get(parsed.path)
+            if kept is None:
+                kept = _kept_on_disk(keeper, parsed.path, validator)
+            since = keeper.saved_at(parsed.path) if keeper is not None else None
             if not parsed.readable:
                 problems.extend(_noting_kept(parsed.problems, len(kept)))
                 candidates.extend(kept)
+                if kept:
+                    fallbacks.append(_fallback(parsed.path, since, parsed.problems[0]))
                 continue
             good, file_problems = validate_file(parsed, validator)
             good_ids = {rule.id for rule in good}
@@ -245,13 +262,41 @@ def _load(dirs: Sequence[Path], validator: RuleValidator, previous: RuleSet | No
             refused = {p.rule_id for p in file_problems if p.rule_id} - good_ids
             restored = [kept_by_id[rule_id] for rule_id in sorted(refused) if rule_id in kept_by_id]
             candidates.extend(good + restored)
+            if restored:
+                first = next(p for p in file_problems if p.rule_id == restored[0].id)
+                fallbacks.append(_fallback(parsed.path, since, first, restored))
+            if keeper is not None:
+                keeper.put(parsed.path, good + restored)
     rules: dict[str, Rule] = {}
     for rule in candidates:
         replaced = rules.get(rule.id)
         overrides = f"{replaced.source_file}:{replaced.source_line}" if replaced else None
         rules[rule.id] = replace(rule, overrides=overrides)
     active = tuple(rules.values())
-    return RuleSet(active, tuple(problems), ruleset_digest(active), tuple(candidates))
+    return RuleSet(
+        active, tuple(problems), ruleset_digest(active), tuple(candidates), tuple(fallbacks)
+    )
+
+
+def _kept_on_disk(keeper: LastGoodFiles | None, path: str, validator: RuleValidator) -> list[Rule]:
+    """The rules kept for `path` at an earlier run that still validate (the schema or the
+    sandbox may have changed since)."""
+    found = keeper.get(path) if keeper is not None else None
+    if found is None:
+        return []
+    bare = ParsedFile(path, found.rules, (), readable=True)
+    return [rule for rule in found.rules if not validator.problems(rule, bare)]
+
+
+def _fallback(
+    path: str, since: float | None, problem: RuleProblem, rules: Sequence[Rule] = ()
+) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "before"
+    which = f"rules {', '.join(repr(r.id) for r in rules)}" if rules else "rules"
+    return (
+        f"{which} from {path} are the last good version from {when}; the file has a "
+        f"problem: {problem}"
+    )
 
 
 def _noting_kept(problems: Iterable[RuleProblem], kept: int) -> list[RuleProblem]:

@@ -19,6 +19,7 @@ from daemoneye.errors import QueryError, StoreError
 from daemoneye.store.connection import configure, file_error
 from daemoneye.store.readonly import _excerpt, _single_statement
 from daemoneye.store.sandbox import (
+    BudgetExceeded,
     ReadOnlyAuthorizer,
     UnsafePatternError,
     compile_pattern,
@@ -199,10 +200,6 @@ class Rows:
     truncated: bool
 
 
-class BudgetExceeded(QueryError):
-    """A statement ran past its time budget and was aborted."""
-
-
 def run_rows(
     conn: apsw.Connection,
     sql: str,
@@ -228,7 +225,8 @@ def run_rows(
                 truncated = True
                 break
             rows.append(tuple(row))
-    except apsw.InterruptError as exc:
+    except (apsw.InterruptError, BudgetExceeded) as exc:
+        # The progress handler interrupted SQLite, or REGEXP refused to start past the deadline.
         raise BudgetExceeded(f"aborted after its time budget of {budget_s * 1000:g} ms") from exc
     except UnsafePatternError:
         raise

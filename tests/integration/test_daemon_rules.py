@@ -105,3 +105,58 @@ def test_rules_enable_disable_and_reload_through_the_daemon(harness: DaemonHarne
     assert "mine.toml" in refused.stderr and rule_id in refused.stderr
     unknown = harness.cli("rules", "disable", "no.such.rule")
     assert unknown.returncode != 0 and "no.such.rule" in unknown.stderr
+
+
+def test_a_rule_file_broken_across_a_restart_keeps_its_last_good_rules(
+    harness: DaemonHarness, sleeper: Sleeper
+) -> None:
+    harness.start()
+    tag, mark = uuid.uuid4().hex[:8], f"rule-marker-{uuid.uuid4().hex[:8]}"
+    path = rules_dir(harness) / "mine.toml"
+    path.write_text(RULE.format(tag=tag, mark=mark))
+    wait_for(lambda: f"test.{tag}" in harness.cli("rules", "list").stdout or None,
+             "the saved rule to be listed")
+    assert harness.stop() == 0
+    path.write_text(RULE.format(tag=tag, mark=mark).replace("[[rule]]", "[[rule]"))  # broken
+    harness.start()
+    child = sleeper(mark)
+    (alert,) = wait_for(lambda: alerts_for(harness, f"test.{tag}"), "the alert of the kept rule")
+    assert alert["pid"] == child.pid
+    health = harness.cli("health")
+    assert health.returncode == 1
+    assert f"rules from {path} are the last good version from" in health.stdout + health.stderr
+    listed = harness.cli("rules", "list")
+    assert f"test.{tag}" in listed.stdout and "last good version" in listed.stderr
+
+
+SLOW_RULE = """
+[[rule]]
+id = "test.slow"
+name = "Never finishes"
+severity = "low"
+query = '''
+WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c)
+SELECT x AS pid, 1.0 AS start_time FROM c WHERE x < 0
+'''
+"""
+
+
+def test_a_rule_that_hits_its_budget_is_named_by_health_and_rules_list(
+    harness: DaemonHarness, sleeper: Sleeper
+) -> None:
+    (rules_dir(harness) / "slow.toml").write_text(SLOW_RULE)
+    harness.start()
+
+    def suspended() -> bool:
+        sleeper(f"tick-{uuid.uuid4().hex[:8]}")  # something new for the rule to look at
+        listed = json.loads(harness.cli("-o", "json", "rules", "list", check=True).stdout)
+        (slow,) = [row for row in listed if row["id"] == "test.slow"]
+        return int(slow["timeouts"]) >= 3
+
+    wait_for(suspended, "the slow rule to time out three times")
+    health = harness.cli("-o", "json", "health")
+    assert health.returncode == 1
+    (status,) = json.loads(health.stdout)
+    assert any("'test.slow' is suspended" in problem for problem in status["problems"]), status
+    table = harness.cli("rules", "list", check=True).stdout
+    assert "3 (suspended)" in table

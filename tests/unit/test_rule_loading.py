@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemoneye.engine.rule_file import parse_duration, parse_rule_text
+from daemoneye.engine.rule_file import MAX_FILE_BYTES, parse_duration, parse_rule_text
 from daemoneye.engine.rule_loader import (
     RuleValidator,
     is_rule_file,
@@ -320,3 +320,52 @@ def test_the_digest_changes_with_any_rule(tmp_path: Path, validator: RuleValidat
     assert load_rules([tmp_path], validator=validator).digest == first
     path.write_text(rule_toml("r", extra="severity2 = 1").replace("severity2 = 1", 'title = "t"'))
     assert load_rules([tmp_path], validator=validator).digest != first
+
+
+def test_a_rule_file_over_the_size_cap_is_refused_and_the_rest_loads(
+    tmp_path: Path, validator: RuleValidator
+) -> None:
+    """A 2 MiB valid TOML file is refused before it is read in full; other files load."""
+    rules_dir = tmp_path / "rules.d"
+    write(rules_dir, "a.toml", rule_toml("small"))
+    padding = "# " + "x" * 1000 + "\n"
+    huge = rule_toml("huge") + padding * (2 * 1024 * 1024 // len(padding))
+    huge_path = write(rules_dir, "b.toml", huge)
+    assert huge_path.stat().st_size > 2 * 1024 * 1024 - 2048
+    ruleset = load_rules([rules_dir], validator=validator)
+    assert [rule.id for rule in ruleset.rules] == ["small"]
+    (problem,) = ruleset.problems
+    assert problem.file == str(huge_path)
+    assert f"larger than {MAX_FILE_BYTES} bytes" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "limit"),
+    [
+        (f'name = "{"n" * 201}"', "name", "at most 200"),
+        (f'title = "{"t" * 501}"', "title", "at most 500"),
+        (f'description = "{"d" * 8193}"', "description", "at most 8192"),
+        ("tags = [" + ", ".join(['"x"'] * 33) + "]", "tags", "at most 32 tags"),
+        (f'tags = ["{"x" * 65}"]', "tags", "at most 64 characters"),
+    ],
+)
+def test_oversized_fields_are_refused_with_their_line_and_limit(
+    tmp_path: Path, validator: RuleValidator, extra: str, key: str, limit: str
+) -> None:
+    text = rule_toml("big", extra=extra)
+    if key == "name":
+        text = text.replace('name = "Rule big"\n', "")
+    full = rule_toml("fine") + text
+    path = write(tmp_path, "r.toml", full)
+    ruleset = load_file(path, validator)
+    assert [rule.id for rule in ruleset.rules] == ["fine"]
+    (problem,) = ruleset.problems
+    assert problem.rule_id == "big" and limit in problem.message
+    assert full.splitlines()[problem.line - 1].startswith(f"{key} =")
+
+
+def test_an_oversized_query_is_refused(tmp_path: Path, validator: RuleValidator) -> None:
+    query = GOOD_QUERY + " OR name = '" + "q" * (64 * 1024) + "'"
+    path = write(tmp_path, "r.toml", rule_toml("long", query=query))
+    problem = only_problem(path, validator)
+    assert problem.rule_id == "long" and "at most 65536" in problem.message

