@@ -49,6 +49,13 @@ class EchoParams:
 
 
 @dataclass(frozen=True, slots=True)
+class NumberParams:
+    count: int = 0
+    ratio: float = 0.0
+    either: str | int = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SlowParams:
     seconds: float = 0.05
 
@@ -64,6 +71,9 @@ class Service:
 
     async def echo(self, call: Call, params: EchoParams) -> str:
         return params.text
+
+    async def numbers(self, call: Call, params: NumberParams) -> int:
+        return len(str(params.count)) + len(str(params.either))
 
     async def slow(self, call: Call, params: SlowParams) -> int:
         self.running += 1
@@ -96,6 +106,7 @@ class Service:
                 Method("hello", self.hello, NoParams),
                 Method("echo", self.echo, EchoParams),
                 Method("slow", self.slow, SlowParams),
+                Method("numbers", self.numbers, NumberParams),
                 Method("fail", self.fail, NoParams),
                 Method("crash", self.crash, NoParams),
                 Method("ticks.subscribe", self.subscribe, NoParams),
@@ -210,6 +221,51 @@ def test_garbage_gets_an_error_and_the_connection_stays_usable(short_dir: Path) 
                 assert answer["error"]["code"] == code, garbage
             assert (await client.call("echo", {"text": "still here"}))["result"] == "still here"
             client.close()
+
+    run(scenario())
+
+
+def test_deep_nesting_gets_a_parse_error_not_a_dropped_connection(
+    short_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        async with serving(short_dir) as (server, _):
+            client = await Peerless.open(server)
+            for _ in range(5):
+                await client.send(b"[" * 100_000 + b"\n")
+                error = (await client.line())["error"]
+                assert error["code"] == ErrorCode.PARSE_ERROR
+                assert "nesting deeper than 64" in error["message"]
+            assert (await client.call("echo", {"text": "still here"}))["result"] == "still here"
+
+    caplog.set_level("WARNING")
+    run(scenario())
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    assert len(caplog.records) <= 4  # three bad inputs, then one count when it closes
+
+
+def test_huge_numbers_get_invalid_params_naming_the_field(short_dir: Path) -> None:
+    async def scenario() -> None:
+        async with serving(short_dir) as (server, _):
+            client = await Peerless.open(server)
+            for line, field in (
+                (b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"count":'
+                 + b"9" * 4000 + b"}}\n", "count"),
+                (b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"either":'
+                 + b"9" * 30 + b"}}\n", "either"),
+                (b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"ratio":1e999}}\n',
+                 "ratio"),
+                (b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"ratio":-1e999}}\n',
+                 "ratio"),
+            ):
+                await client.send(line)
+                error = (await client.line())["error"]
+                assert error["code"] == ErrorCode.INVALID_PARAMS, line[:80]
+                assert error["data"] == {"field": field}
+            await client.send(b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"count":'
+                              + b"9" * (1024 * 1024 - 100) + b"}}\n")
+            assert (await client.line())["error"]["code"] == ErrorCode.PARSE_ERROR
+            assert (await client.call("numbers", {"count": 2**63 - 1}))["result"] == 19
 
     run(scenario())
 
