@@ -205,6 +205,25 @@ class DaemonConfig:
     client_queue: int = field(default=8 * 1024**2, metadata=_spec(
         "size", "Notifications waiting for one IPC client, at most; past this a client that "
         "does not read gets a resync instead.", lo=256 * 1024, hi=1024**3))
+    admin_reserved_clients: int = field(default=8, metadata=_spec(
+        "int", "Of max_clients, the connections only admins may take, so that readers can "
+        "never lock root out of the admin methods; must be below max_clients.", lo=0, hi=4095))
+    max_clients_per_uid: int = field(default=32, metadata=_spec(
+        "int", "IPC connections one non-admin uid may hold at once (admins are exempt); 0 "
+        "means no per-user cap.", lo=0, hi=4096))
+    idle_timeout: float = field(default=300.0, metadata=_spec(
+        "duration", "An IPC connection that sends no request and reads no live subscription "
+        "for this long is closed with an error saying why.", lo=1.0, hi=7 * 86400.0))
+    clients_queue_total: int = field(default=64 * 1024**2, metadata=_spec(
+        "size", "Notifications waiting for all IPC clients together, at most; past this the "
+        "largest queues are dropped and their clients get a resync.", lo=1024**2, hi=16 * 1024**3))
+    refused_audit_rate: int = field(default=10, metadata=_spec(
+        "int", "Refused admin calls of one uid written to the audit log per second (bursts of "
+        "refused_audit_burst); the rest are counted in one summary entry per second.",
+        lo=1, hi=10000))
+    refused_audit_burst: int = field(default=20, metadata=_spec(
+        "int", "Refused admin calls of one uid audited in a burst before refused_audit_rate "
+        "applies.", lo=1, hi=100000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -691,6 +710,11 @@ def _shown(dotted: str, value: Any) -> Any:
 
 def _check_consistent(config: Config) -> None:
     """Problems no single key shows: an enabled sink without its destination."""
+    daemon = config.daemon
+    if daemon.admin_reserved_clients >= daemon.max_clients:
+        raise ConfigError(f"daemon.admin_reserved_clients ({daemon.admin_reserved_clients}) must "
+                          f"be below daemon.max_clients ({daemon.max_clients}): readers need "
+                          "at least one slot")
     sinks = config.sinks
     if sinks.file.enabled and not sinks.file.path:
         raise ConfigError("sinks.file.enabled is true but sinks.file.path is empty: set the "

@@ -43,7 +43,7 @@ from daemoneye.daemon.process_signal import (
 from daemoneye.errors import QueryError, StoreError
 from daemoneye.filters import FilterError, parse_filter
 from daemoneye.ipc import protocol
-from daemoneye.ipc.auth import actor, group_id
+from daemoneye.ipc.auth import Peer, actor, group_id
 from daemoneye.ipc.codec import to_wire
 from daemoneye.ipc.protocol import (
     AlertIdParams,
@@ -276,6 +276,19 @@ class DaemonService:
             )
             return
         await self.audit_trail.audit(f"admin.{call.method}", actor(call.peer), detail)
+
+    async def audit_suppressed(self, peer: Peer, count: int, window_s: float) -> None:
+        """One entry for the refused admin calls of a uid that were over its audit rate."""
+        detail = {
+            "outcome": f"{count} refused calls from uid {peer.uid} suppressed",
+            "suppressed": count,
+            "uid": peer.uid,
+            "window_s": window_s,
+        }
+        if self.audit_trail is None:
+            log.info("admin requests refused (audit log not attached): %s", detail["outcome"])
+            return
+        await self.audit_trail.audit("admin.refused.suppressed", actor(peer), detail)
 
     def recoveries(self) -> dict[str, Callable[[Connection], Sequence[bytes]]]:
         """What follows a `resync` of each topic: its fresh state."""
@@ -618,7 +631,16 @@ async def start_ipc(
     loaded = config()
     daemon_config = loaded.config.daemon
     service = DaemonService(config, collection, worker)
-    limits = Limits(max_clients=daemon_config.max_clients, queue_bytes=daemon_config.client_queue)
+    limits = Limits(
+        max_clients=daemon_config.max_clients,
+        queue_bytes=daemon_config.client_queue,
+        admin_reserved=daemon_config.admin_reserved_clients,
+        max_clients_per_uid=daemon_config.max_clients_per_uid,
+        idle_timeout_s=daemon_config.idle_timeout,
+        queue_total_bytes=daemon_config.clients_queue_total,
+        refused_audit_rate=float(daemon_config.refused_audit_rate),
+        refused_audit_burst=daemon_config.refused_audit_burst,
+    )
     path = Path(loaded.paths.socket)
     server = Server(
         path,
@@ -627,6 +649,7 @@ async def start_ipc(
         limits=limits,
         on_admin=service.audit_admin,
         recover=service.recoveries(),
+        on_suppressed=service.audit_suppressed,
     )
     service.server = server
     file_mode, group = socket_permissions(loaded.paths.mode)

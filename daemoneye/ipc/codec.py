@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -142,16 +143,50 @@ def _build(annotation: Any) -> Decoder:
     raise TypeError(f"no wire decoding for {annotation!r}")
 
 
+# Integers on the wire are signed 64-bit (what SQLite, pids and signals can take); a larger one
+# would fail deep inside a method (OverflowError) instead of naming its field.
+INT_MIN = -(2**63)
+INT_MAX = 2**63 - 1
+
+
+def _int_in_range(value: int, path: str | None) -> int:
+    if INT_MIN <= value <= INT_MAX:
+        return value
+    raise CodecError(path, "integer out of range (a signed 64-bit integer is expected)")
+
+
+def _finite(value: float, path: str | None) -> float:
+    if math.isfinite(value):
+        return value
+    raise CodecError(path, f"expected a finite number, got {value!r}")
+
+
+def _int_as_float(value: int, path: str | None) -> float:
+    return float(_int_in_range(value, path))
+
+
 def _decode_int(value: Any, path: str | None, strict: bool) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return _int_in_range(value, path)
     raise CodecError(path, f"expected an integer, got {_describe(value)}")
 
 
 def _decode_float(value: Any, path: str | None, strict: bool) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+    if isinstance(value, float):
+        return _finite(value, path)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int_as_float(value, path)
     raise CodecError(path, f"expected a number, got {_describe(value)}")
+
+
+def _checked_scalar(value: Any, path: str | None) -> Any:
+    """A scalar taken as it is, once its range is checked (ints 64-bit, floats finite)."""
+    kind = type(value)
+    if kind is int:
+        return _int_in_range(value, path)
+    if kind is float:
+        return _finite(value, path)
+    return value
 
 
 def _decode_none(value: Any, path: str | None, strict: bool) -> None:
@@ -187,9 +222,9 @@ def _union(members: tuple[Any, ...]) -> Decoder:
 
     def decode(value: Any, path: str | None, strict: bool) -> Any:
         if type(value) in scalars:
-            return value
+            return _checked_scalar(value, path)
         if isinstance(value, int) and not isinstance(value, bool) and float in scalars:
-            return float(value)
+            return _int_as_float(value, path)
         if len(others) == 1 and value is not None:
             return others[0](value, path, strict)  # its own error says more than ours
         for decoder in others:
@@ -296,9 +331,11 @@ def _dataclass(cls: type) -> Decoder:
                 item = value[name]
                 kind = type(item)
                 if kind in accept:
+                    if kind is int or kind is float:
+                        item = _checked_scalar(item, _join(path, name))
                     args.append(item)
                 elif int_to_float and kind is int:
-                    args.append(float(item))
+                    args.append(_int_as_float(item, _join(path, name)))
                 else:
                     args.append(decoder(item, _join(path, name), strict))
             elif default is not None:

@@ -8,7 +8,9 @@ Shared by the daemon (`server`) and clients (`client`); imports nothing of eithe
 from __future__ import annotations
 
 import enum
+import itertools
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,9 @@ MAX_MESSAGE_BYTES = 1024 * 1024  # one JSON object, its newline included
 # Lists that could exceed one message (processes, query rows, snapshots, deltas) are split so
 # that every piece stays under this many bytes of payload: the envelope has room to spare.
 CHUNK_BYTES = 768 * 1024
+# JSON nested deeper than this is refused before it is parsed: the parser recurses once per level
+# and a line of `[`s would otherwise end in RecursionError. Real messages nest a few levels.
+MAX_NESTING = 64
 # sun_path is 108 bytes on Linux and must end with a NUL: longer paths cannot be bound.
 MAX_SOCKET_PATH_BYTES = 107
 
@@ -47,6 +52,7 @@ class ErrorCode(enum.IntEnum):
     SIGNAL_FAILED = -32010  # process.signal: the kernel refused (EPERM …)
     STORE_ERROR = -32011  # the store could not be read
     CONFLICT = -32012  # not possible in the current state (e.g. acknowledging a closed alert)
+    IDLE_TIMEOUT = -32013  # no request and no live subscription for daemon.idle_timeout
 
 
 # Codes whose cause is the caller's input: the CLI exits 2 for them, 1 for the others.
@@ -308,8 +314,36 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def loads(line: bytes) -> Any:
-    """Parse one line; raises ValueError (UnicodeDecodeError, JSONDecodeError included)."""
+class TooDeep(ValueError):
+    """A message nests arrays/objects deeper than MAX_NESTING."""
+
+
+# A JSON string (escapes included): brackets inside one are text, not structure. Unrolled so that
+# it runs in linear time without backtracking.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEP = tuple(1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256))
+
+
+def nesting_depth(line: bytes) -> int:
+    """How deeply `line` nests arrays and objects, at most (brackets inside strings do not
+    count). Linear in the line's length and without recursion; exact for valid JSON and never
+    lower than what a parser would reach before it fails on invalid JSON."""
+    brackets = _JSON_STRING.sub(b"", line).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    return max(0, *itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)))
+
+
+def loads(line: bytes, max_nesting: int = MAX_NESTING) -> Any:
+    """Parse one line; raises ValueError (UnicodeDecodeError, JSONDecodeError and TooDeep
+    included). Nesting is bounded before parsing, so no line can exhaust the parser's
+    recursion."""
+    # Counting openers is cheap; only a line with many of them needs the exact scan.
+    if line.count(b"[") + line.count(b"{") > max_nesting:
+        depth = nesting_depth(line)
+        if depth > max_nesting:
+            raise TooDeep(f"nesting deeper than {max_nesting} levels ({depth})")
     return json.loads(line.decode("utf-8"), parse_constant=_refuse_constant)
 
 

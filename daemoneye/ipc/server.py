@@ -13,7 +13,11 @@ publishes encoded notification lines per topic. It guarantees what every method 
   read while its answers are not being read;
 - a client that does not read its notifications never slows the daemon or the others: what
   waits for it is bounded by `queue_bytes`; past that its notifications are dropped and, once
-  it has caught up, it gets a `resync` (and the topic's fresh state, see `recover`).
+  it has caught up, it gets a `resync` (and the topic's fresh state, see `recover`); what waits
+  for all clients together is bounded by `queue_total_bytes` (budget.py);
+- no reader can lock out the admins: slots are reserved for them, readers are capped per uid,
+  idle connections are closed (admission.py); refused admin calls are audited at a bounded
+  rate per uid (refusals.py).
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from typing import Any
 
 from daemoneye.errors import DaemonEyeError
 from daemoneye.ipc import protocol
+from daemoneye.ipc.admission import SlotCounts, SlotLimits, refusal
 from daemoneye.ipc.auth import ROLE_ADMIN, Peer, peer_of, role_of
+from daemoneye.ipc.budget import QueueBudget
 from daemoneye.ipc.codec import CodecError, from_wire, to_wire
 from daemoneye.ipc.protocol import (
     MAX_MESSAGE_BYTES,
@@ -41,6 +47,7 @@ from daemoneye.ipc.protocol import (
     FrameTooLarge,
     LineSplitter,
 )
+from daemoneye.ipc.refusals import RefusalBudget
 from daemoneye.ipc.socket_file import bind_unix_socket
 
 log = logging.getLogger(__name__)
@@ -62,6 +69,17 @@ class Limits:
     queue_bytes: int = 8 * 1024 * 1024  # notifications waiting for one client, at most
     line_timeout_s: float = 10.0  # a line that has started must end within this
     hello_timeout_s: float = 10.0  # `hello` must arrive within this after connecting
+    admin_reserved: int = 8  # of max_clients, slots only admins may take
+    max_clients_per_uid: int = 32  # connections of one reader uid (admins exempt); 0: no cap
+    idle_timeout_s: float = 300.0  # no request and no live subscription for this long: closed
+    queue_total_bytes: int = 64 * 1024 * 1024  # notifications waiting for all clients, at most
+    refused_audit_rate: float = 10.0  # refused admin calls audited per second and uid
+    refused_audit_burst: int = 20
+    refused_audit_window_s: float = 1.0  # one summary of the calls not audited per window
+
+    @property
+    def slots(self) -> SlotLimits:
+        return SlotLimits(self.max_clients, self.admin_reserved, self.max_clients_per_uid)
 
 
 class MethodError(DaemonEyeError):
@@ -116,6 +134,8 @@ class Method:
 
 
 AdminHook = Callable[[Call, str], Awaitable[None]]  # (call, outcome) for every admin request
+# (peer, calls not audited, window in seconds): one summary per window for a flooding uid
+SuppressedHook = Callable[[Peer, int, float], Awaitable[None]]
 Recover = Callable[["Connection"], Sequence[bytes]]  # a topic's fresh state after a resync
 
 
@@ -131,6 +151,8 @@ class Server:
         limits: Limits | None = None,
         on_admin: AdminHook | None = None,
         recover: Mapping[str, Recover] | None = None,
+        on_suppressed: SuppressedHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
         self.methods = dict(methods)
@@ -144,7 +166,16 @@ class Server:
         self.connections: set[Connection] = set()
         self.subscribers: dict[str, set[Connection]] = {}
         self._refused = _RateLimitedLog("refused connection", interval_s=10.0)
+        self._shed_log = _RateLimitedLog("IPC queues over their total", interval_s=10.0)
         self.connections_total = 0
+        self.slots = SlotCounts()
+        self.budget = QueueBudget(self.limits.queue_total_bytes)
+        self._on_suppressed = on_suppressed
+        self.refusals = RefusalBudget(
+            self.limits.refused_audit_rate, self.limits.refused_audit_burst, clock
+        )
+        self._summaries: dict[int, asyncio.TimerHandle] = {}
+        self._audit_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, *, file_mode: int = 0o600, group: int | None = None) -> None:
@@ -163,6 +194,9 @@ class Server:
         if self._server is not None:
             self._server.close()
             self._server = None
+        for timer in self._summaries.values():
+            timer.cancel()
+        self._summaries.clear()
         for conn in list(self.connections):
             conn.close()
         if self._inode is not None:
@@ -182,25 +216,45 @@ class Server:
         """Offer notification lines to every subscriber of `topic` (encoded once, shared)."""
         for conn in tuple(self.subscribers.get(topic, ())):
             conn.offer(topic, lines)
+        if self.budget.exceeded:
+            self.shed()
+
+    def shed(self) -> None:
+        """Over the total: drop the largest queues to a resync until the total fits again."""
+        queued = sorted(
+            (conn for conn in self.connections if conn.outbox_bytes),
+            key=lambda conn: conn.outbox_bytes,
+            reverse=True,
+        )
+        shed = 0
+        for conn in queued:
+            if not self.budget.exceeded:
+                break
+            conn.drop_notifications()
+            shed += 1
+        self._shed_log.log(
+            f"notifications waiting for clients passed {self.limits.queue_total_bytes} bytes "
+            f"(daemon.clients_queue_total): dropped the {shed} largest queues to a resync"
+        )
 
     def has_subscribers(self, topic: str) -> bool:
         return bool(self.subscribers.get(topic))
 
     # -- used by connections ---------------------------------------------------------------
     def admit(self, conn: Connection) -> bool:
-        if len(self.connections) >= self.limits.max_clients:
-            self._refused.log(
-                f"the limit of {self.limits.max_clients} connections is reached "
-                f"(refused {conn.peer})"
-            )
-            conn.refuse(
-                ErrorCode.TOO_MANY_CONNECTIONS,
-                f"too many connections: this daemon serves at most "
-                f"{self.limits.max_clients} clients at once (daemon.max_clients); "
-                "close another client and try again",
-            )
+        why = refusal(
+            self.limits.slots,
+            total=len(self.connections),
+            of_uid=self.slots.by_uid[conn.peer.uid],
+            admin=conn.role == ROLE_ADMIN,
+            uid=conn.peer.uid,
+        )
+        if why is not None:
+            self._refused.log(f"refused {conn.peer}: {why}")
+            conn.refuse(ErrorCode.TOO_MANY_CONNECTIONS, why)
             return False
         self.connections.add(conn)
+        self.slots.add(conn.peer.uid)
         self.connections_total += 1
         return True
 
@@ -208,13 +262,52 @@ class Server:
         return role_of(peer, daemon_uid=self._daemon_uid, admin_gid=self._admin_gid())
 
     def forget(self, conn: Connection) -> None:
-        self.connections.discard(conn)
+        if conn in self.connections:
+            self.connections.remove(conn)
+            self.slots.remove(conn.peer.uid)
         for subscribers in self.subscribers.values():
             subscribers.discard(conn)
 
     def recover_lines(self, topic: str, conn: Connection) -> Sequence[bytes]:
         recover = self._recover.get(topic)
         return recover(conn) if recover is not None else ()
+
+    async def audit_refused(self, call: Call, outcome: str) -> None:
+        """A refused admin call: audited while the peer's uid is within its rate; past it only
+        counted, and one summary entry per window says how many were left out."""
+        uid = call.peer.uid
+        if self.refusals.allow(uid):
+            await self.audit_admin(call, outcome)
+            return
+        if uid not in self._summaries:
+            log.warning(
+                "%s calls admin methods faster than %g per second: auditing one summary per "
+                "%g s instead of each call",
+                call.peer,
+                self.limits.refused_audit_rate,
+                self.limits.refused_audit_window_s,
+            )
+            self._summaries[uid] = asyncio.get_running_loop().call_later(
+                self.limits.refused_audit_window_s, self._summarize, call.peer
+            )
+
+    def _summarize(self, peer: Peer) -> None:
+        self._summaries.pop(peer.uid, None)
+        count = self.refusals.take_suppressed(peer.uid)
+        if not count or self._on_suppressed is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._audit_suppressed(peer, count, self.limits.refused_audit_window_s)
+        )
+        self._audit_tasks.add(task)
+        task.add_done_callback(self._audit_tasks.discard)
+
+    async def _audit_suppressed(self, peer: Peer, count: int, window_s: float) -> None:
+        assert self._on_suppressed is not None
+        try:
+            await self._on_suppressed(peer, count, window_s)
+        except DaemonEyeError as exc:
+            log.error("could not audit %d suppressed refusals of %s: %s", count, peer, exc)
 
     async def audit_admin(self, call: Call, outcome: str) -> None:
         if self._on_admin is None:
@@ -248,6 +341,12 @@ class Connection(asyncio.Protocol):
         self._resync_pending: dict[str, int] = {}  # topic -> notifications dropped
         self._bad_inputs = 0
         self._flood_logged = False
+        # What waits behind the socket's write buffer: (topic or None for answers, line). The
+        # lines are shared with the other subscribers; budget.py counts them in total.
+        self._outbox: deque[tuple[str | None, bytes]] = deque()
+        self.outbox_bytes = 0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._last_active = 0.0
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -262,21 +361,30 @@ class Connection(asyncio.Protocol):
             log.warning("closing a connection whose peer is unknown: %s", exc)
             transport.abort()
             return
+        self.role = self.server.role_for(self.peer)
         if not self.server.admit(self):
             return
-        self.role = self.server.role_for(self.peer)
         log.debug("connection from %s (%s)", self.peer, self.role)
         loop = asyncio.get_running_loop()
         self._hello_timer = loop.call_later(self.server.limits.hello_timeout_s, self._no_hello)
+        self._last_active = loop.time()
+        self._idle_timer = loop.call_later(self.server.limits.idle_timeout_s, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        for timer in (self._line_timer, self._hello_timer):
+        for timer in (self._line_timer, self._hello_timer, self._idle_timer):
             if timer is not None:
                 timer.cancel()
         for task in self._tasks:
             task.cancel()
         self.server.forget(self)
+        # Let go of what was queued for this client at once (the lines may be shared, but
+        # nothing else keeps the old ones), and hand freed heap back to the system.
+        self._outbox.clear()
+        self.server.budget.release(self.outbox_bytes, freed=True)
+        self.outbox_bytes = 0
+        if self._write_paused:
+            self.server.budget.freed(WRITE_HIGH_WATER)
         if self._bad_inputs > _LOGGED_BAD_INPUTS:
             log.warning(
                 "%s sent %d bad messages in all (the first %d were logged)",
@@ -317,6 +425,9 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._flush()
+        if self._write_paused:  # the socket filled up again with what was queued
+            return
         if self._resync_pending and not self._closing:
             pending, self._resync_pending = self._resync_pending, {}
             for topic, dropped in pending.items():
@@ -360,7 +471,7 @@ class Connection(asyncio.Protocol):
             self._resync_pending[topic] += len(lines)
             return
         assert self.transport is not None
-        if self.transport.get_write_buffer_size() > self.server.limits.queue_bytes:
+        if self.queued_bytes > self.server.limits.queue_bytes:
             log.warning(
                 "%s is not reading its %s notifications: dropping them until it "
                 "catches up (more than %d bytes are waiting)",
@@ -371,7 +482,34 @@ class Connection(asyncio.Protocol):
             self._resync_pending[topic] = len(lines)
             return
         for line in lines:
-            self._write(line)
+            self._write(line, topic)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting for this client: the socket's write buffer and the queue behind it."""
+        buffered = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        return buffered + self.outbox_bytes
+
+    def drop_notifications(self) -> None:
+        """Drop every queued notification (answers stay); each topic gets a resync once the
+        client has caught up."""
+        kept: deque[tuple[str | None, bytes]] = deque()
+        dropped_bytes = 0
+        for topic, line in self._outbox:
+            if topic is None:
+                kept.append((topic, line))
+                continue
+            dropped_bytes += len(line)
+            self._resync_pending[topic] = self._resync_pending.get(topic, 0) + 1
+        self._outbox = kept
+        self.outbox_bytes -= dropped_bytes
+        self.server.budget.release(dropped_bytes, freed=True)
+        log.warning(
+            "%s: dropped %d bytes of notifications it did not read (the clients' total is "
+            "over daemon.clients_queue_total)",
+            self.peer,
+            dropped_bytes,
+        )
 
     def send(self, lines: Iterable[bytes]) -> None:
         for line in lines:
@@ -379,8 +517,13 @@ class Connection(asyncio.Protocol):
 
     # -- closing ---------------------------------------------------------------------------
     def refuse(self, code: ErrorCode, message: str) -> None:
-        """Send one error (id null) and close the connection."""
-        self._write(protocol.error_response(None, code, message))
+        """Send one error (id null) and close the connection. The error goes ahead of whatever
+        was still queued for the client: that is dropped, the reason is not."""
+        self._outbox.clear()
+        self.server.budget.release(self.outbox_bytes, freed=True)
+        self.outbox_bytes = 0
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(protocol.error_response(None, code, message))
         self.close()
 
     def close(self) -> None:
@@ -399,9 +542,51 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
     # -- internals -------------------------------------------------------------------------
-    def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+    def _write(self, data: bytes, topic: str | None = None) -> None:
+        """Write now, or queue behind what waits already (so the order is kept) while the
+        socket's buffer is over its high-water mark."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._write_paused or self._outbox:
+            self._outbox.append((topic, data))
+            self.outbox_bytes += len(data)
+            self.server.budget.add(len(data))
+            return
+        self.transport.write(data)
+
+    def _flush(self) -> None:
+        """Hand queued lines to the socket until its buffer is over the high-water mark."""
+        transport = self.transport
+        while self._outbox and not self._write_paused:
+            if transport is None or transport.is_closing():
+                return
+            _, line = self._outbox.popleft()
+            self.outbox_bytes -= len(line)
+            self.server.budget.release(len(line))
+            transport.write(line)  # may call pause_writing()
+
+    def _check_idle(self) -> None:
+        """Close a connection that neither asked anything nor read a live subscription for
+        `idle_timeout_s` (a subscriber that keeps up with its notifications is not idle)."""
+        self._idle_timer = None
+        if self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        timeout = self.server.limits.idle_timeout_s
+        live = bool(self.topics) and not self._write_paused and not self._resync_pending
+        if live or self._tasks:
+            self._last_active = now
+        remaining = self._last_active + timeout - now
+        if remaining > 0:
+            self._idle_timer = loop.call_later(remaining, self._check_idle)
+            return
+        log.info("closing the connection of %s: idle for %g s", self.peer, timeout)
+        self.refuse(
+            ErrorCode.IDLE_TIMEOUT,
+            f"idle timeout: no request and no notification read for {timeout:g} s "
+            "(daemon.idle_timeout); closing the connection",
+        )
 
     def _no_hello(self) -> None:
         if not self.greeted and not self._closing:
@@ -471,10 +656,17 @@ class Connection(asyncio.Protocol):
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
-        if self._eof and not self._backlog and not self._tasks and not self._closing:
+        if (
+            self._eof
+            and not self._backlog
+            and not self._tasks
+            and not self._outbox
+            and not self._closing
+        ):
             self.close()
 
     def _start(self, line: bytes) -> None:
+        self._last_active = asyncio.get_running_loop().time()
         if not line.strip():
             return
         try:
@@ -616,7 +808,7 @@ class Connection(asyncio.Protocol):
         call = Call(conn=self, method=name, raw_params=raw_params)
         if method.admin and self.role != ROLE_ADMIN:
             log.warning("refused admin method %s for %s (not an admin)", name, self.peer)
-            await self.server.audit_admin(call, "refused: not an admin")
+            await self.server.audit_refused(call, "refused: not an admin")
             raise MethodError(
                 ErrorCode.FORBIDDEN,
                 f"permission denied: {name} is an admin method; uid "

@@ -22,8 +22,11 @@ import pytest
 
 from daemoneye.errors import DaemonError
 from daemoneye.ipc import protocol
+from daemoneye.ipc.admission import SlotLimits, refusal
 from daemoneye.ipc.auth import ROLE_ADMIN, ROLE_READER, Peer, peer_of, role_of
+from daemoneye.ipc.budget import QueueBudget
 from daemoneye.ipc.protocol import ErrorCode, NoParams
+from daemoneye.ipc.refusals import RefusalBudget
 from daemoneye.ipc.server import (
     Call,
     Limits,
@@ -49,6 +52,13 @@ class EchoParams:
 
 
 @dataclass(frozen=True, slots=True)
+class NumberParams:
+    count: int = 0
+    ratio: float = 0.0
+    either: str | int = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SlowParams:
     seconds: float = 0.05
 
@@ -58,12 +68,16 @@ class Service:
         self.running = 0
         self.most_running = 0
         self.audited: list[tuple[str, str]] = []
+        self.suppressed: list[tuple[int, int]] = []
 
     async def hello(self, call: Call, params: NoParams) -> dict[str, Any]:
         return {"role": call.conn.role}
 
     async def echo(self, call: Call, params: EchoParams) -> str:
         return params.text
+
+    async def numbers(self, call: Call, params: NumberParams) -> int:
+        return len(str(params.count)) + len(str(params.either))
 
     async def slow(self, call: Call, params: SlowParams) -> int:
         self.running += 1
@@ -89,6 +103,9 @@ class Service:
     async def on_admin(self, call: Call, outcome: str) -> None:
         self.audited.append((call.method, outcome))
 
+    async def on_suppressed(self, peer: Peer, count: int, window_s: float) -> None:
+        self.suppressed.append((peer.uid, count))
+
     def methods(self) -> dict[str, Method]:
         return {
             m.name: m
@@ -96,6 +113,7 @@ class Service:
                 Method("hello", self.hello, NoParams),
                 Method("echo", self.echo, EchoParams),
                 Method("slow", self.slow, SlowParams),
+                Method("numbers", self.numbers, NumberParams),
                 Method("fail", self.fail, NoParams),
                 Method("crash", self.crash, NoParams),
                 Method("ticks.subscribe", self.subscribe, NoParams),
@@ -106,7 +124,11 @@ class Service:
 
 @asynccontextmanager
 async def serving(
-    directory: Path, limits: Limits | None = None, service: Service | None = None
+    directory: Path,
+    limits: Limits | None = None,
+    service: Service | None = None,
+    *,
+    file_mode: int = 0o600,
 ) -> AsyncIterator[tuple[Server, Service]]:
     service = service or Service()
     server = Server(
@@ -118,8 +140,9 @@ async def serving(
         recover={
             "ticks": lambda conn: (b'{"jsonrpc":"2.0","method":"ticks.fresh","params":{}}\n',)
         },
+        on_suppressed=service.on_suppressed,
     )
-    await server.start()
+    await server.start(file_mode=file_mode)
     try:
         yield server, service
     finally:
@@ -210,6 +233,51 @@ def test_garbage_gets_an_error_and_the_connection_stays_usable(short_dir: Path) 
                 assert answer["error"]["code"] == code, garbage
             assert (await client.call("echo", {"text": "still here"}))["result"] == "still here"
             client.close()
+
+    run(scenario())
+
+
+def test_deep_nesting_gets_a_parse_error_not_a_dropped_connection(
+    short_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        async with serving(short_dir) as (server, _):
+            client = await Peerless.open(server)
+            for _ in range(5):
+                await client.send(b"[" * 100_000 + b"\n")
+                error = (await client.line())["error"]
+                assert error["code"] == ErrorCode.PARSE_ERROR
+                assert "nesting deeper than 64" in error["message"]
+            assert (await client.call("echo", {"text": "still here"}))["result"] == "still here"
+
+    caplog.set_level("WARNING")
+    run(scenario())
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    assert len(caplog.records) <= 4  # three bad inputs, then one count when it closes
+
+
+def test_huge_numbers_get_invalid_params_naming_the_field(short_dir: Path) -> None:
+    async def scenario() -> None:
+        async with serving(short_dir) as (server, _):
+            client = await Peerless.open(server)
+            for line, field in (
+                (b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"count":'
+                 + b"9" * 4000 + b"}}\n", "count"),
+                (b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"either":'
+                 + b"9" * 30 + b"}}\n", "either"),
+                (b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"ratio":1e999}}\n',
+                 "ratio"),
+                (b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"ratio":-1e999}}\n',
+                 "ratio"),
+            ):
+                await client.send(line)
+                error = (await client.line())["error"]
+                assert error["code"] == ErrorCode.INVALID_PARAMS, line[:80]
+                assert error["data"] == {"field": field}
+            await client.send(b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"count":'
+                              + b"9" * (1024 * 1024 - 100) + b"}}\n")
+            assert (await client.line())["error"]["code"] == ErrorCode.PARSE_ERROR
+            assert (await client.call("numbers", {"count": 2**63 - 1}))["result"] == 19
 
     run(scenario())
 
@@ -498,3 +566,247 @@ def test_the_socket_path_is_checked_not_truncated(short_dir: Path) -> None:
     open_dir.chmod(0o777)
     with pytest.raises(DaemonError, match="writable by everyone"):
         bind_unix_socket(open_dir / "s.sock", file_mode=0o600, group=None)
+
+
+# -- locking out, flooding the audit log, memory (issue 19) ---------------------------------------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as other uids")
+
+def _as_other_uid(path: str, uid: int, count: int, admin_calls: int) -> dict[str, Any]:
+    """In a forked child that has become `uid`: open `count` connections, say hello on each,
+    note what each got (a role or an error), optionally send admin calls on the first."""
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    results: list[str] = []
+    socks: list[socket.socket] = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        sock.sendall(protocol.request(1, "hello", {}))
+        answer = json.loads(sock.makefile("rb").readline())
+        results.append(
+            answer["error"]["message"] if "error" in answer else answer["result"]["role"]
+        )
+        socks.append(sock)
+    codes: list[int] = []
+    if admin_calls:
+        socks[0].sendall(protocol.request(2, "admin.echo", {"text": "x"}) * admin_calls)
+        reader = socks[0].makefile("rb")
+        codes = [json.loads(reader.readline())["error"]["code"] for _ in range(admin_calls)]
+    _HELD.extend(socks)  # open until the child exits
+    return {"results": results, "codes": codes}
+
+
+_HELD: list[socket.socket] = []
+
+
+class OtherUid:
+    """A forked child that holds connections as another uid until `stop()`."""
+
+    _release_fds: list[int] = []  # noqa: RUF012  (each child must close the others' fds)
+
+    def __init__(self, pid: int, release_fd: int) -> None:
+        self.pid = pid
+        self.release_fd = release_fd
+
+    @classmethod
+    async def start(
+        cls, path: Path, uid: int, count: int, admin_calls: int = 0
+    ) -> tuple[OtherUid, dict[str, Any]]:
+        report_r, report_w = os.pipe()
+        release_r, release_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: no asyncio, no pytest; report, hold, exit
+            status = 0
+            try:
+                os.close(report_r)
+                os.close(release_w)
+                for fd in cls._release_fds:
+                    os.close(fd)
+                report = _as_other_uid(str(path), uid, count, admin_calls)
+                os.write(report_w, json.dumps(report).encode() + b"\n")
+                os.read(release_r, 1)
+            except BaseException:  # the parent sees the missing report
+                status = 1
+            finally:
+                os._exit(status)
+        os.close(report_w)
+        os.close(release_r)
+        cls._release_fds.append(release_w)
+        loop = asyncio.get_running_loop()
+
+        def read_report() -> bytes:
+            with os.fdopen(report_r, "rb") as report:
+                return report.readline()
+
+        line = await asyncio.wait_for(loop.run_in_executor(None, read_report), 30)
+        assert line, "the client as another uid failed"
+        summary: dict[str, Any] = json.loads(line)
+        return cls(pid, release_w), summary
+
+    async def stop(self) -> None:
+        self._release_fds.remove(self.release_fd)
+        os.close(self.release_fd)
+        loop = asyncio.get_running_loop()
+        _, status = await loop.run_in_executor(None, os.waitpid, self.pid, 0)
+        assert status == 0
+
+
+def test_slot_policy_reserves_admin_slots_and_caps_each_reader_uid() -> None:
+    limits = SlotLimits(max_clients=10, admin_reserved=3, max_clients_per_uid=4)
+
+    def why(total: int, of_uid: int, admin: bool) -> str | None:
+        return refusal(limits, total=total, of_uid=of_uid, admin=admin, uid=1000)
+
+    assert why(0, 0, False) is None
+    assert "daemon.max_clients_per_uid" in (why(3, 4, False) or "")
+    assert "kept for admins" in (why(7, 0, False) or "")
+    assert why(7, 0, True) is None and why(9, 9, True) is None  # admins: no per-uid cap
+    assert "daemon.max_clients" in (why(10, 0, True) or "")
+
+
+@needs_root
+def test_readers_cannot_lock_root_out(short_dir: Path) -> None:
+    """Readers fill every slot they may take; root still connects and administers."""
+
+    async def scenario() -> None:
+        short_dir.chmod(0o755)
+        limits = Limits(max_clients=6, admin_reserved=2, max_clients_per_uid=3)
+        async with serving(short_dir, limits, file_mode=0o666) as (server, service):
+            first, got = await OtherUid.start(server.path, 65534, count=5)
+            assert got["results"][:3] == [ROLE_READER] * 3
+            for message in got["results"][3:]:
+                assert "at most 3 per user (daemon.max_clients_per_uid)" in message
+            second, got = await OtherUid.start(server.path, 65533, count=3)
+            assert got["results"][0] == ROLE_READER  # the 4th and last reader slot
+            for message in got["results"][1:]:
+                assert "kept for admins" in message and "daemon.admin_reserved_clients" in message
+            assert len(server.connections) == 4
+            root = await Peerless.open(server)
+            assert (await root.call("admin.echo", {"text": "still in"}))["result"] == "still in"
+            assert ("admin.echo", "done") in service.audited
+            await Peerless.open(server)
+            reader, _ = await asyncio.open_unix_connection(server.path)
+            full = json.loads(await asyncio.wait_for(reader.readline(), 5))
+            assert full["error"]["code"] == ErrorCode.TOO_MANY_CONNECTIONS
+            assert "daemon.max_clients" in full["error"]["message"]
+            await first.stop()
+            await second.stop()
+
+    run(scenario())
+
+
+def test_idle_connections_are_closed_and_reading_subscribers_are_not(short_dir: Path) -> None:
+    async def scenario() -> None:
+        limits = Limits(idle_timeout_s=0.3, queue_bytes=256 * 1024)
+        async with serving(short_dir, limits) as (server, _):
+            idle = await Peerless.open(server)
+            stalled = RawSocket(server.path)  # subscribes, then never reads
+            await stalled.send(
+                protocol.request(1, "hello") + protocol.request(2, "ticks.subscribe")
+            )
+            reading = await Peerless.open(server)
+            assert (await reading.call("ticks.subscribe"))["result"] == {"ok": True}
+            assert (await reading.line())["method"] == "ticks.snapshot"
+            n = 0
+
+            async def tick() -> None:
+                nonlocal n
+                n += 1
+                server.publish("ticks", (protocol.notification(
+                    "ticks.delta", {"n": n, "pad": "p" * 20_000}),))
+                assert (await reading.line())["params"]["n"] == n
+
+            told = asyncio.create_task(idle.line(timeout=30))
+            while not told.done():
+                await tick()
+                await asyncio.sleep(0.02)
+            error = told.result()["error"]
+            assert error["code"] == ErrorCode.IDLE_TIMEOUT
+            assert "daemon.idle_timeout" in error["message"]
+            assert await idle.closed()
+            # keep the reading subscriber going until the stalled one is gone too
+            while len(server.connections) > 1:
+                await tick()
+                await asyncio.sleep(0.02)
+            for _ in range(20):  # well past the timeout again: reading keeps it open
+                await tick()
+                await asyncio.sleep(0.05)
+            assert (await reading.call("echo", {"text": "alive"}))["result"] == "alive"
+
+    run(scenario())
+
+
+def test_refused_call_budget_is_a_token_bucket_per_uid() -> None:
+    now = [0.0]
+    budget = RefusalBudget(rate=10.0, burst=20, clock=lambda: now[0])
+    assert [budget.allow(1000) for _ in range(25)] == [True] * 20 + [False] * 5
+    assert budget.allow(1001)  # another uid has its own bucket
+    now[0] += 0.1  # one token back
+    assert budget.allow(1000) and not budget.allow(1000)
+    assert budget.take_suppressed(1000) == 6 and budget.take_suppressed(1000) == 0
+    now[0] += 100.0
+    budget.take_suppressed(1001)  # full buckets with nothing pending are forgotten
+    assert len(budget) == 0
+
+
+@needs_root
+def test_refused_admin_calls_are_audited_at_a_bounded_rate(short_dir: Path) -> None:
+    async def scenario() -> None:
+        short_dir.chmod(0o755)
+        limits = Limits(refused_audit_rate=1.0, refused_audit_burst=5,
+                        refused_audit_window_s=0.2)
+        async with serving(short_dir, limits, file_mode=0o666) as (server, service):
+            client, got = await OtherUid.start(server.path, 65534, count=1, admin_calls=300)
+            assert got["codes"] == [ErrorCode.FORBIDDEN] * 300  # told every time
+            for _ in range(250):
+                if service.suppressed:
+                    break
+                await asyncio.sleep(0.02)
+            refused = [outcome for _, outcome in service.audited if outcome.startswith("refused")]
+            assert 5 <= len(refused) < 20
+            assert service.suppressed and service.suppressed[0][0] == 65534
+            assert len(refused) + sum(count for _, count in service.suppressed) == 300
+            await client.stop()
+
+    run(scenario())
+
+
+def test_the_total_queued_for_all_clients_is_bounded(short_dir: Path) -> None:
+    async def scenario() -> None:
+        limits = Limits(queue_bytes=1024 * 1024, queue_total_bytes=2 * 1024 * 1024)
+        async with serving(short_dir, limits) as (server, _):
+            trims: list[int] = []
+
+            def trim(pad: int) -> int:
+                trims.append(pad)
+                return 1
+
+            server.budget = QueueBudget(limits.queue_total_bytes, trim_after=1024 * 1024, trim=trim)
+            stalled = [RawSocket(server.path) for _ in range(8)]
+            for client in stalled:
+                await client.send(
+                    protocol.request(1, "hello") + protocol.request(2, "ticks.subscribe")
+                )
+                assert [(await client.line()).get("id") for _ in range(3)] == [1, 2, None]
+            most = 0
+            for n in range(300):  # 3 MB for each client, 24 MB in all
+                server.publish("ticks", (protocol.notification(
+                    "ticks.delta", {"n": n, "pad": "q" * 10_000}),))
+                most = max(most, server.budget.total)
+                await asyncio.sleep(0)
+            assert most <= limits.queue_total_bytes + 8 * 11_000
+            assert sum(conn.outbox_bytes for conn in server.connections) == server.budget.total
+            for client in stalled:  # each one is told, once it reads again
+                while (message := await client.line())["method"] != "resync":
+                    pass
+                assert message["params"]["dropped"] > 0
+                assert (await client.line())["method"] == "ticks.fresh"
+                client.sock.close()
+            while server.connections:
+                await asyncio.sleep(0.01)
+            assert server.budget.total == 0
+            assert trims  # the heap was trimmed after the release
+
+    run(scenario())

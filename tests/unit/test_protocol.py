@@ -295,3 +295,78 @@ def test_messages_are_one_compact_line_of_json_rpc() -> None:
     assert error == {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "no"}}
     raw = json.loads(protocol.raw_response("a", b'{"x":[1]}'))
     assert raw == {"jsonrpc": "2.0", "id": "a", "result": {"x": [1]}}
+
+
+# -- hostile nesting and numbers (issue 19) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "depth"),
+    [
+        (b"{}", 1),
+        (b'[1,[2,{"a":"[[[["}]]]', 3),
+        (b'"\\"[[[["', 0),  # an escaped quote does not end the string
+        (b'{"a":"\\\\"}', 1),  # an escaped backslash does
+        (b"[[]", 2),
+        (b"]]][[", 0),  # a parser stops at the first `]`
+    ],
+)
+def test_nesting_depth_counts_structure_not_text(line: bytes, depth: int) -> None:
+    assert protocol.nesting_depth(line) == depth
+
+
+@given(st.recursive(st.none() | st.integers() | hostile_text, lambda inner: (
+    st.lists(inner, max_size=3) | st.dictionaries(hostile_text, inner, max_size=3)), max_leaves=12))
+@settings(max_examples=200, deadline=None)
+def test_nesting_depth_is_exact_for_valid_json(value: object) -> None:
+    def depth(item: object) -> int:
+        if isinstance(item, list):
+            return 1 + max((depth(x) for x in item), default=0)
+        if isinstance(item, dict):
+            return 1 + max((depth(x) for x in item.values()), default=0)
+        return 0
+
+    assert protocol.nesting_depth(protocol.dumps(value)) == depth(value)
+
+
+def test_deep_nesting_is_refused_before_parsing_not_a_recursion_error() -> None:
+    with pytest.raises(protocol.TooDeep, match="nesting deeper than 64"):
+        protocol.loads(b"[" * 100_000)
+    with pytest.raises(protocol.TooDeep):
+        protocol.loads(b"{" * 1000 + b'"a":1' + b"}" * 1000)
+    nested = b"[" * 64 + b"]" * 64
+    assert protocol.loads(nested) is not None
+    # brackets inside strings are text: a long one is fine
+    assert protocol.loads(b'{"text":"' + b"[" * 100_000 + b'"}') == {"text": "[" * 100_000}
+
+
+def test_a_megabyte_of_digits_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        protocol.loads(b"1" * (1024 * 1024 - 1))
+
+
+@pytest.mark.parametrize(
+    ("cls", "params", "field"),
+    [
+        (ProcessesGetParams, {"pid": 2**64}, "pid"),
+        (ProcessesGetParams, {"pid": -(2**63) - 1}, "pid"),
+        (ProcessesGetParams, {"pid": 1, "start_time": 10**400}, "start_time"),
+        (ProcessesGetParams, {"pid": 1, "start_time": math.inf}, "start_time"),
+        (ProcessesGetParams, {"pid": 1, "start_time": -math.inf}, "start_time"),
+        (ProcessesGetParams, {"pid": 1, "start_time": math.nan}, "start_time"),
+        (ProcessSignalParams, {"pid": 1, "start_time": 1.0, "signal": 2**70}, "signal"),
+        (ProcessesListParams, {"after": [1, 10**300]}, "after[1]"),
+        (ProcessesListParams, {"limit": 2**63}, "limit"),
+    ],
+)
+def test_integers_past_64_bits_and_infinities_name_their_field(
+    cls: type, params: dict[str, object], field: str
+) -> None:
+    with pytest.raises(CodecError) as caught:
+        from_wire(cls, params, strict=True)
+    assert caught.value.path == field
+
+
+def test_integers_at_the_64_bit_edges_are_taken() -> None:
+    assert from_wire(ProcessesGetParams, {"pid": 2**63 - 1}).pid == 2**63 - 1
+    assert from_wire(ProcessesListParams, {"limit": -(2**63)}).limit == -(2**63)
