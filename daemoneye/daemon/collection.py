@@ -315,6 +315,13 @@ class Collection:
         if self.events is not None:
             self.events.source.stop()
             self.drain_events()
+        spill = self.spill
+        if self.engine is not None and spill is not None and spill.busy:
+            self._try_write(self.engine.book.write_held, self._clock())
+            if spill.busy:
+                log.error("stopping while the store cannot be written: %d alerts held in memory "
+                          "are lost to the store (the sinks that were reachable have them)",
+                          len(spill))
         if self.engine is not None:
             self.engine.close()
         if self.hasher is not None:

@@ -57,6 +57,7 @@ def test_a_forged_checkpoint_stops_pruning_and_health_says_why(ipc: IpcHarness) 
     flood(ipc)
     wait_for(lambda: latest_checkpoint_seq(ipc.db), "a first checkpoint")
     conn = apsw.Connection(str(ipc.db))
+    conn.set_busy_timeout(int(DEADLINE_S * 1000))  # the daemon writes at the same time
     conn.execute("UPDATE audit_checkpoints SET count = count + 100")  # an edit, not signed
     conn.close()
     flood(ipc)
@@ -86,6 +87,7 @@ def flood(ipc: IpcHarness) -> None:
 
 def latest_checkpoint_seq(db: Path) -> int:
     conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    conn.set_busy_timeout(int(DEADLINE_S * 1000))
     try:
         return int(conn.execute("SELECT coalesce(max(last_seq), 0) FROM audit_checkpoints").get)
     finally:

@@ -202,3 +202,27 @@ def test_an_outage_logs_once_then_a_summary_at_most_every_30s(
     assert messages[0].startswith("the store cannot be written: d.db")
     assert "still cannot be written after 30s: 601 writes failed, 3 alerts held" in messages[1]
     assert not outage.active and outage.succeeded() is None
+
+
+def test_rules_see_a_tick_the_store_could_not_take(
+    store: Store, make_record: Any, make_delta: Any
+) -> None:
+    """With the tick's rows not written (disk full), rules run over its records as they are,
+    with the parent from the store's history, and see nothing else of the tick."""
+    from daemoneye.engine.evaluator import Evaluator
+    from tests.unit.test_evaluator import SHELL_UNDER_NGINX, rule
+
+    nginx = make_record(10, 1.0, name="nginx")
+    store.apply(make_delta(1.0, added=[nginx]))
+    evaluator = Evaluator(store.path)
+    try:
+        evaluator.set_rules([rule("shell", SHELL_UNDER_NGINX, "{parent_name} spawned {name}"),
+                             rule("all", "SELECT pid, start_time FROM processes")])
+        shell = make_record(12, 3.0, ppid=10, name="sh")
+        result = evaluator.evaluate_records([shell])
+    finally:
+        evaluator.close()
+    assert sorted((d.rule_id, d.pid) for d in result.detections) == [("all", 12), ("shell", 12)]
+    (detection,) = [d for d in result.detections if d.rule_id == "shell"]
+    assert detection.title == "nginx spawned sh"
+    assert store.fetch_rows("SELECT count(*) FROM processes WHERE pid = 12") == [(0,)]
