@@ -150,7 +150,9 @@ class EngineLink:
         ]
 
     async def set_rule_enabled(self, rule_id: str, enabled: bool, actor: str) -> RuleStatus | None:
-        outcome = self._engine.registry.set_enabled(rule_id, enabled)
+        # Off the loop: the registry's lock is held for a whole reload (reading and validating
+        # every rule file), and the loop must never wait for that.
+        outcome = await asyncio.to_thread(self._engine.registry.set_enabled, rule_id, enabled)
         if outcome is None:
             return None
         await self._swapped(outcome)

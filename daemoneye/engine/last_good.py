@@ -70,6 +70,10 @@ class LastGoodFiles:
                 data = kept.read(MAX_KEPT_BYTES + 1)
         except FileNotFoundError:
             return None
+        except PermissionError:
+            # Another user's daemon keeps these (`rules list` run by a reader): not ours to see.
+            log.debug("no permission to read the last good rules of %s", rule_file)
+            return None
         except OSError as exc:
             log.warning("cannot read the last good rules of %s: %s", rule_file, exc)
             return None

@@ -21,7 +21,13 @@ from daemoneye.models import ProcessRecord
 from daemoneye.store.connection import configure, file_error
 from daemoneye.store.files import side_files, store_exists
 from daemoneye.store.rows import PROCESS_COLUMNS, record_from_row
-from daemoneye.store.sandbox import ReadOnlyAuthorizer, harden
+from daemoneye.store.sandbox import (
+    BudgetExceeded,
+    ReadOnlyAuthorizer,
+    StatementDeadline,
+    harden,
+    register_functions,
+)
 from daemoneye.store.schema import APPLICATION_ID, read_schema_state
 
 SQLValue = int | float | str | bytes | None
@@ -112,6 +118,9 @@ class ReadOnlyStore:
     def __init__(self, conn: apsw.Connection, path: Path) -> None:
         self._conn = conn
         self._path = path
+        # REGEXP stops at the query's deadline too (the progress handler never runs inside it).
+        self._regexp_deadline = StatementDeadline()
+        register_functions(conn, self._regexp_deadline)
 
     @property
     def path(self) -> Path:
@@ -148,6 +157,7 @@ class ReadOnlyStore:
         cursor.exec_trace = inspect
         self._conn.authorizer = authorizer
         self._conn.set_progress_handler(over_budget, PROGRESS_STEPS)
+        self._regexp_deadline.expires = deadline
         try:
             for row in cursor.execute(statement, can_cache=False):
                 if len(rows) == max_rows:
@@ -161,7 +171,7 @@ class ReadOnlyStore:
         except apsw.ExecTraceAbort as exc:
             offending = not_a_select[0] if not_a_select else sql.strip()
             raise QueryError(f"only SELECT statements are allowed, not: {offending}") from exc
-        except apsw.InterruptError as exc:
+        except (apsw.InterruptError, BudgetExceeded) as exc:
             raise QueryError(
                 f"query exceeded its time budget of {time_budget_s:g} s; narrow it or add a LIMIT"
             ) from exc
@@ -173,6 +183,7 @@ class ReadOnlyStore:
             cursor.close(force=True)  # ends the read transaction, so checkpoints can proceed
             self._conn.authorizer = None
             self._conn.set_progress_handler(None)
+            self._regexp_deadline.expires = float("inf")
         return QueryResult(columns[0] if columns else (), tuple(rows), truncated=False)
 
     def get_meta(self, key: str) -> str | None:

@@ -224,6 +224,13 @@ class Expiry(Protocol):
     expires: float
 
 
+@dataclass(slots=True)
+class StatementDeadline:
+    """A plain Expiry: the owner sets `expires` before each statement and resets it after."""
+
+    expires: float = float("inf")
+
+
 class UnsafePatternError(QueryError):
     """A regexp pattern the sandbox refuses to run. Raised from inside SQLite, so it reaches
     the caller of the statement as itself, not as an apsw.Error."""

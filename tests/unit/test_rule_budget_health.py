@@ -3,18 +3,26 @@ engine's health problems (so `daemoneye health` fails) and marked in the rules t
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TypeVar, cast
 
 import pytest
 
-from daemoneye.config import Config
+from daemoneye.config import Config, LoadedConfig
 from daemoneye.daemon.detection import DetectionEngine
+from daemoneye.daemon.engine_link import EngineLink
 from daemoneye.engine.evaluator import MAX_CONSECUTIVE_TIMEOUTS
 from daemoneye.models import ProcessRecord, RuleStatus, ScanDelta
 from daemoneye.store import Store
+from daemoneye.store.readonly import ReadOnlyStore, open_readonly
 from daemoneye.tui.logic.rules import rule_facts, rule_row
 
+T = TypeVar("T")
 RecordFactory = Callable[..., ProcessRecord]
 DeltaFactory = Callable[..., ScanDelta]
 
@@ -99,3 +107,43 @@ def test_the_rules_table_marks_timed_out_and_suspended_rules(engine: DetectionEn
     assert ("timeouts", "3 (hit its time budget): suspended until its query changes") in (
         rule_facts(suspended, 0.0)
     )
+
+
+def test_switching_a_rule_never_waits_on_the_event_loop_for_a_reload(
+    engine: DetectionEngine, store: Store
+) -> None:
+    """`rules.enable`/`disable` take the registry's lock, which a reload holds while it reads
+    and validates every file: the event loop must keep turning meanwhile."""
+    engine.load()
+    worker = ThreadPoolExecutor(1)
+
+    async def read(work: Callable[[ReadOnlyStore], T]) -> T:
+        def run() -> T:
+            with open_readonly(store.path) as reader:
+                return work(reader)
+
+        return await asyncio.to_thread(run)
+
+    config = cast(LoadedConfig, SimpleNamespace(config=Config()))
+
+    async def scenario() -> tuple[bool, bool]:
+        link = EngineLink(engine, worker, read, lambda: config, lambda _: None, lambda _: None)
+        lock = engine.registry._lock  # what a reload in the watcher thread holds
+        lock.acquire()
+        safety = threading.Timer(5.0, lock.release)  # so a broken build fails, not hangs
+        safety.start()
+        switching = asyncio.create_task(link.set_rule_enabled("fine", False, "test"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        turned_while_locked = lock.locked() and not switching.done()
+        safety.cancel()
+        if lock.locked():
+            lock.release()
+        status = await switching
+        await link.close()
+        return turned_while_locked, status is not None and not status.rule.enabled
+
+    try:
+        assert asyncio.run(scenario()) == (True, True)
+    finally:
+        worker.shutdown()

@@ -182,6 +182,15 @@ def test_runaway_query_is_stopped_by_its_time_budget(reader: ReadOnlyStore) -> N
     assert reader.query("SELECT count(*) FROM processes").rows == ((25,),)
 
 
+def test_regexp_stops_at_the_querys_deadline(reader: ReadOnlyStore) -> None:
+    """Too few VM steps for the progress handler to look at the clock: REGEXP itself refuses
+    to start a search past the budget."""
+    sql = "SELECT name FROM processes WHERE cmdline REGEXP 'sleep'"
+    with pytest.raises(QueryError, match=r"exceeded its time budget"):
+        reader.query(sql, time_budget_s=1e-9)
+    assert len(reader.query(sql).rows) == 25  # no deadline left behind
+
+
 def test_a_query_cannot_build_huge_values(reader: ReadOnlyStore) -> None:
     with pytest.raises(QueryError, match="too big"):
         reader.query("SELECT length(zeroblob(1000000000))")
