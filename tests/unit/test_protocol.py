@@ -85,7 +85,8 @@ def test_process_records_survive_the_wire_exactly(record: ProcessRecord) -> None
             st.lists(
                 st.tuples(
                     st.sampled_from(["rss", "state", "cpu_percent", "exe_sha256", "ppid"]),
-                    st.none() | st.integers(-(2**63), 2**63 - 1) | finite | hostile_text | st.booleans(),
+                    st.none() | st.integers(-(2**63), 2**63 - 1) | finite | hostile_text
+                    | st.booleans(),
                 ),
                 max_size=3,
             ),
