@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from types import MappingProxyType
 
 import pytest
@@ -205,19 +204,20 @@ def test_hostile_names_become_literal_printable_cells() -> None:
                for row in cells.values() for cell in row)
 
 
-def test_ten_thousand_processes_build_their_rows_quickly() -> None:
+def test_ten_thousand_processes_give_every_row_once_in_order() -> None:
+    """Speed at this size is the dashboard benchmark's (benchmarks/dashboard_bench.py); here,
+    that every one of 10,000 processes gets exactly one row, in the sort order, every time."""
     from tests.fakes.dashboard_source import many_processes
 
     view = ProcessView()
     records = many_processes(10_000)
     view.update(process_set(records), FAKE_NOW)
-    started = time.perf_counter()
-    view.rows(FAKE_NOW)
-    first = time.perf_counter() - started
-    started = time.perf_counter()
-    view.rows(FAKE_NOW)
-    again = time.perf_counter() - started
-    assert first < 2.0 and again < 0.5, (first, again)
+    first = view.rows(FAKE_NOW)
+    assert sorted(parse_row_key(row.key).pid for row in first) == sorted(r.pid for r in records)
+    by_key = {record_key(record): record for record in records}
+    cpu = [by_key[row.key].cpu_percent for row in first]
+    assert cpu == sorted(cpu, reverse=True)
+    assert view.rows(FAKE_NOW) == first
 
 
 @pytest.mark.parametrize("sort", [SortSpec("cpu", True), SortSpec("name", True),
