@@ -1,0 +1,409 @@
+"""Issue 19's figures: the daemon under each local attack, side by side with a quiet baseline.
+
+One real daemon (user mode, every path in a temp dir, run as root) with one extra rule that
+alerts on a harmless marker process. Its socket is opened to gid 65534 (mode 0660, as system
+mode opens it to the `daemoneye` group), so that the attackers — `benchmarks.attacks`, run as
+uid/gid 65534 — are ordinary readers. Phases: `quiet`, then for every attack the attack
+itself and a recovery (which waits, within a bound, for `hello` to come back into the quiet
+spread). All along, the probe (`benchmarks.attack_probe`) measures four figures:
+
+- `hello` p99 of a separate client (plus a new root connection every second: refused or not);
+- exec → alert of a marker started every 2 s (p99 over the phase's markers; one that never
+  alerts counts as infinitely late);
+- daemon RSS (daemon and descendants; p99 of the phase's samples);
+- store growth (db + WAL bytes: highest in the phase - at its start, per second).
+
+A figure stays "within the quiet spread" when it is ≤ quiet p99 x 1.5 + a floor (FLOORS):
+the floor keeps a near-zero baseline (store growth, a 1 ms `hello`) from making any noise a
+failure. The verdict column says `met` (within) or `MISSED`.
+
+``python -m benchmarks --only attacks`` or ``python -m benchmarks.attack_bench [--quick]``;
+root only (the attackers need a uid of their own; the daemon must see every process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import cleanup
+from benchmarks.attack_probe import (
+    HELLO_TIMEOUT_S,
+    PROBE_PERIOD_S,
+    PhaseSamples,
+    Probe,
+    store_bytes,
+)
+from benchmarks.attacks import ATTACKS, NOBODY, Attack, Attacker
+from benchmarks.availability import missing
+from benchmarks.daemon_runner import REPO_ROOT, DaemonFailed, DaemonProcess
+from benchmarks.model import FAILED, NO_TARGET, NOT_BUILT, SKIPPED, Row, judge, status_row
+from benchmarks.spawn import MARK_VAR, ProcessGroup, new_token
+from benchmarks.stats import summarize
+
+SECTION = "attacks"
+MARKER_RULE_ID = "attackbench-marker"
+SPREAD_FACTOR = 1.5
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One of the four figures: its unit and the absolute floor added to its spread."""
+
+    key: str
+    label: str
+    unit: str
+    floor: float
+
+
+HELLO = Figure("hello", "hello p99", "ms", 2.0)
+CONNECT = Figure("connect", "new root connection p99", "ms", 5.0)
+ALERT = Figure("alert", "exec → alert p99", "s", 0.5)
+RSS = Figure("rss", "daemon RSS p99", "MiB", 8.0)
+GROWTH = Figure("growth", "store growth", "KiB/s", 64.0)
+FIGURES = (HELLO, CONNECT, ALERT, RSS, GROWTH)
+
+
+@dataclass(frozen=True, slots=True)
+class AttackPlan:
+    """Phase lengths; --quick shortens them so the whole run stays near two minutes."""
+
+    phase_s: float
+    recovery_s: float
+    settle_max_s: float
+
+    @property
+    def budget_s(self) -> float:
+        """The longest the phases may take in all (the run is cut off past it)."""
+        per_attack = self.phase_s + self.recovery_s + self.settle_max_s + 15.0
+        return self.phase_s + len(ATTACKS) * per_attack + 120.0
+
+
+def plan_for(quick: bool) -> AttackPlan:
+    return (AttackPlan(phase_s=8.0, recovery_s=4.0, settle_max_s=30.0) if quick
+            else AttackPlan(phase_s=20.0, recovery_s=8.0, settle_max_s=60.0))
+
+
+# -- the arithmetic of the verdicts ------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (as ipc_bench); infinity counts as the largest value."""
+    if not values:
+        raise ValueError("no samples")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def spread_limit(quiet_p99: float, floor: float) -> float:
+    """The most a figure may reach under attack: quiet p99 x 1.5 + the figure's floor."""
+    return quiet_p99 * SPREAD_FACTOR + floor
+
+
+def within_spread(value: float, quiet_p99: float, floor: float) -> str:
+    """`met` when `value` stays within the quiet spread, else `MISSED`."""
+    return judge(value, spread_limit(quiet_p99, floor))
+
+
+def figure_samples(phase: PhaseSamples, figure: Figure) -> list[float]:
+    """The samples whose p99 is the phase's figure (store growth: one rate per phase)."""
+    if figure is HELLO:
+        return list(phase.hello_ms)
+    if figure is CONNECT:
+        return list(phase.connect_ms) + [math.inf] * sum(phase.connect_failures.values())
+    if figure is ALERT:
+        return [math.inf if m.latency_s is None else m.latency_s for m in phase.markers]
+    if figure is RSS:
+        return [rss / _MIB for rss in phase.rss_bytes]
+    if not phase.store_bytes:
+        return []
+    grown = max(phase.store_bytes) - phase.store_bytes[0]
+    return [grown / 1024 / phase.seconds]
+
+
+# -- rows --------------------------------------------------------------------------------------
+
+
+def figure_row(phase: PhaseSamples, figure: Figure, quiet: PhaseSamples | None) -> Row:
+    """One figure of one phase; judged against `quiet` unless it is the quiet phase itself."""
+    metric = f"{phase.name}: {figure.label}"
+    samples = figure_samples(phase, figure)
+    if not samples:
+        return status_row(SECTION, metric, SKIPPED, "no samples in this phase")
+    p99 = percentile(samples, 0.99)
+    finite = [value for value in samples if math.isfinite(value)]
+    value = summarize(finite) if finite else None
+    note = _note(phase, figure, samples, p99)
+    if quiet is None:
+        return Row(SECTION, metric, None, value, figure.unit, note=note)
+    quiet_samples = figure_samples(quiet, figure)
+    quiet_p99 = percentile(quiet_samples, 0.99) if quiet_samples else math.inf
+    limit = spread_limit(quiet_p99, figure.floor)
+    ratio = summarize([p99 / quiet_p99]) if quiet_p99 > 0 and math.isfinite(p99) else None
+    return Row(SECTION, metric, None, value, figure.unit, "quiet p99", ratio,
+               f"≤{limit:.3g} {figure.unit} (quietx{SPREAD_FACTOR:g}+{figure.floor:g})",
+               within_spread(p99, quiet_p99, figure.floor), note)
+
+
+def _note(phase: PhaseSamples, figure: Figure, samples: list[float], p99: float) -> str:
+    shown = "∞" if math.isinf(p99) else f"{p99:.3g}"
+    if figure is HELLO:
+        extra = f"; {phase.hello_timeouts} timed out at {HELLO_TIMEOUT_S:g} s" if (
+            phase.hello_timeouts) else ""
+        return f"p99 {shown} ms, max {max(samples):.3g} ms over {len(samples)} calls{extra}"
+    if figure is CONNECT:
+        failures = sum(phase.connect_failures.values())
+        why = "; ".join(f"{count}x {reason}" for reason, count in
+                        phase.connect_failures.most_common(2))
+        return (f"p99 {shown} ms; {failures} of {len(samples)} new connections refused or "
+                f"timed out{': ' + why if why else ''}")
+    if figure is ALERT:
+        alerted = sum(1 for value in samples if math.isfinite(value))
+        return f"p99 {shown} s; markers alerted / started: {alerted}/{len(samples)}"
+    if figure is RSS:
+        return f"p99 {shown} MiB, peak {max(samples):.1f} MiB, last {samples[-1]:.1f} MiB"
+    grown = (max(phase.store_bytes) - phase.store_bytes[0]) / _MIB
+    return f"{grown:.2f} MiB in {phase.seconds:.0f} s; store {phase.store_bytes[-1] / _MIB:.1f} MiB"
+
+
+def phase_rows(phases: Sequence[PhaseSamples]) -> list[Row]:
+    """Rows of every phase: all figures for quiet and attacks, hello and RSS for recoveries."""
+    quiet = next((phase for phase in phases if phase.name == "quiet"), None)
+    rows: list[Row] = []
+    for phase in phases:
+        if phase.name == "warm-up":
+            continue
+        figures = (HELLO, RSS) if phase.name.endswith(" recovery") else FIGURES
+        rows += [figure_row(phase, figure, None if phase is quiet else quiet)
+                 for figure in figures]
+    if quiet is not None and rows:
+        rows[0] = _with_note(rows[0], f"spread = quiet p99 x {SPREAD_FACTOR:g} + floor "
+                             f"({', '.join(f'{f.key} {f.floor:g} {f.unit}' for f in FIGURES)})"
+                             "; " + rows[0].note)
+    return rows
+
+
+def _with_note(row: Row, note: str) -> Row:
+    return Row(row.section, row.metric, row.processes, row.value, row.unit, row.reference,
+               row.ratio, row.target, row.verdict, note)
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def _marker_rule(token: str) -> str:
+    return f"""[[rule]]
+id = "{MARKER_RULE_ID}"
+name = "attack benchmark marker"
+description = "A harmless sleep whose argv[0] carries the benchmark run's token."
+severity = "high"
+query = '''
+SELECT p.pid, p.start_time, p.name, p.cmdline FROM processes p
+WHERE p.cmdline GLOB '{token}-*'
+'''
+"""
+
+
+def _open_socket_to_nobody(daemon: DaemonProcess, socket: Path) -> None:
+    """What system mode does for the `daemoneye` group, here for gid 65534: the attackers
+    may connect, as readers."""
+    for directory in (daemon.root, socket.parent):
+        directory.chmod(0o711)
+    os.chown(socket, -1, NOBODY)
+    socket.chmod(0o660)
+
+
+async def _wait_rule_active(socket: Path, timeout_s: float) -> None:
+    from daemoneye.ipc.client import DaemonClient
+
+    deadline = time.monotonic() + timeout_s
+    async with DaemonClient(socket, client_name="attackbench-setup") as client:
+        while time.monotonic() < deadline:
+            if any(status.rule.id == MARKER_RULE_ID for status in await client.rules_list()):
+                return
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"the marker rule was not loaded within {timeout_s:.0f} s")
+
+
+async def _settle(probe: Probe, quiet: PhaseSamples, limit_s: float) -> float | None:
+    """Wait until the last second's `hello` calls are back within the quiet spread; the
+    seconds it took, or None when they were not within `limit_s`."""
+    limit = spread_limit(percentile(quiet.hello_ms, 0.99), HELLO.floor)
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        await asyncio.sleep(1.0)
+        recent = probe.current.hello_ms[-10:]
+        if len(recent) >= 5 and max(recent) <= limit:
+            return time.monotonic() - started
+    return None
+
+
+async def _store_settled(probe: Probe, limit_s: float) -> float | None:
+    """Wait until the store grows less than the growth floor (its first scans and the WAL's
+    first fill are behind it), so that the quiet phase is the steady state; the seconds it
+    took, or None when it still grew after `limit_s`."""
+    started = time.monotonic()
+    window = 3.0
+    await asyncio.sleep(window)
+    while time.monotonic() - started < limit_s:
+        recent = probe.current.store_bytes[-int(window / PROBE_PERIOD_S):]
+        if recent and (recent[-1] - recent[0]) / 1024 / window < GROWTH.floor:
+            return time.monotonic() - started
+        await asyncio.sleep(1.0)
+    return None
+
+
+async def _phases(daemon: DaemonProcess, socket: Path, plan: AttackPlan,
+                  attacks: Sequence[Attack], raw: dict[str, Any],
+                  phases: list[PhaseSamples]) -> None:
+    """Run every phase; `phases` receives what was measured, even when a phase fails."""
+    from daemoneye.ipc.protocol import PROTOCOL_VERSION
+
+    token = new_token("attack-marker")
+    (daemon.root / "config" / "daemoneye" / "rules.d").mkdir(parents=True, exist_ok=True)
+    (daemon.root / "config" / "daemoneye" / "rules.d" / "attackbench.toml").write_text(
+        _marker_rule(token))
+    await _wait_rule_active(socket, 60.0)
+    attacker_env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", MARK_VAR: new_token("attacker")}
+    group = ProcessGroup(token)
+    probe = Probe(socket=socket, daemon_pid=daemon.pid, db=daemon.db, group=group,
+                  marker_token=token, marker_rule_id=MARKER_RULE_ID)
+    try:
+        await probe.start()
+        raw["first_alert_s"] = await probe.wait_marker_alerted(60.0)
+        raw["store_settled_s"] = await _store_settled(probe, plan.settle_max_s)
+        quiet = probe.begin("quiet")
+        await asyncio.sleep(plan.phase_s)
+        for attack in attacks:
+            daemon.check_alive()
+            probe.begin(attack.name)
+            attacker = Attacker(attack.name, socket, seconds=plan.phase_s + 5.0,
+                                protocol_version=PROTOCOL_VERSION, env=attacker_env,
+                                cwd=REPO_ROOT)
+            handle = cleanup.register(f"attacker {attack.name}", attacker.kill)
+            try:
+                await asyncio.sleep(plan.phase_s)
+            finally:
+                raw["attackers"][attack.name] = await asyncio.to_thread(attacker.stop)
+                cleanup.unregister(handle)
+            probe.begin(f"{attack.name} recovery")
+            await asyncio.sleep(plan.recovery_s)
+            raw["settle_s"][attack.name] = await _settle(probe, quiet, plan.settle_max_s)
+        probe.begin("end")
+        await asyncio.sleep(5.0)  # late alerts of the last phase's markers
+    finally:
+        await probe.stop()
+        group.kill_all()
+        raw["probe_notes"] = dict(probe.notes)
+        phases += [phase for phase in probe.phases if phase.name != "end"]
+
+
+def run(*, quick: bool, only: Sequence[str] = ()) -> tuple[list[Row], dict[str, Any]]:
+    """The `attacks` section: rows and raw samples."""
+    reason = (missing("daemoneye.ipc.client", "DaemonClient")
+              or missing("daemoneye.daemon.lifecycle", "Daemon"))
+    if reason is not None:
+        return [status_row(SECTION, "daemon under attack", NOT_BUILT, reason)], {}
+    if os.geteuid() != 0:
+        return [status_row(SECTION, "daemon under attack", SKIPPED,
+                           "needs root: the attackers run as uid 65534 and the daemon must see "
+                           "every process (sudo .venv/bin/python -m benchmarks.attack_bench)")], {}
+    if shutil.which("sh") is None:
+        return [status_row(SECTION, "daemon under attack", SKIPPED, "no /bin/sh")], {}
+    plan = plan_for(quick)
+    attacks = [attack for attack in ATTACKS if not only or attack.name in only]
+    raw: dict[str, Any] = {"plan": {"phase_s": plan.phase_s, "recovery_s": plan.recovery_s,
+                                    "settle_max_s": plan.settle_max_s},
+                           "spread": {f.key: {"factor": SPREAD_FACTOR, "floor": f.floor,
+                                              "unit": f.unit} for f in FIGURES},
+                           "attackers": {}, "settle_s": {}}
+    phases: list[PhaseSamples] = []
+    failure = ""
+    with DaemonProcess(interval=1.0) as daemon:
+        socket = daemon.root / "runtime" / "daemoneye.sock"
+        try:
+            raw["ready_s"] = daemon.wait_ready()
+        except DaemonFailed as failed:
+            return [status_row(SECTION, "daemon under attack", FAILED, str(failed))], raw
+        _open_socket_to_nobody(daemon, socket)
+        raw["store_bytes_at_start"] = store_bytes(daemon.db)
+        try:
+            asyncio.run(asyncio.wait_for(_phases(daemon, socket, plan, attacks, raw, phases),
+                                         plan.budget_s))
+        except (DaemonFailed, RuntimeError, TimeoutError) as error:
+            failure = f"{type(error).__name__}: {error}"
+        died = daemon.process is not None and daemon.process.poll() is not None
+        raw["daemon_log_tail"] = daemon.log()[-4000:]
+    raw["phases"] = [phase.raw() for phase in phases]
+    raw["loadavg"] = list(os.getloadavg())
+    rows = phase_rows(phases)
+    for name, counters in raw["attackers"].items():
+        summary = ", ".join(f"{key} {value}" for key, value in sorted(counters.items()))
+        rows.append(status_row(SECTION, f"{name}: what the attacker did", NO_TARGET, summary))
+    settled = "; ".join(f"{name} {_seconds(took, plan.settle_max_s)}"
+                        for name, took in raw["settle_s"].items())
+    rows.append(status_row(SECTION, "recovery: hello back within the quiet spread after",
+                           NO_TARGET, f"{settled}; load average at end {raw['loadavg'][0]:.1f} "
+                           "(a shared machine: compare with the quiet rows, not across runs)"))
+    if failure:
+        rows.append(status_row(SECTION, "the run ended early", FAILED, failure))
+    if died:
+        rows.append(status_row(SECTION, "daemon survived every attack", FAILED,
+                               "the daemon exited during the run: see raw.daemon_log_tail"))
+    return rows, raw
+
+
+def _seconds(took: float | None, limit_s: float) -> str:
+    return f"not within {limit_s:g} s" if took is None else f"{took:.0f} s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks import report
+    from benchmarks.machine import info
+    from benchmarks.spawn import assert_none_marked, run_prefix
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.attack_bench",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="8 s phases instead of 20 s")
+    parser.add_argument("--attacks", metavar="NAME,…", help="only these attacks: "
+                        + ", ".join(attack.name for attack in ATTACKS))
+    parser.add_argument("--json", type=Path, metavar="PATH",
+                        default=REPO_ROOT / "benchmarks" / "results" / "attacks.json")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    only = args.attacks.split(",") if args.attacks else []
+    unknown = set(only) - {attack.name for attack in ATTACKS}
+    if unknown:
+        parser.error(f"unknown attack(s): {', '.join(sorted(unknown))}")
+    cleanup.install()
+    started = time.monotonic()
+    try:
+        rows, raw = run(quick=args.quick, only=only)
+    except (KeyboardInterrupt, cleanup.Interrupted):
+        print("attack_bench: interrupted, cleaning up", file=sys.stderr)
+        return 130
+    finally:
+        cleanup.run_all()
+    assert_none_marked(run_prefix(), "attack benchmark processes")
+    print(report.table(rows))
+    print()
+    print(report.summary_line(rows))
+    report.write_json(args.json, rows=rows, raw={SECTION: raw}, machine=info(), command=[
+        sys.executable, "-m", "benchmarks.attack_bench", *(sys.argv[1:] if argv is None else argv)],
+        options={"quick": args.quick, "attacks": only}, duration_s=time.monotonic() - started)
+    print(f"\nJSON: {args.json}")
+    return 1 if any(row.verdict == FAILED for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
