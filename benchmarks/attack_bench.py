@@ -130,8 +130,9 @@ def quiet_disturbed(quiet: PhaseSamples) -> str:
     unalerted = sum(1 for marker in quiet.markers if marker.alerted_at is None)
     if unalerted or not quiet.markers:
         problems.append(f"{unalerted} of {len(quiet.markers)} markers not alerted")
-    if quiet.connect_failures:
-        problems.append(f"{sum(quiet.connect_failures.values())} new connections failed")
+    failures = sum(quiet.connect_failures.values())
+    if failures:
+        problems.append(f"{failures} new connections failed")
     return "; ".join(problems)
 
 
