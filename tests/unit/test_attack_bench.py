@@ -7,7 +7,8 @@ from collections import Counter
 
 import pytest
 
-from benchmarks.attack_bench import (
+from benchmarks.attack_probe import Marker, PhaseSamples
+from benchmarks.attack_verdicts import (
     ALERT,
     CONNECT,
     GROWTH,
@@ -21,7 +22,6 @@ from benchmarks.attack_bench import (
     spread_limit,
     within_spread,
 )
-from benchmarks.attack_probe import Marker, PhaseSamples
 from benchmarks.model import MET, MISSED, NO_TARGET
 
 _MIB = 1024 * 1024
