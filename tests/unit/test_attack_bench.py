@@ -106,3 +106,15 @@ def test_a_quiet_phase_that_lost_a_marker_gives_no_verdict() -> None:
     row = figure_row(attacked, ALERT, quiet)
     assert row.verdict == NO_TARGET
     assert row.note.startswith("no verdict: the quiet phase itself failed")
+
+
+def test_without_root_the_section_is_skipped_with_the_reason(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import attack_bench
+    from benchmarks.model import SKIPPED
+
+    monkeypatch.setattr("benchmarks.attack_bench.os.geteuid", lambda: 1000)
+    rows, raw = attack_bench.run(quick=True)
+    assert [row.verdict for row in rows] == [SKIPPED]
+    assert "needs root" in rows[0].note
+    assert raw == {}
