@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import (
+    attack_bench,
     cleanup,
     collector_bench,
     daemon_bench,
@@ -38,7 +39,7 @@ from benchmarks.population import Population
 from benchmarks.spawn import assert_none_marked, find_marked, run_prefix
 from benchmarks.tools import ensure
 
-SECTIONS = ("collector", "daemon", "store", "events", "engine", "ipc", "dashboard")
+SECTIONS = ("collector", "daemon", "store", "events", "engine", "ipc", "dashboard", "attacks")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -68,6 +69,8 @@ class Plan:
     dashboard_processes: int
     dashboard_seconds: int
     dashboard_runs: int
+    attacks_quick: bool = False  # 8 s attack phases instead of 20 s
+
 
 
 def _plan(args: argparse.Namespace) -> Plan:
@@ -83,7 +86,8 @@ def _plan(args: argparse.Namespace) -> Plan:
                 exec_runs=min(runs, 2 if quick else 3), engine_ticks=10 if quick else 30,
                 ipc_sleepers=1000 if quick else 5000, ipc_block_s=2 if quick else 5,
                 ipc_calls=300 if quick else 3000, dashboard_processes=10_000,
-                dashboard_seconds=2 if quick else 10, dashboard_runs=1 if quick else min(runs, 3))
+                dashboard_seconds=2 if quick else 10, dashboard_runs=1 if quick else min(runs, 3),
+                attacks_quick=quick)
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -185,6 +189,10 @@ class Suite:
                          lambda: dashboard_section.run(processes=plan.dashboard_processes,
                                                        seconds=plan.dashboard_seconds,
                                                        runs=plan.dashboard_runs))
+        if self.wants("attacks"):
+            self.guarded("attacks", "hello p99, exec → alert, RSS and store growth under each "
+                         "local attack vs quiet",
+                         lambda: attack_bench.run(quick=plan.attacks_quick))
         self.rows += [row for row in pending.rows() if self.wants(row.section)]
 
     def _at_size(self, size: int, cfloor: CFloor | None, top_reason: str | None,
