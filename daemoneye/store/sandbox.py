@@ -82,6 +82,10 @@ MAX_SQL_BYTES = 1024 * 1024
 # No string or blob a query builds may exceed this: one `zeroblob(1e9)` would otherwise
 # allocate a gigabyte in whoever runs the query (the daemon, for IPC queries).
 MAX_VALUE_BYTES = 16 * 1024 * 1024
+# LIKE and GLOB cost up to the pattern's length times the text's and cannot be interrupted;
+# a pattern built from a process's text (`x LIKE '%' || p.cmdline || '%'`) must not reach
+# SQLite's default of 50,000 bytes (about 2 s over one 64 KiB command line).
+MAX_LIKE_PATTERN_BYTES = 1024
 
 # The view every sandbox connection adds: the full history under a name the rule engine never
 # shadows (see engine/evaluator.py).
@@ -184,6 +188,7 @@ def harden(conn: apsw.Connection) -> None:
     conn.limit(apsw.SQLITE_LIMIT_ATTACHED, 0)
     conn.limit(apsw.SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_BYTES)
     conn.limit(apsw.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+    conn.limit(apsw.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, MAX_LIKE_PATTERN_BYTES)
 
 
 def register_functions(conn: apsw.Connection, deadline: Expiry | None = None) -> None:
