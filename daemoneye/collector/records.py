@@ -47,7 +47,7 @@ def cpu_since_start(cpu_ticks: int, start_time: float, now: float, ticks_per_s: 
 # How a record is filled from what the collector reads, planned once from the description
 # (models.py): a field of ProcessDetails (collector/details.py) or StatFields (procfs.py) with
 # the record field's name fills it, `rss` comes from `rss_bytes`, and the rest is computed here
-# (see `_COMPUTED`) or keeps its default. A field nobody fills fails at import, not at run time.
+# (see `_COMPUTED`) or keeps its default. A required field nobody fills fails at import.
 _RECORD_NAMES = tuple(f.name for f in PROCESS_FIELDS)
 _STAT_RENAMES = {"rss": "rss_bytes"}
 _FROM_STAT = {name: _STAT_RENAMES.get(name, name) for name in _RECORD_NAMES
