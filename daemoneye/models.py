@@ -3,7 +3,7 @@ daemoneye and hold only plain values (str, int, float, bool, None and tuples of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,34 +41,123 @@ class ProcessDetails:
     user: str | None
 
 
+# -- The process record, described once -------------------------------------------------------
+# Every field of ProcessRecord says what it is in its metadata (a `FieldInfo`); the store's
+# columns and statements, the collector's change detection, the CLI's fields and the detail
+# pane's facts are derived from `PROCESS_FIELDS` in the layer that uses them. Adding a field
+# touches this description, the reader that fills it, and the views that choose to show it
+# (and a store migration that adds its column: tests/unit/test_process_fields.py says which).
+
+FIELD_GROUPS = ("identity", "details", "dynamic", "lifecycle")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldInfo:
+    """What one ProcessRecord field is, beyond its Python type.
+
+    group: identity (names the instance, never changes), details (read once per instance and
+    again after an exec: written with the exec), dynamic (may change during the instance's life
+    without an exec: written by the per-tick update), lifecycle (when it was seen and ended).
+    hostile: text the process controls (escaped before SQLite, rendered literally).
+    unit: how a view formats a number: 'time' (epoch seconds), 'bytes', 'percent' or ''.
+    columns: the `processes` columns that hold it; empty means one column named like the field.
+    """
+
+    group: str
+    hostile: bool = False
+    unit: str = ""
+    columns: tuple[str, ...] = ()
+
+
+def _describe(group: str, *, hostile: bool = False, unit: str = "",
+              columns: tuple[str, ...] = ()) -> dict[str, FieldInfo]:
+    return {"process": FieldInfo(group, hostile, unit, columns)}
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessRecord:
     """One process instance as the store and every client see it."""
 
-    pid: int
-    ppid: int
-    start_time: float
-    name: str
-    exe: str | None
-    cmdline: tuple[str, ...]
-    cwd: str | None
-    uid: int | None
-    user: str | None
-    gid: int | None
-    state: str
-    threads: int
-    rss: int  # bytes
-    cpu_percent: float  # of one core, over the last interval
-    exe_sha256: str | None
-    exe_deleted: bool
-    first_seen: float
-    last_seen: float
-    ended_at: float | None = None
-    exit_code: int | None = None
+    pid: int = field(metadata=_describe("identity"))
+    ppid: int = field(metadata=_describe("dynamic"))  # reparenting when the parent dies
+    start_time: float = field(metadata=_describe("identity", unit="time"))
+    name: str = field(metadata=_describe("dynamic", hostile=True))  # prctl(PR_SET_NAME)
+    exe: str | None = field(metadata=_describe("details", hostile=True))
+    # argv joined by single spaces (for people and LIKE) and as an exact JSON list
+    cmdline: tuple[str, ...] = field(
+        metadata=_describe("details", hostile=True, columns=("cmdline", "argv")))
+    cwd: str | None = field(metadata=_describe("dynamic", hostile=True))
+    uid: int | None = field(metadata=_describe("dynamic"))
+    user: str | None = field(metadata=_describe("dynamic", hostile=True))
+    gid: int | None = field(metadata=_describe("dynamic"))
+    state: str = field(metadata=_describe("dynamic"))
+    threads: int = field(metadata=_describe("dynamic"))
+    rss: int = field(metadata=_describe("dynamic", unit="bytes"))
+    # of one core, over the last interval
+    cpu_percent: float = field(metadata=_describe("dynamic", unit="percent"))
+    exe_sha256: str | None = field(metadata=_describe("details"))
+    exe_deleted: bool = field(metadata=_describe("details"))
+    first_seen: float = field(metadata=_describe("lifecycle", unit="time"))
+    last_seen: float = field(metadata=_describe("lifecycle", unit="time"))
+    ended_at: float | None = field(default=None, metadata=_describe("lifecycle", unit="time"))
+    exit_code: int | None = field(default=None, metadata=_describe("lifecycle"))
 
     @property
     def key(self) -> ProcessKey:
         return ProcessKey(self.pid, self.start_time)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordField:
+    """One field of ProcessRecord with its description: `type` is the annotation as written
+    ("int", "str | None", "tuple[str, ...]")."""
+
+    name: str
+    type: str
+    info: FieldInfo
+
+    @property
+    def group(self) -> str:
+        return self.info.group
+
+    @property
+    def hostile(self) -> bool:
+        return self.info.hostile
+
+    @property
+    def unit(self) -> str:
+        return self.info.unit
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.info.columns or (self.name,)
+
+    @property
+    def optional(self) -> bool:
+        return self.type.endswith("| None")
+
+
+def describe_fields(cls: type) -> tuple[RecordField, ...]:
+    """The described fields of a record class, in declaration order; a field without a
+    description is an error here, at import, not a silent gap in some consumer."""
+    described = []
+    for f in fields(cls):
+        info = f.metadata.get("process")
+        if not isinstance(info, FieldInfo) or info.group not in FIELD_GROUPS:
+            raise TypeError(f"{cls.__name__}.{f.name} has no valid process-field description")
+        described.append(RecordField(f.name, str(f.type), info))
+    return tuple(described)
+
+
+PROCESS_FIELDS: tuple[RecordField, ...] = describe_fields(ProcessRecord)
+
+
+def field_names(*groups: str) -> tuple[str, ...]:
+    """The names of ProcessRecord's fields in these groups, in record order."""
+    unknown = set(groups) - set(FIELD_GROUPS)
+    if unknown:
+        raise ValueError(f"unknown field groups {sorted(unknown)}; expected {FIELD_GROUPS}")
+    return tuple(f.name for f in PROCESS_FIELDS if f.group in groups)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +196,7 @@ class ScanDelta:
 
     ts: float
     added: tuple[ProcessRecord, ...]
-    updated: tuple[ProcessRecord, ...]  # dynamic fields changed (state, threads, rss, cpu)
+    updated: tuple[ProcessRecord, ...]  # a field of the dynamic group changed (state, cpu, cwd …)
     execed: tuple[ProcessRecord, ...]  # same instance, new exe/cmdline after execve
     ended: tuple[ProcessKey, ...]
     events: tuple[ProcessEvent, ...]

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, fields
+from operator import attrgetter, itemgetter
+from typing import Any
+
 from daemoneye.collector.procfs import StatFields
-from daemoneye.models import ProcessDetails, ProcessEvent, ProcessKey, ProcessRecord
+from daemoneye.models import (
+    PROCESS_FIELDS,
+    ProcessDetails,
+    ProcessEvent,
+    ProcessKey,
+    ProcessRecord,
+    field_names,
+)
 
 _COMM_MAX = 15  # TASK_COMM_LEN - 1: longer names are cut by the kernel
 
@@ -32,6 +44,55 @@ def cpu_since_start(cpu_ticks: int, start_time: float, now: float, ticks_per_s: 
     return round(cpu_ticks / ticks_per_s / lifetime * 100.0, 1)
 
 
+# How a record is filled from what the collector reads, planned once from the description
+# (models.py): a field of ProcessDetails (collector/details.py) or StatFields (procfs.py) with
+# the record field's name fills it, `rss` comes from `rss_bytes`, and the rest is computed here
+# (see `_COMPUTED`) or keeps its default. A required field nobody fills fails at import.
+_RECORD_NAMES = tuple(f.name for f in PROCESS_FIELDS)
+_STAT_RENAMES = {"rss": "rss_bytes"}
+_FROM_STAT = {name: _STAT_RENAMES.get(name, name) for name in _RECORD_NAMES
+              if _STAT_RENAMES.get(name, name) in StatFields._fields}
+_FROM_DETAILS = tuple(name for name in _RECORD_NAMES
+                      if name in {f.name for f in fields(ProcessDetails)})
+_COMPUTED = ("start_time", "name", "cpu_percent", "first_seen", "last_seen", "exe_sha256")
+_DEFAULTS = {f.name: f.default for f in fields(ProcessRecord) if f.default is not MISSING}
+
+
+def _order(sources: Sequence[str], pick: Callable[[str], str | None]) -> itemgetter[Any]:
+    """An itemgetter that takes the record's fields in order out of the concatenation of
+    `sources`; `pick(field)` names the source entry that fills a field."""
+    position = {source: index for index, source in enumerate(sources)}
+    unfilled = [name for name in _RECORD_NAMES if pick(name) not in position]
+    if unfilled:
+        raise TypeError(f"collector/records.py fills no value for ProcessRecord fields {unfilled}")
+    return itemgetter(*(position[str(pick(name))] for name in _RECORD_NAMES))
+
+
+def _new_source(name: str) -> str | None:
+    if name in _FROM_DETAILS:
+        return f"details.{name}"
+    if name in _FROM_STAT:
+        return f"stat.{_FROM_STAT[name]}"
+    if name in _COMPUTED:
+        return name
+    return f"default.{name}" if name in _DEFAULTS else None
+
+
+_DETAIL_VALUES = attrgetter(*_FROM_DETAILS)
+
+
+def details_values(details: ProcessDetails) -> dict[str, Any]:
+    """The record fields that the details reader fills, by name (for keyword construction)."""
+    return dict(zip(_FROM_DETAILS, _DETAIL_VALUES(details), strict=True))
+
+
+_STAT_VALUES = attrgetter(*_FROM_STAT.values())
+_DEFAULT_VALUES = tuple(_DEFAULTS.values())
+_NEW_ORDER = _order([*(f"stat.{attr}" for attr in _FROM_STAT.values()),
+                     *(f"details.{name}" for name in _FROM_DETAILS), *_COMPUTED,
+                     *(f"default.{name}" for name in _DEFAULTS)], _new_source)
+
+
 def new_record(
     stat: StatFields,
     details: ProcessDetails,
@@ -42,27 +103,25 @@ def new_record(
     now: float,
     exe_sha256: str | None,
 ) -> ProcessRecord:
-    # positional: keyword calls of a 20-field dataclass cost ~1.5 µs more, per new process
-    return ProcessRecord(
-        stat.pid,
-        stat.ppid,
-        start_time,
-        display_name(stat.comm, details.exe, details.cmdline),
-        details.exe,
-        details.cmdline,
-        details.cwd,
-        details.uid,
-        details.user,
-        details.gid,
-        stat.state,
-        stat.threads,
-        stat.rss_bytes,
-        cpu_percent,
-        exe_sha256,
-        details.exe_deleted,
-        first_seen,
-        now,
-    )
+    """A record for an instance read in full. Positional, through one itemgetter: keyword calls
+    of a 20-field dataclass cost ~1.5 µs more, per new process."""
+    name = display_name(stat.comm, details.exe, details.cmdline)
+    return ProcessRecord(*_NEW_ORDER((*_STAT_VALUES(stat), *_DETAIL_VALUES(details), start_time,
+                                      name, cpu_percent, first_seen, now, exe_sha256,
+                                      *_DEFAULT_VALUES)))
+
+
+# with_dynamic: the stat's dynamic fields (not the identity) replace the record's.
+_TICK_FROM_STAT = {name: attr for name, attr in _FROM_STAT.items()
+                   if name not in field_names("identity")}
+_TICK_STAT_VALUES = attrgetter(*_TICK_FROM_STAT.values())
+_RECORD_VALUES = attrgetter(*_RECORD_NAMES)
+_TICK_ORDER = _order(
+    [*(f"record.{name}" for name in _RECORD_NAMES),
+     *(f"stat.{name}" for name in _TICK_FROM_STAT), "name", "cpu_percent", "last_seen"],
+    lambda name: (f"stat.{name}" if name in _TICK_FROM_STAT
+                  else name if name in ("name", "cpu_percent", "last_seen")
+                  else f"record.{name}"))
 
 
 def with_dynamic(
@@ -70,43 +129,15 @@ def with_dynamic(
 ) -> ProcessRecord:
     """`record` with this tick's stat values; the constructor is several times faster than
     dataclasses.replace on a 20-field slotted dataclass, and this runs for every busy process."""
-    return ProcessRecord(
-        record.pid,
-        stat.ppid,
-        record.start_time,
-        name,
-        record.exe,
-        record.cmdline,
-        record.cwd,
-        record.uid,
-        record.user,
-        record.gid,
-        stat.state,
-        stat.threads,
-        stat.rss_bytes,
-        cpu_percent,
-        record.exe_sha256,
-        record.exe_deleted,
-        record.first_seen,
-        now,
-    )
+    return ProcessRecord(*_TICK_ORDER((*_RECORD_VALUES(record), *_TICK_STAT_VALUES(stat), name,
+                                       cpu_percent, now)))
 
 
-def dynamic_fields(record: ProcessRecord) -> tuple[object, ...]:
-    """What changes during a process's life without an exec; an `updated` record differs from
-    the last emitted one in one of these."""
-    return (
-        record.ppid,
-        record.name,
-        record.state,
-        record.threads,
-        record.rss,
-        record.cpu_percent,
-        record.cwd,
-        record.uid,
-        record.user,
-        record.gid,
-    )
+# What changes during a process's life without an exec (models.py's dynamic group): an
+# `updated` record differs from the last emitted one in one of these, and the store's dynamic
+# update writes exactly these (store/db.py), so a change counted here reaches the rules.
+DYNAMIC_FIELDS = field_names("dynamic")
+dynamic_fields: Callable[[ProcessRecord], tuple[object, ...]] = attrgetter(*DYNAMIC_FIELDS)
 
 
 def start_event(record: ProcessRecord, now: float, *, kind: str, partial: bool) -> ProcessEvent:

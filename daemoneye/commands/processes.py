@@ -16,16 +16,20 @@ from daemoneye.commands.health import staleness_note
 from daemoneye.errors import DaemonEyeError
 from daemoneye.filters import ProcessFilter, parse_filter
 from daemoneye.ipc.client import ProcessDetail
-from daemoneye.models import ProcessRecord
+from daemoneye.models import PROCESS_FIELDS, ProcessRecord
 from daemoneye.output import render
 from daemoneye.store.readonly import ReadOnlyStore
 from daemoneye.store.records import ancestry, children_of, live_records, records_for_pid
 from daemoneye.text import visible
 
 LIST_COLUMNS = ("pid", "user", "cpu", "rss", "started", "name", "cmdline")
-SHOW_FIELDS = ("pid", "ppid", "start_time", "name", "exe", "exe_sha256", "exe_deleted", "cmdline",
-               "cwd", "uid", "user", "gid", "state", "threads", "rss", "cpu_percent",
-               "first_seen", "last_seen", "ended_at", "exit_code")
+# `processes show`: every field of the record (models.py), in its order, except that what
+# is known about the executable follows the executable.
+_WITH_EXE = ("exe_sha256", "exe_deleted")
+_IN_ORDER = [f.name for f in PROCESS_FIELDS if f.name not in _WITH_EXE]
+SHOW_FIELDS = (*_IN_ORDER[: _IN_ORDER.index("exe") + 1], *_WITH_EXE,
+               *_IN_ORDER[_IN_ORDER.index("exe") + 1 :])
+_UNITS = {f.name: f.unit for f in PROCESS_FIELDS}
 
 
 class NoSuchProcess(DaemonEyeError):
@@ -77,6 +81,23 @@ def _detail_from_store(store: ReadOnlyStore, pid: int) -> ProcessDetail:
                          instances=len(instances), children_total=len(children))
 
 
+def _table_value(value: object, unit: str) -> object:
+    """A field as `processes show` prints it: times and sizes for people, argv joined."""
+    if isinstance(value, tuple):
+        return " ".join(str(part) for part in value)
+    if unit == "time" and value is None:
+        return ""
+    if unit == "time" and isinstance(value, int | float):
+        return f"{format_time(value)} ({value:.2f})"
+    if unit == "bytes" and isinstance(value, int):
+        return f"{format_bytes(value)} ({value} bytes)"
+    return value
+
+
+def _json_value(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
+
+
 def show_process(ctx: Context, pid: int) -> int:
     detail = with_daemon_or_store(
         ctx, lambda client: client.process_get(pid, history=True),
@@ -84,12 +105,7 @@ def show_process(ctx: Context, pid: int) -> int:
     record, chain, children = detail.process, detail.ancestry, detail.children
     if ctx.output == "table":
         out = sys.stdout
-        values = {name: getattr(record, name) for name in SHOW_FIELDS}
-        values["cmdline"] = " ".join(record.cmdline)
-        values["rss"] = f"{format_bytes(record.rss)} ({record.rss} bytes)"
-        for name in ("start_time", "first_seen", "last_seen", "ended_at"):
-            ts = values[name]
-            values[name] = "" if ts is None else f"{format_time(ts)} ({ts:.2f})"
+        values = {name: _table_value(getattr(record, name), _UNITS[name]) for name in SHOW_FIELDS}
         render(("field", "value"), list(values.items()), "table", out, max_width=10**6)
         lineage = " ← ".join(f"{visible(p.name)}({p.pid})" for p in chain)
         out.write(f"\nANCESTRY  {lineage or '(none known)'}\n")
@@ -101,8 +117,7 @@ def show_process(ctx: Context, pid: int) -> int:
             note(f"pid {pid} was used by {detail.instances} process instances in the retention "
                  "window; showing the newest (query the processes table for the others)")
         return 0
-    row = {name: getattr(record, name) for name in SHOW_FIELDS}
-    row["cmdline"] = list(record.cmdline)
+    row: dict[str, object] = {name: _json_value(getattr(record, name)) for name in SHOW_FIELDS}
     row["ancestry"] = [{"pid": p.pid, "start_time": p.start_time, "name": p.name} for p in chain]
     row["children"] = [{"pid": c.pid, "start_time": c.start_time, "name": c.name}
                        for c in children]

@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from daemoneye.collector.events import ObservedEvent, ProcEventSource
 from daemoneye.collector.hashing import ExeHasher
-from daemoneye.collector.records import display_name
+from daemoneye.collector.records import details_values, display_name
 from daemoneye.collector.scanner import ProcScanner
 from daemoneye.models import ProcessEvent, ProcessKey, ProcessRecord, ScanDelta, ScanStats
 
@@ -104,18 +104,16 @@ class EventFeed:
             return None
         known = self._scanner.record(key)
         exe_base = os.path.basename(details.exe or (details.cmdline[0] if details.cmdline else ""))
-        user = self._user_of(details.uid) if details.uid is not None else None
+        # Every field the details reader fills; the event source leaves `user` to us.
+        values = details_values(details)
+        values["user"] = self._user_of(details.uid) if details.uid is not None else None
+        values["name"] = display_name(exe_base[:15], details.exe, details.cmdline)
         if known is not None:
-            return replace(known, name=display_name(exe_base[:15], details.exe, details.cmdline),
-                           exe=details.exe, cmdline=details.cmdline, cwd=details.cwd,
-                           uid=details.uid, user=user, gid=details.gid,
-                           exe_deleted=details.exe_deleted, exe_sha256=None, last_seen=now)
+            return replace(known, **values, exe_sha256=None, last_seen=now)
         return ProcessRecord(
-            pid=key.pid, ppid=item.event.ppid or 0, start_time=key.start_time,
-            name=display_name(exe_base[:15], details.exe, details.cmdline), exe=details.exe,
-            cmdline=details.cmdline, cwd=details.cwd, uid=details.uid, user=user,
-            gid=details.gid, state="R", threads=1, rss=0, cpu_percent=0.0, exe_sha256=None,
-            exe_deleted=details.exe_deleted, first_seen=item.event.ts, last_seen=item.event.ts)
+            pid=key.pid, ppid=item.event.ppid or 0, start_time=key.start_time, state="R",
+            threads=1, rss=0, cpu_percent=0.0, exe_sha256=None, first_seen=item.event.ts,
+            last_seen=item.event.ts, **values)
 
     def _remember(self, kind: str, key: ProcessKey) -> None:
         seen = self._reported[kind]

@@ -9,7 +9,7 @@ open their own connections with `open_readonly`; WAL lets them read while the wr
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +18,14 @@ from typing import Protocol
 import apsw
 
 from daemoneye.errors import StoreError, StoreUnwritable
-from daemoneye.models import ExeHash, ProcessEvent, ProcessKey, ProcessRecord, ScanDelta
+from daemoneye.models import (
+    ExeHash,
+    ProcessEvent,
+    ProcessKey,
+    ProcessRecord,
+    ScanDelta,
+    field_names,
+)
 from daemoneye.store import retention as retention_mod
 from daemoneye.store.connection import checkpoint, configure, file_error, quick_check
 from daemoneye.store.files import enforce_side_file_modes, prepare_store_file, store_exists
@@ -26,12 +33,10 @@ from daemoneye.store.retention import RetentionResult
 from daemoneye.store.rows import (
     PROCESS_COLUMNS,
     ArgvCache,
-    ArgvFields,
+    RowPlan,
     event_row,
     process_row,
     record_from_row,
-    safe_optional,
-    safe_text,
 )
 from daemoneye.store.schema import SCHEMA_VERSION, check_compatible, migrate, read_schema_state
 
@@ -43,41 +48,47 @@ JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 _COLUMN_LIST = ", ".join(PROCESS_COLUMNS)
 _SELECT_PROCESSES = f"SELECT {_COLUMN_LIST} FROM processes"
+_WHERE_INSTANCE = "WHERE pid = ? AND start_time = ?"
+_IDENTITY = field_names("identity")
 
 # Added records are upserted: after a restart the collector re-reports the processes the store
-# already holds, and those rows must be refreshed, not duplicated or refused.
+# already holds, and those rows must be refreshed, not duplicated or refused. Every column but
+# the identity takes the new value, except these, which keep what the store knows.
+_UPSERT_KEEPS = {
+    "exe_sha256": """CASE WHEN processes.exe IS excluded.exe
+                      THEN coalesce(excluded.exe_sha256, processes.exe_sha256)
+                      ELSE excluded.exe_sha256 END""",
+    "first_seen": "min(processes.first_seen, excluded.first_seen)",
+    "last_seen": "max(processes.last_seen, excluded.last_seen)",
+}
 _UPSERT_PROCESS = f"""
 INSERT INTO processes ({_COLUMN_LIST}) VALUES ({", ".join("?" * len(PROCESS_COLUMNS))})
-ON CONFLICT (pid, start_time) DO UPDATE SET
-    ppid = excluded.ppid, name = excluded.name, exe = excluded.exe,
-    cmdline = excluded.cmdline, argv = excluded.argv, cwd = excluded.cwd,
-    uid = excluded.uid, user = excluded.user, gid = excluded.gid, state = excluded.state,
-    threads = excluded.threads, rss = excluded.rss, cpu_percent = excluded.cpu_percent,
-    exe_sha256 = CASE WHEN processes.exe IS excluded.exe
-                      THEN coalesce(excluded.exe_sha256, processes.exe_sha256)
-                      ELSE excluded.exe_sha256 END,
-    exe_deleted = excluded.exe_deleted,
-    first_seen = min(processes.first_seen, excluded.first_seen),
-    last_seen = max(processes.last_seen, excluded.last_seen),
-    ended_at = excluded.ended_at, exit_code = excluded.exit_code
+ON CONFLICT ({", ".join(_IDENTITY)}) DO UPDATE SET
+    {", ".join(f"{column} = {_UPSERT_KEEPS.get(column, f'excluded.{column}')}"
+               for column in PROCESS_COLUMNS if column not in _IDENTITY)}
 """
 
-# ppid changes when a parent dies (reparenting) and name when a process renames itself
-# (prctl PR_SET_NAME, a masquerading trick), so both travel with the per-tick fields.
-_UPDATE_DYNAMIC = """
-UPDATE processes SET ppid = ?, name = ?, state = ?, threads = ?, rss = ?, cpu_percent = ?,
-    last_seen = ?
-WHERE pid = ? AND start_time = ?
-"""
 
-# After execve the old hash describes another binary: it is cleared until the new one arrives.
-# uid/gid change too when the new image is setuid/setgid.
-_UPDATE_EXECED = """
-UPDATE processes SET ppid = ?, name = ?, exe = ?, cmdline = ?, argv = ?, cwd = ?, uid = ?,
-    user = ?, gid = ?, state = ?, threads = ?, rss = ?, cpu_percent = ?, exe_sha256 = NULL,
-    exe_deleted = ?, last_seen = ?
-WHERE pid = ? AND start_time = ?
-"""
+def _update_plan(names: Sequence[str],
+                 constants: Mapping[str, str] | None = None) -> tuple[str, RowPlan]:
+    """An UPDATE of one instance's `names` columns (then `constants`, set to SQL expressions)
+    and the plan of its parameters: the columns' values, then pid and start_time."""
+    plan = RowPlan([*names, *_IDENTITY])
+    assignments = [f"{column} = ?" for column in plan.columns[: -len(_IDENTITY)]]
+    assignments += [f"{column} = {value}" for column, value in (constants or {}).items()]
+    return f"UPDATE processes SET {', '.join(assignments)} {_WHERE_INSTANCE}", plan
+
+
+# The per-tick update writes every dynamic field (models.py: what changes without an exec;
+# ppid on reparenting, name on prctl(PR_SET_NAME), cwd on chdir, uid/gid on setuid), so what the
+# collector counts as a change is what the rules see.
+_UPDATE_DYNAMIC, _DYNAMIC_ROW = _update_plan([*field_names("dynamic"), "last_seen"])
+
+# After execve the details change with the dynamic fields; the old hash describes another
+# binary: it is cleared until the new one arrives.
+_UPDATE_EXECED, _EXECED_ROW = _update_plan(
+    [*(name for name in field_names("details", "dynamic") if name != "exe_sha256"), "last_seen"],
+    {"exe_sha256": "NULL"})
 
 _END_SEEN = """
 UPDATE processes SET ended_at = ?1, last_seen = max(last_seen, ?1)
@@ -292,25 +303,9 @@ class Store:
             if delta.added:
                 conn.executemany(_UPSERT_PROCESS, [process_row(r, argv_of) for r in delta.added])
             if delta.updated:
-                conn.executemany(
-                    _UPDATE_DYNAMIC,
-                    [
-                        (
-                            r.ppid,
-                            safe_text(r.name),
-                            r.state,
-                            r.threads,
-                            r.rss,
-                            r.cpu_percent,
-                            r.last_seen,
-                            r.pid,
-                            r.start_time,
-                        )
-                        for r in delta.updated
-                    ],
-                )
+                conn.executemany(_UPDATE_DYNAMIC, [_DYNAMIC_ROW(r, argv_of) for r in delta.updated])
             if delta.execed:
-                conn.executemany(_UPDATE_EXECED, [_execed_row(r, argv_of) for r in delta.execed])
+                conn.executemany(_UPDATE_EXECED, [_EXECED_ROW(r, argv_of) for r in delta.execed])
             code_by_instance = _exit_codes(delta.events)
             if delta.ended:
                 ended_with_code, ended = [], []
@@ -456,27 +451,3 @@ def _exit_codes(events: Sequence[ProcessEvent]) -> dict[tuple[int, float], int]:
         if event.kind == "exit" and event.exit_code is not None:
             code_by_instance.setdefault((event.pid, event.start_time), event.exit_code)
     return code_by_instance
-
-
-def _execed_row(r: ProcessRecord, argv_of: ArgvFields) -> tuple[object, ...]:
-    """Parameters of _UPDATE_EXECED for `r`."""
-    cmdline, argv = argv_of(r.cmdline)
-    return (
-        r.ppid,
-        safe_text(r.name),
-        safe_optional(r.exe),
-        cmdline,
-        argv,
-        safe_optional(r.cwd),
-        r.uid,
-        safe_optional(r.user),
-        r.gid,
-        r.state,
-        r.threads,
-        r.rss,
-        r.cpu_percent,
-        int(r.exe_deleted),
-        r.last_seen,
-        r.pid,
-        r.start_time,
-    )

@@ -1,6 +1,7 @@
 """Conversion between the shared records (models.py) and store rows.
 
-Text read from a process (name, argv, exe, cwd, user) is hostile: it may carry lone surrogates
+Text read from a process (the fields models.py marks hostile: name, argv, exe, cwd, user) is
+hostile: it may carry lone surrogates
 (undecodable bytes kept with `surrogateescape`) that SQLite cannot store as UTF-8. One such
 process must not make the whole tick fail, so those characters are stored backslash-escaped.
 """
@@ -9,57 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from operator import attrgetter, itemgetter
+from typing import Any
 
-from daemoneye.models import ProcessEvent, ProcessRecord
-
-# Column order shared by the writer's INSERT, the readers' SELECTs and `record_from_row`.
-PROCESS_COLUMNS: tuple[str, ...] = (
-    "pid",
-    "ppid",
-    "start_time",
-    "name",
-    "exe",
-    "cmdline",
-    "argv",
-    "cwd",
-    "uid",
-    "user",
-    "gid",
-    "state",
-    "threads",
-    "rss",
-    "cpu_percent",
-    "exe_sha256",
-    "exe_deleted",
-    "first_seen",
-    "last_seen",
-    "ended_at",
-    "exit_code",
-)
-
-ProcessRow = tuple[
-    int,
-    int,
-    float,
-    str,
-    str | None,
-    str,
-    str,
-    str | None,
-    int | None,
-    str | None,
-    int | None,
-    str,
-    int,
-    int,
-    float,
-    str | None,
-    int,
-    float,
-    float,
-    float | None,
-    int | None,
-]
+from daemoneye.models import PROCESS_FIELDS, ProcessEvent, ProcessRecord, RecordField
 
 
 def safe_text(value: str) -> str:
@@ -102,41 +56,105 @@ class ArgvCache:
         return fields
 
 
+SQLValue = int | float | str | None
+ProcessRow = tuple[SQLValue, ...]
+
+# The SQL type of a column by the Python type of its field (ProcessRecord's annotations); a
+# `tuple[str, ...]` field is an argument list, stored as two TEXT columns (see argv_fields).
+_SQL_TYPES = {"int": "INTEGER", "bool": "INTEGER", "float": "REAL", "str": "TEXT",
+              "tuple[str, ...]": "TEXT"}
+
+
+def column_types(record_field: RecordField) -> tuple[tuple[str, str, bool], ...]:
+    """(column, SQL type, NOT NULL) of each `processes` column holding `record_field`."""
+    base = record_field.type.removesuffix(" | None")
+    sql_type = _SQL_TYPES.get(base)
+    if sql_type is None:
+        raise TypeError(f"ProcessRecord.{record_field.name}: no SQL type for {base!r}")
+    return tuple((column, sql_type, not record_field.optional)
+                 for column in record_field.columns)
+
+
+FIELDS_BY_NAME: dict[str, RecordField] = {f.name: f for f in PROCESS_FIELDS}
+
+
+class RowPlan:
+    """Turns records into statement parameters for a chosen list of fields, computed once per
+    statement at import: `columns` are the columns in parameter order (an argument list gives
+    two), and calling the plan gives the parameters for one record. Hostile text is made
+    storable (`safe_text`), booleans become 0/1."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        described = [FIELDS_BY_NAME[name] for name in names]
+        for record_field in described:
+            column_types(record_field)  # every field has an SQL type, or fail at import
+        self.names = tuple(names)
+        self.columns: tuple[str, ...] = tuple(
+            column for f in described for column in f.columns)
+        self._values = attrgetter(*self.names) if len(self.names) > 1 else (
+            lambda record: (getattr(record, self.names[0]),))
+        self._text = tuple(i for i, f in enumerate(described)
+                           if f.hostile and f.type.startswith("str"))
+        self._bools = tuple(i for i, f in enumerate(described) if f.type == "bool")
+        # last first, so that splicing two columns in does not move the ones still to do
+        self._argv = tuple(reversed([i for i, f in enumerate(described)
+                                     if f.type == "tuple[str, ...]"]))
+
+    def __call__(self, record: ProcessRecord, argv_of: ArgvFields = argv_fields) -> ProcessRow:
+        values: list[Any] = list(self._values(record))
+        for index in self._text:
+            text = values[index]
+            if text is not None and not text.isascii():
+                values[index] = safe_text(text)
+        for index in self._bools:
+            values[index] = int(values[index])
+        for index in self._argv:
+            values[index : index + 1] = argv_of(values[index])
+        return tuple(values)
+
+
+# Every field, in record order: the writer's INSERT, the readers' SELECTs, `record_from_row`.
+PROCESS_ROW = RowPlan([f.name for f in PROCESS_FIELDS])
+PROCESS_COLUMNS: tuple[str, ...] = PROCESS_ROW.columns
+
+
 def process_row(record: ProcessRecord, argv_of: ArgvFields = argv_fields) -> ProcessRow:
     """The row for `record`, in PROCESS_COLUMNS order."""
-    cmdline, argv = argv_of(record.cmdline)
-    return (
-        record.pid,
-        record.ppid,
-        record.start_time,
-        safe_text(record.name),
-        safe_optional(record.exe),
-        cmdline,
-        argv,
-        safe_optional(record.cwd),
-        record.uid,
-        safe_optional(record.user),
-        record.gid,
-        record.state,
-        record.threads,
-        record.rss,
-        record.cpu_percent,
-        record.exe_sha256,
-        int(record.exe_deleted),
-        record.first_seen,
-        record.last_seen,
-        record.ended_at,
-        record.exit_code,
-    )
+    return PROCESS_ROW(record, argv_of)
 
 
-def record_from_row(row: Sequence[object]) -> ProcessRecord:
-    """Rebuild a ProcessRecord from a row selected in PROCESS_COLUMNS order."""
-    values = dict(zip(PROCESS_COLUMNS, row, strict=True))
-    argv = json.loads(str(values.pop("argv")))
-    values.pop("cmdline")
-    values["exe_deleted"] = bool(values["exe_deleted"])
-    return ProcessRecord(cmdline=tuple(str(arg) for arg in argv), **values)  # type: ignore[arg-type]
+def _reader() -> Callable[[Sequence[Any]], ProcessRecord]:
+    """`record_from_row`, planned once from the description: where each field's value sits in
+    a PROCESS_COLUMNS row and what it needs to become a record value again."""
+    bools, argvs, picks = [], [], []
+    position = 0
+    for index, record_field in enumerate(PROCESS_FIELDS):
+        picks.append(position)
+        if record_field.type == "bool":
+            bools.append(index)
+        elif record_field.type == "tuple[str, ...]":
+            argvs.append(index)
+            position += 1  # the joined text column is for SQL; the JSON one is exact
+        position += 1
+    for index in argvs:
+        picks[index] += 1
+    pick = itemgetter(*picks)
+
+    def record_from_row(row: Sequence[Any]) -> ProcessRecord:
+        if len(row) != len(PROCESS_COLUMNS):
+            raise ValueError(f"a processes row has {len(PROCESS_COLUMNS)} columns, not {len(row)}")
+        values = list(pick(row))
+        for index in bools:
+            values[index] = bool(values[index])
+        for index in argvs:
+            values[index] = tuple(str(arg) for arg in json.loads(str(values[index])))
+        return ProcessRecord(*values)
+
+    return record_from_row
+
+
+record_from_row = _reader()
+record_from_row.__doc__ = "Rebuild a ProcessRecord from a row selected in PROCESS_COLUMNS order."
 
 
 def event_row(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from daemoneye.models import Alert, ProcessRecord
+from daemoneye.models import PROCESS_FIELDS, Alert, ProcessRecord, RecordField
 from daemoneye.tui.logic.format import (
     DASH,
     format_bytes,
@@ -17,6 +17,15 @@ from daemoneye.tui.logic.glyphs import CHEVRON
 from daemoneye.tui.logic.severity import label, tone
 
 Fact = tuple[str, str, str]  # label, value, tone
+# The fields the pane's own lines below show, and those it leaves out on purpose (its status
+# says whether the process ended; the rest is history, for `processes show`). Any other field
+# of the record (models.py) gets a line of its own (`field_facts`): a new field is visible,
+# and escaped when the description marks it hostile, before anyone lays it out.
+PLACED = frozenset({"pid", "ppid", "name", "exe", "exe_deleted", "exe_sha256", "cwd", "user",
+                    "uid", "gid", "start_time", "state", "threads", "cpu_percent", "rss",
+                    "cmdline"})
+LEFT_OUT = frozenset({"first_seen", "last_seen", "ended_at", "exit_code"})
+UNPLACED = tuple(f for f in PROCESS_FIELDS if f.name not in PLACED | LEFT_OUT)
 MAX_CHILDREN = 12
 MAX_ALERTS = 8
 COMMAND_CHARS = 4096  # a longer command line is cut, with the count of what was left out
@@ -74,6 +83,7 @@ def process_facts(record: ProcessRecord, status: str, parents: Sequence[ProcessR
         ("started", f"{format_time(record.start_time, now)}  state {safe(record.state, 8)}  "
                     f"threads {record.threads}", ""),
         ("usage", f"cpu {record.cpu_percent:.1f} %  rss {format_bytes(record.rss)}", ""),
+        *field_facts(record, UNPLACED, now),
         ("ancestry", f" {CHEVRON} ".join(brief(p) for p in reversed(parents)) or DASH, ""),
     ]
     names = [brief(k) for k in kids[:MAX_CHILDREN]]
@@ -82,6 +92,29 @@ def process_facts(record: ProcessRecord, status: str, parents: Sequence[ProcessR
     facts.append(("children", ", ".join(names) or DASH, ""))
     # Last: a command line can be kilobytes long and must not push the facts above out of view.
     facts.append(("command", cmdline_text(record), ""))
+    return facts
+
+
+def field_facts(record: ProcessRecord, described: Sequence[RecordField],
+                now: float) -> list[Fact]:
+    """One plain line per field: its name as the label, its value formatted by its unit, and
+    escaped and capped when it is text a process controls."""
+    facts: list[Fact] = []
+    for record_field in described:
+        value = getattr(record, record_field.name)
+        label_text = record_field.name.replace("_", " ")
+        if value is None:
+            facts.append((label_text, "unknown", "dim"))
+        elif isinstance(value, tuple):
+            facts.append((label_text, safe(" ".join(map(str, value)), 4096), ""))
+        elif isinstance(value, str):
+            facts.append((label_text, safe(value, 4096 if record_field.hostile else 256), ""))
+        elif record_field.unit == "time":
+            facts.append((label_text, format_time(value, now), ""))
+        elif record_field.unit == "bytes":
+            facts.append((label_text, format_bytes(value), ""))
+        else:
+            facts.append((label_text, str(value), ""))
     return facts
 
 
