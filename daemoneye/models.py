@@ -157,6 +157,7 @@ class HealthReport:
     sink_backlog: int = 0  # alerts waiting for delivery, all sinks
     sink_dead: int = 0  # alerts dead-lettered after the last attempt
     problems: tuple[str, ...] = ()  # each a sentence; empty when healthy
+    event_filter: str = ""  # netlink mode: the kernel's event mask and the socket filter in use
 
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")  # lowest first
