@@ -204,15 +204,19 @@ class ProcConnector:
         """Ask for `mask` only, once the kernel proved that it reads masks (see the class)."""
         assert self._sock is not None
         cookie = random.randrange(1, 1 << 31)
-        self._sock.send(listen_request(PROC_CN_MCAST_LISTEN, cookie, event_mask=PROC_EVENT_ALL))
-        err = self._await_ack(cookie, ack_timeout)
-        if err != 0:
-            log.info("process connector: kernel %s takes no event mask (%s); subscribed to all "
-                     "events", self._kernel_release,
-                     "no acknowledgement" if err is None else os.strerror(err))
-            return
-        self._sock.send(listen_request(PROC_CN_MCAST_LISTEN, 0, event_mask=mask))
-        self.event_mask = mask
+        try:
+            self._sock.send(
+                listen_request(PROC_CN_MCAST_LISTEN, cookie, event_mask=PROC_EVENT_ALL))
+            err = self._await_ack(cookie, ack_timeout)
+            if err == 0:
+                self._sock.send(listen_request(PROC_CN_MCAST_LISTEN, 0, event_mask=mask))
+                self.event_mask = mask
+                return
+            why = "no acknowledgement" if err is None else os.strerror(err)
+        except OSError as error:  # we are subscribed to all events already: keep that
+            why = error.strerror or str(error)
+        log.info("process connector: kernel %s takes no event mask (%s); subscribed to all "
+                 "events", self._kernel_release, why)
 
     def _await_ack(self, cookie: int, timeout: float) -> int | None:
         """Read until our ack and return its error (0: accepted), or None after `timeout`

@@ -55,6 +55,7 @@ class FakeNetlink:
         self.recv_errors: list[OSError] = []
         self.answer: bytes | None = None  # sent back as the kernel's ack, cookie filled in
         self.reads_masks = True
+        self.masked_send_error: OSError | None = None  # raised by send() of a masked request
 
     def socket(self, family: int, kind: int, proto: int = 0) -> Any:
         fake = self
@@ -82,6 +83,8 @@ class FakeNetlink:
 
             def send(self, data: bytes) -> int:
                 fake.calls.append("send")
+                if fake.masked_send_error is not None and len(data) == 44:
+                    raise fake.masked_send_error
                 fake.requests.append(data)
                 cookie = struct.unpack_from("=I", data, 16 + 12)[0]
                 legacy = len(data) == 16 + 20 + 4
@@ -168,6 +171,17 @@ def test_a_kernel_that_never_acknowledges_a_mask_keeps_all_events(fake: FakeNetl
     assert masks_requested(fake) == [None, PROC_EVENT_ALL]  # the real mask is never sent
     assert connector.event_mask is None
     assert connector.filtering == "kernel sends all events; socket filter drops threads"
+    connector.close()
+
+
+def test_a_masked_request_the_kernel_refuses_keeps_all_events(fake: FakeNetlink) -> None:
+    fake.answer = struct.pack("=I", 0)
+    fake.masked_send_error = OSError(errno.EINVAL, "Invalid argument")
+    connector = ProcConnector(kernel_release=MODERN)
+    connector.open(ack_timeout=5)  # subscribed by the legacy request: no reason to give up
+    assert connector.event_mask is None and connector.socket_filter
+    fake.kernel.send(b"event")
+    assert bytes(connector.recv()) == b"event"
     connector.close()
 
 
