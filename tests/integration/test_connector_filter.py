@@ -7,6 +7,8 @@ Skipped without root or without the process connector."""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import select
 import subprocess
@@ -29,6 +31,7 @@ from daemoneye.collector.proc_events import (
     parse_messages,
 )
 from daemoneye.collector.procfs import read_boot_time
+from tests.integration.conftest import DaemonHarness, wait_for
 
 if not sys.platform.startswith("linux"):
     pytest.skip("the process connector is Linux-only", allow_module_level=True)
@@ -195,3 +198,20 @@ def test_the_event_source_still_sees_every_exec_and_exit() -> None:
     assert stats.overruns_total > 0 or not source.needs_reconcile
     assert "socket filter drops threads" in stats.filtering
     assert stats.datagrams_total >= 3 * len(wanted)
+
+
+def test_health_says_what_is_filtered(harness: DaemonHarness) -> None:
+    """A real daemon reports its event filtering in `health` (JSON field and table row), and
+    still records a threaded child's exit."""
+    harness.start(interval="5")
+    child = subprocess.Popen([sys.executable, "-c", THREADED])
+    assert child.wait() == 0
+    sql = f"SELECT kind FROM process_events WHERE pid = {child.pid} AND kind = 'exit'"
+    wait_for(functools.partial(harness.query, sql), "the threaded child's exit")
+    harness.wait_ticks(1)
+    health = json.loads(harness.cli("-o", "json", "health", check=True).stdout)[0]
+    assert health["event_source"] == "netlink"
+    expected = "kernel mask fork|exec|exit" if MODERN_KERNEL else "kernel sends all events"
+    assert health["event_filter"] == f"{expected}; socket filter drops threads"
+    table = harness.cli("health", check=True).stdout
+    assert f"netlink ({expected}; socket filter drops threads)" in table
