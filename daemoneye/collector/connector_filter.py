@@ -44,7 +44,6 @@ from daemoneye.collector.proc_events import (
 
 # Classic BPF opcodes (linux/filter.h, linux/bpf_common.h).
 BPF_LD = 0x00
-BPF_LDX = 0x01
 BPF_JMP = 0x05
 BPF_RET = 0x06
 BPF_MISC = 0x07
