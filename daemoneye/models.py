@@ -249,6 +249,7 @@ class HealthReport:
     store_writable: bool = True  # False while writes fail (disk full): alerts are held
     alerts_held: int = 0  # new alerts held in memory until the store can be written
     alerts_held_dropped: int = 0  # alerts that did not fit in memory meanwhile (lost)
+    event_filter: str = ""  # netlink mode: the kernel's event mask and the socket filter in use
 
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")  # lowest first

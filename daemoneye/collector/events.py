@@ -56,9 +56,15 @@ class EventConnector(Protocol):
     """What the source needs from `ProcConnector` (tests substitute a socketpair)."""
 
     overruns: int
+    datagrams_total: int  # datagrams received: the reader's wake-ups are bounded by it
 
     @property
     def rcvbuf_bytes(self) -> int: ...
+    @property
+    def delivers_every_event(self) -> bool:
+        """False when a kernel mask or a socket filter holds events back (sequence gaps)."""
+    @property
+    def filtering(self) -> str: ...
     def open(self, *, ack_timeout: float = ...) -> None: ...
     def fileno(self) -> int: ...
     def recv(self) -> memoryview: ...
@@ -88,6 +94,8 @@ class EventSourceStats:
     threads_ignored_total: int
     queued: int
     rcvbuf_bytes: int
+    datagrams_total: int = 0  # datagrams that reached the reader (each may wake it)
+    filtering: str = ""  # what the kernel's mask and the socket filter keep from the reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +154,7 @@ class ProcEventSource:
         self._stop_fd: int | None = None
         self._thread: threading.Thread | None = None
         self._last_seq_by_cpu: dict[int, int] = {}
+        self._gaps_are_losses = True  # until start() learns that events are filtered for us
         self._needs_reconcile = False
         self._wall_minus_mono_ns = 0
         self._boot_minus_mono_ns = 0
@@ -166,6 +175,7 @@ class ProcEventSource:
         if self._thread is not None:
             raise RuntimeError("ProcEventSource already started")
         self._connector.open()
+        self._gaps_are_losses = self._connector.delivers_every_event
         if self._connector.overruns:
             self._request_reconcile()
         self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -236,6 +246,8 @@ class ProcEventSource:
             threads_ignored_total=self.threads_ignored_total,
             queued=len(self._queue),
             rcvbuf_bytes=self._connector.rcvbuf_bytes,
+            datagrams_total=self._connector.datagrams_total,
+            filtering=self._connector.filtering,
         )
 
     # -- reader thread ---------------------------------------------------------------------
@@ -356,6 +368,11 @@ class ProcEventSource:
         return observed
 
     def _track_sequence(self, cpu: int, seq: int) -> None:
+        """Count a gap in a CPU's sequence numbers as lost events. The kernel numbers every
+        event it emits, so when its mask or our socket filter holds some back, gaps are
+        normal and only ENOBUFS (an overrun) says that events were lost."""
+        if not self._gaps_are_losses:
+            return
         last = self._last_seq_by_cpu.get(cpu)
         self._last_seq_by_cpu[cpu] = seq
         if last is None:

@@ -32,8 +32,15 @@ PROC_EVENT_GID = 0x00000040
 PROC_EVENT_SID = 0x00000080
 PROC_EVENT_PTRACE = 0x00000100
 PROC_EVENT_COMM = 0x00000200
+PROC_EVENT_NONZERO_EXIT = 0x20000000  # only in a listen request's mask: exits with a code
 PROC_EVENT_COREDUMP = 0x40000000
 PROC_EVENT_EXIT = 0x80000000
+# Every event type a Linux >= 6.6 listen request can ask for (enum proc_cn_event's ALL).
+PROC_EVENT_ALL = (
+    PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_UID | PROC_EVENT_GID | PROC_EVENT_SID
+    | PROC_EVENT_PTRACE | PROC_EVENT_COMM | PROC_EVENT_NONZERO_EXIT | PROC_EVENT_COREDUMP
+    | PROC_EVENT_EXIT
+)
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
@@ -341,8 +348,15 @@ def _decode_comm(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
 
 
-def listen_request(op: int, cookie: int, seq: int = 0) -> bytes:
-    """The nlmsghdr + cn_msg + u32 op that asks the kernel to start (or stop) sending events."""
-    body = _U32.pack(op)
+def listen_request(op: int, cookie: int, seq: int = 0, *, event_mask: int | None = None) -> bytes:
+    """The nlmsghdr + cn_msg + payload that asks the kernel to start (or stop) sending events.
+
+    Without `event_mask` the payload is the u32 op every kernel takes ("all events"). With it,
+    the payload is Linux 6.6's `struct proc_input {op; event_type}`: the kernel then sends only
+    the event types in the mask, and no acknowledgement unless the mask is PROC_EVENT_ALL (the
+    acknowledgement, PROC_EVENT_NONE, is filtered like any event). Older kernels ignore an
+    8-byte payload without answering.
+    """
+    body = _U32.pack(op) if event_mask is None else _TWO_U32.pack(op, event_mask)
     cn_msg = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, seq, cookie, len(body), 0) + body
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(cn_msg), NLMSG_DONE, 0, seq, 0) + cn_msg

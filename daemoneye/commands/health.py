@@ -106,7 +106,8 @@ def show_health(ctx: Context) -> int:
         ("last report", f"{now - report.updated_at:.1f}s ago"),
         ("coverage", "all processes" if report.privileged else "own processes in full, "
                      "others without exe/cwd/hash"),
-        ("event source", report.event_source),
+        ("event source", report.event_source
+         + (f" ({report.event_filter})" if report.event_filter else "")),
         ("scan", f"every {report.interval_s:g}s, last {report.last_scan_ms:.1f} ms, "
                  f"average {report.avg_scan_ms:.1f} ms over {report.ticks} ticks"),
         ("processes", f"{report.processes} live"),

@@ -291,6 +291,7 @@ class Collection:
             events_total=events.events_total if events else 0,
             events_lost_total=events.lost_total if events else 0,
             events_dropped_total=events.dropped_total if events else 0,
+            event_filter=events.filtering if events else "",
             rules_loaded=engine.rules_loaded if engine else 0,
             rules_enabled=engine.rules_enabled if engine else 0,
             rule_problems=engine.problems if engine else 0,

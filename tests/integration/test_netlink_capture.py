@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from daemoneye.collector.events import ObservedEvent, ProcEventSource
-from daemoneye.collector.netlink import probe
+from daemoneye.collector.netlink import ProcConnector, probe
 from daemoneye.collector.procfs import read_boot_time
 
 if not sys.platform.startswith("linux"):
@@ -99,11 +99,19 @@ def test_a_signal_death_is_a_negative_exit_code(source: ProcEventSource) -> None
     assert exit_.exit_code == -15
 
 
-def test_threads_do_not_appear_as_processes(source: ProcEventSource) -> None:
-    script = "import threading\nfor _ in range(20): t = threading.Thread(target=int); t.start()"
-    child = subprocess.Popen([sys.executable, "-c", script])
-    child.wait()
-    seen = collect_until(source, exited(child.pid))
+def test_threads_do_not_appear_as_processes() -> None:
+    """Without the socket filter (which drops thread events before they reach us) the source
+    itself must tell threads from processes."""
+    unfiltered = ProcConnector(event_mask=None, socket_filter=False)
+    source = ProcEventSource(read_boot_time(), connector=unfiltered)
+    source.start()
+    try:
+        script = "import threading\nfor _ in range(20): t = threading.Thread(target=int); t.start()"
+        child = subprocess.Popen([sys.executable, "-c", script])
+        child.wait()
+        seen = collect_until(source, exited(child.pid))
+    finally:
+        source.stop()
     mine = [o.event.kind for o in seen if o.event.pid == child.pid]
     assert mine == ["fork", "exec", "exit"]
     assert source.threads_ignored_total >= 40  # 20 thread creations and 20 thread exits

@@ -255,7 +255,10 @@ class SocketPairConnector:
     def __init__(self) -> None:
         self.feed, self._reader = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.overruns = 0
+        self.datagrams_total = 0
         self.rcvbuf_bytes = 1 << 16
+        self.delivers_every_event = True
+        self.filtering = "kernel sends all events; no socket filter"
         self.closed = threading.Event()
 
     def open(self, *, ack_timeout: float = 1.0) -> None:
@@ -272,6 +275,7 @@ class SocketPairConnector:
         if data == b"ENOBUFS":
             self.overruns += 1
             raise ConnectorOverrun
+        self.datagrams_total += 1
         return memoryview(data)
 
     def close(self) -> None:
@@ -375,3 +379,34 @@ def _nice_when_settled(tid: int, start: int) -> int:
         time.sleep(0.01)
         nice = os.getpriority(os.PRIO_PROCESS, tid)
     return nice
+
+
+def test_sequence_gaps_are_not_losses_when_events_are_filtered_for_us(proc: Path) -> None:
+    """With the kernel's mask or the socket filter, the per-CPU sequence numbers skip every
+    thread event and id change: a gap then says nothing, and must not trigger scans."""
+    connector = SocketPairConnector()
+    connector.delivers_every_event = False
+    connector.filtering = "kernel mask fork|exec|exit; socket filter drops threads"
+    source = make_source(proc, connector=connector)
+    source.start()
+    try:
+        connector.feed.send(wire(PROC_EVENT_EXIT, struct.pack("=IIIiII", 7, 7, 0, 17, 1, 1), 10))
+        connector.feed.send(wire(PROC_EVENT_EXIT, struct.pack("=IIIiII", 8, 8, 0, 17, 1, 1), 25))
+        assert [i.event.pid for i in drain_until(source, 2)] == [7, 8]
+        stats = source.stats()
+        assert stats.lost_total == 0 and not source.needs_reconcile
+        assert stats.datagrams_total == connector.datagrams_total
+        assert stats.filtering == connector.filtering
+    finally:
+        source.stop()
+        connector.feed.close()
+
+
+def test_sequence_gaps_are_losses_when_every_event_is_delivered(
+    running: tuple[ProcEventSource, SocketPairConnector, list[int]],
+) -> None:
+    source, connector, _ = running
+    connector.feed.send(wire(PROC_EVENT_EXIT, struct.pack("=IIIiII", 7, 7, 0, 17, 1, 1), 10))
+    connector.feed.send(wire(PROC_EVENT_EXIT, struct.pack("=IIIiII", 8, 8, 0, 17, 1, 1), 25))
+    assert [i.event.pid for i in drain_until(source, 2)] == [7, 8]
+    assert source.lost_total == 14 and source.needs_reconcile
