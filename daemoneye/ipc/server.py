@@ -504,7 +504,7 @@ class Connection(asyncio.Protocol):
         self._outbox = kept
         self.outbox_bytes -= dropped_bytes
         self.server.budget.release(dropped_bytes, freed=True)
-        log.warning(
+        log.debug(  # the server logs one rate-limited line for all clients shed at once
             "%s: dropped %d bytes of notifications it did not read (the clients' total is "
             "over daemon.clients_queue_total)",
             self.peer,

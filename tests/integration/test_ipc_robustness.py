@@ -291,3 +291,32 @@ def test_another_user_reads_but_may_not_administer_unless_in_the_admin_group(
     assert member["signal"][0] == protocol.ErrorCode.STALE_PROCESS  # past the door
     assert member["ack"][0] == protocol.ErrorCode.NOT_FOUND
     assert member["reload"] == "done"
+
+
+def test_deep_nesting_and_huge_numbers_get_proper_errors_from_a_real_daemon(
+    ipc: IpcHarness,
+) -> None:
+    ipc.start()
+    client = RawClient(ipc.socket)
+    assert "result" in (client.call(1, "hello") or {})
+    for _ in range(3):
+        client.send(b"[" * 100_000 + b"\n")
+        answer = client.line()
+        assert answer is not None and answer["error"]["code"] == protocol.ErrorCode.PARSE_ERROR
+        assert "nesting deeper than" in answer["error"]["message"]
+    for method, params, field in (
+        ("processes.get", {"pid": 2**64}, "pid"),
+        ("processes.get", {"pid": 1, "start_time": 10**400}, "start_time"),
+        ("alerts.get", {"id": -(2**80)}, "id"),
+        ("alerts.list", {"limit": 2**63}, "limit"),
+    ):
+        answer = client.call(2, method, params)
+        assert answer is not None, method
+        assert answer["error"]["code"] == protocol.ErrorCode.INVALID_PARAMS, (method, answer)
+        assert answer["error"]["data"] == {"field": field}
+    client.send(b'{"jsonrpc":"2.0","id":3,"method":"processes.get","params":{"pid":'
+                b"1e999}}\n")
+    answer = client.line()
+    assert answer is not None and answer["error"]["code"] == protocol.ErrorCode.INVALID_PARAMS
+    assert "result" in (client.call(4, "health") or {})
+    assert "Traceback" not in ipc.log() and "RecursionError" not in ipc.log()
