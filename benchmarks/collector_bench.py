@@ -59,7 +59,7 @@ def _new_scanner(*, hashing: bool) -> tuple[ProcScanner, ExeHasher | None]:
     from daemoneye.collector.hashing import ExeHasher
     from daemoneye.collector.procfs import read_boot_time
     from daemoneye.collector.scanner import ProcScanner
-    from daemoneye.config import Config
+    from daemoneye.config.schema import Config
 
     collector = Config().collector
     hasher = (ExeHasher(max_bytes=collector.hash_max_bytes)

@@ -15,7 +15,8 @@ from typing import Any
 
 from daemoneye import __version__
 from daemoneye.commands.common import Context
-from daemoneye.config import LoadedConfig, load_config, mode_from_flag
+from daemoneye.config.loading import load_config, mode_from_flag
+from daemoneye.config.schema import LoadedConfig
 from daemoneye.errors import DaemonEyeError
 from daemoneye.log_format import SafeFormatter, log_uncaught_exceptions
 from daemoneye.models import ALERT_STATES, SEVERITIES

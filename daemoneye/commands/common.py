@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from daemoneye import __version__
-from daemoneye.config import LoadedConfig
+from daemoneye.config.schema import LoadedConfig
 from daemoneye.ipc.client import DaemonClient, DaemonUnavailable, ErrorCode, RpcError
 from daemoneye.store.readonly import ReadOnlyStore, open_readonly
 from daemoneye.units import format_bytes as format_bytes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from daemoneye.config import LoadedConfig
+from daemoneye.config.schema import LoadedConfig
 from daemoneye.daemon.lifecycle import Daemon
 
 

@@ -28,7 +28,7 @@ from daemoneye.collector.netlink import EventsUnavailable, probe
 from daemoneye.collector.procfs import read_boot_id, read_boot_time
 from daemoneye.collector.scanner import ProcScanner
 from daemoneye.collector.users import UserNames
-from daemoneye.config import Config
+from daemoneye.config.schema import Config
 from daemoneye.daemon.detection import DetectionEngine
 from daemoneye.daemon.events_feed import EventFeed
 from daemoneye.daemon.store_outage import StoreOutage

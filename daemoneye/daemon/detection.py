@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemoneye.config import Config
+from daemoneye.config.schema import Config
 from daemoneye.engine import audit, last_good
 from daemoneye.engine.alerts import AlertBook, AlertChange
 from daemoneye.engine.evaluator import (

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from daemoneye.config import LoadedConfig
+from daemoneye.config.schema import LoadedConfig
 from daemoneye.engine import alert_queries, outbox
 from daemoneye.engine.alerts import AlertChange, InvalidTransition, NoSuchAlert
 from daemoneye.engine.reload import ReloadOutcome

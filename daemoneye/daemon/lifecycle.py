@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from daemoneye import __version__
-from daemoneye.config import LoadedConfig
+from daemoneye.config.schema import LoadedConfig
 from daemoneye.daemon.collection import Collection
 from daemoneye.daemon.detection import DetectionEngine
 from daemoneye.daemon.lock import PidLock

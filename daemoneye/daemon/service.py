@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from daemoneye import __version__
-from daemoneye.config import LoadedConfig
+from daemoneye.config.schema import LoadedConfig
 from daemoneye.daemon.collection import Collection as Collector
 from daemoneye.daemon.ipc_ports import AuditTrail, DetectionEngine, StoreAuditTrail
 from daemoneye.daemon.live_table import LiveTable, TableUpdate, compute_update

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import apsw
 
-from daemoneye.config import StoreConfig
+from daemoneye.config.schema import StoreConfig
 from daemoneye.engine.audit import GENESIS_HASH, AuditEntry, check_entry
 from daemoneye.engine.audit_checkpoint import (
     Checkpoint,

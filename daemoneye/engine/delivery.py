@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemoneye.config import Config, DeliveryConfig
+from daemoneye.config.schema import Config, DeliveryConfig
 from daemoneye.engine.outbox import (
     PRUNE_EVERY_S,
     OutboxItem,

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from daemoneye.config import LoadedConfig, load_config
+from daemoneye.config.loading import load_config
+from daemoneye.config.schema import LoadedConfig
 from daemoneye.errors import DaemonEyeError
 from daemoneye.paths import Mode
 

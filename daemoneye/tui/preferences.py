@@ -14,7 +14,7 @@ from pathlib import Path
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
-from daemoneye.config import LoadedConfig
+from daemoneye.config.schema import LoadedConfig
 from daemoneye.errors import ConfigError
 from daemoneye.paths import Mode, resolve_paths
 

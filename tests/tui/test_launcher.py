@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from daemoneye import cli
-from daemoneye.config import LoadedConfig, load_config
+from daemoneye.config.loading import load_config
+from daemoneye.config.schema import LoadedConfig
 from daemoneye.paths import Mode
 from daemoneye.tui import launcher
 

@@ -13,7 +13,7 @@ import apsw
 import pytest
 
 from daemoneye import cli
-from daemoneye.config import StoreConfig
+from daemoneye.config.schema import StoreConfig
 from daemoneye.engine import audit
 from daemoneye.engine.audit_checkpoint import (
     CHECKPOINT_COLUMNS,

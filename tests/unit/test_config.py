@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemoneye.config import KEYS, coerce, env_key, load_config, read_config_file
+from daemoneye.config.loading import coerce, env_key, load_config, read_config_file
+from daemoneye.config.schema import KEYS
 from daemoneye.errors import ConfigError
 from daemoneye.paths import Mode, default_mode, resolve_paths
 

@@ -16,7 +16,7 @@ import pytest
 
 import daemoneye
 from daemoneye.collector.netlink import EventsUnavailable, ProcConnector
-from daemoneye.config import SyslogAddress
+from daemoneye.config.sink_values import SyslogAddress
 from daemoneye.engine.sinks.syslog import SyslogSink, _peer_closed
 
 from .test_netlink_connector import FakeNetlink

@@ -13,7 +13,7 @@ from typing import TypeVar, cast
 
 import pytest
 
-from daemoneye.config import Config, LoadedConfig
+from daemoneye.config.schema import Config, LoadedConfig
 from daemoneye.daemon.detection import DetectionEngine
 from daemoneye.daemon.engine_link import EngineLink
 from daemoneye.engine.evaluator import MAX_CONSECUTIVE_TIMEOUTS

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from daemoneye.config import parse_syslog_address
+from daemoneye.config.sink_values import parse_syslog_address
 from daemoneye.engine.sinks import FileSink, StdoutSink, SyslogSink
 from daemoneye.engine.sinks.webhook import WebhookSink
 

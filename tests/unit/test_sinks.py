@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from daemoneye.config import SinksConfig, SyslogAddress, parse_syslog_address
+from daemoneye.config.schema import SinksConfig
+from daemoneye.config.sink_values import SyslogAddress, parse_syslog_address
 from daemoneye.engine.sinks import (
     FileSink,
     SinkError,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from daemoneye.config import GROUPS, KEYS, SECTIONS, coerce, env_key, load_config
+from daemoneye.config.loading import coerce, env_key, load_config
+from daemoneye.config.schema import GROUPS, KEYS, SECTIONS
 from daemoneye.errors import ConfigError
 from daemoneye.paths import Mode
 
@@ -154,7 +155,7 @@ def test_bad_environment_values_name_the_variable(tmp_path: Path) -> None:
 
 
 def test_every_key_has_a_doc_and_coerces_its_own_default() -> None:
-    from daemoneye.config import Config
+    from daemoneye.config.schema import Config
 
     defaults = Config()
     for dotted, spec in KEYS.items():

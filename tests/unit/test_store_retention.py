@@ -7,7 +7,7 @@ from pathlib import Path
 
 import apsw
 
-from daemoneye.config import StoreConfig
+from daemoneye.config.schema import StoreConfig
 from daemoneye.engine import audit
 from daemoneye.engine.audit_prune import audit_pruner
 from daemoneye.models import ProcessEvent, ProcessRecord, ScanDelta

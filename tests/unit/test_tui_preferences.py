@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemoneye.config import load_config
+from daemoneye.config.loading import load_config
 from daemoneye.errors import ConfigError
 from daemoneye.paths import Mode
 from daemoneye.tui.preferences import configured_theme, preference_file, remember_theme

@@ -7,7 +7,8 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from daemoneye.config import SinksConfig, parse_syslog_address
+from daemoneye.config.schema import SinksConfig
+from daemoneye.config.sink_values import parse_syslog_address
 from daemoneye.engine.sinks.base import PermanentSinkError, Sink, SinkError
 from daemoneye.engine.sinks.file import FileSink
 from daemoneye.engine.sinks.stdout import StdoutSink

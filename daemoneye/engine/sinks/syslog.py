@@ -21,7 +21,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from daemoneye.config import SYSLOG_FACILITY_CODES, SyslogAddress
+from daemoneye.config.sink_values import SYSLOG_FACILITY_CODES, SyslogAddress
 from daemoneye.engine.sinks.base import SinkError, alert_text, iso_time
 from daemoneye.text import visible
 

@@ -27,7 +27,7 @@ from email.message import Message
 from typing import Any
 
 from daemoneye import __version__
-from daemoneye.config import redact_url
+from daemoneye.config.sink_values import redact_url
 from daemoneye.engine.sinks.base import PermanentSinkError, SinkError
 from daemoneye.text import json_text, shorten, visible
 
