@@ -13,13 +13,14 @@ from daemoneye.commands.common import (
     with_daemon_or_store,
 )
 from daemoneye.commands.health import staleness_note
+from daemoneye.daemon.store_answers import detail_from_store
 from daemoneye.errors import DaemonEyeError
 from daemoneye.filters import ProcessFilter, parse_filter
 from daemoneye.ipc.client import ProcessDetail
 from daemoneye.models import PROCESS_FIELDS, ProcessRecord
 from daemoneye.output import render
 from daemoneye.store.readonly import ReadOnlyStore
-from daemoneye.store.records import ancestry, children_of, live_records, records_for_pid
+from daemoneye.store.records import live_records
 from daemoneye.text import visible
 
 LIST_COLUMNS = ("pid", "user", "cpu", "rss", "started", "name", "cmdline")
@@ -71,14 +72,10 @@ def _live_from_store(ctx: Context, store: ReadOnlyStore,
 
 
 def _detail_from_store(store: ReadOnlyStore, pid: int) -> ProcessDetail:
-    instances = records_for_pid(store, pid)
-    if not instances:
+    detail = detail_from_store(store, pid)
+    if detail is None:
         raise NoSuchProcess(f"no process with pid {pid} in the store")
-    record = instances[0]  # the live one, else the most recent
-    children = children_of(store, record)
-    return ProcessDetail(process=record, live=record.ended_at is None,
-                         ancestry=tuple(ancestry(store, record)), children=tuple(children),
-                         instances=len(instances), children_total=len(children))
+    return detail
 
 
 def _table_value(value: object, unit: str) -> object:

@@ -21,9 +21,9 @@ from daemoneye import __version__
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.daemon.collection import Collection
 from daemoneye.daemon.detection import DetectionEngine
+from daemoneye.daemon.ipc_runtime import IpcRuntime, start_ipc
 from daemoneye.daemon.lock import PidLock
 from daemoneye.daemon.sdnotify import Notifier
-from daemoneye.daemon.service import IpcRuntime, start_ipc
 from daemoneye.engine import audit
 from daemoneye.engine.delivery import DeliveryWorker
 from daemoneye.engine.reload import ReloadOutcome, watch_rules
@@ -77,7 +77,7 @@ class Daemon:
         self.delivery: DeliveryWorker | None = None
         self._rules_watch: asyncio.Task[None] | None = None
         self._rules_watch_stop = asyncio.Event()
-        self.ipc: IpcRuntime | None = None  # the IPC socket (daemon/service.py)
+        self.ipc: IpcRuntime | None = None  # the IPC socket (daemon/ipc_runtime.py)
         self._wake = asyncio.Event()
         self._should_exit = False
         self._reload_requested = False

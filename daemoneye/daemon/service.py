@@ -1,5 +1,5 @@
-"""The daemon's side of every IPC method (docs/protocol.md), and the feed that turns collector
-ticks into subscription notifications.
+"""The daemon's side of every IPC method (docs/protocol.md). Live state comes from the
+subscriber feed (daemon/subscriber_feed.py); answers from the store from daemon/store_answers.py.
 
 Where answers come from:
 - processes: the collector's in-memory snapshot, copied on the collector's worker thread once
@@ -10,36 +10,33 @@ Where answers come from:
   `DetectionEngine` and `AuditTrail` protocols (daemon/ipc_ports.py). Until they are attached
   (`attach_engine`, `attach_audit`) their methods answer NOT_AVAILABLE, never made-up data.
 
-The daemon calls `start_ipc` once the store is open and `IpcRuntime.stop` when shutting down.
+The daemon starts it with `start_ipc` (daemon/ipc_runtime.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from daemoneye import __version__
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.daemon.collection import Collection as Collector
-from daemoneye.daemon.ipc_ports import AuditTrail, DetectionEngine, StoreAuditTrail
-from daemoneye.daemon.live_table import LiveTable, TableUpdate, compute_update
+from daemoneye.daemon.ipc_ports import AuditTrail, DetectionEngine
 from daemoneye.daemon.process_signal import (
     SignalRefused,
     StaleProcess,
     parse_signal,
     signal_instance,
 )
+from daemoneye.daemon.store_answers import alerts_page, query_json, stored_detail_answer
+from daemoneye.daemon.subscriber_feed import SubscriberFeed
 from daemoneye.errors import QueryError, StoreError
 from daemoneye.filters import FilterError, parse_filter
 from daemoneye.ipc import protocol
@@ -61,33 +58,26 @@ from daemoneye.ipc.protocol import (
     SubscribeResult,
     fit_children,
 )
-from daemoneye.ipc.server import Call, Connection, Limits, Method, MethodError, Raw, Reply, Server
+from daemoneye.ipc.server import Call, Connection, Method, MethodError, Raw, Reply
 from daemoneye.models import (
     ALERT_STATES,
     SEVERITIES,
     Alert,
     AuditVerification,
     DaemonStatus,
-    HealthReport,
     Hello,
-    ProcessKey,
-    ProcessRecord,
     RulesReload,
     RuleStatus,
 )
-from daemoneye.paths import Mode
 from daemoneye.store.readonly import ReadOnlyStore, open_readonly
-from daemoneye.store.records import ancestry, children_of, records_for_pid
+from daemoneye.store.records import ancestry, records_for_pid
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SOCKET_GROUP = "daemoneye"  # system mode: the socket is 0660 with this group when it exists
 STORE_THREADS = 4
-READY_TIMEOUT_S = 30.0
 MAX_QUERY_ROWS = 100_000
-SWITCH_INTERVAL_S = 0.001
 _ENGINE_MISSING = "not available: the detection engine is not running"
 _AUDIT_MISSING = "not available: the audit log is not running"
 
@@ -102,18 +92,13 @@ class DaemonService:
         self._config = config
         self._collection = collection
         self._worker = worker
-        self.table = LiveTable()
+        self.feed = SubscriberFeed(config, collection, worker, self._health_line)
         self.engine: DetectionEngine | None = None
         self.audit_trail: AuditTrail | None = None
-        self.server: Server | None = None
-        self.health_report: HealthReport | None = None
         self._db = config().paths.db
         self._host = socket.gethostname()
-        self._ready = asyncio.Event()
-        self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._store_pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="daemoneye-ipc")
-        self._rules_line: bytes | None = None
         self._admin_group: tuple[str, int | None, float] = ("", None, 0.0)
 
     # -- plugging in the engine ------------------------------------------------------------
@@ -125,94 +110,6 @@ class DaemonService:
     def attach_audit(self, audit: AuditTrail | None) -> None:
         """Plug in (or unplug) the audit log that admin requests are written to."""
         self.audit_trail = audit
-
-    def publish_alert(self, alert: Alert) -> None:
-        """An alert was raised or changed: tell `alerts` subscribers. Thread-safe."""
-        self._on_loop(
-            self._publish,
-            "alerts",
-            protocol.notification(protocol.NOTIFY_ALERT, {"alert": to_wire(alert)}),
-        )
-
-    def publish_rules(self, statuses: Sequence[RuleStatus]) -> None:
-        """The rule set changed (reload, enable, disable): tell `rules` subscribers.
-        Thread-safe."""
-        line = protocol.notification(protocol.NOTIFY_RULES, {"rules": to_wire(tuple(statuses))})
-        self._on_loop(self._set_rules_line, line)
-
-    def _set_rules_line(self, line: bytes) -> None:
-        self._rules_line = line
-        self._publish("rules", line)
-
-    def _publish(self, topic: str, line: bytes) -> None:
-        if self.server is not None:
-            self.server.publish(topic, (line,))
-
-    def _on_loop(self, function: Callable[..., None], *args: Any) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
-            function(*args)
-        else:
-            self._loop.call_soon_threadsafe(function, *args)
-
-    # -- the feed: one update per collector tick ------------------------------------------
-    def wake(self) -> None:
-        """A tick has finished: compute the delta now instead of at the next poll."""
-        self._wake.set()
-
-    async def run_feed(self) -> None:
-        """Forever: after each collector tick, diff its snapshot against the last one (on the
-        collector's worker thread, which owns the scanner), then publish the delta."""
-        done_ticks = 0  # nothing to show before the first scan has finished
-        while True:
-            interval = self._config().config.collector.interval
-            if self._collection.ticks == done_ticks:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wake.wait(), timeout=min(max(interval / 10, 0.02), 0.25)
-                    )
-                continue
-            done_ticks = self._collection.ticks
-            try:
-                update, report = await self._loop.run_in_executor(
-                    self._worker, self._compute, self.table.records, self.table.seq + 1
-                )
-            except (StoreError, OSError) as exc:
-                log.error("could not read the collector's state for IPC clients: %s", exc)
-                continue
-            self._apply(update, report)
-
-    def _compute(
-        self, previous: dict[ProcessKey, ProcessRecord], seq: int
-    ) -> tuple[TableUpdate, HealthReport]:
-        collection = self._collection
-        return compute_update(previous, collection.scanner.snapshot(), seq), collection.health()
-
-    def _apply(self, update: TableUpdate, report: HealthReport) -> None:
-        self.table.apply(update)
-        self.health_report = report
-        self._ready.set()
-        if self.server is None:
-            return
-        if update.delta_lines:
-            self.server.publish("processes", update.delta_lines)
-        if self.server.has_subscribers("health"):
-            self.server.publish("health", (self._health_line(),))
-
-    async def _wait_ready(self) -> None:
-        if self._ready.is_set():
-            return
-        try:
-            await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT_S)
-        except TimeoutError:
-            raise MethodError(
-                ErrorCode.NOT_AVAILABLE,
-                "not available: the daemon has not finished its first scan yet",
-            ) from None
 
     # -- helpers -----------------------------------------------------------------------------
     def admin_gid(self) -> int | None:
@@ -251,10 +148,10 @@ class DaemonService:
         return self.engine
 
     def status(self) -> DaemonStatus:
-        assert self.health_report is not None
-        clients = len(self.server.connections) if self.server is not None else 0
+        assert self.feed.health_report is not None
+        clients = len(self.feed.server.connections) if self.feed.server is not None else 0
         engine = self.engine.status() if self.engine is not None else None
-        return DaemonStatus(report=self.health_report, clients=clients, engine=engine)
+        return DaemonStatus(report=self.feed.health_report, clients=clients, engine=engine)
 
     def _health_line(self) -> bytes:
         return protocol.notification(protocol.NOTIFY_HEALTH, to_wire(self.status()))
@@ -293,9 +190,9 @@ class DaemonService:
     def recoveries(self) -> dict[str, Callable[[Connection], Sequence[bytes]]]:
         """What follows a `resync` of each topic: its fresh state."""
         return {
-            "processes": lambda conn: self.table.snapshot_lines(),
-            "rules": lambda conn: (self._rules_line,) if self._rules_line else (),
-            "health": lambda conn: (self._health_line(),) if self.health_report else (),
+            "processes": lambda conn: self.feed.table.snapshot_lines(),
+            "rules": lambda conn: (self.feed.rules_line,) if self.feed.rules_line else (),
+            "health": lambda conn: (self._health_line(),) if self.feed.health_report else (),
         }
 
     # -- the methods -------------------------------------------------------------------------
@@ -350,20 +247,20 @@ class DaemonService:
             process_filter = parse_filter(params.filter)
         except FilterError as exc:
             raise _invalid("processes.list", "filter", str(exc)) from None
-        await self._wait_ready()
+        await self.feed.wait_ready()
         alerted = self.engine.alerted() if self.engine is not None else frozenset()
-        return Raw(self.table.page(process_filter, params.after, params.limit, alerted))
+        return Raw(self.feed.table.page(process_filter, params.after, params.limit, alerted))
 
     async def processes_get(self, call: Call, params: ProcessesGetParams) -> ProcessDetail:
         if params.pid < 1:
             raise _invalid("processes.get", "pid", "must be a positive process id")
-        await self._wait_ready()
-        live = self.table.live_detail(params.pid, params.start_time)
+        await self.feed.wait_ready()
+        live = self.feed.table.live_detail(params.pid, params.start_time)
         if live is None:
-            return await self.in_store(lambda store: _detail_from_store(store, params))
+            return await self.in_store(lambda store: stored_detail_answer(store, params))
         record, chain, children = live
         instances: int | None = None
-        if not self.table.chain_is_complete(chain, record):
+        if not self.feed.table.chain_is_complete(chain, record):
             last = chain[-1] if chain else record
             chain = chain + await self.in_store(lambda store: ancestry(store, last))
         if params.history:
@@ -379,17 +276,17 @@ class DaemonService:
             children_total=len(children),
         )
         # init, a shell farm, a build: thousands of children would not fit in one message.
-        return fit_children(detail, [len(self.table.encoded[c.key]) for c in children])
+        return fit_children(detail, [len(self.feed.table.encoded[c.key]) for c in children])
 
     async def query_run(self, call: Call, params: QueryRunParams) -> Raw:
         if not 0 <= params.max_rows <= MAX_QUERY_ROWS:
             raise _invalid("query.run", "max_rows", f"must be 0 to {MAX_QUERY_ROWS}")
         return Raw(
-            await self.in_store(lambda store: _query_json(store, params.sql, params.max_rows))
+            await self.in_store(lambda store: query_json(store, params.sql, params.max_rows))
         )
 
     async def health(self, call: Call, params: NoParams) -> DaemonStatus:
-        await self._wait_ready()
+        await self.feed.wait_ready()
         return self.status()
 
     async def alerts_list(self, call: Call, params: AlertsListParams) -> protocol.AlertsPage:
@@ -405,7 +302,7 @@ class DaemonService:
             limit=params.limit,
             before_id=params.before_id,
         )
-        return _alerts_page(alerts, params.limit)
+        return alerts_page(alerts, params.limit)
 
     async def alerts_get(self, call: Call, params: AlertIdParams) -> Alert:
         alert = await self._engine().get_alert(params.id)
@@ -482,8 +379,8 @@ class DaemonService:
     def _subscriber(self, topic: str) -> Callable[[Call, NoParams], Any]:
         async def subscribe(call: Call, params: NoParams) -> Reply:
             if topic in ("processes", "health"):
-                await self._wait_ready()
-            rules_line = self._rules_line
+                await self.feed.wait_ready()
+            rules_line = self.feed.rules_line
             if topic == "rules" and self.engine is not None and rules_line is None:
                 statuses = await self.engine.rule_statuses()
                 rules_line = protocol.notification(
@@ -493,8 +390,8 @@ class DaemonService:
             # notification reach the client in that order.
             call.conn.subscribe(topic)
             if topic == "processes":
-                result = SubscribeResult(topic, True, self.table.seq)
-                return Reply(result, self.table.snapshot_lines(), then_topic=topic)
+                result = SubscribeResult(topic, True, self.feed.table.seq)
+                return Reply(result, self.feed.table.snapshot_lines(), then_topic=topic)
             if topic == "health":
                 return Reply(SubscribeResult(topic, True), (self._health_line(),), topic)
             available = self.engine is not None
@@ -517,176 +414,3 @@ def _invalid(method: str, field: str, why: str) -> MethodError:
     return MethodError(
         ErrorCode.INVALID_PARAMS, f"invalid params for {method}: {field}: {why}", {"field": field}
     )
-
-
-def _detail_from_store(store: ReadOnlyStore, params: ProcessesGetParams) -> ProcessDetail:
-    instances = records_for_pid(store, params.pid)
-    if params.start_time is not None:
-        chosen = [r for r in instances if r.start_time == params.start_time]
-    else:
-        chosen = instances[:1]
-    if not chosen:
-        which = f"pid {params.pid}" + (
-            f" started at {params.start_time}" if params.start_time is not None else ""
-        )
-        raise MethodError(
-            ErrorCode.NOT_FOUND, f"no process instance with {which} is running or in the store"
-        )
-    record = chosen[0]
-    children = children_of(store, record)
-    detail = ProcessDetail(
-        process=record,
-        live=record.ended_at is None,
-        ancestry=tuple(ancestry(store, record)),
-        children=tuple(children),
-        instances=len(instances),
-        children_total=len(children),
-    )
-    return fit_children(detail, [len(protocol.dumps(to_wire(c))) for c in children])
-
-
-def _query_json(store: ReadOnlyStore, sql: str, max_rows: int) -> bytes:
-    """A QueryRows result, encoded here (off the event loop) and cut to fit one message."""
-    result = store.query(sql, max_rows=max_rows)
-    rows: list[bytes] = []
-    size = 0
-    truncated = result.truncated
-    for row in result.rows:
-        encoded = protocol.dumps([v.hex() if isinstance(v, bytes) else v for v in row])
-        if size + len(encoded) + 1 > protocol.CHUNK_BYTES:
-            truncated = True
-            break
-        rows.append(encoded)
-        size += len(encoded) + 1
-    return (
-        b'{"columns":'
-        + protocol.dumps(list(result.columns))
-        + b',"rows":'
-        + protocol.json_list(rows)
-        + b',"truncated":'
-        + (b"true" if truncated else b"false")
-        + b"}"
-    )
-
-
-def _alerts_page(alerts: Sequence[Alert], limit: int) -> protocol.AlertsPage:
-    kept: list[Alert] = []
-    size = 0
-    for alert in alerts[:limit]:
-        size += len(protocol.dumps(to_wire(alert))) + 1
-        if kept and size > protocol.CHUNK_BYTES:
-            return protocol.AlertsPage(alerts=tuple(kept), next_before_id=kept[-1].id)
-        kept.append(alert)
-    return protocol.AlertsPage(alerts=tuple(kept), next_before_id=None)
-
-
-def socket_permissions(mode: Mode) -> tuple[int, int | None]:
-    """(file mode, group) of the socket: system mode shares it with the `daemoneye` group when
-    that group exists; otherwise only the daemon's user may connect."""
-    if mode is Mode.SYSTEM:
-        gid = group_id(SOCKET_GROUP)
-        if gid is not None:
-            return 0o660, gid
-    return 0o600, None
-
-
-def _feed_ended(feed: asyncio.Task[None]) -> None:
-    if not feed.cancelled() and feed.exception() is not None:
-        log.error(
-            "IPC subscribers no longer get updates: the feed failed", exc_info=feed.exception()
-        )
-
-
-@dataclass
-class IpcRuntime:
-    """The running IPC side of the daemon: what lifecycle keeps and stops."""
-
-    service: DaemonService
-    server: Server
-    feed: asyncio.Task[None]
-
-    def tick_done(self) -> None:
-        """Optional: call after each collector tick for the lowest notification latency (the
-        feed otherwise notices a finished tick within a tenth of the interval)."""
-        self.service.wake()
-
-    async def stop(self) -> None:
-        self.feed.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.feed
-        close_engine = getattr(self.service.engine, "close", None)
-        if close_engine is not None:
-            await close_engine()
-        await self.server.stop()
-        self.service.close()
-        log.info("IPC socket %s closed", self.server.path)
-
-
-async def start_ipc(
-    config: Callable[[], LoadedConfig], collection: Collector, worker: Executor
-) -> IpcRuntime:
-    """Open the IPC socket and start feeding subscribers; `worker` is the collector's
-    single worker thread (the only thread that may touch the scanner). Raises DaemonError
-    when the socket cannot be had (a live daemon owns it, the path is too long, …)."""
-    loaded = config()
-    daemon_config = loaded.config.daemon
-    service = DaemonService(config, collection, worker)
-    limits = Limits(
-        max_clients=daemon_config.max_clients,
-        queue_bytes=daemon_config.client_queue,
-        admin_reserved=daemon_config.admin_reserved_clients,
-        max_clients_per_uid=daemon_config.max_clients_per_uid,
-        idle_timeout_s=daemon_config.idle_timeout,
-        queue_total_bytes=daemon_config.clients_queue_total,
-        refused_audit_rate=float(daemon_config.refused_audit_rate),
-        refused_audit_burst=daemon_config.refused_audit_burst,
-    )
-    path = Path(loaded.paths.socket)
-    server = Server(
-        path,
-        service.methods(),
-        admin_gid=service.admin_gid,
-        limits=limits,
-        on_admin=service.audit_admin,
-        recover=service.recoveries(),
-        on_suppressed=service.audit_suppressed,
-    )
-    service.server = server
-    file_mode, group = socket_permissions(loaded.paths.mode)
-    try:
-        await server.start(file_mode=file_mode, group=group)
-    except BaseException:
-        service.close()
-        raise
-    # Answers wait for the GIL while the collector thread scans; hand it over every 1 ms instead
-    # of every 5 ms so a request never waits long (it costs nothing while the loop is idle).
-    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
-    try:
-        service.attach_audit(StoreAuditTrail(collection, worker, service.in_store))
-    except ImportError as exc:  # an install without the engine package
-        log.warning("admin requests will only be logged: no audit log (%s)", exc)
-    running_engine = getattr(collection, "engine", None)
-    if running_engine is not None:  # the daemon started its engine before the socket
-        from daemoneye.daemon.engine_link import EngineLink
-
-        service.attach_engine(
-            EngineLink(
-                running_engine,
-                worker,
-                service.in_store,
-                config,
-                service.publish_alert,
-                service.publish_rules,
-            )
-        )
-    feed = asyncio.get_running_loop().create_task(service.run_feed(), name="daemoneye-ipc-feed")
-    feed.add_done_callback(_feed_ended)
-    service.admin_gid()  # resolve once now, so a missing group is reported at start
-    log.info(
-        "IPC listening on %s (mode %04o%s, at most %d clients)",
-        path,
-        file_mode,
-        f", group {SOCKET_GROUP}" if group is not None else "",
-        limits.max_clients,
-    )
-    return IpcRuntime(service=service, server=server, feed=feed)

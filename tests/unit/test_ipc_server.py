@@ -513,14 +513,14 @@ def test_roles() -> None:
 def test_system_mode_shares_the_socket_with_the_daemoneye_group_only_when_it_exists(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from daemoneye.daemon import service
+    from daemoneye.daemon import ipc_runtime
     from daemoneye.paths import Mode
 
-    monkeypatch.setattr(service, "group_id", lambda name: 4242 if name == "daemoneye" else None)
-    assert service.socket_permissions(Mode.SYSTEM) == (0o660, 4242)
-    assert service.socket_permissions(Mode.USER) == (0o600, None)
-    monkeypatch.setattr(service, "group_id", lambda name: None)
-    assert service.socket_permissions(Mode.SYSTEM) == (0o600, None)
+    monkeypatch.setattr(ipc_runtime, "group_id", lambda name: 4242 if name == "daemoneye" else None)
+    assert ipc_runtime.socket_permissions(Mode.SYSTEM) == (0o660, 4242)
+    assert ipc_runtime.socket_permissions(Mode.USER) == (0o600, None)
+    monkeypatch.setattr(ipc_runtime, "group_id", lambda name: None)
+    assert ipc_runtime.socket_permissions(Mode.SYSTEM) == (0o600, None)
 
 
 def test_socket_modes(short_dir: Path) -> None:
