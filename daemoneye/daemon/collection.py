@@ -29,10 +29,10 @@ from daemoneye.collector.procfs import read_boot_id, read_boot_time
 from daemoneye.collector.scanner import ProcScanner
 from daemoneye.collector.users import UserNames
 from daemoneye.config.schema import Config
-from daemoneye.daemon.detection import DetectionEngine
 from daemoneye.daemon.events_feed import EventFeed
 from daemoneye.daemon.store_outage import StoreOutage
 from daemoneye.engine.audit_prune import audit_pruner
+from daemoneye.engine.detection import DetectionEngine
 from daemoneye.engine.outbox import sink_health
 from daemoneye.engine.spill import AlertSpill
 from daemoneye.errors import StoreUnwritable

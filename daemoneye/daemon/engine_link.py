@@ -1,4 +1,4 @@
-"""The running detection engine (daemon/detection.py) behind IPC's `DetectionEngine` protocol.
+"""The running detection engine (engine/detection.py) behind IPC's `DetectionEngine` protocol.
 
 Threads: the engine and its alert book write through the store's writer connection, so state
 changes and rule-set swaps run on the collector's worker thread; reads (alert lists, hits,
@@ -36,7 +36,7 @@ from daemoneye.models import (
 from daemoneye.store.readonly import ReadOnlyStore
 
 if TYPE_CHECKING:
-    from daemoneye.daemon.detection import DetectionEngine as RunningEngine
+    from daemoneye.engine.detection import DetectionEngine as RunningEngine
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from pathlib import Path
 from daemoneye import __version__
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.daemon.collection import Collection
-from daemoneye.daemon.detection import DetectionEngine
 from daemoneye.daemon.ipc_runtime import IpcRuntime, start_ipc
 from daemoneye.daemon.lock import PidLock
 from daemoneye.daemon.sdnotify import Notifier
 from daemoneye.engine import audit
 from daemoneye.engine.delivery import DeliveryWorker
+from daemoneye.engine.detection import DetectionEngine
 from daemoneye.engine.reload import ReloadOutcome, watch_rules
 from daemoneye.errors import DaemonEyeError, StoreError
 from daemoneye.store.db import Store

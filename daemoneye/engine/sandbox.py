@@ -11,13 +11,12 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 import apsw
 
-from daemoneye.errors import QueryError, StoreError
-from daemoneye.store.connection import configure, file_error
-from daemoneye.store.readonly import _excerpt, _single_statement
+from daemoneye.errors import QueryError
+from daemoneye.store.connection import configure
+from daemoneye.store.readonly import open_sandboxed, single_statement, statement_excerpt
 from daemoneye.store.sandbox import (
     BudgetExceeded,
     ReadOnlyAuthorizer,
@@ -25,7 +24,7 @@ from daemoneye.store.sandbox import (
     compile_pattern,
     harden,
 )
-from daemoneye.store.schema import APPLICATION_ID, migrate, read_schema_state
+from daemoneye.store.schema import migrate
 
 SQLValue = int | float | str | bytes | None
 
@@ -37,7 +36,6 @@ STATEMENT_CACHE_SIZE = 1024
 # How many SQLite VM steps between two looks at the clock.
 PROGRESS_STEPS = 1_000
 
-_NO_SHARED_MEMORY = frozenset({apsw.SQLITE_READONLY_CANTINIT, apsw.SQLITE_READONLY_DIRECTORY})
 
 # `x REGEXP 'literal'` and `regexp('literal', x)`: patterns that can be checked at load time.
 _REGEXP_LITERALS = (
@@ -47,48 +45,9 @@ _REGEXP_LITERALS = (
 
 
 def open_store(path: Path | str) -> apsw.Connection:
-    """A sandbox connection to the store at `path`, opened read-only. Never writes the file.
-
-    Falls back to an immutable open when this user cannot create the WAL's shared-memory file
-    (another user's store while no daemon runs), as `daemoneye query` does.
-    """
-    path = Path(path).absolute()
-    if not path.exists():
-        raise StoreError(
-            f"no store at {path}: the daemon has not created it yet "
-            "(start `daemoneye daemon`, or pass --db with the daemon's store)"
-        )
-    try:
-        return _open(path, immutable=False)
-    except apsw.ReadOnlyError as exc:
-        if getattr(exc, "extendedresult", None) not in _NO_SHARED_MEMORY:
-            raise file_error(path, exc, "opening read-only") from exc
-        return _open(path, immutable=True)
-
-
-def _open(path: Path, *, immutable: bool) -> apsw.Connection:
-    uri = "file:" + quote(str(path)) + "?mode=ro" + ("&immutable=1" if immutable else "")
-    try:
-        conn = apsw.Connection(
-            uri,
-            flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI,
-            statementcachesize=STATEMENT_CACHE_SIZE,
-        )
-    except apsw.Error as exc:
-        raise file_error(path, exc, "opening read-only") from exc
-    try:
-        configure(conn)
-        if read_schema_state(conn).application_id != APPLICATION_ID:
-            raise StoreError(f"{path} is not a DaemonEye store (no DaemonEye schema in it)")
-        harden(conn)
-    except BaseException as exc:
-        conn.close()
-        if isinstance(exc, apsw.ReadOnlyError) and not immutable:
-            raise
-        if isinstance(exc, apsw.Error):
-            raise file_error(path, exc, "opening read-only") from exc
-        raise
-    return conn
+    """A sandbox connection to the store at `path` for the rules: read-only, never writes the
+    file, and keeping every enabled rule's statement prepared between ticks."""
+    return open_sandboxed(path, statement_cache_size=STATEMENT_CACHE_SIZE)
 
 
 def open_scratch() -> apsw.Connection:
@@ -108,7 +67,7 @@ def compile_columns(conn: apsw.Connection, sql: str) -> tuple[str, ...]:
     table or column, reading something undocumented, a function not on the allow-list, a
     regexp pattern the sandbox will not run, or anything but a SELECT.
     """
-    statement = _single_statement(conn, sql)
+    statement = single_statement(conn, sql)
     for literal in _regexp_literals(statement):
         compile_pattern(literal)  # UnsafePatternError is a QueryError
     authorizer = ReadOnlyAuthorizer()
@@ -135,13 +94,13 @@ def compile_columns(conn: apsw.Connection, sql: str) -> tuple[str, ...]:
         # A refused table or statement is an AuthError, a refused function an SQLError.
         if authorizer.refused:
             refused = ", ".join(dict.fromkeys(authorizer.refused))
-            raise QueryError(f"refused: {refused} in {_excerpt(statement)!r}") from exc
+            raise QueryError(f"refused: {refused} in {statement_excerpt(statement)!r}") from exc
         raise QueryError(str(exc)) from exc
     finally:
         cursor.close(force=True)
         conn.authorizer = previous
     if not_a_select or not columns:
-        raise QueryError(f"only a SELECT is allowed, not: {_excerpt(statement)}")
+        raise QueryError(f"only a SELECT is allowed, not: {statement_excerpt(statement)}")
     return columns[0]
 
 

@@ -55,7 +55,14 @@ class QueryResult:
 
 
 def open_readonly(path: Path | str) -> ReadOnlyStore:
-    """Open the store at `path` read-only. Never creates, migrates or writes the file.
+    """Open the store at `path` read-only. Never creates, migrates or writes the file."""
+    path = Path(path).absolute()
+    return ReadOnlyStore(open_sandboxed(path), path)
+
+
+def open_sandboxed(path: Path | str, *, statement_cache_size: int = 100) -> apsw.Connection:
+    """The one way to open the store for SQL a user wrote (rules, `query`): read-only, hardened
+    by the sandbox (store/sandbox.py), checked to be a DaemonEye store.
 
     While a daemon runs, its WAL and shared-memory files exist and the reader joins them. When
     none runs and this user cannot create them (another user's store), the file is opened as
@@ -70,25 +77,26 @@ def open_readonly(path: Path | str) -> ReadOnlyStore:
     if not os.access(path, os.R_OK):
         raise StoreError(f"cannot read the store {path}: permission denied")
     try:
-        conn = _connect_readonly(path, immutable=False)
+        return _connect_readonly(path, immutable=False, cache=statement_cache_size)
     except apsw.ReadOnlyError as exc:
         cannot_create_side_files = getattr(exc, "extendedresult", None) in _NO_SHARED_MEMORY
         if not cannot_create_side_files or any(side.exists() for side in side_files(path)):
             raise file_error(path, exc, "opening read-only") from exc
-        conn = _connect_readonly(path, immutable=True)
-    return ReadOnlyStore(conn, path)
+        return _connect_readonly(path, immutable=True, cache=statement_cache_size)
 
 
 # SQLite cannot create the -shm file next to a WAL database this user may only read.
 _NO_SHARED_MEMORY = frozenset({apsw.SQLITE_READONLY_CANTINIT, apsw.SQLITE_READONLY_DIRECTORY})
 
 
-def _connect_readonly(path: Path, *, immutable: bool) -> apsw.Connection:
+def _connect_readonly(path: Path, *, immutable: bool, cache: int) -> apsw.Connection:
     """A hardened read-only connection to a file checked to be a DaemonEye store. Raises
     apsw.ReadOnlyError when SQLite cannot set up WAL reading, StoreError otherwise."""
     uri = "file:" + quote(str(path)) + "?mode=ro" + ("&immutable=1" if immutable else "")
     try:
-        conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+        conn = apsw.Connection(
+            uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI, statementcachesize=cache
+        )
     except apsw.Error as exc:
         raise file_error(path, exc, "opening read-only") from exc
     try:
@@ -135,7 +143,7 @@ class ReadOnlyStore:
         """
         if max_rows < 0:
             raise QueryError(f"max_rows must be 0 or more, not {max_rows}")
-        statement = _single_statement(self._conn, sql)
+        statement = single_statement(self._conn, sql)
         authorizer = ReadOnlyAuthorizer()
         deadline = time.monotonic() + time_budget_s
         columns: list[tuple[str, ...]] = []
@@ -166,7 +174,7 @@ class ReadOnlyStore:
         except apsw.AuthError as exc:
             refused = ", ".join(dict.fromkeys(authorizer.refused)) or str(exc)
             raise QueryError(
-                f"refused: {refused} in {_excerpt(statement)!r} (queries may only read)"
+                f"refused: {refused} in {statement_excerpt(statement)!r} (queries may only read)"
             ) from exc
         except apsw.ExecTraceAbort as exc:
             offending = not_a_select[0] if not_a_select else sql.strip()
@@ -230,13 +238,13 @@ class ReadOnlyStore:
         self.close()
 
 
-def _excerpt(statement: str, limit: int = 80) -> str:
+def statement_excerpt(statement: str, limit: int = 80) -> str:
     """The statement on one line, shortened for an error message."""
     flat = " ".join(statement.split()).rstrip(";").strip()
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _single_statement(conn: apsw.Connection, sql: str) -> str:
+def single_statement(conn: apsw.Connection, sql: str) -> str:
     """The one statement in `sql`, as SQLite's own parser splits it; QueryError if there is
     none or more than one.
 

@@ -14,8 +14,8 @@ from typing import TypeVar, cast
 import pytest
 
 from daemoneye.config.schema import Config, LoadedConfig
-from daemoneye.daemon.detection import DetectionEngine
 from daemoneye.daemon.engine_link import EngineLink
+from daemoneye.engine.detection import DetectionEngine
 from daemoneye.engine.evaluator import MAX_CONSECUTIVE_TIMEOUTS
 from daemoneye.models import ProcessRecord, RuleStatus, ScanDelta
 from daemoneye.store import Store
