@@ -24,7 +24,7 @@ KILL_AT = 10  # the request the worker is killed in the middle of
 WORKER = """
 import sys, time
 from daemoneye.engine.delivery import DeliveryPolicy, DeliveryWorker
-from daemoneye.engine.sinks import WebhookSink
+from daemoneye.engine.sinks.webhook import WebhookSink
 
 worker = DeliveryWorker(sys.argv[1], {"webhook": WebhookSink(sys.argv[2], timeout=30)},
                         DeliveryPolicy(backoff_base_s=0.05, backoff_max_s=0.2,

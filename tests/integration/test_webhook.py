@@ -16,7 +16,8 @@ import pytest
 from daemoneye.engine.alerts import AlertBook
 from daemoneye.engine.delivery import DeliveryPolicy, DeliveryWorker
 from daemoneye.engine.outbox import sink_health
-from daemoneye.engine.sinks import PermanentSinkError, SinkError, WebhookSink
+from daemoneye.engine.sinks import PermanentSinkError, SinkError
+from daemoneye.engine.sinks.webhook import WebhookSink
 from daemoneye.models import Detection
 from daemoneye.store import Store
 from tests.integration.webhook_receiver import Receiver, Trickler, serve, serve_trickle

@@ -17,7 +17,9 @@ from typing import Any, ClassVar
 import pytest
 
 from daemoneye.config.sink_values import parse_syslog_address
-from daemoneye.engine.sinks import FileSink, StdoutSink, SyslogSink
+from daemoneye.engine.sinks.file import FileSink
+from daemoneye.engine.sinks.stdout import StdoutSink
+from daemoneye.engine.sinks.syslog import SyslogSink
 from daemoneye.engine.sinks.webhook import WebhookSink
 
 HOSTILE = "x\x7fy\x9b2J\u202eexe.sh\u2066z\u200b\x1b]0;t\x07\nFAKE"

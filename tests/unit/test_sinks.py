@@ -17,16 +17,11 @@ import pytest
 
 from daemoneye.config.schema import SinksConfig
 from daemoneye.config.sink_values import SyslogAddress, parse_syslog_address
-from daemoneye.engine.sinks import (
-    FileSink,
-    SinkError,
-    StdoutSink,
-    SyslogSink,
-    build_sinks,
-    enabled_sink_names,
-)
+from daemoneye.engine.sinks import SinkError, build_sinks, enabled_sink_names
 from daemoneye.engine.sinks.base import iso_time
-from daemoneye.engine.sinks.syslog import format_rfc5424
+from daemoneye.engine.sinks.file import FileSink
+from daemoneye.engine.sinks.stdout import StdoutSink
+from daemoneye.engine.sinks.syslog import SyslogSink, format_rfc5424
 
 
 def payload(**overrides: Any) -> dict[str, Any]:
@@ -348,3 +343,19 @@ def test_concurrent_reopen_request_is_safe(tmp_path: Path) -> None:
         stop.set()
         thread.join()
     assert [x["alert_id"] for x in read_lines(path)] == list(range(300))
+
+
+def test_every_sink_section_has_its_module_and_every_sink_module_its_section() -> None:
+    """The registry is the config: `[sinks.NAME]` is built by engine/sinks/NAME.py's build()."""
+    import pkgutil
+
+    import daemoneye.engine.sinks as sinks_package
+    from daemoneye.config.schema import SinksConfig
+    from daemoneye.engine.sinks import SINK_NAMES, sink_builder
+
+    modules = {info.name for info in pkgutil.iter_modules(sinks_package.__path__)} - {"base"}
+    assert set(SINK_NAMES) == modules
+    defaults = SinksConfig()
+    for name in SINK_NAMES:
+        assert callable(sink_builder(name)), name
+        assert getattr(defaults, name).enabled is False, f"{name} must be off by default"

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from daemoneye.config.schema import FileSinkConfig
 from daemoneye.engine.sinks.base import SinkError
 from daemoneye.text import json_text
 
@@ -87,3 +88,8 @@ class FileSink:
 
     def close(self) -> None:
         self._close_fd()
+
+
+def build(section: FileSinkConfig) -> FileSink:
+    """The sink of `[sinks.file]`."""
+    return FileSink(Path(section.path), fsync=section.fsync)

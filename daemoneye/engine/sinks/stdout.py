@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from daemoneye.config.schema import StdoutSinkConfig
 from daemoneye.engine.sinks.base import SinkError, human_line
 from daemoneye.text import json_text
 
@@ -37,3 +38,8 @@ class StdoutSink:
 
     def close(self) -> None:
         """Standard output is not ours to close."""
+
+
+def build(section: StdoutSinkConfig) -> StdoutSink:
+    """The sink of `[sinks.stdout]` (engine/sinks/__init__.py finds it by the section's name)."""
+    return StdoutSink(section.format)

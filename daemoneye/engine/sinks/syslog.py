@@ -21,8 +21,10 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from daemoneye.config.sink_values import SYSLOG_FACILITY_CODES, SyslogAddress
+from daemoneye.config.schema import SyslogSinkConfig
+from daemoneye.config.sink_values import SYSLOG_FACILITY_CODES, SyslogAddress, parse_syslog_address
 from daemoneye.engine.sinks.base import SinkError, alert_text, iso_time
+from daemoneye.errors import ConfigError
 from daemoneye.text import visible
 
 SD_ID = "daemoneye@32473"
@@ -192,3 +194,12 @@ def _peer_closed(sock: socket.socket) -> bool:
         return False
     except OSError:
         return True
+
+
+def build(section: SyslogSinkConfig) -> SyslogSink:
+    """The sink of `[sinks.syslog]`."""
+    try:
+        address = parse_syslog_address(section.address)
+    except ValueError as exc:
+        raise ConfigError(f"sinks.syslog.address: {exc}") from None
+    return SyslogSink(address, facility=section.facility, app_name=section.app_name)

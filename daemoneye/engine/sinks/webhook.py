@@ -27,8 +27,10 @@ from email.message import Message
 from typing import Any
 
 from daemoneye import __version__
+from daemoneye.config.schema import WebhookSinkConfig
 from daemoneye.config.sink_values import redact_url
 from daemoneye.engine.sinks.base import PermanentSinkError, SinkError
+from daemoneye.errors import ConfigError
 from daemoneye.text import json_text, shorten, visible
 
 # How much of an error response is read (and quoted, shortened) in the error message.
@@ -249,3 +251,20 @@ def _retry_after(headers: Message | None) -> float | None:
     except ValueError:
         return None
     return seconds if 0 <= seconds <= 86400 else None
+
+
+def build(section: WebhookSinkConfig) -> WebhookSink:
+    """The sink of `[sinks.webhook]`; an unreadable `ca_file` is a ConfigError."""
+    try:
+        return WebhookSink(
+            section.url,
+            timeout=section.timeout,
+            verify_tls=section.verify_tls,
+            ca_file=section.ca_file or None,
+            headers=section.headers,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"sinks.webhook.ca_file: cannot load {section.ca_file}: "
+            f"{getattr(exc, 'strerror', None) or exc}"
+        ) from None
