@@ -25,9 +25,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from daemoneye.collector.details import read_instance
+from daemoneye.collector.event_records import EventConnector, EventSourceStats, ObservedEvent
 from daemoneye.collector.netlink import (
     ConnectorOverrun,
     ProcConnector,
@@ -50,52 +50,6 @@ log = logging.getLogger(__name__)
 
 _SEQ_MODULUS = 1 << 32
 _NO_DETAILS = ProcessDetails(None, False, (), None, None, None, None)
-
-
-class EventConnector(Protocol):
-    """What the source needs from `ProcConnector` (tests substitute a socketpair)."""
-
-    overruns: int
-    datagrams_total: int  # datagrams received: the reader's wake-ups are bounded by it
-
-    @property
-    def rcvbuf_bytes(self) -> int: ...
-    @property
-    def delivers_every_event(self) -> bool:
-        """False when a kernel mask or a socket filter holds events back (sequence gaps)."""
-    @property
-    def filtering(self) -> str: ...
-    def open(self, *, ack_timeout: float = ...) -> None: ...
-    def fileno(self) -> int: ...
-    def recv(self) -> memoryview: ...
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ObservedEvent:
-    """One queued event with what /proc said at that moment (details only for exec)."""
-
-    event: ProcessEvent
-    start_ticks: int | None  # stat field 22, None when unknown
-    details: ProcessDetails | None  # exe, cmdline, cwd, uid, gid; user is left for the caller
-
-
-@dataclass(frozen=True, slots=True)
-class EventSourceStats:
-    """Counters since start(); the daemon reports them in `health`."""
-
-    messages_total: int  # proc connector messages decoded, threads and acks included
-    events_total: int  # process-level fork/exec/exit events decoded (queued or not)
-    lost_total: int  # events the kernel dropped (ENOBUFS), from per-CPU sequence gaps
-    overruns_total: int  # ENOBUFS reports
-    dropped_total: int  # events we discarded because the queue was past its marks
-    partial_total: int  # events whose process was gone before /proc could be read
-    malformed_total: int  # undecodable messages skipped
-    threads_ignored_total: int
-    queued: int
-    rcvbuf_bytes: int
-    datagrams_total: int = 0  # datagrams that reached the reader (each may wake it)
-    filtering: str = ""  # what the kernel's mask and the socket filter keep from the reader
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from daemoneye.collector.events import ObservedEvent, ProcEventSource
+from daemoneye.collector.event_records import ObservedEvent
+from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.hashing import ExeHasher
 from daemoneye.collector.records import details_values, display_name
 from daemoneye.collector.scanner import ProcScanner

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from daemoneye.collector.events import ObservedEvent, ProcEventSource
+from daemoneye.collector.event_records import ObservedEvent
+from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.netlink import ProcConnector, probe
 from daemoneye.collector.procfs import read_boot_time
 

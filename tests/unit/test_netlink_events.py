@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from daemoneye.collector.events import ObservedEvent, ProcEventSource
+from daemoneye.collector.event_records import ObservedEvent
+from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.netlink import (
     ConnectorOverrun,
 )
