@@ -83,9 +83,10 @@ def read_until_exited(connector: RecordingConnector, pids: Iterable[int]) -> Non
     """Receive until every pid's process exit arrived (and whatever is queued behind it)."""
     waiting = set(pids)
     deadline = time.monotonic() + GUARD_S
+    poller = select.poll()
+    poller.register(connector.fileno(), select.POLLIN)
     while time.monotonic() < deadline:
-        readable, _, _ = select.select([connector.fileno()], [], [], 0.5)
-        if not readable:
+        if not poller.poll(500):
             if not waiting:
                 return
             continue
