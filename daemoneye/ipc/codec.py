@@ -143,8 +143,9 @@ def _build(annotation: Any) -> Decoder:
     raise TypeError(f"no wire decoding for {annotation!r}")
 
 
-# Integers on the wire are signed 64-bit (what SQLite, pids and signals can take); a larger one
-# would fail deep inside a method (OverflowError) instead of naming its field.
+# Integers in request params (strict decoding) are signed 64-bit (what SQLite, pids and signals
+# can take) and numbers finite; a larger one would fail deep inside a method (OverflowError)
+# instead of naming its field. The client's lenient decoding of answers takes them as they are.
 INT_MIN = -(2**63)
 INT_MAX = 2**63 - 1
 
@@ -167,15 +168,15 @@ def _int_as_float(value: int, path: str | None) -> float:
 
 def _decode_int(value: Any, path: str | None, strict: bool) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
-        return _int_in_range(value, path)
+        return _int_in_range(value, path) if strict else value
     raise CodecError(path, f"expected an integer, got {_describe(value)}")
 
 
 def _decode_float(value: Any, path: str | None, strict: bool) -> float:
     if isinstance(value, float):
-        return _finite(value, path)
+        return _finite(value, path) if strict else value
     if isinstance(value, int) and not isinstance(value, bool):
-        return _int_as_float(value, path)
+        return _int_as_float(value, path) if strict else float(value)
     raise CodecError(path, f"expected a number, got {_describe(value)}")
 
 
@@ -222,9 +223,9 @@ def _union(members: tuple[Any, ...]) -> Decoder:
 
     def decode(value: Any, path: str | None, strict: bool) -> Any:
         if type(value) in scalars:
-            return _checked_scalar(value, path)
+            return _checked_scalar(value, path) if strict else value
         if isinstance(value, int) and not isinstance(value, bool) and float in scalars:
-            return _int_as_float(value, path)
+            return _int_as_float(value, path) if strict else float(value)
         if len(others) == 1 and value is not None:
             return others[0](value, path, strict)  # its own error says more than ours
         for decoder in others:
@@ -331,11 +332,13 @@ def _dataclass(cls: type) -> Decoder:
                 item = value[name]
                 kind = type(item)
                 if kind in accept:
-                    if kind is int or kind is float:
+                    if strict and (kind is int or kind is float):
                         item = _checked_scalar(item, _join(path, name))
                     args.append(item)
                 elif int_to_float and kind is int:
-                    args.append(_int_as_float(item, _join(path, name)))
+                    args.append(
+                        _int_as_float(item, _join(path, name)) if strict else float(item)
+                    )
                 else:
                     args.append(decoder(item, _join(path, name), strict))
             elif default is not None:
