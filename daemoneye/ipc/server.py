@@ -17,7 +17,9 @@ publishes encoded notification lines per topic. It guarantees what every method 
   for all clients together is bounded by `queue_total_bytes` (budget.py);
 - no reader can lock out the admins: slots are reserved for them, readers are capped per uid,
   idle connections are closed (admission.py); refused admin calls are audited at a bounded
-  rate per uid (refusals.py).
+  rate per uid (refusals.py);
+- a reader that keeps sending what must be refused (malformed lines, admin calls) is read more
+  slowly, so its parses cannot crowd out the other clients' answers (penalty.py).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from daemoneye.ipc.admission import SlotCounts, SlotLimits, refusal
 from daemoneye.ipc.auth import ROLE_ADMIN, Peer, peer_of, role_of
 from daemoneye.ipc.budget import QueueBudget
 from daemoneye.ipc.codec import CodecError, from_wire, to_wire
+from daemoneye.ipc.penalty import StrikeBudget
 from daemoneye.ipc.protocol import (
     MAX_MESSAGE_BYTES,
     ErrorCode,
@@ -76,6 +79,8 @@ class Limits:
     refused_audit_rate: float = 10.0  # refused admin calls audited per second and uid
     refused_audit_burst: int = 20
     refused_audit_window_s: float = 1.0  # one summary of the calls not audited per window
+    strike_rate: float = 2.0  # refusals (bad lines, refused admin calls) per second and reader
+    strike_burst: int = 20  # uid before its connections stop reading for a while (penalty.py)
 
     @property
     def slots(self) -> SlotLimits:
@@ -166,11 +171,13 @@ class Server:
         self.connections: set[Connection] = set()
         self.subscribers: dict[str, set[Connection]] = {}
         self._refused = _RateLimitedLog("refused connection", interval_s=10.0)
+        self.refused_admin_log = _RateLimitedLog("refused admin method", interval_s=10.0)
         self._shed_log = _RateLimitedLog("IPC queues over their total", interval_s=10.0)
         self.connections_total = 0
         self.slots = SlotCounts()
         self.budget = QueueBudget(self.limits.queue_total_bytes)
         self._on_suppressed = on_suppressed
+        self.strikes = StrikeBudget(self.limits.strike_rate, self.limits.strike_burst, clock)
         self.refusals = RefusalBudget(
             self.limits.refused_audit_rate, self.limits.refused_audit_burst, clock
         )
@@ -347,6 +354,7 @@ class Connection(asyncio.Protocol):
         self.outbox_bytes = 0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._last_active = 0.0
+        self._penalty_timer: asyncio.TimerHandle | None = None  # not reading until it fires
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -372,7 +380,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        for timer in (self._line_timer, self._hello_timer, self._idle_timer):
+        for timer in (self._line_timer, self._hello_timer, self._idle_timer, self._penalty_timer):
             if timer is not None:
                 timer.cancel()
         for task in self._tasks:
@@ -622,11 +630,30 @@ class Connection(asyncio.Protocol):
         self._bad_inputs += 1
         if self._bad_inputs <= _LOGGED_BAD_INPUTS:
             log.warning("bad input from %s: %s", self.peer, what)
+        self._strike()
+
+    def _strike(self) -> None:
+        """Something of this reader's was refused: past its uid's budget, stop reading from
+        this connection for a while (penalty.py). Admins are never slowed."""
+        if self.role == ROLE_ADMIN or self._closing:
+            return
+        delay = self.server.strikes.strike(self.peer.uid)
+        if delay <= 0 or self._penalty_timer is not None:
+            return
+        self._penalty_timer = asyncio.get_running_loop().call_later(delay, self._penalty_over)
+        self._update_reading()
+
+    def _penalty_over(self) -> None:
+        self._penalty_timer = None
+        if not self._closing:
+            self._pump()
 
     def _update_reading(self) -> None:
         if self.transport is None or self._closing:
             return
-        should_pause = self._write_paused or bool(self._backlog)
+        should_pause = (
+            self._write_paused or bool(self._backlog) or self._penalty_timer is not None
+        )
         if should_pause and not self._reading_paused:
             self._reading_paused = True
             self.transport.pause_reading()
@@ -642,6 +669,7 @@ class Connection(asyncio.Protocol):
             and len(self._tasks) < limit
             and not self._write_paused
             and not self._closing
+            and self._penalty_timer is None
         ):
             self._start(self._backlog.popleft())
         if self._backlog and not self._flood_logged and not self._closing:
@@ -807,7 +835,8 @@ class Connection(asyncio.Protocol):
             )
         call = Call(conn=self, method=name, raw_params=raw_params)
         if method.admin and self.role != ROLE_ADMIN:
-            log.warning("refused admin method %s for %s (not an admin)", name, self.peer)
+            self.server.refused_admin_log.log(f"{name} for {self.peer} (not an admin)")
+            self._strike()
             await self.server.audit_refused(call, "refused: not an admin")
             raise MethodError(
                 ErrorCode.FORBIDDEN,

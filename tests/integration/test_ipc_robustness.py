@@ -271,7 +271,7 @@ def test_another_user_reads_but_may_not_administer_unless_in_the_admin_group(
         assert code_number == protocol.ErrorCode.FORBIDDEN
         assert "permission denied" in message and "uid 65534" in message
     log = ipc.log()
-    assert "refused admin method process.signal for pid" in log and "uid 65534" in log
+    assert "refused admin method: process.signal for pid" in log and "uid 65534" in log
 
     refusals = [e for e in admin_entries(ipc.db) if e[1].startswith("uid 65534 pid ")]
     assert [kind for kind, _, _ in refusals] == [

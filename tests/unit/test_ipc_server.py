@@ -25,6 +25,7 @@ from daemoneye.ipc import protocol
 from daemoneye.ipc.admission import SlotLimits, refusal
 from daemoneye.ipc.auth import ROLE_ADMIN, ROLE_READER, Peer, peer_of, role_of
 from daemoneye.ipc.budget import QueueBudget
+from daemoneye.ipc.penalty import StrikeBudget
 from daemoneye.ipc.protocol import ErrorCode, NoParams
 from daemoneye.ipc.refusals import RefusalBudget
 from daemoneye.ipc.server import (
@@ -757,7 +758,7 @@ def test_refused_admin_calls_are_audited_at_a_bounded_rate(short_dir: Path) -> N
         short_dir.chmod(0o755)
         # A rate so low that only the burst is audited, however slow the machine is.
         limits = Limits(refused_audit_rate=0.001, refused_audit_burst=5,
-                        refused_audit_window_s=0.2)
+                        refused_audit_window_s=0.2, strike_rate=1e6, strike_burst=10**6)
         async with serving(short_dir, limits, file_mode=0o666) as (server, service):
             client, got = await OtherUid.start(server.path, 65534, count=1, admin_calls=300)
             assert got["codes"] == [ErrorCode.FORBIDDEN] * 300  # told every time
@@ -812,5 +813,41 @@ def test_the_total_queued_for_all_clients_is_bounded(short_dir: Path) -> None:
                 await asyncio.sleep(0.01)
             assert server.budget.total == 0
             assert trims  # the heap was trimmed after the release
+
+    run(scenario())
+
+
+def test_strikes_are_free_up_to_the_burst_then_push_the_uids_next_read_out() -> None:
+    now = [100.0]
+    budget = StrikeBudget(rate=2.0, burst=3, clock=lambda: now[0])
+    assert [budget.strike(1000) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert budget.strike(1000) == pytest.approx(0.5)
+    assert budget.strike(1000) == pytest.approx(1.0)  # a second connection waits behind it
+    assert budget.strike(2000) == 0.0  # another user has its own budget
+    now[0] += 10.0  # rested: the bucket refills and the debt is paid
+    assert budget.strike(1000) == 0.0
+
+
+def test_a_reader_that_keeps_being_refused_is_no_longer_read_and_others_are_answered(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Malformed lines past the uid's strike budget stop the connection's reading (its parse
+    cost bounded) while another connection of the same user is still answered."""
+
+    async def scenario() -> None:
+        limits = Limits(strike_rate=0.001, strike_burst=5)  # past the burst: a 1,000 s pause
+        async with serving(short_dir, limits) as (server, _):
+            monkeypatch.setattr(server, "role_for", lambda peer: "reader")
+            flooder = RawSocket(server.path)
+            await flooder.send(protocol.request(1, "hello") + b"not json\n" * 30)
+            answers = [await flooder.line() for _ in range(7)]  # parse errors come first
+            assert sum("result" in answer for answer in answers) == 1
+            codes = [answer["error"]["code"] for answer in answers if "error" in answer]
+            assert codes == [ErrorCode.PARSE_ERROR] * 6  # the burst, and the strike past it
+            with pytest.raises(TimeoutError):
+                await flooder.line(timeout=0.5)  # nothing more is parsed while it waits
+            bystander = RawSocket(server.path)
+            await bystander.send(protocol.request(1, "hello"))
+            assert (await bystander.line())["result"]["role"] == "reader"
 
     run(scenario())
