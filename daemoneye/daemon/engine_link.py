@@ -24,8 +24,8 @@ from daemoneye.engine.alerts import AlertChange, InvalidTransition, NoSuchAlert
 from daemoneye.engine.reload import ReloadOutcome
 from daemoneye.engine.sinks import enabled_sink_names
 from daemoneye.errors import StoreError
+from daemoneye.ipc.methods import MethodError
 from daemoneye.ipc.protocol import ErrorCode
-from daemoneye.ipc.server import MethodError
 from daemoneye.models import (
     Alert,
     EngineStatus,

@@ -42,6 +42,8 @@ from daemoneye.filters import FilterError, parse_filter
 from daemoneye.ipc import protocol
 from daemoneye.ipc.auth import Peer, actor, group_id
 from daemoneye.ipc.codec import to_wire
+from daemoneye.ipc.connection import Connection
+from daemoneye.ipc.methods import Call, Method, MethodError, Raw, Reply
 from daemoneye.ipc.protocol import (
     AlertIdParams,
     AlertsListParams,
@@ -58,7 +60,6 @@ from daemoneye.ipc.protocol import (
     SubscribeResult,
     fit_children,
 )
-from daemoneye.ipc.server import Call, Connection, Method, MethodError, Raw, Reply
 from daemoneye.models import (
     ALERT_STATES,
     SEVERITIES,

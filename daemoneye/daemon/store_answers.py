@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from daemoneye.ipc import protocol
 from daemoneye.ipc.codec import to_wire
+from daemoneye.ipc.methods import MethodError
 from daemoneye.ipc.protocol import ErrorCode, ProcessDetail, ProcessesGetParams, fit_children
-from daemoneye.ipc.server import MethodError
 from daemoneye.models import Alert
 from daemoneye.store.readonly import ReadOnlyStore
 from daemoneye.store.records import ancestry, children_of, records_for_pid

@@ -18,8 +18,9 @@ from daemoneye.daemon.live_table import LiveTable, TableUpdate, compute_update
 from daemoneye.errors import StoreError
 from daemoneye.ipc import protocol
 from daemoneye.ipc.codec import to_wire
+from daemoneye.ipc.methods import MethodError
 from daemoneye.ipc.protocol import ErrorCode
-from daemoneye.ipc.server import MethodError, Server
+from daemoneye.ipc.server import Server
 from daemoneye.models import Alert, HealthReport, ProcessKey, ProcessRecord, RuleStatus
 
 log = logging.getLogger(__name__)

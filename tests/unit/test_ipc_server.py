@@ -25,17 +25,11 @@ from daemoneye.ipc import protocol
 from daemoneye.ipc.admission import SlotLimits, refusal
 from daemoneye.ipc.auth import ROLE_ADMIN, ROLE_READER, Peer, peer_of, role_of
 from daemoneye.ipc.budget import QueueBudget
+from daemoneye.ipc.methods import Call, Method, MethodError, Reply
 from daemoneye.ipc.penalty import StrikeBudget
 from daemoneye.ipc.protocol import ErrorCode, NoParams
 from daemoneye.ipc.refusals import RefusalBudget
-from daemoneye.ipc.server import (
-    Call,
-    Limits,
-    Method,
-    MethodError,
-    Reply,
-    Server,
-)
+from daemoneye.ipc.server import Limits, Server
 from daemoneye.ipc.socket_file import bind_unix_socket
 
 
@@ -381,7 +375,7 @@ def test_a_flood_of_requests_is_worked_on_a_few_at_a_time(
             assert sorted(a["id"] for a in answers) == list(range(200))
             assert service.most_running == 4
 
-    caplog.set_level("INFO", logger="daemoneye.ipc.server")
+    caplog.set_level("INFO", logger="daemoneye.ipc.connection")
     run(scenario())
     floods = [r.getMessage() for r in caplog.records if "faster than" in r.getMessage()]
     assert floods == [
