@@ -72,42 +72,77 @@ class Plan:
     attacks_quick: bool = False  # 8 s attack phases instead of 20 s
 
 
-
 def _plan(args: argparse.Namespace) -> Plan:
     quick = args.quick
-    sizes = tuple(int(size) for size in args.sizes.split(",")) if args.sizes else (
-        (1000,) if quick else (1000, 5000, 10000))
+    sizes = (
+        tuple(int(size) for size in args.sizes.split(","))
+        if args.sizes
+        else ((1000,) if quick else (1000, 5000, 10000))
+    )
     runs = args.runs or (3 if quick else 5)
-    return Plan(sizes=sizes, runs=runs, floor_passes=5, steady_scans=5,
-                daemon_window_s=8 if quick else 20, store_window_s=8 if quick else 60,
-                store_sleepers=5000, churn_per_s=2.0, store_ticks=3 if quick else 10,
-                events_count=1000, events_rounds=min(runs, 2 if quick else 3),
-                events_spread_s=4.0, exec_rate=2000.0, exec_seconds=3.0 if quick else 10.0,
-                exec_runs=min(runs, 2 if quick else 3), engine_ticks=10 if quick else 30,
-                ipc_sleepers=1000 if quick else 5000, ipc_block_s=2 if quick else 5,
-                ipc_calls=300 if quick else 3000, dashboard_processes=10_000,
-                dashboard_seconds=2 if quick else 10, dashboard_runs=1 if quick else min(runs, 3),
-                attacks_quick=quick)
+    return Plan(
+        sizes=sizes,
+        runs=runs,
+        floor_passes=5,
+        steady_scans=5,
+        daemon_window_s=8 if quick else 20,
+        store_window_s=8 if quick else 60,
+        store_sleepers=5000,
+        churn_per_s=2.0,
+        store_ticks=3 if quick else 10,
+        events_count=1000,
+        events_rounds=min(runs, 2 if quick else 3),
+        events_spread_s=4.0,
+        exec_rate=2000.0,
+        exec_seconds=3.0 if quick else 10.0,
+        exec_runs=min(runs, 2 if quick else 3),
+        engine_ticks=10 if quick else 30,
+        ipc_sleepers=1000 if quick else 5000,
+        ipc_block_s=2 if quick else 5,
+        ipc_calls=300 if quick else 3000,
+        dashboard_processes=10_000,
+        dashboard_seconds=2 if quick else 10,
+        dashboard_runs=1 if quick else min(runs, 3),
+        attacks_quick=quick,
+    )
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="short windows, 1k sleepers (<2 min)")
-    parser.add_argument("--sizes", metavar="N,N,…", help="sleeper populations (default 1000,5000,"
-                        "10000; --quick: 1000)")
-    parser.add_argument("--runs", type=int, metavar="N", help="repetitions / blocks per figure "
-                        "(default 5; --quick: 3)")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="PATH",
-                        help=f"where to write the results (default {DEFAULT_JSON})")
-    parser.add_argument("--only", metavar="SECTION,…",
-                        help=f"run only these sections: {', '.join(SECTIONS)}")
+    parser.add_argument(
+        "--sizes",
+        metavar="N,N,…",
+        help="sleeper populations (default 1000,5000,10000; --quick: 1000)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        metavar="N",
+        help="repetitions / blocks per figure (default 5; --quick: 3)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=DEFAULT_JSON,
+        metavar="PATH",
+        help=f"where to write the results (default {DEFAULT_JSON})",
+    )
+    parser.add_argument(
+        "--only", metavar="SECTION,…", help=f"run only these sections: {', '.join(SECTIONS)}"
+    )
     args = parser.parse_args(argv)
     if args.only:
         unknown = set(args.only.split(",")) - set(SECTIONS)
         if unknown:
-            parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; "
-                         f"choose from {', '.join(SECTIONS)}")
+            parser.error(
+                f"unknown section(s) {', '.join(sorted(unknown))}; "
+                f"choose from {', '.join(SECTIONS)}"
+            )
     if args.runs is not None and args.runs < 1:
         parser.error("--runs must be at least 1")
     return args
@@ -130,8 +165,9 @@ class Suite:
     def wants(self, section: str) -> bool:
         return section in self.only
 
-    def guarded(self, section: str, what: str,
-                body: Callable[[], tuple[list[Row], dict[str, Any]]]) -> None:
+    def guarded(
+        self, section: str, what: str, body: Callable[[], tuple[list[Row], dict[str, Any]]]
+    ) -> None:
         say(f"{section}: {what}")
         started = time.monotonic()
         try:
@@ -158,45 +194,75 @@ class Suite:
             if cfloor is not None:
                 cfloor.close()
         if self.wants("store"):
-            self.guarded("store", f"bytes per hour (host; {plan.store_sleepers} sleepers + churn)",
-                         lambda: store_bench.run(
-                             sleepers=plan.store_sleepers, churn_rate=plan.churn_per_s,
-                             window_s=plan.store_window_s, blocks=plan.runs,
-                             ticks=plan.store_ticks))
+            self.guarded(
+                "store",
+                f"bytes per hour (host; {plan.store_sleepers} sleepers + churn)",
+                lambda: store_bench.run(
+                    sleepers=plan.store_sleepers,
+                    churn_rate=plan.churn_per_s,
+                    window_s=plan.store_window_s,
+                    blocks=plan.runs,
+                    ticks=plan.store_ticks,
+                ),
+            )
         if self.wants("events"):
-            self.guarded("events", f"capture of {plan.events_count} processes living 1-5 ms",
-                         lambda: events_bench.run(count=plan.events_count,
-                                                  rounds=plan.events_rounds,
-                                                  spread_s=plan.events_spread_s))
-            self.guarded("events", f"daemon under {plan.exec_rate:g} exec/s for "
-                         f"{plan.exec_seconds:g} s",
-                         lambda: events_bench.run_sustained(rate=plan.exec_rate,
-                                                            seconds=plan.exec_seconds,
-                                                            runs=plan.exec_runs))
+            self.guarded(
+                "events",
+                f"capture of {plan.events_count} processes living 1-5 ms",
+                lambda: events_bench.run(
+                    count=plan.events_count,
+                    rounds=plan.events_rounds,
+                    spread_s=plan.events_spread_s,
+                ),
+            )
+            self.guarded(
+                "events",
+                f"daemon under {plan.exec_rate:g} exec/s for {plan.exec_seconds:g} s",
+                lambda: events_bench.run_sustained(
+                    rate=plan.exec_rate, seconds=plan.exec_seconds, runs=plan.exec_runs
+                ),
+            )
         if self.wants("engine"):
-            self.guarded("engine", f"{engine_bench.RULES} rules at {engine_bench.LIVE} processes;"
-                         " rule save → active",
-                         lambda: engine_bench.run(ticks=plan.engine_ticks, fulls=plan.runs,
-                                                  reloads=plan.runs))
+            self.guarded(
+                "engine",
+                f"{engine_bench.RULES} rules at {engine_bench.LIVE} processes; rule save → active",
+                lambda: engine_bench.run(
+                    ticks=plan.engine_ticks, fulls=plan.runs, reloads=plan.runs
+                ),
+            )
         if self.wants("ipc"):
-            self.guarded("ipc", f"processes.get p99 and {ipc_bench.SUBSCRIBERS} subscribers' CPU "
-                         f"at {plan.ipc_sleepers} sleepers",
-                         lambda: ipc_bench.run(sleepers=plan.ipc_sleepers, blocks=plan.runs,
-                                               block_s=plan.ipc_block_s, calls=plan.ipc_calls))
+            self.guarded(
+                "ipc",
+                f"processes.get p99 and {ipc_bench.SUBSCRIBERS} subscribers' CPU "
+                f"at {plan.ipc_sleepers} sleepers",
+                lambda: ipc_bench.run(
+                    sleepers=plan.ipc_sleepers,
+                    blocks=plan.runs,
+                    block_s=plan.ipc_block_s,
+                    calls=plan.ipc_calls,
+                ),
+            )
         if self.wants("dashboard"):
-            self.guarded("dashboard", f"first paint, key → repaint, RSS at "
-                         f"{plan.dashboard_processes} processes",
-                         lambda: dashboard_section.run(processes=plan.dashboard_processes,
-                                                       seconds=plan.dashboard_seconds,
-                                                       runs=plan.dashboard_runs))
+            self.guarded(
+                "dashboard",
+                f"first paint, key → repaint, RSS at {plan.dashboard_processes} processes",
+                lambda: dashboard_section.run(
+                    processes=plan.dashboard_processes,
+                    seconds=plan.dashboard_seconds,
+                    runs=plan.dashboard_runs,
+                ),
+            )
         if self.wants("attacks"):
-            self.guarded("attacks", "hello p99, exec → alert, RSS and store growth under each "
-                         "local attack vs quiet",
-                         lambda: attack_bench.run(quick=plan.attacks_quick))
+            self.guarded(
+                "attacks",
+                "hello p99, exec → alert, RSS and store growth under each local attack vs quiet",
+                lambda: attack_bench.run(quick=plan.attacks_quick),
+            )
         self.rows += [row for row in pending.rows() if self.wants(row.section)]
 
-    def _at_size(self, size: int, cfloor: CFloor | None, top_reason: str | None,
-                 htop_reason: str | None) -> None:
+    def _at_size(
+        self, size: int, cfloor: CFloor | None, top_reason: str | None, htop_reason: str | None
+    ) -> None:
         plan = self.plan
         say(f"spawning {size} sleepers")
         with Population(size) as population:
@@ -204,19 +270,39 @@ class Suite:
                 say(note)
             say(f"{size} sleepers up in {population.spawn_s:.1f} s")
             if cfloor is not None:
-                self.guarded("collector", f"scanner vs floors at {size} sleepers",
-                             lambda: collector_bench.run(
-                                 size, runs=plan.runs, floor_passes=plan.floor_passes,
-                                 steady_scans=plan.steady_scans, cfloor=cfloor))
+                self.guarded(
+                    "collector",
+                    f"scanner vs floors at {size} sleepers",
+                    lambda: collector_bench.run(
+                        size,
+                        runs=plan.runs,
+                        floor_passes=plan.floor_passes,
+                        steady_scans=plan.steady_scans,
+                        cfloor=cfloor,
+                    ),
+                )
             if self.wants("daemon"):
-                self.guarded("daemon", f"daemon vs top and htop at {size} sleepers",
-                             lambda: daemon_bench.run(
-                                 size, window_s=plan.daemon_window_s, blocks=plan.runs,
-                                 top_reason=top_reason, htop_reason=htop_reason))
+                self.guarded(
+                    "daemon",
+                    f"daemon vs top and htop at {size} sleepers",
+                    lambda: daemon_bench.run(
+                        size,
+                        window_s=plan.daemon_window_s,
+                        blocks=plan.runs,
+                        top_reason=top_reason,
+                        htop_reason=htop_reason,
+                    ),
+                )
             alive = population.alive()
             if alive < size:
-                self.rows.append(status_row("population", f"sleepers={size}",
-                                            FAILED, f"only {alive} of {size} still alive"))
+                self.rows.append(
+                    status_row(
+                        "population",
+                        f"sleepers={size}",
+                        FAILED,
+                        f"only {alive} of {size} still alive",
+                    )
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,8 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(suite.rows))
     print()
     print(report.summary_line(suite.rows))
-    report.write_json(args.json, rows=suite.rows, raw=suite.raw, machine=machine,
-                      command=command, options=dataclasses.asdict(plan), duration_s=duration)
+    report.write_json(
+        args.json,
+        rows=suite.rows,
+        raw=suite.raw,
+        machine=machine,
+        command=command,
+        options=dataclasses.asdict(plan),
+        duration_s=duration,
+    )
     print(f"\nJSON: {args.json}   ({duration:.0f} s)")
     return 0
 

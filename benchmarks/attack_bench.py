@@ -78,13 +78,24 @@ class AttackPlan:
         """The longest one attack's phases may take (past it the run is cut off): the rule
         load and the first alert (60 s each at most), the store settling, quiet, the attack
         and stopping its driver, the recovery and its settling."""
-        return 60.0 + 60.0 + self.settle_max_s + 2 * self.phase_s + 15.0 + self.recovery_s \
-            + self.settle_max_s + 10.0
+        return (
+            60.0
+            + 60.0
+            + self.settle_max_s
+            + 2 * self.phase_s
+            + 15.0
+            + self.recovery_s
+            + self.settle_max_s
+            + 10.0
+        )
 
 
 def plan_for(quick: bool) -> AttackPlan:
-    return (AttackPlan(phase_s=8.0, recovery_s=4.0, settle_max_s=30.0) if quick
-            else AttackPlan(phase_s=20.0, recovery_s=8.0, settle_max_s=60.0))
+    return (
+        AttackPlan(phase_s=8.0, recovery_s=4.0, settle_max_s=30.0)
+        if quick
+        else AttackPlan(phase_s=20.0, recovery_s=8.0, settle_max_s=60.0)
+    )
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -146,15 +157,21 @@ async def _store_settled(probe: Probe, limit_s: float) -> float | None:
     window = 3.0
     await asyncio.sleep(window)
     while time.monotonic() - started < limit_s:
-        recent = probe.current.store_bytes[-int(window / PROBE_PERIOD_S):]
+        recent = probe.current.store_bytes[-int(window / PROBE_PERIOD_S) :]
         if recent and (recent[-1] - recent[0]) / 1024 / window < GROWTH.floor:
             return time.monotonic() - started
         await asyncio.sleep(1.0)
     return None
 
 
-async def _phases(daemon: DaemonProcess, socket: Path, plan: AttackPlan, attack: Attack,
-                  raw: dict[str, Any], phases: list[PhaseSamples]) -> None:
+async def _phases(
+    daemon: DaemonProcess,
+    socket: Path,
+    plan: AttackPlan,
+    attack: Attack,
+    raw: dict[str, Any],
+    phases: list[PhaseSamples],
+) -> None:
     """Warm-up, quiet, the attack, its recovery; `phases` receives what was measured, even
     when a phase fails."""
     from daemoneye.ipc.protocol import PROTOCOL_VERSION
@@ -166,8 +183,14 @@ async def _phases(daemon: DaemonProcess, socket: Path, plan: AttackPlan, attack:
     await _wait_rule_active(socket, 60.0)
     attacker_env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", MARK_VAR: new_token("attacker")}
     group = ProcessGroup(token)
-    probe = Probe(socket=socket, daemon_pid=daemon.pid, db=daemon.db, group=group,
-                  marker_token=token, marker_rule_id=MARKER_RULE_ID)
+    probe = Probe(
+        socket=socket,
+        daemon_pid=daemon.pid,
+        db=daemon.db,
+        group=group,
+        marker_token=token,
+        marker_rule_id=MARKER_RULE_ID,
+    )
     try:
         await probe.start()
         raw["first_alert_s"] = await probe.wait_marker_alerted(60.0)
@@ -182,8 +205,14 @@ async def _phases(daemon: DaemonProcess, socket: Path, plan: AttackPlan, attack:
             probe.begin("warm-up")  # a disturbed quiet phase is measured again
         daemon.check_alive()
         probe.begin(attack.name)
-        attacker = Attacker(attack.name, socket, seconds=plan.phase_s + 5.0,
-                            protocol_version=PROTOCOL_VERSION, env=attacker_env, cwd=REPO_ROOT)
+        attacker = Attacker(
+            attack.name,
+            socket,
+            seconds=plan.phase_s + 5.0,
+            protocol_version=PROTOCOL_VERSION,
+            env=attacker_env,
+            cwd=REPO_ROOT,
+        )
         handle = cleanup.register(f"attacker {attack.name}", attacker.kill)
         try:
             await asyncio.sleep(plan.phase_s)
@@ -204,22 +233,35 @@ async def _phases(daemon: DaemonProcess, socket: Path, plan: AttackPlan, attack:
 
 def run(*, quick: bool, only: Sequence[str] = ()) -> tuple[list[Row], dict[str, Any]]:
     """The `attacks` section: rows and raw samples, one fresh daemon per attack."""
-    reason = (missing("daemoneye.ipc.client", "DaemonClient")
-              or missing("daemoneye.daemon.lifecycle", "Daemon"))
+    reason = missing("daemoneye.ipc.client", "DaemonClient") or missing(
+        "daemoneye.daemon.lifecycle", "Daemon"
+    )
     if reason is not None:
         return [status_row(SECTION, "daemon under attack", NOT_BUILT, reason)], {}
     if os.geteuid() != 0:
-        return [status_row(SECTION, "daemon under attack", SKIPPED,
-                           "needs root: the attackers run as uid 65534 and the daemon must see "
-                           "every process (sudo .venv/bin/python -m benchmarks.attack_bench)")], {}
+        return [
+            status_row(
+                SECTION,
+                "daemon under attack",
+                SKIPPED,
+                "needs root: the attackers run as uid 65534 and the daemon must see "
+                "every process (sudo .venv/bin/python -m benchmarks.attack_bench)",
+            )
+        ], {}
     if shutil.which("sh") is None:
         return [status_row(SECTION, "daemon under attack", SKIPPED, "no /bin/sh")], {}
     plan = plan_for(quick)
-    raw: dict[str, Any] = {"plan": {"phase_s": plan.phase_s, "recovery_s": plan.recovery_s,
-                                    "settle_max_s": plan.settle_max_s},
-                           "spread": {f.key: {"factor": SPREAD_FACTOR, "floor": f.floor,
-                                              "unit": f.unit} for f in FIGURES},
-                           "attacks": {}}
+    raw: dict[str, Any] = {
+        "plan": {
+            "phase_s": plan.phase_s,
+            "recovery_s": plan.recovery_s,
+            "settle_max_s": plan.settle_max_s,
+        },
+        "spread": {
+            f.key: {"factor": SPREAD_FACTOR, "floor": f.floor, "unit": f.unit} for f in FIGURES
+        },
+        "attacks": {},
+    }
     rows: list[Row] = []
     for attack in ATTACKS:
         if only and attack.name not in only:
@@ -230,9 +272,15 @@ def run(*, quick: bool, only: Sequence[str] = ()) -> tuple[list[Row], dict[str, 
     if rows:
         rows[0] = with_note(rows[0], f"{SPREAD_NOTE}; {rows[0].note}")
     raw["loadavg"] = list(os.getloadavg())
-    rows.append(status_row(SECTION, "load average at end", NO_TARGET,
-                           f"{raw['loadavg'][0]:.1f} on {os.cpu_count()} cores (a shared "
-                           "machine: judge each attack against its own quiet phase)"))
+    rows.append(
+        status_row(
+            SECTION,
+            "load average at end",
+            NO_TARGET,
+            f"{raw['loadavg'][0]:.1f} on {os.cpu_count()} cores (a shared "
+            "machine: judge each attack against its own quiet phase)",
+        )
+    )
     return rows, raw
 
 
@@ -247,8 +295,9 @@ def _one_attack(attack: Attack, plan: AttackPlan, raw: dict[str, Any]) -> list[R
             return [status_row(SECTION, f"{attack.name}: daemon", FAILED, str(failed))]
         _open_socket_to_nobody(daemon, socket)
         try:
-            asyncio.run(asyncio.wait_for(_phases(daemon, socket, plan, attack, raw, phases),
-                                         plan.budget_s))
+            asyncio.run(
+                asyncio.wait_for(_phases(daemon, socket, plan, attack, raw, phases), plan.budget_s)
+            )
         except (DaemonFailed, RuntimeError, TimeoutError, OSError) as error:
             failure = f"{type(error).__name__}: {error}"
         died = daemon.process is not None and daemon.process.poll() is not None
@@ -260,22 +309,39 @@ def _one_attack(attack: Attack, plan: AttackPlan, raw: dict[str, Any]) -> list[R
     if quiet is not None and attacked is not None:
         rows += attack_rows(quiet, attacked, by_name.get(f"{attack.name} recovery"))
     counters = raw.get("attacker", {})
-    rows.append(status_row(SECTION, f"{attack.name}: what the attacker did (uid 65534)",
-                           NO_TARGET, f"{attack.title}: " + ", ".join(
-                               f"{key} {value}" for key, value in sorted(counters.items())
-                               if key != "uid")
-                           + f"; hello back within the quiet spread after "
-                           f"{_seconds(raw.get('settle_s'), plan.settle_max_s)}"))
+    rows.append(
+        status_row(
+            SECTION,
+            f"{attack.name}: what the attacker did (uid 65534)",
+            NO_TARGET,
+            f"{attack.title}: "
+            + ", ".join(f"{key} {value}" for key, value in sorted(counters.items()) if key != "uid")
+            + f"; hello back within the quiet spread after "
+            f"{_seconds(raw.get('settle_s'), plan.settle_max_s)}",
+        )
+    )
     disturbed = raw.get("quiet_disturbed", [])
     if disturbed and disturbed[-1]:
-        rows.append(status_row(SECTION, f"{attack.name}: quiet baseline", NO_TARGET,
-                               f"disturbed by the host in all {len(disturbed)} attempts "
-                               f"({disturbed[-1]}): this attack's verdicts are unreliable"))
+        rows.append(
+            status_row(
+                SECTION,
+                f"{attack.name}: quiet baseline",
+                NO_TARGET,
+                f"disturbed by the host in all {len(disturbed)} attempts "
+                f"({disturbed[-1]}): this attack's verdicts are unreliable",
+            )
+        )
     if failure:
         rows.append(status_row(SECTION, f"{attack.name}: run", FAILED, failure))
     if died:
-        rows.append(status_row(SECTION, f"{attack.name}: daemon survived", FAILED,
-                               "the daemon exited during the attack: see daemon_log_tail"))
+        rows.append(
+            status_row(
+                SECTION,
+                f"{attack.name}: daemon survived",
+                FAILED,
+                "the daemon exited during the attack: see daemon_log_tail",
+            )
+        )
     return rows
 
 
@@ -288,14 +354,23 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.machine import info
     from benchmarks.spawn import assert_none_marked, run_prefix
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.attack_bench",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.attack_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="8 s phases instead of 20 s")
-    parser.add_argument("--attacks", metavar="NAME,…", help="only these attacks: "
-                        + ", ".join(attack.name for attack in ATTACKS))
-    parser.add_argument("--json", type=Path, metavar="PATH",
-                        default=REPO_ROOT / "benchmarks" / "results" / "attacks.json")
+    parser.add_argument(
+        "--attacks",
+        metavar="NAME,…",
+        help="only these attacks: " + ", ".join(attack.name for attack in ATTACKS),
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        default=REPO_ROOT / "benchmarks" / "results" / "attacks.json",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     only = args.attacks.split(",") if args.attacks else []
     unknown = set(only) - {attack.name for attack in ATTACKS}
@@ -314,9 +389,20 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(rows))
     print()
     print(report.summary_line(rows))
-    report.write_json(args.json, rows=rows, raw={SECTION: raw}, machine=info(), command=[
-        sys.executable, "-m", "benchmarks.attack_bench", *(sys.argv[1:] if argv is None else argv)],
-        options={"quick": args.quick, "attacks": only}, duration_s=time.monotonic() - started)
+    report.write_json(
+        args.json,
+        rows=rows,
+        raw={SECTION: raw},
+        machine=info(),
+        command=[
+            sys.executable,
+            "-m",
+            "benchmarks.attack_bench",
+            *(sys.argv[1:] if argv is None else argv),
+        ],
+        options={"quick": args.quick, "attacks": only},
+        duration_s=time.monotonic() - started,
+    )
     print(f"\nJSON: {args.json}")
     return 1 if any(row.verdict == FAILED for row in rows) else 0
 

@@ -68,18 +68,32 @@ class PhaseSamples:
         return max(1e-9, self.ended_at - self.started_at)
 
     def raw(self) -> dict[str, Any]:
-        return {"name": self.name, "seconds": round(self.seconds, 2), "hello_ms": self.hello_ms,
-                "hello_timeouts": self.hello_timeouts, "connect_ms": self.connect_ms,
-                "connect_failures": dict(self.connect_failures),
-                "marker_latency_s": [m.latency_s for m in self.markers],
-                "rss_bytes": self.rss_bytes, "store_bytes": self.store_bytes}
+        return {
+            "name": self.name,
+            "seconds": round(self.seconds, 2),
+            "hello_ms": self.hello_ms,
+            "hello_timeouts": self.hello_timeouts,
+            "connect_ms": self.connect_ms,
+            "connect_failures": dict(self.connect_failures),
+            "marker_latency_s": [m.latency_s for m in self.markers],
+            "rss_bytes": self.rss_bytes,
+            "store_bytes": self.store_bytes,
+        }
 
 
 class Probe:
     """Runs the five loops until `stop()`; `begin(name)` starts a new phase."""
 
-    def __init__(self, *, socket: Path, daemon_pid: int, db: Path, group: ProcessGroup,
-                 marker_token: str, marker_rule_id: str) -> None:
+    def __init__(
+        self,
+        *,
+        socket: Path,
+        daemon_pid: int,
+        db: Path,
+        group: ProcessGroup,
+        marker_token: str,
+        marker_rule_id: str,
+    ) -> None:
         self.socket = socket
         self.daemon_pid = daemon_pid
         self.db = db
@@ -128,8 +142,10 @@ class Probe:
         deadline = time.monotonic() + timeout_s
         while marker.alerted_at is None:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the marker rule never alerted within {timeout_s:.0f} s "
-                                   f"(probe notes: {dict(self.notes)})")
+                raise RuntimeError(
+                    f"the marker rule never alerted within {timeout_s:.0f} s "
+                    f"(probe notes: {dict(self.notes)})"
+                )
             await asyncio.sleep(0.05)
         assert marker.latency_s is not None
         return marker.latency_s
@@ -141,8 +157,9 @@ class Probe:
 
         while not self._stopping.is_set():
             try:
-                async with DaemonClient(self.socket, client_name="attackbench-alerts",
-                                        connect_timeout=CONNECT_TIMEOUT_S) as client:
+                async with DaemonClient(
+                    self.socket, client_name="attackbench-alerts", connect_timeout=CONNECT_TIMEOUT_S
+                ) as client:
                     await client.subscribe("alerts")
                     self._alerts_ready.set()
                     async for event in client.events():
@@ -163,15 +180,17 @@ class Probe:
 
         while not self._stopping.is_set():
             try:
-                async with DaemonClient(self.socket, client_name="attackbench-probe",
-                                        connect_timeout=CONNECT_TIMEOUT_S) as client:
+                async with DaemonClient(
+                    self.socket, client_name="attackbench-probe", connect_timeout=CONNECT_TIMEOUT_S
+                ) as client:
                     next_at = time.monotonic()
                     while True:
                         phase = self.current
                         started = time.perf_counter()
                         try:
-                            await client.call("hello", {"client": "attackbench-probe"},
-                                              timeout=HELLO_TIMEOUT_S)
+                            await client.call(
+                                "hello", {"client": "attackbench-probe"}, timeout=HELLO_TIMEOUT_S
+                            )
                             phase.hello_ms.append((time.perf_counter() - started) * 1000.0)
                         except CallTimeout:
                             phase.hello_ms.append(HELLO_TIMEOUT_S * 1000.0)
@@ -188,8 +207,9 @@ class Probe:
         while not self._stopping.is_set():
             phase = self.current
             started = time.perf_counter()
-            client = DaemonClient(self.socket, client_name="attackbench-connect",
-                                  connect_timeout=CONNECT_TIMEOUT_S)
+            client = DaemonClient(
+                self.socket, client_name="attackbench-connect", connect_timeout=CONNECT_TIMEOUT_S
+            )
             try:
                 await asyncio.wait_for(client.connect(), CONNECT_TIMEOUT_S * 2)
                 phase.connect_ms.append((time.perf_counter() - started) * 1000.0)

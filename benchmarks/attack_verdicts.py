@@ -109,29 +109,50 @@ def figure_row(phase: PhaseSamples, figure: Figure, quiet: PhaseSamples | None) 
     quiet_p99 = percentile(quiet_samples, 0.99) if quiet_samples else math.inf
     if not math.isfinite(quiet_p99):
         why = _note(quiet, figure, quiet_samples, quiet_p99) if quiet_samples else "no samples"
-        return Row(SECTION, metric, None, value, figure.unit,
-                   note=f"no verdict: the quiet phase itself failed ({why}); {note}")
+        return Row(
+            SECTION,
+            metric,
+            None,
+            value,
+            figure.unit,
+            note=f"no verdict: the quiet phase itself failed ({why}); {note}",
+        )
     limit = spread_limit(quiet_p99, figure.floor)
     ratio = summarize([p99 / quiet_p99]) if quiet_p99 > 0 and math.isfinite(p99) else None
-    return Row(SECTION, metric, None, value, figure.unit, "quiet p99", ratio,
-               f"≤{limit:.3g} {figure.unit} (quietx{SPREAD_FACTOR:g}+{figure.floor:g})",
-               within_spread(p99, quiet_p99, figure.floor),
-               f"{note}; quiet: {_note(quiet, figure, quiet_samples, quiet_p99)}"
-               if quiet_samples else note)
+    return Row(
+        SECTION,
+        metric,
+        None,
+        value,
+        figure.unit,
+        "quiet p99",
+        ratio,
+        f"≤{limit:.3g} {figure.unit} (quietx{SPREAD_FACTOR:g}+{figure.floor:g})",
+        within_spread(p99, quiet_p99, figure.floor),
+        f"{note}; quiet: {_note(quiet, figure, quiet_samples, quiet_p99)}"
+        if quiet_samples
+        else note,
+    )
 
 
 def _note(phase: PhaseSamples, figure: Figure, samples: list[float], p99: float) -> str:
     shown = "∞" if math.isinf(p99) else f"{p99:.3g}"
     if figure is HELLO:
-        extra = f"; {phase.hello_timeouts} timed out at {HELLO_TIMEOUT_S:g} s" if (
-            phase.hello_timeouts) else ""
+        extra = (
+            f"; {phase.hello_timeouts} timed out at {HELLO_TIMEOUT_S:g} s"
+            if (phase.hello_timeouts)
+            else ""
+        )
         return f"p99 {shown} ms, max {max(samples):.3g} ms over {len(samples)} calls{extra}"
     if figure is CONNECT:
         failures = sum(phase.connect_failures.values())
-        why = "; ".join(f"{count}x {reason}" for reason, count in
-                        phase.connect_failures.most_common(2))
-        return (f"p99 {shown} ms; {failures} of {len(samples)} new connections refused or "
-                f"timed out{': ' + why if why else ''}")
+        why = "; ".join(
+            f"{count}x {reason}" for reason, count in phase.connect_failures.most_common(2)
+        )
+        return (
+            f"p99 {shown} ms; {failures} of {len(samples)} new connections refused or "
+            f"timed out{': ' + why if why else ''}"
+        )
     if figure is ALERT:
         alerted = sum(1 for value in samples if math.isfinite(value))
         return f"p99 {shown} s; markers alerted / started: {alerted}/{len(samples)}"
@@ -141,8 +162,9 @@ def _note(phase: PhaseSamples, figure: Figure, samples: list[float], p99: float)
     return f"{grown:.2f} MiB in {phase.seconds:.0f} s; store {phase.store_bytes[-1] / _MIB:.1f} MiB"
 
 
-def attack_rows(quiet: PhaseSamples, attack: PhaseSamples,
-                recovery: PhaseSamples | None) -> list[Row]:
+def attack_rows(
+    quiet: PhaseSamples, attack: PhaseSamples, recovery: PhaseSamples | None
+) -> list[Row]:
     """Every figure of the attack phase and `hello` and RSS of its recovery, each judged
     against the quiet phase of the same daemon."""
     rows = [figure_row(attack, figure, quiet) for figure in FIGURES]
@@ -151,11 +173,23 @@ def attack_rows(quiet: PhaseSamples, attack: PhaseSamples,
     return rows
 
 
-SPREAD_NOTE = (f"spread = quiet p99 x {SPREAD_FACTOR:g} + floor ("
-               + ", ".join(f"{f.key} {f.floor:g} {f.unit}" for f in FIGURES)
-               + "); every attack has its own fresh daemon and quiet phase")
+SPREAD_NOTE = (
+    f"spread = quiet p99 x {SPREAD_FACTOR:g} + floor ("
+    + ", ".join(f"{f.key} {f.floor:g} {f.unit}" for f in FIGURES)
+    + "); every attack has its own fresh daemon and quiet phase"
+)
 
 
 def with_note(row: Row, note: str) -> Row:
-    return Row(row.section, row.metric, row.processes, row.value, row.unit, row.reference,
-               row.ratio, row.target, row.verdict, note)
+    return Row(
+        row.section,
+        row.metric,
+        row.processes,
+        row.value,
+        row.unit,
+        row.reference,
+        row.ratio,
+        row.target,
+        row.verdict,
+        note,
+    )

@@ -71,8 +71,15 @@ def attacker_python() -> str:
     drivers need only the standard library."""
     for candidate in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
         try:
-            subprocess.run([candidate, "-c", "pass"], user=NOBODY, group=NOBODY,
-                           extra_groups=[], capture_output=True, timeout=30, check=True)
+            subprocess.run(
+                [candidate, "-c", "pass"],
+                user=NOBODY,
+                group=NOBODY,
+                extra_groups=[],
+                capture_output=True,
+                timeout=30,
+                check=True,
+            )
         except (OSError, subprocess.SubprocessError):
             continue
         return candidate
@@ -82,17 +89,42 @@ def attacker_python() -> str:
 class Attacker:
     """One attack running as uid 65534; `stop()` ends it and returns its counters."""
 
-    def __init__(self, name: str, socket_path: Path, *, seconds: float, protocol_version: int,
-                 env: dict[str, str], cwd: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        socket_path: Path,
+        *,
+        seconds: float,
+        protocol_version: int,
+        env: dict[str, str],
+        cwd: Path,
+    ) -> None:
         if name not in ATTACK_NAMES:
             raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACK_NAMES)}")
         self.name = name
-        argv = [attacker_python(), "-m", "benchmarks.attacks", name, str(socket_path),
-                "--seconds", f"{seconds:g}", "--protocol-version", str(protocol_version)]
+        argv = [
+            attacker_python(),
+            "-m",
+            "benchmarks.attacks",
+            name,
+            str(socket_path),
+            "--seconds",
+            f"{seconds:g}",
+            "--protocol-version",
+            str(protocol_version),
+        ]
         self.process = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, user=NOBODY, group=NOBODY,
-            extra_groups=[])
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            user=NOBODY,
+            group=NOBODY,
+            extra_groups=[],
+        )
 
     def kill(self) -> None:
         """The last-resort undo (cleanup registry): end it, forget the counters."""
@@ -121,8 +153,10 @@ class Attacker:
         except json.JSONDecodeError:
             counters = {}
         if not counters:
-            counters = {"error": f"no counters (exit {process.returncode}): "
-                        f"{err.decode(errors='replace').strip()[-300:]}"}
+            counters = {
+                "error": f"no counters (exit {process.returncode}): "
+                f"{err.decode(errors='replace').strip()[-300:]}"
+            }
         return counters
 
 
@@ -187,12 +221,17 @@ class _Line:
 
 
 def _request(request_id: int, method: str, params: Any) -> bytes:
-    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method,
-                       "params": params}).encode() + b"\n"
+    return (
+        json.dumps(
+            {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+        ).encode()
+        + b"\n"
+    )
 
 
-def _greeted(path: str, version: int, tally: Tally,
-             timeout_s: float = _IO_TIMEOUT_S) -> _Line | None:
+def _greeted(
+    path: str, version: int, tally: Tally, timeout_s: float = _IO_TIMEOUT_S
+) -> _Line | None:
     """A connection that said hello and got a result; None (counted) when refused."""
     try:
         line = _Line(path, timeout_s)
@@ -392,8 +431,9 @@ DRIVERS: dict[str, Callable[[str, int, Tally, threading.Event], None]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.attacks",
-                                     description="one attack driver (run by attack_bench)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.attacks", description="one attack driver (run by attack_bench)"
+    )
     parser.add_argument("attack", choices=ATTACK_NAMES)
     parser.add_argument("socket")
     parser.add_argument("--seconds", type=float, required=True, help="stop after this long")
@@ -409,8 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     timer.daemon = True
     timer.start()
     started = time.monotonic()
-    driver = threading.Thread(target=DRIVERS[args.attack],
-                              args=(args.socket, args.protocol_version, tally, stop), daemon=True)
+    driver = threading.Thread(
+        target=DRIVERS[args.attack],
+        args=(args.socket, args.protocol_version, tally, stop),
+        daemon=True,
+    )
     driver.start()
     while driver.is_alive() and not stop.is_set():
         stop.wait(0.2)

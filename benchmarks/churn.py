@@ -37,16 +37,21 @@ class Churn:
         try:
             executables = make_copies(self._root)
             self.group = ProcessGroup(self.token)
-            self._thread = threading.Thread(target=self._run, args=(executables,),
-                                            name="benchmark-churn", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, args=(executables,), name="benchmark-churn", daemon=True
+            )
             self._thread.start()
         except BaseException:
             self.close()
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def _run(self, executables: list[bytes]) -> None:

@@ -32,8 +32,21 @@ SECTION = "collector"
 FULL_SCAN_LIMIT_US = 35.0
 FULL_SCAN_FLOOR_AT_TARGET_US = 16.0  # the C floor when the 35 µs target was set
 STEADY_LIMIT_RATIO = 1.2
-PSUTIL_FIELDS = ["pid", "ppid", "name", "exe", "cmdline", "cwd", "uids", "gids", "status",
-                 "num_threads", "memory_info", "cpu_times", "create_time"]
+PSUTIL_FIELDS = [
+    "pid",
+    "ppid",
+    "name",
+    "exe",
+    "cmdline",
+    "cwd",
+    "uids",
+    "gids",
+    "status",
+    "num_threads",
+    "memory_info",
+    "cpu_times",
+    "create_time",
+]
 
 
 @dataclass
@@ -62,10 +75,18 @@ def _new_scanner(*, hashing: bool) -> tuple[ProcScanner, ExeHasher | None]:
     from daemoneye.config.schema import Config
 
     collector = Config().collector
-    hasher = (ExeHasher(max_bytes=collector.hash_max_bytes)
-              if collector.hash_executables and hashing else None)
-    scanner = ProcScanner("/proc", boot_time=read_boot_time(), clock=time.time,
-                          update_interval=collector.update_interval, hasher=hasher)
+    hasher = (
+        ExeHasher(max_bytes=collector.hash_max_bytes)
+        if collector.hash_executables and hashing
+        else None
+    )
+    scanner = ProcScanner(
+        "/proc",
+        boot_time=read_boot_time(),
+        clock=time.time,
+        update_interval=collector.update_interval,
+        hasher=hasher,
+    )
     return scanner, hasher
 
 
@@ -116,29 +137,35 @@ def _scanner_run(samples: _Samples, steady_scans: int, cfloor: CFloor) -> None:
     samples.steady_vs_c.append(statistics.median(paired_ratios(steady, c_passes)))
 
 
-def measure(runs: int, floor_passes: int, steady_scans: int, cfloor: CFloor, *,
-            with_scanner: bool) -> _Samples:
+def measure(
+    runs: int, floor_passes: int, steady_scans: int, cfloor: CFloor, *, with_scanner: bool
+) -> _Samples:
     samples = _Samples()
     _psutil_pass()  # psutil caches Process objects: measure it warm, as a resident tool runs
     full_passes = max(1, floor_passes // 2)  # 4x dearer than the stat floor
     for _ in range(runs):
-        samples.c_full_floor.append(statistics.median(
-            ns for ns, _ in cfloor.passes(full_passes, full=True)) / 1000)
-        samples.py_full_floor.append(statistics.median(
-            python_full_pass()[0] for _ in range(full_passes)) / 1000)
+        samples.c_full_floor.append(
+            statistics.median(ns for ns, _ in cfloor.passes(full_passes, full=True)) / 1000
+        )
+        samples.py_full_floor.append(
+            statistics.median(python_full_pass()[0] for _ in range(full_passes)) / 1000
+        )
         if with_scanner:
             _scanner_run(samples, max(steady_scans, floor_passes), cfloor)
         else:
-            samples.c_floor.append(statistics.median(
-                ns for ns, _ in cfloor.passes(floor_passes)) / 1000)
-            samples.py_floor.append(statistics.median(
-                python_pass()[0] for _ in range(floor_passes)) / 1000)
+            samples.c_floor.append(
+                statistics.median(ns for ns, _ in cfloor.passes(floor_passes)) / 1000
+            )
+            samples.py_floor.append(
+                statistics.median(python_pass()[0] for _ in range(floor_passes)) / 1000
+            )
         samples.psutil.append(_psutil_pass())
     return samples
 
 
-def run(size: int, *, runs: int, floor_passes: int, steady_scans: int,
-        cfloor: CFloor) -> tuple[list[Row], dict[str, Any]]:
+def run(
+    size: int, *, runs: int, floor_passes: int, steady_scans: int, cfloor: CFloor
+) -> tuple[list[Row], dict[str, Any]]:
     """Rows for one population size, and the raw samples for the JSON."""
     label = f"sleepers={size}"
     if cfloor.unavailable is not None:
@@ -148,31 +175,73 @@ def run(size: int, *, runs: int, floor_passes: int, steady_scans: int,
     processes = int(statistics.median(s.processes)) if s.processes else _count_pids()
     c_floor = summarize(s.c_floor)
     rows = [
-        Row(SECTION, f"{label}: C floor (open/read/close stat)", processes, c_floor, "µs/proc",
-            note="reference; measured earlier here: 16 µs/proc at 10k"),
-        Row(SECTION, f"{label}: Python floor (same loop)", processes, summarize(s.py_floor),
-            "µs/proc", "C floor", summarize(paired_ratios(s.py_floor, s.c_floor))),
-        Row(SECTION, f"{label}: C full-read floor", processes, summarize(s.c_full_floor),
-            "µs/proc", "C floor", summarize(paired_ratios(s.c_full_floor, s.c_floor)),
-            note="what a first sighting reads, unparsed: dir, stat, cmdline, exe, cwd, status"),
-        Row(SECTION, f"{label}: Python full-read floor", processes,
-            summarize(s.py_full_floor), "µs/proc", "C full-read floor",
-            summarize(paired_ratios(s.py_full_floor, s.c_full_floor))),
+        Row(
+            SECTION,
+            f"{label}: C floor (open/read/close stat)",
+            processes,
+            c_floor,
+            "µs/proc",
+            note="reference; measured earlier here: 16 µs/proc at 10k",
+        ),
+        Row(
+            SECTION,
+            f"{label}: Python floor (same loop)",
+            processes,
+            summarize(s.py_floor),
+            "µs/proc",
+            "C floor",
+            summarize(paired_ratios(s.py_floor, s.c_floor)),
+        ),
+        Row(
+            SECTION,
+            f"{label}: C full-read floor",
+            processes,
+            summarize(s.c_full_floor),
+            "µs/proc",
+            "C floor",
+            summarize(paired_ratios(s.c_full_floor, s.c_floor)),
+            note="what a first sighting reads, unparsed: dir, stat, cmdline, exe, cwd, status",
+        ),
+        Row(
+            SECTION,
+            f"{label}: Python full-read floor",
+            processes,
+            summarize(s.py_full_floor),
+            "µs/proc",
+            "C full-read floor",
+            summarize(paired_ratios(s.py_full_floor, s.c_full_floor)),
+        ),
     ]
     if reason is not None:
         rows.append(status_row(SECTION, f"{label}: ProcScanner", NOT_BUILT, reason))
     else:
         rows += _scanner_rows(label, processes, s)
-    rows.append(Row(SECTION, f"{label}: psutil.process_iter, 13 fields", processes,
-                    summarize(s.psutil), "µs/proc", "C floor",
-                    summarize(paired_ratios(s.psutil, s.c_floor)),
-                    note="measured earlier here: 72 µs/proc at 10k"))
-    raw = {"size": size, "processes": s.processes, "c_floor_us": s.c_floor,
-           "python_floor_us": s.py_floor, "c_full_floor_us": s.c_full_floor,
-           "python_full_floor_us": s.py_full_floor, "full_scan_us": s.full,
-           "full_scan_no_hasher_us": s.full_no_hasher, "steady_scan_us": s.steady,
-           "steady_vs_python_floor": s.steady_vs_py, "steady_vs_c_floor": s.steady_vs_c,
-           "psutil_us": s.psutil}
+    rows.append(
+        Row(
+            SECTION,
+            f"{label}: psutil.process_iter, 13 fields",
+            processes,
+            summarize(s.psutil),
+            "µs/proc",
+            "C floor",
+            summarize(paired_ratios(s.psutil, s.c_floor)),
+            note="measured earlier here: 72 µs/proc at 10k",
+        )
+    )
+    raw = {
+        "size": size,
+        "processes": s.processes,
+        "c_floor_us": s.c_floor,
+        "python_floor_us": s.py_floor,
+        "c_full_floor_us": s.c_full_floor,
+        "python_full_floor_us": s.py_full_floor,
+        "full_scan_us": s.full,
+        "full_scan_no_hasher_us": s.full_no_hasher,
+        "steady_scan_us": s.steady,
+        "steady_vs_python_floor": s.steady_vs_py,
+        "steady_vs_c_floor": s.steady_vs_c,
+        "psutil_us": s.psutil,
+    }
     return rows, raw
 
 
@@ -193,21 +262,58 @@ def _scanner_rows(label: str, processes: int | None, s: _Samples) -> list[Row]:
     steady_vs_c = summarize(s.steady_vs_c)
     steady = summarize(s.steady)
     return [
-        Row(SECTION, f"{label}: full first scan", processes, full, "µs/proc", "C floor",
-            full_vs_c, f"≤{FULL_SCAN_LIMIT_US:g} µs/proc and ≤{floor_limit:.2f}x C floor",
+        Row(
+            SECTION,
+            f"{label}: full first scan",
+            processes,
+            full,
+            "µs/proc",
+            "C floor",
+            full_vs_c,
+            f"≤{FULL_SCAN_LIMIT_US:g} µs/proc and ≤{floor_limit:.2f}x C floor",
             full_verdict,
-            "; ".join([*why, f"{vs_psutil:.2f}x psutil", "target set for 10k processes"])),
-        Row(SECTION, f"{label}: full first scan", processes, full, "µs/proc",
-            "C full-read floor", summarize(paired_ratios(s.full, s.c_full_floor)),
-            note="same scans as above, against the kernel cost of the reads they make"),
-        Row(SECTION, f"{label}: full first scan, hasher off", processes,
-            summarize(s.full_no_hasher), "µs/proc", "C full-read floor",
+            "; ".join([*why, f"{vs_psutil:.2f}x psutil", "target set for 10k processes"]),
+        ),
+        Row(
+            SECTION,
+            f"{label}: full first scan",
+            processes,
+            full,
+            "µs/proc",
+            "C full-read floor",
+            summarize(paired_ratios(s.full, s.c_full_floor)),
+            note="same scans as above, against the kernel cost of the reads they make",
+        ),
+        Row(
+            SECTION,
+            f"{label}: full first scan, hasher off",
+            processes,
+            summarize(s.full_no_hasher),
+            "µs/proc",
+            "C full-read floor",
             summarize(paired_ratios(s.full_no_hasher, s.c_full_floor)),
-            note="diagnostic: the daemon runs the hasher; this shows its thread's cost to a scan"),
-        Row(SECTION, f"{label}: steady-state scan", processes, steady, "µs/proc",
-            "Python floor", steady_vs_py, f"≤{STEADY_LIMIT_RATIO:g}x Python floor",
-            judge(steady_vs_py.median, STEADY_LIMIT_RATIO)),
-        Row(SECTION, f"{label}: steady-state scan", processes, steady, "µs/proc", "C floor",
-            steady_vs_c, f"≤{STEADY_LIMIT_RATIO:g}x C floor",
-            judge(steady_vs_c.median, STEADY_LIMIT_RATIO)),
+            note="diagnostic: the daemon runs the hasher; this shows its thread's cost to a scan",
+        ),
+        Row(
+            SECTION,
+            f"{label}: steady-state scan",
+            processes,
+            steady,
+            "µs/proc",
+            "Python floor",
+            steady_vs_py,
+            f"≤{STEADY_LIMIT_RATIO:g}x Python floor",
+            judge(steady_vs_py.median, STEADY_LIMIT_RATIO),
+        ),
+        Row(
+            SECTION,
+            f"{label}: steady-state scan",
+            processes,
+            steady,
+            "µs/proc",
+            "C floor",
+            steady_vs_c,
+            f"≤{STEADY_LIMIT_RATIO:g}x C floor",
+            judge(steady_vs_c.median, STEADY_LIMIT_RATIO),
+        ),
     ]

@@ -50,13 +50,15 @@ def _block_percent(track: _Track, times: list[float], block: int) -> list[float]
     percents = []
     for start in range(0, len(times) - block, block):
         end = start + block
-        percents.append((track.cpu_s[end] - track.cpu_s[start]) / (times[end] - times[start])
-                        * 100.0)
+        percents.append(
+            (track.cpu_s[end] - track.cpu_s[start]) / (times[end] - times[start]) * 100.0
+        )
     return percents
 
 
-def run(size: int, *, window_s: int, blocks: int, top_reason: str | None,
-        htop_reason: str | None) -> tuple[list[Row], dict[str, Any]]:
+def run(
+    size: int, *, window_s: int, blocks: int, top_reason: str | None, htop_reason: str | None
+) -> tuple[list[Row], dict[str, Any]]:
     label = f"sleepers={size}"
     reason = missing("daemoneye.daemon.lifecycle", "Daemon")
     if reason is not None:
@@ -81,11 +83,18 @@ def run(size: int, *, window_s: int, blocks: int, top_reason: str | None,
     block = max(1, window_s // blocks)
     percents = {name: _block_percent(track, times, block) for name, track in tracks.items()}
     rows = _rows(label, tracks, percents, top_reason, htop_reason, health)
-    raw = {"size": size, "ready_s": ready_s, "warmup_s": WARMUP_S, "window_s": window_s,
-           "block_s": block, "sample_times": times,
-           "cpu_seconds": {name: track.cpu_s for name, track in tracks.items()},
-           "rss_bytes": {name: track.rss for name, track in tracks.items()},
-           "cpu_percent_blocks": percents, "daemon_health": health}
+    raw = {
+        "size": size,
+        "ready_s": ready_s,
+        "warmup_s": WARMUP_S,
+        "window_s": window_s,
+        "block_s": block,
+        "sample_times": times,
+        "cpu_seconds": {name: track.cpu_s for name, track in tracks.items()},
+        "rss_bytes": {name: track.rss for name, track in tracks.items()},
+        "cpu_percent_blocks": percents,
+        "daemon_health": health,
+    }
     return rows, raw
 
 
@@ -104,44 +113,98 @@ def _sample(tracks: dict[str, _Track], window_s: int, daemon: DaemonProcess) -> 
     return times
 
 
-def _rows(label: str, tracks: dict[str, _Track], percents: dict[str, list[float]],
-          top_reason: str | None, htop_reason: str | None,
-          health: dict[str, Any] | None) -> list[Row]:
+def _rows(
+    label: str,
+    tracks: dict[str, _Track],
+    percents: dict[str, list[float]],
+    top_reason: str | None,
+    htop_reason: str | None,
+    health: dict[str, Any] | None,
+) -> list[Row]:
     daemon_cpu = summarize(percents["daemon"])
     processes = int(health["processes"]) if health else None
     # New processes per second on the host is what the daemon pays for and top does not
     # (a full read per new instance, plus kernel events): on a shared host it varies a lot.
-    scan_note = (f"daemon's own health: last scan {health['last_scan_ms']:.0f} ms, avg "
-                 f"{health['avg_scan_ms']:.0f} ms, {health.get('new_per_second', 0):.0f} new "
-                 f"processes/s on the host, events: {health.get('event_source', '?')}"
-                 if health else "")
-    rows = [Row(SECTION, f"{label}: daemon CPU", processes, daemon_cpu, "% core",
-                note="; ".join(filter(None, ["top, htop and the daemon ran concurrently",
-                                             scan_note])))]
+    scan_note = (
+        f"daemon's own health: last scan {health['last_scan_ms']:.0f} ms, avg "
+        f"{health['avg_scan_ms']:.0f} ms, {health.get('new_per_second', 0):.0f} new "
+        f"processes/s on the host, events: {health.get('event_source', '?')}"
+        if health
+        else ""
+    )
+    rows = [
+        Row(
+            SECTION,
+            f"{label}: daemon CPU",
+            processes,
+            daemon_cpu,
+            "% core",
+            note="; ".join(filter(None, ["top, htop and the daemon ran concurrently", scan_note])),
+        )
+    ]
     for name, earlier, reason in (("top", "11 %", top_reason), ("htop", "20 %", htop_reason)):
         if reason is not None:
-            rows.append(status_row(SECTION, f"{label}: daemon CPU vs {name}",
-                                   SKIPPED, reason, target=f"< {name}"))
+            rows.append(
+                status_row(
+                    SECTION, f"{label}: daemon CPU vs {name}", SKIPPED, reason, target=f"< {name}"
+                )
+            )
             continue
         ratio = summarize(paired_ratios(percents["daemon"], percents[name]))
-        rows.append(Row(SECTION, f"{label}: daemon CPU", processes, daemon_cpu, "% core",
-                        f"{name} CPU", ratio, f"< {name} (ratio < 1)",
-                        judge(ratio.median, 1.0)))
+        rows.append(
+            Row(
+                SECTION,
+                f"{label}: daemon CPU",
+                processes,
+                daemon_cpu,
+                "% core",
+                f"{name} CPU",
+                ratio,
+                f"< {name} (ratio < 1)",
+                judge(ratio.median, 1.0),
+            )
+        )
         extra = ""
         if name == "htop":
             extra = f"; tmux server {statistics.median(percents['tmux server']):.1f} % more"
-        rows.append(Row(SECTION, f"{label}: {name} CPU", processes, summarize(percents[name]),
-                        "% core", note=f"measured earlier here: {earlier} at 10k{extra}"))
+        rows.append(
+            Row(
+                SECTION,
+                f"{label}: {name} CPU",
+                processes,
+                summarize(percents[name]),
+                "% core",
+                note=f"measured earlier here: {earlier} at 10k{extra}",
+            )
+        )
     daemon_rss = summarize([rss / _MIB for rss in tracks["daemon"].rss])
     reference = "htop" if "htop" in tracks else "top" if "top" in tracks else None
-    ratio_rss = (summarize(paired_ratios(tracks["daemon"].rss, tracks[reference].rss))
-                 if reference else None)
-    rows.append(Row(SECTION, f"{label}: daemon RSS", processes, daemon_rss, "MiB",
-                    f"{reference} RSS" if reference else None, ratio_rss,
-                    f"≤{RSS_LIMIT_MIB:g} MiB (peak)", judge(daemon_rss.high, RSS_LIMIT_MIB),
-                    f"peak {daemon_rss.high:.1f} MiB"))
+    ratio_rss = (
+        summarize(paired_ratios(tracks["daemon"].rss, tracks[reference].rss)) if reference else None
+    )
+    rows.append(
+        Row(
+            SECTION,
+            f"{label}: daemon RSS",
+            processes,
+            daemon_rss,
+            "MiB",
+            f"{reference} RSS" if reference else None,
+            ratio_rss,
+            f"≤{RSS_LIMIT_MIB:g} MiB (peak)",
+            judge(daemon_rss.high, RSS_LIMIT_MIB),
+            f"peak {daemon_rss.high:.1f} MiB",
+        )
+    )
     for name in ("top", "htop"):
         if name in tracks:
-            rows.append(Row(SECTION, f"{label}: {name} RSS", processes,
-                            summarize([rss / _MIB for rss in tracks[name].rss]), "MiB"))
+            rows.append(
+                Row(
+                    SECTION,
+                    f"{label}: {name} RSS",
+                    processes,
+                    summarize([rss / _MIB for rss in tracks[name].rss]),
+                    "MiB",
+                )
+            )
     return rows

@@ -42,26 +42,55 @@ class DaemonProcess:
         return self.process.pid
 
     def __enter__(self) -> DaemonProcess:
-        env = {key: value for key, value in os.environ.items()
-               if not key.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_"))}
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_"))
+        }
         for name in ("config", "state", "cache", "data", "runtime"):
             (self.root / name).mkdir(mode=0o700)
         root = self.root
-        env.update(HOME=str(root), XDG_CONFIG_HOME=str(root / "config"),
-                   XDG_STATE_HOME=str(root / "state"), XDG_CACHE_HOME=str(root / "cache"),
-                   XDG_DATA_HOME=str(root / "data"), XDG_RUNTIME_DIR=str(root / "runtime"),
-                   DAEMONEYE_MODE="user", **self._extra_env)
-        argv = [sys.executable, "-m", "daemoneye", "--mode", "user", "--db", str(self.db),
-                "daemon", "--interval", f"{self.interval:g}"]
+        env.update(
+            HOME=str(root),
+            XDG_CONFIG_HOME=str(root / "config"),
+            XDG_STATE_HOME=str(root / "state"),
+            XDG_CACHE_HOME=str(root / "cache"),
+            XDG_DATA_HOME=str(root / "data"),
+            XDG_RUNTIME_DIR=str(root / "runtime"),
+            DAEMONEYE_MODE="user",
+            **self._extra_env,
+        )
+        argv = [
+            sys.executable,
+            "-m",
+            "daemoneye",
+            "--mode",
+            "user",
+            "--db",
+            str(self.db),
+            "daemon",
+            "--interval",
+            f"{self.interval:g}",
+        ]
         self._handle = cleanup.register("daemon", self.stop)
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.DEVNULL, stderr=log,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                argv,
+                cwd=REPO_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def log(self) -> str:

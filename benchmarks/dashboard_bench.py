@@ -146,8 +146,9 @@ async def timed_key(pilot: Any, key: str) -> tuple[float, float]:
     return frame_after(app, started, cpu_started, app.work_done)
 
 
-def frame_after(app: TimedApp, started: float, cpu_started: float,
-                work: list[float]) -> tuple[float, float]:
+def frame_after(
+    app: TimedApp, started: float, cpu_started: float, work: list[float]
+) -> tuple[float, float]:
     """(wall ms, CPU ms) from `started` to the first frame after the last of `work` done
     since; (0, 0) when no work was done (nothing to repaint)."""
     ready = max((done for done in work if done >= started), default=None)
@@ -203,9 +204,14 @@ def note_delta_work(cls: Any, name: str) -> None:
     setattr(cls, name, wrapper)
 
 
-async def keys_behind_deltas(pilot: Any, source: FakeSource,
-                             live: dict[ProcessKey, ProcessRecord], seqs: range,
-                             figures: Figures, name: str) -> list[tuple[float, float]]:
+async def keys_behind_deltas(
+    pilot: Any,
+    source: FakeSource,
+    live: dict[ProcessKey, ProcessRecord],
+    seqs: range,
+    figures: Figures,
+    name: str,
+) -> list[tuple[float, float]]:
     """One delta a second (10 % of the processes changed, 0.2 % new, 0.2 % gone), each
     followed at once by five cursor keys. Also notes, for the first key of each, how long
     until the delta was painted as well."""
@@ -216,8 +222,11 @@ async def keys_behind_deltas(pilot: Any, source: FakeSource,
     painted: list[tuple[float, float]] = []
     for seq in seqs:
         tick_started = time.perf_counter()
-        source.push(churn_delta(live, seq, changed=processes // 10,
-                                added=processes // 500, removed=processes // 500))
+        source.push(
+            churn_delta(
+                live, seq, changed=processes // 10, added=processes // 500, removed=processes // 500
+            )
+        )
         first_key, cpu_first_key = time.perf_counter(), time.process_time()
         for key in ("down", "down", "up", "pagedown", "pageup"):
             moves.append(await timed_key(pilot, key))
@@ -231,9 +240,9 @@ async def keys_behind_deltas(pilot: Any, source: FakeSource,
     return moves
 
 
-async def keys_at_random_moments(pilot: Any, source: FakeSource,
-                                 live: dict[ProcessKey, ProcessRecord],
-                                 seqs: range) -> list[tuple[float, float]]:
+async def keys_at_random_moments(
+    pilot: Any, source: FakeSource, live: dict[ProcessKey, ProcessRecord], seqs: range
+) -> list[tuple[float, float]]:
     """Two deltas a second, each followed by one cursor key sent from a thread, as Textual's
     input thread sends keys, at a random moment in the next 40 ms: a key that lands while a
     delta is being taken in waits for it."""
@@ -259,10 +268,14 @@ async def keys_at_random_moments(pilot: Any, source: FakeSource,
             sent.append((time.perf_counter(), time.process_time()))
             driver.send_message(event)
 
-        source.push(churn_delta(live, seq, changed=processes // 10,
-                                added=processes // 500, removed=processes // 500))
-        thread = threading.Thread(target=press, args=(rnd.uniform(0, 0.04),
-                                                      "down" if seq % 2 else "up"))
+        source.push(
+            churn_delta(
+                live, seq, changed=processes // 10, added=processes // 500, removed=processes // 500
+            )
+        )
+        thread = threading.Thread(
+            target=press, args=(rnd.uniform(0, 0.04), "down" if seq % 2 else "up")
+        )
         thread.start()
         await asyncio.sleep(0.4)
         thread.join()
@@ -292,12 +305,16 @@ async def run(processes: int, seconds: int) -> Figures:
         await pilot.pause()
         figures.first_paint_s = time.perf_counter() - started
 
-        record(figures, "cursor (under deltas)",
-               await keys_behind_deltas(pilot, source, live, range(1, seconds + 1), figures,
-                                        "list"))
-        record(figures, "cursor (random moments)",
-               await keys_at_random_moments(pilot, source, live,
-                                            range(seconds + 1, 3 * seconds + 1)))
+        record(
+            figures,
+            "cursor (under deltas)",
+            await keys_behind_deltas(pilot, source, live, range(1, seconds + 1), figures, "list"),
+        )
+        record(
+            figures,
+            "cursor (random moments)",
+            await keys_at_random_moments(pilot, source, live, range(seconds + 1, 3 * seconds + 1)),
+        )
         idle_moves = []
         for key in ("down", "up") * 10:
             idle_moves.append(await timed_key(pilot, key))
@@ -306,10 +323,13 @@ async def run(processes: int, seconds: int) -> Figures:
         record(figures, "tree (t)", [await timed_key(pilot, "t") for _ in range(4)])
         # The tree view recomputes its order on every delta: keys right behind one.
         await pilot.press("t")
-        record(figures, "cursor (deltas, tree)",
-               await keys_behind_deltas(pilot, source, live,
-                                        range(3 * seconds + 1, 4 * seconds + 1), figures,
-                                        "tree"))
+        record(
+            figures,
+            "cursor (deltas, tree)",
+            await keys_behind_deltas(
+                pilot, source, live, range(3 * seconds + 1, 4 * seconds + 1), figures, "tree"
+            ),
+        )
         await pilot.press("t")
         await pilot.press("slash")
         record(figures, "filter keystroke", [await timed_key(pilot, key) for key in "nginx"])
@@ -330,8 +350,10 @@ def p95(values: list[float]) -> float:
 def summary(values: list[float]) -> str:
     if not values:
         return "n/a"
-    return (f"median {statistics.median(values):6.1f}  p95 {p95(values):6.1f}  "
-            f"max {max(values):6.1f}  (n={len(values)})")
+    return (
+        f"median {statistics.median(values):6.1f}  p95 {p95(values):6.1f}  "
+        f"max {max(values):6.1f}  (n={len(values)})"
+    )
 
 
 def verdict(ok: bool) -> str:
@@ -339,31 +361,40 @@ def verdict(ok: bool) -> str:
 
 
 def report(figures: Figures) -> str:
-    lines = [f"dashboard, {figures.processes} processes, a delta every second",
-             f"  first paint          {figures.first_paint_s * 1000:8.0f} ms   target ≤ "
-             f"{TARGET_FIRST_PAINT_S * 1000:.0f} ms   "
-             f"{verdict(figures.first_paint_s <= TARGET_FIRST_PAINT_S)}"]
+    lines = [
+        f"dashboard, {figures.processes} processes, a delta every second",
+        f"  first paint          {figures.first_paint_s * 1000:8.0f} ms   target ≤ "
+        f"{TARGET_FIRST_PAINT_S * 1000:.0f} ms   "
+        f"{verdict(figures.first_paint_s <= TARGET_FIRST_PAINT_S)}",
+    ]
     worst_p95 = 0.0
     for name, values in figures.key_ms.items():
         worst_p95 = max(worst_p95, p95(figures.key_cpu_ms[name]))
         lines.append(f"  key → repaint, {name:<22} wall {summary(values)} ms")
         lines.append(f"  {'':<37} cpu  {summary(figures.key_cpu_ms[name])} ms")
     for name, values in figures.delta_painted_ms.items():
-        lines.append(f"  key behind a delta, and the delta painted ({name:<4}) wall "
-                     f"{summary(values)} ms")
+        lines.append(
+            f"  key behind a delta, and the delta painted ({name:<4}) wall {summary(values)} ms"
+        )
         lines.append(f"  {'':<37} cpu  {summary(figures.delta_painted_cpu_ms[name])} ms")
-    lines.append(f"  key → repaint p95 CPU (worst)  {worst_p95:6.1f} ms   target ≤ "
-                 f"{TARGET_KEY_MS:.0f} ms   {verdict(worst_p95 <= TARGET_KEY_MS)}")
+    lines.append(
+        f"  key → repaint p95 CPU (worst)  {worst_p95:6.1f} ms   target ≤ "
+        f"{TARGET_KEY_MS:.0f} ms   {verdict(worst_p95 <= TARGET_KEY_MS)}"
+    )
     reference = min(figures.host_ref_ms)
-    lines.append(f"  host reference        {reference:8.1f} ms  (10,000 sort keys built and "
-                 f"sorted in Python; start {figures.host_ref_ms[0]:.1f}, end "
-                 f"{figures.host_ref_ms[-1]:.1f})")
+    lines.append(
+        f"  host reference        {reference:8.1f} ms  (10,000 sort keys built and "
+        f"sorted in Python; start {figures.host_ref_ms[0]:.1f}, end "
+        f"{figures.host_ref_ms[-1]:.1f})"
+    )
     lines.append(f"  worst key p95 / host reference {worst_p95 / reference:6.1f}")
     lines.append(f"  delta applied + painted        wall {summary(figures.apply_ms)} ms")
     lines.append(f"  {'':<31} cpu  {summary(figures.apply_cpu_ms)} ms")
     lines.append(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    lines.append(f"  RSS                   {figures.rss_mib:8.1f} MiB  target ≤ "
-                 f"{TARGET_RSS_MIB:.0f} MiB  {verdict(figures.rss_mib <= TARGET_RSS_MIB)}")
+    lines.append(
+        f"  RSS                   {figures.rss_mib:8.1f} MiB  target ≤ "
+        f"{TARGET_RSS_MIB:.0f} MiB  {verdict(figures.rss_mib <= TARGET_RSS_MIB)}"
+    )
     return "\n".join(lines)
 
 
@@ -377,8 +408,10 @@ def main() -> None:
     print(report(figures))
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({**dataclasses.asdict(figures), "loadavg": os.getloadavg(),
-                       "cpus": os.cpu_count()}, out)
+            json.dump(
+                {**dataclasses.asdict(figures), "loadavg": os.getloadavg(), "cpus": os.cpu_count()},
+                out,
+            )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,11 @@ _PROGRAMS = (
     ("node", "/usr/bin/node", "node /srv/web/server.js"),
     ("sleep", "/usr/bin/sleep", "sleep 3600"),
     ("cron", "/usr/sbin/cron", "/usr/sbin/cron -f"),
-    ("containerd-shim", "/usr/bin/containerd-shim-runc-v2",
-     "/usr/bin/containerd-shim-runc-v2 -namespace moby -id 4f1c -address /run/containerd.sock"),
+    (
+        "containerd-shim",
+        "/usr/bin/containerd-shim-runc-v2",
+        "/usr/bin/containerd-shim-runc-v2 -namespace moby -id 4f1c -address /run/containerd.sock",
+    ),
 )
 _SERVICES = ("nginx", "postgres", "java", "node", "sshd", "cron", "containerd-shim")
 _PARENTS = ("sshd", "bash", "cron", "containerd-shim")
@@ -80,8 +83,26 @@ def _record(pid: int, start: float, ppid: int, program: tuple[str, str, str]) ->
     from daemoneye.models import ProcessRecord
 
     name, exe, cmdline = program
-    return ProcessRecord(pid, ppid, start, name, exe, tuple(cmdline.split(" ")), "/", 1000,
-                         "alice", 1000, "S", 1, 4096, 0.0, None, False, start, start)
+    return ProcessRecord(
+        pid,
+        ppid,
+        start,
+        name,
+        exe,
+        tuple(cmdline.split(" ")),
+        "/",
+        1000,
+        "alice",
+        1000,
+        "S",
+        1,
+        4096,
+        0.0,
+        None,
+        False,
+        start,
+        start,
+    )
 
 
 def _tick(ts: float, added: list[ProcessRecord]) -> ScanDelta:
@@ -96,8 +117,10 @@ def hundred_rules() -> list[Rule]:
     from daemoneye.paths import BUILTIN_RULES_DIR
 
     pack = list(load_rules([BUILTIN_RULES_DIR]).rules)
-    return [dataclasses.replace(pack[i % len(pack)], id=f"{pack[i % len(pack)].id}.{i}")
-            for i in range(RULES)]
+    return [
+        dataclasses.replace(pack[i % len(pack)], id=f"{pack[i % len(pack)].id}.{i}")
+        for i in range(RULES)
+    ]
 
 
 def _ms(started: float) -> float:
@@ -115,22 +138,25 @@ def _evaluations(root: Path, *, ticks: int, fulls: int) -> dict[str, Any]:
 
     rng = random.Random(3)
     store = Store.open(root / "engine.db")
-    raw: dict[str, Any] = {key: [] for key in (
-        "tick_ms", "tick_cpu_ms", "apply_ms", "full_ms", "full_cpu_ms", "scan_ms")}
+    raw: dict[str, Any] = {
+        key: []
+        for key in ("tick_ms", "tick_cpu_ms", "apply_ms", "full_ms", "full_cpu_ms", "scan_ms")
+    }
     try:
         live: list[ProcessRecord] = []
         parents = [1]
         for index in range(LIVE):
             program = rng.choice(_PROGRAMS)
             under_init = program[0] in _SERVICES or index < 50
-            record = _record(1000 + index, 1.0 + index / 1000,
-                             1 if under_init else rng.choice(parents), program)
+            record = _record(
+                1000 + index, 1.0 + index / 1000, 1 if under_init else rng.choice(parents), program
+            )
             live.append(record)
             if program[0] in _PARENTS:
                 parents.append(record.pid)
         started = time.perf_counter()
         for chunk in range(0, LIVE, 2000):
-            store.apply(_tick(20.0, live[chunk:chunk + 2000]))
+            store.apply(_tick(20.0, live[chunk : chunk + 2000]))
         raw["build_ms"] = _ms(started)
         evaluator = Evaluator(store.path, hundred_rules())
         try:
@@ -160,9 +186,11 @@ def _full(evaluator: Any, store: Any, fulls: int, raw: dict[str, Any]) -> list[A
             raw["full_ms"].append(_ms(started))
             raw["full_cpu_ms"].append((time.process_time() - cpu) * 1000.0)
             if full.failures or full.detections:
-                raise RuntimeError(f"full evaluation over the benign store: "
-                                   f"{len(full.failures)} failures, "
-                                   f"{len(full.detections)} detections (expected none)")
+                raise RuntimeError(
+                    f"full evaluation over the benign store: "
+                    f"{len(full.failures)} failures, "
+                    f"{len(full.detections)} detections (expected none)"
+                )
             slowest = sorted(full.timings_ms, key=lambda timing: -timing[1])[:3]
         raw["rows_scanned"] = count
     finally:
@@ -170,17 +198,24 @@ def _full(evaluator: Any, store: Any, fulls: int, raw: dict[str, Any]) -> list[A
     return [list(timing) for timing in slowest]
 
 
-def _ticks(evaluator: Any, store: Any, rng: random.Random, parents: list[int], ticks: int,
-           raw: dict[str, Any]) -> tuple[list[int], list[int]]:
+def _ticks(
+    evaluator: Any,
+    store: Any,
+    rng: random.Random,
+    parents: list[int],
+    ticks: int,
+    raw: dict[str, Any],
+) -> tuple[list[int], list[int]]:
     next_pid, ts = 100_000, 100.0
     planted: list[int] = []
     found: set[int] = set()
     for tick in range(ticks):
         ts += 1.0
-        added = [_record(next_pid + i, ts, rng.choice(parents), rng.choice(_PROGRAMS))
-                 for i in range(NEW_PER_TICK)]
-        added[-1] = _record(next_pid + NEW_PER_TICK - 1, ts, 1000,
-                            _ATTACKS[tick % len(_ATTACKS)])
+        added = [
+            _record(next_pid + i, ts, rng.choice(parents), rng.choice(_PROGRAMS))
+            for i in range(NEW_PER_TICK)
+        ]
+        added[-1] = _record(next_pid + NEW_PER_TICK - 1, ts, 1000, _ATTACKS[tick % len(_ATTACKS)])
         planted.append(added[-1].pid)
         next_pid += NEW_PER_TICK
         started = time.perf_counter()
@@ -191,8 +226,9 @@ def _ticks(evaluator: Any, store: Any, rng: random.Random, parents: list[int], t
         raw["tick_ms"].append(_ms(started))
         raw["tick_cpu_ms"].append((time.process_time() - cpu) * 1000.0)
         if result.failures:
-            raise RuntimeError(f"tick {tick}: {len(result.failures)} rule failures, e.g. "
-                               f"{result.failures[0]}")
+            raise RuntimeError(
+                f"tick {tick}: {len(result.failures)} rule failures, e.g. {result.failures[0]}"
+            )
         found |= {detection.pid for detection in result.detections}
     return planted, sorted(found)
 
@@ -242,9 +278,11 @@ def _reload_latency(root: Path, runs: int) -> dict[str, Any]:
 
 
 def run(*, ticks: int, fulls: int, reloads: int) -> tuple[list[Row], dict[str, Any]]:
-    reason = (missing("daemoneye.engine.evaluator", "Evaluator")
-              or missing("daemoneye.engine.reload", "watch_rules")
-              or missing("daemoneye.store.db", "Store"))
+    reason = (
+        missing("daemoneye.engine.evaluator", "Evaluator")
+        or missing("daemoneye.engine.reload", "watch_rules")
+        or missing("daemoneye.store.db", "Store")
+    )
     if reason is not None:
         return [status_row(SECTION, "rule evaluation", NOT_BUILT, reason)], {}
     rows: list[Row] = []
@@ -254,9 +292,15 @@ def run(*, ticks: int, fulls: int, reloads: int) -> tuple[list[Row], dict[str, A
         try:
             raw["reload"] = _reload_latency(Path(tmp), reloads)
         except Exception as error:  # the evaluation rows stand on their own
-            rows.append(status_row(SECTION, "rule save → active", FAILED,
-                                   f"{type(error).__name__}: {error}",
-                                   target=f"≤{RELOAD_TARGET_S:g} s"))
+            rows.append(
+                status_row(
+                    SECTION,
+                    "rule save → active",
+                    FAILED,
+                    f"{type(error).__name__}: {error}",
+                    target=f"≤{RELOAD_TARGET_S:g} s",
+                )
+            )
         else:
             rows.append(_reload_row(raw["reload"]))
     return rows, raw
@@ -266,42 +310,72 @@ def _evaluation_rows(raw: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     planted, found = set(raw["planted"]), set(raw["found"])
     if planted != found:
-        rows.append(status_row(SECTION, "planted attacks found", FAILED,
-                               f"{len(planted & found)} of {len(planted)} planted found, "
-                               f"{len(found - planted)} benign flagged: figures below "
-                               "measure a broken engine"))
+        rows.append(
+            status_row(
+                SECTION,
+                "planted attacks found",
+                FAILED,
+                f"{len(planted & found)} of {len(planted)} planted found, "
+                f"{len(found - planted)} benign flagged: figures below "
+                "measure a broken engine",
+            )
+        )
     # the first tick prepares every rule's statements: reported, not judged
     warm = raw["tick_ms"][1:] or raw["tick_ms"]
     warm_cpu = raw["tick_cpu_ms"][1:] or raw["tick_cpu_ms"]
     warm_apply = raw["apply_ms"][1:] or raw["apply_ms"]
     tick = summarize(warm)
-    rows.append(Row(
-        SECTION, f"per tick: {RULES} rules x {NEW_PER_TICK} new", LIVE, tick, "ms",
-        "same tick's Store.apply", summarize(paired_ratios(warm, warm_apply)),
-        f"≤{TICK_TARGET_MS:g} ms (median)", judge(tick.median, TICK_TARGET_MS),
-        f"p95 {_p95(warm):.2f} ms; CPU median {statistics.median(warm_cpu):.2f} ms; first "
-        f"tick (prepares statements) {raw['tick_ms'][0]:.1f} ms; Store.apply median "
-        f"{statistics.median(warm_apply):.2f} ms; planted attacks found "
-        f"{len(planted & found)}/{len(planted)}"))
+    rows.append(
+        Row(
+            SECTION,
+            f"per tick: {RULES} rules x {NEW_PER_TICK} new",
+            LIVE,
+            tick,
+            "ms",
+            "same tick's Store.apply",
+            summarize(paired_ratios(warm, warm_apply)),
+            f"≤{TICK_TARGET_MS:g} ms (median)",
+            judge(tick.median, TICK_TARGET_MS),
+            f"p95 {_p95(warm):.2f} ms; CPU median {statistics.median(warm_cpu):.2f} ms; first "
+            f"tick (prepares statements) {raw['tick_ms'][0]:.1f} ms; Store.apply median "
+            f"{statistics.median(warm_apply):.2f} ms; planted attacks found "
+            f"{len(planted & found)}/{len(planted)}",
+        )
+    )
     full = summarize(raw["full_ms"])
     per_rule = [full_ms / RULES for full_ms in raw["full_ms"]]
-    rows.append(Row(
-        SECTION, f"full evaluation: {RULES} rules", raw.get("rows_scanned", LIVE), full, "ms",
-        "count(*) scan, per rule", summarize(paired_ratios(per_rule, raw["scan_ms"])),
-        f"≤{FULL_TARGET_MS:g} ms (median)", judge(full.median, FULL_TARGET_MS),
-        f"CPU median {statistics.median(raw['full_cpu_ms']):.0f} ms; "
-        f"SELECT count(*) FROM processes median {statistics.median(raw['scan_ms']):.3f} ms "
-        f"(mean of {_SCAN_REPEAT}); slowest rules "
-        + ", ".join(f"{rule_id} {ms:.1f} ms" for rule_id, ms in raw["full_timings"])))
+    rows.append(
+        Row(
+            SECTION,
+            f"full evaluation: {RULES} rules",
+            raw.get("rows_scanned", LIVE),
+            full,
+            "ms",
+            "count(*) scan, per rule",
+            summarize(paired_ratios(per_rule, raw["scan_ms"])),
+            f"≤{FULL_TARGET_MS:g} ms (median)",
+            judge(full.median, FULL_TARGET_MS),
+            f"CPU median {statistics.median(raw['full_cpu_ms']):.0f} ms; "
+            f"SELECT count(*) FROM processes median {statistics.median(raw['scan_ms']):.3f} ms "
+            f"(mean of {_SCAN_REPEAT}); slowest rules "
+            + ", ".join(f"{rule_id} {ms:.1f} ms" for rule_id, ms in raw["full_timings"]),
+        )
+    )
     return rows
 
 
 def _reload_row(reload: dict[str, Any]) -> Row:
     latency = summarize(reload["latency_s"])
     load = statistics.median(reload["load_ms"]) if reload["load_ms"] else float("nan")
-    return Row(SECTION, "rule save → active (watch_rules)", None, latency, "s",
-               target=f"≤{RELOAD_TARGET_S:g} s (max)",
-               verdict=judge(latency.high, RELOAD_TARGET_S),
-               note=f"absolute, no same-run reference: the watcher's debounce step "
-                    f"({reload['debounce_step_ms']} ms) is the floor; load + validate "
-                    f"median {load:.1f} ms of it")
+    return Row(
+        SECTION,
+        "rule save → active (watch_rules)",
+        None,
+        latency,
+        "s",
+        target=f"≤{RELOAD_TARGET_S:g} s (max)",
+        verdict=judge(latency.high, RELOAD_TARGET_S),
+        note=f"absolute, no same-run reference: the watcher's debounce step "
+        f"({reload['debounce_step_ms']} ms) is the floor; load + validate "
+        f"median {load:.1f} ms of it",
+    )

@@ -112,14 +112,18 @@ def _round(count: int, spread_s: float) -> dict[str, Any]:
         "exit_seen": len({e.pid for e in events if e.kind == "exit" and e.pid in ours}),
         "poller_seen": len(ours & poller.seen),
         "exit_codes_nonzero": sum(1 for code in group.exit_statuses if code != 0),
-        "source_stats": {"lost_total": stats.lost_total, "dropped_total": stats.dropped_total,
-                         "partial_total": stats.partial_total},
+        "source_stats": {
+            "lost_total": stats.lost_total,
+            "dropped_total": stats.dropped_total,
+            "partial_total": stats.partial_total,
+        },
     }
 
 
 def run(*, count: int, rounds: int, spread_s: float) -> tuple[list[Row], dict[str, Any]]:
     reason = missing("daemoneye.collector.events", "ProcEventSource") or missing(
-        "daemoneye.collector.scanner", "ProcScanner")
+        "daemoneye.collector.scanner", "ProcScanner"
+    )
     if reason is not None:
         return [status_row(SECTION, "capture of 1-5 ms processes", NOT_BUILT, reason)], {}
     results = []
@@ -127,25 +131,48 @@ def run(*, count: int, rounds: int, spread_s: float) -> tuple[list[Row], dict[st
         try:
             results.append(_round(count, spread_s))
         except Exception as error:  # EventsUnavailable and friends become a row
-            return [status_row(SECTION, "capture of 1-5 ms processes",
-                               SKIPPED, f"{type(error).__name__}: {error}")], {"rounds": results}
+            return [
+                status_row(
+                    SECTION,
+                    "capture of 1-5 ms processes",
+                    SKIPPED,
+                    f"{type(error).__name__}: {error}",
+                )
+            ], {"rounds": results}
+
     def rate(key: str) -> list[float]:
         return [100.0 * result[key] / result["spawned"] for result in results]
+
     poller = rate("poller_seen")
     exec_seen = rate("exec_seen")
     ratios = paired_ratios(exec_seen, poller)  # rounds where the poller saw none drop out
     ratio = summarize(ratios) if ratios else None
-    ratio_note = ("" if len(ratios) == len(results) else
-                  f"; ratio over the {len(ratios)} of {len(results)} rounds where the poller "
-                  "saw any")
+    ratio_note = (
+        ""
+        if len(ratios) == len(results)
+        else f"; ratio over the {len(ratios)} of {len(results)} rounds where the poller saw any"
+    )
     label = f"{count} processes living 1-5 ms"
     rows = [
         Row(SECTION, f"{label}: poller alone (1 s)", None, summarize(poller), "% seen"),
-        Row(SECTION, f"{label}: events, exec seen", None, summarize(exec_seen), "% seen",
-            "poller alone", ratio,
-            note=f"exit seen: {summarize(rate('exit_seen')).median:.1f} %{ratio_note}"),
-        Row(SECTION, f"{label}: events, exec with exe", None, summarize(rate("exec_with_exe")),
-            "% seen", note="exec event carrying the executable (read before the process exited)"),
+        Row(
+            SECTION,
+            f"{label}: events, exec seen",
+            None,
+            summarize(exec_seen),
+            "% seen",
+            "poller alone",
+            ratio,
+            note=f"exit seen: {summarize(rate('exit_seen')).median:.1f} %{ratio_note}",
+        ),
+        Row(
+            SECTION,
+            f"{label}: events, exec with exe",
+            None,
+            summarize(rate("exec_with_exe")),
+            "% seen",
+            note="exec event carrying the executable (read before the process exited)",
+        ),
     ]
     return rows, {"count": count, "spread_s": spread_s, "rounds": results}
 
@@ -165,12 +192,20 @@ def run_sustained(*, rate: float, seconds: float, runs: int) -> tuple[list[Row],
     reference."""
     metric = f"sustained {rate:g} exec/s"
     reason = missing("daemoneye.daemon.lifecycle", "Daemon") or missing(
-        "daemoneye.collector.netlink", "probe")
+        "daemoneye.collector.netlink", "probe"
+    )
     if reason is not None:
         return [status_row(SECTION, metric, NOT_BUILT, reason)], {}
     if os.geteuid() != 0:
-        return [status_row(SECTION, metric, SKIPPED, "needs root: kernel process events are "
-                           "root-only, and without them this measures the poller")], {}
+        return [
+            status_row(
+                SECTION,
+                metric,
+                SKIPPED,
+                "needs root: kernel process events are "
+                "root-only, and without them this measures the poller",
+            )
+        ], {}
     from daemoneye.collector.netlink import probe
 
     reason = probe()
@@ -187,8 +222,9 @@ def run_sustained(*, rate: float, seconds: float, runs: int) -> tuple[list[Row],
         floor.close()
 
 
-def _sustained(load: ExecLoad, floor: ExecFloor, rate: float, seconds: float,
-               runs: int) -> tuple[list[Row], dict[str, Any]]:
+def _sustained(
+    load: ExecLoad, floor: ExecFloor, rate: float, seconds: float, runs: int
+) -> tuple[list[Row], dict[str, Any]]:
     results: list[dict[str, Any]] = []
     with DaemonProcess(interval=1.0) as daemon:
         try:
@@ -202,8 +238,9 @@ def _sustained(load: ExecLoad, floor: ExecFloor, rate: float, seconds: float,
     return _sustained_rows(results, rate), {"rate": rate, "seconds": seconds, "rounds": results}
 
 
-def _sustained_round(load: ExecLoad, floor: ExecFloor, daemon: DaemonProcess, rate: float,
-                     seconds: float) -> dict[str, Any]:
+def _sustained_round(
+    load: ExecLoad, floor: ExecFloor, daemon: DaemonProcess, rate: float, seconds: float
+) -> dict[str, Any]:
     before = _fresh_health(daemon, after=0.0)
     token = new_token("execload")
     group = ProcessGroup(token, lifetime_s=int(seconds) + 120)
@@ -225,8 +262,11 @@ def _sustained_round(load: ExecLoad, floor: ExecFloor, daemon: DaemonProcess, ra
     after = _fresh_health(daemon, after=ended_at)
     recorded, partial = _recorded_execs(daemon, run.pid)
     return {
-        "started": run.started, "failed": run.failed, "skipped": run.skipped,
-        "elapsed_s": run.elapsed_s, "rate": run.rate,
+        "started": run.started,
+        "failed": run.failed,
+        "skipped": run.skipped,
+        "elapsed_s": run.elapsed_s,
+        "rate": run.rate,
         "generator_cpu_percent": run.own_cpu_percent,
         "children_cpu_percent": 100.0 * run.children_cpu_s / run.elapsed_s,
         "daemon_cpu_percent": 100.0 * cpu_window / run.elapsed_s,
@@ -237,7 +277,8 @@ def _sustained_round(load: ExecLoad, floor: ExecFloor, daemon: DaemonProcess, ra
         "floor_execs_seen": floor_run.execs,
         "lost": after["events_lost_total"] - before["events_lost_total"],
         "dropped": after["events_dropped_total"] - before["events_dropped_total"],
-        "recorded": recorded, "recorded_partial": partial,
+        "recorded": recorded,
+        "recorded_partial": partial,
     }
 
 
@@ -262,7 +303,9 @@ def _recorded_execs(daemon: DaemonProcess, generator_pid: int) -> tuple[int, int
         conn.set_busy_timeout(5000)
         row = conn.execute(
             "SELECT count(*), coalesce(sum(partial), 0) FROM process_events "
-            "WHERE kind = 'exec' AND ppid = ?", (generator_pid,)).fetchone()
+            "WHERE kind = 'exec' AND ppid = ?",
+            (generator_pid,),
+        ).fetchone()
         assert row is not None  # an aggregate always gives one row
         total, partial = row
     finally:
@@ -273,6 +316,7 @@ def _recorded_execs(daemon: DaemonProcess, generator_pid: int) -> tuple[int, int
 def _sustained_rows(results: list[dict[str, Any]], rate: float) -> list[Row]:
     def of(key: str) -> list[float]:
         return [float(result[key]) for result in results]
+
     achieved = summarize(of("rate"))
     daemon_cpu = summarize(of("daemon_cpu_percent"))
     ratio = summarize(paired_ratios(of("daemon_cpu_percent"), of("floor_cpu_percent")))
@@ -291,23 +335,53 @@ def _sustained_rows(results: list[dict[str, Any]], rate: float) -> list[Row]:
     cpu_verdict = judge(at_target, CPU_LIMIT_PERCENT)
     children = statistics.median(of("children_cpu_percent"))
     return [
-        Row(SECTION, f"{label}: rate achieved", None, achieved, "exec/s",
-            target=f"≥ {0.98 * rate:g}/s", verdict=rate_verdict,
+        Row(
+            SECTION,
+            f"{label}: rate achieved",
+            None,
+            achieved,
+            "exec/s",
+            target=f"≥ {0.98 * rate:g}/s",
+            verdict=rate_verdict,
             note=f"fork+exec of {PROGRAM} from a C generator; the children themselves used "
-                 f"{children:.0f} % of a core"),
-        Row(SECTION, f"{label}: daemon CPU", None, daemon_cpu, "% core",
-            "C reader floor CPU", ratio, cpu_target, cpu_verdict,
-            note=(f"{us_per_exec:.0f} µs of daemon CPU per exec (window plus what it spent "
-                  f"after the load stopped), so {at_target:.0f} % of a core at {rate:g}/s "
-                  "(judged on this); C floor "
-                  f"{statistics.median(of('floor_us_per_exec')):.0f} µs; generator (fork + reap) "
-                  f"{statistics.median(of('generator_cpu_percent')):.1f} %")),
-        Row(SECTION, f"{label}: C reader floor CPU", None, summarize(of("floor_cpu_percent")),
-            "% core", note="the daemon's /proc reads per exec and fork, in C, no parsing: "
-                           "what reading every exec costs before Python, store and rules"),
-        Row(SECTION, f"{label}: events lost + dropped", None,
-            summarize([float(r["lost"] + r["dropped"]) for r in results]), "events",
-            target="0", verdict=MET if lost + dropped == 0 else MISSED,
+            f"{children:.0f} % of a core",
+        ),
+        Row(
+            SECTION,
+            f"{label}: daemon CPU",
+            None,
+            daemon_cpu,
+            "% core",
+            "C reader floor CPU",
+            ratio,
+            cpu_target,
+            cpu_verdict,
+            note=(
+                f"{us_per_exec:.0f} µs of daemon CPU per exec (window plus what it spent "
+                f"after the load stopped), so {at_target:.0f} % of a core at {rate:g}/s "
+                "(judged on this); C floor "
+                f"{statistics.median(of('floor_us_per_exec')):.0f} µs; generator (fork + reap) "
+                f"{statistics.median(of('generator_cpu_percent')):.1f} %"
+            ),
+        ),
+        Row(
+            SECTION,
+            f"{label}: C reader floor CPU",
+            None,
+            summarize(of("floor_cpu_percent")),
+            "% core",
+            note="the daemon's /proc reads per exec and fork, in C, no parsing: "
+            "what reading every exec costs before Python, store and rules",
+        ),
+        Row(
+            SECTION,
+            f"{label}: events lost + dropped",
+            None,
+            summarize([float(r["lost"] + r["dropped"]) for r in results]),
+            "events",
+            target="0",
+            verdict=MET if lost + dropped == 0 else MISSED,
             note=f"lost {lost}, dropped {dropped} (daemon health); {recorded} of {started} "
-                 f"execs recorded ({partial} partial: gone before /proc was read)"),
+            f"execs recorded ({partial} partial: gone before /proc was read)",
+        ),
     ]

@@ -45,8 +45,11 @@ class ExecFloor:
         if self.unavailable is not None:
             raise RuntimeError(self.unavailable)
         self._report.unlink(missing_ok=True)
-        self._process = subprocess.Popen([str(self._binary), f"{seconds:g}", str(self._report)],
-                                         stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self._process = subprocess.Popen(
+            [str(self._binary), f"{seconds:g}", str(self._report)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
         self._handle = cleanup.register("exec floor reader", self._kill)
         assert self._process.stdout is not None
         line = self._process.stdout.readline()

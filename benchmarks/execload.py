@@ -54,8 +54,9 @@ class ExecLoad:
         if self.unavailable is not None:
             raise RuntimeError(self.unavailable)
         report = self._dir / f"report-{group.spawned_total}"
-        pid = group.spawn(str(self._binary), ["execload", f"{rate:g}", f"{seconds:g}",
-                                              str(report), PROGRAM])
+        pid = group.spawn(
+            str(self._binary), ["execload", f"{rate:g}", f"{seconds:g}", str(report), PROGRAM]
+        )
         return pid, report
 
     @staticmethod
@@ -67,8 +68,15 @@ class ExecLoad:
         if code != 0:
             raise RuntimeError(f"execload exited {code}")
         started, failed, skipped, elapsed, own, children = report.read_text().split()
-        return LoadRun(pid, int(started), int(failed), int(skipped), float(elapsed),
-                       float(own), float(children))
+        return LoadRun(
+            pid,
+            int(started),
+            int(failed),
+            int(skipped),
+            float(elapsed),
+            float(own),
+            float(children),
+        )
 
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)

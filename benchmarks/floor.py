@@ -35,7 +35,10 @@ class CFloor:
             return
         result = subprocess.run(
             [gcc, "-O2", "-o", str(self._binary), str(_SOURCE)],
-            capture_output=True, text=True, check=False)
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode != 0:
             self.unavailable = f"gcc failed: {result.stderr.strip()[:200]}"
 
@@ -44,8 +47,9 @@ class CFloor:
         if self.unavailable is not None:
             raise RuntimeError(self.unavailable)
         mode = "full" if full else "stat"
-        output = subprocess.run([str(self._binary), str(count), mode], capture_output=True,
-                                text=True, check=True).stdout
+        output = subprocess.run(
+            [str(self._binary), str(count), mode], capture_output=True, text=True, check=True
+        ).stdout
         passes = []
         for line in output.splitlines():
             ns, processes = line.split()

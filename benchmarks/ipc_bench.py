@@ -82,8 +82,12 @@ class _Subscribers:
     def __init__(self, socket: Path, count: int) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-c", _SUBSCRIBER_CODE, str(socket), str(count)],
-            cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True)
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         self._handle = cleanup.register("ipc subscribers", self.stop)
 
     def wait_ready(self, timeout_s: float = 60.0) -> float:
@@ -97,8 +101,9 @@ class _Subscribers:
                 break
         if line.strip() != b"ready":
             self.stop()
-            error = self.process.stderr.read().decode(errors="replace") if (
-                self.process.stderr) else ""
+            error = (
+                self.process.stderr.read().decode(errors="replace") if (self.process.stderr) else ""
+            )
             raise RuntimeError(f"subscribers never became ready: {error.strip()[-300:]}")
         return time.monotonic() - started
 
@@ -131,7 +136,7 @@ def _thread_cpu(pid: int) -> float:
     subscribers, runs; the collector has a thread of its own)."""
     with open(f"/proc/{pid}/task/{pid}/stat", "rb") as stat:
         raw = stat.read()
-    fields = raw[raw.rfind(b")") + 2:].split()
+    fields = raw[raw.rfind(b")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
@@ -148,8 +153,9 @@ async def _wait_seen(socket: Path, size: int) -> int:
                     if seen >= size:
                         return seen
         await asyncio.sleep(0.25)
-    raise RuntimeError(f"the daemon saw {seen} processes after {_SEEN_TIMEOUT_S:.0f} s; "
-                       f"{size} sleepers expected")
+    raise RuntimeError(
+        f"the daemon saw {seen} processes after {_SEEN_TIMEOUT_S:.0f} s; {size} sleepers expected"
+    )
 
 
 async def _latencies(socket: Path, pids: list[int], calls: int) -> tuple[list[float], list[float]]:
@@ -172,21 +178,31 @@ async def _latencies(socket: Path, pids: list[int], calls: int) -> tuple[list[fl
     return gets, hellos
 
 
-def run(*, sleepers: int, blocks: int, block_s: int,
-        calls: int) -> tuple[list[Row], dict[str, Any]]:
-    reason = (missing("daemoneye.ipc.server") or missing("daemoneye.ipc.client", "DaemonClient")
-              or missing("daemoneye.daemon.lifecycle", "Daemon"))
+def run(
+    *, sleepers: int, blocks: int, block_s: int, calls: int
+) -> tuple[list[Row], dict[str, Any]]:
+    reason = (
+        missing("daemoneye.ipc.server")
+        or missing("daemoneye.ipc.client", "DaemonClient")
+        or missing("daemoneye.daemon.lifecycle", "Daemon")
+    )
     if reason is not None:
         return [status_row(SECTION, "request latency; subscriber CPU", NOT_BUILT, reason)], {}
-    raw: dict[str, Any] = {"sleepers": sleepers, "subscribers": SUBSCRIBERS, "blocks": blocks,
-                           "block_s": block_s, "calls": calls}
+    raw: dict[str, Any] = {
+        "sleepers": sleepers,
+        "subscribers": SUBSCRIBERS,
+        "blocks": blocks,
+        "block_s": block_s,
+        "calls": calls,
+    }
     with Population(sleepers) as population, DaemonProcess(interval=1.0) as daemon:
         socket = daemon.root / "runtime" / "daemoneye.sock"
         try:
             raw["ready_s"] = daemon.wait_ready()
         except DaemonFailed as failed:
-            return [status_row(SECTION, "request latency; subscriber CPU", FAILED,
-                               str(failed))], raw
+            return [
+                status_row(SECTION, "request latency; subscriber CPU", FAILED, str(failed))
+            ], raw
         raw["processes"] = asyncio.run(_wait_seen(socket, sleepers))
         time.sleep(WARMUP_S)
         raw["before"], raw["before_loop"] = _cpu_blocks(daemon.pid, blocks, block_s)
@@ -197,7 +213,8 @@ def run(*, sleepers: int, blocks: int, block_s: int,
             raw["with"], raw["with_loop"] = _cpu_blocks(daemon.pid, blocks, block_s)
             daemon.check_alive()
             raw["get_ms"], raw["hello_ms"] = asyncio.run(
-                _latencies(socket, population.pids(), calls))
+                _latencies(socket, population.pids(), calls)
+            )
         finally:
             subscribers.stop()
         time.sleep(1.0)
@@ -212,32 +229,49 @@ def _rows(raw: dict[str, Any]) -> list[Row]:
     gets, hellos = raw["get_ms"], raw["hello_ms"]
     chunks = max(1, raw["blocks"])
     size = max(1, len(gets) // chunks)
-    get_p99s = [_percentile(gets[i:i + size], 0.99) for i in range(0, size * chunks, size)]
-    hello_p99s = [_percentile(hellos[i:i + size], 0.99) for i in range(0, size * chunks, size)]
+    get_p99s = [_percentile(gets[i : i + size], 0.99) for i in range(0, size * chunks, size)]
+    hello_p99s = [_percentile(hellos[i : i + size], 0.99) for i in range(0, size * chunks, size)]
     pooled = _percentile(gets, 0.99)
-    rows = [Row(
-        SECTION, f"processes.get p99, {SUBSCRIBERS} clients subscribed", processes,
-        summarize(get_p99s), "ms", "hello p99", summarize(paired_ratios(get_p99s, hello_p99s)),
-        f"p99 ≤{P99_TARGET_MS:g} ms (pooled)", judge(pooled, P99_TARGET_MS),
-        f"pooled over {len(gets)} calls: p50 {_percentile(gets, 0.5):.2f}, p99 {pooled:.2f}, "
-        f"max {max(gets):.2f} ms; hello p50 {_percentile(hellos, 0.5):.2f}, p99 "
-        f"{_percentile(hellos, 0.99):.2f} ms; per-chunk p99 of {size} calls above")]
+    rows = [
+        Row(
+            SECTION,
+            f"processes.get p99, {SUBSCRIBERS} clients subscribed",
+            processes,
+            summarize(get_p99s),
+            "ms",
+            "hello p99",
+            summarize(paired_ratios(get_p99s, hello_p99s)),
+            f"p99 ≤{P99_TARGET_MS:g} ms (pooled)",
+            judge(pooled, P99_TARGET_MS),
+            f"pooled over {len(gets)} calls: p50 {_percentile(gets, 0.5):.2f}, p99 {pooled:.2f}, "
+            f"max {max(gets):.2f} ms; hello p50 {_percentile(hellos, 0.5):.2f}, p99 "
+            f"{_percentile(hellos, 0.99):.2f} ms; per-chunk p99 of {size} calls above",
+        )
+    ]
     idle = [(b + a) / 2 for b, a in zip(raw["before"], raw["after"], strict=True)]
     idle_loop = [(b + a) / 2 for b, a in zip(raw["before_loop"], raw["after_loop"], strict=True)]
     extra = [w - i for w, i in zip(raw["with"], idle, strict=True)]
     extra_loop = [w - i for w, i in zip(raw["with_loop"], idle_loop, strict=True)]
     extra_summary = summarize(extra)
-    rows.append(Row(
-        SECTION, f"daemon CPU added by {SUBSCRIBERS} subscribed clients", processes,
-        extra_summary, "% core", "daemon CPU without clients",
-        summarize(paired_ratios(raw["with"], idle)),
-        f"≤{EXTRA_CPU_TARGET:g} % core (median)", judge(extra_summary.median, EXTRA_CPU_TARGET),
-        f"{raw['block_s']} s blocks; daemon {statistics.median(idle):.2f} % without clients "
-        f"(before {statistics.median(raw['before']):.2f}, after "
-        f"{statistics.median(raw['after']):.2f}), {statistics.median(raw['with']):.2f} % with; "
-        f"event-loop thread (where fan-out runs) {statistics.median(extra_loop):+.2f} %; "
-        f"{raw['sleepers']} sleepers, 1 s ticks; load average at end "
-        f"{raw.get('loadavg', [0.0])[0]:.1f}" + _drift(raw)))
+    rows.append(
+        Row(
+            SECTION,
+            f"daemon CPU added by {SUBSCRIBERS} subscribed clients",
+            processes,
+            extra_summary,
+            "% core",
+            "daemon CPU without clients",
+            summarize(paired_ratios(raw["with"], idle)),
+            f"≤{EXTRA_CPU_TARGET:g} % core (median)",
+            judge(extra_summary.median, EXTRA_CPU_TARGET),
+            f"{raw['block_s']} s blocks; daemon {statistics.median(idle):.2f} % without clients "
+            f"(before {statistics.median(raw['before']):.2f}, after "
+            f"{statistics.median(raw['after']):.2f}), {statistics.median(raw['with']):.2f} % with; "
+            f"event-loop thread (where fan-out runs) {statistics.median(extra_loop):+.2f} %; "
+            f"{raw['sleepers']} sleepers, 1 s ticks; load average at end "
+            f"{raw.get('loadavg', [0.0])[0]:.1f}" + _drift(raw),
+        )
+    )
     return rows
 
 
@@ -247,6 +281,8 @@ def _drift(raw: dict[str, Any]) -> str:
     before, after = statistics.median(raw["before"]), statistics.median(raw["after"])
     if abs(after - before) <= EXTRA_CPU_TARGET:
         return ""
-    return (f"; UNRELIABLE: without clients the daemon went from {before:.1f} % to "
-            f"{after:.1f} % (the host changed meanwhile, e.g. a burst of new processes); "
-            "the event-loop thread figure is the fan-out's own cost")
+    return (
+        f"; UNRELIABLE: without clients the daemon went from {before:.1f} % to "
+        f"{after:.1f} % (the host changed meanwhile, e.g. a burst of new processes); "
+        "the event-loop thread figure is the fan-out's own cost"
+    )

@@ -37,8 +37,17 @@ def judge(value: float, limit: float) -> str:
     return MET if value <= limit else MISSED
 
 
-def status_row(section: str, metric: str, verdict: str, note: str = "",
-               target: str | None = None) -> Row:
+def status_row(
+    section: str, metric: str, verdict: str, note: str = "", target: str | None = None
+) -> Row:
     """A row without a measurement: not built yet, skipped, or failed."""
-    return Row(section=section, metric=metric, processes=None, value=None, unit="",
-               target=target, verdict=verdict, note=note)
+    return Row(
+        section=section,
+        metric=metric,
+        processes=None,
+        value=None,
+        unit="",
+        target=target,
+        verdict=verdict,
+        note=note,
+    )

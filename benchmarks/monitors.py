@@ -25,8 +25,12 @@ from benchmarks.procstat import children, comm
 
 def _private_env(home: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("XDG_")}
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), TERM="xterm-256color",
-               LC_ALL="C.UTF-8")
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        TERM="xterm-256color",
+        LC_ALL="C.UTF-8",
+    )
     env.pop("TMUX", None)
     return env
 
@@ -47,12 +51,21 @@ class Top:
     def __enter__(self) -> Top:
         self._handle = cleanup.register("top", self.stop)
         self.process = subprocess.Popen(
-            ["top", "-b", "-d", "1"], env=_private_env(self.home), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            ["top", "-b", "-d", "1"],
+            env=_private_env(self.home),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def stop(self) -> None:
@@ -76,9 +89,15 @@ class HtopInTmux:
         self._handle: int | None = None
 
     def _tmux(self, *args: str) -> str:
-        result = subprocess.run(["tmux", "-L", self.socket_name, "-f", "/dev/null", *args],
-                                env=_private_env(self.home), capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL, timeout=20, check=True)
+        result = subprocess.run(
+            ["tmux", "-L", self.socket_name, "-f", "/dev/null", *args],
+            env=_private_env(self.home),
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=20,
+            check=True,
+        )
         return result.stdout.strip()
 
     def __enter__(self) -> HtopInTmux:
@@ -96,8 +115,12 @@ class HtopInTmux:
                 time.sleep(0.1)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def stop(self) -> None:
@@ -110,8 +133,7 @@ class HtopInTmux:
             while _is_htop(self.pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
         # A failure here means no server is left: already stopped.
-        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired,
-                                 OSError):
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError):
             self._tmux("kill-server")
         server = self.tmux_server_pid
         with contextlib.suppress(OSError):

@@ -24,10 +24,29 @@ from types import TracebackType
 from benchmarks.spawn import MAX_LIFETIME_S, SLEEP, ProcessGroup, assert_none_marked, new_token
 
 _COPY_NAMES: tuple[bytes, ...] = (
-    b"nginx", b"postgres", b"redis-server", b"java", b"node", b"python3.11", b"sshd", b"cron",
-    b"rsyslogd", b"dockerd", b"gunicorn", b"celery-worker", b"containerd-shim-runc-v2",
-    b"prometheus-node-exporter", b"my app", b"x) (y", b"na\xc3\xafve-\xc3\xbcnicode",
-    b"bad\xffbyte", b"kworker-u4:2-lookalike", b"php-fpm8.2", b"envoy", b"consul", b"vault",
+    b"nginx",
+    b"postgres",
+    b"redis-server",
+    b"java",
+    b"node",
+    b"python3.11",
+    b"sshd",
+    b"cron",
+    b"rsyslogd",
+    b"dockerd",
+    b"gunicorn",
+    b"celery-worker",
+    b"containerd-shim-runc-v2",
+    b"prometheus-node-exporter",
+    b"my app",
+    b"x) (y",
+    b"na\xc3\xafve-\xc3\xbcnicode",
+    b"bad\xffbyte",
+    b"kworker-u4:2-lookalike",
+    b"php-fpm8.2",
+    b"envoy",
+    b"consul",
+    b"vault",
     b"agent",
 )
 _TITLES = ("postgres: writer process", "nginx: worker process", "[kthreadd-ish]", "-bash")
@@ -56,16 +75,20 @@ def preflight(size: int) -> list[str]:
             raise RuntimeError(f"ulimit -u is {soft} (hard {hard}); {needed} processes needed")
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     if needed > pid_max:
-        raise RuntimeError(f"kernel.pid_max is {pid_max}; {needed} pids needed "
-                           f"({running} running + {size} sleepers + {_PID_MARGIN} margin)")
+        raise RuntimeError(
+            f"kernel.pid_max is {pid_max}; {needed} pids needed "
+            f"({running} running + {size} sleepers + {_PID_MARGIN} margin)"
+        )
     threads_max = int(Path("/proc/sys/kernel/threads-max").read_text())
     if needed > threads_max:
         raise RuntimeError(f"kernel.threads-max is {threads_max}; {needed} tasks needed")
     available_kib = _mem_available_kib()
     needed_kib = size * _KIB_PER_SLEEPER
     if needed_kib > available_kib // 2:
-        raise RuntimeError(f"{size} sleepers need ~{needed_kib // 1024} MiB; only "
-                           f"{available_kib // 1024} MiB available (half of it is the cap)")
+        raise RuntimeError(
+            f"{size} sleepers need ~{needed_kib // 1024} MiB; only "
+            f"{available_kib // 1024} MiB available (half of it is the cap)"
+        )
     return notes
 
 
@@ -100,8 +123,12 @@ class Population:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def alive(self) -> int:
@@ -140,8 +167,11 @@ class Population:
             for index in range(self.size):
                 if index % chunk == 0:  # posix_spawn has no chdir: the child inherits ours
                     os.chdir(cwds[(index // chunk) % _CWD_COUNT])
-                path = executables[index % len(executables)] if index % 4 == 0 else (
-                    links[index % len(links)])
+                path = (
+                    executables[index % len(executables)]
+                    if index % 4 == 0
+                    else (links[index % len(links)])
+                )
                 group.spawn(path, _argv(index, path, lifetime))
         finally:
             os.chdir(home)
@@ -174,8 +204,13 @@ def _make_links(root: Path, executables: list[bytes], count: int) -> list[bytes]
 
 def _argv(index: int, path: bytes, lifetime: str) -> list[bytes]:
     style = index % 3
-    argv0 = path if style == 0 else os.path.basename(path) if style == 1 else (
-        _TITLES[index % len(_TITLES)].encode())
+    argv0 = (
+        path
+        if style == 0
+        else os.path.basename(path)
+        if style == 1
+        else (_TITLES[index % len(_TITLES)].encode())
+    )
     padding = [b"0"] * ((index * 7) % 30)
     if index % 50 == 0:
         padding.append(b"0." + b"0" * 2000)

@@ -11,7 +11,7 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of the whole thread group (stat fields 14 and 15), in seconds."""
     with open(f"/proc/{pid}/stat", "rb") as stat:
         raw = stat.read()
-    fields = raw[raw.rfind(b")") + 2:].split()  # fields[0] is field 3
+    fields = raw[raw.rfind(b")") + 2 :].split()  # fields[0] is field 3
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
@@ -40,6 +40,6 @@ def children(pid: int) -> list[int]:
                 raw = stat.read()
         except OSError:
             continue
-        if int(raw[raw.rfind(b")") + 2:].split()[1]) == pid:
+        if int(raw[raw.rfind(b")") + 2 :].split()[1]) == pid:
             found.append(int(name))
     return found

@@ -12,8 +12,16 @@ from typing import Any
 from benchmarks.model import FAILED, MET, MISSED, Row
 from benchmarks.stats import Summary
 
-_HEADERS = ("section", "metric", "procs", "median", "spread min-max (n)", "ratio vs reference",
-            "target", "verdict")
+_HEADERS = (
+    "section",
+    "metric",
+    "procs",
+    "median",
+    "spread min-max (n)",
+    "ratio vs reference",
+    "target",
+    "verdict",
+)
 
 
 def _number(value: float) -> str:
@@ -42,17 +50,28 @@ def _ratio(row: Row) -> str:
 
 def _cells(row: Row) -> tuple[str, ...]:
     median = f"{_number(row.value.median)} {row.unit}" if row.value is not None else ""
-    return (row.section, row.metric, str(row.processes) if row.processes else "", median,
-            _spread(row.value), _ratio(row), row.target or "", row.verdict)
+    return (
+        row.section,
+        row.metric,
+        str(row.processes) if row.processes else "",
+        median,
+        _spread(row.value),
+        _ratio(row),
+        row.target or "",
+        row.verdict,
+    )
 
 
 def table(rows: Sequence[Row]) -> str:
     """A plain-text table; each row's note on its own indented line under it."""
     cells = [_cells(row) for row in rows]
-    widths = [max(len(header), *(len(line[col]) for line in cells))
-              for col, header in enumerate(_HEADERS)]
+    widths = [
+        max(len(header), *(len(line[col]) for line in cells)) for col, header in enumerate(_HEADERS)
+    ]
+
     def render(values: Sequence[str]) -> str:
         return "  ".join(value.ljust(width) for value, width in zip(values, widths, strict=True))
+
     lines = [render(_HEADERS), render(["-" * width for width in widths])]
     for row, line in zip(rows, cells, strict=True):
         lines.append(render(line).rstrip())
@@ -67,11 +86,13 @@ def summary_line(rows: Sequence[Row]) -> str:
     met = sum(1 for row in rows if row.verdict == MET)
     text = f"targets: {met} met, {len(missed)} MISSED"
     if missed:
-        text += " — MISSED: " + "; ".join(f"{row.section}: {row.metric} ({row.target})"
-                                         for row in missed)
+        text += " — MISSED: " + "; ".join(
+            f"{row.section}: {row.metric} ({row.target})" for row in missed
+        )
     if failed:
         text += f"\n{len(failed)} FAILED: " + "; ".join(
-            f"{row.section}: {row.metric} ({row.note})" for row in failed)
+            f"{row.section}: {row.metric} ({row.note})" for row in failed
+        )
     return text
 
 
@@ -86,9 +107,16 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path, *, rows: Sequence[Row], raw: dict[str, Any],
-               machine: dict[str, Any], command: list[str], options: dict[str, Any],
-               duration_s: float) -> None:
+def write_json(
+    path: Path,
+    *,
+    rows: Sequence[Row],
+    raw: dict[str, Any],
+    machine: dict[str, Any],
+    command: list[str],
+    options: dict[str, Any],
+    duration_s: float,
+) -> None:
     document = {
         "command": command,
         "options": options,

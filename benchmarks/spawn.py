@@ -140,5 +140,7 @@ def assert_none_marked(token_prefix: str, what: str, wait_s: float = 5.0) -> Non
     for pid in survivors:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    raise RuntimeError(f"{len(survivors)} {what} survived cleanup (now SIGKILLed): "
-                       f"pids {survivors[:20]}{' …' if len(survivors) > 20 else ''}")
+    raise RuntimeError(
+        f"{len(survivors)} {what} survived cleanup (now SIGKILLed): "
+        f"pids {survivors[:20]}{' …' if len(survivors) > 20 else ''}"
+    )

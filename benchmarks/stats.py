@@ -31,8 +31,13 @@ def summarize(samples: Sequence[float]) -> Summary:
     else:
         q1 = q3 = values[0]
     return Summary(
-        median=statistics.median(values), q1=q1, q3=q3, low=values[0], high=values[-1],
-        n=len(values), samples=tuple(float(sample) for sample in samples),
+        median=statistics.median(values),
+        q1=q1,
+        q3=q3,
+        low=values[0],
+        high=values[-1],
+        n=len(values),
+        samples=tuple(float(sample) for sample in samples),
     )
 
 

@@ -39,8 +39,9 @@ def size(db: Path) -> StoreSize:
     finally:
         conn.close()
     on_disk = sum(os.path.getsize(path) for path in (db, Path(f"{db}-wal")) if path.exists())
-    return StoreSize(page_size * page_count, int(used) if used is not None else None, on_disk,
-                     processes, events)
+    return StoreSize(
+        page_size * page_count, int(used) if used is not None else None, on_disk, processes, events
+    )
 
 
 def health(db: Path) -> dict[str, Any] | None:

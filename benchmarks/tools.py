@@ -42,8 +42,9 @@ def build_c(source: Path, binary: Path) -> str | None:
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
         return "no C compiler (gcc/cc) on PATH"
-    result = subprocess.run([gcc, "-O2", "-o", str(binary), str(source)],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [gcc, "-O2", "-o", str(binary), str(source)], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         return f"gcc failed: {result.stderr.strip()[:200]}"
     return None

@@ -34,62 +34,90 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 failure or unhealthy, 2 bad input, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"daemoneye {__version__}")
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="config file to use instead of the mode's own config file")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="config file to use instead of the mode's own config file",
+    )
     parser.add_argument("--socket", metavar="PATH", help="daemon socket (daemon.socket)")
     parser.add_argument("--db", metavar="PATH", help="store database file (store.path)")
-    parser.add_argument("--mode", choices=("system", "user"),
-                        help="system paths (default for root) or XDG user paths")
-    parser.add_argument("-o", "--output", choices=FORMATS,
-                        help="output format (cli.output; default table)")
+    parser.add_argument(
+        "--mode",
+        choices=("system", "user"),
+        help="system paths (default for root) or XDG user paths",
+    )
+    parser.add_argument(
+        "-o", "--output", choices=FORMATS, help="output format (cli.output; default table)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     daemon = commands.add_parser("daemon", help="run the headless daemon in the foreground")
     daemon.add_argument("--interval", metavar="SECONDS", help="scan interval (collector.interval)")
-    daemon.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                        help="stderr log threshold (daemon.log_level)")
+    daemon.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="stderr log threshold (daemon.log_level)",
+    )
 
     query = commands.add_parser("query", help="run one read-only SQL SELECT over the store")
-    query.add_argument("sql", help="one SELECT statement, e.g. \"SELECT pid, name FROM "
-                                   "live_processes\"")
-    query.add_argument("--max-rows", type=int, default=10_000, metavar="N",
-                       help="print at most N rows (default 10000)")
+    query.add_argument(
+        "sql", help='one SELECT statement, e.g. "SELECT pid, name FROM live_processes"'
+    )
+    query.add_argument(
+        "--max-rows",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="print at most N rows (default 10000)",
+    )
 
     processes = commands.add_parser(
-        "processes", help="list live processes, or `processes show PID`",
+        "processes",
+        help="list live processes, or `processes show PID`",
         description="FILTER terms: free text, user:NAME name:TEXT exe:TEXT cmd:TEXT cwd:TEXT "
-                    "pid:N ppid:N uid:N cpu>N rss>SIZE threads>N, -term to negate.")
+        "pid:N ppid:N uid:N cpu>N rss>SIZE threads>N, -term to negate.",
+    )
     processes.add_argument("filter", nargs="*", help="filter terms, or: show PID")
 
     commands.add_parser("health", help="how the daemon is doing (exit 1 when unhealthy)")
 
     config = commands.add_parser("config", help="configuration commands")
-    config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND",
-                                            required=True)
+    config_commands = config.add_subparsers(
+        dest="config_command", metavar="SUBCOMMAND", required=True
+    )
     config_commands.add_parser("show", help="effective configuration with each value's source")
 
     rules = commands.add_parser(
-        "rules", help="detection rules: list, show, validate, test, enable, disable, reload")
-    rules_commands = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND",
-                                          required=True)
-    rules_commands.add_parser("list", help="every rule with its source, overrides, hits and "
-                                           "load problems")
+        "rules", help="detection rules: list, show, validate, test, enable, disable, reload"
+    )
+    rules_commands = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True)
+    rules_commands.add_parser(
+        "list", help="every rule with its source, overrides, hits and load problems"
+    )
     rules_show = rules_commands.add_parser("show", help="one rule in full")
     rules_show.add_argument("rule_id", metavar="ID")
     rules_validate = rules_commands.add_parser(
-        "validate", help="check a rule file without touching the running set (exit 2 on "
-                         "problems)")
+        "validate", help="check a rule file without touching the running set (exit 2 on problems)"
+    )
     rules_validate.add_argument("file", type=Path, metavar="FILE")
     rules_test = rules_commands.add_parser(
-        "test", help="run a rule (by id) or a file's rules over the store and print the "
-                     "alerts they would raise, raising none")
+        "test",
+        help="run a rule (by id) or a file's rules over the store and print the "
+        "alerts they would raise, raising none",
+    )
     rules_test.add_argument("target", metavar="RULE-OR-FILE")
-    for verb, text in (("enable", "switch a rule on in the running daemon (admin)"),
-                       ("disable", "switch a rule off in the running daemon (admin)")):
+    for verb, text in (
+        ("enable", "switch a rule on in the running daemon (admin)"),
+        ("disable", "switch a rule off in the running daemon (admin)"),
+    ):
         switch = rules_commands.add_parser(verb, help=text)
         switch.add_argument("rule_id", metavar="ID")
-    rules_commands.add_parser("reload", help="make the daemon re-read every rule directory "
-                                             "now (admin; exit 2 when a rule was refused)")
+    rules_commands.add_parser(
+        "reload",
+        help="make the daemon re-read every rule directory "
+        "now (admin; exit 2 when a rule was refused)",
+    )
     _add_alert_commands(commands)
     return parser
 
@@ -97,33 +125,45 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_alert_commands(commands: Any) -> None:
     """`alerts list|show|ack|close` and `audit verify`."""
     alerts = commands.add_parser("alerts", help="alerts: list, show, ack, close")
-    alerts_commands = alerts.add_subparsers(dest="alerts_command", metavar="SUBCOMMAND",
-                                            required=True)
+    alerts_commands = alerts.add_subparsers(
+        dest="alerts_command", metavar="SUBCOMMAND", required=True
+    )
     alerts_list = alerts_commands.add_parser("list", help="alerts, most recently seen first")
-    alerts_list.add_argument("--severity", choices=SEVERITIES, metavar="LEVEL",
-                             help="at least this severity: " + ", ".join(SEVERITIES))
+    alerts_list.add_argument(
+        "--severity",
+        choices=SEVERITIES,
+        metavar="LEVEL",
+        help="at least this severity: " + ", ".join(SEVERITIES),
+    )
     alerts_list.add_argument("--rule", metavar="ID", help="only this rule's alerts")
     alerts_list.add_argument("--state", choices=ALERT_STATES, help="only alerts in this state")
-    alerts_list.add_argument("--since", metavar="DURATION|TIMESTAMP",
-                             help="seen since: 30m, 2h, 7d, or 2024-05-01T12:00")
-    alerts_list.add_argument("--limit", type=int, default=1000, metavar="N",
-                             help="print at most N alerts (default 1000)")
-    for name, text in (("show", "one alert in full, with its deliveries to each sink"),
-                       ("ack", "acknowledge an open alert"),
-                       ("close", "close an open or acknowledged alert")):
+    alerts_list.add_argument(
+        "--since", metavar="DURATION|TIMESTAMP", help="seen since: 30m, 2h, 7d, or 2024-05-01T12:00"
+    )
+    alerts_list.add_argument(
+        "--limit", type=int, default=1000, metavar="N", help="print at most N alerts (default 1000)"
+    )
+    for name, text in (
+        ("show", "one alert in full, with its deliveries to each sink"),
+        ("ack", "acknowledge an open alert"),
+        ("close", "close an open or acknowledged alert"),
+    ):
         sub = alerts_commands.add_parser(name, help=text)
         sub.add_argument("alert_id", type=int, metavar="ID")
     audit = commands.add_parser("audit", help="the tamper-evident audit log")
-    audit_commands = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND",
-                                          required=True)
+    audit_commands = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
     audit_commands.add_parser("verify", help="check the hash chain (exit 1 when tampered with)")
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
     flags: dict[str, Any] = {}
-    for attribute, key in (("db", "store.path"), ("socket", "daemon.socket"),
-                           ("output", "cli.output"), ("interval", "collector.interval"),
-                           ("log_level", "daemon.log_level")):
+    for attribute, key in (
+        ("db", "store.path"),
+        ("socket", "daemon.socket"),
+        ("output", "cli.output"),
+        ("interval", "collector.interval"),
+        ("log_level", "daemon.log_level"),
+    ):
         value = getattr(args, attribute, None)
         if value is not None:
             flags[key] = value
@@ -144,8 +184,9 @@ def _configure_logging(daemon: bool) -> None:
     log_uncaught_exceptions(logging.getLogger("daemoneye"))
 
 
-def _dispatch(args: argparse.Namespace, loaded: LoadedConfig,
-              reload_config: Callable[[], LoadedConfig]) -> int:
+def _dispatch(
+    args: argparse.Namespace, loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig]
+) -> int:
     ctx = Context(loaded=loaded, output=loaded.config.cli.output)
     if args.command == "daemon":
         from daemoneye.commands.daemon_cmd import run_daemon
@@ -190,9 +231,16 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig,
         from daemoneye.commands import alerts as alerts_cmd
 
         if args.alerts_command == "list":
-            return alerts_cmd.list_alerts_cmd(ctx, alerts_cmd.ListOptions(
-                severity=args.severity, rule=args.rule, state=args.state, since=args.since,
-                limit=args.limit))
+            return alerts_cmd.list_alerts_cmd(
+                ctx,
+                alerts_cmd.ListOptions(
+                    severity=args.severity,
+                    rule=args.rule,
+                    state=args.state,
+                    since=args.since,
+                    limit=args.limit,
+                ),
+            )
         if args.alerts_command == "show":
             return alerts_cmd.show_alert(ctx, args.alert_id)
         state = {"ack": "acknowledged", "close": "closed"}[args.alerts_command]
@@ -213,10 +261,10 @@ def _dashboard(args: argparse.Namespace) -> int:
     from daemoneye.tui.launcher import run_dashboard
 
     try:
-        loaded = load_config(mode=mode_from_flag(args.mode), config_file=args.config,
-                             flags=_flags(args))
-        return run_dashboard(loaded, config_file=args.config,
-                             socket_given=args.socket is not None)
+        loaded = load_config(
+            mode=mode_from_flag(args.mode), config_file=args.config, flags=_flags(args)
+        )
+        return run_dashboard(loaded, config_file=args.config, socket_given=args.socket is not None)
     except DaemonEyeError as exc:
         print(f"daemoneye: {visible(str(exc))}", file=sys.stderr)
         return exc.exit_code
@@ -236,8 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(daemon=args.command == "daemon")
 
     def reload_config() -> LoadedConfig:
-        return load_config(mode=mode_from_flag(args.mode), config_file=args.config,
-                           flags=_flags(args))
+        return load_config(
+            mode=mode_from_flag(args.mode), config_file=args.config, flags=_flags(args)
+        )
 
     try:
         loaded = reload_config()

@@ -57,16 +57,28 @@ def record_text(record: ProcessRecord) -> RecordText:
     name = record.name.lower()
     exe = (record.exe or "").lower()
     cmd = " ".join(record.cmdline).lower()
-    return RecordText(user, name, exe, cmd, (record.cwd or "").lower(), record.state.lower(),
-                      "\0".join((name, cmd, exe, user)))
+    return RecordText(
+        user,
+        name,
+        exe,
+        cmd,
+        (record.cwd or "").lower(),
+        record.state.lower(),
+        "\0".join((name, cmd, exe, user)),
+    )
 
 
 def same_text(before: ProcessRecord, after: ProcessRecord) -> bool:
     """True when `record_text` of both is the same (cheap: the fields are usually the very
     same objects)."""
-    return (before.cmdline == after.cmdline and before.name == after.name
-            and before.exe == after.exe and before.user == after.user
-            and before.cwd == after.cwd and before.state == after.state)
+    return (
+        before.cmdline == after.cmdline
+        and before.name == after.name
+        and before.exe == after.exe
+        and before.user == after.user
+        and before.cwd == after.cwd
+        and before.state == after.state
+    )
 
 
 Predicate = Callable[[ProcessRecord, RecordText, Collection[ProcessKey]], bool]
@@ -82,8 +94,12 @@ class ProcessFilter:
     predicates: tuple[Predicate, ...]
     uses_text: bool = False  # some term reads a text field
 
-    def matches(self, record: ProcessRecord, alerted: Collection[ProcessKey] = frozenset(),
-                text: RecordText | None = None) -> bool:
+    def matches(
+        self,
+        record: ProcessRecord,
+        alerted: Collection[ProcessKey] = frozenset(),
+        text: RecordText | None = None,
+    ) -> bool:
         """Whether `record` passes; `text` is its `record_text` when the caller keeps one."""
         if text is None:
             text = record_text(record) if self.uses_text else NO_TEXT
@@ -115,12 +131,18 @@ def _suggest(name: str) -> str:
 
 def _comparison(term: str, field: str, op: str, raw: str) -> Predicate:
     if field not in COMPARABLE_FIELDS:
-        raise FilterError(f"{term!r}: cannot compare {field!r}; comparable fields are "
-                          f"{', '.join(COMPARABLE_FIELDS)}{_suggest(field)}")
+        raise FilterError(
+            f"{term!r}: cannot compare {field!r}; comparable fields are "
+            f"{', '.join(COMPARABLE_FIELDS)}{_suggest(field)}"
+        )
     limit = _parse_number(term, raw, field)
     attribute = {"cpu": "cpu_percent", "rss": "rss", "threads": "threads"}[field]
     compare: Callable[[float, float], bool] = {
-        ">": float.__gt__, "<": float.__lt__, ">=": float.__ge__, "<=": float.__le__}[op]
+        ">": float.__gt__,
+        "<": float.__lt__,
+        ">=": float.__ge__,
+        "<=": float.__le__,
+    }[op]
     return lambda record, _text, _alerted: compare(float(getattr(record, attribute)), limit)
 
 
@@ -146,13 +168,16 @@ def _term(term: str) -> tuple[Predicate, bool]:
         raise FilterError(f"{term!r}: unknown field {field!r}{_suggest(field)}")
     needle = term.lower()
     if "\0" in needle:  # could span two fields of `anywhere`: look in each
-        return (lambda _record, text, _alerted: any(
-            needle in field for field in (text.name, text.cmd, text.exe, text.user))), True
+        return (
+            lambda _record, text, _alerted: any(
+                needle in field for field in (text.name, text.cmd, text.exe, text.user)
+            )
+        ), True
     return (lambda _record, text, _alerted: needle in text.anywhere), True
 
 
 def _substring_kind(term: str) -> str | None:
-    """"" for a free-text term, the field for a `field:value` text term, None for any other
+    """ "" for a free-text term, the field for a `field:value` text term, None for any other
     term (numbers, comparisons, `alerted`, negations): the terms that a longer value can
     only match less often."""
     if term.startswith("-") or term == "alerted" or _COMPARISON.match(term):
@@ -174,7 +199,7 @@ def narrows(before: str, after: str) -> bool:
         return False
     if not old:
         return True
-    if len(new) < len(old) or new[:len(old) - 1] != old[:-1]:
+    if len(new) < len(old) or new[: len(old) - 1] != old[:-1]:
         return False
     last, grown = old[-1], new[len(old) - 1]
     if grown == last:

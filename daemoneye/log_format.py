@@ -51,8 +51,11 @@ class SafeFormatter(logging.Formatter):
         lines = text.rstrip("\n").split("\n")  # not splitlines(): it also splits on \x1c, \x85…
         if len(lines) > _TRACE_HEAD_LINES + _TRACE_TAIL_LINES:
             left_out = len(lines) - _TRACE_HEAD_LINES - _TRACE_TAIL_LINES
-            lines = [*lines[:_TRACE_HEAD_LINES], f"…({left_out} more lines)",
-                     *lines[-_TRACE_TAIL_LINES:]]
+            lines = [
+                *lines[:_TRACE_HEAD_LINES],
+                f"…({left_out} more lines)",
+                *lines[-_TRACE_TAIL_LINES:],
+            ]
         return "\n".join(visible_bounded(line, self.max_chars) for line in lines)
 
 
@@ -62,8 +65,9 @@ def log_uncaught_exceptions(logger: logging.Logger) -> None:
     interpreter. Ctrl-C keeps its default handling."""
     default_hook = sys.excepthook
 
-    def main_thread_hook(kind: type[BaseException], value: BaseException,
-                         tb: TracebackType | None) -> None:
+    def main_thread_hook(
+        kind: type[BaseException], value: BaseException, tb: TracebackType | None
+    ) -> None:
         if issubclass(kind, KeyboardInterrupt):
             default_hook(kind, value, tb)
             return
@@ -73,8 +77,11 @@ def log_uncaught_exceptions(logger: logging.Logger) -> None:
         if args.exc_type is SystemExit or args.exc_value is None:
             return
         name = args.thread.name if args.thread is not None else "?"
-        logger.critical("uncaught exception in thread %s", name,
-                        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+        logger.critical(
+            "uncaught exception in thread %s",
+            name,
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        )
 
     sys.excepthook = main_thread_hook
     threading.excepthook = thread_hook

@@ -69,8 +69,9 @@ class FieldInfo:
     columns: tuple[str, ...] = ()
 
 
-def _describe(group: str, *, hostile: bool = False, unit: str = "",
-              columns: tuple[str, ...] = ()) -> dict[str, FieldInfo]:
+def _describe(
+    group: str, *, hostile: bool = False, unit: str = "", columns: tuple[str, ...] = ()
+) -> dict[str, FieldInfo]:
     return {"process": FieldInfo(group, hostile, unit, columns)}
 
 
@@ -85,7 +86,8 @@ class ProcessRecord:
     exe: str | None = field(metadata=_describe("details", hostile=True))
     # argv joined by single spaces (for people and LIKE) and as an exact JSON list
     cmdline: tuple[str, ...] = field(
-        metadata=_describe("details", hostile=True, columns=("cmdline", "argv")))
+        metadata=_describe("details", hostile=True, columns=("cmdline", "argv"))
+    )
     cwd: str | None = field(metadata=_describe("dynamic", hostile=True))
     uid: int | None = field(metadata=_describe("dynamic"))
     user: str | None = field(metadata=_describe("dynamic", hostile=True))

@@ -33,14 +33,23 @@ def _json_value(value: Any) -> Any:
     return value.hex() if isinstance(value, bytes) else value
 
 
-def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, out: TextIO,
-           *, max_width: int | None = None) -> None:
+def render(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    fmt: str,
+    out: TextIO,
+    *,
+    max_width: int | None = None,
+) -> None:
     """Print rows. `max_width` limits a table to the terminal; None means the terminal's width
     when stdout is a terminal and unlimited when it is a pipe (so nothing is lost in a file)."""
     if fmt == "json":
-        out.write(json_text(
-            [{c: _json_value(v) for c, v in zip(columns, row, strict=True)} for row in rows],
-            indent=2))
+        out.write(
+            json_text(
+                [{c: _json_value(v) for c, v in zip(columns, row, strict=True)} for row in rows],
+                indent=2,
+            )
+        )
         out.write("\n")
     elif fmt == "ndjson":
         for row in rows:
@@ -59,8 +68,9 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, out:
         raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO,
-           max_width: int | None) -> None:
+def _table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO, max_width: int | None
+) -> None:
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [len(c) for c in columns]
     for row in cells:
@@ -70,8 +80,11 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO,
         # The last column (usually a command line) gives way first.
         fixed = sum(widths[:-1]) + 2 * (len(widths) - 1)
         widths[-1] = max(len(columns[-1]), min(widths[-1], max_width - fixed))
-    out.write("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
-              .rstrip() + "\n")
+    out.write(
+        "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip() + "\n"
+    )
     for row in cells:
-        out.write("  ".join(shorten(t, w).ljust(w) for t, w in zip(row, widths, strict=True))
-                  .rstrip() + "\n")
+        out.write(
+            "  ".join(shorten(t, w).ljust(w) for t, w in zip(row, widths, strict=True)).rstrip()
+            + "\n"
+        )

@@ -98,42 +98,44 @@ def _wire16(value: int) -> int:
 
 def process_events_filter() -> tuple[Instruction, ...]:
     """The filter program described in the module docstring, assembled from labels."""
-    return _assemble([
-        _ld_len(),
-        _jge(WHAT_AT + 4, then="check_type", otherwise="keep"),  # room for `what`?
-        "check_type",
-        _ld(BPF_H, NLMSG_TYPE_AT),
-        _jeq(_wire16(NLMSG_DONE), then="check_what", otherwise="keep"),  # errors, overruns
-        "check_what",
-        _ld(BPF_W, WHAT_AT),
-        _jeq(_wire32(PROC_EVENT_EXEC), then="keep", otherwise="not_exec"),
-        "not_exec",
-        _jeq(_wire32(PROC_EVENT_NONE), then="keep", otherwise="not_ack"),  # listen acks
-        "not_ack",
-        _jeq(_wire32(PROC_EVENT_FORK), then="fork", otherwise="not_fork"),
-        "not_fork",
-        _jeq(_wire32(PROC_EVENT_EXIT), then="exit", otherwise="drop"),  # uid, gid, comm ...
-        "fork",
-        _ld_len(),
-        _jge(FORK_CHILD_TGID_AT + 4, then="fork_ids", otherwise="keep"),
-        "fork_ids",
-        _ld(BPF_W, FORK_CHILD_PID_AT),
-        _tax(),
-        _ld(BPF_W, FORK_CHILD_TGID_AT),
-        _jeq_x(then="keep", otherwise="drop"),  # child_tgid == child_pid: a process
-        "exit",
-        _ld_len(),
-        _jge(EXIT_TGID_AT + 4, then="exit_ids", otherwise="keep"),
-        "exit_ids",
-        _ld(BPF_W, EXIT_PID_AT),
-        _tax(),
-        _ld(BPF_W, EXIT_TGID_AT),
-        _jeq_x(then="keep", otherwise="drop"),  # process_tgid == process_pid: a process
-        "drop",
-        _ret(DROP),
-        "keep",
-        _ret(KEEP),
-    ])
+    return _assemble(
+        [
+            _ld_len(),
+            _jge(WHAT_AT + 4, then="check_type", otherwise="keep"),  # room for `what`?
+            "check_type",
+            _ld(BPF_H, NLMSG_TYPE_AT),
+            _jeq(_wire16(NLMSG_DONE), then="check_what", otherwise="keep"),  # errors, overruns
+            "check_what",
+            _ld(BPF_W, WHAT_AT),
+            _jeq(_wire32(PROC_EVENT_EXEC), then="keep", otherwise="not_exec"),
+            "not_exec",
+            _jeq(_wire32(PROC_EVENT_NONE), then="keep", otherwise="not_ack"),  # listen acks
+            "not_ack",
+            _jeq(_wire32(PROC_EVENT_FORK), then="fork", otherwise="not_fork"),
+            "not_fork",
+            _jeq(_wire32(PROC_EVENT_EXIT), then="exit", otherwise="drop"),  # uid, gid, comm ...
+            "fork",
+            _ld_len(),
+            _jge(FORK_CHILD_TGID_AT + 4, then="fork_ids", otherwise="keep"),
+            "fork_ids",
+            _ld(BPF_W, FORK_CHILD_PID_AT),
+            _tax(),
+            _ld(BPF_W, FORK_CHILD_TGID_AT),
+            _jeq_x(then="keep", otherwise="drop"),  # child_tgid == child_pid: a process
+            "exit",
+            _ld_len(),
+            _jge(EXIT_TGID_AT + 4, then="exit_ids", otherwise="keep"),
+            "exit_ids",
+            _ld(BPF_W, EXIT_PID_AT),
+            _tax(),
+            _ld(BPF_W, EXIT_TGID_AT),
+            _jeq_x(then="keep", otherwise="drop"),  # process_tgid == process_pid: a process
+            "drop",
+            _ret(DROP),
+            "keep",
+            _ret(KEEP),
+        ]
+    )
 
 
 def pack_program(program: tuple[Instruction, ...]) -> bytes:

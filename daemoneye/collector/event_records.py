@@ -20,6 +20,7 @@ class EventConnector(Protocol):
     @property
     def delivers_every_event(self) -> bool:
         """False when a kernel mask or a socket filter holds events back (sequence gaps)."""
+
     @property
     def filtering(self) -> str: ...
     def open(self, *, ack_timeout: float = ...) -> None: ...

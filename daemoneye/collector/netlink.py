@@ -81,7 +81,8 @@ def attach_socket_filter(sock: socket.socket) -> None:
     program = process_events_filter()
     code = ctypes.create_string_buffer(pack_program(program))  # alive until the kernel copied it
     sock.setsockopt(
-        socket.SOL_SOCKET, _SO_ATTACH_FILTER,
+        socket.SOL_SOCKET,
+        _SO_ATTACH_FILTER,
         _SOCK_FPROG.pack(len(program), ctypes.addressof(code)),
     )
 
@@ -196,8 +197,10 @@ class ProcConnector:
         try:
             attach_socket_filter(self._sock)
         except OSError as error:  # a seccomp policy, a kernel without socket filters
-            log.warning("process connector: no socket filter (%s); thread events will wake "
-                        "the reader", error.strerror or error)
+            log.warning(
+                "process connector: no socket filter (%s); thread events will wake the reader",
+                error.strerror or error,
+            )
             return
         self.socket_filter = True
 
@@ -206,8 +209,7 @@ class ProcConnector:
         assert self._sock is not None
         cookie = random.randrange(1, 1 << 31)
         try:
-            self._sock.send(
-                listen_request(PROC_CN_MCAST_LISTEN, cookie, event_mask=PROC_EVENT_ALL))
+            self._sock.send(listen_request(PROC_CN_MCAST_LISTEN, cookie, event_mask=PROC_EVENT_ALL))
             err = self._await_ack(cookie, ack_timeout)
             if err == 0:
                 self._sock.send(listen_request(PROC_CN_MCAST_LISTEN, 0, event_mask=mask))
@@ -216,8 +218,11 @@ class ProcConnector:
             why = "no acknowledgement" if err is None else os.strerror(err)
         except OSError as error:  # we are subscribed to all events already: keep that
             why = error.strerror or str(error)
-        log.info("process connector: kernel %s takes no event mask (%s); subscribed to all "
-                 "events", self._kernel_release, why)
+        log.info(
+            "process connector: kernel %s takes no event mask (%s); subscribed to all events",
+            self._kernel_release,
+            why,
+        )
 
     def _await_ack(self, cookie: int, timeout: float) -> int | None:
         """Read until our ack and return its error (0: accepted), or None after `timeout`

@@ -37,8 +37,15 @@ PROC_EVENT_COREDUMP = 0x40000000
 PROC_EVENT_EXIT = 0x80000000
 # Every event type a Linux >= 6.6 listen request can ask for (enum proc_cn_event's ALL).
 PROC_EVENT_ALL = (
-    PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_UID | PROC_EVENT_GID | PROC_EVENT_SID
-    | PROC_EVENT_PTRACE | PROC_EVENT_COMM | PROC_EVENT_NONZERO_EXIT | PROC_EVENT_COREDUMP
+    PROC_EVENT_FORK
+    | PROC_EVENT_EXEC
+    | PROC_EVENT_UID
+    | PROC_EVENT_GID
+    | PROC_EVENT_SID
+    | PROC_EVENT_PTRACE
+    | PROC_EVENT_COMM
+    | PROC_EVENT_NONZERO_EXIT
+    | PROC_EVENT_COREDUMP
     | PROC_EVENT_EXIT
 )
 
@@ -53,7 +60,7 @@ _EXIT = struct.Struct("=IIIiII")  # exit_signal is -1 for threads
 _EXIT_OLD = struct.Struct("=IIIi")
 _COMM = struct.Struct("=II16s")
 # nlmsghdr + cn_msg + proc_event header, for a buffer that holds a single message
-_PREFIX = struct.Struct("=IHHII" "IIIIHH" "IIQ")
+_PREFIX = struct.Struct("=IHHIIIIIIHHIIQ")
 _CN_OFFSET = _NLMSGHDR.size  # where the cn_msg starts
 
 ReadableBuffer = bytes | bytearray | memoryview
@@ -243,15 +250,34 @@ def parse_messages(buf: ReadableBuffer) -> list[ProcConnectorEvent]:
     view = memoryview(buf).cast("B")
     end = len(view)
     if end >= _PREFIX.size:
-        (nlmsg_len, nlmsg_type, _flags, _nlseq, _pid, idx, val, seq, ack, data_len, _cnflags,
-         what, cpu, timestamp_ns) = _PREFIX.unpack_from(view)
-        if (nlmsg_type == NLMSG_DONE and nlmsg_len <= end <= _align4(nlmsg_len)
-                and idx == CN_IDX_PROC and val == CN_VAL_PROC
-                and _EVENT_HDR.size <= data_len <= nlmsg_len - _CN_OFFSET - _CN_MSG.size):
+        (
+            nlmsg_len,
+            nlmsg_type,
+            _flags,
+            _nlseq,
+            _pid,
+            idx,
+            val,
+            seq,
+            ack,
+            data_len,
+            _cnflags,
+            what,
+            cpu,
+            timestamp_ns,
+        ) = _PREFIX.unpack_from(view)
+        if (
+            nlmsg_type == NLMSG_DONE
+            and nlmsg_len <= end <= _align4(nlmsg_len)
+            and idx == CN_IDX_PROC
+            and val == CN_VAL_PROC
+            and _EVENT_HDR.size <= data_len <= nlmsg_len - _CN_OFFSET - _CN_MSG.size
+        ):
             body = view[_PREFIX.size : _CN_OFFSET + _CN_MSG.size + data_len]
             event = _parse_body(what, cpu, seq, timestamp_ns, ack, body)
-            return [event if event is not None else
-                    MalformedMessage(0, f"short body for {what:#x}")]
+            return [
+                event if event is not None else MalformedMessage(0, f"short body for {what:#x}")
+            ]
     return _walk(view, end)
 
 

@@ -50,10 +50,14 @@ def cpu_since_start(cpu_ticks: int, start_time: float, now: float, ticks_per_s: 
 # (see `_COMPUTED`) or keeps its default. A required field nobody fills fails at import.
 _RECORD_NAMES = tuple(f.name for f in PROCESS_FIELDS)
 _STAT_RENAMES = {"rss": "rss_bytes"}
-_FROM_STAT = {name: _STAT_RENAMES.get(name, name) for name in _RECORD_NAMES
-              if _STAT_RENAMES.get(name, name) in StatFields._fields}
-_FROM_DETAILS = tuple(name for name in _RECORD_NAMES
-                      if name in {f.name for f in fields(ProcessDetails)})
+_FROM_STAT = {
+    name: _STAT_RENAMES.get(name, name)
+    for name in _RECORD_NAMES
+    if _STAT_RENAMES.get(name, name) in StatFields._fields
+}
+_FROM_DETAILS = tuple(
+    name for name in _RECORD_NAMES if name in {f.name for f in fields(ProcessDetails)}
+)
 _COMPUTED = ("start_time", "name", "cpu_percent", "first_seen", "last_seen", "exe_sha256")
 _DEFAULTS = {f.name: f.default for f in fields(ProcessRecord) if f.default is not MISSING}
 
@@ -88,9 +92,15 @@ def details_values(details: ProcessDetails) -> dict[str, Any]:
 
 _STAT_VALUES = attrgetter(*_FROM_STAT.values())
 _DEFAULT_VALUES = tuple(_DEFAULTS.values())
-_NEW_ORDER = _order([*(f"stat.{attr}" for attr in _FROM_STAT.values()),
-                     *(f"details.{name}" for name in _FROM_DETAILS), *_COMPUTED,
-                     *(f"default.{name}" for name in _DEFAULTS)], _new_source)
+_NEW_ORDER = _order(
+    [
+        *(f"stat.{attr}" for attr in _FROM_STAT.values()),
+        *(f"details.{name}" for name in _FROM_DETAILS),
+        *_COMPUTED,
+        *(f"default.{name}" for name in _DEFAULTS),
+    ],
+    _new_source,
+)
 
 
 def new_record(
@@ -106,22 +116,45 @@ def new_record(
     """A record for an instance read in full. Positional, through one itemgetter: keyword calls
     of a 20-field dataclass cost ~1.5 µs more, per new process."""
     name = display_name(stat.comm, details.exe, details.cmdline)
-    return ProcessRecord(*_NEW_ORDER((*_STAT_VALUES(stat), *_DETAIL_VALUES(details), start_time,
-                                      name, cpu_percent, first_seen, now, exe_sha256,
-                                      *_DEFAULT_VALUES)))
+    return ProcessRecord(
+        *_NEW_ORDER(
+            (
+                *_STAT_VALUES(stat),
+                *_DETAIL_VALUES(details),
+                start_time,
+                name,
+                cpu_percent,
+                first_seen,
+                now,
+                exe_sha256,
+                *_DEFAULT_VALUES,
+            )
+        )
+    )
 
 
 # with_dynamic: the stat's dynamic fields (not the identity) replace the record's.
-_TICK_FROM_STAT = {name: attr for name, attr in _FROM_STAT.items()
-                   if name not in field_names("identity")}
+_TICK_FROM_STAT = {
+    name: attr for name, attr in _FROM_STAT.items() if name not in field_names("identity")
+}
 _TICK_STAT_VALUES = attrgetter(*_TICK_FROM_STAT.values())
 _RECORD_VALUES = attrgetter(*_RECORD_NAMES)
 _TICK_ORDER = _order(
-    [*(f"record.{name}" for name in _RECORD_NAMES),
-     *(f"stat.{name}" for name in _TICK_FROM_STAT), "name", "cpu_percent", "last_seen"],
-    lambda name: (f"stat.{name}" if name in _TICK_FROM_STAT
-                  else name if name in ("name", "cpu_percent", "last_seen")
-                  else f"record.{name}"))
+    [
+        *(f"record.{name}" for name in _RECORD_NAMES),
+        *(f"stat.{name}" for name in _TICK_FROM_STAT),
+        "name",
+        "cpu_percent",
+        "last_seen",
+    ],
+    lambda name: (
+        f"stat.{name}"
+        if name in _TICK_FROM_STAT
+        else name
+        if name in ("name", "cpu_percent", "last_seen")
+        else f"record.{name}"
+    ),
+)
 
 
 def with_dynamic(
@@ -129,8 +162,9 @@ def with_dynamic(
 ) -> ProcessRecord:
     """`record` with this tick's stat values; the constructor is several times faster than
     dataclasses.replace on a 20-field slotted dataclass, and this runs for every busy process."""
-    return ProcessRecord(*_TICK_ORDER((*_RECORD_VALUES(record), *_TICK_STAT_VALUES(stat), name,
-                                       cpu_percent, now)))
+    return ProcessRecord(
+        *_TICK_ORDER((*_RECORD_VALUES(record), *_TICK_STAT_VALUES(stat), name, cpu_percent, now))
+    )
 
 
 # What changes during a process's life without an exec (models.py's dynamic group): an

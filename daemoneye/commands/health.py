@@ -41,8 +41,11 @@ def assess(report: HealthReport, now: float) -> list[str]:
     age = now - report.updated_at
     stopped = any(p.startswith("the daemon stopped") for p in problems)
     if not stopped and age > max(STALE_AFTER_TICKS * report.interval_s, 10.0):
-        problems.insert(0, f"the last report is {age:.0f}s old: the daemon (pid "
-                           f"{report.daemon_pid}) is not running or not scanning")
+        problems.insert(
+            0,
+            f"the last report is {age:.0f}s old: the daemon (pid "
+            f"{report.daemon_pid}) is not running or not scanning",
+        )
     return problems
 
 
@@ -54,8 +57,7 @@ def staleness_note(ctx: Context) -> str | None:
     problems = assess(report, time.time())
     if not problems:
         return None
-    return (f"{problems[0]}; these are the processes as of "
-            f"{format_time(report.updated_at)}, not now")
+    return f"{problems[0]}; these are the processes as of {format_time(report.updated_at)}, not now"
 
 
 def _engine_rows(status: DaemonStatus | None) -> list[tuple[str, str]]:
@@ -70,17 +72,25 @@ def _engine_rows(status: DaemonStatus | None) -> list[tuple[str, str]]:
         rule_set += f"; the last reload was refused ({engine.last_reload_error})"
     elif engine.last_reload_at is not None:
         rule_set += f", loaded {format_time(engine.last_reload_at)}"
-    return [*rows, ("rules", rule_set), ("alerts", f"{engine.alerts_open} open"),
-            ("sink backlog", f"{engine.sink_backlog} alerts waiting for a sink")]
+    return [
+        *rows,
+        ("rules", rule_set),
+        ("alerts", f"{engine.alerts_open} open"),
+        ("sink backlog", f"{engine.sink_backlog} alerts waiting for a sink"),
+    ]
 
 
 def show_health(ctx: Context) -> int:
     """The daemon's own answer over IPC, or the last report it wrote to the store."""
     report, status = with_daemon_or_store(
-        ctx, _health_over_ipc, lambda store: (_report_in(store), None))
+        ctx, _health_over_ipc, lambda store: (_report_in(store), None)
+    )
     if report is None:
-        print("daemoneye: unhealthy: the store holds no health report; has a daemon ever run "
-              f"on {ctx.loaded.paths.db}?", file=sys.stderr)
+        print(
+            "daemoneye: unhealthy: the store holds no health report; has a daemon ever run "
+            f"on {ctx.loaded.paths.db}?",
+            file=sys.stderr,
+        )
         return EXIT_UNHEALTHY
     now = time.time()
     problems = assess(report, now)
@@ -88,28 +98,43 @@ def show_health(ctx: Context) -> int:
         problems += list(status.engine.problems)
     status_word = "unhealthy" if problems else "ok"
     if ctx.output != "table":
-        row: dict[str, object] = {"status": status_word,
-                                  **{f.name: getattr(report, f.name) for f in fields(report)}}
+        row: dict[str, object] = {
+            "status": status_word,
+            **{f.name: getattr(report, f.name) for f in fields(report)},
+        }
         row["problems"] = problems + [p for p in report.problems if p not in problems]
         row["clients"] = status.clients if status is not None else None
         engine = status.engine if status is not None else None
-        row["engine"] = None if engine is None else {
-            f.name: getattr(engine, f.name) for f in fields(engine)}
+        row["engine"] = (
+            None if engine is None else {f.name: getattr(engine, f.name) for f in fields(engine)}
+        )
         render(tuple(row), [tuple(row.values())], ctx.output, sys.stdout)
         return EXIT_UNHEALTHY if problems else 0
     uptime = report.updated_at - report.started_at
     rows = [
         ("status", status_word),
-        ("daemon", f"pid {report.daemon_pid}, uid {report.daemon_uid}, version {report.version},"
-                   f" {report.mode} mode"),
+        (
+            "daemon",
+            f"pid {report.daemon_pid}, uid {report.daemon_uid}, version {report.version},"
+            f" {report.mode} mode",
+        ),
         ("uptime", f"{uptime:.0f}s (since {format_time(report.started_at, now)})"),
         ("last report", f"{now - report.updated_at:.1f}s ago"),
-        ("coverage", "all processes" if report.privileged else "own processes in full, "
-                     "others without exe/cwd/hash"),
-        ("event source", report.event_source
-         + (f" ({report.event_filter})" if report.event_filter else "")),
-        ("scan", f"every {report.interval_s:g}s, last {report.last_scan_ms:.1f} ms, "
-                 f"average {report.avg_scan_ms:.1f} ms over {report.ticks} ticks"),
+        (
+            "coverage",
+            "all processes"
+            if report.privileged
+            else "own processes in full, others without exe/cwd/hash",
+        ),
+        (
+            "event source",
+            report.event_source + (f" ({report.event_filter})" if report.event_filter else ""),
+        ),
+        (
+            "scan",
+            f"every {report.interval_s:g}s, last {report.last_scan_ms:.1f} ms, "
+            f"average {report.avg_scan_ms:.1f} ms over {report.ticks} ticks",
+        ),
         ("processes", f"{report.processes} live"),
         ("events", f"{report.new_per_second:.2f} new processes/s (last minute)"),
         ("denied", f"{report.denied_total} reads refused (permission)"),

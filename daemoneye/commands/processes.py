@@ -28,8 +28,11 @@ LIST_COLUMNS = ("pid", "user", "cpu", "rss", "started", "name", "cmdline")
 # is known about the executable follows the executable.
 _WITH_EXE = ("exe_sha256", "exe_deleted")
 _IN_ORDER = [f.name for f in PROCESS_FIELDS if f.name not in _WITH_EXE]
-SHOW_FIELDS = (*_IN_ORDER[: _IN_ORDER.index("exe") + 1], *_WITH_EXE,
-               *_IN_ORDER[_IN_ORDER.index("exe") + 1 :])
+SHOW_FIELDS = (
+    *_IN_ORDER[: _IN_ORDER.index("exe") + 1],
+    *_WITH_EXE,
+    *_IN_ORDER[_IN_ORDER.index("exe") + 1 :],
+)
 _UNITS = {f.name: f.unit for f in PROCESS_FIELDS}
 
 
@@ -40,11 +43,24 @@ class NoSuchProcess(DaemonEyeError):
 def _row(record: ProcessRecord, table: bool, now: float) -> tuple[object, ...]:
     cmdline = " ".join(record.cmdline)
     if table:
-        return (record.pid, record.user or record.uid, f"{record.cpu_percent:.1f}",
-                format_bytes(record.rss), format_time(record.start_time, now), record.name,
-                cmdline or f"[{record.name}]")
-    return (record.pid, record.user, record.cpu_percent, record.rss, record.start_time,
-            record.name, cmdline)
+        return (
+            record.pid,
+            record.user or record.uid,
+            f"{record.cpu_percent:.1f}",
+            format_bytes(record.rss),
+            format_time(record.start_time, now),
+            record.name,
+            cmdline or f"[{record.name}]",
+        )
+    return (
+        record.pid,
+        record.user,
+        record.cpu_percent,
+        record.rss,
+        record.start_time,
+        record.name,
+        cmdline,
+    )
 
 
 def list_processes(ctx: Context, filter_text: str) -> int:
@@ -54,7 +70,8 @@ def list_processes(ctx: Context, filter_text: str) -> int:
         return _live_from_store(ctx, store, process_filter)
 
     matching = with_daemon_or_store(
-        ctx, lambda client: client.processes_list(filter_text), from_store)
+        ctx, lambda client: client.processes_list(filter_text), from_store
+    )
     matching.sort(key=lambda r: (-r.cpu_percent, r.pid))
     now = time.time()
     table = ctx.output == "table"
@@ -62,8 +79,9 @@ def list_processes(ctx: Context, filter_text: str) -> int:
     return 0
 
 
-def _live_from_store(ctx: Context, store: ReadOnlyStore,
-                     process_filter: ProcessFilter) -> list[ProcessRecord]:
+def _live_from_store(
+    ctx: Context, store: ReadOnlyStore, process_filter: ProcessFilter
+) -> list[ProcessRecord]:
     records = live_records(store)
     stale = staleness_note(ctx)
     if stale:
@@ -97,8 +115,10 @@ def _json_value(value: object) -> object:
 
 def show_process(ctx: Context, pid: int) -> int:
     detail = with_daemon_or_store(
-        ctx, lambda client: client.process_get(pid, history=True),
-        lambda store: _detail_from_store(store, pid))
+        ctx,
+        lambda client: client.process_get(pid, history=True),
+        lambda store: _detail_from_store(store, pid),
+    )
     record, chain, children = detail.process, detail.ancestry, detail.children
     if ctx.output == "table":
         out = sys.stdout
@@ -107,17 +127,21 @@ def show_process(ctx: Context, pid: int) -> int:
         lineage = " ← ".join(f"{visible(p.name)}({p.pid})" for p in chain)
         out.write(f"\nANCESTRY  {lineage or '(none known)'}\n")
         more = detail.children_total - len(children)
-        out.write("CHILDREN  " + (", ".join(f"{visible(c.name)}({c.pid})" for c in children)
-                                  or "(none)")
-                  + (f" and {more} more" if more > 0 else "") + "\n")
+        out.write(
+            "CHILDREN  "
+            + (", ".join(f"{visible(c.name)}({c.pid})" for c in children) or "(none)")
+            + (f" and {more} more" if more > 0 else "")
+            + "\n"
+        )
         if detail.instances is not None and detail.instances > 1:
-            note(f"pid {pid} was used by {detail.instances} process instances in the retention "
-                 "window; showing the newest (query the processes table for the others)")
+            note(
+                f"pid {pid} was used by {detail.instances} process instances in the retention "
+                "window; showing the newest (query the processes table for the others)"
+            )
         return 0
     row: dict[str, object] = {name: _json_value(getattr(record, name)) for name in SHOW_FIELDS}
     row["ancestry"] = [{"pid": p.pid, "start_time": p.start_time, "name": p.name} for p in chain]
-    row["children"] = [{"pid": c.pid, "start_time": c.start_time, "name": c.name}
-                       for c in children]
+    row["children"] = [{"pid": c.pid, "start_time": c.start_time, "name": c.name} for c in children]
     row["children_total"] = detail.children_total
     render(tuple(row), [tuple(row.values())], ctx.output, sys.stdout)
     return 0

@@ -95,7 +95,7 @@ def _running_statuses(ctx: Context) -> list[RuleStatus] | None:
 
 
 def timeouts_text(status: RuleStatus) -> str:
-    """"0", "2", or "3 (suspended)": how often the rule hit its time budget."""
+    """ "0", "2", or "3 (suspended)": how often the rule hit its time budget."""
     return f"{status.timeouts} (suspended)" if status.suspended else str(status.timeouts)
 
 
@@ -262,6 +262,7 @@ def _report(problems: tuple[RuleProblem, ...] | list[RuleProblem]) -> None:
 def set_rule_enabled(ctx: Context, rule_id: str, enabled: bool) -> int:
     """`rules enable|disable ID`: an admin request to the running daemon (audited there). The
     switch lasts until the daemon restarts; set `enabled` in the rule file to make it stay."""
+
     async def ask(client: DaemonClient) -> RuleStatus:
         if enabled:
             return await client.rule_enable(rule_id)
@@ -269,21 +270,24 @@ def set_rule_enabled(ctx: Context, rule_id: str, enabled: bool) -> int:
 
     status = with_daemon(ctx, ask)
     state = "enabled" if status.rule.enabled else "disabled"
-    render(("id", "state", "source"),
-           [(status.rule.id, state, f"{status.rule.source_file}:{status.rule.source_line}")],
-           ctx.output, sys.stdout)
+    render(
+        ("id", "state", "source"),
+        [(status.rule.id, state, f"{status.rule.source_file}:{status.rule.source_line}")],
+        ctx.output,
+        sys.stdout,
+    )
     return 0
 
 
 def reload_rules(ctx: Context) -> int:
     """`rules reload`: the daemon re-reads every rule directory now (as on a file change or
     SIGHUP); exit 2 when a rule was refused (it keeps its last good version)."""
+
     async def ask(client: DaemonClient) -> RulesReload:
         return await client.rules_reload()
 
     outcome = with_daemon(ctx, ask)
     for problem in outcome.problems:
         print(f"daemoneye: {problem}", file=sys.stderr)
-    render(("active", "refused"), [(outcome.active, len(outcome.problems))], ctx.output,
-           sys.stdout)
+    render(("active", "refused"), [(outcome.active, len(outcome.problems))], ctx.output, sys.stdout)
     return 0 if outcome.accepted else 2

@@ -42,10 +42,17 @@ _COMPONENT_PREFIXES = (
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1024, "kib": 1024, "kb": 1000,
-    "m": 1024**2, "mib": 1024**2, "mb": 1000**2,
-    "g": 1024**3, "gib": 1024**3, "gb": 1000**3,
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kib": 1024,
+    "kb": 1000,
+    "m": 1024**2,
+    "mib": 1024**2,
+    "mb": 1000**2,
+    "g": 1024**3,
+    "gib": 1024**3,
+    "gb": 1000**3,
 }
 _NUMBER_WITH_UNIT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 
@@ -74,12 +81,13 @@ def _coerce_table(raw: Any, *, from_text: bool) -> tuple[tuple[str, str], ...]:
         try:
             table = json.loads(raw) if raw.strip() else {}
         except (json.JSONDecodeError, RecursionError):
-            raise ValueError('expected a JSON object such as \'{"Authorization": "Bearer …"}\', '
-                             f"got {raw!r}") from None
+            raise ValueError(
+                f'expected a JSON object such as \'{{"Authorization": "Bearer …"}}\', got {raw!r}'
+            ) from None
     if not isinstance(table, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
-        raise ValueError(f"expected a table of strings such as {{ Name = \"value\" }}, "
-                         f"got {raw!r}")
+        isinstance(k, str) and isinstance(v, str) for k, v in table.items()
+    ):
+        raise ValueError(f'expected a table of strings such as {{ Name = "value" }}, got {raw!r}')
     return tuple(table.items())
 
 
@@ -132,8 +140,9 @@ def _coerce_kind(dotted: str, raw: Any, *, from_text: bool) -> Any:
         raise AssertionError(f"unknown kind {kind}")
     lo, hi = spec["lo"], spec["hi"]
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{raw!r} is out of range ({_fmt_bound(kind, lo)} to "
-                         f"{_fmt_bound(kind, hi)})")
+        raise ValueError(
+            f"{raw!r} is out of range ({_fmt_bound(kind, lo)} to {_fmt_bound(kind, hi)})"
+        )
     return value
 
 
@@ -158,8 +167,11 @@ def _line_of(text: str, section: str, key: str | None) -> int | None:
             in_section = True
         elif line.lstrip().startswith("["):
             in_section = False
-        elif in_section and key is not None and re.match(
-                r"^\s*[\"']?" + re.escape(key) + r"[\"']?\s*=", line):
+        elif (
+            in_section
+            and key is not None
+            and re.match(r"^\s*[\"']?" + re.escape(key) + r"[\"']?\s*=", line)
+        ):
             return number
     return None
 
@@ -217,16 +229,18 @@ def env_key(name: str) -> str | None:
         return None
     for prefix, section in _COMPONENT_PREFIXES:
         if name.startswith(prefix):
-            rest = name[len(prefix):].lower()
+            rest = name[len(prefix) :].lower()
             dotted = rest.replace("__", ".") if "__" in rest else f"{section}.{rest}"
             break
     else:
         if not name.startswith("DAEMONEYE_"):
             return None
-        rest = name[len("DAEMONEYE_"):].lower()
+        rest = name[len("DAEMONEYE_") :].lower()
         if "__" not in rest:
-            raise ConfigError(f"environment variable {name}: expected DAEMONEYE_<SECTION>__<KEY>"
-                              f"{closest_hint(rest.replace('_', '.', 1), list(KEYS))}")
+            raise ConfigError(
+                f"environment variable {name}: expected DAEMONEYE_<SECTION>__<KEY>"
+                f"{closest_hint(rest.replace('_', '.', 1), list(KEYS))}"
+            )
         dotted = rest.replace("__", ".")
     if dotted not in KEYS:
         raise ConfigError(f"environment variable {name}: {unknown_key_message(dotted)}")
@@ -245,8 +259,13 @@ def read_env(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
             value = coerce(dotted, env[name], from_text=True)
         except ValueError as exc:
             raise ConfigError(f"environment variable {name}: {dotted}: {exc}") from None
-        target = generic if name.startswith("DAEMONEYE_") and "__" in name and not any(
-            name.startswith(p) for p, _ in _COMPONENT_PREFIXES) else found
+        target = (
+            generic
+            if name.startswith("DAEMONEYE_")
+            and "__" in name
+            and not any(name.startswith(p) for p, _ in _COMPONENT_PREFIXES)
+            else found
+        )
         target[dotted] = (value, name)
     return {**found, **generic}
 
@@ -304,8 +323,12 @@ def load_config(
     return _merge(layers, env_values, paths, tuple(files_read))
 
 
-def _merge(layers: list[tuple[str, dict[str, Any]]], env_values: Mapping[str, tuple[Any, str]],
-           paths: Paths, files_read: tuple[Path, ...]) -> LoadedConfig:
+def _merge(
+    layers: list[tuple[str, dict[str, Any]]],
+    env_values: Mapping[str, tuple[Any, str]],
+    paths: Paths,
+    files_read: tuple[Path, ...],
+) -> LoadedConfig:
     effective: dict[str, tuple[Any, str]] = {}
     defaults = Config()
     for dotted in KEYS:
@@ -323,8 +346,7 @@ def _merge(layers: list[tuple[str, dict[str, Any]]], env_values: Mapping[str, tu
         paths = replace(paths, db=Path(config.store.path))
     if config.daemon.socket:
         paths = replace(paths, socket=Path(config.daemon.socket))
-    settings = tuple(Setting(k, _shown(k, v), o, KEYS[k]["doc"])
-                     for k, (v, o) in effective.items())
+    settings = tuple(Setting(k, _shown(k, v), o, KEYS[k]["doc"]) for k, (v, o) in effective.items())
     return LoadedConfig(config=config, paths=paths, settings=settings, files_read=files_read)
 
 
@@ -350,16 +372,22 @@ def _check_consistent(config: Config) -> None:
     """Problems no single key shows: an enabled sink without its destination."""
     daemon = config.daemon
     if daemon.admin_reserved_clients >= daemon.max_clients:
-        raise ConfigError(f"daemon.admin_reserved_clients ({daemon.admin_reserved_clients}) must "
-                          f"be below daemon.max_clients ({daemon.max_clients}): readers need "
-                          "at least one slot")
+        raise ConfigError(
+            f"daemon.admin_reserved_clients ({daemon.admin_reserved_clients}) must "
+            f"be below daemon.max_clients ({daemon.max_clients}): readers need "
+            "at least one slot"
+        )
     sinks = config.sinks
     if sinks.file.enabled and not sinks.file.path:
-        raise ConfigError("sinks.file.enabled is true but sinks.file.path is empty: set the "
-                          "file alerts are appended to ([sinks.file] path = …)")
+        raise ConfigError(
+            "sinks.file.enabled is true but sinks.file.path is empty: set the "
+            "file alerts are appended to ([sinks.file] path = …)"
+        )
     if sinks.webhook.enabled and not sinks.webhook.url:
-        raise ConfigError("sinks.webhook.enabled is true but sinks.webhook.url is empty: set "
-                          "the URL alerts are POSTed to ([sinks.webhook] url = …)")
+        raise ConfigError(
+            "sinks.webhook.enabled is true but sinks.webhook.url is empty: set "
+            "the URL alerts are POSTed to ([sinks.webhook] url = …)"
+        )
 
 
 def mode_from_flag(value: str | None) -> Mode | None:

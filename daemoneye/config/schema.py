@@ -22,171 +22,345 @@ from daemoneye.config.sink_values import (
 from daemoneye.paths import Paths
 
 
-def _spec(kind: str, doc: str, *, lo: float | None = None, hi: float | None = None,
-          choices: tuple[str, ...] = (), check: Callable[[Any], None] | None = None,
-          redact: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+def _spec(
+    kind: str,
+    doc: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[str, ...] = (),
+    check: Callable[[Any], None] | None = None,
+    redact: Callable[[Any], Any] | None = None,
+) -> dict[str, Any]:
     """A key's schema. `check` validates a coerced value (raising ValueError); `redact` gives
     the value `config show` prints for a key that may hold a secret."""
-    return {"kind": kind, "doc": doc, "lo": lo, "hi": hi, "choices": choices, "check": check,
-            "redact": redact}
+    return {
+        "kind": kind,
+        "doc": doc,
+        "lo": lo,
+        "hi": hi,
+        "choices": choices,
+        "check": check,
+        "redact": redact,
+    }
 
 
 @dataclass(frozen=True, slots=True)
 class CollectorConfig:
     """How processes are observed."""
 
-    interval: float = field(default=1.0, metadata=_spec(
-        "duration", "Seconds between two /proc scans.", lo=0.1, hi=3600.0))
-    update_interval: float = field(default=10.0, metadata=_spec(
-        "duration", "How often changed rss/cpu/state values are written to the store.",
-        lo=1.0, hi=3600.0))
-    hash_executables: bool = field(default=True, metadata=_spec(
-        "bool", "Compute the SHA-256 of every executable (in a worker thread, cached)."))
-    hash_max_bytes: int = field(default=64 * 1024**2, metadata=_spec(
-        "size", "Executables larger than this are not hashed.", lo=0, hi=16 * 1024**3))
-    events: bool = field(default=True, metadata=_spec(
-        "bool", "Use the kernel's process-event connector when permitted (root)."))
+    interval: float = field(
+        default=1.0,
+        metadata=_spec("duration", "Seconds between two /proc scans.", lo=0.1, hi=3600.0),
+    )
+    update_interval: float = field(
+        default=10.0,
+        metadata=_spec(
+            "duration",
+            "How often changed rss/cpu/state values are written to the store.",
+            lo=1.0,
+            hi=3600.0,
+        ),
+    )
+    hash_executables: bool = field(
+        default=True,
+        metadata=_spec(
+            "bool", "Compute the SHA-256 of every executable (in a worker thread, cached)."
+        ),
+    )
+    hash_max_bytes: int = field(
+        default=64 * 1024**2,
+        metadata=_spec(
+            "size", "Executables larger than this are not hashed.", lo=0, hi=16 * 1024**3
+        ),
+    )
+    events: bool = field(
+        default=True,
+        metadata=_spec("bool", "Use the kernel's process-event connector when permitted (root)."),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     """Where history is kept and for how long."""
 
-    path: str = field(default="", metadata=_spec(
-        "path", "Database file; empty means the mode's default path."))
-    retention: float = field(default=7 * 86400.0, metadata=_spec(
-        "duration", "Ended processes, events and alerts older than this are deleted.",
-        lo=60.0, hi=3650 * 86400.0))
-    max_bytes: int = field(default=1024**3, metadata=_spec(
-        "size", "The oldest history is deleted when the database, not counting the audit log, "
-        "grows past this (the audit log is bounded by audit_max_bytes).",
-        lo=1024**2, hi=1024**4))
-    retention_check_interval: float = field(default=300.0, metadata=_spec(
-        "duration", "How often retention runs.", lo=1.0, hi=86400.0))
-    audit_retention: float = field(default=90 * 86400.0, metadata=_spec(
-        "duration", "Audit log entries older than this are pruned, under a signed checkpoint "
-        "that keeps the rest of the chain verifiable.", lo=86400.0, hi=3650 * 86400.0))
-    audit_max_bytes: int = field(default=64 * 1024**2, metadata=_spec(
-        "size", "The oldest audit log entries are pruned (under a signed checkpoint) when the "
-        "audit log grows past this.", lo=1024**2, hi=1024**4))
+    path: str = field(
+        default="", metadata=_spec("path", "Database file; empty means the mode's default path.")
+    )
+    retention: float = field(
+        default=7 * 86400.0,
+        metadata=_spec(
+            "duration",
+            "Ended processes, events and alerts older than this are deleted.",
+            lo=60.0,
+            hi=3650 * 86400.0,
+        ),
+    )
+    max_bytes: int = field(
+        default=1024**3,
+        metadata=_spec(
+            "size",
+            "The oldest history is deleted when the database, not counting the audit log, "
+            "grows past this (the audit log is bounded by audit_max_bytes).",
+            lo=1024**2,
+            hi=1024**4,
+        ),
+    )
+    retention_check_interval: float = field(
+        default=300.0, metadata=_spec("duration", "How often retention runs.", lo=1.0, hi=86400.0)
+    )
+    audit_retention: float = field(
+        default=90 * 86400.0,
+        metadata=_spec(
+            "duration",
+            "Audit log entries older than this are pruned, under a signed checkpoint "
+            "that keeps the rest of the chain verifiable.",
+            lo=86400.0,
+            hi=3650 * 86400.0,
+        ),
+    )
+    audit_max_bytes: int = field(
+        default=64 * 1024**2,
+        metadata=_spec(
+            "size",
+            "The oldest audit log entries are pruned (under a signed checkpoint) when the "
+            "audit log grows past this.",
+            lo=1024**2,
+            hi=1024**4,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
     """The daemon process itself."""
 
-    log_level: str = field(default="info", metadata=_spec(
-        "enum", "Logging threshold on stderr.", choices=("debug", "info", "warning", "error")))
-    socket: str = field(default="", metadata=_spec(
-        "path", "The IPC socket; empty means the mode's default path."))
-    admin_group: str = field(default="", metadata=_spec(
-        "str", "Members of this group may use admin IPC methods (ack, close, enable, disable, "
-        "reload, signal) besides root and the daemon's user; empty means nobody else."))
-    max_clients: int = field(default=128, metadata=_spec(
-        "int", "IPC connections served at once; more are refused with a message.",
-        lo=1, hi=4096))
-    client_queue: int = field(default=8 * 1024**2, metadata=_spec(
-        "size", "Notifications waiting for one IPC client, at most; past this a client that "
-        "does not read gets a resync instead.", lo=256 * 1024, hi=1024**3))
-    admin_reserved_clients: int = field(default=8, metadata=_spec(
-        "int", "Of max_clients, the connections only admins may take, so that readers can "
-        "never lock root out of the admin methods; must be below max_clients.", lo=0, hi=4095))
-    max_clients_per_uid: int = field(default=32, metadata=_spec(
-        "int", "IPC connections one non-admin uid may hold at once (admins are exempt); 0 "
-        "means no per-user cap.", lo=0, hi=4096))
-    idle_timeout: float = field(default=300.0, metadata=_spec(
-        "duration", "An IPC connection that sends no request and reads no live subscription "
-        "for this long is closed with an error saying why.", lo=1.0, hi=7 * 86400.0))
-    clients_queue_total: int = field(default=64 * 1024**2, metadata=_spec(
-        "size", "Notifications waiting for all IPC clients together, at most; past this the "
-        "largest queues are dropped and their clients get a resync.", lo=1024**2, hi=16 * 1024**3))
-    refused_audit_rate: int = field(default=10, metadata=_spec(
-        "int", "Refused admin calls of one uid written to the audit log per second (bursts of "
-        "refused_audit_burst); the rest are counted in one summary entry per second.",
-        lo=1, hi=10000))
-    refused_audit_burst: int = field(default=20, metadata=_spec(
-        "int", "Refused admin calls of one uid audited in a burst before refused_audit_rate "
-        "applies.", lo=1, hi=100000))
+    log_level: str = field(
+        default="info",
+        metadata=_spec(
+            "enum", "Logging threshold on stderr.", choices=("debug", "info", "warning", "error")
+        ),
+    )
+    socket: str = field(
+        default="", metadata=_spec("path", "The IPC socket; empty means the mode's default path.")
+    )
+    admin_group: str = field(
+        default="",
+        metadata=_spec(
+            "str",
+            "Members of this group may use admin IPC methods (ack, close, enable, disable, "
+            "reload, signal) besides root and the daemon's user; empty means nobody else.",
+        ),
+    )
+    max_clients: int = field(
+        default=128,
+        metadata=_spec(
+            "int", "IPC connections served at once; more are refused with a message.", lo=1, hi=4096
+        ),
+    )
+    client_queue: int = field(
+        default=8 * 1024**2,
+        metadata=_spec(
+            "size",
+            "Notifications waiting for one IPC client, at most; past this a client that "
+            "does not read gets a resync instead.",
+            lo=256 * 1024,
+            hi=1024**3,
+        ),
+    )
+    admin_reserved_clients: int = field(
+        default=8,
+        metadata=_spec(
+            "int",
+            "Of max_clients, the connections only admins may take, so that readers can "
+            "never lock root out of the admin methods; must be below max_clients.",
+            lo=0,
+            hi=4095,
+        ),
+    )
+    max_clients_per_uid: int = field(
+        default=32,
+        metadata=_spec(
+            "int",
+            "IPC connections one non-admin uid may hold at once (admins are exempt); 0 "
+            "means no per-user cap.",
+            lo=0,
+            hi=4096,
+        ),
+    )
+    idle_timeout: float = field(
+        default=300.0,
+        metadata=_spec(
+            "duration",
+            "An IPC connection that sends no request and reads no live subscription "
+            "for this long is closed with an error saying why.",
+            lo=1.0,
+            hi=7 * 86400.0,
+        ),
+    )
+    clients_queue_total: int = field(
+        default=64 * 1024**2,
+        metadata=_spec(
+            "size",
+            "Notifications waiting for all IPC clients together, at most; past this the "
+            "largest queues are dropped and their clients get a resync.",
+            lo=1024**2,
+            hi=16 * 1024**3,
+        ),
+    )
+    refused_audit_rate: int = field(
+        default=10,
+        metadata=_spec(
+            "int",
+            "Refused admin calls of one uid written to the audit log per second (bursts of "
+            "refused_audit_burst); the rest are counted in one summary entry per second.",
+            lo=1,
+            hi=10000,
+        ),
+    )
+    refused_audit_burst: int = field(
+        default=20,
+        metadata=_spec(
+            "int",
+            "Refused admin calls of one uid audited in a burst before refused_audit_rate applies.",
+            lo=1,
+            hi=100000,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class CliConfig:
     """Defaults of the command-line client."""
 
-    output: str = field(default="table", metadata=_spec(
-        "enum", "Output format of list commands.", choices=("table", "json", "ndjson", "csv")))
+    output: str = field(
+        default="table",
+        metadata=_spec(
+            "enum", "Output format of list commands.", choices=("table", "json", "ndjson", "csv")
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class TuiConfig:
     """The dashboard (`daemoneye` on a terminal)."""
 
-    theme: str = field(default="daemoneye-dark", metadata=_spec(
-        "str", "Dashboard theme: the name of a themes/*.toml theme. Choosing one from the "
-               "command palette saves it here."))
+    theme: str = field(
+        default="daemoneye-dark",
+        metadata=_spec(
+            "str",
+            "Dashboard theme: the name of a themes/*.toml theme. Choosing one from the "
+            "command palette saves it here.",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class StdoutSinkConfig:
     """`[sinks.stdout]`: each new alert printed on the daemon's standard output."""
 
-    enabled: bool = field(default=False, metadata=_spec(
-        "bool", "Print each new alert on the daemon's stdout."))
-    format: str = field(default="human", metadata=_spec(
-        "enum", "One line per alert: 'human' text (control characters escaped) or 'json'.",
-        choices=("human", "json")))
+    enabled: bool = field(
+        default=False, metadata=_spec("bool", "Print each new alert on the daemon's stdout.")
+    )
+    format: str = field(
+        default="human",
+        metadata=_spec(
+            "enum",
+            "One line per alert: 'human' text (control characters escaped) or 'json'.",
+            choices=("human", "json"),
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class FileSinkConfig:
     """`[sinks.file]`: each new alert appended to a file as one JSON object per line."""
 
-    enabled: bool = field(default=False, metadata=_spec(
-        "bool", "Append each new alert to `path` as a JSON line."))
-    path: str = field(default="", metadata=_spec(
-        "path", "The JSON-lines file (created 0600); reopened on SIGHUP and when it is renamed "
-                "or deleted, for logrotate."))
-    fsync: bool = field(default=True, metadata=_spec(
-        "bool", "fsync after every alert, so an alert counts as delivered only once it is on "
-                "disk."))
+    enabled: bool = field(
+        default=False, metadata=_spec("bool", "Append each new alert to `path` as a JSON line.")
+    )
+    path: str = field(
+        default="",
+        metadata=_spec(
+            "path",
+            "The JSON-lines file (created 0600); reopened on SIGHUP and when it is renamed "
+            "or deleted, for logrotate.",
+        ),
+    )
+    fsync: bool = field(
+        default=True,
+        metadata=_spec(
+            "bool",
+            "fsync after every alert, so an alert counts as delivered only once it is on disk.",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class SyslogSinkConfig:
     """`[sinks.syslog]`: each new alert sent as an RFC 5424 syslog message."""
 
-    enabled: bool = field(default=False, metadata=_spec(
-        "bool", "Send each new alert to syslog."))
-    address: str = field(default="/dev/log", metadata=_spec(
-        "str", "'/dev/log' (a Unix datagram socket), 'udp://host:port' or 'tcp://host:port' "
-               "(RFC 6587 octet counting); port 514 when omitted.",
-        check=check_syslog_address))
-    facility: str = field(default="daemon", metadata=_spec(
-        "enum", "Syslog facility of the messages.", choices=SYSLOG_FACILITIES))
-    app_name: str = field(default="daemoneye", metadata=_spec(
-        "str", "RFC 5424 APP-NAME of the messages.", check=check_app_name))
+    enabled: bool = field(default=False, metadata=_spec("bool", "Send each new alert to syslog."))
+    address: str = field(
+        default="/dev/log",
+        metadata=_spec(
+            "str",
+            "'/dev/log' (a Unix datagram socket), 'udp://host:port' or 'tcp://host:port' "
+            "(RFC 6587 octet counting); port 514 when omitted.",
+            check=check_syslog_address,
+        ),
+    )
+    facility: str = field(
+        default="daemon",
+        metadata=_spec("enum", "Syslog facility of the messages.", choices=SYSLOG_FACILITIES),
+    )
+    app_name: str = field(
+        default="daemoneye",
+        metadata=_spec("str", "RFC 5424 APP-NAME of the messages.", check=check_app_name),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class WebhookSinkConfig:
     """`[sinks.webhook]`: each new alert POSTed as JSON to a URL."""
 
-    enabled: bool = field(default=False, metadata=_spec(
-        "bool", "POST each new alert to `url`."))
-    url: str = field(default="", metadata=_spec(
-        "str", "http:// or https:// endpoint; a 2xx answer means delivered.",
-        check=check_url, redact=redact_url))
-    timeout: float = field(default=10.0, metadata=_spec(
-        "duration", "How long one delivery may take before it is retried later.",
-        lo=0.1, hi=300.0))
-    verify_tls: bool = field(default=True, metadata=_spec(
-        "bool", "Verify the server's TLS certificate and host name (keep this on)."))
-    ca_file: str = field(default="", metadata=_spec(
-        "path", "PEM file of CA certificates to trust instead of the system's."))
-    headers: tuple[tuple[str, str], ...] = field(default=(), metadata=_spec(
-        "table", "Extra HTTP headers, e.g. Authorization (a TOML table; JSON object in the "
-                 "environment). Values are hidden by `config show`.",
-        check=check_headers, redact=redact_headers))
+    enabled: bool = field(default=False, metadata=_spec("bool", "POST each new alert to `url`."))
+    url: str = field(
+        default="",
+        metadata=_spec(
+            "str",
+            "http:// or https:// endpoint; a 2xx answer means delivered.",
+            check=check_url,
+            redact=redact_url,
+        ),
+    )
+    timeout: float = field(
+        default=10.0,
+        metadata=_spec(
+            "duration",
+            "How long one delivery may take before it is retried later.",
+            lo=0.1,
+            hi=300.0,
+        ),
+    )
+    verify_tls: bool = field(
+        default=True,
+        metadata=_spec("bool", "Verify the server's TLS certificate and host name (keep this on)."),
+    )
+    ca_file: str = field(
+        default="",
+        metadata=_spec("path", "PEM file of CA certificates to trust instead of the system's."),
+    )
+    headers: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata=_spec(
+            "table",
+            "Extra HTTP headers, e.g. Authorization (a TOML table; JSON object in the "
+            "environment). Values are hidden by `config show`.",
+            check=check_headers,
+            redact=redact_headers,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,21 +377,47 @@ class SinksConfig:
 class DeliveryConfig:
     """`[delivery]`: retries of alerts a sink did not take."""
 
-    max_attempts: int = field(default=20, metadata=_spec(
-        "int", "Attempts per alert and sink before it is dead-lettered.", lo=1, hi=10_000))
-    backoff_base: float = field(default=1.0, metadata=_spec(
-        "duration", "Delay after the first failure; doubles with every attempt (x0.5-1.5 "
-                    "jitter).", lo=0.01, hi=3600.0))
-    backoff_max: float = field(default=300.0, metadata=_spec(
-        "duration", "Longest delay between two attempts (jitter included).", lo=0.1,
-        hi=86400.0))
-    max_held_alerts: int = field(default=10_000, metadata=_spec(
-        "int", "New alerts kept in memory while the store cannot be written (disk full); "
-               "they go to the sinks at once and into the store when it is writable again. "
-               "Alerts beyond this are counted and dropped.", lo=1, hi=1_000_000))
-    max_held_bytes: int = field(default=16 * 1024**2, metadata=_spec(
-        "size", "Memory those held alerts may take (their JSON payloads).", lo=64 * 1024,
-        hi=1024**3))
+    max_attempts: int = field(
+        default=20,
+        metadata=_spec(
+            "int", "Attempts per alert and sink before it is dead-lettered.", lo=1, hi=10_000
+        ),
+    )
+    backoff_base: float = field(
+        default=1.0,
+        metadata=_spec(
+            "duration",
+            "Delay after the first failure; doubles with every attempt (x0.5-1.5 jitter).",
+            lo=0.01,
+            hi=3600.0,
+        ),
+    )
+    backoff_max: float = field(
+        default=300.0,
+        metadata=_spec(
+            "duration", "Longest delay between two attempts (jitter included).", lo=0.1, hi=86400.0
+        ),
+    )
+    max_held_alerts: int = field(
+        default=10_000,
+        metadata=_spec(
+            "int",
+            "New alerts kept in memory while the store cannot be written (disk full); "
+            "they go to the sinks at once and into the store when it is writable again. "
+            "Alerts beyond this are counted and dropped.",
+            lo=1,
+            hi=1_000_000,
+        ),
+    )
+    max_held_bytes: int = field(
+        default=16 * 1024**2,
+        metadata=_spec(
+            "size",
+            "Memory those held alerts may take (their JSON payloads).",
+            lo=64 * 1024,
+            hi=1024**3,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,11 +467,13 @@ def _walk_sections(cls: type[Any], prefix: str) -> Iterator[tuple[str, type[Any]
 
 # Sections hold keys ("sinks.webhook" → "sinks.webhook.url"); groups only hold sections.
 SECTIONS: dict[str, type[Any]] = {
-    name: cls for name, cls, group in _walk_sections(Config, "") if not group}
+    name: cls for name, cls, group in _walk_sections(Config, "") if not group
+}
 GROUPS: frozenset[str] = frozenset(name for name, _, group in _walk_sections(Config, "") if group)
 KEYS: dict[str, dict[str, Any]] = {
     f"{section}.{f.name}": dict(f.metadata)
-    for section, cls in SECTIONS.items() for f in fields(cls)
+    for section, cls in SECTIONS.items()
+    for f in fields(cls)
 }
 
 

@@ -9,10 +9,29 @@ from urllib.parse import urlsplit
 
 # RFC 5424 facility codes (12-15 are ntp, log audit, log alert and clock; 16-23 local0-7).
 SYSLOG_FACILITY_CODES: dict[str, int] = {
-    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
-    "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "security": 13, "console": 14,
-    "local0": 16, "local1": 17, "local2": 18, "local3": 19, "local4": 20, "local5": 21,
-    "local6": 22, "local7": 23,
+    "kern": 0,
+    "user": 1,
+    "mail": 2,
+    "daemon": 3,
+    "auth": 4,
+    "syslog": 5,
+    "lpr": 6,
+    "news": 7,
+    "uucp": 8,
+    "cron": 9,
+    "authpriv": 10,
+    "ftp": 11,
+    "ntp": 12,
+    "security": 13,
+    "console": 14,
+    "local0": 16,
+    "local1": 17,
+    "local2": 18,
+    "local3": 19,
+    "local4": 20,
+    "local5": 21,
+    "local6": 22,
+    "local7": 23,
 }
 SYSLOG_FACILITIES = tuple(SYSLOG_FACILITY_CODES)
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -34,7 +53,7 @@ def parse_syslog_address(text: str) -> SyslogAddress:
     'tcp://host:port' (port 514 when omitted; IPv6 as [::1]). ValueError when malformed."""
     text = text.strip()
     if text.startswith("unix:"):
-        path = text[len("unix:"):]
+        path = text[len("unix:") :]
         path = path[2:] if path.startswith("//") else path
         if not path.startswith("/"):
             raise ValueError(f"expected an absolute socket path after 'unix:', got {text!r}")
@@ -43,8 +62,10 @@ def parse_syslog_address(text: str) -> SyslogAddress:
         return SyslogAddress("unix", path=text)
     parts = urlsplit(text)
     if parts.scheme not in ("udp", "tcp") or not parts.hostname:
-        raise ValueError("expected '/dev/log', 'unix:/path', 'udp://host:port' or "
-                         f"'tcp://host:port', got {text!r}")
+        raise ValueError(
+            "expected '/dev/log', 'unix:/path', 'udp://host:port' or "
+            f"'tcp://host:port', got {text!r}"
+        )
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
         raise ValueError(f"expected only a host and a port after {parts.scheme}://, got {text!r}")
     port = parts.port  # ValueError when not a number in 0-65535
@@ -59,8 +80,10 @@ def check_syslog_address(value: str) -> None:
 
 def check_app_name(value: str) -> None:
     if not 1 <= len(value) <= 48 or not all(33 <= ord(c) <= 126 for c in value):
-        raise ValueError(f"expected 1 to 48 printable ASCII characters without spaces "
-                         f"(RFC 5424 APP-NAME), got {value!r}")
+        raise ValueError(
+            f"expected 1 to 48 printable ASCII characters without spaces "
+            f"(RFC 5424 APP-NAME), got {value!r}"
+        )
 
 
 def check_url(value: str) -> None:

@@ -58,8 +58,16 @@ def _self_cpu_seconds() -> float:
 class Collection:
     """Scanner + hasher + store, advanced one tick at a time by `tick()`."""
 
-    def __init__(self, store: Store, config: Config, *, mode: str, event_source: str,
-                 proc_root: str = "/proc", clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        *,
+        mode: str,
+        event_source: str,
+        proc_root: str = "/proc",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.config = config
         self._mode = mode
@@ -72,11 +80,16 @@ class Collection:
         self.engine: DetectionEngine | None = None  # attached by the daemon after startup
         self.hasher: ExeHasher | None = (
             ExeHasher(max_bytes=config.collector.hash_max_bytes, proc_root=proc_root)
-            if config.collector.hash_executables else None
+            if config.collector.hash_executables
+            else None
         )
         self.scanner = ProcScanner(
-            proc_root, boot_time=self.boot_time, update_interval=config.collector.update_interval,
-            clock=clock, hasher=self.hasher, user_names=self.user_names,
+            proc_root,
+            boot_time=self.boot_time,
+            update_interval=config.collector.update_interval,
+            clock=clock,
+            hasher=self.hasher,
+            user_names=self.user_names,
         )
         self.started_at = clock()
         self.ticks = 0
@@ -108,8 +121,9 @@ class Collection:
         reason = probe()
         source: ProcEventSource | None = None
         if reason is None:
-            source = ProcEventSource(self.boot_time, wakeup=wakeup, proc_root=self._proc_root,
-                                     user_of=self.user_names)
+            source = ProcEventSource(
+                self.boot_time, wakeup=wakeup, proc_root=self._proc_root, user_of=self.user_names
+            )
             try:
                 source.start()
             except EventsUnavailable as exc:
@@ -117,8 +131,9 @@ class Collection:
         if source is None:
             self._event_source = f"polling-only: {reason}"
         else:
-            self.events = EventFeed(source, self.scanner, self.user_names, self.hasher,
-                                    clock=self._clock)
+            self.events = EventFeed(
+                source, self.scanner, self.user_names, self.hasher, clock=self._clock
+            )
             self._event_source = "netlink"
         return self._event_source
 
@@ -166,13 +181,18 @@ class Collection:
         self._scan_ms_total += self._last_scan_ms
         self._new_recent.append((delta.ts, delta.stats.new))
         now = delta.ts
-        if (now - self._last_retention >= self.config.store.retention_check_interval
-                and not self.outage.active):
+        if (
+            now - self._last_retention >= self.config.store.retention_check_interval
+            and not self.outage.active
+        ):
             self._last_retention = now
             try:
                 result = self.store.retention(
-                    self.config.store.retention, self.config.store.max_bytes, now,
-                    prune_audit=audit_pruner(self.store.path, self.config.store))
+                    self.config.store.retention,
+                    self.config.store.max_bytes,
+                    now,
+                    prune_audit=audit_pruner(self.store.path, self.config.store),
+                )
             except StoreUnwritable as exc:
                 self._failed_write(exc)
             else:
@@ -224,9 +244,14 @@ class Collection:
         lasted, self._recovered_after = self._recovered_after, None
         added, ended = self._resync(now)
         written = spill.written_total - self._written_mark if spill is not None else 0
-        log.warning("the store is writable again after %.0fs: %d alerts held in memory written, "
-                    "%d processes started meanwhile added, %d ended meanwhile closed",
-                    lasted, written, added, ended)
+        log.warning(
+            "the store is writable again after %.0fs: %d alerts held in memory written, "
+            "%d processes started meanwhile added, %d ended meanwhile closed",
+            lasted,
+            written,
+            added,
+            ended,
+        )
 
     def _resync(self, now: float) -> tuple[int, int]:
         """Add the live processes the store missed while it could not be written and end the
@@ -236,9 +261,17 @@ class Collection:
             stored = self.store.live_processes()
             missing = tuple(record for key, record in snapshot.items() if key not in stored)
             if missing:
-                self.store.apply(ScanDelta(now, missing, (), (), (), (),
-                                           ScanStats(0.0, len(snapshot), len(missing), 0, 0, 0,
-                                                     0)))
+                self.store.apply(
+                    ScanDelta(
+                        now,
+                        missing,
+                        (),
+                        (),
+                        (),
+                        (),
+                        ScanStats(0.0, len(snapshot), len(missing), 0, 0, 0, 0),
+                    )
+                )
             ended = self.store.mark_ended([key for key in stored if key not in snapshot], now)
         except StoreUnwritable as exc:
             self._failed_write(exc)
@@ -257,11 +290,13 @@ class Collection:
         problems = []
         events = self.events.source.stats() if self.events is not None else None
         if self.events is not None and not self.events.source.alive:
-            problems.append("the kernel event reader stopped: "
-                            f"{self.events.source.error or 'unknown reason'}")
+            problems.append(
+                f"the kernel event reader stopped: {self.events.source.error or 'unknown reason'}"
+            )
         if not scanner.sees_all:
-            problems.append(f"running as uid {os.geteuid()}: the details of other users' "
-                            "processes are hidden")
+            problems.append(
+                f"running as uid {os.geteuid()}: the details of other users' processes are hidden"
+            )
         if self._audit_problem is not None:
             problems.append(self._audit_problem)
         engine = self.engine.status() if self.engine is not None else None
@@ -273,17 +308,25 @@ class Collection:
             problems.append(
                 f"the store cannot be written for {self.outage.duration():.0f}s "
                 f"({self.outage.failures} writes failed): {self._held_text()}; collection "
-                f"goes on; last write error: {self.outage.last_error}")
+                f"goes on; last write error: {self.outage.last_error}"
+            )
         return HealthReport(
-            daemon_pid=os.getpid(), daemon_uid=os.geteuid(), version=__version__,
-            mode=self._mode, privileged=scanner.sees_all, event_source=self._event_source,
-            started_at=self.started_at, updated_at=now,
-            interval_s=self.config.collector.interval, ticks=self.ticks,
+            daemon_pid=os.getpid(),
+            daemon_uid=os.geteuid(),
+            version=__version__,
+            mode=self._mode,
+            privileged=scanner.sees_all,
+            event_source=self._event_source,
+            started_at=self.started_at,
+            updated_at=now,
+            interval_s=self.config.collector.interval,
+            ticks=self.ticks,
             last_scan_ms=round(self._last_scan_ms, 3),
             avg_scan_ms=round(self._scan_ms_total / self.ticks, 3) if self.ticks else 0.0,
             processes=len(scanner.snapshot()),
             new_per_second=round(sum(n for _, n in self._new_recent) / window, 3),
-            denied_total=scanner.denied_total, vanished_total=scanner.vanished_total,
+            denied_total=scanner.denied_total,
+            vanished_total=scanner.vanished_total,
             hash_dropped_total=self.hasher.dropped_total if self.hasher else 0,
             store_bytes=self.store.size_bytes(),
             daemon_cpu_percent=round(self._cpu_percent, 2),
@@ -308,8 +351,9 @@ class Collection:
         report = self.health()
         if extra_problems:
             report = dataclasses.replace(report, problems=report.problems + extra_problems)
-        self._try_write(self.store.put_meta, HEALTH_META_KEY,
-                        json.dumps(dataclasses.asdict(report)))
+        self._try_write(
+            self.store.put_meta, HEALTH_META_KEY, json.dumps(dataclasses.asdict(report))
+        )
 
     def close(self) -> None:
         """Stop the hasher and leave a last health report that says the daemon stopped."""
@@ -320,9 +364,11 @@ class Collection:
         if self.engine is not None and spill is not None and spill.busy:
             self._try_write(self.engine.book.write_held, self._clock())
             if spill.busy:
-                log.error("stopping while the store cannot be written: %d alerts held in memory "
-                          "are lost to the store (the sinks that were reachable have them)",
-                          len(spill))
+                log.error(
+                    "stopping while the store cannot be written: %d alerts held in memory "
+                    "are lost to the store (the sinks that were reachable have them)",
+                    len(spill),
+                )
         if self.engine is not None:
             self.engine.close()
         if self.hasher is not None:

@@ -34,9 +34,14 @@ _REMEMBERED = 32_768  # instances whose lifecycle facts came from events
 class EventFeed:
     """Drains the event source on the worker thread into ScanDelta objects for the store."""
 
-    def __init__(self, source: ProcEventSource, scanner: ProcScanner,
-                 user_of: Callable[[int], str | None], hasher: ExeHasher | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        source: ProcEventSource,
+        scanner: ProcScanner,
+        user_of: Callable[[int], str | None],
+        hasher: ExeHasher | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.source = source
         self._scanner = scanner
         self._user_of = user_of
@@ -44,8 +49,10 @@ class EventFeed:
         self._clock = clock
         # kind ('start' covers exec-born instances) -> instances the events already reported
         self._reported: dict[str, collections.OrderedDict[ProcessKey, None]] = {
-            "start": collections.OrderedDict(), "exec": collections.OrderedDict(),
-            "exit": collections.OrderedDict()}
+            "start": collections.OrderedDict(),
+            "exec": collections.OrderedDict(),
+            "exit": collections.OrderedDict(),
+        }
         self.batches_total = 0
 
     def take(self) -> ScanDelta | None:
@@ -92,14 +99,28 @@ class EventFeed:
             # then trade the GIL with this loop for every exec of a storm.
             self._hasher.submit_many(hash_jobs)
         self.batches_total += 1
-        stats = ScanStats(duration_s=time.perf_counter() - started, processes=0,
-                          new=len(added), ended=len(ended), execs=len(execed) + len(added),
-                          vanished=0, denied=0)
-        return ScanDelta(ts=now, added=tuple(added.values()), updated=(), execed=tuple(execed),
-                         ended=tuple(ended), events=tuple(events), stats=stats)
+        stats = ScanStats(
+            duration_s=time.perf_counter() - started,
+            processes=0,
+            new=len(added),
+            ended=len(ended),
+            execs=len(execed) + len(added),
+            vanished=0,
+            denied=0,
+        )
+        return ScanDelta(
+            ts=now,
+            added=tuple(added.values()),
+            updated=(),
+            execed=tuple(execed),
+            ended=tuple(ended),
+            events=tuple(events),
+            stats=stats,
+        )
 
-    def _exec_record(self, item: ObservedEvent, key: ProcessKey,
-                     now: float) -> ProcessRecord | None:
+    def _exec_record(
+        self, item: ObservedEvent, key: ProcessKey, now: float
+    ) -> ProcessRecord | None:
         details = item.details
         if details is None:
             return None
@@ -112,9 +133,18 @@ class EventFeed:
         if known is not None:
             return replace(known, **values, exe_sha256=None, last_seen=now)
         return ProcessRecord(
-            pid=key.pid, ppid=item.event.ppid or 0, start_time=key.start_time, state="R",
-            threads=1, rss=0, cpu_percent=0.0, exe_sha256=None, first_seen=item.event.ts,
-            last_seen=item.event.ts, **values)
+            pid=key.pid,
+            ppid=item.event.ppid or 0,
+            start_time=key.start_time,
+            state="R",
+            threads=1,
+            rss=0,
+            cpu_percent=0.0,
+            exe_sha256=None,
+            first_seen=item.event.ts,
+            last_seen=item.event.ts,
+            **values,
+        )
 
     def _remember(self, kind: str, key: ProcessKey) -> None:
         seen = self._reported[kind]
@@ -136,8 +166,11 @@ class EventFeed:
         """The poller's delta minus the lifecycle facts the events already wrote."""
         if not delta.events:
             return delta
-        kept = tuple(e for e in delta.events
-                     if ProcessKey(e.pid, e.start_time) not in self._reported.get(e.kind, {}))
+        kept = tuple(
+            e
+            for e in delta.events
+            if ProcessKey(e.pid, e.start_time) not in self._reported.get(e.kind, {})
+        )
         if len(kept) == len(delta.events):
             return delta
         return replace(delta, events=kept)

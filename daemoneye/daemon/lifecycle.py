@@ -65,8 +65,14 @@ def apply_log_level(level: str) -> None:
 class Daemon:
     """Wires collector and store; later issues add the engine and the IPC server here."""
 
-    def __init__(self, loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig],
-                 *, proc_root: str = "/proc", notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        reload_config: Callable[[], LoadedConfig],
+        *,
+        proc_root: str = "/proc",
+        notifier: Notifier | None = None,
+    ) -> None:
         self.loaded = loaded
         self._reload_config = reload_config
         self._proc_root = proc_root
@@ -116,25 +122,37 @@ class Daemon:
         file_mode = 0o600
         loop = asyncio.get_running_loop()
         self._collection = await loop.run_in_executor(
-            self._worker, self._open_collection, paths.db, file_mode, "starting")
+            self._worker, self._open_collection, paths.db, file_mode, "starting"
+        )
         carried = await loop.run_in_executor(self._worker, self.collection.resume)
-        log.info("daemoneye %s starting: %s mode, store %s, scan every %gs, %d live processes "
-                 "carried over from the store", __version__, paths.mode.value, paths.db,
-                 config.collector.interval, carried)
+        log.info(
+            "daemoneye %s starting: %s mode, store %s, scan every %gs, %d live processes "
+            "carried over from the store",
+            __version__,
+            paths.mode.value,
+            paths.db,
+            config.collector.interval,
+            carried,
+        )
         if not self.collection.scanner.sees_all:
-            log.warning("running as uid %d without privileges: the exe, cwd and hash of other "
-                        "users' processes are hidden (run as root for full coverage)",
-                        os.geteuid())
+            log.warning(
+                "running as uid %d without privileges: the exe, cwd and hash of other "
+                "users' processes are hidden (run as root for full coverage)",
+                os.geteuid(),
+            )
+
         def wakeup() -> None:  # runs on the event reader thread
             loop.call_soon_threadsafe(self._on_events, time.monotonic())
 
         event_source = await loop.run_in_executor(
-            self._worker, self.collection.start_events, wakeup)
+            self._worker, self.collection.start_events, wakeup
+        )
         if event_source == "netlink":
             log.info("kernel process events: on (every exec and exit is seen as it happens)")
         else:
-            log.warning("running in %s; short-lived processes between two scans can be missed",
-                        event_source)
+            log.warning(
+                "running in %s; short-lived processes between two scans can be missed", event_source
+            )
         await self._start_engine()
         # IPC: the socket opens once the store is open (a live daemon on it stops this one).
         self.ipc = await start_ipc(lambda: self.loaded, self.collection, self._worker)
@@ -149,19 +167,30 @@ class Daemon:
         delivery = self.delivery
 
         def attach() -> ReloadOutcome:
-            engine = DetectionEngine(self.collection.store, paths.db, config, paths.rules_dirs,
-                                     on_new_alerts=delivery.wake)
+            engine = DetectionEngine(
+                self.collection.store,
+                paths.db,
+                config,
+                paths.rules_dirs,
+                on_new_alerts=delivery.wake,
+            )
             engine.book.spill = delivery.spill  # held alerts reach the sinks from memory
             self.collection.engine = engine
-            audit.record(self.collection.store, "daemon.start", "daemon",
-                         {"pid": os.getpid(), "version": __version__,
-                          "mode": paths.mode.value})
+            audit.record(
+                self.collection.store,
+                "daemon.start",
+                "daemon",
+                {"pid": os.getpid(), "version": __version__, "mode": paths.mode.value},
+            )
             return engine.load()
 
         await loop.run_in_executor(self._worker, attach)
         self._rules_watch = asyncio.create_task(
-            watch_rules(self.engine.registry, self._on_rules_reloaded,
-                        stop_event=self._rules_watch_stop), name="daemoneye-rules-watch")
+            watch_rules(
+                self.engine.registry, self._on_rules_reloaded, stop_event=self._rules_watch_stop
+            ),
+            name="daemoneye-rules-watch",
+        )
         log.info("watching rule directories: %s", ", ".join(map(str, paths.rules_dirs)))
 
     @property
@@ -180,8 +209,13 @@ class Daemon:
     def _open_collection(self, db: Path, file_mode: int, event_source: str) -> Collection:
         store = Store.open(db, file_mode=file_mode)
         try:
-            return Collection(store, self.loaded.config, mode=self.loaded.paths.mode.value,
-                              event_source=event_source, proc_root=self._proc_root)
+            return Collection(
+                store,
+                self.loaded.config,
+                mode=self.loaded.paths.mode.value,
+                event_source=event_source,
+                proc_root=self._proc_root,
+            )
         except BaseException:
             store.close()
             raise
@@ -229,8 +263,11 @@ class Daemon:
         if not self._ready:
             self._ready = True
             self.notifier.ready(f"watching {delta.stats.processes} processes")
-            log.info("ready: first scan saw %d processes in %.1f ms",
-                     delta.stats.processes, delta.stats.duration_s * 1000)
+            log.info(
+                "ready: first scan saw %d processes in %.1f ms",
+                delta.stats.processes,
+                delta.stats.duration_s * 1000,
+            )
         if self.notifier.watchdog_interval is not None:
             self.notifier.watchdog()
 
@@ -264,18 +301,25 @@ class Daemon:
             self.notifier.status("configuration reload refused")
             return
         if new.paths.db != self.loaded.paths.db:
-            log.warning("store path changed to %s: this takes effect at the next restart",
-                        new.paths.db)
-        self.loaded = LoadedConfig(config=new.config, paths=self.loaded.paths,
-                                   settings=new.settings, files_read=new.files_read)
+            log.warning(
+                "store path changed to %s: this takes effect at the next restart", new.paths.db
+            )
+        self.loaded = LoadedConfig(
+            config=new.config,
+            paths=self.loaded.paths,
+            settings=new.settings,
+            files_read=new.files_read,
+        )
         apply_log_level(new.config.daemon.log_level)
         await loop.run_in_executor(self._worker, self.collection.reconfigure, new.config)
         if self.delivery is not None:
             self.delivery.reopen()  # logrotate: file sinks open their path again
         if self.collection.engine is not None:
             await loop.run_in_executor(self._worker, self.engine.load)
-        log.info("configuration reloaded from %s",
-                 ", ".join(map(str, new.files_read)) or "defaults and environment")
+        log.info(
+            "configuration reloaded from %s",
+            ", ".join(map(str, new.files_read)) or "defaults and environment",
+        )
         self.notifier.status("configuration reloaded")
 
     # -- shutdown --------------------------------------------------------------------------
@@ -300,7 +344,8 @@ class Daemon:
             try:
                 await asyncio.wait_for(
                     loop.run_in_executor(self._worker, self._close_collection, collection),
-                    timeout=SHUTDOWN_TIMEOUT_S)
+                    timeout=SHUTDOWN_TIMEOUT_S,
+                )
             except TimeoutError:
                 log.error("shutdown timed out after %.0fs; exiting anyway", SHUTDOWN_TIMEOUT_S)
         self._worker.shutdown(wait=False, cancel_futures=True)

@@ -47,14 +47,22 @@ class StoreOutage:
         self.failures += 1
         if self.since is None:
             self.since = self._summarised_at = now
-            log.error("the store cannot be written: %s; collection goes on, new alerts go to "
-                      "the sinks and are held in memory until it can (summary every %.0fs)",
-                      self.last_error, self.summary_every_s)
+            log.error(
+                "the store cannot be written: %s; collection goes on, new alerts go to "
+                "the sinks and are held in memory until it can (summary every %.0fs)",
+                self.last_error,
+                self.summary_every_s,
+            )
         elif now - self._summarised_at >= self.summary_every_s:
             self._summarised_at = now
-            log.warning("the store still cannot be written after %.0fs: %d writes failed, %s; "
-                        "last error: %s", now - self.since, self.failures, held(),
-                        self.last_error)
+            log.warning(
+                "the store still cannot be written after %.0fs: %d writes failed, %s; "
+                "last error: %s",
+                now - self.since,
+                self.failures,
+                held(),
+                self.last_error,
+            )
 
     def succeeded(self) -> float | None:
         """A write succeeded: how long the store was unwritable (None: it was not)."""

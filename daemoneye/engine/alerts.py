@@ -221,15 +221,28 @@ class AlertBook:
             rule = rules.get(detection.rule_id)
             held_last = self.spill.last_raised(detection.rule_id)
             last = max((t for t in (last_raised, held_last) if t is not None), default=None)
-            if rule is not None and rule.throttle_s and last is not None and (
-                0 <= now - last < rule.throttle_s
+            if (
+                rule is not None
+                and rule.throttle_s
+                and last is not None
+                and (0 <= now - last < rule.throttle_s)
             ):
                 self.spill.suppress(detection.rule_id, now)
                 continue
             alert = Alert(
-                self.spill.reserve_id(max_id), detection.rule_id, detection.severity,
-                safe_text(detection.title), detection.pid, detection.start_time, now, now, 1,
-                "open", None, None, tuple(detection.row),
+                self.spill.reserve_id(max_id),
+                detection.rule_id,
+                detection.severity,
+                safe_text(detection.title),
+                detection.pid,
+                detection.start_time,
+                now,
+                now,
+                1,
+                "open",
+                None,
+                None,
+                tuple(detection.row),
             )
             payload = alert_payload(
                 alert, rule, event="alert.raised", occurrence=1, host=self.host, ts=now
@@ -241,8 +254,10 @@ class AlertBook:
                 log.error(
                     "the store cannot be written and %d alerts are already held in memory: "
                     "%d alerts dropped so far (delivery.max_held_alerts / "
-                    "max_held_bytes); this one: %s", len(self.spill),
-                    self.spill.dropped_total, safe_text(detection.title),
+                    "max_held_bytes); this one: %s",
+                    len(self.spill),
+                    self.spill.dropped_total,
+                    safe_text(detection.title),
                 )
         return changes
 
@@ -279,14 +294,16 @@ class AlertBook:
                 for alert_id, (count, last_seen) in held.repeats.items():
                     conn.execute(
                         "UPDATE alerts SET count = count + ?, last_seen = max(last_seen, ?) "
-                        "WHERE id = ?", (count, last_seen, alert_id),
+                        "WHERE id = ?",
+                        (count, last_seen, alert_id),
                     )
                 for rule_id, (count, last_at) in held.suppressed.items():
                     conn.execute(
                         "INSERT INTO rule_stats (rule_id, alerts_suppressed, last_suppressed_at) "
                         "VALUES (?, ?, ?) ON CONFLICT (rule_id) DO UPDATE SET alerts_suppressed"
                         " = alerts_suppressed + excluded.alerts_suppressed, last_suppressed_at ="
-                        " excluded.last_suppressed_at", (rule_id, count, last_at),
+                        " excluded.last_suppressed_at",
+                        (rule_id, count, last_at),
                     )
             for alert, alert_id in written:
                 alert.written_as = alert_id

@@ -298,9 +298,12 @@ def verify(source: RowSource, key_path: Path | None = None) -> VerifyResult:
             if head is not None and entry.seq == head[0]:
                 head_entry = entry
             if problem is None and entry.seq < base[0] + 1:
-                problem = entry.seq, (
-                    f"{_describe(entry)} is still present although the checkpoint says it "
-                    "was pruned (inserted)"
+                problem = (
+                    entry.seq,
+                    (
+                        f"{_describe(entry)} is still present although the checkpoint says it "
+                        "was pruned (inserted)"
+                    ),
                 )
             if entry.seq <= base[0]:
                 continue

@@ -189,8 +189,19 @@ def latest(source: RowSource) -> Checkpoint | None:
 
 
 def _checkpoint(row: tuple[SQLValue, ...]) -> Checkpoint:
-    (first_seq, last_seq, count, first_ts, last_ts, last_hash, pruned_at, problem_seq,
-     problem, key, sig) = row
+    (
+        first_seq,
+        last_seq,
+        count,
+        first_ts,
+        last_ts,
+        last_hash,
+        pruned_at,
+        problem_seq,
+        problem,
+        key,
+        sig,
+    ) = row
     return Checkpoint(
         first_seq=int(cast(int, first_seq)),
         last_seq=int(cast(int, last_seq)),
@@ -242,8 +253,11 @@ class PrunedPrefix:
     def line(self) -> str:
         """One line for people: "entries 1-5000 pruned on …, checkpoint verified"."""
         cp = self.checkpoint
-        span = f"entry {cp.first_seq}" if cp.first_seq == cp.last_seq else (
-            f"entries {cp.first_seq}-{cp.last_seq}")
+        span = (
+            f"entry {cp.first_seq}"
+            if cp.first_seq == cp.last_seq
+            else (f"entries {cp.first_seq}-{cp.last_seq}")
+        )
         text = f"{span} pruned on {_when(cp.pruned_at)} ({cp.count} from {_when(cp.first_ts)}"
         text += f" to {_when(cp.last_ts)}), "
         if self.signature_state == SIGNATURE_VERIFIED:

@@ -49,16 +49,19 @@ class _Rows:
     def __init__(self, conn: apsw.Connection) -> None:
         self._conn = conn
 
-    def fetch_rows(
-        self, sql: str, params: Sequence[SQLValue] = ()
-    ) -> list[tuple[SQLValue, ...]]:
+    def fetch_rows(self, sql: str, params: Sequence[SQLValue] = ()) -> list[tuple[SQLValue, ...]]:
         return [tuple(row) for row in self._conn.execute(sql, params)]
 
 
 def _entry(row: Sequence[SQLValue]) -> AuditEntry:
     seq, ts, kind, actor, detail, prev_hash, digest = row
     return AuditEntry(
-        int(str(seq)), float(str(ts)), str(kind), str(actor), str(detail), str(prev_hash),
+        int(str(seq)),
+        float(str(ts)),
+        str(kind),
+        str(actor),
+        str(detail),
+        str(prev_hash),
         str(digest),
     )
 
@@ -80,9 +83,7 @@ def _size_cut(conn: apsw.Connection, max_bytes: int) -> int:
     target = int(max_bytes * SIZE_TARGET_FRACTION)
     count = int(conn.execute("SELECT count(*) FROM audit_log").get)
     excess = max(1, math.ceil(count * (used - target) / used))
-    cut = conn.execute(
-        "SELECT seq FROM audit_log ORDER BY seq LIMIT 1 OFFSET ?", (excess - 1,)
-    ).get
+    cut = conn.execute("SELECT seq FROM audit_log ORDER BY seq LIMIT 1 OFFSET ?", (excess - 1,)).get
     if cut is None:
         cut = conn.execute("SELECT max(seq) FROM audit_log").get
     return int(cut or 0)

@@ -135,8 +135,9 @@ class SinkRunner:
             try:
                 prune(self.store, self.name, now)
             except StoreUnwritable:
-                log.debug("sink %s: pruning its outbox waits for the store to be writable",
-                          self.name)
+                log.debug(
+                    "sink %s: pruning its outbox waits for the store to be writable", self.name
+                )
         if self.spill is not None:
             for held in self.spill.waiting_for(self.name):
                 if should_stop():
@@ -147,7 +148,8 @@ class SinkRunner:
                     return pause
         taken = due_items(self.store, self.name, now, self.policy.batch)
         items = [
-            item for item in taken
+            item
+            for item in taken
             if item.id not in self._unrecorded and item.alert_id not in self._unrecorded_alerts
         ]
         for item in items:
@@ -223,8 +225,7 @@ class SinkRunner:
         except SinkError as exc:
             return self._held_failed(held, str(exc))
         except Exception as exc:  # a bug in one sink must not end its delivery thread
-            log.exception("sink %s failed unexpectedly on held alert %d", self.name,
-                          held.alert.id)
+            log.exception("sink %s failed unexpectedly on held alert %d", self.name, held.alert.id)
             return self._held_failed(held, f"internal error: {exc!r}")
         now = self._clock()
         written_as = self.spill.delivered(held, self.name, now)
@@ -237,9 +238,14 @@ class SinkRunner:
     def _held_failed(self, held: HeldAlert, error: str) -> float:
         self.consecutive_failures += 1
         pause = self.policy.delay(self.consecutive_failures, self._jitter())
-        log.log(logging.WARNING if self.consecutive_failures == 1 else logging.DEBUG,
-                "sink %s: delivery of held alert %d failed (next try in %.1fs): %s",
-                self.name, held.alert.id, pause, error)
+        log.log(
+            logging.WARNING if self.consecutive_failures == 1 else logging.DEBUG,
+            "sink %s: delivery of held alert %d failed (next try in %.1fs): %s",
+            self.name,
+            held.alert.id,
+            pause,
+            error,
+        )
         return pause
 
     def _failed(self, item: OutboxItem, error: str, retry_after: float | None) -> float | None:
@@ -315,8 +321,9 @@ class DeliveryWorker:
     @classmethod
     def from_config(cls, db_path: Path | str, config: Config, **kwargs: Any) -> DeliveryWorker:
         """A worker for the enabled sinks of `config` (ConfigError when one cannot be built)."""
-        kwargs.setdefault("spill", AlertSpill(config.delivery.max_held_alerts,
-                                              config.delivery.max_held_bytes))
+        kwargs.setdefault(
+            "spill", AlertSpill(config.delivery.max_held_alerts, config.delivery.max_held_bytes)
+        )
         return cls(
             db_path,
             build_sinks(config.sinks),
@@ -374,7 +381,12 @@ class DeliveryWorker:
                         self._sleep(wake, self.policy.poll_interval_s * 5)
                         continue
                     runner = SinkRunner(
-                        store, name, sink, self.policy, clock=self._clock, jitter=self._jitter,
+                        store,
+                        name,
+                        sink,
+                        self.policy,
+                        clock=self._clock,
+                        jitter=self._jitter,
                         spill=self.spill,
                     )
                     self._runners[name] = runner

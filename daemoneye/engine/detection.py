@@ -50,13 +50,20 @@ class DetectionEngine:
     """Owns the rule registry, the evaluator and the alert book (worker thread only, except
     `registry`, which is thread-safe and also used by the rule-file watcher)."""
 
-    def __init__(self, store: Store, db_path: Path, config: Config,
-                 rules_dirs: Sequence[Path], *,
-                 on_new_alerts: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        db_path: Path,
+        config: Config,
+        rules_dirs: Sequence[Path],
+        *,
+        on_new_alerts: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.registry = RuleRegistry(
-            rules_dirs, kept=LastGoodFiles(last_good.directory_for(db_path)))
+            rules_dirs, kept=LastGoodFiles(last_good.directory_for(db_path))
+        )
         self.evaluator = Evaluator(db_path)
         self.book = AlertBook(store, sinks=enabled_sink_names(config.sinks))
         self._on_new_alerts = on_new_alerts
@@ -84,17 +91,31 @@ class DetectionEngine:
         self._applied_generation = outcome.generation
         ruleset = outcome.ruleset
         self.evaluator.set_rules(ruleset.rules)
-        detail = {"generation": outcome.generation, "digest": ruleset.digest,
-                  "rules": len(ruleset.rules), "changed": [r.id for r in outcome.changed],
-                  "removed": list(outcome.removed),
-                  "problems": [str(p) for p in outcome.problems]}
+        detail = {
+            "generation": outcome.generation,
+            "digest": ruleset.digest,
+            "rules": len(ruleset.rules),
+            "changed": [r.id for r in outcome.changed],
+            "removed": list(outcome.removed),
+            "problems": [str(p) for p in outcome.problems],
+        }
         audit.record(self.store, "ruleset.swapped", "daemon", detail)
         if outcome.problems:
-            audit.record(self.store, "ruleset.rejected", "daemon",
-                         {"problems": [str(p) for p in outcome.problems]})
-        log.info("rule set %d live: %d rules (%d enabled), %d changed, %d refused, in %.0f ms",
-                 outcome.generation, len(ruleset.rules), len(ruleset.enabled),
-                 len(outcome.changed), len(outcome.problems), outcome.elapsed_ms)
+            audit.record(
+                self.store,
+                "ruleset.rejected",
+                "daemon",
+                {"problems": [str(p) for p in outcome.problems]},
+            )
+        log.info(
+            "rule set %d live: %d rules (%d enabled), %d changed, %d refused, in %.0f ms",
+            outcome.generation,
+            len(ruleset.rules),
+            len(ruleset.enabled),
+            len(outcome.changed),
+            len(outcome.problems),
+            outcome.elapsed_ms,
+        )
         if not outcome.changed:
             return []
         # A full evaluation also re-reads history: what was already alerted on (e.g. before a
@@ -109,7 +130,8 @@ class DetectionEngine:
         if not written:
             changed = {r.key: r for r in (*delta.added, *delta.execed)}
             return self._record(
-                self.evaluator.evaluate_records(tuple(changed.values()), delta.events))
+                self.evaluator.evaluate_records(tuple(changed.values()), delta.events)
+            )
         return self._record(self.evaluator.evaluate_delta(delta))
 
     def _record(self, result: EvaluationResult, *, only_new: bool = False) -> list[AlertChange]:
@@ -117,20 +139,27 @@ class DetectionEngine:
             log.warning("rule %s: %s: %s", failure.rule_id, failure.kind, failure.message)
         detections: Sequence[Detection] = result.detections
         if only_new and detections:
-            known = {(str(rule_id), int(pid), float(start))  # type: ignore[arg-type]
-                     for rule_id, pid, start in self.store.fetch_rows(
-                         "SELECT rule_id, pid, start_time FROM alerts")}
-            detections = [d for d in detections
-                          if (d.rule_id, d.pid, d.start_time) not in known]
+            known = {
+                (str(rule_id), int(pid), float(start))  # type: ignore[arg-type]
+                for rule_id, pid, start in self.store.fetch_rows(
+                    "SELECT rule_id, pid, start_time FROM alerts"
+                )
+            }
+            detections = [d for d in detections if (d.rule_id, d.pid, d.start_time) not in known]
         if not detections:
             return []
         rules = {rule.id: rule for rule in self.registry.current.rules}
         changes = self.book.record(detections, rules, self._clock())
         for change in changes:
             if change.kind in NEW_ALERT_KINDS:
-                log.warning("alert %d [%s] %s: %s (pid %d)", change.alert.id,
-                            change.alert.severity, change.alert.rule_id, change.alert.title,
-                            change.alert.pid)
+                log.warning(
+                    "alert %d [%s] %s: %s (pid %d)",
+                    change.alert.id,
+                    change.alert.severity,
+                    change.alert.rule_id,
+                    change.alert.title,
+                    change.alert.pid,
+                )
         if any(change.kind in NEW_ALERT_KINDS for change in changes):
             self._on_new_alerts()
         for listener in self._listeners:
@@ -142,12 +171,16 @@ class DetectionEngine:
         ruleset = self.registry.current
         stats = self.evaluator.stats()
         return EngineStatus(
-            generation=self.registry.generation, rules_loaded=len(ruleset.rules),
-            rules_enabled=len(ruleset.enabled), problems=len(ruleset.problems),
+            generation=self.registry.generation,
+            rules_loaded=len(ruleset.rules),
+            rules_enabled=len(ruleset.enabled),
+            problems=len(ruleset.problems),
             timeouts_total=sum(s.timeouts for s in stats.values()),
-            rules_suspended=sum(1 for r in ruleset.enabled if r.id in stats
-                                and stats[r.id].suspended),
-            rule_problems=ruleset.fallbacks + budget_problems(ruleset.enabled, stats))
+            rules_suspended=sum(
+                1 for r in ruleset.enabled if r.id in stats and stats[r.id].suspended
+            ),
+            rule_problems=ruleset.fallbacks + budget_problems(ruleset.enabled, stats),
+        )
 
     def rule_stats(self) -> dict[str, RuleStats]:
         """Per-rule evaluation totals (any thread)."""
@@ -170,9 +203,11 @@ def budget_problems(rules: Sequence[Rule], stats: Mapping[str, RuleStats]) -> tu
             problems.append(
                 f"rule {rule.id!r} is suspended: it hit its time budget "
                 f"{MAX_CONSECUTIVE_TIMEOUTS} times in a row ({rule_stats.timeouts} timeouts "
-                "in all) and is not evaluated until its query changes")
+                "in all) and is not evaluated until its query changes"
+            )
         elif rule_stats.consecutive_timeouts:
             problems.append(
                 f"rule {rule.id!r} hit its time budget in its last evaluation "
-                f"({rule_stats.timeouts} timeouts in all): it may miss detections")
+                f"({rule_stats.timeouts} timeouts in all): it may miss detections"
+            )
     return tuple(problems)

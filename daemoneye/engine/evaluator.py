@@ -283,8 +283,12 @@ class Evaluator:
             self._delta, [r for r in self._rules if r.enabled], self.time_budget_s, started
         )
         return EvaluationResult(
-            result.detections, result.failures, result.timings_ms, result.elapsed_ms,
-            len(process_rows), self._event_cursor,
+            result.detections,
+            result.failures,
+            result.timings_ms,
+            result.elapsed_ms,
+            len(process_rows),
+            self._event_cursor,
         )
 
     def evaluate_delta(self, delta: ScanDelta) -> EvaluationResult:

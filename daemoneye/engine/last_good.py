@@ -118,8 +118,9 @@ class LastGoodFiles:
                 os.fsync(out.fileno())
             os.replace(temporary, target)
         except OSError as exc:
-            log.warning("cannot keep the last good rules of %s in %s: %s",
-                        rule_file, self.directory, exc)
+            log.warning(
+                "cannot keep the last good rules of %s in %s: %s", rule_file, self.directory, exc
+            )
             with contextlib.suppress(OSError):
                 temporary.unlink()
             return
@@ -136,8 +137,10 @@ def _decode(document: Any, rule_file: str) -> KeptFile | None:
         values = {name: raw[name] for name in _RULE_FIELDS if name in raw}
         values["tags"] = tuple(values.get("tags", ()))
         rule = Rule(**values)
-        if not all(isinstance(getattr(rule, name), str)
-                   for name in ("id", "name", "description", "severity", "query")):
+        if not all(
+            isinstance(getattr(rule, name), str)
+            for name in ("id", "name", "description", "severity", "query")
+        ):
             raise TypeError(f"a kept rule has a field of the wrong type: {raw!r:.200}")
         rules.append(rule)
     return KeptFile(rule_file, float(document["saved_at"]), tuple(rules))

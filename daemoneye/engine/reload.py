@@ -257,12 +257,12 @@ async def watch_rules(
             return
 
 
-async def _reload(registry: RuleRegistry, on_reload: OnReload, *,
-                  only_if_swapped: bool = False) -> None:
+async def _reload(
+    registry: RuleRegistry, on_reload: OnReload, *, only_if_swapped: bool = False
+) -> None:
     outcome = await asyncio.to_thread(registry.reload_now)
     if only_if_swapped and not outcome.swapped:
         return  # nothing new: no outcome to report (it would repeat known problems)
     result = on_reload(outcome)
     if inspect.isawaitable(result):
         await result
-

@@ -131,9 +131,19 @@ class AlertSpill:
                 return None
             alert = held.alert
             held.alert = Alert(
-                alert.id, alert.rule_id, alert.severity, alert.title, alert.pid,
-                alert.start_time, alert.first_seen, max(alert.last_seen, now), alert.count + 1,
-                alert.state, alert.state_changed_at, alert.state_changed_by, alert.row,
+                alert.id,
+                alert.rule_id,
+                alert.severity,
+                alert.title,
+                alert.pid,
+                alert.start_time,
+                alert.first_seen,
+                max(alert.last_seen, now),
+                alert.count + 1,
+                alert.state,
+                alert.state_changed_at,
+                alert.state_changed_by,
+                alert.row,
             )
             return held
 
@@ -160,8 +170,7 @@ class AlertSpill:
         sink confirms a delivery the write does not see; when the block ends without an error
         the alerts are gone from the spill (sinks delivering one right then are told its id)."""
         with self._lock:
-            held = Held(tuple(self._alerts.values()), dict(self._repeats),
-                        dict(self._suppressed))
+            held = Held(tuple(self._alerts.values()), dict(self._repeats), dict(self._suppressed))
             yield held
             for alert in held.alerts:
                 self._alerts.pop(alert.key, None)
@@ -176,7 +185,8 @@ class AlertSpill:
         """The held alerts queued for `sink` that it has not taken yet, oldest first."""
         with self._lock:
             return [
-                a for a in self._alerts.values()
+                a
+                for a in self._alerts.values()
                 if sink in a.sinks and sink not in a.delivered and sink not in a.refused
             ]
 
@@ -232,17 +242,30 @@ def write_held_alert(conn: apsw.Connection, held: HeldAlert, actor: str) -> int:
         )
         return int(cast(int, existing))
     taken = conn.execute("SELECT 1 FROM alerts WHERE id = ?", (alert.id,)).get is not None
-    values = (alert.rule_id, alert.severity, alert.title, alert.pid, alert.start_time,
-              alert.first_seen, alert.last_seen, alert.count, row_json(held.detection.row))
+    values = (
+        alert.rule_id,
+        alert.severity,
+        alert.title,
+        alert.pid,
+        alert.start_time,
+        alert.first_seen,
+        alert.last_seen,
+        alert.count,
+        row_json(held.detection.row),
+    )
     if taken:
         alert_id = int(conn.execute(_INSERT.format(id_column="", id_value=""), values).get)
     else:
-        alert_id = int(conn.execute(
-            _INSERT.format(id_column="id, ", id_value="?, "), (alert.id, *values)).get)
+        alert_id = int(
+            conn.execute(_INSERT.format(id_column="id, ", id_value="?, "), (alert.id, *values)).get
+        )
     payload = held.payload
     if alert_id != alert.id:
-        payload = {**payload, "alert_id": alert_id,
-                   "event_id": f"{payload.get('host', '')}/{alert_id}/1"}
+        payload = {
+            **payload,
+            "alert_id": alert_id,
+            "event_id": f"{payload.get('host', '')}/{alert_id}/1",
+        }
     conn.execute(
         "INSERT INTO rule_stats (rule_id, alerts_raised, last_raised_at) VALUES (?, 1, ?) "
         "ON CONFLICT (rule_id) DO UPDATE SET alerts_raised = alerts_raised + 1, "

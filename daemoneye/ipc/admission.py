@@ -23,9 +23,7 @@ class SlotLimits:
     max_clients_per_uid: int = 32  # readers only; 0 = no per-uid cap
 
 
-def refusal(
-    limits: SlotLimits, *, total: int, of_uid: int, admin: bool, uid: int
-) -> str | None:
+def refusal(limits: SlotLimits, *, total: int, of_uid: int, admin: bool, uid: int) -> str | None:
     """Why one more connection (of `uid`, `admin` or not) is refused, or None to admit it;
     `total` and `of_uid` count the connections open now."""
     if total >= limits.max_clients:

@@ -429,7 +429,6 @@ class DaemonClient(DaemonCalls):
             self._pending.pop(request_id, None)
 
 
-
 def _rpc_error(error: Mapping[str, Any]) -> RpcError:
     code = error.get("code")
     return RpcError(

@@ -336,9 +336,7 @@ def _dataclass(cls: type) -> Decoder:
                         item = _checked_scalar(item, _join(path, name))
                     args.append(item)
                 elif int_to_float and kind is int:
-                    args.append(
-                        _int_as_float(item, _join(path, name)) if strict else float(item)
-                    )
+                    args.append(_int_as_float(item, _join(path, name)) if strict else float(item))
                 else:
                     args.append(decoder(item, _join(path, name), strict))
             elif default is not None:

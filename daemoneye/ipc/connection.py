@@ -360,9 +360,7 @@ class Connection(RequestHandling, asyncio.Protocol):
     def _update_reading(self) -> None:
         if self.transport is None or self._closing:
             return
-        should_pause = (
-            self._write_paused or bool(self._backlog) or self._penalty_timer is not None
-        )
+        should_pause = self._write_paused or bool(self._backlog) or self._penalty_timer is not None
         if should_pause and not self._reading_paused:
             self._reading_paused = True
             self.transport.pause_reading()

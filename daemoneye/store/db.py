@@ -64,13 +64,19 @@ _UPSERT_KEEPS = {
 _UPSERT_PROCESS = f"""
 INSERT INTO processes ({_COLUMN_LIST}) VALUES ({", ".join("?" * len(PROCESS_COLUMNS))})
 ON CONFLICT ({", ".join(_IDENTITY)}) DO UPDATE SET
-    {", ".join(f"{column} = {_UPSERT_KEEPS.get(column, f'excluded.{column}')}"
-               for column in PROCESS_COLUMNS if column not in _IDENTITY)}
+    {
+    ", ".join(
+        f"{column} = {_UPSERT_KEEPS.get(column, f'excluded.{column}')}"
+        for column in PROCESS_COLUMNS
+        if column not in _IDENTITY
+    )
+}
 """
 
 
-def _update_plan(names: Sequence[str],
-                 constants: Mapping[str, str] | None = None) -> tuple[str, RowPlan]:
+def _update_plan(
+    names: Sequence[str], constants: Mapping[str, str] | None = None
+) -> tuple[str, RowPlan]:
     """An UPDATE of one instance's `names` columns (then `constants`, set to SQL expressions)
     and the plan of its parameters: the columns' values, then pid and start_time."""
     plan = RowPlan([*names, *_IDENTITY])
@@ -88,7 +94,8 @@ _UPDATE_DYNAMIC, _DYNAMIC_ROW = _update_plan([*field_names("dynamic"), "last_see
 # binary: it is cleared until the new one arrives.
 _UPDATE_EXECED, _EXECED_ROW = _update_plan(
     [*(name for name in field_names("details", "dynamic") if name != "exe_sha256"), "last_seen"],
-    {"exe_sha256": "NULL"})
+    {"exe_sha256": "NULL"},
+)
 
 _END_SEEN = """
 UPDATE processes SET ended_at = ?1, last_seen = max(last_seen, ?1)
@@ -361,7 +368,10 @@ class Store:
             raise StoreError(f"{self._path}: retention failed: the store is closed")
         try:
             return retention_mod.run(
-                self._conn, max_age_s=max_age_s, max_bytes=max_bytes, now=now,
+                self._conn,
+                max_age_s=max_age_s,
+                max_bytes=max_bytes,
+                now=now,
                 prune_audit=prune_audit,
             )
         except apsw.Error as exc:

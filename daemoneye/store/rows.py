@@ -61,8 +61,13 @@ ProcessRow = tuple[SQLValue, ...]
 
 # The SQL type of a column by the Python type of its field (ProcessRecord's annotations); a
 # `tuple[str, ...]` field is an argument list, stored as two TEXT columns (see argv_fields).
-_SQL_TYPES = {"int": "INTEGER", "bool": "INTEGER", "float": "REAL", "str": "TEXT",
-              "tuple[str, ...]": "TEXT"}
+_SQL_TYPES = {
+    "int": "INTEGER",
+    "bool": "INTEGER",
+    "float": "REAL",
+    "str": "TEXT",
+    "tuple[str, ...]": "TEXT",
+}
 
 
 def column_types(record_field: RecordField) -> tuple[tuple[str, str, bool], ...]:
@@ -71,8 +76,7 @@ def column_types(record_field: RecordField) -> tuple[tuple[str, str, bool], ...]
     sql_type = _SQL_TYPES.get(base)
     if sql_type is None:
         raise TypeError(f"ProcessRecord.{record_field.name}: no SQL type for {base!r}")
-    return tuple((column, sql_type, not record_field.optional)
-                 for column in record_field.columns)
+    return tuple((column, sql_type, not record_field.optional) for column in record_field.columns)
 
 
 FIELDS_BY_NAME: dict[str, RecordField] = {f.name: f for f in PROCESS_FIELDS}
@@ -89,16 +93,20 @@ class RowPlan:
         for record_field in described:
             column_types(record_field)  # every field has an SQL type, or fail at import
         self.names = tuple(names)
-        self.columns: tuple[str, ...] = tuple(
-            column for f in described for column in f.columns)
-        self._values = attrgetter(*self.names) if len(self.names) > 1 else (
-            lambda record: (getattr(record, self.names[0]),))
-        self._text = tuple(i for i, f in enumerate(described)
-                           if f.hostile and f.type.startswith("str"))
+        self.columns: tuple[str, ...] = tuple(column for f in described for column in f.columns)
+        self._values = (
+            attrgetter(*self.names)
+            if len(self.names) > 1
+            else (lambda record: (getattr(record, self.names[0]),))
+        )
+        self._text = tuple(
+            i for i, f in enumerate(described) if f.hostile and f.type.startswith("str")
+        )
         self._bools = tuple(i for i, f in enumerate(described) if f.type == "bool")
         # last first, so that splicing two columns in does not move the ones still to do
-        self._argv = tuple(reversed([i for i, f in enumerate(described)
-                                     if f.type == "tuple[str, ...]"]))
+        self._argv = tuple(
+            reversed([i for i, f in enumerate(described) if f.type == "tuple[str, ...]"])
+        )
 
     def __call__(self, record: ProcessRecord, argv_of: ArgvFields = argv_fields) -> ProcessRow:
         values: list[Any] = list(self._values(record))

@@ -215,8 +215,9 @@ END;
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "processes, live_processes, process_events, meta", _V1_PROCESSES),
     Migration(2, "alerts, rule_stats, audit_log, sink_outbox, sink_stats", _V2_ALERTS),
-    Migration(3, "audit log retention: audit_checkpoints, prune-only delete guard",
-              _V3_AUDIT_CHECKPOINTS),
+    Migration(
+        3, "audit log retention: audit_checkpoints, prune-only delete guard", _V3_AUDIT_CHECKPOINTS
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

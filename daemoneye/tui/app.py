@@ -89,11 +89,18 @@ class DaemonEyeApp(App[None]):
     connection: var[ConnectionState] = var(ConnectionState())
     header_parts: var[tuple[Part, ...]] = var(())
 
-    def __init__(self, source: DashboardSource, *, clock: Clock = time.time,
-                 theme: str | None = None, theme_dirs: Iterable[Path] | None = None,
-                 remember_theme: Callable[[str], None] | None = None,
-                 private_daemon: str = "", editor: EditorRunner = run_editor,
-                 tick_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        source: DashboardSource,
+        *,
+        clock: Clock = time.time,
+        theme: str | None = None,
+        theme_dirs: Iterable[Path] | None = None,
+        remember_theme: Callable[[str], None] | None = None,
+        private_daemon: str = "",
+        editor: EditorRunner = run_editor,
+        tick_s: float = 1.0,
+    ) -> None:
         super().__init__()
         self.source = source
         self.clock = clock
@@ -119,8 +126,7 @@ class DaemonEyeApp(App[None]):
         fallback = DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
         choice = wanted or fallback
         if choice not in self.available_themes:
-            self._startup_problems.append(f"theme {wanted!r} is not available; using "
-                                          f"{fallback}")
+            self._startup_problems.append(f"theme {wanted!r} is not available; using {fallback}")
             choice = fallback
         self.theme = choice
 
@@ -149,16 +155,18 @@ class DaemonEyeApp(App[None]):
         for problem in self._startup_problems:
             self.notify(problem, severity="warning", timeout=10)
         self._update_header()
-        self.run_worker(Feed(self.source, self.post_message).run(), name="feed", group="feed",
-                        exclusive=True)
+        self.run_worker(
+            Feed(self.source, self.post_message).run(), name="feed", group="feed", exclusive=True
+        )
 
     async def on_unmount(self) -> None:
         self.gc_policy.stop()
         await self.source.close()
 
     async def on_event(self, event: events.Event) -> None:
-        if isinstance(event, events.Key | events.MouseDown | events.MouseScrollDown
-                      | events.MouseScrollUp):
+        if isinstance(
+            event, events.Key | events.MouseDown | events.MouseScrollDown | events.MouseScrollUp
+        ):
             self.inputs_seen += 1
             self.gc_policy.input_seen()
         await super().on_event(event)
@@ -168,8 +176,9 @@ class DaemonEyeApp(App[None]):
 
     # -- the only place live state changes ------------------------------------------------
     def on_processes_changed(self, message: ProcessesChanged) -> None:
-        self.history.record(message.process_set.records,
-                            message.process_set.changed_since(self.process_set))
+        self.history.record(
+            message.process_set.records, message.process_set.changed_since(self.process_set)
+        )
         self.process_set = message.process_set
         self.connection = dataclasses.replace(self.connection, last_data=self.now())
         self._update_header()
@@ -207,8 +216,15 @@ class DaemonEyeApp(App[None]):
     def on_daemon_connected(self, message: DaemonConnected) -> None:
         hello = message.hello
         self.connection = dataclasses.replace(
-            self.connection, state="connected", host=hello.host, role=hello.role,
-            peer_uid=hello.peer_uid, since=self.now(), reason="", retry_in=None)
+            self.connection,
+            state="connected",
+            host=hello.host,
+            role=hello.role,
+            peer_uid=hello.peer_uid,
+            since=self.now(),
+            reason="",
+            retry_in=None,
+        )
         if message.alerts is not None:
             self._pending_alerts.clear()
             self.alerts = MappingProxyType({alert.id: alert for alert in message.alerts})
@@ -222,15 +238,26 @@ class DaemonEyeApp(App[None]):
 
     def on_daemon_disconnected(self, message: DaemonDisconnected) -> None:
         self.connection = dataclasses.replace(
-            self.connection, state="disconnected", since=self.now(), reason=message.reason,
-            retry_in=message.retry_in)
+            self.connection,
+            state="disconnected",
+            since=self.now(),
+            reason=message.reason,
+            retry_in=message.retry_in,
+        )
         self._update_header()
 
     def _update_header(self) -> None:
         problems = sum(1 for status in self.rules if status.problems)
-        self.header_parts = tuple(header_parts(
-            self.connection, len(self.process_set.records), open_counts(self.alerts.values()),
-            len(self.rules), problems, self.now()))
+        self.header_parts = tuple(
+            header_parts(
+                self.connection,
+                len(self.process_set.records),
+                open_counts(self.alerts.values()),
+                len(self.rules),
+                problems,
+                self.now(),
+            )
+        )
 
     # -- requests and actions shared by the screens ---------------------------------------
     def refuse_unless_admin(self, action: str) -> bool:
@@ -241,14 +268,25 @@ class DaemonEyeApp(App[None]):
             self.notify(f"Cannot {action}: not connected to the daemon.", severity="warning")
             return True
         who = f"uid {self.connection.peer_uid}" if self.connection.peer_uid is not None else "you"
-        self.notify(f"Sorry, {action} needs an admin connection; {who} is connected as "
-                    f"{self.connection.role or 'a reader'}. Run the dashboard as root or as a "
-                    "member of the daemon's admin group.", title="Not permitted",
-                    severity="warning", timeout=8)
+        self.notify(
+            f"Sorry, {action} needs an admin connection; {who} is connected as "
+            f"{self.connection.role or 'a reader'}. Run the dashboard as root or as a "
+            "member of the daemon's admin group.",
+            title="Not permitted",
+            severity="warning",
+            timeout=8,
+        )
         return True
 
-    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
-               timeout: float | None = None, markup: bool = True) -> None:
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
         """Every notification is literal text: messages quote paths, rule ids and errors that
         may contain brackets."""
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
@@ -267,8 +305,10 @@ class DaemonEyeApp(App[None]):
             with self.suspend():
                 status = self.editor(argv)
         except SuspendNotSupported:
-            self.notify(f"Cannot open an editor from here; the rule is at {path}:{line}.",
-                        severity="warning")
+            self.notify(
+                f"Cannot open an editor from here; the rule is at {path}:{line}.",
+                severity="warning",
+            )
             return
         except OSError as exc:
             self.report_error("Editor", exc)
@@ -287,8 +327,11 @@ class DaemonEyeApp(App[None]):
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for entry in SCREENS:
-            yield SystemCommand(f"Go to {entry.title}", f"Show the {entry.title.lower()} screen",
-                                lambda mode=entry.mode: self.switch_mode(mode))
+            yield SystemCommand(
+                f"Go to {entry.title}",
+                f"Show the {entry.title.lower()} screen",
+                lambda mode=entry.mode: self.switch_mode(mode),
+            )
         yield SystemCommand("Help", "Keys and the filter language", self.action_help)
         target = screen if isinstance(screen, DashboardScreen) else self.screen
         if isinstance(target, DashboardScreen):

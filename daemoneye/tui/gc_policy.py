@@ -44,9 +44,14 @@ class Collector:
 class CollectionPolicy:
     """Freezes the heap after each refresh; collects it in full now and then, when idle."""
 
-    def __init__(self, *, collector: Collector | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 full_every_s: float = FULL_EVERY_S, idle_s: float = IDLE_S) -> None:
+    def __init__(
+        self,
+        *,
+        collector: Collector | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        full_every_s: float = FULL_EVERY_S,
+        idle_s: float = IDLE_S,
+    ) -> None:
         self._gc = collector or Collector()
         self._clock = clock
         self.full_every_s = full_every_s
@@ -88,5 +93,8 @@ class CollectionPolicy:
         found = self._gc.collect()
         self._last_full = now
         self.full_collections += 1
-        log.debug("full collection: %d unreachable objects in %.0f ms", found,
-                  (self._clock() - started) * 1000)
+        log.debug(
+            "full collection: %d unreachable objects in %.0f ms",
+            found,
+            (self._clock() - started) * 1000,
+        )

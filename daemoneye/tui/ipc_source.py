@@ -47,8 +47,9 @@ async def _call(request: Awaitable[T]) -> T:
     try:
         return await request
     except ipc.RpcError as exc:
-        raise SourceError(exc.message, admin_required=exc.code == ipc.ErrorCode.FORBIDDEN,
-                          code=exc.code) from None
+        raise SourceError(
+            exc.message, admin_required=exc.code == ipc.ErrorCode.FORBIDDEN, code=exc.code
+        ) from None
     except ipc.ConnectionLost as exc:
         raise SourceError(f"not connected to the daemon ({exc})") from None
     except ipc.IpcError as exc:

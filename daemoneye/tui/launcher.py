@@ -75,10 +75,15 @@ class PrivateDaemon:
         argv.append("daemon")
         with open(log_file, "ab") as log:
             os.chmod(log_file, 0o600)
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, env=env,
-                                       start_new_session=True,
-                                       preexec_fn=_stop_with_parent(os.getpid()))
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_stop_with_parent(os.getpid()),
+            )
         daemon = cls(process, user.paths.socket, log_file)
         daemon.wait_until_ready()
         return daemon
@@ -87,14 +92,18 @@ class PrivateDaemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise LauncherError(f"the private daemon exited with status "
-                                    f"{self.process.returncode}; see {self.log_file}")
+                raise LauncherError(
+                    f"the private daemon exited with status "
+                    f"{self.process.returncode}; see {self.log_file}"
+                )
             if daemon_answers(self.socket, timeout=0.2):
                 return
             time.sleep(0.1)
         self.stop()
-        raise LauncherError(f"the private daemon did not open {self.socket} within "
-                            f"{timeout:g} s; see {self.log_file}")
+        raise LauncherError(
+            f"the private daemon did not open {self.socket} within "
+            f"{timeout:g} s; see {self.log_file}"
+        )
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM, then SIGKILL if it has not exited after `timeout` seconds."""
@@ -127,8 +136,7 @@ def _stop_with_parent(parent: int) -> Callable[[], None]:
     return in_child
 
 
-def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None,
-                  socket_given: bool) -> int:
+def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None, socket_given: bool) -> int:
     """Run the dashboard until the user quits; the exit status."""
     # Log records go to Textual's devtools log, never onto the terminal the dashboard owns.
     from textual.logging import TextualHandler
@@ -144,14 +152,19 @@ def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None,
     if not daemon_answers(socket_path):
         if socket_given:
             raise LauncherError(f"no daemon answers on {socket_path}")
-        print("daemoneye: no daemon is running; starting a private one for this user…",
-              file=sys.stderr)
+        print(
+            "daemoneye: no daemon is running; starting a private one for this user…",
+            file=sys.stderr,
+        )
         private = PrivateDaemon.start(config_file)
         socket_path = private.socket
     client = DaemonClient(socket_path, client_name="dashboard", reconnect=True)
-    app = DaemonEyeApp(IpcSource(client), theme=configured_theme(loaded),
-                       remember_theme=partial(remember_theme, preference_file(loaded)),
-                       private_daemon=private.description if private else "")
+    app = DaemonEyeApp(
+        IpcSource(client),
+        theme=configured_theme(loaded),
+        remember_theme=partial(remember_theme, preference_file(loaded)),
+        private_daemon=private.description if private else "",
+    )
     follow_terminal_size()
     try:
         app.run()

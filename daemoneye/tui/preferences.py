@@ -55,8 +55,9 @@ def remember_theme(path: Path, theme: str) -> None:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     except TOMLKitError as exc:
-        raise ConfigError(f"{path}: not saving the theme, the file is not valid TOML: "
-                          f"{exc}") from None
+        raise ConfigError(
+            f"{path}: not saving the theme, the file is not valid TOML: {exc}"
+        ) from None
     table = document.get("tui")
     if table is None:
         table = tomlkit.table()

@@ -43,8 +43,10 @@ def modes() -> dict[str, type[DashboardScreen]]:
 
 def switch_bindings() -> list[Binding]:
     """One key per screen, hidden from the footer (the nav bar shows them)."""
-    return [Binding(entry.key, f"switch_mode('{entry.mode}')", entry.title, show=False)
-            for entry in SCREENS]
+    return [
+        Binding(entry.key, f"switch_mode('{entry.mode}')", entry.title, show=False)
+        for entry in SCREENS
+    ]
 
 
 def nav_items() -> tuple[NavItem, ...]:
@@ -57,6 +59,10 @@ def help_sections() -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
     everywhere = (
         (f"{SCREENS[0].key} … {SCREENS[-1].key}", ", ".join(entry.mode for entry in SCREENS)),
         ("ctrl+p", "command palette: every action, themes"),
-        ("? F1", "this help"), ("q", "quit"))
-    return (("Everywhere", everywhere),
-            *((entry.title, entry.screen.HELP_KEYS) for entry in SCREENS))
+        ("? F1", "this help"),
+        ("q", "quit"),
+    )
+    return (
+        ("Everywhere", everywhere),
+        *((entry.title, entry.screen.HELP_KEYS) for entry in SCREENS),
+    )

@@ -47,8 +47,9 @@ from daemoneye.models import (
 class SourceError(DaemonEyeError):
     """A request to the daemon failed; the message is meant for the person at the dashboard."""
 
-    def __init__(self, message: str, *, admin_required: bool = False,
-                 code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, admin_required: bool = False, code: int | None = None
+    ) -> None:
         super().__init__(message)
         self.admin_required = admin_required
         self.code = code
@@ -93,8 +94,16 @@ class RulesUpdated:
     rules: tuple[RuleStatus, ...]
 
 
-SourceEvent = (Connected | Disconnected | ProcessesReset | Resync | ProcessesDelta | Alert
-               | RulesUpdated | DaemonStatus)
+SourceEvent = (
+    Connected
+    | Disconnected
+    | ProcessesReset
+    | Resync
+    | ProcessesDelta
+    | Alert
+    | RulesUpdated
+    | DaemonStatus
+)
 
 
 # -- request results -------------------------------------------------------------------------

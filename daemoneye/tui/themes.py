@@ -22,10 +22,28 @@ from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
 DEFAULT_THEME = "daemoneye-dark"
-SEMANTIC_VARIABLES = ("severity-critical", "severity-high", "severity-medium", "severity-low",
-                      "severity-info", "process-new", "process-ended")
-_BASE_COLOURS = ("primary", "secondary", "warning", "error", "success", "accent", "foreground",
-                 "background", "surface", "panel", "boost")
+SEMANTIC_VARIABLES = (
+    "severity-critical",
+    "severity-high",
+    "severity-medium",
+    "severity-low",
+    "severity-info",
+    "process-new",
+    "process-ended",
+)
+_BASE_COLOURS = (
+    "primary",
+    "secondary",
+    "warning",
+    "error",
+    "success",
+    "accent",
+    "foreground",
+    "background",
+    "surface",
+    "panel",
+    "boost",
+)
 _KEYS = {"name", "dark", "description", *_BASE_COLOURS, "variables"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
 # Theme variables whose value is not a colour (Textual accepts styles for these).
@@ -58,7 +76,7 @@ def _closest(name: str) -> str:
 
 def _colour(path: Path, key: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise ThemeError(f"{path}: {key} must be a colour string such as \"#1e90ff\"")
+        raise ThemeError(f'{path}: {key} must be a colour string such as "#1e90ff"')
     try:
         Color.parse(value)
     except ColorParseError:
@@ -83,8 +101,9 @@ def parse_theme(path: Path, text: str) -> Theme:
         raise ThemeError(f"{path}: dark must be true or false")
     if "primary" not in document:
         raise ThemeError(f"{path}: primary colour is missing")
-    colours: dict[str, Any] = {key: _colour(path, key, document[key]) for key in _BASE_COLOURS
-                               if key in document}
+    colours: dict[str, Any] = {
+        key: _colour(path, key, document[key]) for key in _BASE_COLOURS if key in document
+    }
     variables = document.get("variables", {})
     if not isinstance(variables, dict):
         raise ThemeError(f"{path}: [variables] must be a table")

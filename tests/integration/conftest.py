@@ -47,7 +47,12 @@ class DaemonHarness:
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "daemoneye", "--db", str(self.db), *self.cli_args, *args],
-            env=self.env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         if check and result.returncode != 0:
             pytest.fail(f"daemoneye {' '.join(args)} exited {result.returncode}: {result.stderr}")
         return result
@@ -62,10 +67,22 @@ class DaemonHarness:
         self._logs.append(log)
         self.log_path = log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daemoneye", "--db", str(self.db), "daemon",
-             "--interval", interval, *extra],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
-            stdin=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "daemoneye",
+                "--db",
+                str(self.db),
+                "daemon",
+                "--interval",
+                interval,
+                *extra,
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("wb"),
+            stdin=subprocess.DEVNULL,
+        )
         if wait_ready:
             wait_for(lambda: "ready:" in self.log() or self._died(), "the daemon to be ready")
             if self.process.poll() is not None:
@@ -96,13 +113,23 @@ class DaemonHarness:
 
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[DaemonHarness]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DAEMONEYE_", "PROCMOND_", "NOTIFY_SOCKET", "XDG_"))}
-    env.update({"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"),
-                "XDG_STATE_HOME": str(tmp_path / "state"), "XDG_RUNTIME_DIR": str(tmp_path),
-                "DAEMONEYE_MODE": "user"})
-    h = DaemonHarness(root=tmp_path, env=env, db=tmp_path / "store" / "d.db",
-                      log_path=tmp_path / "daemon.log")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DAEMONEYE_", "PROCMOND_", "NOTIFY_SOCKET", "XDG_"))
+    }
+    env.update(
+        {
+            "HOME": str(tmp_path),
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+            "XDG_STATE_HOME": str(tmp_path / "state"),
+            "XDG_RUNTIME_DIR": str(tmp_path),
+            "DAEMONEYE_MODE": "user",
+        }
+    )
+    h = DaemonHarness(
+        root=tmp_path, env=env, db=tmp_path / "store" / "d.db", log_path=tmp_path / "daemon.log"
+    )
     yield h
     if h.process is not None and h.process.poll() is None:
         h.process.kill()
@@ -127,8 +154,14 @@ def sleeper() -> Iterator[Sleeper]:
         child.wait()
 
 
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
-                   "ALL_PROXY")
+PROXY_VARIABLES = (
+    "http_proxy",
+    "https_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+)
 
 
 @pytest.fixture
@@ -138,8 +171,9 @@ def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def steer_pid_reuse(pid: int, start: Callable[[], subprocess.Popen[bytes]],
-                    attempts: int = 50) -> subprocess.Popen[bytes]:
+def steer_pid_reuse(
+    pid: int, start: Callable[[], subprocess.Popen[bytes]], attempts: int = 50
+) -> subprocess.Popen[bytes]:
     """Start a process that gets `pid` again (root only: via ns_last_pid); skips the test
     when the kernel will not let us steer or another process keeps taking the pid."""
     for _attempt in range(attempts):

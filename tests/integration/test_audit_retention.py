@@ -21,10 +21,12 @@ CALLS = 2000
 
 
 def test_a_flooded_audit_log_is_pruned_under_a_verified_checkpoint(ipc: IpcHarness) -> None:
-    ipc.env.update({
-        "DAEMONEYE_STORE__AUDIT_MAX_BYTES": "1MiB",
-        "DAEMONEYE_STORE__RETENTION_CHECK_INTERVAL": "1s",
-    })
+    ipc.env.update(
+        {
+            "DAEMONEYE_STORE__AUDIT_MAX_BYTES": "1MiB",
+            "DAEMONEYE_STORE__RETENTION_CHECK_INTERVAL": "1s",
+        }
+    )
     ipc.start()
     flood(ipc)
 
@@ -49,10 +51,12 @@ def test_a_flooded_audit_log_is_pruned_under_a_verified_checkpoint(ipc: IpcHarne
 
 
 def test_a_forged_checkpoint_stops_pruning_and_health_says_why(ipc: IpcHarness) -> None:
-    ipc.env.update({
-        "DAEMONEYE_STORE__AUDIT_MAX_BYTES": "1MiB",
-        "DAEMONEYE_STORE__RETENTION_CHECK_INTERVAL": "1s",
-    })
+    ipc.env.update(
+        {
+            "DAEMONEYE_STORE__AUDIT_MAX_BYTES": "1MiB",
+            "DAEMONEYE_STORE__RETENTION_CHECK_INTERVAL": "1s",
+        }
+    )
     ipc.start()
     flood(ipc)
     wait_for(lambda: latest_checkpoint_seq(ipc.db), "a first checkpoint")

@@ -145,9 +145,11 @@ def test_forks_exits_of_threads_and_id_changes_never_reach_the_reader(
         kinds = sorted(type(m).__name__ for m in mine if pid_of(m) == pid)
         assert kinds == ["ExecEvent", "ExitEvent", "ForkEvent"], pid
     assert len(mine) == 3 * (RUNS + 1) < len(legacy)
-    print(f"\ndatagrams about the workload: all events {len(legacy)}, "
-          f"{filtered.filtering}: {len(mine)}; total received (host-wide) "
-          f"{everything.datagrams_total} vs {filtered.datagrams_total}")
+    print(
+        f"\ndatagrams about the workload: all events {len(legacy)}, "
+        f"{filtered.filtering}: {len(mine)}; total received (host-wide) "
+        f"{everything.datagrams_total} vs {filtered.datagrams_total}"
+    )
 
 
 @pytest.mark.skipif(not MODERN_KERNEL, reason="the connector's event mask needs Linux >= 6.6")

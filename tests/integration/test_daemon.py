@@ -27,15 +27,18 @@ def sha256_of(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def rows_for(harness: DaemonHarness, child: subprocess.Popen[bytes], mark: str,
-             table: str = "processes") -> list[dict]:  # type: ignore[type-arg]
+def rows_for(
+    harness: DaemonHarness, child: subprocess.Popen[bytes], mark: str, table: str = "processes"
+) -> list[dict]:  # type: ignore[type-arg]
     """The child's rows. Matching on the pid too: the querying CLI's own argv holds the mark."""
     return harness.query(
-        f"SELECT * FROM {table} WHERE pid = {child.pid} AND cmdline LIKE '%{mark}%'")
+        f"SELECT * FROM {table} WHERE pid = {child.pid} AND cmdline LIKE '%{mark}%'"
+    )
 
 
-def test_child_is_recorded_with_exe_cmdline_hash_and_end(harness: DaemonHarness,
-                                                         sleeper: Sleeper) -> None:
+def test_child_is_recorded_with_exe_cmdline_hash_and_end(
+    harness: DaemonHarness, sleeper: Sleeper
+) -> None:
     harness.start()
     mark = marker()
     child = sleeper(mark)
@@ -56,12 +59,17 @@ def test_child_is_recorded_with_exe_cmdline_hash_and_end(harness: DaemonHarness,
     child.wait()
     (ended,) = wait_for(
         lambda: [r for r in rows_for(harness, child, mark) if r["ended_at"] is not None],
-        "ended_at to be set")
+        "ended_at to be set",
+    )
     assert ended["ended_at"] >= ended["first_seen"]
     assert rows_for(harness, child, mark, "live_processes") == []
-    kinds = [e["kind"] for e in harness.query(
-        f"SELECT kind FROM process_events WHERE pid = {child.pid} "
-        f"AND start_time = {ended['start_time']!r} ORDER BY id")]
+    kinds = [
+        e["kind"]
+        for e in harness.query(
+            f"SELECT kind FROM process_events WHERE pid = {child.pid} "
+            f"AND start_time = {ended['start_time']!r} ORDER BY id"
+        )
+    ]
     assert kinds[0] in ("start", "exec") and kinds[-1] == "exit"
 
 
@@ -116,19 +124,27 @@ def test_second_daemon_on_the_same_store_refuses(harness: DaemonHarness) -> None
     harness.start()
     second = subprocess.run(
         [sys.executable, "-m", "daemoneye", "--db", str(harness.db), "daemon"],
-        env=harness.env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        env=harness.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert second.returncode == 1
     assert "another daemon" in second.stderr and str(harness.process.pid) in second.stderr  # type: ignore[union-attr]
 
 
-def test_kill_9_then_restart_keeps_one_row_per_instance(harness: DaemonHarness,
-                                                        sleeper: Sleeper) -> None:
+def test_kill_9_then_restart_keeps_one_row_per_instance(
+    harness: DaemonHarness, sleeper: Sleeper
+) -> None:
     harness.start(interval="0.1")
     mark_alive, mark_dies = marker(), marker()
     survivor = sleeper(mark_alive)
     victim = sleeper(mark_dies)
-    wait_for(lambda: rows_for(harness, survivor, mark_alive) and
-             rows_for(harness, victim, mark_dies), "both children in the store")
+    wait_for(
+        lambda: rows_for(harness, survivor, mark_alive) and rows_for(harness, victim, mark_dies),
+        "both children in the store",
+    )
     harness.stop(signal.SIGKILL)  # mid-tick or between ticks: both must be safe
     victim.kill()
     victim.wait()
@@ -139,8 +155,9 @@ def test_kill_9_then_restart_keeps_one_row_per_instance(harness: DaemonHarness,
     assert alive_rows[0]["pid"] == survivor.pid
     dead_rows = rows_for(harness, victim, mark_dies)
     assert len(dead_rows) == 1 and dead_rows[0]["ended_at"] is not None
-    check = harness.query("SELECT count(*) AS n FROM processes GROUP BY pid, start_time "
-                          "HAVING n > 1")
+    check = harness.query(
+        "SELECT count(*) AS n FROM processes GROUP BY pid, start_time HAVING n > 1"
+    )
     assert check == []
 
 
@@ -148,9 +165,13 @@ def test_query_refuses_writes_and_leaves_the_store_unchanged(harness: DaemonHarn
     harness.start()
     harness.stop()
     before = harness.db.read_bytes()
-    for sql in ("DELETE FROM processes", "SELECT 1; DROP TABLE processes",
-                "ATTACH DATABASE '/tmp/x.db' AS x", "PRAGMA user_version = 99",
-                "SELEC pid FROM processes"):
+    for sql in (
+        "DELETE FROM processes",
+        "SELECT 1; DROP TABLE processes",
+        "ATTACH DATABASE '/tmp/x.db' AS x",
+        "PRAGMA user_version = 99",
+        "SELEC pid FROM processes",
+    ):
         result = harness.cli("query", sql)
         assert result.returncode == 2, sql
         assert result.stderr.startswith("daemoneye: "), sql
@@ -163,8 +184,9 @@ def test_query_output_formats(harness: DaemonHarness) -> None:
     harness.stop()
     sql = "SELECT 1 AS one, 'a,b' AS two"
     assert harness.cli("-o", "csv", "query", sql, check=True).stdout == 'one,two\n1,"a,b"\n'
-    assert harness.cli("-o", "ndjson", "query", sql, check=True).stdout == \
-        '{"one": 1, "two": "a,b"}\n'
+    assert (
+        harness.cli("-o", "ndjson", "query", sql, check=True).stdout == '{"one": 1, "two": "a,b"}\n'
+    )
     table = harness.cli("query", sql, check=True).stdout.splitlines()
     assert table[0].split() == ["ONE", "TWO"] and table[1].split() == ["1", "a,b"]
 
@@ -202,17 +224,23 @@ def test_corrupt_store_is_refused_and_left_alone(harness: DaemonHarness) -> None
     assert harness.db.read_bytes() == before
 
 
-def test_deleted_executable_is_hashed_and_flagged(harness: DaemonHarness, sleeper,  # type: ignore[no-untyped-def]
-                                                  tmp_path: Path) -> None:
+def test_deleted_executable_is_hashed_and_flagged(
+    harness: DaemonHarness,
+    sleeper: Sleeper,
+    tmp_path: Path,
+) -> None:
     binary = tmp_path / "sleeper-bin"
     shutil.copy("/bin/sleep", binary)
     expected = sha256_of(str(binary))
     child = sleeper("", argv=[str(binary), "120"])
     binary.unlink()
     harness.start()
-    (row,) = wait_for(lambda: harness.query(
-        f"SELECT * FROM processes WHERE pid = {child.pid} AND exe_sha256 IS NOT NULL"),
-        "the deleted binary's hash")
+    (row,) = wait_for(
+        lambda: harness.query(
+            f"SELECT * FROM processes WHERE pid = {child.pid} AND exe_sha256 IS NOT NULL"
+        ),
+        "the deleted binary's hash",
+    )
     assert row["exe_deleted"] == 1
     assert row["exe"] == str(binary)
     assert row["exe_sha256"] == expected
@@ -222,17 +250,25 @@ def test_deleted_executable_is_hashed_and_flagged(harness: DaemonHarness, sleepe
 def test_reused_pid_is_a_new_instance(harness: DaemonHarness, sleeper: Sleeper) -> None:
     harness.start(interval="0.1")
     first = sleeper(marker())
-    wait_for(lambda: harness.query(f"SELECT 1 FROM processes WHERE pid = {first.pid}"),
-             "the first instance")
+    wait_for(
+        lambda: harness.query(f"SELECT 1 FROM processes WHERE pid = {first.pid}"),
+        "the first instance",
+    )
     first.kill()
     first.wait()
-    wait_for(lambda: harness.query(
-        f"SELECT 1 FROM processes WHERE pid = {first.pid} AND ended_at IS NOT NULL"),
-        "the first instance to end")
+    wait_for(
+        lambda: harness.query(
+            f"SELECT 1 FROM processes WHERE pid = {first.pid} AND ended_at IS NOT NULL"
+        ),
+        "the first instance to end",
+    )
     steer_pid_reuse(first.pid, lambda: sleeper(marker()))
+
     def both_instances() -> list[dict[str, Any]] | None:
-        rows = harness.query(f"SELECT start_time, ended_at FROM processes "
-                             f"WHERE pid = {first.pid} ORDER BY start_time")
+        rows = harness.query(
+            f"SELECT start_time, ended_at FROM processes "
+            f"WHERE pid = {first.pid} ORDER BY start_time"
+        )
         return rows if len(rows) == 2 else None
 
     rows = wait_for(both_instances, "two instances of one pid")
@@ -240,31 +276,67 @@ def test_reused_pid_is_a_new_instance(harness: DaemonHarness, sleeper: Sleeper) 
     assert rows[0]["start_time"] < rows[1]["start_time"]
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
-                    reason="needs root and setpriv to run the daemon as another user")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root and setpriv to run the daemon as another user",
+)
 def test_unprivileged_daemon_records_what_it_may_and_says_so(harness: DaemonHarness) -> None:
     """As nobody the daemon still sees every process, but not other users' exe and cwd."""
     home = Path(tempfile.mkdtemp(prefix="de-nobody-"))  # pytest's tmp is root-only
     os.chown(home, 65534, 65534)  # theirs alone: the daemon refuses a world-writable socket dir
-    env = {**harness.env, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"),
-           "XDG_STATE_HOME": str(home / "state"), "XDG_RUNTIME_DIR": str(home)}
+    env = {
+        **harness.env,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_STATE_HOME": str(home / "state"),
+        "XDG_RUNTIME_DIR": str(home),
+    }
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     log = home / "nobody.log"
     process = subprocess.Popen(
-        [*nobody, sys.executable, "-m", "daemoneye", "--db", str(home / "n.db"),
-         "daemon", "--interval", "0.2"],
-        env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
-        stdin=subprocess.DEVNULL)
+        [
+            *nobody,
+            sys.executable,
+            "-m",
+            "daemoneye",
+            "--db",
+            str(home / "n.db"),
+            "daemon",
+            "--interval",
+            "0.2",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        stdin=subprocess.DEVNULL,
+    )
     try:
-        wait_for(lambda: "ready:" in log.read_text() or process.poll() is not None,
-                 "the unprivileged daemon to be ready")
+        wait_for(
+            lambda: "ready:" in log.read_text() or process.poll() is not None,
+            "the unprivileged daemon to be ready",
+        )
         text = log.read_text()
         assert "running as uid 65534 without privileges" in text, text
+
         def init_row() -> str | None:
             result = subprocess.run(
-                [*nobody, sys.executable, "-m", "daemoneye", "--db", str(home / "n.db"),
-                 "-o", "json", "query", "SELECT pid, uid, exe FROM processes WHERE pid = 1"],
-                env=env, capture_output=True, text=True, check=False)
+                [
+                    *nobody,
+                    sys.executable,
+                    "-m",
+                    "daemoneye",
+                    "--db",
+                    str(home / "n.db"),
+                    "-o",
+                    "json",
+                    "query",
+                    "SELECT pid, uid, exe FROM processes WHERE pid = 1",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             found = result.returncode == 0 and result.stdout.strip() != "[]"
             return result.stdout if found else None
 

@@ -16,8 +16,9 @@ from daemoneye.collector.netlink import probe
 from tests.integration.conftest import DaemonHarness, wait_for
 
 REASON = probe()
-needs_events = pytest.mark.skipif(REASON is not None,
-                                  reason=f"kernel process events unavailable: {REASON}")
+needs_events = pytest.mark.skipif(
+    REASON is not None, reason=f"kernel process events unavailable: {REASON}"
+)
 
 
 @needs_events
@@ -35,8 +36,10 @@ def test_two_millisecond_child_is_recorded_with_exit_code(harness: DaemonHarness
         for kind in ("exec", "exit"):
             sql = f"SELECT 1 FROM process_events WHERE kind = '{kind}' AND pid = {child.pid}"
             wait_for(functools.partial(harness.query, sql), f"the child's {kind} event")
-        rows = harness.query(f"SELECT * FROM processes WHERE cmdline = "
-                             f"'/bin/sh -c {script} {mark}' AND ended_at IS NOT NULL")
+        rows = harness.query(
+            f"SELECT * FROM processes WHERE cmdline = "
+            f"'/bin/sh -c {script} {mark}' AND ended_at IS NOT NULL"
+        )
         if rows:
             row = rows[0]
             break
@@ -44,9 +47,13 @@ def test_two_millisecond_child_is_recorded_with_exit_code(harness: DaemonHarness
     assert row["exe"] == os.path.realpath("/bin/sh")
     assert row["ppid"] == os.getpid()
     assert row["exit_code"] == 3
-    sources = {e["kind"]: e["source"] for e in harness.query(
-        f"SELECT kind, source FROM process_events WHERE pid = {row['pid']} "
-        f"AND start_time = {row['start_time']!r}")}
+    sources = {
+        e["kind"]: e["source"]
+        for e in harness.query(
+            f"SELECT kind, source FROM process_events WHERE pid = {row['pid']} "
+            f"AND start_time = {row['start_time']!r}"
+        )
+    }
     assert sources == {"exec": "netlink", "exit": "netlink"}
     health = json.loads(harness.cli("-o", "json", "health", check=True).stdout)[0]
     assert health["event_source"] == "netlink"
@@ -68,15 +75,20 @@ def test_burst_of_500_short_children_is_all_recorded(harness: DaemonHarness) -> 
     pid_list = ", ".join(map(str, pids))
 
     def execs_seen() -> set[int]:
-        found = {int(r["pid"]) for r in harness.query(
-            f"SELECT DISTINCT pid FROM process_events WHERE kind = 'exec' AND "
-            f"source = 'netlink' AND ts >= {started!r} AND pid IN ({pid_list})")}
+        found = {
+            int(r["pid"])
+            for r in harness.query(
+                f"SELECT DISTINCT pid FROM process_events WHERE kind = 'exec' AND "
+                f"source = 'netlink' AND ts >= {started!r} AND pid IN ({pid_list})"
+            )
+        }
         return found if found == set(pids) else set()
 
     # Every child's exec is recorded; one that was gone before /proc could be read is kept
     # as a partial fact. Those read in time carry their command line and exit code.
     wait_for(execs_seen, "an exec event for every one of the 500 children")
-    complete = harness.query(f"SELECT pid, exit_code, ended_at FROM processes WHERE "
-                             f"cmdline = '{cmdline}'")
+    complete = harness.query(
+        f"SELECT pid, exit_code, ended_at FROM processes WHERE cmdline = '{cmdline}'"
+    )
     assert complete and {r["pid"] for r in complete} <= set(pids)
     assert all(r["exit_code"] == 0 and r["ended_at"] is not None for r in complete)

@@ -35,13 +35,16 @@ def alerts_for(harness: DaemonHarness, rule_id: str) -> list[dict]:  # type: ign
     return list(json.loads(out))
 
 
-def test_saved_rule_goes_live_and_alerts_once_per_instance(harness: DaemonHarness,
-                                                           sleeper: Sleeper) -> None:
+def test_saved_rule_goes_live_and_alerts_once_per_instance(
+    harness: DaemonHarness, sleeper: Sleeper
+) -> None:
     harness.start()
     tag, mark = uuid.uuid4().hex[:8], f"rule-marker-{uuid.uuid4().hex[:8]}"
     (rules_dir(harness) / "mine.toml").write_text(RULE.format(tag=tag, mark=mark))
-    wait_for(lambda: f"test.{tag}" in harness.cli("rules", "list").stdout or None,
-             "the saved rule to be listed")
+    wait_for(
+        lambda: f"test.{tag}" in harness.cli("rules", "list").stdout or None,
+        "the saved rule to be listed",
+    )
     child = sleeper(mark)
     (alert,) = wait_for(lambda: alerts_for(harness, f"test.{tag}"), "the alert")
     assert alert["pid"] == child.pid and alert["severity"] == "high"
@@ -74,16 +77,23 @@ def test_a_clean_host_raises_no_builtin_alert_for_ordinary_work(harness: DaemonH
     """Ordinary commands run by the test itself must not trip the built-in pack."""
     harness.start(interval="0.2")
     started = time.time()
-    for argv in (["ls", "/"], ["sh", "-c", "echo hi | cat"], [sys.executable, "-c", "pass"],
-                 ["env"], ["ps", "aux"]):
+    for argv in (
+        ["ls", "/"],
+        ["sh", "-c", "echo hi | cat"],
+        [sys.executable, "-c", "pass"],
+        ["env"],
+        ["ps", "aux"],
+    ):
         subprocess.run(argv, capture_output=True, check=False)
     harness.wait_ticks(3)
     # The absence of alerts only means something while the built-in pack is live.
     status = json.loads(harness.cli("-o", "json", "health", check=True).stdout)[0]
     assert status["rules_enabled"] >= 25, status
-    rows = harness.query(f"SELECT rule_id, title FROM alerts WHERE first_seen >= {started!r} "
-                         "AND pid IN (SELECT pid FROM processes WHERE ppid = "
-                         f"{os.getpid()})")
+    rows = harness.query(
+        f"SELECT rule_id, title FROM alerts WHERE first_seen >= {started!r} "
+        "AND pid IN (SELECT pid FROM processes WHERE ppid = "
+        f"{os.getpid()})"
+    )
     assert rows == []
 
 
@@ -114,8 +124,10 @@ def test_a_rule_file_broken_across_a_restart_keeps_its_last_good_rules(
     tag, mark = uuid.uuid4().hex[:8], f"rule-marker-{uuid.uuid4().hex[:8]}"
     path = rules_dir(harness) / "mine.toml"
     path.write_text(RULE.format(tag=tag, mark=mark))
-    wait_for(lambda: f"test.{tag}" in harness.cli("rules", "list").stdout or None,
-             "the saved rule to be listed")
+    wait_for(
+        lambda: f"test.{tag}" in harness.cli("rules", "list").stdout or None,
+        "the saved rule to be listed",
+    )
     assert harness.stop() == 0
     path.write_text(RULE.format(tag=tag, mark=mark).replace("[[rule]]", "[[rule]"))  # broken
     harness.start()

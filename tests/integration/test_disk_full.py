@@ -35,8 +35,11 @@ def small_disk(harness: DaemonHarness) -> Iterator[Path]:
     """The store's directory on its own 32 MiB tmpfs, unmounted afterwards."""
     mount = harness.db.parent
     mount.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     try:
@@ -91,10 +94,13 @@ def test_an_alert_raised_while_the_disk_is_full_is_delivered_and_stored_later(
     filler = fill(small_disk)
 
     child = sleeper("zz-disk-full-zz")
-    (alert,) = wait_for(lambda: [a for a in sink_alerts(sink_file, "test.diskfull")
-                                 if a["pid"] == child.pid], "the alert in the file sink")
-    assert stored(harness.db, "SELECT count(*) FROM alerts WHERE rule_id = 'test.diskfull'") \
-        == [(0,)]  # not in the store: it is full
+    (alert,) = wait_for(
+        lambda: [a for a in sink_alerts(sink_file, "test.diskfull") if a["pid"] == child.pid],
+        "the alert in the file sink",
+    )
+    assert stored(harness.db, "SELECT count(*) FROM alerts WHERE rule_id = 'test.diskfull'") == [
+        (0,)
+    ]  # not in the store: it is full
     wait_for(lambda: harness.cli("health").returncode == 1, "health to report the outage")
     for _ in range(3):  # then it fails every time, and says why
         result = harness.cli("health")
@@ -103,10 +109,15 @@ def test_an_alert_raised_while_the_disk_is_full_is_delivered_and_stored_later(
         assert "alerts held in memory" in result.stdout
 
     filler.unlink()
-    rows = wait_for(lambda: stored(
-        harness.db, "SELECT a.id, o.sink, o.state FROM alerts a JOIN sink_outbox o "
-                    f"ON o.alert_id = a.id WHERE a.rule_id = 'test.diskfull' AND a.pid = "
-                    f"{child.pid}"), "the alert in the store")
+    rows = wait_for(
+        lambda: stored(
+            harness.db,
+            "SELECT a.id, o.sink, o.state FROM alerts a JOIN sink_outbox o "
+            f"ON o.alert_id = a.id WHERE a.rule_id = 'test.diskfull' AND a.pid = "
+            f"{child.pid}",
+        ),
+        "the alert in the store",
+    )
     assert rows == [(alert["alert_id"], "file", "delivered")]  # same id, not sent again
     wait_for(lambda: harness.cli("health").returncode == 0, "health to be ok again")
     assert len(sink_alerts(sink_file, "test.diskfull")) == 1

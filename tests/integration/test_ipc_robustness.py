@@ -315,8 +315,7 @@ def test_deep_nesting_and_huge_numbers_get_proper_errors_from_a_real_daemon(
         assert answer is not None, method
         assert answer["error"]["code"] == protocol.ErrorCode.INVALID_PARAMS, (method, answer)
         assert answer["error"]["data"] == {"field": field}
-    client.send(b'{"jsonrpc":"2.0","id":3,"method":"processes.get","params":{"pid":'
-                b"1e999}}\n")
+    client.send(b'{"jsonrpc":"2.0","id":3,"method":"processes.get","params":{"pid":1e999}}\n')
     answer = client.line()
     assert answer is not None and answer["error"]["code"] == protocol.ErrorCode.INVALID_PARAMS
     assert "result" in (client.call(4, "health") or {})

@@ -14,13 +14,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_wheel_ships_rules_themes_and_styles(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, timeout=300)
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = tmp_path.glob("daemoneye-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {f"daemoneye/engine/rules/{p.name}"
-                for p in (ROOT / "daemoneye" / "engine" / "rules").glob("*.toml")}
+    expected = {
+        f"daemoneye/engine/rules/{p.name}"
+        for p in (ROOT / "daemoneye" / "engine" / "rules").glob("*.toml")
+    }
     expected |= {f"themes/{p.name}" for p in (ROOT / "themes").glob("*.toml")}
     expected |= {str(p.relative_to(ROOT)) for p in (ROOT / "daemoneye").rglob("*.tcss")}
     assert len(expected) > 10

@@ -38,8 +38,12 @@ def mover(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     start_dir.mkdir()
     target.mkdir()
     drop = "1" if os.geteuid() == 0 else "0"
-    child = subprocess.Popen([sys.executable, "-c", MOVER, str(target), drop], cwd=start_dir,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", MOVER, str(target), drop],
+        cwd=start_dir,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     yield child, target
     child.kill()
     child.wait()

@@ -51,16 +51,31 @@ def _as_nobody(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "XDG_RUNTIME_DIR": str(home),
     }
     return subprocess.run(
-        [*NOBODY, sys.executable, "-m", "daemoneye", "--mode", "user",
-         "--socket", str(home / "de.sock"), *args],
-        env=env, capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
+        [
+            *NOBODY,
+            sys.executable,
+            "-m",
+            "daemoneye",
+            "--mode",
+            "user",
+            "--socket",
+            str(home / "de.sock"),
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO,
     )
 
 
 def _error_lines(stderr: str) -> list[str]:
     """stderr without the daemon's INFO/WARNING log lines."""
-    return [line for line in stderr.splitlines()
-            if " INFO " not in line and " WARNING " not in line]
+    return [
+        line for line in stderr.splitlines() if " INFO " not in line and " WARNING " not in line
+    ]
 
 
 @pytest.mark.root
@@ -128,13 +143,15 @@ def read_only_mount() -> Iterator[Path]:
         pytest.skip("needs root and mount(8) for a read-only bind mount")
     top = Path(tempfile.mkdtemp(prefix="de-rofs-"))
     try:
-        bound = subprocess.run(["mount", "--bind", str(top), str(top)], capture_output=True,
-                               check=False)
+        bound = subprocess.run(
+            ["mount", "--bind", str(top), str(top)], capture_output=True, check=False
+        )
         if bound.returncode != 0:
             pytest.skip(f"cannot bind-mount here: {bound.stderr.decode(errors='replace')}")
         try:
-            remounted = subprocess.run(["mount", "-o", "remount,ro,bind", str(top)],
-                                       capture_output=True, check=False)
+            remounted = subprocess.run(
+                ["mount", "-o", "remount,ro,bind", str(top)], capture_output=True, check=False
+            )
             if remounted.returncode != 0:
                 pytest.skip("cannot remount read-only here")
             yield top
@@ -146,8 +163,10 @@ def read_only_mount() -> Iterator[Path]:
 
 @pytest.mark.root
 def test_store_on_a_read_only_mount_is_a_store_error(read_only_mount: Path) -> None:
-    for path, directory in ((read_only_mount / "de.db", read_only_mount),
-                            (read_only_mount / "sub" / "de.db", read_only_mount / "sub")):
+    for path, directory in (
+        (read_only_mount / "de.db", read_only_mount),
+        (read_only_mount / "sub" / "de.db", read_only_mount / "sub"),
+    ):
         with pytest.raises(StoreError) as caught:
             Store.open(path)
         assert str(caught.value) == (
@@ -157,15 +176,34 @@ def test_store_on_a_read_only_mount_is_a_store_error(read_only_mount: Path) -> N
 
 
 @pytest.mark.root
-def test_daemon_on_a_read_only_mount_exits_1_with_one_line(read_only_mount: Path,
-                                                         tmp_path: Path) -> None:
+def test_daemon_on_a_read_only_mount_exits_1_with_one_line(
+    read_only_mount: Path, tmp_path: Path
+) -> None:
     store = read_only_mount / "de.db"
     result = subprocess.run(
-        [sys.executable, "-m", "daemoneye", "--mode", "user", "--db", str(store),
-         "--socket", str(tmp_path / "s.sock"), "daemon"],
-        env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "c"),
-             "XDG_STATE_HOME": str(tmp_path / "s"), "XDG_RUNTIME_DIR": str(tmp_path)},
-        capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "daemoneye",
+            "--mode",
+            "user",
+            "--db",
+            str(store),
+            "--socket",
+            str(tmp_path / "s.sock"),
+            "daemon",
+        ],
+        env={
+            **os.environ,
+            "XDG_CONFIG_HOME": str(tmp_path / "c"),
+            "XDG_STATE_HOME": str(tmp_path / "s"),
+            "XDG_RUNTIME_DIR": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO,
     )
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -181,8 +219,10 @@ def test_store_in_an_immutable_directory_is_a_store_error() -> None:
         pytest.skip("needs root and chattr(1)")
     top = Path(tempfile.mkdtemp(prefix="de-immutable-"))
     try:
-        if subprocess.run(["chattr", "+i", str(top)], capture_output=True,
-                          check=False).returncode != 0:
+        if (
+            subprocess.run(["chattr", "+i", str(top)], capture_output=True, check=False).returncode
+            != 0
+        ):
             pytest.skip("this filesystem has no immutable attribute")
         with pytest.raises(StoreError) as caught:
             Store.open(top / "de.db")

@@ -38,8 +38,9 @@ class TopLevelSVGExtension(SVGImageExtension):  # type: ignore[misc]
 class TopLevelSnapshotAssertion(SnapshotAssertion):
     """`snap_compare` calls `use_extension(SVGImageExtension)`; keep our subclass instead."""
 
-    def use_extension(self, extension_class: type[AbstractSyrupyExtension] | None = None
-                      ) -> SnapshotAssertion:
+    def use_extension(
+        self, extension_class: type[AbstractSyrupyExtension] | None = None
+    ) -> SnapshotAssertion:
         if extension_class is SVGImageExtension:
             extension_class = TopLevelSVGExtension
         return super().use_extension(extension_class)

@@ -31,8 +31,11 @@ def test_a_key_scheduled_during_a_refresh_reaches_the_app_before_it() -> None:
         feed = Feed(FakeSource(), post)
         # Pressed while the delta below is being applied (applying never yields).
         asyncio.run_coroutine_threadsafe(post_key(), asyncio.get_running_loop())
-        await feed.handle(ProcessesDelta(1, (), (ProcessChange(2590, FAKE_NOW - 600,
-                                                               (("cpu_percent", 9.0),)),), ()))
+        await feed.handle(
+            ProcessesDelta(
+                1, (), (ProcessChange(2590, FAKE_NOW - 600, (("cpu_percent", 9.0),)),), ()
+            )
+        )
         return posted
 
     assert asyncio.run(scenario()) == ["Key", ProcessesChanged.__name__]

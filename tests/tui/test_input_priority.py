@@ -28,8 +28,9 @@ def send_key(app: App[Any], key: str) -> None:
     app._driver.send_message(event)
 
 
-def record_order(app: App[Any], screen: ProcessesScreen,
-                 monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def record_order(
+    app: App[Any], screen: ProcessesScreen, monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
     """What happens from now on, in order: "frame" for each frame written, "detail" when the
     detail pane is shown before a refresh is taken in, "refresh taken"."""
     happened: list[str] = []
@@ -56,7 +57,8 @@ def record_order(app: App[Any], screen: ProcessesScreen,
 
 
 async def test_a_cursor_step_right_behind_a_refresh_is_painted_before_it(
-        make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Taking a refresh of 10,000 processes in costs milliseconds. A cursor step already on
     its way must not wait for it: the step and the detail of the newly selected process are
     painted, then the refresh is taken in and painted in a frame of its own."""
@@ -69,15 +71,18 @@ async def test_a_cursor_step_right_behind_a_refresh_is_painted_before_it(
 
         first, second = screen.table.shown_keys[:2]
         assert screen.table.cursor_key == first
-        source.push(ProcessesDelta(1, (), (ProcessChange(2590, FAKE_NOW - 600,
-                                                         (("cpu_percent", 55.5),)),), ()))
+        source.push(
+            ProcessesDelta(
+                1, (), (ProcessChange(2590, FAKE_NOW - 600, (("cpu_percent", 55.5),)),), ()
+            )
+        )
         send_key(app, "down")
         await settle(pilot)
         assert screen.table.cursor_key == second
         assert "refresh taken" in happened, happened
         taken_at = happened.index("refresh taken")
         assert "detail" in happened[:taken_at], happened
-        assert "frame" in happened[happened.index("detail"):taken_at], happened
+        assert "frame" in happened[happened.index("detail") : taken_at], happened
         assert "frame" in happened[taken_at:], "the refresh is painted too"
         python3 = next(key for key in screen.table.shown_keys if key.startswith("2590:"))
         cells = screen.table.cells_of(python3)
@@ -85,7 +90,8 @@ async def test_a_cursor_step_right_behind_a_refresh_is_painted_before_it(
 
 
 async def test_the_heap_is_frozen_once_the_screen_has_taken_a_refresh_in(
-        make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The collection policy freezes what is alive after each refresh, so that Python's
     collector does not walk it in front of a key (gc_policy.py). The screen takes a refresh
     in after the next frame; freezing before that left the rows and cells it builds to the
@@ -104,14 +110,18 @@ async def test_the_heap_is_frozen_once_the_screen_has_taken_a_refresh_in(
 
         monkeypatch.setattr(screen, "_take_now", taken)
         monkeypatch.setattr(app.gc_policy, "set_applied", lambda: happened.append("frozen"))
-        source.push(ProcessesDelta(1, (), (ProcessChange(2590, FAKE_NOW - 600,
-                                                         (("cpu_percent", 7.0),)),), ()))
+        source.push(
+            ProcessesDelta(
+                1, (), (ProcessChange(2590, FAKE_NOW - 600, (("cpu_percent", 7.0),)),), ()
+            )
+        )
         await settle(pilot)
         assert happened == ["taken", "frozen"]
 
 
 async def test_a_key_that_comes_while_a_refresh_waits_is_painted_before_it(
-        make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A key sent after the refresh reached the screen, but before the screen took it in:
     the key reaches the table through the app's and the screen's queues; the waiting refresh
     must notice it and let its cursor step and detail be painted first."""
@@ -128,11 +138,14 @@ async def test_a_key_that_comes_while_a_refresh_waits_is_painted_before_it(
 
         screen.watch(app, "process_set", arrived, init=False)
         second = screen.table.shown_keys[1]
-        source.push(ProcessesDelta(1, (), (ProcessChange(2590, FAKE_NOW - 600,
-                                                         (("cpu_percent", 55.5),)),), ()))
+        source.push(
+            ProcessesDelta(
+                1, (), (ProcessChange(2590, FAKE_NOW - 600, (("cpu_percent", 55.5),)),), ()
+            )
+        )
         await settle(pilot)
         assert screen.table.cursor_key == second
         assert "refresh taken" in happened, happened
         waiting, taken_at = happened.index("refresh waiting"), happened.index("refresh taken")
         assert "detail" in happened[waiting:taken_at], happened
-        assert "frame" in happened[happened.index("detail"):taken_at], happened
+        assert "frame" in happened[happened.index("detail") : taken_at], happened

@@ -26,10 +26,19 @@ from tests.tui.helpers import settle
 def private_daemon(tmp_path: Path) -> Iterator[PrivateDaemon]:
     """A user-mode daemon started the way `daemoneye` starts one, in a temp directory (a
     short path: Unix socket paths are limited to 107 bytes)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_", "NOTIFY_SOCKET"))}
-    env.update({"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "c"),
-                "XDG_STATE_HOME": str(tmp_path / "s"), "XDG_RUNTIME_DIR": str(tmp_path)})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_", "NOTIFY_SOCKET"))
+    }
+    env.update(
+        {
+            "HOME": str(tmp_path),
+            "XDG_CONFIG_HOME": str(tmp_path / "c"),
+            "XDG_STATE_HOME": str(tmp_path / "s"),
+            "XDG_RUNTIME_DIR": str(tmp_path),
+        }
+    )
     daemon = PrivateDaemon.start(None, env=env)
     yield daemon
     daemon.stop()
@@ -45,8 +54,7 @@ def test_the_private_daemon_streams_through_ipc_source(private_daemon: PrivateDa
         assert isinstance(reset, ProcessesReset)
         assert os.getpid() in {record.pid for record in reset.records}
         assert isinstance(await source.health(), DaemonStatus)
-        result = await source.query_run("SELECT pid FROM live_processes WHERE pid = "
-                                        f"{os.getpid()}")
+        result = await source.query_run(f"SELECT pid FROM live_processes WHERE pid = {os.getpid()}")
         assert result.rows == ((os.getpid(),),)
         with pytest.raises(SourceError):
             await source.query_run("DELETE FROM processes")
@@ -60,7 +68,8 @@ def test_the_private_daemon_streams_through_ipc_source(private_daemon: PrivateDa
 
 @pytest.mark.anyio
 async def test_the_dashboard_shows_this_process_from_a_real_daemon(
-        private_daemon: PrivateDaemon, make_app: AppFactory) -> None:
+    private_daemon: PrivateDaemon, make_app: AppFactory
+) -> None:
     source: Any = IpcSource(DaemonClient(private_daemon.socket, reconnect=True))
     async with make_app(source).run_test(size=(120, 40)) as pilot:
         for _ in range(100):
@@ -86,17 +95,33 @@ def test_a_dashboard_that_dies_takes_its_private_daemon_with_it(tmp_path: Path) 
     import sys
     import time
 
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_", "NOTIFY_SOCKET"))}
-    env.update({"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "c"),
-                "XDG_STATE_HOME": str(tmp_path / "s"), "XDG_RUNTIME_DIR": str(tmp_path)})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_", "NOTIFY_SOCKET"))
+    }
+    env.update(
+        {
+            "HOME": str(tmp_path),
+            "XDG_CONFIG_HOME": str(tmp_path / "c"),
+            "XDG_STATE_HOME": str(tmp_path / "s"),
+            "XDG_RUNTIME_DIR": str(tmp_path),
+        }
+    )
     dashboard = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\n"
-         "from daemoneye.tui.launcher import PrivateDaemon\n"
-         "daemon = PrivateDaemon.start(None)\n"
-         "print(daemon.process.pid, flush=True)\n"
-         "time.sleep(600)\n"],
-        env=env, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from daemoneye.tui.launcher import PrivateDaemon\n"
+            "daemon = PrivateDaemon.start(None)\n"
+            "print(daemon.process.pid, flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert dashboard.stdout is not None
         daemon_pid = int(dashboard.stdout.readline())

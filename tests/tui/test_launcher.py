@@ -20,8 +20,9 @@ def test_without_a_terminal_it_prints_the_help(capsys: pytest.CaptureFixture[str
     assert "usage: daemoneye" in capsys.readouterr().err
 
 
-def test_on_a_terminal_it_opens_the_dashboard(monkeypatch: pytest.MonkeyPatch,
-                                              tmp_path: Path) -> None:
+def test_on_a_terminal_it_opens_the_dashboard(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     opened: list[dict[str, Any]] = []
 
     def run_dashboard(loaded: LoadedConfig, **options: Any) -> int:
@@ -33,15 +34,16 @@ def test_on_a_terminal_it_opens_the_dashboard(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     assert cli.main(["--mode", "user"]) == 0
-    assert opened == [{"socket": tmp_path / "daemoneye.sock", "config_file": None,
-                       "socket_given": False}]
+    assert opened == [
+        {"socket": tmp_path / "daemoneye.sock", "config_file": None, "socket_given": False}
+    ]
     assert cli.main(["--socket", str(tmp_path / "other.sock")]) == 0
     assert opened[-1]["socket"] == tmp_path / "other.sock" and opened[-1]["socket_given"]
 
 
 def test_a_given_socket_without_a_daemon_is_an_error_not_a_private_daemon(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     assert cli.main(["--socket", str(tmp_path / "none.sock")]) == 1
@@ -49,8 +51,9 @@ def test_a_given_socket_without_a_daemon_is_an_error_not_a_private_daemon(
 
 
 def test_nobody_listening_on_a_socket_path_is_not_a_daemon(tmp_path: Path) -> None:
-    loaded = load_config(mode=Mode.USER, env={"HOME": str(tmp_path),
-                                              "XDG_RUNTIME_DIR": str(tmp_path)})
+    loaded = load_config(
+        mode=Mode.USER, env={"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
+    )
     assert not launcher.daemon_answers(loaded.paths.socket)
     (tmp_path / "daemoneye.sock").write_text("not a socket")
     assert not launcher.daemon_answers(loaded.paths.socket)

@@ -147,8 +147,7 @@ async def test_tree_view_puts_children_under_their_parent(make_app: AppFactory) 
         assert last is not None and last[6].text.endswith("└─nginx")
 
 
-async def test_cursor_stays_on_the_same_process_across_refreshes(
-        make_app: AppFactory) -> None:
+async def test_cursor_stays_on_the_same_process_across_refreshes(make_app: AppFactory) -> None:
     source = FakeSource()
     async with make_app(source).run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -157,9 +156,14 @@ async def test_cursor_stays_on_the_same_process_across_refreshes(
         assert screen.table.select_key(row_key(python3))
         before = screen.table.cursor_row
         # python3 becomes the busiest process: its row moves to the top, the cursor follows.
-        source.push(ProcessesDelta(1, (proc(5000, 1, "new", ["new"], started=1),),
-                                   (ProcessChange(2590, python3.start_time,
-                                                  (("cpu_percent", 99.0),)),), ()))
+        source.push(
+            ProcessesDelta(
+                1,
+                (proc(5000, 1, "new", ["new"], started=1),),
+                (ProcessChange(2590, python3.start_time, (("cpu_percent", 99.0),)),),
+                (),
+            )
+        )
         await settle(pilot)
         assert screen.table.cursor_key == row_key(python3)
         assert screen.table.cursor_row != before
@@ -167,7 +171,8 @@ async def test_cursor_stays_on_the_same_process_across_refreshes(
 
 
 async def test_new_processes_are_marked_and_ended_ones_linger_then_go(
-        make_app: AppFactory, clock: FrozenClock) -> None:
+    make_app: AppFactory, clock: FrozenClock
+) -> None:
     source = FakeSource()
     async with make_app(source, tick_s=0.02).run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -258,8 +263,10 @@ async def test_signal_is_refused_politely_for_readers(make_app: AppFactory) -> N
         await settle(pilot)
         assert not isinstance(pilot.app.screen, SignalScreen)
         assert source.calls == []
-        assert any("Sorry, sending a signal needs an admin connection" in text
-                   for text in notices(pilot.app))
+        assert any(
+            "Sorry, sending a signal needs an admin connection" in text
+            for text in notices(pilot.app)
+        )
 
 
 async def test_disconnect_keeps_the_data_and_reconnect_restores(make_app: AppFactory) -> None:
@@ -316,14 +323,16 @@ async def test_hostile_text_is_shown_literally(make_app: AppFactory) -> None:
         assert "\x1b" not in rendered
 
 
-async def test_rules_toggle_edit_reload_and_test(make_app: AppFactory, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_rules_toggle_edit_reload_and_test(
+    make_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rule_file = tmp_path / "local.toml"
     rule_file.write_text("[[rule]]\n")
     source = FakeSource()
     status = source.rules["listening-python"]
     source.rules["listening-python"] = dataclasses.replace(
-        status, rule=dataclasses.replace(status.rule, source_file=str(rule_file)))
+        status, rule=dataclasses.replace(status.rule, source_file=str(rule_file))
+    )
     edited: list[list[str]] = []
 
     def editor(argv: object) -> int:
@@ -398,8 +407,14 @@ async def test_palette_offers_every_action(make_app: AppFactory) -> None:
         await settle(pilot)
         app = dashboard(pilot)
         titles = {command.title for command in app.get_system_commands(app.screen)}
-        assert {"Go to Alerts", "Filter processes", "Toggle tree view",
-                "Send signal to process", "Sort processes by rss", "Theme"} <= titles
+        assert {
+            "Go to Alerts",
+            "Filter processes",
+            "Toggle tree view",
+            "Send signal to process",
+            "Sort processes by rss",
+            "Theme",
+        } <= titles
         await pilot.press("2")
         await settle(pilot)
         titles = {command.title for command in app.get_system_commands(app.screen)}
@@ -421,12 +436,14 @@ async def test_theme_choice_is_remembered(make_app: AppFactory) -> None:
         light_row = table.render_line(2)
         assert light_row.text == dark_row.text
         backgrounds = {segment.style.bgcolor for segment in light_row if segment.style}
-        assert backgrounds == {table.rich_style.bgcolor} != {
-            segment.style.bgcolor for segment in dark_row if segment.style}
+        assert (
+            backgrounds
+            == {table.rich_style.bgcolor}
+            != {segment.style.bgcolor for segment in dark_row if segment.style}
+        )
 
 
-async def test_a_broken_theme_is_reported_and_skipped(make_app: AppFactory,
-                                                      tmp_path: Path) -> None:
+async def test_a_broken_theme_is_reported_and_skipped(make_app: AppFactory, tmp_path: Path) -> None:
     from daemoneye.tui.themes import builtin_theme_dir
 
     user_themes = tmp_path / "themes"
@@ -462,22 +479,37 @@ async def test_clicking_a_screen_name_switches_to_it(make_app: AppFactory) -> No
 
 
 async def test_refreshes_repaint_rows_without_laying_out_the_screen(
-        make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A screen layout repaints every widget; a refresh of 10,000 rows must cost only the rows
     and lines that changed, so it must not lay out. The scrollbar still covers every row."""
     source = FakeSource()
     async with make_app(source).run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         screen = processes_screen(pilot.app.screen)
-        source.push(ProcessesDelta(1, tuple(proc(6000 + n, 1, f"worker{n}", [f"worker{n}"],
-                                                 started=900) for n in range(40)), (), ()))
+        source.push(
+            ProcessesDelta(
+                1,
+                tuple(
+                    proc(6000 + n, 1, f"worker{n}", [f"worker{n}"], started=900) for n in range(40)
+                ),
+                (),
+                (),
+            )
+        )
         await settle(pilot)  # the scrollbar appears: that one lays out
         layouts = count_layouts(screen, monkeypatch)
         python3 = ProcessKey(2590, FAKE_NOW - 600)
-        source.push(ProcessesDelta(2, tuple(proc(7000 + n, 1, f"extra{n}", [f"extra{n}"],
-                                                 started=900) for n in range(30)),
-                                   (ProcessChange(2590, python3.start_time,
-                                                  (("cpu_percent", 42.0),)),), ()))
+        source.push(
+            ProcessesDelta(
+                2,
+                tuple(
+                    proc(7000 + n, 1, f"extra{n}", [f"extra{n}"], started=900) for n in range(30)
+                ),
+                (ProcessChange(2590, python3.start_time, (("cpu_percent", 42.0),)),),
+                (),
+            )
+        )
         await settle(pilot)
         assert layouts == []
         rows = len(screen.table.shown_keys)
@@ -490,7 +522,8 @@ async def test_refreshes_repaint_rows_without_laying_out_the_screen(
 
 
 async def test_cursor_steps_update_the_detail_pane_without_laying_out_the_screen(
-        make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each cursor step shows another process in the detail pane, whose facts take more or
     fewer lines; that must repaint the pane alone, not lay out (and so repaint) the screen."""
     async with make_app().run_test(size=(160, 48)) as pilot:
@@ -513,7 +546,8 @@ async def test_cursor_steps_update_the_detail_pane_without_laying_out_the_screen
 
 
 async def test_typing_a_filter_does_not_lay_out_the_screen(
-        make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each keystroke in the filter line re-filters the table; with 10,000 rows under it, a
     layout of the whole screen on top (Textual's Input asks for one on every change of
     value) doubled what a keystroke cost."""
@@ -528,7 +562,11 @@ async def test_typing_a_filter_does_not_lay_out_the_screen(
             await settle(pilot, rounds=1)
         assert screen.query_one(FilterBar).input.value == "nginx"
         assert {parse_row_key(key).pid for key in screen.table.shown_keys} == {
-            1033, 1034, 1035, 2411}  # three nginx, and vim editing /etc/nginx/…
+            1033,
+            1034,
+            1035,
+            2411,
+        }  # three nginx, and vim editing /etc/nginx/…
         assert layouts == []
 
 
@@ -541,8 +579,7 @@ async def test_muted_text_is_drawn_muted(make_app: AppFactory) -> None:
         screen = processes_screen(pilot.app.screen)
         table, pane = screen.table, screen.query_one(ProcessDetail)
         foreground = Color.parse(pilot.app.current_theme.foreground or "").rich_color
-        for widget, component in ((table, "live-table--dim"),
-                                  (pane, "process-detail--label")):
+        for widget, component in ((table, "live-table--dim"), (pane, "process-detail--label")):
             muted = widget.get_component_styles(component).color
             assert muted.a < 1
             expected = (widget.background_colors[1] + muted).rich_color
@@ -550,8 +587,7 @@ async def test_muted_text_is_drawn_muted(make_app: AppFactory) -> None:
             assert drawn == expected != foreground
 
 
-async def test_detail_pane_grows_when_the_process_gets_more_alerts(
-        make_app: AppFactory) -> None:
+async def test_detail_pane_grows_when_the_process_gets_more_alerts(make_app: AppFactory) -> None:
     """The detail pane draws its own lines and never lays the screen out; new alerts for the
     selected process must still get the room to show all of them, and scroll into view."""
     source = FakeSource()
@@ -564,11 +600,23 @@ async def test_detail_pane_grows_when_the_process_gets_more_alerts(
         pane = screen.query_one(ProcessDetail)
         before = pane.virtual_size.height
         for n in range(4):
-            source.push(Alert(id=100 + n, rule_id=f"rule-{n}", severity="high",
-                              title=f"python3 (2590) did thing {n}", pid=2590,
-                              start_time=python3.start_time, first_seen=FAKE_NOW - 5,
-                              last_seen=FAKE_NOW - 5, count=1, state="open",
-                              state_changed_at=None, state_changed_by=None, row=()))
+            source.push(
+                Alert(
+                    id=100 + n,
+                    rule_id=f"rule-{n}",
+                    severity="high",
+                    title=f"python3 (2590) did thing {n}",
+                    pid=2590,
+                    start_time=python3.start_time,
+                    first_seen=FAKE_NOW - 5,
+                    last_seen=FAKE_NOW - 5,
+                    count=1,
+                    state="open",
+                    state_changed_at=None,
+                    state_changed_by=None,
+                    row=(),
+                )
+            )
         await settle(pilot)
         lines = pane.plain_lines
         assert any("did thing 3" in line for line in lines)
@@ -577,12 +625,12 @@ async def test_detail_pane_grows_when_the_process_gets_more_alerts(
         assert pane.vertical_scrollbar.window_virtual_size == len(lines)  # drawn to match
         pane.scroll_end(animate=False)
         await settle(pilot)
-        assert "did thing 3" in "".join(pane.render_line(y).text
-                                        for y in range(pane.size.height))
+        assert "did thing 3" in "".join(pane.render_line(y).text for y in range(pane.size.height))
 
 
 async def test_ended_rows_go_with_the_next_refresh_and_the_timer_only_when_none_came(
-        make_app: AppFactory, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_app: AppFactory, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each refresh drops the rows whose time is up. The expiry timer must not re-sort and
     repaint the table a second time each second while refreshes keep coming; when they stop,
     it still takes the ended rows away."""
@@ -607,8 +655,11 @@ async def test_ended_rows_go_with_the_next_refresh_and_the_timer_only_when_none_
         screen._expire()  # right behind a refresh: nothing to do
         assert row_key(gone.key) in screen.table.shown_keys
         calls = len(refreshes)
-        source.push(ProcessesDelta(3, (), (ProcessChange(1, FAKE_NOW - 3 * 86_400,
-                                                         (("cpu_percent", 1.0),)),), ()))
+        source.push(
+            ProcessesDelta(
+                3, (), (ProcessChange(1, FAKE_NOW - 3 * 86_400, (("cpu_percent", 1.0),)),), ()
+            )
+        )
         await settle(pilot)
         assert row_key(gone.key) not in screen.table.shown_keys, "the refresh expired it"
         assert len(refreshes) == calls + 1

@@ -40,7 +40,8 @@ def test_help_names_every_key_the_screen_binds(entry: ScreenEntry) -> None:
         for key in binding.key.split(","):
             assert KEY_NAMES.get(key, key) in words, (
                 f"{entry.screen.__name__} binds {key!r} ({binding.action}) but its HELP_KEYS "
-                "do not mention it")
+                "do not mention it"
+            )
 
 
 def test_every_screen_has_its_own_key_and_mode() -> None:
@@ -56,8 +57,7 @@ def test_help_has_a_section_per_screen_and_the_keys_to_reach_them() -> None:
     assert f"{SCREENS[0].key} … {SCREENS[-1].key}" in text
 
 
-async def test_every_screen_is_reachable_by_key_nav_bar_and_palette(
-        make_app: AppFactory) -> None:
+async def test_every_screen_is_reachable_by_key_nav_bar_and_palette(make_app: AppFactory) -> None:
     app = make_app()
     async with app.run_test(size=(160, 40)) as pilot:
         await settle(pilot)

@@ -30,8 +30,18 @@ def with_history(source: FakeSource, then: RunBefore | None = None) -> RunBefore
         for seq in range(1, 41):
             cpu = 60.0 + 36.0 * ((seq * 7) % 11) / 10.0 if seq % 9 else 12.0
             rss = (300 + (seq * 13) % 40) << 20
-            source.push(ProcessesDelta(seq, (), (ProcessChange(
-                3100, FAKE_NOW - 300, (("cpu_percent", round(cpu, 1)), ("rss", rss))),), ()))
+            source.push(
+                ProcessesDelta(
+                    seq,
+                    (),
+                    (
+                        ProcessChange(
+                            3100, FAKE_NOW - 300, (("cpu_percent", round(cpu, 1)), ("rss", rss))
+                        ),
+                    ),
+                    (),
+                )
+            )
             await pilot.pause()
         await settle(pilot)
         if then is not None:
@@ -49,21 +59,22 @@ class TestProcessesScreen:
     """The live process table, busiest first, with the detail pane beside it when wide."""
 
     @pytest.mark.parametrize("size", SIZES)
-    def test_list(self, snap_compare: SnapCompare, make_app: AppFactory,
-                  size: tuple[int, int]) -> None:
+    def test_list(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
         source = FakeSource()
-        assert snap_compare(make_app(source), terminal_size=size,
-                            run_before=with_history(source))
+        assert snap_compare(make_app(source), terminal_size=size, run_before=with_history(source))
 
     @pytest.mark.parametrize("size", SIZES)
-    def test_tree(self, snap_compare: SnapCompare, make_app: AppFactory,
-                  size: tuple[int, int]) -> None:
-        assert snap_compare(make_app(), press=["t"], terminal_size=size,
-                            run_before=just_settle)
+    def test_tree(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
+        assert snap_compare(make_app(), press=["t"], terminal_size=size, run_before=just_settle)
 
     @pytest.mark.parametrize("size", SIZES)
-    def test_filter_with_error(self, snap_compare: SnapCompare, make_app: AppFactory,
-                               size: tuple[int, int]) -> None:
+    def test_filter_with_error(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
         async def run_before(pilot: Pilot[Any]) -> None:
             await settle(pilot)
             await pilot.press("slash", *"user:www-data")
@@ -76,8 +87,9 @@ class TestProcessesScreen:
         assert snap_compare(make_app(), terminal_size=size, run_before=run_before)
 
     @pytest.mark.parametrize("size", SIZES)
-    def test_detail_opened(self, snap_compare: SnapCompare, make_app: AppFactory,
-                           size: tuple[int, int]) -> None:
+    def test_detail_opened(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
         """Enter on a narrow terminal shows the detail pane instead of the table."""
         source = FakeSource()
 
@@ -85,20 +97,37 @@ class TestProcessesScreen:
             if size[0] < 120:
                 await pilot.press("enter")
 
-        assert snap_compare(make_app(source), terminal_size=size,
-                            run_before=with_history(source, open_detail))
+        assert snap_compare(
+            make_app(source), terminal_size=size, run_before=with_history(source, open_detail)
+        )
 
     @pytest.mark.parametrize("size", SIZES)
-    def test_new_and_ended(self, snap_compare: SnapCompare, make_app: AppFactory,
-                           size: tuple[int, int]) -> None:
+    def test_new_and_ended(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
         source = FakeSource()
 
         async def run_before(pilot: Pilot[Any]) -> None:
             await settle(pilot)
-            source.push(ProcessesDelta(1, (
-                proc(5001, 2320, "curl", ["curl", "-sO", "http://203.0.113.9/a"], started=0,
-                     user="alice", uid=1000, cpu=4.0),), (),
-                (proc(2411, 2320, "vim", started=1200).key,)))
+            source.push(
+                ProcessesDelta(
+                    1,
+                    (
+                        proc(
+                            5001,
+                            2320,
+                            "curl",
+                            ["curl", "-sO", "http://203.0.113.9/a"],
+                            started=0,
+                            user="alice",
+                            uid=1000,
+                            cpu=4.0,
+                        ),
+                    ),
+                    (),
+                    (proc(2411, 2320, "vim", started=1200).key,),
+                )
+            )
             await settle(pilot)
 
         assert snap_compare(make_app(source), terminal_size=size, run_before=run_before)
@@ -108,75 +137,77 @@ class TestAlertsScreen:
     """The alert feed: newest first, severity in colour and words, "xN since T"."""
 
     @pytest.mark.parametrize("size", SIZES)
-    def test_feed(self, snap_compare: SnapCompare, make_app: AppFactory,
-                  size: tuple[int, int]) -> None:
-        assert snap_compare(make_app(), press=["2"], terminal_size=size,
-                            run_before=just_settle)
+    def test_feed(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
+        assert snap_compare(make_app(), press=["2"], terminal_size=size, run_before=just_settle)
 
     @pytest.mark.parametrize("size", SIZES)
-    def test_all_states_high_and_above(self, snap_compare: SnapCompare, make_app: AppFactory,
-                                       size: tuple[int, int]) -> None:
+    def test_all_states_high_and_above(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
         press = ["2", "o", "o", "o", "o", "v", "v", "v"]
-        assert snap_compare(make_app(), press=press, terminal_size=size,
-                            run_before=just_settle)
+        assert snap_compare(make_app(), press=press, terminal_size=size, run_before=just_settle)
 
 
 class TestRulesScreen:
     """Rules with source file:line, severity, state, hits; load errors on the rule."""
 
     @pytest.mark.parametrize("size", SIZES)
-    def test_rules(self, snap_compare: SnapCompare, make_app: AppFactory,
-                   size: tuple[int, int]) -> None:
-        assert snap_compare(make_app(), press=["3"], terminal_size=size,
-                            run_before=just_settle)
+    def test_rules(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
+        assert snap_compare(make_app(), press=["3"], terminal_size=size, run_before=just_settle)
 
 
 class TestQueryScreen:
     """The SQL line, the result table, and errors inline."""
 
     @pytest.mark.parametrize("size", SIZES)
-    def test_results(self, snap_compare: SnapCompare, make_app: AppFactory,
-                     size: tuple[int, int]) -> None:
+    def test_results(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
         press = ["4", *"SELECT pid, name FROM live_processes", "enter"]
-        assert snap_compare(make_app(), press=press, terminal_size=size,
-                            run_before=just_settle)
+        assert snap_compare(make_app(), press=press, terminal_size=size, run_before=just_settle)
 
     @pytest.mark.parametrize("size", SIZES)
-    def test_error(self, snap_compare: SnapCompare, make_app: AppFactory,
-                   size: tuple[int, int]) -> None:
+    def test_error(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
         press = ["4", *"SELECT no_such FROM live_processes", "enter"]
-        assert snap_compare(make_app(), press=press, terminal_size=size,
-                            run_before=just_settle)
+        assert snap_compare(make_app(), press=press, terminal_size=size, run_before=just_settle)
 
 
 class TestHealthScreen:
     """Uptime, scan times, the daemon's own CPU and RSS, counters and problems."""
 
     @pytest.mark.parametrize("size", SIZES)
-    def test_health(self, snap_compare: SnapCompare, make_app: AppFactory,
-                    size: tuple[int, int]) -> None:
-        assert snap_compare(make_app(), press=["5"], terminal_size=size,
-                            run_before=just_settle)
+    def test_health(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
+        assert snap_compare(make_app(), press=["5"], terminal_size=size, run_before=just_settle)
 
 
 class TestHelpScreen:
     """Keys of every screen and the filter language, over the current screen."""
 
     @pytest.mark.parametrize("size", SIZES)
-    def test_help(self, snap_compare: SnapCompare, make_app: AppFactory,
-                  size: tuple[int, int]) -> None:
-        assert snap_compare(make_app(), press=["question_mark"], terminal_size=size,
-                            run_before=just_settle)
+    def test_help(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
+        assert snap_compare(
+            make_app(), press=["question_mark"], terminal_size=size, run_before=just_settle
+        )
 
 
 class TestSignalScreen:
     """The confirmation before a signal: which process, which signal."""
 
     @pytest.mark.parametrize("size", SIZES)
-    def test_confirm(self, snap_compare: SnapCompare, make_app: AppFactory,
-                     size: tuple[int, int]) -> None:
-        assert snap_compare(make_app(), press=["k"], terminal_size=size,
-                            run_before=just_settle)
+    def test_confirm(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
+        assert snap_compare(make_app(), press=["k"], terminal_size=size, run_before=just_settle)
 
 
 class TestThemes:
@@ -184,27 +215,38 @@ class TestThemes:
 
     @pytest.mark.parametrize("theme", THEMES)
     @pytest.mark.parametrize("size", SIZES)
-    def test_theme(self, snap_compare: SnapCompare, make_app: AppFactory,
-                   size: tuple[int, int], theme: str) -> None:
+    def test_theme(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int], theme: str
+    ) -> None:
         source = FakeSource()
-        assert snap_compare(make_app(source, theme=theme), terminal_size=size,
-                            run_before=with_history(source))
+        assert snap_compare(
+            make_app(source, theme=theme), terminal_size=size, run_before=with_history(source)
+        )
 
     @pytest.mark.parametrize("size", SIZES)
-    def test_high_contrast_no_color(self, snap_compare: SnapCompare, make_app: AppFactory,
-                                    size: tuple[int, int],
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_high_contrast_no_color(
+        self,
+        snap_compare: SnapCompare,
+        make_app: AppFactory,
+        size: tuple[int, int],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
         monkeypatch.setenv("NO_COLOR", "1")
-        assert snap_compare(make_app(theme="daemoneye-high-contrast"), press=["2"],
-                            terminal_size=size, run_before=just_settle)
+        assert snap_compare(
+            make_app(theme="daemoneye-high-contrast"),
+            press=["2"],
+            terminal_size=size,
+            run_before=just_settle,
+        )
 
 
 class TestDisconnected:
     """The header says the daemon is gone; the last data stays on screen."""
 
     @pytest.mark.parametrize("size", SIZES)
-    def test_disconnected(self, snap_compare: SnapCompare, make_app: AppFactory,
-                          size: tuple[int, int]) -> None:
+    def test_disconnected(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
         source = FakeSource()
 
         async def run_before(pilot: Pilot[Any]) -> None:
@@ -220,15 +262,24 @@ class TestHostileText:
     literally and escaped."""
 
     @pytest.mark.parametrize("size", SIZES)
-    def test_hostile_names(self, snap_compare: SnapCompare, make_app: AppFactory,
-                           size: tuple[int, int]) -> None:
+    def test_hostile_names(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
         # Sorted by pid, the cursor on `[red]x[/red]` so the detail pane shows it too.
         press = ["s", "s", "s", "s", "s", "home", "down"]
-        assert snap_compare(make_app(FakeSource(hostile_processes())), press=press,
-                            terminal_size=size, run_before=just_settle)
+        assert snap_compare(
+            make_app(FakeSource(hostile_processes())),
+            press=press,
+            terminal_size=size,
+            run_before=just_settle,
+        )
 
-    def test_huge_command_line_detail(self, snap_compare: SnapCompare,
-                                      make_app: AppFactory) -> None:
+    def test_huge_command_line_detail(
+        self, snap_compare: SnapCompare, make_app: AppFactory
+    ) -> None:
         """The 128 KiB command line, wrapped and capped in the detail pane."""
-        assert snap_compare(make_app(FakeSource(hostile_processes())), terminal_size=(160, 48),
-                            run_before=just_settle)
+        assert snap_compare(
+            make_app(FakeSource(hostile_processes())),
+            terminal_size=(160, 48),
+            run_before=just_settle,
+        )

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
-                                reason="needs tmux (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("tmux") is None, reason="needs tmux (.ci/run installs it)"
+)
 
 PROCESSES = 60  # few enough that rows which start and end are on screen, shifting the rest
 CHURN_S = 5.0
@@ -37,13 +38,29 @@ class Terminal:
         self.socket = socket
 
     def tmux(self, *args: str) -> str:
-        result = subprocess.run(["tmux", "-S", str(self.socket), *args], capture_output=True,
-                                text=True, timeout=30, check=True)
+        result = subprocess.run(
+            ["tmux", "-S", str(self.socket), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
         return result.stdout
 
     def start(self, session: str, width: int, height: int, command: str) -> None:
-        self.tmux("-f", "/dev/null", "new-session", "-d", "-s", session, "-x", str(width),
-                  "-y", str(height), command)
+        self.tmux(
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            str(width),
+            "-y",
+            str(height),
+            command,
+        )
 
     def capture(self, session: str) -> str:
         return self.tmux("capture-pane", "-e", "-p", "-t", session)
@@ -83,34 +100,58 @@ def terminal(tmp_path: Path) -> Iterator[Terminal]:
     try:
         yield term
     finally:
-        subprocess.run(["tmux", "-S", str(term.socket), "kill-server"], capture_output=True,
-                       timeout=30, check=False)
+        subprocess.run(
+            ["tmux", "-S", str(term.socket), "kill-server"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
 
 
 def demo_command(home: Path, width: int, height: int) -> str:
     # COLUMNS and LINES exported, as some shells (and pytest) do: the dashboard must still
     # follow its window.
-    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_STATE_HOME": str(home / ".state"), "TERM": "xterm-256color",
-           "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-           "COLUMNS": str(width), "LINES": str(height),
-           # The demo lives in tests/fakes, outside the installed package.
-           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return " ".join(["env", *(f"{key}={value}" for key, value in env.items()),
-                     sys.executable, "-m", "tests.fakes.demo", "--processes", str(PROCESSES),
-                     "--churn-for", str(CHURN_S)])
+    env = {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_STATE_HOME": str(home / ".state"),
+        "TERM": "xterm-256color",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "COLUMNS": str(width),
+        "LINES": str(height),
+        # The demo lives in tests/fakes, outside the installed package.
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    return " ".join(
+        [
+            "env",
+            *(f"{key}={value}" for key, value in env.items()),
+            sys.executable,
+            "-m",
+            "tests.fakes.demo",
+            "--processes",
+            str(PROCESSES),
+            "--churn-for",
+            str(CHURN_S),
+        ]
+    )
 
 
 # (session, width, height, view): both sizes of the issue, the list and the tree; the wide
 # one shows the detail pane.
-SESSIONS = [("list-80x24", 80, 24, "list"), ("tree-80x24", 80, 24, "tree"),
-            ("list-160x48", 160, 48, "list"), ("tree-160x48", 160, 48, "tree")]
+SESSIONS = [
+    ("list-80x24", 80, 24, "list"),
+    ("tree-80x24", 80, 24, "tree"),
+    ("list-160x48", 160, 48, "list"),
+    ("tree-160x48", 160, 48, "tree"),
+]
 STEPS = ("Down", "Down", "Down", "PageDown", "Up", "Down", "PageUp", "Down")
 QUIET_STEPS = ("Down", "Down", "Up")
 
 
-def test_partial_repaints_leave_what_a_full_repaint_draws(terminal: Terminal,
-                                                          tmp_path: Path) -> None:
+def test_partial_repaints_leave_what_a_full_repaint_draws(
+    terminal: Terminal, tmp_path: Path
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
     for session, width, height, _ in SESSIONS:

@@ -34,15 +34,20 @@ def test_the_shipped_themes_load_and_define_every_semantic_variable() -> None:
         assert not missing, f"{name} lacks {missing}"
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ('name = "x"\nprimary = "#fff"\ncolour = "#000"\n', "unknown key 'colour'"),
-    ('name = "x"\nprimary = "not a colour"\n', "primary = 'not a colour' is not a colour"),
-    ('name = "x"\nprimary = "#fff"\n[variables]\nseverity-high = 3\n',
-     "variables.severity-high must be a colour"),
-    ('name = "Bad Name"\nprimary = "#fff"\n', "name must be lower-case"),
-    ('name = "x"\n', "primary colour is missing"),
-    ('name = "x"\nprimary = "#fff\n', "TOML syntax error"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('name = "x"\nprimary = "#fff"\ncolour = "#000"\n', "unknown key 'colour'"),
+        ('name = "x"\nprimary = "not a colour"\n', "primary = 'not a colour' is not a colour"),
+        (
+            'name = "x"\nprimary = "#fff"\n[variables]\nseverity-high = 3\n',
+            "variables.severity-high must be a colour",
+        ),
+        ('name = "Bad Name"\nprimary = "#fff"\n', "name must be lower-case"),
+        ('name = "x"\n', "primary colour is missing"),
+        ('name = "x"\nprimary = "#fff\n', "TOML syntax error"),
+    ],
+)
 def test_a_broken_theme_names_its_file_and_problem(text: str, message: str) -> None:
     with pytest.raises(ThemeError) as error:
         parse_theme(Path("/t/bad.toml"), text)
@@ -70,10 +75,34 @@ def test_themes_without_semantic_variables_get_them_from_their_palette() -> None
 _HEX = re.compile(r"#[0-9a-fA-F]{3,8}\b")
 _COLOUR_PROPERTY = re.compile(
     r"^\s*(color|background|border[a-z-]*|outline[a-z-]*|scrollbar-(?!gutter|size)[a-z-]*|link[a-z-]*"
-    r"|tint)\s*:\s*(?P<value>[^;]+);", re.MULTILINE)
-_ALLOWED_WORDS = {"none", "hidden", "solid", "round", "tall", "thick", "heavy", "vkey", "hkey",
-                  "wide", "double", "dashed", "blank", "inner", "outer", "panel", "ascii",
-                  "transparent", "bold", "reverse", "strike", "underline", "italic"}
+    r"|tint)\s*:\s*(?P<value>[^;]+);",
+    re.MULTILINE,
+)
+_ALLOWED_WORDS = {
+    "none",
+    "hidden",
+    "solid",
+    "round",
+    "tall",
+    "thick",
+    "heavy",
+    "vkey",
+    "hkey",
+    "wide",
+    "double",
+    "dashed",
+    "blank",
+    "inner",
+    "outer",
+    "panel",
+    "ascii",
+    "transparent",
+    "bold",
+    "reverse",
+    "strike",
+    "underline",
+    "italic",
+}
 
 
 @pytest.mark.parametrize("path", STYLESHEETS, ids=lambda p: p.name)
@@ -86,8 +115,9 @@ def test_stylesheets_take_colours_only_from_theme_variables(path: Path) -> None:
                 continue
             if match.group(1).startswith("scrollbar-size") or match.group(1) == "link-style":
                 continue
-            pytest.fail(f"{path.name}: {match.group(0).strip()!r} uses {word!r}, not a theme "
-                        "variable")
+            pytest.fail(
+                f"{path.name}: {match.group(0).strip()!r} uses {word!r}, not a theme variable"
+            )
 
 
 def test_semantic_variables_are_used_by_the_stylesheets() -> None:

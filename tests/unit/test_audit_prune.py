@@ -35,8 +35,7 @@ T0 = 1_000_000.0  # entry n is written at T0 + n
 
 def fill(store: Store, first: int, last: int, *, size: int = 40) -> None:
     for n in range(first, last + 1):
-        audit.record(store, "admin.test", f"uid 0 pid {n}", {"n": n, "pad": "p" * size},
-                     ts=T0 + n)
+        audit.record(store, "admin.test", f"uid 0 pid {n}", {"n": n, "pad": "p" * size}, ts=T0 + n)
 
 
 def prune(store: Store, *, now: float, age: float = 90 * DAY, max_bytes: int = 1 << 30) -> int:
@@ -99,7 +98,8 @@ def test_size_pruning_brings_the_audit_log_under_its_own_bound(store: Store) -> 
     pruned = prune(store, now=T0 + 3001, max_bytes=1024 * 1024)
     assert 0 < pruned < 3000
     audit_bytes = store.fetch_rows(
-        "SELECT sum(pgsize) FROM dbstat('main', 1) WHERE name = 'audit_log'")[0][0]
+        "SELECT sum(pgsize) FROM dbstat('main', 1) WHERE name = 'audit_log'"
+    )[0][0]
     assert int(str(audit_bytes)) <= 1024 * 1024
     assert audit.verify(store).intact
     assert audit.entries(store, limit=1)[0].seq == pruned + 1
@@ -142,11 +142,19 @@ def test_a_checkpoint_forged_with_another_key_is_a_bad_checkpoint(
     assert real is not None
     # The forger signs, with a key of their own, a checkpoint that hides entries 11-13.
     entry_13 = audit.entries(store, after_seq=12, limit=1)[0]
-    forged = signed(secrets.token_bytes(32), dataclasses.replace(
-        real, last_seq=13, count=13, last_hash=entry_13.hash, last_ts=entry_13.ts))
+    forged = signed(
+        secrets.token_bytes(32),
+        dataclasses.replace(
+            real, last_seq=13, count=13, last_hash=entry_13.hash, last_ts=entry_13.ts
+        ),
+    )
     values = ", ".join(repr(v) if v is not None else "NULL" for v in row_of(forged))
-    tamper(store_path, "DELETE FROM audit_checkpoints", "DELETE FROM audit_log WHERE seq <= 13",
-           f"INSERT INTO audit_checkpoints ({CHECKPOINT_COLUMNS}) VALUES ({values})")
+    tamper(
+        store_path,
+        "DELETE FROM audit_checkpoints",
+        "DELETE FROM audit_log WHERE seq <= 13",
+        f"INSERT INTO audit_checkpoints ({CHECKPOINT_COLUMNS}) VALUES ({values})",
+    )
     result = audit.verify(store)
     assert result.intact is False
     assert "bad checkpoint" in str(result.reason) and "names key" in str(result.reason)
@@ -195,8 +203,11 @@ def test_tampering_before_pruning_is_carried_by_the_checkpoint_not_laundered(
     store: Store, store_path: Path
 ) -> None:
     fill(store, 1, 20)
-    tamper(store_path, "UPDATE audit_log SET actor = 'nobody' WHERE seq = 3",
-           "DELETE FROM audit_log WHERE seq = 7")
+    tamper(
+        store_path,
+        "UPDATE audit_log SET actor = 'nobody' WHERE seq = 3",
+        "DELETE FROM audit_log WHERE seq = 7",
+    )
     prune(store, now=after_day(10), age=DAY)
     assert audit.entries(store, limit=1)[0].seq == 11
     result = audit.verify(store)

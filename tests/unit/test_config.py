@@ -16,9 +16,13 @@ from daemoneye.paths import Mode, default_mode, resolve_paths
 
 
 def user_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
-            "XDG_STATE_HOME": str(tmp_path / "state"),
-            "XDG_RUNTIME_DIR": str(tmp_path / "run"), **extra}
+    return {
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        **extra,
+    }
 
 
 def write_user_config(tmp_path: Path, text: str) -> Path:
@@ -46,15 +50,22 @@ def test_precedence_file_then_env_then_flag(tmp_path: Path) -> None:
     env = user_env(tmp_path, DAEMONEYE_COLLECTOR__INTERVAL="3s")
     loaded = load_config(mode=Mode.USER, env=env)
     assert value_and_origin(loaded, "collector.interval") == (
-        3.0, "env DAEMONEYE_COLLECTOR__INTERVAL")
+        3.0,
+        "env DAEMONEYE_COLLECTOR__INTERVAL",
+    )
     assert value_and_origin(loaded, "cli.output") == ("csv", f"user file {path}")
     loaded = load_config(mode=Mode.USER, env=env, flags={"collector.interval": "2"})
     assert value_and_origin(loaded, "collector.interval") == (2.0, "flag")
 
 
 def test_component_prefixes_map_to_their_sections(tmp_path: Path) -> None:
-    env = user_env(tmp_path, PROCMOND_INTERVAL="250ms", DAEMONEYE_AGENT_LOG_LEVEL="debug",
-                   DAEMONEYE_CLI_OUTPUT="ndjson", DAEMONEYE_AGENT_STORE__MAX_BYTES="2GiB")
+    env = user_env(
+        tmp_path,
+        PROCMOND_INTERVAL="250ms",
+        DAEMONEYE_AGENT_LOG_LEVEL="debug",
+        DAEMONEYE_CLI_OUTPUT="ndjson",
+        DAEMONEYE_AGENT_STORE__MAX_BYTES="2GiB",
+    )
     config = load_config(mode=Mode.USER, env=env).config
     assert config.collector.interval == 0.25
     assert config.daemon.log_level == "debug"
@@ -86,8 +97,11 @@ def test_unknown_file_key_names_file_line_and_suggests(tmp_path: Path) -> None:
 
 def test_unknown_section_suggests_closest(tmp_path: Path) -> None:
     write_user_config(tmp_path, "[colector]\ninterval = 1\n")
-    with pytest.raises(ConfigError, match=r"config.toml:1: unknown section 'colector' "
-                                          r"\(did you mean 'collector'\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config.toml:1: unknown section 'colector' "
+        r"\(did you mean 'collector'\?\)",
+    ):
         load_config(mode=Mode.USER, env=user_env(tmp_path))
 
 
@@ -110,8 +124,9 @@ def test_bad_value_in_file_names_key_and_line(tmp_path: Path) -> None:
     path = write_user_config(tmp_path, "[daemon]\nlog_level = 'loud'\n")
     with pytest.raises(ConfigError) as raised:
         load_config(mode=Mode.USER, env=user_env(tmp_path))
-    assert str(raised.value) == (f"{path}:2: daemon.log_level: expected one of debug, info, "
-                                 "warning, error, got 'loud'")
+    assert str(raised.value) == (
+        f"{path}:2: daemon.log_level: expected one of debug, info, warning, error, got 'loud'"
+    )
 
 
 def test_explicit_config_file_must_exist(tmp_path: Path) -> None:
@@ -128,8 +143,9 @@ def test_explicit_config_file_replaces_user_file(tmp_path: Path) -> None:
 
 
 def test_store_path_flag_moves_the_database(tmp_path: Path) -> None:
-    loaded = load_config(mode=Mode.USER, env=user_env(tmp_path),
-                         flags={"store.path": str(tmp_path / "x.db")})
+    loaded = load_config(
+        mode=Mode.USER, env=user_env(tmp_path), flags={"store.path": str(tmp_path / "x.db")}
+    )
     assert loaded.paths.db == tmp_path / "x.db"
 
 
@@ -162,8 +178,12 @@ durations = st.floats(min_value=0.1, max_value=3600, allow_nan=False)
 
 
 @given(file_value=durations, env_value=st.none() | durations, flag_value=st.none() | durations)
-def test_highest_layer_always_wins(tmp_path_factory: pytest.TempPathFactory, file_value: float,
-                                   env_value: float | None, flag_value: float | None) -> None:
+def test_highest_layer_always_wins(
+    tmp_path_factory: pytest.TempPathFactory,
+    file_value: float,
+    env_value: float | None,
+    flag_value: float | None,
+) -> None:
     tmp_path = tmp_path_factory.mktemp("cfg")
     write_user_config(tmp_path, f"[collector]\ninterval = {file_value!r}\n")
     env = user_env(tmp_path)

@@ -108,8 +108,9 @@ def test_a_failing_sink_never_pauses_longer_than_backoff_max(store: Store) -> No
     clock = Clock()
     sink = FakeSink(failures=10**6)
     policy = DeliveryPolicy(max_attempts=10**6, backoff_base_s=2.0, backoff_max_s=10.0)
-    runner = SinkRunner(store, "fake", sink, policy, clock=clock,
-                        jitter=lambda: rng.uniform(0.5, 1.5))
+    runner = SinkRunner(
+        store, "fake", sink, policy, clock=clock, jitter=lambda: rng.uniform(0.5, 1.5)
+    )
     pauses = []
     for _ in range(30):
         pause = runner.run_once()
@@ -274,8 +275,10 @@ def test_a_hanging_sink_blocks_neither_the_engine_nor_other_sinks(
         wait_until(lambda: len(working.delivered) == 5)
         # The engine keeps recording (and queueing) while a sink hangs.
         book = AlertBook(store, sinks=("hanging", "working"), host="h")
-        recording = threading.Thread(target=book.record, args=(
-            [Detection("r", "high", "late", 999, 1.0, 2000.0, ())], {}, 2000.0))
+        recording = threading.Thread(
+            target=book.record,
+            args=([Detection("r", "high", "late", 999, 1.0, 2000.0, ())], {}, 2000.0),
+        )
         recording.start()
         recording.join(15)
         assert not recording.is_alive(), "recording an alert waited for a hanging sink"

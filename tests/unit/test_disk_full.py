@@ -104,9 +104,12 @@ def test_alerts_raised_while_the_disk_is_full_reach_the_sinks_and_then_the_store
     assert file_sink.delivered == [2, 3, 1]
     states = [(a, s, st) for a, s, st, _, _ in outbox(store)]
     assert states == [
-        (1, "file", "delivered"), (1, "webhook", "pending"),
-        (2, "file", "delivered"), (2, "webhook", "pending"),
-        (3, "file", "delivered"), (3, "webhook", "pending"),
+        (1, "file", "delivered"),
+        (1, "webhook", "pending"),
+        (2, "file", "delivered"),
+        (2, "webhook", "pending"),
+        (3, "file", "delivered"),
+        (3, "webhook", "pending"),
     ]
     # Sinks that had a held alert got the event id the store now holds for it.
     assert json.loads(str(outbox(store)[2][4]))["event_id"] == "h/2/1"
@@ -130,8 +133,9 @@ def test_a_sink_that_takes_a_held_alert_while_it_is_written_records_it_in_the_st
     disk.full = False
     book.write_held(1001.0)  # written as pending, while the sink was busy delivering it
     assert book.spill.delivered(held, "file", 1002.0) == 1  # the sink is told the id
-    runner = SinkRunner(store, "file", FakeSink("file"), POLICY, clock=Clock(1003.0),
-                        spill=book.spill)
+    runner = SinkRunner(
+        store, "file", FakeSink("file"), POLICY, clock=Clock(1003.0), spill=book.spill
+    )
     runner._unrecorded_alerts[1] = 1002.0  # what _attempt_held does with that answer
     runner.run_once()
     assert [(a, s, st) for a, s, st, _, _ in outbox(store)] == [(1, "file", "delivered")]
@@ -152,9 +156,20 @@ def test_the_spill_is_bounded_and_counts_what_it_drops(store: Store, disk: FullD
 
 
 def test_the_throttle_holds_while_alerts_are_held(store: Store, disk: FullDisk) -> None:
-    rule = Rule(id="r", name="r", description="", severity="high", enabled=True, tags=(),
-                query="SELECT 1", title=None, dedup_window_s=None, throttle_s=60.0,
-                source_file="r.toml", source_line=1)
+    rule = Rule(
+        id="r",
+        name="r",
+        description="",
+        severity="high",
+        enabled=True,
+        tags=(),
+        query="SELECT 1",
+        title=None,
+        dedup_window_s=None,
+        throttle_s=60.0,
+        source_file="r.toml",
+        source_line=1,
+    )
     book = AlertBook(store, sinks=("file",), host="h")
     disk.full = True
     changes = book.record([detection(101), detection(102)], {"r": rule}, 1000.0)
@@ -193,8 +208,10 @@ def test_an_outage_logs_once_then_a_summary_at_most_every_30s(
     caplog.set_level(logging.INFO, logger="daemoneye.daemon.store_outage")
     for step in range(800):
         clock.now = step * 0.05
-        outage.failed("d.db: writing a collection tick failed: the disk is full",
-                      lambda: "3 alerts held in memory")
+        outage.failed(
+            "d.db: writing a collection tick failed: the disk is full",
+            lambda: "3 alerts held in memory",
+        )
     assert outage.active and outage.failures == 800
     assert outage.succeeded() == pytest.approx(39.95)
     messages = [r.getMessage() for r in caplog.records]
@@ -216,8 +233,12 @@ def test_rules_see_a_tick_the_store_could_not_take(
     store.apply(make_delta(1.0, added=[nginx]))
     evaluator = Evaluator(store.path)
     try:
-        evaluator.set_rules([rule("shell", SHELL_UNDER_NGINX, "{parent_name} spawned {name}"),
-                             rule("all", "SELECT pid, start_time FROM processes")])
+        evaluator.set_rules(
+            [
+                rule("shell", SHELL_UNDER_NGINX, "{parent_name} spawned {name}"),
+                rule("all", "SELECT pid, start_time FROM processes"),
+            ]
+        )
         shell = make_record(12, 3.0, ppid=10, name="sh")
         result = evaluator.evaluate_records([shell])
     finally:

@@ -10,37 +10,69 @@ from daemoneye.filters import FilterError, narrows, parse_filter
 from daemoneye.models import ProcessKey, ProcessRecord
 
 
-def proc(pid: int = 100, name: str = "sshd", user: str | None = "root", cpu: float = 0.0,
-         rss: int = 10 * 1024**2, exe: str | None = "/usr/sbin/sshd",
-         cmdline: tuple[str, ...] = ("sshd: -D",)) -> ProcessRecord:
-    return ProcessRecord(pid=pid, ppid=1, start_time=1000.0 + pid, name=name, exe=exe,
-                         cmdline=cmdline, cwd="/", uid=0, user=user, gid=0, state="S",
-                         threads=1, rss=rss, cpu_percent=cpu, exe_sha256=None,
-                         exe_deleted=False, first_seen=1.0, last_seen=2.0)
+def proc(
+    pid: int = 100,
+    name: str = "sshd",
+    user: str | None = "root",
+    cpu: float = 0.0,
+    rss: int = 10 * 1024**2,
+    exe: str | None = "/usr/sbin/sshd",
+    cmdline: tuple[str, ...] = ("sshd: -D",),
+) -> ProcessRecord:
+    return ProcessRecord(
+        pid=pid,
+        ppid=1,
+        start_time=1000.0 + pid,
+        name=name,
+        exe=exe,
+        cmdline=cmdline,
+        cwd="/",
+        uid=0,
+        user=user,
+        gid=0,
+        state="S",
+        threads=1,
+        rss=rss,
+        cpu_percent=cpu,
+        exe_sha256=None,
+        exe_deleted=False,
+        first_seen=1.0,
+        last_seen=2.0,
+    )
 
 
 SSHD = proc()
-MINER = proc(pid=4242, name="kworkerds", user="www-data", cpu=98.5, rss=600 * 1024**2,
-             exe="/tmp/.x/kworkerds", cmdline=("/tmp/.x/kworkerds", "-o", "stratum+tcp://p:1"))
+MINER = proc(
+    pid=4242,
+    name="kworkerds",
+    user="www-data",
+    cpu=98.5,
+    rss=600 * 1024**2,
+    exe="/tmp/.x/kworkerds",
+    cmdline=("/tmp/.x/kworkerds", "-o", "stratum+tcp://p:1"),
+)
 
 
-@pytest.mark.parametrize(("text", "matches_sshd", "matches_miner"), [
-    ("", True, True),
-    ("ssh", True, False),
-    ("SSH", True, False),
-    ("user:root", True, False),
-    ("user:www", False, True),
-    ("exe:/tmp", False, True),
-    ("cmd:stratum", False, True),
-    ("name:kworker cpu>50", False, True),
-    ("cpu>50", False, True),
-    ("cpu<1", True, False),
-    ("rss>100M", False, True),
-    ("rss<1G", True, True),
-    ("pid:4242", False, True),
-    ("-user:root", False, True),
-    ("'stratum+tcp://p:1'", False, True),
-])
+@pytest.mark.parametrize(
+    ("text", "matches_sshd", "matches_miner"),
+    [
+        ("", True, True),
+        ("ssh", True, False),
+        ("SSH", True, False),
+        ("user:root", True, False),
+        ("user:www", False, True),
+        ("exe:/tmp", False, True),
+        ("cmd:stratum", False, True),
+        ("name:kworker cpu>50", False, True),
+        ("cpu>50", False, True),
+        ("cpu<1", True, False),
+        ("rss>100M", False, True),
+        ("rss<1G", True, True),
+        ("pid:4242", False, True),
+        ("-user:root", False, True),
+        ("'stratum+tcp://p:1'", False, True),
+    ],
+)
 def test_terms_match_what_they_name(text: str, matches_sshd: bool, matches_miner: bool) -> None:
     process_filter = parse_filter(text)
     assert process_filter.matches(SSHD) is matches_sshd
@@ -53,15 +85,18 @@ def test_alerted_uses_the_alerted_instances() -> None:
     assert not process_filter.matches(MINER, alerted={ProcessKey(4242, 0.0)})
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("usr:root", "unknown field 'usr' (did you mean 'user'?)"),
-    ("cpu>lots", "expected a number"),
-    ("name>3", "cannot compare 'name'"),
-    ("pid:abc", "pid must be a whole number"),
-    ("cpu>5M", "size suffixes only apply to rss"),
-    ("'unclosed", "No closing quotation"),
-    ("user:", "expected a value after user:"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("usr:root", "unknown field 'usr' (did you mean 'user'?)"),
+        ("cpu>lots", "expected a number"),
+        ("name>3", "cannot compare 'name'"),
+        ("pid:abc", "pid must be a whole number"),
+        ("cpu>5M", "size suffixes only apply to rss"),
+        ("'unclosed", "No closing quotation"),
+        ("user:", "expected a value after user:"),
+    ],
+)
 def test_bad_terms_say_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(FilterError) as raised:
         parse_filter(text)
@@ -77,8 +112,10 @@ def test_any_text_parses_or_raises_filter_error(text: str) -> None:
     process_filter.matches(MINER)
 
 
-@pytest.mark.parametrize("text", ["ssh", "x/kw", "-name:sshd", "cwd:/ state:s", "stratum",
-                                  "user:www cpu>5", "'-o stratum'"])
+@pytest.mark.parametrize(
+    "text",
+    ["ssh", "x/kw", "-name:sshd", "cwd:/ state:s", "stratum", "user:www cpu>5", "'-o stratum'"],
+)
 def test_a_kept_record_text_matches_as_the_record_itself(text: str) -> None:
     """The dashboard keeps each record's lowered text across keystrokes; matching with it must
     give what matching the record gives."""
@@ -86,8 +123,9 @@ def test_a_kept_record_text_matches_as_the_record_itself(text: str) -> None:
 
     process_filter = parse_filter(text)
     for record in (SSHD, MINER):
-        assert process_filter.matches(record, text=record_text(record)) is \
-            process_filter.matches(record)
+        assert process_filter.matches(record, text=record_text(record)) is process_filter.matches(
+            record
+        )
 
 
 def test_free_text_never_matches_across_two_fields() -> None:
@@ -98,33 +136,38 @@ def test_free_text_never_matches_across_two_fields() -> None:
     assert parse_filter("ds").matches(record)
 
 
-@pytest.mark.parametrize(("before", "after", "narrower"), [
-    ("", "ssh", True),
-    ("ss", "ssh", True),
-    ("ssh", "ssh user:root", True),
-    ("user:ro", "user:root", True),
-    ("ssh cpu>5", "ssh cpu>5 alerted", True),
-    ("ssh", "ssh", True),
-    ("ssh", "ss", False),
-    ("pid:1", "pid:12", False),
-    ("cpu<5", "cpu<50", False),
-    ("-ng", "-ngi", False),
-    ("alert", "alerted", False),
-    ("user", "user:root", False),
-    ("ssh", "sshd user:root", True),
-    ("ssh user:root", "sshd user:root", False),
-    ("'a b", "'a b'", False),
-])
+@pytest.mark.parametrize(
+    ("before", "after", "narrower"),
+    [
+        ("", "ssh", True),
+        ("ss", "ssh", True),
+        ("ssh", "ssh user:root", True),
+        ("user:ro", "user:root", True),
+        ("ssh cpu>5", "ssh cpu>5 alerted", True),
+        ("ssh", "ssh", True),
+        ("ssh", "ss", False),
+        ("pid:1", "pid:12", False),
+        ("cpu<5", "cpu<50", False),
+        ("-ng", "-ngi", False),
+        ("alert", "alerted", False),
+        ("user", "user:root", False),
+        ("ssh", "sshd user:root", True),
+        ("ssh user:root", "sshd user:root", False),
+        ("'a b", "'a b'", False),
+    ],
+)
 def test_narrows_says_when_a_longer_filter_can_only_match_less(
-        before: str, after: str, narrower: bool) -> None:
+    before: str, after: str, narrower: bool
+) -> None:
     assert narrows(before, after) is narrower
 
 
 _RECORDS = [SSHD, MINER, proc(pid=7, name="ngx", user="rot", cmdline=("a b", "ssh"))]
 
 
-@given(st.text(alphabet="ars:ou -'>5dt1", max_size=8),
-       st.text(alphabet="ars:ou -'>5dt1", max_size=4))
+@given(
+    st.text(alphabet="ars:ou -'>5dt1", max_size=8), st.text(alphabet="ars:ou -'>5dt1", max_size=4)
+)
 def test_a_filter_that_narrows_never_matches_more(before: str, typed: str) -> None:
     """What the dashboard relies on when it looks only among the rows shown."""
     after = before + typed

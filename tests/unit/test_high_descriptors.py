@@ -136,7 +136,8 @@ def test_no_module_calls_select_select() -> None:
         str(path)
         for base in (root, root.parent / "tests")
         for path in base.rglob("*.py")
-        if re.search(r"\bselect\.select\(", path.read_text(encoding="utf-8").replace(
-            "select.select()", ""))
+        if re.search(
+            r"\bselect\.select\(", path.read_text(encoding="utf-8").replace("select.select()", "")
+        )
     ]
     assert offenders == []

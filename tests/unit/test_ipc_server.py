@@ -256,21 +256,36 @@ def test_huge_numbers_get_invalid_params_naming_the_field(short_dir: Path) -> No
         async with serving(short_dir) as (server, _):
             client = await Peerless.open(server)
             for line, field in (
-                (b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"count":'
-                 + b"9" * 4000 + b"}}\n", "count"),
-                (b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"either":'
-                 + b"9" * 30 + b"}}\n", "either"),
-                (b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"ratio":1e999}}\n',
-                 "ratio"),
-                (b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"ratio":-1e999}}\n',
-                 "ratio"),
+                (
+                    b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"count":'
+                    + b"9" * 4000
+                    + b"}}\n",
+                    "count",
+                ),
+                (
+                    b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"either":'
+                    + b"9" * 30
+                    + b"}}\n",
+                    "either",
+                ),
+                (
+                    b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"ratio":1e999}}\n',
+                    "ratio",
+                ),
+                (
+                    b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"ratio":-1e999}}\n',
+                    "ratio",
+                ),
             ):
                 await client.send(line)
                 error = (await client.line())["error"]
                 assert error["code"] == ErrorCode.INVALID_PARAMS, line[:80]
                 assert error["data"] == {"field": field}
-            await client.send(b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"count":'
-                              + b"9" * (1024 * 1024 - 100) + b"}}\n")
+            await client.send(
+                b'{"jsonrpc":"2.0","id":1,"method":"numbers","params":{"count":'
+                + b"9" * (1024 * 1024 - 100)
+                + b"}}\n"
+            )
             assert (await client.line())["error"]["code"] == ErrorCode.PARSE_ERROR
             assert (await client.call("numbers", {"count": 2**63 - 1}))["result"] == 19
 
@@ -567,6 +582,7 @@ def test_the_socket_path_is_checked_not_truncated(short_dir: Path) -> None:
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as other uids")
 
+
 def _as_other_uid(path: str, uid: int, count: int, admin_calls: int) -> dict[str, Any]:
     """In a forked child that has become `uid`: open `count` connections, say hello on each,
     note what each got (a role or an error), optionally send admin calls on the first."""
@@ -709,8 +725,9 @@ def test_idle_connections_are_closed_and_reading_subscribers_are_not(short_dir: 
             async def tick() -> None:
                 nonlocal n
                 n += 1
-                server.publish("ticks", (protocol.notification(
-                    "ticks.delta", {"n": n, "pad": "p" * 20_000}),))
+                server.publish(
+                    "ticks", (protocol.notification("ticks.delta", {"n": n, "pad": "p" * 20_000}),)
+                )
                 assert (await reading.line())["params"]["n"] == n
 
             told = asyncio.create_task(idle.line(timeout=30))
@@ -751,8 +768,13 @@ def test_refused_admin_calls_are_audited_at_a_bounded_rate(short_dir: Path) -> N
     async def scenario() -> None:
         short_dir.chmod(0o755)
         # A rate so low that only the burst is audited, however slow the machine is.
-        limits = Limits(refused_audit_rate=0.001, refused_audit_burst=5,
-                        refused_audit_window_s=0.2, strike_rate=1e6, strike_burst=10**6)
+        limits = Limits(
+            refused_audit_rate=0.001,
+            refused_audit_burst=5,
+            refused_audit_window_s=0.2,
+            strike_rate=1e6,
+            strike_burst=10**6,
+        )
         async with serving(short_dir, limits, file_mode=0o666) as (server, service):
             client, got = await OtherUid.start(server.path, 65534, count=1, admin_calls=300)
             assert got["codes"] == [ErrorCode.FORBIDDEN] * 300  # told every time
@@ -791,8 +813,9 @@ def test_the_total_queued_for_all_clients_is_bounded(short_dir: Path) -> None:
                 assert [(await client.line()).get("id") for _ in range(3)] == [1, 2, None]
             most = 0
             for n in range(300):  # 3 MB for each client, 24 MB in all
-                server.publish("ticks", (protocol.notification(
-                    "ticks.delta", {"n": n, "pad": "q" * 10_000}),))
+                server.publish(
+                    "ticks", (protocol.notification("ticks.delta", {"n": n, "pad": "q" * 10_000}),)
+                )
                 most = max(most, server.budget.total)
                 await asyncio.sleep(0)
             assert most <= limits.queue_total_bytes + 8 * 11_000

@@ -16,15 +16,17 @@ HEADLESS_LAYERS = ("collector", "store", "engine", "ipc", "daemon")
 
 def modules_loaded_by(module: str) -> set[str]:
     code = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     return set(json.loads(result.stdout))
 
 
 def package_modules(layer: str) -> list[str]:
     package = __import__(f"daemoneye.{layer}", fromlist=["_"])
     return [f"daemoneye.{layer}"] + [
-        info.name for info in pkgutil.walk_packages(package.__path__, f"daemoneye.{layer}.")]
+        info.name for info in pkgutil.walk_packages(package.__path__, f"daemoneye.{layer}.")
+    ]
 
 
 @pytest.mark.parametrize("layer", HEADLESS_LAYERS)
@@ -43,8 +45,13 @@ def test_models_import_nothing_of_daemoneye() -> None:
 def test_collector_knows_nothing_of_store_or_engine() -> None:
     for module in package_modules("collector"):
         loaded = modules_loaded_by(module)
-        leaked = {m for m in loaded if m.startswith(("daemoneye.store", "daemoneye.engine",
-                                                     "daemoneye.ipc", "daemoneye.daemon"))}
+        leaked = {
+            m
+            for m in loaded
+            if m.startswith(
+                ("daemoneye.store", "daemoneye.engine", "daemoneye.ipc", "daemoneye.daemon")
+            )
+        }
         assert not leaked, f"{module} imports {sorted(leaked)}"
 
 

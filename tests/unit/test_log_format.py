@@ -17,8 +17,9 @@ from daemoneye.text import visible_bounded
 
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J\u202e\x9b"
 # Raw characters a terminal or log viewer acts on; none may reach the log.
-RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e"
-                 "\u2066-\u2069\ufeff]")
+RAW = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]"
+)
 
 
 def _record(msg: str, *args: object, exc_info: bool = False) -> logging.LogRecord:
@@ -28,7 +29,8 @@ def _record(msg: str, *args: object, exc_info: bool = False) -> logging.LogRecor
 
 def test_hostile_arguments_are_escaped_in_the_log_line() -> None:
     line = SafeFormatter("%(levelname)s %(name)s: %(message)s").format(
-        _record("alert %s: %s", 7, "title " + HOSTILE + "\nFAKE 12:00 INFO root: all good"))
+        _record("alert %s: %s", 7, "title " + HOSTILE + "\nFAKE 12:00 INFO root: all good")
+    )
     assert not RAW.search(line), line
     assert "\n" not in line  # a newline in a title cannot forge a second log line
     assert "\\x1b]0;pwned\\x07\\x1b[2J\\u202e\\x9b" in line
@@ -84,7 +86,8 @@ def test_a_deep_traceback_keeps_its_head_and_tail() -> None:
 
 
 def test_the_entry_point_configures_the_safe_formatter(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     root = logging.getLogger()
     # Handlers other tests' cli.main() calls left behind write to their closed capture streams.
@@ -117,7 +120,8 @@ def test_visible_bounded_never_lets_a_raw_character_through(text: str, limit: in
 
 
 def test_uncaught_exceptions_in_threads_are_logged_escaped(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     monkeypatch.setattr(threading, "excepthook", threading.excepthook)
@@ -143,4 +147,3 @@ def test_uncaught_exceptions_in_threads_are_logged_escaped(
     assert "uncaught exception in thread sink-\\x1b]0;pwned" in err
     assert "ValueError: bad \\x1b]0;pwned\\x07\\x1b[2J\\u202e\\x9b" in err
     assert not RAW.search(err), err
-

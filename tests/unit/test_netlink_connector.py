@@ -229,8 +229,16 @@ def test_a_refused_socket_filter_is_logged_and_events_still_flow(
 
 @pytest.mark.parametrize(
     ("release", "expected"),
-    [("6.6.0", True), ("6.18.44-fc-v1300", True), ("7.0.1", True), ("6.5.13", False),
-     ("5.15.0-91-generic", False), ("4.19.0", False), ("", False), ("vanilla", False)],
+    [
+        ("6.6.0", True),
+        ("6.18.44-fc-v1300", True),
+        ("7.0.1", True),
+        ("6.5.13", False),
+        ("5.15.0-91-generic", False),
+        ("4.19.0", False),
+        ("", False),
+        ("vanilla", False),
+    ],
 )
 def test_event_masks_start_with_linux_6_6(release: str, expected: bool) -> None:
     assert takes_event_mask(release) is expected

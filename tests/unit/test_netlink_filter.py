@@ -75,8 +75,11 @@ def run_filter(program: tuple[Instruction, ...], packet: bytes) -> int:
             a = int.from_bytes(packet[ins.k : ins.k + size], "big")
         elif ins.code == BPF_MISC | BPF_TAX:
             x = a
-        elif ins.code in (BPF_JMP | BPF_JEQ | BPF_K, BPF_JMP | BPF_JGE | BPF_K,
-                          BPF_JMP | BPF_JEQ | BPF_X):
+        elif ins.code in (
+            BPF_JMP | BPF_JEQ | BPF_K,
+            BPF_JMP | BPF_JGE | BPF_K,
+            BPF_JMP | BPF_JEQ | BPF_X,
+        ):
             operand = x if ins.code & BPF_X else ins.k
             taken = a == operand if ins.code & 0xF0 == BPF_JEQ else a >= operand
             pc += ins.jt if taken else ins.jf
@@ -142,8 +145,15 @@ def test_exec_and_the_listen_acknowledgement_are_kept() -> None:
 
 @pytest.mark.parametrize(
     "what",
-    [PROC_EVENT_UID, PROC_EVENT_GID, PROC_EVENT_SID, PROC_EVENT_PTRACE, PROC_EVENT_COMM,
-     PROC_EVENT_COREDUMP, 0x00000400],  # and a type a future kernel may add
+    [
+        PROC_EVENT_UID,
+        PROC_EVENT_GID,
+        PROC_EVENT_SID,
+        PROC_EVENT_PTRACE,
+        PROC_EVENT_COMM,
+        PROC_EVENT_COREDUMP,
+        0x00000400,
+    ],  # and a type a future kernel may add
 )
 def test_event_types_the_source_does_not_use_are_dropped(what: int) -> None:
     assert not kept(datagram(what, b"\0" * 24))
@@ -206,9 +216,19 @@ def test_any_bytes_follow_the_contract(packet: bytes) -> None:
 
 
 @given(
-    st.sampled_from([PROC_EVENT_FORK, PROC_EVENT_EXIT, PROC_EVENT_EXEC, PROC_EVENT_NONE,
-                     PROC_EVENT_UID, PROC_EVENT_COMM]),
-    st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+    st.sampled_from(
+        [
+            PROC_EVENT_FORK,
+            PROC_EVENT_EXIT,
+            PROC_EVENT_EXEC,
+            PROC_EVENT_NONE,
+            PROC_EVENT_UID,
+            PROC_EVENT_COMM,
+        ]
+    ),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
     st.integers(0, 2**32 - 1),
 )
 def test_any_event_follows_the_contract(what: int, a: int, b: int, c: int, d: int) -> None:

@@ -285,8 +285,19 @@ def test_real_buffers_with_flipped_bytes_never_raise(
 
 # -- the one-message fast path gives what the general walk gives -----------------------------
 
-_KINDS = (PROC_EVENT_FORK, PROC_EVENT_EXIT, PROC_EVENT_COMM, PROC_EVENT_COREDUMP,
-          PROC_EVENT_PTRACE, 0, 2, 4, 0x40, 0x80, 0x1234)
+_KINDS = (
+    PROC_EVENT_FORK,
+    PROC_EVENT_EXIT,
+    PROC_EVENT_COMM,
+    PROC_EVENT_COREDUMP,
+    PROC_EVENT_PTRACE,
+    0,
+    2,
+    4,
+    0x40,
+    0x80,
+    0x1234,
+)
 
 
 @st.composite

@@ -14,8 +14,10 @@ from daemoneye.output import render
 from daemoneye.text import visible
 
 # What a terminal, log viewer or spreadsheet would act on (newlines are checked separately).
-RAW = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e"
-                 "\u2066-\u2069\ufeff\ud800-\udfff]")
+RAW = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e"
+    "\u2066-\u2069\ufeff\ud800-\udfff]"
+)
 HOSTILE = "evil\x1b]0;owned\x07\x1b[2J[red]x[/red]\nline2\u202e"
 
 
@@ -42,8 +44,7 @@ def test_json_and_ndjson_round_trip_exact_text() -> None:
 def test_csv_keeps_commas_and_quotes_and_shows_newlines() -> None:
     out = io.StringIO()
     render(("pid", "cmdline"), [(7, 'a,b\n"c"')], "csv", out)
-    assert list(csv.reader(io.StringIO(out.getvalue()))) == [["pid", "cmdline"],
-                                                             ["7", 'a,b\\n"c"']]
+    assert list(csv.reader(io.StringIO(out.getvalue()))) == [["pid", "cmdline"], ["7", 'a,b\\n"c"']]
     assert out.getvalue().count("\n") == 2  # one record per line
 
 
@@ -57,12 +58,34 @@ def test_csv_escapes_control_characters_like_the_table() -> None:
 
 def test_csv_neutralises_formulas_but_keeps_numbers_numeric() -> None:
     out = io.StringIO()
-    rows = [(-5, "=HYPERLINK(\"http://x\")", "+1", "-2+3", "@SUM(A1)", "\tx", "\r=1", -1.5,
-             "plain", "a=b")]
+    rows = [
+        (
+            -5,
+            '=HYPERLINK("http://x")',
+            "+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\tx",
+            "\r=1",
+            -1.5,
+            "plain",
+            "a=b",
+        )
+    ]
     render(("n", "a", "b", "c", "d", "e", "f", "g", "h", "i"), rows, "csv", out)
     cells = list(csv.reader(io.StringIO(out.getvalue())))[1]
-    assert cells == ["-5", "'=HYPERLINK(\"http://x\")", "'+1", "'-2+3", "'@SUM(A1)", "'\\tx",
-                     "'\\r=1", "-1.5", "plain", "a=b"]
+    assert cells == [
+        "-5",
+        '\'=HYPERLINK("http://x")',
+        "'+1",
+        "'-2+3",
+        "'@SUM(A1)",
+        "'\\tx",
+        "'\\r=1",
+        "-1.5",
+        "plain",
+        "a=b",
+    ]
 
 
 @given(st.lists(st.one_of(st.text(), st.integers(), st.none()), min_size=1, max_size=5))

@@ -90,19 +90,26 @@ def test_the_processes_table_has_a_column_of_the_right_type_for_every_field(
     expected = [column for f in PROCESS_FIELDS for column in column_types(f)]
     connection = apsw.Connection(str(store.path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
-        info = list(connection.execute(
-            "SELECT name, type, \"notnull\" FROM pragma_table_info('processes')"))
+        info = list(
+            connection.execute("SELECT name, type, \"notnull\" FROM pragma_table_info('processes')")
+        )
     finally:
         connection.close()
-    actual = [(str(name), str(kind), bool(notnull)) for name, kind, notnull in info
-              if name != "id"]
+    actual = [(str(name), str(kind), bool(notnull)) for name, kind, notnull in info if name != "id"]
     assert actual == expected
     assert tuple(column for column, _, _ in expected) == PROCESS_COLUMNS
 
 
 def test_a_row_gives_back_the_record_it_was_made_from(make_record: RecordFactory) -> None:
-    record = make_record(42, 5.0, ended_at=9.0, exit_code=3, exe_deleted=True,
-                         exe_sha256="a" * 64, cmdline=("a b", "", "c"))
+    record = make_record(
+        42,
+        5.0,
+        ended_at=9.0,
+        exit_code=3,
+        exe_deleted=True,
+        exe_sha256="a" * 64,
+        cmdline=("a b", "", "c"),
+    )
     assert record_from_row(process_row(record)) == record
 
 
@@ -114,29 +121,33 @@ def test_a_change_of_a_dynamic_field_reaches_the_store(
     writes: a cwd, uid, user or gid change used to reach IPC and never the rules."""
     original = make_record(42, 5.0)
     store.apply(make_delta(10.0, added=[original]))
-    updated = dataclasses.replace(original, last_seen=11.0,
-                                  **{name: changed(name, getattr(original, name))})
+    updated = dataclasses.replace(
+        original, last_seen=11.0, **{name: changed(name, getattr(original, name))}
+    )
     assert records.dynamic_fields(updated) != records.dynamic_fields(original)
     store.apply(make_delta(11.0, updated=[updated]))
     assert stored(store)[original.key] == updated
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in field_names("details", "dynamic") if n != "exe_sha256"])
+    "name", [n for n in field_names("details", "dynamic") if n != "exe_sha256"]
+)
 def test_an_exec_writes_every_detail_and_dynamic_field(
     name: str, store: Store, make_record: RecordFactory, make_delta: DeltaFactory
 ) -> None:
     original = make_record(42, 5.0, exe_sha256="a" * 64)
     store.apply(make_delta(10.0, added=[original]))
-    execed = dataclasses.replace(original, last_seen=11.0,
-                                 **{name: changed(name, getattr(original, name))})
+    execed = dataclasses.replace(
+        original, last_seen=11.0, **{name: changed(name, getattr(original, name))}
+    )
     store.apply(make_delta(11.0, execed=[execed]))
     # the old hash described the old image: cleared until the new one arrives
     assert stored(store)[original.key] == dataclasses.replace(execed, exe_sha256=None)
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in ALL_NAMES if n not in field_names("identity") and n != "first_seen"])
+    "name", [n for n in ALL_NAMES if n not in field_names("identity") and n != "first_seen"]
+)
 def test_a_record_reported_again_refreshes_every_field(
     name: str, store: Store, make_record: RecordFactory, make_delta: DeltaFactory
 ) -> None:
@@ -153,29 +164,62 @@ def test_a_record_reported_again_refreshes_every_field(
 
 
 def test_a_new_record_takes_every_detail_the_reader_filled() -> None:
-    stat = StatFields(pid=42, comm="worker", state="R", ppid=7, kernel_thread=False,
-                      cpu_ticks=10, threads=3, start_ticks=500, rss_bytes=8192)
-    details = ProcessDetails(exe="/opt/w", exe_deleted=True, cmdline=("w", "-x"), cwd="/srv",
-                             uid=1001, gid=1002, user="bob")
-    record = records.new_record(stat, details, start_time=5.0, cpu_percent=1.5,
-                                first_seen=6.0, now=7.0, exe_sha256="b" * 64)
+    stat = StatFields(
+        pid=42,
+        comm="worker",
+        state="R",
+        ppid=7,
+        kernel_thread=False,
+        cpu_ticks=10,
+        threads=3,
+        start_ticks=500,
+        rss_bytes=8192,
+    )
+    details = ProcessDetails(
+        exe="/opt/w",
+        exe_deleted=True,
+        cmdline=("w", "-x"),
+        cwd="/srv",
+        uid=1001,
+        gid=1002,
+        user="bob",
+    )
+    record = records.new_record(
+        stat, details, start_time=5.0, cpu_percent=1.5, first_seen=6.0, now=7.0, exe_sha256="b" * 64
+    )
     for detail in dataclasses.fields(ProcessDetails):
         assert getattr(record, detail.name) == getattr(details, detail.name), detail.name
     assert (record.pid, record.ppid, record.state, record.threads, record.rss) == (
-        42, 7, "R", 3, 8192)
-    assert (record.start_time, record.name, record.cpu_percent, record.first_seen,
-            record.last_seen, record.exe_sha256) == (5.0, "worker", 1.5, 6.0, 7.0, "b" * 64)
+        42,
+        7,
+        "R",
+        3,
+        8192,
+    )
+    assert (
+        record.start_time,
+        record.name,
+        record.cpu_percent,
+        record.first_seen,
+        record.last_seen,
+        record.exe_sha256,
+    ) == (5.0, "worker", 1.5, 6.0, 7.0, "b" * 64)
     assert (record.ended_at, record.exit_code) == (None, None)
     following = StatFields(42, "worker", "S", 1, False, 20, 4, 500, 4096)
     assert records.with_dynamic(record, following, "renamed", 9.5, 8.0) == dataclasses.replace(
-        record, ppid=1, state="S", threads=4, rss=4096, name="renamed", cpu_percent=9.5,
-        last_seen=8.0)
+        record,
+        ppid=1,
+        state="S",
+        threads=4,
+        rss=4096,
+        name="renamed",
+        cpu_percent=9.5,
+        last_seen=8.0,
+    )
 
 
 @pytest.mark.parametrize("name", [n for n in ALL_NAMES if n not in field_names("dynamic")])
-def test_only_dynamic_fields_count_as_a_tick_change(
-    name: str, make_record: RecordFactory
-) -> None:
+def test_only_dynamic_fields_count_as_a_tick_change(name: str, make_record: RecordFactory) -> None:
     original = make_record(42, 5.0)
     other = dataclasses.replace(original, **{name: changed(name, getattr(original, name))})
     assert records.dynamic_fields(other) == records.dynamic_fields(original)
@@ -206,9 +250,18 @@ def test_a_field_the_pane_does_not_place_is_listed_escaped(make_record: RecordFa
 
 def test_the_pane_shows_no_generic_lines_for_todays_record(make_record: RecordFactory) -> None:
     labels = [label for label, _, _ in process_facts(make_record(42, 5.0), "", [], [], 100.0)]
-    assert labels == ["process", "exe", "sha256", "cwd", "user", "started", "usage",
-                      "ancestry", "children", "command"], (
-        "a new field gets a generic line: place it in tui/logic/detail.py or leave it out")
+    assert labels == [
+        "process",
+        "exe",
+        "sha256",
+        "cwd",
+        "user",
+        "started",
+        "usage",
+        "ancestry",
+        "children",
+        "command",
+    ], "a new field gets a generic line: place it in tui/logic/detail.py or leave it out"
 
 
 def test_record_field_helpers() -> None:

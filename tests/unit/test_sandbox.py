@@ -200,14 +200,18 @@ def test_huge_results_are_capped(populated: Store) -> None:
 def test_like_patterns_built_from_process_text_are_capped(evaluator: Evaluator) -> None:
     """A LIKE pattern made of a process's text could be as long as its command line; SQLite
     cannot interrupt LIKE, so a pattern past the cap fails the rule instead of stalling it."""
-    evaluator.set_rules([
-        rule("SELECT pid, start_time FROM processes "
-             "WHERE cmdline LIKE '%' || printf('%.*c', 5000, 'a') || '%'", "long-like"),
-        rule("SELECT pid, start_time FROM processes WHERE cmdline LIKE '%sshd%'", "short-like"),
-    ])
+    evaluator.set_rules(
+        [
+            rule(
+                "SELECT pid, start_time FROM processes "
+                "WHERE cmdline LIKE '%' || printf('%.*c', 5000, 'a') || '%'",
+                "long-like",
+            ),
+            rule("SELECT pid, start_time FROM processes WHERE cmdline LIKE '%sshd%'", "short-like"),
+        ]
+    )
     result = evaluator.evaluate_full()
-    assert [(f.rule_id, "pattern" in f.message) for f in result.failures] == [
-        ("long-like", True)]
+    assert [(f.rule_id, "pattern" in f.message) for f in result.failures] == [("long-like", True)]
 
 
 def test_huge_values_are_capped(evaluator: Evaluator) -> None:

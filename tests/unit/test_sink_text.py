@@ -24,10 +24,13 @@ from daemoneye.engine.sinks.webhook import WebhookSink
 
 HOSTILE = "x\x7fy\x9b2J\u202eexe.sh\u2066z\u200b\x1b]0;t\x07\nFAKE"
 # The raw characters (UTF-8 encoded) that must not appear in what a sink sends.
-RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e"
-                 "\u2066-\u2069\ufeff]".encode())
-RAW_TEXT = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e"
-                      "\u2066-\u2069\ufeff]")
+RAW = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e"
+    "\u2066-\u2069\ufeff]".encode()
+)
+RAW_TEXT = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]"
+)
 
 
 def hostile_payload() -> dict[str, Any]:

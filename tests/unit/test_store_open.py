@@ -145,16 +145,22 @@ def test_directory_that_is_a_regular_file_is_reported(tmp_path: Path) -> None:
 
 def test_directory_that_cannot_be_created_is_reported() -> None:
     # Not even root can create directories in /proc.
-    with pytest.raises(StoreError, match="cannot create the store in /proc/daemoneye-test/state: "
-                       "cannot create /proc/daemoneye-test: No such file"):
+    with pytest.raises(
+        StoreError,
+        match="cannot create the store in /proc/daemoneye-test/state: "
+        "cannot create /proc/daemoneye-test: No such file",
+    ):
         Store.open(Path("/proc/daemoneye-test/state/daemoneye.db"))
 
 
 @pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs sysfs mounted at /sys")
 def test_directory_where_files_cannot_be_created_is_reported() -> None:
     # sysfs refuses new files even to root.
-    with pytest.raises(StoreError, match=r"cannot create the store in /sys: directory /sys is not "
-                       r"writable \(Permission denied\)"):
+    with pytest.raises(
+        StoreError,
+        match=r"cannot create the store in /sys: directory /sys is not "
+        r"writable \(Permission denied\)",
+    ):
         Store.open(Path("/sys/daemoneye.db"))
 
 

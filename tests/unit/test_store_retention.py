@@ -170,21 +170,37 @@ def test_alerts_last_seen_before_the_window_go_unless_a_sink_still_waits_for_the
     now = 100 * DAY
     old, repeated, recent = now - 30 * DAY, now - 30 * DAY, now - DAY
     quiet = AlertBook(store, host="h")
-    quiet.record([Detection("r", "high", "old", 10, 1.0, old, ()),
-                  Detection("r", "high", "repeats", 11, 1.0, repeated, ())], {}, old)
-    quiet.record([Detection("r", "high", "repeats", 11, 1.0, repeated, ()),
-                  Detection("r", "low", "recent", 12, 1.0, recent, ())], {}, recent)
+    quiet.record(
+        [
+            Detection("r", "high", "old", 10, 1.0, old, ()),
+            Detection("r", "high", "repeats", 11, 1.0, repeated, ()),
+        ],
+        {},
+        old,
+    )
+    quiet.record(
+        [
+            Detection("r", "high", "repeats", 11, 1.0, repeated, ()),
+            Detection("r", "low", "recent", 12, 1.0, recent, ()),
+        ],
+        {},
+        recent,
+    )
     quiet.set_state(1, "closed", "alice", old)
     # An old alert still queued for a webhook that has not taken it.
     AlertBook(store, sinks=("webhook",), host="h").record(
-        [Detection("r", "critical", "undelivered", 13, 1.0, old, ())], {}, old)
+        [Detection("r", "critical", "undelivered", 13, 1.0, old, ())], {}, old
+    )
     audit_before = store.fetch_rows("SELECT count(*) FROM audit_log")
 
     result = store.retention(7 * DAY, 1 << 30, now)
 
     assert result.alerts_deleted == 1
     assert column(store.path, "SELECT title FROM alerts ORDER BY id") == [
-        "repeats", "recent", "undelivered"]
+        "repeats",
+        "recent",
+        "undelivered",
+    ]
     assert store.fetch_rows("SELECT count(*) FROM audit_log") == audit_before
 
     with store.transaction("delivered") as conn:
@@ -210,13 +226,19 @@ def test_a_big_audit_log_costs_no_history_and_is_pruned_to_its_own_bound(
             _add_history(store, make_record, make_delta, jobs=jobs, live=live)
             if path == with_audit:
                 for n in range(6000):  # ~6 MiB of refused calls, many times the history cap
-                    audit.record(store, "admin.alerts.ack", "uid 65534 pid 7",
-                                 {"params": {"id": "x" * 900}, "n": n}, ts=float(n))
+                    audit.record(
+                        store,
+                        "admin.alerts.ack",
+                        "uid 65534 pid 7",
+                        {"params": {"id": "x" * 900}, "n": n},
+                        ts=float(n),
+                    )
             store.retention(365 * DAY, 1 << 40, now)  # settle the WAL
             if path == reference:  # the cap that keeps about a third of the history
                 cap = store.size_bytes() // 3
-            pruner = audit_pruner(path, StoreConfig(audit_retention=365 * DAY,
-                                                    audit_max_bytes=audit_cap))
+            pruner = audit_pruner(
+                path, StoreConfig(audit_retention=365 * DAY, audit_max_bytes=audit_cap)
+            )
             result = store.retention(365 * DAY, cap, now, prune_audit=pruner)
             kept[path] = times(path, "SELECT start_time FROM processes WHERE ended_at IS NOT NULL")
             assert len(store.live_processes()) == live
@@ -233,7 +255,7 @@ def test_a_big_audit_log_costs_no_history_and_is_pruned_to_its_own_bound(
     # The same newest run of history survives, within a page or two of the reference (the
     # bigger file has a few more pointer-map pages, which count as history's).
     assert len(kept[with_audit]) >= 0.98 * len(kept[reference])
-    assert kept[with_audit] == kept[reference][-len(kept[with_audit]):]
+    assert kept[with_audit] == kept[reference][-len(kept[with_audit]) :]
     # Tampering after pruning is still seen: drop the first entries that remain.
     first = audit_entries_first_seq(with_audit)
     conn = apsw.Connection(str(with_audit))

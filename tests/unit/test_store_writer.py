@@ -308,8 +308,10 @@ def test_an_exec_storm_of_one_program_keeps_every_command_line_exact(
     shared = ("/bin/true",)
     records = [make_record(100 + n, 50.0, cmdline=shared) for n in range(3)]
     records.append(make_record(200, 50.0, cmdline=("sh", "-c", "a  b")))
-    events = [ProcessEvent(9.0, "exec", r.pid, 50.0, exe=r.exe, cmdline=r.cmdline,
-                           source="netlink") for r in records]
+    events = [
+        ProcessEvent(9.0, "exec", r.pid, 50.0, exe=r.exe, cmdline=r.cmdline, source="netlink")
+        for r in records
+    ]
     store.apply(make_delta(10.0, added=records, events=events))
     assert rows(store.path, "SELECT pid, cmdline, argv FROM processes ORDER BY pid") == [
         (100, "/bin/true", '["/bin/true"]'),
@@ -333,17 +335,30 @@ def test_exit_codes_land_whether_the_end_was_seen_before_with_or_without_them(
     each keep what the first write said."""
     polled, evented, late_code, unknown = (make_record(pid, 5.0) for pid in (1, 2, 3, 4))
     store.apply(make_delta(10.0, added=[polled, evented, late_code, unknown]))
-    store.apply(make_delta(20.0, ended=[polled.key, late_code.key], events=[
-        ProcessEvent(19.0, "exit", 2, 5.0, exit_code=7, source="netlink"),
-        ProcessEvent(19.1, "exit", 2, 5.0, exit_code=9, source="netlink"),
-        ProcessEvent(19.2, "exit", 3, 5.0, exit_code=None, source="netlink"),
-        ProcessEvent(19.3, "exit", 99, 0.0, exit_code=1, source="netlink", partial=True),
-    ]))
-    store.apply(make_delta(30.0, ended=[evented.key, late_code.key], events=[
-        ProcessEvent(29.0, "exit", 3, 5.0, exit_code=4, source="netlink"),
-    ]))
-    assert rows(store.path, "SELECT pid, ended_at, last_seen, exit_code FROM processes "
-                            "ORDER BY pid") == [
+    store.apply(
+        make_delta(
+            20.0,
+            ended=[polled.key, late_code.key],
+            events=[
+                ProcessEvent(19.0, "exit", 2, 5.0, exit_code=7, source="netlink"),
+                ProcessEvent(19.1, "exit", 2, 5.0, exit_code=9, source="netlink"),
+                ProcessEvent(19.2, "exit", 3, 5.0, exit_code=None, source="netlink"),
+                ProcessEvent(19.3, "exit", 99, 0.0, exit_code=1, source="netlink", partial=True),
+            ],
+        )
+    )
+    store.apply(
+        make_delta(
+            30.0,
+            ended=[evented.key, late_code.key],
+            events=[
+                ProcessEvent(29.0, "exit", 3, 5.0, exit_code=4, source="netlink"),
+            ],
+        )
+    )
+    assert rows(
+        store.path, "SELECT pid, ended_at, last_seen, exit_code FROM processes ORDER BY pid"
+    ) == [
         (1, 20.0, 20.0, None),
         (2, 30.0, 30.0, 7),
         (3, 20.0, 20.0, 4),

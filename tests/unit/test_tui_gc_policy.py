@@ -12,10 +12,13 @@ class FakeGc:
         self.threshold = (700, 10, 10)
 
     def collector(self) -> Collector:
-        return Collector(freeze=lambda: self.calls.append("freeze"),
-                         unfreeze=lambda: self.calls.append("unfreeze"),
-                         collect=self._collect, get_threshold=lambda: self.threshold,
-                         set_threshold=self._set_threshold)
+        return Collector(
+            freeze=lambda: self.calls.append("freeze"),
+            unfreeze=lambda: self.calls.append("unfreeze"),
+            collect=self._collect,
+            get_threshold=lambda: self.threshold,
+            set_threshold=self._set_threshold,
+        )
 
     def _collect(self) -> int:
         self.calls.append("collect")
@@ -35,8 +38,7 @@ class Clock:
 
 def make() -> tuple[CollectionPolicy, FakeGc, Clock]:
     fake, clock = FakeGc(), Clock()
-    policy = CollectionPolicy(collector=fake.collector(), clock=clock, full_every_s=60,
-                              idle_s=1)
+    policy = CollectionPolicy(collector=fake.collector(), clock=clock, full_every_s=60, idle_s=1)
     policy.start()
     return policy, fake, clock
 

@@ -15,17 +15,34 @@ import daemoneye.tui.logic
 ROOT = Path(__file__).resolve().parents[2]  # tests.fakes is importable from the repo root
 
 PLAIN_MODULES = [
-    "daemoneye.tui.source", "tests.fakes.dashboard_source", "daemoneye.tui.preferences",
-    *(info.name for info in pkgutil.walk_packages(daemoneye.tui.logic.__path__,
-                                                  "daemoneye.tui.logic."))]
-DAEMON_SIDE = ("daemoneye.store", "daemoneye.engine", "daemoneye.collector", "daemoneye.daemon",
-               "daemoneye.ipc.server", "daemoneye.commands")
+    "daemoneye.tui.source",
+    "tests.fakes.dashboard_source",
+    "daemoneye.tui.preferences",
+    *(
+        info.name
+        for info in pkgutil.walk_packages(daemoneye.tui.logic.__path__, "daemoneye.tui.logic.")
+    ),
+]
+DAEMON_SIDE = (
+    "daemoneye.store",
+    "daemoneye.engine",
+    "daemoneye.collector",
+    "daemoneye.daemon",
+    "daemoneye.ipc.server",
+    "daemoneye.commands",
+)
 
 
 def loaded_by(*modules: str) -> set[str]:
     code = f"import json, sys, {', '.join(modules)}; print(json.dumps(sorted(sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     return set(json.loads(result.stdout))
 
 
@@ -44,8 +61,14 @@ def test_the_dashboard_reaches_the_daemon_only_through_the_ipc_client() -> None:
 def frame_rate(environment: dict[str, str]) -> int:
     code = "import daemoneye.tui.app, textual.constants as c; print(c.MAX_FPS)"
     env = {key: value for key, value in os.environ.items() if key != "TEXTUAL_FPS"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, timeout=60, env={**env, **environment})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**env, **environment},
+    )
     return int(result.stdout)
 
 

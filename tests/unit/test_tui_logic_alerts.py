@@ -45,7 +45,9 @@ def test_the_default_filter_hides_closed_alerts() -> None:
 def test_filters_by_severity_rule_and_state() -> None:
     alerts = sample_alerts()
     assert [r.key for r in alert_rows(alerts, AlertFilter(min_severity="high"), FAKE_NOW)] == [
-        "7", "8"]
+        "7",
+        "8",
+    ]
     only_rule = AlertFilter(rule_id="exec-from-tmp")
     assert [r.key for r in alert_rows(alerts, only_rule, FAKE_NOW)] == ["5"]
     closed = AlertFilter(states=frozenset({"closed"}))

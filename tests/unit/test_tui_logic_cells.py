@@ -34,13 +34,17 @@ def test_a_new_order_alone_names_nothing() -> None:
     assert changed_keys(shown, [row("2", "b"), row("1", "a")]) == []
 
 
-tables = st.lists(st.tuples(st.integers(0, 30), st.text("ab", max_size=2)), max_size=25,
-                  unique_by=lambda pair: pair[0])
+tables = st.lists(
+    st.tuples(st.integers(0, 30), st.text("ab", max_size=2)),
+    max_size=25,
+    unique_by=lambda pair: pair[0],
+)
 
 
 @given(before=tables, after=tables)
 def test_forgetting_the_changed_keys_always_yields_the_wanted_rows(
-        before: list[tuple[int, str]], after: list[tuple[int, str]]) -> None:
+    before: list[tuple[int, str]], after: list[tuple[int, str]]
+) -> None:
     old_rows = [row(str(k), text, str(k)) for k, text in before]
     new_rows = [row(str(k), text, str(k)) for k, text in after]
     kept = {r.key: r.cells for r in old_rows}  # what a table drew last time

@@ -13,15 +13,25 @@ from tests.fakes.dashboard_source import FAKE_NOW, proc
 pytestmark = pytest.mark.usefixtures("utc")  # times are shown in local time
 
 
-@pytest.mark.parametrize(("count", "text"), [
-    (None, ""), (0, "0B"), (1023, "1023B"), (1024, "1.0K"), (1536, "1.5K"),
-    (5 * 1024**3, "5.0G"), (2**50, "1024.0T")])
+@pytest.mark.parametrize(
+    ("count", "text"),
+    [
+        (None, ""),
+        (0, "0B"),
+        (1023, "1023B"),
+        (1024, "1.0K"),
+        (1536, "1.5K"),
+        (5 * 1024**3, "5.0G"),
+        (2**50, "1024.0T"),
+    ],
+)
 def test_bytes_in_binary_units(count: int | None, text: str) -> None:
     assert fmt.format_bytes(count) == text
 
 
-@pytest.mark.parametrize(("age", "text"), [(0, "22:13:20"), (3600, "21:13:20"),
-                                           (86400 * 3, "2023-11-11 22:13")])
+@pytest.mark.parametrize(
+    ("age", "text"), [(0, "22:13:20"), (3600, "21:13:20"), (86400 * 3, "2023-11-11 22:13")]
+)
 def test_times_today_as_clock_older_with_date(age: float, text: str) -> None:
     assert fmt.format_time(FAKE_NOW - age, FAKE_NOW) == text
 
@@ -32,9 +42,16 @@ def test_start_times_fit_eight_characters() -> None:
     assert fmt.format_started(FAKE_NOW - 400 * 86400, FAKE_NOW) == "2022"
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(None, "—"), (5, "5s"), (65, "1m 05s"),
-                                                (3 * 3600 + 120, "3h 02m"),
-                                                (86400 * 2 + 3600, "2d 1h")])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "—"),
+        (5, "5s"),
+        (65, "1m 05s"),
+        (3 * 3600 + 120, "3h 02m"),
+        (86400 * 2 + 3600, "2d 1h"),
+    ],
+)
 def test_durations(seconds: float | None, text: str) -> None:
     assert fmt.format_duration(seconds) == text
 

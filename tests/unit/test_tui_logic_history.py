@@ -46,9 +46,11 @@ def test_told_what_changed_it_samples_the_same_as_looking_at_everything() -> Non
     other = proc(11, 1, "b", started=5, cpu=2.0, rss=200)
     other_key = record_key(other)
     hinted, full = SampleHistory(length=10), SampleHistory(length=10)
-    sets = [{KEY: A, other_key: other},
-            {KEY: dataclasses.replace(A, cpu_percent=7.0), other_key: other},
-            {KEY: dataclasses.replace(A, cpu_percent=7.0)}]
+    sets = [
+        {KEY: A, other_key: other},
+        {KEY: dataclasses.replace(A, cpu_percent=7.0), other_key: other},
+        {KEY: dataclasses.replace(A, cpu_percent=7.0)},
+    ]
     hints: list[set[str] | None] = [None, {KEY}, {KEY, other_key}]
     for records, hint in zip(sets, hints, strict=True):
         hinted.record(records, hint)

@@ -24,9 +24,14 @@ def test_a_reset_replaces_everything_and_starts_a_new_generation() -> None:
 def test_deltas_add_change_and_remove_by_instance() -> None:
     live = LiveProcesses()
     live.reset([A, B])
-    live.apply(ProcessesDelta(5, (proc(12, 1, "c", started=1),),
-                              (ProcessChange(10, A.start_time, (("cpu_percent", 50.0),)),),
-                              (B.key,)))
+    live.apply(
+        ProcessesDelta(
+            5,
+            (proc(12, 1, "c", started=1),),
+            (ProcessChange(10, A.start_time, (("cpu_percent", 50.0),)),),
+            (B.key,),
+        )
+    )
     snapshot = live.snapshot()
     assert snapshot.seq == 5
     assert set(snapshot.records) == {record_key(A), row_key(ProcessKey(12, FAKE_NOW - 1))}
@@ -62,8 +67,7 @@ def test_a_set_says_which_keys_changed_since_an_older_one() -> None:
     c = proc(12, 1, "c", started=1)
     live.apply(ProcessesDelta(1, (c,), (), ()))
     middle = live.snapshot()
-    live.apply(ProcessesDelta(2, (), (ProcessChange(10, A.start_time, (("rss", 9),)),),
-                              (B.key,)))
+    live.apply(ProcessesDelta(2, (), (ProcessChange(10, A.start_time, (("rss", 9),)),), (B.key,)))
     live.apply(ProcessesDelta(3, (), (ProcessChange(10, A.start_time, (("rss", 9),)),), ()))
     latest = live.snapshot()
     assert middle.changed_since(start) == {record_key(c)}
@@ -79,8 +83,7 @@ def test_what_changed_is_unknown_across_a_reset_or_beyond_the_log() -> None:
     live.reset([A])
     old = live.snapshot()
     for seq in range(1, CHANGE_LOG + 2):
-        live.apply(ProcessesDelta(seq, (), (ProcessChange(10, A.start_time,
-                                                          (("rss", seq),)),), ()))
+        live.apply(ProcessesDelta(seq, (), (ProcessChange(10, A.start_time, (("rss", seq),)),), ()))
     assert live.snapshot().changed_since(old) is None, "further back than the log reaches"
     recent = live.snapshot()
     live.reset([A])

@@ -34,8 +34,13 @@ def test_the_header_names_host_state_and_counts() -> None:
 
 
 def test_the_header_says_when_the_daemon_is_gone_and_how_old_the_data_is() -> None:
-    gone = ConnectionState("disconnected", host="web-01", retry_in=4.0,
-                           last_data=FAKE_NOW - 30, private_daemon="private daemon pid 7")
+    gone = ConnectionState(
+        "disconnected",
+        host="web-01",
+        retry_in=4.0,
+        last_data=FAKE_NOW - 30,
+        private_daemon="private daemon pid 7",
+    )
     line = text(header_parts(gone, 17, {}, 0, 0, FAKE_NOW))
     assert "○ DISCONNECTED · retry in 4s · data from 22:12:50" in line
     assert "private daemon pid 7" in line and "alerts none" in line
@@ -61,8 +66,14 @@ def test_query_history_walks_back_and_forth_keeping_the_draft() -> None:
 
 def test_rules_with_problems_come_first_then_by_severity() -> None:
     order = [s.rule.id for s in ordered(sample_rules())]
-    assert order == ["ssh-brute", "exe-deleted", "shell-from-web", "exec-from-tmp",
-                     "listening-python", "new-suid"]
+    assert order == [
+        "ssh-brute",
+        "exe-deleted",
+        "shell-from-web",
+        "exec-from-tmp",
+        "listening-python",
+        "new-suid",
+    ]
     broken = next(s for s in sample_rules() if s.problems)
     assert rule_row(broken, FAKE_NOW).cells[0].text == "⚠"
     assert rule_source(broken.rule) == "local.toml:9"
@@ -77,8 +88,9 @@ def test_health_shows_clients_engine_and_problems() -> None:
 
 def test_the_detail_marks_a_deleted_executable_clearly() -> None:
     xmrig = next(r for r in sample_processes() if r.pid == 3100)
-    facts = {label: (value, tone) for label, value, tone in
-             process_facts(xmrig, "", [], [], FAKE_NOW)}
+    facts = {
+        label: (value, tone) for label, value, tone in process_facts(xmrig, "", [], [], FAKE_NOW)
+    }
     assert facts["exe"] == ("/tmp/.x/kthreadd  [DELETED from disk]", "critical")
 
 
@@ -95,8 +107,12 @@ def test_the_detail_lists_ancestry_root_last_and_children() -> None:
     records = {record_key(r): r for r in sample_processes()}
     key = row_key(ProcessKey(2320, FAKE_NOW - 5390))
     bash = records[key]
-    facts = {label: value for label, value, _ in process_facts(
-        bash, "", ancestry(key, records), children(key, records), FAKE_NOW)}
+    facts = {
+        label: value
+        for label, value, _ in process_facts(
+            bash, "", ancestry(key, records), children(key, records), FAKE_NOW
+        )
+    }
     lineage = Lineage(records)
     assert lineage.ancestry(key) == ancestry(key, records)
     assert lineage.children(key) == children(key, records)

@@ -21,13 +21,13 @@ from tests.fakes.dashboard_source import FAKE_NOW, hostile_processes, proc, samp
 pytestmark = pytest.mark.usefixtures("utc")  # times are shown in local time
 
 
-def by_key(records: tuple[ProcessRecord, ...] | list[ProcessRecord]
-           ) -> dict[str, ProcessRecord]:
+def by_key(records: tuple[ProcessRecord, ...] | list[ProcessRecord]) -> dict[str, ProcessRecord]:
     return {record_key(r): r for r in records}
 
 
-def process_set(records: list[ProcessRecord] | tuple[ProcessRecord, ...],
-                generation: int = 1) -> ProcessSet:
+def process_set(
+    records: list[ProcessRecord] | tuple[ProcessRecord, ...], generation: int = 1
+) -> ProcessSet:
     return ProcessSet(MappingProxyType(by_key(records)), generation, 0)
 
 
@@ -44,9 +44,10 @@ def test_equal_values_keep_ascending_pid_order_in_both_directions(descending: bo
     assert [r.pid for r in ordered] == [10, 20, 30]
 
 
-@pytest.mark.parametrize(("column", "first"), [("pid", 1), ("user", 2320), ("rss", 3100),
-                                               ("started", 3101), ("name", 2320),
-                                               ("cmd", 2320)])
+@pytest.mark.parametrize(
+    ("column", "first"),
+    [("pid", 1), ("user", 2320), ("rss", 3100), ("started", 3101), ("name", 2320), ("cmd", 2320)],
+)
 def test_every_column_sorts(column: str, first: int) -> None:
     descending = column in ("rss", "started")
     ordered = sort_records(sample_processes(), SortSpec(column, descending))
@@ -114,10 +115,14 @@ def test_a_lineage_kept_current_answers_as_one_built_afresh() -> None:
     orphaned = dataclasses.replace(records[vim], ppid=1)
     reused = proc(2320, 1, "reused", started=10)  # pid 2320 again, after the shell is gone
     changes: list[tuple[str, ProcessRecord | None]] = [
-        (vim, orphaned), (shell, None), (record_key(reused), reused)]
+        (vim, orphaned),
+        (shell, None),
+        (record_key(reused), reused),
+    ]
     lineage.update(changes)
-    after = {key: record for key, record in {**records, **dict(changes)}.items()
-             if record is not None}
+    after = {
+        key: record for key, record in {**records, **dict(changes)}.items() if record is not None
+    }
     fresh = Lineage(after)
     assert lineage.parents == fresh.parents, "the tree nests as one built afresh would"
     for key in after:
@@ -131,7 +136,12 @@ def test_a_filtered_tree_keeps_the_ancestors_of_matches() -> None:
     records = by_key(sample_processes())
     matches = [(k, r) for k, r in records.items() if r.name == "vim"]
     assert sorted(r.pid for r in with_ancestors(matches, records).values()) == [
-        1, 812, 2301, 2320, 2411]
+        1,
+        812,
+        2301,
+        2320,
+        2411,
+    ]
 
 
 def test_view_filters_with_the_shared_filter_language() -> None:
@@ -147,8 +157,9 @@ def test_view_filters_with_the_shared_filter_language() -> None:
 def test_nothing_is_new_in_the_first_set_or_after_a_reconnect() -> None:
     view = ProcessView()
     view.update(process_set(sample_processes(), generation=1), FAKE_NOW)
-    view.update(process_set([*sample_processes(), proc(9, 1, "x", started=0)], generation=2),
-                FAKE_NOW)
+    view.update(
+        process_set([*sample_processes(), proc(9, 1, "x", started=0)], generation=2), FAKE_NOW
+    )
     assert all(row.cells[0].text != "+" for row in view.rows(FAKE_NOW))
 
 
@@ -169,8 +180,9 @@ def test_new_rows_are_marked_then_plain_and_ended_rows_linger_then_go() -> None:
     assert rows[record_key(newcomer)].cells[0].text == TIMES
     assert view.summary(len(rows)) == "17 processes · 1 just ended"
     view.filter = parse_filter("newcomer")
-    assert view.summary(len(view.rows(FAKE_NOW + 4))) == "0 shown of 17 · 1 just ended", \
+    assert view.summary(len(view.rows(FAKE_NOW + 4))) == "0 shown of 17 · 1 just ended", (
         "an ended row is shown but not counted as live"
+    )
     assert record_key(newcomer) not in {r.key for r in view.rows(FAKE_NOW + 8)}
 
 
@@ -200,8 +212,9 @@ def test_hostile_names_become_literal_printable_cells() -> None:
     assert cells[6602][7].text.startswith("\\x1b[2J\\x1b[H \\x1b]0;owned\\x07")
     assert cells[6603][6].text == "line\\nbreak" and cells[6603][2].text == "new\\nli…"
     assert cells[6604][6].text == "\\u202egnp.exe"
-    assert all("\x1b" not in cell.text and "\n" not in cell.text
-               for row in cells.values() for cell in row)
+    assert all(
+        "\x1b" not in cell.text and "\n" not in cell.text for row in cells.values() for cell in row
+    )
 
 
 def test_ten_thousand_processes_give_every_row_once_in_order() -> None:
@@ -220,8 +233,15 @@ def test_ten_thousand_processes_give_every_row_once_in_order() -> None:
     assert view.rows(FAKE_NOW) == first
 
 
-@pytest.mark.parametrize("sort", [SortSpec("cpu", True), SortSpec("name", True),
-                                  SortSpec("user", False), SortSpec("rss", False)])
+@pytest.mark.parametrize(
+    "sort",
+    [
+        SortSpec("cpu", True),
+        SortSpec("name", True),
+        SortSpec("user", False),
+        SortSpec("rss", False),
+    ],
+)
 def test_refreshing_by_changes_gives_the_same_rows_as_recomputing(sort: SortSpec) -> None:
     """The incremental refresh (only changed instances) must equal a full recompute."""
     from daemoneye.tui.logic.live import LiveProcesses
@@ -275,21 +295,46 @@ def test_incremental_rows_equal_rows_computed_from_scratch(seed: int) -> None:
         now += rnd.choice([0.0, 0.5, 1.0, 2.0])
         choice = rnd.random()
         if choice < 0.4:
-            live.apply(churn_delta(shadow, step + 1, changed=rnd.randint(0, 60),
-                                   added=rnd.randint(0, 4), removed=rnd.randint(0, 4)))
+            live.apply(
+                churn_delta(
+                    shadow,
+                    step + 1,
+                    changed=rnd.randint(0, 60),
+                    added=rnd.randint(0, 4),
+                    removed=rnd.randint(0, 4),
+                )
+            )
             view.update(live.snapshot(), now)
         elif choice < 0.55:
             view.sort = view.sort.toggled(rnd.choice(SORTABLE))
         elif choice < 0.7:
             # Typing on (narrowing: looked for among the rows shown) and back.
-            view.filter = parse_filter(rnd.choice(
-                ["", "n", "ng", "nginx", "ng user:root", "user:r", "user:root", "cpu>5",
-                 "cpu>50", "sh", "-ng", "-ngi", "pid:1", "pid:12"]))
+            view.filter = parse_filter(
+                rnd.choice(
+                    [
+                        "",
+                        "n",
+                        "ng",
+                        "nginx",
+                        "ng user:root",
+                        "user:r",
+                        "user:root",
+                        "cpu>5",
+                        "cpu>50",
+                        "sh",
+                        "-ng",
+                        "-ngi",
+                        "pid:1",
+                        "pid:12",
+                    ]
+                )
+            )
         elif choice < 0.8:
             view.tree = not view.tree
         elif choice < 0.9 and view.records:
-            view.alerted = {key: rnd.choice(["high", "low"])
-                            for key in rnd.sample(sorted(view.records), 3)}
+            view.alerted = {
+                key: rnd.choice(["high", "low"]) for key in rnd.sample(sorted(view.records), 3)
+            }
         if rnd.random() < 0.7:
             order = view.order(now)
             # What a table keeps: the cells it pulled, minus the keys named as changed.

@@ -15,7 +15,7 @@ from daemoneye.tui.preferences import configured_theme, preference_file, remembe
 
 def test_the_theme_is_added_and_comments_survive(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text("# my settings\n[cli]\noutput = \"json\"  # for jq\n")
+    config.write_text('# my settings\n[cli]\noutput = "json"  # for jq\n')
     config.chmod(0o640)
     remember_theme(config, "daemoneye-light")
     text = config.read_text()
@@ -50,4 +50,5 @@ def test_the_saved_theme_is_read_back_through_the_config(tmp_path: Path) -> None
     assert configured_theme(load_config(mode=Mode.USER, env=env)) == "daemoneye-light"
     with_env = {**env, "DAEMONEYE_TUI__THEME": "daemoneye-high-contrast"}
     assert configured_theme(load_config(mode=Mode.USER, env=with_env)) == (
-        "daemoneye-high-contrast")
+        "daemoneye-high-contrast"
+    )

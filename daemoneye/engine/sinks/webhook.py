@@ -62,9 +62,7 @@ class _Connections:
         self._cut = False  # the watchdog fired while the request was in progress
         self._over = False  # the request has finished; the watchdog no longer matters
 
-    def factory(
-        self, base: type[http.client.HTTPConnection]
-    ) -> type[http.client.HTTPConnection]:
+    def factory(self, base: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
         connections = self
 
         class Tracked(base):  # type: ignore[valid-type,misc]

@@ -13,8 +13,13 @@ from daemoneye.tui.logic.severity import label, severity_rank, tone
 
 ACTIVE_STATES = frozenset({"open", "acknowledged"})
 ALERT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("severity", "sev"), ("state", "state"), ("seen", "seen"), ("rule", "rule"),
-    ("pid", "pid"), ("title", "title"))
+    ("severity", "sev"),
+    ("state", "state"),
+    ("seen", "seen"),
+    ("rule", "rule"),
+    ("pid", "pid"),
+    ("title", "title"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,17 +32,21 @@ class AlertFilter:
 
     def matches(self, alert: Alert) -> bool:
         if self.min_severity is not None and (
-                severity_rank(alert.severity) < severity_rank(self.min_severity)):
+            severity_rank(alert.severity) < severity_rank(self.min_severity)
+        ):
             return False
         if self.rule_id is not None and alert.rule_id != self.rule_id:
             return False
         return alert.state in self.states
 
     def describe(self) -> str:
-        parts = [f"severity ≥ {self.min_severity}" if self.min_severity else "any severity",
-                 f"rule {self.rule_id}" if self.rule_id else "any rule",
-                 "all states" if self.states >= set(ALERT_STATES)
-                 else " + ".join(s for s in ALERT_STATES if s in self.states)]
+        parts = [
+            f"severity ≥ {self.min_severity}" if self.min_severity else "any severity",
+            f"rule {self.rule_id}" if self.rule_id else "any rule",
+            "all states"
+            if self.states >= set(ALERT_STATES)
+            else " + ".join(s for s in ALERT_STATES if s in self.states),
+        ]
         return ", ".join(parts)
 
 
@@ -53,14 +62,17 @@ def alert_key(alert_id: int) -> str:
 def alert_row(alert: Alert, now: float) -> RowView:
     severity_tone = tone(alert.severity)
     state_tone = "dim" if alert.state == "closed" else ""
-    return RowView(alert_key(alert.id), (
-        Cell(label(alert.severity), severity_tone),
-        Cell(alert.state[:5] if alert.state != "acknowledged" else "ack", state_tone),
-        Cell(repeats(alert, now)),
-        Cell(safe_cell(alert.rule_id, 32)),
-        Cell(str(alert.pid), right=True),
-        Cell(safe_cell(alert.title, 200), state_tone),
-    ))
+    return RowView(
+        alert_key(alert.id),
+        (
+            Cell(label(alert.severity), severity_tone),
+            Cell(alert.state[:5] if alert.state != "acknowledged" else "ack", state_tone),
+            Cell(repeats(alert, now)),
+            Cell(safe_cell(alert.rule_id, 32)),
+            Cell(str(alert.pid), right=True),
+            Cell(safe_cell(alert.title, 200), state_tone),
+        ),
+    )
 
 
 def alert_rows(alerts: Iterable[Alert], alert_filter: AlertFilter, now: float) -> list[RowView]:
@@ -103,8 +115,13 @@ def cycle_min_severity(current: str | None) -> str | None:
 
 def cycle_states(current: frozenset[str]) -> frozenset[str]:
     """open+acknowledged → open → acknowledged → closed → all → open+acknowledged."""
-    order = [ACTIVE_STATES, frozenset({"open"}), frozenset({"acknowledged"}),
-             frozenset({"closed"}), frozenset(ALERT_STATES)]
+    order = [
+        ACTIVE_STATES,
+        frozenset({"open"}),
+        frozenset({"acknowledged"}),
+        frozenset({"closed"}),
+        frozenset(ALERT_STATES),
+    ]
     return order[(order.index(current) + 1) % len(order)] if current in order else ACTIVE_STATES
 
 

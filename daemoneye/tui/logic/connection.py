@@ -56,9 +56,14 @@ def connection_parts(connection: ConnectionState, now: float) -> list[Part]:
     return parts
 
 
-def header_parts(connection: ConnectionState, processes: int,
-                 open_alerts: Mapping[str, int], rules: int, rule_problems: int,
-                 now: float) -> list[Part]:
+def header_parts(
+    connection: ConnectionState,
+    processes: int,
+    open_alerts: Mapping[str, int],
+    rules: int,
+    rule_problems: int,
+    now: float,
+) -> list[Part]:
     """The header line: host, connection state, counts."""
     host = safe_cell(connection.host, 24) if connection.host else "daemoneye"
     parts: list[Part] = [(host, "title"), ("  ", "")]

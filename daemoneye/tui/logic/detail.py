@@ -21,9 +21,26 @@ Fact = tuple[str, str, str]  # label, value, tone
 # says whether the process ended; the rest is history, for `processes show`). Any other field
 # of the record (models.py) gets a line of its own (`field_facts`): a new field is visible,
 # and escaped when the description marks it hostile, before anyone lays it out.
-PLACED = frozenset({"pid", "ppid", "name", "exe", "exe_deleted", "exe_sha256", "cwd", "user",
-                    "uid", "gid", "start_time", "state", "threads", "cpu_percent", "rss",
-                    "cmdline"})
+PLACED = frozenset(
+    {
+        "pid",
+        "ppid",
+        "name",
+        "exe",
+        "exe_deleted",
+        "exe_sha256",
+        "cwd",
+        "user",
+        "uid",
+        "gid",
+        "start_time",
+        "state",
+        "threads",
+        "cpu_percent",
+        "rss",
+        "cmdline",
+    }
+)
 LEFT_OUT = frozenset({"first_seen", "last_seen", "ended_at", "exit_code"})
 UNPLACED = tuple(f for f in PROCESS_FIELDS if f.name not in PLACED | LEFT_OUT)
 MAX_CHILDREN = 12
@@ -32,7 +49,7 @@ COMMAND_CHARS = 4096  # a longer command line is cut, with the count of what was
 
 
 def brief(record: ProcessRecord) -> str:
-    """"sshd (812)" — a short, printable name for one instance."""
+    """ "sshd (812)" — a short, printable name for one instance."""
     return f"{safe_cell(record.name, 24)} ({record.pid})"
 
 
@@ -45,7 +62,7 @@ def cmdline_text(record: ProcessRecord) -> str:
     used = 0
     for argument in record.cmdline:
         if used >= joined_limit:
-            rest = sum(len(a) + 1 for a in record.cmdline[len(parts):])
+            rest = sum(len(a) + 1 for a in record.cmdline[len(parts) :])
             parts.append(f"… (+{rest} chars)")
             break
         parts.append(safe(argument, joined_limit - used))
@@ -61,27 +78,45 @@ def exe_facts(record: ProcessRecord) -> list[Fact]:
         facts.append(("exe", f"{safe(record.exe, 4096)}  [DELETED from disk]", "critical"))
     else:
         facts.append(("exe", safe(record.exe, 4096), ""))
-    facts.append(("sha256", record.exe_sha256 or "not hashed (yet)",
-                  "" if record.exe_sha256 else "dim"))
+    facts.append(
+        ("sha256", record.exe_sha256 or "not hashed (yet)", "" if record.exe_sha256 else "dim")
+    )
     return facts
 
 
-def process_facts(record: ProcessRecord, status: str, parents: Sequence[ProcessRecord],
-                  kids: Sequence[ProcessRecord], now: float) -> list[Fact]:
+def process_facts(
+    record: ProcessRecord,
+    status: str,
+    parents: Sequence[ProcessRecord],
+    kids: Sequence[ProcessRecord],
+    now: float,
+) -> list[Fact]:
     """Everything the pane shows as text, in order."""
     state = {"ended": "  (ended)", "new": "  (new)"}.get(status, "")
     user = safe(record.user, 64) if record.user is not None else "?"
-    ids = (f"{user}  uid {record.uid if record.uid is not None else '?'}  "
-           f"gid {record.gid if record.gid is not None else '?'}")
+    ids = (
+        f"{user}  uid {record.uid if record.uid is not None else '?'}  "
+        f"gid {record.gid if record.gid is not None else '?'}"
+    )
     facts: list[Fact] = [
-        ("process", f"{safe(record.name, 64)}  pid {record.pid}  ppid {record.ppid}{state}",
-         status),
+        (
+            "process",
+            f"{safe(record.name, 64)}  pid {record.pid}  ppid {record.ppid}{state}",
+            status,
+        ),
         *exe_facts(record),
-        ("cwd", safe(record.cwd, 4096) if record.cwd is not None else "unreadable",
-         "" if record.cwd is not None else "dim"),
+        (
+            "cwd",
+            safe(record.cwd, 4096) if record.cwd is not None else "unreadable",
+            "" if record.cwd is not None else "dim",
+        ),
         ("user", ids, ""),
-        ("started", f"{format_time(record.start_time, now)}  state {safe(record.state, 8)}  "
-                    f"threads {record.threads}", ""),
+        (
+            "started",
+            f"{format_time(record.start_time, now)}  state {safe(record.state, 8)}  "
+            f"threads {record.threads}",
+            "",
+        ),
         ("usage", f"cpu {record.cpu_percent:.1f} %  rss {format_bytes(record.rss)}", ""),
         *field_facts(record, UNPLACED, now),
         ("ancestry", f" {CHEVRON} ".join(brief(p) for p in reversed(parents)) or DASH, ""),
@@ -95,8 +130,7 @@ def process_facts(record: ProcessRecord, status: str, parents: Sequence[ProcessR
     return facts
 
 
-def field_facts(record: ProcessRecord, described: Sequence[RecordField],
-                now: float) -> list[Fact]:
+def field_facts(record: ProcessRecord, described: Sequence[RecordField], now: float) -> list[Fact]:
     """One plain line per field: its name as the label, its value formatted by its unit, and
     escaped and capped when it is text a process controls."""
     facts: list[Fact] = []
@@ -121,8 +155,13 @@ def field_facts(record: ProcessRecord, described: Sequence[RecordField],
 def alert_facts(alerts: Sequence[Alert], now: float) -> list[Fact]:
     """One line per alert of this process, newest first."""
     lines: list[Fact] = [
-        (label(a.severity), f"{safe(a.title, 300)}  [{a.state}, {repeats(a, now)}]",
-         tone(a.severity)) for a in alerts[:MAX_ALERTS]]
+        (
+            label(a.severity),
+            f"{safe(a.title, 300)}  [{a.state}, {repeats(a, now)}]",
+            tone(a.severity),
+        )
+        for a in alerts[:MAX_ALERTS]
+    ]
     if len(alerts) > MAX_ALERTS:
         lines.append(("", f"+{len(alerts) - MAX_ALERTS} more", "dim"))
     return lines

@@ -13,16 +13,23 @@ def engine_facts(engine: EngineStatus | None, now: float) -> list[Fact]:
         return [("engine", "not running: no rules are evaluated", "medium")]
     reload_text = format_time(engine.last_reload_at, now) or DASH
     facts: list[Fact] = [
-        ("rules", f"{engine.rules_active} active, {engine.rules_rejected} rejected",
-         "high" if engine.rules_rejected else ""),
+        (
+            "rules",
+            f"{engine.rules_active} active, {engine.rules_rejected} rejected",
+            "high" if engine.rules_rejected else "",
+        ),
         ("last reload", reload_text, ""),
         ("open alerts", str(engine.alerts_open), "medium" if engine.alerts_open else ""),
         ("sink backlog", str(engine.sink_backlog), "high" if engine.sink_backlog else ""),
     ]
     if engine.rule_timeouts_total or engine.rules_suspended:
-        facts.append(("rule timeouts", f"{engine.rule_timeouts_total} "
-                      f"({engine.rules_suspended} rules suspended)",
-                      "high" if engine.rules_suspended else "medium"))
+        facts.append(
+            (
+                "rule timeouts",
+                f"{engine.rule_timeouts_total} ({engine.rules_suspended} rules suspended)",
+                "high" if engine.rules_suspended else "medium",
+            )
+        )
     if engine.last_reload_error:
         facts.append(("reload error", safe(engine.last_reload_error, 1000), "high"))
     return facts
@@ -32,36 +39,60 @@ def health_sections(status: DaemonStatus, now: float) -> list[tuple[str, list[Fa
     report = status.report
     stale = now - report.updated_at > max(5.0, 3 * report.interval_s)
     return [
-        ("daemon", [
-            ("version", safe(report.version, 100), ""),
-            ("pid / uid", f"{report.daemon_pid} / {report.daemon_uid}", ""),
-            ("mode", report.mode + ("" if report.privileged else " (unprivileged: other "
-                                    "users' details hidden)"),
-             "" if report.privileged else "medium"),
-            ("uptime", format_duration(now - report.started_at), ""),
-            ("events", safe(report.event_source, 200),
-             "" if report.event_source == "netlink" else "low"),
-            ("last report", f"{format_duration(now - report.updated_at)} ago",
-             "high" if stale else ""),
-            ("clients", str(status.clients), ""),
-        ]),
-        ("collection", [
-            ("interval", f"{report.interval_s:g} s", ""),
-            ("scans", f"{report.ticks}", ""),
-            ("scan time", f"{report.last_scan_ms:.1f} ms (avg {report.avg_scan_ms:.1f} ms)",
-             "medium" if report.last_scan_ms > 500 * report.interval_s else ""),
-            ("processes", f"{report.processes}", ""),
-            ("new / s", f"{report.new_per_second:.1f}", ""),
-            ("denied", f"{report.denied_total}", "low" if report.denied_total else ""),
-            ("vanished", f"{report.vanished_total}", ""),
-            ("hashes dropped", f"{report.hash_dropped_total}",
-             "medium" if report.hash_dropped_total else ""),
-        ]),
-        ("resources", [
-            ("daemon cpu", f"{report.daemon_cpu_percent:.1f} %", ""),
-            ("daemon rss", format_bytes(report.daemon_rss_bytes), ""),
-            ("store", format_bytes(report.store_bytes), ""),
-        ]),
+        (
+            "daemon",
+            [
+                ("version", safe(report.version, 100), ""),
+                ("pid / uid", f"{report.daemon_pid} / {report.daemon_uid}", ""),
+                (
+                    "mode",
+                    report.mode
+                    + ("" if report.privileged else " (unprivileged: other users' details hidden)"),
+                    "" if report.privileged else "medium",
+                ),
+                ("uptime", format_duration(now - report.started_at), ""),
+                (
+                    "events",
+                    safe(report.event_source, 200),
+                    "" if report.event_source == "netlink" else "low",
+                ),
+                (
+                    "last report",
+                    f"{format_duration(now - report.updated_at)} ago",
+                    "high" if stale else "",
+                ),
+                ("clients", str(status.clients), ""),
+            ],
+        ),
+        (
+            "collection",
+            [
+                ("interval", f"{report.interval_s:g} s", ""),
+                ("scans", f"{report.ticks}", ""),
+                (
+                    "scan time",
+                    f"{report.last_scan_ms:.1f} ms (avg {report.avg_scan_ms:.1f} ms)",
+                    "medium" if report.last_scan_ms > 500 * report.interval_s else "",
+                ),
+                ("processes", f"{report.processes}", ""),
+                ("new / s", f"{report.new_per_second:.1f}", ""),
+                ("denied", f"{report.denied_total}", "low" if report.denied_total else ""),
+                ("vanished", f"{report.vanished_total}", ""),
+                (
+                    "hashes dropped",
+                    f"{report.hash_dropped_total}",
+                    "medium" if report.hash_dropped_total else "",
+                ),
+            ],
+        ),
+        (
+            "resources",
+            [
+                ("daemon cpu", f"{report.daemon_cpu_percent:.1f} %", ""),
+                ("daemon rss", format_bytes(report.daemon_rss_bytes), ""),
+                ("store", format_bytes(report.store_bytes), ""),
+            ],
+        ),
         ("engine", engine_facts(status.engine, now)),
     ]
 

@@ -65,8 +65,9 @@ class SampleHistory:
     def __len__(self) -> int:
         return len(self._series)
 
-    def record(self, records: Mapping[str, ProcessRecord],
-               changed: Iterable[str] | None = None) -> None:
+    def record(
+        self, records: Mapping[str, ProcessRecord], changed: Iterable[str] | None = None
+    ) -> None:
         """One update: sample every record that changed; forget instances that are gone.
         `changed`, when the caller knows it, names every key that may differ from the last
         update (see `ProcessSet.changed_since`), so only those are looked at."""

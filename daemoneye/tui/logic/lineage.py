@@ -32,8 +32,9 @@ def _parents(records: Mapping[str, ProcessRecord]) -> dict[str, str]:
     return parent_of
 
 
-def _parent_key(key: str, record: ProcessRecord, candidates: Iterable[str],
-                records: Mapping[str, ProcessRecord]) -> str | None:
+def _parent_key(
+    key: str, record: ProcessRecord, candidates: Iterable[str], records: Mapping[str, ProcessRecord]
+) -> str | None:
     """Among the instances with the parent's pid, the one that is the parent: started no
     later than the child (a reused pid is never taken for it), live before ended, then the
     latest."""
@@ -70,8 +71,11 @@ class Lineage:
         """Work out the parent of `key` again (None: no longer shown)."""
         record = self.records.get(key)
         candidates = self.by_pid.get(record.ppid) if record is not None else None
-        parent = (_parent_key(key, record, candidates, self.records)
-                  if record is not None and candidates is not None else None)
+        parent = (
+            _parent_key(key, record, candidates, self.records)
+            if record is not None and candidates is not None
+            else None
+        )
         if parent is None:
             self.parents.pop(key, None)
         else:
@@ -97,9 +101,13 @@ class Lineage:
         moved: set[str] = set()
         for key, record in changes:
             old = self.records.get(key)
-            if (old is not None and record is not None and old.pid == record.pid
-                    and old.ppid == record.ppid
-                    and (old.ended_at is None) == (record.ended_at is None)):
+            if (
+                old is not None
+                and record is not None
+                and old.pid == record.pid
+                and old.ppid == record.ppid
+                and (old.ended_at is None) == (record.ended_at is None)
+            ):
                 self.records[key] = record  # the usual change: cpu, rss, …
                 continue
             moved.add(key)
@@ -137,8 +145,9 @@ class Lineage:
 class _RecordsByPid(Mapping[int, list[ProcessRecord]]):
     """The records of each pid, read through a pid → keys index."""
 
-    def __init__(self, by_pid: Mapping[int, list[str]],
-                 records: Mapping[str, ProcessRecord]) -> None:
+    def __init__(
+        self, by_pid: Mapping[int, list[str]], records: Mapping[str, ProcessRecord]
+    ) -> None:
         self._by_pid, self._records = by_pid, records
 
     def __getitem__(self, pid: int) -> list[ProcessRecord]:
@@ -159,14 +168,18 @@ def ancestry(key: str, records: Mapping[str, ProcessRecord]) -> list[ProcessReco
     return _ancestry(key, records, by_pid)
 
 
-def _ancestry(key: str, records: Mapping[str, ProcessRecord],
-              by_pid: Mapping[int, list[ProcessRecord]]) -> list[ProcessRecord]:
+def _ancestry(
+    key: str, records: Mapping[str, ProcessRecord], by_pid: Mapping[int, list[ProcessRecord]]
+) -> list[ProcessRecord]:
     chain: list[ProcessRecord] = []
     seen = {key}
     current = records.get(key)
     while current is not None:
-        candidates = [r for r in by_pid.get(current.ppid, ())
-                      if r.start_time <= current.start_time and record_key(r) not in seen]
+        candidates = [
+            r
+            for r in by_pid.get(current.ppid, ())
+            if r.start_time <= current.start_time and record_key(r) not in seen
+        ]
         if not candidates or current.ppid == current.pid:
             break
         parent = max(candidates, key=lambda r: (r.ended_at is None, r.start_time))
@@ -181,12 +194,19 @@ def children(key: str, records: Mapping[str, ProcessRecord]) -> list[ProcessReco
     record = records.get(key)
     if record is None:
         return []
-    return sorted((r for k, r in records.items() if r.ppid == record.pid and k != key
-                   and r.start_time >= record.start_time), key=lambda r: r.pid)
+    return sorted(
+        (
+            r
+            for k, r in records.items()
+            if r.ppid == record.pid and k != key and r.start_time >= record.start_time
+        ),
+        key=lambda r: r.pid,
+    )
 
 
-def tree_order(records: Mapping[str, ProcessRecord], sort: SortSpec,
-               ordered_keys: Iterable[str] | None = None) -> list[tuple[str, ProcessRecord, str]]:
+def tree_order(
+    records: Mapping[str, ProcessRecord], sort: SortSpec, ordered_keys: Iterable[str] | None = None
+) -> list[tuple[str, ProcessRecord, str]]:
     """Depth-first by parent, siblings in `sort` order; each row key and record with its
     tree guide ("├─", …). `ordered_keys`, when the caller has them, are the keys of `records`
     already in `sort` order."""
@@ -194,9 +214,12 @@ def tree_order(records: Mapping[str, ProcessRecord], sort: SortSpec,
     return [(key, records[key], guides.get(key, "")) for key in keys]
 
 
-def tree_keys(records: Mapping[str, ProcessRecord], sort: SortSpec,
-              ordered_keys: Iterable[str] | None = None,
-              parent_of: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+def tree_keys(
+    records: Mapping[str, ProcessRecord],
+    sort: SortSpec,
+    ordered_keys: Iterable[str] | None = None,
+    parent_of: Mapping[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
     """`tree_order` as the keys in order and the guide of every key that has one (roots have
     none): what the table needs, without a tuple per row. `parent_of`, when the caller keeps
     one for exactly `records` (a `Lineage`), saves working the parents out again."""
@@ -244,8 +267,9 @@ def tree_keys(records: Mapping[str, ProcessRecord], sort: SortSpec,
     return order, guides
 
 
-def with_ancestors(matches: Iterable[Item],
-                   records: Mapping[str, ProcessRecord]) -> dict[str, ProcessRecord]:
+def with_ancestors(
+    matches: Iterable[Item], records: Mapping[str, ProcessRecord]
+) -> dict[str, ProcessRecord]:
     """The matching records plus every ancestor of one, so a filtered tree keeps its shape."""
     parent_of = _parents(records)
     kept: dict[str, ProcessRecord] = {}

@@ -110,8 +110,13 @@ class LiveProcesses:
         self._recent.append(frozenset(touched))
 
     def snapshot(self) -> ProcessSet:
-        return ProcessSet(MappingProxyType(dict(self._records)), self._generation, self._seq,
-                          self._version, tuple(self._recent))
+        return ProcessSet(
+            MappingProxyType(dict(self._records)),
+            self._generation,
+            self._seq,
+            self._version,
+            tuple(self._recent),
+        )
 
 
 def changed_record(record: ProcessRecord, change: ProcessChange) -> ProcessRecord:
@@ -122,6 +127,7 @@ def changed_record(record: ProcessRecord, change: ProcessChange) -> ProcessRecor
         if name in _CHANGEABLE:
             if values is None:
                 values = list(_VALUES(record))
-            values[_POSITION[name]] = tuple(value) if name == "cmdline" and isinstance(
-                value, list) else value
+            values[_POSITION[name]] = (
+                tuple(value) if name == "cmdline" and isinstance(value, list) else value
+            )
     return record if values is None else ProcessRecord(*values)

@@ -42,8 +42,11 @@ PROCESS_COLUMNS: tuple[Column, ...] = (
 
 def plain_cells(record: ProcessRecord, now: float) -> tuple[Cell, ...]:
     """pid, user, cpu, rss, started, name, command without any tone."""
-    user = record.user if record.user is not None else (
-        str(record.uid) if record.uid is not None else "?")
+    user = (
+        record.user
+        if record.user is not None
+        else (str(record.uid) if record.uid is not None else "?")
+    )
     return (
         Cell(str(record.pid), right=True),
         Cell(safe_cell(user, 8)),
@@ -55,8 +58,9 @@ def plain_cells(record: ProcessRecord, now: float) -> tuple[Cell, ...]:
     )
 
 
-def process_cells(record: ProcessRecord, status: str, guide: str, severity: str,
-                  plain: tuple[Cell, ...]) -> tuple[Cell, ...]:
+def process_cells(
+    record: ProcessRecord, status: str, guide: str, severity: str, plain: tuple[Cell, ...]
+) -> tuple[Cell, ...]:
     """One process row. A 1-character mark carries the state in text as well as colour:
     TIMES ended, "!" has an open alert, "+" new."""
     if status == "ended":
@@ -94,4 +98,4 @@ def _fitted_guide(guide: str) -> str:
     """A guide that leaves the name room: deep in a tree its outer levels give way to "…"
     (the last levels, the branch to this process, stay)."""
     room = NAME_WIDTH - MIN_NAME_CHARS
-    return guide if len(guide) <= room else "…" + guide[len(guide) - room + 1:]
+    return guide if len(guide) <= room else "…" + guide[len(guide) - room + 1 :]

@@ -106,8 +106,12 @@ class ProcessView:
         """A filter that narrows the last one (a keystroke at the end of the line, mostly)
         is looked for among the rows shown now, which are already sorted: no re-sort. That
         holds only while the shown rows are current (nothing touched since) in the list."""
-        self._narrowed = (not self._tree and not self._everything and not self._touched
-                          and narrows(self._filter.text, process_filter.text))
+        self._narrowed = (
+            not self._tree
+            and not self._everything
+            and not self._touched
+            and narrows(self._filter.text, process_filter.text)
+        )
         self._filter = process_filter
         self._everything = self._everything or not self._narrowed
 
@@ -119,8 +123,9 @@ class ProcessView:
     @alerted.setter
     def alerted(self, worst: Mapping[str, str]) -> None:
         before = self._alerted
-        self._touched.update(key for key in before.keys() | worst.keys()
-                             if before.get(key) != worst.get(key))
+        self._touched.update(
+            key for key in before.keys() | worst.keys() if before.get(key) != worst.get(key)
+        )
         self._alerted = worst
         self._alerted_keys = frozenset(parse_row_key(key) for key in worst)
 
@@ -202,7 +207,7 @@ class ProcessView:
         return bool(stale_new or stale_ended)
 
     def status(self, key: str) -> str:
-        """"ended", "new" or ""."""
+        """ "ended", "new" or ""."""
         if key in self._ended:
             return "ended"
         return "new" if key in self._new_until else ""
@@ -220,14 +225,13 @@ class ProcessView:
         return len(self._ended)
 
     def summary(self, shown: int) -> str:
-        """"342 processes · 2 just ended", or "12 shown of 342 · 1 just ended" when filtered
+        """ "342 processes · 2 just ended", or "12 shown of 342 · 1 just ended" when filtered
         (`shown` rows, the just-ended ones among them counted apart: they are not live)."""
         live = len(self.records)
         if self.filter.empty:
             ended = self.ended_count
         else:
-            ended = sum(1 for key, (record, _) in self._ended.items()
-                        if self._matches(key, record))
+            ended = sum(1 for key, (record, _) in self._ended.items() if self._matches(key, record))
         just_ended = f" · {ended} just ended" if ended else ""
         if self.filter.empty:
             return f"{live} processes{just_ended}"
@@ -330,8 +334,7 @@ class ProcessView:
         shown = self.shown_records()
         if self._filter.empty:
             ordered = self._all_order() if self._everything else self._changed_order()
-            keys, self._tree_guides = tree_keys(shown, self._sort, ordered,
-                                                self.lineage.parents)
+            keys, self._tree_guides = tree_keys(shown, self._sort, ordered, self.lineage.parents)
             return keys
         matches = self._matches
         subset = with_ancestors([item for item in shown.items() if matches(*item)], shown)
@@ -354,8 +357,9 @@ class ProcessView:
         if self._filter.empty:
             self._order = self._sorted_keys(shown)
         else:
-            self._order = self._sorted_keys({key: shown[key]
-                                             for key in self._matching(shown.items())})
+            self._order = self._sorted_keys(
+                {key: shown[key] for key in self._matching(shown.items())}
+            )
         return self._order
 
     def _narrowed_order(self) -> list[str]:
@@ -375,8 +379,11 @@ class ProcessView:
         for key, record in items:
             if uses_text:
                 cached = texts.get(key)
-                text = cached[1] if cached is not None and cached[0] is record else text_of(
-                    key, record)
+                text = (
+                    cached[1]
+                    if cached is not None and cached[0] is record
+                    else text_of(key, record)
+                )
             for predicate in predicates:
                 if not predicate(record, text, alerted):
                     break
@@ -416,14 +423,18 @@ class ProcessView:
         self._order = order
         return order
 
-    def _row(self, key: str, record: ProcessRecord, guide: str,
-             now: float) -> tuple[Cell, ...]:
+    def _row(self, key: str, record: ProcessRecord, guide: str, now: float) -> tuple[Cell, ...]:
         status = "ended" if key in self._ended else "new" if key in self._new_until else ""
         severity = self._alerted.get(key, "")
         cache = self._guided if guide else self._rows
         cached = cache.get(key)
-        if (cached is not None and cached[0] is record and cached[1] == status
-                and cached[2] == guide and cached[3] == severity):
+        if (
+            cached is not None
+            and cached[0] is record
+            and cached[1] == status
+            and cached[2] == guide
+            and cached[3] == severity
+        ):
             return cached[4]
         plain = self._plain.get(key)
         if plain is None or plain[0] is not record:

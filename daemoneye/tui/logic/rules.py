@@ -11,12 +11,18 @@ from daemoneye.tui.logic.format import DASH, format_time, safe, safe_cell
 from daemoneye.tui.logic.severity import label, severity_rank, tone
 
 RULE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("mark", " "), ("id", "rule"), ("severity", "sev"), ("enabled", "enabled"),
-    ("hits", "hits"), ("last_hit", "last hit"), ("source", "source"))
+    ("mark", " "),
+    ("id", "rule"),
+    ("severity", "sev"),
+    ("enabled", "enabled"),
+    ("hits", "hits"),
+    ("last_hit", "last hit"),
+    ("source", "source"),
+)
 
 
 def rule_source(rule: Rule) -> str:
-    """"file.toml:12" — the file's name and the line of the rule's table."""
+    """ "file.toml:12" — the file's name and the line of the rule's table."""
     return f"{PurePath(rule.source_file).name}:{rule.source_line}"
 
 
@@ -26,8 +32,10 @@ def rule_location(rule: Rule) -> str:
 
 def ordered(rules: Iterable[RuleStatus]) -> list[RuleStatus]:
     """Rules with problems first, then by severity (worst first), then by id."""
-    return sorted(rules, key=lambda s: (not (s.problems or s.suspended),
-                                        -severity_rank(s.rule.severity), s.rule.id))
+    return sorted(
+        rules,
+        key=lambda s: (not (s.problems or s.suspended), -severity_rank(s.rule.severity), s.rule.id),
+    )
 
 
 def rule_row(status: RuleStatus, now: float) -> RowView:
@@ -39,15 +47,18 @@ def rule_row(status: RuleStatus, now: float) -> RowView:
         mark = Cell("⚠", "medium")
     else:
         mark = Cell("●" if rule.enabled else "○", "" if rule.enabled else "dim")
-    return RowView(rule.id, (
-        mark,
-        Cell(safe_cell(rule.id, 40), off),
-        Cell(label(rule.severity), tone(rule.severity)),
-        Cell("on" if rule.enabled else "off", off),
-        Cell(str(status.hits), off, right=True),
-        Cell(format_time(status.last_hit, now) or DASH, off),
-        Cell(safe_cell(rule_source(rule), 40), off),
-    ))
+    return RowView(
+        rule.id,
+        (
+            mark,
+            Cell(safe_cell(rule.id, 40), off),
+            Cell(label(rule.severity), tone(rule.severity)),
+            Cell("on" if rule.enabled else "off", off),
+            Cell(str(status.hits), off, right=True),
+            Cell(format_time(status.last_hit, now) or DASH, off),
+            Cell(safe_cell(rule_source(rule), 40), off),
+        ),
+    )
 
 
 def rule_rows(rules: Iterable[RuleStatus], now: float) -> list[RowView]:
@@ -55,7 +66,7 @@ def rule_rows(rules: Iterable[RuleStatus], now: float) -> list[RowView]:
 
 
 def problem_text(problem: RuleProblem) -> str:
-    """"file:line: rule 'x': message", made printable."""
+    """ "file:line: rule 'x': message", made printable."""
     return safe(str(problem), 2000)
 
 
@@ -71,8 +82,13 @@ def rule_facts(status: RuleStatus, now: float) -> list[tuple[str, str]]:
         ("source", safe(rule_location(rule), 2000)),
     ]
     if status.timeouts or status.suspended:
-        facts.append(("timeouts", f"{status.timeouts} (hit its time budget)"
-                      + (": suspended until its query changes" if status.suspended else "")))
+        facts.append(
+            (
+                "timeouts",
+                f"{status.timeouts} (hit its time budget)"
+                + (": suspended until its query changes" if status.suspended else ""),
+            )
+        )
     if rule.overrides:
         facts.append(("overrides", safe(rule.overrides, 2000)))
     if rule.tags:

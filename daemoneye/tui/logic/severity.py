@@ -9,7 +9,12 @@ from daemoneye.models import SEVERITIES
 SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
 # Short labels so that severity never depends on colour alone (NO_COLOR, high-contrast).
 SEVERITY_LABEL: dict[str, str] = {
-    "critical": "CRIT", "high": "HIGH", "medium": "MED", "low": "LOW", "info": "INFO"}
+    "critical": "CRIT",
+    "high": "HIGH",
+    "medium": "MED",
+    "low": "LOW",
+    "info": "INFO",
+}
 
 
 def severity_rank(severity: str) -> int:

@@ -11,8 +11,15 @@ from daemoneye.tui.logic.format import CMD_CELL_CHARS, cmdline_of
 from daemoneye.tui.logic.keys import record_key
 
 SORTABLE = ("pid", "user", "cpu", "rss", "started", "name", "cmd")
-SORT_LABELS = {"pid": "PID", "user": "user", "cpu": "CPU %", "rss": "RSS",
-               "started": "start time", "name": "name", "cmd": "command line"}
+SORT_LABELS = {
+    "pid": "PID",
+    "user": "user",
+    "cpu": "CPU %",
+    "rss": "RSS",
+    "started": "start time",
+    "name": "name",
+    "cmd": "command line",
+}
 SORT_KEYS: dict[str, Callable[[ProcessRecord], Any]] = {
     "pid": lambda r: r.pid,
     "user": lambda r: (r.user or "").lower(),
@@ -39,8 +46,12 @@ class SortSpec:
         return f"{SORT_LABELS[self.column]} {'↓' if self.descending else '↑'}"
 
 
-NUMERIC_KEYS = {"pid": lambda r: r.pid, "cpu": lambda r: r.cpu_percent, "rss": lambda r: r.rss,
-            "started": lambda r: r.start_time}
+NUMERIC_KEYS = {
+    "pid": lambda r: r.pid,
+    "cpu": lambda r: r.cpu_percent,
+    "rss": lambda r: r.rss,
+    "started": lambda r: r.start_time,
+}
 
 
 Item = tuple[str, ProcessRecord]  # row key, record

@@ -38,10 +38,13 @@ def spark_labels(cpu: Sequence[float], rss: Sequence[float]) -> tuple[str, str]:
     return f"cpu ≤{max(cpu):.0f}%", f"rss ≤{format_bytes(int(max(rss)))}"
 
 
-def sparklines(cpu: Sequence[float], rss: Sequence[float],
-               room: int) -> list[tuple[str, list[int]]]:
+def sparklines(
+    cpu: Sequence[float], rss: Sequence[float], room: int
+) -> list[tuple[str, list[int]]]:
     """The CPU and RSS lines for `room` columns of bars: each label with its bars, the label
     giving the top of the samples the bars show (not of older ones scrolled out)."""
     shown = (cpu[-room:], rss[-room:]) if room > 0 else ((), ())
-    return [(label, spark_levels(values, room))
-            for label, values in zip(spark_labels(*shown), shown, strict=True)]
+    return [
+        (label, spark_levels(values, room))
+        for label, values in zip(spark_labels(*shown), shown, strict=True)
+    ]

@@ -35,8 +35,10 @@ class AlertsScreen(DashboardScreen):
     CSS_PATH = "alerts.tcss"
     MODE = "alerts"
     HELP_KEYS: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("a  c", "acknowledge, close (admin)"), ("p  Enter", "jump to the process"),
-        ("v  o  r", "filter by severity, state, rule"))
+        ("a  c", "acknowledge, close (admin)"),
+        ("p  Enter", "jump to the process"),
+        ("v  o  r", "filter by severity, state, rule"),
+    )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "ack", "Ack"),
         Binding("c", "close_alert", "Close"),
@@ -48,8 +50,7 @@ class AlertsScreen(DashboardScreen):
     PALETTE: ClassVar[tuple[PaletteEntry, ...]] = (
         ("Acknowledge alert", "Mark the selected alert acknowledged (admin)", "ack"),
         ("Close alert", "Close the selected alert (admin)", "close_alert"),
-        ("Jump to alert's process", "Select the alert's process on the processes screen",
-         "jump"),
+        ("Jump to alert's process", "Select the alert's process on the processes screen", "jump"),
         ("Filter alerts by severity", "any → low → medium → high → critical", "cycle_severity"),
         ("Filter alerts by state", "open+ack → open → ack → closed → all", "cycle_state"),
         ("Filter alerts by rule", "Cycle through the rules that raised alerts", "cycle_rule"),
@@ -82,8 +83,12 @@ class AlertsScreen(DashboardScreen):
         rows = alert_rows(alerts, self.alert_filter, now)
         self.table.sync(rows)
         total = len(self.dashboard.alerts)
-        line = Text(f" {len(rows)} of {total} alerts · {self.alert_filter.describe()}",
-                    no_wrap=True, overflow="ellipsis", end="")
+        line = Text(
+            f" {len(rows)} of {total} alerts · {self.alert_filter.describe()}",
+            no_wrap=True,
+            overflow="ellipsis",
+            end="",
+        )
         self.query_one("#alert-filter", Static).update(line)
         self._show_detail()
 
@@ -102,12 +107,16 @@ class AlertsScreen(DashboardScreen):
         now = self.dashboard.now()
         text = Text(end="")
         text.append(safe(alert.title, 1000), "bold")
-        text.append(f"\nrule {safe(alert.rule_id, 200)} · pid {alert.pid} · seen "
-                    f"{alert.count}{TIMES} from {format_time(alert.first_seen, now)} to "
-                    f"{format_time(alert.last_seen, now)} · {alert.state}")
+        text.append(
+            f"\nrule {safe(alert.rule_id, 200)} · pid {alert.pid} · seen "
+            f"{alert.count}{TIMES} from {format_time(alert.first_seen, now)} to "
+            f"{format_time(alert.last_seen, now)} · {alert.state}"
+        )
         if alert.state_changed_by:
-            text.append(f" by {safe(alert.state_changed_by, 100)} at "
-                        f"{format_time(alert.state_changed_at, now)}")
+            text.append(
+                f" by {safe(alert.state_changed_by, 100)} at "
+                f"{format_time(alert.state_changed_at, now)}"
+            )
         for column, value in alert.row[:6]:
             text.append(f"\n  {safe(column, 40)} = {safe(str(value), 300)}")
         detail.update(text)
@@ -175,8 +184,9 @@ class AlertsScreen(DashboardScreen):
         await self.app.switch_mode("processes")
         screen = self.app.screen
         if not isinstance(screen, ProcessesScreen) or not screen.select_process(key):
-            self.notify(f"Process {alert.pid} of alert {alert.id} is no longer running.",
-                        severity="warning")
+            self.notify(
+                f"Process {alert.pid} of alert {alert.id} is no longer running.", severity="warning"
+            )
 
     @on(LiveTable.RowSelected, "#alert-table")
     async def _row_selected(self) -> None:

@@ -68,4 +68,5 @@ class DashboardScreen(Screen[None]):
     def _action_runner(self, action: str) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
             await self.run_action(action)
+
         return run

@@ -50,15 +50,17 @@ class HealthScreen(DashboardScreen):
 
     def _show(self, status: DaemonStatus | None) -> None:
         if status is None:
-            self.query_one("#health-daemon", FactPanel).show(
-                [("", "no health report yet", "dim")])
+            self.query_one("#health-daemon", FactPanel).show([("", "no health report yet", "dim")])
             return
         for name, facts in health_sections(status, self.dashboard.now()):
             self.query_one(f"#health-{name}", FactPanel).show(facts)
         found = problems(status)
         panel = self.query_one("#health-problems", FactPanel)
-        panel.show([("⚠", problem, "high") for problem in found] or
-                   [("", "none: the daemon reports itself healthy", "dim")], label_width=2)
+        panel.show(
+            [("⚠", problem, "high") for problem in found]
+            or [("", "none: the daemon reports itself healthy", "dim")],
+            label_width=2,
+        )
         panel.set_class(bool(found), "-problems")
 
     def action_refresh_health(self) -> None:

@@ -39,9 +39,13 @@ class ProcessesScreen(DashboardScreen):
     CSS_PATH = "processes.tcss"
     MODE = "processes"
     HELP_KEYS: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("/", "filter (Esc clears)"), ("s  S", "next sort column, reverse order"),
-        ("click header", "sort by that column"), ("t", "tree by parent"),
-        ("d  Enter", "detail pane"), ("k", "send a signal (admin, asks first)"))
+        ("/", "filter (Esc clears)"),
+        ("s  S", "next sort column, reverse order"),
+        ("click header", "sort by that column"),
+        ("t", "tree by parent"),
+        ("d  Enter", "detail pane"),
+        ("k", "send a signal (admin, asks first)"),
+    )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "filter", "Filter"),
         Binding("s", "next_sort", "Sort"),
@@ -58,8 +62,10 @@ class ProcessesScreen(DashboardScreen):
         ("Show process detail", "Command line, exe hash, ancestry, alerts", "toggle_detail"),
         ("Send signal to process", "TERM, KILL, … the selected process (admin)", "signal"),
         ("Reverse sort order", "Ascending ↔ descending", "reverse_sort"),
-        *((f"Sort processes by {column}", f"Order the table by {column}", f"sort('{column}')")
-          for column in SORTABLE),
+        *(
+            (f"Sort processes by {column}", f"Order the table by {column}", f"sort('{column}')")
+            for column in SORTABLE
+        ),
     )
 
     def __init__(self) -> None:
@@ -177,8 +183,10 @@ class ProcessesScreen(DashboardScreen):
         order = view.order(self.dashboard.now())
         self.table.show(order, view.cells, view.changed)
         status = Text(no_wrap=True, overflow="ellipsis", end="")
-        status.append(f" {view.summary(len(order))} · sort {view.sort.describe()} · "
-                      f"{'tree' if view.tree else 'list'}")
+        status.append(
+            f" {view.summary(len(order))} · sort {view.sort.describe()} · "
+            f"{'tree' if view.tree else 'list'}"
+        )
         if not view.filter.empty:
             status.append(" · filter ")
             status.append(view.filter.text)  # literal: whatever the user typed
@@ -213,7 +221,8 @@ class ProcessesScreen(DashboardScreen):
         cpu, rss = self.dashboard.history.samples(key)
         shown = (key, record, status, alerts, ancestry, children, cpu, rss)
         if self._detail_shown is not None and all(
-                a is b or a == b for a, b in zip(shown, self._detail_shown, strict=True)):
+            a is b or a == b for a, b in zip(shown, self._detail_shown, strict=True)
+        ):
             return  # nothing the pane shows has changed
         self._detail_shown = shown
         now = self.dashboard.now()

@@ -25,8 +25,11 @@ class QueryScreen(DashboardScreen):
     CSS_PATH = "query.tcss"
     MODE = "query"
     HELP_KEYS: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("/", "back to the SQL line"), ("Enter", "run"), ("↑ ↓", "history"),
-        ("ctrl+l", "clear"))
+        ("/", "back to the SQL line"),
+        ("Enter", "run"),
+        ("↑ ↓", "history"),
+        ("ctrl+l", "clear"),
+    )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "focus_sql", "SQL"),
         Binding("ctrl+l", "clear", "Clear"),
@@ -38,8 +41,10 @@ class QueryScreen(DashboardScreen):
 
     def compose_body(self) -> ComposeResult:
         yield SqlInput(placeholder=PLACEHOLDER, id="sql")
-        yield Static(Text("Enter runs the query · ↑/↓ history · sandboxed, read-only",
-                          "dim"), id="query-status")
+        yield Static(
+            Text("Enter runs the query · ↑/↓ history · sandboxed, read-only", "dim"),
+            id="query-status",
+        )
         yield DataTable(id="results", cursor_type="row")
 
     def on_screen_resume(self) -> None:
@@ -92,8 +97,7 @@ class QueryScreen(DashboardScreen):
             for column in result.columns:
                 table.add_column(Text(safe_cell(column, 40)), key=None)
             for row in result.rows[:MAX_SHOWN_ROWS]:
-                table.add_row(*(Text(safe_cell("NULL" if v is None else str(v), 200))
-                                for v in row))
+                table.add_row(*(Text(safe_cell("NULL" if v is None else str(v), 200)) for v in row))
         count = len(result.rows)
         text = Text(f"{title}: " if title else "", "bold")
         text.append(f"{count} row{'s' if count != 1 else ''}")

@@ -27,8 +27,11 @@ class RulesScreen(DashboardScreen):
     CSS_PATH = "rules.tcss"
     MODE = "rules"
     HELP_KEYS: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("e  space", "enable / disable (admin)"), ("o", "open the file in $EDITOR"),
-        ("r", "reload (admin)"), ("t", "test: run the rule's query"))
+        ("e  space", "enable / disable (admin)"),
+        ("o", "open the file in $EDITOR"),
+        ("r", "reload (admin)"),
+        ("t", "test: run the rule's query"),
+    )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("e,space", "toggle_enabled", "Enable/disable"),
         Binding("o", "edit", "Edit"),
@@ -67,8 +70,12 @@ class RulesScreen(DashboardScreen):
         self.table.sync(rule_rows(rules, self.dashboard.now()))
         banner = self.query_one("#rules-banner", Static)
         broken = sum(1 for status in rules if status.problems)
-        text = Text(f" {len(rules)} rules · {sum(s.rule.enabled for s in rules)} enabled",
-                    no_wrap=True, overflow="ellipsis", end="")
+        text = Text(
+            f" {len(rules)} rules · {sum(s.rule.enabled for s in rules)} enabled",
+            no_wrap=True,
+            overflow="ellipsis",
+            end="",
+        )
         if broken:
             text.append(f" · {broken} with load errors", "bold")
         file_problems = [p for p in self.reload_problems if p.rule_id is None]
@@ -135,11 +142,17 @@ class RulesScreen(DashboardScreen):
         self.reload_problems = outcome.problems
         self.app.post_message(RulesChanged(rules))
         if not outcome.accepted:
-            self.notify(f"{len(outcome.problems)} problem(s); the last good rule set "
-                        "stays active.", title="Rules not reloaded", severity="error")
+            self.notify(
+                f"{len(outcome.problems)} problem(s); the last good rule set stays active.",
+                title="Rules not reloaded",
+                severity="error",
+            )
         elif outcome.problems:
-            self.notify(f"{outcome.active} rules active; {len(outcome.problems)} rejected.",
-                        title="Rules reloaded", severity="warning")
+            self.notify(
+                f"{outcome.active} rules active; {len(outcome.problems)} rejected.",
+                title="Rules reloaded",
+                severity="warning",
+            )
         else:
             self.notify(f"{outcome.active} rules active.", title="Rules reloaded")
 

@@ -16,8 +16,13 @@ from daemoneye.models import ProcessRecord
 from daemoneye.tui.logic.format import format_time, safe, safe_cell
 
 SIGNALS: tuple[tuple[str, str], ...] = (
-    ("TERM", "ask it to stop"), ("INT", "interrupt"), ("HUP", "hang up / reload"),
-    ("KILL", "stop it now, no clean-up"), ("STOP", "pause"), ("CONT", "resume"))
+    ("TERM", "ask it to stop"),
+    ("INT", "interrupt"),
+    ("HUP", "hang up / reload"),
+    ("KILL", "stop it now, no clean-up"),
+    ("STOP", "pause"),
+    ("CONT", "resume"),
+)
 
 
 class SignalScreen(ModalScreen[str | None]):
@@ -40,8 +45,10 @@ class SignalScreen(ModalScreen[str | None]):
             yield Static(Text("Send a signal", style="bold"), id="signal-title")
             about = Text(end="")
             about.append(safe_cell(record.name, 40), "bold")
-            about.append(f"  pid {record.pid}, started {format_time(record.start_time, self.now)}"
-                         f", user {safe_cell(record.user or '?', 24)}\n")
+            about.append(
+                f"  pid {record.pid}, started {format_time(record.start_time, self.now)}"
+                f", user {safe_cell(record.user or '?', 24)}\n"
+            )
             about.append(safe(" ".join(record.cmdline), 300) or f"[{safe(record.name, 40)}]")
             yield Static(about, id="signal-about")
             with RadioSet(id="signal-choice"):

@@ -12,5 +12,6 @@ class AlertTable(LiveTable):
     """Alerts with severity in colour and in words (CRIT, HIGH, …)."""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__([(key, label, _WIDTHS[key], key == "pid")
-                          for key, label in ALERT_COLUMNS], id=id)
+        super().__init__(
+            [(key, label, _WIDTHS[key], key == "pid") for key, label in ALERT_COLUMNS], id=id
+        )

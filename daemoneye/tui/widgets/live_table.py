@@ -71,8 +71,11 @@ class LiveTable(ScrollView, can_focus=True):
         Binding("enter", "select", "Select", show=False),
     ]
     COMPONENT_CLASSES: ClassVar[set[str]] = {
-        "live-table--header", "live-table--cursor", "live-table--cursor-blurred",
-        *(f"live-table--{tone}" for tone in TONES)}
+        "live-table--header",
+        "live-table--cursor",
+        "live-table--cursor-blurred",
+        *(f"live-table--{tone}" for tone in TONES),
+    }
 
     @dataclass
     class RowHighlighted(Message):
@@ -107,9 +110,14 @@ class LiveTable(ScrollView, can_focus=True):
         def control(self) -> LiveTable:
             return self.live_table
 
-    def __init__(self, columns: Sequence[tuple[str, str, int, bool]], *,
-                 name: str | None = None, id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(
+        self,
+        columns: Sequence[tuple[str, str, int, bool]],
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
         """`columns` are (key, label, width, right-aligned); width 0 marks the column that
         takes the rest of the table's width."""
         super().__init__(name=name, id=id, classes=classes)
@@ -151,15 +159,16 @@ class LiveTable(ScrollView, can_focus=True):
         return cells
 
     # -- changing -------------------------------------------------------------------------
-    def show(self, order: Sequence[str], cells_of: CellSource,
-             changed: Collection[str] | None = None) -> None:
+    def show(
+        self, order: Sequence[str], cells_of: CellSource, changed: Collection[str] | None = None
+    ) -> None:
         """Show the rows `order` names, drawing each from `cells_of(key)`. `changed` names
         every key whose cells may differ since the last call (None: any may). The table keeps
         `order` as it is: the caller hands over a new sequence instead of changing this one."""
         cursor_key = self.cursor_key
         top = round(self.scroll_offset.y)
         height = max(1, self.size.height - 1)
-        on_screen_before = self._order[top:top + height]
+        on_screen_before = self._order[top : top + height]
         self._source = cells_of
         if changed is None:
             self._cells.clear()
@@ -178,10 +187,11 @@ class LiveTable(ScrollView, can_focus=True):
             if changed is None or round(self.scroll_offset.y) != top:
                 self.refresh()
             else:
-                self._refresh_lines(on_screen_before, self._order[top:top + height], changed)
+                self._refresh_lines(on_screen_before, self._order[top : top + height], changed)
 
-    def _refresh_lines(self, before: Sequence[str], after: Sequence[str],
-                       changed: Collection[str]) -> None:
+    def _refresh_lines(
+        self, before: Sequence[str], after: Sequence[str], changed: Collection[str]
+    ) -> None:
         """Repaint the lines whose row is another one now or changed its cells: a refresh
         that changes a few visible rows repaints those, not the table."""
         changed = changed if isinstance(changed, set | frozenset) else set(changed)
@@ -189,8 +199,12 @@ class LiveTable(ScrollView, can_focus=True):
         regions: list[Region] = []
         start = None
         for line in range(lines + 1):
-            differs = line < lines and (line >= len(before) or line >= len(after)
-                                        or before[line] != after[line] or after[line] in changed)
+            differs = line < lines and (
+                line >= len(before)
+                or line >= len(after)
+                or before[line] != after[line]
+                or after[line] in changed
+            )
             if differs and start is None:
                 start = line
             elif not differs and start is not None:
@@ -362,8 +376,7 @@ class LiveTable(ScrollView, can_focus=True):
             cells = self._cells[key] = self._source(key)
         cursor = index == self._cursor
         cached = self._strips.get(key)
-        if cached is not None and cached[0] is cells and cached[1] == cursor and \
-                cached[2] == width:
+        if cached is not None and cached[0] is cells and cached[1] == cursor and cached[2] == width:
             return cached[3]
         strip = self._row(cells, cursor, width)
         self._strips[key] = (cells, cursor, width, strip)
@@ -371,9 +384,10 @@ class LiveTable(ScrollView, can_focus=True):
 
     def _header(self, width: int) -> Strip:
         style = self.rich_style + self._style("header")
-        text = "".join(" " * PADDING + fit(column.label, column_width, column.right)
-                       + " " * PADDING
-                       for column, column_width in zip(self.columns, self._widths, strict=True))
+        text = "".join(
+            " " * PADDING + fit(column.label, column_width, column.right) + " " * PADDING
+            for column, column_width in zip(self.columns, self._widths, strict=True)
+        )
         return Strip([Segment(text, style)]).adjust_cell_length(width, style)
 
     def _row(self, cells: tuple[Cell, ...], cursor: bool, width: int) -> Strip:

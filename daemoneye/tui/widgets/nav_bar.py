@@ -39,13 +39,12 @@ class NavBar(Widget):
         self.items = items
 
     def render(self) -> Content:
-        current = Style.from_rich_style(
-            component_style(self, "nav-bar--current"))
-        other = Style.from_rich_style(
-            component_style(self, "nav-bar--other"))
+        current = Style.from_rich_style(component_style(self, "nav-bar--current"))
+        other = Style.from_rich_style(component_style(self, "nav-bar--other"))
         return Content(" " * GAP).join(
             Content(label(key, title)).stylize(current if mode == self.current else other)
-            for key, mode, title in self.items)
+            for key, mode, title in self.items
+        )
 
     async def on_click(self, event: Click) -> None:
         start = 0

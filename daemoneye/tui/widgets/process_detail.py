@@ -37,11 +37,14 @@ class ProcessDetail(ScrollView, can_focus=True):
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         *(f"process-detail--{tone}" for tone in DETAIL_TONES),
-        "process-detail--spark-label", "process-detail--spark-low",
-        "process-detail--spark-high"}
+        "process-detail--spark-label",
+        "process-detail--spark-low",
+        "process-detail--spark-high",
+    }
 
-    def __init__(self, *, name: str | None = None, id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(
+        self, *, name: str | None = None, id: str | None = None, classes: str | None = None
+    ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self._facts: Sequence[Fact] = ()
         self._alerts: Sequence[Fact] = ()
@@ -53,8 +56,13 @@ class ProcessDetail(ScrollView, can_focus=True):
         self._styles: dict[str, Style] = {}
 
     # -- what is shown ------------------------------------------------------------------------
-    def show(self, facts: Sequence[Fact], alerts: Sequence[Fact],
-             cpu: Sequence[float], rss: Sequence[float]) -> None:
+    def show(
+        self,
+        facts: Sequence[Fact],
+        alerts: Sequence[Fact],
+        cpu: Sequence[float],
+        rss: Sequence[float],
+    ) -> None:
         self._facts, self._alerts, self._cpu, self._rss = facts, alerts, cpu, rss
         self._message = ""
         self._changed()
@@ -110,8 +118,10 @@ class ProcessDetail(ScrollView, can_focus=True):
         room = max(0, width - SPARK_LABEL_WIDTH)
         for label, levels in sparklines(self._cpu, self._rss, room):
             yield []
-            line = [Segment(f"{label:<{SPARK_LABEL_WIDTH}}", self._style("spark-label")),
-                    Segment(" " * (room - len(levels)))]  # the newest sample at the right
+            line = [
+                Segment(f"{label:<{SPARK_LABEL_WIDTH}}", self._style("spark-label")),
+                Segment(" " * (room - len(levels))),
+            ]  # the newest sample at the right
             line += (Segment(BARS[level], self._style(f"bar-{level}")) for level in levels)
             yield line
         yield []
@@ -120,9 +130,9 @@ class ProcessDetail(ScrollView, can_focus=True):
         else:
             yield from render(Text("no alerts", self._style("dim"), end=""), width)
 
-    def _fact_lines(self, facts: Sequence[Fact],
-                    render: Callable[[Text, int], list[list[Segment]]],
-                    width: int) -> Iterator[list[Segment]]:
+    def _fact_lines(
+        self, facts: Sequence[Fact], render: Callable[[Text, int], list[list[Segment]]], width: int
+    ) -> Iterator[list[Segment]]:
         """Label, then the value wrapped to the room beside it (a SHA-256 or a long command
         line continues under the value, not under the label)."""
         label_style, indent = self._style("label"), " " * LABEL_WIDTH
@@ -134,8 +144,11 @@ class ProcessDetail(ScrollView, can_focus=True):
                 yield from render(text, width)
                 continue
             for index, segments in enumerate(render(text, width - LABEL_WIDTH) or [[]]):
-                lead = Segment(f"{label:<{LABEL_WIDTH}}", label_style) if index == 0 \
+                lead = (
+                    Segment(f"{label:<{LABEL_WIDTH}}", label_style)
+                    if index == 0
                     else Segment(indent)
+                )
                 yield [lead, *segments]
 
     def _wrapped(self) -> list[Strip]:
@@ -144,8 +157,10 @@ class ProcessDetail(ScrollView, can_focus=True):
             return self._lines
         self._width = width
         base = self._style("")
-        self._lines = [Strip(Segment.apply_style(segments, base)).adjust_cell_length(width, base)
-                       for segments in (self._segment_lines(width) if width > 0 else ())]
+        self._lines = [
+            Strip(Segment.apply_style(segments, base)).adjust_cell_length(width, base)
+            for segments in (self._segment_lines(width) if width > 0 else ())
+        ]
         return self._lines
 
     def on_resize(self, event: Resize) -> None:

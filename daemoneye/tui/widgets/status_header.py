@@ -24,7 +24,6 @@ class StatusHeader(Widget):
     def render(self) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis", end="")
         for part, tone in self.parts:
-            style = (component_style(self, f"status-header--{tone}")
-                     if tone else "")
+            style = component_style(self, f"status-header--{tone}") if tone else ""
             text.append(part, style)
         return text

@@ -18,6 +18,8 @@ def show_text(static: Static, content: Text) -> None:
         return
     width, height = static.content_size
     static.update(content, layout=False)
-    if not width or static.get_content_height(static.content_size, static.content_size,
-                                              width) != height:
+    if (
+        not width
+        or static.get_content_height(static.content_size, static.content_size, width) != height
+    ):
         static.refresh(layout=True)
