@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from daemoneye.engine.rule_loader import RuleValidator
 from daemoneye.models import ProcessEvent, ProcessKey, ProcessRecord, ScanDelta, ScanStats
 from daemoneye.store import Store
 
@@ -90,3 +91,18 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     monkeypatch.undo()
     time.tzset()
+
+
+@pytest.fixture(scope="module")
+def validator() -> Iterator[RuleValidator]:
+    """One rule validator per test module: it holds a scratch database."""
+    shared = RuleValidator()
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "rules.d"
+    directory.mkdir()
+    return directory

@@ -4,39 +4,12 @@ half-written runs that file's last good rules and says so."""
 from __future__ import annotations
 
 import stat
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from daemoneye.engine.last_good import LastGoodFiles
 from daemoneye.engine.reload import RuleRegistry
 from daemoneye.engine.rule_loader import RuleValidator
-
-
-def rule_toml(rule_id: str, name: str = "x") -> str:
-    return textwrap.dedent(f'''
-        [[rule]]
-        id = "{rule_id}"
-        name = "Rule {rule_id}"
-        severity = "high"
-        query = "SELECT pid, start_time FROM processes WHERE name = '{name}'"
-    ''')
-
-
-@pytest.fixture(scope="module")
-def validator() -> Iterator[RuleValidator]:
-    shared = RuleValidator()
-    yield shared
-    shared.close()
-
-
-@pytest.fixture
-def rules_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "rules.d"
-    directory.mkdir()
-    return directory
+from tests.unit.rule_text import rule_toml
 
 
 def start(rules_dir: Path, kept_dir: Path, validator: RuleValidator) -> RuleRegistry:

@@ -6,40 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import textwrap
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from daemoneye.engine.reload import ReloadOutcome, RuleRegistry, watch_rules, watch_targets
 from daemoneye.engine.rule_loader import RuleValidator
-
-
-def rule_toml(rule_id: str, name: str = "x", query: str | None = None) -> str:
-    query = query or f"SELECT pid, start_time FROM processes WHERE name = '{name}'"
-    return textwrap.dedent(f'''
-        [[rule]]
-        id = "{rule_id}"
-        name = "Rule {rule_id}"
-        severity = "high"
-        query = "{query}"
-    ''')
-
-
-@pytest.fixture(scope="module")
-def validator() -> Iterator[RuleValidator]:
-    shared = RuleValidator()
-    yield shared
-    shared.close()
-
-
-@pytest.fixture
-def rules_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "rules.d"
-    directory.mkdir()
-    return directory
+from tests.unit.rule_text import rule_toml
 
 
 @pytest.fixture
