@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -106,3 +107,14 @@ def rules_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "rules.d"
     directory.mkdir()
     return directory
+
+
+@pytest.fixture
+def unix_dgram(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
+    """A syslog receiver on a Unix datagram socket: (its path, the socket)."""
+    path = str(tmp_path / "log")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    receiver.settimeout(5)
+    yield path, receiver
+    receiver.close()

@@ -10,11 +10,8 @@ import json
 import re
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
-
-import pytest
 
 from daemoneye.config.sink_values import parse_syslog_address
 from daemoneye.engine.sinks.file import FileSink
@@ -77,16 +74,6 @@ def test_file_sink_bytes_are_escaped(tmp_path: Path) -> None:
     sink.deliver(hostile_payload())
     sink.close()
     _assert_escaped_json_line(path.read_bytes())
-
-
-@pytest.fixture
-def unix_dgram(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
-    path = str(tmp_path / "log")
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    receiver.bind(path)
-    receiver.settimeout(5)
-    yield path, receiver
-    receiver.close()
 
 
 def test_syslog_message_bytes_are_escaped(unix_dgram: tuple[str, socket.socket]) -> None:

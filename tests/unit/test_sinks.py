@@ -9,7 +9,6 @@ import re
 import socket
 import stat
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,16 +136,6 @@ def parse(message: bytes) -> dict[str, str]:
     match = RFC5424.match(message.decode("utf-8"))
     assert match, message
     return match.groupdict()
-
-
-@pytest.fixture
-def unix_dgram(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
-    path = str(tmp_path / "log")
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    receiver.bind(path)
-    receiver.settimeout(5)
-    yield path, receiver
-    receiver.close()
 
 
 def test_syslog_rfc5424_over_a_unix_datagram_socket(unix_dgram: tuple[str, socket.socket]) -> None:
