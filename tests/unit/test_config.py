@@ -232,3 +232,20 @@ def test_config_path_we_may_not_look_at_is_a_clear_error(tmp_path: Path) -> None
         patch.setattr(Path, "exists", refuse)
         with pytest.raises(ConfigError, match="cannot access: Permission denied"):
             load_config(mode=Mode.USER, env=user_env(tmp_path), config_file=config)
+
+
+def test_every_key_is_in_the_operations_guide() -> None:
+    """docs/operations.md shows each key in its section's TOML block: a new key without a line
+    there is a key users cannot find."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    shown: set[str] = set()
+    section = ""
+    for line in doc.splitlines():
+        header = re.match(r"^\[([a-z_.]+)\]", line)
+        if header:
+            section = header.group(1)
+        elif (key := re.match(r"^([a-z_]+)\s*=", line)) and section:
+            shown.add(f"{section}.{key.group(1)}")
+    assert sorted(set(KEYS) - shown) == []
