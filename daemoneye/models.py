@@ -417,3 +417,29 @@ class DaemonStatus:
     report: HealthReport
     clients: int
     engine: EngineStatus | None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEvent:
+    """One moment of history, newest first in a timeline: a process started (first seen by the
+    scanner), forked, exec'd or exited, or an alert was raised for it. `seq` orders events
+    with the same time (and pages through them)."""
+
+    ts: float
+    kind: str  # 'start', 'fork', 'exec', 'exit' or 'alert'
+    pid: int
+    start_time: float
+    name: str | None  # the instance's name, when the store still holds it
+    user: str | None
+    ppid: int | None
+    detail: str  # the command line (exec, start), the exit status (exit), the alert's title
+    seq: tuple[int, int]  # (0 for process events, 1 for alerts; the row id)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryReach:
+    """How far back the store's history really goes (retention deletes the oldest first)."""
+
+    oldest: float | None  # the earliest moment any retained instance was seen
+    newest: float | None  # the latest moment anything was seen
+    instances: int

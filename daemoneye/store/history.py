@@ -1,0 +1,116 @@
+"""The store's history as a place to walk around in: the process set at a past moment, the
+timeline of what happened (newest first, paged), and how far back history reaches. Plain
+functions over a read-only store, shared by every client."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Protocol
+
+from daemoneye.models import HistoryReach, ProcessRecord, TimelineEvent
+
+SQLValue = int | float | str | bytes | None
+
+TIMELINE_KINDS = ("start", "fork", "exec", "exit", "alert")
+MAX_TIMELINE_PAGE = 1_000
+
+
+class HistorySource(Protocol):
+    """What these reads need from a store connection (ReadOnlyStore provides it)."""
+
+    def fetch_processes(
+        self, where: str, params: Sequence[SQLValue] = (), *, order_by: str = "id"
+    ) -> list[ProcessRecord]: ...
+
+    def fetch_rows(
+        self, sql: str, params: Sequence[SQLValue] = ()
+    ) -> list[tuple[SQLValue, ...]]: ...
+
+
+def processes_at(store: HistorySource, moment: float) -> list[ProcessRecord]:
+    """Every instance alive at `moment`: started at or before it and not ended by then
+    (start_time <= moment < ended_at), by pid. Instances retention has deleted are gone."""
+    return store.fetch_processes(
+        "start_time <= ? AND (ended_at IS NULL OR ended_at > ?)",
+        (moment, moment),
+        order_by="pid, start_time",
+    )
+
+
+def history_reach(store: HistorySource) -> HistoryReach:
+    """The earliest and latest moments the retained history covers."""
+    ((oldest, newest, count),) = store.fetch_rows(
+        "SELECT min(first_seen), max(last_seen), count(*) FROM processes"
+    )
+    return HistoryReach(
+        oldest=None if oldest is None else float(oldest),
+        newest=None if newest is None else float(newest),
+        instances=int(count or 0),
+    )
+
+
+# Process events and alerts as one stream; `src` and `id` order events with the same time.
+_TIMELINE = """
+SELECT ts, kind, pid, start_time, name, user, ppid, detail, src, id FROM (
+    SELECT e.ts AS ts, e.kind AS kind, e.pid AS pid, e.start_time AS start_time,
+           p.name AS name, p.user AS user, e.ppid AS ppid,
+           CASE e.kind WHEN 'exit' THEN coalesce('exit code ' || e.exit_code, 'exited')
+                       ELSE coalesce(e.cmdline, '') END AS detail,
+           0 AS src, e.id AS id
+    FROM process_events e
+    LEFT JOIN processes p ON p.pid = e.pid AND p.start_time = e.start_time
+    UNION ALL
+    SELECT a.first_seen, 'alert', a.pid, a.start_time, p.name, p.user, p.ppid,
+           a.severity || ' ' || a.rule_id || ': ' || a.title, 1, a.id
+    FROM alerts a
+    LEFT JOIN processes p ON p.pid = a.pid AND p.start_time = a.start_time
+)
+WHERE ts >= ? AND (ts < ? OR (ts = ? AND (src < ? OR (src = ? AND id < ?))))
+  AND kind IN ({kinds})
+ORDER BY ts DESC, src DESC, id DESC
+LIMIT ?
+"""
+
+
+def timeline(
+    store: HistorySource,
+    *,
+    since: float,
+    before: tuple[float, tuple[int, int]] | None = None,
+    until: float | None = None,
+    kinds: Collection[str] = TIMELINE_KINDS,
+    limit: int = 200,
+) -> list[TimelineEvent]:
+    """Events from `since` on, newest first: those at or before `until` (default: all), or,
+    to page on, those strictly before `before` = (ts, seq) of the last event already shown."""
+    unknown = set(kinds) - set(TIMELINE_KINDS)
+    if unknown:
+        expected = ", ".join(TIMELINE_KINDS)
+        raise ValueError(f"unknown event kind {sorted(unknown)[0]!r}; expected one of {expected}")
+    if not kinds:
+        return []
+    if before is None:
+        top = float("inf") if until is None else until
+        ts, (src, row_id) = top, (2, 0)  # everything at `top` counts
+    else:
+        ts, (src, row_id) = before
+    limit = max(1, min(limit, MAX_TIMELINE_PAGE))
+    chosen = sorted(set(kinds))
+    sql = _TIMELINE.format(kinds=", ".join("?" * len(chosen)))
+    rows = store.fetch_rows(sql, (since, ts, ts, src, src, row_id, *chosen, limit))
+    return [_event(row) for row in rows]
+
+
+def _event(row: tuple[SQLValue, ...]) -> TimelineEvent:
+    ts, kind, pid, start_time, name, user, ppid, detail, src, row_id = row
+    return TimelineEvent(
+        ts=float(ts),  # type: ignore[arg-type]
+        kind=str(kind),
+        pid=int(pid),  # type: ignore[arg-type]
+        start_time=float(start_time),  # type: ignore[arg-type]
+        name=None if name is None else str(name),
+        user=None if user is None else str(user),
+        ppid=None if ppid is None else int(ppid),
+        detail=str(detail or ""),
+        seq=(int(src), int(row_id)),  # type: ignore[arg-type]
+    )
