@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from daemoneye import __version__
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.daemon.collection import Collection as Collector
+from daemoneye.daemon.history_answers import processes_at, timeline_page
 from daemoneye.daemon.ipc_ports import AuditTrail, DetectionEngine
 from daemoneye.daemon.process_signal import (
     SignalRefused,
@@ -51,6 +52,7 @@ from daemoneye.ipc.protocol import (
     HelloParams,
     NoParams,
     ProcessDetail,
+    ProcessesAtParams,
     ProcessesGetParams,
     ProcessesListParams,
     ProcessSignalParams,
@@ -58,6 +60,7 @@ from daemoneye.ipc.protocol import (
     RuleIdParams,
     SignalResult,
     SubscribeResult,
+    TimelineParams,
     fit_children,
 )
 from daemoneye.models import (
@@ -208,6 +211,8 @@ class DaemonService:
             Method("query.run", self.query_run, QueryRunParams),
             Method("health", self.health, NoParams),
             Method("audit.verify", self.audit_verify, NoParams),
+            Method("history.processes_at", self.history_processes_at, ProcessesAtParams),
+            Method("history.timeline", self.history_timeline, TimelineParams),
             Method("alerts.ack", self.alerts_ack, AlertIdParams, admin=True),
             Method("alerts.close", self.alerts_close, AlertIdParams, admin=True),
             Method("rules.enable", self.rules_enable, RuleIdParams, admin=True),
@@ -285,6 +290,21 @@ class DaemonService:
         return Raw(
             await self.in_store(lambda store: query_json(store, params.sql, params.max_rows))
         )
+
+    async def history_processes_at(
+        self, call: Call, params: ProcessesAtParams
+    ) -> protocol.ProcessesPage:
+        if not 1 <= params.limit <= 100_000:
+            raise _invalid("history.processes_at", "limit", "must be 1 to 100000")
+        try:
+            process_filter = parse_filter(params.filter)
+        except FilterError as exc:
+            raise _invalid("history.processes_at", "filter", str(exc)) from None
+        now = time.time()
+        return await self.in_store(lambda store: processes_at(store, params, process_filter, now))
+
+    async def history_timeline(self, call: Call, params: TimelineParams) -> protocol.TimelinePage:
+        return await self.in_store(lambda store: timeline_page(store, params))
 
     async def health(self, call: Call, params: NoParams) -> DaemonStatus:
         await self.feed.wait_ready()

@@ -16,6 +16,7 @@ from daemoneye.ipc.protocol import (
     QueryRows,
     SignalResult,
     SubscribeResult,
+    TimelinePage,
 )
 from daemoneye.models import (
     Alert,
@@ -24,6 +25,7 @@ from daemoneye.models import (
     ProcessRecord,
     RulesReload,
     RuleStatus,
+    TimelineEvent,
 )
 
 T = TypeVar("T")
@@ -74,6 +76,45 @@ class DaemonCalls:
         if history:
             params["history"] = True
         return await self._typed(ProcessDetail, "processes.get", params)
+
+    async def processes_at(self, at: float, filter_text: str = "") -> list[ProcessRecord]:
+        """Every process alive at `at` (epoch seconds) that matches the filter, by pid."""
+        records: list[ProcessRecord] = []
+        after: tuple[int, float] | None = None
+        while True:
+            params: dict[str, Any] = {"at": at, "filter": filter_text}
+            if after is not None:
+                params["after"] = list(after)
+            page = await self._typed(ProcessesPage, "history.processes_at", params)
+            records.extend(page.processes)
+            if page.next is None:
+                return records
+            after = page.next
+
+    async def timeline(
+        self,
+        since: float,
+        until: float | None = None,
+        *,
+        kinds: tuple[str, ...] = (),
+        limit: int = 1000,
+    ) -> TimelinePage:
+        """Events from `since` to `until`, newest first, at most `limit` (one or more pages);
+        the last page's `next` says where the history goes on."""
+        events: list[TimelineEvent] = []
+        before: tuple[float, int, int] | None = None
+        while True:
+            params: dict[str, Any] = {"since": since, "kinds": list(kinds)}
+            if until is not None:
+                params["until"] = until
+            if before is not None:
+                params["before"] = list(before)
+            params["limit"] = min(200, limit - len(events))
+            page = await self._typed(TimelinePage, "history.timeline", params)
+            events.extend(page.events)
+            if page.next is None or len(events) >= limit:
+                return TimelinePage(events=tuple(events), next=page.next, reach=page.reach)
+            before = page.next
 
     async def alerts_list(
         self, *, state: str | None = None, severity: str | None = None, limit: int = 1000

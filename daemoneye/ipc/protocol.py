@@ -17,7 +17,7 @@ from typing import Any
 
 from daemoneye.errors import DaemonEyeError
 from daemoneye.ipc.codec import to_wire
-from daemoneye.models import Alert, ProcessKey, ProcessRecord
+from daemoneye.models import Alert, HistoryReach, ProcessKey, ProcessRecord, TimelineEvent
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 1024 * 1024  # one JSON object, its newline included
@@ -169,6 +169,23 @@ class AlertsListParams:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessesAtParams:
+    at: float  # epoch seconds: the moment whose process set is asked for
+    filter: str = ""  # the `daemoneye processes` filter language
+    after: tuple[int, float] | None = None  # [pid, start_time] of the last record of a page
+    limit: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineParams:
+    since: float  # epoch seconds: the oldest event wanted
+    until: float | None = None  # the newest (None: now)
+    before: tuple[float, int, int] | None = None  # paging: [ts, source, id] of the last event
+    kinds: tuple[str, ...] = ()  # start, fork, exec, exit, alert (empty: all)
+    limit: int = 200
+
+
+@dataclass(frozen=True, slots=True)
 class AlertIdParams:
     id: int
 
@@ -254,6 +271,16 @@ class AlertsPage:
 
     alerts: tuple[Alert, ...]
     next_before_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelinePage:
+    """One page of `history.timeline`, newest first; `next` is the `before` of the next page
+    (None: no more); `reach` says how far back the store's history goes."""
+
+    events: tuple[TimelineEvent, ...]
+    next: tuple[float, int, int] | None
+    reach: HistoryReach
 
 
 @dataclass(frozen=True, slots=True)

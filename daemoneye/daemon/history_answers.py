@@ -1,0 +1,96 @@
+"""IPC answers about the past (issue 16): the process set at a moment and the timeline, read
+from the store on the IPC thread pool, paged and bounded like every other answer."""
+
+from __future__ import annotations
+
+from daemoneye.filters import ProcessFilter
+from daemoneye.ipc import protocol
+from daemoneye.ipc.codec import to_wire
+from daemoneye.ipc.methods import MethodError
+from daemoneye.ipc.protocol import (
+    ErrorCode,
+    ProcessesAtParams,
+    ProcessesPage,
+    TimelinePage,
+    TimelineParams,
+)
+from daemoneye.models import ProcessRecord
+from daemoneye.store.history import MAX_TIMELINE_PAGE, TIMELINE_KINDS, history_reach, timeline
+from daemoneye.store.history import processes_at as stored_processes_at
+from daemoneye.store.readonly import ReadOnlyStore
+from daemoneye.units import format_time
+
+
+def _invalid(method: str, field: str, why: str) -> MethodError:
+    return MethodError(
+        ErrorCode.INVALID_PARAMS, f"invalid params for {method}: {field}: {why}", {"field": field}
+    )
+
+
+def processes_at(
+    store: ReadOnlyStore, params: ProcessesAtParams, process_filter: ProcessFilter, now: float
+) -> ProcessesPage:
+    """`history.processes_at`: a moment before the retained history or in the future is
+    refused with what the history covers."""
+    if params.at > now:
+        raise _invalid(
+            "history.processes_at", "at", f"{format_time(params.at, now)} is in the future"
+        )
+    reach = history_reach(store)
+    if reach.oldest is None or params.at < reach.oldest:
+        since = "nothing yet" if reach.oldest is None else f"from {format_time(reach.oldest, now)}"
+        raise _invalid(
+            "history.processes_at",
+            "at",
+            f"{format_time(params.at, now)} is before the store's history ({since}; "
+            "store.retention and store.max_bytes decide how far back it reaches)",
+        )
+    matching = [r for r in stored_processes_at(store, params.at) if process_filter.matches(r)]
+    remaining = (
+        matching
+        if params.after is None
+        else [r for r in matching if (r.pid, r.start_time) > params.after]
+    )
+    chosen: list[ProcessRecord] = []
+    size = 0
+    for record in remaining[: params.limit]:
+        size += len(protocol.dumps(to_wire(record))) + 1
+        if chosen and size > protocol.CHUNK_BYTES:
+            break
+        chosen.append(record)
+    last = chosen[-1] if chosen and len(chosen) < len(remaining) else None
+    return ProcessesPage(
+        processes=tuple(chosen),
+        total=len(matching),
+        next=None if last is None else (last.pid, last.start_time),
+    )
+
+
+def timeline_page(store: ReadOnlyStore, params: TimelineParams) -> TimelinePage:
+    """`history.timeline`: events newest first, at most `limit`, and where the next page starts."""
+    kinds = params.kinds or TIMELINE_KINDS
+    unknown = sorted(set(kinds) - set(TIMELINE_KINDS))
+    if unknown:
+        raise _invalid(
+            "history.timeline", "kinds", f"{unknown[0]!r} is not one of {', '.join(TIMELINE_KINDS)}"
+        )
+    if not 1 <= params.limit <= MAX_TIMELINE_PAGE:
+        raise _invalid("history.timeline", "limit", f"must be 1 to {MAX_TIMELINE_PAGE}")
+    before = None
+    if params.before is not None:
+        ts, source, row_id = params.before
+        before = (ts, (source, row_id))
+    events = timeline(
+        store,
+        since=params.since,
+        until=params.until,
+        before=before,
+        kinds=kinds,
+        limit=params.limit,
+    )
+    last = events[-1] if len(events) == params.limit else None
+    return TimelinePage(
+        events=tuple(events),
+        next=None if last is None else (last.ts, *last.seq),
+        reach=history_reach(store),
+    )
