@@ -289,10 +289,9 @@ class Collection:
         scanner = self.scanner
         problems = []
         events = self.events.source.stats() if self.events is not None else None
-        if self.events is not None and not self.events.source.alive:
-            problems.append(
-                f"the kernel event reader stopped: {self.events.source.error or 'unknown reason'}"
-            )
+        reader_failure = self.events.source.failure if self.events is not None else None
+        if reader_failure is not None:
+            problems.append(f"the kernel event reader stopped: {reader_failure}")
         if not scanner.sees_all:
             problems.append(
                 f"running as uid {os.geteuid()}: the details of other users' processes are hidden"
