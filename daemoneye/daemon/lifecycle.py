@@ -311,6 +311,8 @@ class Daemon:
             log.warning(
                 "store path changed to %s: this takes effect at the next restart", new.paths.db
             )
+        if new.config.collector.event_buffer != self.loaded.config.collector.event_buffer:
+            log.warning("collector.event_buffer changed: this takes effect at the next restart")
         self.loaded = LoadedConfig(
             config=new.config,
             paths=self.loaded.paths,
