@@ -18,7 +18,7 @@ from daemoneye.commands.common import Context
 from daemoneye.config.loading import load_config, mode_from_flag
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.errors import DaemonEyeError
-from daemoneye.log_format import SafeFormatter, log_uncaught_exceptions
+from daemoneye.log_format import SafeFormatter, log_uncaught_exceptions, stream_is_journal
 from daemoneye.models import ALERT_STATES, SEVERITIES
 from daemoneye.output import FORMATS
 from daemoneye.text import visible
@@ -172,12 +172,18 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def _configure_logging(daemon: bool) -> None:
     """The one place logging is configured: stderr, through SafeFormatter, which escapes
-    process-supplied text and bounds each line (daemoneye/log_format.py)."""
+    process-supplied text and bounds each line (daemoneye/log_format.py). Under journald the
+    journal keeps the time and the priority comes as a `<N>` prefix."""
     handler = logging.StreamHandler(sys.stderr)
-    if daemon:
+    journal = stream_is_journal(sys.stderr)
+    if daemon and journal:
+        handler.setFormatter(
+            SafeFormatter("%(levelname)s %(name)s: %(message)s", syslog_prefix=True)
+        )
+    elif daemon:
         handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
-        handler.setFormatter(SafeFormatter("daemoneye: %(message)s"))
+        handler.setFormatter(SafeFormatter("daemoneye: %(message)s", syslog_prefix=journal))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO if daemon else logging.WARNING)

@@ -6,14 +6,21 @@ command lines) to stderr and the journal, where whoever tails the log reads them
 `SafeFormatter` escapes the final message and any traceback with `daemoneye.text.visible`, so a
 process name cannot set the window title, clear the screen, reorder text with bidi overrides or
 forge a log line with a newline, and it bounds every line so one message cannot flood the log.
+
+Under systemd, stderr is a stream to journald (`$JOURNAL_STREAM` names its device and inode):
+the journal stamps each line itself and reads a leading `<N>` as its syslog priority
+(sd-daemon(3)), so there the lines carry that prefix and no timestamp of their own.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
+from collections.abc import Mapping
 from types import TracebackType
+from typing import TextIO
 
 from daemoneye.text import visible_bounded
 
@@ -21,16 +28,50 @@ MAX_LOG_LINE_CHARS = 4096
 # A traceback keeps its first and last lines; the middle of a very deep one is left out.
 _TRACE_HEAD_LINES = 10
 _TRACE_TAIL_LINES = 60
+# sd-daemon(3)'s SD_CRIT, SD_ERR, SD_WARNING, SD_INFO, SD_DEBUG.
+_SYSLOG_PRIORITIES = (
+    (logging.CRITICAL, 2),
+    (logging.ERROR, 3),
+    (logging.WARNING, 4),
+    (logging.INFO, 6),
+)
+_SYSLOG_DEBUG = 7
+
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority journald should file a record of this logging level under."""
+    for threshold, priority in _SYSLOG_PRIORITIES:
+        if levelno >= threshold:
+            return priority
+    return _SYSLOG_DEBUG
+
+
+def stream_is_journal(stream: TextIO, env: Mapping[str, str] | None = None) -> bool:
+    """True when `stream` is the journald stream systemd connected (its `dev:ino` is in
+    `$JOURNAL_STREAM`); a stream redirected elsewhere by the service keeps plain lines."""
+    env = os.environ if env is None else env
+    device, _, inode = env.get("JOURNAL_STREAM", "").partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        status = os.fstat(stream.fileno())
+    except (OSError, ValueError):  # no descriptor (a capture object) or a closed one
+        return False
+    return (status.st_dev, status.st_ino) == (int(device), int(inode))
 
 
 class SafeFormatter(logging.Formatter):
     """A `logging.Formatter` whose output holds no raw control or bidi characters: the message
     becomes one line of at most `max_chars` characters (plus a "…(N more chars)" marker), and
-    each line of a traceback or stack is escaped and bounded the same way."""
+    each line of a traceback or stack is escaped and bounded the same way. With
+    `syslog_prefix` every line starts with the record's `<N>` priority for journald."""
 
-    def __init__(self, fmt: str, *, max_chars: int = MAX_LOG_LINE_CHARS) -> None:
+    def __init__(
+        self, fmt: str, *, max_chars: int = MAX_LOG_LINE_CHARS, syslog_prefix: bool = False
+    ) -> None:
         super().__init__(fmt)
         self.max_chars = max_chars
+        self.syslog_prefix = syslog_prefix
 
     def format(self, record: logging.LogRecord) -> str:
         record.message = record.getMessage()
@@ -43,7 +84,12 @@ class SafeFormatter(logging.Formatter):
             parts.append(self._block(record.exc_text))
         if record.stack_info:
             parts.append(self._block(self.formatStack(record.stack_info)))
-        return "\n".join(parts)
+        text = "\n".join(parts)
+        if self.syslog_prefix:
+            # Every line: journald reads each one as its own entry.
+            prefix = f"<{syslog_priority(record.levelno)}>"
+            text = "\n".join(prefix + line for line in text.split("\n"))
+        return text
 
     def _block(self, text: str) -> str:
         """A multi-line block (traceback, stack): each line escaped and bounded, at most

@@ -157,6 +157,16 @@ class ProcEventSource:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def failure(self) -> str | None:
+        """Why the reader is not reading, or None while it runs or after `stop()` ended it
+        (a requested stop is not a failure)."""
+        if self.alive or (self._stopping.is_set() and self.error is None):
+            return None
+        if self.error is not None:
+            return str(self.error) or type(self.error).__name__
+        return "it was never started" if self._thread is None else "unknown reason"
+
     # -- consumer side ---------------------------------------------------------------------
 
     def drain_observed(self, max_items: int | None = None) -> list[ObservedEvent]:

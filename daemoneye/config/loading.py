@@ -9,6 +9,7 @@ closest valid key.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -18,6 +19,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from daemoneye.config.env_aliases import ENV_ALIASES
 from daemoneye.config.schema import (
     GROUPS,
     KEYS,
@@ -30,6 +32,8 @@ from daemoneye.config.schema import (
 )
 from daemoneye.errors import ConfigError
 from daemoneye.paths import MODE_ENV, Mode, Paths, default_mode, parse_mode, resolve_paths
+
+log = logging.getLogger(__name__)
 
 CONFIG_ENV = "DAEMONEYE_CONFIG"
 _RESERVED_ENV = {MODE_ENV, CONFIG_ENV}
@@ -248,10 +252,13 @@ def env_key(name: str) -> str | None:
 
 
 def read_env(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
-    """{"section.key": (value, variable name)}; generic DAEMONEYE_S__K beats component prefixes."""
+    """{"section.key": (value, source)}; generic DAEMONEYE_S__K beats component prefixes, which
+    beat the seed's aliases (config/env_aliases.py)."""
     found: dict[str, tuple[Any, str]] = {}
     generic: dict[str, tuple[Any, str]] = {}
     for name in sorted(env):
+        if name in ENV_ALIASES:
+            continue
         dotted = env_key(name)
         if dotted is None:
             continue
@@ -267,7 +274,31 @@ def read_env(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
             else found
         )
         target[dotted] = (value, name)
-    return {**found, **generic}
+    return {**_read_aliases(env), **found, **generic}
+
+
+def _read_aliases(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """The seed's names that are set: each value checked and translated to our key, or a
+    warning saying why it has no effect here."""
+    aliased: dict[str, tuple[Any, str]] = {}
+    for name in sorted(set(env) & set(ENV_ALIASES)):
+        alias, raw = ENV_ALIASES[name], env[name]
+        target = f" ({alias.key})" if alias.key is not None else ""
+        try:
+            text = alias.translate(name, raw)
+            value = coerce(alias.key, text, from_text=True) if alias.key and text else None
+        except ValueError as exc:
+            raise ConfigError(f"environment variable {name}{target}: {exc}") from None
+        if alias.key is None or value is None:
+            log.warning(
+                "%s=%s is accepted for compatibility and has no effect here: %s",
+                name,
+                raw,
+                alias.unused,
+            )
+            continue
+        aliased[alias.key] = (value, f"{name}={raw} (alias)")
+    return aliased
 
 
 def _exists(path: Path) -> bool:

@@ -78,6 +78,16 @@ class CollectorConfig:
         default=True,
         metadata=_spec("bool", "Use the kernel's process-event connector when permitted (root)."),
     )
+    event_buffer: int = field(
+        default=4 * 1024**2,
+        metadata=_spec(
+            "size",
+            "The process connector's socket receive buffer at start; it doubles on each kernel "
+            "overrun up to 64MiB.",
+            lo=64 * 1024,
+            hi=64 * 1024**2,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

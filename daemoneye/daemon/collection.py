@@ -24,7 +24,7 @@ from typing import Any
 from daemoneye import __version__
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.hashing import ExeHasher
-from daemoneye.collector.netlink import EventsUnavailable, probe
+from daemoneye.collector.netlink import EventsUnavailable, ProcConnector, probe
 from daemoneye.collector.procfs import read_boot_id, read_boot_time
 from daemoneye.collector.scanner import ProcScanner
 from daemoneye.collector.users import UserNames
@@ -122,7 +122,11 @@ class Collection:
         source: ProcEventSource | None = None
         if reason is None:
             source = ProcEventSource(
-                self.boot_time, wakeup=wakeup, proc_root=self._proc_root, user_of=self.user_names
+                self.boot_time,
+                wakeup=wakeup,
+                connector=ProcConnector(rcvbuf_bytes=self.config.collector.event_buffer),
+                proc_root=self._proc_root,
+                user_of=self.user_names,
             )
             try:
                 source.start()
@@ -289,10 +293,9 @@ class Collection:
         scanner = self.scanner
         problems = []
         events = self.events.source.stats() if self.events is not None else None
-        if self.events is not None and not self.events.source.alive:
-            problems.append(
-                f"the kernel event reader stopped: {self.events.source.error or 'unknown reason'}"
-            )
+        reader_failure = self.events.source.failure if self.events is not None else None
+        if reader_failure is not None:
+            problems.append(f"the kernel event reader stopped: {reader_failure}")
         if not scanner.sees_all:
             problems.append(
                 f"running as uid {os.geteuid()}: the details of other users' processes are hidden"

@@ -291,19 +291,28 @@ class Daemon:
     async def _reload(self) -> None:
         """Validate-then-swap: a broken config file leaves the running config untouched. The
         files are read and the worker is waited for off the event loop, so IPC clients are
-        served meanwhile."""
-        loop = asyncio.get_running_loop()
+        served meanwhile. The service manager hears `RELOADING=1` first and `READY=1` at the
+        end, applied or refused, so `systemctl reload` never waits for nothing."""
         self.notifier.reloading()
+        status = "configuration reload failed"
+        try:
+            status = await self._apply_reload()
+        finally:
+            self.notifier.reloaded(status)
+
+    async def _apply_reload(self) -> str:
+        loop = asyncio.get_running_loop()
         try:
             new = await loop.run_in_executor(None, self._reload_config)
         except DaemonEyeError as exc:
             log.error("configuration reload refused, keeping the running configuration: %s", exc)
-            self.notifier.status("configuration reload refused")
-            return
+            return "configuration reload refused"
         if new.paths.db != self.loaded.paths.db:
             log.warning(
                 "store path changed to %s: this takes effect at the next restart", new.paths.db
             )
+        if new.config.collector.event_buffer != self.loaded.config.collector.event_buffer:
+            log.warning("collector.event_buffer changed: this takes effect at the next restart")
         self.loaded = LoadedConfig(
             config=new.config,
             paths=self.loaded.paths,
@@ -320,7 +329,7 @@ class Daemon:
             "configuration reloaded from %s",
             ", ".join(map(str, new.files_read)) or "defaults and environment",
         )
-        self.notifier.status("configuration reloaded")
+        return "configuration reloaded"
 
     # -- shutdown --------------------------------------------------------------------------
     async def shutdown(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,13 @@ class Notifier:
         return self.notify("STOPPING=1")
 
     def reloading(self) -> bool:
-        return self.notify("RELOADING=1")
+        """Start of a reload; systemd >= 253 (Type=notify-reload) wants the monotonic time
+        with it, and waits for `READY=1` (`reloaded`) to call the reload finished."""
+        return self.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+
+    def reloaded(self, status: str) -> bool:
+        """End of a reload, whether it was applied or refused: `systemctl reload` returns."""
+        return self.notify("READY=1", f"STATUS={status}")
 
     def watchdog(self) -> bool:
         return self.notify("WATCHDOG=1")

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from daemoneye import cli
-from daemoneye.log_format import MAX_LOG_LINE_CHARS, SafeFormatter
+from daemoneye.log_format import MAX_LOG_LINE_CHARS, SafeFormatter, syslog_priority
 from daemoneye.text import visible_bounded
 
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J\u202e\x9b"
@@ -147,3 +149,74 @@ def test_uncaught_exceptions_in_threads_are_logged_escaped(
     assert "uncaught exception in thread sink-\\x1b]0;pwned" in err
     assert "ValueError: bad \\x1b]0;pwned\\x07\\x1b[2J\\u202e\\x9b" in err
     assert not RAW.search(err), err
+
+
+def _log_through_entry_point(
+    monkeypatch: pytest.MonkeyPatch, stderr: Path, journal_stream: str | None
+) -> str:
+    """Configure logging as the daemon does with `stderr` as its stderr, log a warning and an
+    exception, and return what reached the file."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # see above: no stale handlers of other tests
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    if journal_stream is None:
+        monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    else:
+        monkeypatch.setenv("JOURNAL_STREAM", journal_stream)
+    level = root.level
+    with stderr.open("w") as stream:
+        monkeypatch.setattr(sys, "stderr", stream)
+        cli._configure_logging(daemon=True)
+        try:
+            logger = logging.getLogger("daemoneye.engine.alerts")
+            logger.warning("alert: %s", HOSTILE)
+            try:
+                raise RuntimeError("bad\nsecond line")
+            except RuntimeError:
+                logger.exception("sink failed")
+        finally:
+            for handler in root.handlers[:]:
+                root.removeHandler(handler)
+            root.setLevel(level)
+    return stderr.read_text()
+
+
+def test_under_journald_lines_carry_a_priority_and_no_timestamp(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    stderr = tmp_path / "stderr"
+    stderr.touch()
+    status = os.stat(stderr)
+    text = _log_through_entry_point(monkeypatch, stderr, f"{status.st_dev}:{status.st_ino}")
+    lines = text.splitlines()
+    assert lines[0] == "<4>WARNING daemoneye.engine.alerts: alert: " + visible_bounded(
+        HOSTILE, MAX_LOG_LINE_CHARS
+    )
+    assert lines[1] == "<3>ERROR daemoneye.engine.alerts: sink failed"
+    # The traceback's lines are entries of the same priority, still escaped.
+    assert len(lines) > 3 and all(line.startswith("<3>") for line in lines[1:])
+    assert not re.search(r"\d\d:\d\d:\d\d", text), text
+    assert not RAW.search(text.replace("\n", "")), text
+
+
+def test_a_journal_stream_that_is_not_stderr_keeps_timestamps(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    other.touch()
+    status = os.stat(other)
+    text = _log_through_entry_point(
+        monkeypatch, tmp_path / "stderr", f"{status.st_dev}:{status.st_ino}"
+    )
+    assert "<4>" not in text
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ WARNING daemoneye", text), text
+
+
+@pytest.mark.parametrize(
+    ("level", "priority"),
+    [(logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6)],
+)
+def test_levels_map_to_sd_daemon_priorities(level: int, priority: int) -> None:
+    assert syslog_priority(level) == priority
+    assert syslog_priority(logging.DEBUG) == 7

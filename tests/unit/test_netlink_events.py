@@ -353,6 +353,7 @@ def test_stop_ends_an_idle_reader_and_closes_the_socket(proc: Path) -> None:
     source.start()
     source.stop(timeout=10)
     assert not source.alive and connector.closed.is_set()
+    assert source.failure is None  # a requested stop is not a failure for `health`
     connector.feed.close()
 
 
