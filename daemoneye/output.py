@@ -81,7 +81,10 @@ def _table(
         fixed = sum(widths[:-1]) + 2 * (len(widths) - 1)
         widths[-1] = max(len(columns[-1]), min(widths[-1], max_width - fixed))
     out.write(
-        "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip() + "\n"
+        "  ".join(
+            visible(c).upper().ljust(w) for c, w in zip(columns, widths, strict=True)
+        ).rstrip()
+        + "\n"
     )
     for row in cells:
         out.write(

@@ -25,9 +25,11 @@ import re
 from typing import Any
 
 # Format and control characters a person must see rather than have acted on (see above).
-_FORMAT_CHARS = (
-    "\u061c\u180e\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
-    "\ufff9-\ufffb\ud800-\udfff"
+_FORMAT_CHARS = (  # Unicode's Cf, Zl and Zp (invisible, bidi, tags) and lone surrogates
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f"
+    "\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f\ud800-\udfff"
 )
 _UNSAFE = re.compile(f"[\x00-\x1f\x7f-\x9f{_FORMAT_CHARS}]")
 # In JSON text json.dumps already escapes C0 (and a pretty-printed document's own newlines
@@ -44,7 +46,9 @@ def _escape_char(char: str) -> str:
     if char in _NAMED:
         return _NAMED[char]
     code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -87,7 +91,17 @@ def json_text(value: Any, *, indent: int | None = None, compact: bool = False) -
     parses back to exactly `value`."""
     separators = (",", ":") if compact else None
     text = json.dumps(value, ensure_ascii=False, indent=indent, separators=separators)
-    return _JSON_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    return _JSON_UNSAFE.sub(_json_escape, text)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    """A JSON \\u escape; characters past U+FFFF as their UTF-16 surrogate pair, as JSON
+    requires (four hex digits per escape)."""
+    code = ord(match.group())
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def csv_cell(value: Any) -> str:

@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -162,9 +162,12 @@ class DaemonService:
 
     async def audit_admin(self, call: Call, outcome: str) -> None:
         """Every admin request, refused or done, goes to the audit log with the peer."""
+        refused = outcome.startswith("refused")
         detail = {
             "method": call.method,
-            "params": dict(call.raw_params),
+            # A refused caller's values are not kept: its names and sizes are enough to see what
+            # was tried, and the caller cannot fill the audit log with text of its choosing.
+            "params": _shapes(call.raw_params) if refused else dict(call.raw_params),
             "outcome": outcome,
             "client": call.conn.client_name,
         }
@@ -429,6 +432,15 @@ class DaemonService:
 
     def close(self) -> None:
         self._store_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _shapes(params: Mapping[str, Any]) -> dict[str, str]:
+    """A refused call's params as names and the size of what they held (at most 32 names)."""
+    shapes: dict[str, str] = {}
+    for name, value in list(params.items())[:32]:
+        size = len(json.dumps(value, default=str)) if not isinstance(value, str) else len(value)
+        shapes[name[:64]] = f"{type(value).__name__}, {size} chars"
+    return shapes
 
 
 def _invalid(method: str, field: str, why: str) -> MethodError:

@@ -209,7 +209,8 @@ class AlertSpill:
 
 def payload_size(payload: dict[str, Any]) -> int:
     """Bytes a payload takes as JSON: the spill's measure of an alert."""
-    return len(json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str))
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def raised_detail(alert: Alert, occurrence: int) -> dict[str, Any]:

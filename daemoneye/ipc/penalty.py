@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+MAX_DEBT_S = 60.0  # how far into the future one uid's strikes can push its next read
+
 
 @dataclass
 class _Debt:
@@ -47,7 +49,9 @@ class StrikeBudget:
         if debt.tokens >= 1.0 and debt.next_read <= now:
             debt.tokens -= 1.0
             return 0.0
-        debt.next_read = max(debt.next_read, now) + 1.0 / self.rate
+        # The debt is capped: one script's storm must not stall the same user's dashboard for
+        # hours after it stopped.
+        debt.next_read = min(max(debt.next_read, now) + 1.0 / self.rate, now + MAX_DEBT_S)
         self._prune(now)
         return debt.next_read - now
 

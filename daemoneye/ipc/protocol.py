@@ -346,8 +346,9 @@ class TooDeep(ValueError):
 
 
 # A JSON string (escapes included): brackets inside one are text, not structure. Unrolled so that
-# it runs in linear time without backtracking.
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# it runs in linear time without backtracking; a string that never closes runs to the end of the
+# line, so the engine never retries it from the next quote (which made `"\"\"\"…` quadratic).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _DEPTH_STEP = tuple(1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256))
 

@@ -183,15 +183,21 @@ class RequestHandling:
     async def _dispatch(self, name: str, raw_params: dict[str, Any]) -> Any:
         method = self.server.methods.get(name)
         if method is None:
-            self._bad_input(f"unknown method {name!r}")
-            match = difflib.get_close_matches(name, list(self.server.methods), n=1, cutoff=0.6)
+            self._bad_input(f"unknown method {_short_text(name)!r}")
+            # Method names are short: a long one gets no (costly) suggestion and is not echoed.
+            match = (
+                difflib.get_close_matches(name, list(self.server.methods), n=1, cutoff=0.6)
+                if len(name) <= MAX_METHOD_NAME
+                else []
+            )
             hint = f" (did you mean {match[0]!r}?)" if match else ""
             raise MethodError(
                 ErrorCode.METHOD_NOT_FOUND,
-                f"unknown method {name!r}{hint}",
+                f"unknown method {_short_text(name)!r}{hint}",
                 {"methods": sorted(self.server.methods)},
             )
         if not self.greeted and name != "hello":
+            self._strike()  # a peer that never says hello must not parse lines for free
             raise MethodError(
                 ErrorCode.HELLO_REQUIRED,
                 "call hello first: it must be the first call on a connection",
@@ -229,6 +235,13 @@ class RequestHandling:
                 self._hello_timer.cancel()
                 self._hello_timer = None
         return result
+
+
+MAX_METHOD_NAME = 64
+
+
+def _short_text(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _short(exc: Exception, limit: int = 200) -> str:

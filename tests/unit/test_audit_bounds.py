@@ -71,3 +71,12 @@ def test_small_details_are_stored_unchanged() -> None:
 
 def test_huge_integers_are_noted_not_printed() -> None:
     assert json.loads(bounded_detail({"n": 1 << 4000})) == {"n": "<integer of 4001 bits>"}
+
+
+def test_a_refused_callers_values_are_not_kept_only_their_names_and_sizes() -> None:
+    from daemoneye.daemon.service import _shapes
+
+    shapes = _shapes({"id": "ATTACKER TEXT " * 100, "n": 7, "k" * 500: [1, 2]})
+    assert all("ATTACKER" not in value for value in shapes.values())
+    assert shapes["id"] == "str, 1400 chars" and shapes["n"] == "int, 1 chars"
+    assert max(len(name) for name in shapes) == 64

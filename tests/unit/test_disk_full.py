@@ -247,3 +247,9 @@ def test_rules_see_a_tick_the_store_could_not_take(
     (detection,) = [d for d in result.detections if d.rule_id == "shell"]
     assert detection.title == "nginx spawned sh"
     assert store.fetch_rows("SELECT count(*) FROM processes WHERE pid = 12") == [(0,)]
+
+
+def test_held_alerts_are_measured_in_bytes_not_characters() -> None:
+    from daemoneye.engine.spill import payload_size
+
+    assert payload_size({"title": "é" * 1000}) >= 2000  # two UTF-8 bytes each

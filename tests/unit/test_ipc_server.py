@@ -5,6 +5,7 @@ tests/integration/test_ipc*.py; here the limits are small so every edge is reach
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import grp
 import json
 import os
@@ -26,7 +27,7 @@ from daemoneye.ipc.admission import SlotLimits, refusal
 from daemoneye.ipc.auth import ROLE_ADMIN, ROLE_READER, Peer, peer_of, role_of
 from daemoneye.ipc.budget import QueueBudget
 from daemoneye.ipc.methods import Call, Method, MethodError, Reply
-from daemoneye.ipc.penalty import StrikeBudget
+from daemoneye.ipc.penalty import MAX_DEBT_S, StrikeBudget
 from daemoneye.ipc.protocol import ErrorCode, NoParams
 from daemoneye.ipc.refusals import RefusalBudget
 from daemoneye.ipc.server import Limits, Server
@@ -866,5 +867,36 @@ def test_a_reader_that_keeps_being_refused_is_no_longer_read_and_others_are_answ
             bystander = RawSocket(server.path)
             await bystander.send(protocol.request(1, "hello"))
             assert (await bystander.line())["result"]["role"] == "reader"
+
+    run(scenario())
+
+
+def test_strike_debt_is_capped_so_a_storm_does_not_stall_its_user_for_hours() -> None:
+    now = [0.0]
+    budget = StrikeBudget(rate=0.001, burst=1, clock=lambda: now[0])
+    delays = [budget.strike(1000) for _ in range(100)]
+    assert delays[0] == 0.0 and max(delays) <= MAX_DEBT_S
+
+
+def test_calls_before_hello_are_strikes_and_long_method_names_are_not_echoed(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        limits = Limits(strike_rate=0.001, strike_burst=3)
+        async with serving(short_dir, limits) as (server, _):
+            monkeypatch.setattr(server, "role_for", lambda peer: "reader")
+            client = RawSocket(server.path)
+            await client.send(protocol.request(1, "x" * 100_000, {}))
+            unknown = await client.line()
+            assert unknown["error"]["code"] == ErrorCode.METHOD_NOT_FOUND
+            assert len(unknown["error"]["message"]) < 200  # not echoed, no suggestion
+            await client.send(b"".join(protocol.request(n, "echo", {}) for n in range(2, 42)))
+            codes: list[int] = []
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    codes.append((await client.line(timeout=0.5))["error"]["code"])
+            assert set(codes) == {ErrorCode.HELLO_REQUIRED}
+            # The burst, and what was already in flight (at most max_inflight), then a pause.
+            assert 2 <= len(codes) <= 2 + limits.max_inflight < 40
 
     run(scenario())

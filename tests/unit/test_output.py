@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from daemoneye.output import render
-from daemoneye.text import visible
+from daemoneye.text import json_text, visible
 
 # What a terminal, log viewer or spreadsheet would act on (newlines are checked separately).
 RAW = re.compile(
@@ -137,3 +137,17 @@ def test_table_fits_the_width_by_cutting_the_last_column() -> None:
 def test_visible_output_has_no_control_characters(text: str) -> None:
     shown = visible(text)
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in shown)
+
+
+def test_table_headers_are_escaped_like_cells() -> None:
+    out = io.StringIO()
+    render(["na\x1b]0;x\x07me", "c"], [["a\x1bb", 1]], "table", out)
+    assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
+
+
+def test_every_invisible_format_character_is_shown_and_json_round_trips_it() -> None:
+    hidden = "a\u00adb\U000e0041c\u206ad\u0600e"
+    assert visible(hidden) == "a\\xadb\\U000e0041c\\u206ad\\u0600e"
+    encoded = json_text({"name": hidden})
+    assert json.loads(encoded) == {"name": hidden}
+    assert "\U000e0041" not in encoded and "\u00ad" not in encoded

@@ -390,3 +390,13 @@ def test_integers_at_the_64_bit_edges_are_taken() -> None:
     assert limit == -(2**63)
     # a client decoding answers leniently takes what the daemon sent as it is
     assert from_wire(ProcessesGetParams, {"pid": 2**64}).pid == 2**64
+
+
+@pytest.mark.timeout(30)  # a hang guard: the quadratic scan took ~30 min on this line
+def test_an_unterminated_string_full_of_escaped_quotes_is_scanned_in_one_pass() -> None:
+    hostile = b"[" * 65 + b'"' + b'\\"' * 500_000  # 1 MiB: every quote could restart a match
+    with pytest.raises(ValueError):
+        protocol.loads(hostile)
+    assert protocol.nesting_depth(b'["a\\"]", ["b"]]') == 2  # brackets in strings do not count
+    assert protocol.nesting_depth(b'[[["]]]"]]]') == 3
+    assert protocol.nesting_depth(b'[["unterminated [[[[') == 2
