@@ -30,27 +30,15 @@ EXIT_INTERRUPTED = 130
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="daemoneye",
-        description="A security-focused process monitor for Linux.",
+        description="A security-focused process monitor for Linux. With no COMMAND, on a "
+        "terminal, `daemoneye` opens the dashboard.",
         epilog="Exit codes: 0 ok, 1 failure or unhealthy, 2 bad input, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"daemoneye {__version__}")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="config file to use instead of the mode's own config file",
-    )
-    parser.add_argument("--socket", metavar="PATH", help="daemon socket (daemon.socket)")
-    parser.add_argument("--db", metavar="PATH", help="store database file (store.path)")
-    parser.add_argument(
-        "--mode",
-        choices=("system", "user"),
-        help="system paths (default for root) or XDG user paths",
-    )
-    parser.add_argument(
-        "-o", "--output", choices=FORMATS, help="output format (cli.output; default table)"
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_global_options(parser, default=None)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_global_options(common, default=argparse.SUPPRESS)
+    commands = _Commands(parser.add_subparsers(dest="command", metavar="COMMAND"), common)
 
     daemon = commands.add_parser("daemon", help="run the headless daemon in the foreground")
     daemon.add_argument("--interval", metavar="SECONDS", help="scan interval (collector.interval)")
@@ -83,15 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("health", help="how the daemon is doing (exit 1 when unhealthy)")
 
     config = commands.add_parser("config", help="configuration commands")
-    config_commands = config.add_subparsers(
-        dest="config_command", metavar="SUBCOMMAND", required=True
+    config_commands = _Commands(
+        config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True), common
     )
     config_commands.add_parser("show", help="effective configuration with each value's source")
 
     rules = commands.add_parser(
         "rules", help="detection rules: list, show, validate, test, enable, disable, reload"
     )
-    rules_commands = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True)
+    rules_commands = _Commands(
+        rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True), common
+    )
     rules_commands.add_parser(
         "list", help="every rule with its source, overrides, hits and load problems"
     )
@@ -118,15 +108,69 @@ def build_parser() -> argparse.ArgumentParser:
         help="make the daemon re-read every rule directory "
         "now (admin; exit 2 when a rule was refused)",
     )
-    _add_alert_commands(commands)
+    _add_alert_commands(commands, common)
     return parser
 
 
-def _add_alert_commands(commands: Any) -> None:
+_GLOBAL_OPTIONS_TITLE = "global options (before or after the command)"
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    """The options every command takes. The top-level parser gives them `None` defaults; the
+    copy each subcommand inherits uses SUPPRESS, so a value given before the command is not
+    overwritten by the subcommand's default (`daemoneye -o json query …` and
+    `daemoneye query … -o json` both work)."""
+    group = parser.add_argument_group(_GLOBAL_OPTIONS_TITLE)
+    group.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        default=default,
+        help="config file to use instead of the mode's own config file",
+    )
+    group.add_argument(
+        "--socket", metavar="PATH", default=default, help="daemon socket (daemon.socket)"
+    )
+    group.add_argument(
+        "--db",
+        metavar="PATH",
+        default=default,
+        help="store database file (store.path)",
+    )
+    group.add_argument(
+        "--mode",
+        choices=("system", "user"),
+        default=default,
+        help="system paths (default for root) or XDG user paths",
+    )
+    group.add_argument(
+        "-o",
+        "--output",
+        choices=FORMATS,
+        default=default,
+        help="output format (cli.output; default table)",
+    )
+
+
+class _Commands:
+    """A subparsers action whose every parser inherits the global options."""
+
+    def __init__(self, action: Any, common: argparse.ArgumentParser) -> None:
+        self._action = action
+        self._common = common
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._action.add_parser(
+            name, parents=[self._common], **kwargs
+        )
+        return parser
+
+
+def _add_alert_commands(commands: _Commands, common: argparse.ArgumentParser) -> None:
     """`alerts list|show|ack|close` and `audit verify`."""
     alerts = commands.add_parser("alerts", help="alerts: list, show, ack, close")
-    alerts_commands = alerts.add_subparsers(
-        dest="alerts_command", metavar="SUBCOMMAND", required=True
+    alerts_commands = _Commands(
+        alerts.add_subparsers(dest="alerts_command", metavar="SUBCOMMAND", required=True), common
     )
     alerts_list = alerts_commands.add_parser("list", help="alerts, most recently seen first")
     alerts_list.add_argument(
@@ -151,7 +195,9 @@ def _add_alert_commands(commands: Any) -> None:
         sub = alerts_commands.add_parser(name, help=text)
         sub.add_argument("alert_id", type=int, metavar="ID")
     audit = commands.add_parser("audit", help="the tamper-evident audit log")
-    audit_commands = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
+    audit_commands = _Commands(
+        audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True), common
+    )
     audit_commands.add_parser("verify", help="check the hash chain (exit 1 when tampered with)")
 
 

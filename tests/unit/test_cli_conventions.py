@@ -1,0 +1,83 @@
+"""Command-line conventions users bring with them (issue 18, "The command line")."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from daemoneye import cli
+from daemoneye.store import Store
+
+
+@pytest.fixture
+def user_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user-mode environment of its own: no daemon answers on its socket."""
+    for name in list(os.environ):
+        if name.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    db = tmp_path / "state" / "d.db"
+    with Store.open(db):
+        pass
+    return db
+
+
+# -- global options before or after the command ------------------------------------------------
+
+
+def test_global_options_are_accepted_after_the_command(
+    user_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(
+        ["query", "select 1 as one", "--mode", "user", "--db", str(user_env), "-o", "json"]
+    )
+    assert code == 0
+    assert json.loads(capsys.readouterr().out) == [{"one": 1}]
+
+
+def test_a_global_option_before_the_command_is_not_overwritten_by_the_subcommand(
+    user_env: Path,
+) -> None:
+    args = cli.build_parser().parse_args(["-o", "csv", "--db", str(user_env), "rules", "list"])
+    assert args.output == "csv"
+    assert args.db == str(user_env)
+    args = cli.build_parser().parse_args(["rules", "list", "-o", "ndjson"])
+    assert args.output == "ndjson"
+    assert args.db is None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["query"],
+        ["processes"],
+        ["health"],
+        ["config", "show"],
+        ["rules", "list"],
+        ["rules", "validate"],
+        ["alerts", "list"],
+        ["alerts", "ack"],
+        ["audit", "verify"],
+        ["daemon"],
+    ],
+)
+def test_every_subcommand_help_lists_the_global_options(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args([*argv, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--config", "--socket", "--db", "--mode", "--output"):
+        assert option in out, (argv, option)
+
+
+def test_top_level_help_says_no_command_opens_the_dashboard() -> None:
+    text = " ".join(cli.build_parser().format_help().split())
+    assert "With no COMMAND, on a terminal, `daemoneye` opens the dashboard" in text
