@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         "processes",
         help="list live processes, or `processes show PID`",
         description="FILTER terms: free text, user:NAME name:TEXT exe:TEXT cmd:TEXT cwd:TEXT "
-        "pid:N ppid:N uid:N cpu>N rss>SIZE threads>N, -term to negate.",
+        "pid:N ppid:N uid:N cpu:>N rss:>SIZE threads:>N, not:TERM to negate; all must match. "
+        "These need no quoting. `cpu>N` works too when quoted (the shell reads > as a "
+        "redirection), and `-TERM` after `--`: daemoneye processes -- -name:kworker",
     )
     processes.add_argument("filter", nargs="*", help="filter terms, or: show PID")
 
@@ -298,6 +300,21 @@ def _dispatch(
     raise AssertionError(f"unhandled command {args.command}")
 
 
+def _unrecognized(args: argparse.Namespace, extras: list[str]) -> str:
+    """argparse's message for arguments it does not know, with a hint when they look like
+    negated filter terms (`daemoneye processes -name:kworker`)."""
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    if args.command == "processes" and all(
+        extra.startswith("-") and not extra.startswith("--") for extra in extras
+    ):
+        example = extras[0][1:]
+        message += (
+            f"; to negate a filter term write not:{example}, or put -- before the filter "
+            f"(daemoneye processes -- {extras[0]})"
+        )
+    return message
+
+
 class _UsageError(DaemonEyeError):
     exit_code = EXIT_USAGE
 
@@ -320,7 +337,9 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        parser.error(_unrecognized(args, extras))
     if args.command is None:
         if sys.stdin.isatty() and sys.stdout.isatty():
             return _dashboard(args)

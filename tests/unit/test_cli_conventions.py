@@ -81,3 +81,38 @@ def test_every_subcommand_help_lists_the_global_options(
 def test_top_level_help_says_no_command_opens_the_dashboard() -> None:
     text = " ".join(cli.build_parser().format_help().split())
     assert "With no COMMAND, on a terminal, `daemoneye` opens the dashboard" in text
+
+
+# -- filter terms the shell leaves alone --------------------------------------------------------
+
+
+def test_a_negated_filter_term_taken_for_an_option_says_to_use_not_or_double_dash(
+    user_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["processes", "-name:kworker", "ssh"])
+    assert exit_info.value.code == cli.EXIT_USAGE
+    err = " ".join(capsys.readouterr().err.split())
+    assert "not:name:kworker" in err
+    assert "daemoneye processes -- -name:kworker" in err
+
+
+def test_shell_safe_filter_terms_and_double_dash_negation_reach_the_filter() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["processes", "cpu:>1", "rss:>100M", "not:name:kworker", "-o", "json"])
+    assert args.filter == ["cpu:>1", "rss:>100M", "not:name:kworker"]
+    assert args.output == "json"
+    assert parser.parse_args(["processes", "ssh", "--", "-name:kworker"]).filter == [
+        "ssh",
+        "-name:kworker",
+    ]
+
+
+def test_an_unknown_option_elsewhere_gets_no_filter_hint(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["query", "select 1", "-z"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: -z" in err
+    assert "negate" not in err
