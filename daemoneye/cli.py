@@ -137,7 +137,8 @@ def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> Non
         "--db",
         metavar="PATH",
         default=default,
-        help="store database file (store.path)",
+        help="store database file (store.path); read commands read this file even while a "
+        "daemon runs",
     )
     group.add_argument(
         "--mode",
@@ -235,7 +236,7 @@ def _configure_logging(daemon: bool) -> None:
 def _dispatch(
     args: argparse.Namespace, loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig]
 ) -> int:
-    ctx = Context(loaded=loaded, output=loaded.config.cli.output)
+    ctx = Context(loaded=loaded, output=loaded.config.cli.output, store_given=args.db is not None)
     if args.command == "daemon":
         from daemoneye.commands.daemon_cmd import run_daemon
 

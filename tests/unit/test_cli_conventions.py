@@ -116,3 +116,27 @@ def test_an_unknown_option_elsewhere_gets_no_filter_hint(
     err = capsys.readouterr().err
     assert "unrecognized arguments: -z" in err
     assert "negate" not in err
+
+
+# -- --db means that store ------------------------------------------------------------------------
+
+
+def test_an_explicit_db_is_read_without_asking_the_daemon(
+    user_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --db the read-only commands read that file even when a daemon would answer."""
+    from daemoneye.commands import common
+
+    asked: list[object] = []
+
+    async def daemon_answers(*args: object, **kwargs: object) -> object:
+        asked.append(args)
+        raise AssertionError("the daemon was asked although --db named a store")
+
+    monkeypatch.setattr(common, "_ask", daemon_answers)
+    code = cli.main(
+        ["--mode", "user", "--db", str(user_env), "-o", "json", "query", "select 2 as two"]
+    )
+    assert code == 0
+    assert json.loads(capsys.readouterr().out) == [{"two": 2}]
+    assert asked == []
