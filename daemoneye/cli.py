@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     query.add_argument(
         "--max-rows",
-        type=int,
+        type=_at_least(0),
         default=10_000,
         metavar="N",
         help="print at most N rows (default 10000)",
@@ -90,9 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     rules_show = rules_commands.add_parser("show", help="one rule in full")
     rules_show.add_argument("rule_id", metavar="ID")
     rules_validate = rules_commands.add_parser(
-        "validate", help="check a rule file without touching the running set (exit 2 on problems)"
+        "validate",
+        help="check a rule file, or every *.toml of a directory, without touching the running "
+        "set (exit 2 on problems)",
     )
-    rules_validate.add_argument("file", type=Path, metavar="FILE")
+    rules_validate.add_argument("file", type=Path, metavar="FILE-OR-DIR")
     rules_test = rules_commands.add_parser(
         "test",
         help="run a rule (by id) or a file's rules over the store and print the "
@@ -155,6 +157,24 @@ def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> Non
     )
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse `type`: a whole number no less than `minimum`. argparse names the option in
+    the error (`argument --max-rows: must be a whole number 0 or more, not '-1'`)."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number {minimum} or more, not {text!r}"
+            )
+        return value
+
+    return convert
+
+
 class _Commands:
     """A subparsers action whose every parser inherits the global options."""
 
@@ -188,7 +208,11 @@ def _add_alert_commands(commands: _Commands, common: argparse.ArgumentParser) ->
         "--since", metavar="DURATION|TIMESTAMP", help="seen since: 30m, 2h, 7d, or 2024-05-01T12:00"
     )
     alerts_list.add_argument(
-        "--limit", type=int, default=1000, metavar="N", help="print at most N alerts (default 1000)"
+        "--limit",
+        type=_at_least(1),
+        default=1000,
+        metavar="N",
+        help="print at most N alerts (default 1000)",
     )
     for name, text in (
         ("show", "one alert in full, with its deliveries to each sink"),

@@ -28,7 +28,7 @@ def user_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return db
 
 
-# -- global options before or after the command ------------------------------------------------
+# -- global options before or after the command ---------------------------------------------------
 
 
 def test_global_options_are_accepted_after_the_command(
@@ -83,7 +83,7 @@ def test_top_level_help_says_no_command_opens_the_dashboard() -> None:
     assert "With no COMMAND, on a terminal, `daemoneye` opens the dashboard" in text
 
 
-# -- filter terms the shell leaves alone --------------------------------------------------------
+# -- filter terms the shell leaves alone ----------------------------------------------------------
 
 
 def test_a_negated_filter_term_taken_for_an_option_says_to_use_not_or_double_dash(
@@ -140,3 +140,31 @@ def test_an_explicit_db_is_read_without_asking_the_daemon(
     assert code == 0
     assert json.loads(capsys.readouterr().out) == [{"two": 2}]
     assert asked == []
+
+
+# -- bad numbers name the flag --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (
+            ["query", "select 1", "--max-rows", "-1"],
+            "argument --max-rows: must be a whole number 0",
+        ),
+        (
+            ["query", "select 1", "--max-rows", "many"],
+            "argument --max-rows: must be a whole number",
+        ),
+        (["alerts", "list", "--limit", "0"], "argument --limit: must be a whole number 1"),
+    ],
+)
+def test_a_bad_count_is_a_usage_error_naming_the_flag(
+    user_env: Path, argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--db", str(user_env), *argv])
+    assert exit_info.value.code == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert flag in err
+    assert "max_rows" not in err
