@@ -27,3 +27,29 @@ def format_time(ts: float | None, now: float | None = None) -> str:
     if now - ts < 86400 and time.localtime(now).tm_yday == local.tm_yday:
         return time.strftime("%H:%M:%S", local)
     return time.strftime("%Y-%m-%d %H:%M", local)
+
+
+# The units a config file writes, largest first (parsed by daemoneye/config/loading.py).
+_DURATION_WRITTEN = (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 0.001))
+_SIZE_WRITTEN = (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024))
+
+
+def write_duration(seconds: float) -> str:
+    """A duration as a config file writes it: 1.0 → "1s", 0.5 → "500ms", 604800 → "7d";
+    the largest unit it is a whole number of, else seconds ("1.25s")."""
+    if seconds == 0:
+        return "0s"
+    for unit, size in _DURATION_WRITTEN:
+        count = seconds / size
+        if abs(count) >= 1 and abs(count - round(count)) < 1e-9:
+            return f"{round(count)}{unit}"
+    return f"{seconds:g}s"
+
+
+def write_size(count: int) -> str:
+    """A byte count as a config file writes it: 67108864 → "64MiB"; the largest binary unit
+    it is a whole number of, else plain bytes ("1000")."""
+    for unit, size in _SIZE_WRITTEN:
+        if count and count % size == 0:
+            return f"{count // size}{unit}"
+    return str(count)

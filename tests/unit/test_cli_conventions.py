@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from daemoneye import cli
+from daemoneye.commands.config_show import as_written
+from daemoneye.config.loading import coerce
+from daemoneye.config.schema import KEYS, Config
 from daemoneye.store import Store
 
 
@@ -168,3 +172,50 @@ def test_a_bad_count_is_a_usage_error_naming_the_flag(
     err = capsys.readouterr().err
     assert flag in err
     assert "max_rows" not in err
+
+
+# -- config show writes values as the config file does --------------------------------------------
+
+
+def test_config_show_prints_values_as_the_config_file_writes_them(
+    user_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["--mode", "user", "config", "show"]) == 0
+    shown = {
+        line.split()[0]: line.split()[1]
+        for line in capsys.readouterr().out.splitlines()[1:]
+        if len(line.split()) >= 3
+    }
+    assert shown["collector.interval"] == "1s"
+    assert shown["collector.hash_max_bytes"] == "64MiB"
+    assert shown["collector.hash_executables"] == "true"
+    assert shown["sinks.file.enabled"] == "false"
+    assert shown["store.retention"] == "7d"
+
+
+@pytest.mark.parametrize(
+    "key", sorted(k for k, spec in KEYS.items() if spec["kind"] in ("duration", "size", "bool"))
+)
+def test_what_config_show_prints_reads_back_as_the_same_value(key: str) -> None:
+    """Every default, and a few awkward values, printed as written and read back as text."""
+    kind = KEYS[key]["kind"]
+    default = getattr(getattr_path(Config(), key.rpartition(".")[0]), key.rpartition(".")[2])
+    samples: list[Any] = [default]
+    if kind == "duration":
+        samples += [0.5, 1.25, 90.0, 5400.0, 604800.0, 0.001]
+    elif kind == "size":
+        samples += [1000, 1024, 1536, 64 * 1024**2, 3 * 1024**3]
+    else:
+        samples += [True, False]
+    for value in samples:
+        try:
+            expected = coerce(key, value, from_text=False)
+        except ValueError:
+            continue  # out of this key's range
+        assert coerce(key, as_written(key, expected), from_text=True) == pytest.approx(expected)
+
+
+def getattr_path(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
