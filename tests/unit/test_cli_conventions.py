@@ -219,3 +219,50 @@ def getattr_path(obj: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+# -- one duration syntax --------------------------------------------------------------------------
+
+DURATIONS = [
+    ("1w", 604800.0),
+    ("1h30m", 5400.0),
+    ("90s", 90.0),
+    ("500ms", 0.5),
+    ("2d 12h", 216000.0),
+    ("1.5h", 5400.0),
+    ("1M", 60.0),  # case-insensitive
+    ("30", 30.0),
+]
+
+
+@pytest.mark.parametrize(("text", "seconds"), DURATIONS)
+def test_config_rules_and_since_read_a_duration_the_same_way(text: str, seconds: float) -> None:
+    from daemoneye.commands.alerts import parse_since
+    from daemoneye.engine.rule_file import parse_duration as rule_duration
+    from daemoneye.units import parse_duration
+
+    key = next(  # a config key whose range holds this value
+        k
+        for k, spec in KEYS.items()
+        if spec["kind"] == "duration" and spec["lo"] <= seconds <= spec["hi"]
+    )
+    assert parse_duration(text) == pytest.approx(seconds)
+    assert coerce(key, text, from_text=True) == pytest.approx(seconds)
+    assert coerce(key, text, from_text=False) == pytest.approx(seconds)  # from a TOML file
+    assert rule_duration(text) == pytest.approx(seconds)
+    assert parse_since(text, 10_000_000.0) == pytest.approx(10_000_000.0 - seconds)
+
+
+@pytest.mark.parametrize("text", ["", "h", "1x", "1h 30", "-5s", "1h-30m", "ms", "1e3s"])
+def test_config_rules_and_since_refuse_the_same_non_durations(text: str) -> None:
+    from daemoneye.commands.alerts import AlertsUsageError, parse_since
+    from daemoneye.engine.rule_file import parse_duration as rule_duration
+    from daemoneye.units import parse_duration
+
+    assert parse_duration(text) is None
+    with pytest.raises(ValueError, match="expected a duration"):
+        coerce("store.retention", text, from_text=True)
+    with pytest.raises(ValueError, match="expected a duration"):
+        rule_duration(text)
+    with pytest.raises(AlertsUsageError):
+        parse_since(text, 0.0)
