@@ -30,27 +30,15 @@ EXIT_INTERRUPTED = 130
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="daemoneye",
-        description="A security-focused process monitor for Linux.",
+        description="A security-focused process monitor for Linux. With no COMMAND, on a "
+        "terminal, `daemoneye` opens the dashboard.",
         epilog="Exit codes: 0 ok, 1 failure or unhealthy, 2 bad input, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"daemoneye {__version__}")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="config file to use instead of the mode's own config file",
-    )
-    parser.add_argument("--socket", metavar="PATH", help="daemon socket (daemon.socket)")
-    parser.add_argument("--db", metavar="PATH", help="store database file (store.path)")
-    parser.add_argument(
-        "--mode",
-        choices=("system", "user"),
-        help="system paths (default for root) or XDG user paths",
-    )
-    parser.add_argument(
-        "-o", "--output", choices=FORMATS, help="output format (cli.output; default table)"
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_global_options(parser, default=None)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_global_options(common, default=argparse.SUPPRESS)
+    commands = _Commands(parser.add_subparsers(dest="command", metavar="COMMAND"), common)
 
     daemon = commands.add_parser("daemon", help="run the headless daemon in the foreground")
     daemon.add_argument("--interval", metavar="SECONDS", help="scan interval (collector.interval)")
@@ -66,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     query.add_argument(
         "--max-rows",
-        type=int,
+        type=_at_least(0),
         default=10_000,
         metavar="N",
         help="print at most N rows (default 10000)",
@@ -76,31 +64,37 @@ def build_parser() -> argparse.ArgumentParser:
         "processes",
         help="list live processes, or `processes show PID`",
         description="FILTER terms: free text, user:NAME name:TEXT exe:TEXT cmd:TEXT cwd:TEXT "
-        "pid:N ppid:N uid:N cpu>N rss>SIZE threads>N, -term to negate.",
+        "pid:N ppid:N uid:N cpu:>N rss:>SIZE threads:>N, not:TERM to negate; all must match. "
+        "These need no quoting. `cpu>N` works too when quoted (the shell reads > as a "
+        "redirection), and `-TERM` after `--`: daemoneye processes -- -name:kworker",
     )
     processes.add_argument("filter", nargs="*", help="filter terms, or: show PID")
 
     commands.add_parser("health", help="how the daemon is doing (exit 1 when unhealthy)")
 
     config = commands.add_parser("config", help="configuration commands")
-    config_commands = config.add_subparsers(
-        dest="config_command", metavar="SUBCOMMAND", required=True
+    config_commands = _Commands(
+        config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True), common
     )
     config_commands.add_parser("show", help="effective configuration with each value's source")
 
     rules = commands.add_parser(
         "rules", help="detection rules: list, show, validate, test, enable, disable, reload"
     )
-    rules_commands = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True)
+    rules_commands = _Commands(
+        rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True), common
+    )
     rules_commands.add_parser(
         "list", help="every rule with its source, overrides, hits and load problems"
     )
     rules_show = rules_commands.add_parser("show", help="one rule in full")
     rules_show.add_argument("rule_id", metavar="ID")
     rules_validate = rules_commands.add_parser(
-        "validate", help="check a rule file without touching the running set (exit 2 on problems)"
+        "validate",
+        help="check a rule file, or every *.toml of a directory, without touching the running "
+        "set (exit 2 on problems)",
     )
-    rules_validate.add_argument("file", type=Path, metavar="FILE")
+    rules_validate.add_argument("file", type=Path, metavar="FILE-OR-DIR")
     rules_test = rules_commands.add_parser(
         "test",
         help="run a rule (by id) or a file's rules over the store and print the "
@@ -118,15 +112,88 @@ def build_parser() -> argparse.ArgumentParser:
         help="make the daemon re-read every rule directory "
         "now (admin; exit 2 when a rule was refused)",
     )
-    _add_alert_commands(commands)
+    _add_alert_commands(commands, common)
     return parser
 
 
-def _add_alert_commands(commands: Any) -> None:
+_GLOBAL_OPTIONS_TITLE = "global options (before or after the command)"
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    """The options every command takes. The top-level parser gives them `None` defaults; the
+    copy each subcommand inherits uses SUPPRESS, so a value given before the command is not
+    overwritten by the subcommand's default (`daemoneye -o json query …` and
+    `daemoneye query … -o json` both work)."""
+    group = parser.add_argument_group(_GLOBAL_OPTIONS_TITLE)
+    group.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        default=default,
+        help="config file to use instead of the mode's own config file",
+    )
+    group.add_argument(
+        "--socket", metavar="PATH", default=default, help="daemon socket (daemon.socket)"
+    )
+    group.add_argument(
+        "--db",
+        metavar="PATH",
+        default=default,
+        help="store database file (store.path); read commands read this file even while a "
+        "daemon runs",
+    )
+    group.add_argument(
+        "--mode",
+        choices=("system", "user"),
+        default=default,
+        help="system paths (default for root) or XDG user paths",
+    )
+    group.add_argument(
+        "-o",
+        "--output",
+        choices=FORMATS,
+        default=default,
+        help="output format (cli.output; default table)",
+    )
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse `type`: a whole number no less than `minimum`. argparse names the option in
+    the error (`argument --max-rows: must be a whole number 0 or more, not '-1'`)."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number {minimum} or more, not {text!r}"
+            )
+        return value
+
+    return convert
+
+
+class _Commands:
+    """A subparsers action whose every parser inherits the global options."""
+
+    def __init__(self, action: Any, common: argparse.ArgumentParser) -> None:
+        self._action = action
+        self._common = common
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._action.add_parser(
+            name, parents=[self._common], **kwargs
+        )
+        return parser
+
+
+def _add_alert_commands(commands: _Commands, common: argparse.ArgumentParser) -> None:
     """`alerts list|show|ack|close` and `audit verify`."""
     alerts = commands.add_parser("alerts", help="alerts: list, show, ack, close")
-    alerts_commands = alerts.add_subparsers(
-        dest="alerts_command", metavar="SUBCOMMAND", required=True
+    alerts_commands = _Commands(
+        alerts.add_subparsers(dest="alerts_command", metavar="SUBCOMMAND", required=True), common
     )
     alerts_list = alerts_commands.add_parser("list", help="alerts, most recently seen first")
     alerts_list.add_argument(
@@ -141,7 +208,11 @@ def _add_alert_commands(commands: Any) -> None:
         "--since", metavar="DURATION|TIMESTAMP", help="seen since: 30m, 2h, 7d, or 2024-05-01T12:00"
     )
     alerts_list.add_argument(
-        "--limit", type=int, default=1000, metavar="N", help="print at most N alerts (default 1000)"
+        "--limit",
+        type=_at_least(1),
+        default=1000,
+        metavar="N",
+        help="print at most N alerts (default 1000)",
     )
     for name, text in (
         ("show", "one alert in full, with its deliveries to each sink"),
@@ -151,7 +222,9 @@ def _add_alert_commands(commands: Any) -> None:
         sub = alerts_commands.add_parser(name, help=text)
         sub.add_argument("alert_id", type=int, metavar="ID")
     audit = commands.add_parser("audit", help="the tamper-evident audit log")
-    audit_commands = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
+    audit_commands = _Commands(
+        audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True), common
+    )
     audit_commands.add_parser("verify", help="check the hash chain (exit 1 when tampered with)")
 
 
@@ -193,7 +266,7 @@ def _configure_logging(daemon: bool) -> None:
 def _dispatch(
     args: argparse.Namespace, loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig]
 ) -> int:
-    ctx = Context(loaded=loaded, output=loaded.config.cli.output)
+    ctx = Context(loaded=loaded, output=loaded.config.cli.output, store_given=args.db is not None)
     if args.command == "daemon":
         from daemoneye.commands.daemon_cmd import run_daemon
 
@@ -258,6 +331,21 @@ def _dispatch(
     raise AssertionError(f"unhandled command {args.command}")
 
 
+def _unrecognized(args: argparse.Namespace, extras: list[str]) -> str:
+    """argparse's message for arguments it does not know, with a hint when they look like
+    negated filter terms (`daemoneye processes -name:kworker`)."""
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    if args.command == "processes" and all(
+        extra.startswith("-") and not extra.startswith("--") for extra in extras
+    ):
+        example = extras[0][1:]
+        message += (
+            f"; to negate a filter term write not:{example}, or put -- before the filter "
+            f"(daemoneye processes -- {extras[0]})"
+        )
+    return message
+
+
 class _UsageError(DaemonEyeError):
     exit_code = EXIT_USAGE
 
@@ -280,7 +368,9 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        parser.error(_unrecognized(args, extras))
     if args.command is None:
         if sys.stdin.isatty() and sys.stdout.isatty():
             return _dashboard(args)

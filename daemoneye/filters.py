@@ -3,11 +3,16 @@
     ssh                free text: in name, command line, exe or user (case-insensitive)
     user:root name:ssh exe:/tmp cmd:--listen cwd:/srv state:Z   substring of that field
     pid:123 ppid:1 uid:0                                       exact number
-    cpu>5 cpu<1 rss>100M rss<1G threads>10                     comparisons (sizes: K M G)
+    cpu:>5 cpu:<1 rss:>100M rss:<=1G threads:>10               comparisons (sizes: K M G)
     alerted                                                    has an open alert
-    -term                                                      negation of any term
+    not:term                                                   negation of any term
 
 All terms must match. A mistake raises FilterError naming the term and what was expected.
+
+On a shell command line the forms above need no quoting. `cpu>5` (without the colon) and
+`-term` (negation) are accepted too, but the shell reads `>` as a redirection and argparse
+reads `-term` as an option: quote the first (`'cpu>5'`) and put `--` before the second
+(`daemoneye processes -- -name:kworker`).
 
 Text terms match against a `RecordText`, the lowered text fields of a record. A caller that
 filters the same processes again and again (the dashboard, at every keystroke) keeps one per
@@ -32,6 +37,8 @@ NUMBER_FIELDS = ("pid", "ppid", "uid")
 COMPARABLE_FIELDS = ("cpu", "rss", "threads")
 _SIZE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _COMPARISON = re.compile(r"^([a-z_]+)(<=|>=|<|>)(.*)$")
+_FIELD_COMPARISON = re.compile(rf"^({'|'.join(COMPARABLE_FIELDS)}):(<=|>=|<|>)(.*)$")
+NEGATION = "not:"  # `not:name:kworker`; `-name:kworker` works too, after `--` on a shell
 
 
 class FilterError(DaemonEyeError):
@@ -150,7 +157,7 @@ def _term(term: str) -> tuple[Predicate, bool]:
     """The predicate of one term, and whether it reads a text field."""
     if term == "alerted":
         return (lambda record, _text, alerted: record.key in alerted), False
-    comparison = _COMPARISON.match(term)
+    comparison = _COMPARISON.match(term) or _FIELD_COMPARISON.match(term)
     if comparison:
         return _comparison(term, *comparison.groups()), False
     field, colon, value = term.partition(":")
@@ -160,6 +167,10 @@ def _term(term: str) -> tuple[Predicate, bool]:
             if not needle:
                 raise FilterError(f"{term!r}: expected a value after {field}:")
             return (lambda _record, text, _alerted: needle in text[_TEXT_INDEX[field]]), True
+        if field == NEGATION[:-1] and not value:
+            raise FilterError(f"{term!r}: expected a term after {NEGATION}")
+        if field in COMPARABLE_FIELDS:
+            raise FilterError(f"{term!r}: {field} takes a comparison, e.g. {field}:>{value or '1'}")
         if field in NUMBER_FIELDS:
             if not value.isdigit():
                 raise FilterError(f"{term!r}: {field} must be a whole number")
@@ -180,7 +191,7 @@ def _substring_kind(term: str) -> str | None:
     """ "" for a free-text term, the field for a `field:value` text term, None for any other
     term (numbers, comparisons, `alerted`, negations): the terms that a longer value can
     only match less often."""
-    if term.startswith("-") or term == "alerted" or _COMPARISON.match(term):
+    if _negation(term) or term == "alerted" or _COMPARISON.match(term):
         return None
     field, colon, value = term.partition(":")
     if not colon or not re.fullmatch(r"[a-z_]+", field):
@@ -208,6 +219,15 @@ def narrows(before: str, after: str) -> bool:
     return kind is not None and grown.startswith(last) and _substring_kind(grown) == kind
 
 
+def _negation(term: str) -> str | None:
+    """The term a negation negates (`not:TERM` or `-TERM`), or None when `term` is not one."""
+    if term.startswith(NEGATION) and len(term) > len(NEGATION):
+        return term[len(NEGATION) :]
+    if term.startswith("-") and len(term) > 1:
+        return term[1:]
+    return None
+
+
 def _negate(predicate: Predicate) -> Predicate:
     return lambda record, text, alerted: not predicate(record, text, alerted)
 
@@ -221,8 +241,8 @@ def parse_filter(text: str) -> ProcessFilter:
     predicates: list[Predicate] = []
     uses_text = False
     for term in terms:
-        negated = term.startswith("-") and len(term) > 1
-        predicate, reads_text = _term(term[1:] if negated else term)
-        predicates.append(_negate(predicate) if negated else predicate)
+        negated = _negation(term)
+        predicate, reads_text = _term(term if negated is None else negated)
+        predicates.append(predicate if negated is None else _negate(predicate))
         uses_text = uses_text or reads_text
     return ProcessFilter(text=text, predicates=tuple(predicates), uses_text=uses_text)

@@ -8,8 +8,8 @@ through its busy timeout) and are audited as "uid N pid M (cli)".
 from __future__ import annotations
 
 import json
+import math
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -28,6 +28,7 @@ from daemoneye.models import Alert
 from daemoneye.output import render
 from daemoneye.store.db import RowSource, Store
 from daemoneye.store.schema import SCHEMA_VERSION
+from daemoneye.units import parse_duration
 
 LIST_COLUMNS = ("id", "severity", "state", "count", "last_seen", "rule_id", "pid", "title")
 FIELDS = (
@@ -45,8 +46,6 @@ FIELDS = (
     "state_changed_by",
 )
 DEFAULT_LIMIT = 1000
-_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 class AlertsUsageError(DaemonEyeError):
@@ -56,17 +55,18 @@ class AlertsUsageError(DaemonEyeError):
 
 
 def parse_since(text: str, now: float) -> float:
-    """`--since`: a duration back from now (`90s`, `30m`, `2h`, `7d`; a bare number is
-    seconds) or a timestamp (`2024-05-01`, `2024-05-01T12:00`, local time unless it has an
-    offset). Returns epoch seconds."""
-    match = _DURATION.match(text)
-    if match:
-        return now - float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+    """`--since`: a duration back from now (`90s`, `30m`, `1h30m`, `7d`, `1w`; a bare number
+    is seconds; daemoneye/units.py parse_duration, as config and rules write durations) or a
+    timestamp (`2024-05-01`, `2024-05-01T12:00`, local time unless it has an offset).
+    Returns epoch seconds."""
+    seconds = parse_duration(text)
+    if seconds is not None and math.isfinite(seconds):
+        return now - seconds
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise AlertsUsageError(
-            f"--since: expected a duration such as 30m, 2h or 7d, or a timestamp such as "
+            f"--since: expected a duration such as 30m, 1h30m, 7d or 1w, or a timestamp such as "
             f"2024-05-01T12:00, got {text!r}"
         ) from None
     return moment.timestamp()  # naive: local time

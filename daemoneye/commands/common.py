@@ -19,7 +19,10 @@ connecting, so a command only says what to ask and what to do without a daemon:
 - `with_daemon(ctx, rpc_call)` — admin and other daemon-only commands: no fallback; without a
   daemon it raises DaemonUnavailable with a sentence that says how to start one.
 
-`--socket` (daemon.socket) chooses the daemon; the mode's default path otherwise.
+`--socket` (daemon.socket) chooses the daemon; the mode's default path otherwise. `--db PATH`
+names a store: the read-only commands over the data (`query`, `processes`, `alerts list`) then
+read that file, even while a daemon runs (whose answers would come from its own store, perhaps
+another file); `health` asks the daemon first (it is about the daemon).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Context:
 
     loaded: LoadedConfig
     output: str  # table | json | ndjson | csv
+    store_given: bool = False  # --db on the command line: read that file, not the daemon
 
     def open_store(self) -> ReadOnlyStore:
         """The store, read-only (for fallbacks and commands that read it directly)."""
@@ -84,9 +88,20 @@ async def _ask(ctx: Context, rpc_call: RpcCall[T], *, may_fall_back: bool) -> T 
         await client.close()
 
 
-def with_daemon_or_store(ctx: Context, rpc_call: RpcCall[T], fallback: StoreFallback[T]) -> T:
+def with_daemon_or_store(
+    ctx: Context,
+    rpc_call: RpcCall[T],
+    fallback: StoreFallback[T],
+    *,
+    named_store_first: bool = True,
+) -> T:
     """`rpc_call` against the daemon, or `fallback` on the read-only store when no daemon
-    can answer (said on stderr). See the module docstring."""
+    can answer (said on stderr), or at once when the command line named the store (--db) and
+    `named_store_first` (False for questions only the daemon answers in full: `health`).
+    See the module docstring."""
+    if ctx.store_given and named_store_first:
+        with ctx.open_store() as store:
+            return fallback(store)
     answer = asyncio.run(_ask(ctx, rpc_call, may_fall_back=True))
     if not isinstance(answer, _NoDaemon):
         return answer

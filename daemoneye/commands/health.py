@@ -83,7 +83,10 @@ def _engine_rows(status: DaemonStatus | None) -> list[tuple[str, str]]:
 def show_health(ctx: Context) -> int:
     """The daemon's own answer over IPC, or the last report it wrote to the store."""
     report, status = with_daemon_or_store(
-        ctx, _health_over_ipc, lambda store: (_report_in(store), None)
+        ctx,
+        _health_over_ipc,
+        lambda store: (_report_in(store), None),
+        named_store_first=False,  # about the daemon: its own answer when it runs
     )
     if report is None:
         print(

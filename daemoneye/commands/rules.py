@@ -14,7 +14,7 @@ from daemoneye.commands.common import Context, format_time, note, with_daemon
 from daemoneye.engine.evaluator import Evaluator
 from daemoneye.engine.last_good import LastGoodFiles, directory_for
 from daemoneye.engine.rule_file import did_you_mean
-from daemoneye.engine.rule_loader import RuleSet, load_file, load_rules
+from daemoneye.engine.rule_loader import RuleSet, load_file, load_rules, rule_files
 from daemoneye.errors import DaemonEyeError, QueryError, StoreError
 from daemoneye.ipc.client import DaemonClient, DaemonUnavailable, RpcError
 from daemoneye.models import Rule, RuleProblem, RulesReload, RuleStatus
@@ -178,10 +178,16 @@ def show_rule(ctx: Context, rule_id: str) -> int:
 
 
 def validate_rule_file(ctx: Context, path: Path) -> int:
-    """Check one file on its own; print every problem as `file:line: rule 'id': reason`."""
-    if not path.is_file():
-        raise RuleFileProblems(f"{path}: no such file")
-    ruleset = load_file(path)
+    """Check one file on its own, or every rule file of a directory as the daemon loads it;
+    print every problem as `file:line: rule 'id': reason`."""
+    if path.is_dir():
+        if not rule_files(path):
+            raise RuleFileProblems(f"{path}: no rule files (*.toml) in this directory")
+        ruleset = load_rules([path])
+    elif path.is_file():
+        ruleset = load_file(path)
+    else:
+        raise RuleFileProblems(f"{path}: no such file or directory")
     if ctx.output == "table":
         for problem in ruleset.problems:
             sys.stdout.write(f"{problem}\n")

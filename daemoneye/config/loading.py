@@ -32,6 +32,7 @@ from daemoneye.config.schema import (
 )
 from daemoneye.errors import ConfigError
 from daemoneye.paths import MODE_ENV, Mode, Paths, default_mode, parse_mode, resolve_paths
+from daemoneye.units import DURATION_EXAMPLES, parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ _COMPONENT_PREFIXES = (
     ("PROCMOND_", "collector"),
 )
 
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE_UNITS = {
     "": 1,
     "b": 1,
@@ -119,17 +119,16 @@ def _coerce_kind(dotted: str, raw: Any, *, from_text: bool) -> Any:
             raise ValueError(f"expected true or false, got {raw!r}")
         return value
     elif kind in ("duration", "size"):
-        units = _DURATION_UNITS if kind == "duration" else _SIZE_UNITS
         if isinstance(raw, bool):
             raise ValueError(f"expected a {kind}, got {raw!r}")
         if isinstance(raw, int | float):
             number: float | None = float(raw)
         elif isinstance(raw, str):
-            number = _parse_unit(raw, {**units, "": 1.0} if kind == "duration" else units)
+            number = parse_duration(raw) if kind == "duration" else _parse_unit(raw, _SIZE_UNITS)
         else:
             number = None
         if number is None or not math.isfinite(number):
-            example = "'500ms', '10s', '5m', '7d'" if kind == "duration" else "'64MiB', '1GiB'"
+            example = DURATION_EXAMPLES if kind == "duration" else "'64MiB', '1GiB'"
             raise ValueError(f"expected a {kind} such as {example}, got {raw!r}")
         value = number if kind == "duration" else int(number)
     elif kind == "enum":

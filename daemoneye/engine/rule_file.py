@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from daemoneye.models import SEVERITIES, Rule, RuleProblem
+from daemoneye.units import DURATION_EXAMPLES
+from daemoneye.units import parse_duration as parse_duration_text
 
 RULE_KEYS = (
     "id",
@@ -45,8 +47,6 @@ MAX_TAG_CHARS = 64
 _ATTACK_LIKE = re.compile(r"T\d")
 _ATTACK_ID = re.compile(r"T\d{4}(\.\d{3})?")
 _PLACEHOLDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,19 +74,16 @@ def did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from a TOML value: a number of seconds, or text like "90s", "1h30m", "500ms"."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as '30s', '5m', '1h', got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
+    """Seconds from a TOML value: a number of seconds, or text like "90s", "1h30m", "500ms"
+    (daemoneye/units.py parse_duration, the syntax config values and `--since` take too)."""
+    parsed: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        parsed = float(value)
     elif isinstance(value, str):
-        text = value.strip().lower()
-        parts = _DURATION_PART.findall(text)
-        if not parts or _DURATION_PART.sub("", text).strip():
-            raise ValueError(f"expected a duration such as '30s', '5m', '1h', got {value!r}")
-        seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
-    else:
-        raise ValueError(f"expected a duration such as '30s', '5m', '1h', got {value!r}")
+        parsed = parse_duration_text(value)
+    if parsed is None:
+        raise ValueError(f"expected a duration such as {DURATION_EXAMPLES}, got {value!r}")
+    seconds = parsed
     if not seconds > 0 or seconds == float("inf"):
         raise ValueError(f"a duration must be more than 0 seconds, got {value!r}")
     return seconds

@@ -45,9 +45,11 @@ class DaemonHarness:
     _logs: list[Path] = field(default_factory=list)
 
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        # The store as configured (not --db, which would read the file instead of asking the
+        # daemon): the CLI asks the daemon while it runs and falls back on this store.
         result = subprocess.run(
-            [sys.executable, "-m", "daemoneye", "--db", str(self.db), *self.cli_args, *args],
-            env=self.env,
+            [sys.executable, "-m", "daemoneye", *self.cli_args, *args],
+            env={**self.env, "DAEMONEYE_STORE__PATH": str(self.db)},
             capture_output=True,
             text=True,
             timeout=60,

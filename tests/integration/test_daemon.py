@@ -346,3 +346,25 @@ def test_unprivileged_daemon_records_what_it_may_and_says_so(harness: DaemonHarn
         process.terminate()
         process.wait(timeout=30)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_an_explicit_db_is_read_while_a_daemon_runs_on_another_store(
+    harness: DaemonHarness, tmp_path: Path
+) -> None:
+    """`--db PATH` means that store: `query` and `alerts list` read the file named, not the
+    running daemon (whose store is another file)."""
+    from daemoneye.store import Store
+
+    other = tmp_path / "other" / "o.db"
+    with Store.open(other):
+        pass
+    harness.start()
+    harness.wait_ticks(1)
+    assert harness.query("SELECT count(*) AS n FROM processes")[0]["n"] > 0
+    result = harness.cli(
+        "query", "SELECT count(*) AS n FROM processes", "--db", str(other), "-o", "json", check=True
+    )
+    assert json.loads(result.stdout) == [{"n": 0}]
+    assert "reading the store" not in result.stderr
+    listed = harness.cli("alerts", "list", "--db", str(other), "-o", "json", check=True)
+    assert json.loads(listed.stdout) == []

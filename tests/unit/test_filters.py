@@ -179,3 +179,48 @@ def test_a_filter_that_narrows_never_matches_more(before: str, typed: str) -> No
         return
     for record in _RECORDS:
         assert old.matches(record) or not new.matches(record), (before, after, record.pid)
+
+
+@pytest.mark.parametrize(
+    ("shell_safe", "classic"),
+    [
+        ("cpu:>50", "cpu>50"),
+        ("rss:>100M", "rss>100M"),
+        ("rss:<=1G", "rss<=1G"),
+        ("threads:>=1", "threads>=1"),
+        ("not:name:kworker", "-name:kworker"),
+        ("not:ssh cpu:<1", "-ssh cpu<1"),
+    ],
+)
+def test_forms_the_shell_leaves_alone_mean_what_the_classic_forms_mean(
+    shell_safe: str, classic: str
+) -> None:
+    """`cpu:>1` is not a redirection and `not:TERM` is not an option on a shell command line."""
+    for record in (SSHD, MINER):
+        assert parse_filter(shell_safe).matches(record) is parse_filter(classic).matches(record)
+    assert parse_filter("cpu:>50").matches(MINER) and not parse_filter("cpu:>50").matches(SSHD)
+    assert parse_filter("not:name:kworker").matches(SSHD)
+    assert not parse_filter("not:name:kworker").matches(MINER)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("cpu:5", "cpu takes a comparison, e.g. cpu:>5"),
+        ("not:", "expected a term after not:"),
+        ("rss:>1X", "sizes like 100M"),
+    ],
+)
+def test_shell_safe_forms_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(FilterError) as raised:
+        parse_filter(text)
+    assert message in str(raised.value)
+
+
+def test_a_text_field_may_still_contain_a_comparison_sign() -> None:
+    assert parse_filter("cmd:>/dev/null").matches(proc(cmdline=("sh", "-c", "x >/dev/null")))
+
+
+@pytest.mark.parametrize(("before", "after"), [("cpu:>5", "cpu:>50"), ("not:ng", "not:ngi")])
+def test_shell_safe_comparisons_and_negations_are_not_narrowings(before: str, after: str) -> None:
+    assert not narrows(before, after)

@@ -125,6 +125,38 @@ def test_validate_as_json(tmp_path: Path, home: Path, capsys: pytest.CaptureFixt
     assert (problem["line"], problem["rule_id"]) == (11, "typo")
 
 
+def test_validate_a_directory_checks_every_rule_file_in_it(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "rules.d"
+    directory.mkdir()
+    (directory / "a.toml").write_text(BAD_FILE)
+    (directory / "b.toml").write_text(
+        BAD_FILE.replace('"fine"', '"other"').replace('"typo"', '"ok"').replace("hihg", "high")
+    )
+    (directory / "notes.txt").write_text("not a rule file")
+    code, out, err = run(capsys, "rules", "validate", str(directory))
+    assert code == 2
+    assert out.splitlines() == [
+        f"{directory / 'a.toml'}:11: rule 'typo': severity 'hihg' must be one of info, low, "
+        "medium, high, critical (did you mean 'high'?)"
+    ]
+    assert "3 rules valid, 1 problem" in err
+    assert "no such file" not in err
+    (directory / "a.toml").unlink()
+    assert run(capsys, "rules", "validate", str(directory))[0] == 0
+
+
+def test_validate_an_empty_directory_or_a_missing_path_says_what_it_is(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "rules", "validate", str(tmp_path / "nowhere"))
+    assert code == 2 and "no such file or directory" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "rules", "validate", str(tmp_path / "empty"))
+    assert code == 2 and "no rule files (*.toml)" in err
+
+
 def test_list_shows_the_pack_overrides_and_problems(
     user_rules: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,9 +16,9 @@ FILTER_HELP: tuple[tuple[str, str], ...] = (
     ("ssh", "free text: name, command line, exe or user"),
     ("user:root  name:ssh  exe:/tmp", "that field contains the text (also cmd: cwd: state:)"),
     ("pid:123  ppid:1  uid:0", "exact numbers"),
-    ("cpu>5  rss>100M  threads>10", "comparisons; rss takes K, M, G"),
+    ("cpu:>5 rss:>100M threads:>10", "comparisons (also cpu>5); rss takes K, M, G"),
     ("alerted", "has an open or acknowledged alert"),
-    ("-name:kworker", "a leading - negates any term"),
+    ("not:name:kworker", "not: negates any term (also -name:kworker)"),
 )
 HelpSections = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 
