@@ -249,10 +249,30 @@ async def test_signal_needs_confirmation(make_app: AppFactory) -> None:
         assert source.calls == [], "cancelled: nothing sent"
         await pilot.press("k")
         await settle(pilot)
-        await pilot.press("down", "down", "down", "space", "enter")  # SIGKILL
+        await pilot.press(*["up"] * 6, "enter")  # from 15 SIGTERM up to 9 SIGKILL
         await settle(pilot)
         assert source.calls == [("process_signal", (ProcessKey(3100, FAKE_NOW - 300), "KILL"))]
         assert any("SIGKILL sent to pid 3100" in text for text in notices(pilot.app))
+
+
+async def test_signal_dialog_sends_what_the_cursor_is_on(make_app: AppFactory) -> None:
+    """Enter sends the highlighted signal — TERM untouched, any other once moved to."""
+    source = FakeSource()
+    async with make_app(source).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("k")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("k")
+        await settle(pilot)
+        await pilot.press("down", "down", "down", "down", "enter")  # 15 → 19 SIGSTOP
+        await settle(pilot)
+        key = ProcessKey(3100, FAKE_NOW - 300)
+        assert source.calls == [
+            ("process_signal", (key, "TERM")),
+            ("process_signal", (key, "STOP")),
+        ]
 
 
 async def test_signal_is_refused_politely_for_readers(make_app: AppFactory) -> None:
