@@ -291,6 +291,20 @@ class DaemonEyeApp(App[None]):
         may contain brackets."""
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
+    def action_help_quit(self) -> None:
+        """Ctrl+C does not quit; say which keys do. Textual's own message carries markup,
+        which `notify` above prints literally, so the text is made here, plain."""
+        keys = sorted(
+            (
+                key
+                for key, active in self.active_bindings.items()
+                if active.binding.action in ("quit", "app.quit")
+            ),
+            key=len,
+        )
+        if keys:
+            self.notify(f"Press {' or '.join(keys)} to quit the app.", title="Do you want to quit?")
+
     def report_error(self, what: str, error: Exception) -> None:
         self.notify(str(error), title=what, severity="error", timeout=8)
 

@@ -693,3 +693,15 @@ async def test_ended_rows_go_with_the_next_refresh_and_the_timer_only_when_none_
         await pilot.pause(0.5)
         cells = screen.table.cells_of(row_key(newcomer.key))
         assert cells is not None and cells[0].text == " "
+
+
+async def test_ctrl_c_says_how_to_quit_without_printing_markup(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+c")
+        await settle(pilot)
+        said = [text for text in notices(pilot.app) if "to quit the app" in text]
+        assert said, notices(pilot.app)
+        assert "[b]" not in said[-1] and "[/b]" not in said[-1]
+        assert said[-1] == "Press q or ctrl+q to quit the app."
+        assert pilot.app.is_running
