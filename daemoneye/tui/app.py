@@ -98,6 +98,8 @@ class DaemonEyeApp(App[None]):
         theme_dirs: Iterable[Path] | None = None,
         remember_theme: Callable[[str], None] | None = None,
         private_daemon: str = "",
+        hide_kernel_threads: bool = False,
+        remember_kernel_threads: Callable[[bool], None] | None = None,
         editor: EditorRunner = run_editor,
         tick_s: float = 1.0,
     ) -> None:
@@ -110,6 +112,8 @@ class DaemonEyeApp(App[None]):
         self.editor = editor
         self.tick_s = tick_s
         self._remember_theme = remember_theme
+        self.hide_kernel_threads = hide_kernel_threads  # the processes screen's K
+        self._remember_kernel_threads = remember_kernel_threads
         self._pending_alerts: dict[int, Alert] = {}
         self._startup_problems: list[str] = []
         self._theme_ready = False
@@ -141,6 +145,16 @@ class DaemonEyeApp(App[None]):
             self._remember_theme(theme)
         except DaemonEyeError as exc:
             self.notify(str(exc), title="Theme not saved", severity="warning")
+
+    def choose_kernel_threads(self, hide: bool) -> None:
+        """Kernel threads hidden or shown (the K key): kept for next time."""
+        self.hide_kernel_threads = hide
+        if self._remember_kernel_threads is None:
+            return
+        try:
+            self._remember_kernel_threads(hide)
+        except DaemonEyeError as exc:
+            self.notify(str(exc), title="Choice not saved", severity="warning")
 
     @property
     def dashboard_themes(self) -> list[str]:

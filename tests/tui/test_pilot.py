@@ -705,3 +705,27 @@ async def test_ctrl_c_says_how_to_quit_without_printing_markup(make_app: AppFact
         assert "[b]" not in said[-1] and "[/b]" not in said[-1]
         assert said[-1] == "Press q or ctrl+q to quit the app."
         assert pilot.app.is_running
+
+
+async def test_capital_k_hides_kernel_threads_and_remembers(make_app: AppFactory) -> None:
+    remembered: list[bool] = []
+    app = make_app(remember_kernel_threads=remembered.append)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        assert {2, 14} <= set(pids(screen))
+        await pilot.press("K")
+        await settle(pilot)
+        assert not {2, 14} & set(pids(screen))
+        assert len(pids(screen)) == 15
+        assert "kernel threads hidden" in str(screen.query_one("#process-status").render())
+        await pilot.press("K")
+        await settle(pilot)
+        assert {2, 14} <= set(pids(screen))
+        assert remembered == [True, False]
+
+
+async def test_kernel_threads_start_hidden_when_the_config_says_so(make_app: AppFactory) -> None:
+    async with make_app(hide_kernel_threads=True).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert not {2, 14} & set(pids(processes_screen(pilot.app.screen)))
