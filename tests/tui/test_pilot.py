@@ -396,7 +396,7 @@ async def test_query_runs_keeps_history_and_shows_errors(make_app: AppFactory) -
         await settle(pilot)
         screen = current(pilot)
         assert isinstance(screen, QueryScreen)
-        await pilot.press(*"SELECT pid FROM live_processes", "enter")
+        await pilot.press("slash", *"SELECT pid FROM live_processes", "enter")
         await settle(pilot)
         from textual.widgets import DataTable
 
@@ -729,3 +729,30 @@ async def test_kernel_threads_start_hidden_when_the_config_says_so(make_app: App
     async with make_app(hide_kernel_threads=True).run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert not {2, 14} & set(pids(processes_screen(pilot.app.screen)))
+
+
+async def test_number_keys_switch_screens_from_the_query_screen_until_slash(
+    make_app: AppFactory,
+) -> None:
+    """1 … 5 switch screens, as the help says, until `/` opens the SQL line; there they are
+    typed, and Esc gives them back."""
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        query = current(pilot)
+        assert isinstance(query, QueryScreen)
+        await pilot.press("1")
+        await settle(pilot)
+        assert isinstance(current(pilot), ProcessesScreen)
+        assert query.query_one("#sql").value == ""  # type: ignore[attr-defined]
+        await pilot.press("4")
+        await settle(pilot)
+        await pilot.press("slash", *"SELECT 1 LIMIT 5", "escape")
+        await settle(pilot)
+        assert query.query_one("#sql").value == "SELECT 1 LIMIT 5"  # type: ignore[attr-defined]
+        assert current(pilot) is query
+        await pilot.press("2")
+        await settle(pilot)
+        assert isinstance(current(pilot), AlertsScreen)
+        assert query.query_one("#sql").value == "SELECT 1 LIMIT 5"  # type: ignore[attr-defined]
