@@ -756,3 +756,22 @@ async def test_number_keys_switch_screens_from_the_query_screen_until_slash(
         await settle(pilot)
         assert isinstance(current(pilot), AlertsScreen)
         assert query.query_one("#sql").value == "SELECT 1 LIMIT 5"  # type: ignore[attr-defined]
+
+
+async def test_a_filter_error_is_shown_whole_at_80_columns(make_app: AppFactory) -> None:
+    """The suggestion at the end of the message is what helps: wrapped, never cut."""
+    from textual.geometry import Region
+
+    async with make_app().run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"user:www-data rss>1XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX")
+        await settle(pilot)
+        bar = pilot.app.screen.query_one(FilterBar)
+        assert bar.error.endswith("(sizes like 100M or 1G)")
+        error = bar.query_one("#filter-error", Static)
+        width, height = error.size
+        assert height >= 2, "a long message wraps onto a second line"
+        shown = "".join(strip.text for strip in error.render_lines(Region(0, 0, width, height)))
+        assert "".join(shown.split()) == "".join(bar.error.split())
+        assert bar.region.contains_region(error.region), "no line of it is clipped"
+        assert error.region.right <= 80
