@@ -263,6 +263,14 @@ class TuiConfig:
             "command palette saves it here.",
         ),
     )
+    hide_kernel_threads: bool = field(
+        default=False,
+        metadata=_spec(
+            "bool",
+            "Hide kernel threads (kthreadd and its children) on the processes screen. "
+            "The K key toggles it and saves it here.",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,8 @@ class DaemonEyeApp(App[None]):
         theme_dirs: Iterable[Path] | None = None,
         remember_theme: Callable[[str], None] | None = None,
         private_daemon: str = "",
+        hide_kernel_threads: bool = False,
+        remember_kernel_threads: Callable[[bool], None] | None = None,
         editor: EditorRunner = run_editor,
         tick_s: float = 1.0,
     ) -> None:
@@ -110,6 +112,8 @@ class DaemonEyeApp(App[None]):
         self.editor = editor
         self.tick_s = tick_s
         self._remember_theme = remember_theme
+        self.hide_kernel_threads = hide_kernel_threads  # the processes screen's K
+        self._remember_kernel_threads = remember_kernel_threads
         self._pending_alerts: dict[int, Alert] = {}
         self._startup_problems: list[str] = []
         self._theme_ready = False
@@ -141,6 +145,16 @@ class DaemonEyeApp(App[None]):
             self._remember_theme(theme)
         except DaemonEyeError as exc:
             self.notify(str(exc), title="Theme not saved", severity="warning")
+
+    def choose_kernel_threads(self, hide: bool) -> None:
+        """Kernel threads hidden or shown (the K key): kept for next time."""
+        self.hide_kernel_threads = hide
+        if self._remember_kernel_threads is None:
+            return
+        try:
+            self._remember_kernel_threads(hide)
+        except DaemonEyeError as exc:
+            self.notify(str(exc), title="Choice not saved", severity="warning")
 
     @property
     def dashboard_themes(self) -> list[str]:
@@ -290,6 +304,20 @@ class DaemonEyeApp(App[None]):
         """Every notification is literal text: messages quote paths, rule ids and errors that
         may contain brackets."""
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
+    def action_help_quit(self) -> None:
+        """Ctrl+C does not quit; say which keys do. Textual's own message carries markup,
+        which `notify` above prints literally, so the text is made here, plain."""
+        keys = sorted(
+            (
+                key
+                for key, active in self.active_bindings.items()
+                if active.binding.action in ("quit", "app.quit")
+            ),
+            key=len,
+        )
+        if keys:
+            self.notify(f"Press {' or '.join(keys)} to quit the app.", title="Do you want to quit?")
 
     def report_error(self, what: str, error: Exception) -> None:
         self.notify(str(error), title=what, severity="error", timeout=8)

@@ -144,7 +144,13 @@ def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None, socket_give
     from daemoneye.ipc.client import DaemonClient
     from daemoneye.tui.app import DaemonEyeApp, follow_terminal_size
     from daemoneye.tui.ipc_source import IpcSource
-    from daemoneye.tui.preferences import configured_theme, preference_file, remember_theme
+    from daemoneye.tui.preferences import (
+        configured_hide_kernel_threads,
+        configured_theme,
+        preference_file,
+        remember_hide_kernel_threads,
+        remember_theme,
+    )
 
     logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
     socket_path = loaded.paths.socket
@@ -164,6 +170,8 @@ def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None, socket_give
         theme=configured_theme(loaded),
         remember_theme=partial(remember_theme, preference_file(loaded)),
         private_daemon=private.description if private else "",
+        hide_kernel_threads=configured_hide_kernel_threads(loaded),
+        remember_kernel_threads=partial(remember_hide_kernel_threads, preference_file(loaded)),
     )
     follow_terminal_size()
     try:

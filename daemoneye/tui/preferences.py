@@ -1,4 +1,5 @@
-"""The dashboard's remembered choices (`[tui] theme`), written into the user's config file.
+"""The dashboard's remembered choices (`[tui] theme`, `[tui] hide_kernel_threads`), written
+into the user's config file.
 
 The file is edited with tomlkit so the user's comments, order and formatting survive; the new
 text is written to a temporary file and renamed over the old one, keeping its permissions.
@@ -29,11 +30,11 @@ def preference_file(loaded: LoadedConfig) -> Path:
     return user_file
 
 
-def configured_theme(loaded: LoadedConfig) -> str | None:
-    """The theme the configuration asks for, None when nothing set it."""
+def _configured(loaded: LoadedConfig, key: str) -> object:
+    """The value of `[tui] key` that the configuration sets, None when nothing set it."""
     for setting in loaded.settings:
-        if setting.key == "tui.theme" and setting.origin != "default":
-            return str(setting.value) or None
+        if setting.key == f"tui.{key}" and setting.origin != "default":
+            return setting.value
     # System mode does not read the user's file; the remembered choice is still theirs.
     if loaded.paths.user_config_file is None:
         try:
@@ -41,30 +42,48 @@ def configured_theme(loaded: LoadedConfig) -> str | None:
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             return None
         table = document.get("tui")
-        value = table.get("theme") if isinstance(table, dict) else None
-        return value if isinstance(value, str) and value else None
+        return table.get(key) if isinstance(table, dict) else None
     return None
 
 
+def configured_theme(loaded: LoadedConfig) -> str | None:
+    """The theme the configuration asks for, None when nothing set it."""
+    value = _configured(loaded, "theme")
+    return value if isinstance(value, str) and value else None
+
+
+def configured_hide_kernel_threads(loaded: LoadedConfig) -> bool:
+    """Whether the processes screen starts with kernel threads hidden."""
+    return _configured(loaded, "hide_kernel_threads") is True
+
+
 def remember_theme(path: Path, theme: str) -> None:
-    """Set `[tui] theme = "<theme>"` in `path`, creating it if needed, keeping everything
-    else as it was. Raises ConfigError when the file cannot be read, parsed or written."""
+    """Set `[tui] theme = "<theme>"` in `path` (see `remember`)."""
+    remember(path, "theme", theme, "the theme")
+
+
+def remember_hide_kernel_threads(path: Path, hide: bool) -> None:
+    """Set `[tui] hide_kernel_threads = true|false` in `path` (see `remember`)."""
+    remember(path, "hide_kernel_threads", hide, "the kernel threads choice")
+
+
+def remember(path: Path, key: str, value: str | bool, what: str) -> None:
+    """Set `[tui] key = value` in `path`, creating it if needed, keeping everything else as
+    it was. Raises ConfigError when the file cannot be read, parsed or written."""
     try:
         text = path.read_text(encoding="utf-8") if path.exists() else ""
         document = tomlkit.parse(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     except TOMLKitError as exc:
-        raise ConfigError(
-            f"{path}: not saving the theme, the file is not valid TOML: {exc}"
-        ) from None
+        raise ConfigError(f"{path}: not saving {what}, the file is not valid TOML: {exc}") from None
     table = document.get("tui")
     if table is None:
         table = tomlkit.table()
         document.add("tui", table)
     elif not isinstance(table, dict):
-        raise ConfigError(f"{path}: not saving the theme, 'tui' is not a table")
-    table["theme"] = theme
+        raise ConfigError(f"{path}: not saving {what}, 'tui' is not a table")
+    table[key] = value
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
@@ -78,4 +97,4 @@ def remember_theme(path: Path, theme: str) -> None:
             Path(temporary).unlink(missing_ok=True)
             raise
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot save the theme: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot save {what}: {exc.strerror}") from None

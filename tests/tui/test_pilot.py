@@ -249,10 +249,30 @@ async def test_signal_needs_confirmation(make_app: AppFactory) -> None:
         assert source.calls == [], "cancelled: nothing sent"
         await pilot.press("k")
         await settle(pilot)
-        await pilot.press("down", "down", "down", "space", "enter")  # SIGKILL
+        await pilot.press(*["up"] * 6, "enter")  # from 15 SIGTERM up to 9 SIGKILL
         await settle(pilot)
         assert source.calls == [("process_signal", (ProcessKey(3100, FAKE_NOW - 300), "KILL"))]
         assert any("SIGKILL sent to pid 3100" in text for text in notices(pilot.app))
+
+
+async def test_signal_dialog_sends_what_the_cursor_is_on(make_app: AppFactory) -> None:
+    """Enter sends the highlighted signal — TERM untouched, any other once moved to."""
+    source = FakeSource()
+    async with make_app(source).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("k")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("k")
+        await settle(pilot)
+        await pilot.press("down", "down", "down", "down", "enter")  # 15 → 19 SIGSTOP
+        await settle(pilot)
+        key = ProcessKey(3100, FAKE_NOW - 300)
+        assert source.calls == [
+            ("process_signal", (key, "TERM")),
+            ("process_signal", (key, "STOP")),
+        ]
 
 
 async def test_signal_is_refused_politely_for_readers(make_app: AppFactory) -> None:
@@ -376,7 +396,7 @@ async def test_query_runs_keeps_history_and_shows_errors(make_app: AppFactory) -
         await settle(pilot)
         screen = current(pilot)
         assert isinstance(screen, QueryScreen)
-        await pilot.press(*"SELECT pid FROM live_processes", "enter")
+        await pilot.press("slash", *"SELECT pid FROM live_processes", "enter")
         await settle(pilot)
         from textual.widgets import DataTable
 
@@ -673,3 +693,85 @@ async def test_ended_rows_go_with_the_next_refresh_and_the_timer_only_when_none_
         await pilot.pause(0.5)
         cells = screen.table.cells_of(row_key(newcomer.key))
         assert cells is not None and cells[0].text == " "
+
+
+async def test_ctrl_c_says_how_to_quit_without_printing_markup(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+c")
+        await settle(pilot)
+        said = [text for text in notices(pilot.app) if "to quit the app" in text]
+        assert said, notices(pilot.app)
+        assert "[b]" not in said[-1] and "[/b]" not in said[-1]
+        assert said[-1] == "Press q or ctrl+q to quit the app."
+        assert pilot.app.is_running
+
+
+async def test_capital_k_hides_kernel_threads_and_remembers(make_app: AppFactory) -> None:
+    remembered: list[bool] = []
+    app = make_app(remember_kernel_threads=remembered.append)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        assert {2, 14} <= set(pids(screen))
+        await pilot.press("K")
+        await settle(pilot)
+        assert not {2, 14} & set(pids(screen))
+        assert len(pids(screen)) == 15
+        assert "kernel threads hidden" in str(screen.query_one("#process-status").render())
+        await pilot.press("K")
+        await settle(pilot)
+        assert {2, 14} <= set(pids(screen))
+        assert remembered == [True, False]
+
+
+async def test_kernel_threads_start_hidden_when_the_config_says_so(make_app: AppFactory) -> None:
+    async with make_app(hide_kernel_threads=True).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert not {2, 14} & set(pids(processes_screen(pilot.app.screen)))
+
+
+async def test_number_keys_switch_screens_from_the_query_screen_until_slash(
+    make_app: AppFactory,
+) -> None:
+    """1 … 5 switch screens, as the help says, until `/` opens the SQL line; there they are
+    typed, and Esc gives them back."""
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        query = current(pilot)
+        assert isinstance(query, QueryScreen)
+        await pilot.press("1")
+        await settle(pilot)
+        assert isinstance(current(pilot), ProcessesScreen)
+        assert query.query_one("#sql").value == ""  # type: ignore[attr-defined]
+        await pilot.press("4")
+        await settle(pilot)
+        await pilot.press("slash", *"SELECT 1 LIMIT 5", "escape")
+        await settle(pilot)
+        assert query.query_one("#sql").value == "SELECT 1 LIMIT 5"  # type: ignore[attr-defined]
+        assert current(pilot) is query
+        await pilot.press("2")
+        await settle(pilot)
+        assert isinstance(current(pilot), AlertsScreen)
+        assert query.query_one("#sql").value == "SELECT 1 LIMIT 5"  # type: ignore[attr-defined]
+
+
+async def test_a_filter_error_is_shown_whole_at_80_columns(make_app: AppFactory) -> None:
+    """The suggestion at the end of the message is what helps: wrapped, never cut."""
+    from textual.geometry import Region
+
+    async with make_app().run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"user:www-data rss>1XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX")
+        await settle(pilot)
+        bar = pilot.app.screen.query_one(FilterBar)
+        assert bar.error.endswith("(sizes like 100M or 1G)")
+        error = bar.query_one("#filter-error", Static)
+        width, height = error.size
+        assert height >= 2, "a long message wraps onto a second line"
+        shown = "".join(strip.text for strip in error.render_lines(Region(0, 0, width, height)))
+        assert "".join(shown.split()) == "".join(bar.error.split())
+        assert bar.region.contains_region(error.region), "no line of it is clipped"
+        assert error.region.right <= 80

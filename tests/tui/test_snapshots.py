@@ -4,6 +4,7 @@ conftest.py); update them with `pytest tests/tui --snapshot-update` and look at 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,7 +13,13 @@ from textual.pilot import Pilot
 
 from daemoneye.models import ProcessChange, ProcessesDelta
 from daemoneye.tui.screens.processes import ProcessesScreen
-from tests.fakes.dashboard_source import FAKE_NOW, FakeSource, hostile_processes, proc
+from tests.fakes.dashboard_source import (
+    FAKE_NOW,
+    FakeSource,
+    hostile_processes,
+    proc,
+    sample_alerts,
+)
 from tests.tui.conftest import AppFactory
 from tests.tui.helpers import settle
 
@@ -149,6 +156,21 @@ class TestAlertsScreen:
         press = ["2", "o", "o", "o", "o", "v", "v", "v"]
         assert snap_compare(make_app(), press=press, terminal_size=size, run_before=just_settle)
 
+    @pytest.mark.parametrize("size", SIZES)
+    def test_columns_sized_from_content(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
+        """A time takes its 8 cells, not 20; long rule ids get the room (32 at most)."""
+        long_ids = ("reverse-shell-from-web-server", "exec-from-world-writable-dir")
+        alerts = [
+            dataclasses.replace(alert, rule_id=long_ids[index % 2])
+            for index, alert in enumerate(sample_alerts())
+        ]
+        source = FakeSource(alerts=alerts)
+        assert snap_compare(
+            make_app(source), press=["2"], terminal_size=size, run_before=just_settle
+        )
+
 
 class TestRulesScreen:
     """Rules with source file:line, severity, state, hits; load errors on the rule."""
@@ -167,14 +189,14 @@ class TestQueryScreen:
     def test_results(
         self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
     ) -> None:
-        press = ["4", *"SELECT pid, name FROM live_processes", "enter"]
+        press = ["4", "slash", *"SELECT pid, name FROM live_processes", "enter"]
         assert snap_compare(make_app(), press=press, terminal_size=size, run_before=just_settle)
 
     @pytest.mark.parametrize("size", SIZES)
     def test_error(
         self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
     ) -> None:
-        press = ["4", *"SELECT no_such FROM live_processes", "enter"]
+        press = ["4", "slash", *"SELECT no_such FROM live_processes", "enter"]
         assert snap_compare(make_app(), press=press, terminal_size=size, run_before=just_settle)
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemoneye.tui.logic.cells import Cell, RowView, changed_keys
+from daemoneye.tui.logic.cells import Cell, RowView, changed_keys, content_widths
+from daemoneye.tui.logic.glyphs import TIMES
 
 
 def row(key: str, *texts: str) -> RowView:
@@ -53,3 +54,24 @@ def test_forgetting_the_changed_keys_always_yields_the_wanted_rows(
     wanted = {r.key: r.cells for r in new_rows}
     shown = {key: kept.get(key, wanted[key]) for key in wanted}
     assert shown == wanted
+
+
+def test_columns_are_as_wide_as_their_widest_cell_within_their_limit() -> None:
+    rows = [
+        row("1", "22:08:30", "reverse-shell-from-web-server", "a title"),
+        row("2", f"{TIMES}12 since 22:08:30", "x", "t"),
+    ]
+    labels, limits = ["seen", "rule", "title"], [24, 20, 0]
+    assert content_widths(labels, limits, rows) == (18, 20, 0)
+    assert content_widths(labels, limits, rows[:1]) == (8, 20, 0)
+    assert content_widths(labels, limits, []) == (4, 4, 0), "the labels, when nothing else"
+    assert content_widths(["sev"], [4], [row("1", "日本")]) == (4,), "wide characters count 2"
+
+
+def test_in_a_narrow_table_the_widest_column_gives_way_to_the_rest() -> None:
+    rows = [row("1", f"{TIMES}12 since 22:08:30", "reverse-shell-from-web-server", "title")]
+    labels, limits = ["seen", "rule", "title"], [24, 32, 0]
+    assert content_widths(labels, limits, rows, room=200) == (18, 29, 0)
+    # 60 cells: the title keeps 16; the rule id, widest, gives way first
+    assert content_widths(labels, limits, rows, room=60) == (18, 26, 0)
+    assert content_widths(labels, limits, rows, room=10) == (4, 4, 0), "never below the label"

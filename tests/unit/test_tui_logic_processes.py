@@ -14,7 +14,7 @@ from daemoneye.tui.logic.glyphs import TIMES
 from daemoneye.tui.logic.keys import parse_row_key, record_key, row_key
 from daemoneye.tui.logic.lineage import ancestry, children, tree_order, with_ancestors
 from daemoneye.tui.logic.live import ProcessSet
-from daemoneye.tui.logic.processes import ProcessView
+from daemoneye.tui.logic.processes import ProcessView, is_kernel_thread
 from daemoneye.tui.logic.sorting import SortSpec, sort_records
 from tests.fakes.dashboard_source import FAKE_NOW, hostile_processes, proc, sample_processes
 
@@ -152,6 +152,34 @@ def test_view_filters_with_the_shared_filter_language() -> None:
     assert [parse_row_key(r.key).pid for r in view.rows(FAKE_NOW)] == [3100]
     view.filter = parse_filter("user:alice -name:bash")
     assert sorted(parse_row_key(r.key).pid for r in view.rows(FAKE_NOW)) == [2411, 2590]
+
+
+def test_kernel_threads_are_kthreadd_and_its_children_without_a_command_line() -> None:
+    assert is_kernel_thread(proc(2, 0, "kthreadd", started=9))
+    assert is_kernel_thread(proc(14, 2, "kworker/0:1", started=9))
+    assert not is_kernel_thread(proc(1, 0, "systemd", ["/sbin/init"], started=9))
+    # a user process named like a kernel thread is not one
+    assert not is_kernel_thread(proc(3100, 1, "kworker/0:1", ["/tmp/x"], started=9))
+
+
+@pytest.mark.parametrize("tree", [False, True])
+def test_hiding_kernel_threads_keeps_the_users_filter(tree: bool) -> None:
+    view = ProcessView()
+    view.tree = tree
+    view.update(process_set(sample_processes()), FAKE_NOW)
+    every = {parse_row_key(r.key).pid for r in view.rows(FAKE_NOW)}
+    assert {2, 14} <= every
+    view.hide_kernel_threads = True
+    hidden = {parse_row_key(r.key).pid for r in view.rows(FAKE_NOW)}
+    assert hidden == every - {2, 14}
+    assert view.filter.empty, "hiding is not the user's filter"
+    assert view.summary(len(hidden)) == f"{len(hidden)} shown of {len(every)}"
+    view.filter = parse_filter("user:root")
+    assert 14 not in {parse_row_key(r.key).pid for r in view.rows(FAKE_NOW)}
+    view.hide_kernel_threads = False
+    assert 14 in {parse_row_key(r.key).pid for r in view.rows(FAKE_NOW)}
+    view.filter = parse_filter("")
+    assert {parse_row_key(r.key).pid for r in view.rows(FAKE_NOW)} == every
 
 
 def test_nothing_is_new_in_the_first_set_or_after_a_reconnect() -> None:

@@ -10,7 +10,13 @@ import pytest
 from daemoneye.config.loading import load_config
 from daemoneye.errors import ConfigError
 from daemoneye.paths import Mode
-from daemoneye.tui.preferences import configured_theme, preference_file, remember_theme
+from daemoneye.tui.preferences import (
+    configured_hide_kernel_threads,
+    configured_theme,
+    preference_file,
+    remember_hide_kernel_threads,
+    remember_theme,
+)
 
 
 def test_the_theme_is_added_and_comments_survive(tmp_path: Path) -> None:
@@ -52,3 +58,18 @@ def test_the_saved_theme_is_read_back_through_the_config(tmp_path: Path) -> None
     assert configured_theme(load_config(mode=Mode.USER, env=with_env)) == (
         "daemoneye-high-contrast"
     )
+
+
+def test_hiding_kernel_threads_is_saved_next_to_the_theme(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    loaded = load_config(mode=Mode.USER, env=env)
+    assert configured_hide_kernel_threads(loaded) is False
+    remember_theme(preference_file(loaded), "daemoneye-light")
+    remember_hide_kernel_threads(preference_file(loaded), True)
+    assert tomllib.loads(preference_file(loaded).read_text())["tui"] == {
+        "theme": "daemoneye-light",
+        "hide_kernel_threads": True,
+    }
+    assert configured_hide_kernel_threads(load_config(mode=Mode.USER, env=env)) is True
+    remember_hide_kernel_threads(preference_file(loaded), False)
+    assert configured_hide_kernel_threads(load_config(mode=Mode.USER, env=env)) is False

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
+from rich.cells import cell_len
+
 
 class Cell(NamedTuple):
     """One table cell: literal text, a semantic tone (a theme variable's role) and alignment."""
@@ -38,3 +40,31 @@ def changed_keys(shown: Mapping[str, tuple[Cell, ...]], rows: Sequence[RowView])
         if old is not cells and old != cells:
             changed.append(key)
     return changed
+
+
+def content_widths(
+    labels: Sequence[str],
+    limits: Sequence[int],
+    rows: Sequence[RowView],
+    room: int | None = None,
+    rest_min: int = 16,
+) -> tuple[int, ...]:
+    """The width of each column from what it holds: its widest cell or its label, at most
+    its limit. A limit of 0 marks the column that takes what the others leave: it stays 0.
+    With `room` (the cells all columns share), the widest columns give way, down to their
+    label, until that column has `rest_min` cells."""
+    widths = [cell_len(label) if limit else 0 for label, limit in zip(labels, limits, strict=True)]
+    for _, cells in rows:
+        for index, cell in enumerate(cells[: len(widths)]):
+            if limits[index] and widths[index] < limits[index]:
+                widths[index] = min(limits[index], max(widths[index], cell_len(cell.text)))
+    if room is not None:
+        floors = [cell_len(label) for label in labels]
+        excess = sum(widths) + rest_min - room
+        while excess > 0:
+            index = max(range(len(widths)), key=lambda i: widths[i] - floors[i])
+            if widths[index] <= floors[index]:
+                break
+            widths[index] -= 1
+            excess -= 1
+    return tuple(widths)

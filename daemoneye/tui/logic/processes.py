@@ -8,11 +8,13 @@ keeps rows, sort keys and filter text per key so a refresh costs what changed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import dataclasses
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from daemoneye.filters import (
     NO_TEXT,
+    Predicate,
     ProcessFilter,
     RecordText,
     narrows,
@@ -30,6 +32,24 @@ from daemoneye.tui.logic.sorting import NUMERIC_KEYS, SORT_KEYS, Item, SortSpec
 
 NEW_FOR_S = 3.0  # how long a new process stays highlighted
 ENDED_FOR_S = 3.0  # how long an ended process stays in the table
+KTHREADD_PID = 2  # the kernel's thread spawner: every kernel thread is it or its child
+
+
+def is_kernel_thread(record: ProcessRecord) -> bool:
+    """kthreadd and its children, which have no command line (as htop tells them apart)."""
+    return (record.pid == KTHREADD_PID or record.ppid == KTHREADD_PID) and not record.cmdline
+
+
+def _not_kernel_thread(
+    record: ProcessRecord, _text: RecordText, _alerted: Collection[ProcessKey]
+) -> bool:
+    return not is_kernel_thread(record)
+
+
+def with_kernel_threads_hidden(process_filter: ProcessFilter) -> ProcessFilter:
+    """`process_filter`, also refusing kernel threads (same text: it is not the user's)."""
+    hide: Predicate = _not_kernel_thread
+    return dataclasses.replace(process_filter, predicates=(*process_filter.predicates, hide))
 
 
 class ProcessView:
@@ -46,7 +66,10 @@ class ProcessView:
         self.ended_for = ended_for
         self._sort = SortSpec()
         self._tree = False
-        self._filter: ProcessFilter = parse_filter("")
+        # What the user typed, and what rows must pass: theirs, plus hiding kernel threads.
+        self._user_filter: ProcessFilter = parse_filter("")
+        self._filter: ProcessFilter = self._user_filter
+        self._hide_kernel_threads = False
         self._set: ProcessSet = EMPTY_SET  # the live set last taken
         self._alerted: Mapping[str, str] = {}
         self._alerted_keys: frozenset[ProcessKey] = frozenset()
@@ -99,7 +122,8 @@ class ProcessView:
 
     @property
     def filter(self) -> ProcessFilter:
-        return self._filter
+        """The user's filter (hiding kernel threads is not part of it)."""
+        return self._user_filter
 
     @filter.setter
     def filter(self, process_filter: ProcessFilter) -> None:
@@ -110,10 +134,25 @@ class ProcessView:
             not self._tree
             and not self._everything
             and not self._touched
-            and narrows(self._filter.text, process_filter.text)
+            and narrows(self._user_filter.text, process_filter.text)
         )
-        self._filter = process_filter
+        self._user_filter = process_filter
+        self._filter = self._effective_filter()
         self._everything = self._everything or not self._narrowed
+
+    @property
+    def hide_kernel_threads(self) -> bool:
+        return self._hide_kernel_threads
+
+    @hide_kernel_threads.setter
+    def hide_kernel_threads(self, hide: bool) -> None:
+        self._hide_kernel_threads = hide
+        self._filter = self._effective_filter()
+        self._everything = True
+
+    def _effective_filter(self) -> ProcessFilter:
+        user = self._user_filter
+        return with_kernel_threads_hidden(user) if self._hide_kernel_threads else user
 
     @property
     def alerted(self) -> Mapping[str, str]:
@@ -228,12 +267,12 @@ class ProcessView:
         """ "342 processes · 2 just ended", or "12 shown of 342 · 1 just ended" when filtered
         (`shown` rows, the just-ended ones among them counted apart: they are not live)."""
         live = len(self.records)
-        if self.filter.empty:
+        if self._filter.empty:
             ended = self.ended_count
         else:
             ended = sum(1 for key, (record, _) in self._ended.items() if self._matches(key, record))
         just_ended = f" · {ended} just ended" if ended else ""
-        if self.filter.empty:
+        if self._filter.empty:
             return f"{live} processes{just_ended}"
         return f"{max(0, shown - ended)} shown of {live}{just_ended}"
 

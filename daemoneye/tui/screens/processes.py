@@ -43,6 +43,7 @@ class ProcessesScreen(DashboardScreen):
         ("s  S", "next sort column, reverse order"),
         ("click header", "sort by that column"),
         ("t", "tree by parent"),
+        ("K", "hide / show kernel threads (remembered)"),
         ("d  Enter", "detail pane"),
         ("k", "send a signal (admin, asks first)"),
     )
@@ -51,6 +52,7 @@ class ProcessesScreen(DashboardScreen):
         Binding("s", "next_sort", "Sort"),
         Binding("S", "reverse_sort", "Reverse", show=False),
         Binding("t", "toggle_tree", "Tree"),
+        Binding("K", "toggle_kernel_threads", "Kernel threads", show=False),
         Binding("d", "toggle_detail", "Detail"),
         Binding("k", "signal", "Signal"),
         Binding("escape", "back", "Back", show=False),
@@ -59,6 +61,11 @@ class ProcessesScreen(DashboardScreen):
         ("Filter processes", "Type a filter: ssh user:root cpu>5 rss>100M alerted", "filter"),
         ("Clear process filter", "Show every process again", "clear_filter"),
         ("Toggle tree view", "Processes under their parents, or a flat list", "toggle_tree"),
+        (
+            "Hide or show kernel threads",
+            "kthreadd and its children (remembered)",
+            "toggle_kernel_threads",
+        ),
         ("Show process detail", "Command line, exe hash, ancestry, alerts", "toggle_detail"),
         ("Send signal to process", "TERM, KILL, … the selected process (admin)", "signal"),
         ("Reverse sort order", "Ascending ↔ descending", "reverse_sort"),
@@ -98,6 +105,7 @@ class ProcessesScreen(DashboardScreen):
         self.watch(self.app, "process_set", self._processes_changed, init=False)
         self.watch(self.app, "alerts", self._alerts_changed, init=False)
         self.set_interval(self.dashboard.tick_s, self._expire)
+        self.view.hide_kernel_threads = self.dashboard.hide_kernel_threads
         self._refresh_rows()
 
     def on_screen_resume(self) -> None:
@@ -186,6 +194,7 @@ class ProcessesScreen(DashboardScreen):
         status.append(
             f" {view.summary(len(order))} · sort {view.sort.describe()} · "
             f"{'tree' if view.tree else 'list'}"
+            f"{' · kernel threads hidden' if view.hide_kernel_threads else ''}"
         )
         if not view.filter.empty:
             status.append(" · filter ")
@@ -282,6 +291,11 @@ class ProcessesScreen(DashboardScreen):
 
     def action_toggle_tree(self) -> None:
         self.view.tree = not self.view.tree
+        self._refresh_rows()
+
+    def action_toggle_kernel_threads(self) -> None:
+        self.view.hide_kernel_threads = not self.view.hide_kernel_threads
+        self.dashboard.choose_kernel_threads(self.view.hide_kernel_threads)
         self._refresh_rows()
 
     def action_toggle_detail(self) -> None:

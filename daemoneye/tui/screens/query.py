@@ -25,7 +25,8 @@ class QueryScreen(DashboardScreen):
     CSS_PATH = "query.tcss"
     MODE = "query"
     HELP_KEYS: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("/", "back to the SQL line"),
+        ("/", "edit the SQL line (it takes every key, 1 … 5 too)"),
+        ("Esc", "leave the SQL line: 1 … 5 switch screens again"),
         ("Enter", "run"),
         ("↑ ↓", "history"),
         ("ctrl+l", "clear"),
@@ -42,13 +43,19 @@ class QueryScreen(DashboardScreen):
     def compose_body(self) -> ComposeResult:
         yield SqlInput(placeholder=PLACEHOLDER, id="sql")
         yield Static(
-            Text("Enter runs the query · ↑/↓ history · sandboxed, read-only", "dim"),
+            Text(
+                "/ edits the SQL, Enter runs it, Esc leaves it · ↑/↓ history · "
+                "sandboxed, read-only",
+                "dim",
+            ),
             id="query-status",
         )
         yield DataTable(id="results", cursor_type="row")
 
     def on_screen_resume(self) -> None:
-        self.query_one(SqlInput).focus()
+        """The SQL line takes the keys only after `/`: arriving here, 1 … 5 still switch
+        screens as the help says everywhere."""
+        self.query_one("#results", DataTable).focus()
 
     def action_focus_sql(self) -> None:
         self.query_one(SqlInput).focus()

@@ -10,19 +10,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, RadioButton, RadioSet, Static
+from textual.widgets import Button, OptionList, Static
+from textual.widgets.option_list import Option
 
 from daemoneye.models import ProcessRecord
 from daemoneye.tui.logic.format import format_time, safe, safe_cell
-
-SIGNALS: tuple[tuple[str, str], ...] = (
-    ("TERM", "ask it to stop"),
-    ("INT", "interrupt"),
-    ("HUP", "hang up / reload"),
-    ("KILL", "stop it now, no clean-up"),
-    ("STOP", "pause"),
-    ("CONT", "resume"),
-)
+from daemoneye.tui.logic.signals import DEFAULT_SIGNAL, signal_choices, signal_label
 
 
 class SignalScreen(ModalScreen[str | None]):
@@ -51,26 +44,39 @@ class SignalScreen(ModalScreen[str | None]):
             )
             about.append(safe(" ".join(record.cmdline), 300) or f"[{safe(record.name, 40)}]")
             yield Static(about, id="signal-about")
-            with RadioSet(id="signal-choice"):
-                for index, (name, meaning) in enumerate(SIGNALS):
-                    yield RadioButton(f"SIG{name:<5} {meaning}", value=index == 0, name=name)
+            yield OptionList(
+                *(
+                    Option(Text(signal_label(number, name)), id=name)
+                    for number, name in signal_choices()
+                ),
+                id="signal-choice",
+            )
             with Horizontal(id="signal-buttons"):
                 yield Button("Send", id="signal-send", variant="error")
                 yield Button("Cancel", id="signal-cancel")
 
     def on_mount(self) -> None:
-        self.query_one(RadioSet).focus()
+        choice = self.query_one(OptionList)
+        choice.highlighted = choice.get_option_index(DEFAULT_SIGNAL)
+        choice.focus()
 
     @property
     def chosen(self) -> str:
-        pressed = self.query_one(RadioSet).pressed_button
-        return pressed.name if pressed is not None and pressed.name else "TERM"
+        """The highlighted signal: what the cursor is on is what Enter sends."""
+        choice = self.query_one(OptionList)
+        if choice.highlighted is None:
+            return DEFAULT_SIGNAL
+        return choice.get_option_at_index(choice.highlighted).id or DEFAULT_SIGNAL
 
     def action_send(self) -> None:
         self.dismiss(self.chosen)
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+    @on(OptionList.OptionSelected, "#signal-choice")
+    def _selected(self) -> None:
+        self.action_send()
 
     @on(Button.Pressed, "#signal-send")
     def _send(self) -> None:

@@ -1,11 +1,16 @@
-"""The alert feed table: newest first, keyed by alert id."""
+"""The alert feed table: newest first, keyed by alert id, columns as wide as what they hold."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from daemoneye.tui.logic.alerts import ALERT_COLUMNS
+from daemoneye.tui.logic.cells import RowView, content_widths
 from daemoneye.tui.widgets.live_table import LiveTable
 
-_WIDTHS = {"severity": 4, "state": 5, "seen": 18, "rule": 20, "pid": 7, "title": 0}
+# The most each column may take (0: the title takes the rest); each is as wide as its
+# widest cell, so a short time leaves its room to the rule id and the title.
+_LIMITS = {"severity": 4, "state": 5, "seen": 24, "rule": 32, "pid": 7, "title": 0}
 
 
 class AlertTable(LiveTable):
@@ -13,5 +18,16 @@ class AlertTable(LiveTable):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(
-            [(key, label, _WIDTHS[key], key == "pid") for key, label in ALERT_COLUMNS], id=id
+            [(key, label, _LIMITS[key], key == "pid") for key, label in ALERT_COLUMNS], id=id
         )
+        self._rows: Sequence[RowView] = ()
+
+    def sync(self, rows: Sequence[RowView]) -> None:
+        self._rows = rows
+        self.refit()
+        super().sync(rows)
+
+    def fit_columns(self, room: int) -> Sequence[int]:
+        labels = [label for _, label in ALERT_COLUMNS]
+        limits = [_LIMITS[key] for key, _ in ALERT_COLUMNS]
+        return content_widths(labels, limits, self._rows, room if room > 0 else None)

@@ -1,4 +1,5 @@
-"""The `/` line: a filter in the language of daemoneye.filters, with its error shown inline."""
+"""The `/` line: a filter in the language of daemoneye.filters, with its error shown under it,
+wrapped, so that the suggestion at its end is never cut."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
 from textual.message import Message
 from textual.widgets import Input, Static
@@ -30,8 +31,8 @@ class FilterInput(Input):
         super()._watch_value(value)
 
 
-class FilterBar(Horizontal):
-    """An input that parses as you type; a bad term is named beside it, the last good filter
+class FilterBar(Vertical):
+    """An input that parses as you type; a bad term is named under it, the last good filter
     stays in force."""
 
     @dataclass
@@ -52,8 +53,9 @@ class FilterBar(Horizontal):
         filter_bar: FilterBar
 
     def compose(self) -> ComposeResult:
-        yield Static("/", classes="filter-prompt")
-        yield FilterInput(placeholder=PLACEHOLDER, id="filter-input", compact=True)
+        with Horizontal(classes="filter-line"):
+            yield Static("/", classes="filter-prompt")
+            yield FilterInput(placeholder=PLACEHOLDER, id="filter-input", compact=True)
         yield Static(Text(), id="filter-error")  # Text: show_text finds it unchanged
 
     @property

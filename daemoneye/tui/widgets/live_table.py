@@ -17,7 +17,7 @@ and a refresh most of a second.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from rich.cells import cell_len, set_cell_size
@@ -334,11 +334,35 @@ class LiveTable(ScrollView, can_focus=True):
         return None
 
     # -- drawing ----------------------------------------------------------------------------
+    def fit_columns(self, room: int) -> Sequence[int] | None:
+        """The columns' widths for `room` cells of content (paddings taken off), or None to
+        keep the widths given; a table that sizes its columns from content says here."""
+        return None
+
+    def refit(self) -> None:
+        """Size the columns again (the content changed); repaints only when one moved."""
+        before = self._widths
+        self._lay_out(keep=True)
+        if self._widths != before:
+            self._strips.clear()
+            self.refresh()
+
     def on_resize(self, event: Resize) -> None:
+        self._lay_out()
+
+    def _lay_out(self, *, keep: bool = False) -> None:
         width = self.size.width  # the content area: scrollbars already taken off
+        fitted = self.fit_columns(width - 2 * PADDING * len(self.columns))
+        if fitted is not None:
+            self.columns = tuple(
+                replace(column, width=column_width)
+                for column, column_width in zip(self.columns, fitted, strict=True)
+            )
         fixed = sum(c.width + 2 * PADDING for c in self.columns if c.width)
         rest = max(8, width - fixed - 2 * PADDING)
         self._widths = tuple(c.width or rest for c in self.columns)
+        if keep:
+            return
         self._strips.clear()
         self.virtual_size = Size(width, len(self._order) + 1)
         self._scroll_to_cursor()
