@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # Pause reading a client's requests while more than this waits to be written to it.
 WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
+# Lines a client may send ahead of their answers (the CLI and the dashboard send a few).
+MAX_BACKLOG_LINES = 1024
 # How many bad messages of one connection are logged one by one before only counting them.
 _LOGGED_BAD_INPUTS = 3
 CLOSE_GRACE_S = 2.0
@@ -122,6 +124,16 @@ class Connection(RequestHandling, asyncio.Protocol):
                 ErrorCode.MESSAGE_TOO_LARGE,
                 f"message too large: at most {MAX_MESSAGE_BYTES} bytes per line; "
                 "closing the connection",
+            )
+            return
+        if len(self._backlog) + len(lines) > MAX_BACKLOG_LINES:
+            # Each waiting line is an object of its own: 256 KiB of `{}` lines is 87,000 of
+            # them. No client needs to send this many requests ahead of their answers.
+            self._bad_input(f"{len(self._backlog) + len(lines)} lines ahead of their answers")
+            self.refuse(
+                ErrorCode.TOO_MANY_REQUESTS,
+                f"too many requests at once: at most {MAX_BACKLOG_LINES} may wait for their "
+                "answers; closing the connection",
             )
             return
         self._backlog.extend(lines)

@@ -53,6 +53,7 @@ class ErrorCode(enum.IntEnum):
     STORE_ERROR = -32011  # the store could not be read
     CONFLICT = -32012  # not possible in the current state (e.g. acknowledging a closed alert)
     IDLE_TIMEOUT = -32013  # no request and no live subscription for daemon.idle_timeout
+    TOO_MANY_REQUESTS = -32014  # more lines sent ahead of their answers than a client may
 
 
 # Codes whose cause is the caller's input: the CLI exits 2 for them, 1 for the others.

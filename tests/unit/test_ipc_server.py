@@ -26,6 +26,7 @@ from daemoneye.ipc import protocol
 from daemoneye.ipc.admission import SlotLimits, refusal
 from daemoneye.ipc.auth import ROLE_ADMIN, ROLE_READER, Peer, peer_of, role_of
 from daemoneye.ipc.budget import QueueBudget
+from daemoneye.ipc.connection import MAX_BACKLOG_LINES
 from daemoneye.ipc.methods import Call, Method, MethodError, Reply
 from daemoneye.ipc.penalty import MAX_DEBT_S, StrikeBudget
 from daemoneye.ipc.protocol import ErrorCode, NoParams
@@ -898,5 +899,29 @@ def test_calls_before_hello_are_strikes_and_long_method_names_are_not_echoed(
             assert set(codes) == {ErrorCode.HELLO_REQUIRED}
             # The burst, and what was already in flight (at most max_inflight), then a pause.
             assert 2 <= len(codes) <= 2 + limits.max_inflight < 40
+
+    run(scenario())
+
+
+def test_thousands_of_lines_sent_ahead_of_their_answers_close_the_connection(
+    short_dir: Path,
+) -> None:
+    """Each waiting line is an object: 256 KiB of `{}` lines would be 87,000 of them per
+    connection. Past MAX_BACKLOG_LINES the client is told why and the connection closed."""
+
+    async def scenario() -> None:
+        async with serving(short_dir) as (server, _):
+            client = RawSocket(server.path)
+            with contextlib.suppress(ConnectionError):
+                await client.send(protocol.request(1, "hello") + b"{}\n" * 100_000)
+            answers = []
+            with contextlib.suppress(AssertionError, TimeoutError, ConnectionError):
+                while True:
+                    answers.append(await client.line(timeout=2.0))
+            codes = [a["error"]["code"] for a in answers if "error" in a]
+            assert codes[-1] == ErrorCode.TOO_MANY_REQUESTS
+            assert len(answers) < MAX_BACKLOG_LINES
+            bystander = await Peerless.open(server)
+            assert (await bystander.call("echo", {"text": "ok"}))["result"] == "ok"
 
     run(scenario())
