@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from tests.daemon_env import isolated_env
 
 T = TypeVar("T")
 Sleeper = Callable[..., subprocess.Popen[bytes]]  # the `sleeper` fixture: start(marker, argv=None)
@@ -115,20 +116,7 @@ class DaemonHarness:
 
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[DaemonHarness]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DAEMONEYE_", "PROCMOND_", "NOTIFY_SOCKET", "XDG_"))
-    }
-    env.update(
-        {
-            "HOME": str(tmp_path),
-            "XDG_CONFIG_HOME": str(tmp_path / "config"),
-            "XDG_STATE_HOME": str(tmp_path / "state"),
-            "XDG_RUNTIME_DIR": str(tmp_path),
-            "DAEMONEYE_MODE": "user",
-        }
-    )
+    env = isolated_env(tmp_path)
     h = DaemonHarness(
         root=tmp_path, env=env, db=tmp_path / "store" / "d.db", log_path=tmp_path / "daemon.log"
     )

@@ -23,6 +23,7 @@ import pytest
 from daemoneye.ipc import protocol
 from daemoneye.ipc.client import DaemonClient
 from daemoneye.store.readonly import open_readonly
+from tests.daemon_env import isolated_env
 from tests.integration.conftest import DaemonHarness
 
 T = TypeVar("T")
@@ -49,20 +50,7 @@ class IpcHarness(DaemonHarness):
 @pytest.fixture(name="ipc")
 def ipc_fixture() -> Iterator[IpcHarness]:
     root = Path(tempfile.mkdtemp(prefix="de-", dir="/tmp"))
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DAEMONEYE_", "PROCMOND_", "NOTIFY_SOCKET", "XDG_"))
-    }
-    env.update(
-        {
-            "HOME": str(root),
-            "XDG_CONFIG_HOME": str(root / "config"),
-            "XDG_STATE_HOME": str(root / "state"),
-            "XDG_RUNTIME_DIR": str(root),
-            "DAEMONEYE_MODE": "user",
-        }
-    )
+    env = isolated_env(root)
     harness = IpcHarness(
         root=root, env=env, db=root / "store" / "d.db", log_path=root / "daemon.log"
     )

@@ -18,6 +18,7 @@ from daemoneye.tui.launcher import PrivateDaemon, daemon_answers
 from daemoneye.tui.logic.keys import parse_row_key
 from daemoneye.tui.screens.processes import ProcessesScreen
 from daemoneye.tui.source import Connected, ProcessesReset, SourceError
+from tests.daemon_env import isolated_env
 from tests.tui.conftest import AppFactory
 from tests.tui.helpers import settle
 
@@ -26,19 +27,7 @@ from tests.tui.helpers import settle
 def private_daemon(tmp_path: Path) -> Iterator[PrivateDaemon]:
     """A user-mode daemon started the way `daemoneye` starts one, in a temp directory (a
     short path: Unix socket paths are limited to 107 bytes)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_", "NOTIFY_SOCKET"))
-    }
-    env.update(
-        {
-            "HOME": str(tmp_path),
-            "XDG_CONFIG_HOME": str(tmp_path / "c"),
-            "XDG_STATE_HOME": str(tmp_path / "s"),
-            "XDG_RUNTIME_DIR": str(tmp_path),
-        }
-    )
+    env = isolated_env(tmp_path, mode=None)
     daemon = PrivateDaemon.start(None, env=env)
     yield daemon
     daemon.stop()
@@ -95,19 +84,7 @@ def test_a_dashboard_that_dies_takes_its_private_daemon_with_it(tmp_path: Path) 
     import sys
     import time
 
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_", "NOTIFY_SOCKET"))
-    }
-    env.update(
-        {
-            "HOME": str(tmp_path),
-            "XDG_CONFIG_HOME": str(tmp_path / "c"),
-            "XDG_STATE_HOME": str(tmp_path / "s"),
-            "XDG_RUNTIME_DIR": str(tmp_path),
-        }
-    )
+    env = isolated_env(tmp_path, mode=None)
     dashboard = subprocess.Popen(
         [
             sys.executable,
