@@ -273,6 +273,19 @@ class TuiConfig:
     )
 
 
+# The shapes an alert can leave in (engine/formats/): the daemon's own JSON, an OCSF Detection
+# Finding, or an Elastic Common Schema document.
+ALERT_FORMATS = ("native", "ocsf", "ecs")
+_FORMAT_HELP = (
+    "Shape of each alert: 'native' (DaemonEye's own JSON), 'ocsf' (an OCSF 1.5 Detection "
+    "Finding) or 'ecs' (an Elastic Common Schema 8.11 document)."
+)
+
+
+def _format_field() -> Any:
+    return field(default="native", metadata=_spec("enum", _FORMAT_HELP, choices=ALERT_FORMATS))
+
+
 @dataclass(frozen=True, slots=True)
 class StdoutSinkConfig:
     """`[sinks.stdout]`: each new alert printed on the daemon's standard output."""
@@ -284,8 +297,9 @@ class StdoutSinkConfig:
         default="human",
         metadata=_spec(
             "enum",
-            "One line per alert: 'human' text (control characters escaped) or 'json'.",
-            choices=("human", "json"),
+            "One line per alert: 'human' text (control characters escaped), or JSON: 'json' "
+            "(DaemonEye's own), 'ocsf' or 'ecs' (see [sinks.file] format).",
+            choices=("human", "json", *ALERT_FORMATS[1:]),
         ),
     )
 
@@ -312,6 +326,7 @@ class FileSinkConfig:
             "fsync after every alert, so an alert counts as delivered only once it is on disk.",
         ),
     )
+    format: str = _format_field()
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +351,7 @@ class SyslogSinkConfig:
         default="daemoneye",
         metadata=_spec("str", "RFC 5424 APP-NAME of the messages.", check=check_app_name),
     )
+    format: str = _format_field()
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +395,55 @@ class WebhookSinkConfig:
             redact=redact_headers,
         ),
     )
+    format: str = _format_field()
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpSinkConfig:
+    """`[sinks.otlp]`: each new alert exported as an OpenTelemetry log record over OTLP/HTTP."""
+
+    enabled: bool = field(
+        default=False,
+        metadata=_spec(
+            "bool",
+            "Export each new alert to an OpenTelemetry Collector over OTLP/HTTP "
+            "(needs `pip install 'daemoneye[otlp]'`).",
+        ),
+    )
+    endpoint: str = field(
+        default="http://127.0.0.1:4318/v1/logs",
+        metadata=_spec(
+            "str",
+            "The collector's OTLP/HTTP logs URL, path included.",
+            check=check_url,
+            redact=redact_url,
+        ),
+    )
+    timeout: float = field(
+        default=10.0,
+        metadata=_spec(
+            "duration",
+            "How long one export (with the exporter's own retries) may take before the alert "
+            "is retried later.",
+            lo=0.1,
+            hi=300.0,
+        ),
+    )
+    ca_file: str = field(
+        default="",
+        metadata=_spec("path", "PEM file of CA certificates to trust for an https endpoint."),
+    )
+    headers: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata=_spec(
+            "table",
+            "Extra HTTP headers, e.g. an API key (a TOML table; JSON object in the "
+            "environment). Values are hidden by `config show`.",
+            check=check_headers,
+            redact=redact_headers,
+        ),
+    )
+    format: str = _format_field()
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +454,7 @@ class SinksConfig:
     file: FileSinkConfig = FileSinkConfig()
     syslog: SyslogSinkConfig = SyslogSinkConfig()
     webhook: WebhookSinkConfig = WebhookSinkConfig()
+    otlp: OtlpSinkConfig = OtlpSinkConfig()
 
 
 @dataclass(frozen=True, slots=True)
