@@ -5,11 +5,13 @@ KEYS) that loading, `config show` and the tests walk."""
 from __future__ import annotations
 
 import difflib
+import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from daemoneye.config.remote_values import parse_ssh_target
 from daemoneye.config.sink_values import (
     SYSLOG_FACILITIES,
     check_app_name,
@@ -247,6 +249,55 @@ class CliConfig:
         default="table",
         metadata=_spec(
             "enum", "Output format of list commands.", choices=("table", "json", "ndjson", "csv")
+        ),
+    )
+
+
+def _check_command(value: str) -> None:
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise ValueError(f"cannot split {value!r} into words: {exc}") from None
+    if not words:
+        raise ValueError("must name a program")
+
+
+def _check_hosts(value: tuple[tuple[str, str], ...]) -> None:
+    for name, url in value:
+        if not name or name.startswith("ssh:"):
+            raise ValueError(f"{name!r} is not a host name to use with --host")
+        parse_ssh_target(url)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteConfig:
+    """`--host ssh://…`: the dashboard and the CLI against another host's daemon, through the
+    user's own ssh (docs/remote.md)."""
+
+    ssh: str = field(
+        default="ssh",
+        metadata=_spec(
+            "str",
+            "The ssh program (with options, split like a shell would) used for --host; "
+            "BatchMode, -T and the port are added.",
+            check=_check_command,
+        ),
+    )
+    command: str = field(
+        default="daemoneye-cli",
+        metadata=_spec(
+            "str",
+            "What ssh runs on the remote host (its `bridge` subcommand relays to the local "
+            "socket there); a full path when it is not on a non-interactive PATH.",
+            check=_check_command,
+        ),
+    )
+    hosts: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata=_spec(
+            "table",
+            'Named hosts for --host NAME, e.g. { web1 = "ssh://ops@web1.example.com" }.',
+            check=_check_hosts,
         ),
     )
 
@@ -512,6 +563,7 @@ class Config:
     cli: CliConfig = CliConfig()
     tui: TuiConfig = TuiConfig()
     sinks: SinksConfig = SinksConfig()
+    remote: RemoteConfig = RemoteConfig()
     delivery: DeliveryConfig = DeliveryConfig()
 
 

@@ -10,6 +10,7 @@ session dropped, a kill -9): it asks for SIGTERM on its parent's death (`PR_SET_
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -22,11 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daemoneye.config.loading import load_config
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.errors import DaemonEyeError
 from daemoneye.paths import Mode
+
+if TYPE_CHECKING:
+    from daemoneye.ipc.client import SshRoute
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
@@ -136,8 +141,33 @@ def _stop_with_parent(parent: int) -> Callable[[], None]:
     return in_child
 
 
-def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None, socket_given: bool) -> int:
-    """Run the dashboard until the user quits; the exit status."""
+def _check_remote(route: SshRoute) -> None:
+    """Reach the remote daemon once before the dashboard takes the terminal, so a refused
+    login, a missing daemoneye or no daemon there is a clear error, not an endless retry."""
+    from daemoneye.ipc.client import DaemonClient, DaemonUnavailable
+
+    async def probe() -> None:
+        client = DaemonClient(route.argv[-1], ssh=route, connect_timeout=15.0)
+        try:
+            await client.connect()
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(probe())
+    except DaemonUnavailable as exc:
+        raise LauncherError(str(exc)) from None
+
+
+def run_dashboard(
+    loaded: LoadedConfig,
+    *,
+    config_file: Path | None,
+    socket_given: bool,
+    remote: SshRoute | None = None,
+) -> int:
+    """Run the dashboard until the user quits; the exit status. With `remote` it attaches to
+    that host's daemon through ssh (never a private daemon: that host's is the one asked for)."""
     # Log records go to Textual's devtools log, never onto the terminal the dashboard owns.
     from textual.logging import TextualHandler
 
@@ -155,7 +185,9 @@ def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None, socket_give
     logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
     socket_path = loaded.paths.socket
     private: PrivateDaemon | None = None
-    if not daemon_answers(socket_path):
+    if remote is not None:
+        _check_remote(remote)
+    elif not daemon_answers(socket_path):
         if socket_given:
             raise LauncherError(f"no daemon answers on {socket_path}")
         print(
@@ -164,7 +196,13 @@ def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None, socket_give
         )
         private = PrivateDaemon.start(config_file)
         socket_path = private.socket
-    client = DaemonClient(socket_path, client_name="dashboard", reconnect=True)
+    client = DaemonClient(
+        socket_path,
+        client_name="dashboard",
+        reconnect=True,
+        ssh=remote,
+        connect_timeout=15.0 if remote else 5.0,
+    )
     app = DaemonEyeApp(
         IpcSource(client),
         theme=configured_theme(loaded),
