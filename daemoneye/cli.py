@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from daemoneye import __version__
-from daemoneye.commands.common import Context, remote_route
+from daemoneye.commands.common import Context, remote_route, remote_routes
 from daemoneye.config.loading import load_config, mode_from_flag
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.errors import DaemonEyeError
@@ -138,9 +138,10 @@ def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> Non
     group.add_argument(
         "--host",
         metavar="ssh://[USER@]HOST[:PORT]",
+        action="append",
         default=default,
         help="talk to that host's daemon through your own ssh (or a name from [remote] "
-        "hosts); --socket is then the remote socket",
+        "hosts); --socket is then the remote socket. The dashboard takes several",
     )
     group.add_argument(
         "--db",
@@ -382,7 +383,7 @@ def _dashboard(args: argparse.Namespace) -> int:
             loaded,
             config_file=args.config,
             socket_given=args.socket is not None,
-            remote=remote_route(loaded, args.host, socket_given=args.socket is not None),
+            remotes=remote_routes(loaded, args.host, socket_given=args.socket is not None),
         )
     except DaemonEyeError as exc:
         print(f"daemoneye: {visible(str(exc))}", file=sys.stderr)

@@ -132,16 +132,36 @@ def note(message: str) -> None:
     print(f"daemoneye: {message}", file=sys.stderr)
 
 
-def remote_route(loaded: LoadedConfig, host: str | None, *, socket_given: bool) -> SshRoute | None:
-    """The ssh route of `--host`, or None without it. With --socket, that is the remote
-    socket the bridge connects to."""
-    if host is None:
-        return None
-    try:
-        return route_for(
-            loaded.config.remote,
-            host,
-            remote_socket=str(loaded.paths.socket) if socket_given else None,
+def remote_routes(
+    loaded: LoadedConfig, hosts: list[str] | None, *, socket_given: bool
+) -> dict[str, SshRoute]:
+    """The ssh route of each `--host`, by the label the dashboard shows (the name as given,
+    or the URL's host). With --socket, that is the remote socket the bridges connect to."""
+    routes: dict[str, SshRoute] = {}
+    for host in hosts or ():
+        try:
+            route = route_for(
+                loaded.config.remote,
+                host,
+                remote_socket=str(loaded.paths.socket) if socket_given else None,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        label = route.target.host if host.startswith("ssh://") else host
+        if label in routes:
+            label = str(route.target)
+        routes[label] = route
+    return routes
+
+
+def remote_route(
+    loaded: LoadedConfig, hosts: list[str] | None, *, socket_given: bool
+) -> SshRoute | None:
+    """The one ssh route of a CLI command's `--host`, or None without it."""
+    routes = remote_routes(loaded, hosts, socket_given=socket_given)
+    if len(routes) > 1:
+        raise ConfigError(
+            "--host: a command talks to one host; several at once are for the dashboard "
+            "(daemoneye --host a --host b)"
         )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    return next(iter(routes.values()), None)

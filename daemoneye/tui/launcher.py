@@ -19,11 +19,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from daemoneye.config.loading import load_config
 from daemoneye.config.schema import LoadedConfig
@@ -31,7 +31,8 @@ from daemoneye.errors import DaemonEyeError
 from daemoneye.paths import Mode
 
 if TYPE_CHECKING:
-    from daemoneye.ipc.client import SshRoute
+    from daemoneye.ipc.client import DaemonClient, SshRoute
+    from daemoneye.tui.source import DashboardSource
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
@@ -141,6 +142,16 @@ def _stop_with_parent(parent: int) -> Callable[[], None]:
     return in_child
 
 
+_DASHBOARD: dict[str, Any] = {"client_name": "dashboard", "reconnect": True}
+
+
+def _client(route: SshRoute) -> DaemonClient:
+    """A dashboard client of a remote daemon (ssh's login takes a while: a longer timeout)."""
+    from daemoneye.ipc.client import DaemonClient
+
+    return DaemonClient(route.argv[-1], ssh=route, connect_timeout=15.0, **_DASHBOARD)
+
+
 def _check_remote(route: SshRoute) -> None:
     """Reach the remote daemon once before the dashboard takes the terminal, so a refused
     login, a missing daemoneye or no daemon there is a clear error, not an endless retry."""
@@ -164,7 +175,7 @@ def run_dashboard(
     *,
     config_file: Path | None,
     socket_given: bool,
-    remote: SshRoute | None = None,
+    remotes: Mapping[str, SshRoute] | None = None,
 ) -> int:
     """Run the dashboard until the user quits; the exit status. With `remote` it attaches to
     that host's daemon through ssh (never a private daemon: that host's is the one asked for)."""
@@ -174,6 +185,7 @@ def run_dashboard(
     from daemoneye.ipc.client import DaemonClient
     from daemoneye.tui.app import DaemonEyeApp, follow_terminal_size
     from daemoneye.tui.ipc_source import IpcSource
+    from daemoneye.tui.multi_source import MultiSource
     from daemoneye.tui.preferences import (
         configured_hide_kernel_threads,
         configured_theme,
@@ -185,8 +197,11 @@ def run_dashboard(
     logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
     socket_path = loaded.paths.socket
     private: PrivateDaemon | None = None
-    if remote is not None:
-        _check_remote(remote)
+    remotes = dict(remotes or {})
+    if len(remotes) == 1:
+        _check_remote(next(iter(remotes.values())))
+    elif remotes:
+        pass  # several: a host that does not answer is marked in the header, not fatal
     elif not daemon_answers(socket_path):
         if socket_given:
             raise LauncherError(f"no daemon answers on {socket_path}")
@@ -196,15 +211,14 @@ def run_dashboard(
         )
         private = PrivateDaemon.start(config_file)
         socket_path = private.socket
-    client = DaemonClient(
-        socket_path,
-        client_name="dashboard",
-        reconnect=True,
-        ssh=remote,
-        connect_timeout=15.0 if remote else 5.0,
-    )
+    source: DashboardSource
+    if len(remotes) > 1:
+        source = MultiSource({label: IpcSource(_client(route)) for label, route in remotes.items()})
+    else:
+        remote = next(iter(remotes.values()), None)
+        source = IpcSource(_client(remote) if remote else DaemonClient(socket_path, **_DASHBOARD))
     app = DaemonEyeApp(
-        IpcSource(client),
+        source,
         theme=configured_theme(loaded),
         remember_theme=partial(remember_theme, preference_file(loaded)),
         private_daemon=private.description if private else "",
