@@ -11,9 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,8 +20,8 @@ from daemoneye.config.remote_values import parse_ssh_target
 from daemoneye.ipc.client import Connected, DaemonClient, Disconnected
 from daemoneye.ipc.ssh import SshRoute, ssh_route
 from tests.integration.conftest import DaemonHarness
+from tests.sshd_server import SSHD, Sshd, start_sshd, stop_sshd
 
-SSHD = "/usr/sbin/sshd"
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="sshd logs users in only when run as root"),
     pytest.mark.skipif(
@@ -35,74 +33,11 @@ pytestmark = [
 REMOTE_COMMAND = f"{sys.executable} -m daemoneye"
 
 
-@dataclass
-class Sshd:
-    port: int
-    ssh: Path  # an ssh wrapper with the test's keys and known_hosts
-    process: subprocess.Popen[bytes]
-
-    def url(self, user: str = "root") -> str:
-        return f"ssh://{user}@127.0.0.1:{self.port}"
-
-
-def _keygen(path: Path) -> None:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
-        check=True,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def _start_sshd(root: Path, *, authorize: bool = True) -> Sshd:
-    root.mkdir(parents=True, exist_ok=True)
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
-    _keygen(root / "host")
-    _keygen(root / "client")
-    keys = root / "authorized_keys"
-    keys.write_text((root / "client.pub").read_text() if authorize else "")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    (root / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host'}\n"
-        f"PidFile {root / 'sshd.pid'}\nAuthorizedKeysFile {keys}\nStrictModes no\n"
-        "UsePAM no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\n"
-    )
-    host_key = (root / "host.pub").read_text().split()
-    (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-    (root / "ssh_config").write_text(
-        f"Host *\n  IdentityFile {root / 'client'}\n  IdentitiesOnly yes\n"
-        f"  UserKnownHostsFile {root / 'known_hosts'}\n  StrictHostKeyChecking yes\n"
-        "  LogLevel ERROR\n"
-    )
-    wrapper = root / "ssh"
-    wrapper.write_text(f'#!/bin/sh\nexec ssh -F {root / "ssh_config"} "$@"\n')
-    wrapper.chmod(0o755)
-    process = subprocess.Popen(
-        [SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
-        stdout=subprocess.DEVNULL,
-        stderr=(root / "sshd.log").open("wb"),
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return Sshd(port, wrapper, process)
-        except OSError:
-            if process.poll() is not None:
-                break
-            time.sleep(0.05)
-    process.kill()
-    pytest.fail(f"sshd did not start: {(root / 'sshd.log').read_text(errors='replace')}")
-
-
 @pytest.fixture
 def sshd(tmp_path: Path) -> Iterator[Sshd]:
-    server = _start_sshd(tmp_path / "ssh")
+    server = start_sshd(tmp_path / "ssh")
     yield server
-    server.process.terminate()
-    server.process.wait(10)
+    stop_sshd(server)
 
 
 def _remote_cli(
@@ -192,7 +127,7 @@ def test_missing_daemoneye_on_the_remote_host_is_named(harness: DaemonHarness, s
 def test_a_refused_login_says_there_is_no_password_prompt(
     harness: DaemonHarness, tmp_path: Path
 ) -> None:
-    locked = _start_sshd(tmp_path / "locked", authorize=False)
+    locked = start_sshd(tmp_path / "locked", authorize=False)
     try:
         result = _remote_cli(harness, locked, "health")
     finally:
