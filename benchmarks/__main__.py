@@ -29,6 +29,7 @@ from benchmarks import (
     events_bench,
     ipc_bench,
     pending,
+    remote_bench,
     report,
     store_bench,
 )
@@ -39,7 +40,17 @@ from benchmarks.population import Population
 from benchmarks.spawn import assert_none_marked, find_marked, run_prefix
 from benchmarks.tools import ensure
 
-SECTIONS = ("collector", "daemon", "store", "events", "engine", "ipc", "dashboard", "attacks")
+SECTIONS = (
+    "collector",
+    "daemon",
+    "store",
+    "events",
+    "engine",
+    "ipc",
+    "dashboard",
+    "attacks",
+    "remote",
+)
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -257,6 +268,19 @@ class Suite:
                 "attacks",
                 "hello p99, exec → alert, RSS and store growth under each local attack vs quiet",
                 lambda: attack_bench.run(quick=plan.attacks_quick),
+            )
+        if self.wants("remote"):
+            self.guarded(
+                "remote",
+                f"dashboard over SSH vs local at {plan.dashboard_processes} processes; "
+                "4 hosts' merged alerts; alerts/s through the OCSF and OTLP paths",
+                lambda: remote_bench.run(
+                    processes=plan.dashboard_processes,
+                    hosts=4,
+                    per_host=2_000 if not plan.attacks_quick else 500,
+                    runs=plan.dashboard_runs,
+                    alerts=2_000,
+                ),
             )
         self.rows += [row for row in pending.rows() if self.wants(row.section)]
 

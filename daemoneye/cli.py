@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from daemoneye import __version__
-from daemoneye.commands.common import Context
+from daemoneye.commands.common import Context, remote_route, remote_routes
 from daemoneye.config.loading import load_config, mode_from_flag
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.errors import DaemonEyeError
@@ -136,6 +136,14 @@ def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> Non
         "--socket", metavar="PATH", default=default, help="daemon socket (daemon.socket)"
     )
     group.add_argument(
+        "--host",
+        metavar="ssh://[USER@]HOST[:PORT]",
+        action="append",
+        default=default,
+        help="talk to that host's daemon through your own ssh (or a name from [remote] "
+        "hosts); --socket is then the remote socket. The dashboard takes several",
+    )
+    group.add_argument(
         "--db",
         metavar="PATH",
         default=default,
@@ -226,6 +234,10 @@ def _add_alert_commands(commands: _Commands, common: argparse.ArgumentParser) ->
         audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True), common
     )
     audit_commands.add_parser("verify", help="check the hash chain (exit 1 when tampered with)")
+    commands.add_parser(
+        "bridge",
+        help="relay stdin/stdout to this host's daemon socket (what --host runs over ssh)",
+    )
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -266,7 +278,16 @@ def _configure_logging(daemon: bool) -> None:
 def _dispatch(
     args: argparse.Namespace, loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig]
 ) -> int:
-    ctx = Context(loaded=loaded, output=loaded.config.cli.output, store_given=args.db is not None)
+    ctx = Context(
+        loaded=loaded,
+        output=loaded.config.cli.output,
+        store_given=args.db is not None,
+        remote=remote_route(loaded, args.host, socket_given=args.socket is not None),
+    )
+    if args.command == "bridge":
+        from daemoneye.commands.bridge import run_bridge
+
+        return run_bridge(ctx, socket_given=args.socket is not None)
     if args.command == "daemon":
         from daemoneye.commands.daemon_cmd import run_daemon
 
@@ -358,7 +379,12 @@ def _dashboard(args: argparse.Namespace) -> int:
         loaded = load_config(
             mode=mode_from_flag(args.mode), config_file=args.config, flags=_flags(args)
         )
-        return run_dashboard(loaded, config_file=args.config, socket_given=args.socket is not None)
+        return run_dashboard(
+            loaded,
+            config_file=args.config,
+            socket_given=args.socket is not None,
+            remotes=remote_routes(loaded, args.host, socket_given=args.socket is not None),
+        )
     except DaemonEyeError as exc:
         print(f"daemoneye: {visible(str(exc))}", file=sys.stderr)
         return exc.exit_code

@@ -322,6 +322,9 @@ class Alert:
     state_changed_at: float | None
     state_changed_by: str | None  # "uid 0 pid 123" of the admin who changed it
     row: tuple[tuple[str, str | int | float | None], ...]
+    # The host it came from when the dashboard watches several (`--host a --host b`): the
+    # dashboard's own label; a daemon always sends "" (it is the host).
+    host: str = ""
 
 
 # -- IPC wire schema (ARCHITECTURE.md §5): what the daemon sends and clients receive ---------
