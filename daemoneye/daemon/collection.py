@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daemoneye import __version__
+from daemoneye.collector.event_feed import EventFeed
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.hashing import ExeHasher
 from daemoneye.collector.netlink import EventsUnavailable, ProcConnector, probe
@@ -29,7 +30,6 @@ from daemoneye.collector.procfs import read_boot_id, read_boot_time
 from daemoneye.collector.scanner import ProcScanner
 from daemoneye.collector.users import UserNames
 from daemoneye.config.schema import Config
-from daemoneye.daemon.events_feed import EventFeed
 from daemoneye.daemon.store_outage import StoreOutage
 from daemoneye.engine.audit_prune import audit_pruner
 from daemoneye.engine.detection import DetectionEngine

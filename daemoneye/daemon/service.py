@@ -30,12 +30,7 @@ from daemoneye.config.schema import LoadedConfig
 from daemoneye.daemon.collection import Collection as Collector
 from daemoneye.daemon.history_answers import processes_at, timeline_page
 from daemoneye.daemon.ipc_ports import AuditTrail, DetectionEngine
-from daemoneye.daemon.process_signal import (
-    SignalRefused,
-    StaleProcess,
-    parse_signal,
-    signal_instance,
-)
+from daemoneye.daemon.process_signal import parse_signal
 from daemoneye.daemon.store_answers import alerts_page, query_json, stored_detail_answer
 from daemoneye.daemon.subscriber_feed import SubscriberFeed
 from daemoneye.errors import QueryError, StoreError
@@ -73,6 +68,7 @@ from daemoneye.models import (
     RulesReload,
     RuleStatus,
 )
+from daemoneye.procmond.signals import SignalRefused, StaleProcess, signal_instance
 from daemoneye.store.readonly import ReadOnlyStore, open_readonly
 from daemoneye.store.records import ancestry, records_for_pid
 
