@@ -470,7 +470,7 @@ class Collection:
             problems.append(procmond.problem)
         if self.hello is not None and not self.hello.sees_all:
             problems.append(
-                f"procmond is running as uid {self.hello.uid}: the details of other users' processes "
+                f"running as uid {self.hello.uid} (procmond): the details of other users' processes "
                 "are hidden"
             )
         if self._audit_problem is not None:

@@ -239,4 +239,3 @@ class ProcmondLink:
 def _resolve(answer: asyncio.Future[frames.SignalResult], result: frames.SignalResult) -> None:
     if not answer.done():
         answer.set_result(result)
-
