@@ -470,8 +470,8 @@ class Collection:
             problems.append(procmond.problem)
         if self.hello is not None and not self.hello.sees_all:
             problems.append(
-                f"running as uid {self.hello.uid} (procmond): the details of other users' processes "
-                "are hidden"
+                f"running as uid {self.hello.uid} (procmond): the details of other users' "
+                "processes are hidden"
             )
         if self._audit_problem is not None:
             problems.append(self._audit_problem)
