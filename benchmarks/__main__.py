@@ -30,6 +30,7 @@ from benchmarks import (
     ipc_bench,
     pending,
     report,
+    split_bench,
     store_bench,
 )
 from benchmarks.floor import CFloor
@@ -39,7 +40,17 @@ from benchmarks.population import Population
 from benchmarks.spawn import assert_none_marked, find_marked, run_prefix
 from benchmarks.tools import ensure
 
-SECTIONS = ("collector", "daemon", "store", "events", "engine", "ipc", "dashboard", "attacks")
+SECTIONS = (
+    "collector",
+    "daemon",
+    "store",
+    "events",
+    "split",
+    "engine",
+    "ipc",
+    "dashboard",
+    "attacks",
+)
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -221,6 +232,14 @@ class Suite:
                 lambda: events_bench.run_sustained(
                     rate=plan.exec_rate, seconds=plan.exec_seconds, runs=plan.exec_runs
                 ),
+            )
+        if self.wants("split"):
+            population = max(plan.sizes)
+            self.guarded(
+                "split",
+                f"{plan.events_count} `sh -c :` stored whole: idle, and at {population} "
+                "processes with rule-set swaps",
+                lambda: split_bench.run(count=plan.events_count, population=population),
             )
         if self.wants("engine"):
             self.guarded(
