@@ -28,6 +28,7 @@ from daemoneye.procmond.runner import Procmond
 log = logging.getLogger("daemoneye.procmond")
 
 _PR_SET_PDEATHSIG = 1
+SWITCH_INTERVAL_S = 0.0002
 
 
 def die_with_parent() -> None:
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("--settings: %s", exc)
         return 2
     die_with_parent()
+    # The event reader thread must get the interpreter the moment it wakes: a scan on the
+    # main thread would otherwise keep it waiting up to the default 5 ms switch interval.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         pair = socket.socket(fileno=args.fd)
     except OSError as exc:

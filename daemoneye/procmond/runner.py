@@ -102,6 +102,7 @@ class Procmond:
                 connector=ProcConnector(rcvbuf_bytes=self.settings.event_buffer),
                 proc_root=self.proc_root,
                 user_of=self.user_names,
+                realtime=True,
             )
             try:
                 source.start()
