@@ -175,6 +175,7 @@ class Collection:
         self.collector_down: str | None = None  # why procmond is not running, while it is not
         self._last_frame: tuple[float, int | None] = (time.monotonic(), last_pid(proc_root))
         self._gap_from: tuple[float, int | None] | None = None
+        self._full_seen: set[ProcessKey] | None = None  # a full scan's instances, so far
 
     @property
     def sees_all(self) -> bool:
@@ -210,9 +211,10 @@ class Collection:
                 self._write_events(events)
                 events = []
                 delta = self.apply_scan(payload)
-                applied.scans += 1
-                if applied.first_scan is None:
-                    applied.first_scan = delta
+                if delta is not None:
+                    applied.scans += 1
+                    if applied.first_scan is None:
+                        applied.first_scan = delta
             elif isinstance(payload, frames.Hashes):
                 self._take_hashes(payload.hashes)
             elif isinstance(payload, frames.Health):
@@ -257,26 +259,28 @@ class Collection:
             self._gap_from = self._last_frame
         self.collector_down = reason
         self.hello = None
+        self._full_seen = None  # a full scan cut short proves nothing about what ended
 
     def _write_events(self, deltas: list[ScanDelta]) -> None:
         if not deltas:
             return
-        delta = self._absorb(merge_deltas(deltas), full=False)
+        delta = self._absorb(merge_deltas(deltas), alive=None)
         written = self._try_write(self.store.apply, delta)
         if self.engine is not None:
             self.engine.on_delta(delta, written=written)
         self._after_write(delta.ts)
 
-    def _absorb(self, delta: ScanDelta, *, full: bool) -> ScanDelta:
+    def _absorb(self, delta: ScanDelta, *, alive: set[ProcessKey] | None) -> ScanDelta:
         """`delta` relative to what the agent knows (`mirror`), which it then updates. An
         instance procmond reports as new but the agent knew (procmond restarted) is updated
-        or exec'd instead; after a full scan, the instances it did not report have ended."""
+        or exec'd instead; at the end of a full scan (`alive`: every instance it reported),
+        the instances it did not report have ended."""
         mirror = self.mirror
         added: list[ProcessRecord] = []
         updated: list[ProcessRecord] = []
         execed: list[ProcessRecord] = []
         demoted: dict[ProcessKey, str] = {}  # a 'start' that is really an exec, or nothing
-        gone = [key for key in mirror if key not in {r.key for r in delta.added}] if full else []
+        gone = [key for key in mirror if key not in alive] if alive is not None else []
         for rec in delta.added:
             known = mirror.get(rec.key)
             if known is None:
@@ -313,9 +317,22 @@ class Collection:
             events=tuple(events),
         )
 
-    def apply_scan(self, scan: frames.Scan) -> ScanDelta:
-        """One of procmond's scans, written in one transaction, then retention when due."""
-        delta = self._absorb(scan.delta, full=scan.full)
+    def apply_scan(self, scan: frames.Scan) -> ScanDelta | None:
+        """One of procmond's scans, written in one transaction, then retention when due. A full
+        scan comes in pieces (`more`); each is written as it comes, the instances that ended
+        are known at the last. Returns the delta written (None for a piece)."""
+        alive: set[ProcessKey] | None = None
+        if scan.full:
+            alive = self._full_seen if self._full_seen is not None else set()
+            alive.update(r.key for r in scan.delta.added)
+            self._full_seen = alive if scan.more else None
+        if scan.more:
+            delta = self._absorb(scan.delta, alive=None)
+            written = self._try_write(self.store.apply, delta)
+            if self.engine is not None:
+                self.engine.on_delta(delta, written=written)
+            return None
+        delta = self._absorb(scan.delta, alive=alive)
         hashes, self._hashes = self._hashes, []
         written = self._try_write(self.store.apply, delta, hashes)
         if self.engine is not None:

@@ -170,7 +170,7 @@ class ProcmondLink:
         if pair is None:
             raise ConnectionError("procmond is not running")
         with self._send_lock:
-            pair.sendall(frames.encode(payload))
+            frames.write_frame(pair, payload)
 
     def rescan(self) -> None:
         self._send(frames.Rescan())

@@ -13,6 +13,7 @@ agent → procmond: SIGNAL, RESCAN — nothing else is accepted.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import socket
@@ -20,13 +21,14 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from daemoneye.ipc.codec import CodecError, from_wire, to_wire
+from daemoneye.ipc.codec import CodecError, from_wire
 from daemoneye.models import ExeHash, ProcessKey, ScanDelta
 
 PAIR_VERSION = 1
 HEADER = struct.Struct(">IB")
 # A full first scan of 10,000 processes is ~5 MiB of JSON; argv is capped by the collector.
 MAX_PAYLOAD_BYTES = 256 * 1024**2
+FULL_SCAN_PIECE = 500  # records per SCAN frame of a full scan: bounded memory on both sides
 
 
 class Kind(enum.IntEnum):
@@ -56,12 +58,14 @@ class Hello:
 @dataclass(frozen=True, slots=True)
 class Scan:
     """One /proc scan. `full`: the first scan of this procmond — `delta.added` holds every live
-    process and the agent reconciles it against what it knew. `evaluated`: instances in
+    process and the agent reconciles it against what it knew; it comes in pieces of at most
+    FULL_SCAN_PIECE records, each but the last with `more` set. `evaluated`: instances in
     `delta.added`/`delta.execed` that an EVENTS frame already reported (the rules saw them)."""
 
     delta: ScanDelta
     full: bool
     evaluated: tuple[ProcessKey, ...]
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,13 +162,46 @@ class PairClosed(EOFError):
     """The other end closed the pair (or died)."""
 
 
-def encode(payload: Any) -> bytes:
-    """One frame holding `payload` (an instance of a class in PAYLOADS)."""
+def _fields_of(value: Any) -> dict[str, Any]:
+    """json's hook for what it cannot encode itself: a dataclass becomes its fields, one object
+    at a time as the encoder reaches it (to_wire's shape, without building the whole tree: a
+    full scan of 10,000 processes would otherwise hold every record twice over)."""
+    names = _FIELD_NAMES.get(type(value))
+    if names is None:
+        if not dataclasses.is_dataclass(value) or isinstance(value, type):
+            raise TypeError(f"cannot send a {type(value).__name__} over the pair")
+        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in dataclasses.fields(value))
+    return {name: getattr(value, name) for name in names}
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _body(payload: Any) -> tuple[Kind, str]:
     kind = KIND_OF[type(payload)]
-    body = json.dumps(to_wire(payload), separators=(",", ":")).encode()
+    # ASCII only (ensure_ascii): the text's length is its length in bytes.
+    body = json.dumps(payload, default=_fields_of, separators=(",", ":"), allow_nan=False)
     if len(body) > MAX_PAYLOAD_BYTES:
         raise ValueError(f"{kind.name} frame of {len(body)} bytes is over the limit")
-    return HEADER.pack(len(body), kind) + body
+    return kind, body
+
+
+def encode(payload: Any) -> bytes:
+    """One frame holding `payload` (an instance of a class in PAYLOADS)."""
+    kind, body = _body(payload)
+    return HEADER.pack(len(body), kind) + body.encode("ascii")
+
+
+_SEND_CHUNK = 1 << 20
+
+
+def write_frame(sock: socket.socket, payload: Any) -> None:
+    """Send one frame on a blocking socket, the payload in 1 MiB pieces (no second copy of a
+    large frame in memory)."""
+    kind, body = _body(payload)
+    sock.sendall(HEADER.pack(len(body), kind))
+    for start in range(0, len(body), _SEND_CHUNK):
+        sock.sendall(body[start : start + _SEND_CHUNK].encode("ascii"))
 
 
 def parse_header(header: bytes, accepted: frozenset[Kind]) -> tuple[Kind, int]:

@@ -30,7 +30,7 @@ from daemoneye.collector.netlink import EventsUnavailable, ProcConnector, probe
 from daemoneye.collector.scanner import ProcScanner
 from daemoneye.collector.users import UserNames
 from daemoneye.config.schema import CollectorConfig
-from daemoneye.models import ExeHash, ProcessKey
+from daemoneye.models import ExeHash, ProcessEvent, ProcessKey, ScanDelta, ScanStats
 from daemoneye.procmond import frames
 from daemoneye.procmond.signals import SignalRefused, StaleProcess, signal_instance
 
@@ -179,11 +179,43 @@ class Procmond:
             fresh = self.feed.not_yet_evaluated(delta)
             fresh_keys = {r.key for r in fresh.added} | {r.key for r in fresh.execed}
             evaluated = tuple(r.key for r in delta.added + delta.execed if r.key not in fresh_keys)
-        self.send(frames.Scan(delta, full, evaluated))
+        if full and len(delta.added) > frames.FULL_SCAN_PIECE:
+            self._send_in_pieces(delta)
+        else:
+            self.send(frames.Scan(delta, full, evaluated))
         hashes: list[ExeHash] = self.hasher.drain() if self.hasher is not None else []
         if hashes:
             self.send(frames.Hashes(tuple(hashes)))
         self.send(self.health())
+
+    def _send_in_pieces(self, delta: ScanDelta) -> None:
+        """A full scan as SCAN frames of at most FULL_SCAN_PIECE records, each with its
+        records' events; the stats and anything not about an added record go with the last."""
+        piece = frames.FULL_SCAN_PIECE
+        events_of: dict[ProcessKey, list[ProcessEvent]] = {}
+        other_events: list[ProcessEvent] = []
+        added_keys = {r.key for r in delta.added}
+        for event in delta.events:
+            key = ProcessKey(event.pid, event.start_time)
+            if key in added_keys:
+                events_of.setdefault(key, []).append(event)
+            else:
+                other_events.append(event)
+        quiet = ScanStats(0.0, 0, 0, 0, 0, 0, 0)
+        for start in range(0, len(delta.added), piece):
+            records = delta.added[start : start + piece]
+            last = start + piece >= len(delta.added)
+            events = [e for r in records for e in events_of.get(r.key, ())]
+            part = ScanDelta(
+                ts=delta.ts,
+                added=records,
+                updated=delta.updated if last else (),
+                execed=delta.execed if last else (),
+                ended=delta.ended if last else (),
+                events=tuple(events + other_events) if last else tuple(events),
+                stats=delta.stats if last else quiet,
+            )
+            self.send(frames.Scan(part, True, (), more=not last))
 
     def health(self) -> frames.Health:
         source = self.feed.source if self.feed is not None else None
@@ -235,7 +267,7 @@ class Procmond:
         return frames.SignalResult(request.request_id, how, "")
 
     def send(self, payload: object) -> None:
-        self.pair.sendall(frames.encode(payload))
+        frames.write_frame(self.pair, payload)
 
     def close(self) -> None:
         if self.feed is not None:
