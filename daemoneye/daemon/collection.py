@@ -104,6 +104,19 @@ def merge_deltas(deltas: list[ScanDelta]) -> ScanDelta:
     )
 
 
+def _joined(parts: list[ScanDelta]) -> ScanDelta:
+    """The pieces of one full scan as one delta (the last piece's time and stats)."""
+    return ScanDelta(
+        parts[-1].ts,
+        tuple(r for d in parts for r in d.added),
+        tuple(r for d in parts for r in d.updated),
+        tuple(r for d in parts for r in d.execed),
+        tuple(k for d in parts for k in d.ended),
+        tuple(e for d in parts for e in d.events),
+        parts[-1].stats,
+    )
+
+
 def _carry(known: ProcessRecord | None, rec: ProcessRecord) -> ProcessRecord:
     """`rec` as procmond sent it, with what the agent knew of the instance kept: its first
     sighting, and its hash while the executable is the same (a new procmond hashes anew)."""
@@ -176,6 +189,8 @@ class Collection:
         self._last_frame: tuple[float, int | None] = (time.monotonic(), last_pid(proc_root))
         self._gap_from: tuple[float, int | None] | None = None
         self._full_seen: set[ProcessKey] | None = None  # a full scan's instances, so far
+        self._full_parts: list[ScanDelta] = []  # its pieces written so far, for the rules
+        self._full_written = True
 
     @property
     def sees_all(self) -> bool:
@@ -260,6 +275,9 @@ class Collection:
         self.collector_down = reason
         self.hello = None
         self._full_seen = None  # a full scan cut short proves nothing about what ended
+        if self._full_parts and self.engine is not None:
+            self.engine.on_delta(_joined(self._full_parts), written=self._full_written)
+        self._full_parts, self._full_written = [], True
 
     def _write_events(self, deltas: list[ScanDelta]) -> None:
         if not deltas:
@@ -327,14 +345,19 @@ class Collection:
             alive.update(r.key for r in scan.delta.added)
             self._full_seen = alive if scan.more else None
         if scan.more:
-            delta = self._absorb(scan.delta, alive=None)
-            written = self._try_write(self.store.apply, delta)
-            if self.engine is not None:
-                self.engine.on_delta(delta, written=written)
+            # Written piece by piece; the rules see the whole scan at its last piece (one
+            # evaluation, with its row caps, as for a scan that came in one frame).
+            piece = self._absorb(scan.delta, alive=None)
+            self._full_written = self._try_write(self.store.apply, piece) and self._full_written
+            self._full_parts.append(piece)
             return None
         delta = self._absorb(scan.delta, alive=alive)
         hashes, self._hashes = self._hashes, []
         written = self._try_write(self.store.apply, delta, hashes)
+        if self._full_parts:
+            written = written and self._full_written
+            delta = _joined([*self._full_parts, delta])
+            self._full_parts, self._full_written = [], True
         if self.engine is not None:
             seen = frozenset(scan.evaluated)
             fresh = delta
