@@ -31,6 +31,7 @@ from benchmarks import (
     pending,
     remote_bench,
     report,
+    split_bench,
     store_bench,
 )
 from benchmarks.floor import CFloor
@@ -45,6 +46,7 @@ SECTIONS = (
     "daemon",
     "store",
     "events",
+    "split",
     "engine",
     "ipc",
     "dashboard",
@@ -232,6 +234,14 @@ class Suite:
                 lambda: events_bench.run_sustained(
                     rate=plan.exec_rate, seconds=plan.exec_seconds, runs=plan.exec_runs
                 ),
+            )
+        if self.wants("split"):
+            population = max(plan.sizes)
+            self.guarded(
+                "split",
+                f"{plan.events_count} `sh -c :` stored whole: idle, and at {population} "
+                "processes with rule-set swaps",
+                lambda: split_bench.run(count=plan.events_count, population=population),
             )
         if self.wants("engine"):
             self.guarded(

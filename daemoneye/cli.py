@@ -392,13 +392,23 @@ def _dashboard(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def agent_main() -> int:
+    """`daemoneye-agent`: the seed's name for `daemoneye daemon` (it starts procmond)."""
+    return main(["daemon", *sys.argv[1:]])
+
+
+def cli_main() -> int:
+    """`daemoneye-cli`: the CLI without the dashboard (no subcommand prints the help)."""
+    return main(sys.argv[1:], dashboard=False)
+
+
+def main(argv: Sequence[str] | None = None, *, dashboard: bool = True) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:
         parser.error(_unrecognized(args, extras))
     if args.command is None:
-        if sys.stdin.isatty() and sys.stdout.isatty():
+        if dashboard and sys.stdin.isatty() and sys.stdout.isatty():
             return _dashboard(args)
         # Not a terminal: there is no dashboard to show; say what there is.
         parser.print_help(sys.stderr)

@@ -252,6 +252,12 @@ class HealthReport:
     alerts_held: int = 0  # new alerts held in memory until the store can be written
     alerts_held_dropped: int = 0  # alerts that did not fit in memory meanwhile (lost)
     event_filter: str = ""  # netlink mode: the kernel's event mask and the socket filter in use
+    procmond_pid: int = 0  # the collector process; 0 while it is not running
+    procmond_rss_bytes: int = 0
+    procmond_cpu_percent: float = 0.0  # of one core, over the last 5 s or more
+    procmond_restarts: int = 0  # times the agent started a new procmond after one ended
+    procmond_gap_s: float = 0.0  # seconds without a collector, all restarts together
+    procmond_missed_upper: int = 0  # tasks created during those gaps: execs possibly missed
 
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")  # lowest first
