@@ -137,7 +137,12 @@ class RuleRegistry:
             for rule in loaded.rules
         )
         new = RuleSet(
-            rules, loaded.problems, ruleset_digest(rules), loaded.candidates, loaded.fallbacks
+            rules,
+            loaded.problems,
+            ruleset_digest(rules),
+            loaded.candidates,
+            loaded.fallbacks,
+            loaded.notices,
         )
         previous = self._current
         swapped = new.digest != previous.digest or new.problems != previous.problems

@@ -61,6 +61,9 @@ class ParsedFile:
     readable: bool
     key_lines: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (id, key) -> line
     rejected_ids: tuple[str, ...] = ()  # ids of tables refused here (for last-good lookups)
+    # Rules deliberately not loaded, and why (a Sigma rule for another logsource): shown, but
+    # not problems of the set.
+    notices: tuple[RuleProblem, ...] = ()
 
     def line_of(self, rule: Rule, key: str) -> int:
         """The line of `key` in `rule`'s table, or the table's header line."""
