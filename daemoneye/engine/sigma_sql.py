@@ -280,10 +280,20 @@ def _pattern(value: SigmaString) -> str:
     return pattern
 
 
+# SQLite caps a function's arguments (127 by default): longer lists take several calls.
+PATTERNS_PER_CALL = 100
+
+
 def _match_call(column: str, mode: str, cased: bool, patterns: list[str]) -> str:
     full_mode = f"{mode} cased" if cased else mode
-    arguments = ", ".join(_literal(pattern) for pattern in patterns)
-    return f"sigma_match({column}, '{full_mode}', {arguments})"
+    calls = []
+    for start in range(0, len(patterns), PATTERNS_PER_CALL):
+        chunk = patterns[start : start + PATTERNS_PER_CALL]
+        arguments = ", ".join(_literal(pattern) for pattern in chunk)
+        calls.append(f"sigma_match({column}, '{full_mode}', {arguments})")
+    if len(calls) == 1:
+        return calls[0]
+    return "(" + (" AND " if mode == "all" else " OR ").join(calls) + ")"
 
 
 def _literal(text: str) -> str:

@@ -95,7 +95,7 @@ def compile_matcher(pattern: str, cased: bool) -> Matcher:
         if not stars:
             return text.__eq__
         if leading and trailing and len(stars) == 2:
-            return text.__contains__ if text else _always
+            return (lambda value: text in value) if text else _always
         if leading and len(stars) == 1 and len(parts) <= 2:
             return (lambda value: value.endswith(text)) if text else _always
         if trailing and len(stars) == 1 and len(parts) <= 2:
