@@ -28,6 +28,8 @@ from daemoneye.engine.rule_file import (
     MAX_FIELD_CHARS,
     MAX_FILE_BYTES,
     MAX_ID_LENGTH,
+    MAX_LIST_ITEM_CHARS,
+    MAX_LIST_ITEMS,
     MAX_TAG_CHARS,
     MAX_TAGS,
     ParsedFile,
@@ -45,8 +47,6 @@ LEVELS = {
 }
 DEFAULT_LEVEL = "medium"
 DISABLED_STATUSES = frozenset({"deprecated", "unsupported"})
-MAX_LIST_ITEMS = 64
-MAX_LIST_ITEM_CHARS = 1024
 SIGMA_SUFFIXES = (".yml", ".yaml")
 _TECHNIQUE_TAG = re.compile(r"attack\.(t\d{4}(?:\.\d{3})?)", re.IGNORECASE)
 
