@@ -15,8 +15,8 @@ from pathlib import Path
 
 from daemoneye.commands.common import Context, note
 from daemoneye.commands.rules import EXIT_PROBLEMS, RuleFileProblems
+from daemoneye.engine.rule_file import SIGMA_SUFFIXES
 from daemoneye.engine.rule_loader import RuleValidator, load_file
-from daemoneye.engine.sigma_file import SIGMA_SUFFIXES
 from daemoneye.engine.sigma_import import to_toml
 
 

@@ -40,6 +40,8 @@ RULE_KEYS = (
 )
 MAX_LIST_ITEMS = 64
 MAX_LIST_ITEM_CHARS = 1024
+# Sigma rule files (engine/sigma_file.py), read beside TOML ones.
+SIGMA_SUFFIXES = (".yml", ".yaml")
 REQUIRED_KEYS = ("id", "name", "severity", "query")
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]*")

@@ -25,9 +25,8 @@ from pathlib import Path
 import apsw
 
 from daemoneye.engine.last_good import LastGoodFiles
-from daemoneye.engine.rule_file import ParsedFile, read_rule_file, title_fields
+from daemoneye.engine.rule_file import SIGMA_SUFFIXES, ParsedFile, read_rule_file, title_fields
 from daemoneye.engine.sandbox import compile_columns, open_scratch
-from daemoneye.engine.sigma_file import SIGMA_SUFFIXES, is_sigma_path, read_sigma_file
 from daemoneye.errors import QueryError
 from daemoneye.models import Rule, RuleProblem
 
@@ -117,8 +116,13 @@ def is_rule_file(path: Path) -> bool:
 
 
 def read_any_rule_file(path: Path) -> ParsedFile:
-    """A Sigma file (by its suffix) or a TOML rule file, parsed."""
-    return read_sigma_file(path) if is_sigma_path(path) else read_rule_file(path)
+    """A Sigma file (by its suffix) or a TOML rule file, parsed. pySigma is imported only
+    when there is a Sigma file to read (it costs ~150 ms)."""
+    if path.suffix in SIGMA_SUFFIXES:
+        from daemoneye.engine.sigma_file import read_sigma_file
+
+        return read_sigma_file(path)
+    return read_rule_file(path)
 
 
 def rule_files(directory: Path) -> list[Path]:

@@ -47,12 +47,7 @@ LEVELS = {
 }
 DEFAULT_LEVEL = "medium"
 DISABLED_STATUSES = frozenset({"deprecated", "unsupported"})
-SIGMA_SUFFIXES = (".yml", ".yaml")
 _TECHNIQUE_TAG = re.compile(r"attack\.(t\d{4}(?:\.\d{3})?)", re.IGNORECASE)
-
-
-def is_sigma_path(path: Path) -> bool:
-    return path.suffix in SIGMA_SUFFIXES
 
 
 @dataclass(frozen=True, slots=True)

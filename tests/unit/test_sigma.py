@@ -16,7 +16,7 @@ import pytest
 from daemoneye.engine.evaluator import Evaluator
 from daemoneye.engine.rule_loader import RuleValidator, load_file, load_rules
 from daemoneye.engine.sigma_file import parse_sigma_text
-from daemoneye.models import ProcessRecord, Rule
+from daemoneye.models import ProcessRecord
 from daemoneye.store import Store
 from tests.unit.conftest import DeltaFactory, RecordFactory
 
@@ -321,5 +321,32 @@ def test_a_converted_rule_runs_per_tick_on_the_new_processes_only(
     assert [(d.pid, d.start_time) for d in result.detections] == [(12, 3.0)]
 
 
-def rules_of(ruleset_rules: tuple[Rule, ...]) -> list[str]:
-    return [rule.id for rule in ruleset_rules]
+def test_sigma_metadata_crosses_ipc_and_reaches_the_rules_screen() -> None:
+    from daemoneye.ipc.codec import from_wire, to_wire
+    from daemoneye.models import RuleStatus
+    from daemoneye.tui.logic.rules import rule_facts
+
+    (rule,) = parse_sigma_text(sigma_text("s: {Image: /x}\ncondition: s"), "t.yml").rules
+    status = RuleStatus(rule, 0, None, ())
+    received = from_wire(RuleStatus, to_wire(status), strict=True)
+    assert received == status
+    facts = dict(rule_facts(received, 0.0))
+    assert facts["format"] == f"Sigma rule {RULE_ID}"
+    assert facts["status"] == "test"
+    assert facts["references"] == "https://example.org/sigma-test"
+    assert facts["false pos."] == "administrators"
+
+
+def test_pysigma_is_imported_only_when_a_sigma_file_is_read() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from daemoneye.engine.rule_loader import load_rules; "
+        "from daemoneye.paths import BUILTIN_RULES_DIR; load_rules([BUILTIN_RULES_DIR]); "
+        "print('sigma' in sys.modules, 'yaml' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["False", "False"]
