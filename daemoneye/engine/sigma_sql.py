@@ -46,7 +46,7 @@ from sigma.types import (
     SpecialChars,
 )
 
-from daemoneye.store.sigma_match import escape
+from daemoneye.store.sigma_match import escape, split
 
 
 class SigmaConversionError(ValueError):
@@ -236,13 +236,112 @@ def _field_value(field: str, value: SigmaType) -> str:
             return f"{target.column} = {value.number!r}"
         return _match_call(target.column, "any", False, [escape(str(value.number))])
     if isinstance(value, SigmaRegularExpression):
-        return f"coalesce(regexp({_literal(_regexp(value))}, {target.column}), 0)"
+        return regexp_sql(target.column, _regexp(value))
     if isinstance(value, SigmaCIDRExpression):
         raise SigmaConversionError(f"field {field!r}: {_NO_ADDRESS}")
     if isinstance(value, SigmaBool):
         raise SigmaConversionError(f"field {field!r}: a boolean value has no meaning here")
     raise SigmaConversionError(f"field {field!r}: values of type {type(value).__name__} are "
                                "not supported")  # fmt: skip
+
+
+def regexp_sql(column: str, pattern: str) -> str:
+    """REGEXP (RE2, in Python) behind a native test of a literal every match must contain:
+    most rows never reach Python. Case-sensitive: `instr`, exact. Case-insensitive: LIKE, which
+    folds only ASCII, so it may only rule out ASCII values (RE2's (?i) folds K to the Kelvin
+    sign, s to the long s …)."""
+    call = f"coalesce(regexp({_literal(pattern)}, {column}), 0)"
+    required = required_literal(pattern)
+    if required is None:
+        return call
+    literal, folded = required
+    if not folded:
+        return f"(instr({column}, {_literal(literal)}) > 0 AND {call})"
+    like = "".join("\\" + c if c in "%_\\" else c for c in literal)
+    return (
+        f"(CASE WHEN length({column}) = octet_length({column}) "
+        f"AND NOT {column} LIKE {_literal('%' + like + '%')} ESCAPE '\\' THEN 0 ELSE {call} END)"
+    )
+
+
+_REGEX_META = set(".^$*+?()[]{}|\\")
+MIN_REQUIRED_LITERAL = 3
+
+
+def required_literal(pattern: str) -> tuple[str, bool] | None:
+    """The longest run of plain characters every match of `pattern` contains, and whether
+    the pattern may fold case; None when no such run of 3+ characters is certain.
+    Conservative: a top-level `|`, `\\Q`, or anything not understood gives None; group and
+    class contents are never used; a character made optional by `?`, `*` or `{` is dropped."""
+    folded = "(?" in pattern  # (?i) anywhere, or a flag group we do not read: assume folding
+    if not pattern.isascii():
+        return None  # non-ASCII literals: LIKE and byte offsets would need more care
+    runs: list[str] = []
+    run: list[str] = []
+    depth = 0
+    index = 0
+
+    def end_run() -> None:
+        if run:
+            runs.append("".join(run))
+            run.clear()
+
+    while index < len(pattern):
+        char = pattern[index]
+        nxt = pattern[index + 1] if index + 1 < len(pattern) else ""
+        if char == "\\":
+            if not nxt or nxt.isalnum():
+                if nxt == "Q":
+                    return None
+                end_run()
+                index += 2
+                continue
+            literal, index = nxt, index + 2
+        elif char == "[":
+            end_run()
+            close = index + 1
+            if close < len(pattern) and pattern[close] == "^":
+                close += 1
+            if close < len(pattern) and pattern[close] == "]":
+                close += 1
+            while close < len(pattern) and pattern[close] != "]":
+                close += 2 if pattern[close] == "\\" else 1
+            index = close + 1
+            continue
+        elif char == "(":
+            depth += 1
+            end_run()
+            index += 1
+            continue
+        elif char == ")":
+            depth -= 1
+            end_run()
+            index += 1
+            continue
+        elif char == "|":
+            if depth == 0:
+                return None
+            index += 1
+            continue
+        elif char in _REGEX_META:
+            end_run()
+            index += 1
+            continue
+        else:
+            literal, index = char, index + 1
+        if depth > 0:
+            continue
+        following = pattern[index] if index < len(pattern) else ""
+        if following in ("?", "*", "{"):
+            end_run()  # this character may be absent
+        elif following == "+":
+            run.append(literal)
+            end_run()  # it may repeat: what follows is not adjacent
+        else:
+            run.append(literal)
+    end_run()
+    best = max(runs, key=len, default="")
+    return (best, folded) if len(best) >= MIN_REQUIRED_LITERAL else None
 
 
 def _regexp(value: SigmaRegularExpression) -> str:
@@ -282,9 +381,41 @@ def _pattern(value: SigmaString) -> str:
 
 # SQLite caps a function's arguments (127 by default): longer lists take several calls.
 PATTERNS_PER_CALL = 100
+# Patterns longer than this skip the native fast path (the sandbox caps LIKE/GLOB patterns at
+# 1,024 bytes: store/sandbox.py MAX_LIKE_PATTERN_BYTES).
+NATIVE_PATTERN_BYTES = 1000
+NATIVE_MAX_PATTERNS = 32
 
 
 def _match_call(column: str, mode: str, cased: bool, patterns: list[str]) -> str:
+    """SQL that is true when `column` matches one (`any`) or every (`all`) pattern.
+
+    Calling Python for every row and pattern is the slow part of a Sigma rule, so SQLite's own
+    operators do the work where they mean exactly the same thing: GLOB for `cased` (byte-exact,
+    `?` one character), and LIKE for case-insensitive ASCII patterns over ASCII values (where
+    casefold is ASCII lowering, which LIKE does). A value with any non-ASCII character —
+    `length` (characters) differs from `octet_length` (bytes) — goes to sigma_match, whose
+    casefold also folds ß, the Kelvin sign, the long s … into ASCII letters. Long lists stay
+    one sigma_match call per 100 patterns: one casefold, and no expression too deep for
+    SQLite's parser."""
+    joiner = " AND " if mode == "all" else " OR "
+    native = [_native(pattern, cased) for pattern in patterns]
+    if len(patterns) <= NATIVE_MAX_PATTERNS and all(n is not None for n in native):
+        operator = "GLOB" if cased else "LIKE"
+        escape_clause = "" if cased else " ESCAPE '\\'"
+        tests = [f"{column} {operator} {_literal(n or '')}{escape_clause}" for n in native]
+        fast = tests[0] if len(tests) == 1 else "(" + joiner.join(tests) + ")"
+        if cased:
+            return f"coalesce({fast}, 0)"
+        slow = _python_call(column, mode, cased, patterns)
+        return (
+            f"(CASE WHEN length({column}) = octet_length({column}) THEN coalesce({fast}, 0) "
+            f"ELSE {slow} END)"
+        )
+    return _python_call(column, mode, cased, patterns)
+
+
+def _python_call(column: str, mode: str, cased: bool, patterns: list[str]) -> str:
     full_mode = f"{mode} cased" if cased else mode
     calls = []
     for start in range(0, len(patterns), PATTERNS_PER_CALL):
@@ -294,6 +425,26 @@ def _match_call(column: str, mode: str, cased: bool, patterns: list[str]) -> str
     if len(calls) == 1:
         return calls[0]
     return "(" + (" AND " if mode == "all" else " OR ").join(calls) + ")"
+
+
+def _native(pattern: str, cased: bool) -> str | None:
+    """`pattern` as a GLOB (cased) or LIKE pattern with the same meaning, or None where there
+    is none: a non-ASCII pattern uncased (casefold is not LIKE's folding), or a long one."""
+    parts = split(pattern)
+    text: list[str] = []
+    for part in parts:
+        if part is None:
+            text.append("*" if cased else "%")
+        elif part == "":
+            text.append("?" if cased else "_")
+        elif cased:
+            text.append("".join(f"[{c}]" if c in "*?[" else c for c in part))
+        else:
+            if not part.isascii():
+                return None
+            text.append("".join("\\" + c if c in "%_\\" else c for c in part))
+    native = "".join(text)
+    return native if len(native.encode()) <= NATIVE_PATTERN_BYTES else None
 
 
 def _literal(text: str) -> str:
