@@ -350,3 +350,26 @@ def test_pysigma_is_imported_only_when_a_sigma_file_is_read() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_an_unchanged_sigma_file_is_not_converted_again_on_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemoneye.engine import sigma_file
+
+    calls: list[str] = []
+    real = sigma_file.parse_sigma_text
+
+    def counting(text: str, path: str) -> object:
+        calls.append(path)
+        return real(text, path)
+
+    monkeypatch.setattr(sigma_file, "parse_sigma_text", counting)
+    path = tmp_path / "r.yml"
+    path.write_text(sigma_text("s: {Image: /a}\ncondition: s"))
+    first = load_rules([tmp_path])
+    assert load_rules([tmp_path]).rules == first.rules
+    assert calls == [str(path)]
+    path.write_text(sigma_text("s: {Image: /b}\ncondition: s"))
+    assert "/b" in load_rules([tmp_path]).rules[0].query
+    assert calls == [str(path), str(path)]
