@@ -333,8 +333,8 @@ def test_sigma_metadata_crosses_ipc_and_reaches_the_rules_screen() -> None:
     facts = dict(rule_facts(received, 0.0))
     assert facts["format"] == f"Sigma rule {RULE_ID}"
     assert facts["status"] == "test"
-    assert facts["references"] == "https://example.org/sigma-test"
-    assert facts["false pos."] == "administrators"
+    assert facts["refs"] == "https://example.org/sigma-test"
+    assert facts["false pos"] == "administrators"
 
 
 def test_pysigma_is_imported_only_when_a_sigma_file_is_read() -> None:

@@ -110,7 +110,7 @@ def sigma_facts(rule: Rule) -> list[tuple[str, str]]:
     if rule.status:
         facts.append(("status", safe(rule.status, 100)))
     if rule.references:
-        facts.append(("references", safe(" ".join(rule.references), 2000)))
+        facts.append(("refs", safe(" ".join(rule.references), 2000)))
     if rule.falsepositives:
-        facts.append(("false pos.", safe("; ".join(rule.falsepositives), 2000)))
+        facts.append(("false pos", safe("; ".join(rule.falsepositives), 2000)))
     return facts
