@@ -19,10 +19,13 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import re2
 import yaml
 from sigma.exceptions import SigmaError
+from sigma.policy import SigmaPolicy
+from sigma.policy.regex_engine import RE2RegexEngine, RegexPattern
 from sigma.rule import SigmaRule
 
 from daemoneye.engine.rule_file import (
@@ -189,6 +192,26 @@ def _documents(text: str) -> list[_Document]:
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+class _QuietRE2(RE2RegexEngine):
+    """pySigma's RE2 check of `re` values, without RE2 writing each bad pattern to stderr
+    (the reason reaches the RuleProblem instead)."""
+
+    def compile(self, pattern: str, flags: int = 0) -> RegexPattern:
+        prefix = "".join(
+            letter
+            for flag, letter in ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"))
+            if flags & flag
+        )
+        options = re2.Options()
+        options.log_errors = False
+        return cast(
+            RegexPattern, re2.compile(f"(?{prefix}){pattern}" if prefix else pattern, options)
+        )
+
+
+_POLICY = SigmaPolicy(regex_engine=_QuietRE2())
+
+
 class _Skipped(Exception):
     """A well-formed rule for another logsource."""
 
@@ -220,7 +243,7 @@ def _rule(document: _Document, path: str) -> Rule:
             f"skipped: logsource {{{shown}}} is not category: process_creation, product: linux"
         )
     try:
-        sigma = SigmaRule.from_dict(data)
+        sigma = SigmaRule.from_dict(data, policy=_POLICY)
     except SigmaError as exc:
         raise _Refused(f"Sigma: {exc}", document.key_lines.get("detection", 0)) from None
     except (TypeError, ValueError, AttributeError, KeyError) as exc:

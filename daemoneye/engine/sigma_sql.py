@@ -355,6 +355,8 @@ def _regexp(value: SigmaRegularExpression) -> str:
         if flag in value.flags
     )
     pattern = value.regexp.to_plain(regex=True)
+    if "\x00" in pattern:
+        raise SigmaConversionError("a regular expression holds a NUL character")
     return f"(?{flags}){pattern}" if flags else pattern
 
 

@@ -222,10 +222,13 @@ def test_a_deprecated_rule_loads_disabled() -> None:
         ("s: {Imgae: /x}\ncondition: s", "did you mean 'Image'?"),
         ("s: [curl, wget]\ncondition: s", "keyword searches"),
         ("s: {Image: /x}\ncondition: s and missing", "missing"),
+        ("s: {CommandLine|re: '(a)\\1'}\ncondition: s", "is invalid"),
+        ('s: {CommandLine|re: "a\\0b"}\ncondition: s', "NUL"),
+        ('s: {CommandLine: "a\\0b"}\ncondition: s', "NUL"),
     ],
 )
 def test_what_cannot_be_matched_refuses_that_rule_with_file_line_and_reason(
-    detection: str, reason: str
+    detection: str, reason: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
     good = sigma_text(
         "s: {Image: /ok}\ncondition: s", rule_id="11111111-2222-4333-8444-555555555555"
@@ -239,6 +242,7 @@ def test_what_cannot_be_matched_refuses_that_rule_with_file_line_and_reason(
     assert reason in problem.message
     # the line of the refused document's `detection` key (or of the document)
     assert problem.line > good.count("\n")
+    assert capfd.readouterr().err == ""  # the reason is in the problem, not on stderr
 
 
 def test_broken_yaml_names_the_file_and_line() -> None:
