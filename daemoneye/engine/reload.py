@@ -172,6 +172,9 @@ class RuleRegistry:
             for problem in new.problems:
                 if problem not in previous.problems:
                     log.warning("rules: %s", problem)
+            for notice in new.notices:
+                if notice not in previous.notices:
+                    log.info("rules: %s", notice)
         return outcome
 
 
