@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands.add_parser("show", help="effective configuration with each value's source")
 
     rules = commands.add_parser(
-        "rules", help="detection rules: list, show, validate, test, enable, disable, reload"
+        "rules",
+        help="detection rules: list, show, validate, test, import, enable, disable, reload",
     )
     rules_commands = _Commands(
         rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True), common
@@ -91,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     rules_show.add_argument("rule_id", metavar="ID")
     rules_validate = rules_commands.add_parser(
         "validate",
-        help="check a rule file, or every *.toml of a directory, without touching the running "
-        "set (exit 2 on problems)",
+        help="check a rule file (TOML or Sigma), or every rule file of a directory, without "
+        "touching the running set (exit 2 on problems)",
     )
     rules_validate.add_argument("file", type=Path, metavar="FILE-OR-DIR")
     rules_test = rules_commands.add_parser(
@@ -101,6 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
         "alerts they would raise, raising none",
     )
     rules_test.add_argument("target", metavar="RULE-OR-FILE")
+    rules_import = rules_commands.add_parser(
+        "import",
+        help="convert Sigma rules (*.yml, *.yaml, or directories of them) into TOML rules "
+        "(exit 2 when a rule could not be converted)",
+    )
+    rules_import.add_argument("paths", type=Path, nargs="+", metavar="PATH")
+    rules_import.add_argument(
+        "--out",
+        default="-",
+        metavar="DIR|-",
+        help="write NAME.toml per Sigma file into DIR (default -: standard output)",
+    )
+    rules_import.add_argument(
+        "--force", action="store_true", help="replace TOML files that already exist in DIR"
+    )
     for verb, text in (
         ("enable", "switch a rule on in the running daemon (admin)"),
         ("disable", "switch a rule off in the running daemon (admin)"),
@@ -323,6 +339,10 @@ def _dispatch(
             return rules_cmd.validate_rule_file(ctx, args.file)
         if args.rules_command == "test":
             return rules_cmd.test_rules(ctx, args.target)
+        if args.rules_command == "import":
+            from daemoneye.commands.rules_import import import_rules
+
+            return import_rules(ctx, args.paths, args.out, force=args.force)
         if args.rules_command in ("enable", "disable"):
             return rules_cmd.set_rule_enabled(ctx, args.rule_id, args.rules_command == "enable")
         if args.rules_command == "reload":

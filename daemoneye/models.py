@@ -266,7 +266,7 @@ ALERT_STATES = ("open", "acknowledged", "closed")
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One detection rule as loaded from a TOML `[[rule]]` table."""
+    """One detection rule as loaded from a TOML `[[rule]]` table or a Sigma rule."""
 
     id: str
     name: str
@@ -281,6 +281,13 @@ class Rule:
     source_file: str
     source_line: int
     overrides: str | None = None  # "file:line" of the rule with the same id this one replaced
+    # Where the rule came from: "toml", or "sigma" (a converted Sigma rule, which keeps its
+    # Sigma metadata below; `query` is the SQL it was converted to).
+    source_format: str = "toml"
+    sigma_id: str | None = None
+    status: str | None = None  # Sigma's status: stable, test, experimental, deprecated, …
+    references: tuple[str, ...] = ()
+    falsepositives: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
