@@ -16,16 +16,48 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from daemoneye.collector.event_records import ObservedEvent
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.hashing import ExeHasher
 from daemoneye.collector.records import details_values, display_name
 from daemoneye.collector.scanner import ProcScanner
-from daemoneye.models import ProcessEvent, ProcessKey, ProcessRecord, ScanDelta, ScanStats
+from daemoneye.models import (
+    CHANGE_KINDS,
+    ProcessEvent,
+    ProcessKey,
+    ProcessRecord,
+    ScanDelta,
+    ScanStats,
+)
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Changes:
+    """The change events of one batch, one per (kind, instance) with the old value filled in;
+    each changed instance's record with every change applied; the kernel's comm after a
+    rename (for the scanner, whose stat comparison must not see the rename again)."""
+
+    events: dict[tuple[str, ProcessKey], ProcessEvent] = field(default_factory=dict)
+    states: dict[ProcessKey, ProcessRecord] = field(default_factory=dict)
+    comms: dict[ProcessKey, str] = field(default_factory=dict)
+
+
+def _value_of(kind: str, record: ProcessRecord | None) -> str | None:
+    """What a change of `kind` changes, as the event's text, in `record` (None: unknown)."""
+    if record is None:
+        return None
+    if kind == "rename":
+        return record.name
+    if kind == "uid":
+        return None if record.uid is None else str(record.uid)
+    if kind == "gid":
+        return None if record.gid is None else str(record.gid)
+    return None
+
 
 MAX_BATCH = 4096  # events per worker run; the rest waits for the next run
 _REMEMBERED = 32_768  # instances whose lifecycle facts came from events
@@ -67,6 +99,7 @@ class EventFeed:
         ended: list[ProcessKey] = []
         events: list[ProcessEvent] = []
         hash_jobs: list[tuple[ProcessKey, int]] = []
+        changes = _Changes()
         for item in observed:
             event = item.event
             if event.kind == "fork":
@@ -90,10 +123,21 @@ class EventFeed:
                     self._remember("exec", key)
                 if self._hasher is not None and record.exe and item.start_ticks is not None:
                     hash_jobs.append((key, item.start_ticks))
-            elif event.kind == "exit" and event.start_time != 0.0:
+            elif event.kind == "exit":
                 ended.append(key)
                 self._remember("exit", key)
+            elif event.kind in CHANGE_KINDS:
+                self._change(item, key, added, changes, now)
+                continue
             events.append(event)
+        events += [e for e in changes.events.values() if e.old_value != e.new_value]
+        updated: dict[ProcessKey, ProcessRecord] = {}
+        for key, record in changes.states.items():
+            if key in added:
+                added[key] = record
+            else:
+                updated[key] = record
+                self._scanner.adopt_change(record, changes.comms.get(key))
         if hash_jobs and self._hasher is not None:
             # All at once, not one by one: each submit wakes the hasher thread, which would
             # then trade the GIL with this loop for every exec of a storm.
@@ -111,7 +155,7 @@ class EventFeed:
         return ScanDelta(
             ts=now,
             added=tuple(added.values()),
-            updated=(),
+            updated=tuple(updated.values()),
             execed=tuple(execed),
             ended=tuple(ended),
             events=tuple(events),
@@ -145,6 +189,57 @@ class EventFeed:
             last_seen=item.event.ts,
             **values,
         )
+
+    def _change(
+        self,
+        item: ObservedEvent,
+        key: ProcessKey,
+        added: dict[ProcessKey, ProcessRecord],
+        batch: _Changes,
+        now: float,
+    ) -> None:
+        """Fold one change event into this batch: the old value from what is known of the
+        instance, its record with every change so far applied. Several changes of one kind to
+        one instance in a batch become one (the first old value, the last new one), so a
+        process renaming itself in a loop costs one row per batch, not one per rename."""
+        event = item.event
+        known = batch.states.get(key) or added.get(key) or self._scanner.record(key)
+        if event.kind == "rename" and event.new_value is not None and known is not None:
+            # the name as the record shows it (a name the kernel cut, lengthened)
+            event = replace(
+                event, new_value=display_name(event.new_value, known.exe, known.cmdline)
+            )
+        earlier = batch.events.get((event.kind, key))
+        if earlier is not None:
+            old_value = earlier.old_value
+        else:
+            old_value = _value_of(event.kind, known)
+            if known is not None and old_value == event.new_value:
+                return  # already known: the scan reported it, or only the euid changed
+        batch.events[(event.kind, key)] = replace(
+            event, old_value=old_value, exe=known.exe if known else None
+        )
+        record = self._with_change(known, event, now)
+        if record is not None:
+            batch.states[key] = record
+            if event.kind == "rename" and item.event.new_value is not None:
+                batch.comms[key] = item.event.new_value
+
+    def _with_change(
+        self, known: ProcessRecord | None, event: ProcessEvent, now: float
+    ) -> ProcessRecord | None:
+        """The instance's record with the change applied; None when nothing is known of it or
+        the change is not state (a ptrace attach)."""
+        if known is None or event.new_value is None:
+            return None
+        if event.kind == "rename":
+            return replace(known, name=event.new_value, last_seen=now)
+        if event.kind in ("uid", "gid") and event.new_value.isdigit():
+            value = int(event.new_value)
+            if event.kind == "gid":
+                return replace(known, gid=value, last_seen=now)
+            return replace(known, uid=value, user=self._user_of(value), last_seen=now)
+        return None
 
     def _remember(self, kind: str, key: ProcessKey) -> None:
         seen = self._reported[kind]
