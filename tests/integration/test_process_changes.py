@@ -4,6 +4,7 @@ itself (which makes the scanner read its details again)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -163,6 +164,18 @@ def test_a_rename_after_start_triggers_a_rule_on_the_new_name_once_per_instance(
         "the same alert counted twice",
     )
     assert again["count"] == 2
+    stepper.step("rename", "\x1b[2Jx")  # hostile: a terminal escape in the name
+    wait_for(lambda: len(events_of(harness, stepper.pid, "rename")) == 3, "the third rename")
+    shown = harness.cli("processes", "show", str(stepper.pid), check=True).stdout
+    changes = shown[shown.index("CHANGES") :].splitlines()[1:4]
+    assert ["[kworker/0:1]" in changes[0], "kswapd0" in changes[1]] == [True, True]
+    assert "kswapd0 -> \\x1b[2Jx" in changes[2] and "\x1b" not in shown
+    as_json = json.loads(harness.cli("-o", "json", "processes", "show", str(stepper.pid)).stdout)
+    assert [c["new_value"] for c in as_json[0]["changes"]] == [
+        "[kworker/0:1]",
+        "kswapd0",
+        "\x1b[2Jx",
+    ]
 
 
 def test_a_new_cwd_is_an_event_a_rule_can_match(
