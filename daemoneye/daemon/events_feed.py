@@ -114,6 +114,8 @@ class EventFeed:
                 record = self._exec_record(item, key, now)
                 if record is None:
                     continue
+                changes.states.pop(key, None)  # read at the exec: newer than earlier changes
+                changes.comms.pop(key, None)
                 if key in added or self._scanner.record(key) is None:
                     added[key] = record
                     self._remember("start", key)

@@ -29,6 +29,7 @@ from daemoneye.engine.evaluator import Evaluator, changed_keys
 from daemoneye.models import (
     CHANGE_KINDS,
     EVENT_KINDS,
+    ProcessDetails,
     ProcessEvent,
     ProcessKey,
     Rule,
@@ -326,3 +327,22 @@ def test_a_rule_sees_the_changed_instance_again_and_the_change_event(
     finally:
         evaluator.close()
     assert [(d.pid, dict(d.row)["old_value"]) for d in result.detections] == [(7, "app")]
+
+
+def test_a_rename_then_an_exec_in_one_batch_leaves_the_exec_state(
+    proc: FakeProc, clock: Clock
+) -> None:
+    """The exec's record was read after the rename: the rename's older state must not be
+    written over it, nor handed to the scanner."""
+    proc.spawn(42, "sh", exe="/usr/bin/sh", cmdline=("sh",))
+    feed, queued, scanner = feed_for(proc, clock)
+    scanner.scan()
+    proc.exec(42, "curl", "/usr/bin/curl", ("curl", "x"))
+    exec_event = ProcessEvent(5.0, "exec", 42, key_of(42).start_time, source="netlink")
+    details = ProcessDetails("/usr/bin/curl", False, ("curl", "x"), "/", 1000, 1000, "alice")
+    queued.queued = [change("rename", 42, "sh-renamed"), ObservedEvent(exec_event, 1000, details)]
+    delta = feed.take()
+    assert delta is not None and delta.updated == ()
+    assert [r.exe for r in delta.execed] == ["/usr/bin/curl"]
+    record = scanner.record(key_of(42))
+    assert record is not None and record.exe == "/usr/bin/curl"
