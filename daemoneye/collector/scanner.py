@@ -131,6 +131,29 @@ class ProcScanner:
             entry.comm = comm
         entry.emitted = rec
 
+    def read_record(self, key: ProcessKey, now: float) -> ProcessRecord | None:
+        """A record for an instance the scanner has not met yet, read now and not kept (the
+        event feed's, for a change that arrives before the first scan of its process). None
+        when it is gone, refused, or its pid now names another instance."""
+        try:
+            read = read_instance(self._root, str(key.pid).encode(), self._user_of)
+        except (PermissionError, ValueError):
+            return None
+        if read is None or read.partial:
+            return None
+        start_time = self.boot_time + read.stat.start_ticks / self._ticks_per_s
+        if start_time != key.start_time:
+            return None
+        return records.new_record(
+            read.stat,
+            read.details,
+            start_time=start_time,
+            cpu_percent=0.0,
+            first_seen=now,
+            now=now,
+            exe_sha256=None,
+        )
+
     def scan(self) -> ScanDelta:
         """One tick: read stat of every known process, look for new ones, report differences."""
         started = time.perf_counter()
@@ -304,7 +327,7 @@ class ProcScanner:
         self._mark_busy(name, rec.cpu_percent)
         self._store(entry, rec)
         if not execed:
-            changes = change_events(old, rec, now, exe_setid=self._exe_setid(name))
+            changes = change_events(old, rec, now, exe_setid=self.exe_setid(name))
             if not changes:
                 self._dirty[name] = entry
                 return
@@ -320,7 +343,10 @@ class ProcScanner:
         if rec.exe is not None:
             self._hash_jobs.add(rec.key, stat.start_ticks)
 
-    def _exe_setid(self, name: bytes) -> Callable[[int], bool | None]:
+    def exe_setid(self, name: bytes) -> Callable[[int], bool | None]:
+        """For `change_events`: whether /proc/<name>/exe carries a set-ID bit (None: cannot
+        tell)."""
+
         def has(bit: int) -> bool | None:
             try:
                 return bool(os.stat(self._root + b"/" + name + b"/exe").st_mode & bit)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from daemoneye.collector.changes import change_events
 from daemoneye.collector.event_records import ObservedEvent
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.hashing import ExeHasher
@@ -61,6 +62,7 @@ def _value_of(kind: str, record: ProcessRecord | None) -> str | None:
 
 MAX_BATCH = 4096  # events per worker run; the rest waits for the next run
 _REMEMBERED = 32_768  # instances whose lifecycle facts came from events
+_FRESH = 4096  # records of new instances kept until the scanner meets them (or they exit)
 
 
 class EventFeed:
@@ -85,6 +87,10 @@ class EventFeed:
             "exec": collections.OrderedDict(),
             "exit": collections.OrderedDict(),
         }
+        # What the events wrote of instances the scanner may not have met yet (new ones,
+        # and their changes): the old value of their next change, and what the scanner's
+        # first read of them is compared with (`without_duplicates`).
+        self._fresh: collections.OrderedDict[ProcessKey, ProcessRecord] = collections.OrderedDict()
         self.batches_total = 0
 
     def take(self) -> ScanDelta | None:
@@ -128,6 +134,7 @@ class EventFeed:
             elif event.kind == "exit":
                 ended.append(key)
                 self._remember("exit", key)
+                self._fresh.pop(key, None)
             elif event.kind in CHANGE_KINDS:
                 self._change(item, key, added, changes, now)
                 continue
@@ -140,6 +147,12 @@ class EventFeed:
             else:
                 updated[key] = record
                 self._scanner.adopt_change(record, changes.comms.get(key))
+                if key in self._fresh:
+                    self._keep_fresh(key, record)
+        gone = set(ended)
+        for key, record in added.items():
+            if key not in gone:
+                self._keep_fresh(key, record)
         if hash_jobs and self._hasher is not None:
             # All at once, not one by one: each submit wakes the hasher thread, which would
             # then trade the GIL with this loop for every exec of a storm.
@@ -205,7 +218,19 @@ class EventFeed:
         one instance in a batch become one (the first old value, the last new one), so a
         process renaming itself in a loop costs one row per batch, not one per rename."""
         event = item.event
-        known = batch.states.get(key) or added.get(key) or self._scanner.record(key)
+        known = (
+            batch.states.get(key)
+            or added.get(key)
+            or self._scanner.record(key)
+            or self._fresh.get(key)
+        )
+        if known is None:  # changed before its first scan (a fork child renaming itself)
+            read = self._scanner.read_record(key, now)
+            if read is not None:  # its state after the change; what it was is unknown
+                added[key] = read
+                self._remember("start", key)
+                batch.events[(event.kind, key)] = replace(event, exe=read.exe)
+                return
         if event.kind == "rename" and event.new_value is not None and known is not None:
             # the name as the record shows it (a name the kernel cut, lengthened)
             event = replace(
@@ -243,6 +268,12 @@ class EventFeed:
             return replace(known, uid=value, user=self._user_of(value), last_seen=now)
         return None
 
+    def _keep_fresh(self, key: ProcessKey, record: ProcessRecord) -> None:
+        self._fresh[key] = record
+        self._fresh.move_to_end(key)
+        if len(self._fresh) > _FRESH:
+            self._fresh.popitem(last=False)
+
     def _remember(self, kind: str, key: ProcessKey) -> None:
         seen = self._reported[kind]
         seen[key] = None
@@ -260,14 +291,24 @@ class EventFeed:
         return replace(delta, added=added, execed=execs)
 
     def without_duplicates(self, delta: ScanDelta) -> ScanDelta:
-        """The poller's delta minus the lifecycle facts the events already wrote."""
-        if not delta.events:
-            return delta
+        """The poller's delta minus the lifecycle facts the events already wrote, plus what
+        changed between the events' read of a new instance (at its exec) and the scanner's
+        first read of it: a cwd, an id, a binary deleted meanwhile are changes too."""
         kept = tuple(
             e
             for e in delta.events
             if ProcessKey(e.pid, e.start_time) not in self._reported.get(e.kind, {})
         )
-        if len(kept) == len(delta.events):
+        since_exec: list[ProcessEvent] = []
+        for record in delta.added:
+            earlier = self._fresh.pop(record.key, None)
+            if earlier is not None:  # the name is left out: the events guess it from the exe
+                since_exec += change_events(
+                    replace(earlier, name=record.name),
+                    record,
+                    delta.ts,
+                    exe_setid=self._scanner.exe_setid(str(record.pid).encode()),
+                )
+        if len(kept) == len(delta.events) and not since_exec:
             return delta
-        return replace(delta, events=kept)
+        return replace(delta, events=kept + tuple(since_exec))

@@ -346,3 +346,51 @@ def test_a_rename_then_an_exec_in_one_batch_leaves_the_exec_state(
     assert [r.exe for r in delta.execed] == ["/usr/bin/curl"]
     record = scanner.record(key_of(42))
     assert record is not None and record.exe == "/usr/bin/curl"
+
+
+def test_a_change_before_the_first_scan_adds_the_instance_as_it_is_now(
+    proc: FakeProc, clock: Clock
+) -> None:
+    """A fork child that renames itself before any scan met it: the feed reads it, so the
+    rules have its row (with the new name) beside the event."""
+    feed, queued, scanner = feed_for(proc, clock)
+    scanner.scan()
+    proc.spawn(77, "[kworker/0:1]", exe="/usr/bin/python3", cmdline=("python3", "-c", "x"))
+    queued.queued = [change("rename", 77, "[kworker/0:1]")]
+    delta = feed.take()
+    assert delta is not None
+    assert [(r.pid, r.name) for r in delta.added] == [(77, "[kworker/0:1]")]
+    assert [(e.kind, e.old_value, e.new_value, e.exe) for e in delta.events] == [
+        ("rename", None, "[kworker/0:1]", "/usr/bin/python3")
+    ]
+    assert changed_keys(delta) == (key_of(77),)
+    clock.now += 1
+    assert feed.without_duplicates(scanner.scan()).events == ()  # no 'start' on top of it
+
+
+def test_what_changed_between_the_exec_and_the_first_scan_is_a_change(
+    proc: FakeProc, clock: Clock
+) -> None:
+    """The events read a new program at its exec; the binary deleted (and the cwd moved)
+    before the scanner's first read of it are changes, not silently a different row; a later
+    uid change knows the uid the exec read."""
+    feed, queued, scanner = feed_for(proc, clock)
+    scanner.scan()
+    proc.spawn(88, "evil", exe="/tmp/evil", cmdline=("./evil",), cwd="/tmp", uid=1000)
+    exec_event = ProcessEvent(5.0, "exec", 88, key_of(88).start_time, source="netlink")
+    details = ProcessDetails("/tmp/evil", False, ("./evil",), "/tmp", 1000, 1000, "alice")
+    queued.queued = [ObservedEvent(exec_event, 1000, details)]
+    assert feed.take() is not None
+    queued.queued = [change("uid", 88, "0", setid=False)]
+    delta = feed.take()
+    assert delta is not None
+    assert [(e.kind, e.old_value, e.new_value) for e in delta.events] == [("uid", "1000", "0")]
+    (proc.root / "88" / "status").write_text("Name:\tevil\nUid:\t0\t0\t0\t0\nGid:\t1000\n")
+    relink(proc, 88, "exe", "/tmp/evil (deleted)")
+    relink(proc, 88, "cwd", "/dev/shm")
+    clock.now += 1
+    scanned = feed.without_duplicates(scanner.scan())
+    assert sorted((e.kind, e.old_value, e.new_value) for e in scanned.events) == [
+        ("cwd", "/tmp", "/dev/shm"),
+        ("exe_deleted", "/tmp/evil", None),
+    ]  # and not the uid again
