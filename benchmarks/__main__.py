@@ -21,6 +21,7 @@ from typing import Any
 
 from benchmarks import (
     attack_bench,
+    changes_bench,
     cleanup,
     collector_bench,
     daemon_bench,
@@ -314,6 +315,12 @@ class Suite:
                         steady_scans=plan.steady_scans,
                         cfloor=cfloor,
                     ),
+                )
+            if cfloor is not None:
+                self.guarded(
+                    "collector",
+                    f"the change round's cost at {size} sleepers",
+                    lambda: changes_bench.run(size),
                 )
             if self.wants("daemon"):
                 self.guarded(

@@ -98,7 +98,8 @@ class ProcessRecord:
     # of one core, over the last interval
     cpu_percent: float = field(metadata=_describe("dynamic", unit="percent"))
     exe_sha256: str | None = field(metadata=_describe("details"))
-    exe_deleted: bool = field(metadata=_describe("details"))
+    # set after start too, when the binary is deleted under the running process (the scan)
+    exe_deleted: bool = field(metadata=_describe("dynamic"))
     first_seen: float = field(metadata=_describe("lifecycle", unit="time"))
     last_seen: float = field(metadata=_describe("lifecycle", unit="time"))
     ended_at: float | None = field(default=None, metadata=_describe("lifecycle", unit="time"))
@@ -162,10 +163,29 @@ def field_names(*groups: str) -> tuple[str, ...]:
     return tuple(f.name for f in PROCESS_FIELDS if f.group in groups)
 
 
+# Changes of a running process (no exec): each is a ProcessEvent of its own kind whose
+# `old_value` and `new_value` say what changed (as text; ids as decimal). The kernel's
+# connector reports renames, id changes and ptrace attaches; the scan finds the rest.
+CHANGE_KINDS = (
+    "rename",  # comm changed by prctl(PR_SET_NAME) or /proc/PID/comm: old and new name
+    "uid",  # the real uid changed (setuid, setresuid): old and new uid
+    "gid",  # the real gid changed: old and new gid
+    "ptrace",  # a tracer attached: new_value is the tracer's pid
+    "cwd",  # the working directory changed (found by the scan): old and new path
+    "exe_deleted",  # the executable was deleted after start: old_value is its path
+    "exe_replaced",  # ... and another file now has its path (an upgrade, or a swap)
+)
+LIFECYCLE_KINDS = ("start", "fork", "exec", "exit")
+EVENT_KINDS = LIFECYCLE_KINDS + CHANGE_KINDS
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessEvent:
-    """An append-only lifecycle fact: kind is 'start' (first seen by the poller), 'fork',
-    'exec' or 'exit'. `partial` marks a record whose process was gone before it was read."""
+    """An append-only fact about one instance: kind is 'start' (first seen by the poller),
+    'fork', 'exec', 'exit', or a change after start (CHANGE_KINDS). `partial` marks a record
+    whose process was gone before it was read. For a uid or gid change `exe_setid` says whether
+    the executable carries the set-user-ID (set-group-ID) bit: a setuid program's own
+    setuid(0) is expected, anything else becoming root is not."""
 
     ts: float
     kind: str
@@ -177,6 +197,9 @@ class ProcessEvent:
     exit_code: int | None = None
     source: str = "poll"  # 'poll' or 'netlink'
     partial: bool = False
+    old_value: str | None = None  # a change: the value before (CHANGE_KINDS)
+    new_value: str | None = None  # a change: the value after
+    exe_setid: bool | None = None  # uid/gid changes: the exe is set-user-ID/set-group-ID
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,10 +18,15 @@ datagram of its own) and keeps:
 - PROC_EVENT_NONE (the acknowledgement of a listen request) and PROC_EVENT_EXEC;
 - PROC_EVENT_FORK when the child is a process (child_pid == child_tgid): the event source
   learns the start time of a child that exits without exec'ing from it;
-- PROC_EVENT_EXIT when the task is a process (process_pid == process_tgid).
+- PROC_EVENT_EXIT, PROC_EVENT_UID, PROC_EVENT_GID and PROC_EVENT_COMM when the task is a
+  process (pid == tgid: the thread group's leader): a process's exit, id change or rename.
+  glibc's setuid() changes every thread's ids, one event each, and programs name their
+  threads: only the leader's event says something about the process;
+- PROC_EVENT_PTRACE when a tracer attaches (tracer_pid != 0) to a process's leader.
 
-It drops thread forks, thread exits and every other event type (uid, gid, sid, ptrace, comm,
-coredump, and types newer kernels add): the event source does not use them.
+It drops thread forks, thread exits, thread renames and id changes, ptrace detaches and every
+other event type (sid, coredump, and types newer kernels add): the event source does not use
+them.
 
 The payload is in host byte order, while BPF_ABS loads read big-endian; constants are therefore
 compared in their "wire" form (`_wire32`), and pid/tgid are compared with each other, so the
@@ -36,10 +41,14 @@ from dataclasses import dataclass
 
 from daemoneye.collector.proc_events import (
     NLMSG_DONE,
+    PROC_EVENT_COMM,
     PROC_EVENT_EXEC,
     PROC_EVENT_EXIT,
     PROC_EVENT_FORK,
+    PROC_EVENT_GID,
     PROC_EVENT_NONE,
+    PROC_EVENT_PTRACE,
+    PROC_EVENT_UID,
 )
 
 # Classic BPF opcodes (linux/filter.h, linux/bpf_common.h).
@@ -66,8 +75,10 @@ WHAT_AT = 36
 EVENT_DATA_AT = 52
 FORK_CHILD_PID_AT = EVENT_DATA_AT + 8  # parent_pid, parent_tgid, child_pid, child_tgid
 FORK_CHILD_TGID_AT = EVENT_DATA_AT + 12
-EXIT_PID_AT = EVENT_DATA_AT  # process_pid, process_tgid, exit_code, ...
-EXIT_TGID_AT = EVENT_DATA_AT + 4
+# exit, uid, gid, comm and ptrace all start with the task's process_pid, process_tgid
+TASK_PID_AT = EVENT_DATA_AT
+TASK_TGID_AT = EVENT_DATA_AT + 4
+PTRACE_TRACER_PID_AT = EVENT_DATA_AT + 8  # process_pid, process_tgid, tracer_pid, tracer_tgid
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +124,15 @@ def process_events_filter() -> tuple[Instruction, ...]:
             "not_ack",
             _jeq(_wire32(PROC_EVENT_FORK), then="fork", otherwise="not_fork"),
             "not_fork",
-            _jeq(_wire32(PROC_EVENT_EXIT), then="exit", otherwise="drop"),  # uid, gid, comm ...
+            _jeq(_wire32(PROC_EVENT_EXIT), then="leader", otherwise="not_exit"),
+            "not_exit",
+            _jeq(_wire32(PROC_EVENT_UID), then="leader", otherwise="not_uid"),
+            "not_uid",
+            _jeq(_wire32(PROC_EVENT_GID), then="leader", otherwise="not_gid"),
+            "not_gid",
+            _jeq(_wire32(PROC_EVENT_COMM), then="leader", otherwise="not_comm"),
+            "not_comm",
+            _jeq(_wire32(PROC_EVENT_PTRACE), then="ptrace", otherwise="drop"),  # sid, coredump
             "fork",
             _ld_len(),
             _jge(FORK_CHILD_TGID_AT + 4, then="fork_ids", otherwise="keep"),
@@ -122,13 +141,19 @@ def process_events_filter() -> tuple[Instruction, ...]:
             _tax(),
             _ld(BPF_W, FORK_CHILD_TGID_AT),
             _jeq_x(then="keep", otherwise="drop"),  # child_tgid == child_pid: a process
-            "exit",
+            "ptrace",
             _ld_len(),
-            _jge(EXIT_TGID_AT + 4, then="exit_ids", otherwise="keep"),
-            "exit_ids",
-            _ld(BPF_W, EXIT_PID_AT),
+            _jge(PTRACE_TRACER_PID_AT + 4, then="tracer", otherwise="keep"),
+            "tracer",
+            _ld(BPF_W, PTRACE_TRACER_PID_AT),
+            _jeq(0, then="drop", otherwise="leader"),  # a detach: no tracer
+            "leader",
+            _ld_len(),
+            _jge(TASK_TGID_AT + 4, then="task_ids", otherwise="keep"),
+            "task_ids",
+            _ld(BPF_W, TASK_PID_AT),
             _tax(),
-            _ld(BPF_W, EXIT_TGID_AT),
+            _ld(BPF_W, TASK_TGID_AT),
             _jeq_x(then="keep", otherwise="drop"),  # process_tgid == process_pid: a process
             "drop",
             _ret(DROP),

@@ -16,19 +16,53 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
+from daemoneye.collector.changes import change_events
 from daemoneye.collector.event_records import ObservedEvent
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.hashing import ExeHasher
 from daemoneye.collector.records import details_values, display_name
 from daemoneye.collector.scanner import ProcScanner
-from daemoneye.models import ProcessEvent, ProcessKey, ProcessRecord, ScanDelta, ScanStats
+from daemoneye.models import (
+    CHANGE_KINDS,
+    ProcessEvent,
+    ProcessKey,
+    ProcessRecord,
+    ScanDelta,
+    ScanStats,
+)
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(slots=True)
+class _Changes:
+    """The change events of one batch, one per (kind, instance) with the old value filled in;
+    each changed instance's record with every change applied; the kernel's comm after a
+    rename (for the scanner, whose stat comparison must not see the rename again)."""
+
+    events: dict[tuple[str, ProcessKey], ProcessEvent] = field(default_factory=dict)
+    states: dict[ProcessKey, ProcessRecord] = field(default_factory=dict)
+    comms: dict[ProcessKey, str] = field(default_factory=dict)
+
+
+def _value_of(kind: str, record: ProcessRecord | None) -> str | None:
+    """What a change of `kind` changes, as the event's text, in `record` (None: unknown)."""
+    if record is None:
+        return None
+    if kind == "rename":
+        return record.name
+    if kind == "uid":
+        return None if record.uid is None else str(record.uid)
+    if kind == "gid":
+        return None if record.gid is None else str(record.gid)
+    return None
+
+
 MAX_BATCH = 4096  # events per worker run; the rest waits for the next run
 _REMEMBERED = 32_768  # instances whose lifecycle facts came from events
+_FRESH = 4096  # records of new instances kept until the scanner meets them (or they exit)
 
 
 class EventFeed:
@@ -53,6 +87,10 @@ class EventFeed:
             "exec": collections.OrderedDict(),
             "exit": collections.OrderedDict(),
         }
+        # What the events wrote of instances the scanner may not have met yet (new ones,
+        # and their changes): the old value of their next change, and what the scanner's
+        # first read of them is compared with (`without_duplicates`).
+        self._fresh: collections.OrderedDict[ProcessKey, ProcessRecord] = collections.OrderedDict()
         self.batches_total = 0
 
     def take(self) -> ScanDelta | None:
@@ -67,6 +105,7 @@ class EventFeed:
         ended: list[ProcessKey] = []
         events: list[ProcessEvent] = []
         hash_jobs: list[tuple[ProcessKey, int]] = []
+        changes = _Changes()
         for item in observed:
             event = item.event
             if event.kind == "fork":
@@ -81,6 +120,8 @@ class EventFeed:
                 record = self._exec_record(item, key, now)
                 if record is None:
                     continue
+                changes.states.pop(key, None)  # read at the exec: newer than earlier changes
+                changes.comms.pop(key, None)
                 if key in added or self._scanner.record(key) is None:
                     added[key] = record
                     self._remember("start", key)
@@ -90,10 +131,28 @@ class EventFeed:
                     self._remember("exec", key)
                 if self._hasher is not None and record.exe and item.start_ticks is not None:
                     hash_jobs.append((key, item.start_ticks))
-            elif event.kind == "exit" and event.start_time != 0.0:
+            elif event.kind == "exit":
                 ended.append(key)
                 self._remember("exit", key)
+                self._fresh.pop(key, None)
+            elif event.kind in CHANGE_KINDS:
+                self._change(item, key, added, changes, now)
+                continue
             events.append(event)
+        events += [e for e in changes.events.values() if e.old_value != e.new_value]
+        updated: dict[ProcessKey, ProcessRecord] = {}
+        for key, record in changes.states.items():
+            if key in added:
+                added[key] = record
+            else:
+                updated[key] = record
+                self._scanner.adopt_change(record, changes.comms.get(key))
+                if key in self._fresh:
+                    self._keep_fresh(key, record)
+        gone = set(ended)
+        for key, record in added.items():
+            if key not in gone:
+                self._keep_fresh(key, record)
         if hash_jobs and self._hasher is not None:
             # All at once, not one by one: each submit wakes the hasher thread, which would
             # then trade the GIL with this loop for every exec of a storm.
@@ -111,7 +170,7 @@ class EventFeed:
         return ScanDelta(
             ts=now,
             added=tuple(added.values()),
-            updated=(),
+            updated=tuple(updated.values()),
             execed=tuple(execed),
             ended=tuple(ended),
             events=tuple(events),
@@ -146,6 +205,75 @@ class EventFeed:
             **values,
         )
 
+    def _change(
+        self,
+        item: ObservedEvent,
+        key: ProcessKey,
+        added: dict[ProcessKey, ProcessRecord],
+        batch: _Changes,
+        now: float,
+    ) -> None:
+        """Fold one change event into this batch: the old value from what is known of the
+        instance, its record with every change so far applied. Several changes of one kind to
+        one instance in a batch become one (the first old value, the last new one), so a
+        process renaming itself in a loop costs one row per batch, not one per rename."""
+        event = item.event
+        known = (
+            batch.states.get(key)
+            or added.get(key)
+            or self._scanner.record(key)
+            or self._fresh.get(key)
+        )
+        if known is None:  # changed before its first scan (a fork child renaming itself)
+            read = self._scanner.read_record(key, now)
+            if read is not None:  # its state after the change; what it was is unknown
+                added[key] = read
+                self._remember("start", key)
+                batch.events[(event.kind, key)] = replace(event, exe=read.exe)
+                return
+        if event.kind == "rename" and event.new_value is not None and known is not None:
+            # the name as the record shows it (a name the kernel cut, lengthened)
+            event = replace(
+                event, new_value=display_name(event.new_value, known.exe, known.cmdline)
+            )
+        earlier = batch.events.get((event.kind, key))
+        if earlier is not None:
+            old_value = earlier.old_value
+        else:
+            old_value = _value_of(event.kind, known)
+            if known is not None and old_value == event.new_value:
+                return  # already known: the scan reported it, or only the euid changed
+        batch.events[(event.kind, key)] = replace(
+            event, old_value=old_value, exe=known.exe if known else None
+        )
+        record = self._with_change(known, event, now)
+        if record is not None:
+            batch.states[key] = record
+            if event.kind == "rename" and item.event.new_value is not None:
+                batch.comms[key] = item.event.new_value
+
+    def _with_change(
+        self, known: ProcessRecord | None, event: ProcessEvent, now: float
+    ) -> ProcessRecord | None:
+        """The instance's record with the change applied; None when nothing is known of it or
+        the change is not state (a ptrace attach)."""
+        if known is None or event.new_value is None:
+            return None
+        if event.kind == "rename":
+            return replace(known, name=event.new_value, last_seen=now)
+        if event.kind in ("uid", "gid") and event.new_value.isdigit():
+            value = int(event.new_value)
+            if event.kind == "gid":
+                return replace(known, gid=value, last_seen=now)
+            return replace(known, uid=value, user=self._user_of(value), last_seen=now)
+        return None
+
+    def _keep_fresh(self, key: ProcessKey, record: ProcessRecord) -> None:
+        self._fresh[key] = record
+        self._fresh.move_to_end(key)
+        if len(self._fresh) > _FRESH:
+            self._fresh.popitem(last=False)
+
     def _remember(self, kind: str, key: ProcessKey) -> None:
         seen = self._reported[kind]
         seen[key] = None
@@ -163,14 +291,24 @@ class EventFeed:
         return replace(delta, added=added, execed=execs)
 
     def without_duplicates(self, delta: ScanDelta) -> ScanDelta:
-        """The poller's delta minus the lifecycle facts the events already wrote."""
-        if not delta.events:
-            return delta
+        """The poller's delta minus the lifecycle facts the events already wrote, plus what
+        changed between the events' read of a new instance (at its exec) and the scanner's
+        first read of it: a cwd, an id, a binary deleted meanwhile are changes too."""
         kept = tuple(
             e
             for e in delta.events
             if ProcessKey(e.pid, e.start_time) not in self._reported.get(e.kind, {})
         )
-        if len(kept) == len(delta.events):
+        since_exec: list[ProcessEvent] = []
+        for record in delta.added:
+            earlier = self._fresh.pop(record.key, None)
+            if earlier is not None:  # the name is left out: the events guess it from the exe
+                since_exec += change_events(
+                    replace(earlier, name=record.name),
+                    record,
+                    delta.ts,
+                    exe_setid=self._scanner.exe_setid(str(record.pid).encode()),
+                )
+        if len(kept) == len(delta.events) and not since_exec:
             return delta
-        return replace(delta, events=kept)
+        return replace(delta, events=kept + tuple(since_exec))

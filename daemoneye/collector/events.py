@@ -9,7 +9,9 @@ Conventions every consumer relies on:
   earlier fork/exec taught us its start. Such events have ``partial=True``.
 - Only processes are reported: thread creation (fork with child_pid != child_tgid) and thread
   exits are dropped; exec is reported for the thread group (the kernel makes the exec'ing thread
-  the leader).
+  the leader). Renames, real uid/gid changes and ptrace attaches of a thread group leader are
+  reported as change events ('rename', 'uid', 'gid', 'ptrace') with the new value; a thread's
+  own rename or id change is not.
 - ``exit_code`` is the exit(2) status after a normal exit, and the *negative signal number*
   after death by signal (-9 for SIGKILL), as Python's ``Popen.returncode`` does. Unlike the
   shell's 128+N it cannot be confused with a program that calls exit(137).
@@ -21,6 +23,7 @@ import collections
 import logging
 import os
 import select
+import stat as stat_mode
 import threading
 import time
 from collections.abc import Callable
@@ -34,13 +37,17 @@ from daemoneye.collector.netlink import (
 )
 from daemoneye.collector.proc_events import (
     AckEvent,
+    CommEvent,
     ExecEvent,
     ExitEvent,
     ForkEvent,
+    GidEvent,
     MalformedMessage,
     NetlinkError,
     NetlinkOverrun,
     ProcConnectorEvent,
+    PtraceEvent,
+    UidEvent,
     parse_messages,
 )
 from daemoneye.collector.procfs import StatFields, parse_stat_fields, read_file
@@ -336,6 +343,8 @@ class ProcEventSource:
             observed = self._on_fork(message)
         elif isinstance(message, ExitEvent):
             observed = self._on_exit(message)
+        elif isinstance(message, CommEvent | UidEvent | GidEvent | PtraceEvent):
+            observed = self._on_change(message)
         elif isinstance(message, AckEvent) and message.err:
             log.warning("process connector ack error: %s", os.strerror(message.err))
         if observed is not None:
@@ -436,6 +445,59 @@ class ProcEventSource:
             partial=ticks is None,
         )
         return ObservedEvent(event, ticks, None)
+
+    def _on_change(
+        self, message: CommEvent | UidEvent | GidEvent | PtraceEvent
+    ) -> ObservedEvent | None:
+        """A rename, a real uid/gid change or a ptrace attach of a running process. The event
+        carries the new value; the consumer, which knows the process's record, adds the old
+        one. Threads' events are the socket filter's to drop; any that arrive are counted."""
+        if message.pid != message.tgid:
+            self.threads_ignored_total += 1
+            return None
+        if len(self._queue) >= self._high_water:  # shed like forks: the scan finds the state
+            self.events_total += 1
+            self.dropped_total += 1
+            return None
+        pid = message.tgid
+        known = self._known.get(pid)
+        ticks = known.start_ticks if known is not None else None
+        if ticks is None:
+            stat = self._read_stat(pid, message.timestamp_ns)
+            ticks = stat.start_ticks if stat is not None else None
+        kind, new_value, setid = self._change_value(message)
+        event = ProcessEvent(
+            ts=self._wall(message.timestamp_ns),
+            kind=kind,
+            pid=pid,
+            start_time=self._start_time(ticks),
+            ppid=known.ppid if known is not None else None,
+            source="netlink",
+            partial=ticks is None,
+            new_value=new_value,
+            exe_setid=setid,
+        )
+        return ObservedEvent(event, ticks, None)
+
+    def _change_value(
+        self, message: CommEvent | UidEvent | GidEvent | PtraceEvent
+    ) -> tuple[str, str, bool | None]:
+        """(kind, new value, exe_setid) of a change event."""
+        if isinstance(message, CommEvent):
+            return "rename", message.comm, None
+        if isinstance(message, PtraceEvent):
+            return "ptrace", str(message.tracer_tgid), None
+        if isinstance(message, UidEvent):
+            return "uid", str(message.ruid), self._exe_has(message.tgid, stat_mode.S_ISUID)
+        return "gid", str(message.rgid), self._exe_has(message.tgid, stat_mode.S_ISGID)
+
+    def _exe_has(self, pid: int, bit: int) -> bool | None:
+        """Whether the process's executable carries `bit` (set-user-ID or set-group-ID), None
+        when it cannot be told (gone, no permission, a kernel thread)."""
+        try:
+            return bool(os.stat(f"{self._proc_root}/{pid}/exe").st_mode & bit)
+        except OSError:
+            return None
 
     def _remember(self, pid: int, known: _Known) -> None:
         self._known[pid] = known

@@ -24,9 +24,13 @@ from daemoneye.collector.proc_events import (
     PROC_CN_MCAST_IGNORE,
     PROC_CN_MCAST_LISTEN,
     PROC_EVENT_ALL,
+    PROC_EVENT_COMM,
     PROC_EVENT_EXEC,
     PROC_EVENT_EXIT,
     PROC_EVENT_FORK,
+    PROC_EVENT_GID,
+    PROC_EVENT_PTRACE,
+    PROC_EVENT_UID,
     AckEvent,
     listen_request,
     parse_messages,
@@ -40,9 +44,27 @@ _SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 _SOCK_FPROG = struct.Struct("@HP")  # struct sock_fprog {unsigned short len; sock_filter *filter}
 
 # The event types the event source uses; forks teach it the start time of children that exit
-# without exec'ing. Thread forks and exits also match FORK and EXIT: the socket filter drops them.
-EVENT_MASK = PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT
-_MASK_NAMES = ((PROC_EVENT_FORK, "fork"), (PROC_EVENT_EXEC, "exec"), (PROC_EVENT_EXIT, "exit"))
+# without exec'ing; uid, gid, comm and ptrace are changes after start. The same types about
+# threads (thread forks, exits, renames, per-thread id changes) and ptrace detaches also match
+# the mask: the socket filter drops them.
+EVENT_MASK = (
+    PROC_EVENT_FORK
+    | PROC_EVENT_EXEC
+    | PROC_EVENT_EXIT
+    | PROC_EVENT_UID
+    | PROC_EVENT_GID
+    | PROC_EVENT_PTRACE
+    | PROC_EVENT_COMM
+)
+_MASK_NAMES = (
+    (PROC_EVENT_FORK, "fork"),
+    (PROC_EVENT_EXEC, "exec"),
+    (PROC_EVENT_EXIT, "exit"),
+    (PROC_EVENT_UID, "uid"),
+    (PROC_EVENT_GID, "gid"),
+    (PROC_EVENT_PTRACE, "ptrace"),
+    (PROC_EVENT_COMM, "comm"),
+)
 
 
 class EventsUnavailable(CollectorError):

@@ -9,8 +9,14 @@ start ticks changed: reuse) are read in full through one /proc/<pid> descriptor
 Exec detection is by comm change and is therefore partial: an execve that keeps the 15-byte
 name (bash running bash, a re-exec of itself), or an exec followed by an exit between two
 ticks, is missed. The kernel-events source sees every exec; this poller is the safety net that
-keeps the picture complete. Likewise uid/gid and cwd are read at start and exec only, and
-exe_deleted is not noticed when a binary is deleted after the process was first read.
+keeps the picture complete.
+
+Changes after start (collector/changes.py): a comm change without an exec is a rename; each
+tick also looks at a slice of the instances (every instance once per update interval) for a
+new working directory or a deleted executable. Either leads to a full read of the instance,
+and what differs becomes change events written with the new record at once (not held back by
+the update interval). uid/gid changes are found on those reads too; the kernel events report
+them the moment they happen.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from daemoneye.collector import records
+from daemoneye.collector.changes import ChangeSweep, change_events, links_differ
 from daemoneye.collector.details import InstanceRead, read_instance
 from daemoneye.collector.hashing import ExeHasher
 from daemoneye.collector.procfs import (
@@ -75,6 +82,7 @@ class ProcScanner:
         self._busy: set[bytes] = set()  # nonzero cpu_percent: must drop to 0 when idle
         self._primed: dict[ProcessKey, ProcessRecord] = {}
         self._hash_jobs = HashJobs(hasher)
+        self.sweep = ChangeSweep()
         self._last_ts: float | None = None
         if not os.path.isdir(proc_root):
             raise CollectorError(f"{proc_root} is not a directory: is procfs mounted?")
@@ -111,6 +119,41 @@ class ProcScanner:
         self._store(entry, rec)
         entry.emitted, entry.last_emit = rec, rec.last_seen
 
+    def adopt_change(self, rec: ProcessRecord, comm: str | None = None) -> None:
+        """Take a change reported by the kernel events (a rename, a new uid or gid) as this
+        instance's current and emitted state, so the scan does not report it again; `comm` is
+        the kernel's new name after a rename."""
+        entry = self._entries.get(str(rec.pid).encode())
+        if entry is None or entry.key != rec.key:
+            return
+        self._store(entry, rec)
+        if comm is not None:
+            entry.comm = comm
+        entry.emitted = rec
+
+    def read_record(self, key: ProcessKey, now: float) -> ProcessRecord | None:
+        """A record for an instance the scanner has not met yet, read now and not kept (the
+        event feed's, for a change that arrives before the first scan of its process). None
+        when it is gone, refused, or its pid now names another instance."""
+        try:
+            read = read_instance(self._root, str(key.pid).encode(), self._user_of)
+        except (PermissionError, ValueError):
+            return None
+        if read is None or read.partial:
+            return None
+        start_time = self.boot_time + read.stat.start_ticks / self._ticks_per_s
+        if start_time != key.start_time:
+            return None
+        return records.new_record(
+            read.stat,
+            read.details,
+            start_time=start_time,
+            cpu_percent=0.0,
+            first_seen=now,
+            now=now,
+            exe_sha256=None,
+        )
+
     def scan(self) -> ScanDelta:
         """One tick: read stat of every known process, look for new ones, report differences."""
         started = time.perf_counter()
@@ -127,6 +170,7 @@ class ProcScanner:
             self._settle_idle({name for name, _ in changed}, now)
         for name in new_names:
             self._add(name, now, out)
+        self._sweep_changes(now, out)
         if self._primed:  # still unmatched after a full scan: ended while we were down
             for key, rec in self._primed.items():
                 out.ended.append(key)
@@ -283,7 +327,14 @@ class ProcScanner:
         self._mark_busy(name, rec.cpu_percent)
         self._store(entry, rec)
         if not execed:
-            self._dirty[name] = entry
+            changes = change_events(old, rec, now, exe_setid=self.exe_setid(name))
+            if not changes:
+                self._dirty[name] = entry
+                return
+            self._dirty.pop(name, None)
+            entry.emitted, entry.last_emit = rec, now
+            out.updated.append(rec)
+            out.events.extend(changes)
             return
         self._dirty.pop(name, None)
         entry.emitted, entry.last_emit = rec, now
@@ -291,6 +342,28 @@ class ProcScanner:
         out.events.append(records.start_event(rec, now, kind="exec", partial=read.partial))
         if rec.exe is not None:
             self._hash_jobs.add(rec.key, stat.start_ticks)
+
+    def exe_setid(self, name: bytes) -> Callable[[int], bool | None]:
+        """For `change_events`: whether /proc/<name>/exe carries a set-ID bit (None: cannot
+        tell)."""
+
+        def has(bit: int) -> bool | None:
+            try:
+                return bool(os.stat(self._root + b"/" + name + b"/exe").st_mode & bit)
+            except OSError:
+                return None
+
+        return has
+
+    def _sweep_changes(self, now: float, out: TickOutput) -> None:
+        """This tick's slice of the round over every instance: a new cwd or a deleted exe
+        makes the instance worth a full read (`_recheck`), which reports what changed."""
+        elapsed = now - self._last_ts if self._last_ts is not None else 0.0
+        entries = self._entries
+        for name in self.sweep.take(entries, len(entries), elapsed, self.update_interval):
+            entry = entries.get(name)
+            if entry is not None and links_differ(self._root, name, entry.record):
+                self._recheck(name, entry, now, out)
 
     def _end(self, name: bytes, now: float, out: TickOutput) -> None:
         entry = self._entries.pop(name)

@@ -17,7 +17,7 @@ from daemoneye.daemon.store_answers import detail_from_store
 from daemoneye.errors import DaemonEyeError
 from daemoneye.filters import ProcessFilter, parse_filter
 from daemoneye.ipc.client import ProcessDetail
-from daemoneye.models import PROCESS_FIELDS, ProcessRecord
+from daemoneye.models import PROCESS_FIELDS, ProcessEvent, ProcessRecord
 from daemoneye.output import render
 from daemoneye.store.readonly import ReadOnlyStore
 from daemoneye.store.records import live_records
@@ -113,6 +113,27 @@ def _json_value(value: object) -> object:
     return list(value) if isinstance(value, tuple) else value
 
 
+def change_line(event: ProcessEvent) -> str:
+    """One change after start as `processes show` prints it: when, what, from what to what
+    (process text made visible, never interpreted)."""
+    old = visible(event.old_value) if event.old_value is not None else "?"
+    new = visible(event.new_value) if event.new_value is not None else "?"
+    when = format_time(event.ts)
+    if event.kind == "ptrace":
+        what = f"ptrace   traced by pid {new}"
+    elif event.kind in ("exe_deleted", "exe_replaced"):
+        what = f"{event.kind:<8} {old}"
+    else:
+        what = f"{event.kind:<8} {old} -> {new}"
+        if event.exe_setid:
+            what += "  (setuid/setgid executable)"
+    return f"{when}  {what}  [{event.source}]"
+
+
+def change_lines(changes: tuple[ProcessEvent, ...]) -> list[str]:
+    return [change_line(e) for e in changes]
+
+
 def show_process(ctx: Context, pid: int) -> int:
     detail = with_daemon_or_store(
         ctx,
@@ -133,6 +154,9 @@ def show_process(ctx: Context, pid: int) -> int:
             + (f" and {more} more" if more > 0 else "")
             + "\n"
         )
+        out.write("CHANGES   " + ("(none seen)" if not detail.changes else "") + "\n")
+        for line in change_lines(detail.changes):
+            out.write(f"  {line}\n")
         if detail.instances is not None and detail.instances > 1:
             note(
                 f"pid {pid} was used by {detail.instances} process instances in the retention "
@@ -143,5 +167,16 @@ def show_process(ctx: Context, pid: int) -> int:
     row["ancestry"] = [{"pid": p.pid, "start_time": p.start_time, "name": p.name} for p in chain]
     row["children"] = [{"pid": c.pid, "start_time": c.start_time, "name": c.name} for c in children]
     row["children_total"] = detail.children_total
+    row["changes"] = [
+        {
+            "ts": e.ts,
+            "kind": e.kind,
+            "old_value": e.old_value,
+            "new_value": e.new_value,
+            "exe_setid": e.exe_setid,
+            "source": e.source,
+        }
+        for e in detail.changes
+    ]
     render(tuple(row), [tuple(row.values())], ctx.output, sys.stdout)
     return 0

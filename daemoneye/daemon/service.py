@@ -68,6 +68,7 @@ from daemoneye.models import (
     RulesReload,
     RuleStatus,
 )
+from daemoneye.store.changes import changes_of
 from daemoneye.store.readonly import ReadOnlyStore, open_readonly
 from daemoneye.store.records import ancestry, records_for_pid
 
@@ -271,6 +272,7 @@ class DaemonService:
             instances = await self.in_store(
                 lambda store: max(1, len(records_for_pid(store, params.pid)))
             )
+        changes = await self.in_store(lambda store: changes_of(store, record.key))
         detail = ProcessDetail(
             process=record,
             live=True,
@@ -278,6 +280,7 @@ class DaemonService:
             children=tuple(children),
             instances=instances,
             children_total=len(children),
+            changes=changes,
         )
         # init, a shell farm, a build: thousands of children would not fit in one message.
         return fit_children(detail, [len(self.feed.table.encoded[c.key]) for c in children])

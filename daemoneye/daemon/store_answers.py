@@ -11,6 +11,7 @@ from daemoneye.ipc.codec import to_wire
 from daemoneye.ipc.methods import MethodError
 from daemoneye.ipc.protocol import ErrorCode, ProcessDetail, ProcessesGetParams, fit_children
 from daemoneye.models import Alert
+from daemoneye.store.changes import changes_of
 from daemoneye.store.readonly import ReadOnlyStore
 from daemoneye.store.records import ancestry, children_of, records_for_pid
 
@@ -37,6 +38,7 @@ def detail_from_store(
         children=tuple(children),
         instances=len(instances),
         children_total=len(children),
+        changes=changes_of(store, record.key),
     )
 
 

@@ -21,6 +21,7 @@ from daemoneye.engine.evaluator import (
     EvaluationResult,
     Evaluator,
     RuleStats,
+    changed_keys,
 )
 from daemoneye.engine.last_good import LastGoodFiles
 from daemoneye.engine.reload import ReloadOutcome, RuleRegistry
@@ -128,7 +129,9 @@ class DetectionEngine:
         if not (delta.added or delta.execed or delta.events):
             return []
         if not written:
-            changed = {r.key: r for r in (*delta.added, *delta.execed)}
+            wanted = set(changed_keys(delta))
+            changed = {r.key: r for r in (*delta.updated, *delta.added, *delta.execed)}
+            changed = {key: r for key, r in changed.items() if key in wanted}
             return self._record(
                 self.evaluator.evaluate_records(tuple(changed.values()), delta.events)
             )

@@ -39,8 +39,16 @@ from daemoneye.engine.sandbox import (
     run_rows,
 )
 from daemoneye.errors import QueryError
-from daemoneye.models import Detection, ProcessEvent, ProcessKey, ProcessRecord, Rule, ScanDelta
-from daemoneye.store.rows import PROCESS_COLUMNS, event_row, process_row
+from daemoneye.models import (
+    CHANGE_KINDS,
+    Detection,
+    ProcessEvent,
+    ProcessKey,
+    ProcessRecord,
+    Rule,
+    ScanDelta,
+)
+from daemoneye.store.rows import INSERT_EVENT, PROCESS_COLUMNS, event_row, process_row
 from daemoneye.store.sandbox import BudgetExceeded, register_functions
 
 log = logging.getLogger(__name__)
@@ -67,10 +75,7 @@ _INSERT_RECORD = (
     f"INSERT INTO temp.processes ({', '.join(PROCESS_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(PROCESS_COLUMNS))})"
 )
-_INSERT_EVENT_ROW = (
-    "INSERT INTO temp.process_events (ts, kind, pid, start_time, ppid, exe, cmdline, argv, "
-    "exit_code, source, partial) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_INSERT_EVENT_ROW = INSERT_EVENT.replace("INTO process_events", "INTO temp.process_events")
 
 RowValue = str | int | float | None
 T = TypeVar("T")
@@ -150,8 +155,17 @@ def _create_shadows(conn: apsw.Connection) -> None:
 
 
 def changed_keys(delta: ScanDelta) -> tuple[ProcessKey, ...]:
-    """The instances one tick makes worth evaluating: new ones and ones that exec'd."""
-    return tuple(dict.fromkeys(r.key for r in (*delta.added, *delta.execed)))
+    """The instances one tick makes worth evaluating: new ones, ones that exec'd, and ones
+    that changed after start (a rename, a uid, a new cwd …: models.CHANGE_KINDS), so that
+    every rule sees the new state. Alerts stay one per (rule, instance): a rule that matched
+    before the change counts it again."""
+    keys = [r.key for r in (*delta.added, *delta.execed)]
+    keys += [
+        ProcessKey(e.pid, e.start_time)
+        for e in delta.events
+        if e.kind in CHANGE_KINDS and e.start_time != 0.0
+    ]
+    return tuple(dict.fromkeys(keys))
 
 
 class Evaluator:

@@ -17,7 +17,14 @@ from typing import Any
 
 from daemoneye.errors import DaemonEyeError
 from daemoneye.ipc.codec import to_wire
-from daemoneye.models import Alert, HistoryReach, ProcessKey, ProcessRecord, TimelineEvent
+from daemoneye.models import (
+    Alert,
+    HistoryReach,
+    ProcessEvent,
+    ProcessKey,
+    ProcessRecord,
+    TimelineEvent,
+)
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 1024 * 1024  # one JSON object, its newline included
@@ -240,13 +247,14 @@ class ProcessDetail:
     # memory alone (ask with history=true to have them counted).
     instances: int | None
     children_total: int  # all live children, also those left out of `children`
+    changes: tuple[ProcessEvent, ...] = ()  # its newest changes after start, oldest first
 
 
 def fit_children(detail: ProcessDetail, sizes: list[int]) -> ProcessDetail:
     """`detail` with as many of its children (oldest first) as keep the answer inside one
     message; `sizes` are the encoded sizes of `children`, in order."""
     budget = CHUNK_BYTES - sum(
-        len(dumps(to_wire(record))) for record in (detail.process, *detail.ancestry)
+        len(dumps(to_wire(item))) for item in (detail.process, *detail.ancestry, *detail.changes)
     )
     kept = 0
     for size in sizes:
@@ -263,6 +271,7 @@ def fit_children(detail: ProcessDetail, sizes: list[int]) -> ProcessDetail:
         detail.children[:kept],
         detail.instances,
         detail.children_total,
+        detail.changes,
     )
 
 

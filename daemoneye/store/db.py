@@ -31,6 +31,7 @@ from daemoneye.store.connection import checkpoint, configure, file_error, quick_
 from daemoneye.store.files import enforce_side_file_modes, prepare_store_file, store_exists
 from daemoneye.store.retention import RetentionResult
 from daemoneye.store.rows import (
+    INSERT_EVENT,
     PROCESS_COLUMNS,
     ArgvCache,
     RowPlan,
@@ -107,11 +108,7 @@ UPDATE processes SET ended_at = ?1
 WHERE pid = ?2 AND start_time = ?3 AND ended_at IS NULL
 """
 
-_INSERT_EVENT = """
-INSERT INTO process_events (ts, kind, pid, start_time, ppid, exe, cmdline, argv, exit_code,
-    source, partial)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
+_INSERT_EVENT = INSERT_EVENT
 
 # An instance that ends with its exit code known is written once: the two updates above and
 # below in one statement (SET expressions all see the row as it was, so each column keeps the

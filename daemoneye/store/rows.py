@@ -165,9 +165,29 @@ record_from_row = _reader()
 record_from_row.__doc__ = "Rebuild a ProcessRecord from a row selected in PROCESS_COLUMNS order."
 
 
-def event_row(
-    event: ProcessEvent, argv_of: ArgvFields = argv_fields
-) -> tuple[
+# The process_events columns an event fills, in `event_row` order (id is SQLite's).
+EVENT_COLUMNS = (
+    "ts",
+    "kind",
+    "pid",
+    "start_time",
+    "ppid",
+    "exe",
+    "cmdline",
+    "argv",
+    "exit_code",
+    "source",
+    "partial",
+    "old_value",
+    "new_value",
+    "exe_setid",
+)
+INSERT_EVENT = (
+    f"INSERT INTO process_events ({', '.join(EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+)
+
+EventRow = tuple[
     float,
     str,
     int,
@@ -179,8 +199,15 @@ def event_row(
     int | None,
     str,
     int,
-]:
-    """The process_events row for `event` (id assigned by SQLite)."""
+    str | None,
+    str | None,
+    int | None,
+]
+
+
+def event_row(event: ProcessEvent, argv_of: ArgvFields = argv_fields) -> EventRow:
+    """The process_events row for `event` (id assigned by SQLite), in EVENT_COLUMNS order.
+    The old and new values of a change are process text (a name, a path): hostile."""
     cmdline: str | None = None
     argv: str | None = None
     if event.cmdline is not None:
@@ -197,4 +224,7 @@ def event_row(
         event.exit_code,
         event.source,
         int(event.partial),
+        safe_optional(event.old_value),
+        safe_optional(event.new_value),
+        None if event.exe_setid is None else int(event.exe_setid),
     )

@@ -212,12 +212,45 @@ BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: only pruning under a checkp
 END;
 """
 
+_V4_PROCESS_CHANGES = """
+-- Changes after start (models.py CHANGE_KINDS) are events too, with what changed. SQLite cannot
+-- alter a CHECK constraint, so the table is rebuilt with the wider list of kinds; rows keep
+-- their ids (rules and the evaluator page through events by id).
+CREATE TABLE process_events_v4 (
+    id          INTEGER PRIMARY KEY,
+    ts          REAL    NOT NULL,
+    kind        TEXT    NOT NULL CHECK (kind IN ('start', 'fork', 'exec', 'exit', 'rename',
+                        'uid', 'gid', 'ptrace', 'cwd', 'exe_deleted', 'exe_replaced')),
+    pid         INTEGER NOT NULL,
+    start_time  REAL    NOT NULL,
+    ppid        INTEGER,
+    exe         TEXT,
+    cmdline     TEXT,
+    argv        TEXT,
+    exit_code   INTEGER,
+    source      TEXT    NOT NULL CHECK (source IN ('poll', 'netlink')),
+    partial     INTEGER NOT NULL DEFAULT 0 CHECK (partial IN (0, 1)),
+    old_value   TEXT,                        -- a change: the name, id or path before
+    new_value   TEXT,                        -- a change: after (ptrace: the tracer's pid)
+    exe_setid   INTEGER CHECK (exe_setid IN (0, 1))  -- uid/gid: the exe is setuid/setgid
+) STRICT;
+INSERT INTO process_events_v4 (id, ts, kind, pid, start_time, ppid, exe, cmdline, argv,
+    exit_code, source, partial)
+SELECT id, ts, kind, pid, start_time, ppid, exe, cmdline, argv, exit_code, source, partial
+FROM process_events;
+DROP TABLE process_events;
+ALTER TABLE process_events_v4 RENAME TO process_events;
+CREATE INDEX process_events_ts ON process_events (ts);
+CREATE INDEX process_events_instance ON process_events (pid, start_time);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "processes, live_processes, process_events, meta", _V1_PROCESSES),
     Migration(2, "alerts, rule_stats, audit_log, sink_outbox, sink_stats", _V2_ALERTS),
     Migration(
         3, "audit log retention: audit_checkpoints, prune-only delete guard", _V3_AUDIT_CHECKPOINTS
     ),
+    Migration(4, "process_events: changes after start, old/new values", _V4_PROCESS_CHANGES),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

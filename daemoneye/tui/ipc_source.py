@@ -118,7 +118,7 @@ class IpcSource:
             if exc.code == ipc.ErrorCode.NOT_FOUND:
                 return None
             raise
-        return ProcessDetail(detail.process, detail.ancestry, detail.children)
+        return ProcessDetail(detail.process, detail.ancestry, detail.children, detail.changes)
 
     async def alerts_list(self) -> tuple[Alert, ...]:
         return tuple(await _call(self.client.alerts_list()))

@@ -39,6 +39,7 @@ from daemoneye.models import (
     DaemonStatus,
     Hello,
     ProcessesDelta,
+    ProcessEvent,
     ProcessKey,
     ProcessRecord,
     RulesReload,
@@ -137,6 +138,7 @@ class ProcessDetail:
     record: ProcessRecord
     ancestry: tuple[ProcessRecord, ...]
     children: tuple[ProcessRecord, ...]
+    changes: tuple[ProcessEvent, ...] = ()  # its newest changes after start, oldest first
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from daemoneye.models import (
     Hello,
     ProcessChange,
     ProcessesDelta,
+    ProcessEvent,
     ProcessKey,
     ProcessRecord,
     Rule,
@@ -571,6 +572,7 @@ class FakeSource:
         self.processes: dict[ProcessKey, ProcessRecord] = {
             r.key: r for r in (sample_processes() if processes is None else processes)
         }
+        self.changes: dict[ProcessKey, tuple[ProcessEvent, ...]] = {}  # process_get's
         self.alerts: dict[int, Alert] = {
             a.id: a for a in (sample_alerts() if alerts is None else alerts)
         }
@@ -629,7 +631,10 @@ class FakeSource:
             return None
         by_row = {row_key(k): r for k, r in self.processes.items()}
         return ProcessDetail(
-            record, tuple(ancestry(row_key(key), by_row)), tuple(children(row_key(key), by_row))
+            record,
+            tuple(ancestry(row_key(key), by_row)),
+            tuple(children(row_key(key), by_row)),
+            self.changes.get(key, ()),
         )
 
     async def alerts_list(self) -> tuple[Alert, ...]:

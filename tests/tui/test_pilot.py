@@ -10,9 +10,9 @@ import pytest
 from textual.color import Color
 from textual.widgets import Static
 
-from daemoneye.models import Alert, ProcessChange, ProcessesDelta, ProcessKey
+from daemoneye.models import Alert, ProcessChange, ProcessesDelta, ProcessEvent, ProcessKey
 from daemoneye.tui.logic.format import CMD_CELL_CHARS
-from daemoneye.tui.logic.glyphs import TIMES
+from daemoneye.tui.logic.glyphs import CHEVRON, TIMES
 from daemoneye.tui.logic.keys import parse_row_key, row_key
 from daemoneye.tui.screens.alerts import AlertsScreen
 from daemoneye.tui.screens.help import HelpScreen
@@ -775,3 +775,47 @@ async def test_a_filter_error_is_shown_whole_at_80_columns(make_app: AppFactory)
         assert "".join(shown.split()) == "".join(bar.error.split())
         assert bar.region.contains_region(error.region), "no line of it is clipped"
         assert error.region.right <= 80
+
+
+async def test_detail_pane_lists_the_selected_process_changes_after_start(
+    make_app: AppFactory,
+) -> None:
+    """The pane asks the daemon for the selected instance's changes (a rename, a new uid, a
+    deleted exe) and lists them newest first, with process text escaped; another process's
+    changes are never shown for this one."""
+    source = FakeSource()
+    python3 = ProcessKey(2590, FAKE_NOW - 600)
+    source.changes[python3] = (
+        ProcessEvent(
+            FAKE_NOW - 30,
+            "rename",
+            2590,
+            python3.start_time,
+            old_value="python3",
+            new_value="[kworker/0:1]\x1b[2J",
+        ),
+        ProcessEvent(
+            FAKE_NOW - 20,
+            "uid",
+            2590,
+            python3.start_time,
+            old_value="1000",
+            new_value="0",
+            exe_setid=False,
+        ),
+        ProcessEvent(FAKE_NOW - 10, "exe_deleted", 2590, python3.start_time, old_value="/tmp/x"),
+    )
+    async with make_app(source).run_test(size=(160, 40)) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        assert screen.table.select_key(row_key(python3))
+        await settle(pilot)
+        lines = "\n".join(screen.query_one(ProcessDetail).plain_lines)
+        assert "exe gone /tmp/x" in lines
+        assert f"uid      1000 {CHEVRON} 0" in lines
+        assert f"renamed  python3 {CHEVRON} [kworker/0:1]\\x1b[2J" in lines
+        assert lines.index("exe gone") < lines.index("uid      1000") < lines.index("renamed")
+        others = [k for k in source.processes if k != python3]
+        assert screen.table.select_key(row_key(others[0]))
+        await settle(pilot)
+        assert "renamed" not in "\n".join(screen.query_one(ProcessDetail).plain_lines)

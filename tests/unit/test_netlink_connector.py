@@ -26,9 +26,13 @@ from daemoneye.collector.proc_events import (
     PROC_CN_MCAST_IGNORE,
     PROC_CN_MCAST_LISTEN,
     PROC_EVENT_ALL,
+    PROC_EVENT_COMM,
     PROC_EVENT_EXEC,
     PROC_EVENT_EXIT,
     PROC_EVENT_FORK,
+    PROC_EVENT_GID,
+    PROC_EVENT_PTRACE,
+    PROC_EVENT_UID,
 )
 from daemoneye.errors import CollectorError
 
@@ -147,17 +151,29 @@ def masks_requested(fake: FakeNetlink) -> list[int | None]:
     return [struct.unpack_from("=I", r, 40)[0] if len(r) == 44 else None for r in fake.requests]
 
 
-def test_a_kernel_that_reads_masks_is_narrowed_to_fork_exec_exit(fake: FakeNetlink) -> None:
+def test_a_kernel_that_reads_masks_is_narrowed_to_the_events_the_source_uses(
+    fake: FakeNetlink,
+) -> None:
     """Legacy request and its ack, then the ALL mask and its ack, then the real mask, which
     the kernel does not acknowledge."""
     fake.answer = struct.pack("=I", 0)
     connector = ProcConnector(kernel_release=MODERN)
     connector.open(ack_timeout=5)
     assert masks_requested(fake) == [None, PROC_EVENT_ALL, EVENT_MASK]
-    assert EVENT_MASK == PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT
+    assert EVENT_MASK == (
+        PROC_EVENT_FORK
+        | PROC_EVENT_EXEC
+        | PROC_EVENT_EXIT
+        | PROC_EVENT_UID
+        | PROC_EVENT_GID
+        | PROC_EVENT_PTRACE
+        | PROC_EVENT_COMM
+    )  # not sid, coredump or the exit-code-only bit
     assert all(struct.unpack_from("=I", r, 36)[0] == PROC_CN_MCAST_LISTEN for r in fake.requests)
     assert connector.event_mask == EVENT_MASK
-    assert connector.filtering == "kernel mask fork|exec|exit; socket filter drops threads"
+    assert connector.filtering == (
+        "kernel mask fork|exec|exit|uid|gid|ptrace|comm; socket filter drops threads"
+    )
     assert len(connector.recv()) == 0  # both acks consumed
     connector.close()
     assert len(fake.requests[-1]) == 40  # the legacy IGNORE ends any subscription

@@ -49,9 +49,12 @@ from daemoneye.collector.proc_events import (
     PROC_EVENT_SID,
     PROC_EVENT_UID,
     AckEvent,
+    CommEvent,
     ExecEvent,
     ExitEvent,
     ForkEvent,
+    GidEvent,
+    UidEvent,
     parse_messages,
 )
 
@@ -105,7 +108,18 @@ def reference(packet: bytes) -> bool:
         return True
     if what == PROC_EVENT_FORK:
         return len(packet) < 68 or packet[60:64] == packet[64:68]
-    if what == PROC_EVENT_EXIT:
+    if what == PROC_EVENT_PTRACE:
+        if len(packet) < 64:
+            return True
+        if packet[60:64] == b"\0\0\0\0":  # a detach
+            return False
+    if what in (
+        PROC_EVENT_EXIT,
+        PROC_EVENT_UID,
+        PROC_EVENT_GID,
+        PROC_EVENT_COMM,
+        PROC_EVENT_PTRACE,
+    ):
         return len(packet) < 60 or packet[52:56] == packet[56:60]
     return False
 
@@ -145,18 +159,31 @@ def test_exec_and_the_listen_acknowledgement_are_kept() -> None:
 
 @pytest.mark.parametrize(
     "what",
-    [
-        PROC_EVENT_UID,
-        PROC_EVENT_GID,
-        PROC_EVENT_SID,
-        PROC_EVENT_PTRACE,
-        PROC_EVENT_COMM,
-        PROC_EVENT_COREDUMP,
-        0x00000400,
-    ],  # and a type a future kernel may add
+    [PROC_EVENT_SID, PROC_EVENT_COREDUMP, 0x00000400],  # and a type a future kernel may add
 )
 def test_event_types_the_source_does_not_use_are_dropped(what: int) -> None:
     assert not kept(datagram(what, b"\0" * 24))
+
+
+def task_event(what: int, pid: int, tgid: int, rest: bytes = b"\0" * 16) -> bytes:
+    return datagram(what, struct.pack("=II", pid, tgid) + rest)
+
+
+@pytest.mark.parametrize("what", [PROC_EVENT_UID, PROC_EVENT_GID, PROC_EVENT_COMM])
+def test_a_process_id_change_or_rename_is_kept_a_threads_dropped(what: int) -> None:
+    """glibc's setuid() changes every thread's ids (one event each) and programs name their
+    threads: only the thread group leader's event is about the process."""
+    assert kept(task_event(what, 42, 42))
+    assert not kept(task_event(what, 43, 42))
+
+
+def test_a_ptrace_attach_to_a_process_is_kept_a_detach_or_a_thread_attach_dropped() -> None:
+    def ptrace(pid: int, tgid: int, tracer: int) -> bytes:
+        return task_event(PROC_EVENT_PTRACE, pid, tgid, struct.pack("=II", tracer, tracer))
+
+    assert kept(ptrace(42, 42, 7))
+    assert not kept(ptrace(42, 42, 0))  # detach
+    assert not kept(ptrace(43, 42, 7))  # gdb attaches to every thread: one event is enough
 
 
 def test_netlink_errors_overruns_and_short_datagrams_are_kept() -> None:
@@ -166,6 +193,7 @@ def test_netlink_errors_overruns_and_short_datagrams_are_kept() -> None:
     assert kept(b"\0" * 12)  # the parser, not the filter, reports garbage
     assert kept(fork(43, 42)[:64])  # too short to compare the ids: the parser decides
     assert kept(exit_(43, 42)[:56])
+    assert kept(task_event(PROC_EVENT_PTRACE, 43, 42)[:60])
 
 
 def test_the_constants_are_compared_in_host_byte_order() -> None:
@@ -204,7 +232,10 @@ def test_real_captured_datagrams_follow_the_contract() -> None:
         elif isinstance(message, AckEvent):
             assert kept(packet), name
             verdicts["ack"] += 1
-        else:  # comm, uid, gid, sid
+        elif isinstance(message, UidEvent | GidEvent | CommEvent) and message.pid == message.tgid:
+            assert kept(packet), name
+            verdicts["process"] += 1
+        else:  # sid, a thread's comm, uid or gid
             assert not kept(packet), name
             verdicts["other"] += 1
     assert all(verdicts.values()), verdicts  # every kind of verdict was exercised
@@ -223,7 +254,10 @@ def test_any_bytes_follow_the_contract(packet: bytes) -> None:
             PROC_EVENT_EXEC,
             PROC_EVENT_NONE,
             PROC_EVENT_UID,
+            PROC_EVENT_GID,
             PROC_EVENT_COMM,
+            PROC_EVENT_PTRACE,
+            PROC_EVENT_SID,
         ]
     ),
     st.integers(0, 2**32 - 1),

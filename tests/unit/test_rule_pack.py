@@ -13,7 +13,7 @@ import pytest
 
 from daemoneye.engine.evaluator import Evaluator
 from daemoneye.engine.rule_loader import RuleSet, load_rules
-from daemoneye.models import ProcessKey, ProcessRecord, ScanDelta, ScanStats
+from daemoneye.models import ProcessEvent, ProcessKey, ProcessRecord, ScanDelta, ScanStats
 from daemoneye.paths import BUILTIN_RULES_DIR
 from daemoneye.store import Store
 
@@ -67,8 +67,24 @@ def record(spec: dict[str, Any], pid: int, start_time: float, ppid: int) -> Proc
     )
 
 
-def tick(ts: float, added: list[ProcessRecord]) -> ScanDelta:
-    return ScanDelta(ts, tuple(added), (), (), (), (), ScanStats(0.0, 0, 0, 0, 0, 0, 0))
+def tick(ts: float, added: list[ProcessRecord], events: tuple[ProcessEvent, ...] = ()) -> ScanDelta:
+    return ScanDelta(ts, tuple(added), (), (), (), events, ScanStats(0.0, 0, 0, 0, 0, 0, 0))
+
+
+def change(spec: dict[str, Any], subject: ProcessRecord) -> ProcessEvent:
+    """A change after start of the subject (`events` in a case): kind, old, new, setid."""
+    return ProcessEvent(
+        ts=subject.start_time + 0.25,
+        kind=spec["kind"],
+        pid=subject.pid,
+        start_time=subject.start_time,
+        ppid=subject.ppid,
+        exe=subject.exe,
+        source=spec.get("source", "netlink"),
+        old_value=spec.get("old"),
+        new_value=spec.get("new"),
+        exe_setid=spec.get("setid"),
+    )
 
 
 def world(store: Store, case: dict[str, Any]) -> ProcessKey:
@@ -83,7 +99,8 @@ def world(store: Store, case: dict[str, Any]) -> ProcessKey:
         for i, spec in enumerate(case.get("siblings", []))
     ]
     subject = record(case["process"], SUBJECT_PID, SUBJECT_START + 0.5, parent_pid)
-    store.apply(tick(SUBJECT_START + 1, [*siblings, subject]))
+    events = tuple(change(spec, subject) for spec in case.get("events", []))
+    store.apply(tick(SUBJECT_START + 1, [*siblings, subject], events))
     return subject.key
 
 

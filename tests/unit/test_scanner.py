@@ -302,16 +302,20 @@ def test_exec_is_detected_by_a_name_change(
     assert delta.stats.execs == 1
 
 
-def test_a_rename_without_exec_is_an_update_not_an_exec(
+def test_a_rename_without_exec_is_a_rename_event_not_an_exec(
     proc: FakeProc, make_scanner: Callable[..., ProcScanner], clock: Clock
 ) -> None:
     proc.spawn(42, "python3", exe="/usr/bin/python3", cmdline=("python3", "app.py"))
-    scanner = make_scanner(update_interval=0.0)
+    scanner = make_scanner(update_interval=60.0)
     scanner.scan()
     clock.now += 1
     proc.change(42, comm="worker-3")  # prctl(PR_SET_NAME)
     delta = scanner.scan()
-    assert delta.execed == () and delta.events == ()
+    assert delta.execed == ()
+    assert [(e.kind, e.old_value, e.new_value, e.source) for e in delta.events] == [
+        ("rename", "python3", "worker-3", "poll")
+    ]
+    # written with its event at once, not held back by the update interval
     assert [r.name for r in delta.updated] == ["worker-3"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from daemoneye.models import PROCESS_FIELDS, Alert, ProcessRecord, RecordField
+from daemoneye.models import PROCESS_FIELDS, Alert, ProcessEvent, ProcessRecord, RecordField
 from daemoneye.tui.logic.format import (
     DASH,
     format_bytes,
@@ -165,3 +165,39 @@ def alert_facts(alerts: Sequence[Alert], now: float) -> list[Fact]:
     if len(alerts) > MAX_ALERTS:
         lines.append(("", f"+{len(alerts) - MAX_ALERTS} more", "dim"))
     return lines
+
+
+# How the pane names a change after start (models.CHANGE_KINDS), and its tone: the changes
+# that built-in rules watch stand out.
+_CHANGE_LABELS = {
+    "rename": ("renamed", "medium"),
+    "uid": ("uid", "high"),
+    "gid": ("gid", "medium"),
+    "ptrace": ("traced", "high"),
+    "cwd": ("cwd", ""),
+    "exe_deleted": ("exe gone", "critical"),
+    "exe_replaced": ("exe new", "medium"),
+}
+MAX_CHANGES = 8
+
+
+def change_facts(changes: Sequence[ProcessEvent], now: float) -> list[Fact]:
+    """One line per change after start, newest first: what changed, from what to what (text a
+    process chose, escaped and capped), and when."""
+    facts: list[Fact] = []
+    for event in reversed(changes[-MAX_CHANGES:]):
+        label_text, change_tone = _CHANGE_LABELS.get(event.kind, (event.kind, ""))
+        old = safe(event.old_value, 256) if event.old_value is not None else "?"
+        new = safe(event.new_value, 256) if event.new_value is not None else "?"
+        if event.kind == "ptrace":
+            what = f"by pid {new}"
+        elif event.kind in ("exe_deleted", "exe_replaced"):
+            what = old
+        else:
+            what = f"{old} {CHEVRON} {new}"
+            if event.exe_setid:
+                what += "  (setuid program)"
+        facts.append((label_text, f"{what}  {format_time(event.ts, now)}", change_tone))
+    if len(changes) > MAX_CHANGES:
+        facts.append(("", f"+{len(changes) - MAX_CHANGES} earlier changes", "dim"))
+    return facts

@@ -13,10 +13,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Static
 
-from daemoneye.models import ProcessKey
+from daemoneye.models import ProcessEvent, ProcessKey
 from daemoneye.tui.input_priority import let_input_in
 from daemoneye.tui.logic.alerts import alerts_for, worst_by_process
-from daemoneye.tui.logic.detail import alert_facts, process_facts
+from daemoneye.tui.logic.detail import alert_facts, change_facts, process_facts
 from daemoneye.tui.logic.keys import parse_row_key, row_key
 from daemoneye.tui.logic.live import ProcessSet
 from daemoneye.tui.logic.processes import ProcessView
@@ -81,6 +81,9 @@ class ProcessesScreen(DashboardScreen):
         self._dirty = True
         self._detail_toggled = False
         self._detail_shown: tuple[object, ...] | None = None
+        # the selected row's changes after start, fetched when it is selected or changes
+        self._changes: tuple[str | None, tuple[ProcessEvent, ...]] = (None, ())
+        self._changes_for: tuple[str, float] | None = None
         self._refreshed_at = float("-inf")  # time.monotonic() of the last table refresh
         self._incoming: list[ProcessSet] = []  # sets waiting for the next frame, in order
         self._incoming_since = 0.0  # time.monotonic() when the first waiting set came
@@ -236,7 +239,29 @@ class ProcessesScreen(DashboardScreen):
         self._detail_shown = shown
         now = self.dashboard.now()
         facts = process_facts(record, status, ancestry, children, now)
+        changes = self._changes[1] if self._changes[0] == key else ()
+        if changes:  # above the command line, which may be kilobytes long
+            facts[-1:-1] = change_facts(changes, now)
         pane.show(facts, alert_facts(alerts_for(key, alerts.values()), now), cpu, rss)
+        if self._changes_for != (key, record.last_seen):
+            self._changes_for = (key, record.last_seen)
+            self._fetch_changes(key)
+
+    @work(group="detail-changes", exclusive=True)
+    async def _fetch_changes(self, key: str) -> None:
+        """The selected instance's changes after start, from the daemon; a newer selection
+        cancels this one (exclusive), and an answer for a process no longer selected is
+        dropped."""
+        try:
+            detail = await self.dashboard.source.process_get(parse_row_key(key))
+        except SourceError:
+            return  # the pane shows what it has; the connection state is shown elsewhere
+        changes = detail.changes if detail is not None else ()
+        if self.selected_key != key or self._changes == (key, changes):
+            return
+        self._changes = (key, changes)
+        self._detail_shown = None
+        self._show_detail()
 
     # -- actions ----------------------------------------------------------------------------
     def action_filter(self) -> None:
