@@ -19,6 +19,7 @@ from daemoneye.config.sink_values import (
     redact_headers,
     redact_url,
 )
+from daemoneye.models import DEFAULT_ENVIRONMENT
 from daemoneye.paths import Paths
 
 
@@ -43,6 +44,15 @@ def _spec(
         "check": check,
         "redact": redact,
     }
+
+
+def check_environment_names(names: tuple[str, ...]) -> None:
+    """Variable names as the shell writes them: no '=', no NUL, no spaces, at most 64 of them."""
+    if len(names) > 64:
+        raise ValueError(f"at most 64 names, got {len(names)}")
+    for name in names:
+        if not name or len(name) > 128 or not all(c.isalnum() or c == "_" for c in name):
+            raise ValueError(f"{name!r} is not an environment variable name (letters, digits, _)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +96,15 @@ class CollectorConfig:
             "overrun up to 64MiB.",
             lo=64 * 1024,
             hi=64 * 1024**2,
+        ),
+    )
+    environment: tuple[str, ...] = field(
+        default=DEFAULT_ENVIRONMENT,
+        metadata=_spec(
+            "names",
+            "The environment variables stored and shown for each process (read at start and "
+            "exec); nothing else from a process's environment is kept. Empty: none.",
+            check=check_environment_names,
         ),
     )
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daemoneye import __version__
+from daemoneye.collector.context import ContextReader
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.hashing import ExeHasher
 from daemoneye.collector.netlink import EventsUnavailable, ProcConnector, probe
@@ -90,6 +91,7 @@ class Collection:
             clock=clock,
             hasher=self.hasher,
             user_names=self.user_names,
+            context=ContextReader(os.fsencode(proc_root), config.collector.environment),
         )
         self.started_at = clock()
         self.ticks = 0
@@ -127,6 +129,9 @@ class Collection:
                 connector=ProcConnector(rcvbuf_bytes=self.config.collector.event_buffer),
                 proc_root=self._proc_root,
                 user_of=self.user_names,
+                context=ContextReader(
+                    os.fsencode(self._proc_root), self.config.collector.environment
+                ),
             )
             try:
                 source.start()
