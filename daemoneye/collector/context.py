@@ -225,10 +225,15 @@ def allowed_environment(raw: bytes, allowed: Iterable[str]) -> dict[str, str]:
     """The allow-listed variables of an environ block (NUL-separated NAME=value). Nothing else
     is returned. A name set more than once keeps every value, newline-joined in order (the
     dynamic loader and getenv() do not agree on which one counts)."""
+    return _pick_environment(raw, [(name, b"\0" + os.fsencode(name) + b"=") for name in allowed])
+
+
+def _pick_environment(raw: bytes, needles: Iterable[tuple[str, bytes]]) -> dict[str, str]:
     block = b"\0" + raw
     found: dict[str, str] = {}
-    for name in allowed:
-        needle = b"\0" + os.fsencode(name) + b"="
+    for name, needle in needles:
+        if needle not in block:
+            continue
         values = []
         at = block.find(needle)
         while at >= 0:
@@ -243,6 +248,8 @@ def allowed_environment(raw: bytes, allowed: Iterable[str]) -> dict[str, str]:
 
 def environment_json(found: Mapping[str, str]) -> str:
     """The stored form: a compact JSON object (rules read it with json_extract)."""
+    if not found:
+        return "{}"
     return json.dumps(found, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -402,6 +409,7 @@ class ContextReader:
         init_pid: int = 1,
     ) -> None:
         self.environment = tuple(environment)
+        self._needles = [(name, b"\0" + os.fsencode(name) + b"=") for name in self.environment]
         self._root = proc_root
         self._init_pid = init_pid  # whose namespaces count as the host's (tests pick another)
         self._init_ns: dict[str, int | None] | None = None
@@ -476,7 +484,7 @@ class ContextReader:
         if not self.environment:
             return {}
         raw = _read_bounded(b"environ", dir_fd, ENVIRON_MAX_BYTES)
-        return None if raw is None else allowed_environment(raw, self.environment)
+        return None if raw is None else _pick_environment(raw, self._needles)
 
     def _session_ssh_client(self, session_id: int, start_ticks: int, dir_fd: int) -> str | None:
         """SSH_CONNECTION of the session leader (pid = session id): the login shell sshd
@@ -559,11 +567,14 @@ class ContextReader:
         return parsed
 
 
+_NS_LINKS = tuple((name, b"ns/" + name.encode()) for name in NAMESPACES)
+
+
 def _namespaces(dir_fd: int) -> dict[str, int | None]:
     found: dict[str, int | None] = {}
-    for name in NAMESPACES:
+    for name, link in _NS_LINKS:
         try:
-            found[name] = parse_ns_link(os.readlink(b"ns/" + name.encode(), dir_fd=dir_fd))
+            found[name] = parse_ns_link(os.readlink(link, dir_fd=dir_fd))
         except OSError:
             found[name] = None
     return found
