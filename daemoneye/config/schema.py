@@ -290,6 +290,14 @@ class TuiConfig:
             "The K key toggles it and saves it here.",
         ),
     )
+    show_container: bool = field(
+        default=False,
+        metadata=_spec(
+            "bool",
+            "Show the CONTAINER column (runtime and id, or host) on the processes screen. "
+            "The C key toggles it and saves it here.",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
