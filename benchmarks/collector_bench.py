@@ -348,6 +348,23 @@ def _scanner_rows(label: str, processes: int | None, s: _Samples) -> list[Row]:
         ),
         Row(
             SECTION,
+            f"{label}: context per new process (added, CPU)",
+            processes,
+            summarize(cpu_added),
+            "µs/proc",
+            "C floor",
+            summarize(paired_ratios(cpu_added, s.c_floor)),
+            f"≤{CONTEXT_LIMIT_US / FULL_SCAN_FLOOR_AT_TARGET_US:.2f}x C floor",
+            judge(
+                statistics.median(paired_ratios(cpu_added, s.c_floor)),
+                CONTEXT_LIMIT_US / FULL_SCAN_FLOOR_AT_TARGET_US,
+            ),
+            f"the same figure against the load of the run: {CONTEXT_LIMIT_US:g} µs was "
+            f"{CONTEXT_LIMIT_US / FULL_SCAN_FLOOR_AT_TARGET_US:.2f}x the C floor of "
+            f"{FULL_SCAN_FLOOR_AT_TARGET_US:g} µs when the targets were set",
+        ),
+        Row(
+            SECTION,
             f"{label}: context per new process (added, wall)",
             processes,
             summarize([a - b for a, b in zip(s.full_context, s.full_no_context, strict=True)]),
