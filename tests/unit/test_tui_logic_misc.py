@@ -152,16 +152,17 @@ def test_the_detail_pane_shows_session_stdio_environment_and_namespaces_escaped(
         environment='{"LD_PRELOAD":"/tmp/\\u001b[31mx.so","HISTFILE":"/dev/null"}',
     )
     facts = {label: (value, tone) for label, value, tone in context_facts(record)}
-    assert facts["container"] == ("docker 3f2a9c1b7d20", "medium")
+    assert all(len(label) <= 8 for label in facts), "the pane's label column"
+    assert facts["runs in"] == ("container docker 3f2a9c1b7d20", "medium")
     assert "\x1b" not in facts["cgroup"][0] and "\n" not in facts["cgroup"][0]
-    assert facts["namespaces"][0] == "pid 10  mnt 11  net 12  user 13  (not PID 1's: pid net)"
+    assert facts["ns"][0] == "pid 10  mnt 11  net 12  user 13  (not PID 1's: pid net)"
     assert facts["session"][0] == (
         "sid 4000  tty pts/3  loginuid 1000  ssh from 203.0.113.7 50022 (from the session leader)"
     )
     assert facts["stdin"] == ("socket:tcp 10.0.0.5:39490->10.0.0.9:4444 established", "high")
     assert "\x1b" not in facts["stdout"][0] and facts["stdout"][1] == ""
     assert facts["stderr"] == ("unreadable", "dim")
-    environment, tone = facts["environment"]
+    environment, tone = facts["env"]
     assert "\x1b" not in environment and "LD_PRELOAD=/tmp/" in environment and tone == ""
     assert environment_pairs("{}") == []
     assert environment_pairs("not json") is None

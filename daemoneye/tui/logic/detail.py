@@ -232,16 +232,17 @@ def stdio_tone(target: str | None) -> str:
 
 def context_facts(record: ProcessRecord) -> list[Fact]:
     """What the process runs in: container or unit, namespaces, session, stdio, environment.
-    A kernel thread (no cgroup, no namespaces read) gets none of these lines."""
+    A kernel thread (no cgroup, no namespaces read) gets none of these lines. Labels stay
+    within the pane's 8-character label column."""
     if record.cgroup is None and record.pid_ns is None and record.environment is None:
         return []
     container = container_text(record)
     facts: list[Fact] = []
     if container:
-        facts.append(("container", container, "medium"))
+        facts.append(("runs in", f"container {container}", "medium"))
     facts.append(("unit", safe(record.unit, 256) if record.unit else DASH, ""))
     facts.append(("cgroup", safe(record.cgroup, 1024) if record.cgroup else "unreadable", ""))
-    facts.append(("namespaces", _namespaces_text(record), ""))
+    facts.append(("ns", _namespaces_text(record), ""))
     facts.append(("session", _session_text(record), ""))
     for name, target in (
         ("stdin", record.stdin),
@@ -251,7 +252,7 @@ def context_facts(record: ProcessRecord) -> list[Fact]:
         facts.append(
             (name, safe(target, 1024) if target is not None else "unreadable", stdio_tone(target))
         )
-    facts.append(("environment", *_environment_text(record)))
+    facts.append(("env", *_environment_text(record)))
     return facts
 
 
