@@ -22,7 +22,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from daemoneye.collector.procfs import VANISHED_ERRORS, decode
 from daemoneye.models import DEFAULT_ENVIRONMENT
@@ -54,6 +54,9 @@ _UNIX_TYPES = {1: "stream", 2: "dgram", 5: "seqpacket"}
 _SESSIONS_MAX = 4096
 _TEXT_MAX_BYTES = 64 * 1024  # cgroup, loginuid: a few dozen bytes; a cgroup path is < 4 KiB
 _T = TypeVar("_T")
+_V = TypeVar("_V", str | None, int | None)
+_SHARED_MAX = 16384
+_SHARED_TEXT_MAX = 512
 
 
 # -- cgroup → container or unit ---------------------------------------------------------------
@@ -416,6 +419,7 @@ class ContextReader:
         self._generation = 0
         # (net namespace, table) → (generation, read again for a miss, inode → description)
         self._tables: dict[tuple[int | None, str], tuple[int, bool, dict[int, str]]] = {}
+        self._shared: dict[object, object] = {}  # see _share
         # session id → (leader's start ticks, ssh client or None)
         self._sessions: dict[int, tuple[int, str | None]] = {}
 
@@ -459,26 +463,42 @@ class ContextReader:
                 client = self._session_ssh_client(session_id, start_ticks, dir_fd)
                 source = "session leader" if client is not None else None
         net_ns = namespaces["net"]
+        share = self._share
         return Context(
-            cgroup.path,
+            share(cgroup.path),
             runtime,
-            cgroup.container_id,
-            cgroup.unit,
-            namespaces["pid"],
-            namespaces["mnt"],
-            namespaces["net"],
-            namespaces["user"],
+            share(cgroup.container_id),
+            share(cgroup.unit),
+            share(namespaces["pid"]),
+            share(namespaces["mnt"]),
+            share(namespaces["net"]),
+            share(namespaces["user"]),
             foreign,
             session_id,
             tty_name(tty_nr),
             _read_text(b"loginuid", dir_fd, parse_loginuid),
             client,
             source,
-            self._stdio(dir_fd, b"fd/0", net_ns),
-            self._stdio(dir_fd, b"fd/1", net_ns),
-            self._stdio(dir_fd, b"fd/2", net_ns),
-            None if found is None else environment_json(found),
+            share(self._stdio(dir_fd, b"fd/0", net_ns)),
+            share(self._stdio(dir_fd, b"fd/1", net_ns)),
+            share(self._stdio(dir_fd, b"fd/2", net_ns)),
+            None if found is None else share(environment_json(found)),
         )
+
+    def _share(self, value: _V) -> _V:
+        """One object for equal values: thousands of processes share a cgroup, namespaces,
+        stdio and environment, and the daemon keeps every live record (a few hundred bytes each
+        at 10,000 processes). Bounded in entries and in size: a long value (a hostile 128 KiB
+        LD_PRELOAD) is never kept here, so ended processes cannot pin memory through it."""
+        if value is None or (isinstance(value, str) and len(value) > _SHARED_TEXT_MAX):
+            return value
+        shared = self._shared.get(value)
+        if shared is not None:
+            return cast("_V", shared)
+        if len(self._shared) >= _SHARED_MAX:
+            self._shared.clear()
+        self._shared[value] = value
+        return value
 
     def _environment(self, dir_fd: int) -> dict[str, str] | None:
         if not self.environment:
@@ -555,7 +575,7 @@ class ContextReader:
         cached = self._tables.get(key)
         if cached is not None and (not fresh or (cached[0] == self._generation and cached[1])):
             return cached[2]
-        raw = _read_bounded(b"net/" + table.encode(), dir_fd, None)
+        raw = _read_bounded(b"net/" + table.encode(), dir_fd, None, records=True)
         if raw is None:
             parsed: dict[int, str] = {}
         elif table == "unix":
@@ -580,8 +600,12 @@ def _namespaces(dir_fd: int) -> dict[str, int | None]:
     return found
 
 
-def _read_bounded(path: bytes, dir_fd: int, limit: int | None) -> bytes | None:
-    """A /proc file up to `limit` bytes (None: whole); None when it cannot be read."""
+def _read_bounded(
+    path: bytes, dir_fd: int, limit: int | None, *, records: bool = False
+) -> bytes | None:
+    """A /proc file up to `limit` bytes (None: whole); None when it cannot be read. A file
+    generated whole (environ, cgroup, loginuid, stat) ends at a short first read; a table of
+    `records` (net/tcp, net/unix) returns whole lines per read and is read to its end."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
@@ -596,8 +620,8 @@ def _read_bounded(path: bytes, dir_fd: int, limit: int | None) -> bytes | None:
                 break
             chunks.append(chunk)
             size += len(chunk)
-            if len(chunk) < want and size < 4096:
-                break  # procfs generates these files whole: a short first read is all of it
+            if not records and len(chunk) < want and size < 4096:
+                break  # generated whole: a short first read is all of it
             want = _READ_CHUNK if limit is None else min(_READ_CHUNK, limit - size)
         return b"".join(chunks)
     except OSError:

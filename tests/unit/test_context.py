@@ -410,8 +410,13 @@ def context_of(pid: int, reader: ContextReader | None = None) -> Context:
 
 
 def wait_for_exec(child: subprocess.Popen[bytes], comm: str) -> None:
-    for _ in range(2000):
-        if Path(f"/proc/{child.pid}/comm").read_text().strip() == comm:
+    """Until the exec is complete: the kernel renames the task before the new image's
+    environment is in place (environ reads empty in between)."""
+    for _ in range(20000):
+        proc = Path(f"/proc/{child.pid}")
+        if (proc / "comm").read_bytes().strip() == comm.encode() and (
+            proc / "environ"
+        ).read_bytes():
             return
         os.sched_yield()
     raise AssertionError(f"{child.pid} never became {comm}")
@@ -542,13 +547,11 @@ def _host_pid_of_sleep(ancestor: int) -> int:
             if not entry.isdigit():
                 continue
             try:
-                comm = Path(f"/proc/{entry}/comm").read_text().strip()
-                stat = Path(f"/proc/{entry}/stat").read_text()
+                comm = Path(f"/proc/{entry}/comm").read_bytes().strip()
             except OSError:
                 continue
-            if comm == "sleep" and _descends(int(entry), ancestor):
+            if comm == b"sleep" and _descends(int(entry), ancestor):
                 return int(entry)
-            del stat
         os.sched_yield()
     raise AssertionError("the sleeper never appeared")
 
@@ -556,10 +559,10 @@ def _host_pid_of_sleep(ancestor: int) -> int:
 def _descends(pid: int, ancestor: int) -> bool:
     while pid > 1:
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
         except OSError:
             return False
-        pid = int(stat[stat.rfind(")") + 2 :].split()[1])
+        pid = int(stat[stat.rfind(b")") + 2 :].split()[1])
         if pid == ancestor:
             return True
     return False
@@ -572,3 +575,40 @@ def test_no_reader_means_no_context(children: list[subprocess.Popen[bytes]]) -> 
     assert read is not None
     assert all(getattr(read.details, name) is None for name in Context.__dataclass_fields__)
     assert Context() == NO_CONTEXT
+
+
+def test_equal_context_values_are_one_object_but_long_ones_are_not_kept(tmp_path: Path) -> None:
+    """Thousands of processes share a cgroup and stdio: one string each, not one per process;
+    a long hostile value is not held by the reader after its process is gone."""
+    long_value = b"/tmp/" + b"x" * 4096
+    first = fake_process(tmp_path, 4242, fds={0: "/dev/null"}, environ=b"LD_PRELOAD=" + long_value)
+    second = fake_process(tmp_path, 4243, fds={0: "/dev/null"}, environ=b"LD_PRELOAD=" + long_value)
+    reader = ContextReader(os.fsencode(tmp_path))
+    a, b = read_fake(reader, first), read_fake(reader, second)
+    assert a.cgroup == b.cgroup and a.cgroup is b.cgroup
+    assert a.stdin is b.stdin and a.pid_ns is b.pid_ns
+    assert a.environment == b.environment and a.environment is not b.environment
+
+
+def test_a_socket_table_larger_than_one_read_is_read_to_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/proc/net/tcp returns whole lines per read, so a first read shorter than asked is not
+    the end of the table (a busy host lists thousands of sockets)."""
+    proc = fake_process(tmp_path, 4242, fds={0: "socket:[222]"})
+    line = _TCP.split(b"\n")[1]
+    filler = [line.replace(b" 111 ", f" {9000 + n} ".encode()) for n in range(200)]
+    (proc / "net" / "tcp").write_bytes(
+        _TCP.split(b"\n")[0] + b"\n" + b"\n".join(filler) + b"\n" + _TCP.split(b"\n")[2] + b"\n"
+    )
+    real_read = os.read
+
+    def line_by_line(fd: int, size: int) -> bytes:  # like seq_file: never a partial line
+        data = real_read(fd, size)
+        cut = data.rfind(b"\n", 0, len(data) - 1) + 1 if len(data) == size else len(data)
+        os.lseek(fd, cut - len(data), os.SEEK_CUR)
+        return data[:cut]
+
+    monkeypatch.setattr(os, "read", line_by_line)
+    found = read_fake(ContextReader(os.fsencode(tmp_path)), proc)
+    assert (found.stdin or "").startswith("socket:tcp 10.0.0.5:39490->")
