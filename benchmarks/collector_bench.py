@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 SECTION = "collector"
 FULL_SCAN_LIMIT_US = 35.0
+CONTEXT_LIMIT_US = 20.0  # issue 14: a new process costs at most this much more with context
 FULL_SCAN_FLOOR_AT_TARGET_US = 16.0  # the C floor when the 35 µs target was set
 STEADY_LIMIT_RATIO = 1.2
 PSUTIL_FIELDS = [
@@ -59,6 +60,12 @@ class _Samples:
     py_full_floor: list[float] = field(default_factory=list)
     full: list[float] = field(default_factory=list)
     full_no_hasher: list[float] = field(default_factory=list)
+    # hasher off, with and without the context reader, paired within each run
+    full_context: list[float] = field(default_factory=list)
+    full_no_context: list[float] = field(default_factory=list)
+    # the same scans' CPU time (this thread's): what a loaded, shared machine inflates least
+    full_context_cpu: list[float] = field(default_factory=list)
+    full_no_context_cpu: list[float] = field(default_factory=list)
     steady: list[float] = field(default_factory=list)
     steady_vs_py: list[float] = field(default_factory=list)  # median of pass-by-pass ratios
     steady_vs_c: list[float] = field(default_factory=list)
@@ -66,9 +73,11 @@ class _Samples:
     processes: list[int] = field(default_factory=list)
 
 
-def _new_scanner(*, hashing: bool) -> tuple[ProcScanner, ExeHasher | None]:
+def _new_scanner(*, hashing: bool, context: bool = True) -> tuple[ProcScanner, ExeHasher | None]:
     """A scanner built as the daemon builds it (daemon/collection.py), default configuration;
-    `hashing=False` leaves the hasher thread out, to show what it costs a scan."""
+    `hashing=False` leaves the hasher thread out, to show what it costs a scan, and
+    `context=False` the context reader (cgroup, namespaces, session, stdio, environment)."""
+    from daemoneye.collector.context import ContextReader
     from daemoneye.collector.hashing import ExeHasher
     from daemoneye.collector.procfs import read_boot_time
     from daemoneye.collector.scanner import ProcScanner
@@ -86,6 +95,7 @@ def _new_scanner(*, hashing: bool) -> tuple[ProcScanner, ExeHasher | None]:
         clock=time.time,
         update_interval=collector.update_interval,
         hasher=hasher,
+        context=ContextReader(b"/proc", collector.environment) if context else None,
     )
     return scanner, hasher
 
@@ -119,6 +129,7 @@ def _scanner_run(samples: _Samples, steady_scans: int, cfloor: CFloor) -> None:
         bare, _ = _new_scanner(hashing=False)
         samples.full_no_hasher.append(_per_process_us(bare.scan()))
         bare.close()
+        _context_pairs(samples)
         c_passes, py_passes, steady = [], [], []
         for _ in range(steady_scans):
             c_passes.append(cfloor.passes(2)[-1][0] / 1000)  # the first pass runs cold
@@ -135,6 +146,29 @@ def _scanner_run(samples: _Samples, steady_scans: int, cfloor: CFloor) -> None:
     samples.steady.append(statistics.median(steady))
     samples.steady_vs_py.append(statistics.median(paired_ratios(steady, py_passes)))
     samples.steady_vs_c.append(statistics.median(paired_ratios(steady, c_passes)))
+
+
+def _context_pairs(samples: _Samples, pairs: int = 3) -> None:
+    """Full first scans (every process new) with and without the context reader, alternated
+    so that both see the same page cache and load: the difference is what context adds to
+    each new process."""
+    wall: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(pairs):
+        for on in (True, False):
+            scanner, _ = _new_scanner(hashing=False, context=on)
+            try:
+                started = time.thread_time_ns()
+                delta = scanner.scan()
+                used_ns = time.thread_time_ns() - started
+            finally:
+                scanner.close()
+            wall[on].append(_per_process_us(delta))
+            cpu[on].append(used_ns / 1000 / max(delta.stats.processes, 1))
+    samples.full_context.append(statistics.median(wall[True]))
+    samples.full_no_context.append(statistics.median(wall[False]))
+    samples.full_context_cpu.append(statistics.median(cpu[True]))
+    samples.full_no_context_cpu.append(statistics.median(cpu[False]))
 
 
 def measure(
@@ -237,6 +271,10 @@ def run(
         "python_full_floor_us": s.py_full_floor,
         "full_scan_us": s.full,
         "full_scan_no_hasher_us": s.full_no_hasher,
+        "full_scan_context_us": s.full_context,
+        "full_scan_no_context_us": s.full_no_context,
+        "full_scan_context_cpu_us": s.full_context_cpu,
+        "full_scan_no_context_cpu_us": s.full_no_context_cpu,
         "steady_scan_us": s.steady,
         "steady_vs_python_floor": s.steady_vs_py,
         "steady_vs_c_floor": s.steady_vs_c,
@@ -261,6 +299,7 @@ def _scanner_rows(label: str, processes: int | None, s: _Samples) -> list[Row]:
     steady_vs_py = summarize(s.steady_vs_py)
     steady_vs_c = summarize(s.steady_vs_c)
     steady = summarize(s.steady)
+    cpu_added = [a - b for a, b in zip(s.full_context_cpu, s.full_no_context_cpu, strict=True)]
     return [
         Row(
             SECTION,
@@ -293,6 +332,46 @@ def _scanner_rows(label: str, processes: int | None, s: _Samples) -> list[Row]:
             "C full-read floor",
             summarize(paired_ratios(s.full_no_hasher, s.c_full_floor)),
             note="diagnostic: the daemon runs the hasher; this shows its thread's cost to a scan",
+        ),
+        Row(
+            SECTION,
+            f"{label}: context per new process (added, CPU)",
+            processes,
+            summarize(cpu_added),
+            "µs/proc",
+            "full scan without context",
+            summarize(paired_ratios(s.full_context_cpu, s.full_no_context_cpu)),
+            f"≤{CONTEXT_LIMIT_US:g} µs more per new process",
+            judge(statistics.median(cpu_added), CONTEXT_LIMIT_US),
+            "hasher off; full first scans with and without the context reader, alternated; "
+            "the scanning thread's CPU time",
+        ),
+        Row(
+            SECTION,
+            f"{label}: context per new process (added, CPU)",
+            processes,
+            summarize(cpu_added),
+            "µs/proc",
+            "C floor",
+            summarize(paired_ratios(cpu_added, s.c_floor)),
+            f"≤{CONTEXT_LIMIT_US / FULL_SCAN_FLOOR_AT_TARGET_US:.2f}x C floor",
+            judge(
+                statistics.median(paired_ratios(cpu_added, s.c_floor)),
+                CONTEXT_LIMIT_US / FULL_SCAN_FLOOR_AT_TARGET_US,
+            ),
+            f"the same figure against the load of the run: {CONTEXT_LIMIT_US:g} µs was "
+            f"{CONTEXT_LIMIT_US / FULL_SCAN_FLOOR_AT_TARGET_US:.2f}x the C floor of "
+            f"{FULL_SCAN_FLOOR_AT_TARGET_US:g} µs when the targets were set",
+        ),
+        Row(
+            SECTION,
+            f"{label}: context per new process (added, wall)",
+            processes,
+            summarize([a - b for a, b in zip(s.full_context, s.full_no_context, strict=True)]),
+            "µs/proc",
+            "full scan without context",
+            summarize(paired_ratios(s.full_context, s.full_no_context)),
+            note="the same scans by the clock: includes time the machine gave to others",
         ),
         Row(
             SECTION,

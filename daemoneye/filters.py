@@ -2,6 +2,8 @@
 
     ssh                free text: in name, command line, exe or user (case-insensitive)
     user:root name:ssh exe:/tmp cmd:--listen cwd:/srv state:Z   substring of that field
+    container:docker container:3f2a unit:nginx tty:pts/3         substring of what the process
+                                                               runs in (runtime and id, unit, tty)
     pid:123 ppid:1 uid:0                                       exact number
     cpu:>5 cpu:<1 rss:>100M rss:<=1G threads:>10               comparisons (sizes: K M G)
     alerted                                                    has an open alert
@@ -33,6 +35,12 @@ from daemoneye.errors import DaemonEyeError
 from daemoneye.models import ProcessKey, ProcessRecord
 
 TEXT_FIELDS = ("user", "name", "exe", "cmd", "cwd", "state")
+# Terms over the context columns: a substring of the joined (lowered) attributes.
+CONTEXT_TERMS: dict[str, tuple[str, ...]] = {
+    "container": ("container_runtime", "container_id"),
+    "unit": ("unit",),
+    "tty": ("tty",),
+}
 NUMBER_FIELDS = ("pid", "ppid", "uid")
 COMPARABLE_FIELDS = ("cpu", "rss", "threads")
 _SIZE = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -131,7 +139,7 @@ def _parse_number(term: str, raw: str, field: str) -> float:
 
 
 def _suggest(name: str) -> str:
-    known = [*TEXT_FIELDS, *NUMBER_FIELDS, *COMPARABLE_FIELDS, "alerted"]
+    known = [*TEXT_FIELDS, *CONTEXT_TERMS, *NUMBER_FIELDS, *COMPARABLE_FIELDS, "alerted"]
     match = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
@@ -167,6 +175,10 @@ def _term(term: str) -> tuple[Predicate, bool]:
             if not needle:
                 raise FilterError(f"{term!r}: expected a value after {field}:")
             return (lambda _record, text, _alerted: needle in text[_TEXT_INDEX[field]]), True
+        if field in CONTEXT_TERMS:
+            if not value:
+                raise FilterError(f"{term!r}: expected a value after {field}:")
+            return _context_term(value.lower(), CONTEXT_TERMS[field]), False
         if field == NEGATION[:-1] and not value:
             raise FilterError(f"{term!r}: expected a term after {NEGATION}")
         if field in COMPARABLE_FIELDS:
@@ -187,6 +199,20 @@ def _term(term: str) -> tuple[Predicate, bool]:
     return (lambda _record, text, _alerted: needle in text.anywhere), True
 
 
+def _context_term(needle: str, attributes: tuple[str, ...]) -> Predicate:
+    """`needle` in the record's context attributes, joined by a space and lowered (a process
+    with none of them set never matches)."""
+
+    def predicate(
+        record: ProcessRecord, _text: RecordText, _alerted: Collection[ProcessKey]
+    ) -> bool:
+        values = [getattr(record, attribute) for attribute in attributes]
+        joined = " ".join(value for value in values if value)
+        return bool(joined) and needle in joined.lower()
+
+    return predicate
+
+
 def _substring_kind(term: str) -> str | None:
     """ "" for a free-text term, the field for a `field:value` text term, None for any other
     term (numbers, comparisons, `alerted`, negations): the terms that a longer value can
@@ -196,7 +222,7 @@ def _substring_kind(term: str) -> str | None:
     field, colon, value = term.partition(":")
     if not colon or not re.fullmatch(r"[a-z_]+", field):
         return ""
-    return field if field in TEXT_FIELDS and value else None
+    return field if (field in TEXT_FIELDS or field in CONTEXT_TERMS) and value else None
 
 
 def narrows(before: str, after: str) -> bool:

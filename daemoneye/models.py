@@ -39,6 +39,38 @@ class ProcessDetails:
     uid: int | None
     gid: int | None
     user: str | None
+    # what the process runs in (collector/context.py): the same names as ProcessRecord's
+    cgroup: str | None = None
+    container_runtime: str | None = None
+    container_id: str | None = None
+    unit: str | None = None
+    pid_ns: int | None = None
+    mnt_ns: int | None = None
+    net_ns: int | None = None
+    user_ns: int | None = None
+    ns_foreign: str | None = None
+    session_id: int | None = None
+    tty: str | None = None
+    loginuid: int | None = None
+    ssh_client: str | None = None
+    ssh_source: str | None = None
+    stdin: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    environment: str | None = None
+
+
+# The environment variables stored for each process by default ([collector] environment):
+# nothing else from a process's environment is read into a record.
+DEFAULT_ENVIRONMENT: tuple[str, ...] = (
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "LD_AUDIT",
+    "HISTFILE",
+    "SSH_CONNECTION",
+    "SUDO_USER",
+    "container",
+)
 
 
 # -- The process record, described once -------------------------------------------------------
@@ -104,6 +136,31 @@ class ProcessRecord:
     last_seen: float = field(metadata=_describe("lifecycle", unit="time"))
     ended_at: float | None = field(default=None, metadata=_describe("lifecycle", unit="time"))
     exit_code: int | None = field(default=None, metadata=_describe("lifecycle"))
+    # -- context: what the process runs in, read with the details (docs/process-fields.md) --
+    # the cgroup path, and the container (runtime, id) or systemd unit it names
+    cgroup: str | None = field(default=None, metadata=_describe("details", hostile=True))
+    # docker, podman, containerd, cri-o, kubernetes, lxc; 'unknown': a foreign pid namespace
+    container_runtime: str | None = field(default=None, metadata=_describe("details"))
+    container_id: str | None = field(default=None, metadata=_describe("details", hostile=True))
+    unit: str | None = field(default=None, metadata=_describe("details", hostile=True))
+    # namespace inode numbers, and which of pid/mnt/net/user differ from PID 1's
+    pid_ns: int | None = field(default=None, metadata=_describe("details"))
+    mnt_ns: int | None = field(default=None, metadata=_describe("details"))
+    net_ns: int | None = field(default=None, metadata=_describe("details"))
+    user_ns: int | None = field(default=None, metadata=_describe("details"))
+    ns_foreign: str | None = field(default=None, metadata=_describe("details"))
+    # the login session: session id, controlling terminal, audit login uid, SSH client
+    session_id: int | None = field(default=None, metadata=_describe("details"))
+    tty: str | None = field(default=None, metadata=_describe("details"))
+    loginuid: int | None = field(default=None, metadata=_describe("details"))
+    ssh_client: str | None = field(default=None, metadata=_describe("details"))
+    ssh_source: str | None = field(default=None, metadata=_describe("details"))
+    # fds 0-2 as '<kind>:<what>': tty:/dev/pts/3, pipe:[12], file:/x, socket:tcp a->b state
+    stdin: str | None = field(default=None, metadata=_describe("details", hostile=True))
+    stdout: str | None = field(default=None, metadata=_describe("details", hostile=True))
+    stderr: str | None = field(default=None, metadata=_describe("details", hostile=True))
+    # the allow-listed variables only ([collector] environment), a JSON object
+    environment: str | None = field(default=None, metadata=_describe("details", hostile=True))
 
     @property
     def key(self) -> ProcessKey:

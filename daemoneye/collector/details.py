@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from operator import attrgetter
 
+from daemoneye.collector.context import NO_CONTEXT, Context, ContextReader
 from daemoneye.collector.procfs import (
     VANISHED_ERRORS,
     StatFields,
@@ -25,6 +27,13 @@ from daemoneye.collector.procfs import (
 from daemoneye.models import ProcessDetails
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+# ProcessDetails ends with the context's fields, in the same order, so a context is spliced in
+# positionally (a keyword call per new process costs more than the reads it would save).
+_CONTEXT_NAMES = tuple(f.name for f in fields(Context))
+if tuple(f.name for f in fields(ProcessDetails))[-len(_CONTEXT_NAMES) :] != _CONTEXT_NAMES:
+    raise TypeError("models.ProcessDetails must end with collector/context.py Context's fields")
+_context_values = attrgetter(*_CONTEXT_NAMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +51,14 @@ class InstanceRead:
 
 
 def read_instance(
-    proc_root: bytes, name: bytes, user_of: Callable[[int], str | None]
+    proc_root: bytes,
+    name: bytes,
+    user_of: Callable[[int], str | None],
+    context: ContextReader | None = None,
 ) -> InstanceRead | None:
-    """Read /proc/<name> in full. Returns None when the process is gone before its stat could
-    be read; raises PermissionError when even stat is refused (hidepid); a malformed stat line
-    raises ValueError."""
+    """Read /proc/<name> in full (with its context when a reader is given). Returns None when
+    the process is gone before its stat could be read; raises PermissionError when even stat
+    is refused (hidepid); a malformed stat line raises ValueError."""
     try:
         dir_fd = os.open(proc_root + b"/" + name, _DIR_FLAGS)
     except VANISHED_ERRORS:
@@ -58,13 +70,17 @@ def read_instance(
             return None
         if not raw_stat:
             return None  # a task torn down between open and read gives an empty file
-        return _read_details(dir_fd, raw_stat, parse_stat_fields(raw_stat), user_of)
+        return _read_details(dir_fd, raw_stat, parse_stat_fields(raw_stat), user_of, context)
     finally:
         os.close(dir_fd)
 
 
 def _read_details(
-    dir_fd: int, raw_stat: bytes, stat: StatFields, user_of: Callable[[int], str | None]
+    dir_fd: int,
+    raw_stat: bytes,
+    stat: StatFields,
+    user_of: Callable[[int], str | None],
+    context: ContextReader | None,
 ) -> InstanceRead:
     if stat.kernel_thread:  # no memory, no files, the kernel's own credentials
         details = ProcessDetails(None, False, (), None, 0, 0, user_of(0))
@@ -96,6 +112,8 @@ def _read_details(
         denied = True
     except VANISHED_ERRORS:
         pass
+    # the context too is read before status: a process gone meanwhile is marked partial
+    found = NO_CONTEXT if context is None else context.read(dir_fd, raw_stat, stat.start_ticks)
     partial = False
     try:
         status = read_file(b"status", dir_fd=dir_fd)
@@ -109,12 +127,13 @@ def _read_details(
         else:
             partial = True
     details = ProcessDetails(
-        exe=exe,
-        exe_deleted=exe_deleted,
-        cmdline=cmdline,
-        cwd=cwd,
-        uid=uid,
-        gid=gid,
-        user=user_of(uid) if uid is not None else None,
+        exe,
+        exe_deleted,
+        cmdline,
+        cwd,
+        uid,
+        gid,
+        user_of(uid) if uid is not None else None,
+        *_context_values(found),
     )
     return InstanceRead(raw_stat, stat, details, denied, partial)

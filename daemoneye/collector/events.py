@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from daemoneye.collector.context import ContextReader
 from daemoneye.collector.details import read_instance
 from daemoneye.collector.event_records import EventConnector, EventSourceStats, ObservedEvent
 from daemoneye.collector.netlink import (
@@ -92,6 +93,7 @@ class ProcEventSource:
         batch: int = 256,
         priority_boost: int = 10,
         realtime: bool = False,
+        context: ContextReader | None = None,
     ) -> None:
         self._boot_time = boot_time
         self._clk_tck = clk_tck or os.sysconf("SC_CLK_TCK")
@@ -103,6 +105,7 @@ class ProcEventSource:
         self._proc_root = proc_root
         self._proc_root_bytes = os.fsencode(proc_root)
         self._user_of = user_of
+        self._context = context  # owned by the reader thread: reads each exec's context
         self._known: collections.OrderedDict[int, _Known] = collections.OrderedDict()
         self._known_capacity = known_capacity
         self._exec_reads: dict[int, tuple[StatFields | None, ProcessDetails, bool]] = {}
@@ -279,6 +282,8 @@ class ProcEventSource:
             if not data:
                 break
             messages += parse_messages(data)
+        if self._context is not None:
+            self._context.new_scan()  # socket tables are read at most once per batch
         self.prefetch_execs(messages)
         produced = [observed for m in messages if (observed := self.handle(m)) is not None]
         self._exec_reads.clear()
@@ -535,7 +540,9 @@ class ProcEventSource:
         when the process was gone (or a zombie) before everything was read; the details then
         hold what was read in time."""
         try:
-            read = read_instance(self._proc_root_bytes, str(pid).encode(), self._user_of)
+            read = read_instance(
+                self._proc_root_bytes, str(pid).encode(), self._user_of, self._context
+            )
         except (PermissionError, ValueError):  # hidepid, or a garbled stat line
             read = None
         if read is None or not self._started_by(read.stat, event_ns):

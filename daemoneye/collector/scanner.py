@@ -29,6 +29,7 @@ from dataclasses import replace
 
 from daemoneye.collector import records
 from daemoneye.collector.changes import ChangeSweep, change_events, links_differ
+from daemoneye.collector.context import ContextReader
 from daemoneye.collector.details import InstanceRead, read_instance
 from daemoneye.collector.hashing import ExeHasher
 from daemoneye.collector.procfs import (
@@ -64,6 +65,7 @@ class ProcScanner:
         clock: Callable[[], float] = time.time,
         hasher: ExeHasher | None = None,
         user_names: Callable[[int], str | None] | None = None,
+        context: ContextReader | None = None,
     ) -> None:
         self.proc_root = proc_root
         self.boot_time = boot_time
@@ -74,6 +76,7 @@ class ProcScanner:
         self.vanished_total = 0
         self._root = os.fsencode(proc_root).rstrip(b"/")
         self._clock = clock
+        self._context = context  # None: no context fields (cgroup, session, stdio …) are read
         self._user_of = user_names if user_names is not None else UserNames()
         self._ticks_per_s = float(CLOCK_TICKS)
         self._entries: dict[bytes, Entry] = {}
@@ -159,6 +162,8 @@ class ProcScanner:
         started = time.perf_counter()
         now = self._clock()
         out = TickOutput()
+        if self._context is not None:
+            self._context.new_scan()
         self._apply_hashes()
         new_names = self._poller.new_names()
         changed, gone, out.denied = self._poller.read_known()
@@ -247,7 +252,7 @@ class ProcScanner:
 
     def _read(self, name: bytes, out: TickOutput) -> InstanceRead | None:
         try:
-            read = read_instance(self._root, name, self._user_of)
+            read = read_instance(self._root, name, self._user_of, self._context)
         except PermissionError:
             out.denied += 1
             return None

@@ -21,6 +21,8 @@ def as_written(key: str, value: Any) -> Any:
         return write_duration(float(value))
     if kind == "size" and isinstance(value, int) and not isinstance(value, bool):
         return write_size(value)
+    if kind == "names" and isinstance(value, tuple):
+        return ",".join(value)
     return value
 
 

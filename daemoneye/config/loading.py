@@ -95,12 +95,23 @@ def _coerce_table(raw: Any, *, from_text: bool) -> tuple[tuple[str, str], ...]:
     return tuple(table.items())
 
 
+def _coerce_names(raw: Any, *, from_text: bool) -> tuple[str, ...]:
+    """A list of names: a TOML array of strings, or (from text) a comma-separated string."""
+    if from_text and isinstance(raw, str):
+        return tuple(name.strip() for name in raw.split(",") if name.strip())
+    if not isinstance(raw, list) or not all(isinstance(name, str) for name in raw):
+        raise ValueError(f'expected a list of names such as ["LD_PRELOAD", "PATH"], got {raw!r}')
+    return tuple(raw)
+
+
 def _coerce_kind(dotted: str, raw: Any, *, from_text: bool) -> Any:
     spec = KEYS[dotted]
     kind = spec["kind"]
     value: Any
     if kind == "table":
         return _coerce_table(raw, from_text=from_text)
+    if kind == "names":
+        return _coerce_names(raw, from_text=from_text)
     if kind == "int":
         if isinstance(raw, int) and not isinstance(raw, bool):
             value = raw

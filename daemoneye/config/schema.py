@@ -21,6 +21,7 @@ from daemoneye.config.sink_values import (
     redact_headers,
     redact_url,
 )
+from daemoneye.models import DEFAULT_ENVIRONMENT
 from daemoneye.paths import Paths
 
 
@@ -45,6 +46,15 @@ def _spec(
         "check": check,
         "redact": redact,
     }
+
+
+def check_environment_names(names: tuple[str, ...]) -> None:
+    """Variable names as the shell writes them: no '=', no NUL, no spaces, at most 64 of them."""
+    if len(names) > 64:
+        raise ValueError(f"at most 64 names, got {len(names)}")
+    for name in names:
+        if not name or len(name) > 128 or not all(c.isalnum() or c == "_" for c in name):
+            raise ValueError(f"{name!r} is not an environment variable name (letters, digits, _)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +98,15 @@ class CollectorConfig:
             "overrun up to 64MiB.",
             lo=64 * 1024,
             hi=64 * 1024**2,
+        ),
+    )
+    environment: tuple[str, ...] = field(
+        default=DEFAULT_ENVIRONMENT,
+        metadata=_spec(
+            "names",
+            "The environment variables stored and shown for each process (read at start and "
+            "exec); nothing else from a process's environment is kept. Empty: none.",
+            check=check_environment_names,
         ),
     )
 
@@ -320,6 +339,14 @@ class TuiConfig:
             "bool",
             "Hide kernel threads (kthreadd and its children) on the processes screen. "
             "The K key toggles it and saves it here.",
+        ),
+    )
+    show_container: bool = field(
+        default=False,
+        metadata=_spec(
+            "bool",
+            "Show the CONTAINER column (runtime and id, or host) on the processes screen. "
+            "The C key toggles it and saves it here.",
         ),
     )
 

@@ -23,6 +23,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from daemoneye.collector.context import ContextReader
 from daemoneye.collector.event_feed import EventFeed
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.hashing import ExeHasher
@@ -82,6 +83,7 @@ class Procmond:
             clock=clock,
             hasher=self.hasher,
             user_names=self.user_names,
+            context=ContextReader(os.fsencode(proc_root), settings.environment),
         )
         self.feed: EventFeed | None = None
         self.event_source = "polling-only: not started"
@@ -103,6 +105,7 @@ class Procmond:
                 proc_root=self.proc_root,
                 user_of=self.user_names,
                 realtime=True,
+                context=ContextReader(os.fsencode(self.proc_root), self.settings.environment),
             )
             try:
                 source.start()

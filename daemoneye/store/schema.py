@@ -244,6 +244,31 @@ CREATE INDEX process_events_ts ON process_events (ts);
 CREATE INDEX process_events_instance ON process_events (pid, start_time);
 """
 
+_V5_PROCESS_CONTEXT = """
+-- What a process runs in (issue 14), read with its details at start and exec. Columns on
+-- processes, not a table of their own: one row per instance either way, rules read them without
+-- a join, and the record that carries them travels as one (docs/process-fields.md).
+ALTER TABLE processes ADD COLUMN cgroup TEXT;
+ALTER TABLE processes ADD COLUMN container_runtime TEXT;
+ALTER TABLE processes ADD COLUMN container_id TEXT;
+ALTER TABLE processes ADD COLUMN unit TEXT;
+ALTER TABLE processes ADD COLUMN pid_ns INTEGER;
+ALTER TABLE processes ADD COLUMN mnt_ns INTEGER;
+ALTER TABLE processes ADD COLUMN net_ns INTEGER;
+ALTER TABLE processes ADD COLUMN user_ns INTEGER;
+ALTER TABLE processes ADD COLUMN ns_foreign TEXT;       -- 'pid mnt net user' differing from PID 1's
+ALTER TABLE processes ADD COLUMN session_id INTEGER;
+ALTER TABLE processes ADD COLUMN tty TEXT;              -- 'pts/3', 'tty1', NULL: none
+ALTER TABLE processes ADD COLUMN loginuid INTEGER;      -- NULL: unset
+ALTER TABLE processes ADD COLUMN ssh_client TEXT;       -- 'ADDRESS PORT' from SSH_CONNECTION
+ALTER TABLE processes ADD COLUMN ssh_source TEXT;       -- 'process' or 'session leader'
+ALTER TABLE processes ADD COLUMN stdin TEXT;            -- '<kind>:<what>'
+ALTER TABLE processes ADD COLUMN stdout TEXT;
+ALTER TABLE processes ADD COLUMN stderr TEXT;
+ALTER TABLE processes ADD COLUMN environment TEXT;      -- JSON object, allow-listed names only
+CREATE INDEX processes_container_id ON processes (container_id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "processes, live_processes, process_events, meta", _V1_PROCESSES),
     Migration(2, "alerts, rule_stats, audit_log, sink_outbox, sink_stats", _V2_ALERTS),
@@ -251,6 +276,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         3, "audit log retention: audit_checkpoints, prune-only delete guard", _V3_AUDIT_CHECKPOINTS
     ),
     Migration(4, "process_events: changes after start, old/new values", _V4_PROCESS_CHANGES),
+    Migration(5, "process context columns on processes", _V5_PROCESS_CONTEXT),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

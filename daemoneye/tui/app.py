@@ -104,6 +104,8 @@ class DaemonEyeApp(App[None]):
         private_daemon: str = "",
         hide_kernel_threads: bool = False,
         remember_kernel_threads: Callable[[bool], None] | None = None,
+        show_container: bool = False,
+        remember_container: Callable[[bool], None] | None = None,
         editor: EditorRunner = run_editor,
         tick_s: float = 1.0,
     ) -> None:
@@ -118,6 +120,8 @@ class DaemonEyeApp(App[None]):
         self._remember_theme = remember_theme
         self.hide_kernel_threads = hide_kernel_threads  # the processes screen's K
         self._remember_kernel_threads = remember_kernel_threads
+        self.show_container = show_container  # the processes screen's C
+        self._remember_container = remember_container
         self._pending_alerts: dict[str, Alert] = {}
         self._startup_problems: list[str] = []
         self._theme_ready = False
@@ -157,6 +161,16 @@ class DaemonEyeApp(App[None]):
             return
         try:
             self._remember_kernel_threads(hide)
+        except DaemonEyeError as exc:
+            self.notify(str(exc), title="Choice not saved", severity="warning")
+
+    def choose_container_column(self, show: bool) -> None:
+        """The CONTAINER column shown or hidden (the C key): kept for next time."""
+        self.show_container = show
+        if self._remember_container is None:
+            return
+        try:
+            self._remember_container(show)
         except DaemonEyeError as exc:
             self.notify(str(exc), title="Choice not saved", severity="warning")
 

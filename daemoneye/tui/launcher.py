@@ -188,9 +188,11 @@ def run_dashboard(
     from daemoneye.tui.multi_source import MultiSource
     from daemoneye.tui.preferences import (
         configured_hide_kernel_threads,
+        configured_show_container,
         configured_theme,
         preference_file,
         remember_hide_kernel_threads,
+        remember_show_container,
         remember_theme,
     )
 
@@ -224,6 +226,8 @@ def run_dashboard(
         private_daemon=private.description if private else "",
         hide_kernel_threads=configured_hide_kernel_threads(loaded),
         remember_kernel_threads=partial(remember_hide_kernel_threads, preference_file(loaded)),
+        show_container=configured_show_container(loaded),
+        remember_container=partial(remember_show_container, preference_file(loaded)),
     )
     follow_terminal_size()
     try:

@@ -57,6 +57,16 @@ def configured_hide_kernel_threads(loaded: LoadedConfig) -> bool:
     return _configured(loaded, "hide_kernel_threads") is True
 
 
+def configured_show_container(loaded: LoadedConfig) -> bool:
+    """Whether the processes screen starts with the CONTAINER column."""
+    return _configured(loaded, "show_container") is True
+
+
+def remember_show_container(path: Path, show: bool) -> None:
+    """Set `[tui] show_container = true|false` in `path` (see `remember`)."""
+    remember(path, "show_container", show, "the container column choice")
+
+
 def remember_theme(path: Path, theme: str) -> None:
     """Set `[tui] theme = "<theme>"` in `path` (see `remember`)."""
     remember(path, "theme", theme, "the theme")

@@ -725,6 +725,33 @@ async def test_capital_k_hides_kernel_threads_and_remembers(make_app: AppFactory
         assert remembered == [True, False]
 
 
+async def test_capital_c_shows_the_container_column_and_remembers(make_app: AppFactory) -> None:
+    remembered: list[bool] = []
+    app = make_app(remember_container=remembered.append)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        assert "container" not in [c.key for c in screen.table.columns]
+        await pilot.press("C")
+        await settle(pilot)
+        keys = [c.key for c in screen.table.columns]
+        assert keys.index("container") == keys.index("name") - 1
+        first = screen.table.shown_keys[0]
+        cells = screen.table.cells_of(first)
+        assert cells is not None and len(cells) == len(keys)
+        await pilot.press("C")
+        await settle(pilot)
+        assert "container" not in [c.key for c in screen.table.columns]
+        assert remembered == [True, False]
+
+
+async def test_the_container_column_is_shown_when_the_config_says_so(make_app: AppFactory) -> None:
+    async with make_app(show_container=True).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = processes_screen(pilot.app.screen).table
+        assert "container" in [c.key for c in table.columns]
+
+
 async def test_kernel_threads_start_hidden_when_the_config_says_so(make_app: AppFactory) -> None:
     async with make_app(hide_kernel_threads=True).run_test(size=SIZE) as pilot:
         await settle(pilot)

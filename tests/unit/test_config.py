@@ -249,3 +249,29 @@ def test_every_key_is_in_the_operations_guide() -> None:
         elif (key := re.match(r"^([a-z_]+)\s*=", line)) and section:
             shown.add(f"{section}.{key.group(1)}")
     assert sorted(set(KEYS) - shown) == []
+
+
+def test_the_environment_allow_list_from_a_file_an_environment_variable_or_empty(
+    tmp_path: Path,
+) -> None:
+    from daemoneye.commands.config_show import as_written
+    from daemoneye.models import DEFAULT_ENVIRONMENT
+
+    assert load_config(mode=Mode.USER, env=user_env(tmp_path)).config.collector.environment == (
+        DEFAULT_ENVIRONMENT
+    )
+    write_user_config(tmp_path, '[collector]\nenvironment = ["LD_PRELOAD", "TERM"]\n')
+    loaded = load_config(mode=Mode.USER, env=user_env(tmp_path))
+    assert loaded.config.collector.environment == ("LD_PRELOAD", "TERM")
+    assert as_written("collector.environment", ("LD_PRELOAD", "TERM")) == "LD_PRELOAD,TERM"
+    env = user_env(tmp_path, PROCMOND_ENVIRONMENT="HISTFILE, SUDO_USER")
+    assert load_config(mode=Mode.USER, env=env).config.collector.environment == (
+        "HISTFILE",
+        "SUDO_USER",
+    )
+    env = user_env(tmp_path, PROCMOND_ENVIRONMENT="")
+    assert load_config(mode=Mode.USER, env=env).config.collector.environment == ()
+    for bad in ('["LD_PRELOAD=x"]', '["A B"]', '"LD_PRELOAD"', "[1]"):
+        write_user_config(tmp_path, f"[collector]\nenvironment = {bad}\n")
+        with pytest.raises(ConfigError, match=r"environment"):
+            load_config(mode=Mode.USER, env=user_env(tmp_path))

@@ -224,3 +224,37 @@ def test_a_text_field_may_still_contain_a_comparison_sign() -> None:
 @pytest.mark.parametrize(("before", "after"), [("cpu:>5", "cpu:>50"), ("not:ng", "not:ngi")])
 def test_shell_safe_comparisons_and_negations_are_not_narrowings(before: str, after: str) -> None:
     assert not narrows(before, after)
+
+
+# -- context terms: container:, unit:, tty: ---------------------------------------------------
+
+
+def test_context_terms_match_the_container_unit_and_tty() -> None:
+    import dataclasses
+
+    in_docker = dataclasses.replace(
+        proc(1, "bash"),
+        container_runtime="docker",
+        container_id="3f2a9c1b7d20" + "a" * 52,
+        unit="docker-3f2a.scope",
+        tty="pts/0",
+    )
+    on_host = dataclasses.replace(proc(2, "nginx"), unit="nginx.service", tty=None)
+    kernel = proc(3, "kworker/0:1")  # nothing known: never matches a context term
+
+    def names(text: str) -> list[str]:
+        parsed = parse_filter(text)
+        return [r.name for r in (in_docker, on_host, kernel) if parsed.matches(r)]
+
+    assert names("container:docker") == ["bash"]
+    assert names("container:3F2A9C") == ["bash"], "the id, case-insensitively"
+    assert names("not:container:docker") == ["nginx", "kworker/0:1"]
+    assert names("unit:nginx") == ["nginx"]
+    assert names("unit:.scope") == ["bash"]
+    assert names("tty:pts/0") == ["bash"]
+    assert names("tty:pts/0 container:podman") == []
+    assert narrows("container:doc", "container:docker")
+    with pytest.raises(FilterError, match="expected a value after container:"):
+        parse_filter("container:")
+    with pytest.raises(FilterError, match="did you mean 'container'"):
+        parse_filter("containr:x")

@@ -1,6 +1,6 @@
 """Changes after start without the kernel: the scan's round over every instance (cwd, deleted
 or replaced executable), the kernel events' renames and id changes turned into change events
-and new state (collector/events.py, daemon/events_feed.py), and the evaluator seeing the
+and new state (collector/events.py, collector/event_feed.py), and the evaluator seeing the
 changed instance again."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 
 from daemoneye.collector import details as details_module
 from daemoneye.collector.changes import ChangeSweep, change_events
+from daemoneye.collector.event_feed import EventFeed
 from daemoneye.collector.event_records import ObservedEvent
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.proc_events import (
@@ -24,7 +25,6 @@ from daemoneye.collector.proc_events import (
 )
 from daemoneye.collector.procfs import CLOCK_TICKS
 from daemoneye.collector.scanner import ProcScanner
-from daemoneye.daemon.events_feed import EventFeed
 from daemoneye.engine.evaluator import Evaluator, changed_keys
 from daemoneye.models import (
     CHANGE_KINDS,

@@ -3,6 +3,7 @@ instances its fixtures say it must — both per tick (shadow tables) and in a fu
 
 from __future__ import annotations
 
+import json
 import shlex
 import tomllib
 from collections.abc import Iterator
@@ -40,8 +41,23 @@ def pack() -> RuleSet:
     return load_rules([BUILTIN_RULES_DIR])
 
 
+# The context fields a case may set (models.py); `environment` is a table of variables.
+CONTEXT_FIELDS = (
+    "container_runtime",
+    "container_id",
+    "unit",
+    "ns_foreign",
+    "tty",
+    "loginuid",
+    "stdin",
+    "stdout",
+    "stderr",
+)
+
+
 def record(spec: dict[str, Any], pid: int, start_time: float, ppid: int) -> ProcessRecord:
     name = spec["name"]
+    environment = spec.get("environment")
     argv = tuple(spec["argv"]) if "argv" in spec else tuple(shlex.split(spec.get("cmd", name)))
     ended = spec.get("ended", False)
     return ProcessRecord(
@@ -64,6 +80,8 @@ def record(spec: dict[str, Any], pid: int, start_time: float, ppid: int) -> Proc
         first_seen=start_time,
         last_seen=start_time,
         ended_at=start_time + 1.0 if ended else None,
+        environment=None if environment is None else json.dumps(environment),
+        **{name: spec[name] for name in CONTEXT_FIELDS if name in spec},
     )
 
 

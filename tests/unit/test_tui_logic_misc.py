@@ -119,3 +119,51 @@ def test_the_detail_lists_ancestry_root_last_and_children() -> None:
     assert facts["ancestry"] == f"systemd (1) {CHEVRON} sshd (812) {CHEVRON} sshd (2301)"
     assert facts["children"] == "vim (2411), python3 (2590)"
     assert proc(1, 0, "x", started=1).pid == 1
+
+
+# -- the detail pane's context lines ------------------------------------------------------------
+
+
+def test_the_detail_pane_shows_session_stdio_environment_and_namespaces_escaped() -> None:
+    import dataclasses
+
+    from daemoneye.tui.logic.detail import context_facts, environment_pairs
+    from tests.fakes.dashboard_source import proc
+
+    record = dataclasses.replace(
+        proc(4000, 1, "bash", ["bash"], started=9),
+        cgroup="/user.slice/x\x1b[2J\nfake.service",
+        container_runtime="docker",
+        container_id="3f2a9c1b7d20" + "a" * 52,
+        unit="docker-3f2a.scope",
+        pid_ns=10,
+        mnt_ns=11,
+        net_ns=12,
+        user_ns=13,
+        ns_foreign="pid net",
+        session_id=4000,
+        tty="pts/3",
+        loginuid=1000,
+        ssh_client="203.0.113.7 50022",
+        ssh_source="session leader",
+        stdin="socket:tcp 10.0.0.5:39490->10.0.0.9:4444 established",
+        stdout="socket:unix stream /run/\x1b]0;x\x07s",
+        stderr=None,
+        environment='{"LD_PRELOAD":"/tmp/\\u001b[31mx.so","HISTFILE":"/dev/null"}',
+    )
+    facts = {label: (value, tone) for label, value, tone in context_facts(record)}
+    assert all(len(label) <= 8 for label in facts), "the pane's label column"
+    assert facts["runs in"] == ("container docker 3f2a9c1b7d20", "medium")
+    assert "\x1b" not in facts["cgroup"][0] and "\n" not in facts["cgroup"][0]
+    assert facts["ns"][0] == "pid 10  mnt 11  net 12  user 13  (not PID 1's: pid net)"
+    assert facts["session"][0] == (
+        "sid 4000  tty pts/3  loginuid 1000  ssh from 203.0.113.7 50022 (from the session leader)"
+    )
+    assert facts["stdin"] == ("socket:tcp 10.0.0.5:39490->10.0.0.9:4444 established", "high")
+    assert "\x1b" not in facts["stdout"][0] and facts["stdout"][1] == ""
+    assert facts["stderr"] == ("unreadable", "dim")
+    environment, tone = facts["env"]
+    assert "\x1b" not in environment and "LD_PRELOAD=/tmp/" in environment and tone == ""
+    assert environment_pairs("{}") == []
+    assert environment_pairs("not json") is None
+    assert context_facts(proc(2, 0, "kthreadd", [], started=9)) == []

@@ -450,3 +450,40 @@ def test_a_narrowed_filter_still_places_rows_that_changed_before_the_next_order(
     fresh._new_until, fresh._ended = dict(view._new_until), dict(view._ended)
     fresh._set, fresh.filter = view._set, view.filter
     assert view.order(0.0) == fresh.order(0.0)
+
+
+def test_the_container_column_shows_runtime_and_short_id_host_or_unknown() -> None:
+    """C adds a CONTAINER cell before NAME: the runtime and the id cut to 12 like `docker ps`,
+    'host' for a process in no container, '?' when its cgroup was not read; hostile LXC
+    names are escaped."""
+    from daemoneye.tui.logic.process_row import process_columns
+
+    docker = dataclasses.replace(
+        proc(4000, 1, "bash", ["bash"], started=9),
+        cgroup="/system.slice/docker-x.scope",
+        container_runtime="docker",
+        container_id="3f2a9c1b7d20" + "a" * 52,
+    )
+    host = dataclasses.replace(proc(4001, 1, "nginx", ["nginx"], started=9), cgroup="/")
+    unknown = proc(4002, 1, "cron", ["cron"], started=9)
+    lxc = dataclasses.replace(
+        proc(4003, 1, "sh", ["sh"], started=9),
+        cgroup="/lxc/x",
+        container_runtime="lxc",
+        container_id="\x1b[2Jweb",
+    )
+    view = ProcessView()
+    view.update(process_set([docker, host, unknown, lxc]), FAKE_NOW)
+    assert all(len(r.cells) == 8 for r in view.rows(FAKE_NOW))
+    view.show_container = True
+    labels = [c.label for c in process_columns(True)]
+    assert labels.index("CONTAINER") == labels.index("NAME") - 1
+    cells = {parse_row_key(r.key).pid: r.cells for r in view.rows(FAKE_NOW)}
+    column = labels.index("CONTAINER")
+    assert cells[4000][column].text == "docker 3f2a9c1b7d20"
+    assert cells[4000][column + 1].text == "bash"
+    assert cells[4001][column].text == "host"
+    assert cells[4002][column].text == "?"
+    assert "\x1b" not in cells[4003][column].text and "web" in cells[4003][column].text
+    view.show_container = False
+    assert all(len(r.cells) == 8 for r in view.rows(FAKE_NOW))

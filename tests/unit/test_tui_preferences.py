@@ -12,9 +12,11 @@ from daemoneye.errors import ConfigError
 from daemoneye.paths import Mode
 from daemoneye.tui.preferences import (
     configured_hide_kernel_threads,
+    configured_show_container,
     configured_theme,
     preference_file,
     remember_hide_kernel_threads,
+    remember_show_container,
     remember_theme,
 )
 
@@ -73,3 +75,12 @@ def test_hiding_kernel_threads_is_saved_next_to_the_theme(tmp_path: Path) -> Non
     assert configured_hide_kernel_threads(load_config(mode=Mode.USER, env=env)) is True
     remember_hide_kernel_threads(preference_file(loaded), False)
     assert configured_hide_kernel_threads(load_config(mode=Mode.USER, env=env)) is False
+
+
+def test_the_container_column_choice_is_saved(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    loaded = load_config(mode=Mode.USER, env=env)
+    assert configured_show_container(loaded) is False
+    remember_show_container(preference_file(loaded), True)
+    assert tomllib.loads(preference_file(loaded).read_text())["tui"] == {"show_container": True}
+    assert configured_show_container(load_config(mode=Mode.USER, env=env)) is True

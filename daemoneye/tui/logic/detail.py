@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from daemoneye.models import PROCESS_FIELDS, Alert, ProcessEvent, ProcessRecord, RecordField
@@ -39,6 +40,26 @@ PLACED = frozenset(
         "cpu_percent",
         "rss",
         "cmdline",
+        *(
+            "cgroup",
+            "container_runtime",
+            "container_id",
+            "unit",
+            "pid_ns",
+            "mnt_ns",
+            "net_ns",
+            "user_ns",
+            "ns_foreign",
+            "session_id",
+            "tty",
+            "loginuid",
+            "ssh_client",
+            "ssh_source",
+            "stdin",
+            "stdout",
+            "stderr",
+            "environment",
+        ),  # context_facts
     }
 )
 LEFT_OUT = frozenset({"first_seen", "last_seen", "ended_at", "exit_code"})
@@ -118,6 +139,7 @@ def process_facts(
             "",
         ),
         ("usage", f"cpu {record.cpu_percent:.1f} %  rss {format_bytes(record.rss)}", ""),
+        *context_facts(record),
         *field_facts(record, UNPLACED, now),
         ("ancestry", f" {CHEVRON} ".join(brief(p) for p in reversed(parents)) or DASH, ""),
     ]
@@ -127,6 +149,110 @@ def process_facts(
     facts.append(("children", ", ".join(names) or DASH, ""))
     # Last: a command line can be kilobytes long and must not push the facts above out of view.
     facts.append(("command", cmdline_text(record), ""))
+    return facts
+
+
+def container_text(record: ProcessRecord) -> str:
+    """ "docker 3f2a9c1b7d20" (the id cut to 12 like `docker ps`), "lxc web1", "unknown", or
+    "" when the process is not in a container."""
+    if record.container_runtime is None:
+        return ""
+    if record.container_id is None:
+        return record.container_runtime
+    container_id = record.container_id
+    if len(container_id) == 64 and all(c in "0123456789abcdef" for c in container_id):
+        container_id = container_id[:12]
+    return f"{record.container_runtime} {safe(container_id, 64)}"
+
+
+def _namespaces_text(record: ProcessRecord) -> str:
+    values = [
+        f"{name} {value}"
+        for name, value in (
+            ("pid", record.pid_ns),
+            ("mnt", record.mnt_ns),
+            ("net", record.net_ns),
+            ("user", record.user_ns),
+        )
+        if value is not None
+    ]
+    if not values:
+        return "unreadable"
+    if record.ns_foreign is None:
+        differs = "PID 1's unknown"
+    elif record.ns_foreign:
+        differs = f"not PID 1's: {record.ns_foreign}"
+    else:
+        differs = "all PID 1's"
+    return f"{'  '.join(values)}  ({differs})"
+
+
+def _session_text(record: ProcessRecord) -> str:
+    parts = []
+    if record.session_id is not None:
+        parts.append(f"sid {record.session_id}")
+    parts.append(f"tty {record.tty}" if record.tty else "no tty")
+    if record.loginuid is not None:
+        parts.append(f"loginuid {record.loginuid}")
+    if record.ssh_client is not None:
+        source = f" (from the {record.ssh_source})" if record.ssh_source else ""
+        parts.append(f"ssh from {record.ssh_client}{source}")
+    return "  ".join(parts)
+
+
+def environment_pairs(environment: str | None) -> list[tuple[str, str]] | None:
+    """The allow-listed variables stored for a process, in stored order; None when the
+    environment could not be read (or the stored text is not the object the collector wrote)."""
+    if environment is None:
+        return None
+    try:
+        parsed = json.loads(environment)
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    return [(str(name), str(value)) for name, value in parsed.items()]
+
+
+def _environment_text(record: ProcessRecord) -> tuple[str, str]:
+    pairs = environment_pairs(record.environment)
+    if pairs is None:
+        return "unreadable", "dim"
+    if not pairs:
+        return "none of the allowed variables is set", "dim"
+    return "  ".join(f"{safe(name, 64)}={safe(value, 1024)}" for name, value in pairs), ""
+
+
+def stdio_tone(target: str | None) -> str:
+    """A network socket on a standard stream is how a reverse shell looks: shown in red."""
+    if target is not None and target.startswith(("socket:tcp", "socket:udp")):
+        return "high"
+    return "" if target is not None else "dim"
+
+
+def context_facts(record: ProcessRecord) -> list[Fact]:
+    """What the process runs in: container or unit, namespaces, session, stdio, environment.
+    A kernel thread (no cgroup, no namespaces read) gets none of these lines. Labels stay
+    within the pane's 8-character label column."""
+    if record.cgroup is None and record.pid_ns is None and record.environment is None:
+        return []
+    container = container_text(record)
+    facts: list[Fact] = []
+    if container:
+        facts.append(("runs in", f"container {container}", "medium"))
+    facts.append(("unit", safe(record.unit, 256) if record.unit else DASH, ""))
+    facts.append(("cgroup", safe(record.cgroup, 1024) if record.cgroup else "unreadable", ""))
+    facts.append(("ns", _namespaces_text(record), ""))
+    facts.append(("session", _session_text(record), ""))
+    for name, target in (
+        ("stdin", record.stdin),
+        ("stdout", record.stdout),
+        ("stderr", record.stderr),
+    ):
+        facts.append(
+            (name, safe(target, 1024) if target is not None else "unreadable", stdio_tone(target))
+        )
+    facts.append(("env", *_environment_text(record)))
     return facts
 
 

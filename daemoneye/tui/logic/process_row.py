@@ -8,6 +8,7 @@ from functools import lru_cache
 
 from daemoneye.models import ProcessRecord
 from daemoneye.tui.logic.cells import Cell
+from daemoneye.tui.logic.detail import container_text
 from daemoneye.tui.logic.format import (
     cmd_cell,
     format_bytes,
@@ -38,6 +39,28 @@ PROCESS_COLUMNS: tuple[Column, ...] = (
     Column("name", "NAME", NAME_WIDTH),
     Column("cmd", "COMMAND", 0),
 )
+# The CONTAINER column (the C key) sits before NAME when shown.
+CONTAINER_WIDTH = 19  # "containerd 3f2a9c1b7d20"'s runtime and 12-character id, cut
+CONTAINER_COLUMN = Column("container", "CONTAINER", CONTAINER_WIDTH)
+_NAME_INDEX = next(i for i, c in enumerate(PROCESS_COLUMNS) if c.key == "name")
+
+
+def process_columns(show_container: bool) -> tuple[Column, ...]:
+    """The process table's columns, with or without CONTAINER."""
+    if not show_container:
+        return PROCESS_COLUMNS
+    return (*PROCESS_COLUMNS[:_NAME_INDEX], CONTAINER_COLUMN, *PROCESS_COLUMNS[_NAME_INDEX:])
+
+
+def with_container(row: tuple[Cell, ...], record: ProcessRecord, status: str) -> tuple[Cell, ...]:
+    """`row` (process_cells) with the CONTAINER cell before NAME: the runtime and short id,
+    "host" when the process is in no container, "?" when its cgroup was not read."""
+    text = container_text(record)
+    if not text:
+        cell = Cell("?" if record.cgroup is None else "host", status or "dim")
+    else:
+        cell = Cell(safe_cell(text, CONTAINER_WIDTH), status)
+    return (*row[:_NAME_INDEX], cell, *row[_NAME_INDEX:])
 
 
 def plain_cells(record: ProcessRecord, now: float) -> tuple[Cell, ...]:

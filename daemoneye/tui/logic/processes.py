@@ -27,7 +27,7 @@ from daemoneye.tui.logic.cells import Cell, RowView
 from daemoneye.tui.logic.keys import parse_row_key
 from daemoneye.tui.logic.lineage import Lineage, tree_keys, with_ancestors
 from daemoneye.tui.logic.live import EMPTY_SET, ProcessSet
-from daemoneye.tui.logic.process_row import plain_cells, process_cells
+from daemoneye.tui.logic.process_row import plain_cells, process_cells, with_container
 from daemoneye.tui.logic.sorting import NUMERIC_KEYS, SORT_KEYS, Item, SortSpec
 
 NEW_FOR_S = 3.0  # how long a new process stays highlighted
@@ -70,6 +70,7 @@ class ProcessView:
         self._user_filter: ProcessFilter = parse_filter("")
         self._filter: ProcessFilter = self._user_filter
         self._hide_kernel_threads = False
+        self._show_container = False
         self._set: ProcessSet = EMPTY_SET  # the live set last taken
         self._alerted: Mapping[str, str] = {}
         self._alerted_keys: frozenset[ProcessKey] = frozenset()
@@ -149,6 +150,19 @@ class ProcessView:
         self._hide_kernel_threads = hide
         self._filter = self._effective_filter()
         self._everything = True
+
+    @property
+    def show_container(self) -> bool:
+        """Whether rows carry the CONTAINER cell (process_row.process_columns says where)."""
+        return self._show_container
+
+    @show_container.setter
+    def show_container(self, show: bool) -> None:
+        if show != self._show_container:
+            self._show_container = show
+            self._rows.clear()
+            self._guided.clear()
+            self._everything = True
 
     def _effective_filter(self) -> ProcessFilter:
         user = self._user_filter
@@ -480,5 +494,7 @@ class ProcessView:
             plain = (record, plain_cells(record, now))
             self._plain[key] = plain
         row = process_cells(record, status, guide, severity, plain[1])
+        if self._show_container:
+            row = with_container(row, record, status)
         cache[key] = (record, status, guide, severity, row)
         return row

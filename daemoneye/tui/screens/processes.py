@@ -44,6 +44,7 @@ class ProcessesScreen(DashboardScreen):
         ("click header", "sort by that column"),
         ("t", "tree by parent"),
         ("K", "hide / show kernel threads (remembered)"),
+        ("C", "show / hide the CONTAINER column (remembered)"),
         ("d  Enter", "detail pane"),
         ("k", "send a signal (admin, asks first)"),
     )
@@ -53,6 +54,7 @@ class ProcessesScreen(DashboardScreen):
         Binding("S", "reverse_sort", "Reverse", show=False),
         Binding("t", "toggle_tree", "Tree"),
         Binding("K", "toggle_kernel_threads", "Kernel threads", show=False),
+        Binding("C", "toggle_container", "Container column", show=False),
         Binding("d", "toggle_detail", "Detail"),
         Binding("k", "signal", "Signal"),
         Binding("escape", "back", "Back", show=False),
@@ -65,6 +67,11 @@ class ProcessesScreen(DashboardScreen):
             "Hide or show kernel threads",
             "kthreadd and its children (remembered)",
             "toggle_kernel_threads",
+        ),
+        (
+            "Show or hide the container column",
+            "Each process's container runtime and id, or host (remembered)",
+            "toggle_container",
         ),
         ("Show process detail", "Command line, exe hash, ancestry, alerts", "toggle_detail"),
         ("Send signal to process", "TERM, KILL, … the selected process (admin)", "signal"),
@@ -109,6 +116,8 @@ class ProcessesScreen(DashboardScreen):
         self.watch(self.app, "alerts", self._alerts_changed, init=False)
         self.set_interval(self.dashboard.tick_s, self._expire)
         self.view.hide_kernel_threads = self.dashboard.hide_kernel_threads
+        self.view.show_container = self.dashboard.show_container
+        self.table.show_container(self.view.show_container)
         self._refresh_rows()
 
     def on_screen_resume(self) -> None:
@@ -321,6 +330,12 @@ class ProcessesScreen(DashboardScreen):
     def action_toggle_kernel_threads(self) -> None:
         self.view.hide_kernel_threads = not self.view.hide_kernel_threads
         self.dashboard.choose_kernel_threads(self.view.hide_kernel_threads)
+        self._refresh_rows()
+
+    def action_toggle_container(self) -> None:
+        self.view.show_container = not self.view.show_container
+        self.dashboard.choose_container_column(self.view.show_container)
+        self.table.show_container(self.view.show_container)
         self._refresh_rows()
 
     def action_toggle_detail(self) -> None:

@@ -333,6 +333,14 @@ class LiveTable(ScrollView, can_focus=True):
             start = end
         return None
 
+    def set_columns(self, columns: Sequence[ColumnSpec]) -> None:
+        """Other columns: every row is pulled and drawn again at the next `show`."""
+        self.columns = tuple(columns)
+        self._cells.clear()
+        self._strips.clear()
+        self._lay_out(keep=True)
+        self.refresh()
+
     # -- drawing ----------------------------------------------------------------------------
     def fit_columns(self, room: int) -> Sequence[int] | None:
         """The columns' widths for `room` cells of content (paddings taken off), or None to

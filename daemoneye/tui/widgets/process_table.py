@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from daemoneye.tui.logic.process_row import PROCESS_COLUMNS
-from daemoneye.tui.widgets.live_table import LiveTable
+from daemoneye.tui.logic.process_row import PROCESS_COLUMNS, process_columns
+from daemoneye.tui.widgets.live_table import ColumnSpec, LiveTable
 
 
 class ProcessTable(LiveTable):
@@ -11,3 +11,9 @@ class ProcessTable(LiveTable):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__([(c.key, c.label, c.width, c.right) for c in PROCESS_COLUMNS], id=id)
+
+    def show_container(self, show: bool) -> None:
+        """Add or remove the CONTAINER column (the rows' cells follow ProcessView's)."""
+        columns = tuple(ColumnSpec(c.key, c.label, c.width, c.right) for c in process_columns(show))
+        if columns != self.columns:
+            self.set_columns(columns)

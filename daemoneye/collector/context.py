@@ -1,0 +1,635 @@
+"""What a process runs in, read once per instance (and again after an exec): its cgroup and from
+it the container or systemd unit, its namespaces, its login session, what its stdin, stdout and
+stderr are, and the allow-listed variables of its environment.
+
+The parsers are plain functions over the bytes /proc gives (tested with hostile samples); the
+`ContextReader` does the reads through the instance's pinned /proc/<pid> directory descriptor
+(collector/details.py) and keeps what is worth keeping between instances: PID 1's namespaces
+(read once), the socket tables of a network namespace (read only when a stdio fd is a socket,
+at most once per table per scan) and the SSH client of a session leader.
+
+Everything here is hostile input: cgroup names can be chosen by anyone with a delegated
+subtree, unix socket paths by anyone who binds one, the environment by the process itself.
+Text is decoded like every other /proc text (procfs.decode) and views escape it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar, cast
+
+from daemoneye.collector.procfs import VANISHED_ERRORS, decode
+from daemoneye.models import DEFAULT_ENVIRONMENT
+
+# /proc/<pid>/environ is read up to this many bytes: the kernel's default exec limit for argv and
+# environment together (a quarter of an 8 MiB stack). One variable is at most 128 KiB
+# (MAX_ARG_STRLEN), and is kept whole: a cut value could hide a path at its end.
+ENVIRON_MAX_BYTES = 2 * 1024 * 1024
+NAMESPACES = ("pid", "mnt", "net", "user")
+STDIO = ("stdin", "stdout", "stderr")
+
+_LOGINUID_UNSET = 4294967295  # (uid_t)-1: no login recorded for this process's session
+_READ_CHUNK = 65536
+_SOCKET_TABLES = ("tcp", "tcp6", "udp", "udp6", "unix")
+_TCP_STATES = {
+    1: "established",
+    2: "syn-sent",
+    3: "syn-recv",
+    4: "fin-wait1",
+    5: "fin-wait2",
+    6: "time-wait",
+    7: "close",
+    8: "close-wait",
+    9: "last-ack",
+    10: "listen",
+    11: "closing",
+}
+_UNIX_TYPES = {1: "stream", 2: "dgram", 5: "seqpacket"}
+_SESSIONS_MAX = 4096
+_TEXT_MAX_BYTES = 64 * 1024  # cgroup, loginuid: a few dozen bytes; a cgroup path is < 4 KiB
+_T = TypeVar("_T")
+_V = TypeVar("_V", str | None, int | None)
+_SHARED_MAX = 16384
+_SHARED_TEXT_MAX = 512
+
+
+# -- cgroup → container or unit ---------------------------------------------------------------
+
+_HEX_ID = r"[0-9a-f]{64}"
+# (runtime, pattern over one path component); the id is group 1. Order matters: the first match
+# of the innermost component wins. conmon and lxc.monitor run on the host beside a container.
+_CONTAINER_COMPONENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("docker", re.compile(rf"docker-({_HEX_ID})\.scope")),
+    ("podman", re.compile(rf"libpod-({_HEX_ID})(?:\.scope)?")),
+    ("containerd", re.compile(rf"cri-containerd-({_HEX_ID})\.scope")),
+    ("cri-o", re.compile(rf"crio-({_HEX_ID})\.scope")),
+    ("lxc", re.compile(r"lxc\.payload\.(.+)")),
+)
+# cgroupfs layouts, where the runtime is the parent component: /docker/<id>, /lxc/<name>,
+# /kubepods/<qos>/pod<uid>/<id>.
+_CONTAINER_PARENTS = {"docker": "docker", "lxc": "lxc", "libpod_parent": "podman"}
+_KUBEPODS = re.compile(r"kubepods")
+_UNIT_SUFFIXES = (".service", ".scope")
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupContext:
+    """What the cgroup path says: the path itself, a container (runtime and id) and the
+    innermost systemd unit (a .service or .scope)."""
+
+    path: str | None
+    runtime: str | None
+    container_id: str | None
+    unit: str | None
+
+
+def pick_cgroup_path(raw: bytes) -> str | None:
+    """The process's cgroup path from /proc/<pid>/cgroup: the unified (v2, `0::`) line, unless
+    it is the root while a v1 hierarchy says more (hybrid hosts); then `name=systemd`'s, then
+    the longest v1 path. Only the first two colons separate fields: a path may hold colons."""
+    unified: str | None = None
+    systemd: str | None = None
+    longest: str | None = None
+    for line in raw.split(b"\n"):
+        parts = line.split(b":", 2)
+        if len(parts) != 3:
+            continue
+        path = decode(parts[2])
+        if parts[0] == b"0" and not parts[1]:
+            unified = path
+        elif parts[1] == b"name=systemd":
+            systemd = path
+        elif longest is None or len(path) > len(longest):
+            longest = path
+    for candidate in (unified, systemd, longest):
+        if candidate is not None and candidate != "/":
+            return candidate
+    return unified or systemd or longest
+
+
+def classify_cgroup(path: str | None) -> CgroupContext:
+    """The container and unit a cgroup path names. A component no runtime pattern matches is
+    not a container; `ContextReader` calls a process in a foreign pid namespace with no known
+    runtime 'unknown'."""
+    if not path:
+        return CgroupContext(path, None, None, None)
+    components = [c for c in path.split("/") if c]
+    runtime: str | None = None
+    container_id: str | None = None
+    unit: str | None = None
+    for index, component in enumerate(components):
+        if component.endswith(_UNIT_SUFFIXES):
+            unit = component
+        found = _container_in(components, index)
+        if found is not None:
+            runtime, container_id = found
+            unit = component if component.endswith(_UNIT_SUFFIXES) else unit
+            # processes of a container's own systemd sit deeper; the container is the outer one
+            tail_unit = next(
+                (c for c in reversed(components[index + 1 :]) if c.endswith(_UNIT_SUFFIXES)),
+                None,
+            )
+            return CgroupContext(path, runtime, container_id, tail_unit or unit)
+    return CgroupContext(path, runtime, container_id, unit)
+
+
+def _container_in(components: list[str], index: int) -> tuple[str, str] | None:
+    component = components[index]
+    for runtime, pattern in _CONTAINER_COMPONENTS:
+        match = pattern.fullmatch(component)
+        if match is not None:
+            return runtime, match.group(1)
+    parent = components[index - 1] if index else ""
+    if parent in _CONTAINER_PARENTS and (
+        re.fullmatch(_HEX_ID, component) or _CONTAINER_PARENTS[parent] == "lxc"
+    ):
+        return _CONTAINER_PARENTS[parent], component
+    if (
+        index >= 2
+        and re.fullmatch(_HEX_ID, component)
+        and components[index - 1].startswith("pod")
+        and any(_KUBEPODS.match(c) for c in components[:index])
+    ):
+        return "kubernetes", component
+    return None
+
+
+# -- namespaces, session, tty -----------------------------------------------------------------
+
+
+def parse_ns_link(target: bytes) -> int | None:
+    """The inode number in a /proc/<pid>/ns/* link target such as b'pid:[4026531836]'."""
+    start, end = target.find(b"["), target.rfind(b"]")
+    if start < 0 or end <= start:
+        return None
+    try:
+        return int(target[start + 1 : end])
+    except ValueError:
+        return None
+
+
+def foreign_namespaces(
+    namespaces: Mapping[str, int | None], init: Mapping[str, int | None]
+) -> str | None:
+    """The names of the namespaces that differ from init's, space-separated in NAMESPACES order
+    ('' when none does); None when init's (or all of this process's) could not be read."""
+    if not init or all(value is None for value in namespaces.values()):
+        return None
+    return " ".join(
+        name
+        for name in NAMESPACES
+        if namespaces.get(name) is not None
+        and init.get(name) is not None
+        and namespaces[name] != init[name]
+    )
+
+
+def session_fields(raw_stat: bytes) -> tuple[int, int]:
+    """(session id, tty_nr): stat fields 6 and 7, after the name's last ')'."""
+    rest = raw_stat[raw_stat.rfind(b")") + 2 :].split(None, 5)
+    return int(rest[3]), int(rest[4])
+
+
+def tty_name(tty_nr: int) -> str | None:
+    """The controlling terminal's name from stat's tty_nr (a dev_t): 'pts/3', 'tty1',
+    'ttyS0', 'console', or 'MAJOR:MINOR' for other devices; None when there is none."""
+    if tty_nr == 0:
+        return None
+    major = (tty_nr >> 8) & 0xFFF
+    minor = (tty_nr & 0xFF) | ((tty_nr >> 12) & 0xFFF00)
+    if 136 <= major <= 143:
+        return f"pts/{(major - 136) * 256 + minor}"
+    if major == 4:
+        return f"tty{minor}" if minor < 64 else f"ttyS{minor - 64}"
+    if major == 5 and minor == 1:
+        return "console"
+    return f"{major}:{minor}"
+
+
+def parse_loginuid(raw: bytes) -> int | None:
+    """/proc/<pid>/loginuid; None when unset (-1) or malformed."""
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        return None
+    return None if value == _LOGINUID_UNSET or value < 0 else value
+
+
+# -- environment ------------------------------------------------------------------------------
+
+
+def allowed_environment(raw: bytes, allowed: Iterable[str]) -> dict[str, str]:
+    """The allow-listed variables of an environ block (NUL-separated NAME=value). Nothing else
+    is returned. A name set more than once keeps every value, newline-joined in order (the
+    dynamic loader and getenv() do not agree on which one counts)."""
+    return _pick_environment(raw, [(name, b"\0" + os.fsencode(name) + b"=") for name in allowed])
+
+
+def _pick_environment(raw: bytes, needles: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+    block = b"\0" + raw
+    found: dict[str, str] = {}
+    for name, needle in needles:
+        if needle not in block:
+            continue
+        values = []
+        at = block.find(needle)
+        while at >= 0:
+            start = at + len(needle)
+            end = block.find(b"\0", start)
+            values.append(decode(block[start : end if end >= 0 else len(block)]))
+            at = block.find(needle, start)
+        if values:
+            found[name] = "\n".join(values)
+    return found
+
+
+def environment_json(found: Mapping[str, str]) -> str:
+    """The stored form: a compact JSON object (rules read it with json_extract)."""
+    if not found:
+        return "{}"
+    return json.dumps(found, ensure_ascii=False, separators=(",", ":"))
+
+
+def ssh_client(ssh_connection: str | None) -> str | None:
+    """'ADDRESS PORT' of the client from SSH_CONNECTION ('client port server port'); None
+    unless the value is well formed (it is the process's own word, never trusted as text)."""
+    if not ssh_connection:
+        return None
+    parts = ssh_connection.split(" ")
+    if len(parts) != 4 or not parts[1].isdigit() or not 0 < int(parts[1]) < 65536:
+        return None
+    try:
+        address = ipaddress.ip_address(parts[0])
+    except ValueError:
+        return None
+    return f"{address_text(address)} {int(parts[1])}"
+
+
+# -- stdio and sockets -----------------------------------------------------------------------
+
+_TTY_PATHS = re.compile(r"/dev/(pts/[0-9]+|tty[A-Za-z]*[0-9]*|console)")
+
+
+def stdio_kind(target: str) -> str:
+    """What one fd link target is, as '<kind>:<what>': 'tty:/dev/pts/3', 'pipe:[1234]',
+    'file:/var/log/x', 'socket:[5678]' (resolved by `describe_socket`), 'other:anon_inode:…'."""
+    if target.startswith("socket:["):
+        return target
+    if target.startswith("pipe:["):
+        return target
+    if _TTY_PATHS.fullmatch(target):
+        return "tty:" + target
+    if target.startswith("/"):
+        return "file:" + target
+    return "other:" + target
+
+
+def socket_inode(target: str) -> int | None:
+    if not target.startswith("socket:[") or not target.endswith("]"):
+        return None
+    try:
+        return int(target[8:-1])
+    except ValueError:
+        return None
+
+
+def _inet_address(hex_address: str, port_hex: str) -> str:
+    raw = bytes.fromhex(hex_address)
+    if sys.byteorder == "little":  # /proc prints each 32-bit word in host byte order
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    address = ipaddress.ip_address(raw)
+    port = int(port_hex, 16)
+    return f"[{address_text(address)}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+def address_text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An address as people read it: an IPv4-mapped IPv6 address keeps its dotted quad
+    ('::ffff:10.0.0.9', where Python 3.11 prints '::ffff:a00:9')."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return f"::ffff:{address.ipv4_mapped}"
+    return str(address)
+
+
+def parse_inet_table(raw: bytes, protocol: str) -> dict[int, str]:
+    """/proc/<pid>/net/{tcp,tcp6,udp,udp6}: socket inode → 'tcp 10.0.0.5:39122->10.0.0.9:4444
+    established'. Malformed lines are skipped (nothing in these lines is process text)."""
+    by_inode: dict[int, str] = {}
+    for line in raw.split(b"\n")[1:]:
+        parts = line.split()
+        if len(parts) < 10:
+            continue
+        try:
+            local_hex, local_port = parts[1].decode("ascii").split(":")
+            remote_hex, remote_port = parts[2].decode("ascii").split(":")
+            local = _inet_address(local_hex, local_port)
+            remote = _inet_address(remote_hex, remote_port)
+            state = int(parts[3], 16)
+            inode = int(parts[9])
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if protocol == "tcp":
+            text = f"tcp {local}->{remote} {_TCP_STATES.get(state, str(state))}"
+            if state == 10:
+                text = f"tcp {local} listen"
+        else:
+            unconnected = remote.startswith(("0.0.0.0:", "[::]:"))
+            text = f"udp {local}" if unconnected else f"udp {local}->{remote}"
+        if inode:
+            by_inode[inode] = text
+    return by_inode
+
+
+def parse_unix_table(raw: bytes) -> dict[int, str]:
+    """/proc/<pid>/net/unix: inode → 'unix stream /run/x.sock'. The kernel prints a socket's
+    path raw, so a path with a newline can forge a line claiming another socket's inode: an
+    inode listed twice is described without a path."""
+    by_inode: dict[int, str] = {}
+    forged: set[int] = set()
+    for line in raw.split(b"\n")[1:]:
+        parts = line.split(None, 7)  # the inode is space-padded; the path may hold spaces
+        if len(parts) < 7:
+            continue
+        try:
+            kind = _UNIX_TYPES.get(int(parts[4], 16), "unix")
+            inode = int(parts[6])
+        except ValueError:
+            continue
+        path = decode(parts[7]) if len(parts) > 7 else ""
+        if inode in by_inode:
+            forged.add(inode)
+        by_inode[inode] = f"unix {kind} {path}".rstrip()
+    for inode in forged:
+        by_inode[inode] = "unix (path not trusted: the socket is listed twice)"
+    return by_inode
+
+
+# -- the reader -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Everything this module reads for one instance, named like ProcessRecord's fields."""
+
+    cgroup: str | None = None
+    container_runtime: str | None = None
+    container_id: str | None = None
+    unit: str | None = None
+    pid_ns: int | None = None
+    mnt_ns: int | None = None
+    net_ns: int | None = None
+    user_ns: int | None = None
+    ns_foreign: str | None = None
+    session_id: int | None = None
+    tty: str | None = None
+    loginuid: int | None = None
+    ssh_client: str | None = None
+    ssh_source: str | None = None
+    stdin: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    environment: str | None = None
+
+
+NO_CONTEXT = Context()
+
+
+class ContextReader:
+    """Reads a `Context` through a /proc/<pid> directory descriptor. Not thread-safe: one per
+    collector thread (the scanner's and the event source's each own one). `new_scan()` marks
+    the start of a scan: socket tables read before it are read again when next needed."""
+
+    def __init__(
+        self,
+        proc_root: bytes = b"/proc",
+        environment: Iterable[str] = DEFAULT_ENVIRONMENT,
+        *,
+        init_pid: int = 1,
+    ) -> None:
+        self.environment = tuple(environment)
+        self._needles = [(name, b"\0" + os.fsencode(name) + b"=") for name in self.environment]
+        self._root = proc_root
+        self._init_pid = init_pid  # whose namespaces count as the host's (tests pick another)
+        self._init_ns: dict[str, int | None] | None = None
+        self._generation = 0
+        # (net namespace, table) → (generation, read again for a miss, inode → description)
+        self._tables: dict[tuple[int | None, str], tuple[int, bool, dict[int, str]]] = {}
+        self._shared: dict[object, object] = {}  # see _share
+        # session id → (leader's start ticks, ssh client or None)
+        self._sessions: dict[int, tuple[int, str | None]] = {}
+
+    def new_scan(self) -> None:
+        self._generation += 1
+
+    def init_namespaces(self) -> dict[str, int | None]:
+        """PID 1's namespaces, read once ({} when not readable: user mode)."""
+        if self._init_ns is None:
+            try:
+                fd = os.open(
+                    self._root + b"/" + str(self._init_pid).encode(),
+                    os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
+                )
+            except OSError:
+                self._init_ns = {}
+            else:
+                try:
+                    found = _namespaces(fd)
+                finally:
+                    os.close(fd)
+                self._init_ns = found if any(v is not None for v in found.values()) else {}
+        return self._init_ns
+
+    def read(self, dir_fd: int, raw_stat: bytes, start_ticks: int) -> Context:
+        """The context of the instance behind `dir_fd`; what cannot be read is None. Raises
+        nothing for a process that vanishes meanwhile: its fields stay None."""
+        namespaces = _namespaces(dir_fd)
+        cgroup = classify_cgroup(_read_text(b"cgroup", dir_fd, pick_cgroup_path))
+        foreign = foreign_namespaces(namespaces, self.init_namespaces())
+        runtime = cgroup.runtime
+        if runtime is None and foreign is not None and "pid" in foreign.split():
+            runtime = "unknown"
+        session_id, tty_nr = session_fields(raw_stat)
+        found = self._environment(dir_fd)
+        client, source = None, None
+        if found is not None and "SSH_CONNECTION" in self.environment:
+            client = ssh_client(found.get("SSH_CONNECTION"))
+            source = "process" if client is not None else None
+            if client is None and session_id > 0:
+                client = self._session_ssh_client(session_id, start_ticks, dir_fd)
+                source = "session leader" if client is not None else None
+        net_ns = namespaces["net"]
+        share = self._share
+        return Context(
+            share(cgroup.path),
+            runtime,
+            share(cgroup.container_id),
+            share(cgroup.unit),
+            share(namespaces["pid"]),
+            share(namespaces["mnt"]),
+            share(namespaces["net"]),
+            share(namespaces["user"]),
+            foreign,
+            session_id,
+            tty_name(tty_nr),
+            _read_text(b"loginuid", dir_fd, parse_loginuid),
+            client,
+            source,
+            share(self._stdio(dir_fd, b"fd/0", net_ns)),
+            share(self._stdio(dir_fd, b"fd/1", net_ns)),
+            share(self._stdio(dir_fd, b"fd/2", net_ns)),
+            None if found is None else share(environment_json(found)),
+        )
+
+    def _share(self, value: _V) -> _V:
+        """One object for equal values: thousands of processes share a cgroup, namespaces,
+        stdio and environment, and the daemon keeps every live record (a few hundred bytes each
+        at 10,000 processes). Bounded in entries and in size: a long value (a hostile 128 KiB
+        LD_PRELOAD) is never kept here, so ended processes cannot pin memory through it."""
+        if value is None or (isinstance(value, str) and len(value) > _SHARED_TEXT_MAX):
+            return value
+        shared = self._shared.get(value)
+        if shared is not None:
+            return cast("_V", shared)
+        if len(self._shared) >= _SHARED_MAX:
+            self._shared.clear()
+        self._shared[value] = value
+        return value
+
+    def _environment(self, dir_fd: int) -> dict[str, str] | None:
+        if not self.environment:
+            return {}
+        raw = _read_bounded(b"environ", dir_fd, ENVIRON_MAX_BYTES)
+        return None if raw is None else _pick_environment(raw, self._needles)
+
+    def _session_ssh_client(self, session_id: int, start_ticks: int, dir_fd: int) -> str | None:
+        """SSH_CONNECTION of the session leader (pid = session id): the login shell sshd
+        started holds it even when a process in its session was started without it."""
+        cached = self._sessions.get(session_id)
+        if cached is not None and cached[0] <= start_ticks:
+            return cached[1]
+        try:
+            leader = os.open(
+                self._root + b"/" + str(session_id).encode(),
+                os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
+            )
+        except OSError:
+            return None
+        try:
+            raw_stat = _read_bounded(b"stat", leader, 4096)
+            if not raw_stat:
+                return None
+            try:
+                leader_start = int(raw_stat[raw_stat.rfind(b")") + 2 :].split()[19])
+            except (IndexError, ValueError):
+                return None
+            if leader_start > start_ticks:
+                return None  # the pid was reused by a process younger than this one
+            raw = _read_bounded(b"environ", leader, ENVIRON_MAX_BYTES)
+        finally:
+            os.close(leader)
+        client = None
+        if raw is not None:
+            client = ssh_client(allowed_environment(raw, ("SSH_CONNECTION",)).get("SSH_CONNECTION"))
+        if len(self._sessions) >= _SESSIONS_MAX:
+            self._sessions.clear()
+        self._sessions[session_id] = (leader_start, client)
+        return client
+
+    def _stdio(self, dir_fd: int, fd_name: bytes, net_ns: int | None) -> str | None:
+        try:
+            target = decode(os.readlink(fd_name, dir_fd=dir_fd))
+        except PermissionError:
+            return None
+        except VANISHED_ERRORS:
+            return "closed"
+        except OSError:
+            return None
+        inode = socket_inode(target)
+        if inode is None:
+            return stdio_kind(target)
+        description = self._socket(dir_fd, net_ns, inode)
+        return f"socket:{description}" if description is not None else target
+
+    def _socket(self, dir_fd: int, net_ns: int | None, inode: int) -> str | None:
+        for table in _SOCKET_TABLES:
+            found = self._table(dir_fd, net_ns, table, fresh=False).get(inode)
+            if found is not None:
+                return found
+        # a socket made after the cached tables were read: read them again, once per scan
+        for table in _SOCKET_TABLES:
+            found = self._table(dir_fd, net_ns, table, fresh=True).get(inode)
+            if found is not None:
+                return found
+        return None
+
+    def _table(self, dir_fd: int, net_ns: int | None, table: str, *, fresh: bool) -> dict[int, str]:
+        """A socket table of the namespace, parsed; cached across processes and scans. `fresh`
+        (a socket was not found) reads it again unless that already happened in this scan: each
+        table is read at most twice per scan whatever the processes hold."""
+        key = (net_ns, table)
+        cached = self._tables.get(key)
+        if cached is not None and (not fresh or (cached[0] == self._generation and cached[1])):
+            return cached[2]
+        raw = _read_bounded(b"net/" + table.encode(), dir_fd, None, records=True)
+        if raw is None:
+            parsed: dict[int, str] = {}
+        elif table == "unix":
+            parsed = parse_unix_table(raw)
+        else:
+            parsed = parse_inet_table(raw, table.rstrip("6"))
+        if net_ns is not None:  # without a namespace id the table cannot be shared
+            self._tables[key] = (self._generation, fresh, parsed)
+        return parsed
+
+
+_NS_LINKS = tuple((name, b"ns/" + name.encode()) for name in NAMESPACES)
+
+
+def _namespaces(dir_fd: int) -> dict[str, int | None]:
+    found: dict[str, int | None] = {}
+    for name, link in _NS_LINKS:
+        try:
+            found[name] = parse_ns_link(os.readlink(link, dir_fd=dir_fd))
+        except OSError:
+            found[name] = None
+    return found
+
+
+def _read_bounded(
+    path: bytes, dir_fd: int, limit: int | None, *, records: bool = False
+) -> bytes | None:
+    """A /proc file up to `limit` bytes (None: whole); None when it cannot be read. A file
+    generated whole (environ, cgroup, loginuid, stat) ends at a short first read; a table of
+    `records` (net/tcp, net/unix) returns whole lines per read and is read to its end."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        size = 0
+        want = 4096 if limit is None else min(4096, limit)
+        while want > 0:
+            chunk = os.read(fd, want)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if not records and len(chunk) < want and size < 4096:
+                break  # generated whole: a short first read is all of it
+            want = _READ_CHUNK if limit is None else min(_READ_CHUNK, limit - size)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_text(path: bytes, dir_fd: int, parse: Callable[[bytes], _T]) -> _T | None:
+    raw = _read_bounded(path, dir_fd, _TEXT_MAX_BYTES)
+    return None if raw is None else parse(raw)
