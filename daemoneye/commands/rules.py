@@ -148,23 +148,29 @@ def show_rule(ctx: Context, rule_id: str) -> int:
             f"no rule {rule_id!r}{did_you_mean(rule_id, [r.id for r in ruleset.rules])}"
         )
     rule = status.rule
+    table = ctx.output == "table"
     fields: list[tuple[str, object]] = [
         ("id", rule.id),
         ("name", rule.name),
         ("severity", rule.severity),
         ("enabled", rule.enabled),
-        ("tags", ", ".join(rule.tags)),
-        ("source", where(rule.source_file, rule.source_line)),
+        ("tags", ", ".join(rule.tags) if table else rule.tags),
+        (
+            "source",
+            where(rule.source_file, rule.source_line)
+            if table
+            else f"{rule.source_file}:{rule.source_line}",
+        ),
         ("overrides", rule.overrides),
         ("title", rule.title),
         ("dedup_window_s", rule.dedup_window_s),
         ("throttle_s", rule.throttle_s),
         ("hits", status.hits),
-        ("last_hit", format_time(status.last_hit)),
+        ("last_hit", format_time(status.last_hit) if table else status.last_hit),
         ("description", rule.description.strip()),
         ("query", rule.query.strip()),
     ]
-    if ctx.output == "table":
+    if table:
         for name, value in fields:
             text = "" if value is None else str(value)
             indent = "\n" + " " * 16
@@ -275,10 +281,11 @@ def set_rule_enabled(ctx: Context, rule_id: str, enabled: bool) -> int:
         return await client.rule_disable(rule_id)
 
     status = with_daemon(ctx, ask)
-    state = "enabled" if status.rule.enabled else "disabled"
+    rule = status.rule
+    enabled_text = ("yes" if rule.enabled else "no") if ctx.output == "table" else rule.enabled
     render(
-        ("id", "state", "source"),
-        [(status.rule.id, state, f"{status.rule.source_file}:{status.rule.source_line}")],
+        ("id", "enabled", "source"),
+        [(rule.id, enabled_text, f"{rule.source_file}:{rule.source_line}")],
         ctx.output,
         sys.stdout,
     )
