@@ -20,7 +20,7 @@ from daemoneye.config.schema import LoadedConfig
 from daemoneye.errors import DaemonEyeError
 from daemoneye.log_format import SafeFormatter, log_uncaught_exceptions, stream_is_journal
 from daemoneye.models import ALERT_STATES, SEVERITIES
-from daemoneye.output import FORMATS
+from daemoneye.output import FORMATS, set_wide
 from daemoneye.text import visible
 
 EXIT_USAGE = 2
@@ -154,6 +154,13 @@ def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> Non
         choices=FORMATS,
         default=default,
         help="output format (cli.output; default table)",
+    )
+    group.add_argument(
+        "--wide",
+        action="store_true",
+        default=default,
+        help="never cut a table to the terminal's width (COLUMNS, when set, is the width "
+        "otherwise, also in a pipe)",
     )
 
 
@@ -378,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     _configure_logging(daemon=args.command == "daemon")
+    set_wide(bool(args.wide))
 
     def reload_config() -> LoadedConfig:
         return load_config(

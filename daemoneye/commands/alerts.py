@@ -144,7 +144,7 @@ def list_alerts_cmd(ctx: Context, options: ListOptions) -> int:
             for a in alerts
         ]
         columns = MACHINE_COLUMNS
-    render(columns, rows, ctx.output, sys.stdout)
+    render(columns, rows, ctx.output, sys.stdout, keep=("id", "rule_id"))
     if truncated:
         note(f"only the {options.limit} most recent alerts are shown (--limit to change)")
     return 0

@@ -129,7 +129,7 @@ def list_rules(ctx: Context) -> int:
                 timeouts_text(status) if table else status.timeouts,
             )
         )
-    render(LIST_COLUMNS, rows, ctx.output, sys.stdout)
+    render(LIST_COLUMNS, rows, ctx.output, sys.stdout, keep=("id",))
     _report(ruleset.problems)
     for fallback in ruleset.fallbacks:
         note(fallback)

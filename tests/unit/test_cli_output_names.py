@@ -111,3 +111,14 @@ def test_rules_show_json_tags_are_a_list_and_last_hit_a_number_or_null(
     assert row["tags"] == ["T1059.004", "T1095"]
     assert row["last_hit"] is None
     assert row["source"].endswith("command_and_control.toml:22")
+
+
+def test_columns_cuts_a_piped_table_and_wide_does_not(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "45")
+    assert cli.main(["processes", "--db", str(db)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 45 and lines[1].endswith("…")
+    assert cli.main(["processes", "--db", str(db), "--wide"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith(" ".join(ARGV).rstrip())
