@@ -13,8 +13,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import shtab
+
 from daemoneye import __version__
 from daemoneye.commands.common import Context
+from daemoneye.commands.completion import SHELLS
 from daemoneye.config.loading import load_config, mode_from_flag
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.errors import DaemonEyeError
@@ -94,13 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a rule file, or every *.toml of a directory, without touching the running "
         "set (exit 2 on problems)",
     )
-    rules_validate.add_argument("file", type=Path, metavar="FILE-OR-DIR")
+    rules_validate.add_argument("file", type=Path, metavar="FILE-OR-DIR").complete = shtab.FILE  # type: ignore[attr-defined]
     rules_test = rules_commands.add_parser(
         "test",
         help="run a rule (by id) or a file's rules over the store and print the "
         "alerts they would raise, raising none",
     )
-    rules_test.add_argument("target", metavar="RULE-OR-FILE")
+    rules_test.add_argument("target", metavar="RULE-OR-FILE").complete = shtab.FILE  # type: ignore[attr-defined]
     for verb, text in (
         ("enable", "switch a rule on in the running daemon (admin)"),
         ("disable", "switch a rule off in the running daemon (admin)"),
@@ -113,6 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
         "now (admin; exit 2 when a rule was refused)",
     )
     _add_alert_commands(commands, common)
+    completion = commands.add_parser(
+        "completion",
+        help="print the shell completion script (bash, zsh, fish); see docs/cli.md",
+        description="Print a completion script for SHELL, e.g. "
+        "`daemoneye completion bash > /etc/bash_completion.d/daemoneye`, or "
+        "`source <(daemoneye completion zsh)` in ~/.zshrc.",
+    )
+    completion.add_argument("shell", choices=SHELLS, metavar="SHELL", help=", ".join(SHELLS))
+    commands.add_parser(
+        "man",
+        help="print the manual page (roff): daemoneye man | man -l -",
+        description="Print this program's manual page, generated from its options, e.g. "
+        "`daemoneye man > /usr/local/share/man/man1/daemoneye.1`.",
+    )
     return parser
 
 
@@ -131,17 +148,17 @@ def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> Non
         metavar="FILE",
         default=default,
         help="config file to use instead of the mode's own config file",
-    )
+    ).complete = shtab.FILE  # type: ignore[attr-defined]
     group.add_argument(
         "--socket", metavar="PATH", default=default, help="daemon socket (daemon.socket)"
-    )
+    ).complete = shtab.FILE  # type: ignore[attr-defined]
     group.add_argument(
         "--db",
         metavar="PATH",
         default=default,
         help="store database file (store.path); read commands read this file even while a "
         "daemon runs",
-    )
+    ).complete = shtab.FILE  # type: ignore[attr-defined]
     group.add_argument(
         "--mode",
         choices=("system", "user"),
@@ -378,6 +395,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extras = parser.parse_known_args(argv)
     if extras:
         parser.error(_unrecognized(args, extras))
+    if args.command == "completion":
+        from daemoneye.commands.completion import print_completion
+
+        return print_completion(parser, args.shell)
+    if args.command == "man":
+        from daemoneye.commands.completion import print_man_page
+
+        return print_man_page(parser)
     if args.command is None:
         if sys.stdin.isatty() and sys.stdout.isatty():
             return _dashboard(args)
