@@ -215,7 +215,7 @@ class _Commands:
 
 def _add_alert_commands(commands: _Commands, common: argparse.ArgumentParser) -> None:
     """`alerts list|show|ack|close` and `audit verify`."""
-    alerts = commands.add_parser("alerts", help="alerts: list, show, ack, close")
+    alerts = commands.add_parser("alerts", help="alerts: list, follow, show, ack, close")
     alerts_commands = _Commands(
         alerts.add_subparsers(dest="alerts_command", metavar="SUBCOMMAND", required=True), common
     )
@@ -237,6 +237,30 @@ def _add_alert_commands(commands: _Commands, common: argparse.ArgumentParser) ->
         default=1000,
         metavar="N",
         help="print at most N alerts (default 1000)",
+    )
+    follow = alerts_commands.add_parser(
+        "follow",
+        help="print new alerts and state changes as they happen, like tail -f (ctrl-c stops)",
+        description="The last --lines alerts, then every new alert and state change "
+        "(raised, repeated, acknowledged, closed, reopened) as the daemon reports it, until "
+        "ctrl-c (exit 130) or the daemon stops (exit 1). Every -o format streams: json is one "
+        "object per alert.",
+    )
+    follow.add_argument(
+        "--severity",
+        choices=SEVERITIES,
+        metavar="LEVEL",
+        help="at least this severity: " + ", ".join(SEVERITIES),
+    )
+    follow.add_argument("--rule", metavar="ID", help="only this rule's alerts")
+    follow.add_argument("--state", choices=ALERT_STATES, help="only alerts in this state")
+    follow.add_argument(
+        "-n",
+        "--lines",
+        type=_at_least(0),
+        default=10,
+        metavar="N",
+        help="first print the last N matching alerts (default 10; 0: only new ones)",
     )
     for name, text in (
         ("show", "one alert in full, with its deliveries to each sink"),
@@ -342,6 +366,15 @@ def _dispatch(
                     state=args.state,
                     since=args.since,
                     limit=args.limit,
+                ),
+            )
+        if args.alerts_command == "follow":
+            from daemoneye.commands.alerts_follow import FollowOptions, follow_alerts
+
+            return follow_alerts(
+                ctx,
+                FollowOptions(
+                    severity=args.severity, rule=args.rule, state=args.state, lines=args.lines
                 ),
             )
         if args.alerts_command == "show":

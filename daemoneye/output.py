@@ -206,3 +206,69 @@ def _table(
             ).rstrip()
             + "\n"
         )
+
+
+_STREAM_LAST_MIN = 20  # the last column's room before the `flexible` columns give way
+
+
+class RowStream:
+    """Rows printed one at a time as they happen (`alerts follow`), each flushed at once so a
+    pipe (`| grep`) sees it: table and csv print their heading first; json prints one indented
+    object per row (a stream `jq` reads), ndjson one line per row. A table's columns have the
+    fixed `widths` given, except the last, which takes the rest of the width (uncut when the
+    width is unlimited); on a narrow terminal the `flexible` columns and the last give way
+    together (fit_widths). Escaping is as in `render`."""
+
+    def __init__(
+        self,
+        columns: Sequence[str],
+        fmt: str,
+        out: TextIO,
+        *,
+        widths: Sequence[int] = (),
+        headings: Mapping[str, str] | None = None,
+        max_width: int | None = None,
+        flexible: Collection[str] = (),
+    ) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        self.columns = tuple(columns)
+        self.fmt = fmt
+        self.out = out
+        self._csv = csv.writer(out, lineterminator="\n")
+        self._widths: list[int | None] = []
+        if fmt == "table":
+            shown = [visible((headings or {}).get(c, c)).upper() for c in columns]
+            limit = table_width(out) if max_width is None else max_width
+            fixed = list(widths[: len(columns) - 1])
+            if limit is None:
+                self._widths = [*fixed, None]
+            else:
+                room = limit - 2 * (len(columns) - 1)
+                wanted = [*fixed, max(_STREAM_LAST_MIN, room - sum(fixed))]
+                shrinkable = [c in flexible for c in columns[:-1]] + [True]
+                floors = [min(cell_len(h), w) for h, w in zip(shown, wanted, strict=True)]
+                self._widths = list(fit_widths(wanted, shrinkable, floors, room))
+            self._line(shown)
+        elif fmt == "csv":
+            self._csv.writerow([csv_cell(c) for c in columns])
+            out.flush()
+
+    def _line(self, cells: Sequence[str]) -> None:
+        parts = [
+            text if width is None else _fit(text, width, False)
+            for text, width in zip(cells, self._widths, strict=True)
+        ]
+        self.out.write("  ".join(parts).rstrip() + "\n")
+        self.out.flush()
+
+    def write(self, row: Sequence[Any]) -> None:
+        if self.fmt == "table":
+            self._line([_cell(v) for v in row])
+            return
+        if self.fmt == "csv":
+            self._csv.writerow([csv_cell(_csv_value(v)) for v in row])
+        else:
+            record = {c: _json_value(v) for c, v in zip(self.columns, row, strict=True)}
+            self.out.write(json_text(record, indent=2 if self.fmt == "json" else None) + "\n")
+        self.out.flush()
