@@ -262,13 +262,32 @@ def _add_alert_commands(commands: _Commands, common: argparse.ArgumentParser) ->
         metavar="N",
         help="first print the last N matching alerts (default 10; 0: only new ones)",
     )
+    alerts_show = alerts_commands.add_parser(
+        "show", help="one alert in full, with its deliveries to each sink"
+    )
+    alerts_show.add_argument("alert_id", type=int, metavar="ID")
     for name, text in (
-        ("show", "one alert in full, with its deliveries to each sink"),
-        ("ack", "acknowledge an open alert"),
-        ("close", "close an open or acknowledged alert"),
+        ("ack", "acknowledge an open alert, or every open alert a --filter matches"),
+        ("close", "close an open or acknowledged alert, or every one a --filter matches"),
     ):
-        sub = alerts_commands.add_parser(name, help=text)
-        sub.add_argument("alert_id", type=int, metavar="ID")
+        sub = alerts_commands.add_parser(
+            name,
+            help=text,
+            description=text + ". FILTER terms (all must match): rule:ID severity:LEVEL "
+            "severity:>=LEVEL state:STATE pid:N since:DURATION title:TEXT, not:TERM to negate. "
+            "The matching alerts are counted and you are asked first; --yes answers for "
+            "scripts (without it and without a terminal the command refuses, exit 2). Each "
+            "alert is changed, and audited, on its own.",
+        )
+        sub.add_argument("alert_id", type=int, metavar="ID", nargs="?")
+        sub.add_argument(
+            "--filter",
+            metavar="FILTER",
+            help="every alert these terms match, e.g. --filter 'rule:X severity:high'",
+        )
+        sub.add_argument(
+            "-y", "--yes", action="store_true", help="do not ask (--filter): for scripts"
+        )
     audit = commands.add_parser("audit", help="the tamper-evident audit log")
     audit_commands = _Commands(
         audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True), common
@@ -380,6 +399,15 @@ def _dispatch(
         if args.alerts_command == "show":
             return alerts_cmd.show_alert(ctx, args.alert_id)
         state = {"ack": "acknowledged", "close": "closed"}[args.alerts_command]
+        if (args.alert_id is None) == (args.filter is None):
+            raise _UsageError(
+                f"usage: daemoneye alerts {args.alerts_command} ID, or "
+                f"daemoneye alerts {args.alerts_command} --filter 'TERMS' [--yes]"
+            )
+        if args.filter is not None:
+            from daemoneye.commands.alerts_bulk import change_by_filter
+
+            return change_by_filter(ctx, args.filter, state, yes=args.yes)
         return alerts_cmd.change_state(ctx, args.alert_id, state)
     if args.command == "audit":
         from daemoneye.commands.audit import verify_audit

@@ -16,7 +16,14 @@ from typing import Any, TextIO
 
 from daemoneye.commands.common import Context, note
 from daemoneye.errors import DaemonEyeError
-from daemoneye.ipc.client import Connected, DaemonUnavailable, Disconnected, Resync
+from daemoneye.ipc.client import (
+    Connected,
+    ConnectionLost,
+    DaemonClient,
+    DaemonUnavailable,
+    Disconnected,
+    Resync,
+)
 from daemoneye.models import SEVERITIES, Alert
 from daemoneye.output import RowStream
 
@@ -43,6 +50,12 @@ class FollowOptions:
     rule: str | None = None
     state: str | None = None
     lines: int = 10  # alerts printed from before the follow began
+
+
+def _backlog_limit(options: FollowOptions) -> int:
+    """How many recent alerts to fetch for the backlog: more than --lines, as --rule filters
+    here, within what one `alerts.list` answers (1 to 10,000)."""
+    return min(max(options.lines * 10, 100), 10_000)
 
 
 def matches(alert: Alert, options: FollowOptions) -> bool:
@@ -89,40 +102,47 @@ async def follow(ctx: Context, options: FollowOptions, out: TextIO) -> None:
             "`daemoneye daemon`, or pass --socket)"
         ) from None
     try:
-        subscribed = await client.subscribe("alerts")
-        table = ctx.output == "table"
-        stream = RowStream(
-            TABLE_COLUMNS if table else COLUMNS,
-            ctx.output,
-            out,
-            widths=TABLE_WIDTHS,
-            flexible=("rule_id",),
-        )
-        if not subscribed.available:
-            note("the detection engine is not running yet; its alerts will follow when it is")
-        elif options.lines:
-            recent = await client.alerts_list(
-                state=options.state, severity=options.severity, limit=options.lines * 10
-            )
-            chosen = [a for a in recent if matches(a, options)][: options.lines]
-            for alert in reversed(chosen):
-                stream.write(row_of(alert, table))
-        async for event in client.events():
-            if isinstance(event, Alert):
-                if matches(event, options):
-                    stream.write(row_of(event, table))
-            elif isinstance(event, Disconnected):
-                raise DaemonGone(f"the daemon went away ({event.reason}); stopped following")
-            elif isinstance(event, Resync) and event.topic == "alerts":
-                note(
-                    f"{event.dropped} alert notifications were dropped ({event.reason}); "
-                    "`daemoneye alerts list` shows them"
-                )
-            elif not isinstance(event, Connected):
-                continue  # other topics: not subscribed here
-        raise DaemonGone("the connection to the daemon ended; stopped following")
+        await _stream(client, ctx, options, out)
+    except ConnectionLost as exc:
+        raise DaemonGone(f"the daemon went away ({exc}); stopped following") from None
     finally:
         await client.close()
+
+
+async def _stream(client: DaemonClient, ctx: Context, options: FollowOptions, out: TextIO) -> None:
+    """Subscribe, print the backlog, then every matching notification."""
+    subscribed = await client.subscribe("alerts")
+    table = ctx.output == "table"
+    stream = RowStream(
+        TABLE_COLUMNS if table else COLUMNS,
+        ctx.output,
+        out,
+        widths=TABLE_WIDTHS,
+        flexible=("rule_id",),
+    )
+    if not subscribed.available:
+        note("the detection engine is not running yet; its alerts will follow when it is")
+    elif options.lines:
+        recent = await client.alerts_list(
+            state=options.state, severity=options.severity, limit=_backlog_limit(options)
+        )
+        chosen = [a for a in recent if matches(a, options)][: options.lines]
+        for alert in reversed(chosen):
+            stream.write(row_of(alert, table))
+    async for event in client.events():
+        if isinstance(event, Alert):
+            if matches(event, options):
+                stream.write(row_of(event, table))
+        elif isinstance(event, Disconnected):
+            raise DaemonGone(f"the daemon went away ({event.reason}); stopped following")
+        elif isinstance(event, Resync) and event.topic == "alerts":
+            note(
+                f"{event.dropped} alert notifications were dropped ({event.reason}); "
+                "`daemoneye alerts list` shows them"
+            )
+        elif not isinstance(event, Connected):
+            continue  # other topics: not subscribed here
+    raise DaemonGone("the connection to the daemon ended; stopped following")
 
 
 def follow_alerts(ctx: Context, options: FollowOptions) -> int:

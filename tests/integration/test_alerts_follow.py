@@ -122,3 +122,24 @@ def test_follow_without_a_daemon_says_what_to_do(harness: DaemonHarness) -> None
     done = harness.cli("alerts", "follow")
     assert done.returncode == 1
     assert "needs the running daemon" in done.stderr
+
+
+def test_a_long_backlog_is_asked_for_within_the_daemons_limit(
+    harness: DaemonHarness, sleeper: Sleeper
+) -> None:
+    harness.start()
+    rule_id, mark = _marker_alert(harness, sleeper)
+    sleeper(mark)
+    wait_for(lambda: _alert_ids(harness, rule_id), "the alert")
+    follower = _follow(harness, "-n", "5000", "-o", "ndjson")
+    try:
+        assert _next_row(follower)["rule_id"] == rule_id  # the backlog came
+        harness.stop()
+        assert follower.wait(timeout=DEADLINE_S) == 1
+        assert follower.stderr is not None
+        err = follower.stderr.read()
+        assert "stopped following" in err, err
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
