@@ -34,7 +34,13 @@ from daemoneye.engine.alerts import AlertBook
 from daemoneye.engine.audit import actor_for
 from daemoneye.engine.rule_file import did_you_mean
 from daemoneye.errors import DaemonEyeError, StoreError
-from daemoneye.ipc.client import DaemonClient, DaemonUnavailable, IpcError, RpcError
+from daemoneye.ipc.client import (
+    DaemonClient,
+    DaemonUnavailable,
+    ErrorCode,
+    IpcError,
+    RpcError,
+)
 from daemoneye.models import ALERT_STATES, SEVERITIES, Alert
 from daemoneye.output import render
 from daemoneye.store.db import Store
@@ -226,6 +232,8 @@ def _apply(ctx: Context, ids: Sequence[int], state: str) -> tuple[list[Alert], l
                 else:
                     changed.append(await client.alert_close(alert_id))
             except RpcError as exc:
+                if exc.code != ErrorCode.CONFLICT and exc.code != ErrorCode.NOT_FOUND:
+                    raise  # not an admin, or the daemon cannot: the next would fail alike
                 failed.append(f"alert {alert_id}: {exc.message}")
         return changed, failed
 
@@ -242,6 +250,8 @@ def _apply(ctx: Context, ids: Sequence[int], state: str) -> tuple[list[Alert], l
 
     try:
         answer = asyncio.run(run())
+    except RpcError:
+        raise  # the daemon's refusal (not an admin …): printed as it is
     except IpcError as exc:
         raise DaemonUnavailable(f"the daemon stopped answering: {exc}") from None
     if answer is not None:

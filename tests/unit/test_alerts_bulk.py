@@ -13,10 +13,14 @@ import pytest
 from daemoneye.commands.alerts_bulk import (
     BulkFilterError,
     NotConfirmed,
+    _apply,
     confirm,
     parse_selection,
 )
+from daemoneye.commands.common import Context
+from daemoneye.config.loading import load_config
 from daemoneye.engine import audit
+from daemoneye.ipc.client import ErrorCode, RpcError
 from daemoneye.models import Alert
 from daemoneye.store import Store
 
@@ -142,3 +146,30 @@ def test_selection_terms() -> None:
 def test_a_bad_filter_is_named(text: str, said: str) -> None:
     with pytest.raises(BulkFilterError, match=said):
         parse_selection(text, 0.0)
+
+
+class _RefusingDaemon:
+    """A daemon that answers like one refusing a non-admin peer."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    async def connect(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def alert_ack(self, alert_id: int) -> Alert:
+        self.asked.append(alert_id)
+        raise RpcError(ErrorCode.FORBIDDEN, "alerts.ack needs an admin")
+
+
+def test_a_refusal_stops_at_the_first_alert(monkeypatch: pytest.MonkeyPatch, db: Path) -> None:
+    daemon = _RefusingDaemon()
+    monkeypatch.setattr(Context, "client", lambda self: daemon)
+    ctx = Context(loaded=load_config(mode="user", config_file=None, flags={}), output="table")
+    with pytest.raises(RpcError, match="needs an admin"):
+        _apply(ctx, [1, 2, 3], "acknowledged")
+    assert daemon.asked == [1]
+    assert set(_states(db).values()) == {"open"}  # and nothing went around the daemon
