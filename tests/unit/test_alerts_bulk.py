@@ -18,7 +18,7 @@ from daemoneye.commands.alerts_bulk import (
     parse_selection,
 )
 from daemoneye.commands.common import Context
-from daemoneye.config.loading import load_config
+from daemoneye.config.loading import load_config, mode_from_flag
 from daemoneye.engine import audit
 from daemoneye.ipc.client import ErrorCode, RpcError
 from daemoneye.models import Alert
@@ -168,7 +168,8 @@ class _RefusingDaemon:
 def test_a_refusal_stops_at_the_first_alert(monkeypatch: pytest.MonkeyPatch, db: Path) -> None:
     daemon = _RefusingDaemon()
     monkeypatch.setattr(Context, "client", lambda self: daemon)
-    ctx = Context(loaded=load_config(mode="user", config_file=None, flags={}), output="table")
+    loaded = load_config(mode=mode_from_flag("user"), config_file=None, flags={})
+    ctx = Context(loaded=loaded, output="table")
     with pytest.raises(RpcError, match="needs an admin"):
         _apply(ctx, [1, 2, 3], "acknowledged")
     assert daemon.asked == [1]
