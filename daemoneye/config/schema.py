@@ -271,6 +271,14 @@ class TuiConfig:
             "The K key toggles it and saves it here.",
         ),
     )
+    show_meters: bool = field(
+        default=True,
+        metadata=_spec(
+            "bool",
+            "Show the host meters (CPU per core, memory, swap, load, uptime) above the "
+            "processes table. The m key toggles it and saves it here.",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

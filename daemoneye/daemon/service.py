@@ -29,6 +29,7 @@ from daemoneye import __version__
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.daemon.collection import Collection as Collector
 from daemoneye.daemon.history_answers import processes_at, timeline_page
+from daemoneye.daemon.host_meters import HostSampler
 from daemoneye.daemon.ipc_ports import AuditTrail, DetectionEngine
 from daemoneye.daemon.process_signal import (
     SignalRefused,
@@ -104,6 +105,7 @@ class DaemonService:
         self._loop = asyncio.get_running_loop()
         self._store_pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="daemoneye-ipc")
         self._admin_group: tuple[str, int | None, float] = ("", None, 0.0)
+        self.host_meters = HostSampler()
 
     # -- plugging in the engine ------------------------------------------------------------
     def attach_engine(self, engine: DetectionEngine | None) -> None:
@@ -155,7 +157,12 @@ class DaemonService:
         assert self.feed.health_report is not None
         clients = len(self.feed.server.connections) if self.feed.server is not None else 0
         engine = self.engine.status() if self.engine is not None else None
-        return DaemonStatus(report=self.feed.health_report, clients=clients, engine=engine)
+        return DaemonStatus(
+            report=self.feed.health_report,
+            clients=clients,
+            engine=engine,
+            host=self.host_meters.sample(),
+        )
 
     def _health_line(self) -> bytes:
         return protocol.notification(protocol.NOTIFY_HEALTH, to_wire(self.status()))

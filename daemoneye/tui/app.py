@@ -100,6 +100,8 @@ class DaemonEyeApp(App[None]):
         private_daemon: str = "",
         hide_kernel_threads: bool = False,
         remember_kernel_threads: Callable[[bool], None] | None = None,
+        show_meters: bool = True,
+        remember_meters: Callable[[bool], None] | None = None,
         editor: EditorRunner = run_editor,
         tick_s: float = 1.0,
     ) -> None:
@@ -114,6 +116,8 @@ class DaemonEyeApp(App[None]):
         self._remember_theme = remember_theme
         self.hide_kernel_threads = hide_kernel_threads  # the processes screen's K
         self._remember_kernel_threads = remember_kernel_threads
+        self.show_meters = show_meters  # the processes screen's m
+        self._remember_meters = remember_meters
         self._pending_alerts: dict[int, Alert] = {}
         self._startup_problems: list[str] = []
         self._theme_ready = False
@@ -153,6 +157,16 @@ class DaemonEyeApp(App[None]):
             return
         try:
             self._remember_kernel_threads(hide)
+        except DaemonEyeError as exc:
+            self.notify(str(exc), title="Choice not saved", severity="warning")
+
+    def choose_meters(self, show: bool) -> None:
+        """Host meters shown or hidden (the m key): kept for next time."""
+        self.show_meters = show
+        if self._remember_meters is None:
+            return
+        try:
+            self._remember_meters(show)
         except DaemonEyeError as exc:
             self.notify(str(exc), title="Choice not saved", severity="warning")
 

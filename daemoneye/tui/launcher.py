@@ -146,9 +146,11 @@ def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None, socket_give
     from daemoneye.tui.ipc_source import IpcSource
     from daemoneye.tui.preferences import (
         configured_hide_kernel_threads,
+        configured_show_meters,
         configured_theme,
         preference_file,
         remember_hide_kernel_threads,
+        remember_show_meters,
         remember_theme,
     )
 
@@ -172,6 +174,8 @@ def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None, socket_give
         private_daemon=private.description if private else "",
         hide_kernel_threads=configured_hide_kernel_threads(loaded),
         remember_kernel_threads=partial(remember_hide_kernel_threads, preference_file(loaded)),
+        show_meters=configured_show_meters(loaded),
+        remember_meters=partial(remember_show_meters, preference_file(loaded)),
     )
     follow_terminal_size()
     try:

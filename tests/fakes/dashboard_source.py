@@ -18,6 +18,7 @@ from daemoneye.models import (
     EngineStatus,
     HealthReport,
     Hello,
+    HostMeters,
     ProcessChange,
     ProcessesDelta,
     ProcessKey,
@@ -395,7 +396,21 @@ def sample_status(now: float = FAKE_NOW) -> DaemonStatus:
         alerts_open=3,
         sink_backlog=0,
     )
-    return DaemonStatus(sample_health(now), clients=2, engine=engine)
+    return DaemonStatus(sample_health(now), clients=2, engine=engine, host=sample_host(now))
+
+
+def sample_host(now: float = FAKE_NOW) -> HostMeters:
+    """A 4-core host, half its memory used, a little swap, up for 3 days and 4 hours."""
+    return HostMeters(
+        cpu_percent=(78.0, 12.5, 3.0, 45.0),
+        memory_total=8 << 30,
+        memory_used=4 << 30,
+        swap_total=2 << 30,
+        swap_used=256 << 20,
+        load=(1.25, 0.80, 0.55),
+        boot_time=now - (3 * 86400 + 4 * 3600 + 120),
+        sampled_at=now,
+    )
 
 
 def sample_health(now: float = FAKE_NOW) -> HealthReport:

@@ -23,6 +23,7 @@ from daemoneye.tui.screens.signal import SignalScreen
 from daemoneye.tui.source import ProcessesReset, Resync
 from daemoneye.tui.widgets.component_style import component_style
 from daemoneye.tui.widgets.filter_bar import FilterBar
+from daemoneye.tui.widgets.host_meters import HostMetersPanel
 from daemoneye.tui.widgets.process_detail import ProcessDetail
 from tests.fakes.dashboard_source import (
     FAKE_NOW,
@@ -775,3 +776,58 @@ async def test_a_filter_error_is_shown_whole_at_80_columns(make_app: AppFactory)
         assert "".join(shown.split()) == "".join(bar.error.split())
         assert bar.region.contains_region(error.region), "no line of it is clipped"
         assert error.region.right <= 80
+
+
+async def test_host_meters_show_the_daemons_sample_and_m_hides_them(make_app: AppFactory) -> None:
+    remembered: list[bool] = []
+    async with make_app(remember_meters=remembered.append).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        panel = screen.query_one(HostMetersPanel)
+        shown = str(panel.render())
+        assert "4 cores" in shown and "Load 1.25 0.80 0.55" in shown and "Up 3d 4h" in shown
+        assert panel.display
+        await pilot.press("m")
+        await settle(pilot)
+        assert not panel.display
+        await pilot.press("m")
+        await settle(pilot)
+        assert panel.display
+        assert remembered == [False, True]
+
+
+async def test_meters_start_hidden_when_the_config_says_so(make_app: AppFactory) -> None:
+    async with make_app(show_meters=False).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert not processes_screen(pilot.app.screen).query_one(HostMetersPanel).display
+
+
+async def test_right_and_left_scroll_the_command_column(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        table = processes_screen(pilot.app.screen).table
+        key = table.cursor_key
+        assert key is not None
+        line = table.render_line(1).text
+        assert "/tmp/.x/kthreadd -o" in line
+        await pilot.press("right")
+        await settle(pilot)
+        assert table.shift_offset == 8
+        assert "COMMAND «8" in table.render_line(0).text
+        shifted = table.render_line(1).text
+        assert "/tmp/.x/" not in shifted and "kthreadd -o pool" in shifted
+        await pilot.press("greater_than_sign", "less_than_sign", "left")
+        await settle(pilot)
+        assert table.shift_offset == 0
+        assert table.cursor_key == key  # sideways keys never move the cursor
+        await pilot.press("left")
+        assert table.shift_offset == 0
+
+
+async def test_the_command_column_keeps_room_at_80_columns(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        table = processes_screen(pilot.app.screen).table
+        widths = dict(zip([c.key for c in table.columns], table._widths, strict=True))
+        assert widths["cmd"] >= 20
+        assert widths["pid"] == 7 and widths["cpu"] == 5 and widths["started"] == 8

@@ -40,6 +40,24 @@ PROCESS_COLUMNS: tuple[Column, ...] = (
 )
 
 
+# On a narrow terminal the command line is what a responder reads: these columns give way,
+# in this order and down to these widths, until COMMAND has COMMAND_ROOM cells. PID, CPU% and
+# STARTED keep theirs (a cut number misleads).
+COMMAND_ROOM = 28
+GIVE_WAY = (("name", 8), ("user", 6), ("rss", 6))
+
+
+def process_column_widths(room: int) -> tuple[int, ...]:
+    """Each column's width for `room` cells of content; COMMAND (0) takes what is left."""
+    widths = {column.key: column.width for column in PROCESS_COLUMNS}
+    for key, narrowest in GIVE_WAY:
+        short = COMMAND_ROOM - (room - sum(widths.values()))
+        if short <= 0:
+            break
+        widths[key] = max(narrowest, widths[key] - short)
+    return tuple(widths[column.key] for column in PROCESS_COLUMNS)
+
+
 def plain_cells(record: ProcessRecord, now: float) -> tuple[Cell, ...]:
     """pid, user, cpu, rss, started, name, command without any tone."""
     user = (
