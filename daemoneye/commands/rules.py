@@ -273,7 +273,8 @@ def _report(problems: tuple[RuleProblem, ...] | list[RuleProblem]) -> None:
 
 def set_rule_enabled(ctx: Context, rule_id: str, enabled: bool) -> int:
     """`rules enable|disable ID`: an admin request to the running daemon (audited there). The
-    switch lasts until the daemon restarts; set `enabled` in the rule file to make it stay."""
+    daemon keeps the switch across reloads and restarts (rule-switches.json next to the store)
+    until it is switched back; switching a rule to what its file says drops the switch."""
 
     async def ask(client: DaemonClient) -> RuleStatus:
         if enabled:
