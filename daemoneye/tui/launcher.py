@@ -26,7 +26,7 @@ from pathlib import Path
 from daemoneye.config.loading import load_config
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.errors import DaemonEyeError
-from daemoneye.paths import Mode
+from daemoneye.paths import BUILTIN_RULES_DIR, Mode
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
@@ -174,6 +174,8 @@ def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None, socket_give
         private_daemon=private.description if private else "",
         hide_kernel_threads=configured_hide_kernel_threads(loaded),
         remember_kernel_threads=partial(remember_hide_kernel_threads, preference_file(loaded)),
+        builtin_rules_dir=BUILTIN_RULES_DIR,
+        override_rules_dir=loaded.paths.rules_dirs[-1],
         show_meters=configured_show_meters(loaded),
         remember_meters=partial(remember_show_meters, preference_file(loaded)),
     )

@@ -831,3 +831,53 @@ async def test_the_command_column_keeps_room_at_80_columns(make_app: AppFactory)
         widths = dict(zip([c.key for c in table.columns], table._widths, strict=True))
         assert widths["cmd"] >= 20
         assert widths["pid"] == 7 and widths["cpu"] == 5 and widths["started"] == 8
+
+
+async def test_o_on_a_builtin_rule_opens_a_new_override_in_the_users_rules_dir(
+    make_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builtin = tmp_path / "package" / "rules"
+    builtin.mkdir(parents=True)
+    pack = builtin / "pack.toml"
+    pack.write_text(
+        '[[rule]]\nid = "other"\nquery = "SELECT 1"\n\n'
+        '[[rule]]\nid = "listening-python"\nname = "x"\nquery = """\nSELECT 2\n"""\n\n'
+        '[[rule]]\nid = "third"\n'
+    )
+    user_rules = tmp_path / "config" / "rules.d"
+    source = FakeSource()
+    status = source.rules["listening-python"]
+    source.rules["listening-python"] = dataclasses.replace(
+        status, rule=dataclasses.replace(status.rule, source_file=str(pack), source_line=5)
+    )
+    edited: list[list[str]] = []
+
+    def editor(argv: object) -> int:
+        assert isinstance(argv, list)
+        edited.append(argv)
+        return 0
+
+    app = make_app(source, editor=editor, builtin_rules_dir=builtin, override_rules_dir=user_rules)
+    monkeypatch.setattr(app, "suspend", contextlib.nullcontext)
+    monkeypatch.setenv("EDITOR", "true")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("3")
+        await settle(pilot)
+        screen = current(pilot)
+        assert isinstance(screen, RulesScreen)
+        assert screen.table.select_key("listening-python")
+        await pilot.press("o")
+        await settle(pilot)
+        override = user_rules / "listening-python.override.toml"
+        assert edited == [["true", "+5", str(override)]]
+        text = override.read_text()
+        assert text.startswith("# Overrides the built-in rule 'listening-python' (pack.toml:5)")
+        assert 'id = "listening-python"' in text and "SELECT 2" in text
+        assert "other" not in text and "third" not in text
+        assert pack.read_text().count("[[rule]]") == 3  # the package's file is untouched
+        override.write_text("# mine\n")
+        await pilot.press("o")
+        await settle(pilot)
+        assert edited[-1] == ["true", "+1", str(override)]
+        assert override.read_text() == "# mine\n"  # an existing override is opened as it is

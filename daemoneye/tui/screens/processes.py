@@ -44,6 +44,7 @@ class ProcessesScreen(DashboardScreen):
         ("s  S", "next sort column, reverse order"),
         ("click header", "sort by that column"),
         ("t", "tree by parent"),
+        ("→ ←  > <", "scroll the command lines sideways"),
         ("K", "hide / show kernel threads (remembered)"),
         ("m", "hide / show the host meters (remembered)"),
         ("d  Enter", "detail pane"),
