@@ -87,6 +87,9 @@ _ENGINE_MISSING = "not available: the detection engine is not running"
 _AUDIT_MISSING = "not available: the audit log is not running"
 
 
+RULES_LINE_FRESH_S = 1.0  # a rules subscriber gets hit counts at most this old
+
+
 class DaemonService:
     """Every method of the protocol, over the collector, the store, the engine and the audit
     log. The event loop owns all of its state."""
@@ -106,6 +109,7 @@ class DaemonService:
         self._store_pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="daemoneye-ipc")
         self._admin_group: tuple[str, int | None, float] = ("", None, 0.0)
         self.host_meters = HostSampler()
+        self._rules_line_at = float("-inf")  # time.monotonic() of a fresh rules line
 
     # -- plugging in the engine ------------------------------------------------------------
     def attach_engine(self, engine: DetectionEngine | None) -> None:
@@ -412,11 +416,17 @@ class DaemonService:
             if topic in ("processes", "health"):
                 await self.feed.wait_ready()
             rules_line = self.feed.rules_line
-            if topic == "rules" and self.engine is not None and rules_line is None:
+            stale = time.monotonic() - self._rules_line_at > RULES_LINE_FRESH_S
+            if topic == "rules" and self.engine is not None and (rules_line is None or stale):
+                # The last rules.changed holds the hit counts of its moment; a subscriber
+                # (a dashboard reconnecting) gets them as of now. Reused for a second, so
+                # that subscribing in a loop costs one store read a second, not one each.
                 statuses = await self.engine.rule_statuses()
                 rules_line = protocol.notification(
                     protocol.NOTIFY_RULES, {"rules": to_wire(tuple(statuses))}
                 )
+                self.feed.rules_line = rules_line
+                self._rules_line_at = time.monotonic()
             # From here on nothing awaits: the answer, the initial state and the first
             # notification reach the client in that order.
             call.conn.subscribe(topic)
