@@ -461,3 +461,20 @@ class HistoryReach:
     oldest: float | None  # the earliest moment any retained instance was seen
     newest: float | None  # the latest moment anything was seen
     instances: int
+
+
+@dataclass(frozen=True, slots=True)
+class TableColumn:
+    """One column of a readable table: its name and declared type ("" when none)."""
+
+    name: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class TableSchema:
+    """A table or view user SQL may read (`query.tables`), with its columns in order."""
+
+    name: str
+    kind: str  # 'table' or 'view'
+    columns: tuple[TableColumn, ...]

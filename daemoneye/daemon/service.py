@@ -73,7 +73,9 @@ from daemoneye.models import (
     Hello,
     RulesReload,
     RuleStatus,
+    TableSchema,
 )
+from daemoneye.store.catalogue import readable_schema
 from daemoneye.store.readonly import ReadOnlyStore, open_readonly
 from daemoneye.store.records import ancestry, records_for_pid
 
@@ -223,6 +225,7 @@ class DaemonService:
             Method("alerts.get", self.alerts_get, AlertIdParams),
             Method("rules.list", self.rules_list, NoParams),
             Method("query.run", self.query_run, QueryRunParams),
+            Method("query.tables", self.query_tables, NoParams),
             Method("health", self.health, NoParams),
             Method("audit.verify", self.audit_verify, NoParams),
             Method("history.processes_at", self.history_processes_at, ProcessesAtParams),
@@ -304,6 +307,9 @@ class DaemonService:
         return Raw(
             await self.in_store(lambda store: query_json(store, params.sql, params.max_rows))
         )
+
+    async def query_tables(self, call: Call, params: NoParams) -> tuple[TableSchema, ...]:
+        return await self.in_store(readable_schema)
 
     async def history_processes_at(
         self, call: Call, params: ProcessesAtParams

@@ -27,6 +27,8 @@ from daemoneye.models import (
     RuleProblem,
     RulesReload,
     RuleStatus,
+    TableColumn,
+    TableSchema,
 )
 from daemoneye.tui.logic.keys import row_key
 from daemoneye.tui.logic.lineage import ancestry, children
@@ -708,6 +710,15 @@ class FakeSource:
             for r in sorted(self.processes.values(), key=lambda r: r.pid)
         )
         return QueryResult(("pid", "name", "user", "cpu_percent"), rows, False, 3.2)
+
+    async def query_tables(self) -> tuple[TableSchema, ...]:
+        self._check()
+        self.calls.append(("query_tables", ()))
+        columns = tuple(TableColumn(n, t) for n, t in (("pid", "INTEGER"), ("name", "TEXT")))
+        return (
+            TableSchema("live_processes", "view", columns),
+            TableSchema("processes", "table", (*columns, TableColumn("cpu_percent", "REAL"))),
+        )
 
     async def health(self) -> DaemonStatus:
         self._check()

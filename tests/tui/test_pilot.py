@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from textual.color import Color
-from textual.widgets import Static
+from textual.widgets import DataTable, Static
 
 from daemoneye.models import Alert, ProcessChange, ProcessesDelta, ProcessKey
 from daemoneye.tui.logic.format import CMD_CELL_CHARS
@@ -881,3 +881,28 @@ async def test_o_on_a_builtin_rule_opens_a_new_override_in_the_users_rules_dir(
         await settle(pilot)
         assert edited[-1] == ["true", "+1", str(override)]
         assert override.read_text() == "# mine\n"  # an existing override is opened as it is
+
+
+async def test_query_dot_commands_show_the_catalogue(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        screen = current(pilot)
+        assert isinstance(screen, QueryScreen)
+        await pilot.press("slash", *".tables", "enter")
+        await settle(pilot)
+        table = screen.query_one("#results", DataTable)
+        assert table.row_count == 2
+        assert [str(c.label) for c in table.columns.values()] == ["name", "kind", "columns"]
+        await pilot.press(*"\b" * 7)
+        screen.query_one("#sql").value = ".schema processes"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await settle(pilot)
+        assert table.row_count == 3
+        assert "processes" in str(screen.query_one("#query-status").render())
+        screen.query_one("#sql").value = ".schema nope"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "no readable table 'nope'" in str(screen.query_one("#query-status").render())
+        assert ("query_run", (".tables",)) not in screen.dashboard.source.calls  # type: ignore[attr-defined]
