@@ -13,14 +13,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import shtab
+
 from daemoneye import __version__
 from daemoneye.commands.common import Context, remote_route, remote_routes
+from daemoneye.commands.completion import SHELLS
 from daemoneye.config.loading import load_config, mode_from_flag
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.errors import DaemonEyeError
 from daemoneye.log_format import SafeFormatter, log_uncaught_exceptions, stream_is_journal
 from daemoneye.models import ALERT_STATES, SEVERITIES
-from daemoneye.output import FORMATS
+from daemoneye.output import FORMATS, set_wide
 from daemoneye.text import visible
 
 EXIT_USAGE = 2
@@ -95,13 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a rule file (TOML or Sigma), or every rule file of a directory, without "
         "touching the running set (exit 2 on problems)",
     )
-    rules_validate.add_argument("file", type=Path, metavar="FILE-OR-DIR")
+    rules_validate.add_argument("file", type=Path, metavar="FILE-OR-DIR").complete = shtab.FILE  # type: ignore[attr-defined]
     rules_test = rules_commands.add_parser(
         "test",
         help="run a rule (by id) or a file's rules over the store and print the "
         "alerts they would raise, raising none",
     )
-    rules_test.add_argument("target", metavar="RULE-OR-FILE")
+    rules_test.add_argument("target", metavar="RULE-OR-FILE").complete = shtab.FILE  # type: ignore[attr-defined]
     rules_import = rules_commands.add_parser(
         "import",
         help="convert Sigma rules (*.yml, *.yaml, or directories of them) into TOML rules "
@@ -129,6 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
         "now (admin; exit 2 when a rule was refused)",
     )
     _add_alert_commands(commands, common)
+    completion = commands.add_parser(
+        "completion",
+        help="print the shell completion script (bash, zsh, fish); see docs/cli.md",
+        description="Print a completion script for SHELL, e.g. "
+        "`daemoneye completion bash > /etc/bash_completion.d/daemoneye`, or "
+        "`source <(daemoneye completion zsh)` in ~/.zshrc.",
+    )
+    completion.add_argument("shell", choices=SHELLS, metavar="SHELL", help=", ".join(SHELLS))
+    commands.add_parser(
+        "man",
+        help="print the manual page (roff): daemoneye man | man -l -",
+        description="Print this program's manual page, generated from its options, e.g. "
+        "`daemoneye man > /usr/local/share/man/man1/daemoneye.1`.",
+    )
     return parser
 
 
@@ -147,10 +164,10 @@ def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> Non
         metavar="FILE",
         default=default,
         help="config file to use instead of the mode's own config file",
-    )
+    ).complete = shtab.FILE  # type: ignore[attr-defined]
     group.add_argument(
         "--socket", metavar="PATH", default=default, help="daemon socket (daemon.socket)"
-    )
+    ).complete = shtab.FILE  # type: ignore[attr-defined]
     group.add_argument(
         "--host",
         metavar="ssh://[USER@]HOST[:PORT]",
@@ -165,7 +182,7 @@ def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> Non
         default=default,
         help="store database file (store.path); read commands read this file even while a "
         "daemon runs",
-    )
+    ).complete = shtab.FILE  # type: ignore[attr-defined]
     group.add_argument(
         "--mode",
         choices=("system", "user"),
@@ -178,6 +195,13 @@ def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> Non
         choices=FORMATS,
         default=default,
         help="output format (cli.output; default table)",
+    )
+    group.add_argument(
+        "--wide",
+        action="store_true",
+        default=default,
+        help="never cut a table to the terminal's width (COLUMNS, when set, is the width "
+        "otherwise, also in a pipe)",
     )
 
 
@@ -215,7 +239,7 @@ class _Commands:
 
 def _add_alert_commands(commands: _Commands, common: argparse.ArgumentParser) -> None:
     """`alerts list|show|ack|close` and `audit verify`."""
-    alerts = commands.add_parser("alerts", help="alerts: list, show, ack, close")
+    alerts = commands.add_parser("alerts", help="alerts: list, follow, show, ack, close")
     alerts_commands = _Commands(
         alerts.add_subparsers(dest="alerts_command", metavar="SUBCOMMAND", required=True), common
     )
@@ -238,13 +262,56 @@ def _add_alert_commands(commands: _Commands, common: argparse.ArgumentParser) ->
         metavar="N",
         help="print at most N alerts (default 1000)",
     )
+    follow = alerts_commands.add_parser(
+        "follow",
+        help="print new alerts and state changes as they happen, like tail -f (ctrl-c stops)",
+        description="The last --lines alerts, then every new alert and state change "
+        "(raised, repeated, acknowledged, closed, reopened) as the daemon reports it, until "
+        "ctrl-c (exit 130) or the daemon stops (exit 1). Every -o format streams: json is one "
+        "object per alert.",
+    )
+    follow.add_argument(
+        "--severity",
+        choices=SEVERITIES,
+        metavar="LEVEL",
+        help="at least this severity: " + ", ".join(SEVERITIES),
+    )
+    follow.add_argument("--rule", metavar="ID", help="only this rule's alerts")
+    follow.add_argument("--state", choices=ALERT_STATES, help="only alerts in this state")
+    follow.add_argument(
+        "-n",
+        "--lines",
+        type=_at_least(0),
+        default=10,
+        metavar="N",
+        help="first print the last N matching alerts (default 10; 0: only new ones)",
+    )
+    alerts_show = alerts_commands.add_parser(
+        "show", help="one alert in full, with its deliveries to each sink"
+    )
+    alerts_show.add_argument("alert_id", type=int, metavar="ID")
     for name, text in (
-        ("show", "one alert in full, with its deliveries to each sink"),
-        ("ack", "acknowledge an open alert"),
-        ("close", "close an open or acknowledged alert"),
+        ("ack", "acknowledge an open alert, or every open alert a --filter matches"),
+        ("close", "close an open or acknowledged alert, or every one a --filter matches"),
     ):
-        sub = alerts_commands.add_parser(name, help=text)
-        sub.add_argument("alert_id", type=int, metavar="ID")
+        sub = alerts_commands.add_parser(
+            name,
+            help=text,
+            description=text + ". FILTER terms (all must match): rule:ID severity:LEVEL "
+            "severity:>=LEVEL state:STATE pid:N since:DURATION title:TEXT, not:TERM to negate. "
+            "The matching alerts are counted and you are asked first; --yes answers for "
+            "scripts (without it and without a terminal the command refuses, exit 2). Each "
+            "alert is changed, and audited, on its own.",
+        )
+        sub.add_argument("alert_id", type=int, metavar="ID", nargs="?")
+        sub.add_argument(
+            "--filter",
+            metavar="FILTER",
+            help="every alert these terms match, e.g. --filter 'rule:X severity:high'",
+        )
+        sub.add_argument(
+            "-y", "--yes", action="store_true", help="do not ask (--filter): for scripts"
+        )
     audit = commands.add_parser("audit", help="the tamper-evident audit log")
     audit_commands = _Commands(
         audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True), common
@@ -361,9 +428,27 @@ def _dispatch(
                     limit=args.limit,
                 ),
             )
+        if args.alerts_command == "follow":
+            from daemoneye.commands.alerts_follow import FollowOptions, follow_alerts
+
+            return follow_alerts(
+                ctx,
+                FollowOptions(
+                    severity=args.severity, rule=args.rule, state=args.state, lines=args.lines
+                ),
+            )
         if args.alerts_command == "show":
             return alerts_cmd.show_alert(ctx, args.alert_id)
         state = {"ack": "acknowledged", "close": "closed"}[args.alerts_command]
+        if (args.alert_id is None) == (args.filter is None):
+            raise _UsageError(
+                f"usage: daemoneye alerts {args.alerts_command} ID, or "
+                f"daemoneye alerts {args.alerts_command} --filter 'TERMS' [--yes]"
+            )
+        if args.filter is not None:
+            from daemoneye.commands.alerts_bulk import change_by_filter
+
+            return change_by_filter(ctx, args.filter, state, yes=args.yes)
         return alerts_cmd.change_state(ctx, args.alert_id, state)
     if args.command == "audit":
         from daemoneye.commands.audit import verify_audit
@@ -427,6 +512,14 @@ def main(argv: Sequence[str] | None = None, *, dashboard: bool = True) -> int:
     args, extras = parser.parse_known_args(argv)
     if extras:
         parser.error(_unrecognized(args, extras))
+    if args.command == "completion":
+        from daemoneye.commands.completion import print_completion
+
+        return print_completion(parser, args.shell)
+    if args.command == "man":
+        from daemoneye.commands.completion import print_man_page
+
+        return print_man_page(parser)
     if args.command is None:
         if dashboard and sys.stdin.isatty() and sys.stdout.isatty():
             return _dashboard(args)
@@ -434,6 +527,7 @@ def main(argv: Sequence[str] | None = None, *, dashboard: bool = True) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     _configure_logging(daemon=args.command == "daemon")
+    set_wide(bool(args.wide))
 
     def reload_config() -> LoadedConfig:
         return load_config(

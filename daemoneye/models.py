@@ -506,13 +506,31 @@ class EngineStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class HostMeters:
+    """The host as htop shows it above its table, sampled by the daemon (so a dashboard on
+    another machine, over ssh, shows the monitored host): CPU use per core over the last
+    sample interval, memory and swap in bytes, load averages and the time since boot."""
+
+    cpu_percent: tuple[float, ...]  # per core, 0-100
+    memory_total: int
+    memory_used: int  # total minus available
+    swap_total: int
+    swap_used: int
+    load: tuple[float, float, float]  # 1, 5 and 15 minutes
+    boot_time: float  # epoch seconds
+    sampled_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonStatus:
     """The answer to `health` (and each `health.report`): the collector's report, the
-    connected IPC clients, and the engine's status (None while no engine runs)."""
+    connected IPC clients, the engine's status (None while no engine runs) and the host's
+    meters (None when they could not be read)."""
 
     report: HealthReport
     clients: int
     engine: EngineStatus | None
+    host: HostMeters | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,3 +557,20 @@ class HistoryReach:
     oldest: float | None  # the earliest moment any retained instance was seen
     newest: float | None  # the latest moment anything was seen
     instances: int
+
+
+@dataclass(frozen=True, slots=True)
+class TableColumn:
+    """One column of a readable table: its name and declared type ("" when none)."""
+
+    name: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class TableSchema:
+    """A table or view user SQL may read (`query.tables`), with its columns in order."""
+
+    name: str
+    kind: str  # 'table' or 'view'
+    columns: tuple[TableColumn, ...]

@@ -30,6 +30,19 @@ def format_time(ts: float | None, now: float | None = None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", local)
 
 
+def format_uptime(seconds: float) -> str:
+    """Time since boot as top and htop write it, short: `3d 4h`, `4h 07m`, `12m`."""
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m"
+
+
 # The units a config file writes, largest first (parsed by daemoneye/config/loading.py).
 _DURATION_WRITTEN = (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 0.001))
 _SIZE_WRITTEN = (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024))

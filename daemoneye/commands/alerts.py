@@ -30,7 +30,11 @@ from daemoneye.store.db import RowSource, Store
 from daemoneye.store.schema import SCHEMA_VERSION
 from daemoneye.units import parse_duration
 
-LIST_COLUMNS = ("id", "severity", "state", "count", "last_seen", "rule_id", "pid", "title")
+LIST_COLUMNS: tuple[str, ...] = (
+    "id", "severity", "state", "count", "last_seen", "rule_id", "pid", "title",
+)  # fmt: skip
+# The machine formats name the process instance whole: (pid, start_time).
+MACHINE_COLUMNS = (*LIST_COLUMNS, "start_time")
 FIELDS = (
     "id",
     "rule_id",
@@ -123,12 +127,24 @@ def list_alerts_cmd(ctx: Context, options: ListOptions) -> int:
             )
             for a in alerts
         ]
+        columns = LIST_COLUMNS
     else:
         rows = [
-            (a.id, a.severity, a.state, a.count, a.last_seen, a.rule_id, a.pid, a.title)
+            (
+                a.id,
+                a.severity,
+                a.state,
+                a.count,
+                a.last_seen,
+                a.rule_id,
+                a.pid,
+                a.title,
+                a.start_time,
+            )
             for a in alerts
         ]
-    render(LIST_COLUMNS, rows, ctx.output, sys.stdout)
+        columns = MACHINE_COLUMNS
+    render(columns, rows, ctx.output, sys.stdout, keep=("id", "rule_id"))
     if truncated:
         note(f"only the {options.limit} most recent alerts are shown (--limit to change)")
     return 0

@@ -12,6 +12,7 @@ from daemoneye.ipc.client import DaemonClient
 from daemoneye.models import DaemonStatus, HealthReport
 from daemoneye.output import render
 from daemoneye.store.readonly import ReadOnlyStore
+from daemoneye.units import format_uptime
 
 HEALTH_META_KEY = "health"
 STALE_AFTER_TICKS = 5  # a report older than this many intervals means the daemon is not ticking
@@ -80,6 +81,24 @@ def _engine_rows(status: DaemonStatus | None) -> list[tuple[str, str]]:
     ]
 
 
+def _host_rows(status: DaemonStatus | None, now: float) -> list[tuple[str, str]]:
+    host = status.host if status is not None else None
+    if host is None:
+        return []
+    cores = host.cpu_percent
+    average = sum(cores) / len(cores) if cores else 0.0
+    return [
+        ("host cpu", f"{average:.1f}% of {len(cores)} cores"),
+        (
+            "host memory",
+            f"{format_bytes(host.memory_used)} of {format_bytes(host.memory_total)}, swap "
+            f"{format_bytes(host.swap_used)} of {format_bytes(host.swap_total)}",
+        ),
+        ("host load", " ".join(f"{value:.2f}" for value in host.load)),
+        ("host uptime", format_uptime(now - host.boot_time)),
+    ]
+
+
 def show_health(ctx: Context) -> int:
     """The daemon's own answer over IPC, or the last report it wrote to the store."""
     report, status = with_daemon_or_store(
@@ -110,6 +129,10 @@ def show_health(ctx: Context) -> int:
         engine = status.engine if status is not None else None
         row["engine"] = (
             None if engine is None else {f.name: getattr(engine, f.name) for f in fields(engine)}
+        )
+        host = status.host if status is not None else None
+        row["host"] = (
+            None if host is None else {f.name: getattr(host, f.name) for f in fields(host)}
         )
         render(tuple(row), [tuple(row.values())], ctx.output, sys.stdout)
         return EXIT_UNHEALTHY if problems else 0
@@ -158,6 +181,7 @@ def show_health(ctx: Context) -> int:
             f"collector, up to {report.procmond_missed_upper} events possibly missed",
         ),
         *_engine_rows(status),
+        *_host_rows(status, now),
     ]
     rows += [("problem", p) for p in problems]
     rows += [("note", p) for p in report.problems if p not in problems]

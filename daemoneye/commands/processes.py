@@ -23,7 +23,11 @@ from daemoneye.store.readonly import ReadOnlyStore
 from daemoneye.store.records import live_records
 from daemoneye.text import visible
 
-LIST_COLUMNS = ("pid", "user", "cpu", "rss", "started", "name", "cmdline")
+# The store's column names (docs/cli.md): a table shows two of them shorter, and the machine
+# formats add the exact argument list.
+LIST_COLUMNS = ("pid", "user", "cpu_percent", "rss", "start_time", "name", "cmdline")
+MACHINE_COLUMNS = (*LIST_COLUMNS, "argv")
+HEADINGS = {"cpu_percent": "cpu%", "start_time": "started"}
 # `processes show`: every field of the record (models.py), in its order, except that what
 # is known about the executable follows the executable.
 _WITH_EXE = ("exe_sha256", "exe_deleted")
@@ -34,6 +38,7 @@ SHOW_FIELDS = (
     *_IN_ORDER[_IN_ORDER.index("exe") + 1 :],
 )
 _UNITS = {f.name: f.unit for f in PROCESS_FIELDS}
+_COLUMNS = {f.name: f.columns for f in PROCESS_FIELDS}
 
 
 class NoSuchProcess(DaemonEyeError):
@@ -60,6 +65,7 @@ def _row(record: ProcessRecord, table: bool, now: float) -> tuple[object, ...]:
         record.start_time,
         record.name,
         cmdline,
+        record.cmdline,
     )
 
 
@@ -75,7 +81,13 @@ def list_processes(ctx: Context, filter_text: str) -> int:
     matching.sort(key=lambda r: (-r.cpu_percent, r.pid))
     now = time.time()
     table = ctx.output == "table"
-    render(LIST_COLUMNS, [_row(r, table, now) for r in matching], ctx.output, sys.stdout)
+    render(
+        LIST_COLUMNS if table else MACHINE_COLUMNS,
+        [_row(r, table, now) for r in matching],
+        ctx.output,
+        sys.stdout,
+        headings=HEADINGS,
+    )
     return 0
 
 
@@ -109,8 +121,19 @@ def _table_value(value: object, unit: str) -> object:
     return value
 
 
-def _json_value(value: object) -> object:
-    return list(value) if isinstance(value, tuple) else value
+def machine_fields(record: ProcessRecord) -> dict[str, object]:
+    """`processes show` for a program: the store's columns, in SHOW_FIELDS order. The argument
+    list is two columns, as in the store: `cmdline` joined by spaces and `argv` the list."""
+    values: dict[str, object] = {}
+    for name in SHOW_FIELDS:
+        value = getattr(record, name)
+        if isinstance(value, tuple):
+            joined, listed = _COLUMNS[name]
+            values[joined] = " ".join(value)
+            values[listed] = value
+        else:
+            values[name] = value
+    return values
 
 
 def change_line(event: ProcessEvent) -> str:
@@ -163,7 +186,7 @@ def show_process(ctx: Context, pid: int) -> int:
                 "window; showing the newest (query the processes table for the others)"
             )
         return 0
-    row: dict[str, object] = {name: _json_value(getattr(record, name)) for name in SHOW_FIELDS}
+    row = machine_fields(record)
     row["ancestry"] = [{"pid": p.pid, "start_time": p.start_time, "name": p.name} for p in chain]
     row["children"] = [{"pid": c.pid, "start_time": c.start_time, "name": c.name} for c in children]
     row["children_total"] = detail.children_total

@@ -137,7 +137,7 @@ def list_rules(ctx: Context) -> int:
                 rule.source_format,
             )
         )
-    render(LIST_COLUMNS, rows, ctx.output, sys.stdout)
+    render(LIST_COLUMNS, rows, ctx.output, sys.stdout, keep=("id",))
     _report(ruleset.problems)
     _report_notices(ruleset.notices)
     for fallback in ruleset.fallbacks:
@@ -157,19 +157,25 @@ def show_rule(ctx: Context, rule_id: str) -> int:
             f"no rule {rule_id!r}{did_you_mean(rule_id, [r.id for r in ruleset.rules])}"
         )
     rule = status.rule
+    table = ctx.output == "table"
     fields: list[tuple[str, object]] = [
         ("id", rule.id),
         ("name", rule.name),
         ("severity", rule.severity),
         ("enabled", rule.enabled),
-        ("tags", ", ".join(rule.tags)),
-        ("source", where(rule.source_file, rule.source_line)),
+        ("tags", ", ".join(rule.tags) if table else rule.tags),
+        (
+            "source",
+            where(rule.source_file, rule.source_line)
+            if table
+            else f"{rule.source_file}:{rule.source_line}",
+        ),
         ("overrides", rule.overrides),
         ("title", rule.title),
         ("dedup_window_s", rule.dedup_window_s),
         ("throttle_s", rule.throttle_s),
         ("hits", status.hits),
-        ("last_hit", format_time(status.last_hit)),
+        ("last_hit", format_time(status.last_hit) if table else status.last_hit),
         ("format", rule.source_format),
         ("sigma_id", rule.sigma_id),
         ("status", rule.status),
@@ -178,7 +184,7 @@ def show_rule(ctx: Context, rule_id: str) -> int:
         ("description", rule.description.strip()),
         ("query", rule.query.strip()),
     ]
-    if ctx.output == "table":
+    if table:
         for name, value in fields:
             text = "" if value is None else str(value)
             indent = "\n" + " " * 16
@@ -291,7 +297,8 @@ def _report_notices(notices: tuple[RuleProblem, ...]) -> None:
 
 def set_rule_enabled(ctx: Context, rule_id: str, enabled: bool) -> int:
     """`rules enable|disable ID`: an admin request to the running daemon (audited there). The
-    switch lasts until the daemon restarts; set `enabled` in the rule file to make it stay."""
+    daemon keeps the switch across reloads and restarts (rule-switches.json next to the store)
+    until it is switched back; switching a rule to what its file says drops the switch."""
 
     async def ask(client: DaemonClient) -> RuleStatus:
         if enabled:
@@ -299,10 +306,11 @@ def set_rule_enabled(ctx: Context, rule_id: str, enabled: bool) -> int:
         return await client.rule_disable(rule_id)
 
     status = with_daemon(ctx, ask)
-    state = "enabled" if status.rule.enabled else "disabled"
+    rule = status.rule
+    enabled_text = ("yes" if rule.enabled else "no") if ctx.output == "table" else rule.enabled
     render(
-        ("id", "state", "source"),
-        [(status.rule.id, state, f"{status.rule.source_file}:{status.rule.source_line}")],
+        ("id", "enabled", "source"),
+        [(rule.id, enabled_text, f"{rule.source_file}:{rule.source_line}")],
         ctx.output,
         sys.stdout,
     )

@@ -349,6 +349,14 @@ class TuiConfig:
             "The C key toggles it and saves it here.",
         ),
     )
+    show_meters: bool = field(
+        default=True,
+        metadata=_spec(
+            "bool",
+            "Show the host meters (CPU per core, memory, swap, load, uptime) above the "
+            "processes table. The m key toggles it and saves it here.",
+        ),
+    )
 
 
 # The shapes an alert can leave in (engine/formats/): the daemon's own JSON, an OCSF Detection

@@ -29,6 +29,7 @@ from daemoneye import __version__
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.daemon.collection import Collection as Collector
 from daemoneye.daemon.history_answers import processes_at, timeline_page
+from daemoneye.daemon.host_meters import HostSampler
 from daemoneye.daemon.ipc_ports import AuditTrail, DetectionEngine
 from daemoneye.daemon.process_signal import parse_signal
 from daemoneye.daemon.store_answers import alerts_page, query_json, stored_detail_answer
@@ -67,7 +68,9 @@ from daemoneye.models import (
     Hello,
     RulesReload,
     RuleStatus,
+    TableSchema,
 )
+from daemoneye.store.catalogue import readable_schema
 from daemoneye.store.changes import changes_of
 from daemoneye.store.readonly import ReadOnlyStore, open_readonly
 from daemoneye.store.records import ancestry, records_for_pid
@@ -80,6 +83,9 @@ STORE_THREADS = 4
 MAX_QUERY_ROWS = 100_000
 _ENGINE_MISSING = "not available: the detection engine is not running"
 _AUDIT_MISSING = "not available: the audit log is not running"
+
+
+RULES_LINE_FRESH_S = 1.0  # a rules subscriber gets hit counts at most this old
 
 
 class DaemonService:
@@ -100,6 +106,8 @@ class DaemonService:
         self._loop = asyncio.get_running_loop()
         self._store_pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="daemoneye-ipc")
         self._admin_group: tuple[str, int | None, float] = ("", None, 0.0)
+        self.host_meters = HostSampler()
+        self._rules_line_at = float("-inf")  # time.monotonic() of a fresh rules line
 
     # -- plugging in the engine ------------------------------------------------------------
     def attach_engine(self, engine: DetectionEngine | None) -> None:
@@ -151,7 +159,12 @@ class DaemonService:
         assert self.feed.health_report is not None
         clients = len(self.feed.server.connections) if self.feed.server is not None else 0
         engine = self.engine.status() if self.engine is not None else None
-        return DaemonStatus(report=self.feed.health_report, clients=clients, engine=engine)
+        return DaemonStatus(
+            report=self.feed.health_report,
+            clients=clients,
+            engine=engine,
+            host=self.host_meters.sample(),
+        )
 
     def _health_line(self) -> bytes:
         return protocol.notification(protocol.NOTIFY_HEALTH, to_wire(self.status()))
@@ -208,6 +221,7 @@ class DaemonService:
             Method("alerts.get", self.alerts_get, AlertIdParams),
             Method("rules.list", self.rules_list, NoParams),
             Method("query.run", self.query_run, QueryRunParams),
+            Method("query.tables", self.query_tables, NoParams),
             Method("health", self.health, NoParams),
             Method("audit.verify", self.audit_verify, NoParams),
             Method("history.processes_at", self.history_processes_at, ProcessesAtParams),
@@ -291,6 +305,9 @@ class DaemonService:
         return Raw(
             await self.in_store(lambda store: query_json(store, params.sql, params.max_rows))
         )
+
+    async def query_tables(self, call: Call, params: NoParams) -> tuple[TableSchema, ...]:
+        return await self.in_store(readable_schema)
 
     async def history_processes_at(
         self, call: Call, params: ProcessesAtParams
@@ -398,11 +415,17 @@ class DaemonService:
             if topic in ("processes", "health"):
                 await self.feed.wait_ready()
             rules_line = self.feed.rules_line
-            if topic == "rules" and self.engine is not None and rules_line is None:
+            stale = time.monotonic() - self._rules_line_at > RULES_LINE_FRESH_S
+            if topic == "rules" and self.engine is not None and (rules_line is None or stale):
+                # The last rules.changed holds the hit counts of its moment; a subscriber
+                # (a dashboard reconnecting) gets them as of now. Reused for a second, so
+                # that subscribing in a loop costs one store read a second, not one each.
                 statuses = await self.engine.rule_statuses()
                 rules_line = protocol.notification(
                     protocol.NOTIFY_RULES, {"rules": to_wire(tuple(statuses))}
                 )
+                self.feed.rules_line = rules_line
+                self._rules_line_at = time.monotonic()
             # From here on nothing awaits: the answer, the initial state and the first
             # notification reach the client in that order.
             call.conn.subscribe(topic)

@@ -25,6 +25,7 @@ from daemoneye.engine.evaluator import (
 )
 from daemoneye.engine.last_good import LastGoodFiles
 from daemoneye.engine.reload import ReloadOutcome, RuleRegistry
+from daemoneye.engine.rule_switches import RuleSwitches, switches_file_for
 from daemoneye.engine.sinks import enabled_sink_names
 from daemoneye.models import Detection, Rule, ScanDelta
 from daemoneye.store.db import Store
@@ -63,7 +64,9 @@ class DetectionEngine:
     ) -> None:
         self.store = store
         self.registry = RuleRegistry(
-            rules_dirs, kept=LastGoodFiles(last_good.directory_for(db_path))
+            rules_dirs,
+            kept=LastGoodFiles(last_good.directory_for(db_path)),
+            switches=RuleSwitches(switches_file_for(db_path)),
         )
         self.evaluator = Evaluator(db_path)
         self.book = AlertBook(store, sinks=enabled_sink_names(config.sinks))

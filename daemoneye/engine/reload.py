@@ -43,6 +43,7 @@ from daemoneye.engine.rule_loader import (
     load_rules,
     ruleset_digest,
 )
+from daemoneye.engine.rule_switches import RuleSwitches
 from daemoneye.models import Rule, RuleProblem
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,21 @@ class RuleRegistry:
         *,
         validator: RuleValidator | None = None,
         kept: LastGoodFiles | None = None,
+        switches: RuleSwitches | None = None,
     ) -> None:
         self._dirs = tuple(Path(d) for d in dirs)
         self._kept = kept
+        self._switches = switches
         self._validator = validator or RuleValidator()
         self._lock = threading.Lock()
         self._current = EMPTY_RULESET
         self._generation = 0
-        self._enabled: dict[str, bool] = {}  # runtime switches (rules.enable / rules.disable)
+        # rules.enable / rules.disable, kept in `switches` across restarts (rule_switches.py)
+        self._enabled: dict[str, bool] = switches.load() if switches is not None else {}
+        self._from_files: dict[str, bool] = {}  # each rule's `enabled` as its file says
+        if self._enabled:
+            log.info("rules: %d enable/disable switches kept from the last run",
+                     len(self._enabled))  # fmt: skip
 
     @property
     def dirs(self) -> tuple[Path, ...]:
@@ -115,13 +123,18 @@ class RuleRegistry:
             return self._swap(loaded, started)
 
     def set_enabled(self, rule_id: str, enabled: bool) -> ReloadOutcome | None:
-        """Switch one rule on or off until the daemon stops (kept across reloads); None when
-        no rule has that id."""
+        """Switch one rule on or off, kept across reloads and (with `switches`) restarts;
+        None when no rule has that id."""
         started = time.perf_counter()
         with self._lock:
             if self._current.get(rule_id) is None:
                 return None
-            self._enabled[rule_id] = enabled
+            if self._from_files.get(rule_id) == enabled:
+                self._enabled.pop(rule_id, None)  # back to what its file says
+            else:
+                self._enabled[rule_id] = enabled
+            if self._switches is not None:
+                self._switches.save(self._enabled)
             return self._swap(self._current, started)
 
     def close(self) -> None:
@@ -130,10 +143,15 @@ class RuleRegistry:
             self._validator.close()
 
     def _swap(self, loaded: RuleSet, started: float) -> ReloadOutcome:
+        if loaded is not self._current:  # a fresh load: what the files say
+            self._from_files = {rule.id: rule.enabled for rule in loaded.rules}
+        # A switch's value, else what the rule's file says (a dropped switch turns back).
+        wanted = {
+            rule.id: self._enabled.get(rule.id, self._from_files.get(rule.id, rule.enabled))
+            for rule in loaded.rules
+        }
         rules = tuple(
-            replace(rule, enabled=self._enabled[rule.id])
-            if rule.id in self._enabled and self._enabled[rule.id] != rule.enabled
-            else rule
+            replace(rule, enabled=wanted[rule.id]) if wanted[rule.id] != rule.enabled else rule
             for rule in loaded.rules
         )
         new = RuleSet(

@@ -25,6 +25,7 @@ from daemoneye.models import (
     ProcessRecord,
     RulesReload,
     RuleStatus,
+    TableSchema,
     TimelineEvent,
 )
 
@@ -160,6 +161,14 @@ class DaemonCalls:
 
     async def query_run(self, sql: str, max_rows: int = 10_000) -> QueryRows:
         return await self._typed(QueryRows, "query.run", {"sql": sql, "max_rows": max_rows})
+
+    async def query_tables(self) -> list[TableSchema]:
+        """The tables and views `query.run` may read, with their columns."""
+        result = await self.call("query.tables")
+        try:
+            return list(from_wire_many(TableSchema, result))
+        except CodecError as exc:
+            raise IpcError(f"unexpected answer to query.tables from the daemon: {exc}") from None
 
     async def health(self) -> DaemonStatus:
         return await self._typed(DaemonStatus, "health")

@@ -117,6 +117,7 @@ READ_METHODS = (
     "query.run",
     "health",
     "audit.verify",
+    "query.tables",
 )
 ADMIN_METHODS = (
     "alerts.ack",

@@ -27,13 +27,14 @@ from textual.screen import Screen
 from textual.theme import BUILTIN_THEMES
 
 from daemoneye.errors import DaemonEyeError
-from daemoneye.models import Alert, DaemonStatus, RuleStatus
+from daemoneye.models import Alert, DaemonStatus, Rule, RuleStatus
 from daemoneye.tui.feed import Feed
 from daemoneye.tui.gc_policy import CollectionPolicy
 from daemoneye.tui.logic.alerts import alert_key, open_counts
 from daemoneye.tui.logic.connection import ConnectionState, Part, header_parts
 from daemoneye.tui.logic.history import SampleHistory
 from daemoneye.tui.logic.live import EMPTY_SET, ProcessSet
+from daemoneye.tui.logic.overrides import override_plan
 from daemoneye.tui.messages import (
     AlertRaised,
     AlertsReplaced,
@@ -106,6 +107,10 @@ class DaemonEyeApp(App[None]):
         remember_kernel_threads: Callable[[bool], None] | None = None,
         show_container: bool = False,
         remember_container: Callable[[bool], None] | None = None,
+        show_meters: bool = True,
+        remember_meters: Callable[[bool], None] | None = None,
+        builtin_rules_dir: Path | None = None,
+        override_rules_dir: Path | None = None,
         editor: EditorRunner = run_editor,
         tick_s: float = 1.0,
     ) -> None:
@@ -122,6 +127,10 @@ class DaemonEyeApp(App[None]):
         self._remember_kernel_threads = remember_kernel_threads
         self.show_container = show_container  # the processes screen's C
         self._remember_container = remember_container
+        self.show_meters = show_meters  # the processes screen's m
+        self._remember_meters = remember_meters
+        self.builtin_rules_dir = builtin_rules_dir  # `o` on a built-in rule opens an override
+        self.override_rules_dir = override_rules_dir  # ... in this rules.d
         self._pending_alerts: dict[str, Alert] = {}
         self._startup_problems: list[str] = []
         self._theme_ready = False
@@ -171,6 +180,16 @@ class DaemonEyeApp(App[None]):
             return
         try:
             self._remember_container(show)
+        except DaemonEyeError as exc:
+            self.notify(str(exc), title="Choice not saved", severity="warning")
+
+    def choose_meters(self, show: bool) -> None:
+        """Host meters shown or hidden (the m key): kept for next time."""
+        self.show_meters = show
+        if self._remember_meters is None:
+            return
+        try:
+            self._remember_meters(show)
         except DaemonEyeError as exc:
             self.notify(str(exc), title="Choice not saved", severity="warning")
 
@@ -359,6 +378,38 @@ class DaemonEyeApp(App[None]):
 
     def report_error(self, what: str, error: Exception) -> None:
         self.notify(str(error), title=what, severity="error", timeout=8)
+
+    def open_rule(self, rule: Rule) -> None:
+        """`o` on the rules screen: a rule's own file, or for a built-in rule an override in
+        the user's rules.d, created from the built-in rule on first use."""
+        plan = None
+        if self.builtin_rules_dir is not None and self.override_rules_dir is not None:
+            try:
+                builtin_text: str | None = Path(rule.source_file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                builtin_text = None
+            plan = override_plan(
+                rule, self.builtin_rules_dir, self.override_rules_dir, builtin_text
+            )
+        if plan is None:
+            self.open_in_editor(rule.source_file, rule.source_line)
+            return
+        if plan.text is not None:
+            try:
+                plan.path.parent.mkdir(parents=True, exist_ok=True)
+                with plan.path.open("x", encoding="utf-8") as out:
+                    out.write(plan.text)
+            except FileExistsError:
+                pass  # made meanwhile: open it as it is
+            except OSError as exc:
+                self.notify(
+                    f"Cannot create an override in {plan.path.parent}: {exc.strerror}.",
+                    title="Override",
+                    severity="warning",
+                )
+                return
+            self.notify(f"{plan.path} overrides the built-in rule.", title="Override")
+        self.open_in_editor(str(plan.path), plan.line)
 
     def open_in_editor(self, path: str, line: int) -> None:
         """Suspend the dashboard and open `path` at `line` in $VISUAL / $EDITOR."""

@@ -22,6 +22,7 @@ from daemoneye.models import (
     ProcessRecord,
     RulesReload,
     RuleStatus,
+    TableSchema,
 )
 from daemoneye.tui.source import (
     Connected,
@@ -145,6 +146,9 @@ class IpcSource:
         rows = await _call(self.client.query_run(sql))
         elapsed_ms = (time.perf_counter() - started) * 1000
         return QueryResult(rows.columns, rows.rows, rows.truncated, elapsed_ms)
+
+    async def query_tables(self) -> tuple[TableSchema, ...]:
+        return tuple(await _call(self.client.query_tables()))
 
     async def health(self) -> DaemonStatus:
         return await _call(self.client.health())

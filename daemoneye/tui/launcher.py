@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from daemoneye.config.loading import load_config
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.errors import DaemonEyeError
-from daemoneye.paths import Mode
+from daemoneye.paths import BUILTIN_RULES_DIR, Mode
 
 if TYPE_CHECKING:
     from daemoneye.ipc.client import DaemonClient, SshRoute
@@ -189,10 +189,12 @@ def run_dashboard(
     from daemoneye.tui.preferences import (
         configured_hide_kernel_threads,
         configured_show_container,
+        configured_show_meters,
         configured_theme,
         preference_file,
         remember_hide_kernel_threads,
         remember_show_container,
+        remember_show_meters,
         remember_theme,
     )
 
@@ -228,6 +230,10 @@ def run_dashboard(
         remember_kernel_threads=partial(remember_hide_kernel_threads, preference_file(loaded)),
         show_container=configured_show_container(loaded),
         remember_container=partial(remember_show_container, preference_file(loaded)),
+        builtin_rules_dir=BUILTIN_RULES_DIR,
+        override_rules_dir=loaded.paths.rules_dirs[-1],
+        show_meters=configured_show_meters(loaded),
+        remember_meters=partial(remember_show_meters, preference_file(loaded)),
     )
     follow_terminal_size()
     try:

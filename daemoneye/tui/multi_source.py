@@ -26,6 +26,7 @@ from daemoneye.models import (
     ProcessRecord,
     RulesReload,
     RuleStatus,
+    TableSchema,
 )
 from daemoneye.tui.source import (
     Connected,
@@ -197,6 +198,9 @@ class MultiSource:
 
     async def query_run(self, sql: str) -> QueryResult:
         return await self._here.query_run(sql)
+
+    async def query_tables(self) -> tuple[TableSchema, ...]:
+        return await self._here.query_tables()
 
     async def health(self) -> DaemonStatus:
         return await self._here.health()

@@ -1,4 +1,4 @@
-"""The dashboard's remembered choices (`[tui] theme`, `[tui] hide_kernel_threads`), written
+"""The dashboard's remembered choices (`[tui] theme`, `hide_kernel_threads`, `show_meters`), written
 into the user's config file.
 
 The file is edited with tomlkit so the user's comments, order and formatting survive; the new
@@ -65,6 +65,16 @@ def configured_show_container(loaded: LoadedConfig) -> bool:
 def remember_show_container(path: Path, show: bool) -> None:
     """Set `[tui] show_container = true|false` in `path` (see `remember`)."""
     remember(path, "show_container", show, "the container column choice")
+
+
+def configured_show_meters(loaded: LoadedConfig) -> bool:
+    """Whether the processes screen starts with the host meters shown (the default)."""
+    return _configured(loaded, "show_meters") is not False
+
+
+def remember_show_meters(path: Path, show: bool) -> None:
+    """Set `[tui] show_meters = true|false` in `path` (see `remember`)."""
+    remember(path, "show_meters", show, "the host meters choice")
 
 
 def remember_theme(path: Path, theme: str) -> None:

@@ -44,6 +44,7 @@ from daemoneye.models import (
     ProcessRecord,
     RulesReload,
     RuleStatus,
+    TableSchema,
 )
 
 
@@ -197,6 +198,10 @@ class DashboardSource(Protocol):
 
     async def query_run(self, sql: str) -> QueryResult:
         """Run one sandboxed SELECT; a refused or failing query raises SourceError."""
+        ...
+
+    async def query_tables(self) -> tuple[TableSchema, ...]:
+        """The tables and views SQL may read, with their columns (`.tables`, `.schema`)."""
         ...
 
     async def health(self) -> DaemonStatus:

@@ -18,6 +18,7 @@ from daemoneye.models import (
     EngineStatus,
     HealthReport,
     Hello,
+    HostMeters,
     ProcessChange,
     ProcessesDelta,
     ProcessEvent,
@@ -27,6 +28,8 @@ from daemoneye.models import (
     RuleProblem,
     RulesReload,
     RuleStatus,
+    TableColumn,
+    TableSchema,
 )
 from daemoneye.tui.logic.keys import row_key
 from daemoneye.tui.logic.lineage import ancestry, children
@@ -396,7 +399,21 @@ def sample_status(now: float = FAKE_NOW) -> DaemonStatus:
         alerts_open=3,
         sink_backlog=0,
     )
-    return DaemonStatus(sample_health(now), clients=2, engine=engine)
+    return DaemonStatus(sample_health(now), clients=2, engine=engine, host=sample_host(now))
+
+
+def sample_host(now: float = FAKE_NOW) -> HostMeters:
+    """A 4-core host, half its memory used, a little swap, up for 3 days and 4 hours."""
+    return HostMeters(
+        cpu_percent=(78.0, 12.5, 3.0, 45.0),
+        memory_total=8 << 30,
+        memory_used=4 << 30,
+        swap_total=2 << 30,
+        swap_used=256 << 20,
+        load=(1.25, 0.80, 0.55),
+        boot_time=now - (3 * 86400 + 4 * 3600 + 120),
+        sampled_at=now,
+    )
 
 
 def sample_health(now: float = FAKE_NOW) -> HealthReport:
@@ -698,6 +715,15 @@ class FakeSource:
             for r in sorted(self.processes.values(), key=lambda r: r.pid)
         )
         return QueryResult(("pid", "name", "user", "cpu_percent"), rows, False, 3.2)
+
+    async def query_tables(self) -> tuple[TableSchema, ...]:
+        self._check()
+        self.calls.append(("query_tables", ()))
+        columns = tuple(TableColumn(n, t) for n, t in (("pid", "INTEGER"), ("name", "TEXT")))
+        return (
+            TableSchema("live_processes", "view", columns),
+            TableSchema("processes", "table", (*columns, TableColumn("cpu_percent", "REAL"))),
+        )
 
     async def health(self) -> DaemonStatus:
         self._check()

@@ -106,9 +106,9 @@ def test_rules_enable_disable_and_reload_through_the_daemon(harness: DaemonHarne
     reloaded = harness.cli("-o", "json", "rules", "reload", check=True)
     assert json.loads(reloaded.stdout)[0]["refused"] == 0
     off = harness.cli("-o", "json", "rules", "disable", rule_id, check=True)
-    assert json.loads(off.stdout)[0]["state"] == "disabled"
+    assert json.loads(off.stdout)[0]["enabled"] is False
     on = harness.cli("-o", "json", "rules", "enable", rule_id, check=True)
-    assert json.loads(on.stdout)[0]["state"] == "enabled"
+    assert json.loads(on.stdout)[0]["enabled"] is True
     path.write_text(RULE.format(tag=tag, mark=mark).replace('"high"', '"loud"'))
     refused = harness.cli("rules", "reload")
     assert refused.returncode == 2

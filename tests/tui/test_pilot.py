@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from textual.color import Color
-from textual.widgets import Static
+from textual.widgets import DataTable, Static
 
 from daemoneye.models import Alert, ProcessChange, ProcessesDelta, ProcessEvent, ProcessKey
 from daemoneye.tui.logic.format import CMD_CELL_CHARS
@@ -23,6 +23,7 @@ from daemoneye.tui.screens.signal import SignalScreen
 from daemoneye.tui.source import ProcessesReset, Resync
 from daemoneye.tui.widgets.component_style import component_style
 from daemoneye.tui.widgets.filter_bar import FilterBar
+from daemoneye.tui.widgets.host_meters import HostMetersPanel
 from daemoneye.tui.widgets.process_detail import ProcessDetail
 from tests.fakes.dashboard_source import (
     FAKE_NOW,
@@ -846,3 +847,133 @@ async def test_detail_pane_lists_the_selected_process_changes_after_start(
         assert screen.table.select_key(row_key(others[0]))
         await settle(pilot)
         assert "renamed" not in "\n".join(screen.query_one(ProcessDetail).plain_lines)
+
+
+async def test_host_meters_show_the_daemons_sample_and_m_hides_them(make_app: AppFactory) -> None:
+    remembered: list[bool] = []
+    async with make_app(remember_meters=remembered.append).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        panel = screen.query_one(HostMetersPanel)
+        shown = str(panel.render())
+        assert "4 cores" in shown and "Load 1.25 0.80 0.55" in shown and "Up 3d 4h" in shown
+        assert panel.display
+        await pilot.press("m")
+        await settle(pilot)
+        assert not panel.display
+        await pilot.press("m")
+        await settle(pilot)
+        assert panel.display
+        assert remembered == [False, True]
+
+
+async def test_meters_start_hidden_when_the_config_says_so(make_app: AppFactory) -> None:
+    async with make_app(show_meters=False).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert not processes_screen(pilot.app.screen).query_one(HostMetersPanel).display
+
+
+async def test_right_and_left_scroll_the_command_column(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        table = processes_screen(pilot.app.screen).table
+        key = table.cursor_key
+        assert key is not None
+        line = table.render_line(1).text
+        assert "/tmp/.x/kthreadd -o" in line
+        await pilot.press("right")
+        await settle(pilot)
+        assert table.shift_offset == 8
+        assert "COMMAND «8" in table.render_line(0).text
+        shifted = table.render_line(1).text
+        assert "/tmp/.x/" not in shifted and "kthreadd -o pool" in shifted
+        await pilot.press("greater_than_sign", "less_than_sign", "left")
+        await settle(pilot)
+        assert table.shift_offset == 0
+        assert table.cursor_key == key  # sideways keys never move the cursor
+        await pilot.press("left")
+        assert table.shift_offset == 0
+
+
+async def test_the_command_column_keeps_room_at_80_columns(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        table = processes_screen(pilot.app.screen).table
+        widths = dict(zip([c.key for c in table.columns], table._widths, strict=True))
+        assert widths["cmd"] >= 20
+        assert widths["pid"] == 7 and widths["cpu"] == 5 and widths["started"] == 8
+
+
+async def test_o_on_a_builtin_rule_opens_a_new_override_in_the_users_rules_dir(
+    make_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builtin = tmp_path / "package" / "rules"
+    builtin.mkdir(parents=True)
+    pack = builtin / "pack.toml"
+    pack.write_text(
+        '[[rule]]\nid = "other"\nquery = "SELECT 1"\n\n'
+        '[[rule]]\nid = "listening-python"\nname = "x"\nquery = """\nSELECT 2\n"""\n\n'
+        '[[rule]]\nid = "third"\n'
+    )
+    user_rules = tmp_path / "config" / "rules.d"
+    source = FakeSource()
+    status = source.rules["listening-python"]
+    source.rules["listening-python"] = dataclasses.replace(
+        status, rule=dataclasses.replace(status.rule, source_file=str(pack), source_line=5)
+    )
+    edited: list[list[str]] = []
+
+    def editor(argv: object) -> int:
+        assert isinstance(argv, list)
+        edited.append(argv)
+        return 0
+
+    app = make_app(source, editor=editor, builtin_rules_dir=builtin, override_rules_dir=user_rules)
+    monkeypatch.setattr(app, "suspend", contextlib.nullcontext)
+    monkeypatch.setenv("EDITOR", "true")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("3")
+        await settle(pilot)
+        screen = current(pilot)
+        assert isinstance(screen, RulesScreen)
+        assert screen.table.select_key("listening-python")
+        await pilot.press("o")
+        await settle(pilot)
+        override = user_rules / "listening-python.override.toml"
+        assert edited == [["true", "+5", str(override)]]
+        text = override.read_text()
+        assert text.startswith("# Overrides the built-in rule 'listening-python' (pack.toml:5)")
+        assert 'id = "listening-python"' in text and "SELECT 2" in text
+        assert "other" not in text and "third" not in text
+        assert pack.read_text().count("[[rule]]") == 3  # the package's file is untouched
+        override.write_text("# mine\n")
+        await pilot.press("o")
+        await settle(pilot)
+        assert edited[-1] == ["true", "+1", str(override)]
+        assert override.read_text() == "# mine\n"  # an existing override is opened as it is
+
+
+async def test_query_dot_commands_show_the_catalogue(make_app: AppFactory) -> None:
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        screen = current(pilot)
+        assert isinstance(screen, QueryScreen)
+        await pilot.press("slash", *".tables", "enter")
+        await settle(pilot)
+        table = screen.query_one("#results", DataTable)
+        assert table.row_count == 2
+        assert [str(c.label) for c in table.columns.values()] == ["name", "kind", "columns"]
+        await pilot.press(*"\b" * 7)
+        screen.query_one("#sql").value = ".schema processes"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await settle(pilot)
+        assert table.row_count == 3
+        assert "processes" in str(screen.query_one("#query-status").render())
+        screen.query_one("#sql").value = ".schema nope"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "no readable table 'nope'" in str(screen.query_one("#query-status").render())
+        assert ("query_run", (".tables",)) not in screen.dashboard.source.calls  # type: ignore[attr-defined]

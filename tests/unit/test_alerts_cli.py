@@ -194,3 +194,13 @@ def test_parse_since() -> None:
     assert parse_since("1970-01-01T00:01:00+00:00", 0.0) == 60.0
     with pytest.raises(AlertsUsageError):
         parse_since("soon", 0.0)
+
+
+def test_list_json_names_the_process_instance_whole(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(db, capsys, "-o", "json", "alerts", "list")
+    assert code == 0
+    rows = json.loads(out)
+    assert {(row["pid"], row["start_time"]) for row in rows} == {(10, 1.0), (11, 1.0), (12, 1.0)}
+    assert all(isinstance(row["last_seen"], float) for row in rows)

@@ -7,10 +7,12 @@ import io
 import json
 import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from rich.cells import cell_len
 
-from daemoneye.output import render
+from daemoneye.output import fit_widths, render, set_wide, table_width
 from daemoneye.text import json_text, visible
 
 # What a terminal, log viewer or spreadsheet would act on (newlines are checked separately).
@@ -133,6 +135,66 @@ def test_table_fits_the_width_by_cutting_the_last_column() -> None:
     assert out.getvalue().rstrip().endswith("…")
 
 
+def test_the_widest_text_column_gives_way_first_and_numbers_keep_their_digits() -> None:
+    out = io.StringIO()
+    rows = [(123456789, "name-of-thirty-characters-long", "c" * 200, "root")]
+    render(("pid", "name", "cmdline", "user"), rows, "table", out, max_width=80)
+    heading, line = out.getvalue().splitlines()
+    assert heading.split() == ["PID", "NAME", "CMDLINE", "USER"]
+    assert line.split() == ["123456789", "name-of-thirty-characters-long", "c" * 30 + "…", "root"]
+    assert len(line) == 80
+
+
+def test_wide_characters_are_measured_in_terminal_cells() -> None:
+    out = io.StringIO()
+    render(("pid", "name"), [(1, "日本語" * 20)], "table", out, max_width=30)
+    lines = out.getvalue().splitlines()
+    assert all(cell_len(line) <= 30 for line in lines)
+    assert lines[1].endswith("…")
+
+
+def test_a_huge_cell_costs_no_more_than_the_width() -> None:
+    out = io.StringIO()
+    render(("pid", "cmdline"), [(1, "\x1b" * 2_000_000)], "table", out, max_width=50)
+    assert len(out.getvalue()) < 200
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 300), st.booleans(), st.integers(0, 20)), min_size=1),
+    st.integers(0, 400),
+)
+def test_fit_widths_fits_when_it_can_and_never_touches_numbers(
+    columns: list[tuple[int, bool, int]], limit: int
+) -> None:
+    widths = [w for w, _, _ in columns]
+    shrinkable = [s for _, s, _ in columns]
+    floors = [min(f, w) for w, _, f in columns]
+    fitted = fit_widths(widths, shrinkable, floors, limit)
+    assert all(f <= w for f, w in zip(fitted, widths, strict=True))
+    assert all(f >= floor for f, floor in zip(fitted, floors, strict=True))
+    assert all(f == w for f, w, s in zip(fitted, widths, shrinkable, strict=True) if not s)
+    least = sum(floor if s else w for w, s, floor in zip(widths, shrinkable, floors, strict=True))
+    assert sum(fitted) == max(least, min(limit, sum(widths)))
+
+
+def test_table_width_honours_wide_then_columns_then_the_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pipe = io.StringIO()
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert table_width(pipe) is None  # a file keeps everything
+    monkeypatch.setenv("COLUMNS", "77")
+    assert table_width(pipe) == 77
+    monkeypatch.setenv("COLUMNS", "junk")
+    assert table_width(pipe) is None
+    monkeypatch.setenv("COLUMNS", "77")
+    set_wide(True)
+    try:
+        assert table_width(pipe) is None
+    finally:
+        set_wide(False)
+
+
 @given(st.text())
 def test_visible_output_has_no_control_characters(text: str) -> None:
     shown = visible(text)
@@ -151,3 +213,12 @@ def test_every_invisible_format_character_is_shown_and_json_round_trips_it() -> 
     encoded = json_text({"name": hidden})
     assert json.loads(encoded) == {"name": hidden}
     assert "\U000e0041" not in encoded and "\u00ad" not in encoded
+
+
+def test_a_kept_column_gives_way_only_after_the_others() -> None:
+    out = io.StringIO()
+    rows = [("a-rule-id-of-some-length", "Some long rule name " * 3, "built-in/x.toml:12")]
+    render(("id", "name", "source"), rows, "table", out, max_width=50, keep=("id",))
+    line = out.getvalue().splitlines()[1]
+    assert line.startswith("a-rule-id-of-some-length  ")
+    assert len(line) <= 50

@@ -63,6 +63,28 @@ def with_container(row: tuple[Cell, ...], record: ProcessRecord, status: str) ->
     return (*row[:_NAME_INDEX], cell, *row[_NAME_INDEX:])
 
 
+# On a narrow terminal the command line is what a responder reads: these columns give way,
+# in this order and down to these widths, until COMMAND has COMMAND_ROOM cells. PID, CPU% and
+# STARTED keep theirs (a cut number misleads).
+COMMAND_ROOM = 28
+GIVE_WAY = (("container", 12), ("name", 8), ("user", 6), ("rss", 6))
+
+
+def process_column_widths(
+    room: int, columns: tuple[Column, ...] = PROCESS_COLUMNS
+) -> tuple[int, ...]:
+    """Each of `columns`' width for `room` cells of content; COMMAND (0) takes what is left."""
+    widths = {column.key: column.width for column in columns}
+    for key, narrowest in GIVE_WAY:
+        if key not in widths:
+            continue
+        short = COMMAND_ROOM - (room - sum(widths.values()))
+        if short <= 0:
+            break
+        widths[key] = max(narrowest, widths[key] - short)
+    return tuple(widths[column.key] for column in columns)
+
+
 def plain_cells(record: ProcessRecord, now: float) -> tuple[Cell, ...]:
     """pid, user, cpu, rss, started, name, command without any tone."""
     user = (

@@ -13,7 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Static
 
-from daemoneye.models import ProcessEvent, ProcessKey
+from daemoneye.models import DaemonStatus, ProcessEvent, ProcessKey
 from daemoneye.tui.input_priority import let_input_in
 from daemoneye.tui.logic.alerts import alerts_for, worst_by_process
 from daemoneye.tui.logic.detail import alert_facts, change_facts, process_facts
@@ -25,6 +25,7 @@ from daemoneye.tui.screens.dashboard_screen import DashboardScreen, PaletteEntry
 from daemoneye.tui.screens.signal import SignalScreen
 from daemoneye.tui.source import SourceError
 from daemoneye.tui.widgets.filter_bar import FilterBar
+from daemoneye.tui.widgets.host_meters import HostMetersPanel
 from daemoneye.tui.widgets.live_table import LiveTable
 from daemoneye.tui.widgets.process_detail import ProcessDetail
 from daemoneye.tui.widgets.process_table import ProcessTable
@@ -43,8 +44,10 @@ class ProcessesScreen(DashboardScreen):
         ("s  S", "next sort column, reverse order"),
         ("click header", "sort by that column"),
         ("t", "tree by parent"),
+        ("→ ←  > <", "scroll the command lines sideways"),
         ("K", "hide / show kernel threads (remembered)"),
         ("C", "show / hide the CONTAINER column (remembered)"),
+        ("m", "hide / show the host meters (remembered)"),
         ("d  Enter", "detail pane"),
         ("k", "send a signal (admin, asks first)"),
     )
@@ -55,6 +58,7 @@ class ProcessesScreen(DashboardScreen):
         Binding("t", "toggle_tree", "Tree"),
         Binding("K", "toggle_kernel_threads", "Kernel threads", show=False),
         Binding("C", "toggle_container", "Container column", show=False),
+        Binding("m", "toggle_meters", "Meters", show=False),
         Binding("d", "toggle_detail", "Detail"),
         Binding("k", "signal", "Signal"),
         Binding("escape", "back", "Back", show=False),
@@ -73,6 +77,7 @@ class ProcessesScreen(DashboardScreen):
             "Each process's container runtime and id, or host (remembered)",
             "toggle_container",
         ),
+        ("Hide or show host meters", "CPU per core, memory, load, uptime", "toggle_meters"),
         ("Show process detail", "Command line, exe hash, ancestry, alerts", "toggle_detail"),
         ("Send signal to process", "TERM, KILL, … the selected process (admin)", "signal"),
         ("Reverse sort order", "Ascending ↔ descending", "reverse_sort"),
@@ -100,6 +105,7 @@ class ProcessesScreen(DashboardScreen):
         self._deferred = 0  # how often the waiting sets made way for a key
 
     def compose_body(self) -> ComposeResult:
+        yield HostMetersPanel(id="host-meters")
         yield Static(id="process-status")
         yield FilterBar(id="filter-bar")
         with Horizontal(id="process-body"):
@@ -114,6 +120,8 @@ class ProcessesScreen(DashboardScreen):
         super().on_mount()
         self.watch(self.app, "process_set", self._processes_changed, init=False)
         self.watch(self.app, "alerts", self._alerts_changed, init=False)
+        self.watch(self.app, "daemon_status", self._status_changed)
+        self.set_class(not self.dashboard.show_meters, "-no-meters")
         self.set_interval(self.dashboard.tick_s, self._expire)
         self.view.hide_kernel_threads = self.dashboard.hide_kernel_threads
         self.view.show_container = self.dashboard.show_container
@@ -172,6 +180,11 @@ class ProcessesScreen(DashboardScreen):
         if self.is_current:
             self._refresh_rows()
         self.dashboard.set_taken()
+
+    def _status_changed(self, status: DaemonStatus | None) -> None:
+        panel = self.query_one(HostMetersPanel)
+        panel.now = self.dashboard.now()
+        panel.meters = status.host if status is not None else None
 
     def _alerts_changed(self) -> None:
         self.view.alerted = worst_by_process(self.dashboard.alerts.values())
@@ -337,6 +350,11 @@ class ProcessesScreen(DashboardScreen):
         self.dashboard.choose_container_column(self.view.show_container)
         self.table.show_container(self.view.show_container)
         self._refresh_rows()
+
+    def action_toggle_meters(self) -> None:
+        show = self.has_class("-no-meters")
+        self.set_class(not show, "-no-meters")
+        self.dashboard.choose_meters(show)
 
     def action_toggle_detail(self) -> None:
         self._detail_toggled = not self._detail_toggled

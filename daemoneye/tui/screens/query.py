@@ -11,6 +11,13 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Input, Static
 
 from daemoneye.tui.logic.format import safe_cell
+from daemoneye.tui.logic.query_commands import (
+    DotCommand,
+    DotCommandError,
+    answer,
+    is_dot_command,
+    parse_dot,
+)
 from daemoneye.tui.screens.dashboard_screen import DashboardScreen, PaletteEntry
 from daemoneye.tui.source import QueryResult, SourceError
 from daemoneye.tui.widgets.sql_input import SqlInput
@@ -30,6 +37,8 @@ class QueryScreen(DashboardScreen):
         ("Enter", "run"),
         ("↑ ↓", "history"),
         ("ctrl+l", "clear"),
+        (".tables", "the tables and views SQL may read"),
+        (".schema [T]", "their columns (of table T)"),
     )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "focus_sql", "SQL"),
@@ -79,6 +88,14 @@ class QueryScreen(DashboardScreen):
         if not sql:
             return
         sql_input.history.add(sql)
+        if is_dot_command(sql):
+            try:
+                command = parse_dot(sql)
+            except DotCommandError as exc:
+                self._error(str(exc))
+                return
+            self._dot(command)
+            return
         self._status(Text(f"running {title}…" if title else "running…", "dim"))
         self._run(sql, title)
 
@@ -86,16 +103,31 @@ class QueryScreen(DashboardScreen):
         self.query_one("#query-status", Static).update(text)
         self.query_one("#query-status", Static).set_class(False, "-error")
 
+    def _error(self, message: str) -> None:
+        status = self.query_one("#query-status", Static)
+        status.update(Text(f"✗ {message}"))
+        status.set_class(True, "-error")
+
     @work(group="query", exclusive=True)
     async def _run(self, sql: str, title: str) -> None:
         try:
             result = await self.dashboard.source.query_run(sql)
         except SourceError as exc:
-            status = self.query_one("#query-status", Static)
-            status.update(Text(f"✗ {exc}"))
-            status.set_class(True, "-error")
+            self._error(str(exc))
             return
         self._show(result, title)
+
+    @work(group="query", exclusive=True)
+    async def _dot(self, command: DotCommand) -> None:
+        """`.tables` / `.schema [TABLE]`: the daemon's catalogue as a result table."""
+        try:
+            schemas = await self.dashboard.source.query_tables()
+            columns, rows = answer(command, schemas)
+        except (SourceError, DotCommandError) as exc:
+            self._error(str(exc))
+            return
+        title = command.name + (f" {command.table}" if command.table else "")
+        self._show(QueryResult(columns, tuple(rows)), title)
 
     def _show(self, result: QueryResult, title: str) -> None:
         table = self.query_one("#results", DataTable)

@@ -28,7 +28,7 @@ class RulesScreen(DashboardScreen):
     MODE = "rules"
     HELP_KEYS: ClassVar[tuple[tuple[str, str], ...]] = (
         ("e  space", "enable / disable (admin)"),
-        ("o", "open the file in $EDITOR"),
+        ("o", "open the file in $EDITOR (a built-in rule: an override)"),
         ("r", "reload (admin)"),
         ("t", "test: run the rule's query"),
     )
@@ -159,7 +159,7 @@ class RulesScreen(DashboardScreen):
     def action_edit(self) -> None:
         status = self.selected
         if status is not None:
-            self.dashboard.open_in_editor(status.rule.source_file, status.rule.source_line)
+            self.dashboard.open_rule(status.rule)
 
     async def action_test(self) -> None:
         status = self.selected

@@ -59,7 +59,11 @@ def fit(text: str, width: int, right: bool) -> str:
 
 
 class LiveTable(ScrollView, can_focus=True):
-    """Rows keyed by a string, a row cursor that follows its key, a fixed header line."""
+    """Rows keyed by a string, a row cursor that follows its key, a fixed header line; one
+    column (SHIFTED_COLUMN) may be scrolled sideways with `shift`."""
+
+    SHIFTED_COLUMN: ClassVar[str | None] = None
+    MAX_SHIFT: ClassVar[int] = 232  # cells hold at most 240 characters (tui/logic/format.py)
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "cursor_up", "Up", show=False),
@@ -131,6 +135,7 @@ class LiveTable(ScrollView, can_focus=True):
         self._widths: tuple[int, ...] = tuple(c.width for c in self.columns)
         self._styles: dict[str, Style] = {}
         self._strips: dict[str, tuple[tuple[Cell, ...], bool, int, Strip]] = {}
+        self._shift = 0  # characters of SHIFTED_COLUMN scrolled out on the left
 
     # -- reading --------------------------------------------------------------------------
     @property
@@ -342,6 +347,26 @@ class LiveTable(ScrollView, can_focus=True):
         self.refresh()
 
     # -- drawing ----------------------------------------------------------------------------
+    @property
+    def shift_offset(self) -> int:
+        """How many characters of SHIFTED_COLUMN are scrolled out on the left."""
+        return self._shift
+
+    def shift(self, step: int) -> None:
+        """Scroll SHIFTED_COLUMN's text sideways by `step` characters (left when negative),
+        between 0 and MAX_SHIFT; repaints only when it moved."""
+        offset = min(self.MAX_SHIFT, max(0, self._shift + step))
+        if self.SHIFTED_COLUMN is None or offset == self._shift:
+            return
+        self._shift = offset
+        self._strips.clear()
+        self.refresh()
+
+    def _label(self, column: ColumnSpec) -> str:
+        if column.key == self.SHIFTED_COLUMN and self._shift:
+            return f"{column.label} «{self._shift}"
+        return column.label
+
     def fit_columns(self, room: int) -> Sequence[int] | None:
         """The columns' widths for `room` cells of content (paddings taken off), or None to
         keep the widths given; a table that sizes its columns from content says here."""
@@ -417,7 +442,7 @@ class LiveTable(ScrollView, can_focus=True):
     def _header(self, width: int) -> Strip:
         style = self.rich_style + self._style("header")
         text = "".join(
-            " " * PADDING + fit(column.label, column_width, column.right) + " " * PADDING
+            " " * PADDING + fit(self._label(column), column_width, column.right) + " " * PADDING
             for column, column_width in zip(self.columns, self._widths, strict=True)
         )
         return Strip([Segment(text, style)]).adjust_cell_length(width, style)
@@ -428,11 +453,14 @@ class LiveTable(ScrollView, can_focus=True):
             base += self._style("cursor" if self.has_focus else "cursor-blurred")
         pad = Segment(" " * PADDING, base)
         segments: list[Segment] = []
-        for cell, column_width in zip(cells, self._widths, strict=False):
+        for cell, column, column_width in zip(cells, self.columns, self._widths, strict=False):
             style = base + self._style(cell.tone) if cell.tone else base
             if cursor and cell.tone:  # the cursor's colours win; the tone keeps its emphasis
                 style += Style(color=base.color, bgcolor=base.bgcolor)
-            segments += (pad, Segment(fit(cell.text, column_width, cell.right), style), pad)
+            text = cell.text
+            if self._shift and column.key == self.SHIFTED_COLUMN:
+                text = text[self._shift :]
+            segments += (pad, Segment(fit(text, column_width, cell.right), style), pad)
         return Strip(segments).adjust_cell_length(width, base)
 
     def on_focus(self) -> None:
