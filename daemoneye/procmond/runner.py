@@ -90,6 +90,9 @@ class Procmond:
         self._clock = clock
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._rescan = False
+        self._poller = select.poll()  # not select(): descriptors past 1024 are fine
+        self._poller.register(pair.fileno(), select.POLLIN)
+        self._poller.register(self._wake_r, select.POLLIN)
 
     # -- startup ---------------------------------------------------------------------------
     def start_events(self) -> None:
@@ -144,10 +147,10 @@ class Procmond:
         next_scan = time.monotonic() + self.settings.interval
         while True:
             wait = max(0.0, next_scan - time.monotonic())
-            readable, _, _ = select.select([self.pair.fileno(), self._wake_r], [], [], wait)
-            if self.pair.fileno() in readable:
+            ready = {fd for fd, _ in self._poller.poll(wait * 1000.0)}
+            if self.pair.fileno() in ready:
                 self.obey(frames.read_frame(self.pair, frames.FROM_AGENT))
-            if self._wake_r in readable:
+            if self._wake_r in ready:
                 self._drain_wake_pipe()
                 time.sleep(EVENT_BATCH_S)
                 self.forward_events()

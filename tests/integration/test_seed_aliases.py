@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from tests.integration.conftest import DaemonHarness, wait_for
+from tests.integration.test_procmond_faults import procmond_of
 
 
 def _connector_receive_buffers(pid: int) -> list[int]:
@@ -32,7 +33,8 @@ def test_event_buffer_alias_sets_the_connector_receive_buffer(harness: DaemonHar
     harness.env["PROCMOND_COLLECTOR_EVENT_BUFFER_SIZE"] = "12MiB"
     harness.start()
     assert harness.process is not None
-    pid = harness.process.pid
-    buffers = wait_for(lambda: _connector_receive_buffers(pid), "the daemon's connector socket")
+    # The connector is procmond's (the agent's child): the alias reaches it through the agent.
+    pid = procmond_of(harness)
+    buffers = wait_for(lambda: _connector_receive_buffers(pid), "procmond's connector socket")
     assert 2 * (12 << 20) in buffers, buffers
     assert harness.stop() == 0
