@@ -99,7 +99,7 @@ def _coerce_names(raw: Any, *, from_text: bool) -> tuple[str, ...]:
     """A list of names: a TOML array of strings, or (from text) a comma-separated string."""
     if from_text and isinstance(raw, str):
         return tuple(name.strip() for name in raw.split(",") if name.strip())
-    if not isinstance(raw, list) or not all(isinstance(name, str) for name in raw):
+    if not isinstance(raw, list | tuple) or not all(isinstance(name, str) for name in raw):
         raise ValueError(f'expected a list of names such as ["LD_PRELOAD", "PATH"], got {raw!r}')
     return tuple(raw)
 
