@@ -417,6 +417,7 @@ class DaemonStatus:
     report: HealthReport
     clients: int
     engine: EngineStatus | None
+    history: HistoryReach | None = None  # how far back the store reaches (`health` only)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from daemoneye.filters import FilterError
 from daemoneye.models import TimelineEvent
 from daemoneye.store import Store, open_readonly
 from daemoneye.store.history import timeline_matching
+from tests.fakes.dashboard_source import sample_health
 from tests.unit.conftest import RecordFactory
 from tests.unit.test_history import fill
 
@@ -120,9 +121,7 @@ def test_timeline_lists_events_newest_first_filtered_by_kind_and_text(
 def test_timeline_since_and_until_take_every_time_form(
     db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(
-        capsys, db, "timeline", "--since", "90m ago", "--until=-30m", "-o", "json"
-    )
+    code, out, _ = run(capsys, db, "timeline", "--since", "90m ago", "--until=-30m", "-o", "json")
     assert code == 0
     assert [(r["event"], r["pid"]) for r in json.loads(out)] == [("exit", 300)]
     code, _, err = run(capsys, db, "timeline", "--since", "last tuesday")
@@ -243,3 +242,23 @@ def test_a_record_field_change_keeps_the_event_record_in_step() -> None:
     event = TimelineEvent(1.0, "exit", 1, 0.0, None, None, None, "exit code 1", (0, 1))
     assert parse_event_filter("exit").matches(event)
     assert dataclasses.is_dataclass(event)
+
+
+def test_health_says_how_far_back_history_reaches(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Store.open_existing(db) as writer, writer.transaction("health") as conn:
+        report = dataclasses.replace(sample_health(NOW), updated_at=time.time())
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('health', ?)",
+            (json.dumps(dataclasses.asdict(report)),),
+        )
+    _, out, _ = run(capsys, db, "health")
+    [history] = [
+        line
+        for line in out.splitlines()
+        if line.startswith("HISTORY") or line.startswith("history")
+    ]
+    assert "from " in history and "3h back" in history and "4 process instances" in history
+    _code, out, _ = run(capsys, db, "health", "-o", "json")
+    assert json.loads(out)[0]["history"]["oldest"] == pytest.approx(NOW - 3 * HOUR)
