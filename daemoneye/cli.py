@@ -71,7 +71,32 @@ def build_parser() -> argparse.ArgumentParser:
         "These need no quoting. `cpu>N` works too when quoted (the shell reads > as a "
         "redirection), and `-TERM` after `--`: daemoneye processes -- -name:kworker",
     )
-    processes.add_argument("filter", nargs="*", help="filter terms, or: show PID")
+    processes.add_argument("filter", nargs="*", help="filter terms, or: show PID, or: tree [PID]")
+    processes.add_argument(
+        "--at",
+        metavar="TIME",
+        help="the processes as they were at TIME: 03:12, yesterday 23:40, -2h, "
+        "2026-12-07 03:12, 2026-12-07T03:12:07+01:00 (local zone unless one is given)",
+    )
+
+    timeline = commands.add_parser(
+        "timeline",
+        help="what happened, newest first: exec, exit, start, fork and alert events",
+        description="FILTER terms: free text, name:TEXT user:TEXT cmd:TEXT pid:N ppid:N, "
+        "event:exec|exit|start|fork|alert, not:TERM to negate; all must match. TIME: now, "
+        "10m ago, -2h, 1h30m, 03:12, yesterday 23:40, 2026-12-07 03:12, "
+        "2026-12-07T03:12:07+01:00, … (local zone unless one is given).",
+    )
+    timeline.add_argument("filter", nargs="*", help="filter terms")
+    timeline.add_argument("--since", metavar="TIME", help="oldest event to show (default: all)")
+    timeline.add_argument("--until", metavar="TIME", help="newest event to show (default: now)")
+    timeline.add_argument(
+        "--limit",
+        type=_at_least(1),
+        default=100,
+        metavar="N",
+        help="print at most N events, the newest (default 100)",
+    )
 
     commands.add_parser("health", help="how the daemon is doing (exit 1 when unhealthy)")
 
@@ -386,7 +411,30 @@ def _dispatch(
             if len(args.filter) != 2 or not args.filter[1].isdigit():
                 raise _UsageError("usage: daemoneye processes show PID")
             return show_process(ctx, int(args.filter[1]))
+        if args.filter[:1] == ["tree"]:
+            from daemoneye.commands.history import show_tree
+
+            if len(args.filter) > 2 or not all(part.isdigit() for part in args.filter[1:]):
+                raise _UsageError("usage: daemoneye processes tree [PID] [--at TIME]")
+            root = int(args.filter[1]) if len(args.filter) == 2 else None
+            return show_tree(ctx, args.at, root)
+        if args.at is not None:
+            from daemoneye.commands.history import list_processes_at
+
+            return list_processes_at(ctx, args.at, " ".join(args.filter))
         return list_processes(ctx, " ".join(args.filter))
+    if args.command == "timeline":
+        from daemoneye.commands.history import TimelineOptions, show_timeline
+
+        return show_timeline(
+            ctx,
+            TimelineOptions(
+                filter_text=" ".join(args.filter),
+                since=args.since,
+                until=args.until,
+                limit=args.limit,
+            ),
+        )
     if args.command == "health":
         from daemoneye.commands.health import show_health
 
@@ -461,7 +509,7 @@ def _unrecognized(args: argparse.Namespace, extras: list[str]) -> str:
     """argparse's message for arguments it does not know, with a hint when they look like
     negated filter terms (`daemoneye processes -name:kworker`)."""
     message = f"unrecognized arguments: {' '.join(extras)}"
-    if args.command == "processes" and all(
+    if args.command in ("processes", "timeline") and all(
         extra.startswith("-") and not extra.startswith("--") for extra in extras
     ):
         example = extras[0][1:]

@@ -531,6 +531,7 @@ class DaemonStatus:
     clients: int
     engine: EngineStatus | None
     host: HostMeters | None = None
+    history: HistoryReach | None = None  # how far back the store reaches (`health` only)
 
 
 @dataclass(frozen=True, slots=True)

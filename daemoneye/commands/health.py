@@ -9,10 +9,12 @@ from dataclasses import fields
 
 from daemoneye.commands.common import Context, format_bytes, format_time, with_daemon_or_store
 from daemoneye.ipc.client import DaemonClient
-from daemoneye.models import DaemonStatus, HealthReport
+from daemoneye.models import DaemonStatus, HealthReport, HistoryReach
 from daemoneye.output import render
+from daemoneye.store.history import history_reach
 from daemoneye.store.readonly import ReadOnlyStore
 from daemoneye.units import format_uptime
+from daemoneye.units import write_duration as units_write_duration
 
 HEALTH_META_KEY = "health"
 STALE_AFTER_TICKS = 5  # a report older than this many intervals means the daemon is not ticking
@@ -101,10 +103,10 @@ def _host_rows(status: DaemonStatus | None, now: float) -> list[tuple[str, str]]
 
 def show_health(ctx: Context) -> int:
     """The daemon's own answer over IPC, or the last report it wrote to the store."""
-    report, status = with_daemon_or_store(
+    report, status, reach = with_daemon_or_store(
         ctx,
         _health_over_ipc,
-        lambda store: (_report_in(store), None),
+        lambda store: (_report_in(store), None, history_reach(store)),
         named_store_first=False,  # about the daemon: its own answer when it runs
     )
     if report is None:
@@ -126,6 +128,9 @@ def show_health(ctx: Context) -> int:
         }
         row["problems"] = problems + [p for p in report.problems if p not in problems]
         row["clients"] = status.clients if status is not None else None
+        row["history"] = (
+            None if reach is None else {f.name: getattr(reach, f.name) for f in fields(reach)}
+        )
         engine = status.engine if status is not None else None
         row["engine"] = (
             None if engine is None else {f.name: getattr(engine, f.name) for f in fields(engine)}
@@ -167,6 +172,7 @@ def show_health(ctx: Context) -> int:
         ("vanished", f"{report.vanished_total} processes gone mid-read (normal)"),
         ("hash queue", f"{report.hash_dropped_total} executables not hashed (queue full)"),
         ("store", format_bytes(report.store_bytes)),
+        ("history", history_text(reach, now)),
         ("daemon cpu", f"{report.daemon_cpu_percent:.1f}% of a core"),
         ("daemon rss", format_bytes(report.daemon_rss_bytes)),
         (
@@ -189,6 +195,20 @@ def show_health(ctx: Context) -> int:
     return EXIT_UNHEALTHY if problems else 0
 
 
-async def _health_over_ipc(client: DaemonClient) -> tuple[HealthReport | None, DaemonStatus]:
+def history_text(reach: HistoryReach | None, now: float) -> str:
+    """How far back the store's history reaches, for people."""
+    if reach is None:
+        return "unknown (the daemon did not say)"
+    if reach.oldest is None:
+        return "none yet"
+    span = units_write_duration(max(0.0, round(now - reach.oldest)))
+    return (
+        f"from {format_time(reach.oldest, now)} ({span} back), {reach.instances} process instances"
+    )
+
+
+async def _health_over_ipc(
+    client: DaemonClient,
+) -> tuple[HealthReport | None, DaemonStatus, HistoryReach | None]:
     status = await client.health()
-    return status.report, status
+    return status.report, status, status.history

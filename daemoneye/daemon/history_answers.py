@@ -3,7 +3,8 @@ from the store on the IPC thread pool, paged and bounded like every other answer
 
 from __future__ import annotations
 
-from daemoneye.filters import ProcessFilter
+from daemoneye.event_filter import parse_event_filter
+from daemoneye.filters import FilterError, ProcessFilter
 from daemoneye.ipc import protocol
 from daemoneye.ipc.codec import to_wire
 from daemoneye.ipc.methods import MethodError
@@ -15,10 +16,15 @@ from daemoneye.ipc.protocol import (
     TimelineParams,
 )
 from daemoneye.models import ProcessRecord
-from daemoneye.store.history import MAX_TIMELINE_PAGE, TIMELINE_KINDS, history_reach, timeline
+from daemoneye.store.history import (
+    MAX_TIMELINE_PAGE,
+    TIMELINE_KINDS,
+    history_reach,
+    reach_problem,
+    timeline_matching,
+)
 from daemoneye.store.history import processes_at as stored_processes_at
 from daemoneye.store.readonly import ReadOnlyStore
-from daemoneye.units import format_time
 
 
 def _invalid(method: str, field: str, why: str) -> MethodError:
@@ -32,19 +38,9 @@ def processes_at(
 ) -> ProcessesPage:
     """`history.processes_at`: a moment before the retained history or in the future is
     refused with what the history covers."""
-    if params.at > now:
-        raise _invalid(
-            "history.processes_at", "at", f"{format_time(params.at, now)} is in the future"
-        )
-    reach = history_reach(store)
-    if reach.oldest is None or params.at < reach.oldest:
-        since = "nothing yet" if reach.oldest is None else f"from {format_time(reach.oldest, now)}"
-        raise _invalid(
-            "history.processes_at",
-            "at",
-            f"{format_time(params.at, now)} is before the store's history ({since}; "
-            "store.retention and store.max_bytes decide how far back it reaches)",
-        )
+    problem = reach_problem(history_reach(store), params.at, now)
+    if problem is not None:
+        raise _invalid("history.processes_at", "at", problem)
     matching = [r for r in stored_processes_at(store, params.at) if process_filter.matches(r)]
     remaining = (
         matching
@@ -76,21 +72,25 @@ def timeline_page(store: ReadOnlyStore, params: TimelineParams) -> TimelinePage:
         )
     if not 1 <= params.limit <= MAX_TIMELINE_PAGE:
         raise _invalid("history.timeline", "limit", f"must be 1 to {MAX_TIMELINE_PAGE}")
+    try:
+        event_filter = parse_event_filter(params.filter)
+    except FilterError as exc:
+        raise _invalid("history.timeline", "filter", str(exc)) from None
     before = None
     if params.before is not None:
         ts, source, row_id = params.before
         before = (ts, (source, row_id))
-    events = timeline(
+    events, last = timeline_matching(
         store,
+        event_filter.matches,
         since=params.since,
         until=params.until,
         before=before,
-        kinds=kinds,
+        kinds=[kind for kind in kinds if kind in event_filter.kinds],
         limit=params.limit,
     )
-    last = events[-1] if len(events) == params.limit else None
     return TimelinePage(
         events=tuple(events),
-        next=None if last is None else (last.ts, *last.seq),
+        next=None if last is None else (last[0], *last[1]),
         reach=history_reach(store),
     )

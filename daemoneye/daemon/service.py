@@ -16,6 +16,7 @@ The daemon starts it with `start_ipc` (daemon/ipc_runtime.py).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -72,6 +73,7 @@ from daemoneye.models import (
 )
 from daemoneye.store.catalogue import readable_schema
 from daemoneye.store.changes import changes_of
+from daemoneye.store.history import history_reach
 from daemoneye.store.readonly import ReadOnlyStore, open_readonly
 from daemoneye.store.records import ancestry, records_for_pid
 
@@ -326,7 +328,8 @@ class DaemonService:
 
     async def health(self, call: Call, params: NoParams) -> DaemonStatus:
         await self.feed.wait_ready()
-        return self.status()
+        reach = await self.in_store(history_reach)
+        return dataclasses.replace(self.status(), history=reach)
 
     async def alerts_list(self, call: Call, params: AlertsListParams) -> protocol.AlertsPage:
         if params.state is not None and params.state not in ALERT_STATES:

@@ -99,6 +99,7 @@ class DaemonCalls:
         *,
         kinds: tuple[str, ...] = (),
         limit: int = 1000,
+        filter_text: str = "",
     ) -> TimelinePage:
         """Events from `since` to `until`, newest first, at most `limit` (one or more pages);
         the last page's `next` says where the history goes on."""
@@ -106,6 +107,8 @@ class DaemonCalls:
         before: tuple[float, int, int] | None = None
         while True:
             params: dict[str, Any] = {"since": since, "kinds": list(kinds)}
+            if filter_text:
+                params["filter"] = filter_text
             if until is not None:
                 params["until"] = until
             if before is not None:

@@ -192,6 +192,7 @@ class TimelineParams:
     before: tuple[float, int, int] | None = None  # paging: [ts, source, id] of the last event
     kinds: tuple[str, ...] = ()  # start, fork, exec, exit, alert (empty: all)
     limit: int = 200
+    filter: str = ""  # the timeline filter (daemoneye/event_filter.py), e.g. "event:exec ssh"
 
 
 @dataclass(frozen=True, slots=True)

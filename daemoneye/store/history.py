@@ -4,10 +4,11 @@ functions over a read-only store, shared by every client."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from daemoneye.models import HistoryReach, ProcessRecord, TimelineEvent
+from daemoneye.units import format_time
 
 SQLValue = int | float | str | bytes | None
 
@@ -38,10 +39,18 @@ def processes_at(store: HistorySource, moment: float) -> list[ProcessRecord]:
 
 
 def history_reach(store: HistorySource) -> HistoryReach:
-    """The earliest and latest moments the retained history covers."""
-    ((oldest, newest, count),) = store.fetch_rows(
-        "SELECT min(first_seen), max(last_seen), count(*) FROM processes"
+    """The earliest and latest moments the retained history covers. The scanner writes a
+    `start` event for every instance it first sees and retention deletes events and ended
+    instances up to one horizon, so the oldest event is where history begins; both ends are
+    read from the `ts` index, not by scanning every instance."""
+    ((oldest, newest),) = store.fetch_rows(
+        "SELECT (SELECT min(ts) FROM process_events), (SELECT max(ts) FROM process_events)"
     )
+    if oldest is None:  # a store written without events: scan the instances instead
+        ((oldest, newest),) = store.fetch_rows(
+            "SELECT min(first_seen), max(last_seen) FROM processes"
+        )
+    ((count,),) = store.fetch_rows("SELECT count(*) FROM processes")
     return HistoryReach(
         oldest=None if oldest is None else float(oldest),
         newest=None if newest is None else float(newest),
@@ -114,3 +123,55 @@ def _event(row: tuple[SQLValue, ...]) -> TimelineEvent:
         detail=str(detail or ""),
         seq=(int(src), int(row_id)),  # type: ignore[arg-type]
     )
+
+
+TimelineCursor = tuple[float, tuple[int, int]]  # (ts, seq) of the last event looked at
+SCAN_BUDGET = 20_000  # events one filtered page may look at before it answers
+
+
+def timeline_matching(
+    store: HistorySource,
+    keep: Callable[[TimelineEvent], bool],
+    *,
+    since: float,
+    before: TimelineCursor | None = None,
+    until: float | None = None,
+    kinds: Collection[str] = TIMELINE_KINDS,
+    limit: int = 200,
+    budget: int = SCAN_BUDGET,
+) -> tuple[list[TimelineEvent], TimelineCursor | None]:
+    """Up to `limit` events that `keep` accepts, newest first, and the cursor to page on from
+    (None: history is exhausted). A rare filter must not make one answer read the whole store:
+    after `budget` events it answers with what it found and the cursor of the last one read."""
+    limit = max(1, min(limit, MAX_TIMELINE_PAGE))
+    kept: list[TimelineEvent] = []
+    scanned = 0
+    cursor = before
+    while True:
+        batch = min(MAX_TIMELINE_PAGE, max(limit, 100))
+        events = timeline(store, since=since, before=cursor, until=until, kinds=kinds, limit=batch)
+        for event in events:
+            scanned += 1
+            cursor = (event.ts, event.seq)
+            if keep(event):
+                kept.append(event)
+                if len(kept) == limit:
+                    return kept, cursor
+        if len(events) < batch:
+            return kept, None
+        if scanned >= budget:
+            return kept, cursor
+
+
+def reach_problem(reach: HistoryReach, moment: float, now: float) -> str | None:
+    """Why the store cannot answer what ran at `moment` (in the future, before its oldest
+    history), naming how far history reaches; None when it can."""
+    if moment > now:
+        return f"{format_time(moment, now)} is in the future"
+    if reach.oldest is None or moment < reach.oldest:
+        since = "nothing yet" if reach.oldest is None else f"from {format_time(reach.oldest, now)}"
+        return (
+            f"{format_time(moment, now)} is before the store's history ({since}; "
+            "store.retention and store.max_bytes decide how far back it reaches)"
+        )
+    return None

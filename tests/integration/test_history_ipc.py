@@ -60,4 +60,13 @@ def test_the_past_as_the_present_and_its_timeline(ipc: IpcHarness, sleeper: Slee
             await client.timeline(0.0, kinds=("spawn",))
         assert kind.value.code == ErrorCode.INVALID_PARAMS and "'spawn'" in kind.value.message
 
+        exits = await client.timeline(during - 60, filter_text=f"event:exit pid:{child.pid}")
+        assert [(e.kind, e.pid) for e in exits.events] == [("exit", child.pid)]
+        with pytest.raises(RpcError) as bad_filter:
+            await client.timeline(0.0, filter_text="rss:>1G")
+        assert bad_filter.value.data == {"field": "filter"}
+        health = await client.health()
+        assert health.history is not None and health.history.oldest is not None
+        assert health.history.oldest <= during and health.history.instances >= 1
+
     ipc.run(scenario)
