@@ -14,7 +14,6 @@ from daemoneye.output import render
 from daemoneye.store.history import history_reach
 from daemoneye.store.readonly import ReadOnlyStore
 from daemoneye.units import format_uptime
-from daemoneye.units import write_duration as units_write_duration
 
 HEALTH_META_KEY = "health"
 STALE_AFTER_TICKS = 5  # a report older than this many intervals means the daemon is not ticking
@@ -201,7 +200,7 @@ def history_text(reach: HistoryReach | None, now: float) -> str:
         return "unknown (the daemon did not say)"
     if reach.oldest is None:
         return "none yet"
-    span = units_write_duration(max(0.0, round(now - reach.oldest)))
+    span = format_uptime(now - reach.oldest)  # '3h 00m', not '10801s'
     return (
         f"from {format_time(reach.oldest, now)} ({span} back), {reach.instances} process instances"
     )

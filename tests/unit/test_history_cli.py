@@ -259,6 +259,6 @@ def test_health_says_how_far_back_history_reaches(
         for line in out.splitlines()
         if line.startswith("HISTORY") or line.startswith("history")
     ]
-    assert "from " in history and "3h back" in history and "4 process instances" in history
+    assert "from " in history and "3h 00m back" in history and "4 process instances" in history
     _code, out, _ = run(capsys, db, "health", "-o", "json")
     assert json.loads(out)[0]["history"]["oldest"] == pytest.approx(NOW - 3 * HOUR)
