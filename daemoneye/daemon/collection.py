@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daemoneye import __version__
+from daemoneye.collector.connections import ConnectionTracker
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.hashing import ExeHasher
 from daemoneye.collector.netlink import EventsUnavailable, ProcConnector, probe
@@ -36,7 +37,16 @@ from daemoneye.engine.detection import DetectionEngine
 from daemoneye.engine.outbox import sink_health
 from daemoneye.engine.spill import AlertSpill
 from daemoneye.errors import StoreUnwritable
-from daemoneye.models import HealthReport, ScanDelta, ScanStats
+from daemoneye.models import (
+    Connection,
+    ConnectionsDelta,
+    ConnectionStats,
+    HealthReport,
+    ProcessKey,
+    ScanDelta,
+    ScanStats,
+)
+from daemoneye.store.connections import live_connections, write_delta
 from daemoneye.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -103,6 +113,12 @@ class Collection:
         self.outage = StoreOutage()
         self._written_mark = 0  # the spill's written_total when the outage began
         self._recovered_after: float | None = None  # set when a write ends an outage
+        self.connections = ConnectionTracker(proc_root, clock=clock)
+        self._connections_at: float | None = None  # when the last refresh ran
+        self.connection_stats: ConnectionStats | None = None
+        # The open connections by instance after the last refresh, replaced whole: IPC reads it
+        # from the event loop's thread.
+        self.connections_by_key: dict[ProcessKey, tuple[Connection, ...]] = {}
 
     def resume(self) -> int:
         """Seed the scanner with the processes the store still thinks are alive, so that after a
@@ -110,6 +126,7 @@ class Collection:
         in the first tick. Returns how many rows were carried over."""
         known = self.store.live_processes()
         self.scanner.prime(known)
+        self.connections.prime(live_connections(self.store))
         return len(known)
 
     def start_events(self, wakeup: Callable[[], None]) -> str:
@@ -180,6 +197,7 @@ class Collection:
             fresh = self.events.not_yet_evaluated(delta) if self.events is not None else delta
             self.engine.on_delta(fresh, written=written)
         self._after_write(delta.ts)
+        self.refresh_connections(delta.ts)
         self.ticks += 1
         self._last_scan_ms = delta.stats.duration_s * 1000.0
         self._scan_ms_total += self._last_scan_ms
@@ -206,6 +224,29 @@ class Collection:
                     log.warning("retention: %s", result.audit_error)
         self.write_health()
         return delta
+
+    def refresh_connections(self, now: float) -> ConnectionsDelta | None:
+        """Refresh the connections table when `collector.connections_interval` has passed;
+        rules that read `connections` are evaluated for the instances that opened one."""
+        interval = self.config.collector.connections_interval
+        if interval <= 0 or (
+            self._connections_at is not None and now - self._connections_at < interval
+        ):
+            return None
+        self._connections_at = now
+        delta = self.connections.refresh(self.scanner.snapshot().keys())
+        self.connection_stats = delta.stats
+        self.connections_by_key = self.connections.snapshot()
+        if not (delta.opened or delta.changed or delta.closed):
+            return delta
+        written = self._try_write(self._write_connections, delta)
+        if written and self.engine is not None and delta.opened:
+            self.engine.on_connections({c.key for c in delta.opened})
+        return delta
+
+    def _write_connections(self, delta: ConnectionsDelta) -> None:
+        with self.store.transaction("writing connections") as conn:
+            write_delta(conn, delta)
 
     # -- a store that cannot be written ------------------------------------------------------
     @property
