@@ -225,6 +225,13 @@ class Collection:
         self.write_health()
         return delta
 
+    @property
+    def connections_at(self) -> float | None:
+        """When the open connections were last refreshed (None: never, or collection off)."""
+        if self.config.collector.connections_interval <= 0:
+            return None
+        return self._connections_at
+
     def refresh_connections(self, now: float) -> ConnectionsDelta | None:
         """Refresh the connections table when `collector.connections_interval` has passed;
         rules that read `connections` are evaluated for the instances that opened one."""
