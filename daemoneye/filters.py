@@ -130,11 +130,16 @@ class ProcessFilter:
         for predicate in self.predicates:
             if not predicate(record, text, alerted):
                 return False
-        if self.connection_terms:
-            held = connections.get(record.key, ()) if connections is not None else ()
-            for holds, negated in self.connection_terms:
-                if any(holds(conn) for conn in held) == negated:
-                    return False
+        return not self.connection_terms or self.holds(record.key, connections)
+
+    def holds(
+        self, key: ProcessKey, connections: Mapping[ProcessKey, tuple[Connection, ...]] | None
+    ) -> bool:
+        """Whether the instance's connections pass the `port:`/`remote:` terms."""
+        held = connections.get(key, ()) if connections is not None else ()
+        for holds, negated in self.connection_terms:
+            if any(holds(conn) for conn in held) == negated:
+                return False
         return True
 
     @property

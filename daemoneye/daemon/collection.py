@@ -228,7 +228,7 @@ class Collection:
     @property
     def connections_at(self) -> float | None:
         """When the open connections were last refreshed (None: never, or collection off)."""
-        if self.config.collector.connections_interval <= 0:
+        if self.config.collector.connections_interval <= 0 or self.connection_stats is None:
             return None
         return self._connections_at
 
@@ -236,9 +236,14 @@ class Collection:
         """Refresh the connections table when `collector.connections_interval` has passed;
         rules that read `connections` are evaluated for the instances that opened one."""
         interval = self.config.collector.connections_interval
-        if interval <= 0 or (
-            self._connections_at is not None and now - self._connections_at < interval
-        ):
+        if interval <= 0:
+            return None
+        if self._connections_at is None:
+            # Not in the first tick: walking every process's fds once must not hold up the
+            # daemon's readiness (the first refresh is the one that reads everything).
+            self._connections_at = now
+            return None
+        if now - self._connections_at < interval:
             return None
         self._connections_at = now
         delta = self.connections.refresh(self.scanner.snapshot().keys())

@@ -18,17 +18,16 @@ import pytest
 
 from tests.integration.conftest import DaemonHarness, wait_for
 
-# A "web server" (its comm set to nginx) whose child connects to ADDR:PORT and says so.
+# A "web server" (Python exec'd through a link named nginx, so that is its name from the
+# start) whose child, Python through a link named sh, connects to ADDR:PORT.
 SERVICE = """
-import ctypes, subprocess, sys, time
-ctypes.CDLL(None).prctl(15, b"nginx", 0, 0, 0)
-child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3]])
+import subprocess, sys, time
+child = subprocess.Popen([sys.argv[1], "-c", sys.argv[2], sys.argv[3], sys.argv[4]])
 print(child.pid, flush=True)
 time.sleep(120)
 """
 CHILD = """
-import ctypes, socket, sys, time
-ctypes.CDLL(None).prctl(15, b"sh", 0, 0, 0)
+import socket, sys, time
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 time.sleep(120)
 """
@@ -71,8 +70,11 @@ def test_connections_are_listed_filtered_and_alerted(
     address, port = listener.getsockname()
     harness.env["DAEMONEYE_COLLECTOR__CONNECTIONS_INTERVAL"] = "0.2"
     harness.start()
+    nginx, sh = harness.root / "nginx", harness.root / "sh"
+    nginx.symlink_to(sys.executable)
+    sh.symlink_to(sys.executable)
     service = subprocess.Popen(
-        [sys.executable, "-c", SERVICE, CHILD, address, str(port)],
+        [str(nginx), "-c", SERVICE, str(sh), CHILD, address, str(port)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -80,8 +82,13 @@ def test_connections_are_listed_filtered_and_alerted(
     try:
         assert service.stdout is not None
         child_pid = int(service.stdout.readline())
+        # (the name comes from the live process table, which may lag the connections by a tick)
         held = wait_for(
-            lambda: _rows(harness, "connections", f"pid:{child_pid}", "dir:outbound"),
+            lambda: [
+                row
+                for row in _rows(harness, "connections", f"pid:{child_pid}", "dir:outbound")
+                if row["name"] == "sh"
+            ],
             "the child's outbound connection",
         )
         assert [(r["remote_address"], r["remote_port"], r["protocol"]) for r in held] == [
@@ -110,15 +117,17 @@ def test_connections_are_listed_filtered_and_alerted(
         )
         assert row["direction"] == "outbound"
         assert row["remote_scope"] in ("private", "public")
+        harness.stop()
+        # no daemon: the CLI reads the store, which has the socket as the daemon last saw it
+        stored = _rows(harness, "connections", f"port:{port}", "dir:outbound")
+        assert [(r["pid"], r["name"]) for r in stored] == [(child_pid, "sh")]
+        holders = _rows(harness, "processes", f"port:{port}")  # this test listens on it
+        assert sorted(r["pid"] for r in holders) == sorted([child_pid, os.getpid()])
     finally:
         if child_pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child_pid, signal.SIGKILL)
         service.kill()
         service.wait()
-    harness.stop()
-    # no daemon: the CLI reads the store; the connection is still the last thing known of it
-    stored = _rows(harness, "connections", f"port:{port}", "dir:outbound")
-    assert [r["pid"] for r in stored] == [child_pid]
     bad = harness.cli("connections", "prot:tcp")
     assert bad.returncode == 2 and "did you mean 'proto'" in bad.stderr
