@@ -8,9 +8,11 @@ The method (docs/connections.md says it with its measured cost):
 2. Which process holds an inode is only in /proc/PID/fd/N → "socket:[INODE]", one readlink
    per fd. Those are read only for processes that are new, or whose fd count changed since
    their last walk — `stat("/proc/PID/fd").st_size` is the count on Linux ≥ 6.2 (older kernels:
-   the length of a directory listing, no readlink) — and, so a process that closed one socket
-   and opened another between two refreshes is not missed for good, for a rotating
-   1/`ROTATION` of the other processes each refresh. What a walk found is kept per instance.
+   the length of a directory listing, no readlink). A process that closed one fd and opened a
+   socket between two refreshes keeps its count: a tcp/udp socket that appears in the tables
+   and that no walked process holds is looked for, once, among the processes of its uid; and
+   a rotating 1/`ROTATION` of the processes is re-walked each refresh (unix sockets have no
+   uid in their table). What a walk found is kept per instance.
 3. The holders' inodes joined with the tables give the connections; they are compared with
    the previous refresh by the kernel's undecoded text, so only new and changed sockets are
    decoded and written.
@@ -46,10 +48,14 @@ from daemoneye.models import (
 
 log = logging.getLogger(__name__)
 
-# Each refresh also re-walks the processes whose pid falls in this refresh's slot of ROTATION.
-ROTATION = 12
+# Each refresh also re-walks the processes whose pid falls in this refresh's slot of ROTATION:
+# a full re-walk every ROTATION refreshes, spread out (unix sockets swapped at the same count).
+ROTATION = 60
 # readlink calls one refresh may spend; the processes left over are walked next time.
 DEFAULT_LINK_BUDGET = 400_000
+# Processes one refresh walks looking for new tcp/udp sockets nobody was seen opening (the
+# least recently walked of the socket's uid first).
+SEARCH_WALKS = 32
 _SOCKET_PREFIX = "socket:["
 
 
@@ -60,6 +66,7 @@ class _Holder:
     netns: int | None
     fd_count: int | None  # None: walk it at the next refresh
     inodes: frozenset[int] = frozenset()
+    walked_at: int = -1  # the refresh that last walked it
 
 
 @dataclass(slots=True)
@@ -100,6 +107,7 @@ class ConnectionTracker:
     _open: dict[tuple[ProcessKey, int], Connection] = field(default_factory=dict)
     _raw: dict[tuple[ProcessKey, int], RawSocket] = field(default_factory=dict)
     _refreshes: int = 0
+    _searched: set[int] = field(default_factory=set)  # new sockets already looked for
 
     def prime(self, known: Iterable[Connection]) -> None:
         """Start from what the store says is open (after a restart): sockets still held keep
@@ -129,6 +137,7 @@ class ConnectionTracker:
         to_walk = self._due_for_walk(live_keys, counters)
         self._walk(to_walk, counters)
         sockets, namespaces = self._read_tables(live_keys, counters)
+        self._search_new_sockets(sockets, live_keys, set(to_walk), counters)
         listening = _listening_ports(sockets.values())
         opened: list[Connection] = []
         changed: list[Connection] = []
@@ -170,6 +179,47 @@ class ConnectionTracker:
         )
         return ConnectionsDelta(now, tuple(opened), tuple(changed), tuple(closed), stats)
 
+    def _search_new_sockets(
+        self,
+        sockets: dict[int, _Located],
+        live_keys: list[ProcessKey],
+        walked: set[ProcessKey],
+        counters: _Counters,
+    ) -> None:
+        """tcp and udp sockets that appeared in the tables and that no walked process holds
+        were opened by a process whose fd count did not change (it closed another fd): walk
+        the processes of the socket's uid (the owner of /proc/PID) walked longest ago, up to
+        SEARCH_WALKS of them, once per such socket: a socket nobody readable holds is looked
+        for once, not at every refresh."""
+        self._searched &= sockets.keys()
+        held: set[int] = set()
+        for holder in self._holders.values():
+            held.update(holder.inodes)
+        wanted = {
+            inode: located.raw.uid
+            for inode, located in sockets.items()
+            if inode not in held
+            and inode not in self._searched
+            and located.raw.uid is not None
+            and located.raw.protocol != "unix"
+        }
+        if not wanted:
+            return
+        self._searched.update(wanted)
+        uids = set(wanted.values())
+        candidates = []
+        for key in live_keys:
+            if key in walked or key not in self._holders:
+                continue
+            try:
+                owner = os.stat(f"{self.proc_root}/{key.pid}").st_uid
+            except OSError:
+                continue
+            if owner in uids:
+                candidates.append(key)
+        candidates.sort(key=lambda key: self._holders[key].walked_at)
+        self._walk(candidates[:SEARCH_WALKS], counters)
+
     # -- which processes to walk -------------------------------------------------------------
     def _due_for_walk(self, live_keys: list[ProcessKey], counters: _Counters) -> list[ProcessKey]:
         due: list[ProcessKey] = []
@@ -187,6 +237,7 @@ class ConnectionTracker:
             if count is None:
                 continue
             if count != holder.fd_count or key.pid % self.rotation == slot:
+                holder.fd_count = count  # a walk that fails is not retried until it changes
                 due.append(key)
         return due
 
@@ -225,6 +276,7 @@ class ConnectionTracker:
             if walked is None:
                 continue
             holder.fd_count, holder.inodes = walked
+            holder.walked_at = self._refreshes
             counters.walked += 1
 
     def _socket_inodes(self, pid: int, counters: _Counters) -> tuple[int, frozenset[int]] | None:

@@ -274,21 +274,45 @@ def test_a_refresh_stops_walking_at_its_link_budget(fake_proc: Path) -> None:
     assert second.stats.processes_walked == 1
 
 
-def test_rotation_walks_a_slice_of_unchanged_processes(fake_proc: Path) -> None:
-    # same fd count, but socket 41 replaced by socket 42: found when the pid's slot comes
+def test_a_new_tcp_socket_at_the_same_fd_count_is_searched_for_once(fake_proc: Path) -> None:
+    # pid 41 closes socket 41 and opens socket 45: same fd count, so no walk is due; the new
+    # socket in the table that nobody holds sends the tracker looking among its uid's processes
     for pid in range(40, 44):
         _fake_process(fake_proc, pid, {3: f"socket:[{pid}]"})
+    listen = "".join(_tcp(i, "0100007F:0050", "00000000:0000", "0A") for i in range(40, 44))
+    _fake_tables(fake_proc, 40, listen)
+    tracker = ConnectionTracker(str(fake_proc), rotation=1 << 30, count_by_stat=False)
+    keys = [ProcessKey(pid, 1.0) for pid in range(40, 44)]
+    tracker.refresh(keys)
+    assert tracker.refresh(keys).stats.processes_walked == 0
+    _fake_process(fake_proc, 41, {3: "socket:[45]"})
+    _fake_tables(fake_proc, 40, listen + _tcp(45, "0100007F:0051", "00000000:0000", "0A"))
+    found = tracker.refresh(keys)
+    assert [(c.pid, c.inode) for c in found.opened] == [(41, 45)]
+    assert [(c.pid, c.inode) for c in found.closed] == [(41, 41)]
+    # a socket that nobody readable holds is looked for once, not at every refresh
     _fake_tables(
         fake_proc,
         40,
-        "".join(_tcp(i, "0100007F:0050", "00000000:0000", "0A") for i in range(40, 50)),
+        listen
+        + _tcp(45, "0100007F:0051", "00000000:0000", "0A")
+        + _tcp(99, "0100007F:0052", "00000000:0000", "0A"),
     )
+    assert tracker.refresh(keys).stats.processes_walked == 4
+    assert tracker.refresh(keys).stats.processes_walked == 0
+
+
+def test_rotation_finds_a_unix_socket_swapped_at_the_same_fd_count(fake_proc: Path) -> None:
+    for pid in range(40, 44):
+        _fake_process(fake_proc, pid, {3: f"socket:[{pid}]"})
+    unix = "".join(_unix_line(i) for i in (*range(40, 44), 45))
+    _fake_tables(fake_proc, 40, unix=unix)
     tracker = ConnectionTracker(str(fake_proc), rotation=4, count_by_stat=False)
     keys = [ProcessKey(pid, 1.0) for pid in range(40, 44)]
     tracker.refresh(keys)
     _fake_process(fake_proc, 41, {3: "socket:[45]"})
     walked = [tracker.refresh(keys).stats.processes_walked for _ in range(4)]
-    assert walked == [1, 1, 1, 1]
+    assert walked == [1, 1, 1, 1]  # a quarter each refresh, not everything
     assert {c.inode for c in tracker.snapshot()[ProcessKey(41, 1.0)]} == {45}
 
 
