@@ -23,6 +23,7 @@ from benchmarks import (
     attack_bench,
     cleanup,
     collector_bench,
+    connections_bench,
     daemon_bench,
     dashboard_section,
     engine_bench,
@@ -39,7 +40,17 @@ from benchmarks.population import Population
 from benchmarks.spawn import assert_none_marked, find_marked, run_prefix
 from benchmarks.tools import ensure
 
-SECTIONS = ("collector", "daemon", "store", "events", "engine", "ipc", "dashboard", "attacks")
+SECTIONS = (
+    "collector",
+    "daemon",
+    "store",
+    "events",
+    "engine",
+    "ipc",
+    "dashboard",
+    "attacks",
+    "connections",
+)
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -257,6 +268,13 @@ class Suite:
                 "attacks",
                 "hello p99, exec → alert, RSS and store growth under each local attack vs quiet",
                 lambda: attack_bench.run(quick=plan.attacks_quick),
+            )
+        if self.wants("connections"):
+            holders = max(plan.sizes)
+            self.guarded(
+                "connections",
+                f"one connections refresh at {holders} processes holding {2 * holders} sockets",
+                lambda: (connections_bench.measure(holders, plan.runs), {}),
             )
         self.rows += [row for row in pending.rows() if self.wants(row.section)]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from daemoneye.models import Connection, ConnectionsDelta, ConnectionStats
+from daemoneye.models import Connection, ConnectionsDelta, ConnectionStats, Rule
 from daemoneye.store.connections import (
     CONNECTION_COLUMNS,
     live_connections,
@@ -111,3 +111,36 @@ def test_user_sql_reads_connections_and_the_live_view(tmp_path: Path) -> None:
             "JOIN live_connections l USING (inode)"
         )
     assert [tuple(row) for row in result.rows] == [("8.8.8.8", "SYN_SENT")]
+
+
+def _rule(rule_id: str, query: str) -> Rule:
+    return Rule(rule_id, rule_id, "d", "high", True, (), query, None, None, None, "f.toml", 1)
+
+
+def test_an_instance_that_opens_a_socket_is_evaluated_by_the_rules_that_read_connections(
+    tmp_path: Path,
+) -> None:
+    from daemoneye.engine.detection import reads_connections
+    from daemoneye.engine.evaluator import Evaluator
+    from daemoneye.models import ProcessRecord, ScanDelta, ScanStats
+
+    reads = _rule(
+        "reads",
+        "SELECT p.pid, p.start_time FROM processes p JOIN live_connections c "
+        "USING (pid, start_time) WHERE c.remote_scope = 'public'",
+    )
+    ignores = _rule("ignores", "SELECT pid, start_time FROM processes")
+    assert reads_connections(reads) and not reads_connections(ignores)
+    record = ProcessRecord(
+        10, 1, 5.0, "sh", None, (), None, 0, "root", 0, "S", 1, 0, 0.0, None, False, 1.0, 1.0
+    )
+    with Store.open(tmp_path / "s.db") as store:
+        store.apply(ScanDelta(1.0, (record,), (), (), (), (), ScanStats(0, 0, 0, 0, 0, 0, 0)))
+        with store.transaction("t") as conn:
+            write_delta(conn, _delta(100.0, opened=[_conn(1)]))
+        evaluator = Evaluator(store.path, [reads, ignores])
+        try:
+            result = evaluator.evaluate_instances([record.key], reads_connections)
+        finally:
+            evaluator.close()
+    assert [(d.rule_id, d.pid) for d in result.detections] == [("reads", 10)]
