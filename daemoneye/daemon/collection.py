@@ -36,7 +36,7 @@ from daemoneye.engine.audit_prune import audit_pruner
 from daemoneye.engine.detection import DetectionEngine
 from daemoneye.engine.outbox import sink_health
 from daemoneye.engine.spill import AlertSpill
-from daemoneye.errors import StoreUnwritable
+from daemoneye.errors import StoreError, StoreUnwritable
 from daemoneye.models import (
     Connection,
     ConnectionsDelta,
@@ -116,6 +116,7 @@ class Collection:
         self.connections = ConnectionTracker(proc_root, clock=clock)
         self._connections_at: float | None = None  # when the last refresh ran
         self.connection_stats: ConnectionStats | None = None
+        self._connections_missed = False  # a refresh was not written: write the whole set next
         # The open connections by instance after the last refresh, replaced whole: IPC reads it
         # from the event loop's thread.
         self.connections_by_key: dict[ProcessKey, tuple[Connection, ...]] = {}
@@ -249,12 +250,31 @@ class Collection:
         delta = self.connections.refresh(self.scanner.snapshot().keys())
         self.connection_stats = delta.stats
         self.connections_by_key = self.connections.snapshot()
+        if self._connections_missed:
+            delta = self._whole_connections(delta)
         if not (delta.opened or delta.changed or delta.closed):
             return delta
         written = self._try_write(self._write_connections, delta)
+        self._connections_missed = not written
         if written and self.engine is not None and delta.opened:
             self.engine.on_connections({c.key for c in delta.opened})
         return delta
+
+    def _whole_connections(self, delta: ConnectionsDelta) -> ConnectionsDelta:
+        """After a refresh the store could not take: every open connection (the upsert keeps
+        first_seen) and the end of every row the store still has open that is gone."""
+        held = [conn for conns in self.connections_by_key.values() for conn in conns]
+        open_now = {(c.pid, c.start_time, c.inode) for c in held}
+        try:
+            stored = live_connections(self.store)
+        except StoreError:
+            return delta
+        gone = tuple(
+            dataclasses.replace(c, ended_at=delta.ts)
+            for c in stored
+            if (c.pid, c.start_time, c.inode) not in open_now
+        )
+        return dataclasses.replace(delta, opened=tuple(held), changed=(), closed=gone)
 
     def _write_connections(self, delta: ConnectionsDelta) -> None:
         with self.store.transaction("writing connections") as conn:
