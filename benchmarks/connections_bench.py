@@ -80,11 +80,6 @@ class SocketHolders:
             self.close()
             raise RuntimeError(f"sockhold did not start: {line!r}")
 
-    def pids(self) -> list[int]:
-        """The server and its children."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [self.process.pid, *map(int, children.read_text().split())]
-
     def close(self) -> None:
         if self.process.stdin is not None:
             self.process.stdin.close()

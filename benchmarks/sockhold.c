@@ -1,6 +1,6 @@
-/* The connections benchmark's population: N children that each hold one TCP connection to a
- * loopback listener and one bound UDP socket, and the parent, which holds the listener and
- * every accepted connection (N more sockets). Prints "ready" when all are connected, then
+/* The connections benchmark's population: N holders that each hold one TCP connection to a
+ * loopback listener and one bound UDP socket, and the server, which holds the listener and
+ * every accepted connection (N more sockets); a spawner process forks the holders. Prints "ready" when all are connected, then
  * waits until stdin closes and kills its children (they also die with their parent:
  * PR_SET_PDEATHSIG). Usage: sockhold N */
 #include <arpa/inet.h>
@@ -29,24 +29,33 @@ int main(int argc, char **argv) {
     }
     socklen_t len = sizeof addr;
     getsockname(listener, (struct sockaddr *)&addr, &len);
-    pid_t parent = getpid();
-    for (int i = 0; i < n; i++) {
-        pid_t pid = fork();
-        if (pid < 0) { perror("fork"); return 1; }
-        if (pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            if (getppid() != parent) _exit(0);
-            close(listener);
-            int tcp = socket(AF_INET, SOCK_STREAM, 0);
-            if (connect(tcp, (struct sockaddr *)&addr, sizeof addr)) _exit(1);
-            int udp = socket(AF_INET, SOCK_DGRAM, 0);
-            struct sockaddr_in any = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-            bind(udp, (struct sockaddr *)&any, sizeof any);
-            for (;;) pause();
+    /* The holders are forked by a spawner that holds no accepted socket: forked from here,
+     * child i would inherit the i connections accepted before it. */
+    pid_t spawner = fork();
+    if (spawner < 0) { perror("fork"); return 1; }
+    if (spawner == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(listener);
+        pid_t self = getpid();
+        for (int i = 0; i < n; i++) {
+            pid_t pid = fork();
+            if (pid < 0) { perror("fork"); _exit(1); }
+            if (pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                if (getppid() != self) _exit(0);
+                int tcp = socket(AF_INET, SOCK_STREAM, 0);
+                if (connect(tcp, (struct sockaddr *)&addr, sizeof addr)) _exit(1);
+                int udp = socket(AF_INET, SOCK_DGRAM, 0);
+                struct sockaddr_in any = {.sin_family = AF_INET,
+                                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+                bind(udp, (struct sockaddr *)&any, sizeof any);
+                for (;;) pause();
+            }
         }
-        /* accept as we go so the backlog never fills */
-        int accepted = accept(listener, NULL, NULL);
-        if (accepted < 0) { perror("accept"); return 1; }
+        for (;;) pause();
+    }
+    for (int i = 0; i < n; i++) {
+        if (accept(listener, NULL, NULL) < 0) { perror("accept"); return 1; }
     }
     printf("ready\n");
     fflush(stdout);
