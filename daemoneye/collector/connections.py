@@ -207,17 +207,21 @@ class ConnectionTracker:
             return
         self._searched.update(wanted)
         uids = set(wanted.values())
-        candidates = []
-        for key in live_keys:
-            if key in walked or key not in self._holders:
-                continue
+        # Least recently walked first; /proc/PID's owner is read only until enough are found.
+        order = sorted(
+            (key for key in live_keys if key not in walked and key in self._holders),
+            key=lambda key: self._holders[key].walked_at,
+        )
+        candidates: list[ProcessKey] = []
+        for key in order:
             try:
                 owner = os.stat(f"{self.proc_root}/{key.pid}").st_uid
             except OSError:
                 continue
             if owner in uids:
                 candidates.append(key)
-        candidates.sort(key=lambda key: self._holders[key].walked_at)
+                if len(candidates) == SEARCH_WALKS:
+                    break
         self._walk(candidates[:SEARCH_WALKS], counters)
 
     # -- which processes to walk -------------------------------------------------------------
