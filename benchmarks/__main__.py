@@ -24,6 +24,7 @@ from benchmarks import (
     changes_bench,
     cleanup,
     collector_bench,
+    connections_bench,
     daemon_bench,
     dashboard_section,
     engine_bench,
@@ -53,6 +54,7 @@ SECTIONS = (
     "dashboard",
     "attacks",
     "remote",
+    "connections",
 )
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -292,6 +294,13 @@ class Suite:
                     runs=plan.dashboard_runs,
                     alerts=2_000,
                 ),
+            )
+        if self.wants("connections"):
+            holders = max(plan.sizes)
+            self.guarded(
+                "connections",
+                f"one connections refresh at {holders} processes holding {2 * holders} sockets",
+                lambda: (connections_bench.measure(holders, plan.runs), {}),
             )
         self.rows += [row for row in pending.rows() if self.wants(row.section)]
 

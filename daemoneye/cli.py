@@ -98,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="print at most N events, the newest (default 100)",
     )
 
+    connections = commands.add_parser(
+        "connections",
+        help="sockets held by live processes",
+        description="FILTER terms: port:N (local or remote), remote:ADDR, remote:NET/BITS, "
+        "remote:public|private|loopback|link-local|multicast, proto:tcp|udp|tcp6|udp6|unix, "
+        "state:STATE, pid:N, dir:listen|inbound|outbound, not:TERM to negate; all must match.",
+    )
+    connections.add_argument("filter", nargs="*", help="filter terms")
+
     commands.add_parser("health", help="how the daemon is doing (exit 1 when unhealthy)")
 
     config = commands.add_parser("config", help="configuration commands")
@@ -435,6 +444,10 @@ def _dispatch(
                 limit=args.limit,
             ),
         )
+    if args.command == "connections":
+        from daemoneye.commands.connections import list_connections
+
+        return list_connections(ctx, " ".join(args.filter))
     if args.command == "health":
         from daemoneye.commands.health import show_health
 

@@ -7,6 +7,7 @@
     pid:123 ppid:1 uid:0                                       exact number
     cpu:>5 cpu:<1 rss:>100M rss:<=1G threads:>10               comparisons (sizes: K M G)
     alerted                                                    has an open alert
+    port:443 remote:10.0.0.8 remote:10.0.0.0/8 remote:public   holds such a connection
     not:term                                                   negation of any term
 
 All terms must match. A mistake raises FilterError naming the term and what was expected.
@@ -27,12 +28,18 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from daemoneye.connection_filter import (
+    PROCESS_TERMS,
+    ConnectionFilterError,
+    ConnectionPredicate,
+    connection_term,
+)
 from daemoneye.errors import DaemonEyeError
-from daemoneye.models import ProcessKey, ProcessRecord
+from daemoneye.models import Connection, ProcessKey, ProcessRecord
 
 TEXT_FIELDS = ("user", "name", "exe", "cmd", "cwd", "state")
 # Terms over the context columns: a substring of the joined (lowered) attributes.
@@ -108,24 +115,44 @@ class ProcessFilter:
     text: str
     predicates: tuple[Predicate, ...]
     uses_text: bool = False  # some term reads a text field
+    # `port:`/`remote:` terms: (predicate over one connection, negated). A process matches
+    # one when it holds a connection that matches (negated: none that matches).
+    connection_terms: tuple[tuple[ConnectionPredicate, bool], ...] = ()
+
+    @property
+    def uses_connections(self) -> bool:
+        return bool(self.connection_terms)
 
     def matches(
         self,
         record: ProcessRecord,
         alerted: Collection[ProcessKey] = frozenset(),
         text: RecordText | None = None,
+        connections: Mapping[ProcessKey, tuple[Connection, ...]] | None = None,
     ) -> bool:
-        """Whether `record` passes; `text` is its `record_text` when the caller keeps one."""
+        """Whether `record` passes; `text` is its `record_text` when the caller keeps one;
+        `connections` are the open connections by instance (without them a `port:` or
+        `remote:` term matches no process)."""
         if text is None:
             text = record_text(record) if self.uses_text else NO_TEXT
-        for predicate in self.predicates:  # noqa: SIM110 -- not all(): 10,000 calls a key
+        for predicate in self.predicates:
             if not predicate(record, text, alerted):
+                return False
+        return not self.connection_terms or self.holds(record.key, connections)
+
+    def holds(
+        self, key: ProcessKey, connections: Mapping[ProcessKey, tuple[Connection, ...]] | None
+    ) -> bool:
+        """Whether the instance's connections pass the `port:`/`remote:` terms."""
+        held = connections.get(key, ()) if connections is not None else ()
+        for holds, negated in self.connection_terms:
+            if any(holds(conn) for conn in held) == negated:
                 return False
         return True
 
     @property
     def empty(self) -> bool:
-        return not self.predicates
+        return not self.predicates and not self.connection_terms
 
 
 def _parse_number(term: str, raw: str, field: str) -> float:
@@ -139,7 +166,14 @@ def _parse_number(term: str, raw: str, field: str) -> float:
 
 
 def _suggest(name: str) -> str:
-    known = [*TEXT_FIELDS, *CONTEXT_TERMS, *NUMBER_FIELDS, *COMPARABLE_FIELDS, "alerted"]
+    known = [
+        *TEXT_FIELDS,
+        *CONTEXT_TERMS,
+        *NUMBER_FIELDS,
+        *COMPARABLE_FIELDS,
+        *PROCESS_TERMS,
+        "alerted",
+    ]
     match = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
@@ -266,9 +300,24 @@ def parse_filter(text: str) -> ProcessFilter:
         raise FilterError(f"{text!r}: {exc}") from None
     predicates: list[Predicate] = []
     uses_text = False
+    connection_terms: list[tuple[ConnectionPredicate, bool]] = []
     for term in terms:
         negated = _negation(term)
+        inner = term if negated is None else negated
+        if inner.partition(":")[0] in PROCESS_TERMS and ":" in inner:
+            try:
+                connection_terms.append(
+                    (connection_term(inner, PROCESS_TERMS), negated is not None)
+                )
+            except ConnectionFilterError as exc:
+                raise FilterError(str(exc)) from None
+            continue
         predicate, reads_text = _term(term if negated is None else negated)
         predicates.append(predicate if negated is None else _negate(predicate))
         uses_text = uses_text or reads_text
-    return ProcessFilter(text=text, predicates=tuple(predicates), uses_text=uses_text)
+    return ProcessFilter(
+        text=text,
+        predicates=tuple(predicates),
+        uses_text=uses_text,
+        connection_terms=tuple(connection_terms),
+    )

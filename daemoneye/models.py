@@ -575,3 +575,66 @@ class TableSchema:
     name: str
     kind: str  # 'table' or 'view'
     columns: tuple[TableColumn, ...]
+
+
+# -- Sockets per process instance (issue 14 item 4; collector/connections.py fills them) ------
+
+CONNECTION_PROTOCOLS = ("tcp", "tcp6", "udp", "udp6", "unix")
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """One socket held by one process instance, as the `connections` table has it.
+
+    Addresses are text: IPv4 dotted, IPv6 compressed (an IPv4-mapped IPv6 address is shown as
+    its IPv4 address; `protocol` still says tcp6/udp6), a unix socket's path (hostile text: any
+    bytes a process chose, '@' starts an abstract name) or None. `direction`: 'listen',
+    'inbound' (accepted on a listening port), 'outbound', or None when not known (udp, unix).
+    `remote_scope`: 'loopback', 'private', 'link-local', 'multicast', 'public' or None.
+    """
+
+    pid: int
+    start_time: float
+    protocol: str  # one of CONNECTION_PROTOCOLS
+    local_address: str | None
+    local_port: int | None
+    remote_address: str | None
+    remote_port: int | None
+    state: str  # LISTEN, ESTABLISHED, SYN_SENT …; UNCONNECTED/CONNECTED for udp and unix
+    inode: int  # the socket's inode: unique while it lives, shared by the holders of one socket
+    netns: int | None  # the inode of the network namespace it was found in
+    direction: str | None
+    remote_scope: str | None
+    first_seen: float
+    last_seen: float  # the last refresh that found it, or its state, changed
+    ended_at: float | None = None  # NULL while the process still holds it
+
+    @property
+    def key(self) -> ProcessKey:
+        return ProcessKey(self.pid, self.start_time)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStats:
+    """The cost of one connections refresh, for `health` and the benchmark."""
+
+    duration_s: float
+    sockets: int  # sockets in the tables read (all namespaces)
+    namespaces: int  # network namespaces read
+    processes_walked: int  # processes whose fd directory was listed this refresh
+    links_read: int  # readlink calls on /proc/PID/fd/N this refresh
+    unresolved: int  # sockets no walked process was found holding
+    denied: int  # fd directories that could not be read (permission)
+    vanished: int  # processes or fds that went away between two reads
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionsDelta:
+    """What one connections refresh changed: new sockets per instance, sockets whose state or
+    addresses changed, and sockets an instance no longer holds (ended at `ts`)."""
+
+    ts: float
+    opened: tuple[Connection, ...]
+    changed: tuple[Connection, ...]
+    closed: tuple[Connection, ...]
+    stats: ConnectionStats

@@ -13,6 +13,7 @@ from daemoneye.commands.common import (
     with_daemon_or_store,
 )
 from daemoneye.commands.health import staleness_note
+from daemoneye.daemon.connection_answers import by_instance, live_from_store
 from daemoneye.daemon.store_answers import detail_from_store
 from daemoneye.errors import DaemonEyeError
 from daemoneye.filters import ProcessFilter, parse_filter
@@ -98,7 +99,8 @@ def _live_from_store(
     stale = staleness_note(ctx)
     if stale:
         note(stale)
-    return [r for r in records if process_filter.matches(r)]
+    connections = by_instance(live_from_store(store)) if process_filter.uses_connections else None
+    return [r for r in records if process_filter.matches(r, connections=connections)]
 
 
 def _detail_from_store(store: ReadOnlyStore, pid: int) -> ProcessDetail:

@@ -109,6 +109,16 @@ class CollectorConfig:
             check=check_environment_names,
         ),
     )
+    connections_interval: float = field(
+        default=5.0,
+        metadata=_spec(
+            "duration",
+            "Seconds between two refreshes of the connections table (sockets per process); "
+            "0 turns connection collection off.",
+            lo=0.0,
+            hi=3600.0,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daemoneye import __version__
+from daemoneye.collector.connections import ConnectionTracker
 from daemoneye.collector.procfs import read_boot_id, read_boot_time
 from daemoneye.collector.records import exit_event
 from daemoneye.config.schema import Config
@@ -37,8 +38,11 @@ from daemoneye.engine.audit_prune import audit_pruner
 from daemoneye.engine.detection import DetectionEngine
 from daemoneye.engine.outbox import sink_health
 from daemoneye.engine.spill import AlertSpill
-from daemoneye.errors import StoreUnwritable
+from daemoneye.errors import StoreError, StoreUnwritable
 from daemoneye.models import (
+    Connection,
+    ConnectionsDelta,
+    ConnectionStats,
     ExeHash,
     HealthReport,
     ProcessEvent,
@@ -48,6 +52,7 @@ from daemoneye.models import (
     ScanStats,
 )
 from daemoneye.procmond import frames
+from daemoneye.store.connections import live_connections, write_delta
 from daemoneye.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -191,6 +196,13 @@ class Collection:
         self._full_seen: set[ProcessKey] | None = None  # a full scan's instances, so far
         self._full_parts: list[ScanDelta] = []  # its pieces written so far, for the rules
         self._full_written = True
+        self.connections = ConnectionTracker(proc_root, clock=clock)
+        self._connections_at: float | None = None  # when the last refresh ran
+        self.connection_stats: ConnectionStats | None = None
+        self._connections_missed = False  # a refresh was not written: write the whole set next
+        # The open connections by instance after the last refresh, replaced whole: IPC reads it
+        # from the event loop's thread.
+        self.connections_by_key: dict[ProcessKey, tuple[Connection, ...]] = {}
 
     @property
     def sees_all(self) -> bool:
@@ -206,6 +218,7 @@ class Collection:
         (even a kill -9) running processes keep their rows and the dead ones get ended by
         procmond's first, full scan. Returns how many rows were carried over."""
         self.mirror = {k: r for k, r in self.store.live_processes().items() if r.ended_at is None}
+        self.connections.prime(live_connections(self.store))
         return len(self.mirror)
 
     def reconfigure(self, config: Config) -> None:
@@ -371,6 +384,7 @@ class Collection:
         if scan.full:
             self._close_gap()
         self._after_write(delta.ts)
+        self.refresh_connections(delta.ts)
         self.ticks += 1
         self._last_scan_ms = delta.stats.duration_s * 1000.0
         self._scan_ms_total += self._last_scan_ms
@@ -418,6 +432,60 @@ class Collection:
             gap,
             missed,
         )
+
+    @property
+    def connections_at(self) -> float | None:
+        """When the open connections were last refreshed (None: never, or collection off)."""
+        if self.config.collector.connections_interval <= 0 or self.connection_stats is None:
+            return None
+        return self._connections_at
+
+    def refresh_connections(self, now: float) -> ConnectionsDelta | None:
+        """Refresh the connections table when `collector.connections_interval` has passed;
+        rules that read `connections` are evaluated for the instances that opened one."""
+        interval = self.config.collector.connections_interval
+        if interval <= 0:
+            return None
+        if self._connections_at is None:
+            # Not in the first tick: walking every process's fds once must not hold up the
+            # daemon's readiness (the first refresh is the one that reads everything).
+            self._connections_at = now
+            return None
+        if now - self._connections_at < interval:
+            return None
+        self._connections_at = now
+        delta = self.connections.refresh(self.mirror.keys())
+        self.connection_stats = delta.stats
+        self.connections_by_key = self.connections.snapshot()
+        if self._connections_missed:
+            delta = self._whole_connections(delta)
+        if not (delta.opened or delta.changed or delta.closed):
+            return delta
+        written = self._try_write(self._write_connections, delta)
+        self._connections_missed = not written
+        if written and self.engine is not None and delta.opened:
+            self.engine.on_connections({c.key for c in delta.opened})
+        return delta
+
+    def _whole_connections(self, delta: ConnectionsDelta) -> ConnectionsDelta:
+        """After a refresh the store could not take: every open connection (the upsert keeps
+        first_seen) and the end of every row the store still has open that is gone."""
+        held = [conn for conns in self.connections_by_key.values() for conn in conns]
+        open_now = {(c.pid, c.start_time, c.inode) for c in held}
+        try:
+            stored = live_connections(self.store)
+        except StoreError:
+            return delta
+        gone = tuple(
+            dataclasses.replace(c, ended_at=delta.ts)
+            for c in stored
+            if (c.pid, c.start_time, c.inode) not in open_now
+        )
+        return dataclasses.replace(delta, opened=tuple(held), changed=(), closed=gone)
+
+    def _write_connections(self, delta: ConnectionsDelta) -> None:
+        with self.store.transaction("writing connections") as conn:
+            write_delta(conn, delta)
 
     # -- a store that cannot be written ------------------------------------------------------
     @property

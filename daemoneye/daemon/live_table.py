@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from daemoneye.filters import ProcessFilter
 from daemoneye.ipc import protocol
 from daemoneye.ipc.codec import to_wire
-from daemoneye.models import ProcessChange, ProcessesDelta, ProcessKey, ProcessRecord
+from daemoneye.models import (
+    Connection,
+    ProcessChange,
+    ProcessesDelta,
+    ProcessKey,
+    ProcessRecord,
+)
 from daemoneye.store.records import MAX_ANCESTRY_DEPTH
 
 RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(ProcessRecord))
@@ -190,14 +196,20 @@ class LiveTable:
         after: tuple[int, float] | None,
         limit: int,
         alerted: Collection[ProcessKey] = frozenset(),
+        connections: Mapping[ProcessKey, tuple[Connection, ...]] | None = None,
     ) -> bytes:
-        """One page of `processes.list` as encoded JSON (a ProcessesPage)."""
+        """One page of `processes.list` as encoded JSON (a ProcessesPage); `connections`
+        (open, by instance) answer `port:` and `remote:` terms."""
         keys = self.sorted_keys()
         records = self.records
         matching = (
             keys
             if process_filter.empty
-            else [key for key in keys if process_filter.matches(records[key], alerted)]
+            else [
+                key
+                for key in keys
+                if process_filter.matches(records[key], alerted, connections=connections)
+            ]
         )
         total = len(matching)
         start = (

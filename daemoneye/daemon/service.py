@@ -28,7 +28,9 @@ from typing import Any, TypeVar
 
 from daemoneye import __version__
 from daemoneye.config.schema import LoadedConfig
+from daemoneye.connection_filter import ConnectionFilterError, parse_connection_filter
 from daemoneye.daemon.collection import Collection as Collector
+from daemoneye.daemon.connection_answers import connections_page, live_from_memory
 from daemoneye.daemon.history_answers import processes_at, timeline_page
 from daemoneye.daemon.host_meters import HostSampler
 from daemoneye.daemon.ipc_ports import AuditTrail, DetectionEngine
@@ -45,6 +47,7 @@ from daemoneye.ipc.methods import Call, Method, MethodError, Raw, Reply
 from daemoneye.ipc.protocol import (
     AlertIdParams,
     AlertsListParams,
+    ConnectionsListParams,
     ErrorCode,
     HelloParams,
     NoParams,
@@ -67,6 +70,7 @@ from daemoneye.models import (
     AuditVerification,
     DaemonStatus,
     Hello,
+    ProcessKey,
     RulesReload,
     RuleStatus,
     TableSchema,
@@ -226,6 +230,7 @@ class DaemonService:
             Method("query.tables", self.query_tables, NoParams),
             Method("health", self.health, NoParams),
             Method("audit.verify", self.audit_verify, NoParams),
+            Method("connections.list", self.connections_list, ConnectionsListParams),
             Method("history.processes_at", self.history_processes_at, ProcessesAtParams),
             Method("history.timeline", self.history_timeline, TimelineParams),
             Method("alerts.ack", self.alerts_ack, AlertIdParams, admin=True),
@@ -270,7 +275,37 @@ class DaemonService:
             raise _invalid("processes.list", "filter", str(exc)) from None
         await self.feed.wait_ready()
         alerted = self.engine.alerted() if self.engine is not None else frozenset()
-        return Raw(self.feed.table.page(process_filter, params.after, params.limit, alerted))
+        connections = (
+            self._collection.connections_by_key if process_filter.uses_connections else None
+        )
+        return Raw(
+            self.feed.table.page(process_filter, params.after, params.limit, alerted, connections)
+        )
+
+    async def connections_list(
+        self, call: Call, params: ConnectionsListParams
+    ) -> protocol.ConnectionsPage:
+        if params.limit < 1:
+            raise _invalid("connections.list", "limit", "must be 1 or more")
+        try:
+            connection_filter = parse_connection_filter(params.filter)
+        except ConnectionFilterError as exc:
+            raise _invalid("connections.list", "filter", str(exc)) from None
+        at = self._collection.connections_at
+        records = self.feed.table.records
+
+        def name_of(key: ProcessKey) -> str | None:
+            record = records.get(key)
+            return record.name if record is not None else None
+
+        return connections_page(
+            live_from_memory(self._collection.connections_by_key),
+            connection_filter,
+            params.after,
+            params.limit,
+            at,
+            name_of,
+        )
 
     async def processes_get(self, call: Call, params: ProcessesGetParams) -> ProcessDetail:
         if params.pid < 1:

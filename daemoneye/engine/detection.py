@@ -8,8 +8,9 @@ evaluation of the rules that changed; every swap and every refused rule is audit
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from daemoneye.engine.last_good import LastGoodFiles
 from daemoneye.engine.reload import ReloadOutcome, RuleRegistry
 from daemoneye.engine.rule_switches import RuleSwitches, switches_file_for
 from daemoneye.engine.sinks import enabled_sink_names
-from daemoneye.models import Detection, Rule, ScanDelta
+from daemoneye.models import Detection, ProcessKey, Rule, ScanDelta
 from daemoneye.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,11 @@ class DetectionEngine:
             )
         return self._record(self.evaluator.evaluate_delta(delta))
 
+    def on_connections(self, keys: Iterable[ProcessKey]) -> list[AlertChange]:
+        """Evaluate the rules that read `connections` over the instances that opened one
+        (the other rules saw these instances when they started or exec'd)."""
+        return self._record(self.evaluator.evaluate_instances(keys, reads_connections))
+
     def _record(self, result: EvaluationResult, *, only_new: bool = False) -> list[AlertChange]:
         for failure in result.failures:
             log.warning("rule %s: %s: %s", failure.rule_id, failure.kind, failure.message)
@@ -194,6 +200,15 @@ class DetectionEngine:
 
     def close(self) -> None:
         self.evaluator.close()
+
+
+_CONNECTIONS_NAME = re.compile(r"\b(?:live_)?connections\b", re.IGNORECASE)
+
+
+def reads_connections(rule: Rule) -> bool:
+    """Whether a rule's query names the connections table or view (a rule that only mentions
+    the word costs one more evaluation, nothing else)."""
+    return _CONNECTIONS_NAME.search(rule.query) is not None
 
 
 def budget_problems(rules: Sequence[Rule], stats: Mapping[str, RuleStats]) -> tuple[str, ...]:

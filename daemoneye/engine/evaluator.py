@@ -305,6 +305,38 @@ class Evaluator:
             self._event_cursor,
         )
 
+    def evaluate_instances(
+        self, keys: Iterable[ProcessKey], only: Callable[[Rule], bool]
+    ) -> EvaluationResult:
+        """Run the enabled rules that `only` accepts over the instances `keys`, with no
+        events (they were evaluated when they were written): for state that changed outside
+        the process table, such as the sockets an instance holds."""
+        started = time.perf_counter()
+        params = [(key.pid, key.start_time) for key in keys]
+        rules = [r for r in self._rules if r.enabled and only(r)]
+        if not params or not rules:
+            return EvaluationResult((), (), (), _ms_since(started), 0, self._event_cursor)
+
+        def fill(conn: apsw.Connection) -> int:
+            with conn:
+                conn.execute(_CLEAR_SHADOWS)
+                conn.executemany(_COPY_INSTANCE, params)
+                copied = int(conn.execute("SELECT count(*) FROM temp.processes").get)
+            return copied
+
+        instances = self._trusted(self._delta, fill)
+        if instances == 0:
+            return EvaluationResult((), (), (), _ms_since(started), 0, self._event_cursor)
+        result = self._run(self._delta, rules, self.time_budget_s, started)
+        return EvaluationResult(
+            result.detections,
+            result.failures,
+            result.timings_ms,
+            result.elapsed_ms,
+            instances,
+            self._event_cursor,
+        )
+
     def evaluate_delta(self, delta: ScanDelta) -> EvaluationResult:
         """`evaluate_changes` for one collection tick."""
         return self.evaluate_changes(changed_keys(delta))

@@ -21,6 +21,7 @@ from daemoneye.ipc.protocol import (
 from daemoneye.models import (
     Alert,
     AuditVerification,
+    Connection,
     DaemonStatus,
     ProcessRecord,
     RulesReload,
@@ -63,6 +64,25 @@ class DaemonCalls:
             records.extend(page.processes)
             if page.next is None:
                 return records
+            after = page.next
+
+    async def connections_list(self, filter_text: str = "") -> protocol.ConnectionsPage:
+        """Every open connection matching the filter (fetched page by page), by pid; `at` and
+        `total` as the last page said."""
+        connections: list[Connection] = []
+        names: list[str | None] = []
+        after: tuple[int, float, int] | None = None
+        while True:
+            params: dict[str, Any] = {"filter": filter_text}
+            if after is not None:
+                params["after"] = list(after)
+            page = await self._typed(protocol.ConnectionsPage, "connections.list", params)
+            connections.extend(page.connections)
+            names.extend(page.names or (None,) * len(page.connections))
+            if page.next is None:
+                return protocol.ConnectionsPage(
+                    tuple(connections), page.total, None, page.at, tuple(names)
+                )
             after = page.next
 
     async def process_get(

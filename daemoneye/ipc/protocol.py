@@ -19,6 +19,7 @@ from daemoneye.errors import DaemonEyeError
 from daemoneye.ipc.codec import to_wire
 from daemoneye.models import (
     Alert,
+    Connection,
     HistoryReach,
     ProcessEvent,
     ProcessKey,
@@ -118,6 +119,7 @@ READ_METHODS = (
     "health",
     "audit.verify",
     "query.tables",
+    "connections.list",
 )
 ADMIN_METHODS = (
     "alerts.ack",
@@ -196,6 +198,13 @@ class TimelineParams:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionsListParams:
+    filter: str = ""  # the `daemoneye connections` filter language (connection_filter.py)
+    after: tuple[int, float, int] | None = None  # [pid, start_time, inode] of a page's last
+    limit: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
 class AlertIdParams:
     id: int
 
@@ -235,6 +244,20 @@ class ProcessesPage:
     processes: tuple[ProcessRecord, ...]
     total: int  # matching processes in all pages
     next: tuple[int, float] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionsPage:
+    """One page of `connections.list`: open connections that match, by (pid, start_time,
+    inode); `total` counts all that match; `next` is the `after` of the next page, None at the
+    end. `at` is when they were read (the last refresh), None before the first one or when
+    connection collection is off."""
+
+    connections: tuple[Connection, ...]
+    total: int
+    next: tuple[int, float, int] | None
+    at: float | None
+    names: tuple[str | None, ...] = ()  # each holder's process name, as `connections` ordered
 
 
 @dataclass(frozen=True, slots=True)

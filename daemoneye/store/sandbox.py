@@ -39,6 +39,8 @@ READABLE_TABLES = frozenset(
         "all_processes",
         "process_events",
         "alerts",
+        "connections",
+        "live_connections",
         "json_each",
         "json_tree",
     }

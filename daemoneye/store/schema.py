@@ -269,6 +269,43 @@ ALTER TABLE processes ADD COLUMN environment TEXT;      -- JSON object, allow-li
 CREATE INDEX processes_container_id ON processes (container_id);
 """
 
+_V6_CONNECTIONS = """
+-- The sockets each process instance holds (collector/connections.py, docs/connections.md):
+-- one row per (instance, socket inode); ended_at is set when the instance no longer holds it.
+-- No foreign key to processes: a socket can be seen before its process row is written.
+CREATE TABLE connections (
+    id             INTEGER PRIMARY KEY,
+    pid            INTEGER NOT NULL,
+    start_time     REAL    NOT NULL,
+    protocol       TEXT    NOT NULL CHECK (protocol IN ('tcp', 'tcp6', 'udp', 'udp6', 'unix')),
+    local_address  TEXT,                -- unix: the socket's path, hostile text
+    local_port     INTEGER,
+    remote_address TEXT,
+    remote_port    INTEGER,
+    state          TEXT    NOT NULL,
+    inode          INTEGER NOT NULL,
+    netns          INTEGER,
+    direction      TEXT CHECK (direction IN ('listen', 'inbound', 'outbound')),
+    remote_scope   TEXT,
+    first_seen     REAL    NOT NULL,
+    last_seen      REAL    NOT NULL,
+    ended_at       REAL,                -- NULL while held
+    UNIQUE (pid, start_time, inode)
+) STRICT;
+
+CREATE INDEX connections_ended_at ON connections (ended_at);
+CREATE INDEX connections_remote ON connections (remote_address);
+CREATE INDEX connections_local_port ON connections (local_port);
+
+CREATE VIEW live_connections AS SELECT * FROM connections WHERE ended_at IS NULL;
+
+-- A process row that retention deletes takes its connections with it.
+CREATE TRIGGER processes_delete_connections AFTER DELETE ON processes
+BEGIN
+    DELETE FROM connections WHERE pid = OLD.pid AND start_time = OLD.start_time;
+END;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "processes, live_processes, process_events, meta", _V1_PROCESSES),
     Migration(2, "alerts, rule_stats, audit_log, sink_outbox, sink_stats", _V2_ALERTS),
@@ -277,6 +314,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(4, "process_events: changes after start, old/new values", _V4_PROCESS_CHANGES),
     Migration(5, "process context columns on processes", _V5_PROCESS_CONTEXT),
+    Migration(6, "connections, live_connections", _V6_CONNECTIONS),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

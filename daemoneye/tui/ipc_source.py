@@ -16,6 +16,7 @@ from typing import TypeVar
 from daemoneye.ipc import client as ipc
 from daemoneye.models import (
     Alert,
+    Connection,
     DaemonStatus,
     ProcessesDelta,
     ProcessKey,
@@ -120,6 +121,10 @@ class IpcSource:
                 return None
             raise
         return ProcessDetail(detail.process, detail.ancestry, detail.children, detail.changes)
+
+    async def connections_list(self, filter_text: str = "") -> tuple[Connection, ...]:
+        page = await _call(self.client.connections_list(filter_text))
+        return page.connections
 
     async def alerts_list(self) -> tuple[Alert, ...]:
         return tuple(await _call(self.client.alerts_list()))

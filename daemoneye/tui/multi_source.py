@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Mapping
 
 from daemoneye.models import (
     Alert,
+    Connection,
     DaemonStatus,
     Hello,
     ProcessesDelta,
@@ -198,6 +199,9 @@ class MultiSource:
 
     async def query_run(self, sql: str) -> QueryResult:
         return await self._here.query_run(sql)
+
+    async def connections_list(self, filter_text: str = "") -> tuple[Connection, ...]:
+        return await self._here.connections_list(filter_text)
 
     async def query_tables(self) -> tuple[TableSchema, ...]:
         return await self._here.query_tables()

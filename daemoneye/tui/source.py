@@ -36,6 +36,7 @@ from typing import Protocol, runtime_checkable
 from daemoneye.errors import DaemonEyeError
 from daemoneye.models import (
     Alert,
+    Connection,
     DaemonStatus,
     Hello,
     ProcessesDelta,
@@ -174,6 +175,10 @@ class DashboardSource(Protocol):
 
     async def alerts_list(self) -> tuple[Alert, ...]:
         """Every alert the daemon keeps (all states)."""
+        ...
+
+    async def connections_list(self, filter_text: str = "") -> tuple[Connection, ...]:
+        """The open connections that match a `daemoneye connections` filter."""
         ...
 
     async def alert_ack(self, alert_id: int, host: str = "") -> Alert:

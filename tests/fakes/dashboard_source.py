@@ -12,8 +12,10 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Iterable
 
+from daemoneye.connection_filter import parse_connection_filter
 from daemoneye.models import (
     Alert,
+    Connection,
     DaemonStatus,
     EngineStatus,
     HealthReport,
@@ -585,6 +587,7 @@ class FakeSource:
         rules: Iterable[RuleStatus] | None = None,
         status: DaemonStatus | None = None,
         hello: Hello | None = None,
+        connections: Iterable[Connection] = (),
     ) -> None:
         self.processes: dict[ProcessKey, ProcessRecord] = {
             r.key: r for r in (sample_processes() if processes is None else processes)
@@ -596,6 +599,10 @@ class FakeSource:
         self.rules: dict[str, RuleStatus] = {
             s.rule.id: s for s in (sample_rules() if rules is None else rules)
         }
+        self.connections: dict[ProcessKey, tuple[Connection, ...]] = {}
+        self.connection_queries: list[str] = []  # the filters connections_list was asked
+        for conn in connections:
+            self.connections[conn.key] = (*self.connections.get(conn.key, ()), conn)
         self.status = status or sample_status()
         self.hello = hello or sample_hello()
         self.calls: list[tuple[str, tuple[object, ...]]] = []
@@ -652,6 +659,14 @@ class FakeSource:
             tuple(ancestry(row_key(key), by_row)),
             tuple(children(row_key(key), by_row)),
             self.changes.get(key, ()),
+        )
+
+    async def connections_list(self, filter_text: str = "") -> tuple[Connection, ...]:
+        self._check()
+        self.connection_queries.append(filter_text)
+        matching = parse_connection_filter(filter_text)
+        return tuple(
+            conn for conns in self.connections.values() for conn in conns if matching.matches(conn)
         )
 
     async def alerts_list(self) -> tuple[Alert, ...]:

@@ -12,16 +12,27 @@ from typing import Any
 
 import pytest
 
+from daemoneye.collector.net_tables import scope_of
 from daemoneye.engine.evaluator import Evaluator
 from daemoneye.engine.rule_loader import RuleSet, load_rules
-from daemoneye.models import ProcessEvent, ProcessKey, ProcessRecord, ScanDelta, ScanStats
+from daemoneye.models import (
+    Connection,
+    ConnectionsDelta,
+    ConnectionStats,
+    ProcessEvent,
+    ProcessKey,
+    ProcessRecord,
+    ScanDelta,
+    ScanStats,
+)
 from daemoneye.paths import BUILTIN_RULES_DIR
 from daemoneye.store import Store
+from daemoneye.store.connections import write_delta
 
 FIXTURES = Path(__file__).parent / "fixtures" / "rules"
 ATTACK_ID = r"T\d{4}(\.\d{3})?"
 
-PARENT_PID, SIBLING_PID, SUBJECT_PID = 500, 600, 700
+GRANDPARENT_PID, PARENT_PID, SIBLING_PID, SUBJECT_PID = 400, 500, 600, 700
 PARENT_START, SUBJECT_START = 100.0, 200.0
 
 
@@ -108,9 +119,14 @@ def change(spec: dict[str, Any], subject: ProcessRecord) -> ProcessEvent:
 def world(store: Store, case: dict[str, Any]) -> ProcessKey:
     """Write the case's parent a tick before, then its siblings and subject; the subject's
     key."""
-    parent_pid = 1
+    parent_pid = grandparent_pid = 1
+    if "grandparent" in case:
+        grandparent = record(case["grandparent"], GRANDPARENT_PID, PARENT_START - 1, 1)
+        store.apply(tick(PARENT_START - 1, [grandparent]))
+        grandparent_pid = GRANDPARENT_PID
     if "parent" in case:
-        store.apply(tick(PARENT_START, [record(case["parent"], PARENT_PID, PARENT_START, 1)]))
+        parent = record(case["parent"], PARENT_PID, PARENT_START, grandparent_pid)
+        store.apply(tick(PARENT_START, [parent]))
         parent_pid = PARENT_PID
     siblings = [
         record(spec, SIBLING_PID + i, SUBJECT_START, parent_pid)
@@ -119,7 +135,37 @@ def world(store: Store, case: dict[str, Any]) -> ProcessKey:
     subject = record(case["process"], SUBJECT_PID, SUBJECT_START + 0.5, parent_pid)
     events = tuple(change(spec, subject) for spec in case.get("events", []))
     store.apply(tick(SUBJECT_START + 1, [*siblings, subject], events))
+    held = [connection(spec, subject.key, i) for i, spec in enumerate(case.get("connections", []))]
+    if held:
+        with store.transaction("fixture connections") as conn:
+            write_delta(conn, ConnectionsDelta(SUBJECT_START + 1, tuple(held), (), (), NO_STATS))
     return subject.key
+
+
+NO_STATS = ConnectionStats(0.0, 0, 0, 0, 0, 0, 0, 0)
+
+
+def connection(spec: dict[str, Any], key: ProcessKey, index: int) -> Connection:
+    """A socket held by the subject: `remote` "ADDR:PORT" (default none), `local` likewise,
+    `protocol` (tcp), `state` (ESTABLISHED), `direction` (outbound); the scope is derived."""
+    remote_address, _, remote_port = spec.get("remote", "").rpartition(":")
+    local_address, _, local_port = spec.get("local", "10.0.0.5:40000").rpartition(":")
+    return Connection(
+        pid=key.pid,
+        start_time=key.start_time,
+        protocol=spec.get("protocol", "tcp"),
+        local_address=local_address or None,
+        local_port=int(local_port) if local_port else None,
+        remote_address=remote_address or None,
+        remote_port=int(remote_port) if remote_port else None,
+        state=spec.get("state", "ESTABLISHED"),
+        inode=1000 + index,
+        netns=1,
+        direction=spec.get("direction", "outbound"),
+        remote_scope=scope_of(remote_address or None),
+        first_seen=SUBJECT_START + 1,
+        last_seen=SUBJECT_START + 1,
+    )
 
 
 @pytest.mark.parametrize(("rule_id", "case"), list(cases()))

@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from daemoneye.models import PROCESS_FIELDS, Alert, ProcessEvent, ProcessRecord, RecordField
+from daemoneye.models import (
+    PROCESS_FIELDS,
+    Alert,
+    Connection,
+    ProcessEvent,
+    ProcessRecord,
+    RecordField,
+)
 from daemoneye.tui.logic.format import (
     DASH,
     format_bytes,
@@ -14,7 +21,7 @@ from daemoneye.tui.logic.format import (
     safe,
     safe_cell,
 )
-from daemoneye.tui.logic.glyphs import CHEVRON
+from daemoneye.tui.logic.glyphs import ARROW, CHEVRON
 from daemoneye.tui.logic.severity import label, tone
 
 Fact = tuple[str, str, str]  # label, value, tone
@@ -66,6 +73,7 @@ LEFT_OUT = frozenset({"first_seen", "last_seen", "ended_at", "exit_code"})
 UNPLACED = tuple(f for f in PROCESS_FIELDS if f.name not in PLACED | LEFT_OUT)
 MAX_CHILDREN = 12
 MAX_ALERTS = 8
+MAX_CONNECTIONS = 12
 COMMAND_CHARS = 4096  # a longer command line is cut, with the count of what was left out
 
 
@@ -111,8 +119,10 @@ def process_facts(
     parents: Sequence[ProcessRecord],
     kids: Sequence[ProcessRecord],
     now: float,
+    connections: Sequence[Connection] = (),
 ) -> list[Fact]:
-    """Everything the pane shows as text, in order."""
+    """Everything the pane shows as text, in order; the sockets it holds (when known) just
+    before its command line."""
     state = {"ended": "  (ended)", "new": "  (new)"}.get(status, "")
     user = safe(record.user, 64) if record.user is not None else "?"
     ids = (
@@ -147,6 +157,7 @@ def process_facts(
     if len(kids) > MAX_CHILDREN:
         names.append(f"+{len(kids) - MAX_CHILDREN} more")
     facts.append(("children", ", ".join(names) or DASH, ""))
+    facts.extend(connection_facts(connections))
     # Last: a command line can be kilobytes long and must not push the facts above out of view.
     facts.append(("command", cmdline_text(record), ""))
     return facts
@@ -275,6 +286,43 @@ def field_facts(record: ProcessRecord, described: Sequence[RecordField], now: fl
             facts.append((label_text, format_bytes(value), ""))
         else:
             facts.append((label_text, str(value), ""))
+    return facts
+
+
+def endpoint_text(address: str | None, port: int | None) -> str:
+    """'10.0.0.1:443', '[2001:db8::1]:22', '*:53', or '*'."""
+    if address is None:
+        return "*" if port is None else f"*:{port}"
+    if port is None:
+        return address
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def connection_facts(connections: Sequence[Connection]) -> list[Fact]:
+    """One line per socket the process holds: listening first, then by protocol and port; a
+    unix socket's path is the process's text (escaped, capped). Empty when it holds none."""
+    ordered = sorted(
+        connections,
+        key=lambda c: (
+            c.direction != "listen",
+            c.protocol == "unix",
+            c.protocol,
+            c.local_port or 0,
+        ),
+    )
+    facts: list[Fact] = []
+    for conn in ordered[:MAX_CONNECTIONS]:
+        if conn.protocol == "unix":
+            where = safe(conn.local_address, 256) if conn.local_address else "(unnamed)"
+        else:
+            where = endpoint_text(conn.local_address, conn.local_port)
+            if conn.remote_address is not None:
+                where += f" {ARROW} {endpoint_text(conn.remote_address, conn.remote_port)}"
+        extra = f"  {conn.direction}" if conn.direction and conn.direction != "listen" else ""
+        tone = "high" if conn.direction == "outbound" and conn.remote_scope == "public" else ""
+        facts.append((conn.protocol, f"{where}  {conn.state}{extra}", tone))
+    if len(ordered) > MAX_CONNECTIONS:
+        facts.append(("", f"+{len(ordered) - MAX_CONNECTIONS} more sockets", "dim"))
     return facts
 
 

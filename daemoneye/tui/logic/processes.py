@@ -22,7 +22,7 @@ from daemoneye.filters import (
     record_text,
     same_text,
 )
-from daemoneye.models import ProcessKey, ProcessRecord
+from daemoneye.models import Connection, ProcessKey, ProcessRecord
 from daemoneye.tui.logic.cells import Cell, RowView
 from daemoneye.tui.logic.keys import parse_row_key
 from daemoneye.tui.logic.lineage import Lineage, tree_keys, with_ancestors
@@ -74,6 +74,8 @@ class ProcessView:
         self._set: ProcessSet = EMPTY_SET  # the live set last taken
         self._alerted: Mapping[str, str] = {}
         self._alerted_keys: frozenset[ProcessKey] = frozenset()
+        # Open connections by instance, for `port:`/`remote:` terms (fetched while one is used).
+        self._connections: Mapping[ProcessKey, tuple[Connection, ...]] = {}
         self._new_until: dict[str, float] = {}
         self._ended: dict[str, tuple[ProcessRecord, float]] = {}
         # Row caches by key: one for plain rows (the list, tree roots), one for rows under a
@@ -181,6 +183,17 @@ class ProcessView:
         )
         self._alerted = worst
         self._alerted_keys = frozenset(parse_row_key(key) for key in worst)
+
+    @property
+    def connections(self) -> Mapping[ProcessKey, tuple[Connection, ...]]:
+        return self._connections
+
+    @connections.setter
+    def connections(self, by_key: Mapping[ProcessKey, tuple[Connection, ...]]) -> None:
+        """The open connections by instance; a filter that reads them is applied again."""
+        self._connections = by_key
+        if self._filter.connection_terms:
+            self._everything = True
 
     # -- the live set -------------------------------------------------------------------------
     def update(self, process_set: ProcessSet, now: float) -> None:
@@ -363,7 +376,7 @@ class ProcessView:
         if process_filter.empty:
             return True
         text = self._text(key, record) if process_filter.uses_text else None
-        return process_filter.matches(record, self._alerted_keys, text)
+        return process_filter.matches(record, self._alerted_keys, text, self._connections)
 
     def prepare_filtering(self) -> None:
         """Lower the text of every shown process now (the user opened the filter line), so
@@ -427,6 +440,8 @@ class ProcessView:
         predicates, alerted = self._filter.predicates, self._alerted_keys
         texts, text_of = self._texts, self._text
         uses_text = self._filter.uses_text
+        holds = self._filter.holds if self._filter.connection_terms else None
+        connections = self._connections
         text = NO_TEXT
         keys: list[str] = []
         for key, record in items:
@@ -441,7 +456,8 @@ class ProcessView:
                 if not predicate(record, text, alerted):
                     break
             else:
-                keys.append(key)
+                if holds is None or holds(record.key, connections):
+                    keys.append(key)
         return keys
 
     def _sorted_keys(self, records: Mapping[str, ProcessRecord]) -> list[str]:

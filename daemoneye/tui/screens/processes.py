@@ -13,9 +13,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Static
 
-from daemoneye.models import DaemonStatus, ProcessEvent, ProcessKey
+from daemoneye.models import Connection, DaemonStatus, ProcessEvent, ProcessKey
 from daemoneye.tui.input_priority import let_input_in
 from daemoneye.tui.logic.alerts import alerts_for, worst_by_process
+from daemoneye.tui.logic.connections import CONNECTIONS_REFRESH_S, connections_by_instance
 from daemoneye.tui.logic.detail import alert_facts, change_facts, process_facts
 from daemoneye.tui.logic.keys import parse_row_key, row_key
 from daemoneye.tui.logic.live import ProcessSet
@@ -103,6 +104,8 @@ class ProcessesScreen(DashboardScreen):
         # (inputs seen by the app, cursor steps) when the waiting sets last looked
         self._seen: tuple[int, int] = (0, 0)
         self._deferred = 0  # how often the waiting sets made way for a key
+        # The sockets of the process in the detail pane, as last fetched: (key, connections).
+        self._held: tuple[ProcessKey, tuple[Connection, ...]] | None = None
 
     def compose_body(self) -> ComposeResult:
         yield HostMetersPanel(id="host-meters")
@@ -123,6 +126,7 @@ class ProcessesScreen(DashboardScreen):
         self.watch(self.app, "daemon_status", self._status_changed)
         self.set_class(not self.dashboard.show_meters, "-no-meters")
         self.set_interval(self.dashboard.tick_s, self._expire)
+        self.set_interval(CONNECTIONS_REFRESH_S, self._fetch_connections)
         self.view.hide_kernel_threads = self.dashboard.hide_kernel_threads
         self.view.show_container = self.dashboard.show_container
         self.table.show_container(self.view.show_container)
@@ -237,6 +241,42 @@ class ProcessesScreen(DashboardScreen):
     def _row_highlighted(self) -> None:
         self._cursor_moves += 1
         self._show_detail()
+        self._fetch_connections()
+
+    @work(group="connections", exclusive=True)
+    async def _fetch_connections(self) -> None:
+        """The sockets the filter needs (all of them, while a `port:` or `remote:` term is
+        used) or else those of the process in the detail pane; nothing when neither shows."""
+        wanted = self._connections_wanted()
+        if wanted is None:
+            return
+        key, filter_text = wanted
+        try:
+            found = await self.dashboard.source.connections_list(filter_text)
+        except SourceError:
+            return  # the status line already says when the daemon is unreachable
+        if key is None:
+            self.view.connections = connections_by_instance(found)
+            self._refresh_rows()
+        elif self.selected_key is not None and parse_row_key(self.selected_key) == key:
+            self._held = (key, found)
+            self._show_detail()
+
+    def _connections_wanted(self) -> tuple[ProcessKey | None, str] | None:
+        if self.view.filter.uses_connections:
+            return None, ""
+        key = self.selected_key
+        if not self.detail_visible or key is None:
+            return None
+        return parse_row_key(key), f"pid:{parse_row_key(key).pid}"
+
+    def _connections_of(self, key: str) -> tuple[Connection, ...]:
+        instance = parse_row_key(key)
+        if self.view.filter.uses_connections:
+            return self.view.connections.get(instance, ())
+        if self._held is not None and self._held[0] == instance:
+            return tuple(c for c in self._held[1] if c.start_time == instance.start_time)
+        return ()
 
     def _show_detail(self) -> None:
         pane = self.query_one(ProcessDetail)
@@ -253,14 +293,15 @@ class ProcessesScreen(DashboardScreen):
         lineage = self.view.lineage
         ancestry, children = lineage.ancestry(key), lineage.children(key)
         cpu, rss = self.dashboard.history.samples(key)
-        shown = (key, record, status, alerts, ancestry, children, cpu, rss)
+        held = self._connections_of(key)
+        shown = (key, record, status, alerts, ancestry, children, cpu, rss, held)
         if self._detail_shown is not None and all(
             a is b or a == b for a, b in zip(shown, self._detail_shown, strict=True)
         ):
             return  # nothing the pane shows has changed
         self._detail_shown = shown
         now = self.dashboard.now()
-        facts = process_facts(record, status, ancestry, children, now)
+        facts = process_facts(record, status, ancestry, children, now, held)
         changes = self._changes[1] if self._changes[0] == key else ()
         if changes:  # above the command line, which may be kilobytes long
             facts[-1:-1] = change_facts(changes, now)
@@ -298,8 +339,11 @@ class ProcessesScreen(DashboardScreen):
 
     @on(FilterBar.Changed)
     def _filter_changed(self, event: FilterBar.Changed) -> None:
+        uses_connections = self.view.filter.uses_connections
         self.view.filter = event.process_filter
         self._refresh_rows()
+        if event.process_filter.uses_connections and not uses_connections:
+            self._fetch_connections()
 
     @on(FilterBar.Done)
     def _filter_done(self) -> None:
