@@ -40,8 +40,9 @@ def _follow(harness: DaemonHarness, *args: str) -> subprocess.Popen[str]:
 def _next_row(follower: subprocess.Popen[str]) -> dict[str, Any]:
     """The next ndjson row, waiting at most the hang guard."""
     assert follower.stdout is not None
-    ready, _, _ = select.select([follower.stdout], [], [], DEADLINE_S)
-    if not ready:
+    poller = select.poll()  # not select(): it refuses descriptors above 1023
+    poller.register(follower.stdout.fileno(), select.POLLIN)
+    if not poller.poll(DEADLINE_S * 1000):
         pytest.fail("alerts follow printed nothing")
     line = follower.stdout.readline()
     assert line, f"alerts follow ended: {follower.stderr.read() if follower.stderr else ''}"

@@ -28,6 +28,7 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     monkeypatch.setenv("DAEMONEYE_MODE", "user")
+    monkeypatch.setenv("COLUMNS", "200")  # tables fit the terminal: make it wide and fixed
     path = tmp_path / "store" / "d.db"
     now = time.time()
     with Store.open(path) as store:
