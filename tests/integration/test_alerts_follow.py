@@ -4,7 +4,7 @@ changes as they happen; ctrl-c ends it quietly (130), the daemon's stop with a m
 from __future__ import annotations
 
 import json
-import select
+import selectors
 import signal
 import subprocess
 import sys
@@ -40,9 +40,10 @@ def _follow(harness: DaemonHarness, *args: str) -> subprocess.Popen[str]:
 def _next_row(follower: subprocess.Popen[str]) -> dict[str, Any]:
     """The next ndjson row, waiting at most the hang guard."""
     assert follower.stdout is not None
-    ready, _, _ = select.select([follower.stdout], [], [], DEADLINE_S)
-    if not ready:
-        pytest.fail("alerts follow printed nothing")
+    with selectors.DefaultSelector() as selector:  # not select.select: fds past 1024
+        selector.register(follower.stdout, selectors.EVENT_READ)
+        if not selector.select(DEADLINE_S):
+            pytest.fail("alerts follow printed nothing")
     line = follower.stdout.readline()
     assert line, f"alerts follow ended: {follower.stderr.read() if follower.stderr else ''}"
     row: dict[str, Any] = json.loads(line)
