@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -50,6 +51,18 @@ def _next_row(follower: subprocess.Popen[str]) -> dict[str, Any]:
     return row
 
 
+def _row_where(
+    follower: subprocess.Popen[str], wanted: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """The next row `wanted` says yes to; the marker's process lives several ticks, so its
+    alert may be seen again (`repeated`) in between."""
+    for _ in range(50):
+        row = _next_row(follower)
+        if wanted(row):
+            return row
+    pytest.fail("alerts follow never printed the row looked for")
+
+
 def _marker_alert(harness: DaemonHarness, sleeper: Sleeper) -> tuple[str, str]:
     tag, mark = uuid.uuid4().hex[:8], f"follow-marker-{uuid.uuid4().hex[:8]}"
     rules = harness.root / "config" / "daemoneye" / "rules.d"
@@ -74,19 +87,15 @@ def test_follow_prints_the_backlog_then_changes_then_stops_with_the_daemon(
     follower = _follow(harness, "-o", "ndjson", "--rule", rule_id)
     try:
         backlog = _next_row(follower)  # printed after subscribing: what follows is live
-        assert (backlog["id"], backlog["event"], backlog["rule_id"]) == (first, "raised", rule_id)
+        assert (backlog["id"], backlog["rule_id"]) == (first, rule_id)
+        assert backlog["event"] in ("raised", "repeated")  # seen again while the test waited
         assert isinstance(backlog["start_time"], float)
         harness.cli("alerts", "ack", str(first), check=True)
-        acked = _next_row(follower)
-        assert (acked["id"], acked["event"], acked["state"]) == (
-            first,
-            "acknowledged",
-            "acknowledged",
-        )
+        acked = _row_where(follower, lambda row: row["event"] == "acknowledged")
+        assert (acked["id"], acked["state"]) == (first, "acknowledged")
         sleeper(mark + " again")
-        raised = _next_row(follower)
-        assert raised["event"] == "raised" and raised["id"] != first
-        assert raised["rule_id"] == rule_id
+        raised = _row_where(follower, lambda row: row["id"] != first)
+        assert raised["event"] == "raised" and raised["rule_id"] == rule_id
         harness.stop()
         assert follower.wait(timeout=DEADLINE_S) == 1
         assert follower.stderr is not None
@@ -132,7 +141,7 @@ def test_a_long_backlog_is_asked_for_within_the_daemons_limit(
     rule_id, mark = _marker_alert(harness, sleeper)
     sleeper(mark)
     wait_for(lambda: _alert_ids(harness, rule_id), "the alert")
-    follower = _follow(harness, "-n", "5000", "-o", "ndjson")
+    follower = _follow(harness, "-n", "5000", "-o", "ndjson", "--rule", rule_id)
     try:
         assert _next_row(follower)["rule_id"] == rule_id  # the backlog came
         harness.stop()
