@@ -16,7 +16,6 @@ compact JSON array in one cell). Tables are for people: their headings may be sh
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TextIO
@@ -36,17 +35,13 @@ def set_wide(wide: bool) -> None:
 
 
 def table_width(out: TextIO) -> int | None:
-    """The width a table must fit, None for no limit: none with `--wide`; else `COLUMNS` when
-    it holds a positive number (also when piped: `COLUMNS=100 daemoneye processes | less`);
-    else the terminal's width when `out` is a terminal; else none."""
-    if _wide:
+    """The width a table must fit, None for no limit: none with `--wide`; on a terminal its
+    width, or `COLUMNS` when set (shutil.get_terminal_size); into a pipe or file none, even
+    when COLUMNS is exported (as shells, CI runners and pytest-xdist do): what goes to a file
+    is never cut."""
+    if _wide or not out.isatty():
         return None
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
-    if out.isatty():
-        return shutil.get_terminal_size().columns
-    return None
+    return shutil.get_terminal_size().columns
 
 
 def _cell(value: Any) -> str:

@@ -113,10 +113,13 @@ def test_rules_show_json_tags_are_a_list_and_last_hit_a_number_or_null(
     assert row["source"].endswith("command_and_control.toml:22")
 
 
-def test_columns_cuts_a_piped_table_and_wide_does_not(
+def test_a_terminal_table_fits_columns_and_wide_or_a_pipe_does_not_cut(
     db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COLUMNS", "45")
+    assert cli.main(["processes", "--db", str(db)]) == 0  # capsys: not a terminal
+    assert capsys.readouterr().out.splitlines()[1].endswith(" ".join(ARGV).rstrip())
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True, raising=False)
     assert cli.main(["processes", "--db", str(db)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert max(len(line) for line in lines) <= 45 and lines[1].endswith("…")
