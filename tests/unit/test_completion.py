@@ -17,7 +17,7 @@ from daemoneye.commands.completion import SHELLS, completion_script, man_page
 # Spelled out as well as derived, so a parser that lost its commands cannot pass vacuously.
 KNOWN_COMMANDS = {
     "daemon", "query", "processes", "health", "config", "rules", "alerts", "audit",
-    "completion", "man",
+    "completion", "man", "timeline", "connections", "bridge",
 }  # fmt: skip
 
 

@@ -39,19 +39,19 @@ def test_the_feed_is_newest_first() -> None:
 
 def test_the_default_filter_hides_closed_alerts() -> None:
     rows = alert_rows(sample_alerts(), AlertFilter(), FAKE_NOW)
-    assert [r.key for r in rows] == ["7", "5", "8", "3"]
+    assert [r.key for r in rows] == ["/7", "/5", "/8", "/3"]  # host/id: "" is the one host
 
 
 def test_filters_by_severity_rule_and_state() -> None:
     alerts = sample_alerts()
     assert [r.key for r in alert_rows(alerts, AlertFilter(min_severity="high"), FAKE_NOW)] == [
-        "7",
-        "8",
+        "/7",
+        "/8",
     ]
     only_rule = AlertFilter(rule_id="exec-from-tmp")
-    assert [r.key for r in alert_rows(alerts, only_rule, FAKE_NOW)] == ["5"]
+    assert [r.key for r in alert_rows(alerts, only_rule, FAKE_NOW)] == ["/5"]
     closed = AlertFilter(states=frozenset({"closed"}))
-    assert [r.key for r in alert_rows(alerts, closed, FAKE_NOW)] == ["1"]
+    assert [r.key for r in alert_rows(alerts, closed, FAKE_NOW)] == ["/1"]
 
 
 def test_rows_carry_severity_in_words_and_repeats() -> None:
