@@ -54,7 +54,7 @@ ROTATION = 60
 # readlink calls one refresh may spend; the processes left over are walked next time.
 DEFAULT_LINK_BUDGET = 400_000
 # Processes one refresh walks looking for new tcp/udp sockets nobody was seen opening (the
-# least recently walked of the socket's uid first).
+# youngest processes of the socket's uid first).
 SEARCH_WALKS = 32
 _SOCKET_PREFIX = "socket:["
 
@@ -188,7 +188,7 @@ class ConnectionTracker:
     ) -> None:
         """tcp and udp sockets that appeared in the tables and that no walked process holds
         were opened by a process whose fd count did not change (it closed another fd): walk
-        the processes of the socket's uid (the owner of /proc/PID) walked longest ago, up to
+        the processes of the socket's uid (the owner of /proc/PID), youngest first, up to
         SEARCH_WALKS of them, once per such socket: a socket nobody readable holds is looked
         for once, not at every refresh."""
         self._searched &= sockets.keys()
@@ -207,10 +207,12 @@ class ConnectionTracker:
             return
         self._searched.update(wanted)
         uids = set(wanted.values())
-        # Least recently walked first; /proc/PID's owner is read only until enough are found.
+        # The youngest first (a new process is the likeliest to open sockets; old ones are
+        # covered by the rotation), then the least recently walked; /proc/PID's owner is read
+        # only until enough are found.
         order = sorted(
             (key for key in live_keys if key not in walked and key in self._holders),
-            key=lambda key: self._holders[key].walked_at,
+            key=lambda key: (-key.start_time, self._holders[key].walked_at),
         )
         candidates: list[ProcessKey] = []
         for key in order:
@@ -328,7 +330,7 @@ class ConnectionTracker:
         pids_by_netns: dict[int, list[int]] = {}
         for key in live_keys:
             holder = self._holders.get(key)
-            if holder is not None and holder.netns is not None and holder.inodes:
+            if holder is not None and holder.netns is not None:
                 pids_by_netns.setdefault(holder.netns, []).append(key.pid)
         sockets: dict[int, _Located] = {}
         for netns, pids in pids_by_netns.items():

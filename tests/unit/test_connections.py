@@ -470,3 +470,21 @@ def test_fd_count_from_stat_matches_this_kernel() -> None:
     size = os.stat("/proc/self/fd").st_size
     assert fd_count_from_stat("/proc") is (size > 0)
     _ = socket, time
+
+
+def test_the_search_for_a_new_socket_looks_at_the_youngest_processes_first(
+    fake_proc: Path,
+) -> None:
+    # 40 processes of one uid, none of whose fd counts change; the youngest (pid 139) swaps an
+    # fd for a socket. More candidates than one search walks: the youngest must be among them.
+    for pid in range(100, 140):
+        _fake_process(fake_proc, pid, {3: "/dev/null"})
+    _fake_tables(fake_proc, 100, "")
+    tracker = ConnectionTracker(str(fake_proc), rotation=1 << 30, count_by_stat=False)
+    keys = [ProcessKey(pid, float(pid)) for pid in range(100, 140)]  # pid 139 started last
+    tracker.refresh(keys)
+    _fake_process(fake_proc, 139, {3: "socket:[777]"})
+    _fake_tables(fake_proc, 100, _tcp(777, "0A000005:A000", "5DB8D822:01BB", "01"))
+    found = tracker.refresh(keys)
+    assert [(c.pid, c.inode) for c in found.opened] == [(139, 777)]
+    assert found.stats.processes_walked <= 32
