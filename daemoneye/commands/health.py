@@ -7,8 +7,10 @@ import sys
 import time
 from dataclasses import fields
 
+from daemoneye.capability_text import privileges_line
 from daemoneye.commands.common import Context, format_bytes, format_time, with_daemon_or_store
 from daemoneye.ipc.client import DaemonClient
+from daemoneye.ipc.codec import from_wire
 from daemoneye.models import DaemonStatus, HealthReport
 from daemoneye.output import render
 from daemoneye.store.readonly import ReadOnlyStore
@@ -28,11 +30,7 @@ def _report_in(store: ReadOnlyStore) -> HealthReport | None:
     raw = store.get_meta(HEALTH_META_KEY)
     if raw is None:
         return None
-    data = json.loads(raw)
-    known = {f.name for f in fields(HealthReport)}
-    data = {k: v for k, v in data.items() if k in known}
-    data["problems"] = tuple(data.get("problems", ()))
-    return HealthReport(**data)
+    return from_wire(HealthReport, json.loads(raw))  # lenient: an older daemon's report reads
 
 
 def assess(report: HealthReport, now: float) -> list[str]:
@@ -147,6 +145,8 @@ def show_health(ctx: Context) -> int:
         ("daemon cpu", f"{report.daemon_cpu_percent:.1f}% of a core"),
         ("daemon rss", format_bytes(report.daemon_rss_bytes)),
         *_engine_rows(status),
+        ("agent", privileges_line(report.agent_privileges)),
+        ("procmond", privileges_line(report.procmond_privileges)),
     ]
     rows += [("problem", p) for p in problems]
     rows += [("note", p) for p in report.problems if p not in problems]

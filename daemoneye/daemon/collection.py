@@ -30,6 +30,7 @@ from daemoneye.collector.scanner import ProcScanner
 from daemoneye.collector.users import UserNames
 from daemoneye.config.schema import Config
 from daemoneye.daemon.events_feed import EventFeed
+from daemoneye.daemon.privilege_drop import privileges_of
 from daemoneye.daemon.store_outage import StoreOutage
 from daemoneye.engine.audit_prune import audit_pruner
 from daemoneye.engine.detection import DetectionEngine
@@ -78,6 +79,7 @@ class Collection:
         self.user_names = UserNames()
         self.events: EventFeed | None = None
         self.engine: DetectionEngine | None = None  # attached by the daemon after startup
+        self.procmond_pid: int | None = None  # the collector process, once the agent started it
         self.hasher: ExeHasher | None = (
             ExeHasher(max_bytes=config.collector.hash_max_bytes, proc_root=proc_root)
             if config.collector.hash_executables
@@ -348,6 +350,8 @@ class Collection:
             store_writable=not self.outage.active,
             alerts_held=len(spill) if spill is not None else 0,
             alerts_held_dropped=spill.dropped_total if spill is not None else 0,
+            agent_privileges=privileges_of(os.getpid(), "agent"),
+            procmond_privileges=privileges_of(self.procmond_pid, "procmond"),
         )
 
     def write_health(self, *extra_problems: str) -> None:

@@ -1,0 +1,188 @@
+"""The agent's side of the privilege split: before it gives up root, the files and directories
+it will need are handed to the daemon's user; then it drops (procmond/privileges.py).
+
+Only the daemon's own system directories (/var/lib/daemoneye, /run/daemoneye,
+/var/log/daemoneye) are created and given away whole. Anywhere else (`--db /srv/x.db`), the
+directory must already let the user in: it is checked, never chowned, so a store path can
+never make the daemon give /srv or /tmp away. Files are changed through a descriptor opened
+without following symlinks, and a file with a second hard link is refused: a planted link in
+the user's directory cannot make root chown /etc/shadow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemoneye.config.schema import LoadedConfig
+from daemoneye.engine import last_good
+from daemoneye.engine.audit_checkpoint import key_path_for
+from daemoneye.models import ProcessPrivileges
+from daemoneye.paths import SYSTEM_DB, SYSTEM_SOCKET
+from daemoneye.procmond.privileges import (
+    Account,
+    PrivilegeError,
+    drop_agent,
+    lookup_account,
+    read_privileges,
+)
+from daemoneye.store.files import side_files
+
+log = logging.getLogger(__name__)
+
+SYSTEM_LOG_DIR = Path("/var/log/daemoneye")
+# The daemon's own directories in system mode (as packaging/systemd/daemoneye.tmpfiles makes
+# them): created when missing and owned by the daemon's user.
+OWN_DIRECTORIES = {SYSTEM_DB.parent: 0o750, SYSTEM_SOCKET.parent: 0o755, SYSTEM_LOG_DIR: 0o750}
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """What the agent writes once it is no longer root."""
+
+    directories: tuple[Path, ...]  # it creates and replaces files in these
+    files: tuple[Path, ...]  # existing ones are handed over (missing ones it creates)
+    trees: tuple[Path, ...]  # directories of its own, handed over with what they hold
+
+
+def needs_of(loaded: LoadedConfig) -> Needs:
+    """The store with its lock, WAL, shm, audit key and kept rule copies, the socket's
+    directory, and the file sink's file when it is on."""
+    db = loaded.paths.db
+    directories = [db.parent, loaded.paths.socket.parent]
+    files = [db, *side_files(db), Path(str(db) + ".lock"), key_path_for(db)]
+    sink = loaded.config.sinks.file
+    if sink.enabled and sink.path:
+        directories.append(Path(sink.path).parent)
+        files.append(Path(sink.path))
+    return Needs(tuple(dict.fromkeys(directories)), tuple(files), (last_good.directory_for(db),))
+
+
+def _may(info: os.stat_result, account: Account, bits: int) -> bool:
+    """Whether `account` has permission `bits` (rwx as 0o7) on a file with `info`."""
+    if info.st_uid == account.uid:
+        return info.st_mode >> 6 & bits == bits
+    if info.st_gid in account.groups:
+        return info.st_mode >> 3 & bits == bits
+    return info.st_mode & bits == bits
+
+
+def _check_reachable(directory: Path, account: Account, *, write: bool) -> None:
+    """PrivilegeError unless `account` can search every directory down to `directory` and
+    (with `write`) create files in it."""
+    for ancestor in reversed((directory, *directory.parents)):
+        try:
+            info = os.stat(ancestor)
+        except FileNotFoundError:
+            return  # created below: as root, then handed over
+        wants = 0o3 if write and ancestor == directory else 0o1
+        if not _may(info, account, wants):
+            what = "writable" if wants == 0o3 else "searchable"
+            raise PrivilegeError(
+                f"{directory} is needed by the daemon after it drops to user {account.name}, "
+                f"but {ancestor} is not {what} by that user (owner uid {info.st_uid}, group "
+                f"gid {info.st_gid}, mode {stat.S_IMODE(info.st_mode):04o}): change its "
+                f"owner or mode, or set [daemon] user"
+            )
+
+
+def _give(path: Path, account: Account, *, directory: bool) -> None:
+    """chown `path` to `account` through a descriptor that did not follow a symlink; missing
+    paths are skipped, links and multiply-linked files refused."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    if directory:
+        flags |= os.O_DIRECTORY
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise PrivilegeError(
+            f"cannot hand {path} to user {account.name}: {exc.strerror} (a symlink is refused)"
+        ) from None
+    try:
+        info = os.fstat(fd)
+        if not directory and (not stat.S_ISREG(info.st_mode) or info.st_nlink != 1):
+            raise PrivilegeError(
+                f"cannot hand {path} to user {account.name}: not a regular file with a single "
+                "link; remove it if the daemon did not make it"
+            )
+        if (info.st_uid, info.st_gid) != (account.uid, account.gid):
+            os.fchown(fd, account.uid, account.gid)
+    finally:
+        os.close(fd)
+
+
+def _give_tree(root: Path, account: Account) -> None:
+    if not os.path.lexists(root):
+        return
+    _give(root, account, directory=True)
+    for parent, subdirectories, names in os.walk(root, followlinks=False):
+        for name in subdirectories:
+            _give(Path(parent) / name, account, directory=True)
+        for name in names:
+            _give(Path(parent) / name, account, directory=False)
+
+
+def hand_over(needs: Needs, account: Account) -> None:
+    """Make everything in `needs` usable by `account`; run as root, before dropping."""
+    for directory in needs.directories:
+        mode = OWN_DIRECTORIES.get(directory)
+        if mode is not None or not os.path.lexists(directory):
+            _check_reachable(directory.parent, account, write=False)
+            directory.mkdir(parents=True, exist_ok=True, mode=mode or 0o700)
+            _give(directory, account, directory=True)
+        _check_reachable(directory, account, write=True)
+    for path in needs.files:
+        _give(path, account, directory=False)
+    for tree in needs.trees:
+        _give_tree(tree, account)
+
+
+def _warn_unreadable_config(loaded: LoadedConfig, account: Account) -> None:
+    for path in loaded.files_read:
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue
+        if not _may(info, account, 0o4):
+            log.warning(
+                "%s is not readable by user %s: SIGHUP cannot reload it once the daemon has "
+                "dropped to that user (chgrp %s it and chmod 0640)",
+                path,
+                account.name,
+                account.name,
+            )
+
+
+def drop_agent_privileges(loaded: LoadedConfig) -> Account | None:
+    """The agent's one call, made once procmond is running and before any thread starts:
+    started as root, hand the daemon's files to `[daemon] user` and become that user with no
+    capabilities and no_new_privs (the account is returned); otherwise only no_new_privs
+    (None: nothing to drop). PrivilegeError says what stands in the way."""
+    if os.geteuid() != 0:
+        drop_agent(None)
+        return None
+    account = lookup_account(loaded.config.daemon.user)
+    hand_over(needs_of(loaded), account)
+    _warn_unreadable_config(loaded, account)
+    drop_agent(account)
+    log.info(
+        "running as user %s (uid %d) with no capabilities; procmond keeps its own",
+        account.name,
+        account.uid,
+    )
+    return account
+
+
+def privileges_of(pid: int | None, role: str) -> ProcessPrivileges | None:
+    """`pid`'s privileges for health; None when there is no such process (not running)."""
+    if pid is None:
+        return None
+    try:
+        return read_privileges(pid, role)
+    except (OSError, PrivilegeError):
+        return None

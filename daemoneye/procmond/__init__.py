@@ -1,0 +1,1 @@
+"""procmond: the collector process (docs/protocol.md, "The collector pair")."""
