@@ -133,7 +133,9 @@ def hand_over(needs: Needs, account: Account) -> None:
         mode = OWN_DIRECTORIES.get(directory)
         if mode is not None or not os.path.lexists(directory):
             _check_reachable(directory.parent, account, write=False)
-            directory.mkdir(parents=True, exist_ok=True, mode=mode or 0o700)
+            if not os.path.lexists(directory):
+                directory.mkdir(parents=True, mode=mode or 0o700)
+                os.chmod(directory, mode or 0o700)  # not the umask's (systemd's is 0077)
             _give(directory, account, directory=True)
         _check_reachable(directory, account, write=True)
     for path in needs.files:
