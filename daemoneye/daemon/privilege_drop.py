@@ -134,8 +134,15 @@ def hand_over(needs: Needs, account: Account) -> None:
         if mode is not None or not os.path.lexists(directory):
             _check_reachable(directory.parent, account, write=False)
             if not os.path.lexists(directory):
-                directory.mkdir(parents=True, mode=mode or 0o700)
-                os.chmod(directory, mode or 0o700)  # not the umask's (systemd's is 0077)
+                try:
+                    directory.mkdir(parents=True, mode=mode or 0o700)
+                    os.chmod(directory, mode or 0o700)  # not the umask's (systemd's is 0077)
+                except OSError as exc:
+                    raise PrivilegeError(
+                        f"cannot create {directory}: {exc.strerror}; under systemd it comes "
+                        "from packaging/systemd/daemoneye.tmpfiles (`systemd-tmpfiles --create "
+                        "daemoneye.conf`)"
+                    ) from None
             _give(directory, account, directory=True)
         _check_reachable(directory, account, write=True)
     for path in needs.files:

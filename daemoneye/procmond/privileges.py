@@ -42,6 +42,7 @@ _PR_CAPBSET_READ = 23
 _PR_CAPBSET_DROP = 24
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_RAISE = 2
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
 _CAPABILITY_VERSION_3 = 0x20080522
 
@@ -201,6 +202,26 @@ def drop_procmond(account: Account, keep: frozenset[str] = PROCMOND_CAPABILITIES
     _trim_bounding_set(wanted)
     _switch_user(account, keep_capabilities=True)
     _finish(wanted)
+
+
+def drop_launcher(account: Account, keep: frozenset[str] = PROCMOND_CAPABILITIES) -> None:
+    """For a process whose only job is to exec procmond, again after a crash, once the agent
+    has dropped (a child the agent forks before its own drop): run as `account` holding `keep`
+    as ambient capabilities, which survive an exec as a non-root user, and nothing else. The
+    procmond it execs starts with exactly `keep` and calls `drop_procmond`, which clears the
+    inheritable and ambient sets again."""
+    _single_threaded()
+    wanted = capability_mask(keep)
+    if os.geteuid() != 0:
+        raise PrivilegeError("a procmond launcher must start as root")
+    _trim_bounding_set(wanted)
+    _switch_user(account, keep_capabilities=True)
+    _capset(wanted, wanted, wanted)
+    for name in sorted(keep):
+        if _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, CAPABILITY_NAMES.index(name)) != 0:
+            raise _fail(f"raising {name} as ambient")
+    if _prctl(_PR_SET_NO_NEW_PRIVS, 1) != 0:
+        raise _fail("PR_SET_NO_NEW_PRIVS")
 
 
 def drop_agent(account: Account | None) -> None:

@@ -5,8 +5,10 @@ use its store. The user is `nobody` (uid 65534) through `[daemon] user`."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from daemoneye.procmond.privileges import (
     PROCMOND_CAPABILITIES,
     PrivilegeError,
     capability_mask,
+    drop_launcher,
     drop_procmond,
     lookup_account,
 )
@@ -279,3 +282,48 @@ def test_the_kept_rule_copies_are_handed_over_without_following_links(daemon_dir
     (kept / "link").unlink()
     hand_over(needs_of(loaded), account)
     assert (kept / "a.json").stat().st_uid == 65534
+
+
+PRINT_STATUS_AFTER_PROCMOND_DROP = """
+import json, os
+from daemoneye.procmond.privileges import drop_procmond, lookup_account
+before = open("/proc/self/status").read()
+drop_procmond(lookup_account("nobody"))
+print(json.dumps([before, open("/proc/self/status").read()]))
+"""
+
+
+def _fields(text: str) -> dict[str, str]:
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+
+def test_a_launcher_execs_procmond_with_exactly_its_capabilities(tmp_path: Path) -> None:
+    """After the agent dropped, a launcher holding only procmond's capabilities (ambient) can
+    start procmond again: the new one holds exactly those, as the daemon's user."""
+    output = tmp_path / "status.json"
+
+    def child() -> None:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        drop_launcher(lookup_account(USER))
+        os.execv(sys.executable, [sys.executable, "-c", PRINT_STATUS_AFTER_PROCMOND_DROP])
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            child()
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, output.read_text()
+    before, after = (_fields(text) for text in json.loads(output.read_text()))
+    kept = capability_mask(PROCMOND_CAPABILITIES)
+    # As exec'd: the four, ambient (that is how they crossed the exec), under nobody.
+    assert before["Uid"].split() == ["65534"] * 4
+    assert _mask(before, "CapEff") == _mask(before, "CapAmb") == kept
+    assert _mask(before, "CapBnd") == kept
+    # After procmond's own drop: the four, and nothing inheritable or ambient.
+    assert _mask(after, "CapEff") == _mask(after, "CapPrm") == _mask(after, "CapBnd") == kept
+    assert _mask(after, "CapInh") == _mask(after, "CapAmb") == 0
+    assert after["NoNewPrivs"] == "1"
