@@ -10,7 +10,7 @@ from dataclasses import fields
 from daemoneye.capability_text import privileges_line
 from daemoneye.commands.common import Context, format_bytes, format_time, with_daemon_or_store
 from daemoneye.ipc.client import DaemonClient
-from daemoneye.ipc.codec import from_wire
+from daemoneye.ipc.codec import from_wire, to_wire
 from daemoneye.models import DaemonStatus, HealthReport
 from daemoneye.output import render
 from daemoneye.store.readonly import ReadOnlyStore
@@ -101,7 +101,7 @@ def show_health(ctx: Context) -> int:
     if ctx.output != "table":
         row: dict[str, object] = {
             "status": status_word,
-            **{f.name: getattr(report, f.name) for f in fields(report)},
+            **to_wire(report),
         }
         row["problems"] = problems + [p for p in report.problems if p not in problems]
         row["clients"] = status.clients if status is not None else None
