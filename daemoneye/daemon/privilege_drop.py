@@ -151,6 +151,36 @@ def hand_over(needs: Needs, account: Account) -> None:
         _give_tree(tree, account)
 
 
+def code_directories() -> tuple[Path, ...]:
+    """Python's standard library and the directory DaemonEye is installed in."""
+    return (Path(os.__file__).parent, Path(__file__).parents[1])
+
+
+def check_interpreter_readable(
+    account: Account, directories: tuple[Path, ...] | None = None
+) -> None:
+    """PrivilegeError unless `account` can read Python's standard library and DaemonEye's own
+    code: modules are imported lazily long after the drop (watchfiles imports `platform` when
+    the rule watcher starts), and each such import would fail, at a random time, as that user.
+    A Python under /root (pyenv's default) is the usual cause."""
+    for directory in code_directories() if directories is None else directories:
+        try:
+            _check_reachable(directory, account, write=False)
+            info = os.stat(directory)
+        except PrivilegeError as exc:
+            raise PrivilegeError(
+                f"Python's modules in {directory} are out of reach for user {account.name}: "
+                f"{exc}. Install Python and DaemonEye where that user can read them (/usr, "
+                "/opt), or set [daemon] user"
+            ) from None
+        if not _may(info, account, 0o5):
+            raise PrivilegeError(
+                f"Python's modules in {directory} are not readable by user {account.name} "
+                f"(mode {stat.S_IMODE(info.st_mode):04o}); make them readable or set "
+                "[daemon] user"
+            )
+
+
 def _warn_unreadable_config(loaded: LoadedConfig, account: Account) -> None:
     for path in loaded.files_read:
         try:
@@ -176,6 +206,7 @@ def drop_agent_privileges(loaded: LoadedConfig) -> Account | None:
         drop_agent(None)
         return None
     account = lookup_account(loaded.config.daemon.user)
+    check_interpreter_readable(account)
     hand_over(needs_of(loaded), account)
     _warn_unreadable_config(loaded, account)
     drop_agent(account)

@@ -132,6 +132,20 @@ def daemon_dir() -> Iterator[Path]:
         yield Path(name)
 
 
+REAL_INTERPRETER_CHECK = privilege_drop.check_interpreter_readable
+
+
+@pytest.fixture(autouse=True)
+def interpreter_check(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Where this Python lives (pyenv under /root, 0700) the dropped user cannot import more
+    modules; these tests import nothing after the drop, so the check is recorded, not run."""
+    checked: list[str] = []
+    monkeypatch.setattr(
+        privilege_drop, "check_interpreter_readable", lambda account: checked.append(account.name)
+    )
+    return checked
+
+
 @pytest.fixture
 def own_dirs(daemon_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`daemon_dir`/state and /run play /var/lib/daemoneye and /run/daemoneye."""
@@ -153,7 +167,9 @@ def _loaded(root: Path, **flags: str) -> LoadedConfig:
 
 
 @pytest.mark.usefixtures("own_dirs")
-def test_the_agent_drops_everything_and_still_uses_its_store(daemon_dir: Path) -> None:
+def test_the_agent_drops_everything_and_still_uses_its_store(
+    daemon_dir: Path, interpreter_check: list[str]
+) -> None:
     loaded = _loaded(daemon_dir)
     db = loaded.paths.db
     # A store root made earlier (the one-process daemon, or a start before the drop).
@@ -184,6 +200,7 @@ def test_the_agent_drops_everything_and_still_uses_its_store(daemon_dir: Path) -
     status = found["status"]
     assert status["Uid"].split() == ["65534"] * 4
     assert status["Groups"].split() == ["65534"]
+    assert interpreter_check == []  # in the child, before its drop
     for key in ("CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"):
         assert _mask(status, key) == 0, key
     assert status["NoNewPrivs"] == "1"
@@ -327,3 +344,15 @@ def test_a_launcher_execs_procmond_with_exactly_its_capabilities(tmp_path: Path)
     assert _mask(after, "CapEff") == _mask(after, "CapPrm") == _mask(after, "CapBnd") == kept
     assert _mask(after, "CapInh") == _mask(after, "CapAmb") == 0
     assert after["NoNewPrivs"] == "1"
+
+
+def test_an_unreadable_python_is_refused_before_the_drop(tmp_path: Path) -> None:
+    """A user that cannot read the standard library fails at start, not at its next import."""
+    hidden = tmp_path / "lib"  # under pytest's 0700 root directory: not searchable
+    hidden.mkdir()
+    readable = Path(privilege_drop.__file__).parents[2]  # this checkout: /work is 0755
+    account = lookup_account(USER)
+    with pytest.raises(PrivilegeError, match=r"Python's modules in .* out of reach for user"):
+        REAL_INTERPRETER_CHECK(account, (readable, hidden))
+    REAL_INTERPRETER_CHECK(account, (readable,))
+    assert readable in privilege_drop.code_directories()[1].parents
