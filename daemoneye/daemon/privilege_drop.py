@@ -70,23 +70,31 @@ def _may(info: os.stat_result, account: Account, bits: int) -> bool:
     return info.st_mode & bits == bits
 
 
-def _check_reachable(directory: Path, account: Account, *, write: bool) -> None:
-    """PrivilegeError unless `account` can search every directory down to `directory` and
-    (with `write`) create files in it."""
+def _blocker(directory: Path, account: Account, *, write: bool) -> str | None:
+    """Why `account` cannot search every directory down to `directory` and (with `write`)
+    create files in it; None when it can (or when the rest does not exist yet)."""
     for ancestor in reversed((directory, *directory.parents)):
         try:
             info = os.stat(ancestor)
         except FileNotFoundError:
-            return  # created below: as root, then handed over
+            return None  # created below: as root, then handed over
         wants = 0o3 if write and ancestor == directory else 0o1
         if not _may(info, account, wants):
             what = "writable" if wants == 0o3 else "searchable"
-            raise PrivilegeError(
-                f"{directory} is needed by the daemon after it drops to user {account.name}, "
-                f"but {ancestor} is not {what} by that user (owner uid {info.st_uid}, group "
-                f"gid {info.st_gid}, mode {stat.S_IMODE(info.st_mode):04o}): change its "
-                f"owner or mode, or set [daemon] user"
+            return (
+                f"{ancestor} is not {what} by user {account.name} (owner uid {info.st_uid}, "
+                f"group gid {info.st_gid}, mode {stat.S_IMODE(info.st_mode):04o})"
             )
+    return None
+
+
+def _check_reachable(directory: Path, account: Account, *, write: bool) -> None:
+    blocker = _blocker(directory, account, write=write)
+    if blocker is not None:
+        raise PrivilegeError(
+            f"{directory} is needed by the daemon once it runs as user {account.name}, but "
+            f"{blocker}: change its owner or mode, or set [daemon] user"
+        )
 
 
 def _give(path: Path, account: Account, *, directory: bool) -> None:
@@ -164,20 +172,14 @@ def check_interpreter_readable(
     the rule watcher starts), and each such import would fail, at a random time, as that user.
     A Python under /root (pyenv's default) is the usual cause."""
     for directory in code_directories() if directories is None else directories:
-        try:
-            _check_reachable(directory, account, write=False)
-            info = os.stat(directory)
-        except PrivilegeError as exc:
+        blocker = _blocker(directory, account, write=False)
+        if blocker is None and not _may(os.stat(directory), account, 0o5):
+            blocker = f"{directory} is not readable by user {account.name}"
+        if blocker is not None:
             raise PrivilegeError(
-                f"Python's modules in {directory} are out of reach for user {account.name}: "
-                f"{exc}. Install Python and DaemonEye where that user can read them (/usr, "
-                "/opt), or set [daemon] user"
-            ) from None
-        if not _may(info, account, 0o5):
-            raise PrivilegeError(
-                f"Python's modules in {directory} are not readable by user {account.name} "
-                f"(mode {stat.S_IMODE(info.st_mode):04o}); make them readable or set "
-                "[daemon] user"
+                f"Python's modules in {directory} are out of reach for user {account.name} "
+                f"({blocker}): install Python and DaemonEye where that user can read them "
+                "(/usr, /opt), or set [daemon] user"
             )
 
 

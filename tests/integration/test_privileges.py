@@ -235,7 +235,7 @@ def test_a_missing_user_stops_the_drop_with_the_key_to_set(daemon_dir: Path) -> 
 def test_an_unreachable_store_directory_is_named_before_the_drop(daemon_dir: Path) -> None:
     os.chmod(daemon_dir, 0o700)
     loaded = _loaded(daemon_dir)
-    with pytest.raises(PrivilegeError, match=f"{daemon_dir} is not searchable by that user"):
+    with pytest.raises(PrivilegeError, match=f"{daemon_dir} is not searchable by user nobody"):
         hand_over(needs_of(loaded), lookup_account(USER))
 
 
@@ -244,7 +244,7 @@ def test_a_foreign_directory_is_checked_never_given_away(daemon_dir: Path) -> No
     foreign = daemon_dir / "srv"
     foreign.mkdir(mode=0o755)
     loaded = _loaded(daemon_dir, **{"store.path": str(foreign / "d.db")})
-    with pytest.raises(PrivilegeError, match=f"{foreign} is not writable by that user"):
+    with pytest.raises(PrivilegeError, match=f"{foreign} is not writable by user nobody"):
         hand_over(needs_of(loaded), lookup_account(USER))
     assert foreign.stat().st_uid == 0
 
