@@ -19,6 +19,7 @@ import ctypes
 import grp
 import os
 import pwd
+import resource
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -189,16 +190,38 @@ def _finish(keep: int) -> None:
         )
 
 
-def drop_procmond(account: Account, keep: frozenset[str] = PROCMOND_CAPABILITIES) -> None:
+def allow_realtime_priority(priority: int) -> bool:
+    """Let this process's threads take SCHED_FIFO up to `priority` without CAP_SYS_NICE, through
+    RLIMIT_RTPRIO (the event reader's real-time priority; its own threads only, unlike the
+    capability, which reaches every process). Raising the hard limit needs CAP_SYS_RESOURCE,
+    so it is done before the drop; under systemd the unit's LimitRTPRIO= sets it. Whether
+    the limit now allows `priority`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_RTPRIO)
+    if soft >= priority:
+        return True
+    for wanted in ((priority, max(hard, priority)), (min(priority, hard), hard)):
+        try:
+            resource.setrlimit(resource.RLIMIT_RTPRIO, wanted)
+            break
+        except (OSError, ValueError):
+            continue
+    return resource.getrlimit(resource.RLIMIT_RTPRIO)[0] >= priority
+
+
+def drop_procmond(
+    account: Account, keep: frozenset[str] = PROCMOND_CAPABILITIES, *, realtime_priority: int = 1
+) -> None:
     """procmond's drop, at its start: run as `account` holding only `keep` (permitted and
-    effective; bounding set `keep` too), nothing inheritable or ambient, no_new_privs. Not
-    root (an ordinary user's private daemon): only what this process already holds of `keep`
-    stays, which is usually nothing."""
+    effective; bounding set `keep` too), nothing inheritable or ambient, no_new_privs, and
+    RLIMIT_RTPRIO raised to `realtime_priority` where root may. Not root (an ordinary user's
+    private daemon): only what this process already holds of `keep` stays, usually nothing."""
     _single_threaded()
     wanted = capability_mask(keep)
     if os.geteuid() != 0:
         _finish(capability_mask(read_privileges(os.getpid(), "self").permitted) & wanted)
         return
+    if realtime_priority:
+        allow_realtime_priority(realtime_priority)
     _trim_bounding_set(wanted)
     _switch_user(account, keep_capabilities=True)
     _finish(wanted)

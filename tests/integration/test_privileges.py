@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from daemoneye.paths import Mode
 from daemoneye.procmond.privileges import (
     PROCMOND_CAPABILITIES,
     PrivilegeError,
+    allow_realtime_priority,
     capability_mask,
     drop_launcher,
     drop_procmond,
@@ -356,3 +359,35 @@ def test_an_unreadable_python_is_refused_before_the_drop(tmp_path: Path) -> None
         REAL_INTERPRETER_CHECK(account, (readable, hidden))
     REAL_INTERPRETER_CHECK(account, (readable,))
     assert readable in privilege_drop.code_directories()[1].parents
+
+
+def test_procmond_threads_may_still_run_sched_fifo_without_cap_sys_nice() -> None:
+    """The event reader's real-time priority survives the drop through RLIMIT_RTPRIO (its own
+    threads only), not through CAP_SYS_NICE (every process on the host)."""
+
+    def child() -> dict[str, Any]:
+        if not allow_realtime_priority(1):
+            return {"skip": resource.getrlimit(resource.RLIMIT_RTPRIO)}
+        drop_procmond(lookup_account(USER))
+        outcome: dict[str, Any] = {"status": _status()}
+
+        def reader() -> None:
+            try:
+                os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(1))
+                outcome["fifo"] = "ok"
+            except OSError as exc:
+                outcome["fifo"] = exc.strerror
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        thread.join()
+        return outcome
+
+    found = in_child(child)
+    if "skip" in found:
+        pytest.skip(
+            f"root here cannot raise RLIMIT_RTPRIO (limits {found['skip']}; no CAP_SYS_RESOURCE "
+            "in this container): the unit's LimitRTPRIO=1 does it under systemd"
+        )
+    assert _mask(found["status"], "CapEff") == capability_mask(PROCMOND_CAPABILITIES)
+    assert found["fifo"] == "ok"

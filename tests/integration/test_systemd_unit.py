@@ -51,6 +51,7 @@ def test_the_unit_runs_the_split_with_a_bounding_set_matching_procmond() -> None
     switching = {"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_CHOWN"}
     assert set(bounding.split()) == PROCMOND_CAPABILITIES | switching
     assert _unit_lines("NoNewPrivileges") == ["yes"]
+    assert _unit_lines("LimitRTPRIO") == ["1"]  # the event reader's SCHED_FIFO, no CAP_SYS_NICE
     # Not StateDirectory=/LogsDirectory=: without User= systemd would chown them to root.
     assert _unit_lines("StateDirectory") == _unit_lines("LogsDirectory") == []
 
