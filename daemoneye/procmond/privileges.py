@@ -16,7 +16,6 @@ ctypes only: procmond may not load asyncio, ssl or SQLite.
 from __future__ import annotations
 
 import ctypes
-import grp
 import os
 import pwd
 import resource
@@ -89,7 +88,7 @@ def lookup_account(name: str) -> Account:
             "/etc/sysusers.d/daemoneye.conf first) or `useradd --system --no-create-home "
             f"--shell /usr/sbin/nologin {name}`, or set {USER_KEY} to an existing user"
         ) from None
-    groups = {entry.pw_gid, *(g.gr_gid for g in grp.getgrall() if name in g.gr_mem)}
+    groups = {entry.pw_gid, *os.getgrouplist(name, entry.pw_gid)}
     return Account(name, entry.pw_uid, entry.pw_gid, tuple(sorted(groups)))
 
 
