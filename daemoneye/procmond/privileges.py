@@ -8,6 +8,9 @@ start: it switches to the same user but keeps, through PR_SET_KEEPCAPS, exactly
 owns every root-owned file (it could rewrite /usr/bin or /etc/passwd through their owner
 bits), while the daemon's user owns nothing but the daemon's state.
 
+The kernel clears the parent-death signal on any change of credentials; the drops set it
+again, so a process that asked to die with the agent still does.
+
 Capabilities are per thread in the kernel (capset, the bounding set and no_new_privs act on
 the calling thread only), so both drops refuse to run once a second thread exists. Stdlib and
 ctypes only: procmond may not load asyncio, ssl or SQLite.
@@ -37,6 +40,8 @@ PROCMOND_CAPABILITIES = frozenset(
 )
 USER_KEY = "[daemon] user"
 
+_PR_SET_PDEATHSIG = 1
+_PR_GET_PDEATHSIG = 2
 _PR_SET_KEEPCAPS = 8
 _PR_CAPBSET_READ = 23
 _PR_CAPBSET_DROP = 24
@@ -159,6 +164,11 @@ def _trim_bounding_set(keep: int) -> None:
 
 
 def _switch_user(account: Account, *, keep_capabilities: bool) -> None:
+    """setgroups, setresgid, setresuid; the parent-death signal, which the kernel clears on
+    any change of credentials, is set again (procmond and the launcher die with the agent)."""
+    death_signal = ctypes.c_int(0)
+    if _libc.prctl(_PR_GET_PDEATHSIG, ctypes.byref(death_signal), 0, 0, 0) != 0:
+        raise _fail("PR_GET_PDEATHSIG")
     if keep_capabilities and _prctl(_PR_SET_KEEPCAPS, 1) != 0:
         raise _fail("PR_SET_KEEPCAPS")
     try:
@@ -171,6 +181,8 @@ def _switch_user(account: Account, *, keep_capabilities: bool) -> None:
         ) from None
     if keep_capabilities and _prctl(_PR_SET_KEEPCAPS, 0) != 0:
         raise _fail("clearing PR_SET_KEEPCAPS")
+    if death_signal.value and _prctl(_PR_SET_PDEATHSIG, death_signal.value) != 0:
+        raise _fail("setting the parent-death signal again")
 
 
 def _finish(keep: int) -> None:

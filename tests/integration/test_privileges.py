@@ -5,9 +5,11 @@ use its store. The user is `nobody` (uid 65534) through `[daemon] user`."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import resource
+import signal
 import socket
 import sys
 import tempfile
@@ -391,3 +393,20 @@ def test_procmond_threads_may_still_run_sched_fifo_without_cap_sys_nice() -> Non
         )
     assert _mask(found["status"], "CapEff") == capability_mask(PROCMOND_CAPABILITIES)
     assert found["fifo"] == "ok"
+
+
+def test_the_parent_death_signal_survives_the_drops() -> None:
+    """The kernel clears it on a change of credentials; procmond asks for it before it drops
+    and must still die with its agent after."""
+
+    def child() -> list[int]:
+        libc = ctypes.CDLL(None, use_errno=True)
+        found = []
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        drop_procmond(lookup_account(USER))
+        value = ctypes.c_int(0)
+        libc.prctl(2, ctypes.byref(value), 0, 0, 0)  # PR_GET_PDEATHSIG
+        found.append(value.value)
+        return found
+
+    assert in_child(child) == [signal.SIGKILL]
