@@ -279,7 +279,9 @@ def _status_mask(fields: dict[str, str], key: str) -> int:
 def parse_status(text: str, pid: int, role: str) -> ProcessPrivileges:
     """The privileges in the text of /proc/PID/status. ValueError when a field is garbled."""
     fields: dict[str, str] = {}
-    for line in text.splitlines():
+    # Lines end at "\n" only, the one character the kernel escapes in the process's own name
+    # (splitlines would also break at \x0b, \x1c or \x85, which a name may hold).
+    for line in text.split("\n"):
         key, _, value = line.partition(":")
         fields[key] = value.strip()
     uids = fields.get("Uid", "").split()

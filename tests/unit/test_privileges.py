@@ -161,3 +161,24 @@ def test_health_screen_facts_name_both_processes_and_a_missing_procmond() -> Non
     )
     assert alone[-1] == ("procmond", "not running", "low")
     assert alone[1] == ("capabilities", "all", "medium")  # root still holding everything
+
+
+INJECTIONS = ["Uid:\t0\t0\t0\t0", "CapAmb:\tffff", "\x0b", "\r", "\x85", "\u2028", "\x1c"]
+
+
+@given(
+    st.lists(
+        st.sampled_from(INJECTIONS)
+        | st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=8),
+        max_size=8,
+    ).map("".join)
+)
+def test_a_process_name_cannot_change_what_status_says(name: str) -> None:
+    """A process picks its own name (the kernel escapes newlines in status): whatever it holds,
+    for example `Uid:\\t0` or `CapEff:\\tffff`, the parsed ids and sets stay the kernel's."""
+    hostile = STATUS.replace("Name:\tprocmond", f"Name:\t{name}")
+    assert parse_status(hostile, 812, "procmond") == parse_status(STATUS, 812, "procmond")
+    # Also on a kernel whose status has no CapAmb line (before 4.3) to be overridden later.
+    old_kernel = "\n".join(line for line in STATUS.split("\n") if not line.startswith("CapAmb"))
+    hostile_old = old_kernel.replace("Name:\tprocmond", f"Name:\t{name}")
+    assert parse_status(hostile_old, 812, "procmond").ambient == ()
