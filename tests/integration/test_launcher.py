@@ -107,8 +107,10 @@ def test_the_launcher_dies_with_the_agent() -> None:
     except ProcessLookupError:
         os.kill(holder, signal.SIGKILL)
         return  # already gone
+    poller = select.poll()  # a pidfd is readable once its process has ended
+    poller.register(pidfd, select.POLLIN)
     try:
-        ready, _, _ = select.select([pidfd], [], [], DEADLINE_S)
+        ready = poller.poll(DEADLINE_S * 1000)
     finally:
         os.close(pidfd)
         os.kill(holder, signal.SIGKILL)
