@@ -29,7 +29,9 @@ from benchmarks import (
     events_bench,
     ipc_bench,
     pending,
+    remote_bench,
     report,
+    split_bench,
     store_bench,
 )
 from benchmarks.floor import CFloor
@@ -39,7 +41,18 @@ from benchmarks.population import Population
 from benchmarks.spawn import assert_none_marked, find_marked, run_prefix
 from benchmarks.tools import ensure
 
-SECTIONS = ("collector", "daemon", "store", "events", "engine", "ipc", "dashboard", "attacks")
+SECTIONS = (
+    "collector",
+    "daemon",
+    "store",
+    "events",
+    "split",
+    "engine",
+    "ipc",
+    "dashboard",
+    "attacks",
+    "remote",
+)
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -222,6 +235,14 @@ class Suite:
                     rate=plan.exec_rate, seconds=plan.exec_seconds, runs=plan.exec_runs
                 ),
             )
+        if self.wants("split"):
+            population = max(plan.sizes)
+            self.guarded(
+                "split",
+                f"{plan.events_count} `sh -c :` stored whole: idle, and at {population} "
+                "processes with rule-set swaps",
+                lambda: split_bench.run(count=plan.events_count, population=population),
+            )
         if self.wants("engine"):
             self.guarded(
                 "engine",
@@ -257,6 +278,19 @@ class Suite:
                 "attacks",
                 "hello p99, exec → alert, RSS and store growth under each local attack vs quiet",
                 lambda: attack_bench.run(quick=plan.attacks_quick),
+            )
+        if self.wants("remote"):
+            self.guarded(
+                "remote",
+                f"dashboard over SSH vs local at {plan.dashboard_processes} processes; "
+                "4 hosts' merged alerts; alerts/s through the OCSF and OTLP paths",
+                lambda: remote_bench.run(
+                    processes=plan.dashboard_processes,
+                    hosts=4,
+                    per_host=2_000 if not plan.attacks_quick else 500,
+                    runs=plan.dashboard_runs,
+                    alerts=2_000,
+                ),
             )
         self.rows += [row for row in pending.rows() if self.wants(row.section)]
 

@@ -22,27 +22,31 @@ from benchmarks.availability import missing
 from benchmarks.daemon_runner import DaemonFailed, DaemonProcess
 from benchmarks.model import FAILED, NOT_BUILT, SKIPPED, Row, judge, status_row
 from benchmarks.monitors import HtopInTmux, Top
-from benchmarks.procstat import cpu_seconds, rss_bytes
+from benchmarks.procstat import collector_of, cpu_seconds, rss_bytes
 from benchmarks.stats import paired_ratios, summarize
 
 SECTION = "daemon"
-RSS_LIMIT_MIB = 40.0
+RSS_LIMIT_MIB = 72.0  # agent and procmond together
+PROCMOND_RSS_LIMIT_MIB = 20.0
 WARMUP_S = 3.0
 _MIB = 1024 * 1024
 
 
 @dataclass
 class _Track:
-    """Cumulative CPU seconds and RSS of one process, one entry per sample."""
+    """Cumulative CPU seconds and RSS of one process (or the sum over several: the daemon is
+    the agent and its procmond), one entry per sample."""
 
     name: str
     pid: int
     cpu_s: list[float] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)
+    more_pids: tuple[int, ...] = ()
 
     def sample(self) -> None:
-        self.cpu_s.append(cpu_seconds(self.pid))
-        self.rss.append(rss_bytes(self.pid))
+        pids = (self.pid, *self.more_pids)
+        self.cpu_s.append(sum(cpu_seconds(pid) for pid in pids))
+        self.rss.append(sum(rss_bytes(pid) for pid in pids))
 
 
 def _block_percent(track: _Track, times: list[float], block: int) -> list[float]:
@@ -76,7 +80,12 @@ def run(
             ready_s = daemon.wait_ready()
         except DaemonFailed as failed:
             return [status_row(SECTION, f"{label}: daemon", FAILED, str(failed))], {}
-        tracks["daemon"] = _Track("daemon", daemon.pid)
+        collector = collector_of(daemon.pid)
+        extra = (collector,) if collector is not None else ()
+        tracks["daemon"] = _Track("daemon", daemon.pid, more_pids=extra)  # both processes
+        tracks["agent"] = _Track("agent", daemon.pid)
+        if collector is not None:
+            tracks["procmond"] = _Track("procmond", collector)
         time.sleep(WARMUP_S)
         times = _sample(tracks, window_s, daemon)
         health = store_probe.health(daemon.db)
@@ -185,7 +194,7 @@ def _rows(
     rows.append(
         Row(
             SECTION,
-            f"{label}: daemon RSS",
+            f"{label}: daemon RSS (agent + procmond)",
             processes,
             daemon_rss,
             "MiB",
@@ -196,6 +205,29 @@ def _rows(
             f"peak {daemon_rss.high:.1f} MiB",
         )
     )
+    if "procmond" in tracks:
+        procmond_rss = summarize([rss / _MIB for rss in tracks["procmond"].rss])
+        agent_rss = summarize([rss / _MIB for rss in tracks["agent"].rss])
+        rows += [
+            Row(
+                SECTION,
+                f"{label}: procmond RSS",
+                processes,
+                procmond_rss,
+                "MiB",
+                target=f"≤{PROCMOND_RSS_LIMIT_MIB:g} MiB (peak)",
+                verdict=judge(procmond_rss.high, PROCMOND_RSS_LIMIT_MIB),
+                note=f"peak {procmond_rss.high:.1f} MiB; agent peak {agent_rss.high:.1f} MiB",
+            ),
+            Row(
+                SECTION,
+                f"{label}: procmond CPU",
+                processes,
+                summarize(percents["procmond"]),
+                "% core",
+                note=f"agent {statistics.median(percents['agent']):.1f} % (daemon = both)",
+            ),
+        ]
     for name in ("top", "htop"):
         if name in tracks:
             rows.append(

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.availability import missing
-from benchmarks.model import FAILED, NOT_BUILT, Row, judge, status_row
+from benchmarks.model import FAILED, NO_TARGET, NOT_BUILT, Row, judge, status_row
 from benchmarks.stats import paired_ratios, summarize
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ RULES = 100
 TICK_TARGET_MS = 10.0
 FULL_TARGET_MS = 250.0
 RELOAD_TARGET_S = 1.0
+SIGMA_FULL_TARGET_MS = 500.0
 _RELOAD_TIMEOUT_S = 10.0
 _SCAN_REPEAT = 50
 
@@ -132,12 +133,14 @@ def _p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-def _evaluations(root: Path, *, ticks: int, fulls: int) -> dict[str, Any]:
+def _evaluations(
+    root: Path, *, ticks: int, fulls: int, rules: list[Rule] | None = None
+) -> dict[str, Any]:
     from daemoneye.engine.evaluator import Evaluator
     from daemoneye.store.db import Store
 
     rng = random.Random(3)
-    store = Store.open(root / "engine.db")
+    store = Store.open(root / f"engine-{len(list(root.iterdir()))}.db")
     raw: dict[str, Any] = {
         key: []
         for key in ("tick_ms", "tick_cpu_ms", "apply_ms", "full_ms", "full_cpu_ms", "scan_ms")
@@ -158,7 +161,7 @@ def _evaluations(root: Path, *, ticks: int, fulls: int) -> dict[str, Any]:
         for chunk in range(0, LIVE, 2000):
             store.apply(_tick(20.0, live[chunk : chunk + 2000]))
         raw["build_ms"] = _ms(started)
-        evaluator = Evaluator(store.path, hundred_rules())
+        evaluator = Evaluator(store.path, hundred_rules() if rules is None else rules)
         try:
             raw["full_timings"] = _full(evaluator, store, fulls, raw)
             raw["planted"], raw["found"] = _ticks(evaluator, store, rng, parents[1:], ticks, raw)
@@ -290,6 +293,21 @@ def run(*, ticks: int, fulls: int, reloads: int) -> tuple[list[Row], dict[str, A
         raw = _evaluations(Path(tmp), ticks=ticks, fulls=fulls)
         rows += _evaluation_rows(raw)
         try:
+            sigma_rules, raw["sigma_load"] = _sigma_load(Path(tmp), fulls)
+            raw["sigma"] = _evaluations(Path(tmp), ticks=ticks, fulls=fulls, rules=sigma_rules)
+        except Exception as error:  # the TOML rows stand on their own
+            rows.append(
+                status_row(SECTION, "Sigma rules", FAILED, f"{type(error).__name__}: {error}")
+            )
+        else:
+            rows += _evaluation_rows(
+                raw["sigma"],
+                rules=len(sigma_rules),
+                label="Sigma",
+                full_target=SIGMA_FULL_TARGET_MS,
+            )
+            rows.append(_sigma_load_row(raw["sigma_load"]))
+        try:
             raw["reload"] = _reload_latency(Path(tmp), reloads)
         except Exception as error:  # the evaluation rows stand on their own
             rows.append(
@@ -306,8 +324,15 @@ def run(*, ticks: int, fulls: int, reloads: int) -> tuple[list[Row], dict[str, A
     return rows, raw
 
 
-def _evaluation_rows(raw: dict[str, Any]) -> list[Row]:
+def _evaluation_rows(
+    raw: dict[str, Any],
+    *,
+    rules: int = RULES,
+    label: str = "",
+    full_target: float = FULL_TARGET_MS,
+) -> list[Row]:
     rows: list[Row] = []
+    kind = f"{label} rules" if label else "rules"
     planted, found = set(raw["planted"]), set(raw["found"])
     if planted != found:
         rows.append(
@@ -328,7 +353,7 @@ def _evaluation_rows(raw: dict[str, Any]) -> list[Row]:
     rows.append(
         Row(
             SECTION,
-            f"per tick: {RULES} rules x {NEW_PER_TICK} new",
+            f"per tick: {rules} {kind} x {NEW_PER_TICK} new",
             LIVE,
             tick,
             "ms",
@@ -343,18 +368,18 @@ def _evaluation_rows(raw: dict[str, Any]) -> list[Row]:
         )
     )
     full = summarize(raw["full_ms"])
-    per_rule = [full_ms / RULES for full_ms in raw["full_ms"]]
+    per_rule = [full_ms / rules for full_ms in raw["full_ms"]]
     rows.append(
         Row(
             SECTION,
-            f"full evaluation: {RULES} rules",
+            f"full evaluation: {rules} {kind}",
             raw.get("rows_scanned", LIVE),
             full,
             "ms",
             "count(*) scan, per rule",
             summarize(paired_ratios(per_rule, raw["scan_ms"])),
-            f"≤{FULL_TARGET_MS:g} ms (median)",
-            judge(full.median, FULL_TARGET_MS),
+            f"≤{full_target:g} ms (median)",
+            judge(full.median, full_target),
             f"CPU median {statistics.median(raw['full_cpu_ms']):.0f} ms; "
             f"SELECT count(*) FROM processes median {statistics.median(raw['scan_ms']):.3f} ms "
             f"(mean of {_SCAN_REPEAT}); slowest rules "
@@ -378,4 +403,59 @@ def _reload_row(reload: dict[str, Any]) -> Row:
         note=f"absolute, no same-run reference: the watcher's debounce step "
         f"({reload['debounce_step_ms']} ms) is the floor; load + validate "
         f"median {load:.1f} ms of it",
+    )
+
+
+def _sigma_load(root: Path, runs: int) -> tuple[list[Rule], dict[str, Any]]:
+    """The generated Sigma set (benchmarks/sigma_rules.py) written to a rule directory, and
+    how long loading it takes (parse + convert + compile each rule), against loading the
+    built-in TOML pack in the same run (per rule)."""
+    from benchmarks.sigma_rules import sigma_rule_files
+    from daemoneye.engine import sigma_file
+    from daemoneye.engine.rule_loader import load_rules
+    from daemoneye.paths import BUILTIN_RULES_DIR
+
+    sigma_dir = root / "sigma.d"
+    sigma_dir.mkdir()
+    for name, text in sigma_rule_files().items():
+        (sigma_dir / name).write_text(text)
+    raw: dict[str, Any] = {"sigma_ms": [], "toml_ms": [], "cached_ms": []}
+    started = time.perf_counter()
+    loaded = load_rules([sigma_dir])  # the first load also imports pySigma
+    raw["first_ms"] = _ms(started)
+    if loaded.problems or len(loaded.rules) != 150:
+        raise RuntimeError(
+            f"{len(loaded.rules)} Sigma rules loaded, problems: {loaded.problems[:2]}"
+        )
+    for _ in range(max(runs, 3)):
+        started = time.perf_counter()
+        toml = load_rules([BUILTIN_RULES_DIR])
+        raw["toml_ms"].append(_ms(started) / len(toml.rules))
+        sigma_file._cache.clear()  # convert every file again, as at start or after edits
+        started = time.perf_counter()
+        load_rules([sigma_dir])
+        raw["sigma_ms"].append(_ms(started))
+        started = time.perf_counter()
+        load_rules([sigma_dir])  # a reload with no Sigma file changed
+        raw["cached_ms"].append(_ms(started))
+    raw["rules"] = len(loaded.rules)
+    return list(loaded.rules), raw
+
+
+def _sigma_load_row(raw: dict[str, Any]) -> Row:
+    total = summarize(raw["sigma_ms"])
+    per_rule = [ms / raw["rules"] for ms in raw["sigma_ms"]]
+    return Row(
+        SECTION,
+        f"load + convert {raw['rules']} Sigma rules",
+        raw["rules"],
+        total,
+        "ms",
+        "TOML pack load, per rule",
+        summarize(paired_ratios(per_rule, raw["toml_ms"])),
+        None,
+        NO_TARGET,
+        f"first load (imports pySigma) {raw['first_ms']:.0f} ms; reload with no Sigma file "
+        f"changed {statistics.median(raw['cached_ms']):.1f} ms; TOML pack "
+        f"{statistics.median(raw['toml_ms']):.2f} ms per rule",
     )

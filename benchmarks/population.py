@@ -111,6 +111,12 @@ class Population:
         self._root: Path | None = None
         self._group: ProcessGroup | None = None
 
+    @property
+    def root(self) -> Path:
+        """The temp tree every sleeper's executable lives under (while the population is up)."""
+        assert self._root is not None, "the population is not up"
+        return self._root
+
     def __enter__(self) -> Population:
         self.notes = preflight(self.size)
         try:

@@ -43,3 +43,21 @@ def children(pid: int) -> list[int]:
         if int(raw[raw.rfind(b")") + 2 :].split()[1]) == pid:
             found.append(int(name))
     return found
+
+
+def collector_of(agent_pid: int) -> int | None:
+    """The agent's procmond (its child running `daemoneye.procmond`), None when there is none."""
+    for pid in children(agent_pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if b"daemoneye.procmond" in cmdline.read():
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
+def daemon_pids(agent_pid: int) -> tuple[int, ...]:
+    """The daemon's processes: the agent and, when it runs, its procmond."""
+    collector = collector_of(agent_pid)
+    return (agent_pid,) if collector is None else (agent_pid, collector)

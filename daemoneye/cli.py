@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from daemoneye import __version__
-from daemoneye.commands.common import Context
+from daemoneye.commands.common import Context, remote_route, remote_routes
 from daemoneye.config.loading import load_config, mode_from_flag
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.errors import DaemonEyeError
@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands.add_parser("show", help="effective configuration with each value's source")
 
     rules = commands.add_parser(
-        "rules", help="detection rules: list, show, validate, test, enable, disable, reload"
+        "rules",
+        help="detection rules: list, show, validate, test, import, enable, disable, reload",
     )
     rules_commands = _Commands(
         rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True), common
@@ -91,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     rules_show.add_argument("rule_id", metavar="ID")
     rules_validate = rules_commands.add_parser(
         "validate",
-        help="check a rule file, or every *.toml of a directory, without touching the running "
-        "set (exit 2 on problems)",
+        help="check a rule file (TOML or Sigma), or every rule file of a directory, without "
+        "touching the running set (exit 2 on problems)",
     )
     rules_validate.add_argument("file", type=Path, metavar="FILE-OR-DIR")
     rules_test = rules_commands.add_parser(
@@ -101,6 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
         "alerts they would raise, raising none",
     )
     rules_test.add_argument("target", metavar="RULE-OR-FILE")
+    rules_import = rules_commands.add_parser(
+        "import",
+        help="convert Sigma rules (*.yml, *.yaml, or directories of them) into TOML rules "
+        "(exit 2 when a rule could not be converted)",
+    )
+    rules_import.add_argument("paths", type=Path, nargs="+", metavar="PATH")
+    rules_import.add_argument(
+        "--out",
+        default="-",
+        metavar="DIR|-",
+        help="write NAME.toml per Sigma file into DIR (default -: standard output)",
+    )
+    rules_import.add_argument(
+        "--force", action="store_true", help="replace TOML files that already exist in DIR"
+    )
     for verb, text in (
         ("enable", "switch a rule on in the running daemon (admin)"),
         ("disable", "switch a rule off in the running daemon (admin)"),
@@ -134,6 +150,14 @@ def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> Non
     )
     group.add_argument(
         "--socket", metavar="PATH", default=default, help="daemon socket (daemon.socket)"
+    )
+    group.add_argument(
+        "--host",
+        metavar="ssh://[USER@]HOST[:PORT]",
+        action="append",
+        default=default,
+        help="talk to that host's daemon through your own ssh (or a name from [remote] "
+        "hosts); --socket is then the remote socket. The dashboard takes several",
     )
     group.add_argument(
         "--db",
@@ -226,6 +250,10 @@ def _add_alert_commands(commands: _Commands, common: argparse.ArgumentParser) ->
         audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True), common
     )
     audit_commands.add_parser("verify", help="check the hash chain (exit 1 when tampered with)")
+    commands.add_parser(
+        "bridge",
+        help="relay stdin/stdout to this host's daemon socket (what --host runs over ssh)",
+    )
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -266,7 +294,16 @@ def _configure_logging(daemon: bool) -> None:
 def _dispatch(
     args: argparse.Namespace, loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig]
 ) -> int:
-    ctx = Context(loaded=loaded, output=loaded.config.cli.output, store_given=args.db is not None)
+    ctx = Context(
+        loaded=loaded,
+        output=loaded.config.cli.output,
+        store_given=args.db is not None,
+        remote=remote_route(loaded, args.host, socket_given=args.socket is not None),
+    )
+    if args.command == "bridge":
+        from daemoneye.commands.bridge import run_bridge
+
+        return run_bridge(ctx, socket_given=args.socket is not None)
     if args.command == "daemon":
         from daemoneye.commands.daemon_cmd import run_daemon
 
@@ -302,6 +339,10 @@ def _dispatch(
             return rules_cmd.validate_rule_file(ctx, args.file)
         if args.rules_command == "test":
             return rules_cmd.test_rules(ctx, args.target)
+        if args.rules_command == "import":
+            from daemoneye.commands.rules_import import import_rules
+
+            return import_rules(ctx, args.paths, args.out, force=args.force)
         if args.rules_command in ("enable", "disable"):
             return rules_cmd.set_rule_enabled(ctx, args.rule_id, args.rules_command == "enable")
         if args.rules_command == "reload":
@@ -358,7 +399,12 @@ def _dashboard(args: argparse.Namespace) -> int:
         loaded = load_config(
             mode=mode_from_flag(args.mode), config_file=args.config, flags=_flags(args)
         )
-        return run_dashboard(loaded, config_file=args.config, socket_given=args.socket is not None)
+        return run_dashboard(
+            loaded,
+            config_file=args.config,
+            socket_given=args.socket is not None,
+            remotes=remote_routes(loaded, args.host, socket_given=args.socket is not None),
+        )
     except DaemonEyeError as exc:
         print(f"daemoneye: {visible(str(exc))}", file=sys.stderr)
         return exc.exit_code
@@ -366,13 +412,23 @@ def _dashboard(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def agent_main() -> int:
+    """`daemoneye-agent`: the seed's name for `daemoneye daemon` (it starts procmond)."""
+    return main(["daemon", *sys.argv[1:]])
+
+
+def cli_main() -> int:
+    """`daemoneye-cli`: the CLI without the dashboard (no subcommand prints the help)."""
+    return main(sys.argv[1:], dashboard=False)
+
+
+def main(argv: Sequence[str] | None = None, *, dashboard: bool = True) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:
         parser.error(_unrecognized(args, extras))
     if args.command is None:
-        if sys.stdin.isatty() and sys.stdout.isatty():
+        if dashboard and sys.stdin.isatty() and sys.stdout.isatty():
             return _dashboard(args)
         # Not a terminal: there is no dashboard to show; say what there is.
         parser.print_help(sys.stderr)

@@ -314,6 +314,12 @@ class HealthReport:
     alerts_held: int = 0  # new alerts held in memory until the store can be written
     alerts_held_dropped: int = 0  # alerts that did not fit in memory meanwhile (lost)
     event_filter: str = ""  # netlink mode: the kernel's event mask and the socket filter in use
+    procmond_pid: int = 0  # the collector process; 0 while it is not running
+    procmond_rss_bytes: int = 0
+    procmond_cpu_percent: float = 0.0  # of one core, over the last 5 s or more
+    procmond_restarts: int = 0  # times the agent started a new procmond after one ended
+    procmond_gap_s: float = 0.0  # seconds without a collector, all restarts together
+    procmond_missed_upper: int = 0  # tasks created during those gaps: execs possibly missed
     agent_privileges: ProcessPrivileges | None = None  # None: not read (an older daemon)
     procmond_privileges: ProcessPrivileges | None = None  # None: procmond is not running
 
@@ -324,7 +330,7 @@ ALERT_STATES = ("open", "acknowledged", "closed")
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One detection rule as loaded from a TOML `[[rule]]` table."""
+    """One detection rule as loaded from a TOML `[[rule]]` table or a Sigma rule."""
 
     id: str
     name: str
@@ -339,6 +345,13 @@ class Rule:
     source_file: str
     source_line: int
     overrides: str | None = None  # "file:line" of the rule with the same id this one replaced
+    # Where the rule came from: "toml", or "sigma" (a converted Sigma rule, which keeps its
+    # Sigma metadata below; `query` is the SQL it was converted to).
+    source_format: str = "toml"
+    sigma_id: str | None = None
+    status: str | None = None  # Sigma's status: stable, test, experimental, deprecated, …
+    references: tuple[str, ...] = ()
+    falsepositives: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +399,9 @@ class Alert:
     state_changed_at: float | None
     state_changed_by: str | None  # "uid 0 pid 123" of the admin who changed it
     row: tuple[tuple[str, str | int | float | None], ...]
+    # The host it came from when the dashboard watches several (`--host a --host b`): the
+    # dashboard's own label; a daemon always sends "" (it is the host).
+    host: str = ""
 
 
 # -- IPC wire schema (ARCHITECTURE.md §5): what the daemon sends and clients receive ---------

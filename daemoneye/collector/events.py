@@ -84,6 +84,7 @@ class ProcEventSource:
         known_capacity: int = 8192,
         batch: int = 256,
         priority_boost: int = 10,
+        realtime: bool = False,
     ) -> None:
         self._boot_time = boot_time
         self._clk_tck = clk_tck or os.sysconf("SC_CLK_TCK")
@@ -100,6 +101,7 @@ class ProcEventSource:
         self._exec_reads: dict[int, tuple[StatFields | None, ProcessDetails, bool]] = {}
         self._batch = batch
         self._priority_boost = priority_boost
+        self._realtime = realtime
         self._queue: collections.deque[ObservedEvent] = collections.deque()
         self._lock = threading.Lock()
         self._signalled = False
@@ -239,9 +241,19 @@ class ProcEventSource:
         under a millisecond; on a busy host the boost decides whether the reader reaches /proc
         before most of them are gone or after half of them are. Needs CAP_SYS_NICE; without it
         the reader runs at the process's own nice value."""
+        tid = threading.get_native_id()
+        if self._realtime:
+            # SCHED_FIFO at the lowest real-time priority: woken by an exec event, the reader
+            # preempts every ordinary task on its CPU at once, instead of waiting its turn
+            # while the new program runs to its end. It blocks in poll() between batches, and
+            # the kernel's real-time throttling (sched_rt_runtime_us) bounds it under a storm.
+            try:
+                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(1))
+                return
+            except PermissionError:
+                log.info("netlink reader runs without real-time priority (no CAP_SYS_NICE)")
         if self._priority_boost <= 0:
             return
-        tid = threading.get_native_id()
         try:
             nice = os.getpriority(os.PRIO_PROCESS, tid)
             os.setpriority(os.PRIO_PROCESS, tid, max(-20, nice - self._priority_boost))

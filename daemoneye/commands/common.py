@@ -35,7 +35,9 @@ from typing import TypeVar
 
 from daemoneye import __version__
 from daemoneye.config.schema import LoadedConfig
+from daemoneye.errors import ConfigError
 from daemoneye.ipc.client import DaemonClient, DaemonUnavailable, ErrorCode, RpcError
+from daemoneye.ipc.ssh import SshRoute, route_for
 from daemoneye.store.readonly import ReadOnlyStore, open_readonly
 from daemoneye.units import format_bytes as format_bytes
 from daemoneye.units import format_time as format_time
@@ -53,6 +55,7 @@ class Context:
     loaded: LoadedConfig
     output: str  # table | json | ndjson | csv
     store_given: bool = False  # --db on the command line: read that file, not the daemon
+    remote: SshRoute | None = None  # --host: that host's daemon through ssh; no local fallback
 
     def open_store(self) -> ReadOnlyStore:
         """The store, read-only (for fallbacks and commands that read it directly)."""
@@ -63,7 +66,8 @@ class Context:
         return DaemonClient(
             self.loaded.paths.socket,
             client_name=f"daemoneye-cli {__version__}",
-            connect_timeout=5.0,
+            connect_timeout=15.0 if self.remote else 5.0,  # ssh's own login takes a while
+            ssh=self.remote,
         )
 
 
@@ -105,6 +109,8 @@ def with_daemon_or_store(
     answer = asyncio.run(_ask(ctx, rpc_call, may_fall_back=True))
     if not isinstance(answer, _NoDaemon):
         return answer
+    if ctx.remote is not None:  # this host's store is not that host's: never read it instead
+        raise DaemonUnavailable(answer.reason)
     note(f"{answer.reason}; reading the store {ctx.loaded.paths.db} directly (read-only)")
     with ctx.open_store() as store:
         return fallback(store)
@@ -124,3 +130,38 @@ def with_daemon(ctx: Context, rpc_call: RpcCall[T]) -> T:
 def note(message: str) -> None:
     """A diagnostic for the person at the terminal: stderr, never stdout."""
     print(f"daemoneye: {message}", file=sys.stderr)
+
+
+def remote_routes(
+    loaded: LoadedConfig, hosts: list[str] | None, *, socket_given: bool
+) -> dict[str, SshRoute]:
+    """The ssh route of each `--host`, by the label the dashboard shows (the name as given,
+    or the URL's host). With --socket, that is the remote socket the bridges connect to."""
+    routes: dict[str, SshRoute] = {}
+    for host in hosts or ():
+        try:
+            route = route_for(
+                loaded.config.remote,
+                host,
+                remote_socket=str(loaded.paths.socket) if socket_given else None,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        label = route.target.host if host.startswith("ssh://") else host
+        if label in routes:
+            label = str(route.target)
+        routes[label] = route
+    return routes
+
+
+def remote_route(
+    loaded: LoadedConfig, hosts: list[str] | None, *, socket_given: bool
+) -> SshRoute | None:
+    """The one ssh route of a CLI command's `--host`, or None without it."""
+    routes = remote_routes(loaded, hosts, socket_given=socket_given)
+    if len(routes) > 1:
+        raise ConfigError(
+            "--host: a command talks to one host; several at once are for the dashboard "
+            "(daemoneye --host a --host b)"
+        )
+    return next(iter(routes.values()), None)

@@ -144,6 +144,17 @@ def show_health(ctx: Context) -> int:
         ("store", format_bytes(report.store_bytes)),
         ("daemon cpu", f"{report.daemon_cpu_percent:.1f}% of a core"),
         ("daemon rss", format_bytes(report.daemon_rss_bytes)),
+        (
+            "procmond",
+            (
+                f"pid {report.procmond_pid}, {format_bytes(report.procmond_rss_bytes)}, "
+                f"{report.procmond_cpu_percent:.1f}% of a core"
+                if report.procmond_pid
+                else "not running"
+            )
+            + f"; {report.procmond_restarts} restarts, {report.procmond_gap_s:.1f}s without a "
+            f"collector, up to {report.procmond_missed_upper} events possibly missed",
+        ),
         *_engine_rows(status),
         ("agent", privileges_line(report.agent_privileges)),
         ("procmond", privileges_line(report.procmond_privileges)),

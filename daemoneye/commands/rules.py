@@ -1,4 +1,4 @@
-"""`daemoneye rules list|show ID|validate FILE|test RULE-OR-FILE`.
+"""`daemoneye rules list|show ID|validate FILE|test RULE-OR-FILE` (`import`: rules_import.py).
 
 Until the IPC client lands these read the rule directories themselves (the same loader the
 daemon runs) and the store read-only; none of them touches the daemon's running set.
@@ -14,7 +14,13 @@ from daemoneye.commands.common import Context, format_time, note, with_daemon
 from daemoneye.engine.evaluator import Evaluator
 from daemoneye.engine.last_good import LastGoodFiles, directory_for
 from daemoneye.engine.rule_file import did_you_mean
-from daemoneye.engine.rule_loader import RuleSet, load_file, load_rules, rule_files
+from daemoneye.engine.rule_loader import (
+    RULE_SUFFIXES,
+    RuleSet,
+    load_file,
+    load_rules,
+    rule_files,
+)
 from daemoneye.errors import DaemonEyeError, QueryError, StoreError
 from daemoneye.ipc.client import DaemonClient, DaemonUnavailable, RpcError
 from daemoneye.models import Rule, RuleProblem, RulesReload, RuleStatus
@@ -24,6 +30,7 @@ from daemoneye.store.readonly import open_readonly
 
 LIST_COLUMNS = (
     "id", "severity", "enabled", "hits", "last_hit", "source", "overrides", "name", "timeouts",
+    "format",
 )  # fmt: skip
 PROBLEM_COLUMNS = ("file", "line", "rule_id", "message")
 TEST_COLUMNS = ("rule_id", "severity", "pid", "start_time", "title")
@@ -127,10 +134,12 @@ def list_rules(ctx: Context) -> int:
                 overrides,
                 rule.name,
                 timeouts_text(status) if table else status.timeouts,
+                rule.source_format,
             )
         )
     render(LIST_COLUMNS, rows, ctx.output, sys.stdout)
     _report(ruleset.problems)
+    _report_notices(ruleset.notices)
     for fallback in ruleset.fallbacks:
         note(fallback)
     return 0
@@ -161,6 +170,11 @@ def show_rule(ctx: Context, rule_id: str) -> int:
         ("throttle_s", rule.throttle_s),
         ("hits", status.hits),
         ("last_hit", format_time(status.last_hit)),
+        ("format", rule.source_format),
+        ("sigma_id", rule.sigma_id),
+        ("status", rule.status),
+        ("references", "\n".join(rule.references)),
+        ("falsepositives", "\n".join(rule.falsepositives)),
         ("description", rule.description.strip()),
         ("query", rule.query.strip()),
     ]
@@ -182,12 +196,15 @@ def validate_rule_file(ctx: Context, path: Path) -> int:
     print every problem as `file:line: rule 'id': reason`."""
     if path.is_dir():
         if not rule_files(path):
-            raise RuleFileProblems(f"{path}: no rule files (*.toml) in this directory")
+            raise RuleFileProblems(
+                f"{path}: no rule files (*.toml, *.yml, *.yaml) in this directory"
+            )
         ruleset = load_rules([path])
     elif path.is_file():
         ruleset = load_file(path)
     else:
         raise RuleFileProblems(f"{path}: no such file or directory")
+    _report_notices(ruleset.notices)
     if ctx.output == "table":
         for problem in ruleset.problems:
             sys.stdout.write(f"{problem}\n")
@@ -240,11 +257,12 @@ def test_rules(ctx: Context, target: str) -> int:
 
 def _rules_to_test(ctx: Context, target: str) -> list[Rule]:
     path = Path(target)
-    if path.suffix == ".toml" or path.is_file():
+    if path.suffix in RULE_SUFFIXES or path.is_file():
         if not path.is_file():
             raise RuleFileProblems(f"{path}: no such file")
         ruleset = load_file(path)
         _report(ruleset.problems)
+        _report_notices(ruleset.notices)
         if not ruleset.rules:
             raise RuleFileProblems(f"{path}: no valid rule to test")
         return list(ruleset.rules)
@@ -254,7 +272,7 @@ def _rules_to_test(ctx: Context, target: str) -> list[Rule]:
         _report([p for p in ruleset.problems if p.rule_id == target])
         raise RuleNotFound(
             f"no rule {target!r}{did_you_mean(target, [r.id for r in ruleset.rules])}"
-            " (give a rule id or a .toml file)"
+            " (give a rule id, a .toml file or a Sigma .yml file)"
         )
     return [rule]
 
@@ -263,6 +281,12 @@ def _report(problems: tuple[RuleProblem, ...] | list[RuleProblem]) -> None:
     for problem in problems:
         file, line = problem.file, problem.line
         note(str(RuleProblem(where(file, 0), line, problem.rule_id, problem.message)))
+
+
+def _report_notices(notices: tuple[RuleProblem, ...]) -> None:
+    """Rules skipped on purpose (a Sigma rule for another logsource): said, not failed."""
+    for notice in notices:
+        note(str(RuleProblem(where(notice.file, 0), notice.line, notice.rule_id, notice.message)))
 
 
 def set_rule_enabled(ctx: Context, rule_id: str, enabled: bool) -> int:

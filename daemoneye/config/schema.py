@@ -5,11 +5,13 @@ KEYS) that loading, `config show` and the tests walk."""
 from __future__ import annotations
 
 import difflib
+import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from daemoneye.config.remote_values import parse_ssh_target
 from daemoneye.config.sink_values import (
     SYSLOG_FACILITIES,
     check_app_name,
@@ -260,6 +262,55 @@ class CliConfig:
     )
 
 
+def _check_command(value: str) -> None:
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise ValueError(f"cannot split {value!r} into words: {exc}") from None
+    if not words:
+        raise ValueError("must name a program")
+
+
+def _check_hosts(value: tuple[tuple[str, str], ...]) -> None:
+    for name, url in value:
+        if not name or name.startswith("ssh:"):
+            raise ValueError(f"{name!r} is not a host name to use with --host")
+        parse_ssh_target(url)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteConfig:
+    """`--host ssh://…`: the dashboard and the CLI against another host's daemon, through the
+    user's own ssh (docs/remote.md)."""
+
+    ssh: str = field(
+        default="ssh",
+        metadata=_spec(
+            "str",
+            "The ssh program (with options, split like a shell would) used for --host; "
+            "BatchMode, -T and the port are added.",
+            check=_check_command,
+        ),
+    )
+    command: str = field(
+        default="daemoneye-cli",
+        metadata=_spec(
+            "str",
+            "What ssh runs on the remote host (its `bridge` subcommand relays to the local "
+            "socket there); a full path when it is not on a non-interactive PATH.",
+            check=_check_command,
+        ),
+    )
+    hosts: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata=_spec(
+            "table",
+            'Named hosts for --host NAME, e.g. { web1 = "ssh://ops@web1.example.com" }.',
+            check=_check_hosts,
+        ),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class TuiConfig:
     """The dashboard (`daemoneye` on a terminal)."""
@@ -282,6 +333,19 @@ class TuiConfig:
     )
 
 
+# The shapes an alert can leave in (engine/formats/): the daemon's own JSON, an OCSF Detection
+# Finding, or an Elastic Common Schema document.
+ALERT_FORMATS = ("native", "ocsf", "ecs")
+_FORMAT_HELP = (
+    "Shape of each alert: 'native' (DaemonEye's own JSON), 'ocsf' (an OCSF 1.5 Detection "
+    "Finding) or 'ecs' (an Elastic Common Schema 8.11 document)."
+)
+
+
+def _format_field() -> Any:
+    return field(default="native", metadata=_spec("enum", _FORMAT_HELP, choices=ALERT_FORMATS))
+
+
 @dataclass(frozen=True, slots=True)
 class StdoutSinkConfig:
     """`[sinks.stdout]`: each new alert printed on the daemon's standard output."""
@@ -293,8 +357,9 @@ class StdoutSinkConfig:
         default="human",
         metadata=_spec(
             "enum",
-            "One line per alert: 'human' text (control characters escaped) or 'json'.",
-            choices=("human", "json"),
+            "One line per alert: 'human' text (control characters escaped), or JSON: 'json' "
+            "(DaemonEye's own), 'ocsf' or 'ecs' (see [sinks.file] format).",
+            choices=("human", "json", *ALERT_FORMATS[1:]),
         ),
     )
 
@@ -321,6 +386,7 @@ class FileSinkConfig:
             "fsync after every alert, so an alert counts as delivered only once it is on disk.",
         ),
     )
+    format: str = _format_field()
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +411,7 @@ class SyslogSinkConfig:
         default="daemoneye",
         metadata=_spec("str", "RFC 5424 APP-NAME of the messages.", check=check_app_name),
     )
+    format: str = _format_field()
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +455,55 @@ class WebhookSinkConfig:
             redact=redact_headers,
         ),
     )
+    format: str = _format_field()
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpSinkConfig:
+    """`[sinks.otlp]`: each new alert exported as an OpenTelemetry log record over OTLP/HTTP."""
+
+    enabled: bool = field(
+        default=False,
+        metadata=_spec(
+            "bool",
+            "Export each new alert to an OpenTelemetry Collector over OTLP/HTTP "
+            "(needs `pip install 'daemoneye[otlp]'`).",
+        ),
+    )
+    endpoint: str = field(
+        default="http://127.0.0.1:4318/v1/logs",
+        metadata=_spec(
+            "str",
+            "The collector's OTLP/HTTP logs URL, path included.",
+            check=check_url,
+            redact=redact_url,
+        ),
+    )
+    timeout: float = field(
+        default=10.0,
+        metadata=_spec(
+            "duration",
+            "How long one export (with the exporter's own retries) may take before the alert "
+            "is retried later.",
+            lo=0.1,
+            hi=300.0,
+        ),
+    )
+    ca_file: str = field(
+        default="",
+        metadata=_spec("path", "PEM file of CA certificates to trust for an https endpoint."),
+    )
+    headers: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata=_spec(
+            "table",
+            "Extra HTTP headers, e.g. an API key (a TOML table; JSON object in the "
+            "environment). Values are hidden by `config show`.",
+            check=check_headers,
+            redact=redact_headers,
+        ),
+    )
+    format: str = _format_field()
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,6 +514,7 @@ class SinksConfig:
     file: FileSinkConfig = FileSinkConfig()
     syslog: SyslogSinkConfig = SyslogSinkConfig()
     webhook: WebhookSinkConfig = WebhookSinkConfig()
+    otlp: OtlpSinkConfig = OtlpSinkConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +572,7 @@ class Config:
     cli: CliConfig = CliConfig()
     tui: TuiConfig = TuiConfig()
     sinks: SinksConfig = SinksConfig()
+    remote: RemoteConfig = RemoteConfig()
     delivery: DeliveryConfig = DeliveryConfig()
 
 

@@ -1,4 +1,10 @@
-"""The daemon's one worker: scan /proc, write the tick to the store, run retention.
+"""The agent's one worker: write what procmond reports to the store, run the rules, retention.
+
+procmond (the collector process) scans /proc and reads the kernel's process events; its frames
+(procmond/frames.py) arrive here through `apply_frames`. The agent keeps its own picture of the
+live processes (`mirror`): every record procmond sends is taken relative to it, so that after
+procmond restarts, its first (full) scan reconciles: instances the agent knew keep their first
+sighting, changed ones come out as exec'd or updated, and those that ended meanwhile are ended.
 
 Everything here runs on a single worker thread, which therefore owns the store's writer
 connection (one connection per thread, ARCHITECTURE.md §3). The event loop only schedules it.
@@ -22,22 +28,27 @@ from collections.abc import Callable
 from typing import Any
 
 from daemoneye import __version__
-from daemoneye.collector.events import ProcEventSource
-from daemoneye.collector.hashing import ExeHasher
-from daemoneye.collector.netlink import EventsUnavailable, ProcConnector, probe
 from daemoneye.collector.procfs import read_boot_id, read_boot_time
-from daemoneye.collector.scanner import ProcScanner
-from daemoneye.collector.users import UserNames
+from daemoneye.collector.records import exit_event
 from daemoneye.config.schema import Config
-from daemoneye.daemon.events_feed import EventFeed
 from daemoneye.daemon.privilege_drop import privileges_of
+from daemoneye.daemon.procmond_link import ProcmondLink, last_pid
 from daemoneye.daemon.store_outage import StoreOutage
 from daemoneye.engine.audit_prune import audit_pruner
 from daemoneye.engine.detection import DetectionEngine
 from daemoneye.engine.outbox import sink_health
 from daemoneye.engine.spill import AlertSpill
 from daemoneye.errors import StoreUnwritable
-from daemoneye.models import HealthReport, ScanDelta, ScanStats
+from daemoneye.models import (
+    ExeHash,
+    HealthReport,
+    ProcessEvent,
+    ProcessKey,
+    ProcessRecord,
+    ScanDelta,
+    ScanStats,
+)
+from daemoneye.procmond import frames
 from daemoneye.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -56,8 +67,84 @@ def _self_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def merge_deltas(deltas: list[ScanDelta]) -> ScanDelta:
+    """Several event deltas as one (one transaction): later records of an instance win."""
+    if len(deltas) == 1:
+        return deltas[0]
+    added: dict[ProcessKey, ProcessRecord] = {}
+    execed: dict[ProcessKey, ProcessRecord] = {}
+    ended: list[ProcessKey] = []
+    events: list[ProcessEvent] = []
+    for delta in deltas:
+        for rec in delta.added:
+            added[rec.key] = rec
+        for rec in delta.execed:
+            if rec.key in added:
+                added[rec.key] = rec
+            else:
+                execed[rec.key] = rec
+        ended.extend(delta.ended)
+        events.extend(delta.events)
+    stats = ScanStats(
+        duration_s=sum(d.stats.duration_s for d in deltas),
+        processes=0,
+        new=len(added),
+        ended=len(ended),
+        execs=len(added) + len(execed),
+        vanished=0,
+        denied=0,
+    )
+    return ScanDelta(
+        deltas[-1].ts,
+        tuple(added.values()),
+        (),
+        tuple(execed.values()),
+        tuple(ended),
+        tuple(events),
+        stats,
+    )
+
+
+def _joined(parts: list[ScanDelta]) -> ScanDelta:
+    """The pieces of one full scan as one delta (the last piece's time and stats)."""
+    return ScanDelta(
+        parts[-1].ts,
+        tuple(r for d in parts for r in d.added),
+        tuple(r for d in parts for r in d.updated),
+        tuple(r for d in parts for r in d.execed),
+        tuple(k for d in parts for k in d.ended),
+        tuple(e for d in parts for e in d.events),
+        parts[-1].stats,
+    )
+
+
+def _carry(known: ProcessRecord | None, rec: ProcessRecord) -> ProcessRecord:
+    """`rec` as procmond sent it, with what the agent knew of the instance kept: its first
+    sighting, and its hash while the executable is the same (a new procmond hashes anew)."""
+    if known is None:
+        return rec
+    keep_sha = rec.exe_sha256 is None and rec.exe == known.exe and known.exe_sha256 is not None
+    if rec.first_seen == known.first_seen and not keep_sha:
+        return rec
+    return dataclasses.replace(
+        rec,
+        first_seen=known.first_seen,
+        exe_sha256=known.exe_sha256 if keep_sha else rec.exe_sha256,
+    )
+
+
+@dataclasses.dataclass(slots=True)
+class Applied:
+    """What one batch of frames did, for the event loop (readiness, batching)."""
+
+    scans: int = 0
+    first_scan: ScanDelta | None = None
+    events: int = 0
+
+
 class Collection:
-    """Scanner + hasher + store, advanced one tick at a time by `tick()`."""
+    """The store, the engine's input and the agent's picture of the live processes, advanced
+    by procmond's frames (`apply_frames`)."""
 
     def __init__(
         self,
@@ -74,25 +161,15 @@ class Collection:
         self._mode = mode
         self._event_source = event_source
         self._clock = clock
-        self._proc_root = proc_root
+        self.proc_root = proc_root
         self.boot_time = store.boot_time(read_boot_id(proc_root), read_boot_time(proc_root))
-        self.user_names = UserNames()
-        self.events: EventFeed | None = None
         self.engine: DetectionEngine | None = None  # attached by the daemon after startup
-        self.procmond_pid: int | None = None  # the collector process, once the agent started it
-        self.hasher: ExeHasher | None = (
-            ExeHasher(max_bytes=config.collector.hash_max_bytes, proc_root=proc_root)
-            if config.collector.hash_executables
-            else None
-        )
-        self.scanner = ProcScanner(
-            proc_root,
-            boot_time=self.boot_time,
-            update_interval=config.collector.update_interval,
-            clock=clock,
-            hasher=self.hasher,
-            user_names=self.user_names,
-        )
+        self.link: ProcmondLink | None = None  # attached by the daemon when procmond starts
+        self.mirror: dict[ProcessKey, ProcessRecord] = {}
+        self.hello: frames.Hello | None = None
+        self.procmond: frames.Health | None = None
+        self._procmond_cpu: tuple[float, float, float] = (0.0, 0.0, 0.0)  # mono, s, percent
+        self._hashes: list[ExeHash] = []
         self.started_at = clock()
         self.ticks = 0
         self._scan_ms_total = 0.0
@@ -105,82 +182,195 @@ class Collection:
         self.outage = StoreOutage()
         self._written_mark = 0  # the spill's written_total when the outage began
         self._recovered_after: float | None = None  # set when a write ends an outage
+        # procmond's absences: restarts, seconds without a collector, execs possibly missed
+        self.restarts = 0
+        self.gap_s_total = 0.0
+        self.missed_total = 0
+        self.collector_down: str | None = None  # why procmond is not running, while it is not
+        self._last_frame: tuple[float, int | None] = (time.monotonic(), last_pid(proc_root))
+        self._gap_from: tuple[float, int | None] | None = None
+        self._full_seen: set[ProcessKey] | None = None  # a full scan's instances, so far
+        self._full_parts: list[ScanDelta] = []  # its pieces written so far, for the rules
+        self._full_written = True
+
+    @property
+    def sees_all(self) -> bool:
+        """Whether procmond can read every process's details (False until it said hello)."""
+        return self.hello is not None and self.hello.sees_all
+
+    def snapshot(self) -> dict[ProcessKey, ProcessRecord]:
+        """Every live instance's current record (a copy, for any thread)."""
+        return self.mirror.copy()
 
     def resume(self) -> int:
-        """Seed the scanner with the processes the store still thinks are alive, so that after a
-        restart (even a kill -9) running processes keep their rows and the dead ones get ended
-        in the first tick. Returns how many rows were carried over."""
-        known = self.store.live_processes()
-        self.scanner.prime(known)
-        return len(known)
-
-    def start_events(self, wakeup: Callable[[], None]) -> str:
-        """Subscribe to the kernel's process events when configured and permitted. Returns the
-        event source as `health` shows it: 'netlink', or 'polling-only: <why>'."""
-        if not self.config.collector.events:
-            self._event_source = "polling-only: collector.events is off"
-            return self._event_source
-        reason = probe()
-        source: ProcEventSource | None = None
-        if reason is None:
-            source = ProcEventSource(
-                self.boot_time,
-                wakeup=wakeup,
-                connector=ProcConnector(rcvbuf_bytes=self.config.collector.event_buffer),
-                proc_root=self._proc_root,
-                user_of=self.user_names,
-            )
-            try:
-                source.start()
-            except EventsUnavailable as exc:
-                reason, source = str(exc), None
-        if source is None:
-            self._event_source = f"polling-only: {reason}"
-        else:
-            self.events = EventFeed(
-                source, self.scanner, self.user_names, self.hasher, clock=self._clock
-            )
-            self._event_source = "netlink"
-        return self._event_source
-
-    def drain_events(self) -> ScanDelta | None:
-        """Write what the kernel events reported since the last call (one transaction)."""
-        if self.events is None:
-            return None
-        delta = self.events.take()
-        if delta is not None:
-            written = self._try_write(self.store.apply, delta)
-            if self.engine is not None:
-                self.engine.on_delta(delta, written=written)
-            self._after_write(delta.ts)
-        return delta
-
-    @property
-    def events_pending(self) -> bool:
-        return self.events is not None and self.events.source.ready.is_set()
-
-    @property
-    def reconcile_requested(self) -> bool:
-        """True once, after events were lost: the next poll must run now."""
-        return self.events is not None and self.events.source.take_reconcile()
+        """Start from the processes the store still thinks are alive, so that after a restart
+        (even a kill -9) running processes keep their rows and the dead ones get ended by
+        procmond's first, full scan. Returns how many rows were carried over."""
+        self.mirror = {k: r for k, r in self.store.live_processes().items() if r.ended_at is None}
+        return len(self.mirror)
 
     def reconfigure(self, config: Config) -> None:
         """Apply what can change without a restart (called on SIGHUP, between ticks)."""
         self.config = config
-        self.scanner.update_interval = config.collector.update_interval
-        if self.hasher is not None:
-            self.hasher.max_bytes = config.collector.hash_max_bytes
 
-    def tick(self) -> ScanDelta:
-        """One scan, written in one transaction, then retention when it is due."""
-        delta = self.scanner.scan()
-        if self.events is not None:
-            delta = self.events.without_duplicates(delta)
-        hashes = self.hasher.drain() if self.hasher is not None else []
-        written = self._try_write(self.store.apply, delta, hashes)
+    # -- procmond's frames -------------------------------------------------------------------
+    def apply_frames(self, batch: list[object]) -> Applied:
+        """Write a batch of procmond's frames in order; kernel events between two scans are
+        written in one transaction."""
+        applied = Applied()
+        events: list[ScanDelta] = []
+        for payload in batch:
+            if isinstance(payload, frames.Events):
+                events.append(payload.delta)
+                applied.events += len(payload.delta.events)
+            elif isinstance(payload, frames.Scan):
+                self._write_events(events)
+                events = []
+                delta = self.apply_scan(payload)
+                if delta is not None:
+                    applied.scans += 1
+                    if applied.first_scan is None:
+                        applied.first_scan = delta
+            elif isinstance(payload, frames.Hashes):
+                self._take_hashes(payload.hashes)
+            elif isinstance(payload, frames.Health):
+                self._take_health(payload)
+            elif isinstance(payload, frames.Hello):
+                self._take_hello(payload)
+        self._write_events(events)
+        self._last_frame = (time.monotonic(), last_pid(self.proc_root))
+        return applied
+
+    def _take_hello(self, hello: frames.Hello) -> None:
+        self.hello = hello
+        self._event_source = hello.event_source
+        self.collector_down = None
+        if not hello.sees_all:
+            log.warning(
+                "procmond is running as uid %d without privileges: the exe, cwd and hash of other "
+                "users' processes are hidden (run as root for full coverage)",
+                hello.uid,
+            )
+
+    def _take_health(self, health: frames.Health) -> None:
+        mono = time.monotonic()
+        mark, seconds, percent = self._procmond_cpu
+        if self.procmond is not None and self.procmond.pid == health.pid and mono - mark >= 5.0:
+            percent = (health.cpu_seconds - seconds) / (mono - mark) * 100.0
+            self._procmond_cpu = (mono, health.cpu_seconds, percent)
+        elif self.procmond is None or self.procmond.pid != health.pid:
+            self._procmond_cpu = (mono, health.cpu_seconds, 0.0)
+        self.procmond = health
+
+    def _take_hashes(self, hashes: tuple[ExeHash, ...]) -> None:
+        self._hashes.extend(hashes)
+        for result in hashes:
+            known = self.mirror.get(result.key)
+            if known is not None and result.sha256 is not None:
+                self.mirror[result.key] = dataclasses.replace(known, exe_sha256=result.sha256)
+
+    def procmond_lost(self, reason: str) -> None:
+        """procmond is gone: the gap starts at its last frame."""
+        if self._gap_from is None:
+            self._gap_from = self._last_frame
+        self.collector_down = reason
+        self.hello = None
+        self._full_seen = None  # a full scan cut short proves nothing about what ended
+        if self._full_parts and self.engine is not None:
+            self.engine.on_delta(_joined(self._full_parts), written=self._full_written)
+        self._full_parts, self._full_written = [], True
+
+    def _write_events(self, deltas: list[ScanDelta]) -> None:
+        if not deltas:
+            return
+        delta = self._absorb(merge_deltas(deltas), alive=None)
+        written = self._try_write(self.store.apply, delta)
         if self.engine is not None:
-            fresh = self.events.not_yet_evaluated(delta) if self.events is not None else delta
+            self.engine.on_delta(delta, written=written)
+        self._after_write(delta.ts)
+
+    def _absorb(self, delta: ScanDelta, *, alive: set[ProcessKey] | None) -> ScanDelta:
+        """`delta` relative to what the agent knows (`mirror`), which it then updates. An
+        instance procmond reports as new but the agent knew (procmond restarted) is updated
+        or exec'd instead; at the end of a full scan (`alive`: every instance it reported),
+        the instances it did not report have ended."""
+        mirror = self.mirror
+        added: list[ProcessRecord] = []
+        updated: list[ProcessRecord] = []
+        execed: list[ProcessRecord] = []
+        demoted: dict[ProcessKey, str] = {}  # a 'start' that is really an exec, or nothing
+        gone = [key for key in mirror if key not in alive] if alive is not None else []
+        for rec in delta.added:
+            known = mirror.get(rec.key)
+            if known is None:
+                added.append(rec)
+            else:
+                rec = _carry(known, rec)
+                changed = (known.exe, known.cmdline) != (rec.exe, rec.cmdline)
+                (execed if changed else updated).append(rec)
+                demoted[rec.key] = "exec" if changed else ""
+            mirror[rec.key] = rec
+        for rec in delta.updated:
+            rec = _carry(mirror.get(rec.key), rec)
+            updated.append(rec)
+            mirror[rec.key] = rec
+        for rec in delta.execed:
+            rec = _carry(mirror.get(rec.key), rec)
+            execed.append(rec)
+            mirror[rec.key] = rec
+        ended = list(delta.ended)
+        events = list(delta.events)
+        for key in ended:
+            mirror.pop(key, None)
+        for key in gone:
+            ended.append(key)
+            events.append(exit_event(key, mirror.pop(key), delta.ts))
+        if demoted:
+            events = [_demote(e, demoted) for e in events if _kept(e, demoted)]
+        return dataclasses.replace(
+            delta,
+            added=tuple(added),
+            updated=tuple(updated),
+            execed=tuple(execed),
+            ended=tuple(ended),
+            events=tuple(events),
+        )
+
+    def apply_scan(self, scan: frames.Scan) -> ScanDelta | None:
+        """One of procmond's scans, written in one transaction, then retention when due. A full
+        scan comes in pieces (`more`); each is written as it comes, the instances that ended
+        are known at the last. Returns the delta written (None for a piece)."""
+        alive: set[ProcessKey] | None = None
+        if scan.full:
+            alive = self._full_seen if self._full_seen is not None else set()
+            alive.update(r.key for r in scan.delta.added)
+            self._full_seen = alive if scan.more else None
+        if scan.more:
+            # Written piece by piece; the rules see the whole scan at its last piece (one
+            # evaluation, with its row caps, as for a scan that came in one frame).
+            piece = self._absorb(scan.delta, alive=None)
+            self._full_written = self._try_write(self.store.apply, piece) and self._full_written
+            self._full_parts.append(piece)
+            return None
+        delta = self._absorb(scan.delta, alive=alive)
+        hashes, self._hashes = self._hashes, []
+        written = self._try_write(self.store.apply, delta, hashes)
+        if self._full_parts:
+            written = written and self._full_written
+            delta = _joined([*self._full_parts, delta])
+            self._full_parts, self._full_written = [], True
+        if self.engine is not None:
+            seen = frozenset(scan.evaluated)
+            fresh = delta
+            if seen:
+                fresh = dataclasses.replace(
+                    delta,
+                    added=tuple(r for r in delta.added if r.key not in seen),
+                    execed=tuple(r for r in delta.execed if r.key not in seen),
+                )
             self.engine.on_delta(fresh, written=written)
+        if scan.full:
+            self._close_gap()
         self._after_write(delta.ts)
         self.ticks += 1
         self._last_scan_ms = delta.stats.duration_s * 1000.0
@@ -208,6 +398,27 @@ class Collection:
                     log.warning("retention: %s", result.audit_error)
         self.write_health()
         return delta
+
+    def _close_gap(self) -> None:
+        """A full scan after procmond restarted: count how long nobody collected and how many
+        tasks were created meanwhile (each could have been an exec nobody saw)."""
+        if self._gap_from is None:
+            return
+        since, pid_then = self._gap_from
+        self._gap_from = None
+        gap = time.monotonic() - since
+        pid_now = last_pid(self.proc_root)
+        missed = 0
+        if pid_then is not None and pid_now is not None:
+            missed = pid_now - pid_then if pid_now >= pid_then else pid_now  # wrapped
+        self.gap_s_total += gap
+        self.missed_total += missed
+        log.warning(
+            "procmond is back: %.2fs without a collector, up to %d process events missed; "
+            "its full scan reconciled the store",
+            gap,
+            missed,
+        )
 
     # -- a store that cannot be written ------------------------------------------------------
     @property
@@ -262,7 +473,7 @@ class Collection:
     def _resync(self, now: float) -> tuple[int, int]:
         """Add the live processes the store missed while it could not be written and end the
         rows of those that ended meanwhile; (added, ended)."""
-        snapshot = self.scanner.snapshot()
+        snapshot = self.snapshot()
         try:
             stored = self.store.live_processes()
             missing = tuple(record for key, record in snapshot.items() if key not in stored)
@@ -292,15 +503,16 @@ class Collection:
         if mono - self._cpu_mark[0] >= 5.0:
             self._cpu_percent = (cpu - self._cpu_mark[1]) / (mono - self._cpu_mark[0]) * 100.0
             self._cpu_mark = (mono, cpu)
-        scanner = self.scanner
         problems = []
-        events = self.events.source.stats() if self.events is not None else None
-        reader_failure = self.events.source.failure if self.events is not None else None
-        if reader_failure is not None:
-            problems.append(f"the kernel event reader stopped: {reader_failure}")
-        if not scanner.sees_all:
+        procmond = self.procmond
+        if self.collector_down is not None:
+            problems.append(f"procmond (the collector) is not running: {self.collector_down}")
+        elif procmond is not None and procmond.problem:
+            problems.append(procmond.problem)
+        if self.hello is not None and not self.hello.sees_all:
             problems.append(
-                f"running as uid {os.geteuid()}: the details of other users' processes are hidden"
+                f"running as uid {self.hello.uid} (procmond): the details of other users' "
+                "processes are hidden"
             )
         if self._audit_problem is not None:
             problems.append(self._audit_problem)
@@ -320,7 +532,7 @@ class Collection:
             daemon_uid=os.geteuid(),
             version=__version__,
             mode=self._mode,
-            privileged=scanner.sees_all,
+            privileged=self.sees_all,
             event_source=self._event_source,
             started_at=self.started_at,
             updated_at=now,
@@ -328,18 +540,18 @@ class Collection:
             ticks=self.ticks,
             last_scan_ms=round(self._last_scan_ms, 3),
             avg_scan_ms=round(self._scan_ms_total / self.ticks, 3) if self.ticks else 0.0,
-            processes=len(scanner.snapshot()),
+            processes=len(self.mirror),
             new_per_second=round(sum(n for _, n in self._new_recent) / window, 3),
-            denied_total=scanner.denied_total,
-            vanished_total=scanner.vanished_total,
-            hash_dropped_total=self.hasher.dropped_total if self.hasher else 0,
+            denied_total=procmond.denied_total if procmond else 0,
+            vanished_total=procmond.vanished_total if procmond else 0,
+            hash_dropped_total=procmond.hash_dropped_total if procmond else 0,
             store_bytes=self.store.size_bytes(),
             daemon_cpu_percent=round(self._cpu_percent, 2),
             daemon_rss_bytes=_self_rss_bytes(),
-            events_total=events.events_total if events else 0,
-            events_lost_total=events.lost_total if events else 0,
-            events_dropped_total=events.dropped_total if events else 0,
-            event_filter=events.filtering if events else "",
+            events_total=procmond.events_total if procmond else 0,
+            events_lost_total=procmond.events_lost_total if procmond else 0,
+            events_dropped_total=procmond.events_dropped_total if procmond else 0,
+            event_filter=procmond.event_filter if procmond else "",
             rules_loaded=engine.rules_loaded if engine else 0,
             rules_enabled=engine.rules_enabled if engine else 0,
             rule_problems=engine.problems if engine else 0,
@@ -350,8 +562,16 @@ class Collection:
             store_writable=not self.outage.active,
             alerts_held=len(spill) if spill is not None else 0,
             alerts_held_dropped=spill.dropped_total if spill is not None else 0,
+            procmond_pid=procmond.pid if procmond and self.collector_down is None else 0,
+            procmond_rss_bytes=procmond.rss_bytes if procmond else 0,
+            procmond_cpu_percent=round(self._procmond_cpu[2], 2),
+            procmond_restarts=self.restarts,
+            procmond_gap_s=round(self.gap_s_total, 3),
+            procmond_missed_upper=self.missed_total,
             agent_privileges=privileges_of(os.getpid(), "agent"),
-            procmond_privileges=privileges_of(self.procmond_pid, "procmond"),
+            procmond_privileges=privileges_of(
+                procmond.pid if procmond and self.collector_down is None else None, "procmond"
+            ),
         )
 
     def write_health(self, *extra_problems: str) -> None:
@@ -363,10 +583,8 @@ class Collection:
         )
 
     def close(self) -> None:
-        """Stop the hasher and leave a last health report that says the daemon stopped."""
-        if self.events is not None:
-            self.events.source.stop()
-            self.drain_events()
+        """Leave a last health report that says the daemon stopped (procmond is stopped by the
+        daemon first, and its last frames applied)."""
         spill = self.spill
         if self.engine is not None and spill is not None and spill.busy:
             self._try_write(self.engine.book.write_held, self._clock())
@@ -378,7 +596,16 @@ class Collection:
                 )
         if self.engine is not None:
             self.engine.close()
-        if self.hasher is not None:
-            self.hasher.close()
-        self.scanner.close()
         self.write_health(f"the daemon stopped at {time.strftime('%Y-%m-%d %H:%M:%S')}")
+
+
+def _kept(event: ProcessEvent, demoted: dict[ProcessKey, str]) -> bool:
+    """A poller 'start' of an instance the agent already knew is not a start."""
+    kind = demoted.get(ProcessKey(event.pid, event.start_time))
+    return kind is None or event.kind != "start" or kind == "exec"
+
+
+def _demote(event: ProcessEvent, demoted: dict[ProcessKey, str]) -> ProcessEvent:
+    if event.kind == "start" and demoted.get(ProcessKey(event.pid, event.start_time)) == "exec":
+        return dataclasses.replace(event, kind="exec")
+    return event

@@ -1,5 +1,9 @@
 """The daemon's life: startup → main loop → shutdown, with signals handled like uvicorn's Server.
 
+The daemon is the agent: it starts procmond (the collector process, daemon/procmond_link.py),
+applies its frames on the worker thread, and starts a new one when it ends (a reconciling
+scan follows; `health` counts the restarts and the gap).
+
 SIGTERM/SIGINT ask for a graceful stop (the tick in flight is finished and committed); a second
 one forces an immediate exit, which is safe because every tick is one SQLite transaction.
 SIGHUP re-reads the configuration: validated first, swapped in only when it is good.
@@ -22,12 +26,14 @@ from daemoneye.config.schema import LoadedConfig
 from daemoneye.daemon.collection import Collection
 from daemoneye.daemon.ipc_runtime import IpcRuntime, start_ipc
 from daemoneye.daemon.lock import PidLock
+from daemoneye.daemon.procmond_link import Lost, ProcmondLink
 from daemoneye.daemon.sdnotify import Notifier
 from daemoneye.engine import audit
 from daemoneye.engine.delivery import DeliveryWorker
 from daemoneye.engine.detection import DetectionEngine
 from daemoneye.engine.reload import ReloadOutcome, watch_rules
 from daemoneye.errors import DaemonEyeError, StoreError
+from daemoneye.models import ScanDelta
 from daemoneye.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,9 @@ EVENT_COALESCE_S = 0.01
 EVENT_COALESCE_BUSY_S = 0.05
 BUSY_BATCH = 32  # events in one batch that mark a storm
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# A procmond that keeps dying is started again after 0 s, then 1, 2, 4 … up to 30 s.
+RESTART_BACKOFF_MAX_S = 30.0
+IDLE_WAKE_S = 1.0
 
 
 def coalesce_wait(first_event_at: float | None, now: float, window_s: float) -> float:
@@ -93,6 +102,9 @@ class Daemon:
         self._ready = False
         self._exit_signals = 0
         self._exit_requested_at: float | None = None
+        self.link: ProcmondLink | None = None
+        self._restart_at: float | None = None  # monotonic: when to start procmond again
+        self._quick_deaths = 0  # procmond ended before its first full scan, in a row
 
     @property
     def collection(self) -> Collection:
@@ -134,25 +146,21 @@ class Daemon:
             config.collector.interval,
             carried,
         )
-        if not self.collection.scanner.sees_all:
-            log.warning(
-                "running as uid %d without privileges: the exe, cwd and hash of other "
-                "users' processes are hidden (run as root for full coverage)",
-                os.geteuid(),
-            )
 
-        def wakeup() -> None:  # runs on the event reader thread
+        def wakeup() -> None:  # runs on the procmond reader thread
             loop.call_soon_threadsafe(self._on_events, time.monotonic())
 
-        event_source = await loop.run_in_executor(
-            self._worker, self.collection.start_events, wakeup
+        self.link = ProcmondLink(
+            config.collector,
+            boot_time=self.collection.boot_time,
+            proc_root=self._proc_root,
+            wakeup=wakeup,
         )
-        if event_source == "netlink":
-            log.info("kernel process events: on (every exec and exit is seen as it happens)")
-        else:
-            log.warning(
-                "running in %s; short-lived processes between two scans can be missed", event_source
-            )
+        self.collection.link = self.link
+        self.link.start()
+        log.info("procmond started (pid %s)", self.link.pid)
+        # PRIVILEGES: procmond runs; this is where the agent drops its own privileges
+        # (procmond/privileges.py) before it parses anything a local user controls.
         await self._start_engine()
         # IPC: the socket opens once the store is open (a live daemon on it stops this one).
         self.ipc = await start_ipc(lambda: self.loaded, self.collection, self._worker)
@@ -222,47 +230,73 @@ class Daemon:
 
     # -- main loop -------------------------------------------------------------------------
     async def main_loop(self) -> None:
-        """Scan every interval; between scans, write kernel events as they arrive."""
-        next_tick = time.monotonic()
+        """Apply procmond's frames as they arrive (scans every interval, kernel events in
+        between); start a new procmond when one ends."""
         while not self._should_exit:
-            now = time.monotonic()
-            if now >= next_tick or self.collection.reconcile_requested:
-                await self._tick()
-                next_tick += self.loaded.config.collector.interval
-                now = time.monotonic()
-                if next_tick < now:  # a slow tick: skip the missed ones instead of bursting
-                    next_tick = now
             if self._reload_requested:
                 self._reload_requested = False
                 await self._reload()
-            if self._events_pending or self.collection.events_pending:
+            if self._events_pending:
                 self._events_pending = False
                 # Coalesce a burst into one transaction; well inside the latency budget.
                 wait = coalesce_wait(self._events_since, time.monotonic(), self._coalesce_s)
                 if wait > 0:
                     await asyncio.sleep(wait)
-                # Events queued from here on belong to the next batch (the reader signals
-                # again once this drain has taken the queue).
+                # Frames queued from here on belong to the next batch.
                 self._events_since = None
-                await self._drain_events()
+                await self._apply_frames()
                 continue
+            if self._restart_at is not None and time.monotonic() >= self._restart_at:
+                await self._restart_procmond()
             self._wake.clear()
             if self._should_exit or self._events_pending or self._reload_requested:
                 continue
+            timeout = IDLE_WAKE_S
+            if self._restart_at is not None:
+                timeout = max(0.0, min(timeout, self._restart_at - time.monotonic()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=next_tick - now)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
 
-    async def _tick(self) -> None:
+    async def _apply_frames(self) -> None:
+        assert self.link is not None
+        batch = self.link.take()
+        lost = [item for item in batch if isinstance(item, Lost)]
+        payloads = [item for item in batch if not isinstance(item, Lost)]
+        loop = asyncio.get_running_loop()
+        if payloads:
+            try:
+                applied = await loop.run_in_executor(
+                    self._worker, self.collection.apply_frames, payloads
+                )
+            except (StoreError, OSError) as exc:
+                # Keep collecting: a full disk or a locked file may clear up; say so each time.
+                log.error("writing procmond's frames failed; nothing of them was written: %s", exc)
+            else:
+                self._coalesce_s = (
+                    EVENT_COALESCE_BUSY_S if applied.events >= BUSY_BATCH else EVENT_COALESCE_S
+                )
+                if applied.scans:
+                    self._quick_deaths = 0
+                    self._after_scan(applied.first_scan)
+        if lost and not self._should_exit:
+            await self._procmond_lost(lost[0])
+
+    async def _apply_last_frames(self) -> None:
+        """After stopping procmond on purpose: apply what it sent, ignore the end of the pair."""
+        assert self.link is not None
+        payloads = [item for item in self.link.take() if not isinstance(item, Lost)]
+        if not payloads:
+            return
         loop = asyncio.get_running_loop()
         try:
-            delta = await loop.run_in_executor(self._worker, self.collection.tick)
+            await loop.run_in_executor(self._worker, self.collection.apply_frames, payloads)
         except (StoreError, OSError) as exc:
-            # Keep collecting: a full disk or a locked file may clear up; say so each time.
-            log.error("tick failed, nothing of it was written: %s", exc)
-            return
-        if not self._ready:
+            log.error("writing procmond's last frames failed: %s", exc)
+
+    def _after_scan(self, delta: ScanDelta | None) -> None:
+        if not self._ready and delta is not None:
             self._ready = True
-            self.notifier.ready(f"watching {delta.stats.processes} processes")
+            self.notifier.ready(f"watching {len(self.collection.mirror)} processes")
             log.info(
                 "ready: first scan saw %d processes in %.1f ms",
                 delta.stats.processes,
@@ -271,14 +305,33 @@ class Daemon:
         if self.notifier.watchdog_interval is not None:
             self.notifier.watchdog()
 
-    async def _drain_events(self) -> None:
+    async def _procmond_lost(self, lost: Lost) -> None:
+        """procmond ended (or sent a frame that does not validate): reap it, note the gap,
+        and start a new one at once — or after a back-off if it keeps ending."""
+        assert self.link is not None
         loop = asyncio.get_running_loop()
+        code = await loop.run_in_executor(None, self.link.stop)
+        log.error("%s (exit status %s): starting a new procmond", lost.reason, code)
+        await loop.run_in_executor(self._worker, self.collection.procmond_lost, lost.reason)
+        delay = (
+            min(RESTART_BACKOFF_MAX_S, 2.0 ** (self._quick_deaths - 1))
+            if self._quick_deaths
+            else 0.0
+        )
+        self._quick_deaths += 1
+        self._restart_at = time.monotonic() + delay
+
+    async def _restart_procmond(self) -> None:
+        assert self.link is not None
+        self._restart_at = None
         try:
-            delta = await loop.run_in_executor(self._worker, self.collection.drain_events)
-            busy = delta is not None and len(delta.events) >= BUSY_BATCH
-            self._coalesce_s = EVENT_COALESCE_BUSY_S if busy else EVENT_COALESCE_S
-        except (StoreError, OSError) as exc:
-            log.error("writing kernel events failed; the next scan reconciles: %s", exc)
+            self.link.start()
+        except OSError as exc:
+            log.error("could not start procmond: %s", exc)
+            self._restart_at = time.monotonic() + RESTART_BACKOFF_MAX_S
+            return
+        self.collection.restarts += 1
+        log.info("procmond started again (pid %s); its first scan reconciles", self.link.pid)
 
     def _on_events(self, queued_at: float) -> None:
         """Called on the loop (from the event reader thread) when events are queued; the first
@@ -311,8 +364,7 @@ class Daemon:
             log.warning(
                 "store path changed to %s: this takes effect at the next restart", new.paths.db
             )
-        if new.config.collector.event_buffer != self.loaded.config.collector.event_buffer:
-            log.warning("collector.event_buffer changed: this takes effect at the next restart")
+        collector_changed = new.config.collector != self.loaded.config.collector
         self.loaded = LoadedConfig(
             config=new.config,
             paths=self.loaded.paths,
@@ -321,6 +373,16 @@ class Daemon:
         )
         apply_log_level(new.config.daemon.log_level)
         await loop.run_in_executor(self._worker, self.collection.reconfigure, new.config)
+        if collector_changed and self.link is not None:
+            # procmond takes its settings at start: a new one, whose full scan reconciles.
+            log.info("[collector] changed: starting procmond again with the new settings")
+            self.link.settings = new.config.collector
+            await loop.run_in_executor(None, self.link.stop)
+            await self._apply_last_frames()
+            await loop.run_in_executor(
+                self._worker, self.collection.procmond_lost, "restarting with new settings"
+            )
+            self.link.start()
         if self.delivery is not None:
             self.delivery.reopen()  # logrotate: file sinks open their path again
         if self.collection.engine is not None:
@@ -348,6 +410,10 @@ class Daemon:
         if self.delivery is not None:
             await loop.run_in_executor(None, self.delivery.stop)
             self.delivery = None
+        if self.link is not None:
+            await loop.run_in_executor(None, self.link.stop)
+            if self._collection is not None:
+                await self._apply_last_frames()
         if self._collection is not None:
             collection = self._collection
             try:

@@ -30,12 +30,7 @@ from daemoneye.config.schema import LoadedConfig
 from daemoneye.daemon.collection import Collection as Collector
 from daemoneye.daemon.history_answers import processes_at, timeline_page
 from daemoneye.daemon.ipc_ports import AuditTrail, DetectionEngine
-from daemoneye.daemon.process_signal import (
-    SignalRefused,
-    StaleProcess,
-    parse_signal,
-    signal_instance,
-)
+from daemoneye.daemon.process_signal import parse_signal
 from daemoneye.daemon.store_answers import alerts_page, query_json, stored_detail_answer
 from daemoneye.daemon.subscriber_feed import SubscriberFeed
 from daemoneye.errors import QueryError, StoreError
@@ -374,21 +369,16 @@ class DaemonService:
             sig = parse_signal(params.signal)
         except ValueError as exc:
             raise _invalid("process.signal", "signal", str(exc)) from None
-        boot_time = self._collection.scanner.boot_time
-        proc_root = self._collection.scanner.proc_root
-        try:
-            how = await asyncio.to_thread(
-                signal_instance,
-                params.pid,
-                params.start_time,
-                sig,
-                boot_time=boot_time,
-                proc_root=proc_root,
-            )
-        except StaleProcess as exc:
-            raise MethodError(ErrorCode.STALE_PROCESS, str(exc)) from None
-        except SignalRefused as exc:
-            raise MethodError(ErrorCode.SIGNAL_FAILED, str(exc)) from None
+        link = self._collection.link
+        if link is None:
+            raise MethodError(ErrorCode.NOT_AVAILABLE, "not available: procmond is not running")
+        # procmond sends it: the only process that may signal another (procmond/signals.py).
+        result = await link.signal(params.pid, params.start_time, sig)
+        if result.outcome == "stale":
+            raise MethodError(ErrorCode.STALE_PROCESS, result.message)
+        if result.outcome == "refused":
+            raise MethodError(ErrorCode.SIGNAL_FAILED, result.message)
+        how = result.outcome
         log.info(
             "sent %s to pid %d (started %.2f) for %s",
             sig.name,

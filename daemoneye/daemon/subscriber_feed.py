@@ -116,7 +116,7 @@ class SubscriberFeed:
         self, previous: dict[ProcessKey, ProcessRecord], seq: int
     ) -> tuple[TableUpdate, HealthReport]:
         collection = self._collection
-        return compute_update(previous, collection.scanner.snapshot(), seq), collection.health()
+        return compute_update(previous, collection.snapshot(), seq), collection.health()
 
     def _apply(self, update: TableUpdate, report: HealthReport) -> None:
         self.table.apply(update)

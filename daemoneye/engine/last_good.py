@@ -135,7 +135,8 @@ def _decode(document: Any, rule_file: str) -> KeptFile | None:
     rules = []
     for raw in document["rules"]:
         values = {name: raw[name] for name in _RULE_FIELDS if name in raw}
-        values["tags"] = tuple(values.get("tags", ()))
+        for name in ("tags", "references", "falsepositives"):
+            values[name] = tuple(values.get(name, ()))
         rule = Rule(**values)
         if not all(
             isinstance(getattr(rule, name), str)

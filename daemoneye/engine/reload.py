@@ -137,7 +137,12 @@ class RuleRegistry:
             for rule in loaded.rules
         )
         new = RuleSet(
-            rules, loaded.problems, ruleset_digest(rules), loaded.candidates, loaded.fallbacks
+            rules,
+            loaded.problems,
+            ruleset_digest(rules),
+            loaded.candidates,
+            loaded.fallbacks,
+            loaded.notices,
         )
         previous = self._current
         swapped = new.digest != previous.digest or new.problems != previous.problems
@@ -167,6 +172,9 @@ class RuleRegistry:
             for problem in new.problems:
                 if problem not in previous.problems:
                     log.warning("rules: %s", problem)
+            for notice in new.notices:
+                if notice not in previous.notices:
+                    log.info("rules: %s", notice)
         return outcome
 
 

@@ -32,7 +32,16 @@ RULE_KEYS = (
     "title",
     "dedup_window",
     "throttle",
+    # Kept from Sigma by `rules import` (optional for any rule).
+    "sigma_id",
+    "status",
+    "references",
+    "falsepositives",
 )
+MAX_LIST_ITEMS = 64
+MAX_LIST_ITEM_CHARS = 1024
+# Sigma rule files (engine/sigma_file.py), read beside TOML ones.
+SIGMA_SUFFIXES = (".yml", ".yaml")
 REQUIRED_KEYS = ("id", "name", "severity", "query")
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]*")
@@ -61,6 +70,9 @@ class ParsedFile:
     readable: bool
     key_lines: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (id, key) -> line
     rejected_ids: tuple[str, ...] = ()  # ids of tables refused here (for last-good lookups)
+    # Rules deliberately not loaded, and why (a Sigma rule for another logsource): shown, but
+    # not problems of the set.
+    notices: tuple[RuleProblem, ...] = ()
 
     def line_of(self, rule: Rule, key: str) -> int:
         """The line of `key` in `rule`'s table, or the table's header line."""
@@ -288,6 +300,23 @@ def _rule_from_table(
                 windows[key] = parse_duration(table[key])
             except ValueError as exc:
                 problem(key, f"{key}: {exc}")
+    sigma_id = _text(table, "sigma_id", problem, required=False)
+    status = _text(table, "status", problem, required=False)
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("references", "falsepositives"):
+        items = table.get(key, [])
+        if (
+            not isinstance(items, list)
+            or len(items) > MAX_LIST_ITEMS
+            or not all(isinstance(i, str) and len(i) <= MAX_LIST_ITEM_CHARS for i in items)
+        ):
+            problem(
+                key,
+                f"{key!r} must be a list of at most {MAX_LIST_ITEMS} strings of at most "
+                f"{MAX_LIST_ITEM_CHARS} characters",
+            )
+            items = []
+        lists[key] = tuple(items)
     if problems or rule_id is None or name is None or query is None:
         return None, problems
     assert isinstance(severity, str) and isinstance(enabled, bool)
@@ -304,6 +333,10 @@ def _rule_from_table(
         throttle_s=windows["throttle"],
         source_file=path,
         source_line=header,
+        sigma_id=sigma_id,
+        status=status,
+        references=lists["references"],
+        falsepositives=lists["falsepositives"],
     ), problems
 
 

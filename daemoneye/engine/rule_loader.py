@@ -1,12 +1,12 @@
 """The rule set: every rule file of every rule directory, validated, overrides applied.
 
 Directories are read lowest precedence first (the built-in pack, /etc/daemoneye/rules.d, the
-user's rules.d — `Paths.rules_dirs`), files within one in sorted name order (only `*.toml`; editor
-temp files are skipped). A later rule with an id seen before replaces it and records
-`overrides`. Each query is compiled in the sandbox against this code's schema: a rule that does
-not compile, reads something undocumented, calls a forbidden function, does not return `pid`
-and `start_time`, or names a title placeholder that is not a result column is rejected with a
-RuleProblem; the others load.
+user's rules.d — `Paths.rules_dirs`), files within one in sorted name order (`*.toml`, and Sigma
+rules in `*.yml`/`*.yaml` — sigma_file.py; editor temp files are skipped). A later rule with an
+id seen before replaces it and records `overrides`. Each query is compiled in the sandbox
+against this code's schema: a rule that does not compile, reads something undocumented, calls
+a forbidden function, does not return `pid` and `start_time`, or names a title placeholder that
+is not a result column is rejected with a RuleProblem; the others load.
 
 Given the `previous` set (hot reload), a file that cannot be read at all keeps its last good
 rules, and a rule that no longer validates keeps its last good version (see reload.py).
@@ -25,7 +25,7 @@ from pathlib import Path
 import apsw
 
 from daemoneye.engine.last_good import LastGoodFiles
-from daemoneye.engine.rule_file import ParsedFile, read_rule_file, title_fields
+from daemoneye.engine.rule_file import SIGMA_SUFFIXES, ParsedFile, read_rule_file, title_fields
 from daemoneye.engine.sandbox import compile_columns, open_scratch
 from daemoneye.errors import QueryError
 from daemoneye.models import Rule, RuleProblem
@@ -48,6 +48,8 @@ class RuleSet:
     candidates: tuple[Rule, ...] = ()
     # One sentence per file whose rules are its last good version, not what it holds now.
     fallbacks: tuple[str, ...] = ()
+    # Rules skipped on purpose (a Sigma rule for another logsource): shown, never a failure.
+    notices: tuple[RuleProblem, ...] = ()
 
     def get(self, rule_id: str) -> Rule | None:
         return next((rule for rule in self.rules if rule.id == rule_id), None)
@@ -91,6 +93,11 @@ def ruleset_digest(rules: Iterable[Rule]) -> str:
                 r.source_file,
                 r.source_line,
                 r.overrides,
+                r.source_format,
+                r.sigma_id,
+                r.status,
+                list(r.references),
+                list(r.falsepositives),
             ]
             for r in rules
         ],
@@ -99,10 +106,23 @@ def ruleset_digest(rules: Iterable[Rule]) -> str:
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
+RULE_SUFFIXES = (".toml", *SIGMA_SUFFIXES)
+
+
 def is_rule_file(path: Path) -> bool:
-    """A `*.toml` file that is not an editor's temp or lock file (`.#x.toml`, `.x.toml.swp`,
-    `x.toml~`, hidden files)."""
-    return path.suffix == ".toml" and not path.name.startswith((".", "#", "~"))
+    """A `*.toml` rule file or a `*.yml`/`*.yaml` Sigma rule file that is not an editor's temp
+    or lock file (`.#x.toml`, `.x.toml.swp`, `x.toml~`, hidden files)."""
+    return path.suffix in RULE_SUFFIXES and not path.name.startswith((".", "#", "~"))
+
+
+def read_any_rule_file(path: Path) -> ParsedFile:
+    """A Sigma file (by its suffix) or a TOML rule file, parsed. pySigma is imported only
+    when there is a Sigma file to read (it costs ~150 ms)."""
+    if path.suffix in SIGMA_SUFFIXES:
+        from daemoneye.engine.sigma_file import read_sigma_file
+
+        return read_sigma_file(path)
+    return read_rule_file(path)
 
 
 def rule_files(directory: Path) -> list[Path]:
@@ -198,11 +218,14 @@ def load_file(path: Path, validator: RuleValidator | None = None) -> RuleSet:
     """One file on its own, as `daemoneye rules validate FILE` checks it."""
     own = validator or RuleValidator()
     try:
-        good, problems = validate_file(read_rule_file(path), own)
+        parsed = read_any_rule_file(path)
+        good, problems = validate_file(parsed, own)
     finally:
         if validator is None:
             own.close()
-    return RuleSet(tuple(good), tuple(problems), ruleset_digest(good), tuple(good))
+    return RuleSet(
+        tuple(good), tuple(problems), ruleset_digest(good), tuple(good), notices=parsed.notices
+    )
 
 
 def load_rules(
@@ -236,9 +259,11 @@ def _load(
     candidates: list[Rule] = []
     problems: list[RuleProblem] = []
     fallbacks: list[str] = []
+    notices: list[RuleProblem] = []
     for directory in dirs:
         for path in rule_files(directory):
-            parsed = read_rule_file(path)
+            parsed = read_any_rule_file(path)
+            notices.extend(parsed.notices)
             kept = last_good.get(parsed.path)
             if kept is None:
                 kept = _kept_on_disk(keeper, parsed.path, validator)
@@ -274,7 +299,12 @@ def _load(
         rules[rule.id] = replace(rule, overrides=overrides)
     active = tuple(rules.values())
     return RuleSet(
-        active, tuple(problems), ruleset_digest(active), tuple(candidates), tuple(fallbacks)
+        active,
+        tuple(problems),
+        ruleset_digest(active),
+        tuple(candidates),
+        tuple(fallbacks),
+        tuple(notices),
     )
 
 

@@ -68,6 +68,7 @@ from daemoneye.ipc.protocol import (
     SnapshotPart,
     SubscribeResult,
 )
+from daemoneye.ipc.ssh import SshRoute, SshStream, open_ssh_stream
 from daemoneye.models import (
     Alert,
     DaemonStatus,
@@ -96,6 +97,7 @@ __all__ = [
     "RpcError",
     "RulesChanged",
     "SignalResult",
+    "SshRoute",
     "SubscribeResult",
     "apply_delta",
 ]
@@ -134,8 +136,13 @@ class DaemonClient(DaemonCalls):
         backoff_initial: float = 0.25,
         backoff_max: float = 10.0,
         max_events: int = 10_000,
+        ssh: SshRoute | None = None,
     ) -> None:
         self.socket_path = Path(socket_path)
+        # Through ssh (`--host ssh://…`): socket_path is then the remote daemon's socket.
+        self.ssh = ssh
+        self._ssh_stream: SshStream | None = None
+        self._ssh_failed: str | None = None  # why the last ssh ended, kept past its cleanup
         self.client_name = client_name
         self.reconnect = reconnect
         self.connect_timeout = connect_timeout
@@ -194,7 +201,36 @@ class DaemonClient(DaemonCalls):
     ) -> None:
         await self.close()
 
+    @property
+    def where(self) -> str:
+        """The daemon this client talks to, for messages: a socket path or an ssh:// host."""
+        return str(self.ssh.target) if self.ssh else str(self.socket_path)
+
+    async def _open_ssh(self, route: SshRoute) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            stream = await open_ssh_stream(route.argv)
+        except OSError as exc:
+            raise DaemonUnavailable(
+                f"cannot run {route.argv[0]!r} to reach {route.target}: {exc.strerror or exc}"
+            ) from None
+        self._ssh_stream = stream
+        return stream.reader, stream.writer
+
+    async def _ssh_failure(self, fallback: str) -> str:
+        """Why the ssh under this connection ended, or `fallback` when it did not end."""
+        stream, route = self._ssh_stream, self.ssh
+        if route is None:
+            return fallback
+        if stream is not None:
+            return await stream.failure(route.target, route.remote_program, 1.0) or fallback
+        failed, self._ssh_failed = self._ssh_failed, None
+        return failed or fallback
+
     async def _open(self) -> Hello:
+        self._ssh_failed = None
+        if self.ssh is not None:
+            reader, writer = await self._open_ssh(self.ssh)
+            return await self._greet(reader, writer, str(self.ssh.target))
         path = self.socket_path
         if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
             raise DaemonUnavailable(
@@ -222,6 +258,11 @@ class DaemonClient(DaemonCalls):
             ) from None
         except OSError as exc:
             raise DaemonUnavailable(f"cannot connect to {path}: {exc.strerror or exc}") from None
+        return await self._greet(reader, writer, str(path))
+
+    async def _greet(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str
+    ) -> Hello:
         self._reader, self._writer = reader, writer
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(reader))
         try:
@@ -239,8 +280,9 @@ class DaemonClient(DaemonCalls):
                 ) from None
             raise
         except (IpcError, CodecError) as exc:  # lost, timed out, or not a DaemonEye daemon
+            why = await self._ssh_failure(f"the daemon on {where} did not answer hello: {exc}")
             await self._drop_connection(ConnectionLost(str(exc)))
-            raise DaemonUnavailable(f"the daemon on {path} did not answer hello: {exc}") from None
+            raise DaemonUnavailable(why) from None
         self._established = True
         return self.hello
 
@@ -252,11 +294,20 @@ class DaemonClient(DaemonCalls):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        stream, self._ssh_stream = self._ssh_stream, None
+        if stream is not None and not self._closed and self.ssh is not None:
+            # The channel is gone; ssh ends by itself in a moment and says why. Learn it
+            # before failing the pending calls, whose handlers report it (`_ssh_failure`).
+            self._ssh_failed = await stream.failure(
+                self.ssh.target, self.ssh.remote_program, wait=1.0
+            )
         self._fail_pending(why)
         if writer is not None:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+        if stream is not None:
+            await stream.close()
 
     def _fail_pending(self, why: Exception) -> None:
         pending, self._pending = self._pending, {}
@@ -288,6 +339,8 @@ class DaemonClient(DaemonCalls):
         """The reader saw the connection end: fail calls, tell the consumer, maybe retry."""
         self._reader_task = None
         established, self._established = self._established, False
+        if self.ssh is not None and established:
+            reason = await self._ssh_failure(f"{reason} (through {self.ssh.target})")
         await self._drop_connection(ConnectionLost(reason))
         self._snapshot_parts.clear()
         if self._closed or not established:

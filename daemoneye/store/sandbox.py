@@ -20,6 +20,7 @@ import re2
 
 from daemoneye.errors import QueryError
 from daemoneye.store.schema import MIGRATIONS
+from daemoneye.store.sigma_match import sigma_match
 
 # Reading tables and views, calling functions, and WITH RECURSIVE (bounded by the time budget).
 ALLOWED_ACTIONS = frozenset(
@@ -54,7 +55,7 @@ ALLOWED_FUNCTIONS = frozenset(
         "ifnull", "iif", "instr", "length", "like", "likelihood", "likely", "lower", "ltrim",
         "max", "min", "nullif", "octet_length", "printf", "quote", "replace", "round", "rtrim",
         "sign", "substr", "substring", "trim", "typeof", "unhex", "unicode", "unlikely",
-        "upper", "regexp", "zeroblob",
+        "upper", "regexp", "zeroblob", "sigma_match",
         # aggregate
         "avg", "count", "group_concat", "string_agg", "sum", "total", "median",
         # window
@@ -192,7 +193,8 @@ def harden(conn: apsw.Connection) -> None:
 
 
 def register_functions(conn: apsw.Connection, deadline: Expiry | None = None) -> None:
-    """Functions SQLite lacks that rules need: `x REGEXP pattern` / `regexp(pattern, x)`.
+    """Functions SQLite lacks that rules need: `x REGEXP pattern` / `regexp(pattern, x)`, and
+    `sigma_match` for rules converted from Sigma.
 
     With `deadline`, REGEXP refuses to start a search once the statement's budget is spent
     (BudgetExceeded): SQLite's progress handler only runs between VM steps, never inside a
@@ -202,6 +204,13 @@ def register_functions(conn: apsw.Connection, deadline: Expiry | None = None) ->
         "regexp",
         Regexp(deadline),  # type: ignore[arg-type]
         2,
+        deterministic=True,
+    )
+    # Sigma's case-insensitive matching (casefold, not ASCII-only like LIKE): sigma_match.py.
+    conn.create_scalar_function(
+        "sigma_match",
+        sigma_match,  # type: ignore[arg-type]
+        -1,
         deterministic=True,
     )
 

@@ -30,7 +30,7 @@ from daemoneye.errors import DaemonEyeError
 from daemoneye.models import Alert, DaemonStatus, RuleStatus
 from daemoneye.tui.feed import Feed
 from daemoneye.tui.gc_policy import CollectionPolicy
-from daemoneye.tui.logic.alerts import open_counts
+from daemoneye.tui.logic.alerts import alert_key, open_counts
 from daemoneye.tui.logic.connection import ConnectionState, Part, header_parts
 from daemoneye.tui.logic.history import SampleHistory
 from daemoneye.tui.logic.live import EMPTY_SET, ProcessSet
@@ -40,9 +40,11 @@ from daemoneye.tui.messages import (
     DaemonConnected,
     DaemonDisconnected,
     HealthUpdated,
+    HostsUpdated,
     ProcessesChanged,
     RulesChanged,
 )
+from daemoneye.tui.multi_source import MultiSource
 from daemoneye.tui.screen_table import SCREENS, help_sections, modes, nav_items, switch_bindings
 from daemoneye.tui.screens.dashboard_screen import DashboardScreen, NavItem
 from daemoneye.tui.screens.help import HelpScreen
@@ -80,10 +82,12 @@ class DaemonEyeApp(App[None]):
         *switch_bindings(),
         Binding("question_mark,f1", "help", "Help"),
         Binding("q", "quit", "Quit"),
+        Binding("h", "next_host", "Host", show=False),
     ]
 
     process_set: var[ProcessSet] = var(EMPTY_SET, always_update=True)
-    alerts: var[Mapping[int, Alert]] = var(MappingProxyType({}), always_update=True)
+    # by alert_key(alert): alert ids are per daemon, and the dashboard may watch several
+    alerts: var[Mapping[str, Alert]] = var(MappingProxyType({}), always_update=True)
     rules: var[tuple[RuleStatus, ...]] = var((), always_update=True)
     daemon_status: var[DaemonStatus | None] = var(None, always_update=True)
     connection: var[ConnectionState] = var(ConnectionState())
@@ -114,7 +118,7 @@ class DaemonEyeApp(App[None]):
         self._remember_theme = remember_theme
         self.hide_kernel_threads = hide_kernel_threads  # the processes screen's K
         self._remember_kernel_threads = remember_kernel_threads
-        self._pending_alerts: dict[int, Alert] = {}
+        self._pending_alerts: dict[str, Alert] = {}
         self._startup_problems: list[str] = []
         self._theme_ready = False
         self.connection = ConnectionState(private_daemon=private_daemon, since=clock())
@@ -207,7 +211,7 @@ class DaemonEyeApp(App[None]):
         # Coalesced: a burst of alerts costs one copy of the alert map per frame.
         if not self._pending_alerts:
             self.call_after_refresh(self._flush_alerts)
-        self._pending_alerts[message.alert.id] = message.alert
+        self._pending_alerts[alert_key(message.alert)] = message.alert
 
     def _flush_alerts(self) -> None:
         if self._pending_alerts:
@@ -221,7 +225,7 @@ class DaemonEyeApp(App[None]):
 
     def on_alerts_replaced(self, message: AlertsReplaced) -> None:
         self._pending_alerts.clear()
-        self.alerts = MappingProxyType({alert.id: alert for alert in message.alerts})
+        self.alerts = MappingProxyType({alert_key(alert): alert for alert in message.alerts})
         self._update_header()
 
     def on_health_updated(self, message: HealthUpdated) -> None:
@@ -241,7 +245,7 @@ class DaemonEyeApp(App[None]):
         )
         if message.alerts is not None:
             self._pending_alerts.clear()
-            self.alerts = MappingProxyType({alert.id: alert for alert in message.alerts})
+            self.alerts = MappingProxyType({alert_key(alert): alert for alert in message.alerts})
         if message.rules is not None:
             self.rules = message.rules
         if message.health is not None:
@@ -249,6 +253,26 @@ class DaemonEyeApp(App[None]):
         for problem in message.problems:
             self.notify(problem, title="Daemon", severity="warning")
         self._update_header()
+
+    def on_hosts_updated(self, message: HostsUpdated) -> None:
+        self.connection = dataclasses.replace(
+            self.connection,
+            hosts=tuple((host.label, host.up) for host in message.hosts.hosts),
+            current_host=message.hosts.current,
+        )
+        self._update_header()
+
+    async def action_next_host(self) -> None:
+        """Several hosts: show the next host's processes, rules and health."""
+        if not isinstance(self.source, MultiSource):
+            self.notify("This dashboard watches one host (start it with --host a --host b).")
+            return
+        await self.source.next_host()
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The host labels of a several-host dashboard; () for one host."""
+        return self.source.labels if isinstance(self.source, MultiSource) else ()
 
     def on_daemon_disconnected(self, message: DaemonDisconnected) -> None:
         self.connection = dataclasses.replace(

@@ -20,6 +20,7 @@ from daemoneye.tui.messages import (
     DaemonConnected,
     DaemonDisconnected,
     HealthUpdated,
+    HostsUpdated,
     ProcessesChanged,
     RulesChanged,
 )
@@ -27,6 +28,7 @@ from daemoneye.tui.source import (
     Connected,
     DashboardSource,
     Disconnected,
+    HostsChanged,
     ProcessesReset,
     Resync,
     RulesUpdated,
@@ -73,6 +75,8 @@ class Feed:
             await self._connected(event)
         elif isinstance(event, Disconnected):
             self.post(DaemonDisconnected(event.reason, event.retry_in))
+        elif isinstance(event, HostsChanged):
+            self.post(HostsUpdated(event))
         else:
             log.warning("ignoring an unknown event from the source: %r", type(event).__name__)
 

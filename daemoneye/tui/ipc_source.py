@@ -123,10 +123,10 @@ class IpcSource:
     async def alerts_list(self) -> tuple[Alert, ...]:
         return tuple(await _call(self.client.alerts_list()))
 
-    async def alert_ack(self, alert_id: int) -> Alert:
+    async def alert_ack(self, alert_id: int, host: str = "") -> Alert:
         return await _call(self.client.alert_ack(alert_id))
 
-    async def alert_close(self, alert_id: int) -> Alert:
+    async def alert_close(self, alert_id: int, host: str = "") -> Alert:
         return await _call(self.client.alert_close(alert_id))
 
     async def rules_list(self) -> tuple[RuleStatus, ...]:

@@ -10,6 +10,7 @@ session dropped, a kill -9): it asks for SIGTERM on its parent's death (`PR_SET_
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -18,15 +19,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from daemoneye.config.loading import load_config
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.errors import DaemonEyeError
 from daemoneye.paths import Mode
+
+if TYPE_CHECKING:
+    from daemoneye.ipc.client import DaemonClient, SshRoute
+    from daemoneye.tui.source import DashboardSource
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
@@ -136,14 +142,50 @@ def _stop_with_parent(parent: int) -> Callable[[], None]:
     return in_child
 
 
-def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None, socket_given: bool) -> int:
-    """Run the dashboard until the user quits; the exit status."""
+_DASHBOARD: dict[str, Any] = {"client_name": "dashboard", "reconnect": True}
+
+
+def _client(route: SshRoute) -> DaemonClient:
+    """A dashboard client of a remote daemon (ssh's login takes a while: a longer timeout)."""
+    from daemoneye.ipc.client import DaemonClient
+
+    return DaemonClient(route.argv[-1], ssh=route, connect_timeout=15.0, **_DASHBOARD)
+
+
+def _check_remote(route: SshRoute) -> None:
+    """Reach the remote daemon once before the dashboard takes the terminal, so a refused
+    login, a missing daemoneye or no daemon there is a clear error, not an endless retry."""
+    from daemoneye.ipc.client import DaemonClient, DaemonUnavailable
+
+    async def probe() -> None:
+        client = DaemonClient(route.argv[-1], ssh=route, connect_timeout=15.0)
+        try:
+            await client.connect()
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(probe())
+    except DaemonUnavailable as exc:
+        raise LauncherError(str(exc)) from None
+
+
+def run_dashboard(
+    loaded: LoadedConfig,
+    *,
+    config_file: Path | None,
+    socket_given: bool,
+    remotes: Mapping[str, SshRoute] | None = None,
+) -> int:
+    """Run the dashboard until the user quits; the exit status. With `remote` it attaches to
+    that host's daemon through ssh (never a private daemon: that host's is the one asked for)."""
     # Log records go to Textual's devtools log, never onto the terminal the dashboard owns.
     from textual.logging import TextualHandler
 
     from daemoneye.ipc.client import DaemonClient
     from daemoneye.tui.app import DaemonEyeApp, follow_terminal_size
     from daemoneye.tui.ipc_source import IpcSource
+    from daemoneye.tui.multi_source import MultiSource
     from daemoneye.tui.preferences import (
         configured_hide_kernel_threads,
         configured_theme,
@@ -155,7 +197,12 @@ def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None, socket_give
     logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
     socket_path = loaded.paths.socket
     private: PrivateDaemon | None = None
-    if not daemon_answers(socket_path):
+    remotes = dict(remotes or {})
+    if len(remotes) == 1:
+        _check_remote(next(iter(remotes.values())))
+    elif remotes:
+        pass  # several: a host that does not answer is marked in the header, not fatal
+    elif not daemon_answers(socket_path):
         if socket_given:
             raise LauncherError(f"no daemon answers on {socket_path}")
         print(
@@ -164,9 +211,14 @@ def run_dashboard(loaded: LoadedConfig, *, config_file: Path | None, socket_give
         )
         private = PrivateDaemon.start(config_file)
         socket_path = private.socket
-    client = DaemonClient(socket_path, client_name="dashboard", reconnect=True)
+    source: DashboardSource
+    if len(remotes) > 1:
+        source = MultiSource({label: IpcSource(_client(route)) for label, route in remotes.items()})
+    else:
+        remote = next(iter(remotes.values()), None)
+        source = IpcSource(_client(remote) if remote else DaemonClient(socket_path, **_DASHBOARD))
     app = DaemonEyeApp(
-        IpcSource(client),
+        source,
         theme=configured_theme(loaded),
         remember_theme=partial(remember_theme, preference_file(loaded)),
         private_daemon=private.description if private else "",

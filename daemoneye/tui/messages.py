@@ -12,6 +12,7 @@ from textual.message import Message
 
 from daemoneye.models import Alert, DaemonStatus, Hello, RuleStatus
 from daemoneye.tui.logic.live import ProcessSet
+from daemoneye.tui.source import HostsChanged
 
 
 @dataclass
@@ -75,3 +76,13 @@ class DaemonDisconnected(Message, bubble=False):
 
     reason: str
     retry_in: float | None = None
+
+
+@dataclass
+class HostsUpdated(Message, bubble=False):
+    """Several hosts: which are up, and which one the screens other than Alerts show."""
+
+    hosts: HostsChanged
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, HostsUpdated)

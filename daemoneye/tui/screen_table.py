@@ -60,6 +60,7 @@ def help_sections() -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
         (f"{SCREENS[0].key} … {SCREENS[-1].key}", ", ".join(entry.mode for entry in SCREENS)),
         ("ctrl+p", "command palette: every action, themes"),
         ("? F1", "this help"),
+        ("h", "next host (--host a --host b)"),
         ("q", "quit"),
     )
     return (

@@ -17,6 +17,8 @@ The event stream, in order, for every connection:
                                    ProcessesReset follows; for "alerts"/"rules" the worker
                                    fetches the list again
     Disconnected(reason, retry_in) the connection is gone; the source reconnects by itself
+    HostsChanged(hosts, current)   several hosts only (multi_source.py): which are up, and
+                                   which one the processes, rules and health screens show
 
 The stream ends only when the source is closed. Request methods raise `SourceError` (with
 `admin_required` set when the daemon refused an admin request for this peer) and never
@@ -88,6 +90,24 @@ class Resync:
 
 
 @dataclass(frozen=True, slots=True)
+class HostState:
+    """One host of a dashboard that watches several: up, or down and why."""
+
+    label: str
+    up: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HostsChanged:
+    """Several hosts (`--host a --host b`): which are up, and which one the processes, rules
+    and health screens show. A single-host source never sends it."""
+
+    hosts: tuple[HostState, ...]
+    current: str
+
+
+@dataclass(frozen=True, slots=True)
 class RulesUpdated:
     """The complete rule set with hits and load problems."""
 
@@ -103,6 +123,7 @@ SourceEvent = (
     | Alert
     | RulesUpdated
     | DaemonStatus
+    | HostsChanged
 )
 
 
@@ -152,12 +173,12 @@ class DashboardSource(Protocol):
         """Every alert the daemon keeps (all states)."""
         ...
 
-    async def alert_ack(self, alert_id: int) -> Alert:
-        """Acknowledge an alert (admin)."""
+    async def alert_ack(self, alert_id: int, host: str = "") -> Alert:
+        """Acknowledge an alert (admin); `host` is Alert.host (several hosts)."""
         ...
 
-    async def alert_close(self, alert_id: int) -> Alert:
-        """Close an alert (admin)."""
+    async def alert_close(self, alert_id: int, host: str = "") -> Alert:
+        """Close an alert (admin); `host` is Alert.host (several hosts)."""
         ...
 
     async def rules_list(self) -> tuple[RuleStatus, ...]:

@@ -671,10 +671,10 @@ class FakeSource:
         self.push(changed)
         return changed
 
-    async def alert_ack(self, alert_id: int) -> Alert:
+    async def alert_ack(self, alert_id: int, host: str = "") -> Alert:
         return await self._set_state(alert_id, "acknowledged")
 
-    async def alert_close(self, alert_id: int) -> Alert:
+    async def alert_close(self, alert_id: int, host: str = "") -> Alert:
         return await self._set_state(alert_id, "closed")
 
     async def rules_list(self) -> tuple[RuleStatus, ...]:

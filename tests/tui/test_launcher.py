@@ -35,7 +35,12 @@ def test_on_a_terminal_it_opens_the_dashboard(
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     assert cli.main(["--mode", "user"]) == 0
     assert opened == [
-        {"socket": tmp_path / "daemoneye.sock", "config_file": None, "socket_given": False}
+        {
+            "socket": tmp_path / "daemoneye.sock",
+            "config_file": None,
+            "socket_given": False,
+            "remotes": {},
+        }
     ]
     assert cli.main(["--socket", str(tmp_path / "other.sock")]) == 0
     assert opened[-1]["socket"] == tmp_path / "other.sock" and opened[-1]["socket_given"]

@@ -203,12 +203,12 @@ async def test_acknowledge_an_alert(make_app: AppFactory) -> None:
         await settle(pilot)
         screen = current(pilot)
         assert isinstance(screen, AlertsScreen)
-        assert screen.table.cursor_key == "7"
+        assert screen.table.cursor_key == "/7"
         await pilot.press("a")
         await settle(pilot)
         assert source.calls == [("alert_acknowledged", (7,))]
-        assert dashboard(pilot).alerts[7].state == "acknowledged"
-        cells = screen.table.cells_of("7")
+        assert dashboard(pilot).alerts["/7"].state == "acknowledged"
+        cells = screen.table.cells_of("/7")
         assert cells is not None and cells[1].text == "ack"
         await pilot.press("c")
         await settle(pilot)
@@ -322,7 +322,7 @@ async def test_resync_replaces_what_was_dropped(make_app: AppFactory) -> None:
         source.alerts[99] = dataclasses.replace(source.alerts[8], id=99, title="missed")
         source.push(Resync("alerts"))
         await settle(pilot)
-        assert dashboard(pilot).alerts[99].title == "missed"
+        assert dashboard(pilot).alerts["/99"].title == "missed"
 
 
 async def test_hostile_text_is_shown_literally(make_app: AppFactory) -> None:

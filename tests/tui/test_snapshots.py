@@ -12,6 +12,7 @@ import pytest
 from textual.pilot import Pilot
 
 from daemoneye.models import ProcessChange, ProcessesDelta
+from daemoneye.tui.multi_source import MultiSource
 from daemoneye.tui.screens.processes import ProcessesScreen
 from tests.fakes.dashboard_source import (
     FAKE_NOW,
@@ -167,6 +168,18 @@ class TestAlertsScreen:
             for index, alert in enumerate(sample_alerts())
         ]
         source = FakeSource(alerts=alerts)
+        assert snap_compare(
+            make_app(source), press=["2"], terminal_size=size, run_before=just_settle
+        )
+
+    @pytest.mark.parametrize("size", SIZES)
+    def test_several_hosts(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
+        """`--host web1 --host db1`: one feed, a HOST column, the header counts the hosts."""
+        web = FakeSource()
+        db = FakeSource(alerts=[dataclasses.replace(sample_alerts()[1], title="db: psql -c")])
+        source: Any = MultiSource({"web1": web, "db1": db})
         assert snap_compare(
             make_app(source), press=["2"], terminal_size=size, run_before=just_settle
         )

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import pytest
 
 from daemoneye.collector.procfs import read_boot_time
-from daemoneye.daemon.process_signal import (
+from daemoneye.daemon.process_signal import parse_signal
+from daemoneye.procmond.signals import (
     SignalRefused,
     StaleProcess,
-    parse_signal,
     signal_instance,
     start_time_of,
 )

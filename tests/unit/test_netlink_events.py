@@ -374,6 +374,27 @@ def test_the_priority_boost_applies_to_the_reader_thread_only(proc: Path) -> Non
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_nice
 
 
+def test_a_realtime_reader_is_sched_fifo_and_the_caller_is_not(proc: Path) -> None:
+    """procmond's reader preempts ordinary tasks the moment an exec wakes it."""
+    connector = SocketPairConnector()
+    source = make_source(proc, connector=connector, realtime=True)
+    source.start()
+    try:
+        assert source._thread is not None and source._thread.native_id is not None
+        tid = source._thread.native_id
+        deadline = time.monotonic() + 10
+        while os.sched_getscheduler(tid) != os.SCHED_FIFO and time.monotonic() < deadline:
+            time.sleep(0.01)
+        policy = os.sched_getscheduler(tid)
+    finally:
+        source.stop()
+        connector.feed.close()
+    if policy != os.SCHED_FIFO and os.geteuid() != 0:
+        pytest.skip("no CAP_SYS_NICE: real-time priority is best effort")
+    assert policy == os.SCHED_FIFO
+    assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER
+
+
 def _nice_when_settled(tid: int, start: int) -> int:
     deadline = time.monotonic() + 10
     nice = start

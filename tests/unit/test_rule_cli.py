@@ -154,7 +154,7 @@ def test_validate_an_empty_directory_or_a_missing_path_says_what_it_is(
     assert code == 2 and "no such file or directory" in err
     (tmp_path / "empty").mkdir()
     code, _, err = run(capsys, "rules", "validate", str(tmp_path / "empty"))
-    assert code == 2 and "no rule files (*.toml)" in err
+    assert code == 2 and "no rule files (*.toml, *.yml, *.yaml)" in err
 
 
 def test_list_shows_the_pack_overrides_and_problems(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from daemoneye.config.schema import FileSinkConfig
+from daemoneye.engine.formats import alert_document
 from daemoneye.engine.sinks.base import SinkError
 from daemoneye.text import json_text
 
@@ -25,8 +26,11 @@ class FileSink:
 
     name = "file"
 
-    def __init__(self, path: Path | str, *, fsync: bool = True, mode: int = 0o600) -> None:
+    def __init__(
+        self, path: Path | str, *, fsync: bool = True, mode: int = 0o600, fmt: str = "native"
+    ) -> None:
         self.path = Path(path)
+        self._format = fmt
         self._fsync = fsync
         self._mode = mode
         self._fd: int | None = None
@@ -34,7 +38,9 @@ class FileSink:
         self._torn = False  # the last write stopped mid-line: start the next on a new line
 
     def deliver(self, payload: Mapping[str, Any]) -> None:
-        line = json_text(payload, compact=True) + "\n"  # DEL, C1, bidi as \u escapes
+        line = (
+            json_text(alert_document(payload, self._format), compact=True) + "\n"
+        )  # DEL, C1, bidi as \u escapes
         data = line.encode("utf-8", "backslashreplace")
         if self._torn:
             data = b"\n" + data
@@ -92,4 +98,4 @@ class FileSink:
 
 def build(section: FileSinkConfig) -> FileSink:
     """The sink of `[sinks.file]`."""
-    return FileSink(Path(section.path), fsync=section.fsync)
+    return FileSink(Path(section.path), fsync=section.fsync, fmt=section.format)

@@ -9,23 +9,28 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from daemoneye.config.schema import StdoutSinkConfig
+from daemoneye.engine.formats import FORMATS, alert_document
 from daemoneye.engine.sinks.base import SinkError, human_line
 from daemoneye.text import json_text
 
 
 class StdoutSink:
-    """Writes `human` text or compact `json`, one alert per line, flushed at once."""
+    """Writes `human` text or compact JSON (`json` native, `ocsf`, `ecs`), one alert per line,
+    flushed at once."""
 
     name = "stdout"
 
     def __init__(self, fmt: str = "human", stream: TextIO | None = None) -> None:
-        if fmt not in ("human", "json"):
+        if fmt not in ("human", "json", *FORMATS):
             raise ValueError(f"unknown stdout format {fmt!r}")
-        self._fmt = fmt
+        self._fmt = "native" if fmt == "json" else fmt
         self._stream = stream  # None: whatever sys.stdout is at delivery time
 
     def deliver(self, payload: Mapping[str, Any]) -> None:
-        line = json_text(payload, compact=True) if self._fmt == "json" else human_line(payload)
+        if self._fmt == "human":
+            line = human_line(payload)
+        else:
+            line = json_text(alert_document(payload, self._fmt), compact=True)
         stream = self._stream if self._stream is not None else sys.stdout
         try:
             stream.write(line + "\n")

@@ -23,9 +23,10 @@ from typing import Any
 
 from daemoneye.config.schema import SyslogSinkConfig
 from daemoneye.config.sink_values import SYSLOG_FACILITY_CODES, SyslogAddress, parse_syslog_address
+from daemoneye.engine.formats import alert_document
 from daemoneye.engine.sinks.base import SinkError, alert_text, iso_time
 from daemoneye.errors import ConfigError
-from daemoneye.text import visible
+from daemoneye.text import json_text, visible
 
 SD_ID = "daemoneye@32473"
 # Alert severity → syslog severity (RFC 5424 table 2).
@@ -63,8 +64,10 @@ def format_rfc5424(
     hostname: str,
     procid: int,
     max_bytes: int = 8192,
+    fmt: str = "native",
 ) -> bytes:
-    """The RFC 5424 message for one alert payload."""
+    """The RFC 5424 message for one alert payload: structured data from the payload, and as
+    MSG the alert as a line of text (`native`) or its OCSF/ECS document as compact JSON."""
     severity = SYSLOG_SEVERITY.get(str(payload.get("severity")), 4)
     pri = SYSLOG_FACILITY_CODES[facility] * 8 + severity
     ts = payload.get("ts")
@@ -81,11 +84,26 @@ def format_rfc5424(
         f"{_header_token(str(payload.get('event', 'alert')), 32)} {structured} "
     )
     head = header.encode("ascii", "replace")
-    body = alert_text(payload).encode("utf-8", "backslashreplace")
     room = max(0, max_bytes - len(head))
+    body = _message(payload, fmt, room)
     if len(body) > room:
         body = body[:room].decode("utf-8", "ignore").encode("utf-8")  # cut on a character
     return head + body
+
+
+def _message(payload: Mapping[str, Any], fmt: str, room: int) -> bytes:
+    """MSG: the alert as text, or its document as JSON. A document that does not fit in `room`
+    (UDP's 2048 bytes) is sent without the rule's result row rather than cut into invalid JSON;
+    only if even that does not fit is it cut."""
+    if fmt == "native":
+        return alert_text(payload).encode("utf-8", "backslashreplace")
+    body = json_text(alert_document(payload, fmt), compact=True).encode("utf-8", "backslashreplace")
+    if len(body) > room:
+        slim = {**payload, "row": {}}
+        body = json_text(alert_document(slim, fmt), compact=True).encode(
+            "utf-8", "backslashreplace"
+        )
+    return body
 
 
 class SyslogSink:
@@ -101,7 +119,9 @@ class SyslogSink:
         app_name: str = "daemoneye",
         hostname: str | None = None,
         timeout: float = 5.0,
+        fmt: str = "native",
     ) -> None:
+        self._format = fmt
         if facility not in SYSLOG_FACILITY_CODES:
             raise ValueError(f"unknown syslog facility {facility!r}")
         self.address = address
@@ -125,6 +145,7 @@ class SyslogSink:
             hostname=self._hostname,
             procid=os.getpid(),
             max_bytes=MAX_MESSAGE_BYTES[self.address.transport],
+            fmt=self._format,
         )
         try:
             sock = self._connect()
@@ -202,4 +223,6 @@ def build(section: SyslogSinkConfig) -> SyslogSink:
         address = parse_syslog_address(section.address)
     except ValueError as exc:
         raise ConfigError(f"sinks.syslog.address: {exc}") from None
-    return SyslogSink(address, facility=section.facility, app_name=section.app_name)
+    return SyslogSink(
+        address, facility=section.facility, app_name=section.app_name, fmt=section.format
+    )

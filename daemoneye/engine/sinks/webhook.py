@@ -29,6 +29,7 @@ from typing import Any
 from daemoneye import __version__
 from daemoneye.config.schema import WebhookSinkConfig
 from daemoneye.config.sink_values import redact_url
+from daemoneye.engine.formats import alert_document
 from daemoneye.engine.sinks.base import PermanentSinkError, SinkError
 from daemoneye.errors import ConfigError
 from daemoneye.text import json_text, shorten, visible
@@ -142,8 +143,10 @@ class WebhookSink:
         verify_tls: bool = True,
         ca_file: str | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        fmt: str = "native",
     ) -> None:
         self.url = url
+        self._format = fmt
         self._shown_url = redact_url(url)
         self._timeout = timeout
         self._headers = {
@@ -154,7 +157,8 @@ class WebhookSink:
         self._tls = tls_context(verify=verify_tls, ca_file=ca_file)
 
     def deliver(self, payload: Mapping[str, Any]) -> None:
-        body = json_text(payload, compact=True).encode("utf-8", "backslashreplace")
+        document = alert_document(payload, self._format)
+        body = json_text(document, compact=True).encode("utf-8", "backslashreplace")
         headers = dict(self._headers)
         if payload.get("event_id") is not None:
             headers["X-DaemonEye-Event-Id"] = str(payload["event_id"])  # for receivers' dedup
@@ -260,6 +264,7 @@ def build(section: WebhookSinkConfig) -> WebhookSink:
             verify_tls=section.verify_tls,
             ca_file=section.ca_file or None,
             headers=section.headers,
+            fmt=section.format,
         )
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(

@@ -22,13 +22,23 @@ ALERT_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+HOST_COLUMN = ("host", "host")
+
+
+def alert_columns(several_hosts: bool) -> tuple[tuple[str, str], ...]:
+    """The feed's columns: HOST first when the dashboard watches several hosts."""
+    return (HOST_COLUMN, *ALERT_COLUMNS) if several_hosts else ALERT_COLUMNS
+
+
 @dataclass(frozen=True, slots=True)
 class AlertFilter:
-    """Which alerts the feed shows: at least `min_severity`, of `rule_id`, in `states`."""
+    """Which alerts the feed shows: at least `min_severity`, of `rule_id`, in `states`, from
+    `host` (with several hosts)."""
 
     min_severity: str | None = None
     rule_id: str | None = None
     states: frozenset[str] = ACTIVE_STATES
+    host: str | None = None
 
     def matches(self, alert: Alert) -> bool:
         if self.min_severity is not None and (
@@ -36,6 +46,8 @@ class AlertFilter:
         ):
             return False
         if self.rule_id is not None and alert.rule_id != self.rule_id:
+            return False
+        if self.host is not None and alert.host != self.host:
             return False
         return alert.state in self.states
 
@@ -47,6 +59,8 @@ class AlertFilter:
             if self.states >= set(ALERT_STATES)
             else " + ".join(s for s in ALERT_STATES if s in self.states),
         ]
+        if self.host is not None:
+            parts.append(f"host {safe_cell(self.host, 40)}")
         return ", ".join(parts)
 
 
@@ -55,16 +69,20 @@ def newest_first(alerts: Iterable[Alert]) -> list[Alert]:
     return sorted(alerts, key=lambda alert: (alert.last_seen, alert.id), reverse=True)
 
 
-def alert_key(alert_id: int) -> str:
-    return str(alert_id)
+def alert_key(alert: Alert) -> str:
+    """An alert's key in the dashboard: ids are per daemon, so with several hosts the host
+    label is part of it."""
+    return f"{alert.host}/{alert.id}"
 
 
-def alert_row(alert: Alert, now: float) -> RowView:
+def alert_row(alert: Alert, now: float, *, several_hosts: bool = False) -> RowView:
     severity_tone = tone(alert.severity)
     state_tone = "dim" if alert.state == "closed" else ""
+    host = (Cell(safe_cell(alert.host, 24), "dim"),) if several_hosts else ()
     return RowView(
-        alert_key(alert.id),
+        alert_key(alert),
         (
+            *host,
             Cell(label(alert.severity), severity_tone),
             Cell(alert.state[:5] if alert.state != "acknowledged" else "ack", state_tone),
             Cell(repeats(alert, now)),
@@ -75,8 +93,14 @@ def alert_row(alert: Alert, now: float) -> RowView:
     )
 
 
-def alert_rows(alerts: Iterable[Alert], alert_filter: AlertFilter, now: float) -> list[RowView]:
-    return [alert_row(alert, now) for alert in newest_first(alerts) if alert_filter.matches(alert)]
+def alert_rows(
+    alerts: Iterable[Alert], alert_filter: AlertFilter, now: float, *, several_hosts: bool = False
+) -> list[RowView]:
+    return [
+        alert_row(alert, now, several_hosts=several_hosts)
+        for alert in newest_first(alerts)
+        if alert_filter.matches(alert)
+    ]
 
 
 def worst_by_process(alerts: Iterable[Alert]) -> dict[str, str]:
@@ -129,3 +153,8 @@ def cycle_rule(current: str | None, rule_ids: Iterable[str]) -> str | None:
     """None → first rule id → … → last → None."""
     order: list[str | None] = [None, *sorted(set(rule_ids))]
     return order[(order.index(current) + 1) % len(order)] if current in order else None
+
+
+def cycle_host(current: str | None, hosts: Iterable[str]) -> str | None:
+    """All hosts → the first → … → the last → all hosts."""
+    return cycle_rule(current, hosts)

@@ -25,6 +25,9 @@ class ConnectionState:
     retry_in: float | None = None
     last_data: float | None = None  # when data last arrived (kept while disconnected)
     private_daemon: str = ""  # "private daemon pid 4242" when the dashboard started one
+    # Several hosts (`--host a --host b`): (label, up) of each, and the one shown
+    hosts: tuple[tuple[str, bool], ...] = ()
+    current_host: str = ""
 
     @property
     def connected(self) -> bool:
@@ -33,6 +36,17 @@ class ConnectionState:
     @property
     def admin(self) -> bool:
         return self.connected and self.role == "admin"
+
+
+def hosts_parts(hosts: tuple[tuple[str, bool], ...]) -> list[Part]:
+    """` · hosts 2/3 (db down)`: how many of several hosts answer, and which do not."""
+    if len(hosts) < 2:
+        return []
+    down = [safe_cell(label, 16) for label, up in hosts if not up]
+    parts: list[Part] = [(f" · hosts {len(hosts) - len(down)}/{len(hosts)}", "dim")]
+    if down:
+        parts.append((f" ({', '.join(down)} down)", "critical"))
+    return parts
 
 
 def connection_parts(connection: ConnectionState, now: float) -> list[Part]:
@@ -66,8 +80,11 @@ def header_parts(
 ) -> list[Part]:
     """The header line: host, connection state, counts."""
     host = safe_cell(connection.host, 24) if connection.host else "daemoneye"
+    if connection.current_host and connection.current_host != connection.host:
+        host = safe_cell(connection.current_host, 24) + (f" ({host})" if connection.host else "")
     parts: list[Part] = [(host, "title"), ("  ", "")]
     parts.extend(connection_parts(connection, now))
+    parts.extend(hosts_parts(connection.hosts))
     parts.append((f"  {processes} procs", ""))
     parts.append(("  alerts", ""))
     if not any(open_alerts.values()):

@@ -93,6 +93,24 @@ def rule_facts(status: RuleStatus, now: float) -> list[tuple[str, str]]:
         facts.append(("overrides", safe(rule.overrides, 2000)))
     if rule.tags:
         facts.append(("tags", safe(", ".join(rule.tags), 500)))
+    facts.extend(sigma_facts(rule))
     if rule.description:  # a TOML multi-line string: its line breaks are not the layout
         facts.append(("about", safe(" ".join(rule.description.split()), 2000)))
+    return facts
+
+
+def sigma_facts(rule: Rule) -> list[tuple[str, str]]:
+    """What a rule keeps from Sigma (its id, status, references, false positives); none for
+    a rule written in TOML without them."""
+    facts: list[tuple[str, str]] = []
+    if rule.source_format == "sigma" or rule.sigma_id:
+        origin = "Sigma rule" if rule.source_format == "sigma" else "imported from Sigma"
+        sigma_id = f" {rule.sigma_id}" if rule.sigma_id else ""
+        facts.append(("format", safe(f"{origin}{sigma_id}", 200)))
+    if rule.status:
+        facts.append(("status", safe(rule.status, 100)))
+    if rule.references:
+        facts.append(("refs", safe(" ".join(rule.references), 2000)))
+    if rule.falsepositives:
+        facts.append(("false pos", safe("; ".join(rule.falsepositives), 2000)))
     return facts

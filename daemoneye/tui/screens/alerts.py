@@ -3,6 +3,7 @@ process."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 from rich.text import Text
@@ -15,6 +16,7 @@ from daemoneye.models import Alert, ProcessKey
 from daemoneye.tui.logic.alerts import (
     AlertFilter,
     alert_rows,
+    cycle_host,
     cycle_min_severity,
     cycle_rule,
     cycle_states,
@@ -38,6 +40,7 @@ class AlertsScreen(DashboardScreen):
         ("a  c", "acknowledge, close (admin)"),
         ("p  Enter", "jump to the process"),
         ("v  o  r", "filter by severity, state, rule"),
+        ("h", "filter by host (several hosts)"),
     )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "ack", "Ack"),
@@ -46,6 +49,7 @@ class AlertsScreen(DashboardScreen):
         Binding("v", "cycle_severity", "Severity"),
         Binding("o", "cycle_state", "State"),
         Binding("r", "cycle_rule", "Rule"),
+        Binding("h", "cycle_host", "Host", show=False),
     ]
     PALETTE: ClassVar[tuple[PaletteEntry, ...]] = (
         ("Acknowledge alert", "Mark the selected alert acknowledged (admin)", "ack"),
@@ -62,7 +66,7 @@ class AlertsScreen(DashboardScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="alert-filter")
-        yield AlertTable(id="alert-table")
+        yield AlertTable(id="alert-table", several_hosts=len(self.dashboard.hosts) > 1)
         yield Static(id="alert-detail")
 
     @property
@@ -80,7 +84,9 @@ class AlertsScreen(DashboardScreen):
     def _refresh_rows(self) -> None:
         now = self.dashboard.now()
         alerts = self.dashboard.alerts.values()
-        rows = alert_rows(alerts, self.alert_filter, now)
+        rows = alert_rows(
+            alerts, self.alert_filter, now, several_hosts=len(self.dashboard.hosts) > 1
+        )
         self.table.sync(rows)
         total = len(self.dashboard.alerts)
         line = Text(
@@ -95,7 +101,7 @@ class AlertsScreen(DashboardScreen):
     @property
     def selected(self) -> Alert | None:
         key = self.table.cursor_key
-        return self.dashboard.alerts.get(int(key)) if key is not None else None
+        return self.dashboard.alerts.get(key) if key is not None else None
 
     @on(LiveTable.RowHighlighted, "#alert-table")
     def _show_detail(self) -> None:
@@ -128,16 +134,25 @@ class AlertsScreen(DashboardScreen):
 
     def action_cycle_severity(self) -> None:
         f = self.alert_filter
-        self._set_filter(AlertFilter(cycle_min_severity(f.min_severity), f.rule_id, f.states))
+        self._set_filter(replace(f, min_severity=cycle_min_severity(f.min_severity)))
 
     def action_cycle_state(self) -> None:
         f = self.alert_filter
-        self._set_filter(AlertFilter(f.min_severity, f.rule_id, cycle_states(f.states)))
+        self._set_filter(replace(f, states=cycle_states(f.states)))
 
     def action_cycle_rule(self) -> None:
         f = self.alert_filter
         rule_ids = {alert.rule_id for alert in self.dashboard.alerts.values()}
-        self._set_filter(AlertFilter(f.min_severity, cycle_rule(f.rule_id, rule_ids), f.states))
+        self._set_filter(replace(f, rule_id=cycle_rule(f.rule_id, rule_ids)))
+
+    def action_cycle_host(self) -> None:
+        """Several hosts: all → each host → all (this screen merges them; `h` elsewhere
+        switches the host the other screens show)."""
+        if len(self.dashboard.hosts) < 2:
+            self.notify("This dashboard watches one host.")
+            return
+        f = self.alert_filter
+        self._set_filter(replace(f, host=cycle_host(f.host, self.dashboard.hosts)))
 
     # -- actions ----------------------------------------------------------------------------
     def action_ack(self) -> None:
@@ -152,21 +167,22 @@ class AlertsScreen(DashboardScreen):
             self.notify("No alert selected.", severity="warning")
             return
         verb = "acknowledging alerts" if state == "acknowledged" else "closing alerts"
-        if self.dashboard.refuse_unless_admin(verb):
+        # With several hosts the rights are per host: that daemon decides (and says so).
+        if not alert.host and self.dashboard.refuse_unless_admin(verb):
             return
         if alert.state == state:
             self.notify(f"Alert {alert.id} is already {state}.")
             return
-        self._send_state(alert.id, state)
+        self._send_state(alert, state)
 
     @work(group="alert-state")
-    async def _send_state(self, alert_id: int, state: str) -> None:
+    async def _send_state(self, alert: Alert, state: str) -> None:
         source = self.dashboard.source
-        try:
+        try:  # to the daemon that raised it: with several hosts, alert.host says which
             if state == "acknowledged":
-                changed = await source.alert_ack(alert_id)
+                changed = await source.alert_ack(alert.id, alert.host)
             else:
-                changed = await source.alert_close(alert_id)
+                changed = await source.alert_close(alert.id, alert.host)
         except SourceError as exc:
             if exc.admin_required:
                 self.dashboard.refuse_unless_admin("changing alerts")

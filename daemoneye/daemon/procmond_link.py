@@ -1,0 +1,241 @@
+"""The agent's end of the collector pair: start procmond, read its frames, ask it to signal.
+
+procmond is started over `socket.socketpair()` with its end inherited (`--fd`); the agent's
+end is never inherited by anyone. A reader thread blocks on the pair, validates each frame
+whole (procmond/frames.py) and queues it (bounded: a full queue stops the reader, which makes
+procmond's writes wait, which leaves events in the kernel's and procmond's bounded queues);
+`wakeup` then tells the event loop. When the pair ends — EOF because procmond died, or a frame
+that does not validate — the reader queues a `Lost` with the reason and stops; the daemon
+restarts procmond (`restart`), whose first scan is a full one that the agent reconciles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from daemoneye.config.schema import CollectorConfig
+from daemoneye.ipc.codec import to_wire
+from daemoneye.procmond import frames
+
+log = logging.getLogger(__name__)
+
+QUEUE_FRAMES = 1024
+SELF_EXE = "/proc/self/exe"
+STOP_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """The pair ended: `reason` says how (EOF, or the malformed frame's kind and field)."""
+
+    reason: str
+    at: float  # monotonic
+
+
+def procmond_command(
+    fd: int, settings: CollectorConfig, boot_time: float, proc_root: str
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "daemoneye.procmond",
+        "--fd",
+        str(fd),
+        "--boot-time",
+        repr(boot_time),
+        "--settings",
+        json.dumps(to_wire(settings)),
+        "--proc-root",
+        proc_root,
+        "--log-level",
+        logging.getLevelName(logging.getLogger("daemoneye").getEffectiveLevel()).lower(),
+    ]
+
+
+def last_pid(proc_root: str = "/proc") -> int | None:
+    """The pid the kernel handed out last (/proc/loadavg): how many tasks were created between
+    two readings is an upper bound of the execs nobody saw in between."""
+    try:
+        with open(f"{proc_root}/loadavg", "rb") as loadavg:
+            return int(loadavg.read().split()[4])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class ProcmondLink:
+    """One running procmond and its pair; `start()` again after a `Lost` starts a new one."""
+
+    def __init__(
+        self,
+        settings: CollectorConfig,
+        *,
+        boot_time: float,
+        proc_root: str,
+        wakeup: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.boot_time = boot_time
+        self.proc_root = proc_root
+        self._wakeup = wakeup
+        self.frames: queue.Queue[Any] = queue.Queue(QUEUE_FRAMES)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.hello: frames.Hello | None = None
+        self._pair: socket.socket | None = None
+        self._reader: threading.Thread | None = None
+        self._send_lock = threading.Lock()
+        self._request_ids = itertools.count(1)
+        self._pending: dict[
+            int, tuple[asyncio.AbstractEventLoop, asyncio.Future[frames.SignalResult]]
+        ] = {}
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def start(self) -> None:
+        """Start procmond with one end of a new pair and a reader on the other."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024**2)
+        try:
+            self.process = subprocess.Popen(
+                procmond_command(theirs.fileno(), self.settings, self.boot_time, self.proc_root),
+                # This very interpreter, through the magic link: no path walk that an
+                # unprivileged agent may not make (e.g. a Python under /root), and no swap of
+                # the file at sys.executable between the agent's start and procmond's.
+                executable=SELF_EXE if os.path.exists(SELF_EXE) else None,
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        self._pair = ours
+        self.hello = None
+        self.starts += 1
+        self._reader = threading.Thread(
+            target=self._read, args=(ours,), name="daemoneye-procmond-reader", daemon=True
+        )
+        self._reader.start()
+        # PRIVILEGES: procmond runs; the agent drops its own privileges from here on
+        # (procmond/privileges.py), once, at the first start.
+
+    def _read(self, pair: socket.socket) -> None:
+        """The reader thread: frames off the pair into the queue, a `Lost` at the end."""
+        try:
+            while True:
+                payload = frames.read_frame(pair, frames.FROM_PROCMOND)
+                if isinstance(payload, frames.SignalResult):
+                    self._answer(payload)
+                    continue
+                if isinstance(payload, frames.Hello):
+                    self.hello = payload
+                self.frames.put(payload)
+                self._wakeup()
+        except frames.PairClosed:
+            reason = "procmond closed the pair (it exited or was killed)"
+        except frames.FrameError as exc:
+            reason = f"procmond sent a malformed frame: {exc}"
+        except OSError as exc:
+            reason = f"reading from procmond failed: {exc}"
+        self.frames.put(Lost(reason, time.monotonic()))
+        self._fail_pending(reason)
+        self._wakeup()
+
+    def take(self) -> list[Any]:
+        """Every frame queued so far (a `Lost` last, if the pair ended)."""
+        taken = []
+        while True:
+            try:
+                taken.append(self.frames.get_nowait())
+            except queue.Empty:
+                return taken
+
+    # -- commands --------------------------------------------------------------------------
+    def _send(self, payload: object) -> None:
+        pair = self._pair
+        if pair is None:
+            raise ConnectionError("procmond is not running")
+        with self._send_lock:
+            frames.write_frame(pair, payload)
+
+    def rescan(self) -> None:
+        self._send(frames.Rescan())
+
+    async def signal(
+        self, pid: int, start_time: float, sig: signal.Signals, timeout: float = 5.0
+    ) -> frames.SignalResult:
+        """Ask procmond to signal the instance; its answer (or 'refused' when it is gone)."""
+        loop = asyncio.get_running_loop()
+        request_id = next(self._request_ids)
+        answer: asyncio.Future[frames.SignalResult] = loop.create_future()
+        self._pending[request_id] = (loop, answer)
+        try:
+            await asyncio.to_thread(
+                self._send, frames.SignalRequest(request_id, pid, start_time, int(sig))
+            )
+            return await asyncio.wait_for(answer, timeout)
+        except (OSError, TimeoutError) as exc:
+            return frames.SignalResult(request_id, "refused", f"procmond did not answer: {exc}")
+        finally:
+            self._pending.pop(request_id, None)
+
+    def _answer(self, result: frames.SignalResult) -> None:
+        pending = self._pending.get(result.request_id)
+        if pending is None:
+            log.warning(
+                "procmond answered signal request %d, which nobody asked", result.request_id
+            )
+            return
+        loop, answer = pending
+        loop.call_soon_threadsafe(_resolve, answer, result)
+
+    def _fail_pending(self, reason: str) -> None:
+        for request_id, (loop, answer) in list(self._pending.items()):
+            loop.call_soon_threadsafe(
+                _resolve, answer, frames.SignalResult(request_id, "refused", reason)
+            )
+
+    # -- ending ----------------------------------------------------------------------------
+    def stop(self) -> int | None:
+        """Close the pair (procmond exits on EOF), reap it; SIGKILL if it does not go."""
+        pair, self._pair = self._pair, None
+        if pair is not None:
+            try:
+                pair.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                log.debug("the pair was already shut down")
+            pair.close()
+        process = self.process
+        if process is None:
+            return None
+        try:
+            code = process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.warning("procmond (pid %d) did not exit: killing it", process.pid)
+            process.kill()
+            code = process.wait()
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(STOP_TIMEOUT_S)
+        return code
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def _resolve(answer: asyncio.Future[frames.SignalResult], result: frames.SignalResult) -> None:
+    if not answer.done():
+        answer.set_result(result)

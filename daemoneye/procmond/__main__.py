@@ -1,0 +1,5 @@
+import sys
+
+from daemoneye.procmond.main import main
+
+sys.exit(main())

@@ -1,0 +1,279 @@
+"""procmond's one loop: scan /proc, forward kernel process events and hashes, obey two commands.
+
+The collector itself (scanner, event source, hasher, the event feed that reconciles them) lives
+in collector/; this loop only drives it and speaks the pair protocol (procmond/frames.py). It
+runs alone in its process, so the event reader thread reads the new process's exe, argv and
+cwd the moment the kernel reports the exec, never waiting for the agent's rule evaluation.
+
+The main thread waits (select) on the pair, on a pipe the event reader writes to, and on the
+next scan's deadline. Writes to the pair block: a slow agent slows this loop, the kernel and
+the event source's bounded queue hold what arrives meanwhile, and losses trigger a
+reconciling scan as they do in one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import resource
+import select
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+from daemoneye.collector.event_feed import EventFeed
+from daemoneye.collector.events import ProcEventSource
+from daemoneye.collector.hashing import ExeHasher
+from daemoneye.collector.netlink import EventsUnavailable, ProcConnector, probe
+from daemoneye.collector.scanner import ProcScanner
+from daemoneye.collector.users import UserNames
+from daemoneye.config.schema import CollectorConfig
+from daemoneye.models import ExeHash, ProcessEvent, ProcessKey, ScanDelta, ScanStats
+from daemoneye.procmond import frames
+from daemoneye.procmond.signals import SignalRefused, StaleProcess, signal_instance
+
+log = logging.getLogger(__name__)
+
+# Events are sent in batches taken this long after the batch's first event: one frame (and one
+# agent transaction) per burst rather than per exec. The reader thread has already read each
+# exec's details by then; only the hand-over waits.
+EVENT_BATCH_S = 0.005
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def self_rss_bytes() -> int:
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * _PAGE_SIZE
+
+
+def self_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Procmond:
+    """The collector process's state and loop; `run()` returns when the agent goes away."""
+
+    def __init__(
+        self,
+        pair: socket.socket,
+        settings: CollectorConfig,
+        *,
+        boot_time: float,
+        proc_root: str = "/proc",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.pair = pair
+        self.settings = settings
+        self.boot_time = boot_time
+        self.proc_root = proc_root
+        self.user_names = UserNames()
+        self.hasher = (
+            ExeHasher(max_bytes=settings.hash_max_bytes, proc_root=proc_root)
+            if settings.hash_executables
+            else None
+        )
+        self.scanner = ProcScanner(
+            proc_root,
+            boot_time=boot_time,
+            update_interval=settings.update_interval,
+            clock=clock,
+            hasher=self.hasher,
+            user_names=self.user_names,
+        )
+        self.feed: EventFeed | None = None
+        self.event_source = "polling-only: not started"
+        self._clock = clock
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._rescan = False
+
+    # -- startup ---------------------------------------------------------------------------
+    def start_events(self) -> None:
+        if not self.settings.events:
+            self.event_source = "polling-only: collector.events is off"
+            return
+        reason = probe()
+        if reason is None:
+            source = ProcEventSource(
+                self.boot_time,
+                wakeup=self._wakeup,
+                connector=ProcConnector(rcvbuf_bytes=self.settings.event_buffer),
+                proc_root=self.proc_root,
+                user_of=self.user_names,
+                realtime=True,
+            )
+            try:
+                source.start()
+            except EventsUnavailable as exc:
+                reason = str(exc)
+            else:
+                self.feed = EventFeed(
+                    source, self.scanner, self.user_names, self.hasher, clock=self._clock
+                )
+                self.event_source = "netlink"
+                return
+        self.event_source = f"polling-only: {reason}"
+
+    def _wakeup(self) -> None:  # the event reader thread: events are queued
+        with contextlib.suppress(BlockingIOError):  # full: the main thread is woken already
+            os.write(self._wake_w, b"\0")
+
+    def hello(self) -> frames.Hello:
+        source = self.feed.source.stats() if self.feed is not None else None
+        return frames.Hello(
+            version=frames.PAIR_VERSION,
+            pid=os.getpid(),
+            uid=os.geteuid(),
+            boot_time=self.boot_time,
+            event_source=self.event_source,
+            event_filter=source.filtering if source is not None else "",
+            sees_all=self.scanner.sees_all,
+        )
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> None:
+        """Hello, a full first scan, then scans every interval and events as they come, until
+        the agent closes the pair (PairClosed) or sends a frame that does not validate."""
+        self.send(self.hello())
+        self.scan(full=True)
+        next_scan = time.monotonic() + self.settings.interval
+        while True:
+            wait = max(0.0, next_scan - time.monotonic())
+            readable, _, _ = select.select([self.pair.fileno(), self._wake_r], [], [], wait)
+            if self.pair.fileno() in readable:
+                self.obey(frames.read_frame(self.pair, frames.FROM_AGENT))
+            if self._wake_r in readable:
+                self._drain_wake_pipe()
+                time.sleep(EVENT_BATCH_S)
+                self.forward_events()
+            reconcile = self.feed is not None and self.feed.source.take_reconcile()
+            if self._rescan or reconcile or time.monotonic() >= next_scan:
+                self._rescan = False
+                self.forward_events()  # the scan must not report what is still queued
+                self.scan(full=False)
+                next_scan += self.settings.interval
+                if next_scan < time.monotonic():
+                    next_scan = time.monotonic() + self.settings.interval
+
+    def _drain_wake_pipe(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 4096):
+                pass
+
+    def forward_events(self) -> None:
+        if self.feed is None:
+            return
+        while True:
+            delta = self.feed.take()
+            if delta is None:
+                return
+            self.send(frames.Events(delta))
+
+    def scan(self, *, full: bool) -> None:
+        delta = self.scanner.scan()
+        evaluated: tuple[ProcessKey, ...] = ()
+        if self.feed is not None:
+            delta = self.feed.without_duplicates(delta)
+            fresh = self.feed.not_yet_evaluated(delta)
+            fresh_keys = {r.key for r in fresh.added} | {r.key for r in fresh.execed}
+            evaluated = tuple(r.key for r in delta.added + delta.execed if r.key not in fresh_keys)
+        if full and len(delta.added) > frames.FULL_SCAN_PIECE:
+            self._send_in_pieces(delta)
+        else:
+            self.send(frames.Scan(delta, full, evaluated))
+        hashes: list[ExeHash] = self.hasher.drain() if self.hasher is not None else []
+        if hashes:
+            self.send(frames.Hashes(tuple(hashes)))
+        self.send(self.health())
+
+    def _send_in_pieces(self, delta: ScanDelta) -> None:
+        """A full scan as SCAN frames of at most FULL_SCAN_PIECE records, each with its
+        records' events; the stats and anything not about an added record go with the last."""
+        piece = frames.FULL_SCAN_PIECE
+        events_of: dict[ProcessKey, list[ProcessEvent]] = {}
+        other_events: list[ProcessEvent] = []
+        added_keys = {r.key for r in delta.added}
+        for event in delta.events:
+            key = ProcessKey(event.pid, event.start_time)
+            if key in added_keys:
+                events_of.setdefault(key, []).append(event)
+            else:
+                other_events.append(event)
+        quiet = ScanStats(0.0, 0, 0, 0, 0, 0, 0)
+        for start in range(0, len(delta.added), piece):
+            records = delta.added[start : start + piece]
+            last = start + piece >= len(delta.added)
+            events = [e for r in records for e in events_of.get(r.key, ())]
+            part = ScanDelta(
+                ts=delta.ts,
+                added=records,
+                updated=delta.updated if last else (),
+                execed=delta.execed if last else (),
+                ended=delta.ended if last else (),
+                events=tuple(events + other_events) if last else tuple(events),
+                stats=delta.stats if last else quiet,
+            )
+            self.send(frames.Scan(part, True, (), more=not last))
+
+    def health(self) -> frames.Health:
+        source = self.feed.source if self.feed is not None else None
+        stats = source.stats() if source is not None else None
+        failure = source.failure if source is not None else None
+        return frames.Health(
+            pid=os.getpid(),
+            uid=os.geteuid(),
+            rss_bytes=self_rss_bytes(),
+            cpu_seconds=round(self_cpu_seconds(), 3),
+            processes=len(self.scanner.snapshot()),
+            scans_total=self.scanner.scans_total,
+            denied_total=self.scanner.denied_total,
+            vanished_total=self.scanner.vanished_total,
+            hash_dropped_total=self.hasher.dropped_total if self.hasher is not None else 0,
+            events_total=stats.events_total if stats else 0,
+            events_lost_total=stats.lost_total if stats else 0,
+            events_dropped_total=stats.dropped_total if stats else 0,
+            event_source=self.event_source,
+            event_filter=stats.filtering if stats else "",
+            problem=f"the kernel event reader stopped: {failure}" if failure else "",
+        )
+
+    def obey(self, command: object) -> None:
+        """The agent's two commands; nothing else reaches here (frames.FROM_AGENT)."""
+        if isinstance(command, frames.Rescan):
+            self._rescan = True
+        elif isinstance(command, frames.SignalRequest):
+            self.send(self.signal(command))
+
+    def signal(self, request: frames.SignalRequest) -> frames.SignalResult:
+        try:
+            sig = signal.Signals(request.signal)
+        except ValueError:
+            return frames.SignalResult(request.request_id, "refused", "not a signal number")
+        try:
+            how = signal_instance(
+                request.pid,
+                request.start_time,
+                sig,
+                boot_time=self.boot_time,
+                proc_root=self.proc_root,
+            )
+        except StaleProcess as exc:
+            return frames.SignalResult(request.request_id, "stale", str(exc))
+        except SignalRefused as exc:
+            return frames.SignalResult(request.request_id, "refused", str(exc))
+        log.info("sent %s to pid %d for the agent", sig.name, request.pid)
+        return frames.SignalResult(request.request_id, how, "")
+
+    def send(self, payload: object) -> None:
+        frames.write_frame(self.pair, payload)
+
+    def close(self) -> None:
+        if self.feed is not None:
+            self.feed.source.stop()
+        if self.hasher is not None:
+            self.hasher.close(timeout=1.0)
+        self.scanner.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

@@ -1,0 +1,103 @@
+"""The agent's side of procmond's frames: a restarted procmond's full scan, in pieces,
+reconciles the store — known instances keep their first sighting, an exec'd one is exec'd,
+one that ended meanwhile is ended, a new one is added — and the gap is counted."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import apsw
+import pytest
+
+from daemoneye.config.schema import Config
+from daemoneye.daemon.collection import Collection
+from daemoneye.models import ProcessEvent, ProcessKey, ProcessRecord, ScanDelta, ScanStats
+from daemoneye.procmond import frames
+from daemoneye.store.db import Store
+
+HELLO = frames.Hello(frames.PAIR_VERSION, 10, 0, 1.0, "netlink", "", True)
+
+
+def record(pid: int, argv: tuple[str, ...], seen: float) -> ProcessRecord:
+    return ProcessRecord(
+        pid=pid,
+        ppid=1,
+        start_time=1000.0 + pid,
+        name=argv[0].rsplit("/", 1)[-1],
+        exe=argv[0],
+        cmdline=argv,
+        cwd="/",
+        uid=0,
+        user="root",
+        gid=0,
+        state="S",
+        threads=1,
+        rss=4096,
+        cpu_percent=0.0,
+        exe_sha256=None,
+        exe_deleted=False,
+        first_seen=seen,
+        last_seen=seen,
+    )
+
+
+def full_scan(ts: float, *records: ProcessRecord, more: bool = False) -> frames.Scan:
+    events = tuple(
+        ProcessEvent(ts, "start", r.pid, r.start_time, 1, r.exe, r.cmdline) for r in records
+    )
+    stats = ScanStats(0.01, len(records), len(records), 0, 0, 0, 0)
+    return frames.Scan(ScanDelta(ts, records, (), (), (), events, stats), True, (), more=more)
+
+
+@pytest.fixture
+def collection(tmp_path: Path) -> Collection:
+    store = Store.open(tmp_path / "d.db")
+    return Collection(store, Config(), mode="user", event_source="starting")
+
+
+def test_a_restarted_procmond_full_scan_in_pieces_reconciles(collection: Collection) -> None:
+    stays = record(11, ("/bin/sleep", "100"), 50.0)
+    execs = record(12, ("/bin/sh", "-c", "x"), 50.0)
+    ends = record(13, ("/bin/cat",), 50.0)
+    collection.apply_frames([HELLO, full_scan(50.0, stays, execs, ends)])
+    assert set(collection.mirror) == {stays.key, execs.key, ends.key}
+
+    collection.procmond_lost("procmond closed the pair")
+    new_procmond = [
+        HELLO,
+        full_scan(90.0, dataclasses.replace(stays, first_seen=90.0, last_seen=90.0), more=True),
+        full_scan(
+            90.0,
+            dataclasses.replace(execs, cmdline=("/bin/ls",), exe="/bin/ls", first_seen=90.0),
+            record(14, ("/bin/true",), 90.0),
+        ),
+    ]
+    applied = collection.apply_frames(new_procmond)
+
+    assert applied.scans == 1  # the pieces are one scan
+    live = collection.store.live_processes()
+    assert set(live) == {stays.key, execs.key, ProcessKey(14, 1014.0)}
+    assert live[stays.key].first_seen == 50.0  # known before: its first sighting is kept
+    assert live[execs.key].cmdline == ("/bin/ls",)
+    assert live[execs.key].first_seen == 50.0
+    assert collection.mirror == live
+    assert collection.gap_s_total > 0.0
+    assert collection.collector_down is None
+    reader = apsw.Connection(str(collection.store.path), flags=apsw.SQLITE_OPEN_READONLY)
+    facts = [(kind, pid) for kind, pid in reader.execute("SELECT kind, pid FROM process_events")]
+    reader.close()
+    assert ("exit", 13) in facts  # ended while no procmond ran: ended by the full scan
+    assert ("start", 14) in facts
+    assert ("exec", 12) in facts  # procmond's 'start' of a known instance with a new argv
+    assert [f for f in facts if f[1] == 11] == [("start", 11)]  # its second 'start' dropped
+
+
+def test_a_full_scan_cut_short_ends_nothing(collection: Collection) -> None:
+    first = record(21, ("/bin/sleep", "1"), 10.0)
+    second = record(22, ("/bin/sleep", "2"), 10.0)
+    collection.apply_frames([HELLO, full_scan(10.0, first, second)])
+    collection.procmond_lost("procmond closed the pair")
+    collection.apply_frames([HELLO, full_scan(20.0, first, more=True)])
+    collection.procmond_lost("procmond closed the pair again")
+    assert set(collection.store.live_processes()) == {first.key, second.key}

@@ -1,0 +1,165 @@
+"""The collector pair's frames: round trips, and every malformed frame refused with its kind
+and field, never half-decoded (hypothesis feeds the parser arbitrary bytes)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemoneye.models import ExeHash, ProcessEvent, ProcessKey, ProcessRecord, ScanDelta, ScanStats
+from daemoneye.procmond import frames
+
+
+def record(pid: int = 42, cmdline: tuple[str, ...] = ("/bin/sh", "-c", ": x")) -> ProcessRecord:
+    return ProcessRecord(
+        pid=pid,
+        ppid=1,
+        start_time=1000.5,
+        name="sh",
+        exe="/bin/sh",
+        cmdline=cmdline,
+        cwd="/",
+        uid=0,
+        user="root",
+        gid=0,
+        state="R",
+        threads=1,
+        rss=1024,
+        cpu_percent=0.0,
+        exe_sha256=None,
+        exe_deleted=False,
+        first_seen=1000.5,
+        last_seen=1000.5,
+    )
+
+
+def delta(*records: ProcessRecord) -> ScanDelta:
+    events = tuple(
+        ProcessEvent(r.first_seen, "exec", r.pid, r.start_time, 1, r.exe, r.cmdline)
+        for r in records
+    )
+    return ScanDelta(
+        2000.0, records, (), (), (ProcessKey(7, 3.0),), events, ScanStats(0.1, 3, 1, 1, 1, 0, 0)
+    )
+
+
+def roundtrip(payload: object, accepted: frozenset[frames.Kind] = frames.FROM_PROCMOND) -> object:
+    data = frames.encode(payload)
+    kind, length = frames.parse_header(data[: frames.HEADER.size], accepted)
+    assert length == len(data) - frames.HEADER.size
+    return frames.decode(kind, data[frames.HEADER.size :])
+
+
+def test_a_scan_with_hostile_text_comes_back_equal() -> None:
+    hostile = record(cmdline=("\x1b[31mred", "\\xff", "\u2028", "a" * 10_000, ""))
+    scan = frames.Scan(delta(hostile), True, (hostile.key,))
+    assert roundtrip(scan) == scan
+
+
+def test_hashes_health_and_commands_round_trip() -> None:
+    hashes = frames.Hashes((ExeHash(ProcessKey(1, 2.0), None, "too large"),))
+    assert roundtrip(hashes) == hashes
+    request = frames.SignalRequest(3, 1234, 99.5, 15)
+    assert roundtrip(request, frames.FROM_AGENT) == request
+    assert roundtrip(frames.Rescan(), frames.FROM_AGENT) == frames.Rescan()
+
+
+def test_records_are_encoded_from_the_dataclass_fields() -> None:
+    """A field added to ProcessRecord travels without a change to frames.py."""
+    body = json.loads(frames.encode(frames.Events(delta(record())))[frames.HEADER.size :])
+    from dataclasses import fields
+
+    assert set(body["delta"]["added"][0]) == {f.name for f in fields(ProcessRecord)}
+
+
+def test_a_wrong_field_type_names_kind_and_field() -> None:
+    body = json.loads(frames.encode(frames.Events(delta(record())))[frames.HEADER.size :])
+    body["delta"]["added"][0]["pid"] = "42"
+    with pytest.raises(frames.FrameError) as caught:
+        frames.decode(frames.Kind.EVENTS, json.dumps(body).encode())
+    assert caught.value.kind == "EVENTS"
+    assert caught.value.field == "delta.added[0].pid"
+
+
+def test_unknown_fields_and_missing_fields_are_refused() -> None:
+    with pytest.raises(frames.FrameError, match="field signal"):
+        frames.decode(frames.Kind.SIGNAL, b'{"request_id":1,"pid":5,"start_time":1.0,"signal":99}')
+    with pytest.raises(frames.FrameError, match="missing"):
+        frames.decode(frames.Kind.SIGNAL, b'{"request_id":1,"pid":5,"start_time":1.0}')
+    with pytest.raises(frames.FrameError, match="unknown field"):
+        frames.decode(frames.Kind.RESCAN, b'{"path":"/etc/shadow"}')
+
+
+def test_procmond_accepts_only_the_two_commands() -> None:
+    header = frames.HEADER.pack(2, frames.Kind.SCAN)
+    with pytest.raises(frames.FrameError, match="does not accept"):
+        frames.parse_header(header, frames.FROM_AGENT)
+    with pytest.raises(frames.FrameError, match="unknown frame kind"):
+        frames.parse_header(frames.HEADER.pack(2, 200), frames.FROM_AGENT)
+    with pytest.raises(frames.FrameError, match="over"):
+        frames.parse_header(frames.HEADER.pack(2**31, frames.Kind.RESCAN), frames.FROM_AGENT)
+
+
+def test_a_hello_of_another_version_is_refused() -> None:
+    hello = frames.Hello(2, 1, 0, 1.0, "netlink", "", True)
+    with pytest.raises(frames.FrameError, match="field version"):
+        roundtrip(hello)
+
+
+def test_read_frame_reports_a_closed_pair_mid_frame() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(frames.encode(frames.Rescan())[:3])
+        left.close()
+        with pytest.raises(frames.PairClosed):
+            frames.read_frame(right, frames.FROM_AGENT)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512), st.sampled_from(list(frames.Kind)))
+def test_arbitrary_bytes_never_escape_as_anything_but_frame_error(
+    body: bytes, kind: frames.Kind
+) -> None:
+    try:
+        frames.decode(kind, body)
+    except frames.FrameError as exc:
+        assert exc.kind == kind.name
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, st.sampled_from(list(frames.Kind)))
+def test_arbitrary_json_is_decoded_whole_or_refused(value: object, kind: frames.Kind) -> None:
+    try:
+        payload = frames.decode(kind, json.dumps(value).encode())
+    except frames.FrameError as exc:
+        assert exc.kind == kind.name
+    else:
+        assert isinstance(payload, frames.PAYLOADS[kind])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_mutating_one_field_of_a_valid_scan_is_decoded_or_refused_naming_it(
+    data: st.DataObject,
+) -> None:
+    body = json.loads(frames.encode(frames.Scan(delta(record()), False, ()))[frames.HEADER.size :])
+    rec = body["delta"]["added"][0]
+    name = data.draw(st.sampled_from(sorted(rec)))
+    rec[name] = data.draw(json_values)
+    try:
+        frames.decode(frames.Kind.SCAN, json.dumps(body).encode())
+    except frames.FrameError as exc:
+        assert exc.field.startswith(f"delta.added[0].{name}") or exc.field == "delta"

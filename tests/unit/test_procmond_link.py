@@ -1,0 +1,69 @@
+"""The agent's reader of the collector pair: whole frames in order, then `Lost` with the reason
+when the pair ends or a frame does not validate — nothing of a bad frame is queued."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+from daemoneye.config.schema import CollectorConfig
+from daemoneye.daemon.procmond_link import Lost, ProcmondLink
+from daemoneye.procmond import frames
+
+
+def reader_over(pair: socket.socket) -> tuple[ProcmondLink, threading.Event]:
+    woken = threading.Event()
+    link = ProcmondLink(CollectorConfig(), boot_time=1.0, proc_root="/proc", wakeup=woken.set)
+    thread = threading.Thread(target=link._read, args=(pair,), daemon=True)
+    thread.start()
+    return link, woken
+
+
+def drain_until_lost(link: ProcmondLink) -> list[object]:
+    taken: list[object] = []
+    while not taken or not isinstance(taken[-1], Lost):
+        taken.append(link.frames.get(timeout=30))
+    return taken
+
+
+HELLO = frames.Hello(frames.PAIR_VERSION, 10, 0, 1.0, "netlink", "", True)
+
+
+def test_a_malformed_frame_ends_the_pair_naming_kind_and_field() -> None:
+    procmond, agent = socket.socketpair()
+    link, woken = reader_over(agent)
+    bad = {"hashes": [{"key": {"pid": "x", "start_time": 1.0}, "sha256": None}]}
+    body = json.dumps(bad).encode()
+    with procmond:
+        procmond.sendall(frames.encode(HELLO))
+        procmond.sendall(frames.HEADER.pack(len(body), frames.Kind.HASHES) + body)
+        procmond.sendall(frames.encode(frames.Hashes(())))  # after the bad one: never read
+        taken = drain_until_lost(link)
+    assert taken[0] == HELLO
+    assert len(taken) == 2
+    lost = taken[1]
+    assert isinstance(lost, Lost)
+    assert "HASHES frame" in lost.reason and "hashes[0].key.pid" in lost.reason
+    assert woken.is_set()
+    assert link.hello == HELLO
+
+
+def test_eof_mid_frame_is_a_lost_pair_and_queues_nothing_half() -> None:
+    procmond, agent = socket.socketpair()
+    link, _ = reader_over(agent)
+    data = frames.encode(frames.Hashes(()))
+    procmond.sendall(data[:-1])
+    procmond.close()
+    taken = drain_until_lost(link)
+    assert len(taken) == 1
+    assert isinstance(taken[0], Lost) and "closed the pair" in taken[0].reason
+
+
+def test_procmond_may_not_send_an_agent_command() -> None:
+    procmond, agent = socket.socketpair()
+    link, _ = reader_over(agent)
+    with procmond:
+        procmond.sendall(frames.encode(frames.Rescan()))
+        taken = drain_until_lost(link)
+    assert isinstance(taken[0], Lost) and "RESCAN frame" in taken[0].reason
