@@ -199,17 +199,27 @@ def _warn_unreadable_config(loaded: LoadedConfig, account: Account) -> None:
             )
 
 
+def prepare_agent_drop(loaded: LoadedConfig) -> Account | None:
+    """Started as root: check `[daemon] user` and hand it the daemon's directories and files,
+    before the agent makes any (so that directories it creates are the user's). None when
+    not root. Done again by `drop_agent_privileges` for the files made in between."""
+    if os.geteuid() != 0:
+        return None
+    account = lookup_account(loaded.config.daemon.user)
+    check_interpreter_readable(account)
+    hand_over(needs_of(loaded), account)
+    return account
+
+
 def drop_agent_privileges(loaded: LoadedConfig) -> Account | None:
     """The agent's one call, made once procmond is running and before any thread starts:
     started as root, hand the daemon's files to `[daemon] user` and become that user with no
     capabilities and no_new_privs (the account is returned); otherwise only no_new_privs
     (None: nothing to drop). PrivilegeError says what stands in the way."""
-    if os.geteuid() != 0:
+    account = prepare_agent_drop(loaded)
+    if account is None:
         drop_agent(None)
         return None
-    account = lookup_account(loaded.config.daemon.user)
-    check_interpreter_readable(account)
-    hand_over(needs_of(loaded), account)
     _warn_unreadable_config(loaded, account)
     drop_agent(account)
     log.info(

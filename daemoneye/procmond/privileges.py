@@ -228,8 +228,11 @@ def drop_procmond(
     private daemon): only what this process already holds of `keep` stays, usually nothing."""
     _single_threaded()
     wanted = capability_mask(keep)
-    if os.geteuid() != 0:
-        _finish(capability_mask(read_privileges(os.getpid(), "self").permitted) & wanted)
+    held = capability_mask(read_privileges(os.getpid(), "self").permitted)
+    if os.geteuid() != 0 or not held >> CAPABILITY_NAMES.index("CAP_SETPCAP") & 1:
+        # Not root, or root that already gave its capabilities up (started again by an agent
+        # that dropped): keep what is held of `keep`, usually nothing.
+        _finish(held & wanted)
         return
     if realtime_priority:
         allow_realtime_priority(realtime_priority)

@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import json
+import os
+
+import pytest
 
 from daemoneye.commands.health import _report_in
-from daemoneye.procmond.privileges import read_privileges
+from daemoneye.procmond.privileges import PROCMOND_CAPABILITIES, capability_mask, read_privileges
 from tests.integration.conftest import DaemonHarness
 
 
-def test_health_shows_the_agent_as_the_kernel_sees_it_and_procmond_not_running(
+def test_health_shows_the_agent_as_the_kernel_sees_it(
     harness: DaemonHarness,
 ) -> None:
     harness.start()
@@ -22,10 +25,10 @@ def test_health_shows_the_agent_as_the_kernel_sees_it_and_procmond_not_running(
     assert (agent["pid"], agent["uid"], agent["user"]) == (pid, kernel.uid, kernel.user)
     assert agent["effective"] == list(kernel.effective)
     assert agent["bounding"] == list(kernel.bounding)
-    assert live["procmond_privileges"] is None
     table = harness.cli("health").stdout
     assert f"agent         pid {pid}, uid {kernel.uid} ({kernel.user}); capabilities:" in table
-    assert "procmond      not running" in table
+    procmond = live["procmond_privileges"]
+    assert f"procmond      pid {procmond['pid']}, uid {procmond['uid']}" in table
     harness.stop()
     # The last report in the store still says who ran, for `health` without a daemon.
     (stored,) = json.loads(harness.cli("-o", "json", "--db", str(harness.db), "health").stdout)
@@ -66,3 +69,32 @@ REPORT = {
     "daemon_rss_bytes": 0,
     "problems": ["x"],
 }
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the privilege split happens when started as root")
+def test_a_root_daemon_runs_the_split_as_proc_says(harness: DaemonHarness) -> None:
+    """The agent holds no capability at all; procmond exactly its four; both no_new_privs; and
+    health says the same as /proc/PID/status."""
+    harness.start()
+    assert harness.process is not None
+    agent_pid = harness.process.pid
+    (live,) = json.loads(harness.cli("-o", "json", "health", check=True).stdout)
+    procmond_pid = live["procmond_privileges"]["pid"]
+    agent, procmond = _status(agent_pid), _status(procmond_pid)
+    assert int(procmond["PPid"]) == agent_pid
+    for key in ("CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"):
+        assert int(agent[key], 16) == 0, key
+    kept = capability_mask(PROCMOND_CAPABILITIES)
+    assert int(procmond["CapEff"], 16) == int(procmond["CapPrm"], 16) == kept
+    assert int(procmond["CapBnd"], 16) == kept
+    assert agent["NoNewPrivs"] == procmond["NoNewPrivs"] == "1"
+    assert set(live["procmond_privileges"]["effective"]) == PROCMOND_CAPABILITIES
+    assert live["agent_privileges"]["effective"] == live["agent_privileges"]["bounding"] == []
+    # procmond still sees everything: kernel events on, other users' details in full.
+    assert live["event_source"] == "netlink"
+    assert live["privileged"]
+
+
+def _status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as file:
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in file)}
