@@ -156,8 +156,8 @@ def show_health(ctx: Context) -> int:
             f"collector, up to {report.procmond_missed_upper} events possibly missed",
         ),
         *_engine_rows(status),
-        ("agent", privileges_line(report.agent_privileges)),
-        ("procmond", privileges_line(report.procmond_privileges)),
+        ("agent runs as", privileges_line(report.agent_privileges)),
+        ("procmond runs as", privileges_line(report.procmond_privileges)),
     ]
     rows += [("problem", p) for p in problems]
     rows += [("note", p) for p in report.problems if p not in problems]
