@@ -135,7 +135,7 @@ class Daemon:
         # Started as root: the store's files go to [daemon] user first, procmond starts, then
         # the agent drops to that user with no capabilities, while it still has one thread
         # (docs/privileges.md). Nothing below the drop runs as root.
-        prepare_agent_drop(self.loaded)
+        prepared = prepare_agent_drop(self.loaded)
         self._lock.acquire()
         file_mode = 0o600
         loop = asyncio.get_running_loop()
@@ -152,7 +152,7 @@ class Daemon:
         )
         self.link.start(read=False)
         log.info("procmond started (pid %s)", self.link.pid)
-        drop_agent_privileges(self.loaded)
+        drop_agent_privileges(self.loaded, prepared)
         self._collection = await loop.run_in_executor(
             self._worker, self._open_collection, paths.db, file_mode, "starting"
         )

@@ -135,11 +135,38 @@ def _give_tree(root: Path, account: Account) -> None:
             _give(Path(parent) / name, account, directory=False)
 
 
-def hand_over(needs: Needs, account: Account) -> None:
-    """Make everything in `needs` usable by `account`; run as root, before dropping."""
+def _nearest_existing(directory: Path) -> Path:
+    for candidate in (directory, *directory.parents):
+        if os.path.lexists(candidate):
+            return candidate
+    return Path("/")
+
+
+def _missing_chain(directory: Path) -> tuple[Path, ...]:
+    """`directory` and those of its parents that do not exist yet."""
+    return tuple(d for d in (directory, *directory.parents) if not os.path.lexists(d))
+
+
+def hand_over(
+    needs: Needs, account: Account, made_since: tuple[Path, ...] = ()
+) -> tuple[Path, ...]:
+    """Make everything in `needs` usable by `account`; run as root, before dropping. Missing
+    directories elsewhere than the daemon's own are only checked (the nearest existing one must
+    let the user in) and returned: the root agent may make them before it drops (the store's
+    directory for its lock), and the next call gives those in `made_since` to the user."""
+    missing: list[Path] = []
     for directory in needs.directories:
         mode = OWN_DIRECTORIES.get(directory)
-        if mode is not None or not os.path.lexists(directory):
+        if mode is None and not os.path.lexists(directory):
+            # Someone else's place: the way there is checked; the directory is made later, by
+            # the root agent (given on the next call) or by the user, who then says what fails.
+            _check_reachable(_nearest_existing(directory), account, write=False)
+            missing.extend(_missing_chain(directory))
+            continue
+        if mode is None and directory in made_since:
+            for made in (d for d in made_since if d == directory or d in directory.parents):
+                _give(made, account, directory=True)
+        if mode is not None:
             _check_reachable(directory.parent, account, write=False)
             if not os.path.lexists(directory):
                 try:
@@ -157,6 +184,7 @@ def hand_over(needs: Needs, account: Account) -> None:
         _give(path, account, directory=False)
     for tree in needs.trees:
         _give_tree(tree, account)
+    return tuple(dict.fromkeys(missing))
 
 
 def code_directories() -> tuple[Path, ...]:
@@ -199,27 +227,38 @@ def _warn_unreadable_config(loaded: LoadedConfig, account: Account) -> None:
             )
 
 
-def prepare_agent_drop(loaded: LoadedConfig) -> Account | None:
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What `prepare_agent_drop` did: the user, and the directories it found missing."""
+
+    account: Account
+    missing: tuple[Path, ...]
+
+
+def prepare_agent_drop(loaded: LoadedConfig) -> Prepared | None:
     """Started as root: check `[daemon] user` and hand it the daemon's directories and files,
-    before the agent makes any (so that directories it creates are the user's). None when
-    not root. Done again by `drop_agent_privileges` for the files made in between."""
+    before the agent makes any. None when not root. `drop_agent_privileges` does it again for
+    what was made in between (the lock, the store read for procmond's boot time)."""
     if os.geteuid() != 0:
         return None
     account = lookup_account(loaded.config.daemon.user)
     check_interpreter_readable(account)
-    hand_over(needs_of(loaded), account)
-    return account
+    return Prepared(account, hand_over(needs_of(loaded), account))
 
 
-def drop_agent_privileges(loaded: LoadedConfig) -> Account | None:
+def drop_agent_privileges(loaded: LoadedConfig, prepared: Prepared | None = None) -> Account | None:
     """The agent's one call, made once procmond is running and before any thread starts:
     started as root, hand the daemon's files to `[daemon] user` and become that user with no
     capabilities and no_new_privs (the account is returned); otherwise only no_new_privs
     (None: nothing to drop). PrivilegeError says what stands in the way."""
-    account = prepare_agent_drop(loaded)
-    if account is None:
+    if os.geteuid() != 0:
         drop_agent(None)
         return None
+    if prepared is None:
+        prepared = prepare_agent_drop(loaded)
+        assert prepared is not None
+    account = prepared.account
+    hand_over(needs_of(loaded), account, prepared.missing)
     _warn_unreadable_config(loaded, account)
     drop_agent(account)
     log.info(

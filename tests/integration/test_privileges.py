@@ -267,6 +267,7 @@ def test_the_daemons_own_directories_are_created_and_given(daemon_dir: Path) -> 
         assert (daemon_dir / name).stat().st_mode & 0o777 == mode, name
 
 
+@pytest.mark.usefixtures("own_dirs")
 @pytest.mark.parametrize("plant", ["symlink", "hardlink"])
 def test_a_planted_link_cannot_make_root_give_away_another_file(
     daemon_dir: Path, plant: str
@@ -410,3 +411,19 @@ def test_the_parent_death_signal_survives_the_drops() -> None:
         return found
 
     assert in_child(child) == [signal.SIGKILL]
+
+
+def test_a_store_directory_the_root_agent_made_before_its_drop_is_the_users(
+    daemon_dir: Path,
+) -> None:
+    """--db in a directory that does not exist yet: the agent makes it as root (for its lock)
+    between preparing and dropping; the drop gives it, and only it, to the user."""
+    loaded = _loaded(daemon_dir, **{"store.path": str(daemon_dir / "srv" / "db" / "d.db")})
+    prepared = privilege_drop.prepare_agent_drop(loaded)
+    assert prepared is not None
+    assert not (daemon_dir / "srv").exists()  # not made by the preparation
+    PidLock(Path(str(loaded.paths.db) + ".lock")).acquire()  # as the root agent does
+    hand_over(needs_of(loaded), prepared.account, prepared.missing)
+    for made in (daemon_dir / "srv", daemon_dir / "srv" / "db"):
+        assert made.stat().st_uid == 65534, made
+    assert daemon_dir.stat().st_uid == 0
