@@ -158,11 +158,21 @@ def hand_over(
     for directory in needs.directories:
         mode = OWN_DIRECTORIES.get(directory)
         if mode is None and not os.path.lexists(directory):
-            # Someone else's place: the way there is checked; the directory is made later, by
-            # the root agent (given on the next call) or by the user, who then says what fails.
-            _check_reachable(_nearest_existing(directory), account, write=False)
-            missing.extend(_missing_chain(directory))
-            continue
+            # Someone else's place. Where the user may make it, it is made later (by the root
+            # agent, then given on the next call, or by the user, who says what fails);
+            # otherwise it is made here, as root, and given.
+            nearest = _nearest_existing(directory)
+            _check_reachable(nearest, account, write=False)
+            chain = _missing_chain(directory)
+            if _blocker(nearest, account, write=True) is None:
+                missing.extend(chain)
+                continue
+            try:
+                directory.mkdir(parents=True, mode=0o700)
+            except OSError as exc:
+                raise PrivilegeError(f"cannot create {directory}: {exc.strerror}") from None
+            for made in chain:
+                _give(made, account, directory=True)
         if mode is None and directory in made_since:
             for made in (d for d in made_since if d == directory or d in directory.parents):
                 _give(made, account, directory=True)

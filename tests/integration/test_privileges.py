@@ -416,14 +416,23 @@ def test_the_parent_death_signal_survives_the_drops() -> None:
 def test_a_store_directory_the_root_agent_made_before_its_drop_is_the_users(
     daemon_dir: Path,
 ) -> None:
-    """--db in a directory that does not exist yet: the agent makes it as root (for its lock)
-    between preparing and dropping; the drop gives it, and only it, to the user."""
-    loaded = _loaded(daemon_dir, **{"store.path": str(daemon_dir / "srv" / "db" / "d.db")})
+    """--db in a directory that does not exist yet, inside one the user may write: the root
+    agent makes it (for its lock) between preparing and dropping; the drop gives it."""
+    users = daemon_dir / "users"
+    users.mkdir()
+    os.chown(users, 65534, 65534)
+    loaded = _loaded(daemon_dir, **{"store.path": str(users / "srv" / "db" / "d.db")})
     prepared = privilege_drop.prepare_agent_drop(loaded)
     assert prepared is not None
-    assert not (daemon_dir / "srv").exists()  # not made by the preparation
+    assert not (users / "srv").exists()  # the user could make it: not made yet
     PidLock(Path(str(loaded.paths.db) + ".lock")).acquire()  # as the root agent does
     hand_over(needs_of(loaded), prepared.account, prepared.missing)
-    for made in (daemon_dir / "srv", daemon_dir / "srv" / "db"):
+    for made in (users / "srv", users / "srv" / "db"):
         assert made.stat().st_uid == 65534, made
+
+
+def test_a_missing_directory_the_user_could_not_make_is_made_and_given(daemon_dir: Path) -> None:
+    loaded = _loaded(daemon_dir, **{"daemon.socket": str(daemon_dir / "sock" / "d.sock")})
+    hand_over(needs_of(loaded), lookup_account(USER))
+    assert (daemon_dir / "sock").stat().st_uid == 65534
     assert daemon_dir.stat().st_uid == 0
