@@ -294,6 +294,68 @@ class ExeHash:
     reason: str | None = None  # why sha256 is None
 
 
+# Linux capability names by number (include/uapi/linux/capability.h, up to Linux 6.x).
+CAPABILITY_NAMES = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessPrivileges:
+    """One of the daemon's processes as /proc/PID/status describes its privileges."""
+
+    role: str  # 'agent' or 'procmond'
+    pid: int
+    uid: int  # effective
+    user: str  # the uid's name, or the number when it has none
+    gid: int  # effective
+    effective: tuple[str, ...]  # capability names (CAPABILITY_NAMES), lowest bit first
+    permitted: tuple[str, ...]
+    bounding: tuple[str, ...]
+    ambient: tuple[str, ...]
+    no_new_privs: bool
+
+
 @dataclass(frozen=True, slots=True)
 class HealthReport:
     """How the daemon is doing; written every tick and served by `daemoneye health`."""
@@ -338,6 +400,8 @@ class HealthReport:
     procmond_restarts: int = 0  # times the agent started a new procmond after one ended
     procmond_gap_s: float = 0.0  # seconds without a collector, all restarts together
     procmond_missed_upper: int = 0  # tasks created during those gaps: execs possibly missed
+    agent_privileges: ProcessPrivileges | None = None  # None: not read (an older daemon)
+    procmond_privileges: ProcessPrivileges | None = None  # None: procmond is not running
 
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")  # lowest first

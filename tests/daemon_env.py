@@ -23,4 +23,8 @@ def isolated_env(root: Path, *, mode: str | None = "user") -> dict[str, str]:
     )
     if mode is not None:
         env["DAEMONEYE_MODE"] = mode
+    # Started as root, a test daemon drops to uid 0 without capabilities (procmond keeps its
+    # own): the temporary directories are root's (0700), and so may be this Python (pyenv
+    # under /root). tests/integration/test_privileges.py drops to another user for real.
+    env["DAEMONEYE_DAEMON__USER"] = "root"
     return env

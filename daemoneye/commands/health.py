@@ -7,8 +7,10 @@ import sys
 import time
 from dataclasses import fields
 
+from daemoneye.capability_text import privileges_line
 from daemoneye.commands.common import Context, format_bytes, format_time, with_daemon_or_store
 from daemoneye.ipc.client import DaemonClient
+from daemoneye.ipc.codec import from_wire, to_wire
 from daemoneye.models import DaemonStatus, HealthReport, HistoryReach
 from daemoneye.output import render
 from daemoneye.store.history import history_reach
@@ -30,11 +32,7 @@ def _report_in(store: ReadOnlyStore) -> HealthReport | None:
     raw = store.get_meta(HEALTH_META_KEY)
     if raw is None:
         return None
-    data = json.loads(raw)
-    known = {f.name for f in fields(HealthReport)}
-    data = {k: v for k, v in data.items() if k in known}
-    data["problems"] = tuple(data.get("problems", ()))
-    return HealthReport(**data)
+    return from_wire(HealthReport, json.loads(raw))  # lenient: an older daemon's report reads
 
 
 def assess(report: HealthReport, now: float) -> list[str]:
@@ -123,7 +121,7 @@ def show_health(ctx: Context) -> int:
     if ctx.output != "table":
         row: dict[str, object] = {
             "status": status_word,
-            **{f.name: getattr(report, f.name) for f in fields(report)},
+            **to_wire(report),
         }
         row["problems"] = problems + [p for p in report.problems if p not in problems]
         row["clients"] = status.clients if status is not None else None
@@ -186,6 +184,8 @@ def show_health(ctx: Context) -> int:
             f"collector, up to {report.procmond_missed_upper} events possibly missed",
         ),
         *_engine_rows(status),
+        ("agent runs as", privileges_line(report.agent_privileges)),
+        ("procmond runs as", privileges_line(report.procmond_privileges)),
         *_host_rows(status, now),
     ]
     rows += [("problem", p) for p in problems]

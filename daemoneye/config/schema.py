@@ -268,6 +268,15 @@ class DaemonConfig:
             hi=100000,
         ),
     )
+    user: str = field(
+        default="daemoneye",
+        metadata=_spec(
+            "str",
+            "Started as root, the daemon runs as this user once its collector (procmond) is "
+            "started: the agent with no capabilities, procmond with the four it needs. 'root' "
+            "keeps uid 0 without capabilities. Ignored when not started as root.",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from daemoneye.collector.connections import ConnectionTracker
 from daemoneye.collector.procfs import read_boot_id, read_boot_time
 from daemoneye.collector.records import exit_event
 from daemoneye.config.schema import Config
+from daemoneye.daemon.privilege_drop import privileges_of
 from daemoneye.daemon.procmond_link import ProcmondLink, last_pid
 from daemoneye.daemon.store_outage import StoreOutage
 from daemoneye.engine.audit_prune import audit_pruner
@@ -635,6 +636,10 @@ class Collection:
             procmond_restarts=self.restarts,
             procmond_gap_s=round(self.gap_s_total, 3),
             procmond_missed_upper=self.missed_total,
+            agent_privileges=privileges_of(os.getpid(), "agent"),
+            procmond_privileges=privileges_of(
+                procmond.pid if procmond and self.collector_down is None else None, "procmond"
+            ),
         )
 
     def write_health(self, *extra_problems: str) -> None:

@@ -22,10 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from daemoneye import __version__
+from daemoneye.collector.procfs import read_boot_id, read_boot_time
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.daemon.collection import Collection
 from daemoneye.daemon.ipc_runtime import IpcRuntime, start_ipc
 from daemoneye.daemon.lock import PidLock
+from daemoneye.daemon.privilege_drop import drop_agent_privileges, prepare_agent_drop
 from daemoneye.daemon.procmond_link import Lost, ProcmondLink
 from daemoneye.daemon.sdnotify import Notifier
 from daemoneye.engine import audit
@@ -130,12 +132,32 @@ class Daemon:
     async def startup(self) -> None:
         paths, config = self.loaded.paths, self.loaded.config
         apply_log_level(config.daemon.log_level)
+        # Started as root: the store's files go to [daemon] user first, procmond starts, then
+        # the agent drops to that user with no capabilities, while it still has one thread
+        # (docs/privileges.md). Nothing below the drop runs as root.
+        prepared = prepare_agent_drop(self.loaded)
         self._lock.acquire()
         file_mode = 0o600
         loop = asyncio.get_running_loop()
+
+        def wakeup() -> None:  # runs on the procmond reader thread
+            loop.call_soon_threadsafe(self._on_events, time.monotonic())
+
+        self.link = ProcmondLink(
+            config.collector,
+            boot_time=self._stored_boot_time(paths.db, file_mode),
+            proc_root=self._proc_root,
+            wakeup=wakeup,
+            user=config.daemon.user if os.geteuid() == 0 else None,
+        )
+        self.link.start(read=False)
+        log.info("procmond started (pid %s)", self.link.pid)
+        drop_agent_privileges(self.loaded, prepared)
         self._collection = await loop.run_in_executor(
             self._worker, self._open_collection, paths.db, file_mode, "starting"
         )
+        self.collection.link = self.link
+        self.link.start_reader()
         carried = await loop.run_in_executor(self._worker, self.collection.resume)
         log.info(
             "daemoneye %s starting: %s mode, store %s, scan every %gs, %d live processes "
@@ -146,21 +168,6 @@ class Daemon:
             config.collector.interval,
             carried,
         )
-
-        def wakeup() -> None:  # runs on the procmond reader thread
-            loop.call_soon_threadsafe(self._on_events, time.monotonic())
-
-        self.link = ProcmondLink(
-            config.collector,
-            boot_time=self.collection.boot_time,
-            proc_root=self._proc_root,
-            wakeup=wakeup,
-        )
-        self.collection.link = self.link
-        self.link.start()
-        log.info("procmond started (pid %s)", self.link.pid)
-        # PRIVILEGES: procmond runs; this is where the agent drops its own privileges
-        # (procmond/privileges.py) before it parses anything a local user controls.
         await self._start_engine()
         # IPC: the socket opens once the store is open (a live daemon on it stops this one).
         self.ipc = await start_ipc(lambda: self.loaded, self.collection, self._worker)
@@ -213,6 +220,15 @@ class Daemon:
             await loop.run_in_executor(self._worker, self.engine.apply, outcome)
         except (StoreError, OSError) as exc:
             log.error("applying the reloaded rules failed: %s", exc)
+
+    def _stored_boot_time(self, db: Path, file_mode: int) -> float:
+        """The boot time the store keys this boot's instances by, for procmond's command line;
+        read on this thread with a connection of its own, before there is a worker thread."""
+        store = Store.open(db, file_mode=file_mode)
+        try:
+            return store.boot_time(read_boot_id(self._proc_root), read_boot_time(self._proc_root))
+        finally:
+            store.close()
 
     def _open_collection(self, db: Path, file_mode: int, event_source: str) -> Collection:
         store = Store.open(db, file_mode=file_mode)
@@ -332,6 +348,14 @@ class Daemon:
             return
         self.collection.restarts += 1
         log.info("procmond started again (pid %s); its first scan reconciles", self.link.pid)
+        if self.link.user is not None:
+            # The agent gave up the capabilities procmond needs when it dropped; the launcher
+            # (procmond/launcher.py) is the way to start it again with them.
+            log.warning(
+                "procmond was started again by an agent without privileges: it has none of "
+                "its capabilities (no kernel events, other users' details hidden) until the "
+                "daemon is restarted"
+            )
 
     def _on_events(self, queued_at: float) -> None:
         """Called on the loop (from the event reader thread) when events are queued; the first

@@ -47,7 +47,7 @@ class Lost:
 
 
 def procmond_command(
-    fd: int, settings: CollectorConfig, boot_time: float, proc_root: str
+    fd: int, settings: CollectorConfig, boot_time: float, proc_root: str, user: str | None = None
 ) -> list[str]:
     return [
         sys.executable,
@@ -63,6 +63,7 @@ def procmond_command(
         proc_root,
         "--log-level",
         logging.getLevelName(logging.getLogger("daemoneye").getEffectiveLevel()).lower(),
+        *(["--user", user] if user is not None else []),
     ]
 
 
@@ -86,8 +87,10 @@ class ProcmondLink:
         boot_time: float,
         proc_root: str,
         wakeup: Callable[[], None],
+        user: str | None = None,
     ) -> None:
         self.settings = settings
+        self.user = user  # started as root: procmond drops to this user (procmond/privileges.py)
         self.boot_time = boot_time
         self.proc_root = proc_root
         self._wakeup = wakeup
@@ -107,13 +110,17 @@ class ProcmondLink:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
-    def start(self) -> None:
-        """Start procmond with one end of a new pair and a reader on the other."""
+    def start(self, *, read: bool = True) -> None:
+        """Start procmond with one end of a new pair and a reader on the other (`read=False`:
+        the reader later, by `start_reader`, so that the agent can drop its privileges while
+        it still has one thread)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024**2)
         try:
             self.process = subprocess.Popen(
-                procmond_command(theirs.fileno(), self.settings, self.boot_time, self.proc_root),
+                procmond_command(
+                    theirs.fileno(), self.settings, self.boot_time, self.proc_root, self.user
+                ),
                 # This very interpreter, through the magic link: no path walk that an
                 # unprivileged agent may not make (e.g. a Python under /root), and no swap of
                 # the file at sys.executable between the agent's start and procmond's.
@@ -126,12 +133,16 @@ class ProcmondLink:
         self._pair = ours
         self.hello = None
         self.starts += 1
+        if read:
+            self.start_reader()
+
+    def start_reader(self) -> None:
+        """The thread that reads the current pair."""
+        assert self._pair is not None, "start() first"
         self._reader = threading.Thread(
-            target=self._read, args=(ours,), name="daemoneye-procmond-reader", daemon=True
+            target=self._read, args=(self._pair,), name="daemoneye-procmond-reader", daemon=True
         )
         self._reader.start()
-        # PRIVILEGES: procmond runs; the agent drops its own privileges from here on
-        # (procmond/privileges.py), once, at the first start.
 
     def _read(self, pair: socket.socket) -> None:
         """The reader thread: frames off the pair into the queue, a `Lost` at the end."""

@@ -23,6 +23,7 @@ from daemoneye.config.schema import CollectorConfig
 from daemoneye.errors import DaemonEyeError
 from daemoneye.ipc.codec import CodecError, from_wire
 from daemoneye.procmond import frames
+from daemoneye.procmond.privileges import Account, PrivilegeError, drop_procmond, lookup_account
 from daemoneye.procmond.runner import Procmond
 
 log = logging.getLogger("daemoneye.procmond")
@@ -53,13 +54,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--settings", default="{}", help="[collector] settings as JSON")
     parser.add_argument("--proc-root", default="/proc")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--user",
+        help="started as root: run as this user keeping only the collector's capabilities",
+    )
     return parser.parse_args(argv)
 
 
-def privileges_hook(procmond: Procmond) -> None:
-    """PRIVILEGES: procmond/privileges.py keeps only the capabilities the collector needs
-    (the connector, other users' /proc entries, signalling); it is wired in here, after the
-    event connector is open and before the first frame is sent."""
+def drop_privileges(user: str | None) -> None:
+    """Keep only the collector's capabilities (procmond/privileges.py) as `user`, first thing:
+    capabilities belong to threads, and the event reader and the hasher are threads. Without
+    `user` (an ordinary user's daemon) there is nothing to keep but no_new_privs."""
+    if user is not None:
+        drop_procmond(lookup_account(user))
+    elif os.geteuid() != 0:
+        drop_procmond(Account("", os.getuid(), os.getgid(), ()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         log.error("--settings: %s", exc)
         return 2
     die_with_parent()
+    try:
+        drop_privileges(args.user)
+    except PrivilegeError as exc:
+        log.error("%s", exc)
+        return 1
+    if os.getppid() == 1:
+        log.error("the agent is gone already: exiting")
+        return 0
     # The event reader thread must get the interpreter the moment it wakes: a scan on the
     # main thread would otherwise keep it waiting up to the default 5 ms switch interval.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -91,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         procmond.start_events()
-        privileges_hook(procmond)
         procmond.run()
     except (frames.PairClosed, BrokenPipeError, ConnectionResetError):
         log.debug("the agent closed the pair: exiting")

@@ -25,6 +25,7 @@ from daemoneye.models import (
     ProcessesDelta,
     ProcessEvent,
     ProcessKey,
+    ProcessPrivileges,
     ProcessRecord,
     Rule,
     RuleProblem,
@@ -421,7 +422,7 @@ def sample_host(now: float = FAKE_NOW) -> HostMeters:
 def sample_health(now: float = FAKE_NOW) -> HealthReport:
     return HealthReport(
         daemon_pid=4242,
-        daemon_uid=0,
+        daemon_uid=996,
         version="0.1.0",
         mode="system",
         privileged=True,
@@ -440,7 +441,25 @@ def sample_health(now: float = FAKE_NOW) -> HealthReport:
         store_bytes=48 << 20,
         daemon_cpu_percent=1.7,
         daemon_rss_bytes=61 << 20,
+        agent_privileges=ProcessPrivileges(
+            "agent", 4242, 996, "daemoneye", 996, (), (), (), (), no_new_privs=True
+        ),
+        procmond_privileges=ProcessPrivileges(
+            "procmond",
+            4250,
+            996,
+            "daemoneye",
+            996,
+            PROCMOND_SET,
+            PROCMOND_SET,
+            PROCMOND_SET,
+            (),
+            no_new_privs=True,
+        ),
     )
+
+
+PROCMOND_SET = ("CAP_DAC_READ_SEARCH", "CAP_KILL", "CAP_NET_ADMIN", "CAP_SYS_PTRACE")
 
 
 def sample_hello(role: str = "admin") -> Hello:

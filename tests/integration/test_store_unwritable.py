@@ -195,6 +195,7 @@ def test_daemon_on_a_read_only_mount_exits_1_with_one_line(
         ],
         env={
             **os.environ,
+            "DAEMONEYE_DAEMON__USER": "root",  # as root: stay uid 0 (tests/daemon_env.py)
             "XDG_CONFIG_HOME": str(tmp_path / "c"),
             "XDG_STATE_HOME": str(tmp_path / "s"),
             "XDG_RUNTIME_DIR": str(tmp_path),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from daemoneye.models import DaemonStatus, EngineStatus
+from daemoneye.capability_text import NOT_RUNNING, capabilities_text, identity
+from daemoneye.models import DaemonStatus, EngineStatus, HealthReport, ProcessPrivileges
 from daemoneye.tui.logic.format import DASH, format_bytes, format_duration, format_time, safe
 
 Fact = tuple[str, str, str]  # label, value, tone ("" or a severity / "dim")
@@ -33,6 +34,30 @@ def engine_facts(engine: EngineStatus | None, now: float) -> list[Fact]:
     if engine.last_reload_error:
         facts.append(("reload error", safe(engine.last_reload_error, 1000), "high"))
     return facts
+
+
+def _process_facts(
+    role: str, privileges: ProcessPrivileges | None, missing: str, missing_tone: str
+) -> list[Fact]:
+    if privileges is None:
+        return [(role, missing, missing_tone)]
+    return [
+        (role, identity(privileges), ""),
+        # The agent should hold nothing once it dropped; root with capabilities is worth a look.
+        (
+            "capabilities",
+            capabilities_text(privileges),
+            "medium" if role == "agent" and privileges.permitted else "",
+        ),
+    ]
+
+
+def privilege_facts(report: HealthReport) -> list[Fact]:
+    """Who runs as whom, holding what: the agent, then procmond."""
+    return [
+        *_process_facts("agent", report.agent_privileges, "not reported", "dim"),
+        *_process_facts("procmond", report.procmond_privileges, NOT_RUNNING, "low"),
+    ]
 
 
 def health_sections(status: DaemonStatus, now: float) -> list[tuple[str, list[Fact]]]:
@@ -94,6 +119,7 @@ def health_sections(status: DaemonStatus, now: float) -> list[tuple[str, list[Fa
             ],
         ),
         ("engine", engine_facts(status.engine, now)),
+        ("privileges", privilege_facts(report)),
     ]
 
 

@@ -16,11 +16,12 @@ from daemoneye.tui.screens.dashboard_screen import DashboardScreen, PaletteEntry
 from daemoneye.tui.source import SourceError
 from daemoneye.tui.widgets.fact_panel import FactPanel
 
-SECTIONS = ("daemon", "collection", "resources", "engine")
+SECTIONS = ("daemon", "collection", "resources", "engine", "privileges")
 
 
 class HealthScreen(DashboardScreen):
-    """Daemon uptime, scan times, its own CPU and RSS, clients, the engine and its sinks."""
+    """Daemon uptime, scan times, its own CPU and RSS, clients, the engine and its sinks, and
+    each process's user and capabilities."""
 
     CSS_PATH = "health.tcss"
     MODE = "health"
