@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -259,6 +260,7 @@ def test_health_says_how_far_back_history_reaches(
         for line in out.splitlines()
         if line.startswith("HISTORY") or line.startswith("history")
     ]
-    assert "from " in history and "3h 00m back" in history and "4 process instances" in history
+    # NOW is taken when the module is imported: a slow suite may be minutes past it here
+    assert re.search(r"from .* \(3h \d\dm back\), 4 process instances$", history), history
     _code, out, _ = run(capsys, db, "health", "-o", "json")
     assert json.loads(out)[0]["history"]["oldest"] == pytest.approx(NOW - 3 * HOUR)
