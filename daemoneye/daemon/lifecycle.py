@@ -27,7 +27,11 @@ from daemoneye.config.schema import LoadedConfig
 from daemoneye.daemon.collection import Collection
 from daemoneye.daemon.ipc_runtime import IpcRuntime, start_ipc
 from daemoneye.daemon.lock import PidLock
-from daemoneye.daemon.privilege_drop import drop_agent_privileges, prepare_agent_drop
+from daemoneye.daemon.privilege_drop import (
+    drop_agent_privileges,
+    effective_user,
+    prepare_agent_drop,
+)
 from daemoneye.daemon.procmond_link import Lost, ProcmondLink
 from daemoneye.daemon.sdnotify import Notifier
 from daemoneye.engine import audit
@@ -130,6 +134,7 @@ class Daemon:
 
     # -- startup ---------------------------------------------------------------------------
     async def startup(self) -> None:
+        self.loaded = effective_user(self.loaded)
         paths, config = self.loaded.paths, self.loaded.config
         apply_log_level(config.daemon.log_level)
         # Started as root: the store's files go to [daemon] user first, procmond starts, then

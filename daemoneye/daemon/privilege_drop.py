@@ -11,8 +11,10 @@ the user's directory cannot make root chown /etc/shadow.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import pwd
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from daemoneye.config.schema import LoadedConfig
 from daemoneye.engine import last_good
 from daemoneye.engine.audit_checkpoint import key_path_for
 from daemoneye.models import ProcessPrivileges
-from daemoneye.paths import SYSTEM_DB, SYSTEM_SOCKET
+from daemoneye.paths import SYSTEM_DB, SYSTEM_SOCKET, Mode
 from daemoneye.procmond.privileges import (
     Account,
     PrivilegeError,
@@ -243,6 +245,29 @@ class Prepared:
 
     account: Account
     missing: tuple[Path, ...]
+
+
+def effective_user(loaded: LoadedConfig) -> LoadedConfig:
+    """`loaded` with the user a root daemon runs as. That is `[daemon] user` — except for a
+    user-mode daemon (the dashboard's private one, a first try as root) whose user was left
+    at the default while no such user exists: there it is root without capabilities (as
+    `user = "root"`), said in the log, rather than a refusal to start. A system daemon, or a
+    user named anywhere in the config, must exist."""
+    name = loaded.config.daemon.user
+    origin = next((s.origin for s in loaded.settings if s.key == "daemon.user"), "default")
+    if os.geteuid() != 0 or loaded.paths.mode is not Mode.USER or origin != "default":
+        return loaded
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        log.warning(
+            "no user %r: this user-mode daemon keeps uid 0 without capabilities "
+            "(create the user, or set [daemon] user, to run it unprivileged)",
+            name,
+        )
+        daemon = dataclasses.replace(loaded.config.daemon, user="root")
+        return dataclasses.replace(loaded, config=dataclasses.replace(loaded.config, daemon=daemon))
+    return loaded
 
 
 def prepare_agent_drop(loaded: LoadedConfig) -> Prepared | None:

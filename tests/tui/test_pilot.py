@@ -14,6 +14,7 @@ from daemoneye.models import Alert, ProcessChange, ProcessesDelta, ProcessEvent,
 from daemoneye.tui.logic.format import CMD_CELL_CHARS
 from daemoneye.tui.logic.glyphs import CHEVRON, TIMES
 from daemoneye.tui.logic.keys import parse_row_key, row_key
+from daemoneye.tui.logic.process_row import COMMAND_ROOM
 from daemoneye.tui.screens.alerts import AlertsScreen
 from daemoneye.tui.screens.help import HelpScreen
 from daemoneye.tui.screens.processes import ProcessesScreen
@@ -977,3 +978,34 @@ async def test_query_dot_commands_show_the_catalogue(make_app: AppFactory) -> No
         await settle(pilot)
         assert "no readable table 'nope'" in str(screen.query_one("#query-status").render())
         assert ("query_run", (".tables",)) not in screen.dashboard.source.calls  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("width", "beside"), [(120, False), (ProcessesScreen.WIDE_FROM, True)])
+async def test_the_detail_pane_opens_beside_only_where_command_keeps_its_room(
+    make_app: AppFactory, width: int, beside: bool
+) -> None:
+    """At 120 columns the pane beside the table left COMMAND a few cells: it opens there only
+    on request (d), over the table; from WIDE_FROM columns it sits beside and COMMAND still has
+    COMMAND_ROOM cells."""
+    async with make_app().run_test(size=(width, 40)) as pilot:
+        await settle(pilot)
+        screen = processes_screen(pilot.app.screen)
+        detail = screen.query_one(ProcessDetail)
+        assert detail.display is beside and screen.table.display
+        command = dict(
+            zip((c.key for c in screen.table.columns), screen.table._widths, strict=True)
+        )
+        assert command["cmd"] >= COMMAND_ROOM
+        if not beside:
+            await pilot.press("d")
+            await settle(pilot)
+            assert detail.display and not screen.table.display
+
+
+def test_the_detail_width_is_the_stylesheets() -> None:
+    """WIDE_FROM is derived from DETAIL_WIDTH: it must be the width processes.tcss gives."""
+    from daemoneye.tui.screens import processes
+
+    sheet = (Path(processes.__file__).parent / "processes.tcss").read_text()
+    block = sheet.split("#process-detail {", 1)[1].split("}", 1)[0]
+    assert f"width: {processes.DETAIL_WIDTH};" in block

@@ -70,6 +70,14 @@ COMMAND_ROOM = 28
 GIVE_WAY = (("container", 12), ("name", 8), ("user", 6), ("rss", 6))
 
 
+def table_width_for_command(padding: int, columns: tuple[Column, ...] = PROCESS_COLUMNS) -> int:
+    """The narrowest the process table may be and still give COMMAND its COMMAND_ROOM cells,
+    once every column in GIVE_WAY has given way (`padding` blank cells each side of a column)."""
+    narrowest = dict(GIVE_WAY)
+    fixed = sum(narrowest.get(c.key, c.width) for c in columns if c.width)
+    return fixed + COMMAND_ROOM + 2 * padding * len(columns)
+
+
 def process_column_widths(
     room: int, columns: tuple[Column, ...] = PROCESS_COLUMNS
 ) -> tuple[int, ...]:

@@ -45,8 +45,11 @@ class DashboardScreen(Screen[None]):
     def compose_body(self) -> ComposeResult:
         yield from ()
 
+    # From how many columns this screen uses its wide layout (a screen may need more).
+    WIDE_FROM: ClassVar[int] = WIDE
+
     def on_resize(self, event: Resize) -> None:
-        narrow = event.size.width < WIDE
+        narrow = event.size.width < self.WIDE_FROM
         if narrow != self.has_class("-narrow"):
             self.set_class(narrow, "-narrow")
             self.layout_changed()

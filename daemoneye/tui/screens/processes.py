@@ -20,6 +20,7 @@ from daemoneye.tui.logic.connections import CONNECTIONS_REFRESH_S, connections_b
 from daemoneye.tui.logic.detail import alert_facts, change_facts, process_facts
 from daemoneye.tui.logic.keys import parse_row_key, row_key
 from daemoneye.tui.logic.live import ProcessSet
+from daemoneye.tui.logic.process_row import table_width_for_command
 from daemoneye.tui.logic.processes import ProcessView
 from daemoneye.tui.logic.sorting import SORTABLE
 from daemoneye.tui.screens.dashboard_screen import DashboardScreen, PaletteEntry
@@ -27,7 +28,7 @@ from daemoneye.tui.screens.signal import SignalScreen
 from daemoneye.tui.source import SourceError
 from daemoneye.tui.widgets.filter_bar import FilterBar
 from daemoneye.tui.widgets.host_meters import HostMetersPanel
-from daemoneye.tui.widgets.live_table import LiveTable
+from daemoneye.tui.widgets.live_table import PADDING, LiveTable
 from daemoneye.tui.widgets.process_detail import ProcessDetail
 from daemoneye.tui.widgets.process_table import ProcessTable
 from daemoneye.tui.widgets.text_update import show_text
@@ -35,11 +36,18 @@ from daemoneye.tui.widgets.text_update import show_text
 MAX_DEFERRALS = 3  # frames a waiting process set gives way to keys, at most
 
 
+DETAIL_WIDTH = 62  # #process-detail's width in processes.tcss
+
+
 class ProcessesScreen(DashboardScreen):
     """Every live process, refreshed in place."""
 
     CSS_PATH = "processes.tcss"
     MODE = "processes"
+    # The detail pane opens beside the table by itself only where the table keeps room for
+    # the command line (at 120 columns it would leave COMMAND a few cells): the pane's width
+    # (processes.tcss), its border, the table's narrowest with COMMAND_ROOM and its scrollbar.
+    WIDE_FROM: ClassVar[int] = DETAIL_WIDTH + 1 + table_width_for_command(PADDING) + 1
     HELP_KEYS: ClassVar[tuple[tuple[str, str], ...]] = (
         ("/", "filter (Esc clears)"),
         ("s  S", "next sort column, reverse order"),
