@@ -1060,3 +1060,7 @@ async def test_query_editor_takes_a_pasted_statement_without_running_it(
         await pilot.press("enter")
         await settle(pilot)
         assert screen.dashboard.source.calls[-1] == ("query_run", (sql,))  # type: ignore[attr-defined]
+        await pilot.press("ctrl+l")
+        pilot.app.post_message(events.Paste("SELECT 1\r\nWHERE x = '\x1b[31m';"))
+        await settle(pilot)
+        assert editor.value == "SELECT 1\nWHERE x = '\\x1b[31m';"  # shown, never sent raw

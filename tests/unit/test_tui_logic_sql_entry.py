@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from daemoneye.tui.logic.query_history import QueryHistory
-from daemoneye.tui.logic.sql_entry import EnterAction, arrow_walks_history, on_enter
+from daemoneye.tui.logic.sql_entry import EnterAction, arrow_walks_history, editable, on_enter
 
 
 @pytest.mark.parametrize(
@@ -66,3 +66,11 @@ def test_history_keeps_a_multi_line_query_whole() -> None:
     assert history.older("") == "SELECT pid\nFROM live_processes;"
     assert history.newer() == ".tables"
     assert history.newer() == "draft\nline"
+
+
+def test_editable_text_shows_control_characters_and_keeps_lines_and_tabs() -> None:
+    """Copied from a coloured terminal: the escape must not reach the screen raw."""
+    pasted = "SELECT\tpid\r\nFROM x\rWHERE name = '\x1b[31mred\x00\u202e';"
+    assert editable(pasted) == "SELECT\tpid\nFROM x\nWHERE name = '\\x1b[31mred\\x00\\u202e';"
+    assert editable("SELECT 1;") == "SELECT 1;"
+    assert len(editable("\x1b" * 200_000)) == 4 * 200_000

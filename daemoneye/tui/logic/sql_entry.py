@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 from enum import Enum
 
+from daemoneye.text import visible
 from daemoneye.tui.logic.query_commands import is_dot_command
 
 
@@ -37,3 +38,11 @@ def arrow_walks_history(key: str, *, on_first_line: bool, on_last_line: bool) ->
     if key == "down":
         return on_last_line
     return False
+
+
+def editable(text: str) -> str:
+    """Text for the editor: line ends as `\\n` (CRLF and CR too), tabs kept, and every other
+    control or format character (`\\x1b` from a coloured terminal, `\\u202e`) as a visible
+    escape, so a paste cannot drive the terminal or hide what will run. Linear in the text."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "\n".join("\t".join(visible(part) for part in line.split("\t")) for line in lines)

@@ -10,7 +10,7 @@ from textual.message import Message
 from textual.widgets import TextArea
 
 from daemoneye.tui.logic.query_history import QueryHistory
-from daemoneye.tui.logic.sql_entry import EnterAction, arrow_walks_history, on_enter
+from daemoneye.tui.logic.sql_entry import EnterAction, arrow_walks_history, editable, on_enter
 
 
 class SqlEditor(TextArea):
@@ -50,19 +50,27 @@ class SqlEditor(TextArea):
 
     @value.setter
     def value(self, text: str) -> None:
-        self.text = text
+        self.text = editable(text)
         self.move_cursor(self.document.end)
 
+    async def _on_paste(self, event: events.Paste) -> None:
+        """A paste lands whole (its newlines are text, not Enter), control characters shown.
+        (Textual calls TextArea's own handler after this one unless the default is
+        prevented: it is, and that handler gets the shown text instead.)"""
+        event.prevent_default()
+        await super()._on_paste(events.Paste(editable(event.text)))
+
     async def _on_key(self, event: events.Key) -> None:
-        if event.key == "enter":
-            action = on_enter(self.text)
-            if action is not EnterAction.NEWLINE:
-                event.stop()
-                event.prevent_default()
-                if action is EnterAction.RUN:
-                    self.post_message(self.Submitted(self, self.text))
-                return
-        await super()._on_key(event)
+        """Enter on complete SQL runs it; every other key goes on to TextArea's handler, which
+        Textual calls after this one (a new line for an incomplete statement)."""
+        if event.key != "enter":
+            return
+        action = on_enter(self.text)
+        if action is not EnterAction.NEWLINE:
+            event.stop()
+            event.prevent_default()
+            if action is EnterAction.RUN:
+                self.post_message(self.Submitted(self, self.text))
 
     def _walks_history(self, key: str) -> bool:
         location = self.cursor_location
@@ -76,7 +84,7 @@ class SqlEditor(TextArea):
         if select or not self._walks_history("up"):
             super().action_cursor_up(select)
             return
-        self.text = self.queries.older(self.text)
+        self.text = editable(self.queries.older(self.text))
         # at the end of the first line if that is on the first screen row (a one-line query),
         # else at its start: either way ↑ again goes further back
         self.move_cursor((0, len(self.document[0])))
