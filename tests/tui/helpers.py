@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Input, TextArea
 
 from daemoneye.tui.app import DaemonEyeApp
 from daemoneye.tui.screens.dashboard_screen import DashboardScreen
@@ -18,6 +18,8 @@ async def settle(pilot: Pilot[Any], rounds: int = 4) -> None:
         await pilot.pause()
     for widget in pilot.app.screen.query(Input):
         widget.cursor_blink = False
+    for area in pilot.app.screen.query(TextArea):
+        area.cursor_blink = False
     await pilot.pause()
 
 

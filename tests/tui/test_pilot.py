@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from textual import events
 from textual.color import Color
 from textual.widgets import DataTable, Static
 
@@ -26,6 +27,7 @@ from daemoneye.tui.widgets.component_style import component_style
 from daemoneye.tui.widgets.filter_bar import FilterBar
 from daemoneye.tui.widgets.host_meters import HostMetersPanel
 from daemoneye.tui.widgets.process_detail import ProcessDetail
+from daemoneye.tui.widgets.sql_editor import SqlEditor
 from tests.fakes.dashboard_source import (
     FAKE_NOW,
     FakeSource,
@@ -398,19 +400,19 @@ async def test_query_runs_keeps_history_and_shows_errors(make_app: AppFactory) -
         await settle(pilot)
         screen = current(pilot)
         assert isinstance(screen, QueryScreen)
-        await pilot.press("slash", *"SELECT pid FROM live_processes", "enter")
+        await pilot.press("slash", *"SELECT pid FROM live_processes;", "enter")
         await settle(pilot)
         from textual.widgets import DataTable
 
         assert screen.query_one("#results", DataTable).row_count == 17
-        await pilot.press("ctrl+l", *"SELECT no_such FROM x", "enter")
+        await pilot.press("ctrl+l", *"SELECT no_such FROM x;", "enter")
         await settle(pilot)
         status = screen.query_one("#query-status", Static)
         assert "no such column" in str(status.content) and status.has_class("-error")
         await pilot.press("up")
-        assert screen.query_one("#sql").value == "SELECT no_such FROM x"  # type: ignore[attr-defined]
+        assert screen.query_one("#sql").value == "SELECT no_such FROM x;"  # type: ignore[attr-defined]
         await pilot.press("up")
-        assert screen.query_one("#sql").value == "SELECT pid FROM live_processes"  # type: ignore[attr-defined]
+        assert screen.query_one("#sql").value == "SELECT pid FROM live_processes;"  # type: ignore[attr-defined]
 
 
 async def test_help_opens_with_question_mark_and_f1(make_app: AppFactory) -> None:
@@ -1009,3 +1011,88 @@ def test_the_detail_width_is_the_stylesheets() -> None:
     sheet = (Path(processes.__file__).parent / "processes.tcss").read_text()
     block = sheet.split("#process-detail {", 1)[1].split("}", 1)[0]
     assert f"width: {processes.DETAIL_WIDTH};" in block
+
+
+async def test_query_editor_takes_multi_line_sql_as_sqlite3_does(make_app: AppFactory) -> None:
+    """Enter after an incomplete line starts a new one; Enter after `;` runs the whole text;
+    `.tables` runs at once; ↑ recalls the two-line query whole; Esc leaves the editor."""
+    async with make_app().run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        screen = current(pilot)
+        assert isinstance(screen, QueryScreen)
+        source = screen.dashboard.source
+        editor = screen.query_one(SqlEditor)
+        await pilot.press("slash", *"SELECT pid, name", "enter")
+        await settle(pilot)
+        assert editor.value == "SELECT pid, name\n"
+        assert editor.cursor_location == (1, 0)
+        assert "query_run" not in [name for name, _ in source.calls]  # type: ignore[attr-defined]
+        await pilot.press(*"FROM live_processes;", "enter")
+        await settle(pilot)
+        two_lines = "SELECT pid, name\nFROM live_processes;"
+        assert source.calls[-1] == ("query_run", (two_lines,))  # type: ignore[attr-defined]
+        assert screen.query_one("#results", DataTable).row_count == 17
+        assert "17 rows" in str(screen.query_one("#query-status", Static).render())
+        assert editor.value == two_lines
+        editor.value = ""
+        await pilot.press(*".tables", "enter")
+        await settle(pilot)
+        assert editor.value == ".tables"
+        assert source.calls[-1] == ("query_tables", ())  # type: ignore[attr-defined]
+        editor.value = ""
+        await pilot.press("up")
+        assert editor.value == ".tables"
+        await pilot.press("up")
+        assert editor.value == two_lines
+        assert editor.cursor_location[0] == 0
+        await pilot.press("down")  # on the first line of two: moves, no history
+        assert editor.value == two_lines and editor.cursor_location[0] == 1
+        await pilot.press("down")  # on the last line: the newer query
+        assert editor.value == ".tables"
+        await pilot.press("down")  # past the newest: the draft, empty
+        assert editor.value == ""
+        await pilot.press("enter")  # blank: neither runs nor adds empty lines
+        assert editor.value == ""
+        await pilot.press("escape")
+        await settle(pilot)
+        assert not editor.has_focus
+        await pilot.press("2")
+        await settle(pilot)
+        assert isinstance(current(pilot), AlertsScreen)
+
+
+async def test_query_editor_takes_a_pasted_statement_without_running_it(
+    make_app: AppFactory,
+) -> None:
+    """A pasted multi-line statement lands whole (its newlines are not Enter); the Enter
+    after it runs it, and the editor grows with it up to its bound."""
+    async with make_app().run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        screen = current(pilot)
+        assert isinstance(screen, QueryScreen)
+        await pilot.press("slash")
+        editor = screen.query_one(SqlEditor)
+        one_line_height = editor.outer_size.height
+        sql = "SELECT pid,\n  name\nFROM live_processes\nWHERE pid > 0\nORDER BY pid;"
+        pilot.app.post_message(events.Paste(sql))
+        await settle(pilot)
+        assert editor.value == sql
+        assert "query_run" not in [n for n, _ in screen.dashboard.source.calls]  # type: ignore[attr-defined]
+        assert editor.outer_size.height == one_line_height + 4
+        pilot.app.post_message(events.Paste("\n".join(["-- more"] * 40)))
+        await settle(pilot)
+        assert editor.outer_size.height == one_line_height + 5  # bounded: then it scrolls
+        await pilot.press("ctrl+l")  # clears; the editor keeps the keys
+        pilot.app.post_message(events.Paste(sql))
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert screen.dashboard.source.calls[-1] == ("query_run", (sql,))  # type: ignore[attr-defined]
+        await pilot.press("ctrl+l")
+        pilot.app.post_message(events.Paste("SELECT 1\r\nWHERE x = '\x1b[31m';"))
+        await settle(pilot)
+        assert editor.value == "SELECT 1\nWHERE x = '\\x1b[31m';"  # shown, never sent raw

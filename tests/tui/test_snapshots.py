@@ -202,14 +202,14 @@ class TestQueryScreen:
     def test_results(
         self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
     ) -> None:
-        press = ["4", "slash", *"SELECT pid, name FROM live_processes", "enter"]
+        press = ["4", "slash", *"SELECT pid, name FROM live_processes;", "enter"]
         assert snap_compare(make_app(), press=press, terminal_size=size, run_before=just_settle)
 
     @pytest.mark.parametrize("size", SIZES)
     def test_error(
         self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
     ) -> None:
-        press = ["4", "slash", *"SELECT no_such FROM live_processes", "enter"]
+        press = ["4", "slash", *"SELECT no_such FROM live_processes;", "enter"]
         assert snap_compare(make_app(), press=press, terminal_size=size, run_before=just_settle)
 
 

@@ -1,4 +1,4 @@
-"""The query screen: a SQL line with history, the result table, errors inline."""
+"""The query screen: a multi-line SQL editor with history, the result table, errors inline."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Static
 
 from daemoneye.tui.logic.format import safe_cell
 from daemoneye.tui.logic.query_commands import (
@@ -20,7 +20,7 @@ from daemoneye.tui.logic.query_commands import (
 )
 from daemoneye.tui.screens.dashboard_screen import DashboardScreen, PaletteEntry
 from daemoneye.tui.source import QueryResult, SourceError
-from daemoneye.tui.widgets.sql_input import SqlInput
+from daemoneye.tui.widgets.sql_editor import SqlEditor
 
 MAX_SHOWN_ROWS = 5000
 PLACEHOLDER = "SELECT pid, name, cpu_percent FROM live_processes ORDER BY cpu_percent DESC"
@@ -32,10 +32,10 @@ class QueryScreen(DashboardScreen):
     CSS_PATH = "query.tcss"
     MODE = "query"
     HELP_KEYS: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("/", "edit the SQL line (it takes every key, 1 … 5 too)"),
-        ("Esc", "leave the SQL line: 1 … 5 switch screens again"),
-        ("Enter", "run"),
-        ("↑ ↓", "history"),
+        ("/", "edit the SQL (it takes every key, 1 … 5 too)"),
+        ("Esc", "leave the SQL: 1 … 5 switch screens again"),
+        ("Enter", "run when complete (ends in ;), else a new line"),
+        ("↑ ↓", "history from the first / last line, else move"),
         ("ctrl+l", "clear"),
         (".tables", "the tables and views SQL may read"),
         (".schema [T]", "their columns (of table T)"),
@@ -45,16 +45,16 @@ class QueryScreen(DashboardScreen):
         Binding("ctrl+l", "clear", "Clear"),
     ]
     PALETTE: ClassVar[tuple[PaletteEntry, ...]] = (
-        ("Run query", "Run the SQL in the query line", "run"),
-        ("Clear query", "Empty the query line and the results", "clear"),
+        ("Run query", "Run the SQL in the editor, complete or not", "run"),
+        ("Clear query", "Empty the SQL editor and the results", "clear"),
     )
 
     def compose_body(self) -> ComposeResult:
-        yield SqlInput(placeholder=PLACEHOLDER, id="sql")
+        yield SqlEditor(placeholder=PLACEHOLDER, id="sql")
         yield Static(
             Text(
-                "/ edits the SQL, Enter runs it, Esc leaves it · ↑/↓ history · "
-                "sandboxed, read-only",
+                "/ edits the SQL, Enter runs it once it ends in ; · Esc leaves it · "
+                "↑/↓ history · sandboxed, read-only",
                 "dim",
             ),
             id="query-status",
@@ -62,32 +62,32 @@ class QueryScreen(DashboardScreen):
         yield DataTable(id="results", cursor_type="row")
 
     def on_screen_resume(self) -> None:
-        """The SQL line takes the keys only after `/`: arriving here, 1 … 5 still switch
+        """The SQL editor takes the keys only after `/`: arriving here, 1 … 5 still switch
         screens as the help says everywhere."""
         self.query_one("#results", DataTable).focus()
 
     def action_focus_sql(self) -> None:
-        self.query_one(SqlInput).focus()
+        self.query_one(SqlEditor).focus()
 
     def action_clear(self) -> None:
-        self.query_one(SqlInput).value = ""
+        self.query_one(SqlEditor).value = ""
         self.query_one("#results", DataTable).clear(columns=True)
         self._status(Text(""))
 
     async def action_run(self) -> None:
-        self.run_sql(self.query_one(SqlInput).value)
+        self.run_sql(self.query_one(SqlEditor).value)
 
-    @on(Input.Submitted, "#sql")
-    def _submitted(self, event: Input.Submitted) -> None:
+    @on(SqlEditor.Submitted, "#sql")
+    def _submitted(self, event: SqlEditor.Submitted) -> None:
         self.run_sql(event.value)
 
     def run_sql(self, sql: str, *, title: str = "") -> None:
-        sql_input = self.query_one(SqlInput)
+        sql_input = self.query_one(SqlEditor)
         sql_input.value = sql
         sql = sql.strip()
         if not sql:
             return
-        sql_input.history.add(sql)
+        sql_input.queries.add(sql)
         if is_dot_command(sql):
             try:
                 command = parse_dot(sql)
