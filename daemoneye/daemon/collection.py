@@ -28,7 +28,6 @@ from collections.abc import Callable
 from typing import Any
 
 from daemoneye import __version__
-from daemoneye.collector.connections import ConnectionTracker
 from daemoneye.collector.procfs import read_boot_id, read_boot_time
 from daemoneye.collector.records import exit_event
 from daemoneye.config.schema import Config
@@ -197,8 +196,7 @@ class Collection:
         self._full_seen: set[ProcessKey] | None = None  # a full scan's instances, so far
         self._full_parts: list[ScanDelta] = []  # its pieces written so far, for the rules
         self._full_written = True
-        self.connections = ConnectionTracker(proc_root, clock=clock)
-        self._connections_at: float | None = None  # when the last refresh ran
+        self._connections_at: float | None = None  # when procmond's last refresh arrived
         self.connection_stats: ConnectionStats | None = None
         self._connections_missed = False  # a refresh was not written: write the whole set next
         # The open connections by instance after the last refresh, replaced whole: IPC reads it
@@ -219,7 +217,6 @@ class Collection:
         (even a kill -9) running processes keep their rows and the dead ones get ended by
         procmond's first, full scan. Returns how many rows were carried over."""
         self.mirror = {k: r for k, r in self.store.live_processes().items() if r.ended_at is None}
-        self.connections.prime(live_connections(self.store))
         return len(self.mirror)
 
     def reconfigure(self, config: Config) -> None:
@@ -248,6 +245,8 @@ class Collection:
                 self._take_hashes(payload.hashes)
             elif isinstance(payload, frames.Health):
                 self._take_health(payload)
+            elif isinstance(payload, ConnectionsDelta):
+                self.apply_connections(payload)
             elif isinstance(payload, frames.Hello):
                 self._take_hello(payload)
         self._write_events(events)
@@ -256,6 +255,9 @@ class Collection:
 
     def _take_hello(self, hello: frames.Hello) -> None:
         self.hello = hello
+        # A new procmond knows no sockets yet: its first refresh is written whole, which also
+        # ends what the store still has open and it does not report.
+        self._connections_missed = True
         self._event_source = hello.event_source
         self.collector_down = None
         if not hello.sees_all:
@@ -385,7 +387,6 @@ class Collection:
         if scan.full:
             self._close_gap()
         self._after_write(delta.ts)
-        self.refresh_connections(delta.ts)
         self.ticks += 1
         self._last_scan_ms = delta.stats.duration_s * 1000.0
         self._scan_ms_total += self._last_scan_ms
@@ -441,32 +442,32 @@ class Collection:
             return None
         return self._connections_at
 
-    def refresh_connections(self, now: float) -> ConnectionsDelta | None:
-        """Refresh the connections table when `collector.connections_interval` has passed;
-        rules that read `connections` are evaluated for the instances that opened one."""
-        interval = self.config.collector.connections_interval
-        if interval <= 0:
-            return None
-        if self._connections_at is None:
-            # Not in the first tick: walking every process's fds once must not hold up the
-            # daemon's readiness (the first refresh is the one that reads everything).
-            self._connections_at = now
-            return None
-        if now - self._connections_at < interval:
-            return None
-        self._connections_at = now
-        delta = self.connections.refresh(self.mirror.keys())
+    def apply_connections(self, delta: ConnectionsDelta) -> None:
+        """procmond's connections refresh (it walks the fds; the agent has no capability to):
+        keep the open set by instance, write what changed, and evaluate the rules that read
+        `connections` for the instances that opened one. After a refresh the store could not
+        take, or a new procmond (which starts from nothing), the next one is written whole."""
+        self._connections_at = delta.ts
         self.connection_stats = delta.stats
-        self.connections_by_key = self.connections.snapshot()
+        by_key = {k: list(v) for k, v in self.connections_by_key.items()}
+        for conn in delta.closed:
+            kept = [c for c in by_key.get(conn.key, []) if c.inode != conn.inode]
+            if kept:
+                by_key[conn.key] = kept
+            else:
+                by_key.pop(conn.key, None)
+        for conn in delta.opened + delta.changed:
+            held = [c for c in by_key.get(conn.key, []) if c.inode != conn.inode]
+            by_key[conn.key] = [*held, conn]
+        self.connections_by_key = {k: tuple(v) for k, v in by_key.items()}
         if self._connections_missed:
             delta = self._whole_connections(delta)
         if not (delta.opened or delta.changed or delta.closed):
-            return delta
+            return
         written = self._try_write(self._write_connections, delta)
         self._connections_missed = not written
         if written and self.engine is not None and delta.opened:
             self.engine.on_connections({c.key for c in delta.opened})
-        return delta
 
     def _whole_connections(self, delta: ConnectionsDelta) -> ConnectionsDelta:
         """After a refresh the store could not take: every open connection (the upsert keeps

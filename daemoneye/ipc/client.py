@@ -222,7 +222,7 @@ class DaemonClient(DaemonCalls):
         if route is None:
             return fallback
         if stream is not None:
-            return await stream.failure(route.target, route.remote_program, 1.0) or fallback
+            return await stream.failure(route.target, route.remote_program, 5.0) or fallback
         failed, self._ssh_failed = self._ssh_failed, None
         return failed or fallback
 
@@ -299,7 +299,7 @@ class DaemonClient(DaemonCalls):
             # The channel is gone; ssh ends by itself in a moment and says why. Learn it
             # before failing the pending calls, whose handlers report it (`_ssh_failure`).
             self._ssh_failed = await stream.failure(
-                self.ssh.target, self.ssh.remote_program, wait=1.0
+                self.ssh.target, self.ssh.remote_program, wait=5.0
             )
         self._fail_pending(why)
         if writer is not None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemoneye.ipc.codec import CodecError, from_wire
-from daemoneye.models import ExeHash, ProcessKey, ScanDelta
+from daemoneye.models import ConnectionsDelta, ExeHash, ProcessKey, ScanDelta
 
 PAIR_VERSION = 1
 HEADER = struct.Struct(">IB")
@@ -38,6 +38,7 @@ class Kind(enum.IntEnum):
     HASHES = 4
     HEALTH = 5
     SIGNAL_RESULT = 6
+    CONNECTIONS = 7
     SIGNAL = 64
     RESCAN = 65
 
@@ -133,12 +134,21 @@ PAYLOADS: dict[Kind, type[Any]] = {
     Kind.HASHES: Hashes,
     Kind.HEALTH: Health,
     Kind.SIGNAL_RESULT: SignalResult,
+    Kind.CONNECTIONS: ConnectionsDelta,
     Kind.SIGNAL: SignalRequest,
     Kind.RESCAN: Rescan,
 }
 KIND_OF: dict[type[Any], Kind] = {cls: kind for kind, cls in PAYLOADS.items()}
 FROM_PROCMOND = frozenset(
-    {Kind.HELLO, Kind.SCAN, Kind.EVENTS, Kind.HASHES, Kind.HEALTH, Kind.SIGNAL_RESULT}
+    {
+        Kind.HELLO,
+        Kind.SCAN,
+        Kind.EVENTS,
+        Kind.HASHES,
+        Kind.HEALTH,
+        Kind.SIGNAL_RESULT,
+        Kind.CONNECTIONS,
+    }
 )
 FROM_AGENT = frozenset({Kind.SIGNAL, Kind.RESCAN})
 SIGNAL_OUTCOMES = ("pidfd", "kill", "stale", "refused")
@@ -249,6 +259,10 @@ def _check(kind: Kind, payload: Any) -> None:
         raise FrameError(
             kind.name, "outcome", f"{payload.outcome!r} is not one of {SIGNAL_OUTCOMES}"
         )
+    if isinstance(payload, ConnectionsDelta):
+        for conn in payload.opened + payload.changed + payload.closed:
+            if conn.pid < 1 or conn.start_time < 0:
+                raise FrameError(kind.name, "opened", f"connection of pid {conn.pid}")
     if isinstance(payload, Scan | Events):
         for record in payload.delta.added + payload.delta.updated + payload.delta.execed:
             if record.pid < 1 or record.start_time < 0:

@@ -23,6 +23,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from daemoneye.collector.connections import ConnectionTracker
 from daemoneye.collector.context import ContextReader
 from daemoneye.collector.event_feed import EventFeed
 from daemoneye.collector.events import ProcEventSource
@@ -86,6 +87,10 @@ class Procmond:
             context=ContextReader(os.fsencode(proc_root), settings.environment),
         )
         self.feed: EventFeed | None = None
+        # Sockets per instance: walking other users' fds needs procmond's capabilities, so the
+        # refresh is here, every collector.connections_interval; the agent writes the deltas.
+        self.connections = ConnectionTracker(proc_root, clock=clock)
+        self._connections_due: float | None = None
         self.event_source = "polling-only: not started"
         self._clock = clock
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -159,9 +164,25 @@ class Procmond:
                 self._rescan = False
                 self.forward_events()  # the scan must not report what is still queued
                 self.scan(full=False)
+                self.refresh_connections()
                 next_scan += self.settings.interval
                 if next_scan < time.monotonic():
                     next_scan = time.monotonic() + self.settings.interval
+
+    def refresh_connections(self) -> None:
+        """One connections refresh when `connections_interval` has passed (0: never). Not in
+        the first scan's tick: walking every fd once must not hold up the first scan."""
+        interval = self.settings.connections_interval
+        now = time.monotonic()
+        if interval <= 0:
+            return
+        if self._connections_due is None:
+            self._connections_due = now + interval
+            return
+        if now < self._connections_due:
+            return
+        self._connections_due = now + interval
+        self.send(self.connections.refresh(self.scanner.snapshot().keys()))
 
     def _drain_wake_pipe(self) -> None:
         with contextlib.suppress(BlockingIOError):

@@ -148,26 +148,11 @@ def test_an_instance_that_opens_a_socket_is_evaluated_by_the_rules_that_read_con
     assert [(d.rule_id, d.pid) for d in result.detections] == [("reads", 10)]
 
 
-class _StubTracker:
-    """Stands in for ConnectionTracker: hands out prepared deltas and a fixed snapshot."""
-
-    def __init__(self, deltas: list[ConnectionsDelta], held: list[Connection]) -> None:
-        self.deltas = deltas
-        self.held = held
-
-    def refresh(self, live: object) -> ConnectionsDelta:
-        return self.deltas.pop(0)
-
-    def snapshot(self) -> dict[object, tuple[Connection, ...]]:
-        by_key: dict[object, tuple[Connection, ...]] = {}
-        for conn in self.held:
-            by_key[conn.key] = (*by_key.get(conn.key, ()), conn)
-        return by_key
-
-
 def test_a_refresh_the_store_could_not_take_is_made_good_by_the_next(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """procmond refreshes; the agent writes its deltas. One it could not write (disk full) is
+    made good by writing the next refresh whole."""
     from daemoneye.config.schema import Config
     from daemoneye.daemon.collection import Collection
     from daemoneye.errors import StoreUnwritable
@@ -176,16 +161,8 @@ def test_a_refresh_the_store_could_not_take_is_made_good_by_the_next(
         with store.transaction("t") as conn:
             write_delta(conn, _delta(100.0, opened=[_conn(1), _conn(2)]))
         collection = Collection(store, Config(), mode="user", event_source="polling-only")
-        # socket 2 closes and socket 3 opens while the disk is full; nothing changes after
-        tracker = _StubTracker(
-            [
-                _delta(110.0, opened=[_conn(3)], closed=[_conn(2, ended_at=110.0)]),
-                _delta(120.0),
-            ],
-            held=[_conn(1), _conn(3)],
-        )
-        monkeypatch.setattr(collection, "connections", tracker)
-        collection.refresh_connections(100.0)  # the first call only starts the clock
+        collection.apply_connections(_delta(105.0))  # nothing changed: nothing written
+        collection.connections_by_key = {_conn(1).key: (_conn(1), _conn(2))}
         writes = collection._write_connections
         failing = [True]
 
@@ -195,9 +172,12 @@ def test_a_refresh_the_store_could_not_take_is_made_good_by_the_next(
             writes(delta)
 
         monkeypatch.setattr(collection, "_write_connections", write)
-        collection.refresh_connections(110.0)
+        # socket 2 closes and socket 3 opens while the disk is full; nothing changes after
+        collection.apply_connections(
+            _delta(110.0, opened=[_conn(3)], closed=[_conn(2, ended_at=110.0)])
+        )
         assert sorted(c.inode for c in live_connections(store)) == [1, 2]  # not written
-        collection.refresh_connections(120.0)
+        collection.apply_connections(_delta(120.0))
         assert sorted(c.inode for c in live_connections(store)) == [1, 3]
         (ended,) = read_connections(store, "WHERE inode = 2")
         assert ended.ended_at == 120.0
