@@ -48,7 +48,7 @@ class DaemonProcess:
             if not key.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_"))
         }
         for name in ("config", "state", "cache", "data", "runtime"):
-            (self.root / name).mkdir(mode=0o700)
+            (self.root / name).mkdir(mode=0o700, exist_ok=True)  # a caller may seed config/
         root = self.root
         env.update(
             HOME=str(root),

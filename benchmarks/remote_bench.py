@@ -255,13 +255,18 @@ async def _alerts_run(source: DashboardSource, expect: int, several: bool) -> di
 
 @contextlib.contextmanager
 def _daemons(count: int, rule: str) -> Iterator[list[DaemonProcess]]:
+    """`count` daemons whose rules directory holds `rule` from the start (a rule loaded later
+    is evaluated over the live set once, capped by the row limit)."""
     with contextlib.ExitStack() as stack:
-        daemons = [stack.enter_context(DaemonProcess(interval=1.0)) for _ in range(count)]
+        daemons = []
+        for _ in range(count):
+            daemon = DaemonProcess(interval=1.0)
+            rules = daemon.root / "config" / "daemoneye" / "rules.d"
+            rules.mkdir(parents=True, mode=0o700)
+            (rules / "bench.toml").write_text(rule)
+            daemons.append(stack.enter_context(daemon))
         for daemon in daemons:
             daemon.wait_ready()
-            rules = daemon.root / "config" / "daemoneye" / "rules.d"
-            rules.mkdir(parents=True, exist_ok=True)
-            (rules / "bench.toml").write_text(rule)  # live within a second (hot reload)
         yield daemons
 
 
