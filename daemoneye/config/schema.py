@@ -387,6 +387,20 @@ _FORMAT_HELP = (
 )
 
 
+def _headers_field() -> Any:
+    """`headers` of an HTTP sink (webhook, otlp): values are secrets to `config show`."""
+    return field(
+        default=(),
+        metadata=_spec(
+            "table",
+            "Extra HTTP headers, e.g. Authorization or an API key (a TOML table; JSON object "
+            "in the environment). Values are hidden by `config show`.",
+            check=check_headers,
+            redact=redact_headers,
+        ),
+    )
+
+
 def _format_field() -> Any:
     return field(default="native", metadata=_spec("enum", _FORMAT_HELP, choices=ALERT_FORMATS))
 
@@ -490,16 +504,7 @@ class WebhookSinkConfig:
         default="",
         metadata=_spec("path", "PEM file of CA certificates to trust instead of the system's."),
     )
-    headers: tuple[tuple[str, str], ...] = field(
-        default=(),
-        metadata=_spec(
-            "table",
-            "Extra HTTP headers, e.g. Authorization (a TOML table; JSON object in the "
-            "environment). Values are hidden by `config show`.",
-            check=check_headers,
-            redact=redact_headers,
-        ),
-    )
+    headers: tuple[tuple[str, str], ...] = _headers_field()
     format: str = _format_field()
 
 
@@ -538,16 +543,7 @@ class OtlpSinkConfig:
         default="",
         metadata=_spec("path", "PEM file of CA certificates to trust for an https endpoint."),
     )
-    headers: tuple[tuple[str, str], ...] = field(
-        default=(),
-        metadata=_spec(
-            "table",
-            "Extra HTTP headers, e.g. an API key (a TOML table; JSON object in the "
-            "environment). Values are hidden by `config show`.",
-            check=check_headers,
-            redact=redact_headers,
-        ),
-    )
+    headers: tuple[tuple[str, str], ...] = _headers_field()
     format: str = _format_field()
 
 
