@@ -402,6 +402,13 @@ class HealthReport:
     procmond_missed_upper: int = 0  # tasks created during those gaps: execs possibly missed
     agent_privileges: ProcessPrivileges | None = None  # None: not read (an older daemon)
     procmond_privileges: ProcessPrivileges | None = None  # None: procmond is not running
+    # [stream]: process events sent to sinks beside the alerts (all of its sinks together)
+    stream_sinks: tuple[str, ...] = ()  # empty: no stream
+    stream_sent_total: int = 0
+    stream_queued: int = 0  # waiting for a slow or failing sink
+    stream_dropped_rate_total: int = 0  # over [stream] rate
+    stream_dropped_queue_total: int = 0  # a sink's queue was full
+    stream_refused_total: int = 0  # a sink said it will never take them
 
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")  # lowest first

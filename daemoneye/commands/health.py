@@ -80,6 +80,21 @@ def _engine_rows(status: DaemonStatus | None) -> list[tuple[str, str]]:
     ]
 
 
+def _stream_rows(report: HealthReport) -> list[tuple[str, str]]:
+    """The process-event stream, when [stream] names sinks."""
+    if not report.stream_sinks:
+        return []
+    return [
+        (
+            "event stream",
+            f"to {', '.join(report.stream_sinks)}: {report.stream_sent_total} sent, "
+            f"{report.stream_queued} waiting, dropped {report.stream_dropped_rate_total} over "
+            f"the rate cap and {report.stream_dropped_queue_total} with a full queue, "
+            f"{report.stream_refused_total} refused",
+        )
+    ]
+
+
 def _host_rows(status: DaemonStatus | None, now: float) -> list[tuple[str, str]]:
     host = status.host if status is not None else None
     if host is None:
@@ -184,6 +199,7 @@ def show_health(ctx: Context) -> int:
             f"collector, up to {report.procmond_missed_upper} events possibly missed",
         ),
         *_engine_rows(status),
+        *_stream_rows(report),
         ("agent runs as", privileges_line(report.agent_privileges)),
         ("procmond runs as", privileges_line(report.procmond_privileges)),
         *_host_rows(status, now),

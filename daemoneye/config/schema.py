@@ -5,6 +5,7 @@ KEYS) that loading, `config show` and the tests walk."""
 from __future__ import annotations
 
 import difflib
+import re
 import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
@@ -21,7 +22,8 @@ from daemoneye.config.sink_values import (
     redact_headers,
     redact_url,
 )
-from daemoneye.models import DEFAULT_ENVIRONMENT
+from daemoneye.filters import FilterError, parse_filter
+from daemoneye.models import CHANGE_KINDS, DEFAULT_ENVIRONMENT
 from daemoneye.paths import Paths
 
 
@@ -558,6 +560,95 @@ class SinksConfig:
     otlp: OtlpSinkConfig = OtlpSinkConfig()
 
 
+STREAM_KINDS = ("start", "exec", "exit", "change", *CHANGE_KINDS)
+
+
+def check_stream_sinks(names: tuple[str, ...]) -> None:
+    """Sink names, each once."""
+    sinks = tuple(f.name for f in fields(SinksConfig))
+    for name in names:
+        if name not in sinks:
+            raise ValueError(f"{name!r} is not a sink; one of {', '.join(sinks)}")
+    if len(set(names)) != len(names):
+        raise ValueError("a sink is named twice")
+
+
+def check_stream_kinds(kinds: tuple[str, ...]) -> None:
+    """Event kinds the stream may carry; 'change' stands for every change after start."""
+    for kind in kinds:
+        if kind not in STREAM_KINDS:
+            raise ValueError(f"{kind!r} is not an event kind; one of {', '.join(STREAM_KINDS)}")
+
+
+def check_stream_filter(text: str) -> None:
+    """A process filter over the record an event is about: no `port:`/`remote:` (connections
+    are refreshed seconds later) and no `alerted`."""
+    try:
+        parsed = parse_filter(text)
+    except FilterError as exc:
+        raise ValueError(str(exc)) from None
+    if parsed.uses_connections:
+        raise ValueError("port: and remote: terms cannot filter the stream")
+    if re.search(r"(^|\s)(not:|-)?alerted(\s|$)", text):
+        raise ValueError("the alerted term cannot filter the stream")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    """`[stream]`: process events (exec, exit, changes after start) sent to sinks beside the
+    alerts, for a SIEM that wants the raw events. Best effort: the store keeps every event;
+    what the rate cap or a slow sink drops is counted in `health`."""
+
+    sinks: tuple[str, ...] = field(
+        default=(),
+        metadata=_spec(
+            "names",
+            "The sinks that also carry process events, in their own format "
+            "(e.g. ['file', 'otlp']); each must be enabled. Empty: no events are streamed.",
+            check=check_stream_sinks,
+        ),
+    )
+    kinds: tuple[str, ...] = field(
+        default=("exec", "exit", "change"),
+        metadata=_spec(
+            "names",
+            "Event kinds streamed: start (first seen by the scanner), exec, exit, and 'change' "
+            "(every change after start) or single changes (rename, uid, gid, ptrace, "
+            "exe_deleted, exe_replaced, cwd).",
+            check=check_stream_kinds,
+        ),
+    )
+    filter: str = field(
+        default="",
+        metadata=_spec(
+            "str",
+            "Only events whose process matches this filter (the processes filter language, "
+            "e.g. 'not:user:root' or 'container:docker'). Empty: all.",
+            check=check_stream_filter,
+        ),
+    )
+    rate: int = field(
+        default=500,
+        metadata=_spec(
+            "int",
+            "Events per second streamed at most (a burst of one second's worth is allowed); "
+            "the rest are dropped and counted.",
+            lo=1,
+            hi=1_000_000,
+        ),
+    )
+    queue: int = field(
+        default=10_000,
+        metadata=_spec(
+            "int",
+            "Events held per sink while it is slow or down; beyond this new events are "
+            "dropped and counted.",
+            lo=100,
+            hi=1_000_000,
+        ),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryConfig:
     """`[delivery]`: retries of alerts a sink did not take."""
@@ -615,6 +706,7 @@ class Config:
     sinks: SinksConfig = SinksConfig()
     remote: RemoteConfig = RemoteConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    stream: StreamConfig = StreamConfig()
 
 
 @dataclass(frozen=True, slots=True)

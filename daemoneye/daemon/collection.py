@@ -38,6 +38,7 @@ from daemoneye.engine.audit_prune import audit_pruner
 from daemoneye.engine.detection import DetectionEngine
 from daemoneye.engine.outbox import sink_health
 from daemoneye.engine.spill import AlertSpill
+from daemoneye.engine.stream import EventStream
 from daemoneye.errors import StoreError, StoreUnwritable
 from daemoneye.models import (
     Connection,
@@ -169,6 +170,7 @@ class Collection:
         self.boot_time = store.boot_time(read_boot_id(proc_root), read_boot_time(proc_root))
         self.engine: DetectionEngine | None = None  # attached by the daemon after startup
         self.link: ProcmondLink | None = None  # attached by the daemon when procmond starts
+        self.stream: EventStream | None = None  # attached by the daemon when [stream] is on
         self.mirror: dict[ProcessKey, ProcessRecord] = {}
         self.hello: frames.Hello | None = None
         self.procmond: frames.Health | None = None
@@ -335,13 +337,19 @@ class Collection:
             mirror[rec.key] = rec
         ended = list(delta.ended)
         events = list(delta.events)
+        last_known: dict[ProcessKey, ProcessRecord] = {}  # the ended, for the stream
         for key in ended:
-            mirror.pop(key, None)
+            record = mirror.pop(key, None)
+            if record is not None:
+                last_known[key] = record
         for key in gone:
             ended.append(key)
-            events.append(exit_event(key, mirror.pop(key), delta.ts))
+            last_known[key] = mirror.pop(key)
+            events.append(exit_event(key, last_known[key], delta.ts))
         if demoted:
             events = [_demote(e, demoted) for e in events if _kept(e, demoted)]
+        if self.stream is not None and events:
+            self.stream.offer(events, lambda key: mirror.get(key) or last_known.get(key))
         return dataclasses.replace(
             delta,
             added=tuple(added),
@@ -596,6 +604,13 @@ class Collection:
                 f"({self.outage.failures} writes failed): {self._held_text()}; collection "
                 f"goes on; last write error: {self.outage.last_error}"
             )
+        stream = self.stream.stats() if self.stream is not None else ()
+        problems.extend(
+            f"the process-event stream to {lane.sink} fails ({lane.queued} events waiting): "
+            f"{lane.last_error}"
+            for lane in stream
+            if lane.last_error is not None and lane.queued
+        )
         return HealthReport(
             daemon_pid=os.getpid(),
             daemon_uid=os.geteuid(),
@@ -641,6 +656,12 @@ class Collection:
             procmond_privileges=privileges_of(
                 procmond.pid if procmond and self.collector_down is None else None, "procmond"
             ),
+            stream_sinks=tuple(lane.sink for lane in stream),
+            stream_sent_total=sum(lane.sent for lane in stream),
+            stream_queued=sum(lane.queued for lane in stream),
+            stream_dropped_rate_total=stream[0].dropped_rate if stream else 0,
+            stream_dropped_queue_total=sum(lane.dropped_queue for lane in stream),
+            stream_refused_total=sum(lane.refused for lane in stream),
         )
 
     def write_health(self, *extra_problems: str) -> None:

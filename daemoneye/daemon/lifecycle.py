@@ -23,7 +23,7 @@ from pathlib import Path
 
 from daemoneye import __version__
 from daemoneye.collector.procfs import read_boot_id, read_boot_time
-from daemoneye.config.schema import LoadedConfig
+from daemoneye.config.schema import Config, LoadedConfig
 from daemoneye.daemon.collection import Collection
 from daemoneye.daemon.ipc_runtime import IpcRuntime, start_ipc
 from daemoneye.daemon.lock import PidLock
@@ -38,6 +38,7 @@ from daemoneye.engine import audit
 from daemoneye.engine.delivery import DeliveryWorker
 from daemoneye.engine.detection import DetectionEngine
 from daemoneye.engine.reload import ReloadOutcome, watch_rules
+from daemoneye.engine.stream import EventStream
 from daemoneye.errors import DaemonEyeError, StoreError
 from daemoneye.models import ScanDelta
 from daemoneye.store.db import Store
@@ -185,6 +186,11 @@ class Daemon:
         self.delivery = DeliveryWorker.from_config(paths.db, config)
         self.delivery.start()
         delivery = self.delivery
+        stream = EventStream.from_config(config)
+        if stream is not None:
+            stream.start()
+            self.collection.stream = stream
+            log.info("streaming process events to %s", ", ".join(config.stream.sinks))
 
         def attach() -> ReloadOutcome:
             engine = DetectionEngine(
@@ -394,6 +400,10 @@ class Daemon:
                 "store path changed to %s: this takes effect at the next restart", new.paths.db
             )
         collector_changed = new.config.collector != self.loaded.config.collector
+        stream_changed = (new.config.stream, new.config.sinks) != (
+            self.loaded.config.stream,
+            self.loaded.config.sinks,
+        )
         self.loaded = LoadedConfig(
             config=new.config,
             paths=self.loaded.paths,
@@ -414,6 +424,8 @@ class Daemon:
             self.link.start()
         if self.delivery is not None:
             self.delivery.reopen()  # logrotate: file sinks open their path again
+        if stream_changed:
+            await self._swap_stream(new.config)
         if self.collection.engine is not None:
             await loop.run_in_executor(self._worker, self.engine.load)
         log.info(
@@ -421,6 +433,30 @@ class Daemon:
             ", ".join(map(str, new.files_read)) or "defaults and environment",
         )
         return "configuration reloaded"
+
+    async def _swap_stream(self, config: Config) -> None:
+        """Validate-then-swap the process-event stream after [stream] or a sink changed: a new
+        one that cannot be built leaves the running one as it is."""
+        loop = asyncio.get_running_loop()
+        try:
+            stream = await loop.run_in_executor(None, EventStream.from_config, config)
+        except DaemonEyeError as exc:
+            log.error("[stream] not changed, keeping the running stream: %s", exc)
+            return
+        if stream is not None:
+            stream.start()
+
+        def swap() -> EventStream | None:
+            old, self.collection.stream = self.collection.stream, stream
+            return old
+
+        old = await loop.run_in_executor(self._worker, swap)
+        if old is not None:
+            await loop.run_in_executor(None, old.stop)
+        log.info(
+            "process-event stream: %s",
+            "to " + ", ".join(config.stream.sinks) if stream is not None else "off",
+        )
 
     # -- shutdown --------------------------------------------------------------------------
     async def shutdown(self) -> None:
@@ -439,6 +475,8 @@ class Daemon:
         if self.delivery is not None:
             await loop.run_in_executor(None, self.delivery.stop)
             self.delivery = None
+        if self._collection is not None and self._collection.stream is not None:
+            await loop.run_in_executor(None, self._collection.stream.stop)
         if self.link is not None:
             await loop.run_in_executor(None, self.link.stop)
             if self._collection is not None:

@@ -39,12 +39,14 @@ from daemoneye.engine.outbox import (
     OutboxItem,
     due_items,
     mark_alert_delivered,
+    mark_all_delivered,
     mark_delivered,
     mark_failed,
     next_due_at,
     prune,
 )
 from daemoneye.engine.sinks import PermanentSinkError, Sink, SinkError, build_sinks
+from daemoneye.engine.sinks.base import BatchSink, batch_sink
 from daemoneye.engine.spill import AlertSpill, HeldAlert
 from daemoneye.errors import StoreError, StoreUnwritable
 from daemoneye.store.db import Store
@@ -152,6 +154,13 @@ class SinkRunner:
             for item in taken
             if item.id not in self._unrecorded and item.alert_id not in self._unrecorded_alerts
         ]
+        batcher = batch_sink(self.sink)
+        if batcher is not None and len(items) > 1:
+            pause = self._attempt_batch(batcher, items)
+            if pause is not None:
+                self.paused_until = self._clock() + pause
+                return pause
+            items = []
         for item in items:
             if should_stop():
                 return 0.0
@@ -186,6 +195,46 @@ class SinkRunner:
             self._unrecorded_at[item.id] = now
         self._succeeded()
         return None
+
+    def _attempt_batch(self, sink: BatchSink, items: list[OutboxItem]) -> float | None:
+        """Deliver rows in one round trip and record the outcome of each; the sink's pause
+        when it failed transiently, else None. A refusal does not say which row was refused:
+        the rows are then tried one by one, so only that one is dead-lettered."""
+        try:
+            sink.deliver_batch([item.payload for item in items])
+        except PermanentSinkError:
+            for item in items:
+                pause = self._attempt(item)
+                if pause is not None:
+                    return pause
+            return None
+        except SinkError as exc:
+            return self._batch_failed(items, str(exc), exc.retry_after)
+        except Exception as exc:  # a bug in one sink must not end its delivery thread
+            log.exception("sink %s failed unexpectedly on %d alerts", self.name, len(items))
+            return self._batch_failed(items, f"internal error: {exc!r}", None)
+        now = self._clock()
+        try:
+            mark_all_delivered(self.store, items, now)
+        except StoreUnwritable:
+            for item in items:  # not sent again: recorded later
+                self._unrecorded[item.id] = item.alert_id
+                self._unrecorded_at[item.id] = now
+        self._succeeded()
+        return None
+
+    def _batch_failed(
+        self, items: list[OutboxItem], error: str, retry_after: float | None
+    ) -> float | None:
+        """Charge every row of a failed batch one attempt; the batch is one failure of the
+        sink, so its pause grows as for one row."""
+        before = self.consecutive_failures
+        pause = self._failed(items[0], error, retry_after)
+        for item in items[1:]:
+            self.consecutive_failures = before + 1  # the others are logged at DEBUG
+            self._failed(item, error, retry_after)
+        self.consecutive_failures = before + 1
+        return pause
 
     def _succeeded(self) -> None:
         if self.consecutive_failures:

@@ -148,13 +148,20 @@ ON CONFLICT (sink) DO UPDATE SET
 
 
 def mark_delivered(store: Store, item: OutboxItem, now: float) -> None:
-    with store.transaction(f"marking outbox row {item.id} delivered") as conn:
-        conn.execute(
+    mark_all_delivered(store, [item], now)
+
+
+def mark_all_delivered(store: Store, items: Sequence[OutboxItem], now: float) -> None:
+    """Mark rows of one sink delivered, in one transaction (a batch the sink took at once)."""
+    if not items:
+        return
+    with store.transaction(f"marking {len(items)} outbox row(s) delivered") as conn:
+        conn.executemany(
             "UPDATE sink_outbox SET state = 'delivered', delivered_at = ?, "
             "attempts = attempts + 1, last_error = NULL WHERE id = ? AND state = 'pending'",
-            (now, item.id),
+            [(now, item.id) for item in items],
         )
-        conn.execute(_BUMP_STATS, (item.sink, 1, 0, 0, now, None, None))
+        conn.execute(_BUMP_STATS, (items[0].sink, len(items), 0, 0, now, None, None))
 
 
 def mark_alert_delivered(store: Store, alert_id: int, sink: str, now: float) -> int:

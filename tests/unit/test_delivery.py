@@ -341,3 +341,60 @@ def test_a_backlog_waiting_past_a_minute_is_a_health_problem(store: Store) -> No
     assert health_problems([health], now=1059.0) == []
     (problem,) = health_problems([health], now=1061.0)
     assert problem == "sink fake: 3 alerts waiting, the oldest for 61s"
+
+
+class BatchFakeSink(FakeSink):
+    """Takes batches (as the OTLP sink does): `batches` records each request's alert ids."""
+
+    def __init__(self, *args: Any, refuse: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[list[int]] = []
+        self.refuse = refuse  # an alert id the receiver will never take
+
+    def deliver(self, payload: Mapping[str, Any]) -> None:
+        self.deliver_batch([payload])
+
+    def deliver_batch(self, payloads: Any) -> None:
+        ids = [int(p["alert_id"]) for p in payloads]
+        self.batches.append(ids)
+        if self.refuse in ids:
+            raise PermanentSinkError(f"{self.name} refuses alert {self.refuse}")
+        if self.failures:
+            self.failures -= 1
+            raise self.error(f"{self.name} is down", retry_after=self.retry_after)
+        self.delivered.extend(ids)
+
+
+def test_a_batch_sink_takes_the_due_alerts_in_one_request(store: Store) -> None:
+    raise_alerts(store, 5)
+    sink = BatchFakeSink()
+    runner = SinkRunner(store, "fake", sink, POLICY, clock=Clock(), jitter=lambda: 1.0)
+    runner.run_once()
+    assert sink.batches == [[1, 2, 3, 4, 5]]
+    assert {row[2:4] for row in outbox_rows(store)} == {("delivered", 1)}
+    (health,) = sink_health(store, ["fake"])
+    assert health.delivered_total == 5
+
+
+def test_a_failed_batch_charges_each_alert_once_and_the_sink_one_failure(store: Store) -> None:
+    raise_alerts(store, 3)
+    sink = BatchFakeSink(failures=1)
+    clock = Clock()
+    runner = SinkRunner(store, "fake", sink, POLICY, clock=clock, jitter=lambda: 1.0)
+    assert runner.run_once() == 4.0  # as after one failed alert: base 2 * 2**1
+    assert runner.consecutive_failures == 1
+    assert [row[2:5] for row in outbox_rows(store)] == [("pending", 1, 1004.0)] * 3
+    (health,) = sink_health(store, ["fake"])
+    assert health.failed_attempts_total == 3
+    clock.now = 1004.0
+    runner.run_once()
+    assert sink.delivered == [1, 2, 3] and runner.consecutive_failures == 0
+
+
+def test_a_refused_batch_is_tried_alone_so_only_the_refused_alert_dies(store: Store) -> None:
+    raise_alerts(store, 3)
+    sink = BatchFakeSink(refuse=2)
+    runner = SinkRunner(store, "fake", sink, POLICY, clock=Clock(), jitter=lambda: 1.0)
+    runner.run_once()
+    assert sink.batches == [[1, 2, 3], [1], [2], [3]]
+    assert [row[2] for row in outbox_rows(store)] == ["delivered", "dead", "delivered"]

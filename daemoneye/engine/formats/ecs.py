@@ -84,3 +84,62 @@ def alert_document(payload: Mapping[str, Any]) -> dict[str, Any]:
     if found:
         doc["threat"] = {"framework": "MITRE ATT&CK", "technique": {"id": list(found)}}
     return doc
+
+
+# -- process events -------------------------------------------------------------------------
+
+# event.type by the event's kind (ECS allows start, end, change and info for process events)
+_PROCESS_TYPE = {"exec": "start", "start": "info", "fork": "start", "exit": "end"}
+
+
+def process_document(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """One process event payload (engine.stream_payload) as an ECS document."""
+    kind = str(payload.get("kind", ""))
+    argv = payload.get("argv")
+    process: dict[str, Any] = {"pid": payload.get("pid")}
+    optional: dict[str, Any] = {
+        "start": _time(payload.get("start_time")),
+        "end": _time(payload.get("ts")) if kind == "exit" else None,
+        "exit_code": payload.get("exit_code") if kind == "exit" else None,
+        "name": payload.get("name"),
+        "executable": payload.get("exe"),
+        "command_line": payload.get("cmdline"),
+        "args": list(argv) if isinstance(argv, list) else None,
+        "args_count": len(argv) if isinstance(argv, list) else None,
+        "working_directory": payload.get("cwd"),
+        "parent": {"pid": payload["ppid"]} if payload.get("ppid") is not None else None,
+    }
+    process.update({key: value for key, value in optional.items() if value is not None})
+    host = str(payload.get("host", ""))
+    doc: dict[str, Any] = {
+        "@timestamp": _time(payload.get("ts")),
+        "ecs": {"version": ECS_VERSION},
+        "message": f"{kind} pid {payload.get('pid')}",
+        "event": {
+            "kind": "event",
+            "category": ["process"],
+            "type": [_PROCESS_TYPE.get(kind, "change")],
+            "action": kind,
+            "id": str(payload.get("event_id", "")),
+            "module": "daemoneye",
+            "dataset": "daemoneye.process",
+        },
+        "host": {"name": host, "hostname": host},
+        "observer": {"product": "DaemonEye", "vendor": "DaemonEye", "version": __version__},
+        "process": process,
+        "daemoneye": {
+            key: payload.get(key)
+            for key in ("kind", "old_value", "new_value", "partial", "source", "unit")
+        },
+    }
+    if payload.get("uid") is not None or payload.get("user") is not None:
+        user = {
+            "id": None if payload.get("uid") is None else str(payload["uid"]),
+            "name": payload.get("user"),
+        }
+        doc["user"] = {key: value for key, value in user.items() if value is not None}
+    if payload.get("container_id") is not None:
+        doc["container"] = {"id": payload["container_id"]}
+        if payload.get("container_runtime") is not None:
+            doc["container"]["runtime"] = payload["container_runtime"]
+    return doc

@@ -123,3 +123,105 @@ def alert_document(payload: Mapping[str, Any]) -> dict[str, Any]:
             }
         },
     }
+
+
+# -- process events: OCSF Process Activity ------------------------------------------------
+
+PROCESS_CLASS_UID = 1007  # Process Activity
+SYSTEM_CATEGORY_UID = 1  # System Activity
+# (activity_id, activity_name) by the event's kind; what OCSF has no activity for is 99 Other,
+# named after the kind.
+_PROCESS_ACTIVITY = {
+    "exec": (1, "Launch"),
+    "exit": (2, "Terminate"),
+    "ptrace": (4, "Inject"),
+    "uid": (5, "Set User ID"),
+}
+
+
+def _event_process(payload: Mapping[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = {"pid": payload.get("pid")}
+    if isinstance(payload.get("start_time"), int | float):
+        doc["created_time"] = epoch_ms(payload["start_time"])
+        doc["uid"] = f"{payload.get('host', '')}/{payload.get('pid')}/{payload['start_time']!r}"
+    exe = payload.get("exe")
+    optional: dict[str, Any] = {
+        "name": payload.get("name"),
+        "cmd_line": payload.get("cmdline"),
+        "file": {"path": exe, "name": exe.rsplit("/", 1)[-1], "type_id": 1}
+        if isinstance(exe, str)
+        else None,
+        "working_directory": payload.get("cwd"),
+        "user": _event_user(payload),
+        "parent_process": {"pid": payload["ppid"]} if payload.get("ppid") is not None else None,
+    }
+    if payload.get("kind") == "exit" and payload.get("ts") is not None:
+        optional["terminated_time"] = epoch_ms(payload.get("ts"))
+    doc.update({key: value for key, value in optional.items() if value is not None})
+    return doc
+
+
+def _event_user(payload: Mapping[str, Any]) -> dict[str, Any] | None:
+    user = {
+        key: value
+        for key, value in (
+            ("uid", None if payload.get("uid") is None else str(payload["uid"])),
+            ("name", payload.get("user")),
+        )
+        if value is not None
+    }
+    return user or None
+
+
+def process_document(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """One process event payload (engine.stream_payload) as an OCSF Process Activity."""
+    kind = str(payload.get("kind", ""))
+    activity_id, activity_name = _PROCESS_ACTIVITY.get(kind, (99, kind.replace("_", " ").title()))
+    host = str(payload.get("host", ""))
+    process = _event_process(payload)
+    # The actor is who did it: the parent for a launch, the tracer for an inject, the process
+    # itself for what it did to itself.
+    if kind == "exec" and payload.get("ppid") is not None:
+        actor: dict[str, Any] = {"process": {"pid": payload["ppid"]}}
+    elif kind == "ptrace" and str(payload.get("new_value", "")).isdigit():
+        actor = {"process": {"pid": int(str(payload["new_value"]))}}
+    else:
+        actor = {"process": {"pid": payload.get("pid")}}
+    doc: dict[str, Any] = {
+        "class_uid": PROCESS_CLASS_UID,
+        "class_name": "Process Activity",
+        "category_uid": SYSTEM_CATEGORY_UID,
+        "category_name": "System Activity",
+        "activity_id": activity_id,
+        "activity_name": activity_name,
+        "type_uid": PROCESS_CLASS_UID * 100 + activity_id,
+        "type_name": f"Process Activity: {activity_name}",
+        "time": epoch_ms(payload.get("ts")),
+        "severity_id": 1,
+        "severity": "Informational",
+        "message": f"{kind} pid {payload.get('pid')}",
+        "metadata": {
+            "version": OCSF_VERSION,
+            "uid": str(payload.get("event_id", "")),
+            "product": {"name": "DaemonEye", "vendor_name": "DaemonEye", "version": __version__},
+            "log_name": "process_events",
+        },
+        "device": {"hostname": host, "name": host, "type_id": 0, "type": "Unknown"},
+        "actor": actor,
+        "process": process,
+        "unmapped": {
+            "daemoneye": {
+                key: payload.get(key)
+                for key in ("kind", "old_value", "new_value", "partial", "source", "unit")
+            }
+        },
+    }
+    if kind == "exit" and payload.get("exit_code") is not None:
+        doc["exit_code"] = payload["exit_code"]
+    if payload.get("container_id") is not None or payload.get("container_runtime") is not None:
+        container = {
+            "uid": payload.get("container_id"),
+            "runtime": payload.get("container_runtime"),
+        }
+        doc["container"] = {key: value for key, value in container.items() if value is not None}
+    return doc

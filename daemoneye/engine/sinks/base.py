@@ -9,11 +9,11 @@ once. Sinks are driven by one delivery thread each, so they need not be thread-s
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from daemoneye.errors import DaemonEyeError
-from daemoneye.text import visible
+from daemoneye.text import shorten, visible
 
 
 class SinkError(DaemonEyeError):
@@ -47,6 +47,21 @@ class Sink(Protocol):
         ...
 
 
+class BatchSink(Sink, Protocol):
+    """A sink that takes several payloads in one round trip (OTLP: one export request)."""
+
+    def deliver_batch(self, payloads: Sequence[Mapping[str, Any]]) -> None:
+        """Hand all of `payloads` over, or raise SinkError: none of them counts as taken.
+        PermanentSinkError says the request was refused, not which payload: the caller
+        delivers them one by one to find out."""
+        ...
+
+
+def batch_sink(sink: Sink) -> BatchSink | None:
+    """`sink` when it takes batches."""
+    return sink if callable(getattr(sink, "deliver_batch", None)) else None  # type: ignore[return-value]
+
+
 def iso_time(ts: float) -> str:
     """RFC 3339 UTC with microseconds, e.g. 2024-05-01T12:00:00.123456Z."""
     whole = int(ts // 1)
@@ -55,8 +70,11 @@ def iso_time(ts: float) -> str:
 
 
 def alert_text(payload: Mapping[str, Any]) -> str:
-    """The alert as one line of text without a timestamp, control characters made visible:
-    `HIGH exec-from-tmp pid 4242: Execution from /tmp (alert 7)`."""
+    """The alert (or process event) as one line of text without a timestamp, control
+    characters made visible: `HIGH exec-from-tmp pid 4242: Execution from /tmp (alert 7)`,
+    `EXEC pid 4242 ppid 1 user root: /bin/sh -c :`."""
+    if str(payload.get("event", "")).startswith("process."):
+        return _event_text(payload)
     severity = str(payload.get("severity", "?")).upper()
     rule = str(payload.get("rule_id", "?"))
     reopened = ", reopened" if payload.get("event") == "alert.reopened" else ""
@@ -65,6 +83,27 @@ def alert_text(payload: Mapping[str, Any]) -> str:
         f"(alert {payload.get('alert_id', '?')}{reopened})"
     )
     return visible(text)
+
+
+def _event_text(payload: Mapping[str, Any]) -> str:
+    kind = str(payload.get("kind", "?"))
+    text = f"{kind.upper()} pid {payload.get('pid', '?')} ppid {payload.get('ppid', '?')}"
+    if payload.get("user") is not None:
+        text += f" user {payload['user']}"
+    if kind == "exit":
+        code = payload.get("exit_code")
+        detail = (
+            "exited"
+            if code is None
+            else f"killed by signal {-code}"
+            if isinstance(code, int) and code < 0
+            else f"exit code {code}"
+        )
+    elif payload.get("old_value") is not None or payload.get("new_value") is not None:
+        detail = f"{payload.get('old_value')} -> {payload.get('new_value')}"
+    else:
+        detail = str(payload.get("cmdline") or payload.get("name") or "")
+    return visible(shorten(f"{text}: {detail}", 2000))
 
 
 def human_line(payload: Mapping[str, Any]) -> str:

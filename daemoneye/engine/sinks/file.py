@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from daemoneye.config.schema import FileSinkConfig
-from daemoneye.engine.formats import alert_document
+from daemoneye.engine.formats import document
 from daemoneye.engine.sinks.base import SinkError
 from daemoneye.text import json_text
 
@@ -39,7 +39,7 @@ class FileSink:
 
     def deliver(self, payload: Mapping[str, Any]) -> None:
         line = (
-            json_text(alert_document(payload, self._format), compact=True) + "\n"
+            json_text(document(payload, self._format), compact=True) + "\n"
         )  # DEL, C1, bidi as \u escapes
         data = line.encode("utf-8", "backslashreplace")
         if self._torn:

@@ -1,6 +1,6 @@
-"""The OTLP sink: each alert exported as one OpenTelemetry log record over OTLP/HTTP with the
-official exporter (opentelemetry-exporter-otlp-proto-http), so a fleet's OpenTelemetry
-Collector takes DaemonEye's alerts like any other log.
+"""The OTLP sink: each alert (and streamed process event) exported as one OpenTelemetry log
+record over OTLP/HTTP with the official exporter (opentelemetry-exporter-otlp-proto-http), so a
+fleet's OpenTelemetry Collector takes DaemonEye's alerts like any other log.
 
 The record's body is the alert in the section's format (native, ocsf or ecs) as an OTLP map;
 its severity follows the alert's; its attributes name the rule, the alert and the event id
@@ -12,6 +12,9 @@ sink tells the outbox why: a 4xx other than 408/429 will never be taken (dead-le
 anything else is retried later, after the receiver's Retry-After when it sent one. The exporter
 and the SDK are optional (`daemoneye[otlp]`): without them the sink is a configuration error
 that says what to install.
+
+The records due together go in one request (`deliver_batch`, up to the outbox's batch of 50):
+one HTTP round trip for a burst of alerts, not one each.
 """
 
 from __future__ import annotations
@@ -19,15 +22,16 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from daemoneye import __version__
 from daemoneye.config.schema import OtlpSinkConfig
 from daemoneye.config.sink_values import redact_url
-from daemoneye.engine.formats import alert_document
+from daemoneye.engine.formats import document
 from daemoneye.engine.sinks.base import PermanentSinkError, SinkError
+from daemoneye.engine.stream_payload import is_process_event
 from daemoneye.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -59,6 +63,21 @@ def _retry_after(header: str | None) -> float | None:
         return max(parsedate_to_datetime(header).timestamp() - time.time(), 0.0)
     except (TypeError, ValueError):
         return None
+
+
+def _attributes(payload: Mapping[str, Any], fmt: str) -> dict[str, Any]:
+    """The record's attributes: what a pipeline routes and dedupes on."""
+    attributes: dict[str, Any] = {
+        "event.name": "daemoneye." + str(payload.get("event", "alert")),
+        "daemoneye.event_id": str(payload.get("event_id", "")),
+        "daemoneye.format": fmt,
+    }
+    if is_process_event(payload):
+        attributes["process.pid"] = int(payload.get("pid") or 0)
+    else:
+        attributes["daemoneye.alert_id"] = int(payload.get("alert_id") or 0)
+        attributes["daemoneye.rule_id"] = str(payload.get("rule_id", ""))
+    return attributes
 
 
 class _LastResponse:
@@ -137,23 +156,21 @@ class OtlpSink:
             observed_timestamp=time.time_ns(),
             severity_text=severity.upper() or None,
             severity_number=self._SeverityNumber(_SEVERITY_NUMBER.get(severity, 9)),
-            body=_any_value(alert_document(payload, self._format)),
-            attributes={
-                "event.name": "daemoneye." + str(payload.get("event", "alert")),
-                "daemoneye.event_id": str(payload.get("event_id", "")),
-                "daemoneye.alert_id": int(payload.get("alert_id") or 0),
-                "daemoneye.rule_id": str(payload.get("rule_id", "")),
-                "daemoneye.format": self._format,
-            },
+            body=_any_value(document(payload, self._format)),
+            attributes=_attributes(payload, self._format),
             event_name="daemoneye." + str(payload.get("event", "alert")),
         )
         return self._ReadableLogRecord(record, self._resource, self._scope)
 
     def deliver(self, payload: Mapping[str, Any]) -> None:
+        self.deliver_batch([payload])
+
+    def deliver_batch(self, payloads: Sequence[Mapping[str, Any]]) -> None:
+        """Export `payloads` as the log records of one request: all are taken or none."""
         from opentelemetry.sdk._logs.export import LogRecordExportResult
 
         self._last.reset()
-        result = self._exporter.export([self._record(payload)])
+        result = self._exporter.export([self._record(payload) for payload in payloads])
         if result == LogRecordExportResult.SUCCESS:
             return
         status = self._last.status
@@ -161,7 +178,7 @@ class OtlpSink:
             raise SinkError(f"cannot export to {self._shown}: no answer (connection failed)")
         if 400 <= status < 500 and status not in _RETRYABLE_4XX:
             raise PermanentSinkError(
-                f"{self._shown} refused the log record with HTTP {status}; it will never take it"
+                f"{self._shown} refused the log records with HTTP {status}; it will never take them"
             )
         raise SinkError(f"{self._shown} answered HTTP {status}", retry_after=self._last.retry_after)
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from daemoneye.config.schema import StdoutSinkConfig
-from daemoneye.engine.formats import FORMATS, alert_document
+from daemoneye.engine.formats import FORMATS, document
 from daemoneye.engine.sinks.base import SinkError, human_line
 from daemoneye.text import json_text
 
@@ -30,7 +30,7 @@ class StdoutSink:
         if self._fmt == "human":
             line = human_line(payload)
         else:
-            line = json_text(alert_document(payload, self._fmt), compact=True)
+            line = json_text(document(payload, self._fmt), compact=True)
         stream = self._stream if self._stream is not None else sys.stdout
         try:
             stream.write(line + "\n")

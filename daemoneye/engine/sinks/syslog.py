@@ -23,10 +23,11 @@ from typing import Any
 
 from daemoneye.config.schema import SyslogSinkConfig
 from daemoneye.config.sink_values import SYSLOG_FACILITY_CODES, SyslogAddress, parse_syslog_address
-from daemoneye.engine.formats import alert_document
+from daemoneye.engine.formats import document
 from daemoneye.engine.sinks.base import SinkError, alert_text, iso_time
+from daemoneye.engine.stream_payload import is_process_event
 from daemoneye.errors import ConfigError
-from daemoneye.text import json_text, visible
+from daemoneye.text import json_text, shorten, visible
 
 SD_ID = "daemoneye@32473"
 # Alert severity → syslog severity (RFC 5424 table 2).
@@ -41,6 +42,7 @@ _SD_FIELDS = (
     ("pid", "pid"),
     ("start_time", "start_time"),
     ("count", "count"),
+    ("kind", "kind"),
 )
 
 
@@ -68,7 +70,9 @@ def format_rfc5424(
 ) -> bytes:
     """The RFC 5424 message for one alert payload: structured data from the payload, and as
     MSG the alert as a line of text (`native`) or its OCSF/ECS document as compact JSON."""
-    severity = SYSLOG_SEVERITY.get(str(payload.get("severity")), 4)
+    severity = SYSLOG_SEVERITY.get(
+        str(payload.get("severity")), 6 if is_process_event(payload) else 4
+    )
     pri = SYSLOG_FACILITY_CODES[facility] * 8 + severity
     ts = payload.get("ts")
     timestamp = iso_time(float(ts)) if isinstance(ts, int | float) else "-"
@@ -97,12 +101,12 @@ def _message(payload: Mapping[str, Any], fmt: str, room: int) -> bytes:
     only if even that does not fit is it cut."""
     if fmt == "native":
         return alert_text(payload).encode("utf-8", "backslashreplace")
-    body = json_text(alert_document(payload, fmt), compact=True).encode("utf-8", "backslashreplace")
+    body = json_text(document(payload, fmt), compact=True).encode("utf-8", "backslashreplace")
     if len(body) > room:
         slim = {**payload, "row": {}}
-        body = json_text(alert_document(slim, fmt), compact=True).encode(
-            "utf-8", "backslashreplace"
-        )
+        if is_process_event(payload):  # an event's bulk is its command line
+            slim = {**payload, "argv": None, "cmdline": shorten(str(payload.get("cmdline")), 256)}
+        body = json_text(document(slim, fmt), compact=True).encode("utf-8", "backslashreplace")
     return body
 
 

@@ -29,7 +29,7 @@ from typing import Any
 from daemoneye import __version__
 from daemoneye.config.schema import WebhookSinkConfig
 from daemoneye.config.sink_values import redact_url
-from daemoneye.engine.formats import alert_document
+from daemoneye.engine.formats import document
 from daemoneye.engine.sinks.base import PermanentSinkError, SinkError
 from daemoneye.errors import ConfigError
 from daemoneye.text import json_text, shorten, visible
@@ -157,8 +157,8 @@ class WebhookSink:
         self._tls = tls_context(verify=verify_tls, ca_file=ca_file)
 
     def deliver(self, payload: Mapping[str, Any]) -> None:
-        document = alert_document(payload, self._format)
-        body = json_text(document, compact=True).encode("utf-8", "backslashreplace")
+        doc = document(payload, self._format)
+        body = json_text(doc, compact=True).encode("utf-8", "backslashreplace")
         headers = dict(self._headers)
         if payload.get("event_id") is not None:
             headers["X-DaemonEye-Event-Id"] = str(payload["event_id"])  # for receivers' dedup
