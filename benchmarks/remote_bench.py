@@ -15,9 +15,10 @@ alerts merged, and alerts/s through the OTLP and OCSF paths.
   over all of them (MultiSource of local sockets: the merge is what is measured), on the Alerts
   screen: cursor key, the host filter `h`, the state filter `o` → repaint. Reference: the same
   keys on one daemon's alerts in the same run.
-- **Delivery**: alerts/s that the file sink (native, then ocsf) and the OTLP sink (native, ocsf;
-  a local OTLP/HTTP receiver) take, one alert at a time as the delivery thread hands them over.
-  Reference: the file sink with the native format.
+- **Delivery**: alerts/s that the file sink (native, ocsf, ecs) and the OTLP sink (a local
+  OTLP/HTTP receiver) take, handed over as the delivery thread does (OTLP: 50 per request; one
+  each for comparison), and process events/s through the stream's path (file ocsf; OTLP ocsf,
+  100 per request). Reference: alerts through the file sink with the native format.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ from benchmarks.model import FAILED, MET, MISSED, NO_TARGET, SKIPPED, Row, statu
 from benchmarks.population import Population
 from benchmarks.stats import paired_ratios, summarize
 from daemoneye.config.remote_values import parse_ssh_target
-from daemoneye.engine.sinks.base import Sink
+from daemoneye.engine.sinks.base import Sink, batch_sink
+from daemoneye.engine.stream_payload import process_payload
+from daemoneye.models import ProcessEvent, ProcessRecord
 from daemoneye.engine.sinks.file import FileSink
 from daemoneye.ipc.client import DaemonClient
 from daemoneye.ipc.ssh import SshRoute, ssh_route
@@ -373,50 +376,103 @@ def _payload(index: int) -> dict[str, Any]:
     }
 
 
-def _rate(sink: Sink, count: int) -> float:
-    payloads = [_payload(index) for index in range(count)]
+def _event_payload(index: int) -> dict[str, Any]:
+    now = time.time()
+    event = ProcessEvent(now, "exec", 10_000 + index, now - 0.001, ppid=1, source="netlink")
+    argv = (f"/tmp/.x/payload-{index}", "--connect", "203.0.113.7:4444")
+    return process_payload(event, _bench_record(event, argv), "bench")
+
+
+def _bench_record(event: ProcessEvent, argv: tuple[str, ...]) -> ProcessRecord:
+    return ProcessRecord(
+        pid=event.pid,
+        ppid=1,
+        start_time=event.start_time,
+        name=argv[0].rsplit("/", 1)[-1][:15],
+        exe=argv[0],
+        cmdline=argv,
+        cwd="/home/alice",
+        uid=1000,
+        user="alice",
+        gid=1000,
+        state="R",
+        threads=1,
+        rss=4096,
+        cpu_percent=0.0,
+        exe_sha256=None,
+        exe_deleted=False,
+        first_seen=event.ts,
+        last_seen=event.ts,
+    )
+
+
+def _rate(sink: Sink, payloads: list[dict[str, Any]], batch: int) -> float:
+    """Payloads/s the sink takes, handed over as the delivery thread and the stream do: in
+    batches of `batch` when the sink takes batches, else one at a time."""
+    batcher = batch_sink(sink)
     started = time.perf_counter()
-    for payload in payloads:
-        sink.deliver(payload)
+    if batcher is not None and batch > 1:
+        for at in range(0, len(payloads), batch):
+            batcher.deliver_batch(payloads[at : at + batch])
+    else:
+        for payload in payloads:
+            sink.deliver(payload)
     elapsed = time.perf_counter() - started
     sink.close()
-    return count / elapsed
+    return len(payloads) / elapsed
 
 
 def delivery(count: int, runs: int) -> tuple[list[Row], dict[str, Any]]:
     from tests.integration.otlp_receiver import logs_receiver
 
+    from daemoneye.engine.sinks.otlp import OtlpSink
+
+    alerts = [_payload(index) for index in range(count)]
+    events = [_event_payload(index) for index in range(count)]
     raw: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="daemoneye-bench-sinks-") as tmp:
         for run in range(runs):
-            paths = {fmt: Path(tmp) / f"{fmt}-{run}.jsonl" for fmt in ("native", "ocsf", "ecs")}
-            for fmt, path in paths.items():
-                raw.setdefault(f"file {fmt}", []).append(
-                    _rate(FileSink(path, fsync=False, fmt=fmt), count)
+            for fmt in ("native", "ocsf", "ecs"):
+                path = Path(tmp) / f"{fmt}-{run}.jsonl"
+                raw.setdefault(f"alerts, file {fmt}", []).append(
+                    _rate(FileSink(path, fsync=False, fmt=fmt), alerts, 1)
                 )
-            try:
-                from daemoneye.engine.sinks.otlp import OtlpSink
-            except ImportError:  # pragma: no cover - the extra is in the test extra
-                continue
-            for fmt in ("native", "ocsf"):
+            path = Path(tmp) / f"events-{run}.jsonl"
+            raw.setdefault("process events, file ocsf", []).append(
+                _rate(FileSink(path, fsync=False, fmt="ocsf"), events, 1)
+            )
+            cases = (
+                ("alerts, otlp native, one request each", alerts, "native", 1),
+                ("alerts, otlp native, 50 per request (the outbox's batch)", alerts, "native", 50),
+                ("alerts, otlp ocsf, 50 per request", alerts, "ocsf", 50),
+                (
+                    "process events, otlp ocsf, 100 per request (the stream's batch)",
+                    events,
+                    "ocsf",
+                    100,
+                ),
+            )
+            for name, payloads, fmt, batch in cases:
                 with logs_receiver() as receiver:
-                    raw.setdefault(f"otlp {fmt}", []).append(
-                        _rate(OtlpSink(receiver.url, timeout=10, fmt=fmt), count)
+                    raw.setdefault(name, []).append(
+                        _rate(OtlpSink(receiver.url, timeout=10, fmt=fmt), payloads, batch)
                     )
-    reference = raw["file native"]
+    reference = raw["alerts, file native"]
     rows = [
         Row(
             SECTION,
-            f"alerts/s taken by the {name} sink (one at a time, as delivered)",
+            f"{name}: per second taken by the sink",
             None,
             summarize(rates),
-            "alerts/s",
-            reference="file sink, native format, same run" if name != "file native" else None,
-            ratio=summarize(paired_ratios(rates, reference)) if name != "file native" else None,
+            "per s",
+            reference="alerts, file sink, native format, same run"
+            if name != "alerts, file native"
+            else None,
+            ratio=summarize(paired_ratios(rates, reference))
+            if name != "alerts, file native"
+            else None,
             verdict=NO_TARGET,
-            note="fsync off; OTLP to a local OTLP/HTTP receiver"
-            if name.startswith("otlp")
-            else "fsync off",
+            note="fsync off; OTLP to a local OTLP/HTTP receiver" if "otlp" in name else "fsync off",
         )
         for name, rates in raw.items()
     ]
