@@ -43,11 +43,11 @@ from benchmarks.population import Population
 from benchmarks.stats import paired_ratios, summarize
 from daemoneye.config.remote_values import parse_ssh_target
 from daemoneye.engine.sinks.base import Sink, batch_sink
-from daemoneye.engine.stream_payload import process_payload
-from daemoneye.models import ProcessEvent, ProcessRecord
 from daemoneye.engine.sinks.file import FileSink
+from daemoneye.engine.stream_payload import process_payload
 from daemoneye.ipc.client import DaemonClient
 from daemoneye.ipc.ssh import SshRoute, ssh_route
+from daemoneye.models import ProcessEvent, ProcessRecord
 from daemoneye.tui.ipc_source import IpcSource
 from daemoneye.tui.multi_source import MultiSource
 from daemoneye.tui.screens.alerts import AlertsScreen
@@ -423,9 +423,8 @@ def _rate(sink: Sink, payloads: list[dict[str, Any]], batch: int) -> float:
 
 
 def delivery(count: int, runs: int) -> tuple[list[Row], dict[str, Any]]:
-    from tests.integration.otlp_receiver import logs_receiver
-
     from daemoneye.engine.sinks.otlp import OtlpSink
+    from tests.integration.otlp_receiver import logs_receiver
 
     alerts = [_payload(index) for index in range(count)]
     events = [_event_payload(index) for index in range(count)]
