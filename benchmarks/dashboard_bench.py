@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import random
@@ -172,6 +173,9 @@ def note_work(cls: Any, name: str) -> None:
     while a delta is being taken in."""
     original = getattr(cls, name)
 
+    # wraps: Textual counts a watcher's parameters (through __wrapped__) to decide what to
+    # pass it; a bare *args wrapper would be handed (old, new) that the method does not take.
+    @functools.wraps(original)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         result = original(self, *args, **kwargs)
         app = self.app

@@ -244,6 +244,11 @@ async def _alerts_run(source: DashboardSource, expect: int, several: bool) -> di
         screen = app.screen
         assert isinstance(screen, AlertsScreen)
         while len(screen.table.shown_keys) < min(expect, len(app.alerts)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the Alerts screen shows {len(screen.table.shown_keys)} of the "
+                    f"{len(app.alerts)} alerts the dashboard holds"
+                )
             await asyncio.sleep(0.01)
         moves = [await timed_key(pilot, key) for key in ("down", "up") * 10]
         filters = [await timed_key(pilot, "o") for _ in range(5)]
@@ -251,6 +256,7 @@ async def _alerts_run(source: DashboardSource, expect: int, several: bool) -> di
     return {
         "alerts": len(app.alerts),
         "cursor_ms": [wall for wall, _ in moves if wall > 0],
+        "cursor_cpu_ms": [cpu for wall, cpu in moves if wall > 0],
         "state_filter_ms": [wall for wall, _ in filters if wall > 0],
         "host_filter_ms": [wall for wall, _ in hosts if wall > 0],
     }
