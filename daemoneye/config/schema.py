@@ -647,6 +647,16 @@ class StreamConfig:
             hi=1_000_000,
         ),
     )
+    queue_bytes: int = field(
+        default=16 * 1024**2,
+        metadata=_spec(
+            "size",
+            "Memory those held events may take per sink (their command lines mostly); beyond "
+            "this new events are dropped and counted.",
+            lo=64 * 1024,
+            hi=1024**3,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

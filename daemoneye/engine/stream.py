@@ -11,7 +11,8 @@ alert one, so the alert delivery thread and this one never share a connection.
 It is best effort by design, unlike alerts: the store already keeps every event, and a
 persistent outbox for thousands of events a second would double the daemon's writes. What it
 does not send is counted, never silent: `dropped_rate` (over `rate`), `dropped_queue` (the sink
-was slow or down and its queue was full), `refused` (the sink said it will never take them).
+was slow or down and its queue was full: `queue` events or `queue_bytes`, so hostile megabyte
+command lines cannot make it hold a gigabyte), `refused` (the sink said it will never take them).
 A sink that fails is retried with the delivery backoff, holding its queue meanwhile.
 """
 
@@ -30,7 +31,7 @@ from daemoneye.config.schema import Config, StreamConfig
 from daemoneye.engine.delivery import DeliveryPolicy, default_jitter
 from daemoneye.engine.sinks import PermanentSinkError, Sink, SinkError, sink_builder
 from daemoneye.engine.sinks.base import batch_sink
-from daemoneye.engine.stream_payload import process_payload
+from daemoneye.engine.stream_payload import process_payload, weight
 from daemoneye.errors import ConfigError
 from daemoneye.filters import ProcessFilter, parse_filter
 from daemoneye.models import CHANGE_KINDS, ProcessEvent, ProcessKey, ProcessRecord
@@ -49,13 +50,20 @@ class StreamPolicy:
     filter: ProcessFilter
     rate: int
     queue: int
+    queue_bytes: int
 
     @classmethod
     def from_config(cls, config: StreamConfig) -> StreamPolicy:
         kinds = set(config.kinds)
         if "change" in kinds:
             kinds |= set(CHANGE_KINDS)
-        return cls(frozenset(kinds), parse_filter(config.filter), config.rate, config.queue)
+        return cls(
+            frozenset(kinds),
+            parse_filter(config.filter),
+            config.rate,
+            config.queue,
+            config.queue_bytes,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +101,13 @@ class RateCap:
 class _Lane:
     """One sink's queue and counters; its thread is the only one that calls the sink."""
 
-    def __init__(self, name: str, sink: Sink, limit: int) -> None:
+    def __init__(self, name: str, sink: Sink, limit: int, limit_bytes: int) -> None:
         self.name = name
         self.sink = sink
         self.limit = limit
-        self.queue: collections.deque[dict[str, Any]] = collections.deque()
+        self.limit_bytes = limit_bytes
+        self.queue: collections.deque[tuple[dict[str, Any], int]] = collections.deque()
+        self.held_bytes = 0
         self.sent = 0
         self.dropped_queue = 0
         self.refused = 0
@@ -126,7 +136,9 @@ class EventStream:
         self._jitter = jitter
         self._cap = RateCap(policy.rate, clock)
         self._lock = threading.Lock()
-        self._lanes = [_Lane(name, sink, policy.queue) for name, sink in sinks.items()]
+        self._lanes = [
+            _Lane(name, sink, policy.queue, policy.queue_bytes) for name, sink in sinks.items()
+        ]
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.dropped_rate = 0
@@ -152,7 +164,7 @@ class EventStream:
     def offer(self, events: Iterable[ProcessEvent], lookup: Lookup) -> None:
         """Queue the events that pass for every sink; cheap, never blocks on a sink."""
         policy = self.policy
-        accepted: list[dict[str, Any]] = []
+        accepted: list[tuple[dict[str, Any], int]] = []  # (payload, weight)
         for event in events:
             if event.kind not in policy.kinds:
                 continue
@@ -162,14 +174,21 @@ class EventStream:
             if not self._cap.take():
                 self.dropped_rate += 1
                 continue
-            accepted.append(process_payload(event, record, self.host))
+            payload = process_payload(event, record, self.host)
+            accepted.append((payload, weight(payload)))
         if not accepted:
             return
         with self._lock:
             for lane in self._lanes:
-                room = lane.limit - len(lane.queue)
-                lane.queue.extend(accepted[: max(room, 0)])
-                lane.dropped_queue += max(len(accepted) - max(room, 0), 0)
+                for item in accepted:
+                    if (
+                        len(lane.queue) >= lane.limit
+                        or lane.held_bytes + item[1] > lane.limit_bytes
+                    ):
+                        lane.dropped_queue += 1
+                        continue
+                    lane.queue.append(item)
+                    lane.held_bytes += item[1]
                 lane.wake.set()
 
     def stats(self) -> tuple[StreamStats, ...]:
@@ -230,7 +249,7 @@ class EventStream:
         # never sends the first ones again.
         size = BATCH if lane.batches else 1
         with self._lock:
-            batch = [lane.queue[i] for i in range(min(size, len(lane.queue)))]
+            batch = [lane.queue[i][0] for i in range(min(size, len(lane.queue)))]
         if not batch:
             return 0.0
         try:
@@ -261,7 +280,7 @@ class EventStream:
     def _taken(self, lane: _Lane, count: int, *, refused: bool, error: str | None) -> None:
         with self._lock:
             for _ in range(count):
-                lane.queue.popleft()
+                lane.held_bytes -= lane.queue.popleft()[1]
             if refused:
                 lane.refused += count
                 lane.last_error = error

@@ -8,7 +8,7 @@ A process event payload says what happened (`event`: `process.exec`, `process.ex
      "start_time": 1733540000.12, "name": "sh", "exe": "/usr/bin/dash",
      "cmdline": "/bin/sh -c :", "argv": ["/bin/sh", "-c", ":"], "cwd": "/", "uid": 0,
      "user": "root", "gid": 0, "container_runtime": null, "container_id": null, "unit": null,
-     "exit_code": null, "old_value": null, "new_value": null, "partial": false,
+     "exit_code": null, "old_value": null, "new_value": null, "partial": false, "truncated": false,
      "source": "netlink"}
 
 `event_id` is the same for the same event every time it is built, so a pipeline can drop
@@ -23,6 +23,10 @@ from typing import Any
 from daemoneye.models import ProcessEvent, ProcessRecord
 
 PROCESS_EVENT_PREFIX = "process."
+# A command line longer than this (in characters, arguments together) is cut in the payload and
+# marked `truncated`: a process may hold megabytes of argv, the stream is not where it goes
+# whole (the store keeps it; `daemoneye processes show` prints it).
+MAX_ARGV_CHARS = 32 * 1024
 
 
 def is_process_event(payload: Any) -> bool:
@@ -39,6 +43,9 @@ def process_payload(event: ProcessEvent, record: ProcessRecord | None, host: str
         if event.cmdline
         else None
     )
+    truncated = argv is not None and sum(len(arg) for arg in argv) > MAX_ARGV_CHARS
+    if truncated and argv is not None:
+        argv = _cut(argv)
     exe = event.exe if event.exe is not None else record.exe if record is not None else None
     ppid = event.ppid if event.ppid is not None else record.ppid if record is not None else None
     return {
@@ -65,5 +72,25 @@ def process_payload(event: ProcessEvent, record: ProcessRecord | None, host: str
         "old_value": event.old_value,
         "new_value": event.new_value,
         "partial": event.partial,
+        "truncated": truncated,
         "source": event.source,
     }
+
+
+def _cut(argv: list[str]) -> list[str]:
+    """The arguments that fit in MAX_ARGV_CHARS, the last one shortened."""
+    kept: list[str] = []
+    room = MAX_ARGV_CHARS
+    for arg in argv:
+        if len(arg) >= room:
+            kept.append(arg[:room])
+            break
+        kept.append(arg)
+        room -= len(arg)
+    return kept
+
+
+def weight(payload: dict[str, Any]) -> int:
+    """About how many bytes `payload` holds in memory, for the stream's queue bound."""
+    text = sum(len(payload.get(key) or "") for key in ("exe", "cwd", "name", "user"))
+    return 600 + text + 2 * len(payload.get("cmdline") or "")

@@ -147,6 +147,25 @@ def test_a_full_queue_drops_new_events_and_counts_them(make_record: RecordFactor
     assert sink.delivered[0]["pid"] == 0  # the oldest are kept, the newest dropped
 
 
+def test_hostile_command_lines_cannot_make_the_queue_hold_more_than_its_bytes(
+    make_record: RecordFactory,
+) -> None:
+    sink = ListSink()
+    s, _ = stream(sink, queue=10_000, queue_bytes=1024**2, rate=100_000)
+    records = [make_record(pid, 150.0, cmdline=("x" * 128 * 1024,)) for pid in range(200)]
+    s.offer([event("exec", pid) for pid in range(200)], lookup_of(*records))
+    stats = s.stats()[0]
+    # each payload is cut to 32 KiB of argv (about 66 KiB held, argv and cmdline): 15 fit
+    assert stats.queued == 15 and stats.dropped_queue == 185
+    s.run_once("file")
+    assert sink.delivered[0]["truncated"] is True
+    assert len(sink.delivered[0]["cmdline"]) == 32 * 1024
+    while s.stats()[0].queued:
+        s.run_once("file")
+    s.offer([event("exec", 7)], lookup_of(*records))  # the bytes were given back
+    assert s.stats()[0].queued == 1
+
+
 def test_a_batch_sink_gets_one_request_per_batch() -> None:
     sink = BatchSink()
     s, _ = stream(sink, rate=10_000)
