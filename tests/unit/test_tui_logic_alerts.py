@@ -9,6 +9,7 @@ import pytest
 from daemoneye.models import ProcessKey
 from daemoneye.tui.logic.alerts import (
     AlertFilter,
+    AlertRows,
     alert_rows,
     alerts_for,
     cycle_min_severity,
@@ -88,3 +89,25 @@ def test_alerts_of_one_instance_only() -> None:
     key = row_key(ProcessKey(3100, FAKE_NOW - 300))
     assert [a.id for a in alerts_for(key, sample_alerts())] == [7, 5]
     assert alerts_for(row_key(ProcessKey(3100, FAKE_NOW)), sample_alerts()) == []
+
+
+def test_kept_rows_are_rebuilt_only_for_alerts_that_changed() -> None:
+    alerts = sample_alerts()
+    feed = AlertRows()
+    first = {row.key: row for row in feed.rows(alerts, AlertFilter(), FAKE_NOW)}
+    changed = [
+        dataclasses.replace(a, count=a.count + 1, last_seen=FAKE_NOW) if a.id == 3 else a
+        for a in alerts
+    ]
+    again = {row.key: row for row in feed.rows(changed, AlertFilter(), FAKE_NOW)}
+    assert again == {row.key: row for row in alert_rows(changed, AlertFilter(), FAKE_NOW)}
+    assert again["/3"] is not first["/3"] and TIMES in again["/3"].cells[2].text
+    assert all(again[key] is first[key] for key in first if key != "/3")
+    # an equal alert (a reconnect sends new objects) keeps its row too
+    copies = [dataclasses.replace(a) for a in changed]
+    assert feed.rows(copies, AlertFilter(), FAKE_NOW)[0] is again[next(iter(again))]
+    # a row whose "seen" text moves with the clock (another day) is built again
+    later = {row.key: row for row in feed.rows(copies, AlertFilter(), FAKE_NOW + 3 * 86400)}
+    assert later == {
+        row.key: row for row in alert_rows(copies, AlertFilter(), FAKE_NOW + 3 * 86400)
+    }

@@ -15,7 +15,7 @@ from textual.widgets import Static
 from daemoneye.models import Alert, ProcessKey
 from daemoneye.tui.logic.alerts import (
     AlertFilter,
-    alert_rows,
+    AlertRows,
     cycle_host,
     cycle_min_severity,
     cycle_rule,
@@ -63,6 +63,7 @@ class AlertsScreen(DashboardScreen):
     def __init__(self) -> None:
         super().__init__()
         self.alert_filter = AlertFilter()
+        self._rows = AlertRows()  # each alert's row, rebuilt only when the alert changed
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="alert-filter")
@@ -84,7 +85,7 @@ class AlertsScreen(DashboardScreen):
     def _refresh_rows(self) -> None:
         now = self.dashboard.now()
         alerts = self.dashboard.alerts.values()
-        rows = alert_rows(
+        rows = self._rows.rows(
             alerts, self.alert_filter, now, several_hosts=len(self.dashboard.hosts) > 1
         )
         self.table.sync(rows)
