@@ -111,3 +111,13 @@ def test_kept_rows_are_rebuilt_only_for_alerts_that_changed() -> None:
     assert later == {
         row.key: row for row in alert_rows(copies, AlertFilter(), FAKE_NOW + 3 * 86400)
     }
+
+
+def test_rows_hidden_by_a_filter_are_kept_for_when_it_lets_them_in_again() -> None:
+    alerts = sample_alerts()
+    feed = AlertRows()
+    everything = AlertFilter(states=frozenset({"open", "acknowledged", "closed"}))
+    first = {row.key: row for row in feed.rows(alerts, everything, FAKE_NOW)}
+    feed.rows(alerts, AlertFilter(min_severity="critical"), FAKE_NOW)
+    again = {row.key: row for row in feed.rows(alerts, everything, FAKE_NOW)}
+    assert again.keys() == first.keys() and all(again[k] is first[k] for k in first)

@@ -120,11 +120,13 @@ class AlertRows:
         kept: dict[str, tuple[Alert, bool, str, RowView]] = {}
         rows: list[RowView] = []
         for alert in newest_first(alerts):
-            if not alert_filter.matches(alert):
-                continue
             key = alert_key(alert)
-            seen = repeats(alert, now)
             known = built.get(key)
+            if not alert_filter.matches(alert):
+                if known is not None:  # kept for when the filter lets it in again
+                    kept[key] = known
+                continue
+            seen = repeats(alert, now)
             if (
                 known is not None
                 and known[1] == several_hosts
