@@ -258,7 +258,9 @@ async def _alerts_run(source: DashboardSource, expect: int, several: bool) -> di
         "cursor_ms": [wall for wall, _ in moves if wall > 0],
         "cursor_cpu_ms": [cpu for wall, cpu in moves if wall > 0],
         "state_filter_ms": [wall for wall, _ in filters if wall > 0],
+        "state_filter_cpu_ms": [cpu for wall, cpu in filters if wall > 0],
         "host_filter_ms": [wall for wall, _ in hosts if wall > 0],
+        "host_filter_cpu_ms": [cpu for wall, cpu in hosts if wall > 0],
     }
 
 

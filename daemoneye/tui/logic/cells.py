@@ -54,10 +54,14 @@ def content_widths(
     With `room` (the cells all columns share), the widest columns give way, down to their
     label, until that column has `rest_min` cells."""
     widths = [cell_len(label) if limit else 0 for label, limit in zip(labels, limits, strict=True)]
-    for _, cells in rows:
-        for index, cell in enumerate(cells[: len(widths)]):
-            if limits[index] and widths[index] < limits[index]:
-                widths[index] = min(limits[index], max(widths[index], cell_len(cell.text)))
+    for index, limit in enumerate(limits):  # a column at a time: C loops over the rows
+        if limit and widths[index] < limit:
+            texts = [cells[index].text for _, cells in rows if len(cells) > index]
+            # ASCII text is one cell a character; anything else is measured (wide characters
+            # take two cells, combining ones none)
+            measure = len if all(map(str.isascii, texts)) else cell_len
+            widest = max(map(measure, texts), default=0)
+            widths[index] = min(limit, max(widths[index], widest))
     if room is not None:
         floors = [cell_len(label) for label in labels]
         excess = sum(widths) + rest_min - room
