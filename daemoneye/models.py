@@ -491,6 +491,29 @@ class Alert:
     host: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class AlertDelivery:
+    """Where one alert stands with one sink (for `alerts show`)."""
+
+    sink: str
+    state: str  # pending | delivered | dead
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    created_at: float
+    delivered_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertDetail:
+    """One alert with its occurrence (how often it was reopened, plus one) and where each sink
+    stands with it: what `alerts show` prints."""
+
+    alert: Alert
+    occurrence: int
+    deliveries: tuple[AlertDelivery, ...]
+
+
 # -- IPC wire schema (ARCHITECTURE.md §5): what the daemon sends and clients receive ---------
 
 

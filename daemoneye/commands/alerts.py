@@ -16,17 +16,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from daemoneye.commands.common import Context, format_time, note, with_daemon
+from daemoneye.commands.common import (
+    Context,
+    format_time,
+    note,
+    with_daemon,
+    with_daemon_or_store,
+)
 from daemoneye.engine.alert_queries import AlertError, AlertFilter, get_alert, list_alerts
 from daemoneye.engine.alerts import AlertBook
 from daemoneye.engine.audit import actor_for
 from daemoneye.engine.outbox import deliveries_of
 from daemoneye.errors import DaemonEyeError, StoreError
 from daemoneye.ipc.client import DaemonClient
-from daemoneye.ipc.protocol import DaemonUnavailable
-from daemoneye.models import Alert
+from daemoneye.ipc.protocol import DaemonUnavailable, ErrorCode, RpcError
+from daemoneye.models import Alert, AlertDetail
 from daemoneye.output import render
 from daemoneye.store.db import RowSource, Store
+from daemoneye.store.readonly import ReadOnlyStore
 from daemoneye.store.schema import SCHEMA_VERSION
 from daemoneye.units import parse_duration
 
@@ -108,9 +115,23 @@ def list_alerts_cmd(ctx: Context, options: ListOptions) -> int:
         since=since,
         limit=options.limit + 1,
     )
-    with ctx.open_store() as store:
+
+    def from_store(store: ReadOnlyStore) -> list[Alert]:
         _require_alerts(store, store.path)
-        alerts = list_alerts(store, selection)
+        return list_alerts(store, selection)
+
+    alerts = with_daemon_or_store(
+        ctx,
+        lambda client: client.alerts_list(
+            state=options.state,
+            severity=options.severity,
+            rule=options.rule,
+            since=since,
+            limit=options.limit + 1,
+            by_seen=True,
+        ),
+        from_store,
+    )
     truncated = len(alerts) > options.limit
     alerts = alerts[: options.limit]
     if ctx.output == "table":
@@ -159,13 +180,23 @@ def _alert_fields(alert: Alert, occurrence: int, csv: bool) -> dict[str, Any]:
 
 
 def show_alert(ctx: Context, alert_id: int) -> int:
-    with ctx.open_store() as store:
+    def from_store(store: ReadOnlyStore) -> AlertDetail:
         _require_alerts(store, store.path)
         found = get_alert(store, alert_id)
         if found is None:
             raise AlertError(f"no alert with id {alert_id}")
-        deliveries = deliveries_of(store, alert_id)
-    alert, occurrence = found
+        return AlertDetail(found[0], found[1], tuple(deliveries_of(store, alert_id)))
+
+    async def ask(client: DaemonClient) -> AlertDetail:
+        try:
+            return await client.alert_show(alert_id)
+        except RpcError as exc:
+            if exc.code == ErrorCode.NOT_FOUND:
+                raise AlertError(f"no alert with id {alert_id}") from None
+            raise
+
+    detail = with_daemon_or_store(ctx, ask, from_store)
+    alert, occurrence, deliveries = detail.alert, detail.occurrence, detail.deliveries
     if ctx.output != "table":
         values = _alert_fields(alert, occurrence, csv=ctx.output == "csv")
         values["deliveries"] = [

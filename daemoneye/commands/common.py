@@ -58,7 +58,14 @@ class Context:
     remote: SshRoute | None = None  # --host: that host's daemon through ssh; no local fallback
 
     def open_store(self) -> ReadOnlyStore:
-        """The store, read-only (for fallbacks and commands that read it directly)."""
+        """The store, read-only (for fallbacks and commands that read it directly). Never with
+        --host: this host's store is not that host's."""
+        if self.remote is not None:
+            raise DaemonUnavailable(
+                f"--host {self.remote.target}: this command reads the store, which is on that "
+                f"host: run it there (ssh {self.remote.target.destination} "
+                f"{self.remote.remote_program} ...)"
+            )
         return open_readonly(self.loaded.paths.db)
 
     def client(self) -> DaemonClient:

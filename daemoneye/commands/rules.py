@@ -98,6 +98,8 @@ def _running_statuses(ctx: Context) -> list[RuleStatus] | None:
     try:
         return with_daemon(ctx, ask)
     except (DaemonUnavailable, RpcError):
+        if ctx.remote is not None:  # this host's rule files are not that host's
+            raise
         return None
 
 

@@ -28,6 +28,7 @@ from daemoneye.ipc.methods import MethodError
 from daemoneye.ipc.protocol import ErrorCode
 from daemoneye.models import (
     Alert,
+    AlertDetail,
     EngineStatus,
     ProcessKey,
     RulesReload,
@@ -100,16 +101,37 @@ class EngineLink:
 
     # -- alerts ------------------------------------------------------------------------------
     async def list_alerts(
-        self, *, state: str | None, severity: str | None, limit: int, before_id: int | None
+        self,
+        *,
+        state: str | None,
+        severity: str | None,
+        limit: int,
+        before_id: int | None,
+        rule: str | None = None,
+        since: float | None = None,
+        offset: int | None = None,
     ) -> Sequence[Alert]:
-        # Always by id, newest first, so that pages chained with before_id are consistent.
+        """By id, newest first, so that pages chained with before_id are consistent; or, with
+        `offset`, most recently seen first (`alerts list`), paged by offset."""
         selection = alert_queries.AlertFilter(
             min_severity=severity,
+            rule_id=rule,
             state=state,
+            since=since,
             limit=limit,
-            before_id=before_id if before_id is not None else 2**62,
+            before_id=None if offset is not None else before_id if before_id is not None else 2**62,
+            offset=offset or 0,
         )
         return await self._reading(lambda store: alert_queries.list_alerts(store, selection))
+
+    async def alert_detail(self, alert_id: int) -> AlertDetail | None:
+        def read(store: ReadOnlyStore) -> AlertDetail | None:
+            found = alert_queries.get_alert(store, alert_id)
+            if found is None:
+                return None
+            return AlertDetail(found[0], found[1], tuple(outbox.deliveries_of(store, alert_id)))
+
+        return await self._reading(read)
 
     async def get_alert(self, alert_id: int) -> Alert | None:
         found = await self._reading(lambda store: alert_queries.get_alert(store, alert_id))

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from daemoneye.daemon.collection import Collection as Collector
 from daemoneye.models import (
     Alert,
+    AlertDetail,
     AuditVerification,
     EngineStatus,
     ProcessKey,
@@ -27,10 +28,20 @@ class DetectionEngine(Protocol):
     as "uid 0 pid 123"; a None result means there is no such alert or rule."""
 
     async def list_alerts(
-        self, *, state: str | None, severity: str | None, limit: int, before_id: int | None
+        self,
+        *,
+        state: str | None,
+        severity: str | None,
+        limit: int,
+        before_id: int | None,
+        rule: str | None = None,
+        since: float | None = None,
+        offset: int | None = None,
     ) -> Sequence[Alert]: ...
 
     async def get_alert(self, alert_id: int) -> Alert | None: ...
+
+    async def alert_detail(self, alert_id: int) -> AlertDetail | None: ...
 
     async def set_alert_state(self, alert_id: int, state: str, actor: str) -> Alert | None: ...
 

@@ -67,6 +67,7 @@ from daemoneye.models import (
     ALERT_STATES,
     SEVERITIES,
     Alert,
+    AlertDetail,
     AuditVerification,
     DaemonStatus,
     Hello,
@@ -225,6 +226,7 @@ class DaemonService:
             Method("processes.get", self.processes_get, ProcessesGetParams),
             Method("alerts.list", self.alerts_list, AlertsListParams),
             Method("alerts.get", self.alerts_get, AlertIdParams),
+            Method("alerts.show", self.alerts_show, AlertIdParams),
             Method("rules.list", self.rules_list, NoParams),
             Method("query.run", self.query_run, QueryRunParams),
             Method("query.tables", self.query_tables, NoParams),
@@ -373,13 +375,31 @@ class DaemonService:
             raise _invalid("alerts.list", "severity", f"must be one of {', '.join(SEVERITIES)}")
         if not 1 <= params.limit <= 10_000:
             raise _invalid("alerts.list", "limit", "must be 1 to 10000")
+        if params.order not in ("id", "seen"):
+            raise _invalid("alerts.list", "order", 'must be "id" or "seen"')
+        if params.order == "seen" and params.before_id is not None:
+            raise _invalid("alerts.list", "before_id", 'pages order "id"; use offset')
+        if params.offset < 0 or (params.offset and params.order != "seen"):
+            raise _invalid("alerts.list", "offset", 'must be 0 or more, with order "seen"')
+        if params.rule is not None and len(params.rule) > 256:
+            raise _invalid("alerts.list", "rule", "at most 256 characters")
+        offset = params.offset if params.order == "seen" else None
         alerts = await self._engine().list_alerts(
             state=params.state,
             severity=params.severity,
             limit=params.limit,
             before_id=params.before_id,
+            rule=params.rule,
+            since=params.since,
+            offset=offset,
         )
-        return alerts_page(alerts, params.limit)
+        return alerts_page(alerts, params.limit, offset=offset)
+
+    async def alerts_show(self, call: Call, params: AlertIdParams) -> AlertDetail:
+        detail = await self._engine().alert_detail(params.id)
+        if detail is None:
+            raise MethodError(ErrorCode.NOT_FOUND, f"no alert with id {params.id}")
+        return detail
 
     async def alerts_get(self, call: Call, params: AlertIdParams) -> Alert:
         alert = await self._engine().get_alert(params.id)

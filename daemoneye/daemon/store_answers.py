@@ -80,12 +80,20 @@ def query_json(store: ReadOnlyStore, sql: str, max_rows: int) -> bytes:
     )
 
 
-def alerts_page(alerts: Sequence[Alert], limit: int) -> protocol.AlertsPage:
+def alerts_page(
+    alerts: Sequence[Alert], limit: int, *, offset: int | None = None
+) -> protocol.AlertsPage:
+    """As many of `alerts` as fit in one message. The rest is asked for again from the last
+    id sent (by id), or from `offset` plus what was sent (most recently seen first)."""
     kept: list[Alert] = []
     size = 0
     for alert in alerts[:limit]:
         size += len(protocol.dumps(to_wire(alert))) + 1
         if kept and size > protocol.CHUNK_BYTES:
+            if offset is not None:
+                return protocol.AlertsPage(
+                    alerts=tuple(kept), next_before_id=None, next_offset=offset + len(kept)
+                )
             return protocol.AlertsPage(alerts=tuple(kept), next_before_id=kept[-1].id)
         kept.append(alert)
     return protocol.AlertsPage(alerts=tuple(kept), next_before_id=None)

@@ -52,6 +52,7 @@ class AlertFilter:
     since: float | None = None
     limit: int | None = 1000
     before_id: int | None = None
+    offset: int = 0  # paging when most recently seen first: skip this many
 
 
 # -- rows ----------------------------------------------------------------------------------
@@ -140,9 +141,10 @@ def list_alerts(source: RowSource, selection: AlertFilter | None = None) -> list
         params.append(selection.before_id)
         order = "id DESC"
     params.append(-1 if selection.limit is None else selection.limit)
+    params.append(selection.offset)
     rows = source.fetch_rows(
         f"SELECT {COLUMNS_SQL} FROM alerts WHERE {' AND '.join(where) or 'true'} "
-        f"ORDER BY {order} LIMIT ?",
+        f"ORDER BY {order} LIMIT ? OFFSET ?",
         params,
     )
     return [alert_from_row(row) for row in rows]

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import apsw
 
+from daemoneye.models import AlertDelivery as DeliveryStatus
 from daemoneye.store.db import RowSource, SQLValue, Store
 from daemoneye.text import shorten
 
@@ -53,19 +54,6 @@ class SinkHealth:
     last_error: str | None
     last_error_at: float | None
     last_dead_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryStatus:
-    """Where one alert stands with one sink (for `alerts show`)."""
-
-    sink: str
-    state: str  # pending | delivered | dead
-    attempts: int
-    next_attempt_at: float
-    last_error: str | None
-    created_at: float
-    delivered_at: float | None
 
 
 # -- outbox rows ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from daemoneye.ipc.protocol import (
 )
 from daemoneye.models import (
     Alert,
+    AlertDetail,
     AuditVerification,
     Connection,
     DaemonStatus,
@@ -141,21 +142,52 @@ class DaemonCalls:
             before = page.next
 
     async def alerts_list(
-        self, *, state: str | None = None, severity: str | None = None, limit: int = 1000
+        self,
+        *,
+        state: str | None = None,
+        severity: str | None = None,
+        limit: int = 1000,
+        rule: str | None = None,
+        since: float | None = None,
+        by_seen: bool = False,
     ) -> list[Alert]:
+        """Up to `limit` alerts (all pages), newest id first, or most recently seen first
+        (`by_seen`, as `alerts list` shows them)."""
         alerts: list[Alert] = []
         before: int | None = None
+        offset = 0
         while len(alerts) < limit:
-            params: dict[str, Any] = {"limit": limit - len(alerts)}
-            for name, value in (("state", state), ("severity", severity), ("before_id", before)):
+            params: dict[str, Any] = {"limit": min(limit - len(alerts), 10_000)}
+            for name, value in (
+                ("state", state),
+                ("severity", severity),
+                ("rule", rule),
+                ("since", since),
+                ("before_id", before),
+            ):
                 if value is not None:
                     params[name] = value
+            if by_seen:
+                params["order"] = "seen"
+                if offset:
+                    params["offset"] = offset
             page = await self._typed(AlertsPage, "alerts.list", params)
             alerts.extend(page.alerts)
-            if page.next_before_id is None or not page.alerts:
+            if not page.alerts:
                 break
-            before = page.next_before_id
+            if by_seen:
+                if page.next_offset is None and len(page.alerts) < params["limit"]:
+                    break
+                offset = page.next_offset if page.next_offset is not None else len(alerts)
+            elif page.next_before_id is None and len(page.alerts) < params["limit"]:
+                break
+            else:
+                before = page.next_before_id if page.next_before_id is not None else alerts[-1].id
         return alerts
+
+    async def alert_show(self, alert_id: int) -> AlertDetail:
+        """The alert, its occurrence and where each sink stands with it (`alerts show`)."""
+        return await self._typed(AlertDetail, "alerts.show", {"id": alert_id})
 
     async def alert_get(self, alert_id: int) -> Alert:
         return await self._typed(Alert, "alerts.get", {"id": alert_id})

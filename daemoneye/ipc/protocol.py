@@ -177,6 +177,10 @@ class AlertsListParams:
     severity: str | None = None  # this severity and above
     limit: int = 1000
     before_id: int | None = None  # paging: alerts with a smaller id
+    rule: str | None = None  # only this rule's alerts
+    since: float | None = None  # only alerts seen at or after this (epoch seconds)
+    order: str = "id"  # "id": newest id first, paged by before_id; "seen": last seen first
+    offset: int = 0  # paging of order "seen"
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,10 +306,12 @@ def fit_children(detail: ProcessDetail, sizes: list[int]) -> ProcessDetail:
 
 @dataclass(frozen=True, slots=True)
 class AlertsPage:
-    """One page of `alerts.list`, newest first; `next_before_id` continues it (None: done)."""
+    """One page of `alerts.list`, newest first; `next_before_id` (order "id") or
+    `next_offset` (order "seen") continues it (None: done)."""
 
     alerts: tuple[Alert, ...]
     next_before_id: int | None
+    next_offset: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

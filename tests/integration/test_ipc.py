@@ -143,6 +143,15 @@ def test_every_method_round_trips(ipc: IpcHarness, sleeper: Sleeper) -> None:
         await expect_error(
             client.call("alerts.list", {"state": "gone"}), ErrorCode.INVALID_PARAMS, "state"
         )
+        for params, field in (
+            ({"order": "oldest"}, "order"),
+            ({"order": "seen", "before_id": 5}, "before_id"),
+            ({"offset": 3}, "offset"),
+            ({"order": "seen", "offset": -1}, "offset"),
+            ({"rule": "x" * 300}, "rule"),
+        ):
+            await expect_error(client.call("alerts.list", params), ErrorCode.INVALID_PARAMS, field)
+        await expect_error(client.alert_show(10**9), ErrorCode.NOT_FOUND)
 
         signalled = await client.process_signal(child.pid, record.start_time, "TERM")
         assert (signalled.pid, signalled.signal) == (child.pid, "SIGTERM")

@@ -89,6 +89,13 @@ def test_cli_commands_run_against_the_remote_daemon(harness: DaemonHarness, sshd
     result = _remote_cli(harness, sshd, "-o", "json", "processes", f"pid:{os.getpid()}")
     assert result.returncode == 0, result.stderr
     assert [row["pid"] for row in json.loads(result.stdout)] == [os.getpid()]
+    # Commands that read a store when no daemon runs ask that host's daemon, never a store here
+    # (this side has none: "elsewhere" is empty).
+    for args in (("alerts", "list"), ("audit", "verify"), ("alerts", "show", "999999")):
+        result = _remote_cli(harness, sshd, *args)
+        assert "no store" not in result.stderr and "directly" not in result.stderr, args
+        assert result.returncode == (1 if args[1] == "show" else 0), (args, result.stderr)
+    assert "intact" in _remote_cli(harness, sshd, "audit", "verify").stdout
 
 
 def test_the_peer_is_the_ssh_user(harness: DaemonHarness, sshd: Sshd) -> None:
