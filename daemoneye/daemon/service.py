@@ -334,7 +334,7 @@ class DaemonService:
             changes=changes,
         )
         # init, a shell farm, a build: thousands of children would not fit in one message.
-        return fit_children(detail, [len(self.feed.table.encoded[c.key]) for c in children])
+        return fit_children(detail, [len(self.feed.table.encoded(c.key)) for c in children])
 
     async def query_run(self, call: Call, params: QueryRunParams) -> Raw:
         if not 0 <= params.max_rows <= MAX_QUERY_ROWS:

@@ -116,9 +116,13 @@ class SubscriberFeed:
         self, previous: dict[ProcessKey, ProcessRecord], seq: int
     ) -> tuple[TableUpdate, HealthReport]:
         collection = self._collection
-        return compute_update(previous, collection.snapshot(), seq), collection.health()
+        lines = self.server is not None and self.server.has_subscribers("processes")
+        update = compute_update(previous, collection.snapshot(), seq, lines=lines)
+        return update, collection.health()
 
     def _apply(self, update: TableUpdate, report: HealthReport) -> None:
+        if self.server is not None and self.server.has_subscribers("processes"):
+            update = update.with_lines()  # a subscriber came while it was computed
         self.table.apply(update)
         self.health_report = report
         self._ready.set()

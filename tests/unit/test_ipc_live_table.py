@@ -10,7 +10,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemoneye.daemon.live_table import LiveTable, compute_update
+from daemoneye.daemon.live_table import LiveTable, compute_update, encode_record
 from daemoneye.filters import parse_filter
 from daemoneye.ipc import protocol
 from daemoneye.ipc.client import apply_delta
@@ -142,7 +142,8 @@ def test_a_client_replaying_snapshot_and_deltas_has_the_daemons_table(
         for record in live.records.values():
             expected_children.setdefault(record.ppid, set()).add(record.key)
         assert live.children == expected_children
-        assert set(live.encoded) == set(live.records)
+        assert set(live._encoded) <= set(live.records)
+        assert all(live.encoded(k) == encode_record(r) for k, r in live.records.items())
 
 
 def test_ancestry_and_children_respect_pid_reuse(make_record: RecordFactory) -> None:
@@ -227,9 +228,45 @@ def test_a_process_with_thousands_of_children_still_fits_in_one_answer(
     record, chain, kids = live.live_detail(2, None)  # type: ignore[misc]
     detail = fit_children(
         ProcessDetail(record, True, tuple(chain), tuple(kids), None, len(kids)),
-        [len(live.encoded[c.key]) for c in kids],
+        [len(live.encoded(c.key)) for c in kids],
     )
     line = protocol.response(1, to_wire(detail))
     assert len(line) < protocol.MAX_MESSAGE_BYTES
     assert detail.children_total == 3000 and 0 < len(detail.children) < 3000
     assert list(detail.children) == kids[: len(detail.children)]  # the oldest ones
+
+
+def test_nothing_is_encoded_until_a_client_needs_it(make_record: RecordFactory) -> None:
+    """A daemon nobody watches keeps no JSON copy of its table; a page or a snapshot encodes
+    what it shows, once; a record that changed is never served from its old encoding."""
+    a, b = make_record(10, 100.0), make_record(11, 101.0)
+    live = LiveTable()
+    update = compute_update(live.records, table_of(a, b), live.seq + 1, lines=False)
+    assert update.encoded == {} and update.delta_lines == ()
+    live.apply(update)
+    assert live._encoded == {} and live.seq == 1, "the table moved on: a new seq"
+    page = json.loads(live.page(parse_filter(""), None, 1))
+    assert [p["pid"] for p in page["processes"]] == [10]
+    assert set(live._encoded) == {a.key}
+    b2 = dataclasses.replace(b, name="renamed")
+    live.apply(compute_update(live.records, table_of(a, b2), live.seq + 1, lines=False))
+    _, parts = replay(live.snapshot_lines())
+    assert {r.key: r for p in parts for r in p.processes} == {a.key: a, b2.key: b2}
+    a2 = dataclasses.replace(a, name="renamed too")
+    live.apply(compute_update(live.records, table_of(a2, b2), live.seq + 1, lines=False))
+    assert a.key not in live._encoded, "the old encoding is dropped with the change"
+    assert json.loads(live.encoded(a.key))["name"] == "renamed too"
+
+
+def test_a_subscriber_who_came_while_an_update_was_computed_gets_its_delta(
+    make_record: RecordFactory,
+) -> None:
+    a = make_record(10, 100.0)
+    live = LiveTable()
+    live.apply(compute_update({}, table_of(a), 1))
+    b = make_record(11, 101.0)
+    late = compute_update(live.records, table_of(a, b), live.seq + 1, lines=False)
+    assert late.delta_lines == ()
+    deltas, _ = replay(list(late.with_lines().delta_lines))
+    assert [r.key for d in deltas for r in d.added] == [b.key]
+    assert all(d.seq == 2 for d in deltas)
