@@ -3,7 +3,8 @@ delta from the previous one (computed once per tick, shared by every subscriber)
 record's JSON encoding, cached so that snapshots and lists are joins of ready-made bytes.
 Records are encoded when a client first needs them (a delta for subscribers, a snapshot, a
 page): a daemon nobody watches keeps no second copy of its table as JSON (8 MiB at 10,000
-processes) and spends nothing on it per exec.
+processes) and spends nothing on it per exec. The first subscriber's snapshot is encoded off
+the event loop (`encode_missing`, then `adopt`), so other clients are not held up by it.
 
 `compute_update` is pure and runs on the collector's worker thread (where `snapshot()` must be
 called); `LiveTable.apply` folds its result in on the event loop, which owns the table.
@@ -111,6 +112,13 @@ def compute_update(
     return TableUpdate(current, delta, encoded, notifications, lines)
 
 
+def encode_missing(
+    missing: Sequence[tuple[ProcessKey, ProcessRecord]],
+) -> list[tuple[ProcessKey, ProcessRecord, bytes]]:
+    """The encodings of `missing` (from `LiveTable.missing`): pure, for a worker thread."""
+    return [(key, record, encode_record(record)) for key, record in missing]
+
+
 def delta_lines(delta: ProcessesDelta, encoded: Mapping[ProcessKey, bytes]) -> tuple[bytes, ...]:
     """`processes.delta` notifications for `delta`, split so each stays under the message
     limit; every part carries the same seq and is a valid delta on its own."""
@@ -203,6 +211,19 @@ class LiveTable:
         if found is None:
             found = self._encoded[key] = encode_record(self.records[key])
         return found
+
+    def missing(self) -> list[tuple[ProcessKey, ProcessRecord]]:
+        """The live records no client needed since they last changed (none encoded)."""
+        cached = self._encoded
+        return [(key, record) for key, record in self.records.items() if key not in cached]
+
+    def adopt(self, encodings: Sequence[tuple[ProcessKey, ProcessRecord, bytes]]) -> None:
+        """Take encodings made off the loop, each only if its record is still the live one
+        (the table may have moved on while they were made)."""
+        records, cached = self.records, self._encoded
+        for key, record, encoded in encodings:
+            if records.get(key) is record:
+                cached.setdefault(key, encoded)
 
     def snapshot_lines(self) -> list[bytes]:
         """`processes.snapshot` notifications of the whole table at `seq` (cached per seq)."""

@@ -452,6 +452,8 @@ class DaemonService:
         async def subscribe(call: Call, params: NoParams) -> Reply:
             if topic in ("processes", "health"):
                 await self.feed.wait_ready()
+            if topic == "processes":
+                await self.feed.encode_table()  # off the loop: the snapshot is then joins
             rules_line = self.feed.rules_line
             stale = time.monotonic() - self._rules_line_at > RULES_LINE_FRESH_S
             if topic == "rules" and self.engine is not None and (rules_line is None or stale):

@@ -4,13 +4,18 @@ ends with exactly the daemon's table."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import threading
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemoneye.daemon.live_table import LiveTable, compute_update, encode_record
+from daemoneye.daemon import live_table
+from daemoneye.daemon.live_table import LiveTable, compute_update, encode_missing, encode_record
+from daemoneye.daemon.subscriber_feed import ENCODE_OFF_LOOP, SubscriberFeed
 from daemoneye.filters import parse_filter
 from daemoneye.ipc import protocol
 from daemoneye.ipc.client import apply_delta
@@ -270,3 +275,49 @@ def test_a_subscriber_who_came_while_an_update_was_computed_gets_its_delta(
     deltas, _ = replay(list(late.with_lines().delta_lines))
     assert [r.key for d in deltas for r in d.added] == [b.key]
     assert all(d.seq == 2 for d in deltas)
+
+
+def test_encodings_made_off_the_loop_are_taken_only_for_records_still_live(
+    make_record: RecordFactory,
+) -> None:
+    a, b, c = make_record(10, 100.0), make_record(11, 101.0), make_record(12, 102.0)
+    live = LiveTable()
+    live.apply(compute_update({}, table_of(a, b, c), 1, lines=False))
+    live.encoded(c.key)
+    missing = live.missing()
+    assert sorted(k.pid for k, _ in missing) == [10, 11], "c is encoded already"
+    made = encode_missing(missing)
+    b2 = dataclasses.replace(b, name="changed meanwhile")
+    live.apply(compute_update(live.records, table_of(a, b2, c), 2, lines=False))
+    live.adopt(made)
+    assert live._encoded[a.key] == encode_record(a)
+    assert b.key not in live._encoded, "b's old encoding is not taken"
+    assert json.loads(live.encoded(b.key))["name"] == "changed meanwhile"
+
+
+def test_the_first_subscribers_snapshot_is_encoded_off_the_event_loop(
+    make_record: RecordFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: set[int] = set()
+    real = live_table.encode_record
+
+    def noting(record: ProcessRecord) -> bytes:
+        threads.add(threading.get_ident())
+        return real(record)
+
+    monkeypatch.setattr(live_table, "encode_record", noting)
+
+    async def subscribe_first() -> None:
+        feed = SubscriberFeed.__new__(SubscriberFeed)  # only its table and loop are used
+        feed.table = LiveTable()
+        feed._loop = asyncio.get_running_loop()
+        records = [make_record(pid, 1.0 + pid) for pid in range(2, 2 + 2 * ENCODE_OFF_LOOP)]
+        feed.table.apply(compute_update({}, table_of(*records), 1, lines=False))
+        assert not threads
+        await feed.encode_table()
+        assert set(feed.table._encoded) == set(feed.table.records)
+        lines = feed.table.snapshot_lines()
+        assert threading.get_ident() not in threads, "nothing encoded on the loop"
+        assert {r.key for p in replay(lines)[1] for r in p.processes} == set(feed.table.records)
+
+    asyncio.run(subscribe_first())
