@@ -42,5 +42,15 @@ class SharedText:
             texts.clear()
         return tuple(map(texts.setdefault, argv, argv))
 
+    def many(self, values: tuple[str | None, ...]) -> tuple[str | None, ...]:
+        """`values` (texts or None) each shared, when none is longer than the bound; else
+        `values` itself. Two C-level passes: the agent runs it on every record it decodes."""
+        if not values or max(map(len, filter(None, values)), default=0) > _SHARED_BYTES:
+            return values
+        texts: dict[str | None, str | None] = self._texts  # type: ignore[assignment]
+        if len(texts) + len(values) >= _SHARED_MAX:
+            texts.clear()
+        return tuple(map(texts.setdefault, values, values))
+
 
 SHARED = SharedText()

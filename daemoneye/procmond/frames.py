@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from daemoneye.models import ConnectionsDelta, ExeHash, ProcessKey, ScanDelta
+from daemoneye.models import ConnectionsDelta, ExeHash, ProcessKey, ProcessRecord, ScanDelta
 from daemoneye.procmond import wire
 
 PAIR_VERSION = 2  # 2: payloads are arrays of fields (1: objects with names)
@@ -125,6 +125,8 @@ class SignalResult:
 class Rescan:
     """agent → procmond: scan /proc now, in full (the agent reconciles against it)."""
 
+
+wire.keep_texts_of(ProcessRecord)  # the agent keeps every live one
 
 PAYLOADS: dict[Kind, type[Any]] = {
     Kind.HELLO: Hello,

@@ -9,6 +9,10 @@ type against the field's annotation in one C-level pass (`_Record`). What the po
 is still said once, by the dataclass: a field added to ProcessRecord travels with no change
 here, and both processes always run the same code (the agent starts its own procmond).
 
+The text of the records the agent keeps (`keep_texts_of`: every live process's record) is
+shared as it is decoded (collector/shared_text.py): thousands of them name the same
+executables, directories, units and arguments.
+
 Decoding is strict: an array of the wrong length, a value of the wrong type, a number that is
 not a finite float or a signed 64-bit integer, NaN or Infinity anywhere — refused with a
 `WireError` whose `path` names the field (`delta.added[0].pid`). The fast pass does not build
@@ -23,14 +27,17 @@ import json
 import math
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from operator import attrgetter, contains, is_not, itemgetter
 from typing import Any, TypeVar
+
+from daemoneye.collector.shared_text import SHARED
 
 T = TypeVar("T")
 INT_MIN = -(2**63)
 INT_MAX = 2**63 - 1
 _NONE = type(None)
+_TEXT = frozenset({str, _NONE})
 _SCALARS = frozenset({int, float, str, bool, _NONE})
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
@@ -104,6 +111,15 @@ def loads(cls: type[T], text: bytes | str) -> T:
         decoder.slow(data, "")  # raises WireError naming the field
         raise WireError("", "does not fit its dataclass") from None  # (both passes agree)
     return decoded
+
+
+_KEPT: set[type] = set()
+
+
+def keep_texts_of(*classes: type) -> None:
+    """Share the text fields of `classes` as they are decoded (records that live long)."""
+    _KEPT.update(classes)
+    _DECODERS.clear()  # decoders built before this were planned without it
 
 
 class _Decoder:
@@ -242,7 +258,7 @@ class _Tuple(_Decoder):
     def _plain(value: Any, accepted: frozenset[type]) -> tuple[Any, ...]:
         if type(value) is not list or not all(map(accepted.__contains__, map(type, value))):
             raise _Refused
-        return tuple(value)
+        return SHARED.many(tuple(value)) if accepted <= _TEXT else tuple(value)
 
     @staticmethod
     def _items(value: Any, item_fast: Callable[[Any], Any]) -> tuple[Any, ...]:
@@ -259,7 +275,7 @@ class _Tuple(_Decoder):
 _not_none = functools.partial(is_not, None)  # `is not None`, as a C call for filter()
 
 
-def _getter_of(positions: list[int]) -> Callable[[list[Any]], tuple[Any, ...]]:
+def _getter_of(positions: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
     """The values at `positions` of a list, as a tuple, in one C call where it can be."""
     if len(positions) > 1:
         return itemgetter(*positions)
@@ -297,6 +313,13 @@ class _Record(_Decoder):
         self._nested = [
             (i, d.fast) for i, d in enumerate(self.fields) if not isinstance(d, _Scalar)
         ]
+        texts = [i for i, d in scalars if d.exact <= _TEXT] if self.cls in _KEPT else []
+        self._texts = texts
+        self._texts_at = _getter_of(texts)
+        # over (*fields, *shared texts): each field, or its shared text
+        self._merge = _getter_of(
+            [self._count + texts.index(i) if i in texts else i for i in range(self._count)]
+        )
         self._ready = True
 
     def _fast(self, value: Any) -> Any:
@@ -310,6 +333,12 @@ class _Record(_Decoder):
                 args[at] = scalar(args[at])
         for at, nested in self._nested:
             args[at] = nested(args[at])
+        if self._texts:
+            # one object per distinct text across records: the agent keeps every live one
+            texts = self._texts_at(args)
+            shared = SHARED.many(texts)
+            if shared is not texts:  # the fields, the shared texts in their places (in C)
+                return self.cls(*self._merge((*args, *shared)))
         return self.cls(*args)
 
     def _plainly_fits(self, value: list[Any]) -> bool:

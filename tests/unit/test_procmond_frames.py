@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daemoneye.collector.shared_text import SHARED
 from daemoneye.ipc.codec import to_wire
 from daemoneye.models import ExeHash, ProcessEvent, ProcessKey, ProcessRecord, ScanDelta, ScanStats
 from daemoneye.procmond import frames
@@ -221,3 +222,16 @@ def test_mutating_one_field_of_a_valid_scan_is_decoded_or_refused_naming_it(
         frames.decode(frames.Kind.SCAN, json.dumps(body).encode())
     except frames.FrameError as exc:
         assert exc.field.startswith(f"delta.added[0].{name}") or exc.field == "delta"
+
+
+def test_the_agent_keeps_one_object_per_text_its_records_share() -> None:
+    """Records are kept by the agent for every live process: equal texts decode to one object
+    (an exe, a cwd, an argument), events' texts are left alone, and a long text is not kept."""
+    long_arg = "z" * 600
+    scan = frames.Scan(delta(record(42), record(43), record(44, ("/bin/sh", long_arg))), False, ())
+    decoded = roundtrip(scan)
+    assert isinstance(decoded, frames.Scan) and decoded == scan
+    a, b, c = decoded.delta.added
+    assert a.exe is b.exe and a.cwd is b.cwd and a.user is b.user
+    assert all(x is y for x, y in zip(a.cmdline, b.cmdline, strict=True))
+    assert c.cmdline[1] == long_arg and long_arg not in SHARED._texts
