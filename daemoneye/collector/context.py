@@ -57,6 +57,7 @@ _T = TypeVar("_T")
 _V = TypeVar("_V", str | None, int | None)
 _SHARED_MAX = 16384
 _SHARED_TEXT_MAX = 512
+_CGROUPS_MAX = 4096
 
 
 # -- cgroup → container or unit ---------------------------------------------------------------
@@ -397,6 +398,7 @@ class Context:
 
 
 NO_CONTEXT = Context()
+_NO_CGROUP = CgroupContext(None, None, None, None)
 
 
 class ContextReader:
@@ -420,6 +422,10 @@ class ContextReader:
         # (net namespace, table) → (generation, read again for a miss, inode → description)
         self._tables: dict[tuple[int | None, str], tuple[int, bool, dict[int, str]]] = {}
         self._shared: dict[object, object] = {}  # see _share
+        # the cgroup file's bytes → what they say: thousands of processes share a few cgroups
+        self._cgroups: dict[bytes, CgroupContext] = {}
+        # a namespace link's target (b'pid:[4026531836]') → its inode number
+        self._ns_ids: dict[bytes, int | None] = {}
         # session id → (leader's start ticks, ssh client or None)
         self._sessions: dict[int, tuple[int, str | None]] = {}
 
@@ -438,7 +444,7 @@ class ContextReader:
                 self._init_ns = {}
             else:
                 try:
-                    found = _namespaces(fd)
+                    found = self._namespaces(fd)
                 finally:
                     os.close(fd)
                 self._init_ns = found if any(v is not None for v in found.values()) else {}
@@ -447,8 +453,8 @@ class ContextReader:
     def read(self, dir_fd: int, raw_stat: bytes, start_ticks: int) -> Context:
         """The context of the instance behind `dir_fd`; what cannot be read is None. Raises
         nothing for a process that vanishes meanwhile: its fields stay None."""
-        namespaces = _namespaces(dir_fd)
-        cgroup = classify_cgroup(_read_text(b"cgroup", dir_fd, pick_cgroup_path))
+        namespaces = self._namespaces(dir_fd)
+        cgroup = self._cgroup(dir_fd)
         foreign = foreign_namespaces(namespaces, self.init_namespaces())
         runtime = cgroup.runtime
         if runtime is None and foreign is not None and "pid" in foreign.split():
@@ -485,25 +491,56 @@ class ContextReader:
             None if found is None else share(environment_json(found)),
         )
 
+    def _cgroup(self, dir_fd: int) -> CgroupContext:
+        """The process's cgroup, classified once per distinct cgroup file (bounded like
+        `_share`; a file longer than `_SHARED_TEXT_MAX` is classified every time)."""
+        raw = _read_small(b"cgroup", dir_fd, _TEXT_MAX_BYTES)
+        if raw is None:
+            return _NO_CGROUP
+        found = self._cgroups.get(raw)
+        if found is None:
+            found = classify_cgroup(pick_cgroup_path(raw))
+            if len(raw) <= _SHARED_TEXT_MAX:
+                if len(self._cgroups) >= _CGROUPS_MAX:
+                    self._cgroups.clear()
+                self._cgroups[raw] = found
+        return found
+
+    def _namespaces(self, dir_fd: int) -> dict[str, int | None]:
+        """pid, mnt, net and user namespace inodes (None: unreadable), each link's text parsed
+        once per distinct text."""
+        found: dict[str, int | None] = {}
+        ns_ids = self._ns_ids
+        for name, link in _NS_LINKS:
+            try:
+                target = os.readlink(link, dir_fd=dir_fd)
+            except OSError:
+                found[name] = None
+                continue
+            if target in ns_ids:
+                found[name] = ns_ids[target]
+                continue
+            if len(ns_ids) >= _SHARED_MAX:
+                ns_ids.clear()
+            found[name] = ns_ids[target] = parse_ns_link(target)
+        return found
+
     def _share(self, value: _V) -> _V:
         """One object for equal values: thousands of processes share a cgroup, namespaces,
         stdio and environment, and the daemon keeps every live record (a few hundred bytes each
         at 10,000 processes). Bounded in entries and in size: a long value (a hostile 128 KiB
         LD_PRELOAD) is never kept here, so ended processes cannot pin memory through it."""
-        if value is None or (isinstance(value, str) and len(value) > _SHARED_TEXT_MAX):
+        if value is None or (type(value) is str and len(value) > _SHARED_TEXT_MAX):
             return value
-        shared = self._shared.get(value)
-        if shared is not None:
-            return cast("_V", shared)
-        if len(self._shared) >= _SHARED_MAX:
-            self._shared.clear()
-        self._shared[value] = value
-        return value
+        shared = self._shared
+        if len(shared) >= _SHARED_MAX:
+            shared.clear()
+        return cast("_V", shared.setdefault(value, value))
 
     def _environment(self, dir_fd: int) -> dict[str, str] | None:
         if not self.environment:
             return {}
-        raw = _read_bounded(b"environ", dir_fd, ENVIRON_MAX_BYTES)
+        raw = _read_small(b"environ", dir_fd, ENVIRON_MAX_BYTES)
         return None if raw is None else _pick_environment(raw, self._needles)
 
     def _session_ssh_client(self, session_id: int, start_ticks: int, dir_fd: int) -> str | None:
@@ -590,16 +627,6 @@ class ContextReader:
 _NS_LINKS = tuple((name, b"ns/" + name.encode()) for name in NAMESPACES)
 
 
-def _namespaces(dir_fd: int) -> dict[str, int | None]:
-    found: dict[str, int | None] = {}
-    for name, link in _NS_LINKS:
-        try:
-            found[name] = parse_ns_link(os.readlink(link, dir_fd=dir_fd))
-        except OSError:
-            found[name] = None
-    return found
-
-
 def _read_bounded(
     path: bytes, dir_fd: int, limit: int | None, *, records: bool = False
 ) -> bytes | None:
@@ -630,6 +657,33 @@ def _read_bounded(
         os.close(fd)
 
 
+def _read_small(path: bytes, dir_fd: int, limit: int) -> bytes | None:
+    """`_read_bounded` for a file generated whole (cgroup, loginuid, environ): one open, one
+    read and one close when it is under a page, as nearly all are; else read on up to
+    `limit` bytes. None when it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        first = os.read(fd, 4096)
+        if len(first) < 4096:
+            return first
+        chunks = [first]
+        size = len(first)
+        while size < limit:
+            chunk = os.read(fd, min(_READ_CHUNK, limit - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def _read_text(path: bytes, dir_fd: int, parse: Callable[[bytes], _T]) -> _T | None:
-    raw = _read_bounded(path, dir_fd, _TEXT_MAX_BYTES)
+    raw = _read_small(path, dir_fd, _TEXT_MAX_BYTES)
     return None if raw is None else parse(raw)

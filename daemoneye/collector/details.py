@@ -24,6 +24,7 @@ from daemoneye.collector.procfs import (
     read_file,
     read_link,
 )
+from daemoneye.collector.shared_text import SHARED
 from daemoneye.models import ProcessDetails
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -95,7 +96,8 @@ def _read_details(
     # exe and cwd: ENOENT is normal for zombies (no mm, no fs), so a missing link is not proof
     # of exit. status is read last and settles whether the process is gone.
     try:
-        cmdline = parse_cmdline(read_file(b"cmdline", dir_fd=dir_fd))
+        raw_cmdline = read_file(b"cmdline", dir_fd=dir_fd)
+        cmdline = SHARED.argv(len(raw_cmdline), parse_cmdline(raw_cmdline))
     except PermissionError:
         denied = True
     except VANISHED_ERRORS:
@@ -127,10 +129,10 @@ def _read_details(
         else:
             partial = True
     details = ProcessDetails(
-        exe,
+        SHARED.one(exe),
         exe_deleted,
         cmdline,
-        cwd,
+        SHARED.one(cwd),
         uid,
         gid,
         user_of(uid) if uid is not None else None,

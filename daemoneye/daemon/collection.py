@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from daemoneye import __version__
+from daemoneye import __version__, heap
 from daemoneye.collector.procfs import read_boot_id, read_boot_time
 from daemoneye.collector.records import exit_event
 from daemoneye.config.schema import Config
@@ -420,6 +420,8 @@ class Collection:
                 if result.audit_error is not None:
                     log.warning("retention: %s", result.audit_error)
         self.write_health()
+        if scan.full:
+            heap.settle()  # the full scan's frames and pieces back to the kernel
         return delta
 
     def _close_gap(self) -> None:

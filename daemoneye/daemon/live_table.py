@@ -1,6 +1,10 @@
 """The live process table as IPC clients see it: the collector's snapshot after each tick, the
 delta from the previous one (computed once per tick, shared by every subscriber), and each
 record's JSON encoding, cached so that snapshots and lists are joins of ready-made bytes.
+Records are encoded when a client first needs them (a delta for subscribers, a snapshot, a
+page): a daemon nobody watches keeps no second copy of its table as JSON (8 MiB at 10,000
+processes) and spends nothing on it per exec. The first subscriber's snapshot is encoded off
+the event loop (`encode_missing`, then `adopt`), so other clients are not held up by it.
 
 `compute_update` is pure and runs on the collector's worker thread (where `snapshot()` must be
 called); `LiveTable.apply` folds its result in on the event loop, which owns the table.
@@ -41,15 +45,42 @@ class TableUpdate:
 
     records: dict[ProcessKey, ProcessRecord]  # the new live table (never mutated afterwards)
     delta: ProcessesDelta
-    encoded: dict[ProcessKey, bytes]  # fresh encodings of every added or changed record
-    delta_lines: tuple[bytes, ...]  # `processes.delta` notifications, empty when no change
+    # fresh encodings of every added or changed record; empty when computed without lines
+    encoded: dict[ProcessKey, bytes]
+    # `processes.delta` notifications: empty when nothing changed, or nobody subscribed
+    delta_lines: tuple[bytes, ...]
+    lines_wanted: bool = True
+
+    @property
+    def changed(self) -> bool:
+        delta = self.delta
+        return bool(delta.added or delta.changed or delta.removed)
+
+    def with_lines(self) -> TableUpdate:
+        """This update with its notifications, for a subscriber who came after it was
+        computed without them."""
+        if self.lines_wanted or not self.changed:
+            return self
+        encoded = {r.key: encode_record(r) for r in self.delta.added}
+        for change in self.delta.changed:
+            key = ProcessKey(change.pid, change.start_time)
+            encoded[key] = encode_record(self.records[key])
+        return dataclasses.replace(
+            self, encoded=encoded, delta_lines=delta_lines(self.delta, encoded), lines_wanted=True
+        )
 
 
 def compute_update(
-    previous: Mapping[ProcessKey, ProcessRecord], current: dict[ProcessKey, ProcessRecord], seq: int
+    previous: Mapping[ProcessKey, ProcessRecord],
+    current: dict[ProcessKey, ProcessRecord],
+    seq: int,
+    *,
+    lines: bool = True,
 ) -> TableUpdate:
     """The difference between two snapshots. The scanner rebuilds a record only when one of
-    its fields changed, so an unchanged process costs one identity check."""
+    its fields changed, so an unchanged process costs one identity check. With `lines`
+    (someone subscribed to processes) the changed records are encoded and the delta's
+    notifications built; without, nothing is encoded."""
     added: list[ProcessRecord] = []
     changed: list[ProcessChange] = []
     encoded: dict[ProcessKey, bytes] = {}
@@ -59,7 +90,8 @@ def compute_update(
             continue
         if old is None:
             added.append(record)
-            encoded[key] = encode_record(record)
+            if lines:
+                encoded[key] = encode_record(record)
             continue
         fields = tuple(
             (name, getattr(record, name))
@@ -68,15 +100,23 @@ def compute_update(
         )
         if not fields:
             continue
-        encoded[key] = encode_record(record)
+        if lines:
+            encoded[key] = encode_record(record)
         if any(name in _WHOLE_RECORD_FIELDS for name, _ in fields):
             added.append(record)
         else:
             changed.append(ProcessChange(key.pid, key.start_time, fields))
     removed = tuple(key for key in previous if key not in current)
     delta = ProcessesDelta(seq=seq, added=tuple(added), changed=tuple(changed), removed=removed)
-    lines = delta_lines(delta, encoded) if (added or changed or removed) else ()
-    return TableUpdate(records=current, delta=delta, encoded=encoded, delta_lines=lines)
+    notifications = delta_lines(delta, encoded) if lines and (added or changed or removed) else ()
+    return TableUpdate(current, delta, encoded, notifications, lines)
+
+
+def encode_missing(
+    missing: Sequence[tuple[ProcessKey, ProcessRecord]],
+) -> list[tuple[ProcessKey, ProcessRecord, bytes]]:
+    """The encodings of `missing` (from `LiveTable.missing`): pure, for a worker thread."""
+    return [(key, record, encode_record(record)) for key, record in missing]
 
 
 def delta_lines(delta: ProcessesDelta, encoded: Mapping[ProcessKey, bytes]) -> tuple[bytes, ...]:
@@ -117,7 +157,7 @@ class LiveTable:
 
     def __init__(self) -> None:
         self.records: dict[ProcessKey, ProcessRecord] = {}
-        self.encoded: dict[ProcessKey, bytes] = {}
+        self._encoded: dict[ProcessKey, bytes] = {}  # filled on demand: see `encoded`
         self.by_pid: dict[int, ProcessKey] = {}
         self.children: dict[int, set[ProcessKey]] = {}
         self.seq = 0
@@ -127,22 +167,25 @@ class LiveTable:
     def apply(self, update: TableUpdate) -> None:
         previous = self.records
         delta = update.delta
+        cached = self._encoded
         for key in delta.removed:
             self._unindex(previous[key])
-            self.encoded.pop(key, None)
+            cached.pop(key, None)
         for record in delta.added:
             old = previous.get(record.key)
             if old is not None:
                 self._unindex(old)
             self._index(record)
+            cached.pop(record.key, None)
         for change in delta.changed:
+            key = ProcessKey(change.pid, change.start_time)
+            cached.pop(key, None)
             if any(name == "ppid" for name, _ in change.fields):
-                key = ProcessKey(change.pid, change.start_time)
                 self._unindex(previous[key])
                 self._index(update.records[key])
-        self.encoded.update(update.encoded)
+        cached.update(update.encoded)
         self.records = update.records
-        if update.delta_lines:
+        if update.changed:
             self.seq = delta.seq
         if delta.added or delta.removed:
             self._sorted = None
@@ -162,10 +205,30 @@ class LiveTable:
                 del self.children[record.ppid]
 
     # -- what clients ask for -------------------------------------------------------------
+    def encoded(self, key: ProcessKey) -> bytes:
+        """The live record's JSON, encoded now if no client needed it since it changed."""
+        found = self._encoded.get(key)
+        if found is None:
+            found = self._encoded[key] = encode_record(self.records[key])
+        return found
+
+    def missing(self) -> list[tuple[ProcessKey, ProcessRecord]]:
+        """The live records no client needed since they last changed (none encoded)."""
+        cached = self._encoded
+        return [(key, record) for key, record in self.records.items() if key not in cached]
+
+    def adopt(self, encodings: Sequence[tuple[ProcessKey, ProcessRecord, bytes]]) -> None:
+        """Take encodings made off the loop, each only if its record is still the live one
+        (the table may have moved on while they were made)."""
+        records, cached = self.records, self._encoded
+        for key, record, encoded in encodings:
+            if records.get(key) is record:
+                cached.setdefault(key, encoded)
+
     def snapshot_lines(self) -> list[bytes]:
         """`processes.snapshot` notifications of the whole table at `seq` (cached per seq)."""
         if self._snapshot is None:
-            runs = protocol.chunks(list(self.encoded.values()))
+            runs = protocol.chunks([self.encoded(key) for key in self.records])
             seq = str(self.seq).encode()
             total = str(len(runs)).encode()
             self._snapshot = [
@@ -221,8 +284,11 @@ class LiveTable:
         size = 0
         next_key: ProcessKey | None = None
         for index in range(start, len(matching)):
-            item = self.encoded[matching[index]]
-            if len(chosen) >= limit or (chosen and size + len(item) + 1 > protocol.CHUNK_BYTES):
+            if len(chosen) >= limit:
+                next_key = matching[index - 1]
+                break
+            item = self.encoded(matching[index])
+            if chosen and size + len(item) + 1 > protocol.CHUNK_BYTES:
                 next_key = matching[index - 1]
                 break
             chosen.append(item)

@@ -336,7 +336,7 @@ class DaemonService:
             changes=changes,
         )
         # init, a shell farm, a build: thousands of children would not fit in one message.
-        return fit_children(detail, [len(self.feed.table.encoded[c.key]) for c in children])
+        return fit_children(detail, [len(self.feed.table.encoded(c.key)) for c in children])
 
     async def query_run(self, call: Call, params: QueryRunParams) -> Raw:
         if not 0 <= params.max_rows <= MAX_QUERY_ROWS:
@@ -472,6 +472,8 @@ class DaemonService:
         async def subscribe(call: Call, params: NoParams) -> Reply:
             if topic in ("processes", "health"):
                 await self.feed.wait_ready()
+            if topic == "processes":
+                await self.feed.encode_table()  # off the loop: the snapshot is then joins
             rules_line = self.feed.rules_line
             stale = time.monotonic() - self._rules_line_at > RULES_LINE_FRESH_S
             if topic == "rules" and self.engine is not None and (rules_line is None or stale):

@@ -1,11 +1,11 @@
 """The collector pair's protocol: length-prefixed, typed, versioned frames (docs/protocol.md).
 
 A frame is a 5-byte header — the payload's length (4 bytes, big-endian) and its kind (1 byte) —
-followed by the payload, one JSON object. Each kind has one payload dataclass below; the JSON is
-derived from the dataclass (`ipc.codec`), so a field added to ProcessRecord travels without a
-change here. Every frame is checked on receipt: its length, its kind, its JSON and every field
-(strict decoding: a wrong type, a missing or an unknown field names the field). A frame that
-fails is refused whole with `FrameError`, which says the kind and the field.
+followed by the payload: its dataclass below as a JSON array of its fields in declaration order
+(`procmond/wire.py`), so a field added to ProcessRecord travels without a change here. Every
+frame is checked on receipt: its length, its kind, its JSON and every field (strict decoding:
+a wrong type, a missing or an extra field names the field). A frame that fails is refused
+whole with `FrameError`, which says the kind and the field.
 
 procmond → agent: HELLO (first, once), SCAN, EVENTS, HASHES, HEALTH, SIGNAL_RESULT.
 agent → procmond: SIGNAL, RESCAN — nothing else is accepted.
@@ -13,7 +13,6 @@ agent → procmond: SIGNAL, RESCAN — nothing else is accepted.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 import socket
@@ -21,12 +20,12 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from daemoneye.ipc.codec import CodecError, from_wire
-from daemoneye.models import ConnectionsDelta, ExeHash, ProcessKey, ScanDelta
+from daemoneye.models import ConnectionsDelta, ExeHash, ProcessKey, ProcessRecord, ScanDelta
+from daemoneye.procmond import wire
 
-PAIR_VERSION = 1
+PAIR_VERSION = 2  # 2: payloads are arrays of fields (1: objects with names)
 HEADER = struct.Struct(">IB")
-# A full first scan of 10,000 processes is ~5 MiB of JSON; argv is capped by the collector.
+# A full first scan of 10,000 processes is ~3 MiB of JSON; argv is capped by the collector.
 MAX_PAYLOAD_BYTES = 256 * 1024**2
 FULL_SCAN_PIECE = 500  # records per SCAN frame of a full scan: bounded memory on both sides
 
@@ -127,6 +126,8 @@ class Rescan:
     """agent → procmond: scan /proc now, in full (the agent reconciles against it)."""
 
 
+wire.keep_texts_of(ProcessRecord)  # the agent keeps every live one
+
 PAYLOADS: dict[Kind, type[Any]] = {
     Kind.HELLO: Hello,
     Kind.SCAN: Scan,
@@ -172,25 +173,9 @@ class PairClosed(EOFError):
     """The other end closed the pair (or died)."""
 
 
-def _fields_of(value: Any) -> dict[str, Any]:
-    """json's hook for what it cannot encode itself: a dataclass becomes its fields, one object
-    at a time as the encoder reaches it (to_wire's shape, without building the whole tree: a
-    full scan of 10,000 processes would otherwise hold every record twice over)."""
-    names = _FIELD_NAMES.get(type(value))
-    if names is None:
-        if not dataclasses.is_dataclass(value) or isinstance(value, type):
-            raise TypeError(f"cannot send a {type(value).__name__} over the pair")
-        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in dataclasses.fields(value))
-    return {name: getattr(value, name) for name in names}
-
-
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-
-
 def _body(payload: Any) -> tuple[Kind, str]:
     kind = KIND_OF[type(payload)]
-    # ASCII only (ensure_ascii): the text's length is its length in bytes.
-    body = json.dumps(payload, default=_fields_of, separators=(",", ":"), allow_nan=False)
+    body = wire.dumps(payload)  # ASCII only: the text's length is its length in bytes
     if len(body) > MAX_PAYLOAD_BYTES:
         raise ValueError(f"{kind.name} frame of {len(body)} bytes is over the limit")
     return kind, body
@@ -231,15 +216,11 @@ def parse_header(header: bytes, accepted: frozenset[Kind]) -> tuple[Kind, int]:
 def decode(kind: Kind, body: bytes) -> Any:
     """The payload of a `kind` frame, validated whole; FrameError naming kind and field."""
     try:
-        data = json.loads(body)
+        payload = wire.loads(PAYLOADS[kind], body)
+    except wire.WireError as exc:
+        raise FrameError(kind.name, exc.path, exc.reason) from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise FrameError(kind.name, "", f"not JSON: {exc}") from None
-    try:
-        payload = from_wire(PAYLOADS[kind], data, strict=True)
-    except CodecError as exc:
-        raise FrameError(kind.name, exc.path, exc.reason) from None
-    except (TypeError, ValueError, RecursionError) as exc:  # a record's own checks
-        raise FrameError(kind.name, "", str(exc)) from None
     _check(kind, payload)
     return payload
 

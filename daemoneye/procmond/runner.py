@@ -23,6 +23,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from daemoneye import heap
 from daemoneye.collector.connections import ConnectionTracker
 from daemoneye.collector.context import ContextReader
 from daemoneye.collector.event_feed import EventFeed
@@ -149,6 +150,7 @@ class Procmond:
         the agent closes the pair (PairClosed) or sends a frame that does not validate."""
         self.send(self.hello())
         self.scan(full=True)
+        heap.settle()  # the first scan's garbage back to the kernel, its records frozen
         next_scan = time.monotonic() + self.settings.interval
         while True:
             wait = max(0.0, next_scan - time.monotonic())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from daemoneye.collector import context as context_module
 from daemoneye.collector.context import (
     ENVIRON_MAX_BYTES,
     NO_CONTEXT,
@@ -612,3 +613,35 @@ def test_a_socket_table_larger_than_one_read_is_read_to_its_end(
     monkeypatch.setattr(os, "read", line_by_line)
     found = read_fake(ContextReader(os.fsencode(tmp_path)), proc)
     assert (found.stdin or "").startswith("socket:tcp 10.0.0.5:39490->")
+
+
+def test_a_cgroup_is_classified_once_per_text_and_a_move_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Processes that share a cgroup file share its classification (the parse ran once per
+    process before); a process moved to another cgroup is classified anew, and a long,
+    hostile cgroup text is classified but never kept."""
+    first = fake_process(tmp_path, 4242, fds={})
+    second = fake_process(tmp_path, 4243, fds={})
+    reader = ContextReader(os.fsencode(tmp_path))
+    calls: list[str | None] = []
+    real = context_module.classify_cgroup
+
+    def counting(path: str | None) -> context_module.CgroupContext:
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(context_module, "classify_cgroup", counting)
+    a, b = read_fake(reader, first), read_fake(reader, second)
+    assert (a.container_runtime, b.container_runtime) == ("docker", "docker")
+    assert len(calls) == 1
+    (second / "cgroup").write_bytes(b"0::/system.slice/cron.service\n")
+    moved = read_fake(reader, second)
+    assert (moved.container_runtime, moved.unit) == (None, "cron.service")
+    assert len(calls) == 2
+    hostile = b"0::/" + b"x" * 2000 + b".scope\n"
+    (second / "cgroup").write_bytes(hostile)
+    assert read_fake(reader, second).unit == "x" * 2000 + ".scope"
+    assert read_fake(reader, second).unit == "x" * 2000 + ".scope"
+    assert len(calls) == 4, "a long cgroup text is not kept as a cache key"
+    assert hostile not in reader._cgroups

@@ -4,13 +4,18 @@ ends with exactly the daemon's table."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import threading
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemoneye.daemon.live_table import LiveTable, compute_update
+from daemoneye.daemon import live_table
+from daemoneye.daemon.live_table import LiveTable, compute_update, encode_missing, encode_record
+from daemoneye.daemon.subscriber_feed import ENCODE_OFF_LOOP, SubscriberFeed
 from daemoneye.filters import parse_filter
 from daemoneye.ipc import protocol
 from daemoneye.ipc.client import apply_delta
@@ -142,7 +147,8 @@ def test_a_client_replaying_snapshot_and_deltas_has_the_daemons_table(
         for record in live.records.values():
             expected_children.setdefault(record.ppid, set()).add(record.key)
         assert live.children == expected_children
-        assert set(live.encoded) == set(live.records)
+        assert set(live._encoded) <= set(live.records)
+        assert all(live.encoded(k) == encode_record(r) for k, r in live.records.items())
 
 
 def test_ancestry_and_children_respect_pid_reuse(make_record: RecordFactory) -> None:
@@ -227,9 +233,91 @@ def test_a_process_with_thousands_of_children_still_fits_in_one_answer(
     record, chain, kids = live.live_detail(2, None)  # type: ignore[misc]
     detail = fit_children(
         ProcessDetail(record, True, tuple(chain), tuple(kids), None, len(kids)),
-        [len(live.encoded[c.key]) for c in kids],
+        [len(live.encoded(c.key)) for c in kids],
     )
     line = protocol.response(1, to_wire(detail))
     assert len(line) < protocol.MAX_MESSAGE_BYTES
     assert detail.children_total == 3000 and 0 < len(detail.children) < 3000
     assert list(detail.children) == kids[: len(detail.children)]  # the oldest ones
+
+
+def test_nothing_is_encoded_until_a_client_needs_it(make_record: RecordFactory) -> None:
+    """A daemon nobody watches keeps no JSON copy of its table; a page or a snapshot encodes
+    what it shows, once; a record that changed is never served from its old encoding."""
+    a, b = make_record(10, 100.0), make_record(11, 101.0)
+    live = LiveTable()
+    update = compute_update(live.records, table_of(a, b), live.seq + 1, lines=False)
+    assert update.encoded == {} and update.delta_lines == ()
+    live.apply(update)
+    assert live._encoded == {} and live.seq == 1, "the table moved on: a new seq"
+    page = json.loads(live.page(parse_filter(""), None, 1))
+    assert [p["pid"] for p in page["processes"]] == [10]
+    assert set(live._encoded) == {a.key}
+    b2 = dataclasses.replace(b, name="renamed")
+    live.apply(compute_update(live.records, table_of(a, b2), live.seq + 1, lines=False))
+    _, parts = replay(live.snapshot_lines())
+    assert {r.key: r for p in parts for r in p.processes} == {a.key: a, b2.key: b2}
+    a2 = dataclasses.replace(a, name="renamed too")
+    live.apply(compute_update(live.records, table_of(a2, b2), live.seq + 1, lines=False))
+    assert a.key not in live._encoded, "the old encoding is dropped with the change"
+    assert json.loads(live.encoded(a.key))["name"] == "renamed too"
+
+
+def test_a_subscriber_who_came_while_an_update_was_computed_gets_its_delta(
+    make_record: RecordFactory,
+) -> None:
+    a = make_record(10, 100.0)
+    live = LiveTable()
+    live.apply(compute_update({}, table_of(a), 1))
+    b = make_record(11, 101.0)
+    late = compute_update(live.records, table_of(a, b), live.seq + 1, lines=False)
+    assert late.delta_lines == ()
+    deltas, _ = replay(list(late.with_lines().delta_lines))
+    assert [r.key for d in deltas for r in d.added] == [b.key]
+    assert all(d.seq == 2 for d in deltas)
+
+
+def test_encodings_made_off_the_loop_are_taken_only_for_records_still_live(
+    make_record: RecordFactory,
+) -> None:
+    a, b, c = make_record(10, 100.0), make_record(11, 101.0), make_record(12, 102.0)
+    live = LiveTable()
+    live.apply(compute_update({}, table_of(a, b, c), 1, lines=False))
+    live.encoded(c.key)
+    missing = live.missing()
+    assert sorted(k.pid for k, _ in missing) == [10, 11], "c is encoded already"
+    made = encode_missing(missing)
+    b2 = dataclasses.replace(b, name="changed meanwhile")
+    live.apply(compute_update(live.records, table_of(a, b2, c), 2, lines=False))
+    live.adopt(made)
+    assert live._encoded[a.key] == encode_record(a)
+    assert b.key not in live._encoded, "b's old encoding is not taken"
+    assert json.loads(live.encoded(b.key))["name"] == "changed meanwhile"
+
+
+def test_the_first_subscribers_snapshot_is_encoded_off_the_event_loop(
+    make_record: RecordFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: set[int] = set()
+    real = live_table.encode_record
+
+    def noting(record: ProcessRecord) -> bytes:
+        threads.add(threading.get_ident())
+        return real(record)
+
+    monkeypatch.setattr(live_table, "encode_record", noting)
+
+    async def subscribe_first() -> None:
+        feed = SubscriberFeed.__new__(SubscriberFeed)  # only its table and loop are used
+        feed.table = LiveTable()
+        feed._loop = asyncio.get_running_loop()
+        records = [make_record(pid, 1.0 + pid) for pid in range(2, 2 + 2 * ENCODE_OFF_LOOP)]
+        feed.table.apply(compute_update({}, table_of(*records), 1, lines=False))
+        assert not threads
+        await feed.encode_table()
+        assert set(feed.table._encoded) == set(feed.table.records)
+        lines = feed.table.snapshot_lines()
+        assert threading.get_ident() not in threads, "nothing encoded on the loop"
+        assert {r.key for p in replay(lines)[1] for r in p.processes} == set(feed.table.records)
+
+    asyncio.run(subscribe_first())

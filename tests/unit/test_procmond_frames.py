@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import socket
+from dataclasses import fields
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daemoneye.collector.shared_text import SHARED
+from daemoneye.ipc.codec import to_wire
 from daemoneye.models import ExeHash, ProcessEvent, ProcessKey, ProcessRecord, ScanDelta, ScanStats
 from daemoneye.procmond import frames
 
@@ -68,17 +72,40 @@ def test_hashes_health_and_commands_round_trip() -> None:
     assert roundtrip(frames.Rescan(), frames.FROM_AGENT) == frames.Rescan()
 
 
-def test_records_are_encoded_from_the_dataclass_fields() -> None:
-    """A field added to ProcessRecord travels without a change to frames.py."""
-    body = json.loads(frames.encode(frames.Events(delta(record())))[frames.HEADER.size :])
-    from dataclasses import fields
+RECORD_FIELDS = [f.name for f in fields(ProcessRecord)]
+ADDED = [f.name for f in fields(ScanDelta)].index("added")
 
-    assert set(body["delta"]["added"][0]) == {f.name for f in fields(ProcessRecord)}
+
+def first_added(body: list[Any]) -> list[Any]:
+    """The first added record's array in an EVENTS or SCAN body (the delta is field 0)."""
+    added: list[list[Any]] = body[0][ADDED]
+    return added[0]
+
+
+def test_records_are_encoded_from_the_dataclass_fields() -> None:
+    """A field added to ProcessRecord travels without a change to frames.py: a record is the
+    array of its fields in declaration order."""
+    rec = record()
+    body = json.loads(frames.encode(frames.Events(delta(rec)))[frames.HEADER.size :])
+    assert first_added(body) == [
+        list(value) if isinstance(value, tuple) else value
+        for value in (getattr(rec, name) for name in RECORD_FIELDS)
+    ]
+
+
+def test_payloads_are_arrays_half_the_size_of_named_objects() -> None:
+    """Version 2 of the pair: no field names on the wire (the cost of every exec)."""
+    payload = frames.Events(delta(*(record(pid) for pid in range(2, 12))))
+    body = frames.encode(payload)[frames.HEADER.size :]
+    named = json.dumps(to_wire(payload), separators=(",", ":")).encode()
+    assert body.startswith(b"[[")
+    assert len(body) * 2 < len(named)
+    assert frames.PAIR_VERSION == 2
 
 
 def test_a_wrong_field_type_names_kind_and_field() -> None:
     body = json.loads(frames.encode(frames.Events(delta(record())))[frames.HEADER.size :])
-    body["delta"]["added"][0]["pid"] = "42"
+    first_added(body)[RECORD_FIELDS.index("pid")] = "42"
     with pytest.raises(frames.FrameError) as caught:
         frames.decode(frames.Kind.EVENTS, json.dumps(body).encode())
     assert caught.value.kind == "EVENTS"
@@ -87,11 +114,43 @@ def test_a_wrong_field_type_names_kind_and_field() -> None:
 
 def test_unknown_fields_and_missing_fields_are_refused() -> None:
     with pytest.raises(frames.FrameError, match="field signal"):
-        frames.decode(frames.Kind.SIGNAL, b'{"request_id":1,"pid":5,"start_time":1.0,"signal":99}')
-    with pytest.raises(frames.FrameError, match="missing"):
-        frames.decode(frames.Kind.SIGNAL, b'{"request_id":1,"pid":5,"start_time":1.0}')
-    with pytest.raises(frames.FrameError, match="unknown field"):
+        frames.decode(frames.Kind.SIGNAL, b"[1,5,1.0,99]")
+    with pytest.raises(frames.FrameError, match="3 values for SignalRequest's 4 fields"):
+        frames.decode(frames.Kind.SIGNAL, b"[1,5,1.0]")
+    with pytest.raises(frames.FrameError, match="1 values for Rescan's 0 fields"):
+        frames.decode(frames.Kind.RESCAN, b'["/etc/shadow"]')
+    with pytest.raises(frames.FrameError, match="expected a list"):
         frames.decode(frames.Kind.RESCAN, b'{"path":"/etc/shadow"}')
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (2**63, "integer out of range"),
+        (-(2**63) - 1, "integer out of range"),
+        (True, "expected an integer, got true"),
+        (1.5, "expected an integer, got 1.5"),
+        (None, "expected an integer, got null"),
+    ],
+)
+def test_an_integer_field_takes_signed_64_bit_integers_only(value: object, reason: str) -> None:
+    body = json.loads(frames.encode(frames.Events(delta(record())))[frames.HEADER.size :])
+    first_added(body)[RECORD_FIELDS.index("rss")] = value
+    with pytest.raises(frames.FrameError, match=reason) as caught:
+        frames.decode(frames.Kind.EVENTS, json.dumps(body).encode())
+    assert caught.value.field == "delta.added[0].rss"
+
+
+@pytest.mark.parametrize("literal", [b"1e999", b"-1e999", b"NaN", b"Infinity", b"-Infinity"])
+def test_a_float_field_takes_finite_numbers_only(literal: bytes) -> None:
+    with pytest.raises(frames.FrameError):
+        frames.decode(frames.Kind.SIGNAL, b"[1,5," + literal + b",15]")
+
+
+def test_an_integer_in_a_float_field_is_taken_as_a_float() -> None:
+    request = frames.decode(frames.Kind.SIGNAL, b"[1,5,3,15]")
+    assert request == frames.SignalRequest(1, 5, 3.0, 15)
+    assert type(request.start_time) is float
 
 
 def test_procmond_accepts_only_the_two_commands() -> None:
@@ -105,7 +164,7 @@ def test_procmond_accepts_only_the_two_commands() -> None:
 
 
 def test_a_hello_of_another_version_is_refused() -> None:
-    hello = frames.Hello(2, 1, 0, 1.0, "netlink", "", True)
+    hello = frames.Hello(frames.PAIR_VERSION + 1, 1, 0, 1.0, "netlink", "", True)
     with pytest.raises(frames.FrameError, match="field version"):
         roundtrip(hello)
 
@@ -156,10 +215,23 @@ def test_mutating_one_field_of_a_valid_scan_is_decoded_or_refused_naming_it(
     data: st.DataObject,
 ) -> None:
     body = json.loads(frames.encode(frames.Scan(delta(record()), False, ()))[frames.HEADER.size :])
-    rec = body["delta"]["added"][0]
-    name = data.draw(st.sampled_from(sorted(rec)))
-    rec[name] = data.draw(json_values)
+    rec = first_added(body)
+    name = data.draw(st.sampled_from(RECORD_FIELDS))
+    rec[RECORD_FIELDS.index(name)] = data.draw(json_values)
     try:
         frames.decode(frames.Kind.SCAN, json.dumps(body).encode())
     except frames.FrameError as exc:
         assert exc.field.startswith(f"delta.added[0].{name}") or exc.field == "delta"
+
+
+def test_the_agent_keeps_one_object_per_text_its_records_share() -> None:
+    """Records are kept by the agent for every live process: equal texts decode to one object
+    (an exe, a cwd, an argument), events' texts are left alone, and a long text is not kept."""
+    long_arg = "z" * 600
+    scan = frames.Scan(delta(record(42), record(43), record(44, ("/bin/sh", long_arg))), False, ())
+    decoded = roundtrip(scan)
+    assert isinstance(decoded, frames.Scan) and decoded == scan
+    a, b, c = decoded.delta.added
+    assert a.exe is b.exe and a.cwd is b.cwd and a.user is b.user
+    assert all(x is y for x, y in zip(a.cmdline, b.cmdline, strict=True))
+    assert c.cmdline[1] == long_arg and long_arg not in SHARED._texts

@@ -33,7 +33,7 @@ HELLO = frames.Hello(frames.PAIR_VERSION, 10, 0, 1.0, "netlink", "", True)
 def test_a_malformed_frame_ends_the_pair_naming_kind_and_field() -> None:
     procmond, agent = socket.socketpair()
     link, woken = reader_over(agent)
-    bad = {"hashes": [{"key": {"pid": "x", "start_time": 1.0}, "sha256": None}]}
+    bad = [[[["x", 1.0], None, None]]]  # Hashes(hashes=(ExeHash(key=ProcessKey("x", …
     body = json.dumps(bad).encode()
     with procmond:
         procmond.sendall(frames.encode(HELLO))
