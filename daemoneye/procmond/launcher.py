@@ -184,11 +184,13 @@ class Launcher:
         self.channel.setblocking(False)
         try:
             while True:
-                _, ancillary, _, _ = self.channel.recvmsg(
-                    MAX_REQUEST, socket.CMSG_SPACE(MAX_DESCRIPTORS * 4)
+                message, ancillary, _, _ = self.channel.recvmsg(
+                    MAX_REQUEST, socket.CMSG_SPACE(MAX_DESCRIPTORS * 4), socket.MSG_CMSG_CLOEXEC
                 )
                 for fd in _descriptors(ancillary):
                     os.close(fd)
+                if not message and not ancillary:
+                    return  # the launcher is gone: the spawn says it
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
