@@ -69,7 +69,9 @@ class Started:
 
 def _answer(launcher: Launcher) -> dict[str, object] | None:
     """The launcher's answer to a raw message, or None when it gave none."""
-    if not select.select([launcher.channel], [], [], 2.0)[0]:
+    poller = select.poll()
+    poller.register(launcher.channel, select.POLLIN)
+    if not poller.poll(2000):
         return None
     answer: dict[str, object] = json.loads(launcher.channel.recv(65536))
     return answer
