@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from daemoneye.models import ScanDelta
 
 SECTION = "collector"
+FULL_SCAN_VS_PY_FULL_FLOOR = 1.5  # issue 13: a full first scan within 1.5x the Python floor
 FULL_SCAN_LIMIT_US = 35.0
 CONTEXT_LIMIT_US = 20.0  # issue 14: a new process costs at most this much more with context
 FULL_SCAN_FLOOR_AT_TARGET_US = 16.0  # the C floor when the 35 µs target was set
@@ -299,6 +300,7 @@ def _scanner_rows(label: str, processes: int | None, s: _Samples) -> list[Row]:
     steady_vs_py = summarize(s.steady_vs_py)
     steady_vs_c = summarize(s.steady_vs_c)
     steady = summarize(s.steady)
+    vs_py_full = summarize(paired_ratios(s.full, s.py_full_floor))
     cpu_added = [a - b for a, b in zip(s.full_context_cpu, s.full_no_context_cpu, strict=True)]
     return [
         Row(
@@ -322,6 +324,19 @@ def _scanner_rows(label: str, processes: int | None, s: _Samples) -> list[Row]:
             "C full-read floor",
             summarize(paired_ratios(s.full, s.c_full_floor)),
             note="same scans as above, against the kernel cost of the reads they make",
+        ),
+        Row(
+            SECTION,
+            f"{label}: full first scan",
+            processes,
+            full,
+            "µs/proc",
+            "Python full-read floor",
+            vs_py_full,
+            f"≤{FULL_SCAN_VS_PY_FULL_FLOOR:g}x Python full-read floor",
+            judge(vs_py_full.median, FULL_SCAN_VS_PY_FULL_FLOOR),
+            "issue 13's figure: the same scans against Python reading the same files, "
+            "unparsed, in the same run (procmond runs this scanner)",
         ),
         Row(
             SECTION,

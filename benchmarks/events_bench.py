@@ -20,10 +20,12 @@ reads for every exec and fork: what the design costs before any Python, store or
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import apsw
@@ -183,6 +185,100 @@ CPU_LIMIT_PERCENT = 25.0
 _SETTLE_S = 2.0  # after a run: the daemon drains its queue and writes the next health report
 _HEALTH_WAIT_S = 10.0
 _FLOOR_MARGIN_S = 0.5  # the floor reader listens this much longer than the load lasts
+ALERT_RULE_ID = "eventsbench-marker"
+ALERT_P95_LIMIT_MS = 100.0  # issue 13: exec -> alert p95 at 2,000 exec/s
+_MARKER_EVERY_S = 0.25
+_MARKER_LIFETIME = "0.5"  # seconds: past any scan-less path, well under the load window
+_IDLE_MARKERS_S = 3.0  # markers on the idle daemon before each load: the reference
+_RULE_WAIT_S = 60.0
+
+
+def _marker_rule(token: str) -> str:
+    return f"""[[rule]]
+id = "{ALERT_RULE_ID}"
+name = "events benchmark marker"
+description = "A harmless sleep whose argv[0] carries the benchmark run's token."
+severity = "high"
+query = '''
+SELECT p.pid, p.start_time, p.name, p.cmdline FROM processes p
+WHERE p.cmdline GLOB '{token}-*'
+'''
+"""
+
+
+class _Markers:
+    """Spawns a marker (`/bin/sleep`, argv[0] = token-i) every _MARKER_EVERY_S on a thread;
+    remembers each one's pid and wall-clock spawn time (alerts carry wall-clock `first_seen`)."""
+
+    def __init__(self, group: ProcessGroup, token: str) -> None:
+        self._group, self._token = group, token
+        self.spawned: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="benchmark-markers", daemon=True)
+
+    def __enter__(self) -> _Markers:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10.0)
+
+    def _run(self) -> None:
+        index = 0
+        while not self._stop.wait(_MARKER_EVERY_S):
+            at = time.time()
+            pid = self._group.spawn(SLEEP, [f"{self._token}-{index}", _MARKER_LIFETIME])
+            self.spawned[pid] = at
+            index += 1
+
+
+def _alert_latencies_ms(db: Path, spawned: dict[int, float]) -> list[float]:
+    """Per marker, its alert's first_seen minus its spawn, in ms; inf for one never alerted."""
+    if not spawned:
+        return []
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        conn.set_busy_timeout(5000)
+        first = {
+            int(pid): float(seen)
+            for pid, seen in conn.execute(
+                "SELECT pid, min(first_seen) FROM alerts WHERE rule_id = ? GROUP BY pid",
+                (ALERT_RULE_ID,),
+            )
+        }
+    finally:
+        conn.close()
+    return [(first[pid] - at) * 1000 if pid in first else math.inf for pid, at in spawned.items()]
+
+
+def _p95(values: list[float]) -> float:
+    if not values:
+        return math.inf
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def _arm_marker_rule(daemon: DaemonProcess) -> str | None:
+    """Install the marker rule and wait until one marker alerts; None, or why it never did."""
+    token = new_token("alert-marker")
+    rules = daemon.root / "config" / "daemoneye" / "rules.d"
+    rules.mkdir(parents=True, exist_ok=True)
+    (rules / "eventsbench.toml").write_text(_marker_rule(token))
+    group = ProcessGroup(token, lifetime_s=int(_RULE_WAIT_S) + 30)
+    try:
+        deadline = time.monotonic() + _RULE_WAIT_S
+        while time.monotonic() < deadline:
+            pid = group.spawn(SLEEP, [f"{token}-probe", _MARKER_LIFETIME])
+            time.sleep(1.0)
+            group.reap()
+            if _alert_latencies_ms(daemon.db, {pid: 0.0})[0] != math.inf:
+                return None
+            daemon.check_alive()
+        return f"the marker rule never alerted within {_RULE_WAIT_S:.0f} s"
+    finally:
+        group.kill_all()
+        assert_none_marked(token, "marker probes")
 
 
 def run_sustained(*, rate: float, seconds: float, runs: int) -> tuple[list[Row], dict[str, Any]]:
@@ -231,26 +327,94 @@ def _sustained(
             daemon.wait_ready()
         except DaemonFailed as failed:
             return [status_row(SECTION, f"sustained {rate:g} exec/s", FAILED, str(failed))], {}
+        alerts_unavailable = _arm_marker_rule(daemon)
+        marker_token = _rule_token(daemon)
         time.sleep(_SETTLE_S)
         for _ in range(runs):
-            results.append(_sustained_round(load, floor, daemon, rate, seconds))
+            results.append(
+                _sustained_round(
+                    load,
+                    floor,
+                    daemon,
+                    rate,
+                    seconds,
+                    None if alerts_unavailable else marker_token,
+                )
+            )
             time.sleep(_SETTLE_S)
-    return _sustained_rows(results, rate), {"rate": rate, "seconds": seconds, "rounds": results}
+    rows = _sustained_rows(results, rate) + _alert_rows(results, rate, alerts_unavailable)
+    return rows, {"rate": rate, "seconds": seconds, "rounds": results}
+
+
+def _rule_token(daemon: DaemonProcess) -> str:
+    """The token the installed marker rule matches (read back from its file)."""
+    text = (daemon.root / "config" / "daemoneye" / "rules.d" / "eventsbench.toml").read_text()
+    return text.split("GLOB '", 1)[1].split("-*'", 1)[0]
+
+
+def _alert_rows(results: list[dict[str, Any]], rate: float, unavailable: str | None) -> list[Row]:
+    metric = f"sustained {rate:g} exec/s: exec → alert p95"
+    if unavailable is not None:
+        return [status_row(SECTION, metric, FAILED, unavailable)]
+    loaded = [r["alert_p95_ms"] for r in results]
+    idle = [r["alert_idle_p95_ms"] for r in results]
+    finite = [v for v in loaded if math.isfinite(v)]
+    never = sum(r["alert_missing"] for r in results)
+    markers = sum(r["alert_markers"] for r in results)
+    worst = max(loaded) if loaded else math.inf
+    return [
+        Row(
+            SECTION,
+            metric,
+            None,
+            summarize(finite or [math.inf]),
+            "ms",
+            "the same daemon idle, same round",
+            summarize(
+                [a / b for a, b in zip(loaded, idle, strict=True) if b > 0 and math.isfinite(a)]
+                or [math.inf]
+            ),
+            f"≤ {ALERT_P95_LIMIT_MS:g} ms",
+            judge(worst, ALERT_P95_LIMIT_MS),
+            note=f"a marker (/bin/sleep {_MARKER_LIFETIME}, argv[0] the rule's token) every "
+            f"{_MARKER_EVERY_S:g} s during the load, {markers} in all, {never} never alerted "
+            "(counted as infinitely late); alert first_seen minus spawn; judged on the worst "
+            f"round; idle p95 {statistics.median(idle) if idle else math.inf:.0f} ms",
+        )
+    ]
 
 
 def _sustained_round(
-    load: ExecLoad, floor: ExecFloor, daemon: DaemonProcess, rate: float, seconds: float
+    load: ExecLoad,
+    floor: ExecFloor,
+    daemon: DaemonProcess,
+    rate: float,
+    seconds: float,
+    marker_token: str | None = None,
 ) -> dict[str, Any]:
     before = _fresh_health(daemon, after=0.0)
     token = new_token("execload")
     group = ProcessGroup(token, lifetime_s=int(seconds) + 120)
+    marker_group = ProcessGroup(marker_token or token, lifetime_s=int(seconds) + 120)
+    reaper = threading.Thread(target=marker_group.reap_until_empty, daemon=True)
+    reaper.start()
+    idle_markers = _Markers(marker_group, marker_token or "")
+    markers = _Markers(marker_group, marker_token or "")
     try:
+        if marker_token is not None:
+            with idle_markers:
+                time.sleep(_IDLE_MARKERS_S)
+            time.sleep(1.0)  # their alerts are in before the load starts
         floor.start(seconds + _FLOOR_MARGIN_S)
         pids = daemon_pids(daemon.pid)  # the agent and its procmond: the daemon is both
         each_before = [cpu_seconds(p) for p in pids]
         cpu_before = sum(each_before)
         pid, report = load.start(group, rate, seconds)
-        run = load.finish(group, pid, report)
+        if marker_token is not None:
+            with markers:
+                run = load.finish(group, pid, report)
+        else:
+            run = load.finish(group, pid, report)
         cpu_window = sum(cpu_seconds(p) for p in pids) - cpu_before
         floor_run = floor.finish()
         ended_at = time.time()
@@ -261,10 +425,17 @@ def _sustained_round(
         daemon.check_alive()
     finally:
         group.kill_all()
+        marker_group.kill_all()
+        reaper.join(5.0)
         assert_none_marked(token, "exec-load processes")
     after = _fresh_health(daemon, after=ended_at)
     recorded, partial = _recorded_execs(daemon, run.pid)
+    latencies = _alert_latencies_ms(daemon.db, markers.spawned)
     return {
+        "alert_markers": len(latencies),
+        "alert_missing": sum(1 for v in latencies if not math.isfinite(v)),
+        "alert_p95_ms": _p95(latencies),
+        "alert_idle_p95_ms": _p95(_alert_latencies_ms(daemon.db, idle_markers.spawned)),
         "started": run.started,
         "failed": run.failed,
         "skipped": run.skipped,

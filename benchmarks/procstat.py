@@ -45,19 +45,30 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def _is_procmond(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"daemoneye.procmond" in cmdline.read()
+    except OSError:
+        return False
+
+
 def collector_of(agent_pid: int) -> int | None:
-    """The agent's procmond (its child running `daemoneye.procmond`), None when there is none."""
+    """The agent's procmond (its child running `daemoneye.procmond`, or its grandchild through
+    procmond's launcher when the agent started as root), None when there is none."""
     for pid in children(agent_pid):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                if b"daemoneye.procmond" in cmdline.read():
-                    return pid
-        except OSError:
-            continue
+        if _is_procmond(pid):
+            return pid
+        for grandchild in children(pid):
+            if _is_procmond(grandchild):
+                return grandchild
     return None
 
 
 def daemon_pids(agent_pid: int) -> tuple[int, ...]:
-    """The daemon's processes: the agent and, when it runs, its procmond."""
+    """The daemon's processes: the agent, then its procmond when it runs, then the rest (the
+    launcher, started as root, which costs nothing while idle)."""
     collector = collector_of(agent_pid)
-    return (agent_pid,) if collector is None else (agent_pid, collector)
+    if collector is None:
+        return (agent_pid,)
+    return (agent_pid, collector, *(p for p in children(agent_pid) if p != collector))

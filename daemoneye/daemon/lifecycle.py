@@ -32,7 +32,7 @@ from daemoneye.daemon.privilege_drop import (
     effective_user,
     prepare_agent_drop,
 )
-from daemoneye.daemon.procmond_link import Lost, ProcmondLink
+from daemoneye.daemon.procmond_link import Lost, ProcmondLink, procmond_base_command
 from daemoneye.daemon.sdnotify import Notifier
 from daemoneye.engine import audit
 from daemoneye.engine.delivery import DeliveryWorker
@@ -41,6 +41,7 @@ from daemoneye.engine.reload import ReloadOutcome, watch_rules
 from daemoneye.engine.stream import EventStream
 from daemoneye.errors import DaemonEyeError, StoreError
 from daemoneye.models import ScanDelta
+from daemoneye.procmond.launcher import LauncherError, start_launcher
 from daemoneye.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,14 @@ class Daemon:
             wakeup=wakeup,
             user=config.daemon.user if os.geteuid() == 0 else None,
         )
+        if prepared is not None:
+            # Root: every procmond, this one and each after a crash, is started by the
+            # launcher, which keeps procmond's capabilities once the agent has none.
+            self.link.launcher = start_launcher(
+                prepared.account,
+                procmond_base_command(self.link.boot_time, self._proc_root, self.link.user),
+            )
+            log.info("procmond's launcher started (pid %d)", self.link.launcher.pid)
         self.link.start(read=False)
         log.info("procmond started (pid %s)", self.link.pid)
         drop_agent_privileges(self.loaded, prepared)
@@ -353,15 +362,15 @@ class Daemon:
         self._restart_at = None
         try:
             self.link.start()
-        except OSError as exc:
+        except (OSError, LauncherError) as exc:
             log.error("could not start procmond: %s", exc)
             self._restart_at = time.monotonic() + RESTART_BACKOFF_MAX_S
             return
         self.collection.restarts += 1
         log.info("procmond started again (pid %s); its first scan reconciles", self.link.pid)
-        if self.link.user is not None:
-            # The agent gave up the capabilities procmond needs when it dropped; the launcher
-            # (procmond/launcher.py) is the way to start it again with them.
+        if self.link.user is not None and self.link.launcher is None:
+            # The agent gave up the capabilities procmond needs when it dropped, and the
+            # launcher (procmond/launcher.py) that keeps them is gone.
             log.warning(
                 "procmond was started again by an agent without privileges: it has none of "
                 "its capabilities (no kernel events, other users' details hidden) until the "
@@ -421,7 +430,11 @@ class Daemon:
             await loop.run_in_executor(
                 self._worker, self.collection.procmond_lost, "restarting with new settings"
             )
-            self.link.start()
+            try:
+                self.link.start()
+            except (OSError, LauncherError) as exc:
+                log.error("could not start procmond: %s", exc)
+                self._restart_at = time.monotonic() + RESTART_BACKOFF_MAX_S
         if self.delivery is not None:
             self.delivery.reopen()  # logrotate: file sinks open their path again
         if stream_changed:
@@ -479,6 +492,7 @@ class Daemon:
             await loop.run_in_executor(None, self._collection.stream.stop)
         if self.link is not None:
             await loop.run_in_executor(None, self.link.stop)
+            self.link.close_launcher()
             if self._collection is not None:
                 await self._apply_last_frames()
         if self._collection is not None:

@@ -7,6 +7,10 @@ procmond's writes wait, which leaves events in the kernel's and procmond's bound
 `wakeup` then tells the event loop. When the pair ends — EOF because procmond died, or a frame
 that does not validate — the reader queues a `Lost` with the reason and stops; the daemon
 restarts procmond (`restart`), whose first scan is a full one that the agent reconciles.
+
+Started as root, the agent hands procmond's starts to its launcher (procmond/launcher.py,
+`launcher`), forked before the agent dropped: every procmond, the first and each one after a
+crash, then runs with the same capabilities, and is watched through a pidfd (`Launched`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 from daemoneye.config.schema import CollectorConfig
 from daemoneye.ipc.codec import to_wire
 from daemoneye.procmond import frames
+from daemoneye.procmond.launcher import Launched, Launcher, Request
 
 log = logging.getLogger(__name__)
 
@@ -46,25 +51,30 @@ class Lost:
     at: float  # monotonic
 
 
-def procmond_command(
-    fd: int, settings: CollectorConfig, boot_time: float, proc_root: str, user: str | None = None
-) -> list[str]:
+def procmond_base_command(boot_time: float, proc_root: str, user: str | None = None) -> list[str]:
+    """procmond's command line without the per-start part (`Request.arguments`): what the
+    launcher is given once."""
     return [
         sys.executable,
         "-m",
         "daemoneye.procmond",
-        "--fd",
-        str(fd),
         "--boot-time",
         repr(boot_time),
-        "--settings",
-        json.dumps(to_wire(settings)),
         "--proc-root",
         proc_root,
-        "--log-level",
-        logging.getLevelName(logging.getLogger("daemoneye").getEffectiveLevel()).lower(),
         *(["--user", user] if user is not None else []),
     ]
+
+
+def log_level_name() -> str:
+    return logging.getLevelName(logging.getLogger("daemoneye").getEffectiveLevel()).lower()
+
+
+def procmond_command(
+    fd: int, settings: CollectorConfig, boot_time: float, proc_root: str, user: str | None = None
+) -> list[str]:
+    request = Request(json.dumps(to_wire(settings)), log_level_name())
+    return [*procmond_base_command(boot_time, proc_root, user), *request.arguments(fd)]
 
 
 def last_pid(proc_root: str = "/proc") -> int | None:
@@ -95,7 +105,8 @@ class ProcmondLink:
         self.proc_root = proc_root
         self._wakeup = wakeup
         self.frames: queue.Queue[Any] = queue.Queue(QUEUE_FRAMES)
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | Launched | None = None
+        self.launcher: Launcher | None = None  # attached by the root agent before it drops
         self.hello: frames.Hello | None = None
         self._pair: socket.socket | None = None
         self._reader: threading.Thread | None = None
@@ -114,20 +125,28 @@ class ProcmondLink:
         """Start procmond with one end of a new pair and a reader on the other (`read=False`:
         the reader later, by `start_reader`, so that the agent can drop its privileges while
         it still has one thread)."""
+        launcher = self.launcher
+        if launcher is not None and not launcher.alive():
+            log.error(
+                "procmond's launcher (pid %d) is gone: procmond is started by the agent from now "
+                "on, without its capabilities (no kernel events, other users' details hidden), "
+                "until the daemon is restarted",
+                launcher.pid,
+            )
+            launcher.close()
+            self.launcher = launcher = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024**2)
         try:
-            self.process = subprocess.Popen(
-                procmond_command(
-                    theirs.fileno(), self.settings, self.boot_time, self.proc_root, self.user
-                ),
-                # This very interpreter, through the magic link: no path walk that an
-                # unprivileged agent may not make (e.g. a Python under /root), and no swap of
-                # the file at sys.executable between the agent's start and procmond's.
-                executable=SELF_EXE if os.path.exists(SELF_EXE) else None,
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-            )
+            if launcher is not None:
+                self.process = launcher.spawn(
+                    theirs.fileno(), to_wire(self.settings), log_level_name()
+                )
+            else:
+                self.process = self._popen(theirs)
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self._pair = ours
@@ -135,6 +154,19 @@ class ProcmondLink:
         self.starts += 1
         if read:
             self.start_reader()
+
+    def _popen(self, theirs: socket.socket) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            procmond_command(
+                theirs.fileno(), self.settings, self.boot_time, self.proc_root, self.user
+            ),
+            # This very interpreter, through the magic link: no path walk that an
+            # unprivileged agent may not make (e.g. a Python under /root), and no swap of
+            # the file at sys.executable between the agent's start and procmond's.
+            executable=SELF_EXE if os.path.exists(SELF_EXE) else None,
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
 
     def start_reader(self) -> None:
         """The thread that reads the current pair."""
@@ -233,18 +265,40 @@ class ProcmondLink:
         process = self.process
         if process is None:
             return None
+        if isinstance(process, Launched):
+            code = None  # the launcher reaps it; its status is the launcher's to see
+            if not process.ended(STOP_TIMEOUT_S):
+                log.warning("procmond (pid %d) did not exit: killing it", process.pid)
+                process.kill()
+                process.ended(STOP_TIMEOUT_S)
+            process.close()
+        else:
+            code = self._wait(process)
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(STOP_TIMEOUT_S)
+        return code
+
+    @staticmethod
+    def _wait(process: subprocess.Popen[bytes]) -> int:
         try:
             code = process.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             log.warning("procmond (pid %d) did not exit: killing it", process.pid)
             process.kill()
             code = process.wait()
-        if self._reader is not None and self._reader is not threading.current_thread():
-            self._reader.join(STOP_TIMEOUT_S)
         return code
 
+    def close_launcher(self) -> None:
+        """At the daemon's end, after `stop`: the launcher exits and is reaped."""
+        launcher, self.launcher = self.launcher, None
+        if launcher is not None:
+            launcher.close()
+
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        process = self.process
+        if isinstance(process, Launched):
+            return not process.ended()
+        return process is not None and process.poll() is None
 
 
 def _resolve(answer: asyncio.Future[frames.SignalResult], result: frames.SignalResult) -> None:

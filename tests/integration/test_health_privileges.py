@@ -82,7 +82,7 @@ def test_a_root_daemon_runs_the_split_as_proc_says(harness: DaemonHarness) -> No
     (live,) = json.loads(harness.cli("-o", "json", "health", check=True).stdout)
     procmond_pid = live["procmond_privileges"]["pid"]
     agent, procmond = _status(agent_pid), _status(procmond_pid)
-    assert int(procmond["PPid"]) == agent_pid
+    assert int(_status(int(procmond["PPid"]))["PPid"]) == agent_pid  # the launcher's child
     for key in ("CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"):
         assert int(agent[key], 16) == 0, key
     kept = capability_mask(PROCMOND_CAPABILITIES)

@@ -2,8 +2,9 @@
 
 kill -9 of procmond: the agent notices (EOF on the pair), starts a new one, whose full first
 scan reconciles the store — a process that started meanwhile is added, one that ended is
-ended — and `health` counts the restart, the gap and the execs possibly missed. kill -9 of
-the agent: procmond exits too (PR_SET_PDEATHSIG, and EOF on the pair).
+ended — and `health` counts the restart, the gap and the execs possibly missed. As root the
+new procmond comes from the launcher with the first one's capabilities, so kernel events work
+again. kill -9 of the agent: procmond and the launcher exit too (PR_SET_PDEATHSIG, and EOF).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +43,34 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def procmond_of(harness: DaemonHarness) -> int:
+def descendants_of(pid: int) -> list[int]:
+    """Children and grandchildren (procmond is the launcher's child when started as root)."""
+    try:
+        children = children_of(pid)
+    except OSError:
+        return []
+    return [grand for child in children for grand in (child, *descendants_of(child))]
+
+
+def procmond_of(harness: DaemonHarness, *, besides: int = 0) -> int:
     assert harness.process is not None
     agent = harness.process.pid
     return wait_for(
-        lambda: next((p for p in children_of(agent) if "daemoneye.procmond" in cmdline(p)), None),
+        lambda: next(
+            (
+                p
+                for p in descendants_of(agent)
+                if p != besides and "daemoneye.procmond" in cmdline(p) and not gone(p)
+            ),
+            None,
+        ),
         "the agent's procmond",
     )
+
+
+def status_of(pid: int) -> dict[str, str]:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
 
 
 def gone(pid: int) -> bool:
@@ -113,10 +137,44 @@ def test_kill_9_of_the_agent_takes_procmond_with_it(harness: DaemonHarness) -> N
     harness.start()
     collector = procmond_of(harness)
     assert harness.process is not None
+    others = [p for p in descendants_of(harness.process.pid) if p != collector]  # the launcher
     harness.process.kill()
     harness.process.wait()
     harness.process = None
     wait_for(lambda: gone(collector), "procmond to exit after its agent died")
+    for pid in others:
+        wait_for(partial(gone, pid), f"the agent's process {pid} to exit after it died")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="capabilities to keep only when started as root")
+def test_a_procmond_started_again_holds_the_first_ones_capabilities_and_sees_events(
+    harness: DaemonHarness,
+) -> None:
+    """The agent has none left by then: its launcher starts the new one, with the same sets,
+    and the kernel's events (CAP_NET_ADMIN) show a new process again: with scans a minute
+    apart, only an event can bring in a process that lives a fraction of a second."""
+    harness.start(interval="60")
+    first = procmond_of(harness)
+    before = status_of(first)
+    assert int(before["CapEff"], 16) != 0
+    os.kill(first, signal.SIGKILL)
+    second = procmond_of(harness, besides=first)
+    wait_for(lambda: health(harness).get("procmond_pid") == second, "the new procmond in health")
+    after = status_of(second)
+    for key in ("Uid", "CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb", "NoNewPrivs"):
+        assert after[key] == before[key], key
+    report = health(harness)
+    assert report["event_source"] == "netlink" and report["privileged"]
+    assert report["procmond_restarts"] == 1 and report["procmond_gap_s"] > 0
+    assert "without its capabilities" not in harness.log()
+    wait_for(lambda: "its full scan reconciled" in harness.log(), "the reconciling scan")
+    marker = f"MARKER-after-restart-{os.getpid()}"
+    subprocess.run(["/bin/sh", "-c", f"sleep 0.3; : {marker}"], check=True)
+    rows = wait_for(
+        lambda: harness.query(f"SELECT exe, cmdline FROM processes WHERE cmdline LIKE '%{marker}'"),
+        "the short process to be stored from a kernel event",
+    )
+    assert rows[0]["cmdline"] == f"/bin/sh -c sleep 0.3; : {marker}"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to read another process's children")
