@@ -239,3 +239,22 @@ def strip_cells(activity: HistoryActivity | None, width: int, cursor: float) -> 
             char, tone = ("▼" if char == " " else char), "cursor"
         cells.append(StripCell(char, tone))
     return cells
+
+
+def axis_line(since: float, cursor: float, now: float, width: int, cursor_col: int) -> str:
+    """The line under the strip: the oldest moment at the left, "now" at the right, and the
+    cursor's moment under its cell (moved inward where it would not fit)."""
+    left, right = f" {clock_text(since, now)}", "now "
+    mark = f"▲ {clock_text(cursor, now, zone=True)}"
+    if width < len(left) + len(mark) + len(right) + 2:
+        return mark[:width]
+    start = min(max(cursor_col, len(left) + 1), width - len(right) - len(mark) - 1)
+    line = left.ljust(start) + mark
+    return line.ljust(width - len(right)) + right
+
+
+def cursor_column(activity: HistoryActivity | None, cursor: float, width: int) -> int:
+    """The strip cell the cursor's moment falls in."""
+    if activity is None or activity.bucket_s <= 0 or width <= 0:
+        return max(0, width - 1)
+    return min(width - 1, max(0, int((cursor - activity.since) // activity.bucket_s)))

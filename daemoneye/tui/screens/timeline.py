@@ -21,7 +21,9 @@ from daemoneye.tui.logic.keys import row_key
 from daemoneye.tui.logic.timeline import (
     PAGE,
     TimelinePages,
+    axis_line,
     clock_text,
+    cursor_column,
     reach_problem,
     reach_text,
     stepped,
@@ -93,6 +95,7 @@ class TimelineScreen(DashboardScreen):
         self.filter_text = ""
         self.activity: HistoryActivity | None = None
         self.loads = 0  # answers taken in, counted (tests wait on it)
+        self._away = False  # another screen was shown since this one
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="timeline-status")
@@ -111,9 +114,13 @@ class TimelineScreen(DashboardScreen):
         self.query_one(TimePrompt).display = False
         self._load(None)
 
+    def on_screen_suspend(self) -> None:
+        self._away = True
+
     def on_screen_resume(self) -> None:
-        if self.pages.until is None and self.pages.events is not None:
-            self._load(None)  # "now" has moved on since
+        if self._away and self.pages.until is None:
+            self._load(None)  # "now" has moved on since the screen was last shown
+        self._away = False
         self.table.focus()
 
     # -- what the screen shows ---------------------------------------------------------------
@@ -155,13 +162,12 @@ class TimelineScreen(DashboardScreen):
         now = self.dashboard.now()
         cursor = self.cursor_moment
         strip.show(strip_cells(self.activity, strip.size.width, cursor))
-        axis = Text(no_wrap=True, overflow="ellipsis", end="")
         since, _ = strip_window(self.pages.reach, now)
         if self.activity is not None:
             since = self.activity.since
-        axis.append(f" {clock_text(since, now)}", "dim")
-        axis.append(f" ▲ {clock_text(cursor, now, zone=True)}", "bold")
-        axis.append(" now ", "dim")
+        width = strip.size.width
+        column = cursor_column(self.activity, cursor, width)
+        axis = Text(axis_line(since, cursor, now, width, column), no_wrap=True, end="")
         show_text(self.query_one("#timeline-axis", Static), axis)
 
     # -- loading -----------------------------------------------------------------------------
