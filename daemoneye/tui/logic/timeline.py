@@ -163,7 +163,7 @@ def ending_facts(record: ProcessRecord, now: float) -> list[tuple[str, str, str]
     if record.ended_at is None:
         return []
     when = f"{clock_text(record.ended_at, now, zone=True)} ({ago_text(record.ended_at, now)})"
-    return [("ended", when, "ended"), ("how", exit_text(record.exit_code), "ended")]
+    return [("ended", when, ""), ("how", exit_text(record.exit_code), "")]
 
 
 @dataclass
