@@ -732,3 +732,15 @@ class ConnectionsDelta:
     changed: tuple[Connection, ...]
     closed: tuple[Connection, ...]
     stats: ConnectionStats
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryActivity:
+    """How busy the past was (`history.activity`): new process instances and alerts in each of
+    equal buckets from `since`, oldest first, and how far the store's history reaches."""
+
+    since: float
+    bucket_s: float
+    started: tuple[int, ...]  # new process instances per bucket
+    alerts: tuple[int, ...]  # alerts raised per bucket
+    reach: HistoryReach

@@ -9,13 +9,15 @@ from daemoneye.ipc import protocol
 from daemoneye.ipc.codec import to_wire
 from daemoneye.ipc.methods import MethodError
 from daemoneye.ipc.protocol import (
+    ActivityParams,
     ErrorCode,
     ProcessesAtParams,
     ProcessesPage,
     TimelinePage,
     TimelineParams,
 )
-from daemoneye.models import ProcessRecord
+from daemoneye.models import HistoryActivity, ProcessRecord
+from daemoneye.store.activity import MAX_ACTIVITY_BUCKETS, activity
 from daemoneye.store.history import (
     MAX_TIMELINE_PAGE,
     TIMELINE_KINDS,
@@ -94,3 +96,13 @@ def timeline_page(store: ReadOnlyStore, params: TimelineParams) -> TimelinePage:
         next=None if last is None else (last[0], *last[1]),
         reach=history_reach(store),
     )
+
+
+def activity_answer(store: ReadOnlyStore, params: ActivityParams) -> HistoryActivity:
+    """`history.activity`: new instances and alerts per bucket over [since, until)."""
+    if not 1 <= params.buckets <= MAX_ACTIVITY_BUCKETS:
+        raise _invalid("history.activity", "buckets", f"must be 1 to {MAX_ACTIVITY_BUCKETS}")
+    if not params.until > params.since:
+        raise _invalid("history.activity", "until", "must be after since")
+    bucket_s, started, alerts = activity(store, params.since, params.until, params.buckets)
+    return HistoryActivity(params.since, bucket_s, started, alerts, history_reach(store))

@@ -31,7 +31,7 @@ from daemoneye.config.schema import LoadedConfig
 from daemoneye.connection_filter import ConnectionFilterError, parse_connection_filter
 from daemoneye.daemon.collection import Collection as Collector
 from daemoneye.daemon.connection_answers import connections_page, live_from_memory
-from daemoneye.daemon.history_answers import processes_at, timeline_page
+from daemoneye.daemon.history_answers import activity_answer, processes_at, timeline_page
 from daemoneye.daemon.host_meters import HostSampler
 from daemoneye.daemon.ipc_ports import AuditTrail, DetectionEngine
 from daemoneye.daemon.process_signal import parse_signal
@@ -45,6 +45,7 @@ from daemoneye.ipc.codec import to_wire
 from daemoneye.ipc.connection import Connection
 from daemoneye.ipc.methods import Call, Method, MethodError, Raw, Reply
 from daemoneye.ipc.protocol import (
+    ActivityParams,
     AlertIdParams,
     AlertsListParams,
     ConnectionsListParams,
@@ -71,6 +72,7 @@ from daemoneye.models import (
     AuditVerification,
     DaemonStatus,
     Hello,
+    HistoryActivity,
     ProcessKey,
     RulesReload,
     RuleStatus,
@@ -235,6 +237,7 @@ class DaemonService:
             Method("connections.list", self.connections_list, ConnectionsListParams),
             Method("history.processes_at", self.history_processes_at, ProcessesAtParams),
             Method("history.timeline", self.history_timeline, TimelineParams),
+            Method("history.activity", self.history_activity, ActivityParams),
             Method("alerts.ack", self.alerts_ack, AlertIdParams, admin=True),
             Method("alerts.close", self.alerts_close, AlertIdParams, admin=True),
             Method("rules.enable", self.rules_enable, RuleIdParams, admin=True),
@@ -362,6 +365,9 @@ class DaemonService:
 
     async def history_timeline(self, call: Call, params: TimelineParams) -> protocol.TimelinePage:
         return await self.in_store(lambda store: timeline_page(store, params))
+
+    async def history_activity(self, call: Call, params: ActivityParams) -> HistoryActivity:
+        return await self.in_store(lambda store: activity_answer(store, params))
 
     async def health(self, call: Call, params: NoParams) -> DaemonStatus:
         await self.feed.wait_ready()

@@ -24,6 +24,7 @@ from daemoneye.models import (
     AuditVerification,
     Connection,
     DaemonStatus,
+    HistoryActivity,
     ProcessRecord,
     RulesReload,
     RuleStatus,
@@ -140,6 +141,29 @@ class DaemonCalls:
             if page.next is None or len(events) >= limit:
                 return TimelinePage(events=tuple(events), next=page.next, reach=page.reach)
             before = page.next
+
+    async def timeline_page(
+        self,
+        *,
+        until: float | None,
+        before: tuple[float, int, int] | None = None,
+        filter_text: str = "",
+        limit: int = 200,
+    ) -> TimelinePage:
+        """One page of the whole history's events at or before `until`, newest first."""
+        params: dict[str, Any] = {"since": 0.0, "limit": limit}
+        if filter_text:
+            params["filter"] = filter_text
+        if until is not None:
+            params["until"] = until
+        if before is not None:
+            params["before"] = list(before)
+        return await self._typed(TimelinePage, "history.timeline", params)
+
+    async def activity(self, since: float, until: float, buckets: int) -> HistoryActivity:
+        """New process instances and alerts per bucket over [since, until), oldest first."""
+        params = {"since": since, "until": until, "buckets": buckets}
+        return await self._typed(HistoryActivity, "history.activity", params)
 
     async def alerts_list(
         self,

@@ -202,6 +202,13 @@ class TimelineParams:
 
 
 @dataclass(frozen=True, slots=True)
+class ActivityParams:
+    since: float  # epoch seconds: the start of the first bucket
+    until: float  # the end of the last bucket
+    buckets: int = 240  # 1 to 2000 equal buckets
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionsListParams:
     filter: str = ""  # the `daemoneye connections` filter language (connection_filter.py)
     after: tuple[int, float, int] | None = None  # [pid, start_time, inode] of a page's last

@@ -27,7 +27,7 @@ from textual.screen import Screen
 from textual.theme import BUILTIN_THEMES
 
 from daemoneye.errors import DaemonEyeError
-from daemoneye.models import Alert, DaemonStatus, Rule, RuleStatus
+from daemoneye.models import Alert, DaemonStatus, ProcessKey, Rule, RuleStatus
 from daemoneye.tui.feed import Feed
 from daemoneye.tui.gc_policy import CollectionPolicy
 from daemoneye.tui.logic.alerts import alert_key, open_counts
@@ -49,6 +49,7 @@ from daemoneye.tui.multi_source import MultiSource
 from daemoneye.tui.screen_table import SCREENS, help_sections, modes, nav_items, switch_bindings
 from daemoneye.tui.screens.dashboard_screen import DashboardScreen, NavItem
 from daemoneye.tui.screens.help import HelpScreen
+from daemoneye.tui.screens.processes import ProcessesScreen
 from daemoneye.tui.source import DashboardSource
 from daemoneye.tui.themes import DEFAULT_THEME, builtin_theme_dir, load_themes, semantic_defaults
 
@@ -432,6 +433,17 @@ class DaemonEyeApp(App[None]):
             return
         if status != 0:
             self.notify(f"{argv[0]} exited with status {status}", severity="warning")
+
+    def show_past(self, moment: float, instance: ProcessKey | None = None) -> None:
+        """The processes screen, showing the process set as it was at `moment`."""
+
+        async def go() -> None:
+            await self.switch_mode(ProcessesScreen.MODE)
+            screen = self.screen
+            if isinstance(screen, ProcessesScreen):
+                screen.show_past(moment, instance)
+
+        self.run_worker(go(), group="past", exclusive=True)
 
     @property
     def nav_items(self) -> tuple[NavItem, ...]:

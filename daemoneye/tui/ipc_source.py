@@ -18,6 +18,7 @@ from daemoneye.models import (
     Alert,
     Connection,
     DaemonStatus,
+    HistoryActivity,
     ProcessesDelta,
     ProcessKey,
     ProcessRecord,
@@ -35,6 +36,8 @@ from daemoneye.tui.source import (
     RulesUpdated,
     SourceError,
     SourceEvent,
+    TimelineCursor,
+    TimelineSlice,
 )
 
 log = logging.getLogger(__name__)
@@ -161,3 +164,24 @@ class IpcSource:
     async def process_signal(self, key: ProcessKey, signal_name: str) -> str:
         result = await _call(self.client.process_signal(key.pid, key.start_time, signal_name))
         return f"{result.signal} ({result.method})"
+
+    async def timeline(
+        self,
+        *,
+        until: float | None,
+        before: TimelineCursor | None = None,
+        filter_text: str = "",
+        limit: int = 200,
+    ) -> TimelineSlice:
+        page = await _call(
+            self.client.timeline_page(
+                until=until, before=before, filter_text=filter_text, limit=limit
+            )
+        )
+        return TimelineSlice(page.events, page.next, page.reach)
+
+    async def processes_at(self, at: float) -> tuple[ProcessRecord, ...]:
+        return tuple(await _call(self.client.processes_at(at)))
+
+    async def activity(self, since: float, until: float, buckets: int) -> HistoryActivity:
+        return await _call(self.client.activity(since, until, buckets))

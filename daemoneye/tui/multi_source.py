@@ -22,6 +22,7 @@ from daemoneye.models import (
     Connection,
     DaemonStatus,
     Hello,
+    HistoryActivity,
     ProcessesDelta,
     ProcessKey,
     ProcessRecord,
@@ -42,6 +43,8 @@ from daemoneye.tui.source import (
     RulesUpdated,
     SourceError,
     SourceEvent,
+    TimelineCursor,
+    TimelineSlice,
 )
 
 _QUEUE = 10_000  # events waiting for the dashboard, all hosts together
@@ -211,3 +214,21 @@ class MultiSource:
 
     async def process_signal(self, key: ProcessKey, signal_name: str) -> str:
         return await self._here.process_signal(key, signal_name)
+
+    async def timeline(
+        self,
+        *,
+        until: float | None,
+        before: TimelineCursor | None = None,
+        filter_text: str = "",
+        limit: int = 200,
+    ) -> TimelineSlice:
+        return await self._here.timeline(
+            until=until, before=before, filter_text=filter_text, limit=limit
+        )
+
+    async def processes_at(self, at: float) -> tuple[ProcessRecord, ...]:
+        return await self._here.processes_at(at)
+
+    async def activity(self, since: float, until: float, buckets: int) -> HistoryActivity:
+        return await self._here.activity(since, until, buckets)

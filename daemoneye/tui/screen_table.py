@@ -13,6 +13,7 @@ from daemoneye.tui.screens.health import HealthScreen
 from daemoneye.tui.screens.processes import ProcessesScreen
 from daemoneye.tui.screens.query import QueryScreen
 from daemoneye.tui.screens.rules import RulesScreen
+from daemoneye.tui.screens.timeline import TimelineScreen
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ SCREENS: tuple[ScreenEntry, ...] = (
     ScreenEntry("3", RulesScreen, "Rules"),
     ScreenEntry("4", QueryScreen, "Query"),
     ScreenEntry("5", HealthScreen, "Health"),
+    ScreenEntry("6", TimelineScreen, "Timeline"),
 )
 
 

@@ -39,6 +39,8 @@ from daemoneye.models import (
     Connection,
     DaemonStatus,
     Hello,
+    HistoryActivity,
+    HistoryReach,
     ProcessesDelta,
     ProcessEvent,
     ProcessKey,
@@ -46,6 +48,7 @@ from daemoneye.models import (
     RulesReload,
     RuleStatus,
     TableSchema,
+    TimelineEvent,
 )
 
 
@@ -153,6 +156,19 @@ class QueryResult:
     elapsed_ms: float | None = None
 
 
+TimelineCursor = tuple[float, int, int]  # (ts, source, id) of the last event of a page
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineSlice:
+    """Events newest first, where the next (older) page starts (None: no more), and how far
+    back the store's history reaches."""
+
+    events: tuple[TimelineEvent, ...]
+    next: TimelineCursor | None
+    reach: HistoryReach
+
+
 @runtime_checkable
 class DashboardSource(Protocol):
     """Everything the dashboard needs from the daemon."""
@@ -216,4 +232,25 @@ class DashboardSource(Protocol):
     async def process_signal(self, key: ProcessKey, signal_name: str) -> str:
         """Send a signal (e.g. "TERM") to exactly this instance (admin); what was sent, e.g.
         "SIGTERM"."""
+        ...
+
+    async def timeline(
+        self,
+        *,
+        until: float | None,
+        before: TimelineCursor | None = None,
+        filter_text: str = "",
+        limit: int = 200,
+    ) -> TimelineSlice:
+        """History's events at or before `until` (None: now), newest first, at most `limit`;
+        `before` pages on. A bad filter raises SourceError."""
+        ...
+
+    async def processes_at(self, at: float) -> tuple[ProcessRecord, ...]:
+        """The process set as it was at `at` (epoch seconds); a moment outside the history
+        raises SourceError saying what the history covers."""
+        ...
+
+    async def activity(self, since: float, until: float, buckets: int) -> HistoryActivity:
+        """New process instances and alerts per bucket over [since, until)."""
         ...

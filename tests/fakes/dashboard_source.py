@@ -20,6 +20,7 @@ from daemoneye.models import (
     EngineStatus,
     HealthReport,
     Hello,
+    HistoryActivity,
     HostMeters,
     ProcessChange,
     ProcessesDelta,
@@ -45,6 +46,8 @@ from daemoneye.tui.source import (
     RulesUpdated,
     SourceError,
     SourceEvent,
+    TimelineCursor,
+    TimelineSlice,
 )
 
 FAKE_NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -627,6 +630,11 @@ class FakeSource:
         self.calls: list[tuple[str, tuple[object, ...]]] = []
         self.connected = True
         self._queue: asyncio.Queue[object] = asyncio.Queue()
+        # Imported here: the history is built from this module's sample processes.
+        from tests.fakes.history import FakeHistory
+
+        self.history = FakeHistory(self.processes.values(), self.alerts.values())
+        self.clock: FrozenClock | None = None  # the app's clock, for refusing the future
 
     # -- driving it from a test -------------------------------------------------------------
     def push(self, event: SourceEvent) -> None:
@@ -669,7 +677,7 @@ class FakeSource:
 
     async def process_get(self, key: ProcessKey) -> ProcessDetail | None:
         self._check()
-        record = self.processes.get(key)
+        record = self.processes.get(key) or self.history.instance(key)
         if record is None:
             return None
         by_row = {row_key(k): r for k, r in self.processes.items()}
@@ -769,3 +777,23 @@ class FakeSource:
         if key not in self.processes:
             raise SourceError(f"process {key.pid} has ended")
         return f"SIG{signal_name}"
+
+    async def timeline(
+        self,
+        *,
+        until: float | None,
+        before: TimelineCursor | None = None,
+        filter_text: str = "",
+        limit: int = 200,
+    ) -> TimelineSlice:
+        self._check()
+        return self.history.timeline(until, before, filter_text, limit)
+
+    async def processes_at(self, at: float) -> tuple[ProcessRecord, ...]:
+        self._check()
+        now = self.clock() if self.clock is not None else FAKE_NOW
+        return self.history.processes_at(at, now)
+
+    async def activity(self, since: float, until: float, buckets: int) -> HistoryActivity:
+        self._check()
+        return self.history.activity(since, until, buckets)

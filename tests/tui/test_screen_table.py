@@ -16,7 +16,16 @@ from tests.tui.helpers import settle
 pytestmark = pytest.mark.anyio
 
 # How a binding's key is written in the help text.
-KEY_NAMES = {"slash": "/", "escape": "Esc", "enter": "Enter", "question_mark": "?"}
+KEY_NAMES = {
+    "slash": "/",
+    "escape": "Esc",
+    "enter": "Enter",
+    "question_mark": "?",
+    "left_square_bracket": "[",
+    "right_square_bracket": "]",
+    "left_curly_bracket": "{",
+    "right_curly_bracket": "}",
+}
 
 
 @pytest.fixture

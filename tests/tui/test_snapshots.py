@@ -223,6 +223,48 @@ class TestHealthScreen:
         assert snap_compare(make_app(), press=["5"], terminal_size=size, run_before=just_settle)
 
 
+async def requests_done(pilot: Pilot[Any]) -> None:
+    """Settle, and let the screens' requests (timeline pages, the past set) finish."""
+    await settle(pilot)
+    for _ in range(3):
+        busy = [worker for worker in pilot.app.workers if worker.group != "feed"]
+        if busy:  # an empty list would mean every worker, the feed too
+            await pilot.app.workers.wait_for_complete(busy)
+        await settle(pilot)
+
+
+class TestTimelineScreen:
+    """Events newest first under the activity strip (alerts marked, the cursor's bucket lit)."""
+
+    @pytest.mark.parametrize("size", SIZES)
+    def test_timeline(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
+        async def run_before(pilot: Pilot[Any]) -> None:
+            await settle(pilot)
+            await pilot.press("6")
+            await requests_done(pilot)
+            await pilot.press("down", "down", "down")
+            await requests_done(pilot)
+
+        assert snap_compare(make_app(), terminal_size=size, run_before=run_before)
+
+
+class TestPastView:
+    """The processes as they were at 08:20, under the AS OF banner; no host meters."""
+
+    @pytest.mark.parametrize("size", SIZES)
+    def test_past(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
+        async def run_before(pilot: Pilot[Any]) -> None:
+            await settle(pilot)
+            await pilot.press("p", *"08:20", "enter")
+            await requests_done(pilot)
+
+        assert snap_compare(make_app(), terminal_size=size, run_before=run_before)
+
+
 class TestHelpScreen:
     """Keys of every screen and the filter language, over the current screen."""
 

@@ -14,15 +14,18 @@ from textual.containers import Horizontal
 from textual.widgets import Static
 
 from daemoneye.models import Connection, DaemonStatus, ProcessEvent, ProcessKey
+from daemoneye.timeparse import TimeParseError, parse_time
 from daemoneye.tui.input_priority import let_input_in
 from daemoneye.tui.logic.alerts import alerts_for, worst_by_process
 from daemoneye.tui.logic.connections import CONNECTIONS_REFRESH_S, connections_by_instance
 from daemoneye.tui.logic.detail import alert_facts, change_facts, process_facts
 from daemoneye.tui.logic.keys import parse_row_key, row_key
 from daemoneye.tui.logic.live import ProcessSet
+from daemoneye.tui.logic.past import past_set
 from daemoneye.tui.logic.process_row import table_width_for_command
 from daemoneye.tui.logic.processes import ProcessView
 from daemoneye.tui.logic.sorting import SORTABLE
+from daemoneye.tui.logic.timeline import ending_facts, past_banner
 from daemoneye.tui.screens.dashboard_screen import DashboardScreen, PaletteEntry
 from daemoneye.tui.screens.signal import SignalScreen
 from daemoneye.tui.source import SourceError
@@ -32,6 +35,7 @@ from daemoneye.tui.widgets.live_table import PADDING, LiveTable
 from daemoneye.tui.widgets.process_detail import ProcessDetail
 from daemoneye.tui.widgets.process_table import ProcessTable
 from daemoneye.tui.widgets.text_update import show_text
+from daemoneye.tui.widgets.time_prompt import TimePrompt
 
 MAX_DEFERRALS = 3  # frames a waiting process set gives way to keys, at most
 
@@ -59,6 +63,8 @@ class ProcessesScreen(DashboardScreen):
         ("m", "hide / show the host meters (remembered)"),
         ("d  Enter", "detail pane"),
         ("k", "send a signal (admin, asks first)"),
+        ("p", "the processes as they were at a time (03:12, -15m, yesterday 23:40)"),
+        ("l", "back to live from the past view"),
     )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "filter", "Filter"),
@@ -70,6 +76,8 @@ class ProcessesScreen(DashboardScreen):
         Binding("m", "toggle_meters", "Meters", show=False),
         Binding("d", "toggle_detail", "Detail"),
         Binding("k", "signal", "Signal"),
+        Binding("p", "ask_past", "As of", show=False),
+        Binding("l", "live", "Live", show=False),
         Binding("escape", "back", "Back", show=False),
     ]
     PALETTE: ClassVar[tuple[PaletteEntry, ...]] = (
@@ -89,6 +97,8 @@ class ProcessesScreen(DashboardScreen):
         ("Hide or show host meters", "CPU per core, memory, load, uptime", "toggle_meters"),
         ("Show process detail", "Command line, exe hash, ancestry, alerts", "toggle_detail"),
         ("Send signal to process", "TERM, KILL, … the selected process (admin)", "signal"),
+        ("Processes as they were", "The process set at a past moment (03:12, -15m)", "ask_past"),
+        ("Back to live processes", "Leave the past view", "live"),
         ("Reverse sort order", "Ascending ↔ descending", "reverse_sort"),
         *(
             (f"Sort processes by {column}", f"Order the table by {column}", f"sort('{column}')")
@@ -98,7 +108,10 @@ class ProcessesScreen(DashboardScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.view = ProcessView()
+        self.live_view = ProcessView()
+        self.view = self.live_view  # what the table shows: the live set, or the past view's
+        self.past_at: float | None = None  # the moment the past view shows; None: live
+        self.past_loads = 0  # past sets taken in or refused, counted (tests wait on it)
         self._dirty = True
         self._detail_toggled = False
         self._detail_shown: tuple[object, ...] | None = None
@@ -117,7 +130,9 @@ class ProcessesScreen(DashboardScreen):
 
     def compose_body(self) -> ComposeResult:
         yield HostMetersPanel(id="host-meters")
+        yield Static(id="past-banner")
         yield Static(id="process-status")
+        yield TimePrompt(id="time-prompt")
         yield FilterBar(id="filter-bar")
         with Horizontal(id="process-body"):
             yield ProcessTable(id="process-table")
@@ -135,6 +150,7 @@ class ProcessesScreen(DashboardScreen):
         self.set_class(not self.dashboard.show_meters, "-no-meters")
         self.set_interval(self.dashboard.tick_s, self._expire)
         self.set_interval(CONNECTIONS_REFRESH_S, self._fetch_connections)
+        self.query_one(TimePrompt).display = False
         self.view.hide_kernel_threads = self.dashboard.hide_kernel_threads
         self.view.show_container = self.dashboard.show_container
         self.table.show_container(self.view.show_container)
@@ -187,10 +203,11 @@ class ProcessesScreen(DashboardScreen):
             return
         now = self.dashboard.now()
         for process_set in incoming:
-            self.view.update(process_set, now)
-        self._dirty = True
-        if self.is_current:
-            self._refresh_rows()
+            self.live_view.update(process_set, now)
+        if self.past_at is None:
+            self._dirty = True
+            if self.is_current:
+                self._refresh_rows()
         self.dashboard.set_taken()
 
     def _status_changed(self, status: DaemonStatus | None) -> None:
@@ -199,7 +216,8 @@ class ProcessesScreen(DashboardScreen):
         panel.meters = status.host if status is not None else None
 
     def _alerts_changed(self) -> None:
-        self.view.alerted = worst_by_process(self.dashboard.alerts.values())
+        self.live_view.alerted = worst_by_process(self.dashboard.alerts.values())
+        self.view.alerted = self.live_view.alerted
         self._dirty = True
         if self.is_current:
             self._refresh_rows()
@@ -212,6 +230,10 @@ class ProcessesScreen(DashboardScreen):
         then waited for both."""
         if self._incoming and time.monotonic() - self._incoming_since >= self.dashboard.tick_s:
             self._take_now()  # their callback was lost (Textual drops one when not running)
+            return
+        if self.past_at is not None:
+            self.live_view.expire(self.dashboard.now())
+            self._show_banner()  # "14 h ago" moves on
             return
         if time.monotonic() - self._refreshed_at < self.dashboard.tick_s:
             return
@@ -271,6 +293,8 @@ class ProcessesScreen(DashboardScreen):
             self._show_detail()
 
     def _connections_wanted(self) -> tuple[ProcessKey | None, str] | None:
+        if self.past_at is not None:
+            return None  # sockets are live: the past view has none
         if self.view.filter.uses_connections:
             return None, ""
         key = self.selected_key
@@ -300,8 +324,9 @@ class ProcessesScreen(DashboardScreen):
         alerts = self.dashboard.alerts
         lineage = self.view.lineage
         ancestry, children = lineage.ancestry(key), lineage.children(key)
-        cpu, rss = self.dashboard.history.samples(key)
-        held = self._connections_of(key)
+        past = self.past_at is not None
+        cpu, rss = ([], []) if past else self.dashboard.history.samples(key)
+        held = () if past else self._connections_of(key)
         shown = (key, record, status, alerts, ancestry, children, cpu, rss, held)
         if self._detail_shown is not None and all(
             a is b or a == b for a, b in zip(shown, self._detail_shown, strict=True)
@@ -311,8 +336,8 @@ class ProcessesScreen(DashboardScreen):
         now = self.dashboard.now()
         facts = process_facts(record, status, ancestry, children, now, held)
         changes = self._changes[1] if self._changes[0] == key else ()
-        if changes:  # above the command line, which may be kilobytes long
-            facts[-1:-1] = change_facts(changes, now)
+        # above the command line, which may be kilobytes long
+        facts[-1:-1] = [*ending_facts(record, now), *change_facts(changes, now)]
         pane.show(facts, alert_facts(alerts_for(key, alerts.values()), now), cpu, rss)
         if self._changes_for != (key, record.last_seen):
             self._changes_for = (key, record.last_seen)
@@ -439,6 +464,13 @@ class ProcessesScreen(DashboardScreen):
         if key is None or record is None:
             self.notify("No process selected.", severity="warning")
             return
+        if self.past_at is not None:
+            self.notify(
+                "This is the past view: signals act on live processes only (l: back to live).",
+                title="Not live",
+                severity="warning",
+            )
+            return
         if self.dashboard.refuse_unless_admin("sending a signal"):
             return
         if key not in self.view.records:
@@ -463,3 +495,72 @@ class ProcessesScreen(DashboardScreen):
                 self.dashboard.report_error("Signal not sent", exc)
             return
         self.notify(f"{sent} sent to pid {key.pid}.", title="Signal")
+
+    # -- the past view ------------------------------------------------------------------------
+    def action_ask_past(self) -> None:
+        self.query_one(TimePrompt).open()
+
+    @on(TimePrompt.Chosen)
+    def _time_chosen(self, event: TimePrompt.Chosen) -> None:
+        self.table.focus()
+        if not event.text.strip():
+            return
+        try:
+            moment = parse_time(event.text, self.dashboard.now())
+        except TimeParseError as exc:
+            self.notify(str(exc), title="As of", severity="warning")
+            return
+        self.show_past(moment)
+
+    @on(TimePrompt.Cancelled)
+    def _time_cancelled(self) -> None:
+        self.table.focus()
+
+    @work(group="past", exclusive=True)
+    async def show_past(self, moment: float, instance: ProcessKey | None = None) -> None:
+        """Show the process set as it was at `moment`, same columns, sort, filter and mode,
+        under a banner; the cursor on `instance` when given. A moment the history cannot
+        answer is refused with what the history covers (the daemon says it)."""
+        try:
+            records = await self.dashboard.source.processes_at(moment)
+        except SourceError as exc:
+            self.past_loads += 1
+            self.notify(str(exc), title="Out of reach", severity="warning", timeout=8)
+            return
+        past = ProcessView()
+        self._carry(self.view, past)
+        past.update(past_set(records), self.dashboard.now())
+        self.view, self.past_at = past, moment
+        self.past_loads += 1
+        self.add_class("-past")
+        self._show_banner()
+        self._detail_shown = None
+        self._refresh_rows()
+        if instance is not None:
+            self.table.select_key(row_key(instance))
+        self.table.focus()
+
+    def action_live(self) -> None:
+        """Back to the live set, keeping the sort, filter and mode chosen in the past."""
+        if self.past_at is None:
+            return
+        self._carry(self.view, self.live_view)
+        self.view, self.past_at = self.live_view, None
+        self.remove_class("-past")
+        self._detail_shown = None
+        self._refresh_rows()
+
+    def _carry(self, source: ProcessView, target: ProcessView) -> None:
+        target.sort = source.sort
+        target.tree = source.tree
+        target.filter = source.filter
+        target.hide_kernel_threads = source.hide_kernel_threads
+        target.show_container = source.show_container
+        target.alerted = self.live_view.alerted
+
+    def _show_banner(self) -> None:
+        if self.past_at is None:
+            return
+        banner = Text(past_banner(self.past_at, self.dashboard.now()), no_wrap=True, end="")
+        banner.append(" l: back to live ", "reverse")
+        show_text(self.query_one("#past-banner", Static), banner)

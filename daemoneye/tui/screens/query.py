@@ -32,8 +32,8 @@ class QueryScreen(DashboardScreen):
     CSS_PATH = "query.tcss"
     MODE = "query"
     HELP_KEYS: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("/", "edit the SQL (it takes every key, 1 … 5 too)"),
-        ("Esc", "leave the SQL: 1 … 5 switch screens again"),
+        ("/", "edit the SQL (it takes every key, 1 … 6 too)"),
+        ("Esc", "leave the SQL: 1 … 6 switch screens again"),
         ("Enter", "run when complete (ends in ;), else a new line"),
         ("↑ ↓", "history from the first / last line, else move"),
         ("ctrl+l", "clear"),
@@ -62,7 +62,7 @@ class QueryScreen(DashboardScreen):
         yield DataTable(id="results", cursor_type="row")
 
     def on_screen_resume(self) -> None:
-        """The SQL editor takes the keys only after `/`: arriving here, 1 … 5 still switch
+        """The SQL editor takes the keys only after `/`: arriving here, 1 … 6 still switch
         screens as the help says everywhere."""
         self.query_one("#results", DataTable).focus()
 

@@ -52,10 +52,16 @@ class FilterBar(Vertical):
 
         filter_bar: FilterBar
 
+    PLACEHOLDER: str = PLACEHOLDER
+
+    def parse(self, text: str) -> ProcessFilter:
+        """The filter `text` says; raises FilterError (a subclass may speak another language)."""
+        return parse_filter(text)
+
     def compose(self) -> ComposeResult:
         with Horizontal(classes="filter-line"):
             yield Static("/", classes="filter-prompt")
-            yield FilterInput(placeholder=PLACEHOLDER, id="filter-input", compact=True)
+            yield FilterInput(placeholder=self.PLACEHOLDER, id="filter-input", compact=True)
         yield Static(Text(), id="filter-error")  # Text: show_text finds it unchanged
 
     @property
@@ -71,7 +77,7 @@ class FilterBar(Vertical):
         event.stop()
         error = self.query_one("#filter-error", Static)
         try:
-            parsed = parse_filter(event.value)
+            parsed = self.parse(event.value)
         except FilterError as exc:
             show_text(error, Text(str(exc)))
             self.add_class("-invalid")
