@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
-from daemoneye.models import HistoryReach, ProcessRecord, TimelineEvent
+from daemoneye.models import TIMELINE_KINDS, HistoryReach, ProcessRecord, TimelineEvent
 from daemoneye.units import format_time
 
 SQLValue = int | float | str | bytes | None
 
-TIMELINE_KINDS = ("start", "fork", "exec", "exit", "alert")
+__all__ = ["TIMELINE_KINDS"]  # re-exported: the kinds every reader of the timeline offers
 MAX_TIMELINE_PAGE = 1_000
 
 
@@ -70,13 +70,28 @@ def history_reach(store: HistorySource) -> HistoryReach:
     )
 
 
+# A change after start: what it was and what it became; a uid/gid change by a set-id program
+# says so (its own setuid(0) is expected; anything else becoming root is not).
+_CHANGE_DETAIL = (
+    "coalesce(e.old_value, '?') || ' \u2192 ' || coalesce(e.new_value, '?') || "
+    "CASE WHEN e.exe_setid = 1 THEN ' (set-id program)' ELSE '' END"
+)
+
 # Process events and alerts, each read newest first along its own time index and merged here:
 # a UNION ordered as a whole would sort every event of the week for one page. `src` (0 for
 # process events, 1 for alerts) and `id` order events with the same time.
 _EVENTS_BEFORE = """
 SELECT e.ts, e.kind, e.pid, e.start_time, p.name, p.user, e.ppid,
-       CASE e.kind WHEN 'exit' THEN coalesce('exit code ' || e.exit_code, 'exited')
-                   ELSE coalesce(e.cmdline, '') END,
+       CASE e.kind
+           WHEN 'exit' THEN coalesce('exit code ' || e.exit_code, 'exited')
+           WHEN 'ptrace' THEN 'traced by pid ' || coalesce(e.new_value, '?')
+           WHEN 'exe_deleted' THEN coalesce(e.old_value, e.exe, '?') || ' deleted'
+           WHEN 'exe_replaced' THEN coalesce(e.old_value, e.exe, '?') || ' replaced'
+           WHEN 'rename' THEN {change}
+           WHEN 'uid' THEN {change}
+           WHEN 'gid' THEN {change}
+           WHEN 'cwd' THEN {change}
+           ELSE coalesce(e.cmdline, '') END,
        0, e.id
 FROM process_events e
 LEFT JOIN processes p ON p.pid = e.pid AND p.start_time = e.start_time
@@ -124,7 +139,9 @@ def timeline(
     if process_kinds:
         # At `ts` itself: every process event when the cursor is an alert's or the top (src
         # 1 or 2 sort after 0), else only those with a smaller id.
-        sql = _EVENTS_BEFORE.format(kinds=", ".join("?" * len(process_kinds)))
+        sql = _EVENTS_BEFORE.format(
+            kinds=", ".join("?" * len(process_kinds)), change=_CHANGE_DETAIL
+        )
         rows += store.fetch_rows(sql, (since, ts, ts, src, row_id, *process_kinds, limit))
     if "alert" in kinds:
         rows += store.fetch_rows(_ALERTS_BEFORE, (since, ts, src, row_id, limit))
