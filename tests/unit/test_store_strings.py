@@ -12,8 +12,9 @@ from pathlib import Path
 import apsw
 import pytest
 
-from daemoneye.models import ExeHash, ProcessEvent
+from daemoneye.models import CHANGE_KINDS, LIFECYCLE_KINDS, ExeHash, ProcessEvent, ProcessKey
 from daemoneye.store import Store, open_readonly
+from daemoneye.store.changes import _SELECT_CHANGES, changes_of
 from daemoneye.store.rows import (
     INSERT_EVENT,
     PROCESS_COLUMNS,
@@ -21,7 +22,12 @@ from daemoneye.store.rows import (
     event_row,
     process_row,
 )
-from daemoneye.store.schema import MIGRATIONS, SCHEMA_VERSION
+from daemoneye.store.schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    V7_CODED,
+    V7_FIRST_CHANGE_CODE,
+)
 from daemoneye.store.strings import BASE_TABLES, INTERNED_COLUMNS, MAX_CACHED_TEXT, split_argv
 from tests.unit.conftest import DeltaFactory, RecordFactory
 
@@ -302,3 +308,61 @@ def test_an_argv_the_command_line_gives_is_derived_exactly_not_stored(
         )
     assert rows == [("exec", argv_fields(plain)[1]), ("fork", None)]
     assert same.rows == ((1,),)
+
+
+def test_strings_alike_but_for_their_middle_cost_a_bounded_lookup_and_read_back_right(
+    store: Store, make_record: RecordFactory, make_delta: DeltaFactory
+) -> None:
+    """A process can start thousands of command lines of one length and one prefix: a lookup
+    compares at most the newest V7_STRINGS_CANDIDATES of them, so an old one is stored again
+    rather than searched for, and every row still reads back exactly."""
+    alike = [("/bin/sh", "-c", f"{'x' * 40}{n:04d}{'y' * 40}") for n in range(3 * 32)]
+    records = [make_record(1000 + n, 1.0, cmdline=argv) for n, argv in enumerate(alike)]
+    store.apply(make_delta(1.0, added=records))
+    joined = f"SELECT count(*) FROM strings WHERE text = '{' '.join(alike[0])}'"
+    assert scalar(store.path, joined) == 1
+    # Written again by a fresh writer (no cached ids): the oldest is past the bound.
+    again = make_record(5000, 2.0, cmdline=alike[0])
+    fresh = Store.open(store.path)
+    try:
+        fresh.apply(make_delta(2.0, added=[again]))
+    finally:
+        fresh.close()
+    assert scalar(store.path, joined) == 2
+    newest = make_record(5001, 3.0, cmdline=alike[-1])
+    store.apply(make_delta(3.0, added=[newest]))
+    assert (
+        scalar(store.path, f"SELECT count(*) FROM strings WHERE text = '{' '.join(alike[-1])}'")
+        == 1
+    )
+    with open_readonly(store.path) as reader:
+        back = {r.pid: r.cmdline for r in reader.fetch_processes("pid >= 1000")}
+    assert back == {
+        **{1000 + n: argv for n, argv in enumerate(alike)},
+        5000: alike[0],
+        5001: alike[-1],
+    }
+    assert refs_are_exact(store.path)
+
+
+def test_change_events_are_found_by_their_own_index_and_codes_follow_the_kinds(
+    store: Store, make_delta: DeltaFactory
+) -> None:
+    """The kind codes after the lifecycle ones are exactly models.CHANGE_KINDS (the partial
+    index of change events relies on it), and an instance's changes are read along it."""
+    assert V7_CODED["kind"][:V7_FIRST_CHANGE_CODE] == LIFECYCLE_KINDS
+    assert V7_CODED["kind"][V7_FIRST_CHANGE_CODE:] == CHANGE_KINDS
+    key = ProcessKey(7, 1.0)
+    events = [
+        ProcessEvent(2.0, "exec", 7, 1.0, cmdline=("a",)),
+        ProcessEvent(3.0, "rename", 7, 1.0, old_value="a", new_value="b"),
+        ProcessEvent(4.0, "exit", 7, 1.0, exit_code=0),
+        ProcessEvent(5.0, "rename", 8, 1.0, old_value="c", new_value="d"),
+    ]
+    store.apply(make_delta(5.0, events=events))
+    with open_readonly(store.path) as reader:
+        assert [(c.kind, c.new_value) for c in changes_of(reader, key)] == [("rename", "b")]
+        plan = reader.fetch_rows(
+            f"EXPLAIN QUERY PLAN {_SELECT_CHANGES}", (key.pid, key.start_time, 20)
+        )
+    assert any("event_rows_changes" in str(row[-1]) for row in plan), plan
