@@ -42,6 +42,8 @@ from daemoneye.store.rows import (
 from daemoneye.store.schema import SCHEMA_VERSION, check_compatible, migrate, read_schema_state
 from daemoneye.store.strings import (
     BASE_TABLES,
+    COUNT_ADDED,
+    LAST_ID,
     StringIds,
     TextPlan,
     base_column,
@@ -338,7 +340,10 @@ class Store:
         with self._transaction("writing a collection tick") as conn:
             if delta.added:
                 rows = ids(conn, (process_row(r, argv_of) for r in delta.added), _PROCESS_TEXTS)
+                # Counted before anything in this tick can change the new rows' references.
+                last = conn.execute(LAST_ID["processes"]).get
                 conn.executemany(_UPSERT_PROCESS, rows)
+                conn.execute(COUNT_ADDED["processes"], (last,))
             if delta.updated:
                 rows = ids(conn, (_DYNAMIC_ROW(r, argv_of) for r in delta.updated), _DYNAMIC_TEXTS)
                 conn.executemany(_UPDATE_DYNAMIC, rows)
@@ -360,7 +365,9 @@ class Store:
                     conn.executemany(_END_SEEN, ended)
             if delta.events:
                 events = (event_row(event, argv_of) for event in delta.events)
+                last = conn.execute(LAST_ID["process_events"]).get
                 conn.executemany(_INSERT_EVENT, ids(conn, events, _EVENT_TEXTS))
+                conn.execute(COUNT_ADDED["process_events"], (last,))
             if code_by_instance:
                 conn.executemany(
                     _SET_EXIT_CODE,

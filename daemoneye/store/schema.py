@@ -483,6 +483,20 @@ def _v7_shown(name: str, kind: str, interned: tuple[str, ...]) -> str:
     return f"{text} AS {name}"
 
 
+def v7_count_refs(view: str, rows: str, sign: str = "+") -> str:
+    """SQL that adds (or, with sign "-", takes away) one reference for each reference the
+    base table's rows matching `rows` (a condition on `id`) hold: one grouped statement for
+    many rows, where a trigger would run once per row."""
+    base = V7_BASE_TABLES[view]
+    legs = " UNION ALL ".join(
+        f"SELECT {name}_ref AS ref FROM {base} WHERE {rows}" for name in V7_INTERNED[view]
+    )
+    return (
+        f"UPDATE string_refs SET refs = refs {sign} c.n FROM (SELECT ref, count(*) AS n "
+        f"FROM ({legs}) WHERE ref IS NOT NULL GROUP BY ref) AS c WHERE string_refs.id = c.ref;"
+    )
+
+
 def _v7_table(view: str) -> str:
     """SQL that moves `view`'s table into its base table with string references, then puts a
     view of the old name and columns (writable through INSTEAD OF triggers) in its place."""
@@ -513,12 +527,15 @@ def _v7_table(view: str) -> str:
     body = ",\n    ".join(f"{name} {kind}" for name, kind in base_columns)
     refs = [f"{name}_ref" for name in interned]
 
-    # One statement per row, not one per reference: `id IS x` counts a string a row refers
-    # to twice (its exe is its command line) twice.
-    def counted(row: str, sign: str) -> str:
-        total = " + ".join(f"(id IS {row}.{r})" for r in refs)
-        listed = ", ".join(f"{row}.{r}" for r in refs)
-        return f"UPDATE string_refs SET refs = refs {sign} ({total}) WHERE id IN ({listed});"
+    # Deleted rows give their references back one statement per reference, each a seek by
+    # rowid (an IN list of the row's references builds a table per row); a string a row
+    # refers to twice is counted twice, as it should. Inserted rows are counted by whoever
+    # inserts them (the view's trigger below, the writer in bulk: store/strings.py), changed
+    # references by the triggers of each column.
+    def uncounted(row: str) -> str:
+        return " ".join(
+            f"UPDATE string_refs SET refs = refs - 1 WHERE id = {row}.{r};" for r in refs
+        )
 
     moved = "".join(
         f"""
@@ -536,17 +553,18 @@ BEGIN UPDATE string_refs SET refs = refs - 1 WHERE id = OLD.{r};
 CREATE TABLE {base} (
     {body}{unique}
 ) STRICT;
-CREATE TRIGGER {base}_counted AFTER INSERT ON {base} BEGIN {counted("NEW", "+")} END;
-CREATE TRIGGER {base}_uncounted AFTER DELETE ON {base} BEGIN {counted("OLD", "-")} END;{moved}
+CREATE TRIGGER {base}_uncounted AFTER DELETE ON {base} BEGIN {uncounted("OLD")} END;{moved}
 INSERT INTO strings (text) SELECT value FROM ({old_texts}) AS v
 WHERE value IS NOT NULL AND {_v7_exact("v.value")} IS NULL;
 INSERT INTO {base} ({", ".join(base_names)})
 SELECT {", ".join(values("o", _v7_exact))} FROM {view} o ORDER BY o.id;
+{v7_count_refs(view, "id IS NOT NULL")}
 DROP TABLE {view};
 CREATE VIEW {view} AS SELECT {shown} FROM {base} b;
 CREATE TRIGGER {view}_insert INSTEAD OF INSERT ON {view} BEGIN
     {intern_new}
     INSERT INTO {base} ({", ".join(base_names)}) VALUES ({", ".join(values("NEW"))});
+    {v7_count_refs(view, "id = last_insert_rowid()")}
 END;
 CREATE TRIGGER {view}_update INSTEAD OF UPDATE ON {view} BEGIN
     {intern_new}

@@ -23,6 +23,7 @@ from daemoneye.store.schema import (
     V7_BASE_TABLES,
     V7_CODED,
     V7_INTERNED,
+    v7_count_refs,
     v7_lookup,
 )
 
@@ -35,7 +36,15 @@ CODES = {column: {value: code for code, value in enumerate(vocabulary)}
          for column, vocabulary in V7_CODED.items()}  # fmt: skip
 
 _LOOKUP = f"SELECT {v7_lookup('?1')}"
+# The base tables have no insert trigger that counts references (one per row is the dearest
+# part of a write): the writer counts the rows it added, by id, in one statement per table.
+COUNT_ADDED = {view: v7_count_refs(view, "id > ?1") for view in BASE_TABLES}
+LAST_ID = {view: f"SELECT coalesce(max(id), 0) FROM {base}" for view, base in BASE_TABLES.items()}
 _INSERT = "INSERT INTO strings (text) VALUES (?)"
+# A tick's texts not in the cache are looked up, and the missing ones added, in one statement
+# each (a JSON array of them), not in two round trips per text.
+_FIND_MANY = f"SELECT j.key, {v7_lookup('j.value')} FROM json_each(?1) AS j"
+_ADD_MANY = "INSERT INTO strings (text) SELECT j.value FROM json_each(?1) AS j RETURNING text, id"
 _UNUSED_BATCH = 5_000
 # No index on refs: keeping one current costs every write, and this runs only in retention,
 # where one pass over the counts (one small row per distinct string) is cheap.
@@ -86,6 +95,7 @@ def split_argv(cmdline: str) -> str:
 
 
 _DERIVED = "SELECT ('[' || replace(json_quote(?1), ' ', '\",\"') || ']') IS ?2"
+_QUOTED = frozenset('"\\')
 
 
 class StringIds:
@@ -103,10 +113,14 @@ class StringIds:
         self._cached_chars = 0
 
     def derivable(self, conn: apsw.Connection, cmdline: str, argv: str) -> bool:
-        """Whether the view gives exactly `argv` from `cmdline` (checked by SQLite itself, so
-        its JSON quoting and Python's can never disagree unnoticed)."""
+        """Whether the view gives exactly `argv` from `cmdline` (checked by SQLite itself
+        unless the text is plain printable ASCII without quotes or backslashes, which both
+        quote alike, so its JSON quoting and Python's can never disagree unnoticed)."""
         if argv in self._derived:
             return True
+        if cmdline.isascii() and cmdline.isprintable() and not _QUOTED & set(cmdline):
+            # nothing to escape: the JSON is the text with its spaces as separators
+            return argv == '["' + cmdline.replace(" ", '","') + '"]'
         if argv != split_argv(cmdline):
             return False
         if not bool(conn.execute(_DERIVED, (cmdline, argv)).get):
@@ -127,11 +141,47 @@ class StringIds:
             found = int(conn.last_insert_rowid())
         else:
             found = int(row[0])
+        self._remember(text, found)
+        return found
+
+    def _remember(self, text: str, found: int) -> None:
         if len(text) <= MAX_CACHED_TEXT:
             if self._cached_chars + len(text) > MAX_CACHED_CHARS:
                 self.forget()
             self._ids[text] = found
             self._cached_chars += len(text)
+
+    def ids_of(self, conn: apsw.Connection, texts: Iterable[str]) -> dict[str, int]:
+        """The id of each of `texts`, adding those `strings` lacks: the ones not cached are
+        looked up in one statement and the missing ones added in another."""
+        found: dict[str, int] = {}
+        unknown: list[str] = []
+        for text in texts:
+            cached = self._ids.get(text)
+            if cached is not None:
+                found[text] = cached
+            elif "\0" in text:  # JSON would carry it, but SQLite text stops at NUL
+                found[text] = self.id_of(conn, text)
+            else:
+                unknown.append(text)
+        if not unknown:
+            return found
+        payload = json.dumps(unknown, ensure_ascii=False)
+        missing: list[str] = []
+        for index, text_id in conn.execute(_FIND_MANY, (payload,)):
+            text = unknown[int(index)]
+            if text_id is None:
+                missing.append(text)
+            else:
+                found[text] = int(text_id)
+        if missing:
+            # RETURNING names no order: each added row says which text it holds
+            payload = json.dumps(missing, ensure_ascii=False)
+            found.update(
+                (str(text), int(text_id)) for text, text_id in conn.execute(_ADD_MANY, (payload,))
+            )
+        for text in unknown:
+            self._remember(text, found[text])
         return found
 
     def rows(
@@ -143,24 +193,30 @@ class StringIds:
         refuses)."""
         if not plan.positions and not plan.coded:
             return [tuple(row) for row in rows]
-        replaced: list[tuple[Any, ...]] = []
-        pair = plan.argv_pair
+        pair, positions = plan.argv_pair, plan.positions
+        pending: list[list[Any]] = []
+        texts: dict[str, None] = {}
         for row in rows:
             values = list(row)
             if pair is not None:
                 cmdline, argv = values[pair[0]], values[pair[1]]
                 if cmdline is not None and argv is not None and self.derivable(conn, cmdline, argv):
                     values[pair[1]] = None
-            for index in plan.positions:
+            for index in positions:
                 value = values[index]
                 if value is not None:
-                    values[index] = self.id_of(
-                        conn, value if isinstance(value, str) else str(value)
-                    )
+                    text = values[index] = value if isinstance(value, str) else str(value)
+                    texts[text] = None
             for index, codes in plan.coded:
                 values[index] = codes.get(values[index])
-            replaced.append(tuple(values))
-        return replaced
+            pending.append(values)
+        found = self.ids_of(conn, texts)
+        for values in pending:
+            for index in positions:
+                text = values[index]
+                if text is not None:
+                    values[index] = found[text]
+        return [tuple(values) for values in pending]
 
 
 def drop_unused(conn: apsw.Connection) -> int:

@@ -366,3 +366,30 @@ def test_change_events_are_found_by_their_own_index_and_codes_follow_the_kinds(
             f"EXPLAIN QUERY PLAN {_SELECT_CHANGES}", (key.pid, key.start_time, 20)
         )
     assert any("event_rows_changes" in str(row[-1]) for row in plan), plan
+
+
+def test_the_writer_counts_added_rows_before_the_same_tick_changes_them(
+    store: Store, make_record: RecordFactory, make_delta: DeltaFactory
+) -> None:
+    """References of added rows are counted in bulk right after they are written: a row added
+    and exec'd in one tick, and a re-reported row whose texts changed, keep exact counts."""
+    kept = make_record(1, 1.0, exe="/bin/old", cwd="/old")
+    store.apply(make_delta(1.0, added=[kept]))
+    born = make_record(2, 2.0, exe="/bin/sh", cmdline=("sh",), cwd="/a")
+    execed = dataclasses.replace(born, exe="/bin/ls", cmdline=("ls", "-l"), name="ls")
+    again = dataclasses.replace(kept, exe="/bin/new", cwd="/new", last_seen=2.0)
+    store.apply(
+        make_delta(
+            2.0,
+            added=[born, again],
+            execed=[execed],
+            events=[ProcessEvent(2.0, "exec", 2, 2.0, exe="/bin/ls", cmdline=("ls", "-l"))],
+        )
+    )
+    assert refs_are_exact(store.path)
+    unused = "SELECT text FROM strings JOIN string_refs USING (id) WHERE refs = 0 ORDER BY text"
+    conn = apsw.Connection(str(store.path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        assert [row[0] for row in conn.execute(unused)] == ["/bin/old", "/bin/sh", "/old", "sh"]
+    finally:
+        conn.close()
