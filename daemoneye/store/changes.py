@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from daemoneye.models import ProcessEvent, ProcessKey
-from daemoneye.store.schema import V7_BASE_TABLES, V7_FIRST_CHANGE_CODE
+from daemoneye.store.schema_v7 import V7_BASE_TABLES, V7_FIRST_CHANGE_CODE
 
 if TYPE_CHECKING:
     from daemoneye.store.db import RowSource

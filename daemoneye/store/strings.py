@@ -19,7 +19,7 @@ from typing import Any
 
 import apsw
 
-from daemoneye.store.schema import (
+from daemoneye.store.schema_v7 import (
     V7_BASE_TABLES,
     V7_CODED,
     V7_INTERNED,

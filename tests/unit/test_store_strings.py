@@ -22,12 +22,8 @@ from daemoneye.store.rows import (
     event_row,
     process_row,
 )
-from daemoneye.store.schema import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    V7_CODED,
-    V7_FIRST_CHANGE_CODE,
-)
+from daemoneye.store.schema import MIGRATIONS, SCHEMA_VERSION
+from daemoneye.store.schema_v7 import V7_CODED, V7_FIRST_CHANGE_CODE
 from daemoneye.store.strings import BASE_TABLES, INTERNED_COLUMNS, MAX_CACHED_TEXT, split_argv
 from tests.unit.conftest import DeltaFactory, RecordFactory
 
