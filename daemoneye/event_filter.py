@@ -4,8 +4,9 @@ event carries, plus `event:KIND` (`event:exec`, `event:exec|exit`, `not:event:fo
     ssh  name:ssh  user:root  cmd:--listen  pid:123  ppid:1  event:exec|alert  not:TERM
 
 `cmd:` and free text look in the event's detail (the command line of an exec or start, the
-exit status, the alert's title). Terms about fields an event does not carry (cpu, rss, exe,
-cwd, …) are refused rather than silently matching nothing.
+exit status, what a change after start changed as `old → new`, the alert's title). Terms about
+fields an event does not carry (cpu, rss, exe, cwd, …) are refused rather than silently matching
+nothing.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import shlex
 from dataclasses import dataclass
 
 from daemoneye.filters import NEGATION, FilterError, ProcessFilter, parse_filter
-from daemoneye.models import ProcessRecord, TimelineEvent
+from daemoneye.models import TIMELINE_KINDS, ProcessRecord, TimelineEvent
 
-EVENT_KINDS = ("start", "fork", "exec", "exit", "alert")
+EVENT_KINDS = TIMELINE_KINDS
 EVENT_TEXT_FIELDS = ("user", "name", "cmd")
 EVENT_NUMBER_FIELDS = ("pid", "ppid")
 _EVENT = "event:"

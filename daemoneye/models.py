@@ -234,6 +234,8 @@ CHANGE_KINDS = (
 )
 LIFECYCLE_KINDS = ("start", "fork", "exec", "exit")
 EVENT_KINDS = LIFECYCLE_KINDS + CHANGE_KINDS
+# What a timeline lists and `event:` filters on: every process event kind, and alerts.
+TIMELINE_KINDS = (*EVENT_KINDS, "alert")
 
 
 @dataclass(frozen=True, slots=True)
@@ -635,13 +637,15 @@ class TimelineEvent:
     with the same time (and pages through them)."""
 
     ts: float
-    kind: str  # 'start', 'fork', 'exec', 'exit' or 'alert'
+    kind: str  # one of TIMELINE_KINDS: a process event's kind, or 'alert'
     pid: int
     start_time: float
     name: str | None  # the instance's name, when the store still holds it
     user: str | None
     ppid: int | None
-    detail: str  # the command line (exec, start), the exit status (exit), the alert's title
+    # the command line (exec, start), the exit status (exit), what changed (old → new), the
+    # alert's title
+    detail: str
     seq: tuple[int, int]  # (0 for process events, 1 for alerts; the row id)
 
 

@@ -196,7 +196,7 @@ class TimelineParams:
     since: float  # epoch seconds: the oldest event wanted
     until: float | None = None  # the newest (None: now)
     before: tuple[float, int, int] | None = None  # paging: [ts, source, id] of the last event
-    kinds: tuple[str, ...] = ()  # start, fork, exec, exit, alert (empty: all)
+    kinds: tuple[str, ...] = ()  # models.TIMELINE_KINDS (empty: all)
     limit: int = 200
     filter: str = ""  # the timeline filter (daemoneye/event_filter.py), e.g. "event:exec ssh"
 

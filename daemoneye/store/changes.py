@@ -5,18 +5,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from daemoneye.models import CHANGE_KINDS, ProcessEvent, ProcessKey
+from daemoneye.models import ProcessEvent, ProcessKey
+from daemoneye.store.schema_v7 import V7_BASE_TABLES, V7_FIRST_CHANGE_CODE
 
 if TYPE_CHECKING:
     from daemoneye.store.db import RowSource
 
 MAX_CHANGES = 20  # the newest ones; a process renaming itself in a loop has thousands
 
+# Read along the partial index of change events (schema v7): their kind codes come last.
 _SELECT_CHANGES = f"""
 SELECT ts, kind, ppid, exe, source, partial, old_value, new_value, exe_setid
 FROM process_events
-WHERE pid = ? AND start_time = ? AND kind IN ({", ".join("?" * len(CHANGE_KINDS))})
-ORDER BY id DESC LIMIT ?
+WHERE id IN (
+    SELECT id FROM {V7_BASE_TABLES["process_events"]}
+    WHERE pid = ? AND kind >= {V7_FIRST_CHANGE_CODE} AND start_time = ?
+    ORDER BY id DESC LIMIT ?
+)
+ORDER BY id DESC
 """
 
 
@@ -24,7 +30,7 @@ def changes_of(
     source: RowSource, key: ProcessKey, limit: int = MAX_CHANGES
 ) -> tuple[ProcessEvent, ...]:
     """The newest `limit` change events of one instance, oldest first."""
-    rows = source.fetch_rows(_SELECT_CHANGES, (key.pid, key.start_time, *CHANGE_KINDS, limit))
+    rows = source.fetch_rows(_SELECT_CHANGES, (key.pid, key.start_time, limit))
     events = [
         ProcessEvent(
             ts=float(ts),  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ from daemoneye.store.connection import checkpoint, configure, file_error, quick_
 from daemoneye.store.files import enforce_side_file_modes, prepare_store_file, store_exists
 from daemoneye.store.retention import RetentionResult
 from daemoneye.store.rows import (
-    INSERT_EVENT,
+    EVENT_COLUMNS,
     PROCESS_COLUMNS,
     ArgvCache,
     RowPlan,
@@ -40,6 +40,15 @@ from daemoneye.store.rows import (
     record_from_row,
 )
 from daemoneye.store.schema import SCHEMA_VERSION, check_compatible, migrate, read_schema_state
+from daemoneye.store.strings import (
+    BASE_TABLES,
+    COUNT_ADDED,
+    LAST_ID,
+    StringIds,
+    TextPlan,
+    base_column,
+    interned_positions,
+)
 
 SQLValue = int | float | str | bytes | None
 
@@ -50,25 +59,30 @@ JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 _COLUMN_LIST = ", ".join(PROCESS_COLUMNS)
 _SELECT_PROCESSES = f"SELECT {_COLUMN_LIST} FROM processes"
 _WHERE_INSTANCE = "WHERE pid = ? AND start_time = ?"
+# Writes go to the base tables with string ids (store/strings.py); reads use the views.
+_ROWS = BASE_TABLES["processes"]
+_EVENTS = BASE_TABLES["process_events"]
+_BASE_LIST = ", ".join(base_column("processes", column) for column in PROCESS_COLUMNS)
+_PROCESS_TEXTS = interned_positions("processes", PROCESS_COLUMNS)
 _IDENTITY = field_names("identity")
 
 # Added records are upserted: after a restart the collector re-reports the processes the store
 # already holds, and those rows must be refreshed, not duplicated or refused. Every column but
 # the identity takes the new value, except these, which keep what the store knows.
 _UPSERT_KEEPS = {
-    "exe_sha256": """CASE WHEN processes.exe IS excluded.exe
-                      THEN coalesce(excluded.exe_sha256, processes.exe_sha256)
-                      ELSE excluded.exe_sha256 END""",
-    "first_seen": "min(processes.first_seen, excluded.first_seen)",
-    "last_seen": "max(processes.last_seen, excluded.last_seen)",
+    "exe_sha256_ref": f"""CASE WHEN {_ROWS}.exe_ref IS excluded.exe_ref
+                      THEN coalesce(excluded.exe_sha256_ref, {_ROWS}.exe_sha256_ref)
+                      ELSE excluded.exe_sha256_ref END""",
+    "first_seen": f"min({_ROWS}.first_seen, excluded.first_seen)",
+    "last_seen": f"max({_ROWS}.last_seen, excluded.last_seen)",
 }
 _UPSERT_PROCESS = f"""
-INSERT INTO processes ({_COLUMN_LIST}) VALUES ({", ".join("?" * len(PROCESS_COLUMNS))})
+INSERT INTO {_ROWS} ({_BASE_LIST}) VALUES ({", ".join("?" * len(PROCESS_COLUMNS))})
 ON CONFLICT ({", ".join(_IDENTITY)}) DO UPDATE SET
     {
     ", ".join(
         f"{column} = {_UPSERT_KEEPS.get(column, f'excluded.{column}')}"
-        for column in PROCESS_COLUMNS
+        for column in (base_column("processes", c) for c in PROCESS_COLUMNS)
         if column not in _IDENTITY
     )
 }
@@ -77,54 +91,65 @@ ON CONFLICT ({", ".join(_IDENTITY)}) DO UPDATE SET
 
 def _update_plan(
     names: Sequence[str], constants: Mapping[str, str] | None = None
-) -> tuple[str, RowPlan]:
-    """An UPDATE of one instance's `names` columns (then `constants`, set to SQL expressions)
-    and the plan of its parameters: the columns' values, then pid and start_time."""
+) -> tuple[str, RowPlan, TextPlan]:
+    """An UPDATE of one instance's `names` columns (then `constants`, set to SQL expressions),
+    the plan of its parameters (the columns' values, then pid and start_time), and where in
+    them the texts to intern are."""
     plan = RowPlan([*names, *_IDENTITY])
-    assignments = [f"{column} = ?" for column in plan.columns[: -len(_IDENTITY)]]
-    assignments += [f"{column} = {value}" for column, value in (constants or {}).items()]
-    return f"UPDATE processes SET {', '.join(assignments)} {_WHERE_INSTANCE}", plan
+    assignments = [
+        f"{base_column('processes', column)} = ?" for column in plan.columns[: -len(_IDENTITY)]
+    ]
+    assignments += [
+        f"{base_column('processes', column)} = {value}"
+        for column, value in (constants or {}).items()
+    ]
+    sql = f"UPDATE {_ROWS} SET {', '.join(assignments)} {_WHERE_INSTANCE}"
+    return sql, plan, interned_positions("processes", plan.columns)
 
 
 # The per-tick update writes every dynamic field (models.py: what changes without an exec;
 # ppid on reparenting, name on prctl(PR_SET_NAME), cwd on chdir, uid/gid on setuid), so what the
 # collector counts as a change is what the rules see.
-_UPDATE_DYNAMIC, _DYNAMIC_ROW = _update_plan([*field_names("dynamic"), "last_seen"])
+_UPDATE_DYNAMIC, _DYNAMIC_ROW, _DYNAMIC_TEXTS = _update_plan([*field_names("dynamic"), "last_seen"])
 
 # After execve the details change with the dynamic fields; the old hash describes another
 # binary: it is cleared until the new one arrives.
-_UPDATE_EXECED, _EXECED_ROW = _update_plan(
+_UPDATE_EXECED, _EXECED_ROW, _EXECED_TEXTS = _update_plan(
     [*(name for name in field_names("details", "dynamic") if name != "exe_sha256"), "last_seen"],
     {"exe_sha256": "NULL"},
 )
 
-_END_SEEN = """
-UPDATE processes SET ended_at = ?1, last_seen = max(last_seen, ?1)
+_END_SEEN = f"""
+UPDATE {_ROWS} SET ended_at = ?1, last_seen = max(last_seen, ?1)
 WHERE pid = ?2 AND start_time = ?3 AND ended_at IS NULL
 """
 
-_END_UNSEEN = """
-UPDATE processes SET ended_at = ?1
+_END_UNSEEN = f"""
+UPDATE {_ROWS} SET ended_at = ?1
 WHERE pid = ?2 AND start_time = ?3 AND ended_at IS NULL
 """
 
-_INSERT_EVENT = INSERT_EVENT
+_INSERT_EVENT = f"""
+INSERT INTO {_EVENTS} ({", ".join(base_column("process_events", c) for c in EVENT_COLUMNS)})
+VALUES ({", ".join("?" * len(EVENT_COLUMNS))})
+"""
+_EVENT_TEXTS = interned_positions("process_events", EVENT_COLUMNS)
 
 # An instance that ends with its exit code known is written once: the two updates above and
 # below in one statement (SET expressions all see the row as it was, so each column keeps the
 # guard of its own statement).
-_END_SEEN_WITH_CODE = """
-UPDATE processes SET ended_at = coalesce(ended_at, ?1),
+_END_SEEN_WITH_CODE = f"""
+UPDATE {_ROWS} SET ended_at = coalesce(ended_at, ?1),
     last_seen = CASE WHEN ended_at IS NULL THEN max(last_seen, ?1) ELSE last_seen END,
     exit_code = coalesce(exit_code, ?4)
 WHERE pid = ?2 AND start_time = ?3 AND (ended_at IS NULL OR exit_code IS NULL)
 """
 
-_SET_EXIT_CODE = """
-UPDATE processes SET exit_code = ? WHERE pid = ? AND start_time = ? AND exit_code IS NULL
+_SET_EXIT_CODE = f"""
+UPDATE {_ROWS} SET exit_code = ? WHERE pid = ? AND start_time = ? AND exit_code IS NULL
 """
 
-_SET_HASH = "UPDATE processes SET exe_sha256 = ? WHERE pid = ? AND start_time = ?"
+_SET_HASH = f"UPDATE {_ROWS} SET exe_sha256_ref = ? WHERE pid = ? AND start_time = ?"
 
 _BOOT_TIME_KEY = "boot_time:"
 
@@ -145,6 +170,7 @@ class Store:
         self._conn = conn
         self._path = path
         self._closed = False
+        self._strings = StringIds()
 
     @classmethod
     def open(cls, path: Path | str, *, file_mode: int = 0o600) -> Store:
@@ -302,14 +328,28 @@ class Store:
         Only what changed is written: added rows, the changed fields of updated and execed
         rows, end times, events, and executable hashes that arrived.
         """
+        try:
+            self._apply(delta, hashes)
+        except BaseException:
+            self._strings.forget()  # the ids of strings this transaction added are gone
+            raise
+
+    def _apply(self, delta: ScanDelta, hashes: Sequence[ExeHash]) -> None:
         argv_of = ArgvCache()
+        ids = self._strings.rows
         with self._transaction("writing a collection tick") as conn:
             if delta.added:
-                conn.executemany(_UPSERT_PROCESS, [process_row(r, argv_of) for r in delta.added])
+                rows = ids(conn, (process_row(r, argv_of) for r in delta.added), _PROCESS_TEXTS)
+                # Counted before anything in this tick can change the new rows' references.
+                last = conn.execute(LAST_ID["processes"]).get
+                conn.executemany(_UPSERT_PROCESS, rows)
+                conn.execute(COUNT_ADDED["processes"], (last,))
             if delta.updated:
-                conn.executemany(_UPDATE_DYNAMIC, [_DYNAMIC_ROW(r, argv_of) for r in delta.updated])
+                rows = ids(conn, (_DYNAMIC_ROW(r, argv_of) for r in delta.updated), _DYNAMIC_TEXTS)
+                conn.executemany(_UPDATE_DYNAMIC, rows)
             if delta.execed:
-                conn.executemany(_UPDATE_EXECED, [_EXECED_ROW(r, argv_of) for r in delta.execed])
+                rows = ids(conn, (_EXECED_ROW(r, argv_of) for r in delta.execed), _EXECED_TEXTS)
+                conn.executemany(_UPDATE_EXECED, rows)
             code_by_instance = _exit_codes(delta.events)
             if delta.ended:
                 ended_with_code, ended = [], []
@@ -324,9 +364,10 @@ class Store:
                 if ended:
                     conn.executemany(_END_SEEN, ended)
             if delta.events:
-                conn.executemany(
-                    _INSERT_EVENT, [event_row(event, argv_of) for event in delta.events]
-                )
+                events = (event_row(event, argv_of) for event in delta.events)
+                last = conn.execute(LAST_ID["process_events"]).get
+                conn.executemany(_INSERT_EVENT, ids(conn, events, _EVENT_TEXTS))
+                conn.execute(COUNT_ADDED["process_events"], (last,))
             if code_by_instance:
                 conn.executemany(
                     _SET_EXIT_CODE,
@@ -336,7 +377,7 @@ class Store:
                 (h.sha256, h.key.pid, h.key.start_time) for h in hashes if h.sha256 is not None
             ]
             if known_hashes:
-                conn.executemany(_SET_HASH, known_hashes)
+                conn.executemany(_SET_HASH, ids(conn, known_hashes, TextPlan((0,))))
 
     def mark_ended(self, keys: Iterable[ProcessKey], ts: float) -> int:
         """End rows that are gone (reconciliation after a restart); return how many were still
@@ -373,6 +414,8 @@ class Store:
             )
         except apsw.Error as exc:
             raise _write_error(self._path, exc, "retention") from exc
+        finally:
+            self._strings.forget()  # unused strings were deleted: their ids may be reused
 
     def size_bytes(self) -> int:
         """The database file's size as SQLite sees it (page_count * page_size), WAL excluded."""

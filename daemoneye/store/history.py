@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
-from daemoneye.models import HistoryReach, ProcessRecord, TimelineEvent
+from daemoneye.models import TIMELINE_KINDS, HistoryReach, ProcessRecord, TimelineEvent
 from daemoneye.units import format_time
 
 SQLValue = int | float | str | bytes | None
 
-TIMELINE_KINDS = ("start", "fork", "exec", "exit", "alert")
+__all__ = ["TIMELINE_KINDS"]  # re-exported: the kinds every reader of the timeline offers
 MAX_TIMELINE_PAGE = 1_000
 
 
@@ -28,14 +28,26 @@ class HistorySource(Protocol):
     ) -> list[tuple[SQLValue, ...]]: ...
 
 
+# Every instance that lived longer than this (or still lives) is in a small partial index
+# (schema v7, process_rows_long_lived); any other that was alive at T ended within
+# SHORT_LIVED_S after T. The two overlap on purpose, so rounding never loses a row.
+LONG_LIVED_S = 3000.0
+SHORT_LIVED_S = 3600.0
+_ALIVE_AT = f"""id IN (
+    SELECT id FROM process_rows
+    WHERE ended_at > ?1 AND ended_at <= ?1 + {SHORT_LIVED_S} AND start_time <= ?1
+    UNION
+    SELECT id FROM process_rows INDEXED BY process_rows_long_lived
+    WHERE start_time <= ?1 AND (ended_at IS NULL OR ended_at > ?1)
+      AND (ended_at IS NULL OR ended_at - start_time > {LONG_LIVED_S})
+)"""
+
+
 def processes_at(store: HistorySource, moment: float) -> list[ProcessRecord]:
     """Every instance alive at `moment`: started at or before it and not ended by then
-    (start_time <= moment < ended_at), by pid. Instances retention has deleted are gone."""
-    return store.fetch_processes(
-        "start_time <= ? AND (ended_at IS NULL OR ended_at > ?)",
-        (moment, moment),
-        order_by="pid, start_time",
-    )
+    (start_time <= moment < ended_at), by pid. Instances retention has deleted are gone.
+    Read through two small index ranges, not every instance started before `moment`."""
+    return store.fetch_processes(_ALIVE_AT, (moment,), order_by="pid, start_time")
 
 
 def history_reach(store: HistorySource) -> HistoryReach:
@@ -58,26 +70,44 @@ def history_reach(store: HistorySource) -> HistoryReach:
     )
 
 
-# Process events and alerts as one stream; `src` and `id` order events with the same time.
-_TIMELINE = """
-SELECT ts, kind, pid, start_time, name, user, ppid, detail, src, id FROM (
-    SELECT e.ts AS ts, e.kind AS kind, e.pid AS pid, e.start_time AS start_time,
-           p.name AS name, p.user AS user, e.ppid AS ppid,
-           CASE e.kind WHEN 'exit' THEN coalesce('exit code ' || e.exit_code, 'exited')
-                       ELSE coalesce(e.cmdline, '') END AS detail,
-           0 AS src, e.id AS id
-    FROM process_events e
-    LEFT JOIN processes p ON p.pid = e.pid AND p.start_time = e.start_time
-    UNION ALL
-    SELECT a.first_seen, 'alert', a.pid, a.start_time, p.name, p.user, p.ppid,
-           a.severity || ' ' || a.rule_id || ': ' || a.title, 1, a.id
-    FROM alerts a
-    LEFT JOIN processes p ON p.pid = a.pid AND p.start_time = a.start_time
+# A change after start: what it was and what it became; a uid/gid change by a set-id program
+# says so (its own setuid(0) is expected; anything else becoming root is not).
+_CHANGE_DETAIL = (
+    "coalesce(e.old_value, '?') || ' \u2192 ' || coalesce(e.new_value, '?') || "
+    "CASE WHEN e.exe_setid = 1 THEN ' (set-id program)' ELSE '' END"
 )
-WHERE ts >= ? AND (ts < ? OR (ts = ? AND (src < ? OR (src = ? AND id < ?))))
-  AND kind IN ({kinds})
-ORDER BY ts DESC, src DESC, id DESC
+
+# Process events and alerts, each read newest first along its own time index and merged here:
+# a UNION ordered as a whole would sort every event of the week for one page. `src` (0 for
+# process events, 1 for alerts) and `id` order events with the same time.
+_EVENTS_BEFORE = """
+SELECT e.ts, e.kind, e.pid, e.start_time, p.name, p.user, e.ppid,
+       CASE e.kind
+           WHEN 'exit' THEN coalesce('exit code ' || e.exit_code, 'exited')
+           WHEN 'ptrace' THEN 'traced by pid ' || coalesce(e.new_value, '?')
+           WHEN 'exe_deleted' THEN coalesce(e.old_value, e.exe, '?') || ' deleted'
+           WHEN 'exe_replaced' THEN coalesce(e.old_value, e.exe, '?') || ' replaced'
+           WHEN 'rename' THEN {change}
+           WHEN 'uid' THEN {change}
+           WHEN 'gid' THEN {change}
+           WHEN 'cwd' THEN {change}
+           ELSE coalesce(e.cmdline, '') END,
+       0, e.id
+FROM process_events e
+LEFT JOIN processes p ON p.pid = e.pid AND p.start_time = e.start_time
+WHERE e.ts >= ? AND e.ts <= ? AND (e.ts < ? OR ? > 0 OR e.id < ?) AND e.kind IN ({kinds})
+ORDER BY e.ts DESC, e.id DESC
 LIMIT ?
+"""
+_ALERTS_BEFORE = """
+SELECT a.first_seen, 'alert', a.pid, a.start_time, p.name, p.user, p.ppid,
+       a.severity || ' ' || a.rule_id || ': ' || a.title, 1, a.id
+FROM alerts a
+LEFT JOIN processes p ON p.pid = a.pid AND p.start_time = a.start_time
+WHERE a.first_seen >= ?1 AND a.first_seen <= ?2
+  AND (a.first_seen < ?2 OR ?3 > 1 OR (?3 = 1 AND a.id < ?4))
+ORDER BY a.first_seen DESC, a.id DESC
+LIMIT ?5
 """
 
 
@@ -104,10 +134,19 @@ def timeline(
     else:
         ts, (src, row_id) = before
     limit = max(1, min(limit, MAX_TIMELINE_PAGE))
-    chosen = sorted(set(kinds))
-    sql = _TIMELINE.format(kinds=", ".join("?" * len(chosen)))
-    rows = store.fetch_rows(sql, (since, ts, ts, src, src, row_id, *chosen, limit))
-    return [_event(row) for row in rows]
+    rows: list[tuple[SQLValue, ...]] = []
+    process_kinds = sorted(set(kinds) - {"alert"})
+    if process_kinds:
+        # At `ts` itself: every process event when the cursor is an alert's or the top (src
+        # 1 or 2 sort after 0), else only those with a smaller id.
+        sql = _EVENTS_BEFORE.format(
+            kinds=", ".join("?" * len(process_kinds)), change=_CHANGE_DETAIL
+        )
+        rows += store.fetch_rows(sql, (since, ts, ts, src, row_id, *process_kinds, limit))
+    if "alert" in kinds:
+        rows += store.fetch_rows(_ALERTS_BEFORE, (since, ts, src, row_id, limit))
+    rows.sort(key=lambda row: (row[0], row[8], row[9]), reverse=True)
+    return [_event(row) for row in rows[:limit]]
 
 
 def _event(row: tuple[SQLValue, ...]) -> TimelineEvent:

@@ -29,6 +29,11 @@ import apsw
 
 from daemoneye.errors import StoreError
 from daemoneye.store.connection import checkpoint
+from daemoneye.store.strings import BASE_TABLES, drop_unused
+
+# History lives in these base tables (the views `processes` and `process_events` read them).
+_PROCESSES = BASE_TABLES["processes"]
+_EVENTS = BASE_TABLES["process_events"]
 
 # Rows per delete transaction.
 BATCH_ROWS = 5_000
@@ -144,25 +149,28 @@ def _trim_to_size(conn: apsw.Connection, max_bytes: int) -> tuple[int, int]:
     processes_deleted = events_deleted = 0
     while (used := history_bytes(conn)) > target:
         excess = (used - target) / used
-        ended = int(conn.execute("SELECT count(*) FROM processes WHERE ended_at IS NOT NULL").get)
-        events = int(conn.execute("SELECT count(*) FROM process_events").get)
+        ended = int(
+            conn.execute(f"SELECT count(*) FROM {_PROCESSES} WHERE ended_at IS NOT NULL").get
+        )
+        events = int(conn.execute(f"SELECT count(*) FROM {_EVENTS}").get)
         if ended == 0 and events == 0:
             break
         horizons = [
             h
             for h in (
-                _nth_oldest(conn, "processes", "ended_at", max(1, math.ceil(ended * excess)))
+                _nth_oldest(conn, _PROCESSES, "ended_at", max(1, math.ceil(ended * excess)))
                 if ended
                 else None,
-                _nth_oldest(conn, "process_events", "ts", max(1, math.ceil(events * excess)))
+                _nth_oldest(conn, _EVENTS, "ts", max(1, math.ceil(events * excess)))
                 if events
                 else None,
             )
             if h is not None
         ]
         horizon = min(horizons)
-        processes_deleted += _delete_batched(conn, "processes", "ended_at", horizon)
-        events_deleted += _delete_batched(conn, "process_events", "ts", horizon)
+        processes_deleted += _delete_batched(conn, _PROCESSES, "ended_at", horizon)
+        events_deleted += _delete_batched(conn, _EVENTS, "ts", horizon)
+        drop_unused(conn)
     return processes_deleted, events_deleted
 
 
@@ -181,8 +189,9 @@ def run(
     cutoff = now - max_age_s
     # Strictly older than the cutoff: `_delete_batched` is inclusive, so step just below it.
     horizon = math.nextafter(cutoff, -math.inf)
-    processes_deleted = _delete_batched(conn, "processes", "ended_at", horizon)
-    events_deleted = _delete_batched(conn, "process_events", "ts", horizon)
+    processes_deleted = _delete_batched(conn, _PROCESSES, "ended_at", horizon)
+    events_deleted = _delete_batched(conn, _EVENTS, "ts", horizon)
+    drop_unused(conn)
     # Their outbox rows go with them (ON DELETE CASCADE).
     alerts_deleted = _delete_batched(conn, "alerts", "last_seen", horizon, _NOTHING_PENDING)
     audit_pruned, audit_error = 0, None

@@ -13,6 +13,7 @@ from pathlib import Path
 import apsw
 
 from daemoneye.errors import StoreError
+from daemoneye.store.schema_v7 import V7_STRINGS
 
 # Written to the SQLite header (`PRAGMA application_id`) so a DaemonEye store can be told apart
 # from any other SQLite file: the ASCII bytes "DEye".
@@ -315,6 +316,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "process_events: changes after start, old/new values", _V4_PROCESS_CHANGES),
     Migration(5, "process context columns on processes", _V5_PROCESS_CONTEXT),
     Migration(6, "connections, live_connections", _V6_CONNECTIONS),
+    Migration(7, "strings stored once: process_rows, event_rows, strings", V7_STRINGS),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -129,3 +129,74 @@ def test_history_of_an_empty_store(store_path: Path, store: Store) -> None:
         reach = history_reach(reader)
         assert timeline(reader, since=0.0) == []
     assert (reach.oldest, reach.newest, reach.instances) == (None, None, 0)
+
+
+long_spans = st.lists(
+    st.tuples(
+        st.integers(1, 60),
+        st.integers(0, 20_000).map(float),
+        # lifetimes around the short/long boundary (store/history.py) and far beyond it
+        st.none()
+        | st.sampled_from([0.0, 2999.5, 3000.0, 3000.5, 3599.9, 3600.0, 3600.1, 9000.0])
+        | st.integers(0, 30_000).map(float),
+    ).map(lambda t: (t[0], t[1], None if t[2] is None else t[1] + t[2])),
+    max_size=40,
+    unique_by=lambda t: (t[0], t[1]),
+)
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    instances=long_spans,
+    moment=st.integers(0, 52_000).map(float) | st.integers(0, 52_000).map(lambda n: n + 0.5),
+)
+def test_the_set_at_a_moment_holds_long_and_short_lives_alike(
+    store: Store, make_record: RecordFactory, instances: list[Span], moment: float
+) -> None:
+    records = fill(store, make_record, instances)
+    expected = {
+        (r.pid, r.start_time)
+        for r in records
+        if r.start_time <= moment and (r.ended_at is None or r.ended_at > moment)
+    }
+    with open_readonly(store.path) as reader:
+        got = processes_at(reader, moment)
+    assert {(r.pid, r.start_time) for r in got} == expected
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    moments=st.lists(st.tuples(st.integers(0, 5), st.booleans()), min_size=1, max_size=40),
+    page=st.integers(1, 7),
+)
+def test_pages_of_events_and_alerts_tied_in_time_give_each_once_in_order(
+    store: Store, moments: list[tuple[int, bool]], page: int
+) -> None:
+    with store.transaction("events and alerts") as conn:
+        conn.execute("DELETE FROM process_events")
+        conn.execute("DELETE FROM alerts")
+        for n, (ts, is_alert) in enumerate(moments):
+            if is_alert:
+                conn.execute(
+                    "INSERT INTO alerts (rule_id, severity, title, pid, start_time, first_seen,"
+                    " last_seen) VALUES (?, 'low', 't', ?, 1.0, ?, ?)",
+                    (f"r{n}", n, float(ts), float(ts)),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO process_events (ts, kind, pid, start_time, source)"
+                    " VALUES (?, 'exec', ?, 1.0, 'poll')",
+                    (float(ts), n),
+                )
+    seen: list[tuple[float, tuple[int, int]]] = []
+    with open_readonly(store.path) as reader:
+        events = timeline(reader, since=0.0, limit=page)
+        while events:
+            seen.extend((event.ts, event.seq) for event in events)
+            events = timeline(reader, since=0.0, before=seen[-1], limit=page)
+    assert len(seen) == len(moments) == len(set(seen))
+    assert seen == sorted(seen, reverse=True)

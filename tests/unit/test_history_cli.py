@@ -16,7 +16,7 @@ from daemoneye import cli
 from daemoneye.commands.history import tree_lines
 from daemoneye.event_filter import parse_event_filter
 from daemoneye.filters import FilterError
-from daemoneye.models import TimelineEvent
+from daemoneye.models import ProcessEvent, ScanDelta, ScanStats, TimelineEvent
 from daemoneye.store import Store, open_readonly
 from daemoneye.store.history import timeline_matching
 from tests.fakes.dashboard_source import sample_health
@@ -264,3 +264,37 @@ def test_health_says_how_far_back_history_reaches(
     assert re.search(r"from .* \(3h \d\dm back\), 4 process instances$", history), history
     _code, out, _ = run(capsys, db, "health", "-o", "json")
     assert json.loads(out)[0]["history"]["oldest"] == pytest.approx(NOW - 3 * HOUR)
+
+
+def test_timeline_lists_changes_after_start_with_what_changed(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Renames, uid changes, ptrace, a deleted exe and a new cwd are events of the timeline
+    with their old → new detail, and `event:` picks them."""
+    start = NOW - 600
+    changes = [
+        ProcessEvent(NOW - 500, "rename", 400, start, old_value="xmrig", new_value="kworker/0:1"),
+        ProcessEvent(NOW - 400, "uid", 400, start, old_value="1000", new_value="0", exe_setid=True),
+        ProcessEvent(NOW - 300, "ptrace", 400, start, new_value="200"),
+        ProcessEvent(NOW - 200, "exe_deleted", 400, start, old_value="/tmp/xmrig"),
+        ProcessEvent(NOW - 100, "cwd", 400, start, old_value="/tmp", new_value="/dev/shm\x1b[2J"),
+    ]
+    with Store.open(db) as store:
+        store.apply(ScanDelta(NOW, (), (), (), (), tuple(changes), ScanStats(0, 0, 0, 0, 0, 0, 0)))
+    # NOW is taken at import: a relative --since would depend on how slow the suite is
+    code, out, _ = run(capsys, db, "timeline", "not:event:start|fork|exec|exit|alert", "-o", "json")
+    assert code == 0
+    assert [(r["event"], r["detail"]) for r in json.loads(out)] == [
+        ("cwd", "/tmp \u2192 /dev/shm\x1b[2J"),
+        ("exe_deleted", "/tmp/xmrig deleted"),
+        ("ptrace", "traced by pid 200"),
+        ("uid", "1000 \u2192 0 (set-id program)"),
+        ("rename", "xmrig \u2192 kworker/0:1"),
+    ]
+    code, out, _ = run(capsys, db, "timeline", "event:uid|rename", "kworker", "-o", "json")
+    assert [r["event"] for r in json.loads(out)] == ["rename"]
+    code, out, _ = run(capsys, db, "timeline", "not:event:exec|start|exit", "-o", "json")
+    assert len(json.loads(out)) == 5  # the db fixture has no fork or alert events
+    # The table escapes what a process chose (the cwd's escape sequence is not sent raw).
+    code, out, _ = run(capsys, db, "timeline", "event:cwd")
+    assert code == 0 and "\x1b[2J" not in out and "/dev/shm" in out

@@ -32,6 +32,7 @@ from daemoneye.store.rows import (
     process_row,
     record_from_row,
 )
+from daemoneye.store.strings import base_column
 from daemoneye.tui.logic.detail import LEFT_OUT, PLACED, UNPLACED, field_facts, process_facts
 from tests.unit.conftest import DeltaFactory, RecordFactory
 
@@ -86,17 +87,37 @@ def test_a_field_without_a_description_is_refused() -> None:
 def test_the_processes_table_has_a_column_of_the_right_type_for_every_field(
     store: Store,
 ) -> None:
-    """A field added to the description needs a migration that adds its column."""
+    """A field added to the description needs a migration that adds its column: to the base
+    table `process_rows` (an id into `strings` for the texts kept once) and the view."""
     expected = [column for f in PROCESS_FIELDS for column in column_types(f)]
     connection = apsw.Connection(str(store.path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         info = list(
-            connection.execute("SELECT name, type, \"notnull\" FROM pragma_table_info('processes')")
+            connection.execute(
+                "SELECT name, type, \"notnull\" FROM pragma_table_info('process_rows')"
+            )
         )
+        view_columns = [
+            (str(row[0]), str(row[1]))
+            for row in connection.execute("SELECT name, type FROM pragma_table_info('processes')")
+        ]
     finally:
         connection.close()
     actual = [(str(name), str(kind), bool(notnull)) for name, kind, notnull in info if name != "id"]
-    assert actual == expected
+    # argv_ref may be NULL: an argv the command line gives by splitting on spaces is derived
+    assert actual == [
+        (
+            base_column("processes", name),
+            "INTEGER" if name != base_column("processes", name) else kind,
+            notnull and name != "argv",
+        )
+        for name, kind, notnull in expected
+    ]
+    # an integer kept in `strings` is read back by CAST, whose declared type SQLite calls INT
+    assert view_columns[1:] == [
+        (name, "INT" if kind == "INTEGER" and base_column("processes", name) != name else kind)
+        for name, kind, _ in expected
+    ]
     assert tuple(column for column, _, _ in expected) == PROCESS_COLUMNS
 
 

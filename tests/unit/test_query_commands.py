@@ -30,7 +30,7 @@ def test_the_catalogue_lists_what_the_sandbox_reads_and_nothing_else(tmp_path: o
     assert not {"audit_log", "meta", "sink_outbox", "json_each"} & set(schemas)
     processes = [c.name for c in schemas["processes"].columns]
     assert processes[:3] == ["id", "pid", "ppid"] and "cpu_percent" in processes
-    assert schemas["live_processes"].kind == "view" and schemas["processes"].kind == "table"
+    assert schemas["live_processes"].kind == "view" and schemas["processes"].kind == "view"
     assert [c.name for c in schemas["all_processes"].columns] == processes
 
 

@@ -49,8 +49,11 @@ def test_new_store_has_the_contract_tables_at_the_current_version(store_path: Pa
         )
     }
     assert {
-        ("processes", "table"),
-        ("process_events", "table"),
+        ("processes", "view"),
+        ("process_events", "view"),
+        ("process_rows", "table"),
+        ("event_rows", "table"),
+        ("strings", "table"),
         ("meta", "table"),
         ("live_processes", "view"),
     } <= objects

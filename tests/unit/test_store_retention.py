@@ -252,10 +252,14 @@ def test_a_big_audit_log_costs_no_history_and_is_pruned_to_its_own_bound(
                 assert verified.pruned is not None
                 assert verified.pruned.line().endswith("checkpoint verified")
     assert 0 < len(kept[reference]) < jobs
-    # The same newest run of history survives, within a page or two of the reference (the
-    # bigger file has a few more pointer-map pages, which count as history's).
-    assert len(kept[with_audit]) >= 0.98 * len(kept[reference])
-    assert kept[with_audit] == kept[reference][-len(kept[with_audit]) :]
+    # The same newest run of history survives, within a few pages of the reference (the
+    # bigger file has a few more pointer-map pages, which count as history's, and the strings
+    # share out unevenly: either may keep a page more).
+    shorter, longer = sorted((kept[with_audit], kept[reference]), key=len)
+    # A 4 KiB page holds about 20 of these jobs (a row and two events of ids and times), and
+    # about 200 are kept: two pages are a tenth of them.
+    assert len(shorter) >= 0.85 * len(longer)
+    assert shorter == longer[-len(shorter) :]
     # Tampering after pruning is still seen: drop the first entries that remain.
     first = audit_entries_first_seq(with_audit)
     conn = apsw.Connection(str(with_audit))
