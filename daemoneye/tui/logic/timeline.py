@@ -14,7 +14,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from daemoneye.models import HistoryActivity, HistoryReach, ProcessRecord, TimelineEvent
+from daemoneye.models import (
+    TIMELINE_KINDS,
+    HistoryActivity,
+    HistoryReach,
+    ProcessRecord,
+    TimelineEvent,
+)
 from daemoneye.tui.logic.cells import Cell, RowView
 from daemoneye.tui.logic.format import safe_cell
 from daemoneye.tui.logic.spark import BARS
@@ -26,7 +32,7 @@ MAX_EVENTS = 2_000  # events the screen holds at most while paging down; a jump 
 # (column key, label, most cells; 0: takes the rest), in the order shown
 TIMELINE_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("time", "TIME", 15),
-    ("event", "EVENT", 5),
+    ("event", "EVENT", max(map(len, TIMELINE_KINDS))),  # exe_replaced whole, when shown
     ("pid", "PID", 7),
     ("name", "NAME", 16),
     ("user", "USER", 10),
