@@ -143,6 +143,9 @@ class DaemonClient(DaemonCalls):
         self.ssh = ssh
         self._ssh_stream: SshStream | None = None
         self._ssh_failed: str | None = None  # why the last ssh ended, kept past its cleanup
+        # Learning that (the ssh's exit and last words) while the connection is dropped: a
+        # call failing meanwhile (a hello whose write hit the dead pipe) waits for it too.
+        self._ssh_failing: asyncio.Future[str | None] | None = None
         self.client_name = client_name
         self.reconnect = reconnect
         self.connect_timeout = connect_timeout
@@ -223,11 +226,16 @@ class DaemonClient(DaemonCalls):
             return fallback
         if stream is not None:
             return await stream.failure(route.target, route.remote_program, 5.0) or fallback
+        failing = self._ssh_failing
+        if failing is not None and self._ssh_failed is None:
+            with contextlib.suppress(Exception):
+                self._ssh_failed = await asyncio.shield(failing)
         failed, self._ssh_failed = self._ssh_failed, None
         return failed or fallback
 
     async def _open(self) -> Hello:
         self._ssh_failed = None
+        self._ssh_failing = None
         if self.ssh is not None:
             reader, writer = await self._open_ssh(self.ssh)
             return await self._greet(reader, writer, str(self.ssh.target))
@@ -298,9 +306,10 @@ class DaemonClient(DaemonCalls):
         if stream is not None and not self._closed and self.ssh is not None:
             # The channel is gone; ssh ends by itself in a moment and says why. Learn it
             # before failing the pending calls, whose handlers report it (`_ssh_failure`).
-            self._ssh_failed = await stream.failure(
-                self.ssh.target, self.ssh.remote_program, wait=5.0
+            self._ssh_failing = asyncio.ensure_future(
+                stream.failure(self.ssh.target, self.ssh.remote_program, wait=5.0)
             )
+            self._ssh_failed = await self._ssh_failing
         self._fail_pending(why)
         if writer is not None:
             writer.close()
