@@ -45,6 +45,9 @@ class _Changes:
     events: dict[tuple[str, ProcessKey], ProcessEvent] = field(default_factory=dict)
     states: dict[ProcessKey, ProcessRecord] = field(default_factory=dict)
     comms: dict[ProcessKey, str] = field(default_factory=dict)
+    # A change undone within the batch (renamed to [kworker/0:1] and back): folding would
+    # leave "A → A", nothing; the first such change is kept as it was, one per (kind, instance).
+    undone: dict[tuple[str, ProcessKey], ProcessEvent] = field(default_factory=dict)
 
 
 def _value_of(kind: str, record: ProcessRecord | None) -> str | None:
@@ -139,6 +142,7 @@ class EventFeed:
                 self._change(item, key, added, changes, now)
                 continue
             events.append(event)
+        events += changes.undone.values()
         events += [e for e in changes.events.values() if e.old_value != e.new_value]
         updated: dict[ProcessKey, ProcessRecord] = {}
         for key, record in changes.states.items():
@@ -239,6 +243,8 @@ class EventFeed:
         earlier = batch.events.get((event.kind, key))
         if earlier is not None:
             old_value = earlier.old_value
+            if event.new_value == old_value and earlier.new_value != old_value:
+                batch.undone.setdefault((event.kind, key), earlier)
         else:
             old_value = _value_of(event.kind, known)
             if known is not None and old_value == event.new_value:

@@ -271,3 +271,18 @@ def test_a_ptrace_attach_is_an_event(harness: DaemonHarness, stepper: Stepper) -
     finally:
         tracer.terminate()
         tracer.wait()
+
+
+def test_the_alert_names_the_name_taken_even_after_a_rename_back(
+    harness: DaemonHarness, stepper: Stepper
+) -> None:
+    """An implant that takes a kernel thread's name for a moment and takes its own back: the
+    alert says which name it took (the event's), not the one it holds when the rule runs."""
+    harness.start()
+    wait_for(lambda: row(harness, stepper.pid), "the child in the store")
+    stepper.step("rename", "[kworker/0:1]")
+    stepper.step("rename", Path(sys.executable).name)
+    (alert,) = wait_for(
+        lambda: alerts_of(harness, stepper.pid, "renamed-to-masquerade"), "the rule's alert"
+    )
+    assert "renamed itself [kworker/0:1]" in alert["title"]
