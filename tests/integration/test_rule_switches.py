@@ -63,4 +63,6 @@ def test_a_rules_subscriber_gets_hit_counts_as_of_now(
     assert asyncio.run(hits()) == 0
     sleeper(mark)
     wait_for(lambda: _alert_ids(harness, rule_id), "the alert")
-    assert wait_for(lambda: asyncio.run(hits()) or None, "the hit to be counted") == 1
+    # Hits count repeats too (a later evaluation that sees the instance again adds one; seen
+    # once in CI): fresh means not the 0 of the list at the last reload.
+    assert wait_for(lambda: asyncio.run(hits()) or None, "the hit to be counted") >= 1
