@@ -114,10 +114,14 @@ class EventFeed:
             if event.kind == "fork":
                 continue  # forks only teach the source start times
             if event.start_time == 0.0:
-                # Gone before its start time could be read: the fact stays, marked partial,
-                # but without an identity there is no process row to write.
-                events.append(event)
-                continue
+                known = self._scanner.ended_under(event.pid) if event.kind == "exit" else None
+                if known is None:
+                    # Gone before its start time could be read: the fact stays, marked
+                    # partial, but without an identity there is no process row to write.
+                    events.append(event)
+                    continue
+                # an instance the scan knows, whose stat went with it: its exit, with the code
+                event = replace(event, start_time=known.start_time, partial=False)
             key = ProcessKey(event.pid, event.start_time)
             if event.kind == "exec":
                 record = self._exec_record(item, key, now)

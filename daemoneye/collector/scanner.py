@@ -112,6 +112,17 @@ class ProcScanner:
         """The current record of one live instance, None when the scanner does not know it."""
         return self._records.get(key)
 
+    def ended_under(self, pid: int) -> ProcessKey | None:
+        """The instance this scanner knows under `pid`, when /proc/<pid> is gone: an exit the
+        kernel reported without a readable start time (a process older than the event reader,
+        reaped at once) was that instance's, since no process holds a pid whose directory is
+        gone. None when the pid is unknown, or lives again (then which one ended is unsure)."""
+        name = str(pid).encode()
+        entry = self._entries.get(name)
+        if entry is None or os.path.lexists(self._root + b"/" + name):
+            return None
+        return entry.key
+
     def adopt_exec(self, rec: ProcessRecord) -> None:
         """Take an exec reported by the kernel events as this instance's current state, so the
         next scan compares against the new exe and command line and does not report the same

@@ -282,6 +282,53 @@ def test_a_change_already_known_is_not_an_event_and_an_undone_one_is_kept_once(
     assert delta.updated == () or delta.updated[0].name == "name-499"
 
 
+def exit_without_start(pid: int, code: int) -> ObservedEvent:
+    """An exit the kernel reported for a process the reader never saw start, reaped before
+    its stat could be read: no start time."""
+    event = ProcessEvent(
+        ts=5.0,
+        kind="exit",
+        pid=pid,
+        start_time=0.0,
+        exit_code=code,
+        source="netlink",
+        partial=True,
+    )
+    return ObservedEvent(event, None, None)
+
+
+def test_an_exit_without_a_start_time_ends_the_instance_the_scan_knows(
+    proc: FakeProc, clock: Clock
+) -> None:
+    proc.spawn(42, "pip", exe="/usr/bin/python3", cmdline=("pip", "install", "x"))
+    feed, queued, scanner = feed_for(proc, clock)
+    scanner.scan()
+    proc.kill(42)
+    queued.queued = [exit_without_start(42, 3)]
+    delta = feed.take()
+    assert delta is not None and delta.ended == (key_of(42),)
+    (ended,) = delta.events
+    assert (ended.start_time, ended.exit_code, ended.partial) == (key_of(42).start_time, 3, False)
+    clock.now += 1
+    rescanned = feed.without_duplicates(scanner.scan())  # the poller sees it gone too
+    assert not [e for e in rescanned.events if e.kind == "exit"]  # not a second time
+
+
+def test_an_exit_without_a_start_time_under_a_pid_alive_again_stays_partial(
+    proc: FakeProc, clock: Clock
+) -> None:
+    proc.spawn(42, "pip")
+    feed, queued, scanner = feed_for(proc, clock)
+    scanner.scan()
+    proc.kill(42)
+    proc.spawn(42, "sleep", start=2000)  # the pid went to another process meanwhile
+    queued.queued = [exit_without_start(42, 3)]
+    delta = feed.take()
+    assert delta is not None and delta.ended == ()
+    (kept,) = delta.events
+    assert (kept.start_time, kept.partial) == (0.0, True)
+
+
 # -- the schema and the evaluator -------------------------------------------------------------
 
 
