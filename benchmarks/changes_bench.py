@@ -16,6 +16,7 @@ import sys
 import time
 from typing import Any
 
+from benchmarks import cleanup
 from benchmarks.model import Row
 from benchmarks.stats import paired_ratios, summarize
 
@@ -106,6 +107,7 @@ def run(size: int, *, rounds: int = 20) -> tuple[list[Row], dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
+    cleanup.install()  # SIGTERM/SIGHUP unwind the with-blocks: no daemon or sleeper left
     from benchmarks.population import Population
 
     size = int(argv[0]) if argv else 10_000

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks import cleanup
 from benchmarks.model import NO_TARGET, SKIPPED, Row, status_row
 from benchmarks.stats import paired_ratios, summarize
 
@@ -197,6 +198,7 @@ def _run(argv: list[str], timeout: float | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    cleanup.install()  # SIGTERM/SIGHUP unwind the with-blocks: no daemon or sleeper left
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--processes", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)

@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchmarks import cleanup
 from daemoneye.models import ProcessKey, ProcessRecord
 from daemoneye.tui.app import DaemonEyeApp
 from daemoneye.tui.messages import ProcessesChanged
@@ -403,6 +404,7 @@ def report(figures: Figures) -> str:
 
 
 def main() -> None:
+    cleanup.install()  # SIGTERM/SIGHUP unwind the with-blocks: no daemon or sleeper left
     parser = argparse.ArgumentParser(prog="python -m benchmarks.dashboard_bench")
     parser.add_argument("--processes", type=int, default=10_000)
     parser.add_argument("--seconds", type=int, default=10)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import apsw
 
+from benchmarks import cleanup
 from daemoneye.event_filter import parse_event_filter
 from daemoneye.models import ProcessEvent, ProcessKey, ProcessRecord, ScanDelta, ScanStats
 from daemoneye.store import Store, open_readonly
@@ -317,6 +318,7 @@ def latencies(
 
 
 def main(argv: list[str] | None = None) -> int:
+    cleanup.install()  # SIGTERM/SIGHUP unwind the with-blocks: no daemon or sleeper left
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instances", type=int, default=1_200_000)
     parser.add_argument("--json", type=Path)

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from benchmarks import cleanup
 from benchmarks.dashboard_bench import TimedApp, frame_after, note_work, timed_key
 from daemoneye.daemon.history_answers import activity_answer, timeline_page
 from daemoneye.daemon.history_answers import processes_at as processes_at_answer
@@ -258,6 +259,7 @@ async def run(per_second: float, days: float) -> dict[str, Any]:
 
 
 def main() -> None:
+    cleanup.install()  # SIGTERM/SIGHUP unwind the with-blocks: no daemon or sleeper left
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-second", type=float, default=0.2)
     parser.add_argument("--days", type=float, default=7.0)

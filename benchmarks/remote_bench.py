@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from benchmarks import cleanup
 from benchmarks.daemon_runner import DaemonProcess
 from benchmarks.dashboard_bench import TimedApp, note_work, timed_key
 from benchmarks.model import FAILED, MET, MISSED, NO_TARGET, SKIPPED, Row, status_row
@@ -509,6 +510,7 @@ def run(
 
 
 def main() -> None:
+    cleanup.install()  # SIGTERM/SIGHUP unwind the with-blocks: no daemon or sleeper left
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--processes", type=int, default=10_000)
     parser.add_argument("--hosts", type=int, default=4)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks import cleanup
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.procfs import StatFields, read_boot_time
 from daemoneye.models import ProcessDetails
@@ -103,6 +104,7 @@ def one(variant: str, count: int) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    cleanup.install()  # SIGTERM/SIGHUP unwind the with-blocks: no daemon or sleeper left
     if os.geteuid() != 0:
         print("shortlived_probe: needs root (kernel process events)", file=sys.stderr)
         return 2
