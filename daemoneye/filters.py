@@ -115,6 +115,7 @@ class ProcessFilter:
     text: str
     predicates: tuple[Predicate, ...]
     uses_text: bool = False  # some term reads a text field
+    uses_alerted: bool = False  # an `alerted` term: it needs the caller's open alerts
     # `port:`/`remote:` terms: (predicate over one connection, negated). A process matches
     # one when it holds a connection that matches (negated: none that matches).
     connection_terms: tuple[tuple[ConnectionPredicate, bool], ...] = ()
@@ -299,7 +300,7 @@ def parse_filter(text: str) -> ProcessFilter:
     except ValueError as exc:
         raise FilterError(f"{text!r}: {exc}") from None
     predicates: list[Predicate] = []
-    uses_text = False
+    uses_text = uses_alerted = False
     connection_terms: list[tuple[ConnectionPredicate, bool]] = []
     for term in terms:
         negated = _negation(term)
@@ -312,12 +313,14 @@ def parse_filter(text: str) -> ProcessFilter:
             except ConnectionFilterError as exc:
                 raise FilterError(str(exc)) from None
             continue
-        predicate, reads_text = _term(term if negated is None else negated)
+        predicate, reads_text = _term(inner)
         predicates.append(predicate if negated is None else _negate(predicate))
         uses_text = uses_text or reads_text
+        uses_alerted = uses_alerted or inner == "alerted"
     return ProcessFilter(
         text=text,
         predicates=tuple(predicates),
         uses_text=uses_text,
+        uses_alerted=uses_alerted,
         connection_terms=tuple(connection_terms),
     )

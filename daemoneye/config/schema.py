@@ -5,7 +5,6 @@ KEYS) that loading, `config show` and the tests walk."""
 from __future__ import annotations
 
 import difflib
-import re
 import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
@@ -589,7 +588,7 @@ def check_stream_filter(text: str) -> None:
         raise ValueError(str(exc)) from None
     if parsed.uses_connections:
         raise ValueError("port: and remote: terms cannot filter the stream")
-    if re.search(r"(^|\s)(not:|-)?alerted(\s|$)", text):
+    if parsed.uses_alerted:
         raise ValueError("the alerted term cannot filter the stream")
 
 

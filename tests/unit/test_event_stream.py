@@ -348,6 +348,8 @@ def test_a_huge_command_line_still_fits_a_udp_syslog_message_as_json(
         ('kinds = ["exec", "clone"]', "stream.kinds", "not an event kind"),
         ('filter = "port:22"', "stream.filter", "port: and remote:"),
         ('filter = "alerted"', "stream.filter", "alerted"),
+        ('filter = "user:root not:alerted"', "stream.filter", "alerted"),
+        ("filter = \"'-alerted'\"", "stream.filter", "alerted"),
         ('filter = "cpu:>x"', "stream.filter", "expected a number"),
         ("rate = 0", "stream.rate", ""),
     ],
@@ -385,3 +387,9 @@ def test_stream_from_config_builds_its_own_sink(tmp_path: Path) -> None:
     built.run_once("file")
     (line,) = (tmp_path / "a.jsonl").read_text().splitlines()
     assert json.loads(line)["event"]["dataset"] == "daemoneye.process"
+
+
+def test_a_filter_that_only_names_alerted_as_text_is_taken() -> None:
+    from daemoneye.config.schema import check_stream_filter
+
+    check_stream_filter("name:alerted cmd:--alerted")  # text, not the term
