@@ -75,3 +75,23 @@ def test_in_a_narrow_table_the_widest_column_gives_way_to_the_rest() -> None:
     # 60 cells: the title keeps 16; the rule id, widest, gives way first
     assert content_widths(labels, limits, rows, room=60) == (18, 26, 0)
     assert content_widths(labels, limits, rows, room=10) == (4, 4, 0), "never below the label"
+
+
+@given(
+    st.lists(
+        st.lists(st.text(alphabet="ab 1日é\u0301x", max_size=30), min_size=0, max_size=5),
+        max_size=20,
+    )
+)
+def test_widths_are_the_widest_cell_of_each_column_in_cells(cells: list[list[str]]) -> None:
+    """Measured a column at a time, ASCII by length: the same as measuring every cell."""
+    from rich.cells import cell_len
+
+    labels, limits = ["a", "bb", "ccc", "d", "e"], [4, 10, 0, 30, 8]
+    rows = [RowView(str(i), tuple(Cell(text) for text in texts)) for i, texts in enumerate(cells)]
+    expected = [cell_len(label) if limit else 0 for label, limit in zip(labels, limits)]
+    for texts in cells:
+        for index, text in enumerate(texts):
+            if limits[index]:
+                expected[index] = min(limits[index], max(expected[index], cell_len(text)))
+    assert content_widths(labels, limits, rows) == tuple(expected)
