@@ -89,7 +89,9 @@ def test_widths_are_the_widest_cell_of_each_column_in_cells(cells: list[list[str
 
     labels, limits = ["a", "bb", "ccc", "d", "e"], [4, 10, 0, 30, 8]
     rows = [RowView(str(i), tuple(Cell(text) for text in texts)) for i, texts in enumerate(cells)]
-    expected = [cell_len(label) if limit else 0 for label, limit in zip(labels, limits, strict=True)]
+    expected = [
+        cell_len(label) if limit else 0 for label, limit in zip(labels, limits, strict=True)
+    ]
     for texts in cells:
         for index, text in enumerate(texts):
             if limits[index]:
