@@ -429,7 +429,7 @@ def _sustained_round(
         reaper.join(5.0)
         assert_none_marked(token, "exec-load processes")
     after = _fresh_health(daemon, after=ended_at)
-    recorded, partial = _recorded_execs(daemon, run.pid)
+    recorded, partial, whole = _recorded_execs(daemon, run.pid)
     latencies = _alert_latencies_ms(daemon.db, markers.spawned)
     return {
         "alert_markers": len(latencies),
@@ -457,6 +457,7 @@ def _sustained_round(
         "dropped": after["events_dropped_total"] - before["events_dropped_total"],
         "recorded": recorded,
         "recorded_partial": partial,
+        "recorded_whole": whole,
     }
 
 
@@ -473,22 +474,24 @@ def _fresh_health(daemon: DaemonProcess, *, after: float) -> dict[str, Any]:
         time.sleep(0.2)
 
 
-def _recorded_execs(daemon: DaemonProcess, generator_pid: int) -> tuple[int, int]:
-    """Exec events in the daemon's store whose parent is the generator (and the partial ones
-    among them: the child was gone before its details could be read)."""
+def _recorded_execs(daemon: DaemonProcess, generator_pid: int) -> tuple[int, int, int]:
+    """Exec events in the daemon's store whose parent is the generator, the partial ones among
+    them (the child was gone before /proc could be read in full), and those with the exe and
+    the argv (which the eBPF exec capture supplies for a partial one)."""
     conn = apsw.Connection(str(daemon.db), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         conn.set_busy_timeout(5000)
         row = conn.execute(
-            "SELECT count(*), coalesce(sum(partial), 0) FROM process_events "
-            "WHERE kind = 'exec' AND ppid = ?",
+            "SELECT count(*), coalesce(sum(partial), 0), "
+            "coalesce(sum(exe != '' AND argv IS NOT NULL AND argv != '[]'), 0) "
+            "FROM process_events WHERE kind = 'exec' AND ppid = ?",
             (generator_pid,),
         ).fetchone()
         assert row is not None  # an aggregate always gives one row
-        total, partial = row
+        total, partial, whole = row
     finally:
         conn.close()
-    return int(total), int(partial)
+    return int(total), int(partial), int(whole)
 
 
 def _sustained_rows(results: list[dict[str, Any]], rate: float) -> list[Row]:
@@ -503,6 +506,7 @@ def _sustained_rows(results: list[dict[str, Any]], rate: float) -> list[Row]:
     started = sum(result["started"] for result in results)
     recorded = sum(result["recorded"] for result in results)
     partial = sum(result["recorded_partial"] for result in results)
+    whole = sum(result["recorded_whole"] for result in results)
     rate_verdict = MET if achieved.median >= 0.98 * rate else MISSED
     label = f"sustained {rate:g} exec/s"
     cpu_target = f"≤ {CPU_LIMIT_PERCENT:g} % at {rate:g}/s"
@@ -568,15 +572,12 @@ def _sustained_rows(results: list[dict[str, Any]], rate: float) -> list[Row]:
             SECTION,
             f"{label}: execs stored with exe and argv",
             None,
-            summarize(
-                [
-                    100.0 * (r["recorded"] - r["recorded_partial"]) / max(r["started"], 1)
-                    for r in results
-                ]
-            ),
+            summarize([100.0 * r["recorded_whole"] / max(r["started"], 1) for r in results]),
             "%",
             target="≥ 97 %",
-            verdict=MET if (recorded - partial) >= 0.97 * started else MISSED,
-            note="of the execs the generator started, in the daemon's store with details",
+            verdict=MET if whole >= 0.97 * started else MISSED,
+            note="of the execs the generator started, exec events in the daemon's store with "
+            f"the exe and the argv ({whole} of {started}; with the rest of /proc read too: "
+            f"{recorded - partial})",
         ),
     ]

@@ -50,3 +50,10 @@ def privileges_line(privileges: ProcessPrivileges | None) -> str:
     if privileges is None:
         return NOT_RUNNING
     return f"{identity(privileges)}; capabilities: {capabilities_text(privileges)}"
+
+
+def exec_capture_text(state: str, rescued: int) -> str:
+    """The eBPF exec capture's line: its state, and how many execs it kept whole."""
+    if state.startswith("off"):
+        return state
+    return f"{state}; {rescued} execs gone from /proc before the read kept whole"

@@ -27,11 +27,12 @@ import stat as stat_mode
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from daemoneye.collector.context import ContextReader
 from daemoneye.collector.details import read_instance
 from daemoneye.collector.event_records import EventConnector, EventSourceStats, ObservedEvent
+from daemoneye.collector.exec_capture import CapturedExec, ExecCapture
 from daemoneye.collector.netlink import (
     ConnectorOverrun,
     ProcConnector,
@@ -94,6 +95,7 @@ class ProcEventSource:
         priority_boost: int = 10,
         realtime: bool = False,
         context: ContextReader | None = None,
+        capture: ExecCapture | None = None,
     ) -> None:
         self._boot_time = boot_time
         self._clk_tck = clk_tck or os.sysconf("SC_CLK_TCK")
@@ -106,6 +108,7 @@ class ProcEventSource:
         self._proc_root_bytes = os.fsencode(proc_root)
         self._user_of = user_of
         self._context = context  # owned by the reader thread: reads each exec's context
+        self._capture = capture  # owned by the reader thread too: each exec's argv, in-kernel
         self._known: collections.OrderedDict[int, _Known] = collections.OrderedDict()
         self._known_capacity = known_capacity
         self._exec_reads: dict[int, tuple[StatFields | None, ProcessDetails, bool]] = {}
@@ -133,6 +136,7 @@ class ProcEventSource:
         self.partial_total = 0
         self.malformed_total = 0
         self.threads_ignored_total = 0
+        self.rescued_total = 0  # execs that went during the /proc read, completed by the capture
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -220,6 +224,7 @@ class ProcEventSource:
             partial_total=self.partial_total,
             malformed_total=self.malformed_total,
             threads_ignored_total=self.threads_ignored_total,
+            rescued_total=self.rescued_total,
             queued=len(self._queue),
             rcvbuf_bytes=self._connector.rcvbuf_bytes,
             datagrams_total=self._connector.datagrams_total,
@@ -245,6 +250,8 @@ class ProcEventSource:
             raise
         finally:
             self._connector.close()
+            if self._capture is not None:
+                self._capture.close()
 
     def _boost_priority(self) -> None:
         """Lower this thread's nice value (like auditd's priority_boost). Many programs live
@@ -282,6 +289,8 @@ class ProcEventSource:
             if not data:
                 break
             messages += parse_messages(data)
+        if self._capture is not None:  # its records were committed before their events
+            self._capture.collect()
         if self._context is not None:
             self._context.new_scan()  # socket tables are read at most once per batch
         self.prefetch_execs(messages)
@@ -406,9 +415,15 @@ class ProcEventSource:
             exec_read = self._read_exec(pid, message.timestamp_ns)
         stat, details, gone = exec_read
         known = self._known.get(pid)
+        captured = self._capture.take(pid, message.timestamp_ns) if self._capture else None
         if stat is not None:
             known = _Known(stat.start_ticks, stat.ppid)
             self._remember(pid, known)
+        elif captured is not None:
+            known = _Known(captured.start_ticks, captured.ppid)
+            self._remember(pid, known)
+        if captured is not None:
+            details = self._with_capture(details, captured)
         ticks = known.start_ticks if known is not None else None
         event = ProcessEvent(
             ts=self._wall(message.timestamp_ns),
@@ -422,6 +437,25 @@ class ProcEventSource:
             partial=gone,
         )
         return ObservedEvent(event, ticks, details)
+
+    def _with_capture(self, details: ProcessDetails, captured: CapturedExec) -> ProcessDetails:
+        """/proc's details with what the kernel captured at the exec: its argv (the one exec'd,
+        whatever the process wrote over it since) unless it was cut, and what /proc no longer
+        had when the process went during the read: the path execve was given, the real ids."""
+        cmdline = details.cmdline
+        if captured.argv_complete or not cmdline:
+            cmdline = captured.argv
+        whole = details.exe is not None and details.uid is not None and details.gid is not None
+        if whole:
+            return details if cmdline == details.cmdline else replace(details, cmdline=cmdline)
+        self.rescued_total += 1
+        return replace(
+            details,
+            exe=details.exe or captured.filename,
+            cmdline=cmdline,
+            uid=captured.uid if details.uid is None else details.uid,
+            gid=captured.gid if details.gid is None else details.gid,
+        )
 
     def _on_exit(self, message: ExitEvent) -> ObservedEvent | None:
         if message.is_thread:

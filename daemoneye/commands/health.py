@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import fields
 
-from daemoneye.capability_text import privileges_line
+from daemoneye.capability_text import exec_capture_text, privileges_line
 from daemoneye.commands.common import Context, format_bytes, format_time, with_daemon_or_store
 from daemoneye.ipc.client import DaemonClient
 from daemoneye.ipc.codec import from_wire, to_wire
@@ -172,6 +172,11 @@ def show_health(ctx: Context) -> int:
         (
             "event source",
             report.event_source + (f" ({report.event_filter})" if report.event_filter else ""),
+        ),
+        *(
+            [("exec capture", exec_capture_text(report.exec_capture, report.exec_rescued_total))]
+            if report.exec_capture
+            else []
         ),
         (
             "scan",

@@ -120,6 +120,14 @@ class CollectorConfig:
             hi=3600.0,
         ),
     )
+    exec_capture: bool = field(
+        default=True,
+        metadata=_spec(
+            "bool",
+            "Take each exec's argv in the kernel (eBPF) so that programs gone before /proc is "
+            "read are still stored whole; needs root (CAP_BPF, CAP_PERFMON at start) and BTF.",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

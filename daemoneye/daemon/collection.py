@@ -664,6 +664,8 @@ class Collection:
             stream_dropped_rate_total=stream[0].dropped_rate if stream else 0,
             stream_dropped_queue_total=sum(lane.dropped_queue for lane in stream),
             stream_refused_total=sum(lane.refused for lane in stream),
+            exec_capture=procmond.exec_capture if procmond else "",
+            exec_rescued_total=procmond.exec_rescued_total if procmond else 0,
         )
 
     def write_health(self, *extra_problems: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from daemoneye.models import ConnectionsDelta, ExeHash, ProcessKey, ProcessRecord, ScanDelta
 from daemoneye.procmond import wire
 
-PAIR_VERSION = 2  # 2: payloads are arrays of fields (1: objects with names)
+PAIR_VERSION = 3  # 3: the exec capture in Hello and Health; 2: payloads are arrays of fields
 HEADER = struct.Struct(">IB")
 # A full first scan of 10,000 processes is ~3 MiB of JSON; argv is capped by the collector.
 MAX_PAYLOAD_BYTES = 256 * 1024**2
@@ -53,6 +53,7 @@ class Hello:
     event_source: str  # 'netlink' or 'polling-only: <why>'
     event_filter: str  # the connector's mask and socket filter, when netlink
     sees_all: bool  # False: other users' exe/cwd/argv are hidden from procmond
+    exec_capture: str  # 'eBPF at …' or 'off: <why>'
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,8 @@ class Health:
     event_source: str
     event_filter: str
     problem: str  # '' or a sentence (e.g. the event reader stopped)
+    exec_capture: str
+    exec_rescued_total: int  # execs gone from /proc before the read, kept whole by the capture
 
 
 @dataclass(frozen=True, slots=True)

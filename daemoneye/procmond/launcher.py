@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemoneye.procmond.privileges import (
-    PROCMOND_CAPABILITIES,
+    PROCMOND_START_CAPABILITIES,
     Account,
     PrivilegeError,
     allow_realtime_priority,
@@ -232,7 +232,7 @@ def _sender(ancillary: list[tuple[int, int, bytes]]) -> Sender | None:
 def start_launcher(
     account: Account,
     command: Sequence[str],
-    keep: frozenset[str] = PROCMOND_CAPABILITIES,
+    keep: frozenset[str] = PROCMOND_START_CAPABILITIES,
     *,
     realtime_priority: int = 1,
 ) -> Launcher:

@@ -23,8 +23,14 @@ from daemoneye.config.schema import CollectorConfig
 from daemoneye.errors import DaemonEyeError
 from daemoneye.ipc.codec import CodecError, from_wire
 from daemoneye.procmond import frames
-from daemoneye.procmond.privileges import Account, PrivilegeError, drop_procmond, lookup_account
-from daemoneye.procmond.runner import Procmond
+from daemoneye.procmond.privileges import (
+    Account,
+    PrivilegeError,
+    drop_procmond,
+    lookup_account,
+    shed_start_capabilities,
+)
+from daemoneye.procmond.runner import Procmond, open_exec_capture
 
 log = logging.getLogger("daemoneye.procmond")
 
@@ -92,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.getppid() == 1:
         log.error("the agent is gone already: exiting")
         return 0
+    capture = open_exec_capture(settings)
+    try:
+        shed_start_capabilities()
+    except PrivilegeError as exc:
+        log.error("%s", exc)
+        return 1
     # The event reader thread must get the interpreter the moment it wakes: a scan on the
     # main thread would otherwise keep it waiting up to the default 5 ms switch interval.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -102,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     boot_time = args.boot_time if args.boot_time is not None else read_boot_time(args.proc_root)
     try:
-        procmond = Procmond(pair, settings, boot_time=boot_time, proc_root=args.proc_root)
+        procmond = Procmond(
+            pair, settings, boot_time=boot_time, proc_root=args.proc_root, capture=capture
+        )
     except DaemonEyeError as exc:
         log.error("%s", exc)
         return 1

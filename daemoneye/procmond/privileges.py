@@ -38,6 +38,10 @@ PROCMOND_CAPABILITIES = frozenset(
         "CAP_KILL",  # signalling other users' processes on an admin's request
     }
 )
+# Held only while procmond starts: loading the eBPF exec capture (collector/exec_capture.py).
+# procmond gives them up before its first thread starts (`shed_start_capabilities`).
+EXEC_CAPTURE_CAPABILITIES = frozenset({"CAP_BPF", "CAP_PERFMON"})
+PROCMOND_START_CAPABILITIES = PROCMOND_CAPABILITIES | EXEC_CAPTURE_CAPABILITIES
 USER_KEY = "[daemon] user"
 
 _PR_SET_PDEATHSIG = 1
@@ -220,7 +224,10 @@ def allow_realtime_priority(priority: int) -> bool:
 
 
 def drop_procmond(
-    account: Account, keep: frozenset[str] = PROCMOND_CAPABILITIES, *, realtime_priority: int = 1
+    account: Account,
+    keep: frozenset[str] = PROCMOND_START_CAPABILITIES,
+    *,
+    realtime_priority: int = 1,
 ) -> None:
     """procmond's drop, at its start: run as `account` holding only `keep` (permitted and
     effective; bounding set `keep` too), nothing inheritable or ambient, no_new_privs, and
@@ -236,27 +243,40 @@ def drop_procmond(
         return
     if realtime_priority:
         allow_realtime_priority(realtime_priority)
-    _trim_bounding_set(wanted)
+    _trim_bounding_set(wanted & ~capability_mask(EXEC_CAPTURE_CAPABILITIES))
     _switch_user(account, keep_capabilities=True)
     _finish(wanted)
 
 
-def drop_launcher(account: Account, keep: frozenset[str] = PROCMOND_CAPABILITIES) -> None:
+def shed_start_capabilities() -> None:
+    """Give up what only procmond's start needed (EXEC_CAPTURE_CAPABILITIES): the loaded
+    program and its ring keep working without them. Before any thread starts."""
+    _single_threaded()
+    held = capability_mask(read_privileges(os.getpid(), "self").permitted)
+    _finish(held & ~capability_mask(EXEC_CAPTURE_CAPABILITIES))
+
+
+def drop_launcher(account: Account, keep: frozenset[str] = PROCMOND_START_CAPABILITIES) -> None:
     """For a process whose only job is to exec procmond, again after a crash, once the agent
     has dropped (a child the agent forks before its own drop): run as `account` holding `keep`
     as ambient capabilities, which survive an exec as a non-root user, and nothing else. The
     procmond it execs starts with exactly `keep` and calls `drop_procmond`, which clears the
-    inheritable and ambient sets again."""
+    inheritable and ambient sets again. The bounding set holds `keep` without the
+    start-only EXEC_CAPTURE_CAPABILITIES: ambient capabilities cross an exec without passing
+    the bounding set, and once procmond sheds them nothing can bring them back."""
     _single_threaded()
     wanted = capability_mask(keep)
+    setpcap = capability_mask({"CAP_SETPCAP"})
     if os.geteuid() != 0:
         raise PrivilegeError("a procmond launcher must start as root")
     _trim_bounding_set(wanted)
     _switch_user(account, keep_capabilities=True)
-    _capset(wanted, wanted, wanted)
+    _capset(wanted | setpcap, wanted | setpcap, wanted)  # SETPCAP: the bounding set, below
     for name in sorted(keep):
         if _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, CAPABILITY_NAMES.index(name)) != 0:
             raise _fail(f"raising {name} as ambient")
+    _trim_bounding_set(wanted & ~capability_mask(EXEC_CAPTURE_CAPABILITIES))
+    _capset(wanted, wanted, wanted)
     if _prctl(_PR_SET_NO_NEW_PRIVS, 1) != 0:
         raise _fail("PR_SET_NO_NEW_PRIVS")
 

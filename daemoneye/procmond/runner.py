@@ -24,10 +24,12 @@ import time
 from collections.abc import Callable
 
 from daemoneye import heap
+from daemoneye.collector.btf import BtfError
 from daemoneye.collector.connections import ConnectionTracker
 from daemoneye.collector.context import ContextReader
 from daemoneye.collector.event_feed import EventFeed
 from daemoneye.collector.events import ProcEventSource
+from daemoneye.collector.exec_capture import ExecCapture
 from daemoneye.collector.hashing import ExeHasher
 from daemoneye.collector.netlink import EventsUnavailable, ProcConnector, probe
 from daemoneye.collector.scanner import ProcScanner
@@ -56,6 +58,21 @@ def self_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def open_exec_capture(settings: CollectorConfig) -> tuple[ExecCapture | None, str]:
+    """The eBPF exec capture and what `health` says of it; loaded before any thread starts,
+    while procmond still holds CAP_BPF and CAP_PERFMON (it gives them up right after)."""
+    if not settings.events:
+        return None, "off: collector.events is off"
+    if not settings.exec_capture:
+        return None, "off: collector.exec_capture is off"
+    try:
+        capture = ExecCapture.open()
+    except (OSError, BtfError) as exc:
+        log.info("eBPF exec capture unavailable: %s", exc)
+        return None, f"off: {exc}"
+    return capture, "eBPF at sched_process_exec"
+
+
 class Procmond:
     """The collector process's state and loop; `run()` returns when the agent goes away."""
 
@@ -67,8 +84,10 @@ class Procmond:
         boot_time: float,
         proc_root: str = "/proc",
         clock: Callable[[], float] = time.time,
+        capture: tuple[ExecCapture | None, str] = (None, ""),
     ) -> None:
         self.pair = pair
+        self._capture, self.exec_capture = capture
         self.settings = settings
         self.boot_time = boot_time
         self.proc_root = proc_root
@@ -102,9 +121,16 @@ class Procmond:
 
     # -- startup ---------------------------------------------------------------------------
     def start_events(self) -> None:
+        capture, self._capture = self._capture, None  # the event reader owns it from here
         if not self.settings.events:
             self.event_source = "polling-only: collector.events is off"
-            return
+        else:
+            self._start_events(capture)
+        if self.feed is None and capture is not None:
+            capture.close()
+            self.exec_capture = "off: no kernel event reader to pair it with"
+
+    def _start_events(self, capture: ExecCapture | None) -> None:
         reason = probe()
         if reason is None:
             source = ProcEventSource(
@@ -115,6 +141,7 @@ class Procmond:
                 user_of=self.user_names,
                 realtime=True,
                 context=ContextReader(os.fsencode(self.proc_root), self.settings.environment),
+                capture=capture,
             )
             try:
                 source.start()
@@ -142,6 +169,7 @@ class Procmond:
             event_source=self.event_source,
             event_filter=source.filtering if source is not None else "",
             sees_all=self.scanner.sees_all,
+            exec_capture=self.exec_capture,
         )
 
     # -- the loop --------------------------------------------------------------------------
@@ -266,6 +294,8 @@ class Procmond:
             event_source=self.event_source,
             event_filter=stats.filtering if stats else "",
             problem=f"the kernel event reader stopped: {failure}" if failure else "",
+            exec_capture=self.exec_capture,
+            exec_rescued_total=stats.rescued_total if stats else 0,
         )
 
     def obey(self, command: object) -> None:

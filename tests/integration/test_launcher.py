@@ -17,7 +17,12 @@ from collections.abc import Iterator
 import pytest
 
 from daemoneye.procmond.launcher import Launched, Launcher, LauncherError, start_launcher
-from daemoneye.procmond.privileges import PROCMOND_CAPABILITIES, capability_mask, lookup_account
+from daemoneye.procmond.privileges import (
+    PROCMOND_CAPABILITIES,
+    PROCMOND_START_CAPABILITIES,
+    capability_mask,
+    lookup_account,
+)
 from tests.forked import in_child
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the launcher needs root")
@@ -27,9 +32,10 @@ DEADLINE_S = 30.0
 # arguments, then wait for the test to close the pair.
 FAKE_PROCMOND = """
 import json, os, socket, sys
-from daemoneye.procmond.privileges import drop_procmond, lookup_account
+from daemoneye.procmond.privileges import drop_procmond, lookup_account, shed_start_capabilities
 pair = socket.socket(fileno=int(sys.argv[sys.argv.index("--fd") + 1]))
 drop_procmond(lookup_account("nobody"))
+shed_start_capabilities()
 status = open("/proc/self/status").read()
 pair.sendall(json.dumps({"status": status, "argv": sys.argv[1:]}).encode() + b"\\n")
 pair.recv(1)
@@ -98,7 +104,9 @@ def test_each_procmond_it_starts_holds_exactly_procmonds_capabilities(launcher: 
     with open(f"/proc/{launcher.pid}/status") as file:
         launcher_status = _fields(file.read())
     assert launcher_status["Uid"].split() == ["65534"] * 4
-    assert int(launcher_status["CapPrm"], 16) == kept  # and nothing more, ever
+    # procmond's capabilities at start (the exec capture's two included), nothing more, ever
+    assert int(launcher_status["CapPrm"], 16) == capability_mask(PROCMOND_START_CAPABILITIES)
+    assert int(launcher_status["CapBnd"], 16) == kept
 
 
 def test_a_second_procmond_is_refused_while_the_first_runs(launcher: Launcher) -> None:

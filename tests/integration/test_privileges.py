@@ -28,12 +28,14 @@ from daemoneye.daemon.privilege_drop import drop_agent_privileges, hand_over, ne
 from daemoneye.paths import Mode
 from daemoneye.procmond.privileges import (
     PROCMOND_CAPABILITIES,
+    PROCMOND_START_CAPABILITIES,
     PrivilegeError,
     allow_realtime_priority,
     capability_mask,
     drop_launcher,
     drop_procmond,
     lookup_account,
+    shed_start_capabilities,
 )
 from daemoneye.store.db import Store
 from tests.forked import in_child
@@ -101,11 +103,17 @@ def test_procmond_keeps_exactly_its_capabilities_as_the_daemon_user() -> None:
 
     def child() -> dict[str, Any]:
         drop_procmond(lookup_account(USER))
-        return {"status": _status(), "reads": _try_reads(target)}
+        at_start = _status()  # what loading the exec capture takes, until it is shed
+        shed_start_capabilities()
+        return {"at_start": at_start, "status": _status(), "reads": _try_reads(target)}
 
     found = in_child(child)
+    at_start = found["at_start"]
+    start = capability_mask(PROCMOND_START_CAPABILITIES)
+    assert _mask(at_start, "CapEff") == _mask(at_start, "CapPrm") == start
     status = found["status"]
     kept = capability_mask(PROCMOND_CAPABILITIES)
+    assert _mask(at_start, "CapBnd") == kept  # CAP_BPF/CAP_PERFMON can never come back
     assert status["Uid"].split() == ["65534"] * 4
     assert status["Gid"].split() == ["65534"] * 4
     assert _mask(status, "CapEff") == _mask(status, "CapPrm") == kept
@@ -309,9 +317,10 @@ def test_the_kept_rule_copies_are_handed_over_without_following_links(daemon_dir
 
 PRINT_STATUS_AFTER_PROCMOND_DROP = """
 import json, os
-from daemoneye.procmond.privileges import drop_procmond, lookup_account
+from daemoneye.procmond.privileges import drop_procmond, lookup_account, shed_start_capabilities
 before = open("/proc/self/status").read()
 drop_procmond(lookup_account("nobody"))
+shed_start_capabilities()
 print(json.dumps([before, open("/proc/self/status").read()]))
 """
 
@@ -342,11 +351,13 @@ def test_a_launcher_execs_procmond_with_exactly_its_capabilities(tmp_path: Path)
     assert os.waitstatus_to_exitcode(status) == 0, output.read_text()
     before, after = (_fields(text) for text in json.loads(output.read_text()))
     kept = capability_mask(PROCMOND_CAPABILITIES)
-    # As exec'd: the four, ambient (that is how they crossed the exec), under nobody.
+    start = capability_mask(PROCMOND_START_CAPABILITIES)
+    # As exec'd: the four and the exec capture's two, ambient (that is how they crossed the
+    # exec), under nobody; the bounding set already without the start-only two.
     assert before["Uid"].split() == ["65534"] * 4
-    assert _mask(before, "CapEff") == _mask(before, "CapAmb") == kept
+    assert _mask(before, "CapEff") == _mask(before, "CapAmb") == start
     assert _mask(before, "CapBnd") == kept
-    # After procmond's own drop: the four, and nothing inheritable or ambient.
+    # After procmond's own drop and the shed: the four, and nothing inheritable or ambient.
     assert _mask(after, "CapEff") == _mask(after, "CapPrm") == _mask(after, "CapBnd") == kept
     assert _mask(after, "CapInh") == _mask(after, "CapAmb") == 0
     assert after["NoNewPrivs"] == "1"

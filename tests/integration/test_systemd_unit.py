@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemoneye.procmond.privileges import PROCMOND_CAPABILITIES
+from daemoneye.procmond.privileges import PROCMOND_START_CAPABILITIES
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD = ROOT / "packaging" / "systemd"
@@ -43,13 +43,13 @@ def test_exec_start_and_documentation_name_the_documented_install() -> None:
 
 
 def test_the_unit_runs_the_split_with_a_bounding_set_matching_procmond() -> None:
-    """Root starts it (no User=), the bounding set is procmond's four capabilities plus what
+    """Root starts it (no User=), the bounding set is procmond's capabilities at start plus what
     the switch to the daemoneye user takes, and nothing else; NoNewPrivileges stays on."""
     assert _unit_lines("User") == []
     assert _unit_lines("AmbientCapabilities") == []
     (bounding,) = _unit_lines("CapabilityBoundingSet")
     switching = {"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_CHOWN"}
-    assert set(bounding.split()) == PROCMOND_CAPABILITIES | switching
+    assert set(bounding.split()) == PROCMOND_START_CAPABILITIES | switching
     assert _unit_lines("NoNewPrivileges") == ["yes"]
     assert _unit_lines("LimitRTPRIO") == ["1"]  # the event reader's SCHED_FIFO, no CAP_SYS_NICE
     # Not StateDirectory=/LogsDirectory=: without User= systemd would chown them to root.
@@ -58,18 +58,21 @@ def test_the_unit_runs_the_split_with_a_bounding_set_matching_procmond() -> None
 
 def test_the_syscall_filter_allows_the_privilege_drop() -> None:
     analyze = _tool("systemd-analyze")
-    (allowed,) = _unit_lines("SystemCallFilter")
+    (line,) = _unit_lines("SystemCallFilter")
+    allowed = line.split()
+    group_names = [name for name in allowed if name.startswith("@")]
     listing = subprocess.run(
-        [analyze, "syscall-filter", allowed], capture_output=True, text=True, timeout=60
+        [analyze, "syscall-filter", *group_names], capture_output=True, text=True, timeout=60
     ).stdout
     groups = {line.strip() for line in listing.splitlines() if line.strip().startswith("@")}
     expanded = subprocess.run(
-        [analyze, "syscall-filter", allowed, *sorted(groups)],
+        [analyze, "syscall-filter", *group_names, *sorted(groups)],
         capture_output=True,
         text=True,
         timeout=60,
-    ).stdout.split()
-    for call in ("capset", "prctl", "setgroups", "setresgid", "setresuid", "fchown"):
+    ).stdout.split() + [name for name in allowed if not name.startswith("@")]
+    # the drops, and bpf(2) for loading the exec capture (in @privileged, so named alone)
+    for call in ("capset", "prctl", "setgroups", "setresgid", "setresuid", "fchown", "bpf"):
         assert call in expanded, call
 
 

@@ -16,7 +16,7 @@ from daemoneye.models import ProcessEvent, ProcessKey, ProcessRecord, ScanDelta,
 from daemoneye.procmond import frames
 from daemoneye.store.db import Store
 
-HELLO = frames.Hello(frames.PAIR_VERSION, 10, 0, 1.0, "netlink", "", True)
+HELLO = frames.Hello(frames.PAIR_VERSION, 10, 0, 1.0, "netlink", "", True, "")
 
 
 def record(pid: int, argv: tuple[str, ...], seen: float) -> ProcessRecord:

@@ -27,7 +27,7 @@ def drain_until_lost(link: ProcmondLink) -> list[object]:
     return taken
 
 
-HELLO = frames.Hello(frames.PAIR_VERSION, 10, 0, 1.0, "netlink", "", True)
+HELLO = frames.Hello(frames.PAIR_VERSION, 10, 0, 1.0, "netlink", "", True, "")
 
 
 def test_a_malformed_frame_ends_the_pair_naming_kind_and_field() -> None:

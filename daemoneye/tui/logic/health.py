@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from daemoneye.capability_text import NOT_RUNNING, capabilities_text, identity
+from daemoneye.capability_text import (
+    NOT_RUNNING,
+    capabilities_text,
+    exec_capture_text,
+    identity,
+)
 from daemoneye.models import DaemonStatus, EngineStatus, HealthReport, ProcessPrivileges
 from daemoneye.tui.logic.format import DASH, format_bytes, format_duration, format_time, safe
 
@@ -80,6 +85,20 @@ def health_sections(status: DaemonStatus, now: float) -> list[tuple[str, list[Fa
                     "events",
                     safe(report.event_source, 200),
                     "" if report.event_source == "netlink" else "low",
+                ),
+                *(
+                    [
+                        (
+                            "exec capture",
+                            safe(
+                                exec_capture_text(report.exec_capture, report.exec_rescued_total),
+                                200,
+                            ),
+                            "low" if report.exec_capture.startswith("off") else "",
+                        )
+                    ]
+                    if report.exec_capture
+                    else []
                 ),
                 (
                     "last report",

@@ -1,0 +1,304 @@
+"""Every exec's command line, taken by the kernel at the exec itself (eBPF), so that a program
+that lives a few hundred microseconds is stored whole even when /proc is gone before the
+reader gets there.
+
+A program on the ``sched_process_exec`` raw tracepoint runs inside execve(2), after the new
+image is in place and before the process returns to user space, and immediately before the
+kernel sends the process connector's exec event. It copies, into one record of a ring buffer:
+the pids, real uid and gid, start time, parent, name, the path execve was given, and the new
+argv straight from the new process's memory (``mm->arg_start .. arg_end``, at most
+`ARGV_BYTES`; the record says how long it really was). The netlink reader drains the ring
+before it handles a batch of connector events, and each exec event takes the record of its
+thread group (`ExecCapture.take`). /proc still supplies everything else (resolved exe, cwd,
+context); the captured argv is the one the kernel exec'd, whatever the process writes over its
+own argv afterwards.
+
+The program is bytecode assembled here against member offsets from the running kernel's BTF;
+nothing is compiled. The ring buffer never wakes the reader (``BPF_RB_NO_WAKEUP``): the
+connector's event, sent right after the record, does. Loading needs CAP_BPF and CAP_PERFMON;
+without them, or on a kernel without BTF, the capture is off and the reader reads /proc alone
+(`ExecCapture.open` raises with the reason).
+
+The in-kernel program is licensed "Dual MIT/GPL", as the kernel requires of programs that call
+its GPL-only helpers (bpf_probe_read_*); the rest of DaemonEye is Apache-2.0.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from daemoneye.collector import bpf
+from daemoneye.collector import bpf_asm as asm
+from daemoneye.collector.btf import KernelTypes
+from daemoneye.collector.procfs import decode, parse_cmdline
+from daemoneye.collector.shared_text import SHARED
+
+TRACEPOINT = "sched_process_exec"
+LICENSE = "Dual MIT/GPL"
+FILENAME_BYTES = 256
+_HEADER = struct.Struct("<IIIIQQIIiIQ16s")  # see _layout: fixed part before the strings
+HEADER_BYTES = _HEADER.size + FILENAME_BYTES  # 328
+ARGV_BYTES = 32_768 - HEADER_BYTES  # the per-CPU scratch value may be at most 32 KiB
+RING_BYTES = 1 << 20  # ~2,800 execs of a short command line; drained at every connector wake-up
+_RB_NO_WAKEUP = 1
+
+# field offsets in a record (must match _HEADER)
+_TGID, _PID, _UID, _GID, _START, _KTIME, _PPID, _ARGV_LEN, _NAME_LEN = (
+    0,
+    4,
+    8,
+    12,
+    16,
+    24,
+    32,
+    36,
+    40,
+)
+_ARGS_TOTAL, _COMM, _FILENAME, _ARGV = 48, 56, 72, HEADER_BYTES
+
+_NEEDED = {
+    "task_struct": ("mm", "start_boottime", "real_parent", "tgid"),
+    "mm_struct": ("arg_start", "arg_end"),
+    "linux_binprm": ("filename",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedExec:
+    """One exec as the kernel saw it."""
+
+    tgid: int
+    ktime_ns: int  # CLOCK_MONOTONIC, the connector's own clock
+    start_ticks: int  # stat field 22
+    ppid: int
+    uid: int
+    gid: int
+    comm: str
+    filename: str | None  # the path given to execve, as given (may be relative or a /dev/fd)
+    argv: tuple[str, ...]
+    argv_complete: bool  # False when the arguments ran past ARGV_BYTES (or were unreadable)
+
+
+def program(offsets: dict[str, int], scratch_fd: int, ring_fd: int) -> bytes:
+    """The raw tracepoint program (ctx: task_struct *p, pid_t old_pid, linux_binprm *bprm)."""
+    from daemoneye.collector.bpf_asm import R0, R1, R2, R3, R4, R6, R7, R8, R9, R10
+
+    def read_kernel(dst_reg: int, dst_off: int, size: int, base: int, off: int) -> list[asm.Item]:
+        return [
+            asm.mov(R1, dst_reg),
+            asm.alu("add", R1, dst_off),
+            asm.alu("mov", R2, size),
+            asm.mov(R3, base),
+            asm.alu("add", R3, off),
+            asm.call(asm.PROBE_READ_KERNEL),
+        ]
+
+    task, mm, binprm = "task_struct.", "mm_struct.", "linux_binprm."
+    items: list[asm.Item] = [
+        asm.mov(R6, R1),
+        asm.alu("mov", R1, 0),
+        asm.store(4, R10, -4, R1),  # the scratch map's key
+        asm.store(8, R10, -16, R1),  # pointers read below start out NULL
+        asm.store(8, R10, -24, R1),
+        asm.store(8, R10, -32, R1),
+        asm.mov(R2, R10),
+        asm.alu("add", R2, -4),
+        asm.load_map_fd(R1, scratch_fd),
+        asm.call(asm.MAP_LOOKUP_ELEM),
+        asm.jump("jeq", R0, 0, "out"),
+        asm.mov(R7, R0),
+        asm.call(asm.GET_CURRENT_PID_TGID),
+        asm.store(4, R7, _PID, R0),
+        asm.alu("rsh", R0, 32),
+        asm.store(4, R7, _TGID, R0),
+        asm.call(asm.GET_CURRENT_UID_GID),
+        asm.store(4, R7, _UID, R0),
+        asm.alu("rsh", R0, 32),
+        asm.store(4, R7, _GID, R0),
+        asm.call(asm.KTIME_GET_NS),
+        asm.store(8, R7, _KTIME, R0),
+        asm.mov(R1, R7),
+        asm.alu("add", R1, _COMM),
+        asm.alu("mov", R2, 16),
+        asm.call(asm.GET_CURRENT_COMM),
+        asm.load(8, R8, R6, 0),  # the task
+        *read_kernel(R7, _START, 8, R8, offsets[task + "start_boottime"]),
+        *read_kernel(R10, -16, 8, R8, offsets[task + "real_parent"]),
+        asm.load(8, R9, R10, -16),
+        *read_kernel(R7, _PPID, 4, R9, offsets[task + "tgid"]),
+        *read_kernel(R10, -16, 8, R8, offsets[task + "mm"]),
+        asm.load(8, R9, R10, -16),
+        *read_kernel(R10, -24, 8, R9, offsets[mm + "arg_start"]),
+        *read_kernel(R10, -32, 8, R9, offsets[mm + "arg_end"]),
+        asm.load(8, R9, R6, 16),  # the binprm
+        *read_kernel(R10, -16, 8, R9, offsets[binprm + "filename"]),
+        asm.load(8, R3, R10, -16),
+        asm.mov(R1, R7),
+        asm.alu("add", R1, _FILENAME),
+        asm.alu("mov", R2, FILENAME_BYTES),
+        asm.call(asm.PROBE_READ_KERNEL_STR),
+        asm.store(4, R7, _NAME_LEN, R0),
+        asm.load(8, R3, R10, -24),
+        asm.load(8, R2, R10, -32),
+        asm.alu("sub", R2, R3, reg=True),
+        asm.store(8, R7, _ARGS_TOTAL, R2),
+        asm.jump("jle", R2, ARGV_BYTES, "fits"),
+        asm.alu("mov", R2, ARGV_BYTES),
+        asm.label("fits"),
+        asm.mov(R8, R2),
+        asm.mov(R1, R7),
+        asm.alu("add", R1, _ARGV),
+        asm.call(asm.PROBE_READ_USER),
+        asm.jump("jeq", R0, 0, "read"),
+        asm.alu("mov", R8, 0),
+        asm.label("read"),
+        asm.store(4, R7, _ARGV_LEN, R8),
+        asm.load_map_fd(R1, ring_fd),
+        asm.mov(R2, R7),
+        asm.mov(R3, R8),
+        asm.alu("add", R3, HEADER_BYTES),
+        asm.alu("mov", R4, _RB_NO_WAKEUP),
+        asm.call(asm.RINGBUF_OUTPUT),
+        asm.label("out"),
+        asm.alu("mov", R0, 0),
+        asm.exit_(),
+    ]
+    return asm.assemble(items)
+
+
+def decode_record(record: bytes | memoryview, tick_ns: int) -> CapturedExec | None:
+    """One ring record as a CapturedExec; None when it is too short to be one of ours."""
+    if len(record) < HEADER_BYTES:
+        return None
+    (tgid, _pid, uid, gid, start_ns, ktime, ppid, argv_len, name_len, _pad, total, comm) = (
+        _HEADER.unpack_from(record)
+    )
+    argv_len = min(argv_len, len(record) - HEADER_BYTES)
+    filename = None
+    if 1 < name_len <= FILENAME_BYTES:  # the length counts the NUL
+        filename = decode(bytes(record[_FILENAME : _FILENAME + name_len - 1]))
+    raw_argv = bytes(record[_ARGV : _ARGV + argv_len])
+    return CapturedExec(
+        tgid=tgid,
+        ktime_ns=ktime,
+        start_ticks=start_ns // tick_ns,
+        ppid=ppid,
+        uid=uid,
+        gid=gid,
+        comm=decode(comm.split(b"\0", 1)[0]),
+        filename=SHARED.one(filename),
+        argv=SHARED.argv(len(raw_argv), parse_cmdline(raw_argv)),
+        argv_complete=0 < argv_len == total,
+    )
+
+
+class Records(Protocol):
+    """Where records come from: `bpf.RingBuffer` (tests substitute a list)."""
+
+    def records(self, limit: int) -> Iterator[bytes]: ...
+    def close(self) -> None: ...
+
+
+class ExecCapture:
+    """The loaded program, its ring, and the records waiting for their connector event."""
+
+    def __init__(
+        self,
+        fds: tuple[int, ...],
+        ring: Records,
+        tick_ns: int,
+        *,
+        pending_capacity: int = 8192,
+    ) -> None:
+        self._fds = fds  # scratch map, ring map, program, attachment
+        self._ring = ring
+        self._tick_ns = tick_ns
+        self._pending: collections.OrderedDict[int, collections.deque[CapturedExec]] = (
+            collections.OrderedDict()
+        )
+        self._pending_count = 0
+        self._pending_capacity = pending_capacity
+        self.captured_total = 0
+        self.matched_total = 0
+        self.unmatched_total = 0  # records whose exec event never came (or came too late)
+
+    @classmethod
+    def open(cls, *, clk_tck: int | None = None, btf_path: str | None = None) -> ExecCapture:
+        """Load and attach; raises bpf.BpfError or btf.BtfError (an OSError or Exception
+        with the reason) when this kernel or these privileges do not allow it."""
+        types = KernelTypes.load(btf_path) if btf_path else KernelTypes.load()
+        offsets = types.offsets(_NEEDED)
+        opened: list[int] = []
+        try:
+            scratch = bpf.create_map(
+                bpf.MAP_PERCPU_ARRAY, 4, HEADER_BYTES + ARGV_BYTES, 1, "de_exec_tmp"
+            )
+            opened.append(scratch)
+            ring_fd = bpf.create_map(bpf.MAP_RINGBUF, 0, 0, RING_BYTES, "de_exec_ring")
+            opened.append(ring_fd)
+            code = program(offsets, scratch, ring_fd)
+            prog = bpf.load_program(bpf.PROG_RAW_TRACEPOINT, code, LICENSE, "de_exec")
+            opened.append(prog)
+            ring = bpf.RingBuffer(ring_fd, RING_BYTES)
+            try:
+                link = bpf.attach_raw_tracepoint(TRACEPOINT, prog)
+            except OSError:
+                ring.close()
+                raise
+        except BaseException:
+            for fd in opened:
+                os.close(fd)
+            raise
+        tick_ns = 1_000_000_000 // (clk_tck or os.sysconf("SC_CLK_TCK"))
+        return cls((scratch, ring_fd, prog, link), ring, tick_ns)
+
+    def collect(self, limit: int = 65_536) -> int:
+        """Move committed records into the pending table; returns how many."""
+        count = 0
+        for record in self._ring.records(limit):
+            captured = decode_record(record, self._tick_ns)
+            if captured is None:
+                continue
+            count += 1
+            queue = self._pending.get(captured.tgid)
+            if queue is None:
+                queue = self._pending[captured.tgid] = collections.deque()
+            else:
+                self._pending.move_to_end(captured.tgid)
+            queue.append(captured)
+            self._pending_count += 1
+            while self._pending_count > self._pending_capacity:
+                _tgid, oldest = self._pending.popitem(last=False)
+                self._pending_count -= len(oldest)
+                self.unmatched_total += len(oldest)
+        self.captured_total += count
+        return count
+
+    def take(self, tgid: int, event_ns: int) -> CapturedExec | None:
+        """The record of the exec the connector reported for `tgid` at `event_ns`: the newest
+        one taken at or before the event. Older ones belonged to execs whose events were lost;
+        newer ones to a later exec of the same process, and stay."""
+        queue = self._pending.get(tgid)
+        if not queue:
+            return None
+        found = None
+        while queue and queue[0].ktime_ns <= event_ns:
+            if found is not None:
+                self.unmatched_total += 1
+            found = queue.popleft()
+            self._pending_count -= 1
+        if not queue:
+            del self._pending[tgid]
+        if found is not None:
+            self.matched_total += 1
+        return found
+
+    def close(self) -> None:
+        self._ring.close()
+        for fd in reversed(self._fds):
+            os.close(fd)

@@ -1,0 +1,130 @@
+"""The eBPF exec capture on this machine's kernel: the program loads against the kernel's own
+BTF, its records carry what /proc says of the same process, and short-lived programs that
+/proc no longer shows are still seen whole.
+
+Skipped, with the reason, where the capture cannot load (not root, no BTF, bpf(2) refused);
+the connector tests are skipped where the connector cannot be used."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from daemoneye.collector.btf import BtfError
+from daemoneye.collector.events import ProcEventSource
+from daemoneye.collector.exec_capture import CapturedExec, ExecCapture
+from daemoneye.collector.netlink import probe
+from daemoneye.collector.procfs import parse_cmdline, parse_stat_fields, read_boot_time
+from daemoneye.procmond.privileges import drop_procmond, lookup_account
+from tests.forked import in_child
+
+if not sys.platform.startswith("linux"):
+    pytest.skip("eBPF is Linux-only", allow_module_level=True)
+
+
+def _why_not() -> str | None:
+    try:
+        ExecCapture.open().close()
+    except (OSError, BtfError) as exc:
+        return str(exc)
+    return None
+
+
+_UNAVAILABLE = _why_not()
+if _UNAVAILABLE is not None:
+    pytest.skip(f"eBPF exec capture unavailable: {_UNAVAILABLE}", allow_module_level=True)
+
+SH = "/bin/sh"
+GUARD_S = 60.0  # a hang guard, not a timing assertion
+
+
+@pytest.fixture
+def capture() -> Iterator[ExecCapture]:
+    opened = ExecCapture.open()
+    yield opened
+    opened.close()
+
+
+def _record_of(capture: ExecCapture, pid: int) -> CapturedExec:
+    deadline = time.monotonic() + GUARD_S
+    while time.monotonic() < deadline:
+        capture.collect()
+        found = capture.take(pid, time.monotonic_ns())
+        if found is not None:
+            return found
+        time.sleep(0.01)
+    raise AssertionError(f"no record for pid {pid}")
+
+
+def test_a_record_says_what_proc_says_of_the_same_process(capture: ExecCapture) -> None:
+    child = subprocess.Popen(
+        [SH, "-c", "read line", "marker-\u00e9\x01", "a b"], stdin=subprocess.PIPE, cwd="/"
+    )
+    try:
+        captured = _record_of(capture, child.pid)
+        with open(f"/proc/{child.pid}/stat", "rb") as file:
+            stat = parse_stat_fields(file.read())
+        with open(f"/proc/{child.pid}/cmdline", "rb") as file:
+            cmdline = parse_cmdline(file.read())
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait()
+    assert captured.argv == (SH, "-c", "read line", "marker-\u00e9\x01", "a b") == cmdline
+    assert captured.argv_complete
+    assert captured.filename == SH
+    assert captured.start_ticks == stat.start_ticks  # the instance's identity, to the tick
+    assert (captured.ppid, captured.uid, captured.gid) == (os.getpid(), os.getuid(), os.getgid())
+    assert captured.comm == "sh"
+
+
+def test_an_argv_past_the_record_is_marked_cut(capture: ExecCapture) -> None:
+    child = subprocess.Popen(["/bin/true", "x" * 100_000])
+    child.wait()
+    captured = _record_of(capture, child.pid)
+    assert not captured.argv_complete
+    assert captured.argv[0] == "/bin/true" and set(captured.argv[1]) == {"x"}
+
+
+def test_without_cap_bpf_loading_is_refused_with_the_reason() -> None:
+    def child() -> str:
+        drop_procmond(lookup_account("nobody"), frozenset())
+        try:
+            ExecCapture.open().close()
+        except OSError as exc:
+            return str(exc)
+        return "loaded"
+
+    refusal = in_child(child)
+    assert "BPF" in refusal and "Operation not permitted" in refusal
+
+
+@pytest.mark.skipif(probe() is not None, reason=f"process connector unavailable: {probe()}")
+def test_every_short_shell_of_a_loop_is_seen_with_exe_and_argv() -> None:
+    """A loop of sub-millisecond `sh -c :` runs, one after another as a shell loop runs them:
+    with the capture every exec event carries the exe and the full argv, whether or not /proc
+    still showed the process when the reader got there."""
+    source = ProcEventSource(read_boot_time(), capture=ExecCapture.open())
+    source.start()
+    marker = f"marker-{os.getpid()}"
+    wanted = {(SH, "-c", f": {marker}-{index}") for index in range(300)}
+    try:
+        for argv in sorted(wanted):
+            subprocess.run(argv, check=True)
+        seen: dict[tuple[str, ...], str | None] = {}
+        deadline = time.monotonic() + GUARD_S
+        while len(seen) < len(wanted) and time.monotonic() < deadline:
+            source.ready.wait(0.2)
+            for item in source.drain():
+                if item.kind == "exec" and item.cmdline in wanted:
+                    seen[item.cmdline] = item.exe
+    finally:
+        source.stop()
+    assert source.error is None
+    assert set(seen) == wanted
+    assert all(seen.values())

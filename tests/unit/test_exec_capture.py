@@ -1,0 +1,306 @@
+"""The eBPF exec capture without the kernel: the assembler's jumps, the BTF reader on a blob
+built here, ring records decoded, records paired with their connector events, and what the
+event source makes of a capture for a process /proc no longer shows."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemoneye.collector import bpf_asm as asm
+from daemoneye.collector.btf import BtfError, KernelTypes
+from daemoneye.collector.events import ProcEventSource
+from daemoneye.collector.exec_capture import (
+    _HEADER,
+    ARGV_BYTES,
+    FILENAME_BYTES,
+    HEADER_BYTES,
+    CapturedExec,
+    ExecCapture,
+    decode_record,
+)
+from daemoneye.collector.proc_events import ExecEvent
+from tests.unit.test_netlink_events import BOOT, EVENT_NS, PARENT, write_process
+
+TICK_NS = 10_000_000  # USER_HZ 100
+
+
+# -- the assembler ----------------------------------------------------------------------------
+
+
+def _jump_offset(code: bytes, slot: int) -> int:
+    _op, _regs, offset, _imm = struct.unpack_from("<BBhi", code, slot * 8)
+    return int(offset)
+
+
+def test_jumps_count_slots_and_a_map_load_takes_two() -> None:
+    code = asm.assemble(
+        [
+            asm.jump("jeq", asm.R0, 0, "out"),  # slot 0
+            asm.load_map_fd(asm.R1, 7),  # slots 1-2
+            asm.label("back"),
+            asm.mov(asm.R6, asm.R1),  # slot 3
+            asm.jump("ja", 0, 0, "back"),  # slot 4
+            asm.label("out"),
+            asm.exit_(),  # slot 5
+        ]
+    )
+    assert len(code) == 6 * 8
+    assert _jump_offset(code, 0) == 4  # to slot 5, counted from slot 1
+    assert _jump_offset(code, 4) == -2  # back to slot 3
+    assert struct.unpack_from("<BBhi", code, 8) == (0x18, 0x11, 0, 7)  # ld_imm64 map fd
+
+
+def test_a_jump_to_nowhere_and_a_label_twice_are_refused() -> None:
+    with pytest.raises(ValueError, match="undefined label nowhere"):
+        asm.assemble([asm.jump("ja", 0, 0, "nowhere")])
+    with pytest.raises(ValueError, match="twice"):
+        asm.assemble([asm.label("a"), asm.label("a")])
+
+
+# -- BTF --------------------------------------------------------------------------------------
+
+
+class _Blob:
+    """A BTF blob with the records a test adds (kinds as in include/uapi/linux/btf.h)."""
+
+    def __init__(self) -> None:
+        self.strings = bytearray(b"\0")
+        self.types = bytearray()
+        self.count = 0
+
+    def name(self, text: str) -> int:
+        offset = len(self.strings)
+        self.strings += text.encode() + b"\0"
+        return offset
+
+    def add(self, name: str, kind: int, vlen: int, size: int, tail: bytes = b"") -> int:
+        self.types += struct.pack("<III", self.name(name) if name else 0, kind << 24 | vlen, size)
+        self.types += tail
+        self.count += 1
+        return self.count
+
+    def struct(
+        self, name: str, size: int, members: list[tuple[str, int, int]], *, bits: bool = False
+    ) -> int:
+        tail = b"".join(struct.pack("<III", self.name(m) if m else 0, t, o) for m, t, o in members)
+        kind = 4 | (0x80 if bits else 0)  # kind_flag: bitfield offsets
+        return self.add(name, kind, len(members), size, tail)
+
+    def bytes(self) -> bytes:
+        header = struct.pack(
+            "<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(self.types), len(self.types), len(self.strings)
+        )
+        return header + bytes(self.types) + bytes(self.strings)
+
+
+def _kernel_like() -> bytes:
+    blob = _Blob()
+    ulong = blob.add("unsigned long", 1, 0, 8, struct.pack("<I", 64))
+    blob.add("mm_struct", 7, 0, 0)  # a forward declaration first: not the struct
+    inner = blob.struct("", 16, [("arg_start", ulong, 0), ("arg_end", ulong, 64)])
+    const = blob.add("", 10, 0, inner)  # const of the anonymous struct
+    blob.struct("mm_struct", 1024, [("flags", ulong, 0), ("", const, 3904)])
+    blob.struct("task_struct", 64, [("pid", ulong, 0), ("bits", ulong, 70)], bits=True)
+    return blob.bytes()
+
+
+def test_offsets_are_found_inside_anonymous_members_behind_qualifiers() -> None:
+    types = KernelTypes(_kernel_like())
+    assert types.offsets({"mm_struct": ("flags", "arg_start", "arg_end")}) == {
+        "mm_struct.flags": 0,
+        "mm_struct.arg_start": 488,
+        "mm_struct.arg_end": 496,
+    }
+
+
+def test_missing_structs_members_and_bitfields_are_refused_by_name() -> None:
+    types = KernelTypes(_kernel_like())
+    with pytest.raises(BtfError, match="no struct linux_binprm"):
+        types.offsets({"linux_binprm": ("filename",)})
+    with pytest.raises(BtfError, match="struct mm_struct has no member arg_strat"):
+        types.offsets({"mm_struct": ("arg_strat",)})
+    with pytest.raises(BtfError, match=r"task_struct\.bits is a bitfield"):
+        types.offsets({"task_struct": ("bits",)})
+
+
+def test_a_blob_that_is_not_btf_is_refused() -> None:
+    with pytest.raises(BtfError, match="not BTF"):
+        KernelTypes(b"\0" * 64)
+    with pytest.raises(BtfError, match="shorter than its header"):
+        KernelTypes(b"\x9f\xeb")
+    truncated = _kernel_like()[:-40]
+    with pytest.raises(BtfError, match="past the end"):
+        KernelTypes(truncated)
+    with pytest.raises(BtfError, match="cannot read"):
+        KernelTypes.load("/nonexistent/vmlinux")
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+def record(
+    tgid: int,
+    argv: bytes,
+    *,
+    ktime: int = EVENT_NS - 1000,
+    filename: bytes = b"/bin/sh",
+    total: int | None = None,
+    start_ticks: int = 777,
+    name_len: int | None = None,
+) -> bytes:
+    header = _HEADER.pack(
+        tgid,
+        tgid,
+        1000,
+        1001,
+        start_ticks * TICK_NS + 5,
+        ktime,
+        PARENT,
+        len(argv),
+        len(filename) + 1 if name_len is None else name_len,
+        0,
+        len(argv) if total is None else total,
+        b"sh\0garbage",
+    )
+    name = filename.ljust(FILENAME_BYTES, b"\0")
+    return header + name + argv
+
+
+def test_a_record_decodes_to_the_exec_as_the_kernel_saw_it() -> None:
+    captured = decode_record(record(42, b"/bin/sh\0-c\0: x\xff\0"), TICK_NS)
+    assert captured == CapturedExec(
+        tgid=42,
+        ktime_ns=EVENT_NS - 1000,
+        start_ticks=777,
+        ppid=PARENT,
+        uid=1000,
+        gid=1001,
+        comm="sh",
+        filename="/bin/sh",
+        argv=("/bin/sh", "-c", ": x\\xff"),
+        argv_complete=True,
+    )
+
+
+def test_cut_unreadable_and_short_records() -> None:
+    cut = decode_record(record(42, b"a" * 100, total=ARGV_BYTES + 5), TICK_NS)
+    assert cut is not None and not cut.argv_complete and cut.argv == ("a" * 100,)
+    unreadable = decode_record(record(42, b"", total=4096), TICK_NS)
+    assert unreadable is not None and unreadable.argv == () and not unreadable.argv_complete
+    failed_name = decode_record(record(42, b"x\0", name_len=-14), TICK_NS)  # -EFAULT
+    assert failed_name is not None and failed_name.filename is None
+    # a length past the record is held to the record
+    lying = decode_record(record(42, b"ab\0")[:-1] + b"", TICK_NS)
+    assert lying is not None and lying.argv == ("ab",)
+    assert decode_record(b"\0" * (HEADER_BYTES - 1), TICK_NS) is None
+
+
+class _Ring:
+    def __init__(self) -> None:
+        self.pending: list[bytes] = []
+        self.closed = False
+
+    def records(self, limit: int) -> Iterator[bytes]:
+        taken, self.pending = self.pending[:limit], self.pending[limit:]
+        yield from taken
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def capture_with(*records: bytes, capacity: int = 8192) -> tuple[ExecCapture, _Ring]:
+    ring = _Ring()
+    ring.pending += records
+    capture = ExecCapture((), ring, TICK_NS, pending_capacity=capacity)
+    return capture, ring
+
+
+def test_each_exec_event_takes_its_own_record_and_later_ones_wait() -> None:
+    first = record(42, b"sh\0-c\0exec next\0", ktime=100)
+    second = record(42, b"next\0", ktime=200)
+    capture, _ = capture_with(first, second)
+    assert capture.collect() == 2
+    assert capture.take(42, 50) is None  # an event before both: neither is its own
+    taken = capture.take(42, 150)
+    assert taken is not None and taken.argv == ("sh", "-c", "exec next")
+    taken = capture.take(42, 250)
+    assert taken is not None and taken.argv == ("next",)
+    assert (capture.matched_total, capture.unmatched_total) == (2, 0)
+    assert capture.take(42, 300) is None
+
+
+def test_a_record_whose_event_was_lost_is_not_given_to_the_next_exec() -> None:
+    capture, _ = capture_with(record(42, b"old\0", ktime=100), record(42, b"new\0", ktime=200))
+    capture.collect()
+    taken = capture.take(42, 250)
+    assert taken is not None and taken.argv == ("new",)
+    assert capture.unmatched_total == 1
+
+
+def test_records_waiting_for_events_are_bounded_oldest_out() -> None:
+    capture, _ = capture_with(*(record(pid, b"x\0") for pid in range(10, 20)), capacity=4)
+    capture.collect()
+    assert capture.unmatched_total == 6
+    assert capture.take(10, EVENT_NS) is None
+    assert capture.take(19, EVENT_NS) is not None
+
+
+def test_close_releases_the_ring() -> None:
+    capture, ring = capture_with()
+    capture.close()
+    assert ring.closed
+
+
+# -- the event source with a capture ----------------------------------------------------------
+
+
+def source_with(proc: Path, *records: bytes) -> ProcEventSource:
+    capture, _ = capture_with(*records)
+    capture.collect()
+    return ProcEventSource(BOOT, clk_tck=100, proc_root=str(proc), capture=capture)
+
+
+def exec_event(pid: int) -> ExecEvent:
+    return ExecEvent(0, 2, EVENT_NS, pid, pid)
+
+
+def test_a_process_gone_before_proc_was_read_is_still_stored_whole(tmp_path: Path) -> None:
+    source = source_with(tmp_path, record(42, b"/bin/sh\0-c\0: MARKER-1\0"))
+    item = source.handle(exec_event(42))
+    assert item is not None and item.details is not None
+    event = item.event
+    assert event.partial  # cwd, context and the rest of /proc are still missing
+    assert event.cmdline == ("/bin/sh", "-c", ": MARKER-1")
+    assert event.exe == "/bin/sh"  # the path execve was given
+    assert event.start_time == BOOT + 777 / 100 and event.ppid == PARENT
+    assert (item.details.uid, item.details.gid) == (1000, 1001)
+    assert source.stats().rescued_total == 1
+
+
+def test_the_argv_exec_d_wins_over_one_the_process_wrote_since(tmp_path: Path) -> None:
+    write_process(tmp_path, 42, cmdline=b"[kworker/0:1]\0")
+    source = source_with(tmp_path, record(42, b"./miner\0--pool\0x\0", start_ticks=4321))
+    item = source.handle(exec_event(42))
+    assert item is not None
+    assert item.event.cmdline == ("./miner", "--pool", "x")
+    assert item.event.exe == "/usr/bin/curl"  # /proc's resolved exe stays
+    assert not item.event.partial and source.stats().rescued_total == 0
+
+
+def test_a_cut_capture_leaves_procs_whole_argv(tmp_path: Path) -> None:
+    write_process(tmp_path, 42, cmdline=b"curl\0" + b"y" * 40_000 + b"\0")
+    source = source_with(tmp_path, record(42, b"curl\0" + b"y" * 100, total=ARGV_BYTES + 1))
+    item = source.handle(exec_event(42))
+    assert item is not None and item.event.cmdline is not None
+    assert item.event.cmdline[1] == "y" * 40_000
+
+
+def test_without_a_record_the_source_reads_proc_as_before(tmp_path: Path) -> None:
+    source = source_with(tmp_path)
+    item = source.handle(exec_event(42))
+    assert item is not None and item.event.partial and item.event.cmdline is None
+    assert source.stats().rescued_total == 0
