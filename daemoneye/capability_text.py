@@ -53,7 +53,8 @@ def privileges_line(privileges: ProcessPrivileges | None) -> str:
 
 
 def exec_capture_text(state: str, rescued: int) -> str:
-    """The eBPF exec capture's line: its state, and how many execs it kept whole."""
+    """The eBPF exec capture's line: on or off (and why), and how many execs it completed
+    (their process was gone from /proc, in part or whole, when the reader got there)."""
     if state.startswith("off"):
         return state
-    return f"{state}; {rescued} execs gone from /proc before the read kept whole"
+    return f"{state}: {rescued} execs completed"

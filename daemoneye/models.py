@@ -411,7 +411,7 @@ class HealthReport:
     stream_dropped_rate_total: int = 0  # over [stream] rate
     stream_dropped_queue_total: int = 0  # a sink's queue was full
     stream_refused_total: int = 0  # a sink said it will never take them
-    # the eBPF exec capture: 'eBPF at …' or 'off: <why>'; '' from a daemon without one
+    # the eBPF exec capture: 'eBPF' or 'off: <why>'; '' from a daemon without one
     exec_capture: str = ""
     exec_rescued_total: int = 0  # execs gone from /proc before the read, kept whole by it
 

@@ -53,7 +53,7 @@ class Hello:
     event_source: str  # 'netlink' or 'polling-only: <why>'
     event_filter: str  # the connector's mask and socket filter, when netlink
     sees_all: bool  # False: other users' exe/cwd/argv are hidden from procmond
-    exec_capture: str  # 'eBPF at …' or 'off: <why>'
+    exec_capture: str  # 'eBPF' or 'off: <why>'
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,7 +70,7 @@ def open_exec_capture(settings: CollectorConfig) -> tuple[ExecCapture | None, st
     except (OSError, BtfError) as exc:
         log.info("eBPF exec capture unavailable: %s", exc)
         return None, f"off: {exc}"
-    return capture, "eBPF at sched_process_exec"
+    return capture, "eBPF"
 
 
 class Procmond:

@@ -459,6 +459,8 @@ def sample_health(now: float = FAKE_NOW) -> HealthReport:
             (),
             no_new_privs=True,
         ),
+        exec_capture="eBPF",
+        exec_rescued_total=37,
     )
 
 

@@ -11,7 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemoneye.capability_text import capabilities_text, capability_summary, privileges_line
+from daemoneye.capability_text import (
+    capabilities_text,
+    capability_summary,
+    exec_capture_text,
+    privileges_line,
+)
 from daemoneye.models import CAPABILITY_NAMES, ProcessPrivileges
 from daemoneye.procmond import privileges
 from daemoneye.procmond.privileges import (
@@ -182,3 +187,9 @@ def test_a_process_name_cannot_change_what_status_says(name: str) -> None:
     old_kernel = "\n".join(line for line in STATUS.split("\n") if not line.startswith("CapAmb"))
     hostile_old = old_kernel.replace("Name:\tprocmond", f"Name:\t{name}")
     assert parse_status(hostile_old, 812, "procmond").ambient == ()
+
+
+def test_the_exec_capture_line_says_on_with_its_count_or_off_with_the_reason() -> None:
+    assert exec_capture_text("eBPF", 12) == "eBPF: 12 execs completed"
+    off = "off: creating BPF map de_exec_tmp: Operation not permitted"
+    assert exec_capture_text(off, 0) == off
