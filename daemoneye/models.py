@@ -414,6 +414,7 @@ class HealthReport:
     # the eBPF exec capture: 'eBPF' or 'off: <why>'; '' from a daemon without one
     exec_capture: str = ""
     exec_rescued_total: int = 0  # execs gone from /proc before the read, kept whole by it
+    exec_uncaptured_total: int = 0  # exec events it had no record for (its ring was full)
 
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")  # lowest first

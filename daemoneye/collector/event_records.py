@@ -55,3 +55,4 @@ class EventSourceStats:
     datagrams_total: int = 0  # datagrams that reached the reader (each may wake it)
     filtering: str = ""  # what the kernel's mask and the socket filter keep from the reader
     rescued_total: int = 0  # execs gone from /proc before the read that the eBPF capture kept whole
+    uncaptured_total: int = 0  # exec events the eBPF capture had no record for (ring full)

@@ -137,6 +137,7 @@ class ProcEventSource:
         self.malformed_total = 0
         self.threads_ignored_total = 0
         self.rescued_total = 0  # execs that went during the /proc read, completed by the capture
+        self.uncaptured_total = 0  # execs the capture had no record of (its ring was full)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -225,6 +226,7 @@ class ProcEventSource:
             malformed_total=self.malformed_total,
             threads_ignored_total=self.threads_ignored_total,
             rescued_total=self.rescued_total,
+            uncaptured_total=self.uncaptured_total,
             queued=len(self._queue),
             rcvbuf_bytes=self._connector.rcvbuf_bytes,
             datagrams_total=self._connector.datagrams_total,
@@ -415,7 +417,10 @@ class ProcEventSource:
             exec_read = self._read_exec(pid, message.timestamp_ns)
         stat, details, gone = exec_read
         known = self._known.get(pid)
-        captured = self._capture.take(pid, message.timestamp_ns) if self._capture else None
+        captured = None
+        if self._capture is not None:
+            captured = self._capture.take(pid, message.timestamp_ns)
+            self.uncaptured_total += captured is None
         if stat is not None:
             known = _Known(stat.start_ticks, stat.ppid)
             self._remember(pid, known)

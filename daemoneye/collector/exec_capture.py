@@ -4,10 +4,13 @@ reader gets there.
 
 A program on the ``sched_process_exec`` raw tracepoint runs inside execve(2), after the new
 image is in place and before the process returns to user space, and immediately before the
-kernel sends the process connector's exec event. It copies, into one record of a ring buffer:
-the pids, real uid and gid, start time, parent, name, the path execve was given, and the new
-argv straight from the new process's memory (``mm->arg_start .. arg_end``, at most
-`ARGV_BYTES`; the record says how long it really was). The netlink reader drains the ring
+kernel sends the process connector's exec event. It copies, into a ring buffer record: the
+pids, real uid and gid, start time, parent, name, the path execve was given, and the new argv
+straight from the new process's memory (``mm->arg_start .. arg_end``, at most `ARGV_BYTES`;
+the record says how long it really was). Every exec's record, its argv cut at
+`SHORT_ARGV_BYTES`, goes to a short ring; an argv longer than that goes whole to a long ring
+too, so an attacker who floods execs with huge command lines fills only the long ring and
+cannot crowd out another program's record. The netlink reader drains the ring
 before it handles a batch of connector events, and each exec event takes the record of its
 thread group (`ExecCapture.take`). /proc still supplies everything else (resolved exe, cwd,
 context); the captured argv is the one the kernel exec'd, whatever the process writes over its
@@ -44,7 +47,12 @@ FILENAME_BYTES = 256
 _HEADER = struct.Struct("<IIIIQQIIiIQ16s")  # see _layout: fixed part before the strings
 HEADER_BYTES = _HEADER.size + FILENAME_BYTES  # 328
 ARGV_BYTES = 32_768 - HEADER_BYTES  # the per-CPU scratch value may be at most 32 KiB
-RING_BYTES = 1 << 20  # ~2,800 execs of a short command line; drained at every connector wake-up
+# Two rings, so that a flood of execs with huge command lines (which an attacker can run at
+# will) cannot crowd out the record of another program: every exec's record, its argv cut at
+# SHORT_ARGV_BYTES, goes to the short ring; a longer argv goes whole to the long ring as well.
+SHORT_ARGV_BYTES = 512
+SHORT_RING_BYTES = 512 << 10  # ≥ 600 execs; drained at every connector wake-up
+LONG_RING_BYTES = 1 << 20
 _RB_NO_WAKEUP = 1
 
 # field offsets in a record (must match _HEADER)
@@ -84,7 +92,9 @@ class CapturedExec:
     argv_complete: bool  # False when the arguments ran past ARGV_BYTES (or were unreadable)
 
 
-def program(offsets: dict[str, int], scratch_fd: int, ring_fd: int) -> bytes:
+def program(
+    offsets: dict[str, int], scratch_fd: int, short_ring_fd: int, long_ring_fd: int
+) -> bytes:
     """The raw tracepoint program (ctx: task_struct *p, pid_t old_pid, linux_binprm *bprm)."""
     from daemoneye.collector.bpf_asm import R0, R1, R2, R3, R4, R6, R7, R8, R9, R10
 
@@ -157,8 +167,22 @@ def program(offsets: dict[str, int], scratch_fd: int, ring_fd: int) -> bytes:
         asm.jump("jeq", R0, 0, "read"),
         asm.alu("mov", R8, 0),
         asm.label("read"),
+        # every exec: its record with the argv cut at SHORT_ARGV_BYTES, in the short ring
+        asm.mov(R9, R8),
+        asm.jump("jle", R9, SHORT_ARGV_BYTES, "short"),
+        asm.alu("mov", R9, SHORT_ARGV_BYTES),
+        asm.label("short"),
+        asm.store(4, R7, _ARGV_LEN, R9),
+        asm.load_map_fd(R1, short_ring_fd),
+        asm.mov(R2, R7),
+        asm.mov(R3, R9),
+        asm.alu("add", R3, HEADER_BYTES),
+        asm.alu("mov", R4, _RB_NO_WAKEUP),
+        asm.call(asm.RINGBUF_OUTPUT),
+        # a longer argv: the whole record again, in the long ring
+        asm.jump("jle", R8, SHORT_ARGV_BYTES, "out"),
         asm.store(4, R7, _ARGV_LEN, R8),
-        asm.load_map_fd(R1, ring_fd),
+        asm.load_map_fd(R1, long_ring_fd),
         asm.mov(R2, R7),
         asm.mov(R3, R8),
         asm.alu("add", R3, HEADER_BYTES),
@@ -210,13 +234,13 @@ class ExecCapture:
     def __init__(
         self,
         fds: tuple[int, ...],
-        ring: Records,
+        rings: tuple[Records, Records],
         tick_ns: int,
         *,
         pending_capacity: int = 8192,
     ) -> None:
-        self._fds = fds  # scratch map, ring map, program, attachment
-        self._ring = ring
+        self._fds = fds  # scratch map, the rings' maps, program, attachment
+        self._short, self._long = rings
         self._tick_ns = tick_ns
         self._pending: collections.OrderedDict[int, collections.deque[CapturedExec]] = (
             collections.OrderedDict()
@@ -234,50 +258,68 @@ class ExecCapture:
         types = KernelTypes.load(btf_path) if btf_path else KernelTypes.load()
         offsets = types.offsets(_NEEDED)
         opened: list[int] = []
+        rings: list[bpf.RingBuffer] = []
         try:
             scratch = bpf.create_map(
                 bpf.MAP_PERCPU_ARRAY, 4, HEADER_BYTES + ARGV_BYTES, 1, "de_exec_tmp"
             )
             opened.append(scratch)
-            ring_fd = bpf.create_map(bpf.MAP_RINGBUF, 0, 0, RING_BYTES, "de_exec_ring")
-            opened.append(ring_fd)
-            code = program(offsets, scratch, ring_fd)
+            for name, size in (
+                ("de_exec_short", SHORT_RING_BYTES),
+                ("de_exec_long", LONG_RING_BYTES),
+            ):
+                ring_fd = bpf.create_map(bpf.MAP_RINGBUF, 0, 0, size, name)
+                opened.append(ring_fd)
+                rings.append(bpf.RingBuffer(ring_fd, size))
+            code = program(offsets, scratch, opened[1], opened[2])
             prog = bpf.load_program(bpf.PROG_RAW_TRACEPOINT, code, LICENSE, "de_exec")
             opened.append(prog)
-            ring = bpf.RingBuffer(ring_fd, RING_BYTES)
-            try:
-                link = bpf.attach_raw_tracepoint(TRACEPOINT, prog)
-            except OSError:
-                ring.close()
-                raise
+            opened.append(bpf.attach_raw_tracepoint(TRACEPOINT, prog))
         except BaseException:
+            for ring in rings:
+                ring.close()
             for fd in opened:
                 os.close(fd)
             raise
         tick_ns = 1_000_000_000 // (clk_tck or os.sysconf("SC_CLK_TCK"))
-        return cls((scratch, ring_fd, prog, link), ring, tick_ns)
+        return cls(tuple(opened), (rings[0], rings[1]), tick_ns)
 
     def collect(self, limit: int = 65_536) -> int:
-        """Move committed records into the pending table; returns how many."""
+        """Move committed records into the pending table; returns how many execs."""
         count = 0
-        for record in self._ring.records(limit):
+        for record in self._short.records(limit):
             captured = decode_record(record, self._tick_ns)
-            if captured is None:
-                continue
-            count += 1
-            queue = self._pending.get(captured.tgid)
-            if queue is None:
-                queue = self._pending[captured.tgid] = collections.deque()
-            else:
-                self._pending.move_to_end(captured.tgid)
-            queue.append(captured)
-            self._pending_count += 1
-            while self._pending_count > self._pending_capacity:
-                _tgid, oldest = self._pending.popitem(last=False)
-                self._pending_count -= len(oldest)
-                self.unmatched_total += len(oldest)
+            if captured is not None:
+                count += 1
+                self._add(captured)
+        for record in self._long.records(limit):
+            captured = decode_record(record, self._tick_ns)
+            if captured is not None:
+                self._complete(captured)
         self.captured_total += count
         return count
+
+    def _add(self, captured: CapturedExec) -> None:
+        queue = self._pending.get(captured.tgid)
+        if queue is None:
+            queue = self._pending[captured.tgid] = collections.deque()
+        else:
+            self._pending.move_to_end(captured.tgid)
+        queue.append(captured)
+        self._pending_count += 1
+        while self._pending_count > self._pending_capacity:
+            _tgid, oldest = self._pending.popitem(last=False)
+            self._pending_count -= len(oldest)
+            self.unmatched_total += len(oldest)
+
+    def _complete(self, whole: CapturedExec) -> None:
+        """A long ring record: the whole argv of an exec whose short record came first."""
+        queue = self._pending.get(whole.tgid)
+        for index, short in enumerate(queue or ()):
+            if queue is not None and short.ktime_ns == whole.ktime_ns:
+                queue[index] = whole
+                return
+        self._add(whole)  # its short record was lost: the short ring was full
 
     def take(self, tgid: int, event_ns: int) -> CapturedExec | None:
         """The record of the exec the connector reported for `tgid` at `event_ns`: the newest
@@ -299,6 +341,7 @@ class ExecCapture:
         return found
 
     def close(self) -> None:
-        self._ring.close()
+        self._short.close()
+        self._long.close()
         for fd in reversed(self._fds):
             os.close(fd)

@@ -666,6 +666,7 @@ class Collection:
             stream_refused_total=sum(lane.refused for lane in stream),
             exec_capture=procmond.exec_capture if procmond else "",
             exec_rescued_total=procmond.exec_rescued_total if procmond else 0,
+            exec_uncaptured_total=procmond.exec_uncaptured_total if procmond else 0,
         )
 
     def write_health(self, *extra_problems: str) -> None:

@@ -102,6 +102,7 @@ class Health:
     problem: str  # '' or a sentence (e.g. the event reader stopped)
     exec_capture: str
     exec_rescued_total: int  # execs gone from /proc before the read, kept whole by the capture
+    exec_uncaptured_total: int  # exec events the capture had no record for (its ring was full)
 
 
 @dataclass(frozen=True, slots=True)

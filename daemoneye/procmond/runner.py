@@ -296,6 +296,7 @@ class Procmond:
             problem=f"the kernel event reader stopped: {failure}" if failure else "",
             exec_capture=self.exec_capture,
             exec_rescued_total=stats.rescued_total if stats else 0,
+            exec_uncaptured_total=stats.uncaptured_total if stats else 0,
         )
 
     def obey(self, command: object) -> None:

@@ -128,3 +128,22 @@ def test_every_short_shell_of_a_loop_is_seen_with_exe_and_argv() -> None:
     assert source.error is None
     assert set(seen) == wanted
     assert all(seen.values())
+
+
+def test_huge_command_lines_do_not_crowd_out_other_programs(capture: ExecCapture) -> None:
+    """An attacker execs with 32 KB arguments until the rings would be full, before the reader
+    drains them (as when it is busy): a short program run after that still has its record,
+    and so does every one of the attacker's execs (cut to SHORT_ARGV_BYTES)."""
+    flood = [subprocess.Popen(["/bin/true", f"{index:04d}" + "A" * 32_000]) for index in range(80)]
+    for child in flood:
+        child.wait()
+    shells = [subprocess.Popen([SH, "-c", f": after-flood-{index}"]) for index in range(20)]
+    for shell in shells:
+        shell.wait()
+    capture.collect()
+    now = time.monotonic_ns()
+    for shell in shells:
+        found = capture.take(shell.pid, now)
+        assert found is not None and found.argv[-1].startswith(": after-flood-")
+    cut = [capture.take(child.pid, now) for child in flood]
+    assert all(found is not None and found.argv[0] == "/bin/true" for found in cut)

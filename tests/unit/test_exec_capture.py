@@ -18,6 +18,7 @@ from daemoneye.collector.exec_capture import (
     ARGV_BYTES,
     FILENAME_BYTES,
     HEADER_BYTES,
+    SHORT_ARGV_BYTES,
     CapturedExec,
     ExecCapture,
     decode_record,
@@ -212,10 +213,13 @@ class _Ring:
         self.closed = True
 
 
-def capture_with(*records: bytes, capacity: int = 8192) -> tuple[ExecCapture, _Ring]:
-    ring = _Ring()
+def capture_with(
+    *records: bytes, long: tuple[bytes, ...] = (), capacity: int = 8192
+) -> tuple[ExecCapture, _Ring]:
+    ring, long_ring = _Ring(), _Ring()
     ring.pending += records
-    capture = ExecCapture((), ring, TICK_NS, pending_capacity=capacity)
+    long_ring.pending += long
+    capture = ExecCapture((), (ring, long_ring), TICK_NS, pending_capacity=capacity)
     return capture, ring
 
 
@@ -247,6 +251,25 @@ def test_records_waiting_for_events_are_bounded_oldest_out() -> None:
     assert capture.unmatched_total == 6
     assert capture.take(10, EVENT_NS) is None
     assert capture.take(19, EVENT_NS) is not None
+
+
+def test_a_long_argv_completes_the_short_record_of_the_same_exec() -> None:
+    whole = b"java\0" + b"c" * 2000 + b"\0"
+    cut = record(42, whole[:SHORT_ARGV_BYTES], ktime=100, total=len(whole))
+    other = record(42, b"sh\0", ktime=300)
+    capture, _ = capture_with(cut, other, long=(record(42, whole, ktime=100),))
+    assert capture.collect() == 2  # execs, not records
+    taken = capture.take(42, 150)
+    assert taken is not None and taken.argv_complete and taken.argv[1] == "c" * 2000
+    taken = capture.take(42, 350)
+    assert taken is not None and taken.argv == ("sh",)
+
+
+def test_a_long_record_whose_short_one_was_lost_still_counts() -> None:
+    capture, _ = capture_with(long=(record(42, b"x\0" * 400, ktime=100),))
+    capture.collect()
+    taken = capture.take(42, 150)
+    assert taken is not None and taken.argv_complete
 
 
 def test_close_releases_the_ring() -> None:
