@@ -446,7 +446,8 @@ class ProcEventSource:
     def _with_capture(self, details: ProcessDetails, captured: CapturedExec) -> ProcessDetails:
         """/proc's details with what the kernel captured at the exec: its argv (the one exec'd,
         whatever the process wrote over it since) unless it was cut, and what /proc no longer
-        had when the process went during the read: the path execve was given, the real ids."""
+        had when the process went during the read: the executable's path as the kernel walked
+        it (else the path execve was given), the real ids."""
         cmdline = details.cmdline
         if captured.argv_complete or not cmdline:
             cmdline = captured.argv
@@ -456,7 +457,7 @@ class ProcEventSource:
         self.rescued_total += 1
         return replace(
             details,
-            exe=details.exe or captured.filename,
+            exe=details.exe or captured.path or captured.filename,
             cmdline=cmdline,
             uid=captured.uid if details.uid is None else details.uid,
             gid=captured.gid if details.gid is None else details.gid,

@@ -43,9 +43,16 @@ from daemoneye.collector.shared_text import SHARED
 
 TRACEPOINT = "sched_process_exec"
 LICENSE = "Dual MIT/GPL"
-FILENAME_BYTES = 256
-_HEADER = struct.Struct("<IIIIQQIIiIQ16s")  # see _layout: fixed part before the strings
-HEADER_BYTES = _HEADER.size + FILENAME_BYTES  # 328
+FILENAME_BYTES = 128
+# The executable's real path, walked up from its dentry through the mounts it sits on: each
+# name at most COMPONENT_BYTES, leaf first, NUL after each; PATH_BYTES of them at most, over at
+# most PATH_STEPS steps (a name or a mount crossed). Past any of these limits it is not used.
+PATH_BYTES = 512  # a power of two: the write offset is masked with PATH_BYTES - 1
+COMPONENT_BYTES = 128
+PATH_STEPS = 24
+_PATH_COMPLETE = 1 << 31
+_HEADER = struct.Struct("<IIIIQQIIiIQ16s")  # the fixed fields before the strings
+HEADER_BYTES = _HEADER.size + FILENAME_BYTES + PATH_BYTES + COMPONENT_BYTES  # 840
 ARGV_BYTES = 32_768 - HEADER_BYTES  # the per-CPU scratch value may be at most 32 KiB
 # Two rings, so that a flood of execs with huge command lines (which an attacker can run at
 # will) cannot crowd out the record of another program: every exec's record, its argv cut at
@@ -67,12 +74,20 @@ _TGID, _PID, _UID, _GID, _START, _KTIME, _PPID, _ARGV_LEN, _NAME_LEN = (
     36,
     40,
 )
-_ARGS_TOTAL, _COMM, _FILENAME, _ARGV = 48, 56, 72, HEADER_BYTES
+_PATH_LEN, _ARGS_TOTAL, _COMM, _FILENAME = 44, 48, 56, 72
+_PATH = _FILENAME + FILENAME_BYTES
+_ARGV = HEADER_BYTES
 
 _NEEDED = {
     "task_struct": ("mm", "start_boottime", "real_parent", "tgid"),
     "mm_struct": ("arg_start", "arg_end"),
-    "linux_binprm": ("filename",),
+    "linux_binprm": ("filename", "file"),
+    "file": ("f_path",),
+    "path": ("mnt", "dentry"),
+    "dentry": ("d_parent", "d_name"),
+    "qstr": ("name",),
+    "mount": ("mnt_parent", "mnt_mountpoint", "mnt"),
+    "vfsmount": ("mnt_root",),
 }
 
 
@@ -88,6 +103,7 @@ class CapturedExec:
     gid: int
     comm: str
     filename: str | None  # the path given to execve, as given (may be relative or a /dev/fd)
+    path: str | None  # the executable's real path, as /proc/PID/exe would name it; None: unknown
     argv: tuple[str, ...]
     argv_complete: bool  # False when the arguments ran past ARGV_BYTES (or were unreadable)
 
@@ -153,6 +169,7 @@ def program(
         asm.alu("mov", R2, FILENAME_BYTES),
         asm.call(asm.PROBE_READ_KERNEL_STR),
         asm.store(4, R7, _NAME_LEN, R0),
+        *_path_walk(offsets),
         asm.load(8, R3, R10, -24),
         asm.load(8, R2, R10, -32),
         asm.alu("sub", R2, R3, reg=True),
@@ -195,11 +212,100 @@ def program(
     return asm.assemble(items)
 
 
+def _path_walk(offsets: dict[str, int]) -> list[asm.Item]:
+    """The executable's path, as d_path(3) would give it: from bprm->file's dentry up through
+    its parents, and at a mount's root on to the dentry it is mounted on, until the root of the
+    mount tree. R9 holds the binprm; R6 (the context, no longer needed) the bytes written."""
+    from daemoneye.collector.bpf_asm import R0, R1, R2, R3, R4, R6, R7, R8, R9, R10
+
+    def read(
+        dst_off: int, base: int, off: int
+    ) -> list[asm.Item]:  # *(r10 + dst_off) = *(base + off)
+        return [
+            asm.mov(R1, R10),
+            asm.alu("add", R1, dst_off),
+            asm.alu("mov", R2, 8),
+            asm.mov(R3, base),
+            asm.alu("add", R3, off),
+            asm.call(asm.PROBE_READ_KERNEL),
+        ]
+
+    f_path, mount_mnt = offsets["file.f_path"], offsets["mount.mnt"]
+    items: list[asm.Item] = [
+        *read(-16, R9, offsets["linux_binprm.file"]),
+        asm.load(8, R8, R10, -16),
+        *read(-40, R8, f_path + offsets["path.dentry"]),
+        *read(-48, R8, f_path + offsets["path.mnt"]),
+        asm.load(8, R8, R10, -40),  # the dentry
+        asm.load(8, R9, R10, -48),  # the vfsmount it is reached through
+        asm.alu("mov", R6, 0),
+    ]
+    for step in range(PATH_STEPS):
+        items += [
+            *read(-56, R9, offsets["vfsmount.mnt_root"]),
+            asm.load(8, R1, R10, -56),
+            asm.jump("jne", R1, R8, f"name{step}", reg=True),
+            # the root of its mount: on to where that mount is mounted, unless it is the top
+            asm.mov(R4, R9),
+            asm.alu("sub", R4, mount_mnt),  # container_of(vfsmount, struct mount, mnt)
+            asm.store(8, R10, -64, R4),
+            *read(-56, R4, offsets["mount.mnt_parent"]),
+            asm.load(8, R1, R10, -56),
+            asm.load(8, R2, R10, -64),
+            asm.jump("jeq", R1, R2, "path_root", reg=True),
+            asm.load(8, R4, R10, -64),
+            *read(-40, R4, offsets["mount.mnt_mountpoint"]),
+            asm.load(8, R8, R10, -40),
+            asm.load(8, R9, R10, -56),
+            asm.alu("add", R9, mount_mnt),
+            asm.jump("ja", 0, 0, f"next{step}"),
+            asm.label(f"name{step}"),
+            *read(-56, R8, offsets["dentry.d_parent"]),
+            asm.load(8, R1, R10, -56),
+            asm.jump("jeq", R1, R8, "path_root", reg=True),  # a filesystem's own root
+            asm.jump("jgt", R6, PATH_BYTES - 1, "path_cut"),
+            *read(-16, R8, offsets["dentry.d_name"] + offsets["qstr.name"]),
+            asm.load(8, R3, R10, -16),
+            asm.mov(R2, R6),
+            asm.alu("and", R2, PATH_BYTES - 1),
+            asm.mov(R1, R7),
+            asm.alu("add", R1, _PATH),
+            asm.alu("add", R1, R2, reg=True),
+            asm.alu("mov", R2, COMPONENT_BYTES),
+            asm.call(asm.PROBE_READ_KERNEL_STR),
+            asm.jump("jsle", R0, 0, "path_cut"),
+            asm.alu("add", R6, R0, reg=True),
+            asm.load(8, R8, R10, -56),
+            asm.label(f"next{step}"),
+        ]
+    return [
+        *items,
+        asm.label("path_cut"),  # too deep, too long, or unreadable: not used
+        asm.jump("ja", 0, 0, "path_end"),
+        asm.label("path_root"),
+        asm.alu("or", R6, -_PATH_COMPLETE),  # imm is s32, sign-extended; u32 stored below
+        asm.label("path_end"),
+        asm.store(4, R7, _PATH_LEN, R6),
+    ]
+
+
+def decode_path(area: bytes, length_and_flag: int) -> str | None:
+    """The path from the walk's names (leaf first, each ending in NUL); None unless the walk
+    reached the top of the mount tree within its limits."""
+    length = length_and_flag & ~_PATH_COMPLETE
+    if not length_and_flag & _PATH_COMPLETE or length > len(area):
+        return None
+    names = area[:length].split(b"\0")[:-1]
+    if not names or b"" in names:
+        return None
+    return decode(b"/" + b"/".join(reversed(names)))
+
+
 def decode_record(record: bytes | memoryview, tick_ns: int) -> CapturedExec | None:
     """One ring record as a CapturedExec; None when it is too short to be one of ours."""
     if len(record) < HEADER_BYTES:
         return None
-    (tgid, _pid, uid, gid, start_ns, ktime, ppid, argv_len, name_len, _pad, total, comm) = (
+    (tgid, _pid, uid, gid, start_ns, ktime, ppid, argv_len, name_len, path_len, total, comm) = (
         _HEADER.unpack_from(record)
     )
     argv_len = min(argv_len, len(record) - HEADER_BYTES)
@@ -216,6 +322,7 @@ def decode_record(record: bytes | memoryview, tick_ns: int) -> CapturedExec | No
         gid=gid,
         comm=decode(comm.split(b"\0", 1)[0]),
         filename=SHARED.one(filename),
+        path=SHARED.one(decode_path(bytes(record[_PATH : _PATH + PATH_BYTES]), path_len)),
         argv=SHARED.argv(len(raw_argv), parse_cmdline(raw_argv)),
         argv_complete=0 < argv_len == total,
     )

@@ -8,10 +8,13 @@ the connector tests are skipped where the connector cannot be used."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -71,6 +74,7 @@ def test_a_record_says_what_proc_says_of_the_same_process(capture: ExecCapture) 
             stat = parse_stat_fields(file.read())
         with open(f"/proc/{child.pid}/cmdline", "rb") as file:
             cmdline = parse_cmdline(file.read())
+        exe = os.readlink(f"/proc/{child.pid}/exe")
     finally:
         assert child.stdin is not None
         child.stdin.close()
@@ -78,6 +82,7 @@ def test_a_record_says_what_proc_says_of_the_same_process(capture: ExecCapture) 
     assert captured.argv == (SH, "-c", "read line", "marker-\u00e9\x01", "a b") == cmdline
     assert captured.argv_complete
     assert captured.filename == SH
+    assert captured.path == os.path.realpath(SH) == exe
     assert captured.start_ticks == stat.start_ticks  # the instance's identity, to the tick
     assert (captured.ppid, captured.uid, captured.gid) == (os.getpid(), os.getuid(), os.getgid())
     assert captured.comm == "sh"
@@ -147,3 +152,27 @@ def test_huge_command_lines_do_not_crowd_out_other_programs(capture: ExecCapture
         assert found is not None and found.argv[-1].startswith(": after-flood-")
     cut = [capture.take(child.pid, now) for child in flood]
     assert all(found is not None and found.argv[0] == "/bin/true" for found in cut)
+
+
+def test_the_path_is_walked_across_mounts_whatever_path_was_given(
+    capture: ExecCapture, tmp_path: Path
+) -> None:
+    """Run by a relative path from a directory with hostile names, and from /dev/shm (a tmpfs
+    mounted under /dev): the record names the executable as /proc/PID/exe does."""
+    odd = tmp_path / "a b\n(deleted)"
+    odd.mkdir()
+    places = [odd]
+    if os.path.ismount("/dev/shm"):
+        shm = Path(tempfile.mkdtemp(dir="/dev/shm"))
+        places.append(shm)
+    try:
+        for place in places:
+            shutil.copy("/bin/true", place / "tr ue")
+            child = subprocess.Popen(["./tr ue"], cwd=place)
+            child.wait()
+            captured = _record_of(capture, child.pid)
+            assert captured.filename == "./tr ue"
+            assert captured.path == str(place / "tr ue")
+    finally:
+        for place in places[1:]:
+            shutil.rmtree(place)

@@ -15,9 +15,11 @@ from daemoneye.collector.btf import BtfError, KernelTypes
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.exec_capture import (
     _HEADER,
+    _PATH,
     ARGV_BYTES,
     FILENAME_BYTES,
     HEADER_BYTES,
+    PATH_BYTES,
     SHORT_ARGV_BYTES,
     CapturedExec,
     ExecCapture,
@@ -152,6 +154,7 @@ def record(
     total: int | None = None,
     start_ticks: int = 777,
     name_len: int | None = None,
+    path: tuple[bytes, ...] | None = (b"dash", b"bin", b"usr"),
 ) -> bytes:
     header = _HEADER.pack(
         tgid,
@@ -163,12 +166,20 @@ def record(
         PARENT,
         len(argv),
         len(filename) + 1 if name_len is None else name_len,
-        0,
+        _path_length(path),
         len(argv) if total is None else total,
         b"sh\0garbage",
     )
     name = filename.ljust(FILENAME_BYTES, b"\0")
-    return header + name + argv
+    walked = b"".join(part + b"\0" for part in path or ()).ljust(HEADER_BYTES - _PATH, b"\0")
+    return header + name + walked + argv
+
+
+def _path_length(path: tuple[bytes, ...] | None) -> int:
+    """The walk's length word: the bytes written, and bit 31 when it reached the top."""
+    if path is None:
+        return 12  # written, but cut: not used
+    return sum(len(part) + 1 for part in path) | 1 << 31
 
 
 def test_a_record_decodes_to_the_exec_as_the_kernel_saw_it() -> None:
@@ -182,9 +193,28 @@ def test_a_record_decodes_to_the_exec_as_the_kernel_saw_it() -> None:
         gid=1001,
         comm="sh",
         filename="/bin/sh",
+        path="/usr/bin/dash",
         argv=("/bin/sh", "-c", ": x\\xff"),
         argv_complete=True,
     )
+
+
+def test_the_walked_path_is_used_only_when_the_walk_reached_the_top() -> None:
+    named = decode_record(record(42, b"x\0", path=(b"t\nx", b"a b", b"tmp")), TICK_NS)
+    assert named is not None and named.path == "/tmp/a b/t\nx"
+    cut = decode_record(record(42, b"x\0", path=None), TICK_NS)
+    assert cut is not None and cut.path is None and cut.filename == "/bin/sh"
+    nothing = decode_record(record(42, b"x\0", path=()), TICK_NS)  # a mount root: no names
+    assert nothing is not None and nothing.path is None
+    assert PATH_BYTES < HEADER_BYTES - _PATH  # room for the last name past the mask
+
+
+def test_a_gone_process_without_a_walked_path_keeps_the_path_it_was_given(
+    tmp_path: Path,
+) -> None:
+    source = source_with(tmp_path, record(42, b"memfd-prog\0", filename=b"/dev/fd/3", path=None))
+    item = source.handle(exec_event(42))
+    assert item is not None and item.event.exe == "/dev/fd/3"
 
 
 def test_cut_unreadable_and_short_records() -> None:
@@ -298,7 +328,7 @@ def test_a_process_gone_before_proc_was_read_is_still_stored_whole(tmp_path: Pat
     event = item.event
     assert event.partial  # cwd, context and the rest of /proc are still missing
     assert event.cmdline == ("/bin/sh", "-c", ": MARKER-1")
-    assert event.exe == "/bin/sh"  # the path execve was given
+    assert event.exe == "/usr/bin/dash"  # the executable's path, as the kernel walked it
     assert event.start_time == BOOT + 777 / 100 and event.ppid == PARENT
     assert (item.details.uid, item.details.gid) == (1000, 1001)
     assert source.stats().rescued_total == 1
