@@ -108,21 +108,38 @@ class CapturedExec:
     argv_complete: bool  # False when the arguments ran past ARGV_BYTES (or were unreadable)
 
 
+def _read_kernel(dst_reg: int, dst_off: int, size: int, base: int, off: int) -> list[asm.Item]:
+    """``*(dst_reg + dst_off) = *(base + off)``, `size` bytes (r1-r5 clobbered; `base` must be
+    neither r1, r2 nor r3)."""
+    return [
+        asm.mov(asm.R1, dst_reg),
+        asm.alu("add", asm.R1, dst_off),
+        asm.alu("mov", asm.R2, size),
+        asm.mov(asm.R3, base),
+        asm.alu("add", asm.R3, off),
+        asm.call(asm.PROBE_READ_KERNEL),
+    ]
+
+
+def _output(ring_fd: int, argv_len: int) -> list[asm.Item]:
+    """The record (r7) with `argv_len` (a register) bytes of argv, into the ring, without
+    waking its reader."""
+    return [
+        asm.store(4, asm.R7, _ARGV_LEN, argv_len),
+        asm.load_map_fd(asm.R1, ring_fd),
+        asm.mov(asm.R2, asm.R7),
+        asm.mov(asm.R3, argv_len),
+        asm.alu("add", asm.R3, HEADER_BYTES),
+        asm.alu("mov", asm.R4, _RB_NO_WAKEUP),
+        asm.call(asm.RINGBUF_OUTPUT),
+    ]
+
+
 def program(
     offsets: dict[str, int], scratch_fd: int, short_ring_fd: int, long_ring_fd: int
 ) -> bytes:
     """The raw tracepoint program (ctx: task_struct *p, pid_t old_pid, linux_binprm *bprm)."""
-    from daemoneye.collector.bpf_asm import R0, R1, R2, R3, R4, R6, R7, R8, R9, R10
-
-    def read_kernel(dst_reg: int, dst_off: int, size: int, base: int, off: int) -> list[asm.Item]:
-        return [
-            asm.mov(R1, dst_reg),
-            asm.alu("add", R1, dst_off),
-            asm.alu("mov", R2, size),
-            asm.mov(R3, base),
-            asm.alu("add", R3, off),
-            asm.call(asm.PROBE_READ_KERNEL),
-        ]
+    from daemoneye.collector.bpf_asm import R0, R1, R2, R3, R6, R7, R8, R9, R10
 
     task, mm, binprm = "task_struct.", "mm_struct.", "linux_binprm."
     items: list[asm.Item] = [
@@ -153,16 +170,16 @@ def program(
         asm.alu("mov", R2, 16),
         asm.call(asm.GET_CURRENT_COMM),
         asm.load(8, R8, R6, 0),  # the task
-        *read_kernel(R7, _START, 8, R8, offsets[task + "start_boottime"]),
-        *read_kernel(R10, -16, 8, R8, offsets[task + "real_parent"]),
+        *_read_kernel(R7, _START, 8, R8, offsets[task + "start_boottime"]),
+        *_read_kernel(R10, -16, 8, R8, offsets[task + "real_parent"]),
         asm.load(8, R9, R10, -16),
-        *read_kernel(R7, _PPID, 4, R9, offsets[task + "tgid"]),
-        *read_kernel(R10, -16, 8, R8, offsets[task + "mm"]),
+        *_read_kernel(R7, _PPID, 4, R9, offsets[task + "tgid"]),
+        *_read_kernel(R10, -16, 8, R8, offsets[task + "mm"]),
         asm.load(8, R9, R10, -16),
-        *read_kernel(R10, -24, 8, R9, offsets[mm + "arg_start"]),
-        *read_kernel(R10, -32, 8, R9, offsets[mm + "arg_end"]),
+        *_read_kernel(R10, -24, 8, R9, offsets[mm + "arg_start"]),
+        *_read_kernel(R10, -32, 8, R9, offsets[mm + "arg_end"]),
         asm.load(8, R9, R6, 16),  # the binprm
-        *read_kernel(R10, -16, 8, R9, offsets[binprm + "filename"]),
+        *_read_kernel(R10, -16, 8, R9, offsets[binprm + "filename"]),
         asm.load(8, R3, R10, -16),
         asm.mov(R1, R7),
         asm.alu("add", R1, _FILENAME),
@@ -189,22 +206,10 @@ def program(
         asm.jump("jle", R9, SHORT_ARGV_BYTES, "short"),
         asm.alu("mov", R9, SHORT_ARGV_BYTES),
         asm.label("short"),
-        asm.store(4, R7, _ARGV_LEN, R9),
-        asm.load_map_fd(R1, short_ring_fd),
-        asm.mov(R2, R7),
-        asm.mov(R3, R9),
-        asm.alu("add", R3, HEADER_BYTES),
-        asm.alu("mov", R4, _RB_NO_WAKEUP),
-        asm.call(asm.RINGBUF_OUTPUT),
+        *_output(short_ring_fd, R9),
         # a longer argv: the whole record again, in the long ring
         asm.jump("jle", R8, SHORT_ARGV_BYTES, "out"),
-        asm.store(4, R7, _ARGV_LEN, R8),
-        asm.load_map_fd(R1, long_ring_fd),
-        asm.mov(R2, R7),
-        asm.mov(R3, R8),
-        asm.alu("add", R3, HEADER_BYTES),
-        asm.alu("mov", R4, _RB_NO_WAKEUP),
-        asm.call(asm.RINGBUF_OUTPUT),
+        *_output(long_ring_fd, R8),
         asm.label("out"),
         asm.alu("mov", R0, 0),
         asm.exit_(),
@@ -218,53 +223,41 @@ def _path_walk(offsets: dict[str, int]) -> list[asm.Item]:
     mount tree. R9 holds the binprm; R6 (the context, no longer needed) the bytes written."""
     from daemoneye.collector.bpf_asm import R0, R1, R2, R3, R4, R6, R7, R8, R9, R10
 
-    def read(
-        dst_off: int, base: int, off: int
-    ) -> list[asm.Item]:  # *(r10 + dst_off) = *(base + off)
-        return [
-            asm.mov(R1, R10),
-            asm.alu("add", R1, dst_off),
-            asm.alu("mov", R2, 8),
-            asm.mov(R3, base),
-            asm.alu("add", R3, off),
-            asm.call(asm.PROBE_READ_KERNEL),
-        ]
-
     f_path, mount_mnt = offsets["file.f_path"], offsets["mount.mnt"]
     items: list[asm.Item] = [
-        *read(-16, R9, offsets["linux_binprm.file"]),
+        *_read_kernel(R10, -16, 8, R9, offsets["linux_binprm.file"]),
         asm.load(8, R8, R10, -16),
-        *read(-40, R8, f_path + offsets["path.dentry"]),
-        *read(-48, R8, f_path + offsets["path.mnt"]),
+        *_read_kernel(R10, -40, 8, R8, f_path + offsets["path.dentry"]),
+        *_read_kernel(R10, -48, 8, R8, f_path + offsets["path.mnt"]),
         asm.load(8, R8, R10, -40),  # the dentry
         asm.load(8, R9, R10, -48),  # the vfsmount it is reached through
         asm.alu("mov", R6, 0),
     ]
     for step in range(PATH_STEPS):
         items += [
-            *read(-56, R9, offsets["vfsmount.mnt_root"]),
+            *_read_kernel(R10, -56, 8, R9, offsets["vfsmount.mnt_root"]),
             asm.load(8, R1, R10, -56),
             asm.jump("jne", R1, R8, f"name{step}", reg=True),
             # the root of its mount: on to where that mount is mounted, unless it is the top
             asm.mov(R4, R9),
             asm.alu("sub", R4, mount_mnt),  # container_of(vfsmount, struct mount, mnt)
             asm.store(8, R10, -64, R4),
-            *read(-56, R4, offsets["mount.mnt_parent"]),
+            *_read_kernel(R10, -56, 8, R4, offsets["mount.mnt_parent"]),
             asm.load(8, R1, R10, -56),
             asm.load(8, R2, R10, -64),
             asm.jump("jeq", R1, R2, "path_root", reg=True),
             asm.load(8, R4, R10, -64),
-            *read(-40, R4, offsets["mount.mnt_mountpoint"]),
+            *_read_kernel(R10, -40, 8, R4, offsets["mount.mnt_mountpoint"]),
             asm.load(8, R8, R10, -40),
             asm.load(8, R9, R10, -56),
             asm.alu("add", R9, mount_mnt),
             asm.jump("ja", 0, 0, f"next{step}"),
             asm.label(f"name{step}"),
-            *read(-56, R8, offsets["dentry.d_parent"]),
+            *_read_kernel(R10, -56, 8, R8, offsets["dentry.d_parent"]),
             asm.load(8, R1, R10, -56),
             asm.jump("jeq", R1, R8, "path_root", reg=True),  # a filesystem's own root
             asm.jump("jgt", R6, PATH_BYTES - 1, "path_cut"),
-            *read(-16, R8, offsets["dentry.d_name"] + offsets["qstr.name"]),
+            *_read_kernel(R10, -16, 8, R8, offsets["dentry.d_name"] + offsets["qstr.name"]),
             asm.load(8, R3, R10, -16),
             asm.mov(R2, R6),
             asm.alu("and", R2, PATH_BYTES - 1),
