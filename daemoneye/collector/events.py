@@ -209,6 +209,14 @@ class ProcEventSource:
         with self._lock:  # so that take_reconcile cannot clear a request it did not see
             self._needs_reconcile = True
 
+    def _events_lost(self) -> None:
+        """The kernel dropped events: ask for a scan, and let go of the exec capture's waiting
+        records, which can no longer be paired safely (a record whose event was lost would
+        lend its argv to the next exec of the same process)."""
+        self._request_reconcile()
+        if self._capture is not None:
+            self._capture.forget()
+
     def take_reconcile(self) -> bool:
         """Return and clear `needs_reconcile` in one step."""
         with self._lock:
@@ -286,7 +294,7 @@ class ProcEventSource:
             try:
                 data = self._connector.recv()
             except ConnectorOverrun:
-                self._request_reconcile()
+                self._events_lost()
                 continue
             if not data:
                 break
@@ -345,7 +353,7 @@ class ProcEventSource:
             self.malformed_total += 1
             return None
         if isinstance(message, NetlinkOverrun):
-            self._request_reconcile()
+            self._events_lost()
             return None
         if isinstance(message, NetlinkError):
             log.debug("process connector: netlink error %d", message.error)
@@ -381,7 +389,7 @@ class ProcEventSource:
         gap = (seq - last - 1) % _SEQ_MODULUS
         if 0 < gap < _SEQ_MODULUS // 2:  # a huge "gap" is a counter restart, not a loss
             self.lost_total += gap
-            self._request_reconcile()
+            self._events_lost()
 
     def _on_fork(self, message: ForkEvent) -> ObservedEvent | None:
         if message.is_thread:
@@ -420,6 +428,12 @@ class ProcEventSource:
         captured = None
         if self._capture is not None:
             captured = self._capture.take(pid, message.timestamp_ns)
+            if (
+                captured is not None
+                and stat is not None
+                and captured.start_ticks != stat.start_ticks
+            ):
+                captured = None  # another instance's record: the pid was reused
             self.uncaptured_total += captured is None
         if stat is not None:
             known = _Known(stat.start_ticks, stat.ppid)
@@ -447,7 +461,8 @@ class ProcEventSource:
         """/proc's details with what the kernel captured at the exec: its argv (the one exec'd,
         whatever the process wrote over it since) unless it was cut, and what /proc no longer
         had when the process went during the read: the executable's path as the kernel walked
-        it (else the path execve was given), the real ids."""
+        it, the real ids. The path execve was given is never taken for the exe: it may be
+        relative, a symlink or a decoy."""
         cmdline = details.cmdline
         if captured.argv_complete or not cmdline:
             cmdline = captured.argv
@@ -457,7 +472,8 @@ class ProcEventSource:
         self.rescued_total += 1
         return replace(
             details,
-            exe=details.exe or captured.path or captured.filename,
+            exe=details.exe or captured.path,
+            exe_deleted=details.exe_deleted if details.exe else captured.path_deleted,
             cmdline=cmdline,
             uid=captured.uid if details.uid is None else details.uid,
             gid=captured.gid if details.gid is None else details.gid,

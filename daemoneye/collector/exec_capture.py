@@ -51,7 +51,9 @@ PATH_BYTES = 512  # a power of two: the write offset is masked with PATH_BYTES -
 COMPONENT_BYTES = 128
 PATH_STEPS = 24
 _PATH_COMPLETE = 1 << 31
+_PATH_DELETED = 1 << 30
 _HEADER = struct.Struct("<IIIIQQIIiIQ16s")  # the fixed fields before the strings
+_PREFIX = struct.Struct("<IIIIQQ")  # tgid … ktime: the start of _HEADER
 HEADER_BYTES = _HEADER.size + FILENAME_BYTES + PATH_BYTES + COMPONENT_BYTES  # 840
 ARGV_BYTES = 32_768 - HEADER_BYTES  # the per-CPU scratch value may be at most 32 KiB
 # Two rings, so that a flood of execs with huge command lines (which an attacker can run at
@@ -84,7 +86,8 @@ _NEEDED = {
     "linux_binprm": ("filename", "file"),
     "file": ("f_path",),
     "path": ("mnt", "dentry"),
-    "dentry": ("d_parent", "d_name"),
+    "dentry": ("d_parent", "d_name", "d_hash"),
+    "hlist_bl_node": ("pprev",),
     "qstr": ("name",),
     "mount": ("mnt_parent", "mnt_mountpoint", "mnt"),
     "vfsmount": ("mnt_root",),
@@ -104,6 +107,7 @@ class CapturedExec:
     comm: str
     filename: str | None  # the path given to execve, as given (may be relative or a /dev/fd)
     path: str | None  # the executable's real path, as /proc/PID/exe would name it; None: unknown
+    path_deleted: bool  # the executable was unlinked: /proc/PID/exe would say "(deleted)"
     argv: tuple[str, ...]
     argv_complete: bool  # False when the arguments ran past ARGV_BYTES (or were unreadable)
 
@@ -231,6 +235,8 @@ def _path_walk(offsets: dict[str, int]) -> list[asm.Item]:
         *_read_kernel(R10, -48, 8, R8, f_path + offsets["path.mnt"]),
         asm.load(8, R8, R10, -40),  # the dentry
         asm.load(8, R9, R10, -48),  # the vfsmount it is reached through
+        # unlinked (d_unhashed): its d_hash.pprev is NULL; the exe link would say "(deleted)"
+        *_read_kernel(R10, -72, 8, R8, offsets["dentry.d_hash"] + offsets["hlist_bl_node.pprev"]),
         asm.alu("mov", R6, 0),
     ]
     for step in range(PATH_STEPS):
@@ -267,6 +273,7 @@ def _path_walk(offsets: dict[str, int]) -> list[asm.Item]:
             asm.alu("mov", R2, COMPONENT_BYTES),
             asm.call(asm.PROBE_READ_KERNEL_STR),
             asm.jump("jsle", R0, 0, "path_cut"),
+            asm.jump("jeq", R0, COMPONENT_BYTES, "path_cut"),  # a name that may have been cut
             asm.alu("add", R6, R0, reg=True),
             asm.load(8, R8, R10, -56),
             asm.label(f"next{step}"),
@@ -278,20 +285,32 @@ def _path_walk(offsets: dict[str, int]) -> list[asm.Item]:
         asm.label("path_root"),
         asm.alu("or", R6, -_PATH_COMPLETE),  # imm is s32, sign-extended; u32 stored below
         asm.label("path_end"),
+        asm.load(8, R1, R10, -72),
+        asm.jump("jne", R1, 0, "path_linked"),
+        asm.alu("or", R6, _PATH_DELETED),
+        asm.label("path_linked"),
         asm.store(4, R7, _PATH_LEN, R6),
     ]
 
 
-def decode_path(area: bytes, length_and_flag: int) -> str | None:
-    """The path from the walk's names (leaf first, each ending in NUL); None unless the walk
-    reached the top of the mount tree within its limits."""
-    length = length_and_flag & ~_PATH_COMPLETE
-    if not length_and_flag & _PATH_COMPLETE or length > len(area):
-        return None
+def decode_path(area: bytes, word: int) -> tuple[str | None, bool]:
+    """The path from the walk's names (leaf first, each ending in NUL) and whether the file was
+    unlinked; the path is None unless the walk reached the top of the mount tree within its
+    limits."""
+    length = word & ~(_PATH_COMPLETE | _PATH_DELETED)
+    deleted = bool(word & _PATH_DELETED)
+    if not word & _PATH_COMPLETE or length > len(area):
+        return None, deleted
     names = area[:length].split(b"\0")[:-1]
     if not names or b"" in names:
-        return None
-    return decode(b"/" + b"/".join(reversed(names)))
+        return None, deleted
+    return decode(b"/" + b"/".join(reversed(names))), deleted
+
+
+def _key(record: bytes) -> tuple[int, int]:
+    """(tgid, ktime) of a raw record: what pairs it with its exec event."""
+    tgid, _pid, _uid, _gid, _start, ktime = _PREFIX.unpack_from(record)
+    return tgid, ktime
 
 
 def decode_record(record: bytes | memoryview, tick_ns: int) -> CapturedExec | None:
@@ -303,9 +322,10 @@ def decode_record(record: bytes | memoryview, tick_ns: int) -> CapturedExec | No
     )
     argv_len = min(argv_len, len(record) - HEADER_BYTES)
     filename = None
-    if 1 < name_len <= FILENAME_BYTES:  # the length counts the NUL
+    if 1 < name_len < FILENAME_BYTES:  # counts the NUL; a full buffer may be a cut name
         filename = decode(bytes(record[_FILENAME : _FILENAME + name_len - 1]))
     raw_argv = bytes(record[_ARGV : _ARGV + argv_len])
+    path, deleted = decode_path(bytes(record[_PATH : _PATH + PATH_BYTES]), path_len)
     return CapturedExec(
         tgid=tgid,
         ktime_ns=ktime,
@@ -315,7 +335,8 @@ def decode_record(record: bytes | memoryview, tick_ns: int) -> CapturedExec | No
         gid=gid,
         comm=decode(comm.split(b"\0", 1)[0]),
         filename=SHARED.one(filename),
-        path=SHARED.one(decode_path(bytes(record[_PATH : _PATH + PATH_BYTES]), path_len)),
+        path=SHARED.one(path),
+        path_deleted=deleted,
         argv=SHARED.argv(len(raw_argv), parse_cmdline(raw_argv)),
         argv_complete=0 < argv_len == total,
     )
@@ -329,7 +350,12 @@ class Records(Protocol):
 
 
 class ExecCapture:
-    """The loaded program, its ring, and the records waiting for their connector event."""
+    """The loaded program, its rings, and the records waiting for their connector event.
+
+    Waiting records are kept raw and decoded when taken, bounded by count and by bytes:
+    a process held at its exec (a tracer's PTRACE_EVENT_EXEC stop comes between the record and
+    the event) keeps its record waiting, and an unprivileged user can hold thousands. Past
+    the bounds the oldest go, counted in `evicted_total`; their execs fall back to /proc."""
 
     def __init__(
         self,
@@ -337,19 +363,24 @@ class ExecCapture:
         rings: tuple[Records, Records],
         tick_ns: int,
         *,
-        pending_capacity: int = 8192,
+        pending_capacity: int = 65_536,
+        pending_bytes: int = 32 << 20,
     ) -> None:
         self._fds = fds  # scratch map, the rings' maps, program, attachment
         self._short, self._long = rings
         self._tick_ns = tick_ns
-        self._pending: collections.OrderedDict[int, collections.deque[CapturedExec]] = (
+        # tgid -> [(ktime, raw record)], oldest tgid first
+        self._pending: collections.OrderedDict[int, collections.deque[tuple[int, bytes]]] = (
             collections.OrderedDict()
         )
         self._pending_count = 0
+        self._pending_size = 0
         self._pending_capacity = pending_capacity
+        self._pending_bytes = pending_bytes
         self.captured_total = 0
         self.matched_total = 0
         self.unmatched_total = 0  # records whose exec event never came (or came too late)
+        self.evicted_total = 0  # records dropped to keep the table within its bounds
 
     @classmethod
     def open(cls, *, clk_tck: int | None = None, btf_path: str | None = None) -> ExecCapture:
@@ -388,36 +419,41 @@ class ExecCapture:
         """Move committed records into the pending table; returns how many execs."""
         count = 0
         for record in self._short.records(limit):
-            captured = decode_record(record, self._tick_ns)
-            if captured is not None:
+            if len(record) >= HEADER_BYTES:
                 count += 1
-                self._add(captured)
+                self._add(bytes(record))
         for record in self._long.records(limit):
-            captured = decode_record(record, self._tick_ns)
-            if captured is not None:
-                self._complete(captured)
+            if len(record) >= HEADER_BYTES:
+                self._complete(bytes(record))
         self.captured_total += count
         return count
 
-    def _add(self, captured: CapturedExec) -> None:
-        queue = self._pending.get(captured.tgid)
+    def _add(self, record: bytes) -> None:
+        tgid, ktime = _key(record)
+        queue = self._pending.get(tgid)
         if queue is None:
-            queue = self._pending[captured.tgid] = collections.deque()
+            queue = self._pending[tgid] = collections.deque()
         else:
-            self._pending.move_to_end(captured.tgid)
-        queue.append(captured)
+            self._pending.move_to_end(tgid)
+        queue.append((ktime, record))
         self._pending_count += 1
-        while self._pending_count > self._pending_capacity:
+        self._pending_size += len(record)
+        while (
+            self._pending_count > self._pending_capacity or self._pending_size > self._pending_bytes
+        ):
             _tgid, oldest = self._pending.popitem(last=False)
             self._pending_count -= len(oldest)
-            self.unmatched_total += len(oldest)
+            self._pending_size -= sum(len(raw) for _ktime, raw in oldest)
+            self.evicted_total += len(oldest)
 
-    def _complete(self, whole: CapturedExec) -> None:
+    def _complete(self, whole: bytes) -> None:
         """A long ring record: the whole argv of an exec whose short record came first."""
-        queue = self._pending.get(whole.tgid)
-        for index, short in enumerate(queue or ()):
-            if queue is not None and short.ktime_ns == whole.ktime_ns:
-                queue[index] = whole
+        tgid, ktime = _key(whole)
+        queue = self._pending.get(tgid)
+        for index, (short_ktime, short) in enumerate(queue or ()):
+            if queue is not None and short_ktime == ktime:
+                queue[index] = (ktime, whole)
+                self._pending_size += len(whole) - len(short)
                 return
         self._add(whole)  # its short record was lost: the short ring was full
 
@@ -429,16 +465,28 @@ class ExecCapture:
         if not queue:
             return None
         found = None
-        while queue and queue[0].ktime_ns <= event_ns:
+        while queue and queue[0][0] <= event_ns:
             if found is not None:
                 self.unmatched_total += 1
-            found = queue.popleft()
+            found = queue.popleft()[1]
             self._pending_count -= 1
+            self._pending_size -= len(found)
         if not queue:
             del self._pending[tgid]
-        if found is not None:
-            self.matched_total += 1
-        return found
+        if found is None:
+            return None
+        self.matched_total += 1
+        return decode_record(found, self._tick_ns)
+
+    def forget(self) -> int:
+        """Drop every waiting record: the connector lost events, so a record can no longer be
+        told from one whose exec event is gone (which would then give its argv to the next exec
+        of the same process). Their execs fall back to /proc. Returns how many."""
+        dropped = self._pending_count
+        self.unmatched_total += dropped
+        self._pending.clear()
+        self._pending_count = self._pending_size = 0
+        return dropped
 
     def close(self) -> None:
         self._short.close()

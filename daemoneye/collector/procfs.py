@@ -18,6 +18,8 @@ from daemoneye.errors import CollectorError
 from daemoneye.models import ProcessSample
 
 _READ_SIZE = 4096
+CMDLINE_KEEP_BYTES = 128 * 1024  # of a command line: its first and last 64 KiB
+CMDLINE_KEEP_ARGS = 4096  # of its arguments: the first and the last 2,048
 _DELETED = " (deleted)"
 _PF_KTHREAD = 0x00200000  # task flag (stat field 9): a kernel thread, which can never execve
 _CAP_SYS_PTRACE = 19
@@ -128,11 +130,23 @@ def parse_cmdline(raw: bytes) -> tuple[str, ...]:
     padding a process leaves after rewriting its title, at the cost of a trailing empty
     argument). A process that rewrote argv into one space-separated title (nginx, postgres) is
     kept as one element: splitting on spaces would invent arguments. Kernel threads and zombies
-    give ()."""
+    give ().
+
+    What a process puts in its argv is hostile in cost too: 2 MB of empty arguments would be
+    a 200,000-item tuple in every copy of the record. So at most CMDLINE_KEEP_BYTES are kept
+    and at most CMDLINE_KEEP_ARGS arguments, each bound split between the head and the tail
+    (padding at either end cannot push what a program acts on out of sight)."""
     raw = raw.rstrip(b"\0")
     if not raw:
         return ()
-    return tuple(decode(arg) for arg in raw.split(b"\0"))
+    if len(raw) > CMDLINE_KEEP_BYTES:
+        half = CMDLINE_KEEP_BYTES // 2
+        raw = raw[:half] + b"\0" + raw[-half:]
+    args = raw.split(b"\0")
+    if len(args) > CMDLINE_KEEP_ARGS:
+        half = CMDLINE_KEEP_ARGS // 2
+        args = args[:half] + args[-half:]
+    return tuple(decode(arg) for arg in args)
 
 
 def split_deleted(target: str) -> tuple[str, bool]:

@@ -259,7 +259,8 @@ def shed_start_capabilities() -> None:
 def drop_launcher(account: Account, keep: frozenset[str] = PROCMOND_START_CAPABILITIES) -> None:
     """For a process whose only job is to exec procmond, again after a crash, once the agent
     has dropped (a child the agent forks before its own drop): run as `account` holding `keep`
-    as ambient capabilities, which survive an exec as a non-root user, and nothing else. The
+    as ambient capabilities, which survive an exec as a non-root user, none of them effective
+    (the launcher itself uses none), and nothing else. The
     procmond it execs starts with exactly `keep` and calls `drop_procmond`, which clears the
     inheritable and ambient sets again. The bounding set holds `keep` without the
     start-only EXEC_CAPTURE_CAPABILITIES: ambient capabilities cross an exec without passing
@@ -276,7 +277,7 @@ def drop_launcher(account: Account, keep: frozenset[str] = PROCMOND_START_CAPABI
         if _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, CAPABILITY_NAMES.index(name)) != 0:
             raise _fail(f"raising {name} as ambient")
     _trim_bounding_set(wanted & ~capability_mask(EXEC_CAPTURE_CAPABILITIES))
-    _capset(wanted, wanted, wanted)
+    _capset(0, wanted, wanted)  # nothing effective: ambient needs permitted and inheritable
     if _prctl(_PR_SET_NO_NEW_PRIVS, 1) != 0:
         raise _fail("PR_SET_NO_NEW_PRIVS")
 

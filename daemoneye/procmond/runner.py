@@ -70,6 +70,9 @@ def open_exec_capture(settings: CollectorConfig) -> tuple[ExecCapture | None, st
     except (OSError, BtfError) as exc:
         log.info("eBPF exec capture unavailable: %s", exc)
         return None, f"off: {exc}"
+    except Exception as exc:  # a kernel's BTF we misread: run without it, never crash-loop
+        log.warning("eBPF exec capture failed to load", exc_info=True)
+        return None, f"off: {type(exc).__name__}: {exc}"
     return capture, "eBPF"
 
 
@@ -294,7 +297,7 @@ class Procmond:
             event_source=self.event_source,
             event_filter=stats.filtering if stats else "",
             problem=f"the kernel event reader stopped: {failure}" if failure else "",
-            exec_capture=self.exec_capture,
+            exec_capture="off: the kernel event reader stopped" if failure else self.exec_capture,
             exec_rescued_total=stats.rescued_total if stats else 0,
             exec_uncaptured_total=stats.uncaptured_total if stats else 0,
         )

@@ -176,3 +176,31 @@ def test_the_path_is_walked_across_mounts_whatever_path_was_given(
     finally:
         for place in places[1:]:
             shutil.rmtree(place)
+
+
+def test_an_unlinked_executable_is_marked_deleted_and_a_long_name_is_not_cut(
+    capture: ExecCapture, tmp_path: Path
+) -> None:
+    """A binary run from an open descriptor after its file was removed (the fileless trick),
+    and one whose name is longer than the walk takes: the first is flagged, the second gets
+    no path rather than a cut one that could name a decoy."""
+    doomed = tmp_path / "dropper"
+    shutil.copy("/bin/true", doomed)
+    fd = os.open(doomed, os.O_RDONLY)
+    doomed.unlink()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execve(fd, ["dropper"], {})
+        finally:
+            os._exit(127)
+    os.close(fd)
+    os.waitpid(pid, 0)
+    captured = _record_of(capture, pid)
+    assert captured.path == str(doomed) and captured.path_deleted
+    long_name = tmp_path / ("x" * 200)
+    shutil.copy("/bin/true", long_name)
+    child = subprocess.Popen([str(long_name)])
+    child.wait()
+    captured = _record_of(capture, child.pid)
+    assert captured.path is None and not captured.path_deleted

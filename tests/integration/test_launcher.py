@@ -106,6 +106,7 @@ def test_each_procmond_it_starts_holds_exactly_procmonds_capabilities(launcher: 
     assert launcher_status["Uid"].split() == ["65534"] * 4
     # procmond's capabilities at start (the exec capture's two included), nothing more, ever
     assert int(launcher_status["CapPrm"], 16) == capability_mask(PROCMOND_START_CAPABILITIES)
+    assert int(launcher_status["CapEff"], 16) == 0  # it uses none of them itself
     assert int(launcher_status["CapBnd"], 16) == kept
 
 

@@ -339,7 +339,9 @@ def test_a_launcher_execs_procmond_with_exactly_its_capabilities(tmp_path: Path)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         drop_launcher(lookup_account(USER))
-        os.execv(sys.executable, [sys.executable, "-c", PRINT_STATUS_AFTER_PROCMOND_DROP])
+        # as the launcher does: through /proc/self/exe, with no path to search (its effective
+        # set is empty; the interpreter may live under root's 0700 home)
+        os.execv("/proc/self/exe", [sys.executable, "-c", PRINT_STATUS_AFTER_PROCMOND_DROP])
 
     pid = os.fork()
     if pid == 0:

@@ -25,7 +25,7 @@ from daemoneye.collector.exec_capture import (
     ExecCapture,
     decode_record,
 )
-from daemoneye.collector.proc_events import ExecEvent
+from daemoneye.collector.proc_events import ExecEvent, NetlinkOverrun
 from tests.unit.test_netlink_events import BOOT, EVENT_NS, PARENT, write_process
 
 TICK_NS = 10_000_000  # USER_HZ 100
@@ -155,6 +155,7 @@ def record(
     start_ticks: int = 777,
     name_len: int | None = None,
     path: tuple[bytes, ...] | None = (b"dash", b"bin", b"usr"),
+    path_word_flags: int = 0,
 ) -> bytes:
     header = _HEADER.pack(
         tgid,
@@ -166,7 +167,7 @@ def record(
         PARENT,
         len(argv),
         len(filename) + 1 if name_len is None else name_len,
-        _path_length(path),
+        _path_length(path) | path_word_flags,
         len(argv) if total is None else total,
         b"sh\0garbage",
     )
@@ -194,6 +195,7 @@ def test_a_record_decodes_to_the_exec_as_the_kernel_saw_it() -> None:
         comm="sh",
         filename="/bin/sh",
         path="/usr/bin/dash",
+        path_deleted=False,
         argv=("/bin/sh", "-c", ": x\\xff"),
         argv_complete=True,
     )
@@ -201,6 +203,7 @@ def test_a_record_decodes_to_the_exec_as_the_kernel_saw_it() -> None:
 
 def test_the_walked_path_is_used_only_when_the_walk_reached_the_top() -> None:
     named = decode_record(record(42, b"x\0", path=(b"t\nx", b"a b", b"tmp")), TICK_NS)
+    assert named is not None and not named.path_deleted
     assert named is not None and named.path == "/tmp/a b/t\nx"
     cut = decode_record(record(42, b"x\0", path=None), TICK_NS)
     assert cut is not None and cut.path is None and cut.filename == "/bin/sh"
@@ -209,12 +212,44 @@ def test_the_walked_path_is_used_only_when_the_walk_reached_the_top() -> None:
     assert PATH_BYTES < HEADER_BYTES - _PATH  # room for the last name past the mask
 
 
-def test_a_gone_process_without_a_walked_path_keeps_the_path_it_was_given(
-    tmp_path: Path,
-) -> None:
-    source = source_with(tmp_path, record(42, b"memfd-prog\0", filename=b"/dev/fd/3", path=None))
+def test_the_path_given_to_execve_never_stands_in_for_the_exe(tmp_path: Path) -> None:
+    """A relative path, a symlink's name or a decoy: what execve was given is the caller's
+    word, so a gone process whose path could not be walked has no exe (as before)."""
+    source = source_with(tmp_path, record(42, b"memfd-prog\0", filename=b"./sshd", path=None))
     item = source.handle(exec_event(42))
-    assert item is not None and item.event.exe == "/dev/fd/3"
+    assert item is not None and item.event.exe is None
+    assert item.event.cmdline == ("memfd-prog",)
+
+
+def test_an_unlinked_executable_keeps_its_deleted_flag(tmp_path: Path) -> None:
+    gone = record(42, b"x\0", path=(b"dropper", b"tmp"), path_word_flags=1 << 30)
+    source = source_with(tmp_path, gone)
+    item = source.handle(exec_event(42))
+    assert item is not None and item.details is not None
+    assert item.event.exe == "/tmp/dropper" and item.details.exe_deleted
+
+
+def test_a_record_of_an_earlier_instance_of_the_pid_is_not_used(tmp_path: Path) -> None:
+    write_process(tmp_path, 42, cmdline=b"curl\0-s\0")  # started at tick 4321
+    source = source_with(tmp_path, record(42, b"old-process\0", start_ticks=1234))
+    item = source.handle(exec_event(42))
+    assert item is not None and item.event.cmdline == ("curl", "-s")
+    assert source.stats().uncaptured_total == 1
+
+
+def test_lost_connector_events_let_go_of_every_waiting_record(tmp_path: Path) -> None:
+    """After a loss, a waiting record may be one whose event was lost; given to the next exec
+    of the same process it would lend that exec a wrong argv."""
+    source = source_with(tmp_path, record(42, b"earlier-exec\0"))
+    source.handle(NetlinkOverrun())
+    item = source.handle(exec_event(42))
+    assert item is not None and item.event.cmdline is None
+    assert source.needs_reconcile
+
+
+def test_a_name_that_fills_its_buffer_may_be_cut_and_is_not_used() -> None:
+    full = decode_record(record(42, b"x\0", name_len=FILENAME_BYTES), TICK_NS)
+    assert full is not None and full.filename is None
 
 
 def test_cut_unreadable_and_short_records() -> None:
@@ -244,12 +279,17 @@ class _Ring:
 
 
 def capture_with(
-    *records: bytes, long: tuple[bytes, ...] = (), capacity: int = 8192
+    *records: bytes,
+    long: tuple[bytes, ...] = (),
+    capacity: int = 8192,
+    size: int = 32 << 20,
 ) -> tuple[ExecCapture, _Ring]:
     ring, long_ring = _Ring(), _Ring()
     ring.pending += records
     long_ring.pending += long
-    capture = ExecCapture((), (ring, long_ring), TICK_NS, pending_capacity=capacity)
+    capture = ExecCapture(
+        (), (ring, long_ring), TICK_NS, pending_capacity=capacity, pending_bytes=size
+    )
     return capture, ring
 
 
@@ -278,7 +318,7 @@ def test_a_record_whose_event_was_lost_is_not_given_to_the_next_exec() -> None:
 def test_records_waiting_for_events_are_bounded_oldest_out() -> None:
     capture, _ = capture_with(*(record(pid, b"x\0") for pid in range(10, 20)), capacity=4)
     capture.collect()
-    assert capture.unmatched_total == 6
+    assert capture.evicted_total == 6
     assert capture.take(10, EVENT_NS) is None
     assert capture.take(19, EVENT_NS) is not None
 
@@ -300,6 +340,15 @@ def test_a_long_record_whose_short_one_was_lost_still_counts() -> None:
     capture.collect()
     taken = capture.take(42, 150)
     assert taken is not None and taken.argv_complete
+
+
+def test_records_waiting_for_events_are_bounded_in_bytes_too() -> None:
+    """Held execs (a tracer's exec stop) with 30 KB command lines: memory stays bounded."""
+    huge = [record(pid, b"\0" * 30_000) for pid in range(10, 30)]
+    capture, _ = capture_with(*huge, size=10 * len(huge[0]))
+    capture.collect()
+    assert capture.evicted_total == 10
+    assert capture.take(10, EVENT_NS) is None and capture.take(29, EVENT_NS) is not None
 
 
 def test_close_releases_the_ring() -> None:

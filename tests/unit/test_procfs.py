@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from daemoneye.collector import procfs
 from daemoneye.collector.details import read_instance
 from daemoneye.collector.procfs import (
+    CMDLINE_KEEP_ARGS,
+    CMDLINE_KEEP_BYTES,
     PAGE_SIZE,
     parse_cmdline,
     parse_stat,
@@ -190,13 +192,25 @@ def test_cmdline_samples() -> None:
     assert parse_cmdline(sample("argv_rewritten", "cmdline")) == (title,)
 
 
-def test_cmdline_of_128_kib() -> None:
+def test_a_command_line_past_the_bound_keeps_its_head_and_its_tail() -> None:
     entry = MANIFEST["cmdline_128k"]
-    big_args = (char * count for char, count in entry["big_args"])
-    expected = (*entry["argv_head"], *big_args, *entry["argv_tail"])
     raw = sample("cmdline_128k", "cmdline")
-    assert len(raw) > 128 * 1024
-    assert parse_cmdline(raw) == expected
+    assert len(raw) > CMDLINE_KEEP_BYTES
+    argv = parse_cmdline(raw)
+    head, tail = tuple(entry["argv_head"]), tuple(entry["argv_tail"])
+    assert argv[: len(head)] == head and argv[-len(tail) :] == tail
+    assert sum(len(arg) + 1 for arg in argv) <= CMDLINE_KEEP_BYTES + 2
+    under = b"a\0" + b"b" * (CMDLINE_KEEP_BYTES - 10) + b"\0c\0"
+    assert parse_cmdline(under) == ("a", "b" * (CMDLINE_KEEP_BYTES - 10), "c")  # kept whole
+
+
+def test_two_hundred_thousand_empty_arguments_cost_a_bounded_tuple() -> None:
+    """2 MB of argv made of empty strings (what a process may exec with) would be a 200k-item
+    tuple in every copy of its record; the first and the last arguments are kept."""
+    raw = b"sh\0-c\0payload\0" + b"\0" * 200_000 + b"last-word\0"
+    argv = parse_cmdline(raw)
+    assert len(argv) == CMDLINE_KEEP_ARGS
+    assert argv[:3] == ("sh", "-c", "payload") and argv[-1] == "last-word"
 
 
 def test_cmdline_edge_cases() -> None:
@@ -265,9 +279,9 @@ def test_boot_time_errors_name_the_problem(tmp_path: Path) -> None:
         procfs.read_boot_time(str(tmp_path))
 
 
-def test_read_file_reads_a_live_128_kib_command_line() -> None:
+def test_read_file_reads_a_live_120_kib_command_line() -> None:
     code = "import sys; print('ready', flush=True); sys.stdin.read()"
-    argv = [sys.executable, "-c", code, "x" * 100_000, "y" * 40_000]
+    argv = [sys.executable, "-c", code, "x" * 80_000, "y" * 40_000]  # under the bound
     child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert child.stdout is not None and child.stdout.readline() == b"ready\n"
