@@ -307,6 +307,12 @@ BEGIN
 END;
 """
 
+# The timeline pages alerts by first_seen, newest first; without this index each page sorted
+# every alert in its window (148,000 alerts: ~1 s a page on a loaded host).
+_V8_ALERTS_FIRST_SEEN = """
+CREATE INDEX alerts_first_seen ON alerts (first_seen, id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "processes, live_processes, process_events, meta", _V1_PROCESSES),
     Migration(2, "alerts, rule_stats, audit_log, sink_outbox, sink_stats", _V2_ALERTS),
@@ -317,6 +323,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "process context columns on processes", _V5_PROCESS_CONTEXT),
     Migration(6, "connections, live_connections", _V6_CONNECTIONS),
     Migration(7, "strings stored once: process_rows, event_rows, strings", V7_STRINGS),
+    Migration(8, "alerts_first_seen: the timeline's alerts by time", _V8_ALERTS_FIRST_SEEN),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from daemoneye.models import ProcessRecord
 from daemoneye.store import Store, open_readonly
-from daemoneye.store.history import history_reach, processes_at, timeline
+from daemoneye.store.history import _ALERTS_BEFORE, history_reach, processes_at, timeline
 from daemoneye.store.rows import PROCESS_COLUMNS, process_row
 from tests.unit.conftest import RecordFactory
 
@@ -200,3 +200,14 @@ def test_pages_of_events_and_alerts_tied_in_time_give_each_once_in_order(
             events = timeline(reader, since=0.0, before=seen[-1], limit=page)
     assert len(seen) == len(moments) == len(set(seen))
     assert seen == sorted(seen, reverse=True)
+
+
+def test_the_timelines_pages_read_along_indexes_not_the_whole_table(store: Store) -> None:
+    """A page of events or alerts walks an index on time and joins only its own rows: with
+    148,000 alerts, sorting them all for each page took about a second."""
+    plan = " | ".join(
+        str(step[-1])
+        for step in store.fetch_rows("EXPLAIN QUERY PLAN " + _ALERTS_BEFORE, (0.0, 1e12, 2, 0, 200))
+    )
+    assert "USING INDEX alerts_first_seen" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan

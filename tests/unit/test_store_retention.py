@@ -256,9 +256,10 @@ def test_a_big_audit_log_costs_no_history_and_is_pruned_to_its_own_bound(
     # bigger file has a few more pointer-map pages, which count as history's, and the strings
     # share out unevenly: either may keep a page more).
     shorter, longer = sorted((kept[with_audit], kept[reference]), key=len)
-    # A 4 KiB page holds about 20 of these jobs (a row and two events of ids and times), and
-    # about 200 are kept: two pages are a tenth of them.
-    assert len(shorter) >= 0.85 * len(longer)
+    # A 4 KiB page holds about 20 of these jobs (a row and two events of ids and times): the
+    # two may differ by two pages of them (measured: 25 of 197, and 37 of 172 once the
+    # alerts_first_seen index took a page of the cap).
+    assert len(longer) - len(shorter) <= 2 * 20
     assert shorter == longer[-len(shorter) :]
     # Tampering after pruning is still seen: drop the first entries that remain.
     first = audit_entries_first_seq(with_audit)
