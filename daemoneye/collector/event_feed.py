@@ -22,7 +22,7 @@ from daemoneye.collector.changes import change_events
 from daemoneye.collector.event_records import ObservedEvent
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.hashing import ExeHasher
-from daemoneye.collector.records import details_values, display_name
+from daemoneye.collector.records import details_values, display_name, exec_record
 from daemoneye.collector.scanner import ProcScanner
 from daemoneye.models import (
     CHANGE_KINDS,
@@ -193,24 +193,17 @@ class EventFeed:
             return None
         known = self._scanner.record(key)
         exe_base = os.path.basename(details.exe or (details.cmdline[0] if details.cmdline else ""))
-        # Every field the details reader fills; the event source leaves `user` to us.
-        values = details_values(details)
-        values["user"] = self._user_of(details.uid) if details.uid is not None else None
-        values["name"] = display_name(exe_base[:15], details.exe, details.cmdline)
+        # The event source leaves `user` to us.
+        user = self._user_of(details.uid) if details.uid is not None else None
+        name = display_name(exe_base[:15], details.exe, details.cmdline)
         if known is not None:
+            # Every field the details reader fills
+            values = details_values(details)
+            values["user"] = user
+            values["name"] = name
             return replace(known, **values, exe_sha256=None, last_seen=now)
-        return ProcessRecord(
-            pid=key.pid,
-            ppid=item.event.ppid or 0,
-            start_time=key.start_time,
-            state="R",
-            threads=1,
-            rss=0,
-            cpu_percent=0.0,
-            exe_sha256=None,
-            first_seen=item.event.ts,
-            last_seen=item.event.ts,
-            **values,
+        return exec_record(
+            key, item.event.ppid or 0, details, name=name, user=user, seen=item.event.ts
         )
 
     def _change(
