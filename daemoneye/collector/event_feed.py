@@ -161,6 +161,9 @@ class EventFeed:
         for key, record in added.items():
             if key not in gone:
                 self._keep_fresh(key, record)
+        # An instance whose exit is in this batch has no executable left to open (a zombie
+        # has no memory map): its job could only fail, and most execs of a storm are such.
+        hash_jobs = [job for job in hash_jobs if job[0] not in gone]
         if hash_jobs and self._hasher is not None:
             # All at once, not one by one: each submit wakes the hasher thread, which would
             # then trade the GIL with this loop for every exec of a storm.
