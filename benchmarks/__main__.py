@@ -29,6 +29,7 @@ from benchmarks import (
     dashboard_section,
     engine_bench,
     events_bench,
+    exec_stages,
     ipc_bench,
     pending,
     remote_bench,
@@ -78,6 +79,7 @@ class Plan:
     exec_rate: float
     exec_seconds: float
     exec_runs: int
+    exec_stage_rounds: int
     engine_ticks: int
     ipc_sleepers: int
     ipc_block_s: int
@@ -112,6 +114,7 @@ def _plan(args: argparse.Namespace) -> Plan:
         exec_rate=2000.0,
         exec_seconds=3.0 if quick else 10.0,
         exec_runs=min(runs, 2 if quick else 3),
+        exec_stage_rounds=3 if quick else 7,
         engine_ticks=10 if quick else 30,
         ipc_sleepers=1000 if quick else 5000,
         ipc_block_s=2 if quick else 5,
@@ -237,6 +240,11 @@ class Suite:
                 lambda: events_bench.run_sustained(
                     rate=plan.exec_rate, seconds=plan.exec_seconds, runs=plan.exec_runs
                 ),
+            )
+            self.guarded(
+                "events",
+                f"where one exec's CPU goes, step by step ({plan.exec_stage_rounds} rounds)",
+                lambda: exec_stages.run(rounds=plan.exec_stage_rounds),
             )
         if self.wants("split"):
             population = max(plan.sizes)

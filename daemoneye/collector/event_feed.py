@@ -22,7 +22,7 @@ from daemoneye.collector.changes import change_events
 from daemoneye.collector.event_records import ObservedEvent
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.hashing import ExeHasher
-from daemoneye.collector.records import details_values, display_name
+from daemoneye.collector.records import details_values, display_name, exec_record
 from daemoneye.collector.scanner import ProcScanner
 from daemoneye.models import (
     CHANGE_KINDS,
@@ -161,6 +161,9 @@ class EventFeed:
         for key, record in added.items():
             if key not in gone:
                 self._keep_fresh(key, record)
+        # An instance whose exit is in this batch has no executable left to open (a zombie
+        # has no memory map): its job could only fail, and most execs of a storm are such.
+        hash_jobs = [job for job in hash_jobs if job[0] not in gone]
         if hash_jobs and self._hasher is not None:
             # All at once, not one by one: each submit wakes the hasher thread, which would
             # then trade the GIL with this loop for every exec of a storm.
@@ -193,24 +196,17 @@ class EventFeed:
             return None
         known = self._scanner.record(key)
         exe_base = os.path.basename(details.exe or (details.cmdline[0] if details.cmdline else ""))
-        # Every field the details reader fills; the event source leaves `user` to us.
-        values = details_values(details)
-        values["user"] = self._user_of(details.uid) if details.uid is not None else None
-        values["name"] = display_name(exe_base[:15], details.exe, details.cmdline)
+        # The event source leaves `user` to us.
+        user = self._user_of(details.uid) if details.uid is not None else None
+        name = display_name(exe_base[:15], details.exe, details.cmdline)
         if known is not None:
+            # Every field the details reader fills
+            values = details_values(details)
+            values["user"] = user
+            values["name"] = name
             return replace(known, **values, exe_sha256=None, last_seen=now)
-        return ProcessRecord(
-            pid=key.pid,
-            ppid=item.event.ppid or 0,
-            start_time=key.start_time,
-            state="R",
-            threads=1,
-            rss=0,
-            cpu_percent=0.0,
-            exe_sha256=None,
-            first_seen=item.event.ts,
-            last_seen=item.event.ts,
-            **values,
+        return exec_record(
+            key, item.event.ppid or 0, details, name=name, user=user, seen=item.event.ts
         )
 
     def _change(

@@ -134,6 +134,74 @@ def new_record(
     )
 
 
+# exec_record: what the event source read at an exec, before any scan has met the instance.
+_EXEC_SET = (
+    "pid",
+    "ppid",
+    "start_time",
+    "name",
+    "user",
+    "state",
+    "threads",
+    "rss",
+    "cpu_percent",
+    "exe_sha256",
+    "first_seen",
+    "last_seen",
+)
+_EXEC_ORDER = _order(
+    [
+        *(f"details.{name}" for name in _FROM_DETAILS),
+        *_EXEC_SET,
+        *(f"default.{name}" for name in _DEFAULTS),
+    ],
+    lambda name: (
+        name
+        if name in _EXEC_SET
+        else f"details.{name}"
+        if name in _FROM_DETAILS
+        else f"default.{name}"
+        if name in _DEFAULTS
+        else None
+    ),
+)
+
+
+def exec_record(
+    key: ProcessKey,
+    ppid: int,
+    details: ProcessDetails,
+    *,
+    name: str,
+    user: str | None,
+    seen: float,
+) -> ProcessRecord:
+    """A record for an instance first met at its exec (no stat sample yet: running, one
+    thread, no memory counted), first and last seen at the exec. `user` replaces the
+    details' (the event source leaves names to the caller). Positional, like `new_record`:
+    procmond builds one per exec of the host."""
+    return ProcessRecord(
+        *_EXEC_ORDER(
+            (
+                *_DETAIL_VALUES(details),
+                key.pid,
+                ppid,
+                key.start_time,
+                name,
+                user,
+                "R",
+                1,
+                0,
+                0.0,
+                None,
+                seen,
+                seen,
+                *_DEFAULT_VALUES,
+            )
+        )
+    )
+
+
 # with_dynamic: the stat's dynamic fields (not the identity) replace the record's.
 _TICK_FROM_STAT = {
     name: attr for name, attr in _FROM_STAT.items() if name not in field_names("identity")

@@ -16,6 +16,7 @@ from daemoneye.collector.changes import ChangeSweep, change_events
 from daemoneye.collector.event_feed import EventFeed
 from daemoneye.collector.event_records import ObservedEvent
 from daemoneye.collector.events import ProcEventSource
+from daemoneye.collector.hashing import ExeHasher
 from daemoneye.collector.proc_events import (
     CommEvent,
     GidEvent,
@@ -280,6 +281,63 @@ def test_a_change_already_known_is_not_an_event_and_an_undone_one_is_kept_once(
     assert delta is not None
     assert [(e.old_value, e.new_value) for e in delta.events] == [("name-499", "x")]
     assert delta.updated == () or delta.updated[0].name == "name-499"
+
+
+class JobsSeen:
+    """The hasher as the feed sees it: the jobs it was given."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[ProcessKey, int]] = []
+
+    def submit_many(self, jobs: list[tuple[ProcessKey, int]]) -> int:
+        self.jobs += jobs
+        return len(jobs)
+
+
+def exec_of(pid: int, exe: str) -> ObservedEvent:
+    details = ProcessDetails(exe, False, (exe, f"run-{pid}"), "/", 0, 0, None)
+    event = ProcessEvent(
+        ts=5.0,
+        kind="exec",
+        pid=pid,
+        start_time=key_of(pid).start_time,
+        ppid=1,
+        exe=exe,
+        cmdline=details.cmdline,
+        source="netlink",
+    )
+    return ObservedEvent(event, 1000, details)
+
+
+def exit_of(pid: int) -> ObservedEvent:
+    event = ProcessEvent(
+        ts=5.0, kind="exit", pid=pid, start_time=key_of(pid).start_time, exit_code=0
+    )
+    return ObservedEvent(event, 1000, None)
+
+
+def test_an_executable_is_hashed_unless_its_process_exited_in_the_same_batch(
+    proc: FakeProc, clock: Clock
+) -> None:
+    scanner = scanner_for(proc, clock)
+    queued = QueuedSource()
+    hasher = JobsSeen()
+    feed = EventFeed(
+        cast(ProcEventSource, queued), scanner, USERS.get, cast(ExeHasher, hasher), clock=clock
+    )
+    # 42 lives on; 43 ran and exited before the batch was taken (/bin/true in a storm)
+    queued.queued = [exec_of(42, "/usr/bin/sleep"), exec_of(43, "/bin/true"), exit_of(43)]
+    delta = feed.take()
+    assert delta is not None
+    assert {r.key for r in delta.added} == {key_of(42), key_of(43)}  # both stored
+    assert delta.ended == (key_of(43),)
+    assert hasher.jobs == [(key_of(42), 1000)]  # no job that could only fail
+    # an exit in a later batch: the exec's job was sent with its own batch
+    queued.queued = [exec_of(44, "/bin/sh")]
+    feed.take()
+    queued.queued = [exit_of(44)]
+    feed.take()
+    assert hasher.jobs == [(key_of(42), 1000), (key_of(44), 1000)]
 
 
 def exit_without_start(pid: int, code: int) -> ObservedEvent:

@@ -239,6 +239,44 @@ def test_a_new_record_takes_every_detail_the_reader_filled() -> None:
     )
 
 
+def test_an_exec_record_takes_every_detail_and_the_exec_s_identity() -> None:
+    details = ProcessDetails(
+        exe="/opt/w",
+        exe_deleted=True,
+        cmdline=("w", "-x"),
+        cwd="/srv",
+        uid=1001,
+        gid=1002,
+        user=None,  # the event source leaves the name to the feed
+        cgroup="/system.slice/w.service",
+        unit="w.service",
+        stdin="tty:/dev/pts/1",
+        environment='{"LD_PRELOAD":"/tmp/x.so"}',
+    )
+    record = records.exec_record(ProcessKey(42, 5.0), 7, details, name="w", user="bob", seen=6.0)
+    for detail in dataclasses.fields(ProcessDetails):
+        if detail.name != "user":
+            assert getattr(record, detail.name) == getattr(details, detail.name), detail.name
+    assert record == ProcessRecord(
+        **{f.name: getattr(details, f.name) for f in dataclasses.fields(ProcessDetails)}
+        | {
+            "pid": 42,
+            "ppid": 7,
+            "start_time": 5.0,
+            "name": "w",
+            "user": "bob",
+            "state": "R",
+            "threads": 1,
+            "rss": 0,
+            "cpu_percent": 0.0,
+            "exe_sha256": None,
+            "first_seen": 6.0,
+            "last_seen": 6.0,
+        }
+    )
+    assert (record.ended_at, record.exit_code) == (None, None)
+
+
 @pytest.mark.parametrize("name", [n for n in ALL_NAMES if n not in field_names("dynamic")])
 def test_only_dynamic_fields_count_as_a_tick_change(name: str, make_record: RecordFactory) -> None:
     original = make_record(42, 5.0)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 from dataclasses import fields
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +18,7 @@ from hypothesis import strategies as st
 from daemoneye.collector.shared_text import SHARED
 from daemoneye.ipc.codec import to_wire
 from daemoneye.models import ExeHash, ProcessEvent, ProcessKey, ProcessRecord, ScanDelta, ScanStats
-from daemoneye.procmond import frames
+from daemoneye.procmond import frames, wire
 
 
 def record(pid: int = 42, cmdline: tuple[str, ...] = ("/bin/sh", "-c", ": x")) -> ProcessRecord:
@@ -235,3 +238,73 @@ def test_the_agent_keeps_one_object_per_text_its_records_share() -> None:
     assert a.exe is b.exe and a.cwd is b.cwd and a.user is b.user
     assert all(x is y for x, y in zip(a.cmdline, b.cmdline, strict=True))
     assert c.cmdline[1] == long_arg and long_arg not in SHARED._texts
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_the_c_pass_takes_only_what_the_python_pass_takes_and_gives_the_same(
+    data: st.DataObject,
+) -> None:
+    """The agent decodes with msgspec first (wire._Checked): whatever it accepts, the strict
+    pass accepts too, as an equal payload; whatever it refuses goes to the strict pass."""
+    body = json.loads(frames.encode(frames.Events(delta(record())))[frames.HEADER.size :])
+    rec = first_added(body)
+    name = data.draw(st.sampled_from(RECORD_FIELDS))
+    rec[RECORD_FIELDS.index(name)] = data.draw(json_values)
+    text = json.dumps(body).encode()
+    checked = wire._checked_loader(frames.Events)
+    assert checked is not None
+    try:
+        fast = checked.load(text)
+    except (msgspec.ValidationError, msgspec.DecodeError, TypeError, ValueError):
+        return
+    assert wire.python_loads(frames.Events, text) == fast
+
+
+@pytest.mark.parametrize(
+    ("literal", "taken"),
+    [
+        (b"3", 3.0),
+        (b"9223372036854775807", 9223372036854775807.0),  # past the C pass's float bound
+        (b"1e300", 1e300),
+        (b"-9223372036854775808", -9223372036854775808.0),
+        (b"9223372036854775808", None),  # an integer out of the 64-bit range: refused
+        (b"1e400", None),
+        (b"true", None),
+    ],
+)
+def test_a_float_field_decodes_alike_on_both_passes(literal: bytes, taken: float | None) -> None:
+    body = b"[1,5," + literal + b",15]"
+    checked = wire._checked_loader(frames.SignalRequest)
+    assert checked is not None
+    try:
+        fast: frames.SignalRequest | None = checked.load(body)
+    except checked.refusals:
+        fast = None
+    if taken is None:
+        assert fast is None
+        with pytest.raises(wire.WireError, match="start_time"):
+            wire.python_loads(frames.SignalRequest, body)
+        return
+    request = wire.python_loads(frames.SignalRequest, body)
+    assert request.start_time == taken and type(request.start_time) is float
+    assert fast is None or fast == request
+
+
+def test_procmond_s_commands_skip_the_c_pass_and_bulk_frames_take_it() -> None:
+    """procmond decodes only the agent's two small commands: it never loads msgspec."""
+    code = (
+        "import sys; from daemoneye.procmond import frames; "
+        "frames.decode(frames.Kind.SIGNAL, b'[1,5,3.0,15]'); "
+        "frames.decode(frames.Kind.RESCAN, b'[]'); "
+        "print('msgspec' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"
+    scan = frames.Events(delta(*(record(pid) for pid in range(40, 60))))
+    body = frames.encode(scan)[frames.HEADER.size :]
+    assert len(body) >= wire.C_PASS_MIN_BYTES
+    assert frames.decode(frames.Kind.EVENTS, body) == scan
+    assert frames.Events in wire._CHECKED  # the C pass was planned for it
