@@ -145,7 +145,7 @@ class _Stages:
         engine = DetectionEngine(store, root / "stages.db", Config(), [BUILTIN_RULES_DIR])
         self.rules = len(engine.load().ruleset.rules)
         self.collection.engine = engine
-        hello = frames.Hello(frames.PAIR_VERSION, 1, 0, self.boot_time, "netlink", "", True)
+        hello = frames.Hello(frames.PAIR_VERSION, 1, 0, self.boot_time, "netlink", "", True, "")
         empty = ScanDelta(time.time(), (), (), (), (), (), ScanStats(0.0, 0, 0, 0, 0, 0, 0))
         self.collection.apply_frames([hello, frames.Scan(empty, True, ())])
         self.seq = 0
