@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from operator import attrgetter
 
-from daemoneye.collector.context import NO_CONTEXT, Context, ContextReader
+from daemoneye.collector.context import NO_CONTEXT, Context, ContextReader, ContextValues
 from daemoneye.collector.procfs import (
     VANISHED_ERRORS,
     StatFields,
@@ -34,7 +34,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _CONTEXT_NAMES = tuple(f.name for f in fields(Context))
 if tuple(f.name for f in fields(ProcessDetails))[-len(_CONTEXT_NAMES) :] != _CONTEXT_NAMES:
     raise TypeError("models.ProcessDetails must end with collector/context.py Context's fields")
-_context_values = attrgetter(*_CONTEXT_NAMES)
+_NO_VALUES: ContextValues = attrgetter(*_CONTEXT_NAMES)(NO_CONTEXT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +115,9 @@ def _read_details(
     except VANISHED_ERRORS:
         pass
     # the context too is read before status: a process gone meanwhile is marked partial
-    found = NO_CONTEXT if context is None else context.read(dir_fd, raw_stat, stat.start_ticks)
+    found = (
+        _NO_VALUES if context is None else context.read_values(dir_fd, raw_stat, stat.start_ticks)
+    )
     partial = False
     try:
         status = read_file(b"status", dir_fd=dir_fd)
@@ -136,6 +138,6 @@ def _read_details(
         uid,
         gid,
         user_of(uid) if uid is not None else None,
-        *_context_values(found),
+        *found,
     )
     return InstanceRead(raw_stat, stat, details, denied, partial)
