@@ -59,6 +59,9 @@ class _Samples:
     py_floor: list[float] = field(default_factory=list)
     c_full_floor: list[float] = field(default_factory=list)
     py_full_floor: list[float] = field(default_factory=list)
+    # the same with the context reader's files (namespaces, stdio links, cgroup, loginuid,
+    # environ): what a first sighting reads since issue 14
+    py_full_context_floor: list[float] = field(default_factory=list)
     full: list[float] = field(default_factory=list)
     full_no_hasher: list[float] = field(default_factory=list)
     # hasher off, with and without the context reader, paired within each run
@@ -185,6 +188,9 @@ def measure(
         samples.py_full_floor.append(
             statistics.median(python_full_pass()[0] for _ in range(full_passes)) / 1000
         )
+        samples.py_full_context_floor.append(
+            statistics.median(python_full_pass(context=True)[0] for _ in range(full_passes)) / 1000
+        )
         if with_scanner:
             _scanner_run(samples, max(steady_scans, floor_passes), cfloor)
         else:
@@ -270,6 +276,7 @@ def run(
         "python_floor_us": s.py_floor,
         "c_full_floor_us": s.c_full_floor,
         "python_full_floor_us": s.py_full_floor,
+        "python_full_context_floor_us": s.py_full_context_floor,
         "full_scan_us": s.full,
         "full_scan_no_hasher_us": s.full_no_hasher,
         "full_scan_context_us": s.full_context,
@@ -302,6 +309,7 @@ def _scanner_rows(label: str, processes: int | None, s: _Samples) -> list[Row]:
     steady = summarize(s.steady)
     vs_py_full = summarize(paired_ratios(s.full, s.py_full_floor))
     cpu_added = [a - b for a, b in zip(s.full_context_cpu, s.full_no_context_cpu, strict=True)]
+    reads_alone = [a - b for a, b in zip(s.py_full_context_floor, s.py_full_floor, strict=True)]
     return [
         Row(
             SECTION,
@@ -337,6 +345,17 @@ def _scanner_rows(label: str, processes: int | None, s: _Samples) -> list[Row]:
             judge(vs_py_full.median, FULL_SCAN_VS_PY_FULL_FLOOR),
             "issue 13's figure: the same scans against Python reading the same files, "
             "unparsed, in the same run (procmond runs this scanner)",
+        ),
+        Row(
+            SECTION,
+            f"{label}: full first scan",
+            processes,
+            full,
+            "µs/proc",
+            "Python full-read floor + context reads",
+            summarize(paired_ratios(s.full, s.py_full_context_floor)),
+            note="diagnostic: the same scans against Python reading every file they read, "
+            "the context's too (issue 14 added them after issue 13's target was set)",
         ),
         Row(
             SECTION,
@@ -377,6 +396,15 @@ def _scanner_rows(label: str, processes: int | None, s: _Samples) -> list[Row]:
             f"the same figure against the load of the run: {CONTEXT_LIMIT_US:g} µs was "
             f"{CONTEXT_LIMIT_US / FULL_SCAN_FLOOR_AT_TARGET_US:.2f}x the C floor of "
             f"{FULL_SCAN_FLOOR_AT_TARGET_US:g} µs when the targets were set",
+        ),
+        Row(
+            SECTION,
+            f"{label}: context's reads alone (Python, unparsed)",
+            processes,
+            summarize(reads_alone),
+            "µs/proc",
+            note="the floor under the figure above: Python full-read floor with and without "
+            "the context's files, same run, by the clock",
         ),
         Row(
             SECTION,

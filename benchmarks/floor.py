@@ -98,8 +98,14 @@ def _read_all(name: bytes, dir_fd: int) -> int:
         os.close(fd)
 
 
-def python_full_pass() -> tuple[float, int]:
-    """One Python pass of the full-read floor: (ns per process, processes read)."""
+_CONTEXT_LINKS = (b"ns/pid", b"ns/mnt", b"ns/net", b"ns/user", b"fd/0", b"fd/1", b"fd/2")
+_CONTEXT_FILES = (b"cgroup", b"loginuid", b"environ")
+
+
+def python_full_pass(*, context: bool = False) -> tuple[float, int]:
+    """One Python pass of the full-read floor: (ns per process, processes read). `context`
+    adds the files the context reader reads (collector/context.py: four namespace links, the
+    three stdio links, cgroup, loginuid, environ), unparsed."""
     started = time.perf_counter_ns()
     processes = 0
     for name in os.listdir(b"/proc"):
@@ -118,6 +124,13 @@ def python_full_pass() -> tuple[float, int]:
                 # A kernel thread, a zombie or a vanished process: the scanner skips it too.
                 with contextlib.suppress(OSError):
                     os.readlink(link, dir_fd=dir_fd)
+            if context:
+                for link in _CONTEXT_LINKS:
+                    with contextlib.suppress(OSError):
+                        os.readlink(link, dir_fd=dir_fd)
+                for file in _CONTEXT_FILES:
+                    with contextlib.suppress(OSError):
+                        _read_all(file, dir_fd)
             _read_all(b"status", dir_fd)
         except OSError:
             pass  # vanished mid-read
