@@ -132,7 +132,9 @@ def parse_cmdline(raw: bytes) -> tuple[str, ...]:
     raw = raw.rstrip(b"\0")
     if not raw:
         return ()
-    return tuple(decode(arg) for arg in raw.split(b"\0"))
+    # Decoded whole, then split: NUL is never part of a UTF-8 sequence, valid or not, so this
+    # equals decoding each argument (one decode instead of one per argument).
+    return tuple(decode(raw).split("\0"))
 
 
 def split_deleted(target: str) -> tuple[str, bool]:
