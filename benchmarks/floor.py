@@ -132,9 +132,13 @@ def python_full_pass(
                 for link in _CONTEXT_LINKS:
                     with contextlib.suppress(OSError):
                         os.readlink(link, dir_fd=dir_fd)
-                for file in _CONTEXT_FILES:
+                for file in _CONTEXT_FILES:  # one read each, as the reader does
                     with contextlib.suppress(OSError):
-                        _read_all(file, dir_fd)
+                        fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+                        try:
+                            os.read(fd, 65536)
+                        finally:
+                            os.close(fd)
             _read_all(b"status", dir_fd)
         except OSError:
             pass  # vanished mid-read
