@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _SOURCE = Path(__file__).with_name("floor.c")
@@ -98,9 +99,18 @@ def _read_all(name: bytes, dir_fd: int) -> int:
         os.close(fd)
 
 
-def python_full_pass() -> tuple[float, int]:
-    """One Python pass of the full-read floor: (ns per process, processes read)."""
-    started = time.perf_counter_ns()
+_CONTEXT_LINKS = (b"ns/pid", b"ns/mnt", b"ns/net", b"ns/user", b"fd/0", b"fd/1", b"fd/2")
+_CONTEXT_FILES = (b"cgroup", b"loginuid", b"environ")
+
+
+def python_full_pass(
+    *, context: bool = False, clock: Callable[[], int] = time.perf_counter_ns
+) -> tuple[float, int]:
+    """One Python pass of the full-read floor: (ns per process, processes read). `context`
+    adds the files the context reader reads (collector/context.py: four namespace links, the
+    three stdio links, cgroup, loginuid, environ), unparsed. `clock` time.thread_time_ns
+    gives the CPU time, which a loaded machine inflates less than the wall clock."""
+    started = clock()
     processes = 0
     for name in os.listdir(b"/proc"):
         if not name.isdigit():
@@ -118,10 +128,21 @@ def python_full_pass() -> tuple[float, int]:
                 # A kernel thread, a zombie or a vanished process: the scanner skips it too.
                 with contextlib.suppress(OSError):
                     os.readlink(link, dir_fd=dir_fd)
+            if context:
+                for link in _CONTEXT_LINKS:
+                    with contextlib.suppress(OSError):
+                        os.readlink(link, dir_fd=dir_fd)
+                for file in _CONTEXT_FILES:  # one read each, as the reader does
+                    with contextlib.suppress(OSError):
+                        fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+                        try:
+                            os.read(fd, 65536)
+                        finally:
+                            os.close(fd)
             _read_all(b"status", dir_fd)
         except OSError:
             pass  # vanished mid-read
         finally:
             os.close(dir_fd)
-    elapsed = time.perf_counter_ns() - started
+    elapsed = clock() - started
     return (elapsed / processes if processes else 0.0, processes)

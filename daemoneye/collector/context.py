@@ -397,6 +397,31 @@ class Context:
     environment: str | None = None
 
 
+# Context's fields in order, as a tuple (ContextReader.read_values).
+ContextValues = tuple[
+    str | None,  # cgroup
+    str | None,  # container_runtime
+    str | None,  # container_id
+    str | None,  # unit
+    int | None,  # pid_ns
+    int | None,  # mnt_ns
+    int | None,  # net_ns
+    int | None,  # user_ns
+    str | None,  # ns_foreign
+    int | None,  # session_id
+    str | None,  # tty
+    int | None,  # loginuid
+    str | None,  # ssh_client
+    str | None,  # ssh_source
+    str | None,  # stdin
+    str | None,  # stdout
+    str | None,  # stderr
+    str | None,  # environment
+]
+# (pid, mnt, net, user namespace inodes, ns_foreign, whether the pid namespace is foreign)
+_NamespaceSet = tuple[int | None, int | None, int | None, int | None, str | None, bool]
+_MISSING = object()
+
 NO_CONTEXT = Context()
 _NO_CGROUP = CgroupContext(None, None, None, None)
 
@@ -424,8 +449,12 @@ class ContextReader:
         self._shared: dict[object, object] = {}  # see _share
         # the cgroup file's bytes → what they say: thousands of processes share a few cgroups
         self._cgroups: dict[bytes, CgroupContext] = {}
-        # a namespace link's target (b'pid:[4026531836]') → its inode number
-        self._ns_ids: dict[bytes, int | None] = {}
+        # the four namespace links' targets → what they say (see _namespaces_of)
+        self._ns_sets: dict[tuple[bytes | None, ...], _NamespaceSet] = {}
+        # a loginuid file's bytes → the uid; a stdio link's target (not a socket) → its kind
+        self._loginuids: dict[bytes, object] = {}
+        self._stdio_kinds: dict[bytes, str] = {}
+        self._ssh_wanted = "SSH_CONNECTION" in self.environment
         # session id → (leader's start ticks, ssh client or None)
         self._sessions: dict[int, tuple[int, str | None]] = {}
 
@@ -453,42 +482,47 @@ class ContextReader:
     def read(self, dir_fd: int, raw_stat: bytes, start_ticks: int) -> Context:
         """The context of the instance behind `dir_fd`; what cannot be read is None. Raises
         nothing for a process that vanishes meanwhile: its fields stay None."""
-        namespaces = self._namespaces(dir_fd)
+        return Context(*self.read_values(dir_fd, raw_stat, start_ticks))
+
+    def read_values(self, dir_fd: int, raw_stat: bytes, start_ticks: int) -> ContextValues:
+        """`read` as a tuple in Context's field order (what details.py splices into a
+        ProcessDetails). The per-process work is the reads; what the bytes say is looked up
+        by the bytes (namespace links, cgroup, loginuid, stdio targets), so text shared by
+        thousands of processes is decoded and classified once, and the values it gives are
+        one object each."""
+        pid_ns, mnt_ns, net_ns, user_ns, foreign, pid_foreign = self._namespaces_of(dir_fd)
         cgroup = self._cgroup(dir_fd)
-        foreign = foreign_namespaces(namespaces, self.init_namespaces())
         runtime = cgroup.runtime
-        if runtime is None and foreign is not None and "pid" in foreign.split():
+        if runtime is None and pid_foreign:
             runtime = "unknown"
         session_id, tty_nr = session_fields(raw_stat)
         found = self._environment(dir_fd)
         client, source = None, None
-        if found is not None and "SSH_CONNECTION" in self.environment:
+        if found is not None and self._ssh_wanted:
             client = ssh_client(found.get("SSH_CONNECTION"))
             source = "process" if client is not None else None
             if client is None and session_id > 0:
                 client = self._session_ssh_client(session_id, start_ticks, dir_fd)
                 source = "session leader" if client is not None else None
-        net_ns = namespaces["net"]
-        share = self._share
-        return Context(
-            share(cgroup.path),
+        return (
+            cgroup.path,
             runtime,
-            share(cgroup.container_id),
-            share(cgroup.unit),
-            share(namespaces["pid"]),
-            share(namespaces["mnt"]),
-            share(namespaces["net"]),
-            share(namespaces["user"]),
+            cgroup.container_id,
+            cgroup.unit,
+            pid_ns,
+            mnt_ns,
+            net_ns,
+            user_ns,
             foreign,
             session_id,
-            tty_name(tty_nr),
-            _read_text(b"loginuid", dir_fd, parse_loginuid),
+            tty_name(tty_nr) if tty_nr else None,
+            self._loginuid(dir_fd),
             client,
             source,
-            share(self._stdio(dir_fd, b"fd/0", net_ns)),
-            share(self._stdio(dir_fd, b"fd/1", net_ns)),
-            share(self._stdio(dir_fd, b"fd/2", net_ns)),
-            None if found is None else share(environment_json(found)),
+            self._stdio(dir_fd, b"fd/0", net_ns),
+            self._stdio(dir_fd, b"fd/1", net_ns),
+            self._stdio(dir_fd, b"fd/2", net_ns),
+            None if found is None else self._share(environment_json(found)),
         )
 
     def _cgroup(self, dir_fd: int) -> CgroupContext:
@@ -501,29 +535,67 @@ class ContextReader:
         if found is None:
             found = classify_cgroup(pick_cgroup_path(raw))
             if len(raw) <= _SHARED_TEXT_MAX:
+                share = self._share
+                found = CgroupContext(
+                    share(found.path), found.runtime, share(found.container_id), share(found.unit)
+                )
                 if len(self._cgroups) >= _CGROUPS_MAX:
                     self._cgroups.clear()
                 self._cgroups[raw] = found
         return found
 
     def _namespaces(self, dir_fd: int) -> dict[str, int | None]:
-        """pid, mnt, net and user namespace inodes (None: unreadable), each link's text parsed
-        once per distinct text."""
+        """pid, mnt, net and user namespace inodes (None: unreadable)."""
         found: dict[str, int | None] = {}
-        ns_ids = self._ns_ids
-        for name, link in _NS_LINKS:
+        for name, link in zip(NAMESPACES, _NS_LINK_PATHS, strict=True):
             try:
-                target = os.readlink(link, dir_fd=dir_fd)
+                found[name] = parse_ns_link(os.readlink(link, dir_fd=dir_fd))
             except OSError:
                 found[name] = None
-                continue
-            if target in ns_ids:
-                found[name] = ns_ids[target]
-                continue
-            if len(ns_ids) >= _SHARED_MAX:
-                ns_ids.clear()
-            found[name] = ns_ids[target] = parse_ns_link(target)
         return found
+
+    def _namespaces_of(self, dir_fd: int) -> _NamespaceSet:
+        """(pid, mnt, net, user, ns_foreign, pid namespace foreign) from the four ns links;
+        what the four targets say is worked out once per distinct set of them."""
+        targets: list[bytes | None] = []
+        for link in _NS_LINK_PATHS:
+            try:
+                targets.append(os.readlink(link, dir_fd=dir_fd))
+            except OSError:
+                targets.append(None)
+        key = tuple(targets)
+        found = self._ns_sets.get(key)
+        if found is None:
+            ids = {
+                name: (None if target is None else self._share(parse_ns_link(target)))
+                for name, target in zip(NAMESPACES, targets, strict=True)
+            }
+            foreign = foreign_namespaces(ids, self.init_namespaces())
+            found = (
+                ids["pid"],
+                ids["mnt"],
+                ids["net"],
+                ids["user"],
+                foreign,
+                foreign is not None and "pid" in foreign.split(),
+            )
+            if len(self._ns_sets) >= _SHARED_MAX:
+                self._ns_sets.clear()
+            self._ns_sets[key] = found
+        return found
+
+    def _loginuid(self, dir_fd: int) -> int | None:
+        raw = _read_small(b"loginuid", dir_fd, _TEXT_MAX_BYTES)
+        if raw is None:
+            return None
+        found = self._loginuids.get(raw, _MISSING)
+        if found is _MISSING:
+            found = parse_loginuid(raw)
+            if len(raw) <= _SHARED_TEXT_MAX:
+                if len(self._loginuids) >= _SESSIONS_MAX:
+                    self._loginuids.clear()
+                self._loginuids[raw] = found
+        return cast("int | None", found)
 
     def _share(self, value: _V) -> _V:
         """One object for equal values: thousands of processes share a cgroup, namespaces,
@@ -579,18 +651,27 @@ class ContextReader:
 
     def _stdio(self, dir_fd: int, fd_name: bytes, net_ns: int | None) -> str | None:
         try:
-            target = decode(os.readlink(fd_name, dir_fd=dir_fd))
+            raw = os.readlink(fd_name, dir_fd=dir_fd)
         except PermissionError:
             return None
         except VANISHED_ERRORS:
             return "closed"
         except OSError:
             return None
+        known = self._stdio_kinds.get(raw)
+        if known is not None:
+            return known
+        target = decode(raw)
         inode = socket_inode(target)
-        if inode is None:
-            return stdio_kind(target)
+        if inode is None:  # a tty, a file, a pipe: what it is follows from the link alone
+            kind = cast("str", self._share(stdio_kind(target)))
+            if len(raw) <= _SHARED_TEXT_MAX:
+                if len(self._stdio_kinds) >= _SHARED_MAX:
+                    self._stdio_kinds.clear()
+                self._stdio_kinds[raw] = kind
+            return kind
         description = self._socket(dir_fd, net_ns, inode)
-        return f"socket:{description}" if description is not None else target
+        return self._share(f"socket:{description}" if description is not None else target)
 
     def _socket(self, dir_fd: int, net_ns: int | None, inode: int) -> str | None:
         for table in _SOCKET_TABLES:
@@ -624,7 +705,7 @@ class ContextReader:
         return parsed
 
 
-_NS_LINKS = tuple((name, b"ns/" + name.encode()) for name in NAMESPACES)
+_NS_LINK_PATHS = tuple(b"ns/" + name.encode() for name in NAMESPACES)
 
 
 def _read_bounded(

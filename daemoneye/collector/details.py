@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from operator import attrgetter
 
-from daemoneye.collector.context import NO_CONTEXT, Context, ContextReader
+from daemoneye.collector.context import NO_CONTEXT, Context, ContextReader, ContextValues
 from daemoneye.collector.procfs import (
     VANISHED_ERRORS,
     StatFields,
@@ -21,6 +21,7 @@ from daemoneye.collector.procfs import (
     parse_stat_fields,
     parse_status_ids,
     read_exe,
+    read_fd,
     read_file,
     read_link,
 )
@@ -28,13 +29,14 @@ from daemoneye.collector.shared_text import SHARED
 from daemoneye.models import ProcessDetails
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 
 # ProcessDetails ends with the context's fields, in the same order, so a context is spliced in
 # positionally (a keyword call per new process costs more than the reads it would save).
 _CONTEXT_NAMES = tuple(f.name for f in fields(Context))
 if tuple(f.name for f in fields(ProcessDetails))[-len(_CONTEXT_NAMES) :] != _CONTEXT_NAMES:
     raise TypeError("models.ProcessDetails must end with collector/context.py Context's fields")
-_context_values = attrgetter(*_CONTEXT_NAMES)
+_NO_VALUES: ContextValues = attrgetter(*_CONTEXT_NAMES)(NO_CONTEXT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class InstanceRead:
     details: ProcessDetails
     denied: bool
     partial: bool
+    stat_fd: int | None = None  # the open stat file, when read_instance(keep_stat=True)
 
 
 def read_instance(
@@ -56,22 +59,44 @@ def read_instance(
     name: bytes,
     user_of: Callable[[int], str | None],
     context: ContextReader | None = None,
+    *,
+    keep_stat: bool = False,
 ) -> InstanceRead | None:
     """Read /proc/<name> in full (with its context when a reader is given). Returns None when
     the process is gone before its stat could be read; raises PermissionError when even stat
-    is refused (hidepid); a malformed stat line raises ValueError."""
+    is refused (hidepid); a malformed stat line raises ValueError. With `keep_stat` the stat
+    file stays open and is handed over as `stat_fd`, which the caller then owns: the scanner
+    polls it every tick, bound to the instance read here (no second open by path)."""
     try:
         dir_fd = os.open(proc_root + b"/" + name, _DIR_FLAGS)
     except VANISHED_ERRORS:
         return None
     try:
         try:
-            raw_stat = read_file(b"stat", dir_fd=dir_fd)
+            stat_fd = os.open(b"stat", _FILE_FLAGS, dir_fd=dir_fd)
         except VANISHED_ERRORS:
             return None
-        if not raw_stat:
-            return None  # a task torn down between open and read gives an empty file
-        return _read_details(dir_fd, raw_stat, parse_stat_fields(raw_stat), user_of, context)
+        handed_over = False
+        try:
+            try:
+                raw_stat = read_fd(stat_fd)
+            except VANISHED_ERRORS:
+                return None
+            if not raw_stat:
+                return None  # a task torn down between open and read gives an empty file
+            read = _read_details(
+                dir_fd,
+                raw_stat,
+                parse_stat_fields(raw_stat),
+                user_of,
+                context,
+                stat_fd if keep_stat else None,
+            )
+            handed_over = keep_stat
+            return read
+        finally:
+            if not handed_over:
+                os.close(stat_fd)
     finally:
         os.close(dir_fd)
 
@@ -82,10 +107,11 @@ def _read_details(
     stat: StatFields,
     user_of: Callable[[int], str | None],
     context: ContextReader | None,
+    stat_fd: int | None = None,
 ) -> InstanceRead:
     if stat.kernel_thread:  # no memory, no files, the kernel's own credentials
         details = ProcessDetails(None, False, (), None, 0, 0, user_of(0))
-        return InstanceRead(raw_stat, stat, details, False, False)
+        return InstanceRead(raw_stat, stat, details, False, False, stat_fd)
     denied = False
     exe: str | None = None
     exe_deleted = False
@@ -115,7 +141,9 @@ def _read_details(
     except VANISHED_ERRORS:
         pass
     # the context too is read before status: a process gone meanwhile is marked partial
-    found = NO_CONTEXT if context is None else context.read(dir_fd, raw_stat, stat.start_ticks)
+    found = (
+        _NO_VALUES if context is None else context.read_values(dir_fd, raw_stat, stat.start_ticks)
+    )
     partial = False
     try:
         status = read_file(b"status", dir_fd=dir_fd)
@@ -136,6 +164,6 @@ def _read_details(
         uid,
         gid,
         user_of(uid) if uid is not None else None,
-        *_context_values(found),
+        *found,
     )
-    return InstanceRead(raw_stat, stat, details, denied, partial)
+    return InstanceRead(raw_stat, stat, details, denied, partial, stat_fd)

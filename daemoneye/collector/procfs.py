@@ -142,11 +142,13 @@ def parse_cmdline(raw: bytes) -> tuple[str, ...]:
     if len(raw) > CMDLINE_KEEP_BYTES:
         half = CMDLINE_KEEP_BYTES // 2
         raw = raw[:half] + b"\0" + raw[-half:]
-    args = raw.split(b"\0")
+    # Decoded whole, then split: NUL is never part of a UTF-8 sequence, valid or not, so this
+    # equals decoding each argument (one decode instead of one per argument).
+    args = decode(raw).split("\0")
     if len(args) > CMDLINE_KEEP_ARGS:
         half = CMDLINE_KEEP_ARGS // 2
         args = args[:half] + args[-half:]
-    return tuple(decode(arg) for arg in args)
+    return tuple(args)
 
 
 def split_deleted(target: str) -> tuple[str, bool]:

@@ -261,9 +261,13 @@ class ProcScanner:
 
     # -- new instances, execs, exits ----------------------------------------------------------
 
-    def _read(self, name: bytes, out: TickOutput) -> InstanceRead | None:
+    def _read(
+        self, name: bytes, out: TickOutput, *, keep_stat: bool = False
+    ) -> InstanceRead | None:
         try:
-            read = read_instance(self._root, name, self._user_of, self._context)
+            read = read_instance(
+                self._root, name, self._user_of, self._context, keep_stat=keep_stat
+            )
         except PermissionError:
             out.denied += 1
             return None
@@ -280,7 +284,7 @@ class ProcScanner:
         if not name.isdigit():
             self._poller.not_a_pid(name)
             return
-        read = self._read(name, out)
+        read = self._read(name, out, keep_stat=True)  # its stat fd goes to the poller
         if read is not None:
             self._add_read(name, read, now, out)
 
@@ -301,7 +305,7 @@ class ProcScanner:
         )
         entry = Entry(key, stat, rec, now)
         self._entries[name] = entry
-        self._poller.remember(name, read.raw_stat)
+        self._poller.remember(name, read.raw_stat, read.stat_fd)
         self._records[key] = rec
         self._mark_busy(name, rec.cpu_percent)
         if primed is None:

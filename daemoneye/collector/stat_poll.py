@@ -77,19 +77,28 @@ class StatPoller:
         # filesystem (a test's fake /proc) stays readable after it is deleted.
         self._hold = os.path.realpath(proc_root) == b"/proc" and self._last_pid_usable
 
-    def remember(self, name: bytes, raw: bytes) -> None:
-        """`raw` is the stat of `name` as of this tick."""
+    def remember(self, name: bytes, raw: bytes, opened: int | None = None) -> None:
+        """`raw` is the stat of `name` as of this tick. `opened` is that stat file already
+        open (read through the instance's pinned directory): it is held instead of opening
+        the path again, or closed when it is not wanted; either way this poller owns it."""
         known = self._known.get(name)
         if known is not None:
+            if opened is not None:
+                os.close(opened)
             self._known[name] = (known[0], known[1], hash(raw))
             return
         path = self._root + b"/" + name + b"/stat"
         fd = _NOT_HELD
         if self._hold and _take_descriptor():
-            try:
-                fd = os.open(path, _FLAGS)
-            except OSError:
-                _Budget.held -= 1  # gone already: the next read finds out and ends it
+            if opened is not None:
+                fd, opened = opened, None
+            else:
+                try:
+                    fd = os.open(path, _FLAGS)
+                except OSError:
+                    _Budget.held -= 1  # gone already: the next read finds out and ends it
+        if opened is not None:
+            os.close(opened)
         self._known[name] = (fd, path, hash(raw))
 
     def forget(self, name: bytes) -> None:

@@ -112,7 +112,7 @@ class Procmond:
         self.feed: EventFeed | None = None
         # Sockets per instance: walking other users' fds needs procmond's capabilities, so the
         # refresh is here, every collector.connections_interval; the agent writes the deltas.
-        self.connections = ConnectionTracker(proc_root, clock=clock)
+        self.connections = ConnectionTracker(proc_root, clock=clock, own_pid=os.getpid())
         self._connections_due: float | None = None
         self.event_source = "polling-only: not started"
         self._clock = clock
@@ -215,7 +215,11 @@ class Procmond:
         if now < self._connections_due:
             return
         self._connections_due = now + interval
-        self.send(self.connections.refresh(self.scanner.snapshot().keys()))
+        self.send(self.connections.refresh(self.scanner.snapshot().keys(), self._net_ns_of))
+
+    def _net_ns_of(self, key: ProcessKey) -> int | None:
+        rec = self.scanner.record(key)
+        return rec.net_ns if rec is not None else None
 
     def _drain_wake_pipe(self) -> None:
         with contextlib.suppress(BlockingIOError):

@@ -274,6 +274,43 @@ def test_a_refresh_stops_walking_at_its_link_budget(fake_proc: Path) -> None:
     assert second.stats.processes_walked == 1
 
 
+def test_the_collectors_own_fds_are_never_walked(fake_proc: Path) -> None:
+    # procmond holds a stat descriptor per live process: its fd count moves with every start
+    # and exit, so walking it re-read thousands of links each refresh
+    _fake_process(fake_proc, 50, {fd: "/dev/null" for fd in range(200)} | {3: "socket:[77]"})
+    _fake_process(fake_proc, 51, {3: "socket:[78]"})
+    listen = _tcp(77, "0100007F:0050", "00000000:0000", "0A")
+    _fake_tables(fake_proc, 51, listen + _tcp(78, "0100007F:0051", "00000000:0000", "0A"))
+    tracker = ConnectionTracker(str(fake_proc), count_by_stat=False, own_pid=50)
+    keys = [ProcessKey(50, 1.0), ProcessKey(51, 1.0)]
+    delta = tracker.refresh(keys)
+    assert delta.stats.processes_walked == 1
+    assert delta.stats.links_read == 1
+    assert [(c.pid, c.inode) for c in delta.opened] == [(51, 78)]
+    _fake_process(fake_proc, 50, {fd: "/dev/null" for fd in range(300)})  # its count moved
+    assert tracker.refresh(keys).stats.links_read == 0
+
+
+def test_a_new_holder_takes_the_network_namespace_its_record_already_has(
+    fake_proc: Path,
+) -> None:
+    _fake_process(fake_proc, 52, {3: "socket:[79]"})
+    _fake_tables(fake_proc, 52, _tcp(79, "0100007F:0050", "00000000:0000", "0A"))
+    (fake_proc / "52" / "ns" / "net").unlink()  # a stat of the link would fail: not read
+    asked: list[ProcessKey] = []
+
+    def netns_of(key: ProcessKey) -> int | None:
+        asked.append(key)
+        return 4026531840
+
+    tracker = ConnectionTracker(str(fake_proc), count_by_stat=False)
+    delta = tracker.refresh([ProcessKey(52, 1.0)], netns_of)
+    assert [(c.pid, c.netns) for c in delta.opened] == [(52, 4026531840)]
+    assert delta.stats.vanished == 0
+    tracker.refresh([ProcessKey(52, 1.0)], netns_of)
+    assert asked == [ProcessKey(52, 1.0)]  # once per holder, at its first refresh
+
+
 def test_a_new_tcp_socket_at_the_same_fd_count_is_searched_for_once(fake_proc: Path) -> None:
     # pid 41 closes socket 41 and opens socket 45: same fd count, so no walk is due; the new
     # socket in the table that nobody holds sends the tracker looking among its uid's processes

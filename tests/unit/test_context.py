@@ -645,3 +645,59 @@ def test_a_cgroup_is_classified_once_per_text_and_a_move_is_seen(
     assert read_fake(reader, second).unit == "x" * 2000 + ".scope"
     assert len(calls) == 4, "a long cgroup text is not kept as a cache key"
     assert hostile not in reader._cgroups
+
+
+def test_namespace_links_and_stdio_targets_are_worked_out_once_per_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thousands of processes share namespaces and stdio targets: what a set of namespace
+    links or a stdio link says is parsed once; a different target is parsed anew, and a long,
+    hostile path is described but never kept as a cache key."""
+    fake_process(tmp_path, 1, fds={})
+    first = fake_process(tmp_path, 4242, fds={0: "/dev/null", 1: "/dev/pts/1"})
+    second = fake_process(tmp_path, 4243, fds={0: "/dev/null", 1: "/dev/pts/1"})
+    reader = ContextReader(os.fsencode(tmp_path))
+    reader.init_namespaces()
+    ns_parsed: list[bytes] = []
+    kinds: list[str] = []
+    real_parse, real_kind = context_module.parse_ns_link, context_module.stdio_kind
+
+    def counting_parse(target: bytes) -> int | None:
+        ns_parsed.append(target)
+        return real_parse(target)
+
+    def counting_kind(target: str) -> str:
+        kinds.append(target)
+        return real_kind(target)
+
+    monkeypatch.setattr(context_module, "parse_ns_link", counting_parse)
+    monkeypatch.setattr(context_module, "stdio_kind", counting_kind)
+    a = read_fake(reader, first)
+    parsed_for_first = (len(ns_parsed), len(kinds))
+    b = read_fake(reader, second)
+    assert (a.pid_ns, a.ns_foreign, a.stdin, a.stdout) == (
+        110,
+        "pid",
+        "file:/dev/null",
+        "tty:/dev/pts/1",
+    )
+    assert (b.pid_ns, b.ns_foreign, b.stdin, b.stdout) == (
+        a.pid_ns,
+        a.ns_foreign,
+        a.stdin,
+        a.stdout,
+    )
+    assert b.stdin is a.stdin
+    assert (len(ns_parsed), len(kinds)) == parsed_for_first, "nothing parsed again"
+    (second / "ns" / "net").unlink()
+    (second / "ns" / "net").symlink_to("net:[99]")
+    (second / "fd" / "0").unlink()
+    (second / "fd" / "0").symlink_to("/var/log/x")
+    moved = read_fake(reader, second)
+    assert (moved.net_ns, moved.ns_foreign, moved.stdin) == (99, "pid net", "file:/var/log/x")
+    hostile = "/tmp/" + "\n" * 600
+    (second / "fd" / "0").unlink()
+    (second / "fd" / "0").symlink_to(hostile)
+    assert read_fake(reader, second).stdin == "file:" + hostile
+    assert read_fake(reader, second).stdin == "file:" + hostile
+    assert kinds.count(hostile) == 2, "a long stdio target is not kept as a cache key"

@@ -114,9 +114,9 @@ def test_the_round_is_bounded_and_reads_in_full_only_what_changed(
     full_reads: list[bytes] = []
     real_read = details_module.read_instance
 
-    def counting(root: bytes, name: bytes, user_of: Any, *context: Any) -> Any:
+    def counting(root: bytes, name: bytes, user_of: Any, *context: Any, **options: Any) -> Any:
         full_reads.append(name)
-        return real_read(root, name, user_of, *context)
+        return real_read(root, name, user_of, *context, **options)
 
     monkeypatch.setattr("daemoneye.collector.scanner.read_instance", counting)
     relink(proc, 150, "cwd", "/var/tmp")

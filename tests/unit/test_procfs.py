@@ -341,3 +341,16 @@ def test_user_names_are_cached_and_misses_expire() -> None:
 def test_user_names_from_the_system() -> None:
     assert UserNames()(0) == "root"
     assert UserNames()(2**32 - 2) is None
+
+
+@given(st.lists(st.binary(max_size=40).map(lambda arg: arg.replace(b"\0", b"")), max_size=8))
+def test_cmdline_decoded_whole_equals_each_argument_decoded(args: list[bytes]) -> None:
+    """parse_cmdline decodes the whole command line once and splits it: the same text as
+    decoding argument by argument, whatever the bytes (a cut UTF-8 sequence at an argument's
+    end stays that argument's)."""
+    raw = b"\0".join(args) + b"\0"
+    expected = tuple(arg.decode("utf-8", "backslashreplace") for arg in args)
+    while expected and not expected[-1]:  # trailing NULs are padding
+        expected = expected[:-1]
+    assert parse_cmdline(raw) == expected
+    assert parse_cmdline(b"\xe2\x82\0\xacx\0") == ("\\xe2\\x82", "\\xacx")

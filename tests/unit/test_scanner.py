@@ -643,6 +643,54 @@ def test_a_real_child_is_seen_with_its_details_and_its_end(
     assert record.key not in real_scanner.snapshot()
 
 
+def test_a_new_process_stat_file_is_opened_once_and_held_and_nothing_leaks(
+    sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stat file a new instance is read through (relative to its pinned directory) is the
+    one the poller keeps polling: no second open by path, and every descriptor is accounted
+    for (held while the instance lives, closed with the scanner)."""
+    before = len(os.listdir("/proc/self/fd"))
+    by_path: list[bytes] = []
+    real_open = os.open
+
+    def counting_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if isinstance(path, bytes) and path.endswith(b"/stat") and path.startswith(b"/proc/"):
+            by_path.append(path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    scanner = ProcScanner("/proc", boot_time=read_boot_time())
+    try:
+        delta = scanner.scan()
+        assert sleeper.pid in {r.pid for r in delta.added}
+        assert by_path == [], "a new instance's stat is not opened again by its path"
+        os.kill(sleeper.pid, 19)  # SIGSTOP: its stat changes, read through the held file
+        for _ in range(200):
+            if (
+                "T" in (r.state for r in scanner.scan().updated if r.pid == sleeper.pid)
+                or scanner.snapshot().get(find(delta.added, sleeper.pid).key, None) is None
+            ):
+                break
+            time.sleep(0.01)
+        record = scanner.record(find(delta.added, sleeper.pid).key)
+        assert record is not None and record.state == "T"
+    finally:
+        os.kill(sleeper.pid, 18)
+        scanner.close()
+    assert len(os.listdir("/proc/self/fd")) <= before  # (another test's garbage may close one)
+
+
+def test_a_scan_of_a_proc_without_held_files_closes_every_stat_it_read(
+    proc: FakeProc, make_scanner: Callable[..., ProcScanner]
+) -> None:
+    for pid in range(100, 110):
+        proc.spawn(pid)
+    before = len(os.listdir("/proc/self/fd"))
+    scanner = make_scanner()
+    assert len(scanner.scan().added) == 10
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 def test_a_real_exec_is_seen(real_scanner: ProcScanner) -> None:
     sleep = shutil.which("sleep") or "/bin/sleep"
     code = f"import os, sys; sys.stdin.readline(); os.execv({sleep!r}, ['sleep', '30'])"
