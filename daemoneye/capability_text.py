@@ -3,7 +3,7 @@ capability sets as short names (`net_admin, kill`), a nearly full set as what it
 
 from __future__ import annotations
 
-from daemoneye.models import CAPABILITY_NAMES, ProcessPrivileges
+from daemoneye.models import CAPABILITY_NAMES, HealthReport, ProcessPrivileges
 
 NOT_RUNNING = "not running"
 _LISTED_AT_MOST = 12  # a set with more than this many is described by what it lacks
@@ -52,9 +52,13 @@ def privileges_line(privileges: ProcessPrivileges | None) -> str:
     return f"{identity(privileges)}; capabilities: {capabilities_text(privileges)}"
 
 
-def exec_capture_text(state: str, rescued: int) -> str:
-    """The eBPF exec capture's line: on or off (and why), and how many execs it completed
-    (their process was gone from /proc, in part or whole, when the reader got there)."""
-    if state.startswith("off"):
-        return state
-    return f"{state}: {rescued} execs completed"
+def exec_capture_text(report: HealthReport) -> str:
+    """The eBPF exec capture's line: on or off (and why), how many execs it completed (their
+    process was gone from /proc, in part or whole, when the reader got there), and how many
+    exec events found no record (its rings full, or records let go)."""
+    if report.exec_capture.startswith("off"):
+        return report.exec_capture
+    text = f"{report.exec_capture}: {report.exec_rescued_total} execs completed"
+    if report.exec_uncaptured_total:
+        text += f", {report.exec_uncaptured_total} without a record"
+    return text

@@ -173,11 +173,7 @@ def show_health(ctx: Context) -> int:
             "event source",
             report.event_source + (f" ({report.event_filter})" if report.event_filter else ""),
         ),
-        *(
-            [("exec capture", exec_capture_text(report.exec_capture, report.exec_rescued_total))]
-            if report.exec_capture
-            else []
-        ),
+        *([("exec capture", exec_capture_text(report))] if report.exec_capture else []),
         (
             "scan",
             f"every {report.interval_s:g}s, last {report.last_scan_ms:.1f} ms, "

@@ -189,7 +189,11 @@ def test_a_process_name_cannot_change_what_status_says(name: str) -> None:
     assert parse_status(hostile_old, 812, "procmond").ambient == ()
 
 
-def test_the_exec_capture_line_says_on_with_its_count_or_off_with_the_reason() -> None:
-    assert exec_capture_text("eBPF", 12) == "eBPF: 12 execs completed"
+def test_the_exec_capture_line_says_on_with_its_counts_or_off_with_the_reason() -> None:
+    report = sample_health()
+    on = dataclasses.replace(report, exec_capture="eBPF", exec_rescued_total=12)
+    assert exec_capture_text(on) == "eBPF: 12 execs completed"
+    short = dataclasses.replace(on, exec_uncaptured_total=3)
+    assert exec_capture_text(short) == "eBPF: 12 execs completed, 3 without a record"
     off = "off: creating BPF map de_exec_tmp: Operation not permitted"
-    assert exec_capture_text(off, 0) == off
+    assert exec_capture_text(dataclasses.replace(report, exec_capture=off)) == off

@@ -91,7 +91,7 @@ def health_sections(status: DaemonStatus, now: float) -> list[tuple[str, list[Fa
                         (
                             "exec capture",
                             safe(
-                                exec_capture_text(report.exec_capture, report.exec_rescued_total),
+                                exec_capture_text(report),
                                 200,
                             ),
                             "low" if report.exec_capture.startswith("off") else "",
