@@ -13,11 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import shtab
-
 from daemoneye import __version__
 from daemoneye.commands.common import Context, remote_route, remote_routes
-from daemoneye.commands.completion import SHELLS
+from daemoneye.commands.completion import FILE_PATH, SHELLS
 from daemoneye.config.loading import load_config, mode_from_flag
 from daemoneye.config.schema import LoadedConfig
 from daemoneye.errors import DaemonEyeError
@@ -132,13 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a rule file (TOML or Sigma), or every rule file of a directory, without "
         "touching the running set (exit 2 on problems)",
     )
-    rules_validate.add_argument("file", type=Path, metavar="FILE-OR-DIR").complete = shtab.FILE  # type: ignore[attr-defined]
+    rules_validate.add_argument("file", type=Path, metavar="FILE-OR-DIR").complete = FILE_PATH  # type: ignore[attr-defined]
     rules_test = rules_commands.add_parser(
         "test",
         help="run a rule (by id) or a file's rules over the store and print the "
         "alerts they would raise, raising none",
     )
-    rules_test.add_argument("target", metavar="RULE-OR-FILE").complete = shtab.FILE  # type: ignore[attr-defined]
+    rules_test.add_argument("target", metavar="RULE-OR-FILE").complete = FILE_PATH  # type: ignore[attr-defined]
     rules_import = rules_commands.add_parser(
         "import",
         help="convert Sigma rules (*.yml, *.yaml, or directories of them) into TOML rules "
@@ -198,10 +196,10 @@ def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> Non
         metavar="FILE",
         default=default,
         help="config file to use instead of the mode's own config file",
-    ).complete = shtab.FILE  # type: ignore[attr-defined]
+    ).complete = FILE_PATH  # type: ignore[attr-defined]
     group.add_argument(
         "--socket", metavar="PATH", default=default, help="daemon socket (daemon.socket)"
-    ).complete = shtab.FILE  # type: ignore[attr-defined]
+    ).complete = FILE_PATH  # type: ignore[attr-defined]
     group.add_argument(
         "--host",
         metavar="ssh://[USER@]HOST[:PORT]",
@@ -216,7 +214,7 @@ def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> Non
         default=default,
         help="store database file (store.path); read commands read this file even while a "
         "daemon runs",
-    ).complete = shtab.FILE  # type: ignore[attr-defined]
+    ).complete = FILE_PATH  # type: ignore[attr-defined]
     group.add_argument(
         "--mode",
         choices=("system", "user"),

@@ -7,17 +7,33 @@ from __future__ import annotations
 import argparse
 import sys
 
-import shtab
-
 from daemoneye import __version__
 
 SHELLS = ("bash", "zsh", "fish")
+# What cli.py sets as an argument's `complete`: "a file name", made shtab's FILE when a script
+# is generated. shtab is imported by this command only: it loads importlib.metadata, 2.8 MiB
+# of RSS in every process that parses a command line (the daemon's among them).
+FILE_PATH = "daemoneye:file-path"
 
 
 def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
     """The completion script for `shell`, for the parser's program name."""
+    import shtab
+
+    _resolve_completions(parser, {FILE_PATH: shtab.FILE})
     script: str = shtab.complete(parser, shell=shell)
     return script
+
+
+def _resolve_completions(parser: argparse.ArgumentParser, by_marker: dict[str, object]) -> None:
+    """Replace the markers cli.py set as `complete` with shtab's values, in every subparser."""
+    for action in parser._actions:
+        marker = getattr(action, "complete", None)
+        if isinstance(marker, str) and marker in by_marker:
+            action.complete = by_marker[marker]  # type: ignore[attr-defined]
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in dict.fromkeys(action.choices.values()):  # aliases share one
+                _resolve_completions(subparser, by_marker)
 
 
 def man_page(parser: argparse.ArgumentParser) -> str:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from daemoneye import __version__
+from daemoneye import __version__, heap
 from daemoneye.collector.procfs import read_boot_id, read_boot_time
 from daemoneye.config.schema import Config, LoadedConfig
 from daemoneye.daemon.collection import Collection
@@ -121,6 +121,7 @@ class Daemon:
 
     def run(self) -> int:
         """Run until a signal stops the daemon; the return value is the process exit code."""
+        heap.limit_arenas()  # before the event loop's and the store's threads
         return asyncio.run(self.serve())
 
     async def serve(self) -> int:

@@ -192,8 +192,9 @@ class LiveTable:
         self._snapshot = None
 
     def _index(self, record: ProcessRecord) -> None:
-        self.by_pid[record.pid] = record.key
-        self.children.setdefault(record.ppid, set()).add(record.key)
+        key = record.key  # one object in both indexes (a key is made anew at each `.key`)
+        self.by_pid[record.pid] = key
+        self.children.setdefault(record.ppid, set()).add(key)
 
     def _unindex(self, record: ProcessRecord) -> None:
         if self.by_pid.get(record.pid) == record.key:

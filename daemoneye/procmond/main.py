@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 
+from daemoneye import heap
 from daemoneye.collector.procfs import read_boot_time
 from daemoneye.config.schema import CollectorConfig
 from daemoneye.errors import DaemonEyeError
@@ -78,6 +79,7 @@ def drop_privileges(user: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    heap.limit_arenas()  # before the event reader and the hasher start
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),

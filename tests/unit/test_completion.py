@@ -110,3 +110,18 @@ def test_man_renders_the_page() -> None:
     )
     text = shown.stdout.decode()
     assert "daemoneye alerts list" in text.replace("\u2010", "-")
+
+
+@pytest.mark.parametrize(
+    ("shell", "file_completion"),
+    [
+        ("bash", "_shtab_daemoneye_rules_validate_pos_0_COMPGEN=_shtab_compgen_files"),
+        ("zsh", "_files"),
+    ],
+)
+def test_file_arguments_complete_file_names(shell: str, file_completion: str) -> None:
+    """cli.py marks file arguments without importing shtab; the marker becomes shtab's file
+    completion in the script, down to a subcommand's positional argument."""
+    script = completion_script(cli.build_parser(), shell)
+    assert file_completion in script
+    assert "daemoneye:file-path" not in script

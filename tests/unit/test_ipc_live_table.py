@@ -37,6 +37,18 @@ def step(live: LiveTable, current: Table) -> ProcessesDelta:
     return update.delta
 
 
+def test_the_pid_and_children_indexes_share_one_key_per_process(
+    make_record: RecordFactory,
+) -> None:
+    """The agent keeps 10,000 live processes indexed twice: one key object each, not two."""
+    parent, child = make_record(10, 100.0), make_record(11, 101.0, ppid=10)
+    live = LiveTable()
+    step(live, table_of(parent, child))
+    (sibling,) = live.children[10]
+    assert sibling == child.key
+    assert sibling is live.by_pid[11]
+
+
 def test_unchanged_records_cost_nothing_and_changes_carry_only_what_changed(
     make_record: RecordFactory,
 ) -> None:
