@@ -37,6 +37,7 @@ from typing import Protocol
 
 from daemoneye.collector import bpf
 from daemoneye.collector import bpf_asm as asm
+from daemoneye.collector.bpf_asm import R0, R1, R2, R3, R4, R6, R7, R8, R9, R10
 from daemoneye.collector.btf import KernelTypes
 from daemoneye.collector.procfs import decode, parse_cmdline
 from daemoneye.collector.shared_text import SHARED
@@ -116,11 +117,11 @@ def _read_kernel(dst_reg: int, dst_off: int, size: int, base: int, off: int) -> 
     """``*(dst_reg + dst_off) = *(base + off)``, `size` bytes (r1-r5 clobbered; `base` must be
     neither r1, r2 nor r3)."""
     return [
-        asm.mov(asm.R1, dst_reg),
-        asm.alu("add", asm.R1, dst_off),
-        asm.alu("mov", asm.R2, size),
-        asm.mov(asm.R3, base),
-        asm.alu("add", asm.R3, off),
+        asm.mov(R1, dst_reg),
+        asm.alu("add", R1, dst_off),
+        asm.alu("mov", R2, size),
+        asm.mov(R3, base),
+        asm.alu("add", R3, off),
         asm.call(asm.PROBE_READ_KERNEL),
     ]
 
@@ -129,12 +130,12 @@ def _output(ring_fd: int, argv_len: int) -> list[asm.Item]:
     """The record (r7) with `argv_len` (a register) bytes of argv, into the ring, without
     waking its reader."""
     return [
-        asm.store(4, asm.R7, _ARGV_LEN, argv_len),
-        asm.load_map_fd(asm.R1, ring_fd),
-        asm.mov(asm.R2, asm.R7),
-        asm.mov(asm.R3, argv_len),
-        asm.alu("add", asm.R3, HEADER_BYTES),
-        asm.alu("mov", asm.R4, _RB_NO_WAKEUP),
+        asm.store(4, R7, _ARGV_LEN, argv_len),
+        asm.load_map_fd(R1, ring_fd),
+        asm.mov(R2, R7),
+        asm.mov(R3, argv_len),
+        asm.alu("add", R3, HEADER_BYTES),
+        asm.alu("mov", R4, _RB_NO_WAKEUP),
         asm.call(asm.RINGBUF_OUTPUT),
     ]
 
@@ -143,8 +144,6 @@ def program(
     offsets: dict[str, int], scratch_fd: int, short_ring_fd: int, long_ring_fd: int
 ) -> bytes:
     """The raw tracepoint program (ctx: task_struct *p, pid_t old_pid, linux_binprm *bprm)."""
-    from daemoneye.collector.bpf_asm import R0, R1, R2, R3, R6, R7, R8, R9, R10
-
     task, mm, binprm = "task_struct.", "mm_struct.", "linux_binprm."
     items: list[asm.Item] = [
         asm.mov(R6, R1),
@@ -225,8 +224,6 @@ def _path_walk(offsets: dict[str, int]) -> list[asm.Item]:
     """The executable's path, as d_path(3) would give it: from bprm->file's dentry up through
     its parents, and at a mount's root on to the dentry it is mounted on, until the root of the
     mount tree. R9 holds the binprm; R6 (the context, no longer needed) the bytes written."""
-    from daemoneye.collector.bpf_asm import R0, R1, R2, R3, R4, R6, R7, R8, R9, R10
-
     f_path, mount_mnt = offsets["file.f_path"], offsets["mount.mnt"]
     items: list[asm.Item] = [
         *_read_kernel(R10, -16, 8, R9, offsets["linux_binprm.file"]),
