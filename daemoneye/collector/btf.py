@@ -12,6 +12,7 @@ kind-specific tail), then the string section the records point into.
 
 from __future__ import annotations
 
+import array
 import struct
 from dataclasses import dataclass
 
@@ -64,8 +65,11 @@ class KernelTypes:
         strings_start = hdr_len + str_off
         if types_start + type_len > len(blob) or strings_start + str_len > len(blob):
             raise BtfError("BTF sections run past the end of the blob")
+        # No copies of the 5 MB blob: the types are a view into it, the names are found at
+        # offsets from the string section's start, and the index is an array of u32.
+        self._blob = blob
         self._types = memoryview(blob)[types_start : types_start + type_len]
-        self._strings = blob[strings_start : strings_start + str_len]
+        self._strings_at = strings_start
         self._offsets = self._index()
 
     @classmethod
@@ -76,8 +80,8 @@ class KernelTypes:
         except OSError as error:
             raise BtfError(f"cannot read {path}: {error.strerror}") from error
 
-    def _index(self) -> list[int]:
-        offsets = [-1]  # type id 0 is void
+    def _index(self) -> array.array[int]:
+        offsets = array.array("I", [0])  # type id 0 is void
         view, unpack, position, end = self._types, _TYPE.unpack_from, 0, len(self._types)
         fixed, entry = _FIXED_TAIL, _ENTRY_TAIL
         while position < end:
@@ -90,8 +94,9 @@ class KernelTypes:
         return offsets
 
     def _name(self, offset: int) -> bytes:
-        end = self._strings.find(b"\0", offset)
-        return self._strings[offset:end] if end >= 0 else b""
+        start = self._strings_at + offset
+        end = self._blob.find(b"\0", start)
+        return self._blob[start:end] if end >= 0 else b""
 
     def _type(self, type_id: int) -> _Type:
         if not 0 < type_id < len(self._offsets):
@@ -116,7 +121,7 @@ class KernelTypes:
         for type_id in range(1, len(self._offsets)):
             name_off, info, _size = unpack(view, self._offsets[type_id])
             is_struct = (info >> 24) & 0x1F == _KIND_STRUCT and info & 0xFFFF
-            if is_struct and self._strings.startswith(wanted + b"\0", name_off):
+            if is_struct and self._blob.startswith(wanted + b"\0", self._strings_at + name_off):
                 return type_id
         raise BtfError(f"the kernel's BTF has no struct {name}")
 
