@@ -19,6 +19,7 @@ ctypes only: procmond may not load asyncio, ssl or SQLite.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import pwd
 import resource
@@ -27,6 +28,9 @@ from dataclasses import dataclass
 
 from daemoneye.errors import DaemonEyeError
 from daemoneye.models import CAPABILITY_NAMES, ProcessPrivileges
+from daemoneye.procmond.seccomp import deny_bpf
+
+log = logging.getLogger(__name__)
 
 # What each kept capability is for; measured in tests/integration/test_privileges.py.
 PROCMOND_CAPABILITIES = frozenset(
@@ -250,10 +254,19 @@ def drop_procmond(
 
 def shed_start_capabilities() -> None:
     """Give up what only procmond's start needed (EXEC_CAPTURE_CAPABILITIES): the loaded
-    program and its ring keep working without them. Before any thread starts."""
+    program and its ring keep working without them; and bpf(2) is refused from here on.
+    Before any thread starts."""
     _single_threaded()
     held = capability_mask(read_privileges(os.getpid(), "self").permitted)
     _finish(held & ~capability_mask(EXEC_CAPTURE_CAPABILITIES))
+    _refuse_bpf()
+
+
+def _refuse_bpf() -> None:
+    """bpf(2) refused from here on (procmond/seccomp.py); if it cannot be, say why."""
+    reason = deny_bpf()
+    if reason is not None:
+        log.warning("bpf(2) stays allowed to this process: %s", reason)
 
 
 def drop_launcher(account: Account, keep: frozenset[str] = PROCMOND_START_CAPABILITIES) -> None:
@@ -284,9 +297,10 @@ def drop_launcher(account: Account, keep: frozenset[str] = PROCMOND_START_CAPABI
 
 def drop_agent(account: Account | None) -> None:
     """The agent's drop, once procmond is running: run as `account` with its groups, no
-    capabilities in any set (the bounding set included) and no_new_privs. Not root: there is
-    nothing to give up but the right to gain privileges by exec, so `account` may be None
-    and only no_new_privs is set."""
+    capabilities in any set (the bounding set included), no_new_privs, and bpf(2) refused
+    (procmond/seccomp.py). Not root: there is nothing to give up but the right to gain
+    privileges by exec, so `account` may be None and only no_new_privs is set (and bpf(2)
+    refused)."""
     _single_threaded()
     if os.geteuid() == 0:
         if account is None:
@@ -294,6 +308,7 @@ def drop_agent(account: Account | None) -> None:
         _trim_bounding_set(0)
         _switch_user(account, keep_capabilities=False)
     _finish(0)
+    _refuse_bpf()
 
 
 def _status_mask(fields: dict[str, str], key: str) -> int:

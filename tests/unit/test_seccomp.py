@@ -1,0 +1,54 @@
+"""The seccomp filter both processes install once started: bpf(2) refused, nothing else."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import struct
+
+import pytest
+
+from daemoneye.procmond.seccomp import deny_bpf, deny_bpf_program
+from tests.forked import in_child
+
+
+def test_the_program_refuses_the_native_and_x32_numbers_and_allows_the_rest() -> None:
+    program = deny_bpf_program("x86_64")
+    assert program is not None
+    lines = [struct.unpack_from("=HBBI", program, at) for at in range(0, len(program), 8)]
+    assert lines[1][3] == 0xC000003E  # AUDIT_ARCH_X86_64: another ABI jumps to "allow"
+    assert {line[3] for line in lines[3:5]} == {321, 321 | 0x40000000}
+    assert lines[-2] == (0x06, 0, 0, 0x00050001)  # SECCOMP_RET_ERRNO | EPERM
+    assert lines[-1] == (0x06, 0, 0, 0x7FFF0000)  # SECCOMP_RET_ALLOW
+    assert deny_bpf_program("vax") is None
+
+
+@pytest.mark.skipif(
+    platform.machine() != "x86_64", reason="the bpf(2) number used here is x86-64's"
+)
+def test_after_it_bpf_fails_with_eperm_even_for_root_and_other_calls_still_work() -> None:
+    def child() -> dict[str, object]:
+        libc = ctypes.CDLL(None, use_errno=True)
+        attr = ctypes.create_string_buffer(128)
+        before = libc.syscall(321, 0, attr, 128)  # BPF_MAP_CREATE with type 0: EINVAL
+        before_errno = ctypes.get_errno()
+        libc.prctl(38, 1, 0, 0, 0)  # no_new_privs, as the drops set it
+        reason = deny_bpf()
+        after = libc.syscall(321, 0, attr, 128)
+        with open("/proc/self/status") as file:
+            seccomp = [line for line in file if line.startswith("Seccomp:")]
+        return {
+            "reason": reason,
+            "before": (before, before_errno),
+            "after": (after, ctypes.get_errno()),
+            "seccomp": seccomp[0].split()[1],
+            "pid": os.getpid() > 0,
+        }
+
+    found = in_child(child)
+    assert found["reason"] is None
+    assert found["before"] == [-1, 22]  # EINVAL: a map of no type, not a refusal
+    assert found["after"] == [-1, 1]  # EPERM
+    assert found["seccomp"] == "2"  # filter mode
+    assert found["pid"]
