@@ -640,8 +640,11 @@ class OtherUid:
                 report = _as_other_uid(str(path), uid, count, admin_calls)
                 os.write(report_w, json.dumps(report).encode() + b"\n")
                 os.read(release_r, 1)
-            except BaseException:  # the parent sees the missing report
+            except BaseException as exc:  # the parent fails the test with the reason
                 status = 1
+                failure = {"error": f"{type(exc).__name__}: {exc}"}
+                with contextlib.suppress(OSError):
+                    os.write(report_w, json.dumps(failure).encode() + b"\n")
             finally:
                 os._exit(status)
         os.close(report_w)
@@ -654,8 +657,9 @@ class OtherUid:
                 return report.readline()
 
         line = await asyncio.wait_for(loop.run_in_executor(None, read_report), 30)
-        assert line, "the client as another uid failed"
+        assert line, "the client as another uid failed without a word"
         summary: dict[str, Any] = json.loads(line)
+        assert "error" not in summary, f"the client as another uid failed: {summary['error']}"
         return cls(pid, release_w), summary
 
     async def stop(self) -> None:
