@@ -374,8 +374,6 @@ class ExecCapture:
         self._pending_size = 0
         self._pending_capacity = pending_capacity
         self._pending_bytes = pending_bytes
-        self.captured_total = 0
-        self.matched_total = 0
         self.unmatched_total = 0  # records whose exec event never came (or came too late)
         self.evicted_total = 0  # records dropped to keep the table within its bounds
 
@@ -422,7 +420,6 @@ class ExecCapture:
         for record in self._long.records(limit):
             if len(record) >= HEADER_BYTES:
                 self._complete(bytes(record))
-        self.captured_total += count
         return count
 
     def _add(self, record: bytes) -> None:
@@ -472,7 +469,6 @@ class ExecCapture:
             del self._pending[tgid]
         if found is None:
             return None
-        self.matched_total += 1
         return decode_record(found, self._tick_ns)
 
     def forget(self) -> int:
