@@ -128,14 +128,10 @@ class DaemonCalls:
         events: list[TimelineEvent] = []
         before: tuple[float, int, int] | None = None
         while True:
-            params: dict[str, Any] = {"since": since, "kinds": list(kinds)}
-            if filter_text:
-                params["filter"] = filter_text
-            if until is not None:
-                params["until"] = until
-            if before is not None:
-                params["before"] = list(before)
-            params["limit"] = min(200, limit - len(events))
+            params = _timeline_params(
+                since, until, before, filter_text, min(200, limit - len(events))
+            )
+            params["kinds"] = list(kinds)
             page = await self._typed(TimelinePage, "history.timeline", params)
             events.extend(page.events)
             if page.next is None or len(events) >= limit:
@@ -151,13 +147,7 @@ class DaemonCalls:
         limit: int = 200,
     ) -> TimelinePage:
         """One page of the whole history's events at or before `until`, newest first."""
-        params: dict[str, Any] = {"since": 0.0, "limit": limit}
-        if filter_text:
-            params["filter"] = filter_text
-        if until is not None:
-            params["until"] = until
-        if before is not None:
-            params["before"] = list(before)
+        params = _timeline_params(0.0, until, before, filter_text, limit)
         return await self._typed(TimelinePage, "history.timeline", params)
 
     async def activity(self, since: float, until: float, buckets: int) -> HistoryActivity:
@@ -281,3 +271,21 @@ class DaemonCalls:
         self._topics.discard(topic)
         result = await self.call(f"{topic}.unsubscribe")
         return bool(isinstance(result, dict) and result.get("was_subscribed"))
+
+
+def _timeline_params(
+    since: float,
+    until: float | None,
+    before: tuple[float, int, int] | None,
+    filter_text: str,
+    limit: int,
+) -> dict[str, Any]:
+    """`history.timeline`'s params; the optional ones only when given."""
+    params: dict[str, Any] = {"since": since, "limit": limit}
+    if filter_text:
+        params["filter"] = filter_text
+    if until is not None:
+        params["until"] = until
+    if before is not None:
+        params["before"] = list(before)
+    return params
