@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from daemoneye.tui.logic.alerts import alert_columns
-from daemoneye.tui.logic.cells import RowView, content_widths
-from daemoneye.tui.widgets.live_table import LiveTable
+from daemoneye.tui.widgets.fitted_table import FittedTable
 
 # The most each column may take (0: the title takes the rest); each is as wide as its
 # widest cell, so a short time leaves its room to the rule id and the title.
 _LIMITS = {"host": 16, "severity": 4, "state": 5, "seen": 24, "rule": 32, "pid": 7, "title": 0}
 
 
-class AlertTable(LiveTable):
+class AlertTable(FittedTable):
     """Alerts with severity in colour and in words (CRIT, HIGH, …)."""
 
     def __init__(self, *, id: str | None = None, several_hosts: bool = False) -> None:
@@ -21,14 +18,3 @@ class AlertTable(LiveTable):
         super().__init__(
             [(key, label, _LIMITS[key], key == "pid") for key, label in self._columns], id=id
         )
-        self._rows: Sequence[RowView] = ()
-
-    def sync(self, rows: Sequence[RowView]) -> None:
-        self._rows = rows
-        self.refit()
-        super().sync(rows)
-
-    def fit_columns(self, room: int) -> Sequence[int]:
-        labels = [label for _, label in self._columns]
-        limits = [_LIMITS[key] for key, _ in self._columns]
-        return content_widths(labels, limits, self._rows, room if room > 0 else None)
