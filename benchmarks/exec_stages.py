@@ -5,7 +5,10 @@ one takes the path apart, on real processes and the daemon's own code, thread CP
 
 1. reader — procmond's event reader for one fork, exec and exit of a process it has never seen
    (`ProcEventSource.prefetch_execs` + `handle`: every /proc read at exec, its context included);
-   run again with the context reader off, the difference is what the context costs;
+   run again with the context reader off, the difference is what the context costs. Where the
+   eBPF exec capture loads (root), both are run again with it, as the daemon runs: its records
+   collected from the rings, and what they hold not read from /proc. The steps after the reader
+   then take that reader's output;
 2. feed + encode — procmond's main thread: `EventFeed.take` (records from the events) and the
    EVENTS frame's encoding;
 3. decode — the agent's reader thread: the frame checked and decoded whole;
@@ -36,13 +39,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.availability import missing
-from benchmarks.model import MET, MISSED, NOT_BUILT, Row, status_row
+from benchmarks.model import MET, MISSED, NOT_BUILT, SKIPPED, Row, status_row
 from benchmarks.stats import Summary, summarize
 
 SECTION = "events"
 PER_ROUND = 64
 FRAMES_PER_WRITE = 10
 TARGET_US = 125.0  # issue 13: procmond + agent per exec at 2,000 exec/s
+CONTEXT_LIMIT_US = 20.0  # issue 14: a new process costs at most this much more with context
 _SHELL = "/bin/sh"
 # What read_instance and the context reader touch under /proc/<pid> for a new process.
 _FILES = (b"stat", b"cmdline", b"status", b"cgroup", b"environ", b"loginuid")
@@ -154,9 +158,12 @@ class _Stages:
         self.scanner.close()
         self.collection.store.close()
 
-    def reader(self, pids: list[int], *, context: bool) -> tuple[float, list[Any]]:
+    def reader(
+        self, pids: list[int], *, context: bool, capture: Any = None
+    ) -> tuple[float, list[Any]]:
         """Step 1 for a fork, exec and exit of each pid, in one batch as the reader takes a
-        burst; returns its thread CPU and what it queued."""
+        burst (with the exec capture's records drained first, when it is given); returns its
+        thread CPU and what it queued."""
         from daemoneye.collector.context import ContextReader
         from daemoneye.collector.events import ProcEventSource
         from daemoneye.collector.proc_events import ExecEvent, ExitEvent, ForkEvent
@@ -166,6 +173,7 @@ class _Stages:
             connector=_NoConnector(),
             user_of=self.users,
             context=ContextReader(b"/proc") if context else None,
+            capture=capture,
         )
         now = time.monotonic_ns()
         parent = os.getpid()
@@ -175,11 +183,15 @@ class _Stages:
             messages.append(ExecEvent(0, self._next(), now, pid, pid))
         exits = [ExitEvent(1, self._next(), now, pid, pid, 0, 17, parent, parent) for pid in pids]
         started = time.thread_time()
+        if capture is not None:
+            capture.collect()
         source.prefetch_execs(messages)
         produced = [observed for m in messages if (observed := source.handle(m)) is not None]
         produced += [observed for m in exits if (observed := source.handle(m)) is not None]
         source.enqueue(produced)
         elapsed = time.thread_time() - started
+        if capture is not None and source.uncaptured_total:
+            raise RuntimeError(f"{source.uncaptured_total} execs had no capture record")
         return elapsed, [source]
 
     def _next(self) -> int:
@@ -238,8 +250,20 @@ def run(*, rounds: int) -> tuple[list[Row], dict[str, Any]]:
         return [status_row(SECTION, "per-exec steps", NOT_BUILT, reason)], {}
     root = Path(tempfile.mkdtemp(prefix="daemoneye-bench-stages-"))
     stages = _Stages(root)
+    capture, no_capture = _open_capture()
     samples: dict[str, list[float]] = {
-        key: [] for key in ("floor", "reader", "bare", "take", "encode", "decode", "store")
+        key: []
+        for key in (
+            "floor",
+            "reader",
+            "bare",
+            "captured",
+            "captured_bare",
+            "take",
+            "encode",
+            "decode",
+            "store",
+        )
     }
     try:
         for round_index in range(rounds):
@@ -252,7 +276,16 @@ def run(*, rounds: int) -> tuple[list[Row], dict[str, Any]]:
             with _fresh_processes(PER_ROUND, token + "r") as pids:
                 reader, (source,) = stages.reader(pids, context=True)
                 samples["reader"].append(reader / len(pids))
-                take, encode, body = stages.feed_encode(source)
+            if capture is not None:
+                _settle(capture)
+                with _fresh_processes(PER_ROUND, token + "cb") as pids:
+                    bare, _ = stages.reader(pids, context=False, capture=capture)
+                    samples["captured_bare"].append(bare / len(pids))
+                _settle(capture)
+                with _fresh_processes(PER_ROUND, token + "c") as pids:
+                    reader, (source,) = stages.reader(pids, context=True, capture=capture)
+                    samples["captured"].append(reader / len(pids))
+            take, encode, body = stages.feed_encode(source)
             samples["take"].append(take / PER_ROUND)
             samples["encode"].append(encode / PER_ROUND)
             # one agent transaction: FRAMES_PER_WRITE frames of distinct instances
@@ -263,18 +296,42 @@ def run(*, rounds: int) -> tuple[list[Row], dict[str, Any]]:
             samples["store"].append(stages.store_rules(payloads) / (PER_ROUND * FRAMES_PER_WRITE))
     finally:
         stages.close()
-    return _rows(samples, stages.rules), {k: v for k, v in samples.items()}
+        if capture is not None:
+            capture.close()
+    return _rows(samples, stages.rules, no_capture), {k: v for k, v in samples.items()}
 
 
-def _rows(samples: dict[str, list[float]], rules: int) -> list[Row]:
+def _settle(capture: Any) -> None:
+    """Drain the rings and drop what waits: the processes of the other rounds exec'd too, and
+    their records would be charged to the next round's reader."""
+    capture.collect()
+    capture.forget()
+
+
+def _open_capture() -> tuple[Any, str | None]:
+    """The exec capture as procmond loads it, or None and why not."""
+    try:
+        from daemoneye.collector.btf import BtfError
+        from daemoneye.collector.exec_capture import ExecCapture
+    except ImportError as error:
+        return None, f"not built: {error}"
+    try:
+        return ExecCapture.open(), None
+    except (OSError, BtfError) as error:
+        return None, str(error)
+
+
+def _rows(samples: dict[str, list[float]], rules: int, no_capture: str | None) -> list[Row]:
     def micro(key: str) -> list[float]:
         return [sample * 1e6 for sample in samples[key]]
 
     floor = micro("floor")
+    captured = no_capture is None
+    reader_key = "captured" if captured else "reader"
     total = [
         sum(parts)
         for parts in zip(
-            micro("reader"),
+            micro(reader_key),
             micro("take"),
             micro("encode"),
             micro("decode"),
@@ -283,6 +340,9 @@ def _rows(samples: dict[str, list[float]], rules: int) -> list[Row]:
         )
     ]
     context = [a - b for a, b in zip(micro("reader"), micro("bare"), strict=True)]
+    captured_context = [
+        a - b for a, b in zip(micro("captured"), micro("captured_bare"), strict=True)
+    ]
 
     def ratio(values: list[float]) -> Summary:
         return summarize([v / f for v, f in zip(values, floor, strict=True) if f > 0])
@@ -309,6 +369,7 @@ def _rows(samples: dict[str, list[float]], rules: int) -> list[Row]:
             note="every /proc read at exec, context included; of it the context: "
             f"{summarize(context).median:.0f} µs",
         ),
+        *_captured_rows(label, micro("captured"), captured_context, ratio, no_capture),
         Row(SECTION, f"{label}: procmond feed", None, summarize(micro("take")), "µs"),
         Row(SECTION, f"{label}: procmond encode", None, summarize(micro("encode")), "µs"),
         Row(SECTION, f"{label}: agent decode", None, summarize(micro("decode")), "µs"),
@@ -331,7 +392,47 @@ def _rows(samples: dict[str, list[float]], rules: int) -> list[Row]:
             f"≤ {TARGET_US:g} µs",
             MET if summarize(total).median <= TARGET_US else MISSED,
             note="what the code costs per exec before threads, wake-ups and the pair; the "
-            "sustained row's per-exec figure minus this is what those cost",
+            "sustained row's per-exec figure minus this is what those cost; the reader "
+            + ("with the exec capture" if captured else f"without the exec capture ({no_capture})"),
         ),
     ]
     return rows
+
+
+def _captured_rows(
+    label: str,
+    reader: list[float],
+    context: list[float],
+    ratio: Any,
+    no_capture: str | None,
+) -> list[Row]:
+    if no_capture is not None:
+        return [status_row(SECTION, f"{label}: procmond reader, exec capture", SKIPPED, no_capture)]
+    added = summarize(context)
+    return [
+        Row(
+            SECTION,
+            f"{label}: procmond reader, exec capture (fork+exec+exit)",
+            None,
+            summarize(reader),
+            "µs",
+            "Python read floor (same files, no parsing), same rounds",
+            ratio(reader),
+            note="as the daemon runs as root: the rings drained, and what the records hold "
+            "(argv, exe, ids, namespaces, cgroup id, login uid, stdio, environment) not read",
+        ),
+        Row(
+            SECTION,
+            f"{label}: context per new process, exec capture (added, CPU)",
+            None,
+            added,
+            "µs",
+            "the same reader without context",
+            None,
+            f"≤{CONTEXT_LIMIT_US:g} µs more per new process",
+            MET if added.median <= CONTEXT_LIMIT_US else MISSED,
+            "how the daemon meets a new process as root: the reader with and without the "
+            "context reader, fresh processes each round; a process found by a scan instead "
+            "(user mode, the first scan) costs the collector section's figure",
+        ),
+    ]

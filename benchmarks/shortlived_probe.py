@@ -26,13 +26,14 @@ from typing import Any
 
 from benchmarks import cleanup
 from daemoneye.collector.events import ProcEventSource
+from daemoneye.collector.exec_capture import CapturedExec
 from daemoneye.collector.procfs import StatFields, read_boot_time
 from daemoneye.models import ProcessDetails
 
 SHELL = "/bin/sh"
 VARIANTS = ("plain", "nice", "fifo")
 
-_ExecRead = tuple[StatFields | None, ProcessDetails, bool]
+_ExecRead = tuple[StatFields | None, ProcessDetails, bool, CapturedExec | None]
 
 
 def _quantile_us(values: list[int], q: float) -> float | None:

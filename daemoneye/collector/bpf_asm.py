@@ -20,7 +20,15 @@ _LD, _LDX, _STX, _ALU64, _JMP = 0x00, 0x01, 0x03, 0x07, 0x05
 _SIZE = {1: 0x10, 2: 0x08, 4: 0x00, 8: 0x18}
 _MEM, _IMM = 0x60, 0x00
 _K, _X = 0x00, 0x08
-_ALU_OPS = {"add": 0x00, "sub": 0x10, "or": 0x40, "and": 0x50, "rsh": 0x70, "mov": 0xB0}
+_ALU_OPS = {
+    "add": 0x00,
+    "sub": 0x10,
+    "mul": 0x20,
+    "or": 0x40,
+    "and": 0x50,
+    "rsh": 0x70,
+    "mov": 0xB0,
+}
 _JUMP_OPS = {"ja": 0x00, "jeq": 0x10, "jgt": 0x20, "jne": 0x50, "jle": 0xB0, "jsle": 0xD0}
 _CALL, _EXIT = 0x80, 0x90
 _PSEUDO_MAP_FD = 1
@@ -31,6 +39,7 @@ KTIME_GET_NS = 5
 GET_CURRENT_PID_TGID = 14
 GET_CURRENT_UID_GID = 15
 GET_CURRENT_COMM = 16
+GET_CURRENT_CGROUP_ID = 80
 PROBE_READ_USER = 112
 PROBE_READ_KERNEL = 113
 PROBE_READ_KERNEL_STR = 115
@@ -77,6 +86,22 @@ def load(size: int, dst: int, src: int, off: int) -> bytes:
 def store(size: int, dst: int, off: int, src: int) -> bytes:
     """``*(uN *)(dst + off) = src``."""
     return _insn(_STX | _SIZE[size] | _MEM, dst, src, off)
+
+
+def read_kernel(dst_reg: int, dst_off: int, size: int, base: int, off: int) -> list[Item]:
+    """``*(dst_reg + dst_off) = *(base + off)``, `size` bytes, through bpf_probe_read_kernel
+    (which zeroes the destination when the read fails; r0 is 0 on success). r1-r5 are
+    clobbered; `base` must be neither r1, r2 nor r3."""
+    if base in (R1, R2, R3):
+        raise ValueError("read_kernel's base register is clobbered before the call")
+    return [
+        mov(R1, dst_reg),
+        alu("add", R1, dst_off),
+        alu("mov", R2, size),
+        mov(R3, base),
+        alu("add", R3, off),
+        call(PROBE_READ_KERNEL),
+    ]
 
 
 def load_map_fd(dst: int, map_fd: int) -> bytes:

@@ -144,6 +144,10 @@ class KernelTypes:
                         return bit_offset + found
         return None
 
+    def size(self, struct_name: str) -> int:
+        """sizeof(struct `struct_name`) in this kernel."""
+        return self._type(self._struct_id(struct_name)).size_or_type
+
     def offsets(self, wanted: dict[str, tuple[str, ...]]) -> dict[str, int]:
         """Several offsets at once: {"task_struct": ("mm", …)} → {"task_struct.mm": 1234, …}."""
         found: dict[str, int] = {}

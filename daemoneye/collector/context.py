@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
+from daemoneye.collector.kernel_context import FD_CLOSED, FD_OPEN, KernelContext, KernelFd
 from daemoneye.collector.procfs import VANISHED_ERRORS, decode
 from daemoneye.models import DEFAULT_ENVIRONMENT
 
@@ -424,6 +425,8 @@ _MISSING = object()
 
 NO_CONTEXT = Context()
 _NO_CGROUP = CgroupContext(None, None, None, None)
+_NO_NAMESPACES: _NamespaceSet = (None, None, None, None, None, False)
+_FD_NAMES = (b"fd/0", b"fd/1", b"fd/2")
 
 
 class ContextReader:
@@ -437,6 +440,7 @@ class ContextReader:
         environment: Iterable[str] = DEFAULT_ENVIRONMENT,
         *,
         init_pid: int = 1,
+        cgroup_root: bytes | None = None,
     ) -> None:
         self.environment = tuple(environment)
         self._needles = [(name, b"\0" + os.fsencode(name) + b"=") for name in self.environment]
@@ -449,6 +453,12 @@ class ContextReader:
         self._shared: dict[object, object] = {}  # see _share
         # the cgroup file's bytes → what they say: thousands of processes share a few cgroups
         self._cgroups: dict[bytes, CgroupContext] = {}
+        # the kernel's cgroup id → what its path says (see _cgroup_of)
+        self._cgroup_ids: dict[int, CgroupContext] = {}
+        self._cgroup_root = cgroup_root  # where cgroup2 is mounted; None: look it up once
+        # the kernel's namespace inodes → what they say; a stdio device → what its link says
+        self._ns_ids: dict[tuple[int | None, ...], _NamespaceSet] = {}
+        self._devices: dict[tuple[int, int, int], str] = {}
         # the four namespace links' targets → what they say (see _namespaces_of)
         self._ns_sets: dict[tuple[bytes | None, ...], _NamespaceSet] = {}
         # a loginuid file's bytes → the uid; a stdio link's target (not a socket) → its kind
@@ -484,26 +494,61 @@ class ContextReader:
         nothing for a process that vanishes meanwhile: its fields stay None."""
         return Context(*self.read_values(dir_fd, raw_stat, start_ticks))
 
-    def read_values(self, dir_fd: int, raw_stat: bytes, start_ticks: int) -> ContextValues:
+    def read_values(
+        self,
+        dir_fd: int | None,
+        raw_stat: bytes | None,
+        start_ticks: int,
+        kernel: KernelContext | None = None,
+        environ: bytes | None = None,
+    ) -> ContextValues:
         """`read` as a tuple in Context's field order (what details.py splices into a
         ProcessDetails). The per-process work is the reads; what the bytes say is looked up
         by the bytes (namespace links, cgroup, loginuid, stdio targets), so text shared by
         thousands of processes is decoded and classified once, and the values it gives are
-        one object each."""
-        pid_ns, mnt_ns, net_ns, user_ns, foreign, pid_foreign = self._namespaces_of(dir_fd)
-        cgroup = self._cgroup(dir_fd)
+        one object each.
+
+        `kernel` is what the exec capture read at the exec (collector/kernel_context.py): what
+        it settles is not read again. Without a directory (the process was gone before /proc
+        could be read) only the kernel's values and what is known of them are given.
+        `environ` is the environment block the capture took at the exec (not read again)."""
+        if kernel is not None and None not in kernel.namespaces:
+            namespaces = self._namespaces_known(kernel.namespaces)
+        elif dir_fd is not None:
+            namespaces = self._namespaces_of(dir_fd)
+        else:
+            namespaces = _NO_NAMESPACES
+        pid_ns, mnt_ns, net_ns, user_ns, foreign, pid_foreign = namespaces
+        cgroup = self._cgroup_of(dir_fd, None if kernel is None else kernel.cgroup_id)
         runtime = cgroup.runtime
         if runtime is None and pid_foreign:
             runtime = "unknown"
-        session_id, tty_nr = session_fields(raw_stat)
-        found = self._environment(dir_fd)
+        session_id, tty_nr = session_fields(raw_stat) if raw_stat is not None else (None, 0)
+        found: dict[str, str] | None = None
+        if environ is not None:
+            found = _pick_environment(environ, self._needles) if self.environment else {}
+        elif dir_fd is not None:
+            found = self._environment(dir_fd)
         client, source = None, None
-        if found is not None and self._ssh_wanted:
+        if found is not None and self._ssh_wanted and dir_fd is not None:
             client = ssh_client(found.get("SSH_CONNECTION"))
             source = "process" if client is not None else None
-            if client is None and session_id > 0:
+            if client is None and session_id:
                 client = self._session_ssh_client(session_id, start_ticks, dir_fd)
                 source = "session leader" if client is not None else None
+        if kernel is not None and kernel.loginuid is not None:
+            loginuid = None if kernel.loginuid == _LOGINUID_UNSET else kernel.loginuid
+        else:
+            loginuid = self._loginuid(dir_fd) if dir_fd is not None else None
+        if kernel is not None:
+            stdin, stdout, stderr = (
+                self._stdio_known(dir_fd, name, fd, net_ns)
+                for name, fd in zip(_FD_NAMES, kernel.stdio, strict=True)
+            )
+        elif dir_fd is not None:
+            stdin, stdout, stderr = (self._stdio(dir_fd, name, net_ns) for name in _FD_NAMES)
+        else:
+            stdin = stdout = stderr = None
         return (
             cgroup.path,
             runtime,
@@ -516,19 +561,108 @@ class ContextReader:
             foreign,
             session_id,
             tty_name(tty_nr) if tty_nr else None,
-            self._loginuid(dir_fd),
+            loginuid,
             client,
             source,
-            self._stdio(dir_fd, b"fd/0", net_ns),
-            self._stdio(dir_fd, b"fd/1", net_ns),
-            self._stdio(dir_fd, b"fd/2", net_ns),
+            stdin,
+            stdout,
+            stderr,
             None if found is None else self._share(environment_json(found)),
         )
 
-    def _cgroup(self, dir_fd: int) -> CgroupContext:
-        """The process's cgroup, classified once per distinct cgroup file (bounded like
-        `_share`; a file longer than `_SHARED_TEXT_MAX` is classified every time)."""
+    def _cgroup_of(self, dir_fd: int | None, cgroup_id: int | None) -> CgroupContext:
+        """The cgroup, by the kernel's cgroup id when it gave one. That id is the process's
+        cgroup in the unified (v2) hierarchy, and the inode number of that cgroup's directory:
+        the path of an id is read from /proc once and kept when the directory at that path has
+        that inode number (the process may have moved between its exec and the read). Where
+        the path named is a v1 hierarchy's (a v1 host, or a container on one, whose unified
+        line says '/'), the id does not name it, and the file is read every time."""
+        if cgroup_id is not None:
+            known = self._cgroup_ids.get(cgroup_id)
+            if known is not None:
+                return known
+        if dir_fd is None:
+            return _NO_CGROUP
         raw = _read_small(b"cgroup", dir_fd, _TEXT_MAX_BYTES)
+        found = self._cgroup_read(raw)
+        if (
+            cgroup_id is not None
+            and found.path is not None
+            and found.path == _unified_path(raw)
+            and self._is_cgroup(found.path, cgroup_id)
+        ):
+            if len(self._cgroup_ids) >= _CGROUPS_MAX:
+                self._cgroup_ids.clear()
+            self._cgroup_ids[cgroup_id] = found
+        return found
+
+    def _is_cgroup(self, path: str, cgroup_id: int) -> bool:
+        """Whether the unified hierarchy's directory at `path` is the cgroup `cgroup_id`."""
+        if self._cgroup_root is None:
+            self._cgroup_root = _unified_mount() or b""
+        if not self._cgroup_root:
+            return False
+        try:
+            return os.stat(self._cgroup_root + os.fsencode(path)).st_ino == cgroup_id
+        except (OSError, ValueError):
+            return False
+
+    def _namespaces_known(self, ids: tuple[int | None, ...]) -> _NamespaceSet:
+        """`_namespaces_of` for the inode numbers the kernel gave."""
+        found = self._ns_ids.get(ids)
+        if found is None:
+            found = self._namespace_set(dict(zip(NAMESPACES, ids, strict=True)))
+            if len(self._ns_ids) >= _SHARED_MAX:
+                self._ns_ids.clear()
+            self._ns_ids[ids] = found
+        return found
+
+    def _stdio_known(
+        self, dir_fd: int | None, fd_name: bytes, fd: KernelFd, net_ns: int | None
+    ) -> str | None:
+        """What one stdio fd was at the exec, from its inode: a pipe or socket by type and
+        number, a device by what its link said the first time that device was seen (kept by
+        filesystem, inode and device number); a file or anything else by its link now."""
+        if fd.state == FD_CLOSED:
+            return "closed"
+        if fd.state == FD_OPEN:
+            if fd.is_pipe:
+                return f"pipe:[{fd.inode}]"
+            if fd.is_socket:
+                if dir_fd is None:
+                    return f"socket:[{fd.inode}]"
+                description = self._socket(dir_fd, net_ns, fd.inode)
+                return self._share(
+                    f"socket:{description}" if description is not None else f"socket:[{fd.inode}]"
+                )
+            if fd.is_char_device:
+                key = (fd.fs_dev, fd.inode, fd.rdev)
+                known = self._devices.get(key)
+                if known is not None:
+                    return known
+                if dir_fd is not None and self._is_device(dir_fd, fd_name, fd):
+                    kind = self._stdio(dir_fd, fd_name, net_ns)
+                    if kind is not None and kind != "closed":
+                        if len(self._devices) >= _SESSIONS_MAX:
+                            self._devices.clear()
+                        self._devices[key] = kind
+                    return kind
+        return self._stdio(dir_fd, fd_name, net_ns) if dir_fd is not None else None
+
+    @staticmethod
+    def _is_device(dir_fd: int, fd_name: bytes, fd: KernelFd) -> bool:
+        """Whether the fd still names the device the kernel saw at the exec (the link read
+        next is then that device's name)."""
+        try:
+            now = os.stat(fd_name, dir_fd=dir_fd)
+        except OSError:
+            return False
+        rdev = os.major(now.st_rdev) << 20 | os.minor(now.st_rdev)
+        return now.st_ino == fd.inode and rdev == fd.rdev
+
+    def _cgroup_read(self, raw: bytes | None) -> CgroupContext:
+        """What a cgroup file says, classified once per distinct file (bounded like `_share`;
+        a file longer than `_SHARED_TEXT_MAX` is classified every time)."""
         if raw is None:
             return _NO_CGROUP
         found = self._cgroups.get(raw)
@@ -566,23 +700,28 @@ class ContextReader:
         key = tuple(targets)
         found = self._ns_sets.get(key)
         if found is None:
-            ids = {
-                name: (None if target is None else self._share(parse_ns_link(target)))
-                for name, target in zip(NAMESPACES, targets, strict=True)
-            }
-            foreign = foreign_namespaces(ids, self.init_namespaces())
-            found = (
-                ids["pid"],
-                ids["mnt"],
-                ids["net"],
-                ids["user"],
-                foreign,
-                foreign is not None and "pid" in foreign.split(),
+            found = self._namespace_set(
+                {
+                    name: (None if target is None else parse_ns_link(target))
+                    for name, target in zip(NAMESPACES, targets, strict=True)
+                }
             )
             if len(self._ns_sets) >= _SHARED_MAX:
                 self._ns_sets.clear()
             self._ns_sets[key] = found
         return found
+
+    def _namespace_set(self, found: dict[str, int | None]) -> _NamespaceSet:
+        ids = {name: self._share(value) for name, value in found.items()}
+        foreign = foreign_namespaces(ids, self.init_namespaces())
+        return (
+            ids["pid"],
+            ids["mnt"],
+            ids["net"],
+            ids["user"],
+            foreign,
+            foreign is not None and "pid" in foreign.split(),
+        )
 
     def _loginuid(self, dir_fd: int) -> int | None:
         raw = _read_small(b"loginuid", dir_fd, _TEXT_MAX_BYTES)
@@ -706,6 +845,33 @@ class ContextReader:
 
 
 _NS_LINK_PATHS = tuple(b"ns/" + name.encode() for name in NAMESPACES)
+
+
+def _unified_path(raw: bytes | None) -> str | None:
+    """The unified hierarchy's line ('0::/path') of a /proc/<pid>/cgroup file, or None."""
+    if raw is None:
+        return None
+    for line in raw.split(b"\n"):
+        if line.startswith(b"0::/"):
+            return decode(line[3:])
+    return None
+
+
+def _unified_mount(mountinfo: str = "/proc/self/mountinfo") -> bytes | None:
+    """Where the unified (cgroup2) hierarchy is mounted here: /sys/fs/cgroup on a v2 host,
+    /sys/fs/cgroup/unified on a hybrid one; None when it is not."""
+    try:
+        with open(mountinfo, "rb") as file:
+            lines = file.read().split(b"\n")
+    except OSError:
+        return None
+    for line in lines:
+        head, _, tail = line.partition(b" - ")
+        fields = head.split(b" ")
+        if tail.startswith(b"cgroup2 ") and len(fields) > 4:
+            # the kernel escapes space, tab, newline and backslash as octal
+            return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), fields[4])
+    return None
 
 
 def _read_bounded(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from operator import attrgetter
 
 from daemoneye.collector.context import NO_CONTEXT, Context, ContextReader, ContextValues
+from daemoneye.collector.exec_capture import CapturedExec
 from daemoneye.collector.procfs import (
     VANISHED_ERRORS,
     StatFields,
@@ -36,7 +37,7 @@ _FILE_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 _CONTEXT_NAMES = tuple(f.name for f in fields(Context))
 if tuple(f.name for f in fields(ProcessDetails))[-len(_CONTEXT_NAMES) :] != _CONTEXT_NAMES:
     raise TypeError("models.ProcessDetails must end with collector/context.py Context's fields")
-_NO_VALUES: ContextValues = attrgetter(*_CONTEXT_NAMES)(NO_CONTEXT)
+NO_CONTEXT_VALUES: ContextValues = attrgetter(*_CONTEXT_NAMES)(NO_CONTEXT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class InstanceRead:
     denied: bool
     partial: bool
     stat_fd: int | None = None  # the open stat file, when read_instance(keep_stat=True)
+    captured: CapturedExec | None = None  # the exec capture's record the details were taken from
 
 
 def read_instance(
@@ -61,12 +63,19 @@ def read_instance(
     context: ContextReader | None = None,
     *,
     keep_stat: bool = False,
+    captured: CapturedExec | None = None,
 ) -> InstanceRead | None:
     """Read /proc/<name> in full (with its context when a reader is given). Returns None when
     the process is gone before its stat could be read; raises PermissionError when even stat
     is refused (hidepid); a malformed stat line raises ValueError. With `keep_stat` the stat
     file stays open and is handed over as `stat_fd`, which the caller then owns: the scanner
-    polls it every tick, bound to the instance read here (no second open by path)."""
+    polls it every tick, bound to the instance read here (no second open by path).
+
+    `captured` is the exec capture's record of this process's exec. When stat shows it is the
+    same instance (the start time), what the record holds is taken instead of read: the argv
+    (unless cut), the executable's path, the real ids and the kernel's part of the context.
+    /proc then gives the working directory, the environment and what the record could not
+    settle; the instance's `captured` says the record was used."""
     try:
         dir_fd = os.open(proc_root + b"/" + name, _DIR_FLAGS)
     except VANISHED_ERRORS:
@@ -84,14 +93,14 @@ def read_instance(
                 return None
             if not raw_stat:
                 return None  # a task torn down between open and read gives an empty file
-            read = _read_details(
-                dir_fd,
-                raw_stat,
-                parse_stat_fields(raw_stat),
-                user_of,
-                context,
-                stat_fd if keep_stat else None,
-            )
+            stat = parse_stat_fields(raw_stat)
+            kept = stat_fd if keep_stat else None
+            if captured is not None and captured.start_ticks == stat.start_ticks:
+                read = _read_captured(
+                    dir_fd, stat_fd, raw_stat, stat, user_of, context, captured, kept
+                )
+            else:
+                read = _read_details(dir_fd, raw_stat, stat, user_of, context, kept)
             handed_over = keep_stat
             return read
         finally:
@@ -142,7 +151,9 @@ def _read_details(
         pass
     # the context too is read before status: a process gone meanwhile is marked partial
     found = (
-        _NO_VALUES if context is None else context.read_values(dir_fd, raw_stat, stat.start_ticks)
+        NO_CONTEXT_VALUES
+        if context is None
+        else context.read_values(dir_fd, raw_stat, stat.start_ticks)
     )
     partial = False
     try:
@@ -167,3 +178,68 @@ def _read_details(
         *found,
     )
     return InstanceRead(raw_stat, stat, details, denied, partial, stat_fd)
+
+
+def _read_captured(
+    dir_fd: int,
+    stat_fd: int,
+    raw_stat: bytes,
+    stat: StatFields,
+    user_of: Callable[[int], str | None],
+    context: ContextReader | None,
+    captured: CapturedExec,
+    kept: int | None,
+) -> InstanceRead:
+    """`_read_details` for an exec the capture recorded: cmdline, exe and status are not read
+    (the record has the argv, the walked path and the real ids), nor what the record's context
+    settles. Whether the process went during the read is told by stat read again through the
+    open file (no open, no close): an error or a zombie's state."""
+    denied = False
+    cmdline = captured.argv
+    if not captured.argv_complete:
+        try:
+            raw_cmdline = read_file(b"cmdline", dir_fd=dir_fd)
+            cmdline = SHARED.argv(len(raw_cmdline), parse_cmdline(raw_cmdline))
+        except PermissionError:
+            denied = True
+        except VANISHED_ERRORS:
+            pass
+        cmdline = cmdline or captured.argv
+    exe, exe_deleted = captured.path, captured.path_deleted
+    if exe is None:
+        try:
+            exe, exe_deleted = read_exe(b"exe", dir_fd=dir_fd)
+        except PermissionError:
+            denied = True
+        except VANISHED_ERRORS:
+            pass
+    cwd: str | None = None
+    try:
+        cwd = read_link(b"cwd", dir_fd=dir_fd)
+    except PermissionError:
+        denied = True
+    except VANISHED_ERRORS:
+        pass
+    found = (
+        NO_CONTEXT_VALUES
+        if context is None
+        else context.read_values(
+            dir_fd, raw_stat, stat.start_ticks, captured.context, captured.environ
+        )
+    )
+    try:
+        again = os.pread(stat_fd, 512, 0)
+    except OSError:
+        again = b""
+    partial = not again  # gone: the open stat file of a reaped task reads empty or fails
+    details = ProcessDetails(
+        SHARED.one(exe),
+        exe_deleted,
+        cmdline,
+        SHARED.one(cwd),
+        captured.uid,
+        captured.gid,
+        user_of(captured.uid),
+        *found,
+    )
+    return InstanceRead(raw_stat, stat, details, denied, partial, kept, captured)

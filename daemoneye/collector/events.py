@@ -27,10 +27,10 @@ import stat as stat_mode
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from daemoneye.collector.context import ContextReader
-from daemoneye.collector.details import read_instance
+from daemoneye.collector.details import NO_CONTEXT_VALUES, read_instance
 from daemoneye.collector.event_records import EventConnector, EventSourceStats, ObservedEvent
 from daemoneye.collector.exec_capture import CapturedExec, ExecCapture
 from daemoneye.collector.netlink import (
@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 
 _SEQ_MODULUS = 1 << 32
 _NO_DETAILS = ProcessDetails(None, False, (), None, None, None, None)
+# what an exec's read gives: stat (None: gone first), details, gone, the record it used
+_ExecRead = tuple[StatFields | None, ProcessDetails, bool, CapturedExec | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +113,7 @@ class ProcEventSource:
         self._capture = capture  # owned by the reader thread too: each exec's argv, in-kernel
         self._known: collections.OrderedDict[int, _Known] = collections.OrderedDict()
         self._known_capacity = known_capacity
-        self._exec_reads: dict[int, tuple[StatFields | None, ProcessDetails, bool]] = {}
+        self._exec_reads: dict[int, _ExecRead] = {}
         self._batch = batch
         self._priority_boost = priority_boost
         self._realtime = realtime
@@ -423,17 +425,9 @@ class ProcEventSource:
         exec_read = self._exec_reads.pop(pid, None)
         if exec_read is None:
             exec_read = self._read_exec(pid, message.timestamp_ns)
-        stat, details, gone = exec_read
+        stat, details, gone, captured = exec_read
         known = self._known.get(pid)
-        captured = None
         if self._capture is not None:
-            captured = self._capture.take(pid, message.timestamp_ns)
-            if (
-                captured is not None
-                and stat is not None
-                and captured.start_ticks != stat.start_ticks
-            ):
-                captured = None  # another instance's record: the pid was reused
             self.uncaptured_total += captured is None
         if stat is not None:
             known = _Known(stat.start_ticks, stat.ppid)
@@ -441,8 +435,10 @@ class ProcEventSource:
         elif captured is not None:
             known = _Known(captured.start_ticks, captured.ppid)
             self._remember(pid, known)
-        if captured is not None:
-            details = self._with_capture(details, captured)
+        if captured is not None and gone:
+            self.rescued_total += 1
+            if stat is None:  # gone before stat: the record alone
+                details = self._from_capture(captured)
         ticks = known.start_ticks if known is not None else None
         event = ProcessEvent(
             ts=self._wall(message.timestamp_ns),
@@ -457,26 +453,28 @@ class ProcEventSource:
         )
         return ObservedEvent(event, ticks, details)
 
-    def _with_capture(self, details: ProcessDetails, captured: CapturedExec) -> ProcessDetails:
-        """/proc's details with what the kernel captured at the exec: its argv (the one exec'd,
-        whatever the process wrote over it since) unless it was cut, and what /proc no longer
-        had when the process went during the read: the executable's path as the kernel walked
-        it, the real ids. The path execve was given is never taken for the exe: it may be
-        relative, a symlink or a decoy."""
-        cmdline = details.cmdline
-        if captured.argv_complete or not cmdline:
-            cmdline = captured.argv
-        whole = details.exe is not None and details.uid is not None and details.gid is not None
-        if whole:
-            return details if cmdline == details.cmdline else replace(details, cmdline=cmdline)
-        self.rescued_total += 1
-        return replace(
-            details,
-            exe=details.exe or captured.path,
-            exe_deleted=details.exe_deleted if details.exe else captured.path_deleted,
-            cmdline=cmdline,
-            uid=captured.uid if details.uid is None else details.uid,
-            gid=captured.gid if details.gid is None else details.gid,
+    def _from_capture(self, captured: CapturedExec) -> ProcessDetails:
+        """The details of an exec whose process was gone before /proc could be read: what the
+        kernel captured at the exec (its argv, the executable's path as the kernel walked it,
+        the real ids, and the context the record and what is known of it give). The path
+        execve was given is never taken for the exe: it may be relative, a symlink or a
+        decoy."""
+        found = (
+            NO_CONTEXT_VALUES
+            if self._context is None
+            else self._context.read_values(
+                None, None, captured.start_ticks, captured.context, captured.environ
+            )
+        )
+        return ProcessDetails(
+            captured.path,
+            captured.path_deleted,
+            captured.argv,
+            None,
+            captured.uid,
+            captured.gid,
+            self._user_of(captured.uid),
+            *found,
         )
 
     def _on_exit(self, message: ExitEvent) -> ObservedEvent | None:
@@ -590,18 +588,24 @@ class ProcEventSource:
         started_ns = stat.start_ticks * self._tick_ns
         return started_ns <= event_ns + self._boot_minus_mono_ns + self._tick_ns
 
-    def _read_exec(self, pid: int, event_ns: int) -> tuple[StatFields | None, ProcessDetails, bool]:
+    def _read_exec(self, pid: int, event_ns: int) -> _ExecRead:
         """stat and details of the exec'd process, read like the poller reads them (through one
-        pinned /proc/<pid> directory fd, see `daemoneye.collector.details`). The flag is True
-        when the process was gone (or a zombie) before everything was read; the details then
-        hold what was read in time."""
+        pinned /proc/<pid> directory fd, see `daemoneye.collector.details`), with what the exec
+        capture recorded at the exec taken instead of read. The flag is True when the process
+        was gone (or a zombie) before everything was read; the details then hold what was read
+        in time. The record is returned when it was this instance's."""
+        captured = self._capture.take(pid, event_ns) if self._capture is not None else None
         try:
             read = read_instance(
-                self._proc_root_bytes, str(pid).encode(), self._user_of, self._context
+                self._proc_root_bytes,
+                str(pid).encode(),
+                self._user_of,
+                self._context,
+                captured=captured,
             )
         except (PermissionError, ValueError):  # hidepid, or a garbled stat line
             read = None
         if read is None or not self._started_by(read.stat, event_ns):
-            return None, _NO_DETAILS, True
+            return None, _NO_DETAILS, True, captured
         gone = read.partial or read.stat.state in ("Z", "X")
-        return read.stat, read.details, gone
+        return read.stat, read.details, gone, read.captured

@@ -29,18 +29,22 @@ its GPL-only helpers (bpf_probe_read_*); the rest of DaemonEye is Apache-2.0.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from daemoneye.collector import bpf
+from daemoneye.collector import bpf, kernel_context
 from daemoneye.collector import bpf_asm as asm
 from daemoneye.collector.bpf_asm import R0, R1, R2, R3, R4, R6, R7, R8, R9, R10
-from daemoneye.collector.btf import KernelTypes
+from daemoneye.collector.btf import BtfError, KernelTypes
+from daemoneye.collector.kernel_context import KernelContext
 from daemoneye.collector.procfs import decode, parse_cmdline
 from daemoneye.collector.shared_text import SHARED
+
+log = logging.getLogger(__name__)
 
 TRACEPOINT = "sched_process_exec"
 LICENSE = "Dual MIT/GPL"
@@ -55,13 +59,23 @@ _PATH_COMPLETE = 1 << 31
 _PATH_DELETED = 1 << 30
 _HEADER = struct.Struct("<IIIIQQIIiIQ16s")  # the fixed fields before the strings
 _PREFIX = struct.Struct("<IIIIQQ")  # tgid … ktime: the start of _HEADER
-HEADER_BYTES = _HEADER.size + FILENAME_BYTES + PATH_BYTES + COMPONENT_BYTES  # 840
-ARGV_BYTES = 32_768 - HEADER_BYTES  # the per-CPU scratch value may be at most 32 KiB
+_CONTEXT = _HEADER.size + FILENAME_BYTES + PATH_BYTES + COMPONENT_BYTES  # 840
+HEADER_BYTES = _CONTEXT + kernel_context.BYTES  # 944
+# The environment goes to the short ring as a record of its own, right after its exec's, when
+# the whole of it fits in ENV_BYTES (else the reader reads /proc/PID/environ as before): a tag
+# no tgid can be, the tgid and time of its exec, its length, then the NAME=value block.
+ENV_TAG = 0xFFFF_FFFF
+_ENV_TAG_BYTES = ENV_TAG.to_bytes(4, "little")
+_ENV_HEAD = struct.Struct("<IIQI4x")
+ENV_BYTES = 4096 - _ENV_HEAD.size
+SCRATCH_BYTES = 32_768  # the per-CPU scratch value may be at most 32 KiB
+_ENV_AT = SCRATCH_BYTES - _ENV_HEAD.size - ENV_BYTES
+ARGV_BYTES = _ENV_AT - HEADER_BYTES
 # Two rings, so that a flood of execs with huge command lines (which an attacker can run at
 # will) cannot crowd out the record of another program: every exec's record, its argv cut at
 # SHORT_ARGV_BYTES, goes to the short ring; a longer argv goes whole to the long ring as well.
 SHORT_ARGV_BYTES = 512
-SHORT_RING_BYTES = 512 << 10  # ≥ 600 execs; drained at every connector wake-up
+SHORT_RING_BYTES = 1 << 20  # ≥ 600 execs with their environments; drained at every wake-up
 LONG_RING_BYTES = 1 << 20
 _RB_NO_WAKEUP = 1
 
@@ -83,7 +97,7 @@ _ARGV = HEADER_BYTES
 
 _NEEDED = {
     "task_struct": ("mm", "start_boottime", "real_parent", "tgid"),
-    "mm_struct": ("arg_start", "arg_end"),
+    "mm_struct": ("arg_start", "arg_end", "env_start", "env_end"),
     "linux_binprm": ("filename", "file"),
     "file": ("f_path",),
     "path": ("mnt", "dentry"),
@@ -111,19 +125,8 @@ class CapturedExec:
     path_deleted: bool  # the executable was unlinked: /proc/PID/exe would say "(deleted)"
     argv: tuple[str, ...]
     argv_complete: bool  # False when the arguments ran past ARGV_BYTES (or were unreadable)
-
-
-def _read_kernel(dst_reg: int, dst_off: int, size: int, base: int, off: int) -> list[asm.Item]:
-    """``*(dst_reg + dst_off) = *(base + off)``, `size` bytes (r1-r5 clobbered; `base` must be
-    neither r1, r2 nor r3)."""
-    return [
-        asm.mov(R1, dst_reg),
-        asm.alu("add", R1, dst_off),
-        asm.alu("mov", R2, size),
-        asm.mov(R3, base),
-        asm.alu("add", R3, off),
-        asm.call(asm.PROBE_READ_KERNEL),
-    ]
+    context: KernelContext | None = None  # cgroup, namespaces, login uid, stdio at the exec
+    environ: bytes | None = None  # the whole environment block at the exec; None: not captured
 
 
 def _output(ring_fd: int, argv_len: int) -> list[asm.Item]:
@@ -141,9 +144,14 @@ def _output(ring_fd: int, argv_len: int) -> list[asm.Item]:
 
 
 def program(
-    offsets: dict[str, int], scratch_fd: int, short_ring_fd: int, long_ring_fd: int
+    offsets: dict[str, int],
+    scratch_fd: int,
+    short_ring_fd: int,
+    long_ring_fd: int,
+    context: tuple[dict[str, int], dict[str, int]] | None = None,
 ) -> bytes:
-    """The raw tracepoint program (ctx: task_struct *p, pid_t old_pid, linux_binprm *bprm)."""
+    """The raw tracepoint program (ctx: task_struct *p, pid_t old_pid, linux_binprm *bprm).
+    With `context` (kernel_context's offsets and sizes) it also fills the context block."""
     task, mm, binprm = "task_struct.", "mm_struct.", "linux_binprm."
     items: list[asm.Item] = [
         asm.mov(R6, R1),
@@ -173,16 +181,19 @@ def program(
         asm.alu("mov", R2, 16),
         asm.call(asm.GET_CURRENT_COMM),
         asm.load(8, R8, R6, 0),  # the task
-        *_read_kernel(R7, _START, 8, R8, offsets[task + "start_boottime"]),
-        *_read_kernel(R10, -16, 8, R8, offsets[task + "real_parent"]),
+        asm.store(8, R10, kernel_context.TASK_SLOT, R8),
+        *asm.read_kernel(R7, _START, 8, R8, offsets[task + "start_boottime"]),
+        *asm.read_kernel(R10, -16, 8, R8, offsets[task + "real_parent"]),
         asm.load(8, R9, R10, -16),
-        *_read_kernel(R7, _PPID, 4, R9, offsets[task + "tgid"]),
-        *_read_kernel(R10, -16, 8, R8, offsets[task + "mm"]),
+        *asm.read_kernel(R7, _PPID, 4, R9, offsets[task + "tgid"]),
+        *asm.read_kernel(R10, -16, 8, R8, offsets[task + "mm"]),
         asm.load(8, R9, R10, -16),
-        *_read_kernel(R10, -24, 8, R9, offsets[mm + "arg_start"]),
-        *_read_kernel(R10, -32, 8, R9, offsets[mm + "arg_end"]),
+        *asm.read_kernel(R10, -24, 8, R9, offsets[mm + "arg_start"]),
+        *asm.read_kernel(R10, -32, 8, R9, offsets[mm + "arg_end"]),
+        *asm.read_kernel(R10, -120, 8, R9, offsets[mm + "env_start"]),
+        *asm.read_kernel(R10, -128, 8, R9, offsets[mm + "env_end"]),
         asm.load(8, R9, R6, 16),  # the binprm
-        *_read_kernel(R10, -16, 8, R9, offsets[binprm + "filename"]),
+        *asm.read_kernel(R10, -16, 8, R9, offsets[binprm + "filename"]),
         asm.load(8, R3, R10, -16),
         asm.mov(R1, R7),
         asm.alu("add", R1, _FILENAME),
@@ -190,6 +201,7 @@ def program(
         asm.call(asm.PROBE_READ_KERNEL_STR),
         asm.store(4, R7, _NAME_LEN, R0),
         *_path_walk(offsets),
+        *(() if context is None else kernel_context.program_part(*context, _CONTEXT)),
         asm.load(8, R3, R10, -24),
         asm.load(8, R2, R10, -32),
         asm.alu("sub", R2, R3, reg=True),
@@ -210,6 +222,7 @@ def program(
         asm.alu("mov", R9, SHORT_ARGV_BYTES),
         asm.label("short"),
         *_output(short_ring_fd, R9),
+        *_environment(short_ring_fd),
         # a longer argv: the whole record again, in the long ring
         asm.jump("jle", R8, SHORT_ARGV_BYTES, "out"),
         *_output(long_ring_fd, R8),
@@ -220,47 +233,79 @@ def program(
     return asm.assemble(items)
 
 
+def _environment(ring_fd: int) -> list[asm.Item]:
+    """The environment record (see ENV_TAG), when the whole block fits; r7 is the record."""
+    return [
+        asm.alu("mov", R1, -1),
+        asm.store(4, R7, _ENV_AT, R1),
+        asm.load(4, R1, R7, _TGID),
+        asm.store(4, R7, _ENV_AT + 4, R1),
+        asm.load(8, R1, R7, _KTIME),
+        asm.store(8, R7, _ENV_AT + 8, R1),
+        asm.load(8, R3, R10, -120),
+        asm.load(8, R2, R10, -128),
+        asm.alu("sub", R2, R3, reg=True),
+        asm.jump("jgt", R2, ENV_BYTES, "env_out"),  # also an end before the start
+        asm.mov(R9, R2),
+        asm.store(4, R7, _ENV_AT + 16, R2),
+        asm.mov(R1, R7),
+        asm.alu("add", R1, _ENV_AT + _ENV_HEAD.size),
+        asm.call(asm.PROBE_READ_USER),
+        asm.jump("jne", R0, 0, "env_out"),
+        asm.load_map_fd(R1, ring_fd),
+        asm.mov(R2, R7),
+        asm.alu("add", R2, _ENV_AT),
+        asm.mov(R3, R9),
+        asm.alu("add", R3, _ENV_HEAD.size),
+        asm.alu("mov", R4, _RB_NO_WAKEUP),
+        asm.call(asm.RINGBUF_OUTPUT),
+        asm.label("env_out"),
+    ]
+
+
 def _path_walk(offsets: dict[str, int]) -> list[asm.Item]:
     """The executable's path, as d_path(3) would give it: from bprm->file's dentry up through
     its parents, and at a mount's root on to the dentry it is mounted on, until the root of the
     mount tree. R9 holds the binprm; R6 (the context, no longer needed) the bytes written."""
     f_path, mount_mnt = offsets["file.f_path"], offsets["mount.mnt"]
     items: list[asm.Item] = [
-        *_read_kernel(R10, -16, 8, R9, offsets["linux_binprm.file"]),
+        *asm.read_kernel(R10, -16, 8, R9, offsets["linux_binprm.file"]),
         asm.load(8, R8, R10, -16),
-        *_read_kernel(R10, -40, 8, R8, f_path + offsets["path.dentry"]),
-        *_read_kernel(R10, -48, 8, R8, f_path + offsets["path.mnt"]),
+        *asm.read_kernel(R10, -40, 8, R8, f_path + offsets["path.dentry"]),
+        *asm.read_kernel(R10, -48, 8, R8, f_path + offsets["path.mnt"]),
         asm.load(8, R8, R10, -40),  # the dentry
         asm.load(8, R9, R10, -48),  # the vfsmount it is reached through
         # unlinked (d_unhashed): its d_hash.pprev is NULL; the exe link would say "(deleted)"
-        *_read_kernel(R10, -72, 8, R8, offsets["dentry.d_hash"] + offsets["hlist_bl_node.pprev"]),
+        *asm.read_kernel(
+            R10, -72, 8, R8, offsets["dentry.d_hash"] + offsets["hlist_bl_node.pprev"]
+        ),
         asm.alu("mov", R6, 0),
     ]
     for step in range(PATH_STEPS):
         items += [
-            *_read_kernel(R10, -56, 8, R9, offsets["vfsmount.mnt_root"]),
+            *asm.read_kernel(R10, -56, 8, R9, offsets["vfsmount.mnt_root"]),
             asm.load(8, R1, R10, -56),
             asm.jump("jne", R1, R8, f"name{step}", reg=True),
             # the root of its mount: on to where that mount is mounted, unless it is the top
             asm.mov(R4, R9),
             asm.alu("sub", R4, mount_mnt),  # container_of(vfsmount, struct mount, mnt)
             asm.store(8, R10, -64, R4),
-            *_read_kernel(R10, -56, 8, R4, offsets["mount.mnt_parent"]),
+            *asm.read_kernel(R10, -56, 8, R4, offsets["mount.mnt_parent"]),
             asm.load(8, R1, R10, -56),
             asm.load(8, R2, R10, -64),
             asm.jump("jeq", R1, R2, "path_root", reg=True),
             asm.load(8, R4, R10, -64),
-            *_read_kernel(R10, -40, 8, R4, offsets["mount.mnt_mountpoint"]),
+            *asm.read_kernel(R10, -40, 8, R4, offsets["mount.mnt_mountpoint"]),
             asm.load(8, R8, R10, -40),
             asm.load(8, R9, R10, -56),
             asm.alu("add", R9, mount_mnt),
             asm.jump("ja", 0, 0, f"next{step}"),
             asm.label(f"name{step}"),
-            *_read_kernel(R10, -56, 8, R8, offsets["dentry.d_parent"]),
+            *asm.read_kernel(R10, -56, 8, R8, offsets["dentry.d_parent"]),
             asm.load(8, R1, R10, -56),
             asm.jump("jeq", R1, R8, "path_root", reg=True),  # a filesystem's own root
             asm.jump("jgt", R6, PATH_BYTES - 1, "path_cut"),
-            *_read_kernel(R10, -16, 8, R8, offsets["dentry.d_name"] + offsets["qstr.name"]),
+            *asm.read_kernel(R10, -16, 8, R8, offsets["dentry.d_name"] + offsets["qstr.name"]),
             asm.load(8, R3, R10, -16),
             asm.mov(R2, R6),
             asm.alu("and", R2, PATH_BYTES - 1),
@@ -310,8 +355,11 @@ def _key(record: bytes) -> tuple[int, int]:
     return tgid, ktime
 
 
-def decode_record(record: bytes | memoryview, tick_ns: int) -> CapturedExec | None:
-    """One ring record as a CapturedExec; None when it is too short to be one of ours."""
+def decode_record(
+    record: bytes | memoryview, tick_ns: int, environ: bytes | None = None
+) -> CapturedExec | None:
+    """One ring record (and its environment record's block) as a CapturedExec; None when it
+    is too short to be one of ours."""
     if len(record) < HEADER_BYTES:
         return None
     (tgid, _pid, uid, gid, start_ns, ktime, ppid, argv_len, name_len, path_len, total, comm) = (
@@ -336,7 +384,24 @@ def decode_record(record: bytes | memoryview, tick_ns: int) -> CapturedExec | No
         path_deleted=deleted,
         argv=SHARED.argv(len(raw_argv), parse_cmdline(raw_argv)),
         argv_complete=0 < argv_len == total,
+        context=kernel_context.decode(record[_CONTEXT:HEADER_BYTES]),
+        environ=environ,
     )
+
+
+class _Waiting:
+    """A record waiting for its exec event, with its environment block once that came."""
+
+    __slots__ = ("environ", "ktime", "raw")
+
+    def __init__(self, ktime: int, raw: bytes) -> None:
+        self.ktime = ktime
+        self.raw = raw
+        self.environ: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.raw) + (len(self.environ) if self.environ is not None else 0)
 
 
 class Records(Protocol):
@@ -366,8 +431,8 @@ class ExecCapture:
         self._fds = fds  # scratch map, the rings' maps, program, attachment
         self._short, self._long = rings
         self._tick_ns = tick_ns
-        # tgid -> [(ktime, raw record)], oldest tgid first
-        self._pending: collections.OrderedDict[int, collections.deque[tuple[int, bytes]]] = (
+        # tgid -> its records waiting for their exec events, oldest tgid first
+        self._pending: collections.OrderedDict[int, collections.deque[_Waiting]] = (
             collections.OrderedDict()
         )
         self._pending_count = 0
@@ -383,12 +448,18 @@ class ExecCapture:
         with the reason) when this kernel or these privileges do not allow it."""
         types = KernelTypes.load(btf_path) if btf_path else KernelTypes.load()
         offsets = types.offsets(_NEEDED)
+        context: tuple[dict[str, int], dict[str, int]] | None = None
+        try:
+            context = (
+                types.offsets(kernel_context.NEEDED),
+                {name: types.size(name) for name in kernel_context.SIZES},
+            )
+        except BtfError as error:  # a kernel without audit has no loginuid, say: /proc then
+            log.info("exec capture without the process's context: %s", error)
         opened: list[int] = []
         rings: list[bpf.RingBuffer] = []
         try:
-            scratch = bpf.create_map(
-                bpf.MAP_PERCPU_ARRAY, 4, HEADER_BYTES + ARGV_BYTES, 1, "de_exec_tmp"
-            )
+            scratch = bpf.create_map(bpf.MAP_PERCPU_ARRAY, 4, SCRATCH_BYTES, 1, "de_exec_tmp")
             opened.append(scratch)
             for name, size in (
                 ("de_exec_short", SHORT_RING_BYTES),
@@ -397,7 +468,7 @@ class ExecCapture:
                 ring_fd = bpf.create_map(bpf.MAP_RINGBUF, 0, 0, size, name)
                 opened.append(ring_fd)
                 rings.append(bpf.RingBuffer(ring_fd, size))
-            code = program(offsets, scratch, opened[1], opened[2])
+            code = program(offsets, scratch, opened[1], opened[2], context)
             prog = bpf.load_program(bpf.PROG_RAW_TRACEPOINT, code, LICENSE, "de_exec")
             opened.append(prog)
             opened.append(bpf.attach_raw_tracepoint(TRACEPOINT, prog))
@@ -414,7 +485,9 @@ class ExecCapture:
         """Move committed records into the pending table; returns how many execs."""
         count = 0
         for record in self._short.records(limit):
-            if len(record) >= HEADER_BYTES:
+            if len(record) >= _ENV_HEAD.size and record[:4] == _ENV_TAG_BYTES:
+                self._attach_environment(record)
+            elif len(record) >= HEADER_BYTES:
                 count += 1
                 self._add(bytes(record))
         for record in self._long.records(limit):
@@ -429,7 +502,7 @@ class ExecCapture:
             queue = self._pending[tgid] = collections.deque()
         else:
             self._pending.move_to_end(tgid)
-        queue.append((ktime, record))
+        queue.append(_Waiting(ktime, record))
         self._pending_count += 1
         self._pending_size += len(record)
         while (
@@ -437,19 +510,32 @@ class ExecCapture:
         ):
             _tgid, oldest = self._pending.popitem(last=False)
             self._pending_count -= len(oldest)
-            self._pending_size -= sum(len(raw) for _ktime, raw in oldest)
+            self._pending_size -= sum(waiting.size for waiting in oldest)
             self.evicted_total += len(oldest)
 
     def _complete(self, whole: bytes) -> None:
         """A long ring record: the whole argv of an exec whose short record came first."""
         tgid, ktime = _key(whole)
         queue = self._pending.get(tgid)
-        for index, (short_ktime, short) in enumerate(queue or ()):
-            if queue is not None and short_ktime == ktime:
-                queue[index] = (ktime, whole)
-                self._pending_size += len(whole) - len(short)
+        for waiting in queue or ():
+            if waiting.ktime == ktime:
+                self._pending_size += len(whole) - len(waiting.raw)
+                waiting.raw = whole
                 return
         self._add(whole)  # its short record was lost: the short ring was full
+
+    def _attach_environment(self, record: memoryview | bytes) -> None:
+        """An environment record: its block goes with its exec's waiting record (which came
+        first in the same ring; without it the block has no use)."""
+        tag, tgid, ktime, length = _ENV_HEAD.unpack_from(record)
+        if tag != ENV_TAG or length > len(record) - _ENV_HEAD.size:
+            return
+        for waiting in self._pending.get(tgid) or ():
+            if waiting.ktime == ktime and waiting.environ is None:
+                block = bytes(record[_ENV_HEAD.size : _ENV_HEAD.size + length])
+                waiting.environ = block
+                self._pending_size += len(block)
+                return
 
     def take(self, tgid: int, event_ns: int) -> CapturedExec | None:
         """The record of the exec the connector reported for `tgid` at `event_ns`: the newest
@@ -459,17 +545,17 @@ class ExecCapture:
         if not queue:
             return None
         found = None
-        while queue and queue[0][0] <= event_ns:
+        while queue and queue[0].ktime <= event_ns:
             if found is not None:
                 self.unmatched_total += 1
-            found = queue.popleft()[1]
+            found = queue.popleft()
             self._pending_count -= 1
-            self._pending_size -= len(found)
+            self._pending_size -= found.size
         if not queue:
             del self._pending[tgid]
         if found is None:
             return None
-        return decode_record(found, self._tick_ns)
+        return decode_record(found.raw, self._tick_ns, found.environ)
 
     def forget(self) -> int:
         """Drop every waiting record: the connector lost events, so a record can no longer be

@@ -7,8 +7,10 @@ the connector tests are skipped where the connector cannot be used."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,9 +21,12 @@ from pathlib import Path
 import pytest
 
 from daemoneye.collector.btf import BtfError
+from daemoneye.collector.context import ContextReader, _unified_mount
 from daemoneye.collector.events import ProcEventSource
-from daemoneye.collector.exec_capture import CapturedExec, ExecCapture
+from daemoneye.collector.exec_capture import ENV_BYTES, CapturedExec, ExecCapture
+from daemoneye.collector.kernel_context import FD_CLOSED, FD_OPEN
 from daemoneye.collector.netlink import probe
+from daemoneye.collector.proc_events import ExecEvent
 from daemoneye.collector.procfs import parse_cmdline, parse_stat_fields, read_boot_time
 from daemoneye.procmond.privileges import drop_procmond, lookup_account
 from tests.forked import in_child
@@ -204,3 +209,105 @@ def test_an_unlinked_executable_is_marked_deleted_and_a_long_name_is_not_cut(
     child.wait()
     captured = _record_of(capture, child.pid)
     assert captured.path is None and not captured.path_deleted
+
+
+def _unified(pid: int) -> str:
+    with open(f"/proc/{pid}/cgroup", "rb") as file:
+        lines = file.read().decode().splitlines()
+    return next(line[3:] for line in lines if line.startswith("0::"))
+
+
+def test_the_records_context_is_what_proc_says_of_the_same_process(
+    capture: ExecCapture,
+) -> None:
+    """Namespaces, login uid, cgroup id, each stdio fd and the environment, as the kernel read
+    them inside execve, against /proc's links, files and stat of the same process."""
+    ours, theirs = socket.socketpair()
+    child = subprocess.Popen(
+        [SH, "-c", "read line"],
+        stdin=subprocess.PIPE,
+        stdout=theirs.fileno(),
+        stderr=subprocess.DEVNULL,
+        env={"HISTFILE": "/dev/null", "PATH": "/usr/bin:/bin"},
+    )
+    theirs.close()
+    try:
+        captured = _record_of(capture, child.pid)
+        proc = f"/proc/{child.pid}"
+        links = {name: os.readlink(f"{proc}/ns/{name}") for name in ("pid", "mnt", "net", "user")}
+        with open(f"{proc}/loginuid", "rb") as file:
+            loginuid = int(file.read())
+        with open(f"{proc}/environ", "rb") as file:
+            environ = file.read()
+        fds = [os.stat(f"{proc}/fd/{fd}") for fd in range(3)]
+        unified_path = _unified(child.pid)
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait()
+        ours.close()
+    found = captured.context
+    assert found is not None
+    assert found.namespaces == tuple(
+        int(links[name].split("[")[1].rstrip("]")) for name in ("pid", "mnt", "net", "user")
+    )
+    assert found.loginuid == loginuid
+    assert captured.environ == environ
+    for kernel_fd, proc_fd in zip(found.stdio, fds, strict=True):
+        assert (kernel_fd.state, kernel_fd.mode, kernel_fd.inode) == (
+            FD_OPEN,
+            proc_fd.st_mode,
+            proc_fd.st_ino,
+        )
+    assert found.stdio[0].is_pipe and found.stdio[1].is_socket and found.stdio[2].is_char_device
+    null = os.stat("/dev/null").st_rdev
+    assert found.stdio[2].rdev == os.major(null) << 20 | os.minor(null)
+    mount = _unified_mount()
+    if mount is not None:
+        directory = os.fsdecode(mount) + unified_path.rstrip("/")
+        assert found.cgroup_id == os.stat(directory or "/").st_ino
+
+
+def test_a_closed_fd_and_an_environment_past_the_record(capture: ExecCapture) -> None:
+    child = subprocess.Popen(
+        [SH, "-c", ":"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        env={"BIG": "x" * (ENV_BYTES + 1)},
+    )
+    child.wait()
+    captured = _record_of(capture, child.pid)
+    assert captured.environ is None  # too long for the record: /proc's, when still there
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(0)
+            os.execve("/bin/true", ["true"], {"LD_AUDIT": "a.so"})
+        finally:
+            os._exit(127)
+    os.waitpid(pid, 0)
+    closed = _record_of(capture, pid)
+    assert closed.context is not None and closed.context.stdio[0].state == FD_CLOSED
+    assert closed.environ == b"LD_AUDIT=a.so\0"
+
+
+def test_a_process_gone_before_proc_was_read_keeps_its_context(capture: ExecCapture) -> None:
+    """A sub-millisecond shell with a socket on stdin and a preload in its environment,
+    reaped before the reader looks: its exec still carries both."""
+    ours, theirs = socket.socketpair()
+    child = subprocess.Popen(
+        [SH, "-c", ":"], stdin=theirs.fileno(), env={"LD_PRELOAD": "", "SUDO_USER": "mallory"}
+    )
+    theirs.close()
+    child.wait()
+    ours.close()
+    capture.collect()
+    source = ProcEventSource(read_boot_time(), capture=capture, context=ContextReader())
+    observed = source.handle(ExecEvent(0, 1, time.monotonic_ns(), child.pid, child.pid))
+    assert observed is not None and observed.details is not None
+    details = observed.details
+    assert observed.event.partial and observed.event.cmdline == (SH, "-c", ":")
+    assert details.stdin is not None and details.stdin.startswith("socket:[")
+    assert json.loads(details.environment or "") == {"LD_PRELOAD": "", "SUDO_USER": "mallory"}
+    assert details.pid_ns is not None and details.mnt_ns is not None
+    assert source.stats().rescued_total == 1

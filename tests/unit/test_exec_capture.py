@@ -14,6 +14,7 @@ from daemoneye.collector import bpf_asm as asm
 from daemoneye.collector.btf import BtfError, KernelTypes
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.exec_capture import (
+    _CONTEXT,
     _HEADER,
     _PATH,
     ARGV_BYTES,
@@ -156,6 +157,7 @@ def record(
     name_len: int | None = None,
     path: tuple[bytes, ...] | None = (b"dash", b"bin", b"usr"),
     path_word_flags: int = 0,
+    context: bytes = b"",
 ) -> bytes:
     header = _HEADER.pack(
         tgid,
@@ -172,8 +174,8 @@ def record(
         b"sh\0garbage",
     )
     name = filename.ljust(FILENAME_BYTES, b"\0")
-    walked = b"".join(part + b"\0" for part in path or ()).ljust(HEADER_BYTES - _PATH, b"\0")
-    return header + name + walked + argv
+    walked = b"".join(part + b"\0" for part in path or ()).ljust(_CONTEXT - _PATH, b"\0")
+    return header + name + walked + context.ljust(HEADER_BYTES - _CONTEXT, b"\0") + argv
 
 
 def _path_length(path: tuple[bytes, ...] | None) -> int:
@@ -389,8 +391,22 @@ def test_the_argv_exec_d_wins_over_one_the_process_wrote_since(tmp_path: Path) -
     item = source.handle(exec_event(42))
     assert item is not None
     assert item.event.cmdline == ("./miner", "--pool", "x")
-    assert item.event.exe == "/usr/bin/curl"  # /proc's resolved exe stays
+    assert item.event.exe == "/usr/bin/dash"  # the file exec'd, as the kernel walked its path
     assert not item.event.partial and source.stats().rescued_total == 0
+
+
+def test_what_the_record_cannot_settle_is_read_from_proc(tmp_path: Path) -> None:
+    """No walked path (too deep, say) and a cut argv: /proc's exe and cmdline; the ids are
+    the record's either way (status is not read for a recorded exec)."""
+    write_process(tmp_path, 42, cmdline=b"curl\0-s\0", uid=5, gid=6)
+    source = source_with(
+        tmp_path, record(42, b"curl\0", start_ticks=4321, path=None, total=ARGV_BYTES + 1)
+    )
+    item = source.handle(exec_event(42))
+    assert item is not None and item.details is not None
+    assert item.event.exe == "/usr/bin/curl" and item.event.cmdline == ("curl", "-s")
+    assert (item.details.uid, item.details.gid) == (1000, 1001)
+    assert item.details.cwd == "/srv/app" and not item.event.partial
 
 
 def test_a_cut_capture_leaves_procs_whole_argv(tmp_path: Path) -> None:

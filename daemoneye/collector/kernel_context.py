@@ -1,0 +1,233 @@
+"""What the exec capture's program also reads at the exec, from the task itself: the cgroup id,
+the pid, mount, network and user namespaces, the login uid, and what fds 0, 1 and 2 are (the
+inode's type, number, device and filesystem). The context reader (collector/context.py) takes
+these instead of reading eleven /proc files and links per new process, and what they do not
+settle (a cgroup id never seen, a regular file's path) it still reads from /proc.
+
+They are the values at the exec itself, inside execve: a process cannot move itself to another
+cgroup or namespace, or point its stdio elsewhere, between its exec and our read of /proc and
+have that read count. The block sits in the record after the path walk's area
+(exec_capture.py); every item carries a flag or a state saying whether the kernel read it, and
+an item the kernel could not read is read from /proc as before.
+"""
+
+from __future__ import annotations
+
+import stat
+import struct
+from dataclasses import dataclass
+
+from daemoneye.collector import bpf_asm as asm
+from daemoneye.collector.bpf_asm import R0, R1, R6, R7, R8, R9, R10
+
+NEEDED = {
+    "task_struct": ("thread_pid", "nsproxy", "real_cred", "loginuid", "files"),
+    "pid": ("level", "numbers"),
+    "upid": ("ns",),
+    "pid_namespace": ("ns",),
+    "ns_common": ("inum",),
+    "nsproxy": ("mnt_ns", "net_ns"),
+    "mnt_namespace": ("ns",),
+    "net": ("ns",),
+    "cred": ("user_ns",),
+    "user_namespace": ("ns",),
+    "files_struct": ("fdt",),
+    "fdtable": ("max_fds", "fd"),
+    "file": ("f_inode",),
+    "inode": ("i_mode", "i_ino", "i_rdev", "i_sb"),
+    "super_block": ("s_dev",),
+}
+SIZES = ("upid",)  # struct sizes the program needs (pid.numbers is an array of upid)
+MAX_PID_LEVEL = 32  # MAX_PID_NS_LEVEL: pid namespaces nest at most this deep
+
+# The block: cgroup id, four namespace inodes, login uid, flags, then three fds.
+_HEAD = struct.Struct("<QIIIIII")
+_FD = struct.Struct("<QIIII")  # inode number, rdev, the filesystem's dev, mode, state
+BYTES = _HEAD.size + 3 * _FD.size  # 104
+_CGROUP, _PID_NS, _MNT_NS, _NET_NS, _USER_NS, _LOGINUID, _FLAGS = 0, 8, 12, 16, 20, 24, 28
+_FD_INO, _FD_RDEV, _FD_SDEV, _FD_MODE, _FD_STATE = 0, 8, 12, 16, 20
+# flags: which of the head's values the kernel read
+HAS_CGROUP, HAS_PID_NS, HAS_MNT_NS, HAS_NET_NS, HAS_USER_NS, HAS_LOGINUID = (
+    1 << i for i in range(6)
+)
+# a fd's state
+FD_UNKNOWN, FD_OPEN, FD_CLOSED = 0, 1, 2
+# scratch slots on the program's stack (exec_capture.py uses -4 .. -72)
+TASK_SLOT = -80
+_TMP, _NSPROXY, _MAX_FDS, _FDS = -88, -96, -104, -112
+
+
+@dataclass(frozen=True, slots=True)
+class KernelFd:
+    """One of fds 0-2 at the exec: `state` FD_OPEN (with its inode), FD_CLOSED or FD_UNKNOWN."""
+
+    state: int
+    mode: int = 0
+    inode: int = 0
+    rdev: int = 0
+    fs_dev: int = 0
+
+    @property
+    def is_socket(self) -> bool:
+        return stat.S_ISSOCK(self.mode)
+
+    @property
+    def is_pipe(self) -> bool:
+        return stat.S_ISFIFO(self.mode)
+
+    @property
+    def is_char_device(self) -> bool:
+        return stat.S_ISCHR(self.mode)
+
+
+@dataclass(frozen=True, slots=True)
+class KernelContext:
+    """The block decoded; None where the kernel could not read a value."""
+
+    cgroup_id: int | None
+    pid_ns: int | None
+    mnt_ns: int | None
+    net_ns: int | None
+    user_ns: int | None
+    loginuid: int | None  # the raw value: 4294967295 is "no login"
+    stdio: tuple[KernelFd, KernelFd, KernelFd]
+
+    @property
+    def namespaces(self) -> tuple[int | None, int | None, int | None, int | None]:
+        return self.pid_ns, self.mnt_ns, self.net_ns, self.user_ns
+
+
+_UNKNOWN_FD = KernelFd(FD_UNKNOWN)
+_CLOSED_FD = KernelFd(FD_CLOSED)
+
+
+def decode(block: bytes | memoryview) -> KernelContext | None:
+    """The block at the end of a record's header; None when the program did not write one."""
+    if len(block) < BYTES:
+        return None
+    cgroup_id, pid_ns, mnt_ns, net_ns, user_ns, loginuid, flags = _HEAD.unpack_from(block)
+    if not flags:
+        return None
+    fds = []
+    for index in range(3):
+        inode, rdev, fs_dev, mode, state = _FD.unpack_from(block, _HEAD.size + index * _FD.size)
+        if state == FD_OPEN:
+            fds.append(KernelFd(FD_OPEN, mode, inode, rdev, fs_dev))
+        else:
+            fds.append(_CLOSED_FD if state == FD_CLOSED else _UNKNOWN_FD)
+    return KernelContext(
+        cgroup_id if flags & HAS_CGROUP and cgroup_id else None,
+        pid_ns if flags & HAS_PID_NS and pid_ns else None,
+        mnt_ns if flags & HAS_MNT_NS and mnt_ns else None,
+        net_ns if flags & HAS_NET_NS and net_ns else None,
+        user_ns if flags & HAS_USER_NS and user_ns else None,
+        loginuid if flags & HAS_LOGINUID else None,
+        (fds[0], fds[1], fds[2]),
+    )
+
+
+# -- the program's part -------------------------------------------------------------------------
+
+
+def _follow(reg: int, off: int) -> list[asm.Item]:
+    """``reg = *(u64 *)(reg + off)`` through a probe read (`reg` is r6-r9)."""
+    return [*asm.read_kernel(R10, _TMP, 8, reg, off), asm.load(8, reg, R10, _TMP)]
+
+
+def _flag_if_read(bit: int, label: str) -> list[asm.Item]:
+    """Set `bit` in the flags (r6) when the probe read just made succeeded."""
+    return [asm.jump("jne", R0, 0, label), asm.alu("or", R6, bit), asm.label(label)]
+
+
+def program_part(offsets: dict[str, int], sizes: dict[str, int], at: int) -> list[asm.Item]:
+    """The instructions that fill the block at record offset `at`. Expects the record in r7
+    and the task at TASK_SLOT on the stack; uses r6, r8 and r9 and the slots above."""
+    inum = offsets["ns_common.inum"]
+    items: list[asm.Item] = [asm.alu("mov", R1, 0)]
+    items += [asm.store(8, R7, at + i, R1) for i in range(0, BYTES, 8)]  # the map is reused
+    items += [
+        asm.alu("mov", R6, 0),
+        asm.call(asm.GET_CURRENT_CGROUP_ID),
+        asm.store(8, R7, at + _CGROUP, R0),
+        asm.jump("jeq", R0, 0, "ctx_no_cgroup"),
+        asm.alu("or", R6, HAS_CGROUP),
+        asm.label("ctx_no_cgroup"),
+        # the pid namespace it sees: task->thread_pid->numbers[level].ns (task_active_pid_ns)
+        asm.load(8, R8, R10, TASK_SLOT),
+        asm.mov(R9, R8),
+        *_follow(R9, offsets["task_struct.thread_pid"]),
+        asm.alu("mov", R1, 0),
+        asm.store(8, R10, _TMP, R1),
+        *asm.read_kernel(R10, _TMP, 4, R9, offsets["pid.level"]),
+        asm.jump("jne", R0, 0, "ctx_pid_done"),
+        asm.load(8, R1, R10, _TMP),
+        asm.jump("jgt", R1, MAX_PID_LEVEL, "ctx_pid_done"),
+        asm.alu("mul", R1, sizes["upid"]),
+        asm.alu("add", R9, R1, reg=True),
+        *_follow(R9, offsets["pid.numbers"] + offsets["upid.ns"]),
+        *asm.read_kernel(R7, at + _PID_NS, 4, R9, offsets["pid_namespace.ns"] + inum),
+        *_flag_if_read(HAS_PID_NS, "ctx_pid_read"),
+        asm.label("ctx_pid_done"),
+        # mount and network: task->nsproxy->{mnt_ns,net_ns}->ns.inum
+        asm.mov(R9, R8),
+        *_follow(R9, offsets["task_struct.nsproxy"]),
+        asm.store(8, R10, _NSPROXY, R9),
+        *_follow(R9, offsets["nsproxy.mnt_ns"]),
+        *asm.read_kernel(R7, at + _MNT_NS, 4, R9, offsets["mnt_namespace.ns"] + inum),
+        *_flag_if_read(HAS_MNT_NS, "ctx_mnt_read"),
+        asm.load(8, R9, R10, _NSPROXY),
+        *_follow(R9, offsets["nsproxy.net_ns"]),
+        *asm.read_kernel(R7, at + _NET_NS, 4, R9, offsets["net.ns"] + inum),
+        *_flag_if_read(HAS_NET_NS, "ctx_net_read"),
+        # user: task->real_cred->user_ns->ns.inum (what /proc/PID/ns/user names)
+        asm.mov(R9, R8),
+        *_follow(R9, offsets["task_struct.real_cred"]),
+        *_follow(R9, offsets["cred.user_ns"]),
+        *asm.read_kernel(R7, at + _USER_NS, 4, R9, offsets["user_namespace.ns"] + inum),
+        *_flag_if_read(HAS_USER_NS, "ctx_user_read"),
+        *asm.read_kernel(R7, at + _LOGINUID, 4, R8, offsets["task_struct.loginuid"]),
+        *_flag_if_read(HAS_LOGINUID, "ctx_loginuid_read"),
+        asm.store(4, R7, at + _FLAGS, R6),
+        # stdio: task->files->fdt; fd[i] for i < max_fds
+        asm.mov(R9, R8),
+        *_follow(R9, offsets["task_struct.files"]),
+        *_follow(R9, offsets["files_struct.fdt"]),
+        asm.alu("mov", R1, 0),
+        asm.store(8, R10, _MAX_FDS, R1),
+        *asm.read_kernel(R10, _MAX_FDS, 4, R9, offsets["fdtable.max_fds"]),
+        asm.jump("jne", R0, 0, "ctx_stdio_done"),
+        *_follow(R9, offsets["fdtable.fd"]),
+        asm.store(8, R10, _FDS, R9),
+    ]
+    for index in range(3):
+        fd_at = at + _HEAD.size + index * _FD.size
+        done = f"ctx_fd{index}_done"
+        items += [
+            asm.load(8, R1, R10, _MAX_FDS),
+            asm.jump("jgt", R1, index, f"ctx_fd{index}_in"),
+            asm.alu("mov", R1, FD_CLOSED),
+            asm.store(4, R7, fd_at + _FD_STATE, R1),
+            asm.jump("ja", 0, 0, done),
+            asm.label(f"ctx_fd{index}_in"),
+            asm.load(8, R9, R10, _FDS),
+            *asm.read_kernel(R10, _TMP, 8, R9, 8 * index),
+            asm.jump("jne", R0, 0, done),
+            asm.load(8, R9, R10, _TMP),
+            asm.jump("jne", R9, 0, f"ctx_fd{index}_file"),
+            asm.alu("mov", R1, FD_CLOSED),
+            asm.store(4, R7, fd_at + _FD_STATE, R1),
+            asm.jump("ja", 0, 0, done),
+            asm.label(f"ctx_fd{index}_file"),
+            *_follow(R9, offsets["file.f_inode"]),
+            *asm.read_kernel(R7, fd_at + _FD_INO, 8, R9, offsets["inode.i_ino"]),
+            *asm.read_kernel(R7, fd_at + _FD_RDEV, 4, R9, offsets["inode.i_rdev"]),
+            *asm.read_kernel(R7, fd_at + _FD_MODE, 2, R9, offsets["inode.i_mode"]),
+            asm.jump("jne", R0, 0, done),
+            *_follow(R9, offsets["inode.i_sb"]),
+            *asm.read_kernel(R7, fd_at + _FD_SDEV, 4, R9, offsets["super_block.s_dev"]),
+            asm.jump("jne", R0, 0, done),
+            asm.alu("mov", R1, FD_OPEN),
+            asm.store(4, R7, fd_at + _FD_STATE, R1),
+            asm.label(done),
+        ]
+    return [*items, asm.label("ctx_stdio_done")]
