@@ -130,6 +130,7 @@ class _Stages:
     daemon); a temp store with the built-in rules."""
 
     def __init__(self, root: Path) -> None:
+        from daemoneye.collector.context import ContextReader
         from daemoneye.collector.procfs import read_boot_time
         from daemoneye.collector.scanner import ProcScanner
         from daemoneye.collector.users import UserNames
@@ -153,6 +154,8 @@ class _Stages:
         empty = ScanDelta(time.time(), (), (), (), (), (), ScanStats(0.0, 0, 0, 0, 0, 0, 0))
         self.collection.apply_frames([hello, frames.Scan(empty, True, ())])
         self.seq = 0
+        # one for every round, as the daemon's reader thread keeps its own for its life
+        self.context = ContextReader(b"/proc")
 
     def close(self) -> None:
         self.scanner.close()
@@ -164,7 +167,6 @@ class _Stages:
         """Step 1 for a fork, exec and exit of each pid, in one batch as the reader takes a
         burst (with the exec capture's records drained first, when it is given); returns its
         thread CPU and what it queued."""
-        from daemoneye.collector.context import ContextReader
         from daemoneye.collector.events import ProcEventSource
         from daemoneye.collector.proc_events import ExecEvent, ExitEvent, ForkEvent
 
@@ -172,7 +174,7 @@ class _Stages:
             self.boot_time,
             connector=_NoConnector(),
             user_of=self.users,
-            context=ContextReader(b"/proc") if context else None,
+            context=self.context if context else None,
             capture=capture,
         )
         now = time.monotonic_ns()

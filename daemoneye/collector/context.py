@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
+from daemoneye.collector.cgroup_ids import CgroupIds
 from daemoneye.collector.kernel_context import FD_CLOSED, FD_OPEN, KernelContext, KernelFd
 from daemoneye.collector.procfs import VANISHED_ERRORS, decode
 from daemoneye.models import DEFAULT_ENVIRONMENT
@@ -95,22 +96,28 @@ def pick_cgroup_path(raw: bytes) -> str | None:
     """The process's cgroup path from /proc/<pid>/cgroup: the unified (v2, `0::`) line, unless
     it is the root while a v1 hierarchy says more (hybrid hosts); then `name=systemd`'s, then
     the longest v1 path. Only the first two colons separate fields: a path may hold colons."""
-    unified: str | None = None
-    systemd: str | None = None
-    longest: str | None = None
+    picked = pick_cgroup_line(raw)
+    return None if picked is None else picked[1]
+
+
+def pick_cgroup_line(raw: bytes) -> tuple[int | None, str] | None:
+    """`pick_cgroup_path` with the id of the hierarchy whose line it is (None: not a number)."""
+    unified: tuple[int | None, str] | None = None
+    systemd: tuple[int | None, str] | None = None
+    longest: tuple[int | None, str] | None = None
     for line in raw.split(b"\n"):
         parts = line.split(b":", 2)
         if len(parts) != 3:
             continue
-        path = decode(parts[2])
+        picked = (int(parts[0]) if parts[0].isdigit() else None, decode(parts[2]))
         if parts[0] == b"0" and not parts[1]:
-            unified = path
+            unified = picked
         elif parts[1] == b"name=systemd":
-            systemd = path
-        elif longest is None or len(path) > len(longest):
-            longest = path
+            systemd = picked
+        elif longest is None or len(picked[1]) > len(longest[1]):
+            longest = picked
     for candidate in (unified, systemd, longest):
-        if candidate is not None and candidate != "/":
+        if candidate is not None and candidate[1] != "/":
             return candidate
     return unified or systemd or longest
 
@@ -440,7 +447,7 @@ class ContextReader:
         environment: Iterable[str] = DEFAULT_ENVIRONMENT,
         *,
         init_pid: int = 1,
-        cgroup_root: bytes | None = None,
+        cgroup_mounts: Mapping[int, bytes] | None = None,
     ) -> None:
         self.environment = tuple(environment)
         self._needles = [(name, b"\0" + os.fsencode(name) + b"=") for name in self.environment]
@@ -453,9 +460,8 @@ class ContextReader:
         self._shared: dict[object, object] = {}  # see _share
         # the cgroup file's bytes → what they say: thousands of processes share a few cgroups
         self._cgroups: dict[bytes, CgroupContext] = {}
-        # the kernel's cgroup id → what its path says (see _cgroup_of)
-        self._cgroup_ids: dict[int, CgroupContext] = {}
-        self._cgroup_root = cgroup_root  # where cgroup2 is mounted; None: look it up once
+        # the kernel's cgroup ids → what their path says (see _cgroup_of)
+        self._cgroup_ids: CgroupIds[CgroupContext] = CgroupIds(cgroup_mounts)
         # the kernel's namespace inodes → what they say; a stdio device → what its link says
         self._ns_ids: dict[tuple[int | None, ...], _NamespaceSet] = {}
         self._devices: dict[tuple[int, int, int], str] = {}
@@ -519,7 +525,7 @@ class ContextReader:
         else:
             namespaces = _NO_NAMESPACES
         pid_ns, mnt_ns, net_ns, user_ns, foreign, pid_foreign = namespaces
-        cgroup = self._cgroup_of(dir_fd, None if kernel is None else kernel.cgroup_id)
+        cgroup = self._cgroup_of(dir_fd, kernel)
         runtime = cgroup.runtime
         if runtime is None and pid_foreign:
             runtime = "unknown"
@@ -570,42 +576,21 @@ class ContextReader:
             None if found is None else self._share(environment_json(found)),
         )
 
-    def _cgroup_of(self, dir_fd: int | None, cgroup_id: int | None) -> CgroupContext:
-        """The cgroup, by the kernel's cgroup id when it gave one. That id is the process's
-        cgroup in the unified (v2) hierarchy, and the inode number of that cgroup's directory:
-        the path of an id is read from /proc once and kept when the directory at that path has
-        that inode number (the process may have moved between its exec and the read). Where
-        the path named is a v1 hierarchy's (a v1 host, or a container on one, whose unified
-        line says '/'), the id does not name it, and the file is read every time."""
-        if cgroup_id is not None:
-            known = self._cgroup_ids.get(cgroup_id)
+    def _cgroup_of(self, dir_fd: int | None, kernel: KernelContext | None) -> CgroupContext:
+        """The cgroup: by the ids the kernel gave when their path is known (collector/
+        cgroup_ids.py), else from /proc's file (and learnt by those ids when it proves to be
+        theirs)."""
+        if kernel is not None:
+            known = self._cgroup_ids.get(kernel)
             if known is not None:
                 return known
         if dir_fd is None:
             return _NO_CGROUP
         raw = _read_small(b"cgroup", dir_fd, _TEXT_MAX_BYTES)
         found = self._cgroup_read(raw)
-        if (
-            cgroup_id is not None
-            and found.path is not None
-            and found.path == _unified_path(raw)
-            and self._is_cgroup(found.path, cgroup_id)
-        ):
-            if len(self._cgroup_ids) >= _CGROUPS_MAX:
-                self._cgroup_ids.clear()
-            self._cgroup_ids[cgroup_id] = found
+        if kernel is not None and raw is not None:
+            self._cgroup_ids.learn(kernel, pick_cgroup_line(raw), found)
         return found
-
-    def _is_cgroup(self, path: str, cgroup_id: int) -> bool:
-        """Whether the unified hierarchy's directory at `path` is the cgroup `cgroup_id`."""
-        if self._cgroup_root is None:
-            self._cgroup_root = _unified_mount() or b""
-        if not self._cgroup_root:
-            return False
-        try:
-            return os.stat(self._cgroup_root + os.fsencode(path)).st_ino == cgroup_id
-        except (OSError, ValueError):
-            return False
 
     def _namespaces_known(self, ids: tuple[int | None, ...]) -> _NamespaceSet:
         """`_namespaces_of` for the inode numbers the kernel gave."""
@@ -845,33 +830,6 @@ class ContextReader:
 
 
 _NS_LINK_PATHS = tuple(b"ns/" + name.encode() for name in NAMESPACES)
-
-
-def _unified_path(raw: bytes | None) -> str | None:
-    """The unified hierarchy's line ('0::/path') of a /proc/<pid>/cgroup file, or None."""
-    if raw is None:
-        return None
-    for line in raw.split(b"\n"):
-        if line.startswith(b"0::/"):
-            return decode(line[3:])
-    return None
-
-
-def _unified_mount(mountinfo: str = "/proc/self/mountinfo") -> bytes | None:
-    """Where the unified (cgroup2) hierarchy is mounted here: /sys/fs/cgroup on a v2 host,
-    /sys/fs/cgroup/unified on a hybrid one; None when it is not."""
-    try:
-        with open(mountinfo, "rb") as file:
-            lines = file.read().split(b"\n")
-    except OSError:
-        return None
-    for line in lines:
-        head, _, tail = line.partition(b" - ")
-        fields = head.split(b" ")
-        if tail.startswith(b"cgroup2 ") and len(fields) > 4:
-            # the kernel escapes space, tab, newline and backslash as octal
-            return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), fields[4])
-    return None
 
 
 def _read_bounded(

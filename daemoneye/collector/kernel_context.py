@@ -1,6 +1,7 @@
 """What the exec capture's program also reads at the exec, from the task itself: the cgroup id,
-the pid, mount, network and user namespaces, the login uid, and what fds 0, 1 and 2 are (the
-inode's type, number, device and filesystem). The context reader (collector/context.py) takes
+the ids of every cgroup it is in (one per hierarchy, v1 included), the pid, mount, network and
+user namespaces, the login uid, and what fds 0, 1 and 2 are (the inode's type, number, device
+and filesystem). The context reader (collector/context.py) takes
 these instead of reading eleven /proc files and links per new process, and what they do not
 settle (a cgroup id never seen, a regular file's path) it still reads from /proc.
 
@@ -21,7 +22,7 @@ from daemoneye.collector import bpf_asm as asm
 from daemoneye.collector.bpf_asm import R0, R1, R6, R7, R8, R9, R10
 
 NEEDED = {
-    "task_struct": ("thread_pid", "nsproxy", "real_cred", "loginuid", "files"),
+    "task_struct": ("thread_pid", "nsproxy", "real_cred", "loginuid", "files", "cgroups"),
     "pid": ("level", "numbers"),
     "upid": ("ns",),
     "pid_namespace": ("ns",),
@@ -36,14 +37,27 @@ NEEDED = {
     "file": ("f_inode",),
     "inode": ("i_mode", "i_ino", "i_rdev", "i_sb"),
     "super_block": ("s_dev",),
+    "css_set": ("cgrp_links",),
+    "cgrp_cset_link": ("cgrp", "cgrp_link"),
+    "cgroup": ("kn", "root"),
+    "cgroup_root": ("hierarchy_id",),
+    "kernfs_node": ("id",),
+    "list_head": ("next",),
 }
 SIZES = ("upid",)  # struct sizes the program needs (pid.numbers is an array of upid)
 MAX_PID_LEVEL = 32  # MAX_PID_NS_LEVEL: pid namespaces nest at most this deep
 
-# The block: cgroup id, four namespace inodes, login uid, flags, then three fds.
+# The block: cgroup id, four namespace inodes, login uid, flags, then three fds, then the ids
+# of the cgroups the task is in, one per hierarchy (its css_set's links, walked in the kernel's
+# order), with their count and whether the walk reached the list's end.
 _HEAD = struct.Struct("<QIIIIII")
 _FD = struct.Struct("<QIIII")  # inode number, rdev, the filesystem's dev, mode, state
-BYTES = _HEAD.size + 3 * _FD.size  # 104
+CGROUP_LINKS = 16  # hierarchies walked at most (a hybrid host has about a dozen)
+_CGROUPS = _HEAD.size + 3 * _FD.size
+_CGROUP_IDS = _CGROUPS + 8
+LINK = struct.Struct("<QQ")  # hierarchy id, cgroup id
+BYTES = _CGROUP_IDS + LINK.size * CGROUP_LINKS  # 368
+_LINKS_WHOLE = 1 << 31
 _CGROUP, _PID_NS, _MNT_NS, _NET_NS, _USER_NS, _LOGINUID, _FLAGS = 0, 8, 12, 16, 20, 24, 28
 _FD_INO, _FD_RDEV, _FD_SDEV, _FD_MODE, _FD_STATE = 0, 8, 12, 16, 20
 # flags: which of the head's values the kernel read
@@ -52,9 +66,9 @@ HAS_CGROUP, HAS_PID_NS, HAS_MNT_NS, HAS_NET_NS, HAS_USER_NS, HAS_LOGINUID = (
 )
 # a fd's state
 FD_UNKNOWN, FD_OPEN, FD_CLOSED = 0, 1, 2
-# scratch slots on the program's stack (exec_capture.py uses -4 .. -72)
+# scratch slots on the program's stack (exec_capture.py uses -4 .. -72 and -120 .. -128)
 TASK_SLOT = -80
-_TMP, _NSPROXY, _MAX_FDS, _FDS = -88, -96, -104, -112
+_TMP, _NSPROXY, _MAX_FDS, _FDS, _LINKS_HEAD, _CGRP = -88, -96, -104, -112, -136, -144
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +105,17 @@ class KernelContext:
     user_ns: int | None
     loginuid: int | None  # the raw value: 4294967295 is "no login"
     stdio: tuple[KernelFd, KernelFd, KernelFd]
+    # (hierarchy id, cgroup id) of every cgroup it is in, packed in the kernel's order (see
+    # `cgroups`); None: not walked to the end. A cgroup id is never reused in its hierarchy
+    # while the machine runs: equal keys, the same cgroups.
+    cgroup_key: bytes | None = None
+
+    @property
+    def cgroups(self) -> dict[int, int]:
+        """hierarchy id → the id of the task's cgroup in it ({} when not walked)."""
+        if self.cgroup_key is None:
+            return {}
+        return dict(LINK.iter_unpack(self.cgroup_key))
 
     @property
     def namespaces(self) -> tuple[int | None, int | None, int | None, int | None]:
@@ -115,6 +140,11 @@ def decode(block: bytes | memoryview) -> KernelContext | None:
             fds.append(KernelFd(FD_OPEN, mode, inode, rdev, fs_dev))
         else:
             fds.append(_CLOSED_FD if state == FD_CLOSED else _UNKNOWN_FD)
+    (links,) = struct.unpack_from("<I", block, _CGROUPS)
+    count = links & ~_LINKS_WHOLE
+    cgroup_key = None
+    if links & _LINKS_WHOLE and 0 < count <= CGROUP_LINKS:
+        cgroup_key = bytes(block[_CGROUP_IDS : _CGROUP_IDS + LINK.size * count])
     return KernelContext(
         cgroup_id if flags & HAS_CGROUP and cgroup_id else None,
         pid_ns if flags & HAS_PID_NS and pid_ns else None,
@@ -123,6 +153,7 @@ def decode(block: bytes | memoryview) -> KernelContext | None:
         user_ns if flags & HAS_USER_NS and user_ns else None,
         loginuid if flags & HAS_LOGINUID else None,
         (fds[0], fds[1], fds[2]),
+        cgroup_key,
     )
 
 
@@ -230,4 +261,48 @@ def program_part(offsets: dict[str, int], sizes: dict[str, int], at: int) -> lis
             asm.store(4, R7, fd_at + _FD_STATE, R1),
             asm.label(done),
         ]
-    return [*items, asm.label("ctx_stdio_done")]
+    return [*items, asm.label("ctx_stdio_done"), *_cgroup_links(offsets, at)]
+
+
+def _cgroup_links(offsets: dict[str, int], at: int) -> list[asm.Item]:
+    """The ids of the task's cgroups: task->cgroups (its css_set), whose cgrp_links list has
+    one cgrp_cset_link per hierarchy; each ->cgrp->kn->id. r9 walks the list, r6 counts."""
+    link_node = offsets["cgrp_cset_link.cgrp_link"]
+    items: list[asm.Item] = [
+        asm.load(8, R9, R10, TASK_SLOT),
+        *_follow(R9, offsets["task_struct.cgroups"]),
+        asm.alu("add", R9, offsets["css_set.cgrp_links"]),
+        asm.store(8, R10, _LINKS_HEAD, R9),
+        *_follow(R9, offsets["list_head.next"]),
+        asm.alu("mov", R6, 0),
+    ]
+    for index in range(CGROUP_LINKS):
+        pair = at + _CGROUP_IDS + LINK.size * index
+        items += [
+            asm.load(8, R1, R10, _LINKS_HEAD),
+            asm.jump("jeq", R9, R1, "ctx_links_whole", reg=True),
+            asm.jump("jeq", R9, 0, "ctx_links_cut"),
+            asm.mov(R8, R9),
+            asm.alu("sub", R8, link_node),
+            *_follow(R8, offsets["cgrp_cset_link.cgrp"]),
+            asm.store(8, R10, _CGRP, R8),
+            *_follow(R8, offsets["cgroup.kn"]),
+            *asm.read_kernel(R7, pair + 8, 8, R8, offsets["kernfs_node.id"]),
+            asm.jump("jne", R0, 0, "ctx_links_cut"),
+            asm.load(8, R8, R10, _CGRP),
+            *_follow(R8, offsets["cgroup.root"]),
+            *asm.read_kernel(R7, pair, 4, R8, offsets["cgroup_root.hierarchy_id"]),
+            asm.jump("jne", R0, 0, "ctx_links_cut"),
+            asm.alu("add", R6, 1),
+            *_follow(R9, offsets["list_head.next"]),
+        ]
+    return [
+        *items,
+        asm.load(8, R1, R10, _LINKS_HEAD),
+        asm.jump("jeq", R9, R1, "ctx_links_whole", reg=True),
+        asm.jump("ja", 0, 0, "ctx_links_cut"),  # more hierarchies than CGROUP_LINKS
+        asm.label("ctx_links_whole"),
+        asm.alu("or", R6, -_LINKS_WHOLE),  # imm is s32, sign-extended; u32 stored below
+        asm.label("ctx_links_cut"),
+        asm.store(4, R7, at + _CGROUPS, R6),
+    ]

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from daemoneye.collector.btf import BtfError
-from daemoneye.collector.context import ContextReader, _unified_mount
+from daemoneye.collector.cgroup_ids import hierarchy_mounts
+from daemoneye.collector.context import ContextReader
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.exec_capture import ENV_BYTES, CapturedExec, ExecCapture
 from daemoneye.collector.kernel_context import FD_CLOSED, FD_OPEN
@@ -211,10 +212,10 @@ def test_an_unlinked_executable_is_marked_deleted_and_a_long_name_is_not_cut(
     assert captured.path is None and not captured.path_deleted
 
 
-def _unified(pid: int) -> str:
+def _cgroup_paths(pid: int) -> dict[int, str]:
     with open(f"/proc/{pid}/cgroup", "rb") as file:
         lines = file.read().decode().splitlines()
-    return next(line[3:] for line in lines if line.startswith("0::"))
+    return {int(line.split(":", 2)[0]): line.split(":", 2)[2] for line in lines}
 
 
 def test_the_records_context_is_what_proc_says_of_the_same_process(
@@ -240,7 +241,7 @@ def test_the_records_context_is_what_proc_says_of_the_same_process(
         with open(f"{proc}/environ", "rb") as file:
             environ = file.read()
         fds = [os.stat(f"{proc}/fd/{fd}") for fd in range(3)]
-        unified_path = _unified(child.pid)
+        paths = _cgroup_paths(child.pid)
     finally:
         assert child.stdin is not None
         child.stdin.close()
@@ -262,10 +263,14 @@ def test_the_records_context_is_what_proc_says_of_the_same_process(
     assert found.stdio[0].is_pipe and found.stdio[1].is_socket and found.stdio[2].is_char_device
     null = os.stat("/dev/null").st_rdev
     assert found.stdio[2].rdev == os.major(null) << 20 | os.minor(null)
-    mount = _unified_mount()
-    if mount is not None:
-        directory = os.fsdecode(mount) + unified_path.rstrip("/")
-        assert found.cgroup_id == os.stat(directory or "/").st_ino
+    # every hierarchy's cgroup id is the inode of its directory where that hierarchy is mounted
+    mounts = hierarchy_mounts()
+    assert set(found.cgroups) == set(paths)
+    for hierarchy, mount in mounts.items():
+        directory = os.fsdecode(mount) + paths[hierarchy].rstrip("/")
+        assert found.cgroups[hierarchy] == os.stat(directory).st_ino
+    if 0 in mounts:
+        assert found.cgroup_id == found.cgroups[0]
 
 
 def test_a_closed_fd_and_an_environment_past_the_record(capture: ExecCapture) -> None:

@@ -12,7 +12,8 @@ import struct
 from pathlib import Path
 
 from daemoneye.collector import kernel_context
-from daemoneye.collector.context import Context, ContextReader, _unified_mount
+from daemoneye.collector.cgroup_ids import LIFETIME, CgroupIds, hierarchy_mounts
+from daemoneye.collector.context import Context, ContextReader
 from daemoneye.collector.kernel_context import (
     FD_CLOSED,
     FD_OPEN,
@@ -23,6 +24,7 @@ from daemoneye.collector.kernel_context import (
     HAS_NET_NS,
     HAS_PID_NS,
     HAS_USER_NS,
+    LINK,
     KernelContext,
     KernelFd,
 )
@@ -42,9 +44,14 @@ def block(
     namespaces: tuple[int, int, int, int] = (110, 11, 12, 13),
     loginuid: int = 1000,
     fds: tuple[tuple[int, int, int, int, int], ...] = ((5, 0, 15, 0o10600, FD_OPEN),) * 3,
+    links: tuple[tuple[int, int], ...] = (),
+    whole: bool = True,
 ) -> bytes:
     head = struct.pack("<QIIIIII", cgroup, *namespaces, loginuid, flags)
-    return head + b"".join(struct.pack("<QIIII", *fd) for fd in fds)
+    head += b"".join(struct.pack("<QIIII", *fd) for fd in fds)
+    head += struct.pack("<I4x", len(links) | (1 << 31 if whole else 0))
+    head += b"".join(LINK.pack(*pair) for pair in links)
+    return head.ljust(kernel_context.BYTES, b"\0")
 
 
 def device(path: str) -> KernelFd:
@@ -57,12 +64,14 @@ def device(path: str) -> KernelFd:
 def kernel(
     *,
     cgroup: int | None = None,
+    links: dict[int, int] | None = None,
     namespaces: tuple[int | None, ...] = (110, 11, 12, 13),
     loginuid: int | None = 1000,
     stdio: tuple[KernelFd, KernelFd, KernelFd] = (PIPE, PIPE, PIPE),
 ) -> KernelContext:
     pid_ns, mnt_ns, net_ns, user_ns = namespaces
-    return KernelContext(cgroup, pid_ns, mnt_ns, net_ns, user_ns, loginuid, stdio)
+    key = None if links is None else b"".join(LINK.pack(*pair) for pair in links.items())
+    return KernelContext(cgroup, pid_ns, mnt_ns, net_ns, user_ns, loginuid, stdio, key)
 
 
 def read(
@@ -98,6 +107,15 @@ def test_a_block_decodes_to_what_the_kernel_read() -> None:
         77, 110, 11, 12, 13, 1000, (KernelFd(FD_OPEN, 0o10600, 5, 0, 15), CLOSED, UNKNOWN)
     )
     assert found is not None and found.stdio[0].is_pipe and not found.stdio[0].is_socket
+
+
+def test_the_cgroups_of_every_hierarchy_are_a_key_only_when_walked_to_the_end() -> None:
+    found = kernel_context.decode(block(links=((0, 1), (4, 44750), (9, 1))))
+    assert found is not None and found.cgroups == {0: 1, 4: 44750, 9: 1}
+    cut = kernel_context.decode(block(links=((0, 1), (4, 44750)), whole=False))
+    assert cut is not None and cut.cgroup_key is None and cut.cgroups == {}
+    none = kernel_context.decode(block(links=()))
+    assert none is not None and none.cgroup_key is None
 
 
 def test_values_the_kernel_could_not_read_are_none_and_no_flags_is_no_block() -> None:
@@ -182,7 +200,7 @@ def test_a_cgroup_ids_path_is_kept_once_the_directory_proves_it(tmp_path: Path) 
     fake_process(proc_root, 1, fds={})
     first = bare_process(proc_root, 4242)
     (first / "cgroup").write_bytes(f"0::{path}\n".encode())
-    reader = ContextReader(os.fsencode(proc_root), cgroup_root=os.fsencode(cgroups))
+    reader = ContextReader(os.fsencode(proc_root), cgroup_mounts={0: os.fsencode(cgroups)})
     assert read(reader, first, kernel(cgroup=cgroup_id)).container_runtime == "kubernetes"
     # another process in the same cgroup: its file is not read (it says something else here)
     second = bare_process(proc_root, 4243)
@@ -202,7 +220,7 @@ def test_a_path_whose_directory_is_another_cgroup_is_not_kept(tmp_path: Path) ->
     proc_root = tmp_path / "proc"
     fake_process(proc_root, 1, fds={})
     proc = bare_process(proc_root, 4242)
-    reader = ContextReader(os.fsencode(proc_root), cgroup_root=os.fsencode(cgroups))
+    reader = ContextReader(os.fsencode(proc_root), cgroup_mounts={0: os.fsencode(cgroups)})
     moved_from = os.stat(cgroups / "a.slice").st_ino + 1000
     (proc / "cgroup").write_bytes(b"0::/a.slice\n")
     assert read(reader, proc, kernel(cgroup=moved_from)).cgroup == "/a.slice"
@@ -231,13 +249,61 @@ def test_a_devices_name_is_kept_once_its_link_was_that_device(tmp_path: Path) ->
     assert read(reader, moved, kernel(stdio=(PIPE, zero, CLOSED))).stdout == "file:/dev/zero"
 
 
-def test_the_unified_hierarchys_mount_is_found_with_escapes(tmp_path: Path) -> None:
-    mountinfo = tmp_path / "mountinfo"
+def test_on_a_v1_host_the_hierarchy_whose_path_is_named_proves_it(tmp_path: Path) -> None:
+    """A container on a v1 host: the unified line says '/', the memory hierarchy's line names
+    the container. Its path is kept under every hierarchy's ids once the memory directory at
+    that path has the kernel's memory cgroup id."""
+    memory = tmp_path / "memory"
+    (memory / "docker" / DOCKER_ID).mkdir(parents=True)
+    memory_id = os.stat(memory / "docker" / DOCKER_ID).st_ino
+    proc_root = tmp_path / "proc"
+    fake_process(proc_root, 1, fds={})
+    first = bare_process(proc_root, 4242)
+    (first / "cgroup").write_bytes(f"4:memory:/docker/{DOCKER_ID}\n0::/\n".encode())
+    mounts = {0: os.fsencode(tmp_path / "unified"), 4: os.fsencode(memory)}
+    reader = ContextReader(os.fsencode(proc_root), cgroup_mounts=mounts)
+    links = {0: 1, 4: memory_id}
+    assert read(reader, first, kernel(cgroup=1, links=links)).container_id == DOCKER_ID
+    second = bare_process(proc_root, 4243)
+    (second / "cgroup").write_bytes(b"4:memory:/\n0::/\n")  # not read: the ids are known
+    assert read(reader, second, kernel(cgroup=1, links=links)).container_id == DOCKER_ID
+    # other ids in any hierarchy are other cgroups: the file is read
+    assert read(reader, second, kernel(cgroup=1, links={0: 1, 4: 999})).container_id is None
+    # a path whose directory is another cgroup than the kernel's is not kept
+    moved = bare_process(proc_root, 4244)
+    (moved / "cgroup").write_bytes(f"4:memory:/docker/{DOCKER_ID}\n0::/\n".encode())
+    assert read(reader, moved, kernel(cgroup=1, links={0: 1, 4: 5})).container_id == DOCKER_ID
+    assert read(reader, second, kernel(cgroup=1, links={0: 1, 4: 5})).container_id is None
+
+
+def test_kept_paths_expire_so_a_renamed_cgroup_is_read_again(tmp_path: Path) -> None:
+    (tmp_path / "a.slice").mkdir()
+    cgroup_id = os.stat(tmp_path / "a.slice").st_ino
+    now = [0.0]
+    table: CgroupIds[str] = CgroupIds({0: os.fsencode(tmp_path)}, clock=lambda: now[0])
+    given = kernel(cgroup=cgroup_id)
+    table.learn(given, (0, "/a.slice"), "a")
+    assert table.get(given) == "a"
+    now[0] += LIFETIME
+    assert table.get(given) is None
+    table.learn(given, (0, "/b.slice"), "b")  # no such directory: not kept
+    assert table.get(given) is None
+
+
+def test_each_hierarchy_is_found_where_it_is_mounted(tmp_path: Path) -> None:
+    mountinfo, own = tmp_path / "mountinfo", tmp_path / "cgroup"
     mountinfo.write_bytes(
         b"30 25 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
-        b"41 31 0:38 / /sys/fs/cgroup/uni\\040fied rw,relatime - cgroup2 cgroup2 rw\n"
+        b"31 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+        b"32 25 0:28 / /sys/fs/cgroup/sys\\040temd rw - cgroup cgroup rw,xattr,name=systemd\n"
+        b"33 25 0:29 /docker/x /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n"
+        b"41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"
     )
-    assert _unified_mount(str(mountinfo)) == b"/sys/fs/cgroup/uni fied"
-    mountinfo.write_bytes(b"30 25 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw\n")
-    assert _unified_mount(str(mountinfo)) is None
-    assert _unified_mount(str(tmp_path / "missing")) is None
+    own.write_bytes(b"9:name=systemd:/\n5:pids:/\n4:memory:/\n2:cpu,cpuacct:/\n0::/\n")
+    assert hierarchy_mounts(str(mountinfo), str(own)) == {
+        0: b"/sys/fs/cgroup/unified",
+        2: b"/sys/fs/cgroup/cpu,cpuacct",
+        4: b"/sys/fs/cgroup/memory",
+        9: b"/sys/fs/cgroup/sys temd",
+    }  # pids is mounted from a subtree: its paths would not be under it
+    assert hierarchy_mounts(str(tmp_path / "missing"), str(own)) == {}
