@@ -1,20 +1,22 @@
-"""Every exec's command line, taken by the kernel at the exec itself (eBPF), so that a program
-that lives a few hundred microseconds is stored whole even when /proc is gone before the
-reader gets there.
+"""Every exec as the kernel saw it at the exec itself (eBPF), so that a program that lives a
+few hundred microseconds is stored whole even when /proc is gone before the reader gets there,
+and a new process costs the reader a few /proc reads instead of twenty.
 
 A program on the ``sched_process_exec`` raw tracepoint runs inside execve(2), after the new
 image is in place and before the process returns to user space, and immediately before the
 kernel sends the process connector's exec event. It copies, into a ring buffer record: the
-pids, real uid and gid, start time, parent, name, the path execve was given, and the new argv
-straight from the new process's memory (``mm->arg_start .. arg_end``, at most `ARGV_BYTES`;
-the record says how long it really was). Every exec's record, its argv cut at
-`SHORT_ARGV_BYTES`, goes to a short ring; an argv longer than that goes whole to a long ring
-too, so an attacker who floods execs with huge command lines fills only the long ring and
-cannot crowd out another program's record. The netlink reader drains the ring
-before it handles a batch of connector events, and each exec event takes the record of its
-thread group (`ExecCapture.take`). /proc still supplies everything else (resolved exe, cwd,
-context); the captured argv is the one the kernel exec'd, whatever the process writes over its
-own argv afterwards.
+pids, real uid and gid, start time, parent, name, the path execve was given, the executable's
+real path (walked through the mounts), the new argv straight from the new process's memory
+(``mm->arg_start .. arg_end``, at most `ARGV_BYTES`; the record says how long it really was),
+and the task's context (collector/kernel_context.py: cgroups, namespaces, login uid, what
+fds 0-2 are). Every exec's record, its argv cut at `SHORT_ARGV_BYTES`, goes to a short ring;
+an argv longer than that goes whole to a long ring too, and so does the environment block when
+it fits `ENV_BYTES`, so an attacker who floods execs with huge command lines or environments
+fills only the long ring and cannot crowd out another program's record. The netlink reader
+drains the rings before it handles a batch of connector events, and each exec event takes the
+record of its thread group (`ExecCapture.take`). The reader then reads from /proc only the
+working directory and what the record could not settle (collector/details.py); the captured
+argv is the one the kernel exec'd, whatever the process writes over its own argv afterwards.
 
 The program is bytecode assembled here against member offsets from the running kernel's BTF;
 nothing is compiled. The ring buffer never wakes the reader (``BPF_RB_NO_WAKEUP``): the
@@ -61,9 +63,11 @@ _HEADER = struct.Struct("<IIIIQQIIiIQ16s")  # the fixed fields before the string
 _PREFIX = struct.Struct("<IIIIQQ")  # tgid … ktime: the start of _HEADER
 _CONTEXT = _HEADER.size + FILENAME_BYTES + PATH_BYTES + COMPONENT_BYTES  # 840
 HEADER_BYTES = _CONTEXT + kernel_context.BYTES  # 944
-# The environment goes to the short ring as a record of its own, right after its exec's, when
-# the whole of it fits in ENV_BYTES (else the reader reads /proc/PID/environ as before): a tag
-# no tgid can be, the tgid and time of its exec, its length, then the NAME=value block.
+# The environment goes to the long ring as a record of its own, after its exec's record went to
+# the short one, when the whole of it fits in ENV_BYTES (else, or when the long ring was full,
+# the reader reads /proc/PID/environ as before): a tag no tgid can be, the tgid and time of its
+# exec, its length, then the NAME=value block. Like a long argv it is an extra: a flood of
+# execs with big environments fills the long ring, never the short one every exec needs.
 ENV_TAG = 0xFFFF_FFFF
 _ENV_TAG_BYTES = ENV_TAG.to_bytes(4, "little")
 _ENV_HEAD = struct.Struct("<IIQI4x")
@@ -75,7 +79,7 @@ ARGV_BYTES = _ENV_AT - HEADER_BYTES
 # will) cannot crowd out the record of another program: every exec's record, its argv cut at
 # SHORT_ARGV_BYTES, goes to the short ring; a longer argv goes whole to the long ring as well.
 SHORT_ARGV_BYTES = 512
-SHORT_RING_BYTES = 1 << 20  # ≥ 600 execs with their environments; drained at every wake-up
+SHORT_RING_BYTES = 1 << 20  # ≥ 600 execs; drained at every connector wake-up
 LONG_RING_BYTES = 1 << 20
 _RB_NO_WAKEUP = 1
 
@@ -222,7 +226,7 @@ def program(
         asm.alu("mov", R9, SHORT_ARGV_BYTES),
         asm.label("short"),
         *_output(short_ring_fd, R9),
-        *_environment(short_ring_fd),
+        *_environment(long_ring_fd),
         # a longer argv: the whole record again, in the long ring
         asm.jump("jle", R8, SHORT_ARGV_BYTES, "out"),
         *_output(long_ring_fd, R8),
@@ -485,13 +489,13 @@ class ExecCapture:
         """Move committed records into the pending table; returns how many execs."""
         count = 0
         for record in self._short.records(limit):
-            if len(record) >= _ENV_HEAD.size and record[:4] == _ENV_TAG_BYTES:
-                self._attach_environment(record)
-            elif len(record) >= HEADER_BYTES:
+            if len(record) >= HEADER_BYTES:
                 count += 1
                 self._add(bytes(record))
         for record in self._long.records(limit):
-            if len(record) >= HEADER_BYTES:
+            if len(record) >= _ENV_HEAD.size and record[:4] == _ENV_TAG_BYTES:
+                self._attach_environment(record)
+            elif len(record) >= HEADER_BYTES:
                 self._complete(bytes(record))
         return count
 

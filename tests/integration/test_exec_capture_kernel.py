@@ -142,10 +142,15 @@ def test_every_short_shell_of_a_loop_is_seen_with_exe_and_argv() -> None:
 
 
 def test_huge_command_lines_do_not_crowd_out_other_programs(capture: ExecCapture) -> None:
-    """An attacker execs with 32 KB arguments until the rings would be full, before the reader
-    drains them (as when it is busy): a short program run after that still has its record,
-    and so does every one of the attacker's execs (cut to SHORT_ARGV_BYTES)."""
-    flood = [subprocess.Popen(["/bin/true", f"{index:04d}" + "A" * 32_000]) for index in range(80)]
+    """An attacker execs with 32 KB arguments and 4 KB environments until the rings would be
+    full, before the reader drains them (as when it is busy): a short program run after that
+    still has its record, and so does every one of the attacker's execs (cut to
+    SHORT_ARGV_BYTES)."""
+    environment = {"FILL": "E" * (ENV_BYTES - 16)}
+    flood = [
+        subprocess.Popen(["/bin/true", f"{index:04d}" + "A" * 32_000], env=environment)
+        for index in range(300)
+    ]
     for child in flood:
         child.wait()
     shells = [subprocess.Popen([SH, "-c", f": after-flood-{index}"]) for index in range(20)]
