@@ -27,10 +27,14 @@ _SYSCALL_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "
 BPF_MAP_CREATE = 0
 BPF_PROG_LOAD = 5
 BPF_RAW_TRACEPOINT_OPEN = 17
+BPF_LINK_CREATE = 28
+BPF_ITER_CREATE = 33
 
 MAP_PERCPU_ARRAY = 6
 MAP_RINGBUF = 27
 PROG_RAW_TRACEPOINT = 17
+PROG_TRACING = 26
+TRACE_ITER = 28  # enum bpf_attach_type
 
 _ATTR_SIZE = 128  # larger than every attr used here; the kernel wants the tail zeroed
 _BUSY = 1 << 31
@@ -74,11 +78,23 @@ def create_map(map_type: int, key_size: int, value_size: int, max_entries: int, 
     return _bpf(BPF_MAP_CREATE, attr, f"creating BPF map {name}")
 
 
-def load_program(prog_type: int, instructions: bytes, license_text: str, name: str) -> int:
-    """Load a program; when the verifier refuses it, retry once with its log for the error."""
+def load_program(
+    prog_type: int,
+    instructions: bytes,
+    license_text: str,
+    name: str,
+    *,
+    attach_type: int = 0,
+    attach_btf_id: int = 0,
+) -> int:
+    """Load a program; when the verifier refuses it, retry once with its log for the error.
+    A tracing program names what it attaches to: `attach_type` and the kernel function's BTF
+    id."""
     code = ctypes.create_string_buffer(instructions, len(instructions))
     license_buffer = ctypes.create_string_buffer(license_text.encode())
-    layout = "<IIQQIIQII16s"  # type, count, insns, license, log level/size/buf, kver, flags, name
+    # type, count, insns, license, log level/size/buf, kver, flags, name, ifindex,
+    # expected attach type, then (at 108) the attach BTF id
+    layout = "<IIQQIIQII16sII36xI"
 
     def attempt(log_level: int, log: ctypes.Array[ctypes.c_char] | None) -> int:
         attr = _attr(
@@ -93,6 +109,9 @@ def load_program(prog_type: int, instructions: bytes, license_text: str, name: s
             0,
             0,
             name.encode(),
+            0,
+            attach_type,
+            attach_btf_id,
         )
         try:
             return _bpf(BPF_PROG_LOAD, attr, f"loading BPF program {name}")
@@ -113,6 +132,18 @@ def attach_raw_tracepoint(tracepoint: str, program_fd: int) -> int:
     name = ctypes.create_string_buffer(tracepoint.encode())
     attr = _attr("<QI", ctypes.addressof(name), program_fd)
     return _bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attaching to tracepoint {tracepoint}")
+
+
+def create_iterator_link(program_fd: int) -> int:
+    """A link for an iterator program (BPF_TRACE_ITER); `create_iterator` reads through it."""
+    attr = _attr("<III", program_fd, 0, TRACE_ITER)
+    return _bpf(BPF_LINK_CREATE, attr, "linking the BPF task iterator")
+
+
+def create_iterator(link_fd: int) -> int:
+    """A new pass of an iterator: read the returned fd to its end, then close it."""
+    attr = _attr("<II", link_fd, 0)
+    return _bpf(BPF_ITER_CREATE, attr, "starting a BPF task iterator pass")
 
 
 class RingBuffer:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
@@ -24,6 +25,7 @@ _TYPE = struct.Struct("<III")  # name_off, info, size-or-type
 _MEMBER = struct.Struct("<III")  # name_off, type, offset
 
 _KIND_STRUCT = 4
+_KIND_FUNC = 12
 _KIND_UNION = 5
 _KIND_TYPEDEF = 8
 _KIND_VOLATILE = 9
@@ -116,14 +118,28 @@ class KernelTypes:
         return _Type(kind, self._name(name_off), size_or_type, members)
 
     def _struct_id(self, name: str) -> int:
-        wanted = name.encode()
+        found = self._find_id(
+            name, lambda info: (info >> 24) & 0x1F == _KIND_STRUCT and info & 0xFFFF
+        )
+        if found is None:
+            raise BtfError(f"the kernel's BTF has no struct {name}")
+        return found
+
+    def function_id(self, name: str) -> int:
+        """The BTF type id of the kernel function `name` (what a tracing program attaches to)."""
+        found = self._find_id(name, lambda info: (info >> 24) & 0x1F == _KIND_FUNC)
+        if found is None:
+            raise BtfError(f"the kernel's BTF has no function {name}")
+        return found
+
+    def _find_id(self, name: str, kind: Callable[[int], object]) -> int | None:
+        wanted = name.encode() + b"\0"
         unpack, view = _TYPE.unpack_from, self._types
         for type_id in range(1, len(self._offsets)):
             name_off, info, _size = unpack(view, self._offsets[type_id])
-            is_struct = (info >> 24) & 0x1F == _KIND_STRUCT and info & 0xFFFF
-            if is_struct and self._blob.startswith(wanted + b"\0", self._strings_at + name_off):
+            if kind(info) and self._blob.startswith(wanted, self._strings_at + name_off):
                 return type_id
-        raise BtfError(f"the kernel's BTF has no struct {name}")
+        return None
 
     def _resolve(self, type_id: int) -> _Type:
         found = self._type(type_id)

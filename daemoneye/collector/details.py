@@ -15,6 +15,7 @@ from operator import attrgetter
 
 from daemoneye.collector.context import NO_CONTEXT, Context, ContextReader, ContextValues
 from daemoneye.collector.exec_capture import CapturedExec
+from daemoneye.collector.kernel_context import KernelContext
 from daemoneye.collector.procfs import (
     VANISHED_ERRORS,
     StatFields,
@@ -27,6 +28,7 @@ from daemoneye.collector.procfs import (
     read_link,
 )
 from daemoneye.collector.shared_text import SHARED
+from daemoneye.collector.task_iter import TaskContext
 from daemoneye.models import ProcessDetails
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -64,6 +66,7 @@ def read_instance(
     *,
     keep_stat: bool = False,
     captured: CapturedExec | None = None,
+    task: TaskContext | None = None,
 ) -> InstanceRead | None:
     """Read /proc/<name> in full (with its context when a reader is given). Returns None when
     the process is gone before its stat could be read; raises PermissionError when even stat
@@ -75,7 +78,9 @@ def read_instance(
     same instance (the start time), what the record holds is taken instead of read: the argv
     (unless cut), the executable's path, the real ids and the kernel's part of the context.
     /proc then gives the working directory, the environment and what the record could not
-    settle; the instance's `captured` says the record was used."""
+    settle; the instance's `captured` says the record was used. `task` is a task iterator's
+    block for this pid (collector/task_iter.py): its context is taken when its start time is
+    this instance's."""
     try:
         dir_fd = os.open(proc_root + b"/" + name, _DIR_FLAGS)
     except VANISHED_ERRORS:
@@ -100,7 +105,9 @@ def read_instance(
                     dir_fd, stat_fd, raw_stat, stat, user_of, context, captured, kept
                 )
             else:
-                read = _read_details(dir_fd, raw_stat, stat, user_of, context, kept)
+                same = task is not None and task.start_ticks == stat.start_ticks
+                kernel = task.context if task is not None and same else None
+                read = _read_details(dir_fd, raw_stat, stat, user_of, context, kept, kernel)
             handed_over = keep_stat
             return read
         finally:
@@ -117,6 +124,7 @@ def _read_details(
     user_of: Callable[[int], str | None],
     context: ContextReader | None,
     stat_fd: int | None = None,
+    kernel: KernelContext | None = None,
 ) -> InstanceRead:
     if stat.kernel_thread:  # no memory, no files, the kernel's own credentials
         details = ProcessDetails(None, False, (), None, 0, 0, user_of(0))
@@ -153,7 +161,7 @@ def _read_details(
     found = (
         NO_CONTEXT_VALUES
         if context is None
-        else context.read_values(dir_fd, raw_stat, stat.start_ticks)
+        else context.read_values(dir_fd, raw_stat, stat.start_ticks, kernel)
     )
     partial = False
     try:

@@ -37,7 +37,7 @@ NEEDED = {
     "file": ("f_inode",),
     "inode": ("i_mode", "i_ino", "i_rdev", "i_sb"),
     "super_block": ("s_dev",),
-    "css_set": ("cgrp_links",),
+    "css_set": ("cgrp_links", "dfl_cgrp"),
     "cgrp_cset_link": ("cgrp", "cgrp_link"),
     "cgroup": ("kn", "root"),
     "cgroup_root": ("hierarchy_id",),
@@ -170,16 +170,29 @@ def _flag_if_read(bit: int, label: str) -> list[asm.Item]:
     return [asm.jump("jne", R0, 0, label), asm.alu("or", R6, bit), asm.label(label)]
 
 
-def program_part(offsets: dict[str, int], sizes: dict[str, int], at: int) -> list[asm.Item]:
+def program_part(
+    offsets: dict[str, int], sizes: dict[str, int], at: int, *, current: bool = True
+) -> list[asm.Item]:
     """The instructions that fill the block at record offset `at`. Expects the record in r7
-    and the task at TASK_SLOT on the stack; uses r6, r8 and r9 and the slots above."""
+    and the task at TASK_SLOT on the stack; uses r6, r8 and r9 and the slots above. `current`:
+    the task is the one running (the exec tracepoint), whose cgroup id a helper gives; else
+    (an iterator over every task) it is read from the task's css_set."""
     inum = offsets["ns_common.inum"]
     items: list[asm.Item] = [asm.alu("mov", R1, 0)]
     items += [asm.store(8, R7, at + i, R1) for i in range(0, BYTES, 8)]  # the map is reused
+    items += [asm.alu("mov", R6, 0)]
+    if current:
+        items += [asm.call(asm.GET_CURRENT_CGROUP_ID), asm.store(8, R7, at + _CGROUP, R0)]
+    else:  # task->cgroups->dfl_cgrp->kn->id
+        items += [
+            asm.load(8, R9, R10, TASK_SLOT),
+            *_follow(R9, offsets["task_struct.cgroups"]),
+            *_follow(R9, offsets["css_set.dfl_cgrp"]),
+            *_follow(R9, offsets["cgroup.kn"]),
+            *asm.read_kernel(R7, at + _CGROUP, 8, R9, offsets["kernfs_node.id"]),
+            asm.load(8, R0, R7, at + _CGROUP),
+        ]
     items += [
-        asm.alu("mov", R6, 0),
-        asm.call(asm.GET_CURRENT_CGROUP_ID),
-        asm.store(8, R7, at + _CGROUP, R0),
         asm.jump("jeq", R0, 0, "ctx_no_cgroup"),
         asm.alu("or", R6, HAS_CGROUP),
         asm.label("ctx_no_cgroup"),

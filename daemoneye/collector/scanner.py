@@ -40,11 +40,17 @@ from daemoneye.collector.procfs import (
 )
 from daemoneye.collector.scan_state import Entry, HashJobs, TickOutput
 from daemoneye.collector.stat_poll import StatPoller
+from daemoneye.collector.task_iter import TaskIterator, TaskSnapshot
 from daemoneye.collector.users import UserNames
 from daemoneye.errors import CollectorError
 from daemoneye.models import ProcessKey, ProcessRecord, ScanDelta
 
 log = logging.getLogger(__name__)
+
+# A scan that meets at least this many new processes (the first scan, a burst the kernel's
+# events did not report) takes every task's context in one pass of the task iterator instead
+# of reading it from /proc process by process.
+SNAPSHOT_AT = 32
 
 
 class ProcScanner:
@@ -66,6 +72,7 @@ class ProcScanner:
         hasher: ExeHasher | None = None,
         user_names: Callable[[int], str | None] | None = None,
         context: ContextReader | None = None,
+        tasks: TaskIterator | None = None,
     ) -> None:
         self.proc_root = proc_root
         self.boot_time = boot_time
@@ -77,6 +84,10 @@ class ProcScanner:
         self._root = os.fsencode(proc_root).rstrip(b"/")
         self._clock = clock
         self._context = context  # None: no context fields (cgroup, session, stdio …) are read
+        # every task's context in one pass, for a scan that meets many new processes at once
+        self._tasks = tasks if context is not None else None
+        self._owned_tasks = tasks  # closed with the scanner
+        self._snapshot: TaskSnapshot | None = None
         self._user_of = user_names if user_names is not None else UserNames()
         self._ticks_per_s = float(CLOCK_TICKS)
         self._entries: dict[bytes, Entry] = {}
@@ -105,8 +116,11 @@ class ProcScanner:
         return self._records.copy()
 
     def close(self) -> None:
-        """Release the stat descriptors held between ticks."""
+        """Release the stat descriptors held between ticks, and the task iterator."""
         self._poller.close()
+        if self._owned_tasks is not None:
+            self._owned_tasks.close()
+            self._owned_tasks = self._tasks = None
 
     def record(self, key: ProcessKey) -> ProcessRecord | None:
         """The current record of one live instance, None when the scanner does not know it."""
@@ -184,8 +198,11 @@ class ProcScanner:
             self._on_changed(name, raw, now, out)
         if self._busy:
             self._settle_idle({name for name, _ in changed}, now)
+        if self._tasks is not None and len(new_names) >= SNAPSHOT_AT:
+            self._snapshot = self._take_snapshot(self._tasks)
         for name in new_names:
             self._add(name, now, out)
+        self._snapshot = None
         self._sweep_changes(now, out)
         if self._primed:  # still unmatched after a full scan: ended while we were down
             for key, rec in self._primed.items():
@@ -200,6 +217,14 @@ class ProcScanner:
         self.denied_total += out.denied
         self.vanished_total += out.vanished
         return out.delta(now, duration, len(self._entries))
+
+    def _take_snapshot(self, tasks: TaskIterator) -> TaskSnapshot | None:
+        try:
+            return tasks.snapshot()
+        except OSError as exc:  # the kernel refused a pass: read /proc from now on
+            log.warning("task iterator off, the scan reads /proc for context: %s", exc)
+            self._tasks = None
+            return None
 
     def _on_changed(self, name: bytes, raw: bytes, now: float, out: TickOutput) -> None:
         entry = self._entries[name]
@@ -265,8 +290,9 @@ class ProcScanner:
         self, name: bytes, out: TickOutput, *, keep_stat: bool = False
     ) -> InstanceRead | None:
         try:
+            task = self._snapshot.get(int(name)) if self._snapshot is not None else None
             read = read_instance(
-                self._root, name, self._user_of, self._context, keep_stat=keep_stat
+                self._root, name, self._user_of, self._context, keep_stat=keep_stat, task=task
             )
         except PermissionError:
             out.denied += 1

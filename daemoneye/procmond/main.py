@@ -31,7 +31,7 @@ from daemoneye.procmond.privileges import (
     lookup_account,
     shed_start_capabilities,
 )
-from daemoneye.procmond.runner import Procmond, open_exec_capture
+from daemoneye.procmond.runner import Procmond, open_exec_capture, open_task_iterator
 
 log = logging.getLogger("daemoneye.procmond")
 
@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("the agent is gone already: exiting")
         return 0
     capture = open_exec_capture(settings)
+    tasks = open_task_iterator(settings)
     try:
         shed_start_capabilities()
     except PrivilegeError as exc:
@@ -117,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     boot_time = args.boot_time if args.boot_time is not None else read_boot_time(args.proc_root)
     try:
         procmond = Procmond(
-            pair, settings, boot_time=boot_time, proc_root=args.proc_root, capture=capture
+            pair,
+            settings,
+            boot_time=boot_time,
+            proc_root=args.proc_root,
+            capture=capture,
+            tasks=tasks,
         )
     except DaemonEyeError as exc:
         log.error("%s", exc)

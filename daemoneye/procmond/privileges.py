@@ -26,6 +26,7 @@ import resource
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from daemoneye.collector.bpf import BPF_ITER_CREATE
 from daemoneye.errors import DaemonEyeError
 from daemoneye.models import CAPABILITY_NAMES, ProcessPrivileges
 from daemoneye.procmond.seccomp import deny_bpf
@@ -259,12 +260,13 @@ def shed_start_capabilities() -> None:
     _single_threaded()
     held = capability_mask(read_privileges(os.getpid(), "self").permitted)
     _finish(held & ~capability_mask(EXEC_CAPTURE_CAPABILITIES))
-    _refuse_bpf()
+    _refuse_bpf(allowed=(BPF_ITER_CREATE,))  # a pass of the task iterator loaded at start
 
 
-def _refuse_bpf() -> None:
-    """bpf(2) refused from here on (procmond/seccomp.py); if it cannot be, say why."""
-    reason = deny_bpf()
+def _refuse_bpf(allowed: tuple[int, ...] = ()) -> None:
+    """bpf(2) refused from here on, but the commands `allowed` (procmond/seccomp.py); if it
+    cannot be, say why."""
+    reason = deny_bpf(allowed)
     if reason is not None:
         log.warning("bpf(2) stays allowed to this process: %s", reason)
 

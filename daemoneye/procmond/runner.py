@@ -33,6 +33,7 @@ from daemoneye.collector.exec_capture import ExecCapture
 from daemoneye.collector.hashing import ExeHasher
 from daemoneye.collector.netlink import EventsUnavailable, ProcConnector, probe
 from daemoneye.collector.scanner import ProcScanner
+from daemoneye.collector.task_iter import TaskIterator
 from daemoneye.collector.users import UserNames
 from daemoneye.config.schema import CollectorConfig
 from daemoneye.models import ExeHash, ProcessEvent, ProcessKey, ScanDelta, ScanStats
@@ -76,6 +77,21 @@ def open_exec_capture(settings: CollectorConfig) -> tuple[ExecCapture | None, st
     return capture, "eBPF"
 
 
+def open_task_iterator(settings: CollectorConfig) -> TaskIterator | None:
+    """The task iterator the scanner takes every process's context from when it meets many at
+    once (collector/task_iter.py); loaded like the exec capture, while procmond may. None
+    (the scan reads /proc) where it cannot be."""
+    if not settings.exec_capture:
+        return None
+    try:
+        return TaskIterator.open()
+    except (OSError, BtfError) as exc:
+        log.info("BPF task iterator unavailable: %s", exc)
+    except Exception:  # a kernel's BTF we misread: run without it, never crash-loop
+        log.warning("BPF task iterator failed to load", exc_info=True)
+    return None
+
+
 class Procmond:
     """The collector process's state and loop; `run()` returns when the agent goes away."""
 
@@ -88,6 +104,7 @@ class Procmond:
         proc_root: str = "/proc",
         clock: Callable[[], float] = time.time,
         capture: tuple[ExecCapture | None, str] = (None, ""),
+        tasks: TaskIterator | None = None,
     ) -> None:
         self.pair = pair
         self._capture, self.exec_capture = capture
@@ -108,6 +125,7 @@ class Procmond:
             hasher=self.hasher,
             user_names=self.user_names,
             context=ContextReader(os.fsencode(proc_root), settings.environment),
+            tasks=tasks,
         )
         self.feed: EventFeed | None = None
         # Sockets per instance: walking other users' fds needs procmond's capabilities, so the

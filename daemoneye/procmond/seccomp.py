@@ -1,5 +1,7 @@
 """A seccomp filter that refuses bpf(2), installed by both processes once they no longer need
-it: the agent at its drop, procmond once the exec capture is loaded.
+it: the agent at its drop, procmond once the exec capture is loaded. procmond keeps one
+command: BPF_ITER_CREATE, which starts a pass of the task iterator it loaded
+(collector/task_iter.py) and can load, attach or change nothing.
 
 Neither process calls bpf(2) after that, and the systemd unit must allow the call to the whole
 service for procmond's start. With the filter, a compromised agent or procmond cannot reach
@@ -21,6 +23,8 @@ import ctypes
 import os
 import platform
 import struct
+import sys
+from collections.abc import Iterable
 
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
@@ -41,38 +45,53 @@ _ARCHES = {
 # classic BPF opcodes: BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_RET|BPF_K
 _LD_W_ABS, _JEQ_K, _RET_K = 0x20, 0x15, 0x06
 _NR_AT, _ARCH_AT = 0, 4  # offsets in struct seccomp_data
+_ARG0_AT = 16 if sys.byteorder == "little" else 20  # the low word of args[0]
 
 
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def deny_bpf_program(machine: str) -> bytes | None:
-    """The filter's instructions for `machine`, or None when its numbers are not known here."""
+def deny_bpf_program(machine: str, allowed: Iterable[int] = ()) -> bytes | None:
+    """The filter's instructions for `machine`, or None when its numbers are not known here.
+    bpf(2) commands in `allowed` (its first argument) pass."""
     known = _ARCHES.get(machine)
     if known is None:
         return None
     arch, bpf_nr = known
     x32_nr = bpf_nr | _X32_SYSCALL_BIT if machine == "x86_64" else bpf_nr
+    commands = sorted(set(allowed))
+    check = 5  # where the command is loaded, when some are allowed
+    refuse = check + (len(commands) + 1 if commands else 0)
+    allow = refuse + 1
+    judge = check if commands else refuse
     lines = [
         (_LD_W_ABS, 0, 0, _ARCH_AT),
-        (_JEQ_K, 0, 4, arch),  # another ABI: allow
+        (_JEQ_K, 0, allow - 2, arch),  # another ABI: allow
         (_LD_W_ABS, 0, 0, _NR_AT),
-        (_JEQ_K, 1, 0, bpf_nr),
-        (_JEQ_K, 0, 1, x32_nr),
+        (_JEQ_K, judge - 4, 0, bpf_nr),
+        (_JEQ_K, judge - 5, allow - 5, x32_nr),
+    ]
+    if commands:
+        lines.append((_LD_W_ABS, 0, 0, _ARG0_AT))
+        for index, command in enumerate(commands):
+            at = check + 1 + index
+            lines.append((_JEQ_K, allow - at - 1, 0, command))
+    lines += [
         (_RET_K, 0, 0, _SECCOMP_RET_ERRNO | _EPERM),
         (_RET_K, 0, 0, _SECCOMP_RET_ALLOW),
     ]
     return b"".join(struct.pack("=HBBI", *line) for line in lines)
 
 
-def deny_bpf() -> str | None:
-    """Install the filter on the calling thread (and the threads it starts later). Needs
-    no_new_privs (both drops set it) or CAP_SYS_ADMIN. Returns None when installed, else why
-    not (an unknown architecture, a kernel without seccomp): the caller logs it and goes on,
-    since this only narrows what a compromised process could reach."""
+def deny_bpf(allowed: Iterable[int] = ()) -> str | None:
+    """Install the filter on the calling thread (and the threads it starts later), letting the
+    bpf(2) commands in `allowed` pass. Needs no_new_privs (both drops set it) or
+    CAP_SYS_ADMIN. Returns None when installed, else why not (an unknown architecture, a
+    kernel without seccomp): the caller logs it and goes on, since this only narrows what a
+    compromised process could reach."""
     machine = platform.machine()
-    program = deny_bpf_program(machine)
+    program = deny_bpf_program(machine, allowed)
     if program is None:
         return f"no bpf(2) number known for {machine}"
     code = ctypes.create_string_buffer(program, len(program))

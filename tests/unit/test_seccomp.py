@@ -6,6 +6,7 @@ import ctypes
 import os
 import platform
 import struct
+import sys
 
 import pytest
 
@@ -22,6 +23,24 @@ def test_the_program_refuses_the_native_and_x32_numbers_and_allows_the_rest() ->
     assert lines[-2] == (0x06, 0, 0, 0x00050001)  # SECCOMP_RET_ERRNO | EPERM
     assert lines[-1] == (0x06, 0, 0, 0x7FFF0000)  # SECCOMP_RET_ALLOW
     assert deny_bpf_program("vax") is None
+
+
+def test_allowed_commands_pass_by_the_first_argument_and_only_they() -> None:
+    program = deny_bpf_program("x86_64", allowed=(33,))
+    assert program is not None
+    lines = [struct.unpack_from("=HBBI", program, at) for at in range(0, len(program), 8)]
+    allow, refuse = len(lines) - 1, len(lines) - 2
+
+    def goes_to(at: int, taken: bool) -> int:
+        _op, jt, jf, _k = lines[at]
+        return int(at + 1 + (jt if taken else jf))
+
+    assert goes_to(1, taken=False) == allow  # another ABI
+    assert goes_to(3, taken=True) == goes_to(4, taken=True) == 5  # bpf(2): look at the command
+    assert goes_to(4, taken=False) == allow  # any other call
+    assert lines[5] == (0x20, 0, 0, 16 if sys.byteorder == "little" else 20)  # args[0]
+    assert lines[6][3] == 33 and goes_to(6, taken=True) == allow
+    assert goes_to(6, taken=False) == refuse
 
 
 @pytest.mark.skipif(
@@ -52,3 +71,28 @@ def test_after_it_bpf_fails_with_eperm_even_for_root_and_other_calls_still_work(
     assert found["after"] == [-1, 1]  # EPERM
     assert found["seccomp"] == "2"  # filter mode
     assert found["pid"]
+
+
+@pytest.mark.skipif(
+    platform.machine() != "x86_64", reason="the bpf(2) number used here is x86-64's"
+)
+def test_an_allowed_command_reaches_the_kernel_and_another_is_refused() -> None:
+    def child() -> dict[str, object]:
+        libc = ctypes.CDLL(None, use_errno=True)
+        attr = ctypes.create_string_buffer(128)
+        libc.prctl(38, 1, 0, 0, 0)
+        reason = deny_bpf(allowed=(33,))
+        iterate = libc.syscall(321, 33, attr, 128)  # BPF_ITER_CREATE on fd 0: not a link
+        iterate_errno = ctypes.get_errno()
+        create = libc.syscall(321, 0, attr, 128)
+        return {
+            "reason": reason,
+            "iterate": iterate_errno,
+            "create": ctypes.get_errno(),
+            "results": (iterate, create),
+        }
+
+    found = in_child(child)
+    assert found["reason"] is None
+    assert found["iterate"] != 1  # the kernel's own answer (EINVAL/EBADF), not seccomp's EPERM
+    assert found["create"] == 1
