@@ -26,6 +26,7 @@ from benchmarks.stats import paired_ratios, summarize
 if TYPE_CHECKING:
     from daemoneye.collector.hashing import ExeHasher
     from daemoneye.collector.scanner import ProcScanner
+    from daemoneye.collector.task_iter import TaskIterator
     from daemoneye.models import ScanDelta
 
 SECTION = "collector"
@@ -82,9 +83,10 @@ class _Samples:
 
 
 def _new_scanner(*, hashing: bool, context: bool = True) -> tuple[ProcScanner, ExeHasher | None]:
-    """A scanner built as the daemon builds it (daemon/collection.py), default configuration;
-    `hashing=False` leaves the hasher thread out, to show what it costs a scan, and
-    `context=False` the context reader (cgroup, namespaces, session, stdio, environment)."""
+    """A scanner built as procmond builds it (procmond/runner.py), default configuration, with
+    the task iterator where it loads (root); `hashing=False` leaves the hasher thread out, to
+    show what it costs a scan, and `context=False` the context reader (cgroup, namespaces,
+    session, stdio, environment)."""
     from daemoneye.collector.context import ContextReader
     from daemoneye.collector.hashing import ExeHasher
     from daemoneye.collector.procfs import read_boot_time
@@ -104,8 +106,34 @@ def _new_scanner(*, hashing: bool, context: bool = True) -> tuple[ProcScanner, E
         update_interval=collector.update_interval,
         hasher=hasher,
         context=ContextReader(b"/proc", collector.environment) if context else None,
+        tasks=_task_iterator() if context else None,
     )
     return scanner, hasher
+
+
+def _task_iterator() -> TaskIterator | None:
+    """procmond's task iterator, or None (and why, in TASKS_UNAVAILABLE) where it cannot load."""
+    global TASKS_UNAVAILABLE
+    try:
+        from daemoneye.collector.btf import BtfError
+        from daemoneye.collector.task_iter import TaskIterator
+    except ImportError as error:
+        TASKS_UNAVAILABLE = f"not built: {error}"
+        return None
+    try:
+        return TaskIterator.open()
+    except (OSError, BtfError) as error:
+        TASKS_UNAVAILABLE = str(error)
+        return None
+
+
+TASKS_UNAVAILABLE: str | None = None  # why the scans ran without the task iterator
+
+
+def _tasks_note() -> str:
+    if TASKS_UNAVAILABLE is None:
+        return "context of a scan's new processes from one pass of the BPF task iterator"
+    return f"without the task iterator ({TASKS_UNAVAILABLE}): context from /proc"
 
 
 def _per_process_us(delta: ScanDelta) -> float:
@@ -374,7 +402,7 @@ def _scanner_rows(label: str, processes: int | None, s: _Samples) -> list[Row]:
             f"≤{FULL_SCAN_VS_PY_FULL_FLOOR:g}x Python full-read floor",
             judge(vs_py_full.median, FULL_SCAN_VS_PY_FULL_FLOOR),
             "issue 13's figure: the same scans against Python reading the same files, "
-            "unparsed, in the same run (procmond runs this scanner)",
+            "unparsed, in the same run (procmond runs this scanner); " + _tasks_note(),
         ),
         Row(
             SECTION,
@@ -412,7 +440,7 @@ def _scanner_rows(label: str, processes: int | None, s: _Samples) -> list[Row]:
         ),
         Row(
             SECTION,
-            f"{label}: context per new process (added, CPU)",
+            f"{label}: context per process a scan finds (added, CPU)",
             processes,
             summarize(cpu_added),
             "µs/proc",
@@ -421,11 +449,12 @@ def _scanner_rows(label: str, processes: int | None, s: _Samples) -> list[Row]:
             f"≤{CONTEXT_LIMIT_US:g} µs more per new process",
             judge(statistics.median(cpu_added), CONTEXT_LIMIT_US),
             "hasher off; full first scans with and without the context reader, alternated; "
-            "the scanning thread's CPU time",
+            "the scanning thread's CPU time; " + _tasks_note() + "; a new process the kernel "
+            "reports (as root) is the events section's 'context per new process' row",
         ),
         Row(
             SECTION,
-            f"{label}: context per new process (added, CPU)",
+            f"{label}: context per process a scan finds (added, CPU)",
             processes,
             summarize(cpu_added),
             "µs/proc",
@@ -451,7 +480,7 @@ def _scanner_rows(label: str, processes: int | None, s: _Samples) -> list[Row]:
         ),
         Row(
             SECTION,
-            f"{label}: context per new process (added, wall)",
+            f"{label}: context per process a scan finds (added, wall)",
             processes,
             summarize([a - b for a, b in zip(s.full_context, s.full_no_context, strict=True)]),
             "µs/proc",
