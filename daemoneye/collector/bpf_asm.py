@@ -104,6 +104,21 @@ def read_kernel(dst_reg: int, dst_off: int, size: int, base: int, off: int) -> l
     ]
 
 
+def scratch_lookup(map_fd: int, into: int, missing: str) -> list[Item]:
+    """``into = &scratch[0]`` of a one-entry array map (key 0 at r10-4); jump to `missing` when
+    the lookup fails. r0-r5 are clobbered."""
+    return [
+        alu("mov", R1, 0),
+        store(4, R10, -4, R1),
+        mov(R2, R10),
+        alu("add", R2, -4),
+        load_map_fd(R1, map_fd),
+        call(MAP_LOOKUP_ELEM),
+        jump("jeq", R0, 0, missing),
+        mov(into, R0),
+    ]
+
+
 def load_map_fd(dst: int, map_fd: int) -> bytes:
     """``dst = map`` (a 64-bit immediate the kernel rewrites to the map's address)."""
     return _insn(_LD | _SIZE[8] | _IMM, dst, _PSEUDO_MAP_FD, imm=map_fd) + _insn(0)

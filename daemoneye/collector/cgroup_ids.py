@@ -34,7 +34,7 @@ _V = TypeVar("_V")
 
 
 class CgroupIds(Generic[_V]):
-    """What the cgroup path of a set of kernel ids says (the value is the context reader's
+    """What the cgroup file of a set of kernel ids says (the value is the context reader's
     classification; this class only keeps it)."""
 
     def __init__(
@@ -54,44 +54,62 @@ class CgroupIds(Generic[_V]):
             self._by_id.clear()
             self._by_links.clear()
             self._expires = self._clock() + LIFETIME
-        if kernel.cgroup_id is not None:
-            found = self._by_id.get(kernel.cgroup_id)
+        if kernel.cgroup_key is not None:
+            found = self._by_links.get(kernel.cgroup_key)
             if found is not None:
                 return found
-        if kernel.cgroup_key is not None:
-            return self._by_links.get(kernel.cgroup_key)
+        if kernel.cgroup_id is not None and self._unified_only():
+            return self._by_id.get(kernel.cgroup_id)
         return None
 
-    def learn(
-        self, kernel: KernelContext, picked: tuple[int | None, str] | None, value: _V
-    ) -> None:
-        """Keep `value` (what the file said) under the exec's ids, when the directory of the
-        `picked` (hierarchy, path) is the cgroup the kernel named in that hierarchy."""
-        if picked is None:
+    def learn(self, kernel: KernelContext, raw: bytes, value: _V) -> None:
+        """Keep `value` (what the cgroup file `raw` said) under the exec's ids when every line
+        of the file names, in its hierarchy's mount, the directory of the cgroup the kernel
+        named in that hierarchy: which path is picked depends on all of them. The unified id
+        alone is a key only on a host with no v1 hierarchy mounted."""
+        lines = _lines(raw)
+        if not lines or (kernel.cgroup_key is None and kernel.cgroup_id is None):
             return
-        hierarchy, path = picked
-        if hierarchy is None:
+        ids = kernel.cgroups
+        if kernel.cgroup_id is not None:
+            ids.setdefault(0, kernel.cgroup_id)
+        if not all(self._is(h, path, ids.get(h)) for h, path in lines):
             return
-        if hierarchy == 0 and kernel.cgroup_id is not None:
-            if self._is(hierarchy, path, kernel.cgroup_id):
-                _keep(self._by_id, kernel.cgroup_id, value)
-            return
-        if kernel.cgroup_key is None:
-            return
-        wanted = kernel.cgroups.get(hierarchy)
-        if wanted is not None and self._is(hierarchy, path, wanted):
+        if kernel.cgroup_key is not None:
             _keep(self._by_links, kernel.cgroup_key, value)
+        if kernel.cgroup_id is not None and self._unified_only():
+            _keep(self._by_id, kernel.cgroup_id, value)
 
-    def _is(self, hierarchy: int, path: str, cgroup_id: int) -> bool:
+    def _unified_only(self) -> bool:
+        return set(self._hierarchies()) == {0}
+
+    def _hierarchies(self) -> dict[int, bytes]:
         if self._mounts is None:
             self._mounts = hierarchy_mounts()
-        mount = self._mounts.get(hierarchy)
-        if mount is None:
+        return self._mounts
+
+    def _is(self, hierarchy: int, path: bytes, cgroup_id: int | None) -> bool:
+        mount = self._hierarchies().get(hierarchy)
+        if mount is None or cgroup_id is None:
             return False
         try:
-            return os.stat(mount + os.fsencode(path)).st_ino == cgroup_id
+            return os.stat(mount + path).st_ino == cgroup_id
         except (OSError, ValueError):
             return False
+
+
+def _lines(raw: bytes) -> list[tuple[int, bytes]]:
+    """(hierarchy id, path) of each line of a /proc/<pid>/cgroup file; [] when one is not
+    such a line."""
+    found = []
+    for line in raw.split(b"\n"):
+        if not line:
+            continue
+        parts = line.split(b":", 2)
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[2].startswith(b"/"):
+            return []
+        found.append((int(parts[0]), parts[2]))
+    return found
 
 
 def _keep(table: dict[_K, _V], key: _K, value: _V) -> None:

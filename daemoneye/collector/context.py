@@ -96,28 +96,22 @@ def pick_cgroup_path(raw: bytes) -> str | None:
     """The process's cgroup path from /proc/<pid>/cgroup: the unified (v2, `0::`) line, unless
     it is the root while a v1 hierarchy says more (hybrid hosts); then `name=systemd`'s, then
     the longest v1 path. Only the first two colons separate fields: a path may hold colons."""
-    picked = pick_cgroup_line(raw)
-    return None if picked is None else picked[1]
-
-
-def pick_cgroup_line(raw: bytes) -> tuple[int | None, str] | None:
-    """`pick_cgroup_path` with the id of the hierarchy whose line it is (None: not a number)."""
-    unified: tuple[int | None, str] | None = None
-    systemd: tuple[int | None, str] | None = None
-    longest: tuple[int | None, str] | None = None
+    unified: str | None = None
+    systemd: str | None = None
+    longest: str | None = None
     for line in raw.split(b"\n"):
         parts = line.split(b":", 2)
         if len(parts) != 3:
             continue
-        picked = (int(parts[0]) if parts[0].isdigit() else None, decode(parts[2]))
+        path = decode(parts[2])
         if parts[0] == b"0" and not parts[1]:
-            unified = picked
+            unified = path
         elif parts[1] == b"name=systemd":
-            systemd = picked
-        elif longest is None or len(picked[1]) > len(longest[1]):
-            longest = picked
+            systemd = path
+        elif longest is None or len(path) > len(longest):
+            longest = path
     for candidate in (unified, systemd, longest):
-        if candidate is not None and candidate[1] != "/":
+        if candidate is not None and candidate != "/":
             return candidate
     return unified or systemd or longest
 
@@ -588,8 +582,8 @@ class ContextReader:
             return _NO_CGROUP
         raw = _read_small(b"cgroup", dir_fd, _TEXT_MAX_BYTES)
         found = self._cgroup_read(raw)
-        if kernel is not None and raw is not None:
-            self._cgroup_ids.learn(kernel, pick_cgroup_line(raw), found)
+        if kernel is not None and raw is not None and len(found.path or "") <= _SHARED_TEXT_MAX:
+            self._cgroup_ids.learn(kernel, raw, found)  # a long path is not kept (hostile size)
         return found
 
     def _namespaces_known(self, ids: tuple[int | None, ...]) -> _NamespaceSet:
@@ -605,45 +599,39 @@ class ContextReader:
     def _stdio_known(
         self, dir_fd: int | None, fd_name: bytes, fd: KernelFd, net_ns: int | None
     ) -> str | None:
-        """What one stdio fd was at the exec, from its inode: a pipe or socket by type and
-        number, a device by what its link said the first time that device was seen (kept by
-        filesystem, inode and device number); a file or anything else by its link now."""
+        """What one stdio fd was at the exec, from the inode the kernel saw: a pipe or socket
+        by type and number; a device by the name kept for it; anything else (a device not
+        named yet, a file) by its link now, once `stat` of the fd shows it is still that
+        inode. An fd pointed elsewhere since the exec is described by the kernel's inode
+        alone: its link now would name what the process put there after."""
         if fd.state == FD_CLOSED:
             return "closed"
-        if fd.state == FD_OPEN:
-            if fd.is_pipe:
-                return f"pipe:[{fd.inode}]"
-            if fd.is_socket:
-                if dir_fd is None:
-                    return f"socket:[{fd.inode}]"
-                description = self._socket(dir_fd, net_ns, fd.inode)
-                return self._share(
-                    f"socket:{description}" if description is not None else f"socket:[{fd.inode}]"
-                )
-            if fd.is_char_device:
-                key = (fd.fs_dev, fd.inode, fd.rdev)
-                known = self._devices.get(key)
-                if known is not None:
-                    return known
-                if dir_fd is not None and self._is_device(dir_fd, fd_name, fd):
-                    kind = self._stdio(dir_fd, fd_name, net_ns)
-                    if kind is not None and kind != "closed":
-                        if len(self._devices) >= _SESSIONS_MAX:
-                            self._devices.clear()
-                        self._devices[key] = kind
-                    return kind
-        return self._stdio(dir_fd, fd_name, net_ns) if dir_fd is not None else None
-
-    @staticmethod
-    def _is_device(dir_fd: int, fd_name: bytes, fd: KernelFd) -> bool:
-        """Whether the fd still names the device the kernel saw at the exec (the link read
-        next is then that device's name)."""
-        try:
-            now = os.stat(fd_name, dir_fd=dir_fd)
-        except OSError:
-            return False
-        rdev = os.major(now.st_rdev) << 20 | os.minor(now.st_rdev)
-        return now.st_ino == fd.inode and rdev == fd.rdev
+        if fd.state != FD_OPEN:
+            return self._stdio(dir_fd, fd_name, net_ns) if dir_fd is not None else None
+        if fd.is_pipe:
+            return f"pipe:[{fd.inode}]"
+        if fd.is_socket:
+            if dir_fd is None:
+                return f"socket:[{fd.inode}]"
+            description = self._socket(dir_fd, net_ns, fd.inode)
+            return self._share(
+                f"socket:{description}" if description is not None else f"socket:[{fd.inode}]"
+            )
+        key = (fd.fs_dev, fd.inode, fd.rdev)
+        if fd.is_char_device:
+            known = self._devices.get(key)
+            if known is not None:
+                return known
+        if dir_fd is None:
+            return None
+        if not _still_open_on(dir_fd, fd_name, fd):
+            return f"other:inode {fd.inode} (replaced since the exec)"
+        kind = self._stdio(dir_fd, fd_name, net_ns)
+        if fd.is_char_device and kind is not None and _names_here(kind, fd):
+            if len(self._devices) >= _SESSIONS_MAX:
+                self._devices.clear()
+            self._devices[key] = kind
+        return kind
 
     def _cgroup_read(self, raw: bytes | None) -> CgroupContext:
         """What a cgroup file says, classified once per distinct file (bounded like `_share`;
@@ -817,7 +805,12 @@ class ContextReader:
         cached = self._tables.get(key)
         if cached is not None and (not fresh or (cached[0] == self._generation and cached[1])):
             return cached[2]
+        # /proc/<pid>/net is the process's network namespace at the read, which it may have
+        # left since the namespace id was taken (an unshare after its exec): a table read while
+        # the process was elsewhere is neither kept as that namespace's nor used for it
         raw = _read_bounded(b"net/" + table.encode(), dir_fd, None, records=True)
+        if net_ns is not None and _net_namespace(dir_fd) != net_ns:
+            return {}
         if raw is None:
             parsed: dict[int, str] = {}
         elif table == "unix":
@@ -830,6 +823,48 @@ class ContextReader:
 
 
 _NS_LINK_PATHS = tuple(b"ns/" + name.encode() for name in NAMESPACES)
+
+
+def _net_namespace(dir_fd: int) -> int | None:
+    try:
+        return parse_ns_link(os.readlink(b"ns/net", dir_fd=dir_fd))
+    except OSError:
+        return None
+
+
+def _kernel_dev(dev: int) -> int:
+    """A dev_t as stat gives it, in the kernel's own encoding (major << 20 | minor)."""
+    return os.major(dev) << 20 | os.minor(dev)
+
+
+def _still_open_on(dir_fd: int, fd_name: bytes, fd: KernelFd) -> bool:
+    """Whether the fd still names the inode the kernel saw at the exec (a device: the same
+    device number too). The filesystem's dev is not compared: an overlayfs file's stat gives
+    the layer's, the kernel's record the overlay's."""
+    try:
+        now = os.stat(fd_name, dir_fd=dir_fd)
+    except OSError:
+        return False
+    return now.st_ino == fd.inode and (not fd.is_char_device or _kernel_dev(now.st_rdev) == fd.rdev)
+
+
+def _names_here(kind: str, fd: KernelFd) -> bool:
+    """Whether a device's name ('file:/dev/null', 'tty:/dev/pts/3') names that same device in
+    procmond's own mount namespace: a link read through /proc is the path in the process's
+    namespace, where anyone with a user namespace can bind a device over any name. Only a
+    name that holds here may stand for every process on that device, and only a short one."""
+    path = kind.partition(":")[2]
+    if not path.startswith("/") or len(path) > _SHARED_TEXT_MAX:
+        return False
+    try:
+        here = os.stat(path, follow_symlinks=False)  # a link's target is a name of its own
+    except (OSError, ValueError):
+        return False
+    return (
+        _kernel_dev(here.st_dev) == fd.fs_dev
+        and here.st_ino == fd.inode
+        and _kernel_dev(here.st_rdev) == fd.rdev
+    )
 
 
 def _read_bounded(

@@ -129,34 +129,14 @@ def _read_details(
     if stat.kernel_thread:  # no memory, no files, the kernel's own credentials
         details = ProcessDetails(None, False, (), None, 0, 0, user_of(0))
         return InstanceRead(raw_stat, stat, details, False, False, stat_fd)
-    denied = False
-    exe: str | None = None
-    exe_deleted = False
-    cwd: str | None = None
-    cmdline: tuple[str, ...] = ()
     uid: int | None = None
     gid: int | None = None
     # exe and cwd: ENOENT is normal for zombies (no mm, no fs), so a missing link is not proof
     # of exit. status is read last and settles whether the process is gone.
-    try:
-        raw_cmdline = read_file(b"cmdline", dir_fd=dir_fd)
-        cmdline = SHARED.argv(len(raw_cmdline), parse_cmdline(raw_cmdline))
-    except PermissionError:
-        denied = True
-    except VANISHED_ERRORS:
-        pass
-    try:
-        exe, exe_deleted = read_exe(b"exe", dir_fd=dir_fd)
-    except PermissionError:
-        denied = True
-    except VANISHED_ERRORS:
-        pass
-    try:
-        cwd = read_link(b"cwd", dir_fd=dir_fd)
-    except PermissionError:
-        denied = True
-    except VANISHED_ERRORS:
-        pass
+    cmdline, no_cmdline = _cmdline(dir_fd)
+    (exe, exe_deleted), no_exe = _exe(dir_fd)
+    cwd, no_cwd = _cwd(dir_fd)
+    denied = no_cmdline or no_exe or no_cwd
     # the context too is read before status: a process gone meanwhile is marked partial
     found = (
         NO_CONTEXT_VALUES
@@ -201,33 +181,16 @@ def _read_captured(
     """`_read_details` for an exec the capture recorded: cmdline, exe and status are not read
     (the record has the argv, the walked path and the real ids), nor what the record's context
     settles. Whether the process went during the read is told by stat read again through the
-    open file (no open, no close): an error or a zombie's state."""
-    denied = False
-    cmdline = captured.argv
-    if not captured.argv_complete:
-        try:
-            raw_cmdline = read_file(b"cmdline", dir_fd=dir_fd)
-            cmdline = SHARED.argv(len(raw_cmdline), parse_cmdline(raw_cmdline))
-        except PermissionError:
-            denied = True
-        except VANISHED_ERRORS:
-            pass
-        cmdline = cmdline or captured.argv
-    exe, exe_deleted = captured.path, captured.path_deleted
+    open file (no open, no close): a reaped task's reads empty or fail."""
+    cmdline, no_cmdline = captured.argv, False
+    if not captured.argv_complete:  # /proc's whole argv, if it is the one exec'd
+        whole, no_cmdline = _cmdline(dir_fd)
+        cmdline = whole if _extends(whole, captured.argv) else captured.argv
+    (exe, exe_deleted), no_exe = (captured.path, captured.path_deleted), False
     if exe is None:
-        try:
-            exe, exe_deleted = read_exe(b"exe", dir_fd=dir_fd)
-        except PermissionError:
-            denied = True
-        except VANISHED_ERRORS:
-            pass
-    cwd: str | None = None
-    try:
-        cwd = read_link(b"cwd", dir_fd=dir_fd)
-    except PermissionError:
-        denied = True
-    except VANISHED_ERRORS:
-        pass
+        (exe, exe_deleted), no_exe = _exe(dir_fd)
+    cwd, no_cwd = _cwd(dir_fd)
+    denied = no_cmdline or no_exe or no_cwd
     found = (
         NO_CONTEXT_VALUES
         if context is None
@@ -251,3 +214,46 @@ def _read_captured(
         *found,
     )
     return InstanceRead(raw_stat, stat, details, denied, partial, kept, captured)
+
+
+def _extends(whole: tuple[str, ...], cut: tuple[str, ...]) -> bool:
+    """Whether an argv read from /proc begins with the one the capture cut short (its last
+    argument cut mid-way): else the process wrote over its argv after the exec, and the
+    stored argv stays the exec's, cut."""
+    if not cut:  # nothing captured (unreadable): /proc's is all there is
+        return True
+    if len(whole) < len(cut):
+        return False
+    last = len(cut) - 1
+    return whole[:last] == cut[:last] and whole[last].startswith(cut[last])
+
+
+# Each read of one detail: its value (None or empty when gone) and whether it was refused.
+
+
+def _cmdline(dir_fd: int) -> tuple[tuple[str, ...], bool]:
+    try:
+        raw = read_file(b"cmdline", dir_fd=dir_fd)
+    except PermissionError:
+        return (), True
+    except VANISHED_ERRORS:
+        return (), False
+    return SHARED.argv(len(raw), parse_cmdline(raw)), False
+
+
+def _exe(dir_fd: int) -> tuple[tuple[str | None, bool], bool]:
+    try:
+        return read_exe(b"exe", dir_fd=dir_fd), False
+    except PermissionError:
+        return (None, False), True
+    except VANISHED_ERRORS:
+        return (None, False), False
+
+
+def _cwd(dir_fd: int) -> tuple[str | None, bool]:
+    try:
+        return read_link(b"cwd", dir_fd=dir_fd), False
+    except PermissionError:
+        return None, True
+    except VANISHED_ERRORS:
+        return None, False

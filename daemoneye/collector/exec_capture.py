@@ -35,7 +35,7 @@ import logging
 import os
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from daemoneye.collector import bpf, kernel_context
@@ -130,7 +130,9 @@ class CapturedExec:
     argv: tuple[str, ...]
     argv_complete: bool  # False when the arguments ran past ARGV_BYTES (or were unreadable)
     context: KernelContext | None = None  # cgroup, namespaces, login uid, stdio at the exec
-    environ: bytes | None = None  # the whole environment block at the exec; None: not captured
+    # the whole environment block at the exec (None: not captured); never printed: only the
+    # allow-listed variables leave procmond
+    environ: bytes | None = field(default=None, repr=False)
 
 
 def _output(ring_fd: int, argv_len: int) -> list[asm.Item]:
@@ -160,16 +162,10 @@ def program(
     items: list[asm.Item] = [
         asm.mov(R6, R1),
         asm.alu("mov", R1, 0),
-        asm.store(4, R10, -4, R1),  # the scratch map's key
         asm.store(8, R10, -16, R1),  # pointers read below start out NULL
         asm.store(8, R10, -24, R1),
         asm.store(8, R10, -32, R1),
-        asm.mov(R2, R10),
-        asm.alu("add", R2, -4),
-        asm.load_map_fd(R1, scratch_fd),
-        asm.call(asm.MAP_LOOKUP_ELEM),
-        asm.jump("jeq", R0, 0, "out"),
-        asm.mov(R7, R0),
+        *asm.scratch_lookup(scratch_fd, R7, "out"),
         asm.call(asm.GET_CURRENT_PID_TGID),
         asm.store(4, R7, _PID, R0),
         asm.alu("rsh", R0, 32),

@@ -422,3 +422,22 @@ def test_without_a_record_the_source_reads_proc_as_before(tmp_path: Path) -> Non
     item = source.handle(exec_event(42))
     assert item is not None and item.event.partial and item.event.cmdline is None
     assert source.stats().rescued_total == 0
+
+
+def test_a_cut_capture_keeps_the_exec_s_argv_when_the_process_wrote_over_it(
+    tmp_path: Path,
+) -> None:
+    """Past the record's room, /proc's argv is taken only when it begins with what the kernel
+    exec'd; a process that wrote a disguise over it keeps the exec's argv, cut."""
+    write_process(tmp_path, 42, cmdline=b"[kworker/0:1]\0")
+    cut = record(42, b"perl\0-e\0" + b"x" * 100, total=ARGV_BYTES + 1, start_ticks=4321)
+    source = source_with(tmp_path, cut)
+    item = source.handle(exec_event(42))
+    assert item is not None and item.event.cmdline == ("perl", "-e", "x" * 100)
+
+
+def test_an_unreadable_capture_leaves_procs_argv(tmp_path: Path) -> None:
+    write_process(tmp_path, 42, cmdline=b"curl\0-s\0")
+    source = source_with(tmp_path, record(42, b"", total=4096, start_ticks=4321))
+    item = source.handle(exec_event(42))
+    assert item is not None and item.event.cmdline == ("curl", "-s")

@@ -57,8 +57,13 @@ def block(
 def device(path: str) -> KernelFd:
     """What the kernel would say of an fd open on the device at `path`."""
     found = os.stat(path)
-    rdev = os.major(found.st_rdev) << 20 | os.minor(found.st_rdev)
-    return KernelFd(FD_OPEN, found.st_mode, found.st_ino, rdev, 6)
+    return KernelFd(
+        FD_OPEN, found.st_mode, found.st_ino, _kernel_dev(found.st_rdev), _kernel_dev(found.st_dev)
+    )
+
+
+def _kernel_dev(dev: int) -> int:
+    return os.major(dev) << 20 | os.minor(dev)
 
 
 def kernel(
@@ -191,102 +196,109 @@ def test_a_process_gone_before_proc_was_read_keeps_the_kernels_context(tmp_path:
 # -- what is kept between processes ---------------------------------------------------------
 
 
-def test_a_cgroup_ids_path_is_kept_once_the_directory_proves_it(tmp_path: Path) -> None:
-    cgroups = tmp_path / "cgroup2"
-    (cgroups / "kubepods" / "pod1234" / DOCKER_ID).mkdir(parents=True)
-    path = f"/kubepods/pod1234/{DOCKER_ID}"
-    cgroup_id = os.stat(cgroups / path.lstrip("/")).st_ino
-    proc_root = tmp_path / "proc"
-    fake_process(proc_root, 1, fds={})
-    first = bare_process(proc_root, 4242)
-    (first / "cgroup").write_bytes(f"0::{path}\n".encode())
-    reader = ContextReader(os.fsencode(proc_root), cgroup_mounts={0: os.fsencode(cgroups)})
-    assert read(reader, first, kernel(cgroup=cgroup_id)).container_runtime == "kubernetes"
-    # another process in the same cgroup: its file is not read (it says something else here)
-    second = bare_process(proc_root, 4243)
-    (second / "cgroup").write_bytes(b"0::/system.slice/cron.service\n")
-    again = read(reader, second, kernel(cgroup=cgroup_id))
-    assert (again.cgroup, again.container_id) == (path, DOCKER_ID)
-    # without the kernel's id, or with another one, the file is read
-    assert read(reader, second, None).unit == "cron.service"
-    assert read(reader, second, kernel(cgroup=cgroup_id + 1)).unit == "cron.service"
-
-
-def test_a_path_whose_directory_is_another_cgroup_is_not_kept(tmp_path: Path) -> None:
-    """The process moved between its exec and the read (the file names another cgroup than
-    the kernel's id), or the path is a v1 hierarchy's: read every time."""
-    cgroups = tmp_path / "cgroup2"
-    (cgroups / "a.slice").mkdir(parents=True)
-    proc_root = tmp_path / "proc"
-    fake_process(proc_root, 1, fds={})
-    proc = bare_process(proc_root, 4242)
-    reader = ContextReader(os.fsencode(proc_root), cgroup_mounts={0: os.fsencode(cgroups)})
-    moved_from = os.stat(cgroups / "a.slice").st_ino + 1000
-    (proc / "cgroup").write_bytes(b"0::/a.slice\n")
-    assert read(reader, proc, kernel(cgroup=moved_from)).cgroup == "/a.slice"
-    (proc / "cgroup").write_bytes(b"0::/b.slice\n")
-    assert read(reader, proc, kernel(cgroup=moved_from)).cgroup == "/b.slice"
-    hybrid = b"4:memory:/docker/" + DOCKER_ID.encode() + b"\n0::/\n"
-    (proc / "cgroup").write_bytes(hybrid)
-    root_id = os.stat(cgroups).st_ino
-    assert read(reader, proc, kernel(cgroup=root_id)).container_runtime == "docker"
-    (proc / "cgroup").write_bytes(b"0::/a.slice\n")
-    assert read(reader, proc, kernel(cgroup=root_id)).cgroup == "/a.slice"
-
-
-def test_a_devices_name_is_kept_once_its_link_was_that_device(tmp_path: Path) -> None:
+def test_a_devices_name_is_kept_only_when_it_names_that_device_here(tmp_path: Path) -> None:
+    """A link read through /proc is the path in the process's own mount namespace, where a
+    user namespace can bind a device over any name: a name stands for every process on that
+    device only when the same path is that device in procmond's namespace."""
     fake_process(tmp_path, 1, fds={})
     null, zero = device("/dev/null"), device("/dev/zero")
     reader = ContextReader(os.fsencode(tmp_path))
-    # the kernel saw /dev/null on fd 1, but fd 1 is /dev/zero by the time of the read: the link
-    # says what it is now and is not kept as /dev/null's name
-    moved = fake_process(tmp_path, 4242, fds={1: "/dev/zero"})
-    assert read(reader, moved, kernel(stdio=(PIPE, null, CLOSED))).stdout == "file:/dev/zero"
-    first = fake_process(tmp_path, 4243, fds={1: "/dev/null"})
-    assert read(reader, first, kernel(stdio=(PIPE, null, CLOSED))).stdout == "file:/dev/null"
-    # from now on /dev/null's inode is named without a link (this one would say /dev/zero)
-    assert read(reader, moved, kernel(stdio=(PIPE, null, null))).stderr == "file:/dev/null"
-    assert read(reader, moved, kernel(stdio=(PIPE, zero, CLOSED))).stdout == "file:/dev/zero"
+    alias = tmp_path / "root-ssh-session-pts-0"  # another name for /dev/null, as a bind shows
+    alias.symlink_to("/dev/null")
+    decoy = fake_process(tmp_path, 4242, fds={1: str(alias)})
+    assert read(reader, decoy, kernel(stdio=(PIPE, null, CLOSED))).stdout == f"file:{alias}"
+    honest = fake_process(tmp_path, 4243, fds={1: "/dev/null", 2: str(alias)})
+    found = read(reader, honest, kernel(stdio=(PIPE, null, null)))
+    assert (found.stdout, found.stderr) == (
+        "file:/dev/null",
+        "file:/dev/null",
+    )  # kept, not the alias
+    replaced = read(reader, decoy, kernel(stdio=(PIPE, zero, CLOSED))).stdout
+    assert replaced is not None and replaced.startswith("other:")
 
 
-def test_on_a_v1_host_the_hierarchy_whose_path_is_named_proves_it(tmp_path: Path) -> None:
-    """A container on a v1 host: the unified line says '/', the memory hierarchy's line names
-    the container. Its path is kept under every hierarchy's ids once the memory directory at
-    that path has the kernel's memory cgroup id."""
-    memory = tmp_path / "memory"
-    (memory / "docker" / DOCKER_ID).mkdir(parents=True)
-    memory_id = os.stat(memory / "docker" / DOCKER_ID).st_ino
+def test_an_fd_pointed_elsewhere_since_the_exec_is_the_kernels_inode_alone(
+    tmp_path: Path,
+) -> None:
+    fake_process(tmp_path, 1, fds={})
+    at_exec, after = tmp_path / "at-exec.log", tmp_path / "after.log"
+    at_exec.write_text("")
+    after.write_text("")
+    seen = KernelFd(FD_OPEN, stat.S_IFREG | 0o644, os.stat(at_exec).st_ino)
+    proc = fake_process(tmp_path, 4242, fds={1: str(after), 2: str(at_exec)})
+    found = read(ContextReader(os.fsencode(tmp_path)), proc, kernel(stdio=(PIPE, seen, seen)))
+    assert found.stdout == f"other:inode {seen.inode} (replaced since the exec)"
+    assert found.stderr == f"file:{at_exec}"
+
+
+def _cgroup_tree(root: Path, *paths: str) -> dict[str, int]:
+    """Directories standing for cgroups; each one's inode number is its cgroup id."""
+    ids = {}
+    for path in paths:
+        directory = root / path.lstrip("/")
+        directory.mkdir(parents=True, exist_ok=True)
+        ids[path] = os.stat(directory).st_ino
+    return ids
+
+
+def test_on_a_v1_host_every_line_must_be_the_kernels_cgroup_to_be_kept(tmp_path: Path) -> None:
+    """A container on a v1 host: the unified line says '/', the memory line names the
+    container. The file is kept under every hierarchy's ids once each line's directory has the
+    kernel's id for its hierarchy; the unified id alone is never a key while a v1 hierarchy
+    is mounted (one process in the root of everything would otherwise name every process
+    '/' for a minute)."""
+    unified, memory = tmp_path / "unified", tmp_path / "memory"
+    u = _cgroup_tree(unified, "/")["/"]
+    m = _cgroup_tree(memory, "/", f"/docker/{DOCKER_ID}")
     proc_root = tmp_path / "proc"
     fake_process(proc_root, 1, fds={})
+    mounts = {0: os.fsencode(unified), 4: os.fsencode(memory)}
+    reader = ContextReader(os.fsencode(proc_root), cgroup_mounts=mounts)
+    top = bare_process(proc_root, 4241)  # in the root of every hierarchy
+    (top / "cgroup").write_bytes(b"4:memory:/\n0::/\n")
+    assert read(reader, top, kernel(cgroup=u, links={0: u, 4: m["/"]})).cgroup == "/"
     first = bare_process(proc_root, 4242)
     (first / "cgroup").write_bytes(f"4:memory:/docker/{DOCKER_ID}\n0::/\n".encode())
-    mounts = {0: os.fsencode(tmp_path / "unified"), 4: os.fsencode(memory)}
-    reader = ContextReader(os.fsencode(proc_root), cgroup_mounts=mounts)
-    links = {0: 1, 4: memory_id}
-    assert read(reader, first, kernel(cgroup=1, links=links)).container_id == DOCKER_ID
+    in_container = kernel(cgroup=u, links={0: u, 4: m[f"/docker/{DOCKER_ID}"]})
+    assert read(reader, first, in_container).container_id == DOCKER_ID
     second = bare_process(proc_root, 4243)
     (second / "cgroup").write_bytes(b"4:memory:/\n0::/\n")  # not read: the ids are known
-    assert read(reader, second, kernel(cgroup=1, links=links)).container_id == DOCKER_ID
-    # other ids in any hierarchy are other cgroups: the file is read
-    assert read(reader, second, kernel(cgroup=1, links={0: 1, 4: 999})).container_id is None
-    # a path whose directory is another cgroup than the kernel's is not kept
+    assert read(reader, second, in_container).container_id == DOCKER_ID
+    # a line whose directory is another cgroup than the kernel's (moved meanwhile): not kept
     moved = bare_process(proc_root, 4244)
     (moved / "cgroup").write_bytes(f"4:memory:/docker/{DOCKER_ID}\n0::/\n".encode())
-    assert read(reader, moved, kernel(cgroup=1, links={0: 1, 4: 5})).container_id == DOCKER_ID
-    assert read(reader, second, kernel(cgroup=1, links={0: 1, 4: 5})).container_id is None
+    elsewhere = kernel(cgroup=u, links={0: u, 4: m["/"] + 10_000})
+    assert read(reader, moved, elsewhere).container_id == DOCKER_ID  # its own file, this once
+    assert read(reader, second, elsewhere).container_id is None
+
+
+def test_on_a_v2_host_the_unified_id_alone_is_a_key(tmp_path: Path) -> None:
+    cgroups = tmp_path / "cgroup2"
+    ids = _cgroup_tree(cgroups, "/", "/system.slice/cron.service")
+    proc_root = tmp_path / "proc"
+    fake_process(proc_root, 1, fds={})
+    reader = ContextReader(os.fsencode(proc_root), cgroup_mounts={0: os.fsencode(cgroups)})
+    first = bare_process(proc_root, 4242)
+    (first / "cgroup").write_bytes(b"0::/system.slice/cron.service\n")
+    cron = ids["/system.slice/cron.service"]
+    assert read(reader, first, kernel(cgroup=cron)).unit == "cron.service"  # no links walked
+    second = bare_process(proc_root, 4243)
+    (second / "cgroup").write_bytes(b"0::/\n")
+    assert read(reader, second, kernel(cgroup=cron)).unit == "cron.service"
 
 
 def test_kept_paths_expire_so_a_renamed_cgroup_is_read_again(tmp_path: Path) -> None:
-    (tmp_path / "a.slice").mkdir()
-    cgroup_id = os.stat(tmp_path / "a.slice").st_ino
+    a = _cgroup_tree(tmp_path, "/a.slice")["/a.slice"]
     now = [0.0]
     table: CgroupIds[str] = CgroupIds({0: os.fsencode(tmp_path)}, clock=lambda: now[0])
-    given = kernel(cgroup=cgroup_id)
-    table.learn(given, (0, "/a.slice"), "a")
+    given = kernel(cgroup=a)
+    table.learn(given, b"0::/a.slice\n", "a")
     assert table.get(given) == "a"
     now[0] += LIFETIME
     assert table.get(given) is None
-    table.learn(given, (0, "/b.slice"), "b")  # no such directory: not kept
+    table.learn(given, b"0::/b.slice\n", "b")  # no such directory: not kept
+    assert table.get(given) is None
+    table.learn(given, b"0::/a.slice\n" * 2 + b"garbage\n", "a")  # not a cgroup file
     assert table.get(given) is None
 
 
