@@ -26,6 +26,7 @@ from benchmarks.stats import paired_ratios, summarize
 if TYPE_CHECKING:
     from daemoneye.collector.hashing import ExeHasher
     from daemoneye.collector.scanner import ProcScanner
+    from daemoneye.collector.stat_signatures import StatSignatures
     from daemoneye.collector.task_iter import TaskIterator
     from daemoneye.models import ScanDelta
 
@@ -107,8 +108,23 @@ def _new_scanner(*, hashing: bool, context: bool = True) -> tuple[ProcScanner, E
         hasher=hasher,
         context=ContextReader(b"/proc", collector.environment) if context else None,
         tasks=_task_iterator() if context else None,
+        signatures=_stat_signatures(),
     )
     return scanner, hasher
+
+
+def _stat_signatures() -> StatSignatures | None:
+    """procmond's stat signature pass, or None where it cannot load (the reason is the task
+    iterator's, TASKS_UNAVAILABLE: they load together)."""
+    try:
+        from daemoneye.collector.btf import BtfError
+        from daemoneye.collector.stat_signatures import StatSignatures
+    except ImportError:
+        return None
+    try:
+        return StatSignatures.open()
+    except (OSError, BtfError):
+        return None
 
 
 def _task_iterator() -> TaskIterator | None:
@@ -132,7 +148,10 @@ TASKS_UNAVAILABLE: str | None = None  # why the scans ran without the task itera
 
 def _tasks_note() -> str:
     if TASKS_UNAVAILABLE is None:
-        return "context of a scan's new processes from one pass of the BPF task iterator"
+        return (
+            "context of a scan's new processes from one pass of the BPF task iterator; "
+            "a steady tick reads the stat of the processes whose signature moved"
+        )
     return f"without the task iterator ({TASKS_UNAVAILABLE}): context from /proc"
 
 
@@ -509,5 +528,6 @@ def _scanner_rows(label: str, processes: int | None, s: _Samples) -> list[Row]:
             steady_vs_c,
             f"≤{STEADY_LIMIT_RATIO:g}x C floor",
             judge(steady_vs_c.median, STEADY_LIMIT_RATIO),
+            "the floors read every process's stat; " + _tasks_note(),
         ),
     ]

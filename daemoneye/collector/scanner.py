@@ -40,6 +40,7 @@ from daemoneye.collector.procfs import (
 )
 from daemoneye.collector.scan_state import Entry, HashJobs, TickOutput
 from daemoneye.collector.stat_poll import StatPoller
+from daemoneye.collector.stat_signatures import StatSignatures
 from daemoneye.collector.task_iter import TaskIterator, TaskSnapshot
 from daemoneye.collector.users import UserNames
 from daemoneye.errors import CollectorError
@@ -73,6 +74,7 @@ class ProcScanner:
         user_names: Callable[[int], str | None] | None = None,
         context: ContextReader | None = None,
         tasks: TaskIterator | None = None,
+        signatures: StatSignatures | None = None,
     ) -> None:
         self.proc_root = proc_root
         self.boot_time = boot_time
@@ -87,6 +89,8 @@ class ProcScanner:
         # every task's context in one pass, for a scan that meets many new processes at once
         self._tasks = tasks if context is not None else None
         self._owned_tasks = tasks  # closed with the scanner
+        # one pass per tick tells which processes' stat may have changed (closed with it too)
+        self._signatures = signatures
         self._snapshot: TaskSnapshot | None = None
         self._user_of = user_names if user_names is not None else UserNames()
         self._ticks_per_s = float(CLOCK_TICKS)
@@ -121,6 +125,9 @@ class ProcScanner:
         if self._owned_tasks is not None:
             self._owned_tasks.close()
             self._owned_tasks = self._tasks = None
+        if self._signatures is not None:
+            self._signatures.close()
+            self._signatures = None
 
     def record(self, key: ProcessKey) -> ProcessRecord | None:
         """The current record of one live instance, None when the scanner does not know it."""
@@ -191,7 +198,8 @@ class ProcScanner:
             self._context.new_scan()
         self._apply_hashes()
         new_names = self._poller.new_names()
-        changed, gone, out.denied = self._poller.read_known()
+        passed = self._signature_pass() if self._signatures is not None else None
+        changed, gone, out.denied = self._poller.read_known(passed)
         for name in gone:
             self._end(name, now, out)
         for name, raw in changed:
@@ -217,6 +225,16 @@ class ProcScanner:
         self.denied_total += out.denied
         self.vanished_total += out.vanished
         return out.delta(now, duration, len(self._entries))
+
+    def _signature_pass(self) -> dict[int, int | None] | None:
+        assert self._signatures is not None
+        try:
+            return self._signatures.read()
+        except OSError as exc:  # the kernel refused a pass: read every stat from now on
+            log.warning("stat signatures off, the scan reads every process's stat: %s", exc)
+            self._signatures.close()
+            self._signatures = None
+            return None
 
     def _take_snapshot(self, tasks: TaskIterator) -> TaskSnapshot | None:
         try:

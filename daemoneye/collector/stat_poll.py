@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+from collections.abc import Mapping
 
 from daemoneye.collector.procfs import VANISHED_ERRORS, read_fd
 from daemoneye.errors import CollectorError
@@ -64,8 +65,12 @@ class StatPoller:
 
     def __init__(self, proc_root: bytes) -> None:
         self._root = proc_root
-        # pid directory name -> (held descriptor or _NOT_HELD, stat path, hash of last bytes)
-        self._known: dict[bytes, tuple[int, bytes, int]] = {}
+        # pid directory name -> (held descriptor or _NOT_HELD, stat path, hash of last bytes,
+        # the pid as a number)
+        self._known: dict[bytes, tuple[int, bytes, int, int]] = {}
+        # pid directory name -> its signature in the task pass of the tick it was last read
+        # (collector/stat_signatures.py); a process whose signature is unchanged is not read
+        self._signatures: dict[bytes, int] = {}
         self._not_pids: set[bytes] = set()  # names in proc_root that are not pid directories
         self._loadavg = proc_root + b"/loadavg"
         self._last_pid: bytes | None = None
@@ -85,7 +90,7 @@ class StatPoller:
         if known is not None:
             if opened is not None:
                 os.close(opened)
-            self._known[name] = (known[0], known[1], hash(raw))
+            self._known[name] = (known[0], known[1], hash(raw), known[3])
             return
         path = self._root + b"/" + name + b"/stat"
         fd = _NOT_HELD
@@ -99,9 +104,10 @@ class StatPoller:
                     _Budget.held -= 1  # gone already: the next read finds out and ends it
         if opened is not None:
             os.close(opened)
-        self._known[name] = (fd, path, hash(raw))
+        self._known[name] = (fd, path, hash(raw), int(name))
 
     def forget(self, name: bytes) -> None:
+        self._signatures.pop(name, None)
         known = self._known.pop(name, None)
         if known is not None and known[0] != _NOT_HELD:
             os.close(known[0])
@@ -129,15 +135,26 @@ class StatPoller:
         listing -= self._not_pids
         return listing
 
-    def read_known(self) -> tuple[list[tuple[bytes, bytes]], list[bytes], int]:
+    def read_known(
+        self, signatures: Mapping[int, int | None] | None = None
+    ) -> tuple[list[tuple[bytes, bytes]], list[bytes], int]:
         """Read the stat of every known process: (changed, gone, denied). `changed` holds the
         names whose bytes differ from the last tick, with the new bytes (not yet remembered);
         `gone` the names whose stat has disappeared (ended); `denied` counts refused reads,
-        whose processes keep their last known state."""
+        whose processes keep their last known state. With `signatures` (this tick's task pass,
+        pid → signature) a process whose signature is the one of its last read is not read:
+        the stat fields the scanner uses are the same."""
         os_open, os_read, os_close, os_pread = os.open, os.read, os.close, os.pread
         changed: list[tuple[bytes, bytes]] = []
         failed: list[tuple[bytes, OSError]] = []
-        for name, (held, path, old) in self._known.items():
+        last = self._signatures
+        for name, (held, path, old, pid) in self._known.items():
+            if signatures is not None:
+                now = signatures.get(pid)
+                if now is not None:
+                    if last.get(name) == now:
+                        continue
+                    last[name] = now  # as of this pass: a change after it differs next tick
             try:
                 if held != _NOT_HELD:
                     raw = os_pread(held, _STAT_READ, 0)

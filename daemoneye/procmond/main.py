@@ -31,7 +31,7 @@ from daemoneye.procmond.privileges import (
     lookup_account,
     shed_start_capabilities,
 )
-from daemoneye.procmond.runner import Procmond, open_exec_capture, open_task_iterator
+from daemoneye.procmond.runner import Procmond, open_exec_capture, open_task_passes
 
 log = logging.getLogger("daemoneye.procmond")
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("the agent is gone already: exiting")
         return 0
     capture = open_exec_capture(settings)
-    tasks = open_task_iterator(settings)
+    tasks = open_task_passes(settings)
     try:
         shed_start_capabilities()
     except PrivilegeError as exc:

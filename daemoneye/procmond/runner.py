@@ -22,6 +22,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from daemoneye import heap
 from daemoneye.collector.btf import BtfError
@@ -33,6 +34,7 @@ from daemoneye.collector.exec_capture import ExecCapture
 from daemoneye.collector.hashing import ExeHasher
 from daemoneye.collector.netlink import EventsUnavailable, ProcConnector, probe
 from daemoneye.collector.scanner import ProcScanner
+from daemoneye.collector.stat_signatures import StatSignatures
 from daemoneye.collector.task_iter import TaskIterator
 from daemoneye.collector.users import UserNames
 from daemoneye.config.schema import CollectorConfig
@@ -41,6 +43,7 @@ from daemoneye.procmond import frames
 from daemoneye.procmond.signals import SignalRefused, StaleProcess, signal_instance
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Events are sent in batches taken this long after the batch's first event: one frame (and one
 # agent transaction) per burst rather than per exec. The reader thread has already read each
@@ -77,18 +80,27 @@ def open_exec_capture(settings: CollectorConfig) -> tuple[ExecCapture | None, st
     return capture, "eBPF"
 
 
-def open_task_iterator(settings: CollectorConfig) -> TaskIterator | None:
-    """The task iterator the scanner takes every process's context from when it meets many at
-    once (collector/task_iter.py); loaded like the exec capture, while procmond may. None
-    (the scan reads /proc) where it cannot be."""
+def open_task_passes(
+    settings: CollectorConfig,
+) -> tuple[TaskIterator | None, StatSignatures | None]:
+    """The scanner's two task iterators, loaded like the exec capture while procmond may: every
+    process's context when a scan meets many at once (collector/task_iter.py), and which
+    processes' stat may have changed each tick (collector/stat_signatures.py). None (the scan
+    reads /proc) where one cannot be loaded."""
     if not settings.exec_capture:
-        return None
+        return None, None
+    return _loaded(TaskIterator.open, "task iterator"), _loaded(
+        StatSignatures.open, "stat signature pass"
+    )
+
+
+def _loaded(load: Callable[[], _T], what: str) -> _T | None:
     try:
-        return TaskIterator.open()
+        return load()
     except (OSError, BtfError) as exc:
-        log.info("BPF task iterator unavailable: %s", exc)
+        log.info("BPF %s unavailable: %s", what, exc)
     except Exception:  # a kernel's BTF we misread: run without it, never crash-loop
-        log.warning("BPF task iterator failed to load", exc_info=True)
+        log.warning("BPF %s failed to load", what, exc_info=True)
     return None
 
 
@@ -104,7 +116,7 @@ class Procmond:
         proc_root: str = "/proc",
         clock: Callable[[], float] = time.time,
         capture: tuple[ExecCapture | None, str] = (None, ""),
-        tasks: TaskIterator | None = None,
+        tasks: tuple[TaskIterator | None, StatSignatures | None] = (None, None),
     ) -> None:
         self.pair = pair
         self._capture, self.exec_capture = capture
@@ -125,7 +137,8 @@ class Procmond:
             hasher=self.hasher,
             user_names=self.user_names,
             context=ContextReader(os.fsencode(proc_root), settings.environment),
-            tasks=tasks,
+            tasks=tasks[0],
+            signatures=tasks[1],
         )
         self.feed: EventFeed | None = None
         # Sockets per instance: walking other users' fds needs procmond's capabilities, so the

@@ -1,0 +1,216 @@
+"""Which processes' stat may have changed since the last tick, from one pass of a BPF task
+iterator, so that the steady scan reads /proc/<pid>/stat only for those.
+
+For each thread group leader the pass writes what the scanner takes from stat: its start time,
+the CPU time of all its threads (each live thread's runtime, walked in the kernel, and that of
+the threads gone), its memory counters, state, thread count, parent and name. A process whose
+record equals the last tick's has the same stat fields the scanner uses; every other one (and
+one the pass does not list, or whose threads were too many to walk) is read from /proc as
+before, so what is stored is always /proc's word. With 10,000 idle processes a tick is one
+read of the pass instead of 10,000 preads.
+
+Loaded with the exec capture while procmond holds CAP_BPF and CAP_PERFMON; a pass is a
+BPF_ITER_CREATE, which procmond's seccomp filter keeps (procmond/seccomp.py).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from daemoneye.collector import bpf
+from daemoneye.collector import bpf_asm as asm
+from daemoneye.collector.bpf_asm import R0, R1, R2, R3, R6, R7, R8, R9, R10
+from daemoneye.collector.btf import BtfError, KernelTypes
+from daemoneye.collector.task_iter import ITERATOR, LICENSE, SEQ_WRITE
+
+THREADS_WALKED = 32  # a process with more threads is read from /proc every tick
+RSS_COUNTERS = 4  # NR_MM_COUNTERS: file, anon, swap entries, shmem
+_RECORD = struct.Struct("<IIQ80x")  # tgid, flags, start; the rest is compared as bytes
+RECORD_BYTES = _RECORD.size  # 96
+_START, _RUNTIME, _DEAD, _RSS, _STATE, _EXIT, _THREADS, _PPID, _COMM = (
+    8,
+    16,
+    24,
+    32,
+    64,
+    68,
+    72,
+    76,
+    80,
+)
+_WHOLE = 1  # flags: every thread's runtime was summed
+_TASK, _TMP, _HEAD, _CTX = -8, -16, -24, -32
+_NEEDED = {
+    "task_struct": (
+        "tgid",
+        "pid",
+        "start_boottime",
+        "se",
+        "__state",
+        "exit_state",
+        "signal",
+        "comm",
+        "thread_node",
+        "mm",
+        "real_parent",
+    ),
+    "sched_entity": ("sum_exec_runtime",),
+    "signal_struct": ("sum_sched_runtime", "nr_threads", "thread_head"),
+    "mm_struct": ("rss_stat",),
+    "bpf_iter_meta": ("seq",),
+}
+
+
+def _rss_layout(types: KernelTypes) -> tuple[int, int]:
+    """(offset of the first counter's value in mm->rss_stat, distance between counters): an
+    array of percpu_counter since Linux 6.2, an array of atomic_long_t before."""
+    try:
+        old = types.offsets({"mm_rss_stat": ("count",)})
+    except BtfError:
+        count = types.offsets({"percpu_counter": ("count",)})["percpu_counter.count"]
+        return count, types.size("percpu_counter")
+    return old["mm_rss_stat.count"], 8
+
+
+def _follow(reg: int, off: int) -> list[asm.Item]:
+    return [*asm.read_kernel(R10, _TMP, 8, reg, off), asm.load(8, reg, R10, _TMP)]
+
+
+def program(offsets: dict[str, int], rss: tuple[int, int], scratch_fd: int) -> bytes:
+    task = "task_struct."
+    se_runtime = offsets[task + "se"] + offsets["sched_entity.sum_exec_runtime"]
+    node_off = offsets[task + "thread_node"]
+    items: list[asm.Item] = [
+        asm.mov(R6, R1),
+        asm.store(8, R10, _CTX, R6),
+        *asm.read_kernel(R10, _TASK, 8, R6, 8),
+        asm.load(8, R8, R10, _TASK),
+        asm.jump("jeq", R8, 0, "out"),
+        *asm.scratch_lookup(scratch_fd, R7, "out"),
+        asm.alu("mov", R1, 0),
+        *[asm.store(8, R7, at, R1) for at in range(0, RECORD_BYTES, 8)],  # the map is reused
+        *asm.read_kernel(R7, 0, 4, R8, offsets[task + "tgid"]),
+        *asm.read_kernel(R10, _TMP, 4, R8, offsets[task + "pid"]),
+        asm.load(4, R1, R10, _TMP),
+        asm.load(4, R2, R7, 0),
+        asm.jump("jne", R1, R2, "out", reg=True),  # a thread: its leader's record counts it
+        *asm.read_kernel(R7, _START, 8, R8, offsets[task + "start_boottime"]),
+        *asm.read_kernel(R7, _STATE, 4, R8, offsets[task + "__state"]),
+        *asm.read_kernel(R7, _EXIT, 4, R8, offsets[task + "exit_state"]),
+        *asm.read_kernel(R7, _COMM, 16, R8, offsets[task + "comm"]),
+        asm.mov(R9, R8),
+        *_follow(R9, offsets[task + "real_parent"]),
+        *asm.read_kernel(R7, _PPID, 4, R9, offsets[task + "tgid"]),
+        asm.mov(R9, R8),
+        *_follow(R9, offsets[task + "mm"]),
+        *[
+            asm_item
+            for index in range(RSS_COUNTERS)
+            for asm_item in asm.read_kernel(
+                R7, _RSS + 8 * index, 8, R9, offsets["mm_struct.rss_stat"] + rss[0] + rss[1] * index
+            )
+        ],
+        asm.mov(R9, R8),
+        *_follow(R9, offsets[task + "signal"]),
+        *asm.read_kernel(R7, _DEAD, 8, R9, offsets["signal_struct.sum_sched_runtime"]),
+        *asm.read_kernel(R7, _THREADS, 4, R9, offsets["signal_struct.nr_threads"]),
+        # the live threads: signal->thread_head, each task linked by its thread_node
+        asm.alu("add", R9, offsets["signal_struct.thread_head"]),
+        asm.store(8, R10, _HEAD, R9),
+        *_follow(R9, 0),  # head->next
+        asm.alu("mov", R6, 0),  # the runtime summed
+    ]
+    for _step in range(THREADS_WALKED):
+        items += [
+            asm.load(8, R1, R10, _HEAD),
+            asm.jump("jeq", R9, R1, "threads_whole", reg=True),
+            asm.jump("jeq", R9, 0, "threads_cut"),
+            asm.mov(R8, R9),
+            asm.alu("sub", R8, node_off),
+            *asm.read_kernel(R10, _TMP, 8, R8, se_runtime),
+            asm.jump("jne", R0, 0, "threads_cut"),
+            asm.load(8, R1, R10, _TMP),
+            asm.alu("add", R6, R1, reg=True),
+            *_follow(R9, 0),
+        ]
+    items += [
+        asm.load(8, R1, R10, _HEAD),
+        asm.jump("jeq", R9, R1, "threads_whole", reg=True),
+        asm.jump("ja", 0, 0, "threads_cut"),
+        asm.label("threads_whole"),
+        asm.alu("mov", R1, _WHOLE),
+        asm.store(4, R7, 4, R1),
+        asm.label("threads_cut"),
+        asm.store(8, R7, _RUNTIME, R6),
+        asm.load(8, R1, R10, _CTX),
+        asm.load(8, R1, R1, 0),  # ctx->meta
+        asm.load(8, R1, R1, offsets["bpf_iter_meta.seq"]),
+        asm.mov(R2, R7),
+        asm.alu("mov", R3, RECORD_BYTES),
+        asm.call(SEQ_WRITE),
+        asm.label("out"),
+        asm.alu("mov", R0, 0),
+        asm.exit_(),
+    ]
+    return asm.assemble(items)
+
+
+class StatSignatures:
+    """The loaded iterator; `read()` gives pid → a hash of what its stat fields come from
+    (None for a process whose threads were too many to walk)."""
+
+    def __init__(self, fds: tuple[int, ...], link_fd: int) -> None:
+        self._fds = fds
+        self._link = link_fd
+        self.passes_total = 0
+
+    @classmethod
+    def open(cls, *, btf_path: str | None = None) -> StatSignatures:
+        types = KernelTypes.load(btf_path) if btf_path else KernelTypes.load()
+        offsets = types.offsets(_NEEDED)
+        rss = _rss_layout(types)
+        target = types.function_id(ITERATOR)
+        opened: list[int] = []
+        try:
+            scratch = bpf.create_map(bpf.MAP_PERCPU_ARRAY, 4, RECORD_BYTES, 1, "de_sig_tmp")
+            opened.append(scratch)
+            opened.append(
+                bpf.load_program(
+                    bpf.PROG_TRACING,
+                    program(offsets, rss, scratch),
+                    LICENSE,
+                    "de_stat_sigs",
+                    attach_type=bpf.TRACE_ITER,
+                    attach_btf_id=target,
+                )
+            )
+            opened.append(bpf.create_iterator_link(opened[-1]))
+        except BaseException:
+            for fd in opened:
+                os.close(fd)
+            raise
+        return cls(tuple(opened), opened[-1])
+
+    def read(self) -> dict[int, int | None]:
+        """One pass; raises OSError when the kernel refuses it (the poller reads every stat)."""
+        fd = bpf.create_iterator(self._link)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        self.passes_total += 1
+        raw = b"".join(chunks)
+        found: dict[int, int | None] = {}
+        unpack = _RECORD.unpack_from
+        for at in range(0, len(raw) - RECORD_BYTES + 1, RECORD_BYTES):
+            tgid, flags, _start = unpack(raw, at)
+            found[tgid] = hash(raw[at + 8 : at + RECORD_BYTES]) if flags & _WHOLE else None
+        return found
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, ()
+        for fd in reversed(fds):
+            os.close(fd)
