@@ -124,8 +124,9 @@ class CollectorConfig:
         default=True,
         metadata=_spec(
             "bool",
-            "Take each exec's argv in the kernel (eBPF) so that programs gone before /proc is "
-            "read are still stored whole; needs root (CAP_BPF, CAP_PERFMON at start) and BTF.",
+            "Take each exec's argv and context in the kernel (eBPF) so that programs gone "
+            "before /proc is read are still stored whole, and let the scan ask the kernel which "
+            "processes changed; needs root (CAP_BPF, CAP_PERFMON at start) and BTF.",
         ),
     )
 
