@@ -15,14 +15,12 @@ BPF_ITER_CREATE, which procmond's seccomp filter keeps (procmond/seccomp.py).
 
 from __future__ import annotations
 
-import os
 import struct
 
-from daemoneye.collector import bpf
 from daemoneye.collector import bpf_asm as asm
-from daemoneye.collector.bpf_asm import R0, R1, R2, R3, R6, R7, R8, R9, R10
+from daemoneye.collector import bpf_task_pass as task_pass
+from daemoneye.collector.bpf_asm import R0, R1, R2, R6, R7, R8, R9, R10
 from daemoneye.collector.btf import BtfError, KernelTypes
-from daemoneye.collector.task_iter import ITERATOR, LICENSE, SEQ_WRITE
 
 THREADS_WALKED = 32  # a process with more threads is read from /proc every tick
 RSS_COUNTERS = 4  # NR_MM_COUNTERS: file, anon, swap entries, shmem
@@ -58,7 +56,7 @@ _NEEDED = {
     "sched_entity": ("sum_exec_runtime",),
     "signal_struct": ("sum_sched_runtime", "nr_threads", "thread_head"),
     "mm_struct": ("rss_stat",),
-    "bpf_iter_meta": ("seq",),
+    **task_pass.META_SEQ,
 }
 
 
@@ -82,12 +80,7 @@ def program(offsets: dict[str, int], rss: tuple[int, int], scratch_fd: int) -> b
     se_runtime = offsets[task + "se"] + offsets["sched_entity.sum_exec_runtime"]
     node_off = offsets[task + "thread_node"]
     items: list[asm.Item] = [
-        asm.mov(R6, R1),
-        asm.store(8, R10, _CTX, R6),
-        *asm.read_kernel(R10, _TASK, 8, R6, 8),
-        asm.load(8, R8, R10, _TASK),
-        asm.jump("jeq", R8, 0, "out"),
-        *asm.scratch_lookup(scratch_fd, R7, "out"),
+        *task_pass.way_in(_CTX, _TASK, scratch_fd),
         asm.alu("mov", R1, 0),
         *[asm.store(8, R7, at, R1) for at in range(0, RECORD_BYTES, 8)],  # the map is reused
         *asm.read_kernel(R7, 0, 4, R8, offsets[task + "tgid"]),
@@ -143,15 +136,7 @@ def program(offsets: dict[str, int], rss: tuple[int, int], scratch_fd: int) -> b
         asm.store(4, R7, 4, R1),
         asm.label("threads_cut"),
         asm.store(8, R7, _RUNTIME, R6),
-        asm.load(8, R1, R10, _CTX),
-        asm.load(8, R1, R1, 0),  # ctx->meta
-        asm.load(8, R1, R1, offsets["bpf_iter_meta.seq"]),
-        asm.mov(R2, R7),
-        asm.alu("mov", R3, RECORD_BYTES),
-        asm.call(SEQ_WRITE),
-        asm.label("out"),
-        asm.alu("mov", R0, 0),
-        asm.exit_(),
+        *task_pass.way_out(_CTX, RECORD_BYTES, offsets["bpf_iter_meta.seq"]),
     ]
     return asm.assemble(items)
 
@@ -160,9 +145,8 @@ class StatSignatures:
     """The loaded iterator; `read()` gives pid → a hash of what its stat fields come from
     (None for a process whose threads were too many to walk)."""
 
-    def __init__(self, fds: tuple[int, ...], link_fd: int) -> None:
-        self._fds = fds
-        self._link = link_fd
+    def __init__(self, fds: tuple[int, ...]) -> None:
+        self._fds = fds  # scratch map, program, link
         self.passes_total = 0
 
     @classmethod
@@ -170,39 +154,16 @@ class StatSignatures:
         types = KernelTypes.load(btf_path) if btf_path else KernelTypes.load()
         offsets = types.offsets(_NEEDED)
         rss = _rss_layout(types)
-        target = types.function_id(ITERATOR)
-        opened: list[int] = []
-        try:
-            scratch = bpf.create_map(bpf.MAP_PERCPU_ARRAY, 4, RECORD_BYTES, 1, "de_sig_tmp")
-            opened.append(scratch)
-            opened.append(
-                bpf.load_program(
-                    bpf.PROG_TRACING,
-                    program(offsets, rss, scratch),
-                    LICENSE,
-                    "de_stat_sigs",
-                    attach_type=bpf.TRACE_ITER,
-                    attach_btf_id=target,
-                )
+        return cls(
+            task_pass.load(
+                types, lambda scratch: program(offsets, rss, scratch), RECORD_BYTES, "de_sigs"
             )
-            opened.append(bpf.create_iterator_link(opened[-1]))
-        except BaseException:
-            for fd in opened:
-                os.close(fd)
-            raise
-        return cls(tuple(opened), opened[-1])
+        )
 
     def read(self) -> dict[int, int | None]:
         """One pass; raises OSError when the kernel refuses it (the poller reads every stat)."""
-        fd = bpf.create_iterator(self._link)
-        try:
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
+        raw = task_pass.run(self._fds[-1])
         self.passes_total += 1
-        raw = b"".join(chunks)
         found: dict[int, int | None] = {}
         unpack = _RECORD.unpack_from
         for at in range(0, len(raw) - RECORD_BYTES + 1, RECORD_BYTES):
@@ -212,5 +173,4 @@ class StatSignatures:
 
     def close(self) -> None:
         fds, self._fds = self._fds, ()
-        for fd in reversed(fds):
-            os.close(fd)
+        task_pass.close(fds)

@@ -21,20 +21,17 @@ import os
 import struct
 from dataclasses import dataclass
 
-from daemoneye.collector import bpf, kernel_context
 from daemoneye.collector import bpf_asm as asm
-from daemoneye.collector.bpf_asm import R0, R1, R2, R3, R6, R7, R8, R10
+from daemoneye.collector import bpf_task_pass as task_pass
+from daemoneye.collector import kernel_context
+from daemoneye.collector.bpf_asm import R1, R2, R7, R8
 from daemoneye.collector.btf import KernelTypes
 from daemoneye.collector.kernel_context import KernelContext
 
-ITERATOR = "bpf_iter_task"
-LICENSE = "Dual MIT/GPL"
-SEQ_WRITE = 127  # bpf_seq_write
 _ENTRY = struct.Struct("<IIQ")  # tgid, pid, start_boottime (ns)
 RECORD_BYTES = _ENTRY.size + kernel_context.BYTES
 _CTX_SLOT = -152
-_READ_BYTES = 1 << 20
-_NEEDED = {"task_struct": ("tgid", "pid", "start_boottime"), "bpf_iter_meta": ("seq",)}
+_NEEDED = {"task_struct": ("tgid", "pid", "start_boottime"), **task_pass.META_SEQ}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,17 +67,10 @@ class TaskSnapshot:
 
 
 def program(offsets: dict[str, int], sizes: dict[str, int], scratch_fd: int) -> bytes:
-    """The iterator program (ctx: struct bpf_iter__task { meta; task }); writes one record per
-    thread group leader with bpf_seq_write."""
+    """The iterator program: one record per thread group leader."""
     task = "task_struct."
     items: list[asm.Item] = [
-        asm.mov(R6, R1),
-        asm.store(8, R10, _CTX_SLOT, R6),
-        # the task pointer as a plain number, as the exec program has it (NULL: the end)
-        *asm.read_kernel(R10, kernel_context.TASK_SLOT, 8, R6, 8),
-        asm.load(8, R8, R10, kernel_context.TASK_SLOT),
-        asm.jump("jeq", R8, 0, "out"),
-        *asm.scratch_lookup(scratch_fd, R7, "out"),
+        *task_pass.way_in(_CTX_SLOT, kernel_context.TASK_SLOT, scratch_fd),
         *asm.read_kernel(R7, 0, 4, R8, offsets[task + "tgid"]),
         *asm.read_kernel(R7, 4, 4, R8, offsets[task + "pid"]),
         *asm.read_kernel(R7, 8, 8, R8, offsets[task + "start_boottime"]),
@@ -88,15 +78,7 @@ def program(offsets: dict[str, int], sizes: dict[str, int], scratch_fd: int) -> 
         asm.load(4, R2, R7, 4),
         asm.jump("jne", R1, R2, "out", reg=True),  # a thread: its leader stands for it
         *kernel_context.program_part(offsets, sizes, _ENTRY.size, current=False),
-        asm.load(8, R1, R10, _CTX_SLOT),
-        asm.load(8, R1, R1, 0),  # ctx->meta
-        asm.load(8, R1, R1, offsets["bpf_iter_meta.seq"]),
-        asm.mov(R2, R7),
-        asm.alu("mov", R3, RECORD_BYTES),
-        asm.call(SEQ_WRITE),
-        asm.label("out"),
-        asm.alu("mov", R0, 0),
-        asm.exit_(),
+        *task_pass.way_out(_CTX_SLOT, RECORD_BYTES, offsets["bpf_iter_meta.seq"]),
     ]
     return asm.assemble(items)
 
@@ -104,9 +86,8 @@ def program(offsets: dict[str, int], sizes: dict[str, int], scratch_fd: int) -> 
 class TaskIterator:
     """The loaded iterator: `snapshot()` runs one pass over every task."""
 
-    def __init__(self, fds: tuple[int, ...], link_fd: int, tick_ns: int) -> None:
+    def __init__(self, fds: tuple[int, ...], tick_ns: int) -> None:
         self._fds = fds  # scratch map, program, link
-        self._link = link_fd
         self._tick_ns = tick_ns
         self.passes_total = 0
 
@@ -119,43 +100,17 @@ class TaskIterator:
             needed[struct_name] = needed.get(struct_name, ()) + members
         offsets = types.offsets(needed)
         sizes = {name: types.size(name) for name in kernel_context.SIZES}
-        target = types.function_id(ITERATOR)
-        opened: list[int] = []
-        try:
-            scratch = bpf.create_map(bpf.MAP_PERCPU_ARRAY, 4, RECORD_BYTES, 1, "de_task_tmp")
-            opened.append(scratch)
-            code = program(offsets, sizes, scratch)
-            opened.append(
-                bpf.load_program(
-                    bpf.PROG_TRACING,
-                    code,
-                    LICENSE,
-                    "de_tasks",
-                    attach_type=bpf.TRACE_ITER,
-                    attach_btf_id=target,
-                )
-            )
-            link = bpf.create_iterator_link(opened[-1])
-            opened.append(link)
-        except BaseException:
-            for fd in opened:
-                os.close(fd)
-            raise
-        tick_ns = 1_000_000_000 // (clk_tck or os.sysconf("SC_CLK_TCK"))
-        return cls(tuple(opened), link, tick_ns)
+        fds = task_pass.load(
+            types, lambda scratch: program(offsets, sizes, scratch), RECORD_BYTES, "de_tasks"
+        )
+        return cls(fds, 1_000_000_000 // (clk_tck or os.sysconf("SC_CLK_TCK")))
 
     def snapshot(self) -> TaskSnapshot:
         """One pass; raises OSError when the kernel refuses one (procmond then reads /proc)."""
-        fd = bpf.create_iterator(self._link)
-        try:
-            chunks = []
-            while chunk := os.read(fd, _READ_BYTES):
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
+        raw = task_pass.run(self._fds[-1])
         self.passes_total += 1
-        return TaskSnapshot(b"".join(chunks), self._tick_ns)
+        return TaskSnapshot(raw, self._tick_ns)
 
     def close(self) -> None:
-        for fd in reversed(self._fds):
-            os.close(fd)
+        fds, self._fds = self._fds, ()
+        task_pass.close(fds)

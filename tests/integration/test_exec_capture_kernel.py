@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from daemoneye.collector.btf import BtfError
 from daemoneye.collector.cgroup_ids import hierarchy_mounts
 from daemoneye.collector.context import ContextReader
 from daemoneye.collector.events import ProcEventSource
@@ -30,21 +29,14 @@ from daemoneye.collector.netlink import probe
 from daemoneye.collector.proc_events import ExecEvent
 from daemoneye.collector.procfs import parse_cmdline, parse_stat_fields, read_boot_time
 from daemoneye.procmond.privileges import drop_procmond, lookup_account
+from tests.bpf_available import why_not
 from tests.forked import in_child
 
 if not sys.platform.startswith("linux"):
     pytest.skip("eBPF is Linux-only", allow_module_level=True)
 
 
-def _why_not() -> str | None:
-    try:
-        ExecCapture.open().close()
-    except (OSError, BtfError) as exc:
-        return str(exc)
-    return None
-
-
-_UNAVAILABLE = _why_not()
+_UNAVAILABLE = why_not(lambda: ExecCapture.open().close())
 if _UNAVAILABLE is not None:
     pytest.skip(f"eBPF exec capture unavailable: {_UNAVAILABLE}", allow_module_level=True)
 

@@ -19,13 +19,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemoneye.collector.btf import BtfError
 from daemoneye.collector.context import ContextReader
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.exec_capture import ARGV_BYTES, ExecCapture
 from daemoneye.collector.proc_events import ExecEvent
 from daemoneye.collector.procfs import read_boot_time
 from daemoneye.models import ProcessDetails
+from tests.bpf_available import why_not
 
 if not sys.platform.startswith("linux"):
     pytest.skip("eBPF is Linux-only", allow_module_level=True)
@@ -34,11 +34,8 @@ if not sys.platform.startswith("linux"):
 def _why_not() -> str | None:
     if shutil.which("setpriv") is None or shutil.which("unshare") is None:
         return "setpriv and unshare (util-linux) are needed"
-    try:
-        ExecCapture.open().close()
-    except (OSError, BtfError) as exc:
-        return f"eBPF exec capture unavailable: {exc}"
-    return None
+    reason = why_not(lambda: ExecCapture.open().close())
+    return None if reason is None else f"eBPF exec capture unavailable: {reason}"
 
 
 _UNAVAILABLE = _why_not()

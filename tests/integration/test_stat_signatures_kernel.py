@@ -15,24 +15,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemoneye.collector.btf import BtfError
 from daemoneye.collector.procfs import read_boot_time
 from daemoneye.collector.scanner import ProcScanner
 from daemoneye.collector.stat_signatures import THREADS_WALKED, StatSignatures
+from tests.bpf_available import why_not
 
 if not sys.platform.startswith("linux"):
     pytest.skip("eBPF is Linux-only", allow_module_level=True)
 
 
-def _why_not() -> str | None:
-    try:
-        StatSignatures.open().close()
-    except (OSError, BtfError) as exc:
-        return str(exc)
-    return None
-
-
-_UNAVAILABLE = _why_not()
+_UNAVAILABLE = why_not(lambda: StatSignatures.open().close())
 if _UNAVAILABLE is not None:
     pytest.skip(f"BPF stat signature pass unavailable: {_UNAVAILABLE}", allow_module_level=True)
 

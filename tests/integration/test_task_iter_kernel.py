@@ -15,27 +15,19 @@ from collections.abc import Iterator
 import pytest
 
 from daemoneye.collector import bpf
-from daemoneye.collector.btf import BtfError
 from daemoneye.collector.context import ContextReader
 from daemoneye.collector.procfs import parse_stat_fields, read_boot_time
 from daemoneye.collector.scanner import SNAPSHOT_AT, ProcScanner
 from daemoneye.collector.task_iter import TaskIterator
 from daemoneye.procmond.privileges import drop_procmond, lookup_account, shed_start_capabilities
+from tests.bpf_available import why_not
 from tests.forked import in_child
 
 if not sys.platform.startswith("linux"):
     pytest.skip("eBPF is Linux-only", allow_module_level=True)
 
 
-def _why_not() -> str | None:
-    try:
-        TaskIterator.open().close()
-    except (OSError, BtfError) as exc:
-        return str(exc)
-    return None
-
-
-_UNAVAILABLE = _why_not()
+_UNAVAILABLE = why_not(lambda: TaskIterator.open().close())
 if _UNAVAILABLE is not None:
     pytest.skip(f"BPF task iterator unavailable: {_UNAVAILABLE}", allow_module_level=True)
 
