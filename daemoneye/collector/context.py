@@ -530,10 +530,10 @@ class ContextReader:
         elif dir_fd is not None:
             found = self._environment(dir_fd)
         client, source = None, None
-        if found is not None and self._ssh_wanted and dir_fd is not None:
+        if found is not None and self._ssh_wanted:
             client = ssh_client(found.get("SSH_CONNECTION"))
             source = "process" if client is not None else None
-            if client is None and session_id:
+            if client is None and session_id and dir_fd is not None:
                 client = self._session_ssh_client(session_id, start_ticks, dir_fd)
                 source = "session leader" if client is not None else None
         if kernel is not None and kernel.loginuid is not None:

@@ -105,8 +105,9 @@ def read_instance(
                     dir_fd, stat_fd, raw_stat, stat, user_of, context, captured, kept
                 )
             else:
-                same = task is not None and task.start_ticks == stat.start_ticks
-                kernel = task.context if task is not None and same else None
+                kernel = None  # a task pass's block, when it is this instance's
+                if task is not None and task.start_ticks == stat.start_ticks:
+                    kernel = task.context
                 read = _read_details(dir_fd, raw_stat, stat, user_of, context, kept, kernel)
             handed_over = keep_stat
             return read

@@ -191,6 +191,9 @@ def test_a_process_gone_before_proc_was_read_keeps_the_kernels_context(tmp_path:
     assert (found.stdin, found.stdout, found.stderr) == ("socket:[222]", "pipe:[5]", "closed")
     assert json.loads(found.environment or "") == {"HISTFILE": ""}
     assert found.cgroup is None and found.session_id is None  # nothing known of them
+    over_ssh = b"SSH_CONNECTION=10.0.0.9 51234 10.0.0.1 22\0"
+    gone = Context(*reader.read_values(None, None, 500, kernel(), over_ssh))
+    assert (gone.ssh_client, gone.ssh_source) == ("10.0.0.9 51234", "process")
 
 
 # -- what is kept between processes ---------------------------------------------------------
