@@ -11,8 +11,10 @@ at start, read to its end: one read of every task.
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Mapping
 
 from daemoneye.collector import bpf
 from daemoneye.collector import bpf_asm as asm
@@ -22,19 +24,39 @@ from daemoneye.collector.btf import KernelTypes
 ITERATOR = "bpf_iter_task"
 LICENSE = "Dual MIT/GPL"
 SEQ_WRITE = 127  # bpf_seq_write
-META_SEQ = {"bpf_iter_meta": ("seq",)}  # the offset `way_out` needs
+NEEDED = {"bpf_iter_meta": ("seq",), "task_struct": ("tgid", "pid")}  # what way_in/out read
 _READ_BYTES = 1 << 20
+_TGID, _START = struct.Struct("<I"), struct.Struct("<Q")
 
 
-def way_in(ctx_slot: int, task_slot: int, scratch_fd: int) -> list[asm.Item]:
-    """The context kept at `ctx_slot`, the task at `task_slot` and in r8, the scratch record
-    in r7; to "out" at the pass's end or when the record cannot be had."""
+def merged(*needs: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """Several {struct: members} wants as one (for KernelTypes.offsets)."""
+    found: dict[str, tuple[str, ...]] = {}
+    for need in needs:
+        for struct_name, members in need.items():
+            have = found.get(struct_name, ())
+            found[struct_name] = have + tuple(m for m in members if m not in have)
+    return found
+
+
+def way_in(
+    ctx_slot: int, task_slot: int, ids_slot: int, offsets: dict[str, int], scratch_fd: int
+) -> list[asm.Item]:
+    """The context kept at `ctx_slot`, the task at `task_slot` and in r8, its tgid and pid at
+    `ids_slot` (u32 each), the scratch record in r7; to "out" at the pass's end, for a thread
+    that is not its group's leader (before any other work: a pass visits every thread), or
+    when the record cannot be had."""
     return [
         asm.mov(R6, R1),
         asm.store(8, R10, ctx_slot, R6),
         *asm.read_kernel(R10, task_slot, 8, R6, 8),
         asm.load(8, R8, R10, task_slot),
         asm.jump("jeq", R8, 0, "out"),
+        *asm.read_kernel(R10, ids_slot, 4, R8, offsets["task_struct.tgid"]),
+        *asm.read_kernel(R10, ids_slot + 4, 4, R8, offsets["task_struct.pid"]),
+        asm.load(4, R1, R10, ids_slot),
+        asm.load(4, R2, R10, ids_slot + 4),
+        asm.jump("jne", R1, R2, "out", reg=True),  # a thread: its leader stands for it
         *asm.scratch_lookup(scratch_fd, R7, "out"),
     ]
 
@@ -79,6 +101,29 @@ def load(
             os.close(fd)
         raise
     return tuple(opened)
+
+
+def check_namespace(raw: bytes, record_bytes: int, tick_ns: int) -> None:
+    """Raise unless a pass's records (each starting with the tgid as u32 and, at 8, the start
+    time in ns as u64) list this process under its own pid with its own start time. The
+    kernel writes pids as the initial pid namespace numbers them; a procmond in a namespace of
+    its own (a container, `unshare --pid`) reads another numbering in its /proc, and would file
+    one process's record under another's pid."""
+    own = os.getpid()
+    with open("/proc/self/stat", "rb") as file:
+        line = file.read()
+    start_ticks = int(line[line.rfind(b")") + 2 :].split()[19])
+    for at in range(0, len(raw) - record_bytes + 1, record_bytes):
+        tgid, start_ns = _TGID.unpack_from(raw, at)[0], _START.unpack_from(raw, at + 8)[0]
+        if tgid == own:
+            if start_ns // tick_ns == start_ticks:
+                return
+            break
+    raise OSError(
+        errno.EOPNOTSUPP,
+        "the kernel's task pids are not this /proc's (procmond runs in a pid namespace of its "
+        "own): the scan reads /proc",
+    )
 
 
 def run(link_fd: int) -> bytes:

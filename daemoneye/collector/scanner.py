@@ -52,6 +52,11 @@ log = logging.getLogger(__name__)
 # events did not report) takes every task's context in one pass of the task iterator instead
 # of reading it from /proc process by process.
 SNAPSHOT_AT = 32
+# The stat signature pass visits every thread and saves one stat read per process: on a host
+# with more threads than this per process it costs more than it saves, and the scan reads
+# every stat for the next SIGNATURES_REST_TICKS ticks before it tries a pass again.
+THREADS_PER_PROCESS_MAX = 16.0
+SIGNATURES_REST_TICKS = 30
 
 
 class ProcScanner:
@@ -91,6 +96,7 @@ class ProcScanner:
         self._owned_tasks = tasks  # closed with the scanner
         # one pass per tick tells which processes' stat may have changed (closed with it too)
         self._signatures = signatures
+        self._signatures_rest = 0  # ticks left without the pass (see THREADS_PER_PROCESS_MAX)
         self._snapshot: TaskSnapshot | None = None
         self._user_of = user_names if user_names is not None else UserNames()
         self._ticks_per_s = float(CLOCK_TICKS)
@@ -198,10 +204,19 @@ class ProcScanner:
             self._context.new_scan()
         self._apply_hashes()
         new_names = self._poller.new_names()
-        passed = self._signature_pass() if self._signatures is not None else None
+        passed = None
+        if self._signatures is not None:
+            if self._signatures_rest:
+                self._signatures_rest -= 1
+            else:
+                passed = self._signature_pass()
         changed, gone, out.denied = self._poller.read_known(passed)
         for name in gone:
             self._end(name, now, out)
+            # a newcomer may hold the pid already: /proc was listed before this read, and is
+            # listed again only when another pid is allocated after it
+            if name not in new_names and os.path.lexists(self._root + b"/" + name):
+                new_names.add(name)
         for name, raw in changed:
             self._on_changed(name, raw, now, out)
         if self._busy:
@@ -229,12 +244,15 @@ class ProcScanner:
     def _signature_pass(self) -> dict[int, int | None] | None:
         assert self._signatures is not None
         try:
-            return self._signatures.read()
+            passed = self._signatures.read()
         except OSError as exc:  # the kernel refused a pass: read every stat from now on
             log.warning("stat signatures off, the scan reads every process's stat: %s", exc)
             self._signatures.close()
             self._signatures = None
             return None
+        if self._signatures.threads_per_process > THREADS_PER_PROCESS_MAX:
+            self._signatures_rest = SIGNATURES_REST_TICKS  # dearer than the reads it saves
+        return passed
 
     def _take_snapshot(self, tasks: TaskIterator) -> TaskSnapshot | None:
         try:

@@ -15,16 +15,18 @@ BPF_ITER_CREATE, which procmond's seccomp filter keeps (procmond/seccomp.py).
 
 from __future__ import annotations
 
+import os
 import struct
 
 from daemoneye.collector import bpf_asm as asm
 from daemoneye.collector import bpf_task_pass as task_pass
-from daemoneye.collector.bpf_asm import R0, R1, R2, R6, R7, R8, R9, R10
+from daemoneye.collector.bpf_asm import R0, R1, R6, R7, R8, R9, R10
 from daemoneye.collector.btf import BtfError, KernelTypes
 
 THREADS_WALKED = 32  # a process with more threads is read from /proc every tick
 RSS_COUNTERS = 4  # NR_MM_COUNTERS: file, anon, swap entries, shmem
-_RECORD = struct.Struct("<IIQ80x")  # tgid, flags, start; the rest is compared as bytes
+# tgid, flags, start, thread count; the bytes after the tgid and flags are what is compared
+_RECORD = struct.Struct("<IIQ56xI20x")
 RECORD_BYTES = _RECORD.size  # 96
 _START, _RUNTIME, _DEAD, _RSS, _STATE, _EXIT, _THREADS, _PPID, _COMM = (
     8,
@@ -38,7 +40,7 @@ _START, _RUNTIME, _DEAD, _RSS, _STATE, _EXIT, _THREADS, _PPID, _COMM = (
     80,
 )
 _WHOLE = 1  # flags: every thread's runtime was summed
-_TASK, _TMP, _HEAD, _CTX = -8, -16, -24, -32
+_TASK, _TMP, _HEAD, _CTX, _IDS = -8, -16, -24, -32, -40
 _NEEDED = {
     "task_struct": (
         "tgid",
@@ -56,7 +58,6 @@ _NEEDED = {
     "sched_entity": ("sum_exec_runtime",),
     "signal_struct": ("sum_sched_runtime", "nr_threads", "thread_head"),
     "mm_struct": ("rss_stat",),
-    **task_pass.META_SEQ,
 }
 
 
@@ -80,14 +81,11 @@ def program(offsets: dict[str, int], rss: tuple[int, int], scratch_fd: int) -> b
     se_runtime = offsets[task + "se"] + offsets["sched_entity.sum_exec_runtime"]
     node_off = offsets[task + "thread_node"]
     items: list[asm.Item] = [
-        *task_pass.way_in(_CTX, _TASK, scratch_fd),
+        *task_pass.way_in(_CTX, _TASK, _IDS, offsets, scratch_fd),
         asm.alu("mov", R1, 0),
-        *[asm.store(8, R7, at, R1) for at in range(0, RECORD_BYTES, 8)],  # the map is reused
-        *asm.read_kernel(R7, 0, 4, R8, offsets[task + "tgid"]),
-        *asm.read_kernel(R10, _TMP, 4, R8, offsets[task + "pid"]),
-        asm.load(4, R1, R10, _TMP),
-        asm.load(4, R2, R7, 0),
-        asm.jump("jne", R1, R2, "out", reg=True),  # a thread: its leader's record counts it
+        *[asm.store(8, R7, at, R1) for at in range(8, RECORD_BYTES, 8)],  # the map is reused
+        asm.load(4, R1, R10, _IDS),
+        asm.store(8, R7, 0, R1),  # the tgid; the flags word after it starts at 0
         *asm.read_kernel(R7, _START, 8, R8, offsets[task + "start_boottime"]),
         *asm.read_kernel(R7, _STATE, 4, R8, offsets[task + "__state"]),
         *asm.read_kernel(R7, _EXIT, 4, R8, offsets[task + "exit_state"]),
@@ -148,17 +146,25 @@ class StatSignatures:
     def __init__(self, fds: tuple[int, ...]) -> None:
         self._fds = fds  # scratch map, program, link
         self.passes_total = 0
+        # tasks the last pass visited per process listed: a pass costs per task (each thread
+        # is visited), the reads it saves are one per process
+        self.threads_per_process = 1.0
 
     @classmethod
     def open(cls, *, btf_path: str | None = None) -> StatSignatures:
         types = KernelTypes.load(btf_path) if btf_path else KernelTypes.load()
-        offsets = types.offsets(_NEEDED)
+        offsets = types.offsets(task_pass.merged(_NEEDED, task_pass.NEEDED))
         rss = _rss_layout(types)
-        return cls(
-            task_pass.load(
-                types, lambda scratch: program(offsets, rss, scratch), RECORD_BYTES, "de_sigs"
-            )
+        fds = task_pass.load(
+            types, lambda scratch: program(offsets, rss, scratch), RECORD_BYTES, "de_sigs"
         )
+        try:
+            tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+            task_pass.check_namespace(task_pass.run(fds[-1]), RECORD_BYTES, tick_ns)
+        except BaseException:
+            task_pass.close(fds)
+            raise
+        return cls(fds)
 
     def read(self) -> dict[int, int | None]:
         """One pass; raises OSError when the kernel refuses it (the poller reads every stat)."""
@@ -166,9 +172,12 @@ class StatSignatures:
         self.passes_total += 1
         found: dict[int, int | None] = {}
         unpack = _RECORD.unpack_from
+        threads = 0
         for at in range(0, len(raw) - RECORD_BYTES + 1, RECORD_BYTES):
-            tgid, flags, _start = unpack(raw, at)
+            tgid, flags, _start, count = unpack(raw, at)
+            threads += count
             found[tgid] = hash(raw[at + 8 : at + RECORD_BYTES]) if flags & _WHOLE else None
+        self.threads_per_process = threads / max(1, len(found))
         return found
 
     def close(self) -> None:

@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from daemoneye.collector import bpf_asm as asm
 from daemoneye.collector import bpf_task_pass as task_pass
 from daemoneye.collector import kernel_context
-from daemoneye.collector.bpf_asm import R1, R2, R7, R8
+from daemoneye.collector.bpf_asm import R1, R7, R8, R10
 from daemoneye.collector.btf import KernelTypes
 from daemoneye.collector.kernel_context import KernelContext
 
 _ENTRY = struct.Struct("<IIQ")  # tgid, pid, start_boottime (ns)
 RECORD_BYTES = _ENTRY.size + kernel_context.BYTES
-_CTX_SLOT = -152
-_NEEDED = {"task_struct": ("tgid", "pid", "start_boottime"), **task_pass.META_SEQ}
+_CTX_SLOT, _IDS_SLOT = -152, -160
+_NEEDED = {"task_struct": ("start_boottime",)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +70,10 @@ def program(offsets: dict[str, int], sizes: dict[str, int], scratch_fd: int) -> 
     """The iterator program: one record per thread group leader."""
     task = "task_struct."
     items: list[asm.Item] = [
-        *task_pass.way_in(_CTX_SLOT, kernel_context.TASK_SLOT, scratch_fd),
-        *asm.read_kernel(R7, 0, 4, R8, offsets[task + "tgid"]),
-        *asm.read_kernel(R7, 4, 4, R8, offsets[task + "pid"]),
+        *task_pass.way_in(_CTX_SLOT, kernel_context.TASK_SLOT, _IDS_SLOT, offsets, scratch_fd),
+        asm.load(8, R1, R10, _IDS_SLOT),  # tgid and pid, as the record starts
+        asm.store(8, R7, 0, R1),
         *asm.read_kernel(R7, 8, 8, R8, offsets[task + "start_boottime"]),
-        asm.load(4, R1, R7, 0),
-        asm.load(4, R2, R7, 4),
-        asm.jump("jne", R1, R2, "out", reg=True),  # a thread: its leader stands for it
         *kernel_context.program_part(offsets, sizes, _ENTRY.size, current=False),
         *task_pass.way_out(_CTX_SLOT, RECORD_BYTES, offsets["bpf_iter_meta.seq"]),
     ]
@@ -95,15 +92,18 @@ class TaskIterator:
     def open(cls, *, clk_tck: int | None = None, btf_path: str | None = None) -> TaskIterator:
         """Load and link; raises bpf.BpfError or btf.BtfError with the reason."""
         types = KernelTypes.load(btf_path) if btf_path else KernelTypes.load()
-        needed = dict(kernel_context.NEEDED)
-        for struct_name, members in _NEEDED.items():
-            needed[struct_name] = needed.get(struct_name, ()) + members
-        offsets = types.offsets(needed)
+        offsets = types.offsets(task_pass.merged(kernel_context.NEEDED, _NEEDED, task_pass.NEEDED))
         sizes = {name: types.size(name) for name in kernel_context.SIZES}
         fds = task_pass.load(
             types, lambda scratch: program(offsets, sizes, scratch), RECORD_BYTES, "de_tasks"
         )
-        return cls(fds, 1_000_000_000 // (clk_tck or os.sysconf("SC_CLK_TCK")))
+        tick_ns = 1_000_000_000 // (clk_tck or os.sysconf("SC_CLK_TCK"))
+        try:
+            task_pass.check_namespace(task_pass.run(fds[-1]), RECORD_BYTES, tick_ns)
+        except BaseException:
+            task_pass.close(fds)
+            raise
+        return cls(fds, tick_ns)
 
     def snapshot(self) -> TaskSnapshot:
         """One pass; raises OSError when the kernel refuses one (procmond then reads /proc)."""

@@ -12,9 +12,10 @@ forked before the agent installs its own, so the procmonds it starts can still l
 capture.
 
 The program (classic BPF over `struct seccomp_data`, whose fields are read in host byte order):
-on this architecture, refuse the native bpf(2) number and, on x86-64, its x32 number; allow
-everything else. A call made through another ABI (i386 compatibility) is allowed: its numbers
-mean other calls, and neither process makes such calls.
+refuse every call made through another ABI (i386 through `int 0x80` on x86-64: its numbers
+mean other calls, neither process makes such calls, and a compromised one could reach bpf(2)
+that way); refuse the native bpf(2) number but for the allowed commands, and on x86-64 its x32
+number whatever the command; allow everything else.
 """
 
 from __future__ import annotations
@@ -67,10 +68,10 @@ def deny_bpf_program(machine: str, allowed: Iterable[int] = ()) -> bytes | None:
     judge = check if commands else refuse
     lines = [
         (_LD_W_ABS, 0, 0, _ARCH_AT),
-        (_JEQ_K, 0, allow - 2, arch),  # another ABI: allow
+        (_JEQ_K, 0, refuse - 2, arch),  # another ABI (i386 through int 0x80): refused
         (_LD_W_ABS, 0, 0, _NR_AT),
         (_JEQ_K, judge - 4, 0, bpf_nr),
-        (_JEQ_K, judge - 5, allow - 5, x32_nr),
+        (_JEQ_K, refuse - 5, allow - 5, x32_nr),  # x32's bpf(2): refused whatever the command
     ]
     if commands:
         lines.append((_LD_W_ABS, 0, 0, _ARG0_AT))

@@ -7,6 +7,7 @@ Skipped, with the reason, where the iterator cannot load (not root, no BTF, bpf(
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -129,3 +130,30 @@ def test_procmond_still_runs_passes_after_shedding_cap_bpf_and_nothing_else_of_b
     assert isinstance(found["tasks"], int) and found["tasks"] > 1
     assert found["refused"] == "1"  # EPERM, from the seccomp filter
     assert found["seccomp"] == "2"
+
+
+_OPEN_BOTH = """
+import errno
+from daemoneye.collector.stat_signatures import StatSignatures
+from daemoneye.collector.task_iter import TaskIterator
+for opener in (TaskIterator.open, StatSignatures.open):
+    try:
+        opener().close()
+        print("loaded")
+    except OSError as exc:
+        print("refused", exc.errno == errno.EOPNOTSUPP)
+"""
+
+
+def test_in_a_pid_namespace_of_its_own_both_passes_refuse_to_load() -> None:
+    """The kernel writes pids as the initial namespace numbers them; a procmond whose /proc
+    numbers them otherwise would file one process's record under another's pid."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    found = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", _OPEN_BOTH],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert found.stdout.split("\n")[:2] == ["refused True", "refused True"]

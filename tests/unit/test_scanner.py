@@ -19,7 +19,7 @@ import pytest
 
 from daemoneye.collector import details as details_module
 from daemoneye.collector.procfs import CLOCK_TICKS, PAGE_SIZE, read_boot_time
-from daemoneye.collector.scanner import ProcScanner
+from daemoneye.collector.scanner import THREADS_PER_PROCESS_MAX, ProcScanner
 from daemoneye.errors import CollectorError
 from daemoneye.models import ExeHash, ProcessKey, ProcessRecord, ScanDelta
 
@@ -410,7 +410,7 @@ def test_a_process_gone_between_listing_and_reading_is_skipped(
     assert {r.pid for r in delta.added} == {42, 43}
     assert delta.stats.vanished == 1
     (proc.root / "99").rmdir()
-    (proc.root / "43" / "stat").unlink()  # a known process whose stat is gone has ended
+    proc.kill(43)  # a known process whose stat is gone has ended (its directory goes too)
     clock.now += 1
     delta = scanner.scan()
     assert delta.ended == (ProcessKey(43, start_time(1000)),)
@@ -786,3 +786,45 @@ def test_a_process_exiting_during_an_exec_check_is_not_an_exec(
     (proc.root / "42" / "status").unlink()
     clock.now += 1
     assert scanner.scan().execed == ()
+
+
+class _Passes:
+    """A stat signature pass that says nothing moved, on a host with `threads` per process."""
+
+    def __init__(self, proc: FakeProc, threads: float) -> None:
+        self.proc = proc
+        self.threads_per_process = threads
+        self.reads = 0
+        self.closed = False
+
+    def read(self) -> dict[int, int | None]:
+        self.reads += 1
+        return {int(name): 7 for name in os.listdir(self.proc.root) if name.isdigit()}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_stat_pass_unchanged_process_is_not_read_and_a_thread_heavy_host_rests_it(
+    proc: FakeProc, make_scanner: Callable[..., ProcScanner]
+) -> None:
+    for pid in range(100, 110):
+        proc.spawn(pid)
+    passes = _Passes(proc, threads=1.0)
+    scanner = make_scanner(signatures=passes)  # a stand-in for the kernel pass
+    scanner.scan()
+    scanner.scan()  # each process read once with its signature: from now on, not read
+    proc.change(105, state="R")  # a change the pass does not report is not read (by design)
+    scanner.scan()
+    assert _state_of(scanner, 105) == "S"
+    passes.threads_per_process = THREADS_PER_PROCESS_MAX + 1
+    scanner.scan()  # the pass says it costs more than the reads: every stat is read
+    reads = passes.reads
+    scanner.scan()
+    assert passes.reads == reads and _state_of(scanner, 105) == "R"
+    scanner.close()
+    assert passes.closed
+
+
+def _state_of(scanner: ProcScanner, pid: int) -> str:
+    return next(rec.state for key, rec in scanner.snapshot().items() if key.pid == pid)
