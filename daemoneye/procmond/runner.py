@@ -89,8 +89,9 @@ def open_task_passes(
     reads /proc) where one cannot be loaded."""
     if not settings.exec_capture:
         return None, None
-    passes = _loaded(TaskIterator.open, "task iterator"), _loaded(
-        StatSignatures.open, "stat signature pass"
+    passes = (
+        _loaded(TaskIterator.open, "task iterator"),
+        _loaded(StatSignatures.open, "stat signature pass"),
     )
     if None not in passes:
         log.info("BPF task passes loaded: the scan asks the kernel which processes changed")
