@@ -104,6 +104,12 @@ def read_kernel(dst_reg: int, dst_off: int, size: int, base: int, off: int) -> l
     ]
 
 
+def follow(reg: int, off: int, slot: int) -> list[Item]:
+    """``reg = *(u64 *)(reg + off)`` through a probe read into the stack at `slot` (`reg` is
+    r6-r9, which calls keep)."""
+    return [*read_kernel(R10, slot, 8, reg, off), load(8, reg, R10, slot)]
+
+
 def scratch_lookup(map_fd: int, into: int, missing: str) -> list[Item]:
     """``into = &scratch[0]`` of a one-entry array map (key 0 at r10-4); jump to `missing` when
     the lookup fails. r0-r5 are clobbered."""

@@ -160,11 +160,6 @@ def decode(block: bytes | memoryview) -> KernelContext | None:
 # -- the program's part -------------------------------------------------------------------------
 
 
-def _follow(reg: int, off: int) -> list[asm.Item]:
-    """``reg = *(u64 *)(reg + off)`` through a probe read (`reg` is r6-r9)."""
-    return [*asm.read_kernel(R10, _TMP, 8, reg, off), asm.load(8, reg, R10, _TMP)]
-
-
 def _flag_if_read(bit: int, label: str) -> list[asm.Item]:
     """Set `bit` in the flags (r6) when the probe read just made succeeded."""
     return [asm.jump("jne", R0, 0, label), asm.alu("or", R6, bit), asm.label(label)]
@@ -186,9 +181,9 @@ def program_part(
     else:  # task->cgroups->dfl_cgrp->kn->id
         items += [
             asm.load(8, R9, R10, TASK_SLOT),
-            *_follow(R9, offsets["task_struct.cgroups"]),
-            *_follow(R9, offsets["css_set.dfl_cgrp"]),
-            *_follow(R9, offsets["cgroup.kn"]),
+            *asm.follow(R9, offsets["task_struct.cgroups"], _TMP),
+            *asm.follow(R9, offsets["css_set.dfl_cgrp"], _TMP),
+            *asm.follow(R9, offsets["cgroup.kn"], _TMP),
             *asm.read_kernel(R7, at + _CGROUP, 8, R9, offsets["kernfs_node.id"]),
             asm.load(8, R0, R7, at + _CGROUP),
         ]
@@ -199,7 +194,7 @@ def program_part(
         # the pid namespace it sees: task->thread_pid->numbers[level].ns (task_active_pid_ns)
         asm.load(8, R8, R10, TASK_SLOT),
         asm.mov(R9, R8),
-        *_follow(R9, offsets["task_struct.thread_pid"]),
+        *asm.follow(R9, offsets["task_struct.thread_pid"], _TMP),
         asm.alu("mov", R1, 0),
         asm.store(8, R10, _TMP, R1),
         *asm.read_kernel(R10, _TMP, 4, R9, offsets["pid.level"]),
@@ -208,25 +203,25 @@ def program_part(
         asm.jump("jgt", R1, MAX_PID_LEVEL, "ctx_pid_done"),
         asm.alu("mul", R1, sizes["upid"]),
         asm.alu("add", R9, R1, reg=True),
-        *_follow(R9, offsets["pid.numbers"] + offsets["upid.ns"]),
+        *asm.follow(R9, offsets["pid.numbers"] + offsets["upid.ns"], _TMP),
         *asm.read_kernel(R7, at + _PID_NS, 4, R9, offsets["pid_namespace.ns"] + inum),
         *_flag_if_read(HAS_PID_NS, "ctx_pid_read"),
         asm.label("ctx_pid_done"),
         # mount and network: task->nsproxy->{mnt_ns,net_ns}->ns.inum
         asm.mov(R9, R8),
-        *_follow(R9, offsets["task_struct.nsproxy"]),
+        *asm.follow(R9, offsets["task_struct.nsproxy"], _TMP),
         asm.store(8, R10, _NSPROXY, R9),
-        *_follow(R9, offsets["nsproxy.mnt_ns"]),
+        *asm.follow(R9, offsets["nsproxy.mnt_ns"], _TMP),
         *asm.read_kernel(R7, at + _MNT_NS, 4, R9, offsets["mnt_namespace.ns"] + inum),
         *_flag_if_read(HAS_MNT_NS, "ctx_mnt_read"),
         asm.load(8, R9, R10, _NSPROXY),
-        *_follow(R9, offsets["nsproxy.net_ns"]),
+        *asm.follow(R9, offsets["nsproxy.net_ns"], _TMP),
         *asm.read_kernel(R7, at + _NET_NS, 4, R9, offsets["net.ns"] + inum),
         *_flag_if_read(HAS_NET_NS, "ctx_net_read"),
         # user: task->real_cred->user_ns->ns.inum (what /proc/PID/ns/user names)
         asm.mov(R9, R8),
-        *_follow(R9, offsets["task_struct.real_cred"]),
-        *_follow(R9, offsets["cred.user_ns"]),
+        *asm.follow(R9, offsets["task_struct.real_cred"], _TMP),
+        *asm.follow(R9, offsets["cred.user_ns"], _TMP),
         *asm.read_kernel(R7, at + _USER_NS, 4, R9, offsets["user_namespace.ns"] + inum),
         *_flag_if_read(HAS_USER_NS, "ctx_user_read"),
         *asm.read_kernel(R7, at + _LOGINUID, 4, R8, offsets["task_struct.loginuid"]),
@@ -234,13 +229,13 @@ def program_part(
         asm.store(4, R7, at + _FLAGS, R6),
         # stdio: task->files->fdt; fd[i] for i < max_fds
         asm.mov(R9, R8),
-        *_follow(R9, offsets["task_struct.files"]),
-        *_follow(R9, offsets["files_struct.fdt"]),
+        *asm.follow(R9, offsets["task_struct.files"], _TMP),
+        *asm.follow(R9, offsets["files_struct.fdt"], _TMP),
         asm.alu("mov", R1, 0),
         asm.store(8, R10, _MAX_FDS, R1),
         *asm.read_kernel(R10, _MAX_FDS, 4, R9, offsets["fdtable.max_fds"]),
         asm.jump("jne", R0, 0, "ctx_stdio_done"),
-        *_follow(R9, offsets["fdtable.fd"]),
+        *asm.follow(R9, offsets["fdtable.fd"], _TMP),
         asm.store(8, R10, _FDS, R9),
     ]
     for index in range(3):
@@ -262,12 +257,12 @@ def program_part(
             asm.store(4, R7, fd_at + _FD_STATE, R1),
             asm.jump("ja", 0, 0, done),
             asm.label(f"ctx_fd{index}_file"),
-            *_follow(R9, offsets["file.f_inode"]),
+            *asm.follow(R9, offsets["file.f_inode"], _TMP),
             *asm.read_kernel(R7, fd_at + _FD_INO, 8, R9, offsets["inode.i_ino"]),
             *asm.read_kernel(R7, fd_at + _FD_RDEV, 4, R9, offsets["inode.i_rdev"]),
             *asm.read_kernel(R7, fd_at + _FD_MODE, 2, R9, offsets["inode.i_mode"]),
             asm.jump("jne", R0, 0, done),
-            *_follow(R9, offsets["inode.i_sb"]),
+            *asm.follow(R9, offsets["inode.i_sb"], _TMP),
             *asm.read_kernel(R7, fd_at + _FD_SDEV, 4, R9, offsets["super_block.s_dev"]),
             asm.jump("jne", R0, 0, done),
             asm.alu("mov", R1, FD_OPEN),
@@ -283,10 +278,10 @@ def _cgroup_links(offsets: dict[str, int], at: int) -> list[asm.Item]:
     link_node = offsets["cgrp_cset_link.cgrp_link"]
     items: list[asm.Item] = [
         asm.load(8, R9, R10, TASK_SLOT),
-        *_follow(R9, offsets["task_struct.cgroups"]),
+        *asm.follow(R9, offsets["task_struct.cgroups"], _TMP),
         asm.alu("add", R9, offsets["css_set.cgrp_links"]),
         asm.store(8, R10, _LINKS_HEAD, R9),
-        *_follow(R9, offsets["list_head.next"]),
+        *asm.follow(R9, offsets["list_head.next"], _TMP),
         asm.alu("mov", R6, 0),
     ]
     for index in range(CGROUP_LINKS):
@@ -297,17 +292,17 @@ def _cgroup_links(offsets: dict[str, int], at: int) -> list[asm.Item]:
             asm.jump("jeq", R9, 0, "ctx_links_cut"),
             asm.mov(R8, R9),
             asm.alu("sub", R8, link_node),
-            *_follow(R8, offsets["cgrp_cset_link.cgrp"]),
+            *asm.follow(R8, offsets["cgrp_cset_link.cgrp"], _TMP),
             asm.store(8, R10, _CGRP, R8),
-            *_follow(R8, offsets["cgroup.kn"]),
+            *asm.follow(R8, offsets["cgroup.kn"], _TMP),
             *asm.read_kernel(R7, pair + 8, 8, R8, offsets["kernfs_node.id"]),
             asm.jump("jne", R0, 0, "ctx_links_cut"),
             asm.load(8, R8, R10, _CGRP),
-            *_follow(R8, offsets["cgroup.root"]),
+            *asm.follow(R8, offsets["cgroup.root"], _TMP),
             *asm.read_kernel(R7, pair, 4, R8, offsets["cgroup_root.hierarchy_id"]),
             asm.jump("jne", R0, 0, "ctx_links_cut"),
             asm.alu("add", R6, 1),
-            *_follow(R9, offsets["list_head.next"]),
+            *asm.follow(R9, offsets["list_head.next"], _TMP),
         ]
     return [
         *items,

@@ -72,10 +72,6 @@ def _rss_layout(types: KernelTypes) -> tuple[int, int]:
     return old["mm_rss_stat.count"], 8
 
 
-def _follow(reg: int, off: int) -> list[asm.Item]:
-    return [*asm.read_kernel(R10, _TMP, 8, reg, off), asm.load(8, reg, R10, _TMP)]
-
-
 def program(offsets: dict[str, int], rss: tuple[int, int], scratch_fd: int) -> bytes:
     task = "task_struct."
     se_runtime = offsets[task + "se"] + offsets["sched_entity.sum_exec_runtime"]
@@ -91,10 +87,10 @@ def program(offsets: dict[str, int], rss: tuple[int, int], scratch_fd: int) -> b
         *asm.read_kernel(R7, _EXIT, 4, R8, offsets[task + "exit_state"]),
         *asm.read_kernel(R7, _COMM, 16, R8, offsets[task + "comm"]),
         asm.mov(R9, R8),
-        *_follow(R9, offsets[task + "real_parent"]),
+        *asm.follow(R9, offsets[task + "real_parent"], _TMP),
         *asm.read_kernel(R7, _PPID, 4, R9, offsets[task + "tgid"]),
         asm.mov(R9, R8),
-        *_follow(R9, offsets[task + "mm"]),
+        *asm.follow(R9, offsets[task + "mm"], _TMP),
         *[
             asm_item
             for index in range(RSS_COUNTERS)
@@ -103,13 +99,13 @@ def program(offsets: dict[str, int], rss: tuple[int, int], scratch_fd: int) -> b
             )
         ],
         asm.mov(R9, R8),
-        *_follow(R9, offsets[task + "signal"]),
+        *asm.follow(R9, offsets[task + "signal"], _TMP),
         *asm.read_kernel(R7, _DEAD, 8, R9, offsets["signal_struct.sum_sched_runtime"]),
         *asm.read_kernel(R7, _THREADS, 4, R9, offsets["signal_struct.nr_threads"]),
         # the live threads: signal->thread_head, each task linked by its thread_node
         asm.alu("add", R9, offsets["signal_struct.thread_head"]),
         asm.store(8, R10, _HEAD, R9),
-        *_follow(R9, 0),  # head->next
+        *asm.follow(R9, 0, _TMP),  # head->next
         asm.alu("mov", R6, 0),  # the runtime summed
     ]
     for _step in range(THREADS_WALKED):
@@ -123,7 +119,7 @@ def program(offsets: dict[str, int], rss: tuple[int, int], scratch_fd: int) -> b
             asm.jump("jne", R0, 0, "threads_cut"),
             asm.load(8, R1, R10, _TMP),
             asm.alu("add", R6, R1, reg=True),
-            *_follow(R9, 0),
+            *asm.follow(R9, 0, _TMP),
         ]
     items += [
         asm.load(8, R1, R10, _HEAD),
@@ -145,7 +141,6 @@ class StatSignatures:
 
     def __init__(self, fds: tuple[int, ...]) -> None:
         self._fds = fds  # scratch map, program, link
-        self.passes_total = 0
         # tasks the last pass visited per process listed: a pass costs per task (each thread
         # is visited), the reads it saves are one per process
         self.threads_per_process = 1.0
@@ -169,7 +164,6 @@ class StatSignatures:
     def read(self) -> dict[int, int | None]:
         """One pass; raises OSError when the kernel refuses it (the poller reads every stat)."""
         raw = task_pass.run(self._fds[-1])
-        self.passes_total += 1
         found: dict[int, int | None] = {}
         unpack = _RECORD.unpack_from
         threads = 0
