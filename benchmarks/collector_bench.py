@@ -114,8 +114,8 @@ def _new_scanner(*, hashing: bool, context: bool = True) -> tuple[ProcScanner, E
 
 
 def _stat_signatures() -> StatSignatures | None:
-    """procmond's stat signature pass, or None where it cannot load (the reason is the task
-    iterator's, TASKS_UNAVAILABLE: they load together)."""
+    """procmond's stat signature pass, or None where it cannot load (for the same reasons as
+    the task iterator, whose reason TASKS_UNAVAILABLE gives: they need the same privileges)."""
     try:
         from daemoneye.collector.btf import BtfError
         from daemoneye.collector.stat_signatures import StatSignatures

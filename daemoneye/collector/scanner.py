@@ -92,8 +92,8 @@ class ProcScanner:
         self._clock = clock
         self._context = context  # None: no context fields (cgroup, session, stdio …) are read
         # every task's context in one pass, for a scan that meets many new processes at once
-        self._tasks = tasks if context is not None else None
-        self._owned_tasks = tasks  # closed with the scanner
+        # (used with a context reader only; closed with the scanner either way)
+        self._tasks = tasks
         # one pass per tick tells which processes' stat may have changed (closed with it too)
         self._signatures = signatures
         self._signatures_rest = 0  # ticks left without the pass (see THREADS_PER_PROCESS_MAX)
@@ -128,9 +128,9 @@ class ProcScanner:
     def close(self) -> None:
         """Release the stat descriptors held between ticks, and the task iterator."""
         self._poller.close()
-        if self._owned_tasks is not None:
-            self._owned_tasks.close()
-            self._owned_tasks = self._tasks = None
+        if self._tasks is not None:
+            self._tasks.close()
+            self._tasks = None
         if self._signatures is not None:
             self._signatures.close()
             self._signatures = None
@@ -221,7 +221,7 @@ class ProcScanner:
             self._on_changed(name, raw, now, out)
         if self._busy:
             self._settle_idle({name for name, _ in changed}, now)
-        if self._tasks is not None and len(new_names) >= SNAPSHOT_AT:
+        if self._tasks is not None and self._context is not None and len(new_names) >= SNAPSHOT_AT:
             self._snapshot = self._take_snapshot(self._tasks)
         for name in new_names:
             self._add(name, now, out)
@@ -259,6 +259,7 @@ class ProcScanner:
             return tasks.snapshot()
         except OSError as exc:  # the kernel refused a pass: read /proc from now on
             log.warning("task iterator off, the scan reads /proc for context: %s", exc)
+            tasks.close()
             self._tasks = None
             return None
 

@@ -129,7 +129,7 @@ def test_a_process_with_more_threads_than_walked_is_always_read(
     driven.do(f"threads {THREADS_WALKED + 2}")
     found = signatures.read()
     assert driven.pid in found and found[driven.pid] is None
-    assert found[os.getpid()] is not None or os.getpid() in found
+    assert found.get(os.getpid()) is not None  # this one has few threads: walked whole
 
 
 def _count_preads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
