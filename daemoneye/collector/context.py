@@ -601,8 +601,8 @@ class ContextReader:
     ) -> str | None:
         """What one stdio fd was at the exec, from the inode the kernel saw: a pipe or socket
         by type and number; a device by the name kept for it; anything else (a device not
-        named yet, a file) by its link now, once `stat` of the fd shows it is still that
-        inode. An fd pointed elsewhere since the exec is described by the kernel's inode
+        named yet, a file) by its link now, once the fd shows it is still that inode
+        (`_still_open_on`). An fd pointed elsewhere since the exec is described by the kernel's inode
         alone: its link now would name what the process put there after."""
         if fd.state == FD_CLOSED:
             return "closed"
@@ -838,14 +838,22 @@ def _kernel_dev(dev: int) -> int:
 
 
 def _still_open_on(dir_fd: int, fd_name: bytes, fd: KernelFd) -> bool:
-    """Whether the fd still names the inode the kernel saw at the exec (a device: the same
-    device number too). The filesystem's dev is not compared: an overlayfs file's stat gives
-    the layer's, the kernel's record the overlay's."""
-    try:
-        now = os.stat(fd_name, dir_fd=dir_fd)
-    except OSError:
+    """Whether the fd still names the inode the kernel saw at the exec. A device is compared by
+    `stat` through its link (inode and device number; devices live on the kernel's own
+    filesystems: a user's mounts are nodev). Anything else by the inode its `fdinfo` gives,
+    which no filesystem answers: a `stat` through the link would ask the file's filesystem,
+    and a user's FUSE mount can take as long as it likes to answer."""
+    if fd.is_char_device:
+        try:
+            now = os.stat(fd_name, dir_fd=dir_fd)
+        except OSError:
+            return False
+        return now.st_ino == fd.inode and _kernel_dev(now.st_rdev) == fd.rdev
+    raw = _read_small(b"fdinfo/" + fd_name[3:], dir_fd, _TEXT_MAX_BYTES)
+    at = -1 if raw is None else raw.find(b"\nino:")
+    if raw is None or at < 0:
         return False
-    return now.st_ino == fd.inode and (not fd.is_char_device or _kernel_dev(now.st_rdev) == fd.rdev)
+    return raw[at + 5 :].split(None, 1)[:1] == [str(fd.inode).encode()]
 
 
 def _names_here(kind: str, fd: KernelFd) -> bool:
@@ -854,7 +862,9 @@ def _names_here(kind: str, fd: KernelFd) -> bool:
     namespace, where anyone with a user namespace can bind a device over any name. Only a
     name that holds here may stand for every process on that device, and only a short one."""
     path = kind.partition(":")[2]
-    if not path.startswith("/") or len(path) > _SHARED_TEXT_MAX:
+    # under /dev only: devtmpfs and devpts are the kernel's, while a path elsewhere may cross a
+    # user's FUSE mount, whose lookups can take as long as its owner likes
+    if not path.startswith("/dev/") or len(path) > _SHARED_TEXT_MAX:
         return False
     try:
         here = os.stat(path, follow_symlinks=False)  # a link's target is a name of its own

@@ -220,6 +220,12 @@ def test_a_devices_name_is_kept_only_when_it_names_that_device_here(tmp_path: Pa
     assert replaced is not None and replaced.startswith("other:")
 
 
+def _fdinfo(proc: Path, fd: int, inode: int) -> None:
+    """What /proc/<pid>/fdinfo/<fd> says of an open file (its inode since Linux 5.14)."""
+    (proc / "fdinfo").mkdir(exist_ok=True)
+    (proc / "fdinfo" / str(fd)).write_text(f"pos:\t0\nflags:\t02\nmnt_id:\t24\nino:\t{inode}\n")
+
+
 def test_an_fd_pointed_elsewhere_since_the_exec_is_the_kernels_inode_alone(
     tmp_path: Path,
 ) -> None:
@@ -229,9 +235,23 @@ def test_an_fd_pointed_elsewhere_since_the_exec_is_the_kernels_inode_alone(
     after.write_text("")
     seen = KernelFd(FD_OPEN, stat.S_IFREG | 0o644, os.stat(at_exec).st_ino)
     proc = fake_process(tmp_path, 4242, fds={1: str(after), 2: str(at_exec)})
+    _fdinfo(proc, 1, os.stat(after).st_ino)
+    _fdinfo(proc, 2, seen.inode)
     found = read(ContextReader(os.fsencode(tmp_path)), proc, kernel(stdio=(PIPE, seen, seen)))
     assert found.stdout == f"other:inode {seen.inode} (replaced since the exec)"
     assert found.stderr == f"file:{at_exec}"
+
+
+def test_a_file_on_stdio_is_checked_without_asking_its_filesystem(tmp_path: Path) -> None:
+    """The inode comes from fdinfo, which no filesystem answers: a `stat` through the link
+    would ask the file's own filesystem, and a user's FUSE mount can stall that at will. Here
+    the link names nothing stat could find, and the file is still named."""
+    fake_process(tmp_path, 1, fds={})
+    seen = KernelFd(FD_OPEN, stat.S_IFREG | 0o644, 4711)
+    proc = fake_process(tmp_path, 4242, fds={1: "/home/mallory/fuse/slow.log"})
+    _fdinfo(proc, 1, 4711)
+    found = read(ContextReader(os.fsencode(tmp_path)), proc, kernel(stdio=(PIPE, seen, CLOSED)))
+    assert found.stdout == "file:/home/mallory/fuse/slow.log"
 
 
 def _cgroup_tree(root: Path, *paths: str) -> dict[str, int]:
