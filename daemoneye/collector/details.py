@@ -139,11 +139,7 @@ def _read_details(
     cwd, no_cwd = _cwd(dir_fd)
     denied = no_cmdline or no_exe or no_cwd
     # the context too is read before status: a process gone meanwhile is marked partial
-    found = (
-        NO_CONTEXT_VALUES
-        if context is None
-        else context.read_values(dir_fd, raw_stat, stat.start_ticks, kernel)
-    )
+    found = _context_values(context, dir_fd, raw_stat, stat.start_ticks, kernel)
     partial = False
     try:
         status = read_file(b"status", dir_fd=dir_fd)
@@ -192,12 +188,8 @@ def _read_captured(
         (exe, exe_deleted), no_exe = _exe(dir_fd)
     cwd, no_cwd = _cwd(dir_fd)
     denied = no_cmdline or no_exe or no_cwd
-    found = (
-        NO_CONTEXT_VALUES
-        if context is None
-        else context.read_values(
-            dir_fd, raw_stat, stat.start_ticks, captured.context, captured.environ
-        )
+    found = _context_values(
+        context, dir_fd, raw_stat, stat.start_ticks, captured.context, captured.environ
     )
     try:
         again = os.pread(stat_fd, 512, 0)
@@ -227,6 +219,19 @@ def _extends(whole: tuple[str, ...], cut: tuple[str, ...]) -> bool:
         return False
     last = len(cut) - 1
     return whole[:last] == cut[:last] and whole[last].startswith(cut[last])
+
+
+def _context_values(
+    context: ContextReader | None,
+    dir_fd: int,
+    raw_stat: bytes,
+    start_ticks: int,
+    kernel: KernelContext | None,
+    environ: bytes | None = None,
+) -> ContextValues:
+    if context is None:
+        return NO_CONTEXT_VALUES
+    return context.read_values(dir_fd, raw_stat, start_ticks, kernel, environ)
 
 
 # Each read of one detail: its value (None or empty when gone) and whether it was refused.
