@@ -602,8 +602,8 @@ class ContextReader:
         """What one stdio fd was at the exec, from the inode the kernel saw: a pipe or socket
         by type and number; a device by the name kept for it; anything else (a device not
         named yet, a file) by its link now, once the fd shows it is still that inode
-        (`_still_open_on`). An fd pointed elsewhere since the exec is described by the kernel's inode
-        alone: its link now would name what the process put there after."""
+        (`_still_open_on`). An fd pointed elsewhere since the exec is described by the
+        kernel's inode alone: its link now would name what the process put there after."""
         if fd.state == FD_CLOSED:
             return "closed"
         if fd.state != FD_OPEN:
