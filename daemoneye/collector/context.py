@@ -459,6 +459,9 @@ class ContextReader:
         # the kernel's namespace inodes → what they say; a stdio device → what its link says
         self._ns_ids: dict[tuple[int | None, ...], _NamespaceSet] = {}
         self._devices: dict[tuple[int, int, int], str] = {}
+        # (mount namespace, filesystem, inode) of a regular file on stdio → what its link said,
+        # for this scan or batch only (see _stdio_known)
+        self._files: dict[tuple[int, int, int], str] = {}
         # the four namespace links' targets → what they say (see _namespaces_of)
         self._ns_sets: dict[tuple[bytes | None, ...], _NamespaceSet] = {}
         # a loginuid file's bytes → the uid; a stdio link's target (not a socket) → its kind
@@ -470,6 +473,7 @@ class ContextReader:
 
     def new_scan(self) -> None:
         self._generation += 1
+        self._files.clear()
 
     def init_namespaces(self) -> dict[str, int | None]:
         """PID 1's namespaces, read once ({} when not readable: user mode)."""
@@ -511,7 +515,8 @@ class ContextReader:
         `kernel` is what the exec capture read at the exec (collector/kernel_context.py): what
         it settles is not read again. Without a directory (the process was gone before /proc
         could be read) only the kernel's values and what is known of them are given.
-        `environ` is the environment block the capture took at the exec (not read again)."""
+        `environ` is the environment block the capture took at the exec, or a task pass took
+        (collector/task_iter.py); it is not read again."""
         if kernel is not None and None not in kernel.namespaces:
             namespaces = self._namespaces_known(kernel.namespaces)
         elif dir_fd is not None:
@@ -542,7 +547,7 @@ class ContextReader:
             loginuid = self._loginuid(dir_fd) if dir_fd is not None else None
         if kernel is not None:
             stdin, stdout, stderr = (
-                self._stdio_known(dir_fd, name, fd, net_ns)
+                self._stdio_known(dir_fd, name, fd, net_ns, mnt_ns)
                 for name, fd in zip(_FD_NAMES, kernel.stdio, strict=True)
             )
         elif dir_fd is not None:
@@ -597,13 +602,24 @@ class ContextReader:
         return found
 
     def _stdio_known(
-        self, dir_fd: int | None, fd_name: bytes, fd: KernelFd, net_ns: int | None
+        self,
+        dir_fd: int | None,
+        fd_name: bytes,
+        fd: KernelFd,
+        net_ns: int | None,
+        mnt_ns: int | None,
     ) -> str | None:
         """What one stdio fd was at the exec, from the inode the kernel saw: a pipe or socket
         by type and number; a device by the name kept for it; anything else (a device not
         named yet, a file) by its link now, once the fd shows it is still that inode
         (`_still_open_on`). An fd pointed elsewhere since the exec is described by the
-        kernel's inode alone: its link now would name what the process put there after."""
+        kernel's inode alone: its link now would name what the process put there after.
+
+        A regular file's name is kept for the rest of the scan (or batch of events) under its
+        inode and the process's mount namespace: thousands of processes started alike share
+        one log file, and the next ones are named without a read. Only names read within the
+        same mount namespace are shared, where a bind mount needs privilege; a name kept may
+        be up to one scan old (a file renamed meanwhile)."""
         if fd.state == FD_CLOSED:
             return "closed"
         if fd.state != FD_OPEN:
@@ -622,6 +638,11 @@ class ContextReader:
             known = self._devices.get(key)
             if known is not None:
                 return known
+        file_key = (mnt_ns, fd.fs_dev, fd.inode) if mnt_ns is not None and fd.is_file else None
+        if file_key is not None:
+            known = self._files.get(file_key)
+            if known is not None:
+                return known
         if dir_fd is None:
             return None
         if not _still_open_on(dir_fd, fd_name, fd):
@@ -631,6 +652,15 @@ class ContextReader:
             if len(self._devices) >= _SESSIONS_MAX:
                 self._devices.clear()
             self._devices[key] = kind
+        elif (
+            file_key is not None
+            and kind is not None
+            and kind.startswith("file:")
+            and len(kind) <= _SHARED_TEXT_MAX  # a long name is read each time (hostile size)
+        ):
+            if len(self._files) >= _SHARED_MAX:
+                self._files.clear()
+            self._files[file_key] = kind
         return kind
 
     def _cgroup_read(self, raw: bytes | None) -> CgroupContext:

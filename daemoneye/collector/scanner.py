@@ -50,8 +50,12 @@ log = logging.getLogger(__name__)
 
 # A scan that meets at least this many new processes (the first scan, a burst the kernel's
 # events did not report) takes every task's context in one pass of the task iterator instead
-# of reading it from /proc process by process.
+# of reading it from /proc process by process, when they are also at least one in
+# SNAPSHOT_SHARE of the processes it then lists: the pass visits every task, at about a sixth
+# of the cost of one process's context read through /proc (docs/performance.md), so a pass
+# for 32 new processes among 10,000 would cost more than it saves.
 SNAPSHOT_AT = 32
+SNAPSHOT_SHARE = 8
 # The stat signature pass visits every thread and saves one stat read per process: on a host
 # with more threads than this per process it costs more than it saves, and the scan reads
 # every stat for the next SIGNATURES_REST_TICKS ticks before it tries a pass again.
@@ -221,7 +225,7 @@ class ProcScanner:
             self._on_changed(name, raw, now, out)
         if self._busy:
             self._settle_idle({name for name, _ in changed}, now)
-        if self._tasks is not None and self._context is not None and len(new_names) >= SNAPSHOT_AT:
+        if self._tasks is not None and self._context is not None and self._pass_pays(new_names):
             self._snapshot = self._take_snapshot(self._tasks)
         for name in new_names:
             self._add(name, now, out)
@@ -253,6 +257,12 @@ class ProcScanner:
         if self._signatures.threads_per_process > THREADS_PER_PROCESS_MAX:
             self._signatures_rest = SIGNATURES_REST_TICKS  # dearer than the reads it saves
         return passed
+
+    def _pass_pays(self, new_names: set[bytes]) -> bool:
+        """Whether a task pass costs less than reading the new processes' context from /proc
+        (see SNAPSHOT_AT and SNAPSHOT_SHARE)."""
+        new = len(new_names)
+        return new >= SNAPSHOT_AT and new * SNAPSHOT_SHARE >= len(self._entries) + new
 
     def _take_snapshot(self, tasks: TaskIterator) -> TaskSnapshot | None:
         try:

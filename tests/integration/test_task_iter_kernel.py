@@ -10,13 +10,16 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from daemoneye.collector import bpf
 from daemoneye.collector.context import ContextReader
+from daemoneye.collector.exec_capture import ENV_BYTES
 from daemoneye.collector.procfs import parse_stat_fields, read_boot_time
 from daemoneye.collector.scanner import SNAPSHOT_AT, ProcScanner
 from daemoneye.collector.task_iter import TaskIterator
@@ -40,6 +43,15 @@ def tasks() -> Iterator[TaskIterator]:
     opened.close()
 
 
+def _environment(index: int) -> dict[str, str]:
+    """A small environment with two allow-listed variables; the last shell's is over the
+    pass's ENV_BYTES (its variables are then read from /proc)."""
+    found = {"PATH": "/usr/bin:/bin", "SUDO_USER": f"alice-{index}", "HISTFILE": "/dev/null"}
+    if index == SNAPSHOT_AT + 7:
+        found["PADDING"] = "x" * ENV_BYTES
+    return found
+
+
 @pytest.fixture
 def shells() -> Iterator[list[subprocess.Popen[bytes]]]:
     started = [
@@ -47,6 +59,7 @@ def shells() -> Iterator[list[subprocess.Popen[bytes]]]:
             ["/bin/sh", "-c", "read line", f"task-iter-{index}"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
+            env=_environment(index),
         )
         for index in range(SNAPSHOT_AT + 8)
     ]
@@ -86,13 +99,32 @@ def test_a_pass_gives_each_process_what_proc_says_and_no_threads(
     assert len(snapshot) >= len(shells)
 
 
+def test_a_pass_copies_each_environment_as_proc_gives_it_up_to_env_bytes(
+    tasks: TaskIterator, shells: list[subprocess.Popen[bytes]]
+) -> None:
+    snapshot = tasks.snapshot()
+    for shell in shells:
+        found = snapshot.get(shell.pid)
+        assert found is not None
+        with open(f"/proc/{shell.pid}/environ", "rb") as file:
+            environ = file.read()
+        if len(environ) > ENV_BYTES:
+            assert found.environ is None  # too long for the pass: read from /proc
+        else:
+            assert found.environ == environ
+    assert sum(snapshot.get(shell.pid).environ is None for shell in shells) == 1  # type: ignore[union-attr]
+    kernel_thread = snapshot.get(2)  # kthreadd: no memory, no environment
+    assert kernel_thread is None or kernel_thread.environ is None
+
+
 def test_the_scanner_takes_the_pass_and_stores_what_proc_would(
     tasks: TaskIterator, shells: list[subprocess.Popen[bytes]]
 ) -> None:
     """A first scan (every process new) with the iterator and one without it give the shells
     the same context."""
     boot = read_boot_time()
-    with_tasks = ProcScanner("/proc", boot_time=boot, context=ContextReader(), tasks=tasks)
+    counting = _CountingReader()
+    with_tasks = ProcScanner("/proc", boot_time=boot, context=counting, tasks=tasks)
     plain = ProcScanner("/proc", boot_time=boot, context=ContextReader())
     try:
         fast = {rec.pid: rec for rec in with_tasks.scan().added}
@@ -100,12 +132,28 @@ def test_the_scanner_takes_the_pass_and_stores_what_proc_would(
     finally:
         plain.close()
     assert tasks.passes_total == 1
+    # the environment came from the pass: of the shells, only the one over ENV_BYTES was read
+    shell_pids = {shell.pid for shell in shells}
+    assert [pid for pid in counting.environ_read if pid in shell_pids] == [shells[-1].pid]
     fields = ("cgroup", "pid_ns", "mnt_ns", "net_ns", "user_ns", "ns_foreign", "loginuid")
     for shell in shells:
         a, b = fast[shell.pid], slow[shell.pid]
         assert [getattr(a, name) for name in fields] == [getattr(b, name) for name in fields]
         assert (a.stdin, a.stdout, a.environment) == (b.stdin, b.stdout, b.environment)
         assert a.stdin is not None and a.stdin.startswith("pipe:[")
+        assert a.environment is not None and '"SUDO_USER":"alice-' in a.environment
+
+
+class _CountingReader(ContextReader):
+    """A context reader that notes the pids whose /proc/PID/environ it reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.environ_read: list[int] = []
+
+    def _environment(self, dir_fd: int) -> dict[str, str] | None:
+        self.environ_read.append(int(os.readlink(f"/proc/self/fd/{dir_fd}").rsplit("/", 1)[1]))
+        return super()._environment(dir_fd)
 
 
 def test_procmond_still_runs_passes_after_shedding_cap_bpf_and_nothing_else_of_bpf() -> None:
@@ -157,3 +205,104 @@ def test_in_a_pid_namespace_of_its_own_both_passes_refuse_to_load() -> None:
         check=True,
     )
     assert found.stdout.split("\n")[:2] == ["refused True", "refused True"]
+
+
+class _LinkCounter(ContextReader):
+    """A context reader that counts the stdio links it reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links_read = 0
+
+    def _stdio(self, dir_fd: int, fd_name: bytes, net_ns: int | None) -> str | None:
+        self.links_read += 1
+        return super()._stdio(dir_fd, fd_name, net_ns)
+
+
+def _values(reader: ContextReader, tasks: TaskIterator, pid: int) -> tuple[object, ...]:
+    """What the context reader gives a process from a pass's block, as the scanner asks."""
+    found = tasks.snapshot().get(pid)
+    assert found is not None
+    with open(f"/proc/{pid}/stat", "rb") as file:
+        raw_stat = file.read()
+    dir_fd = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return reader.read_values(dir_fd, raw_stat, found.start_ticks, found.context)
+    finally:
+        os.close(dir_fd)
+
+
+_STDOUT = 15  # Context's field order: ... stdin, stdout, stderr, environment
+
+
+def test_processes_sharing_a_log_file_are_named_by_one_read_per_scan(
+    tasks: TaskIterator, tmp_path: os.PathLike[str]
+) -> None:
+    log = os.path.join(tmp_path, "shared.log")
+    with open(log, "w") as out:
+        started = [subprocess.Popen(["sleep", "30"], stdout=out, stderr=out) for _ in range(5)]
+    reader = _LinkCounter()
+    try:
+        named = [_values(reader, tasks, started[0].pid)[_STDOUT]]
+        first_reads = reader.links_read
+        named += [_values(reader, tasks, proc.pid)[_STDOUT] for proc in started[1:]]
+        assert named == [f"file:{log}"] * 5
+        assert reader.links_read == first_reads  # the rest named by the file's inode
+        os.rename(log, log + ".1")
+        reader.new_scan()  # a name is kept for one scan: the next one reads it again
+        assert _values(reader, tasks, started[0].pid)[_STDOUT] == f"file:{log}.1"
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_file_bound_over_another_name_in_a_namespace_does_not_rename_it_for_others(
+    tasks: TaskIterator,
+) -> None:
+    """An unprivileged user binds a log file it may write over a decoy name in a mount
+    namespace of its own: its own process is named by the decoy, root's by the real name."""
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if shutil.which("setpriv") is None or shutil.which("unshare") is None:
+        pytest.skip("setpriv and unshare (util-linux) are needed")
+    if subprocess.run([*nobody, "unshare", "-Urm", "true"], capture_output=True).returncode:
+        pytest.skip("unprivileged user namespaces are off here")
+    shared = tempfile.mkdtemp(prefix="de-shared-")  # under /tmp: nobody may reach it
+    os.chmod(shared, 0o755)
+    log = os.path.join(shared, "app.log")
+    with open(log, "w"):
+        os.chmod(log, 0o666)
+    decoy = "/tmp/de-file-decoy/innocent"
+    attacker = subprocess.Popen(
+        [
+            *nobody,
+            "unshare",
+            "-Urm",
+            "sh",
+            "-c",
+            "mkdir -p /tmp/de-file-decoy 2>/dev/null; mount -t tmpfs none /tmp/de-file-decoy"
+            f" && touch {decoy} && mount --bind {log} {decoy} && exec sleep 30 >> {decoy}",
+        ]
+    )
+    with open(log, "a") as out:
+        victim = subprocess.Popen(["sleep", "30"], stdout=out)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _writes_to(attacker.pid, decoy):
+            time.sleep(0.02)
+        assert _writes_to(attacker.pid, decoy)
+        reader = ContextReader()
+        assert _values(reader, tasks, attacker.pid)[_STDOUT] == f"file:{decoy}"
+        assert _values(reader, tasks, victim.pid)[_STDOUT] == f"file:{log}"
+    finally:
+        for proc in (attacker, victim):
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(shared)
+
+
+def _writes_to(pid: int, path: str) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/1") == path
+    except OSError:
+        return False

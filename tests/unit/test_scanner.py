@@ -18,8 +18,15 @@ from typing import Any
 import pytest
 
 from daemoneye.collector import details as details_module
+from daemoneye.collector.context import ContextReader
 from daemoneye.collector.procfs import CLOCK_TICKS, PAGE_SIZE, read_boot_time
-from daemoneye.collector.scanner import THREADS_PER_PROCESS_MAX, ProcScanner
+from daemoneye.collector.scanner import (
+    SNAPSHOT_AT,
+    SNAPSHOT_SHARE,
+    THREADS_PER_PROCESS_MAX,
+    ProcScanner,
+)
+from daemoneye.collector.task_iter import TaskSnapshot
 from daemoneye.errors import CollectorError
 from daemoneye.models import ExeHash, ProcessKey, ProcessRecord, ScanDelta
 
@@ -828,3 +835,47 @@ def test_a_stat_pass_unchanged_process_is_not_read_and_a_thread_heavy_host_rests
 
 def _state_of(scanner: ProcScanner, pid: int) -> str:
     return next(rec.state for key, rec in scanner.snapshot().items() if key.pid == pid)
+
+
+class _TaskPasses:
+    """A task iterator that counts its passes and lists no task."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    def snapshot(self) -> TaskSnapshot:
+        self.passes += 1
+        return TaskSnapshot(b"", 10_000_000)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_task_pass_is_taken_only_when_the_new_processes_are_many_and_a_share_of_all(
+    proc: FakeProc, make_scanner: Callable[..., ProcScanner], clock: Clock
+) -> None:
+    """The pass visits every task: for a few new processes among many it costs more than
+    reading theirs from /proc."""
+    for pid in range(1000, 1400):
+        proc.spawn(pid)
+    tasks = _TaskPasses()
+    scanner = make_scanner(context=ContextReader(os.fsencode(proc.root)), tasks=tasks)
+    scanner.scan()  # the first scan: every process is new
+    assert tasks.passes == 1
+    for pid in range(2000, 2000 + SNAPSHOT_AT + 8):  # many, but under one in SNAPSHOT_SHARE
+        proc.spawn(pid)
+    clock.now += 1
+    assert len(scanner.scan().added) == SNAPSHOT_AT + 8
+    assert tasks.passes == 1
+    for pid in range(3000, 3000 + 440 // (SNAPSHOT_SHARE - 1) + 1):  # one in eight of all
+        proc.spawn(pid)
+    clock.now += 1
+    scanner.scan()
+    assert tasks.passes == 2
+    for pid in range(4000, 4000 + SNAPSHOT_AT - 1):  # under SNAPSHOT_AT, whatever the share
+        proc.spawn(pid)
+    for pid in range(1000, 1400):
+        proc.kill(pid)
+    clock.now += 1
+    scanner.scan()
+    assert tasks.passes == 2
