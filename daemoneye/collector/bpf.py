@@ -35,7 +35,6 @@ MAP_RINGBUF = 27
 PROG_RAW_TRACEPOINT = 17
 PROG_TRACING = 26
 TRACE_ITER = 28  # enum bpf_attach_type
-PROG_SLEEPABLE = 1 << 4  # BPF_F_SLEEPABLE: the program may fault (bpf_copy_from_user_task)
 
 _ATTR_SIZE = 128  # larger than every attr used here; the kernel wants the tail zeroed
 _BUSY = 1 << 31
@@ -87,11 +86,10 @@ def load_program(
     *,
     attach_type: int = 0,
     attach_btf_id: int = 0,
-    flags: int = 0,
 ) -> int:
     """Load a program; when the verifier refuses it, retry once with its log for the error.
     A tracing program names what it attaches to: `attach_type` and the kernel function's BTF
-    id. `flags` are the load's flags (PROG_SLEEPABLE)."""
+    id."""
     code = ctypes.create_string_buffer(instructions, len(instructions))
     license_buffer = ctypes.create_string_buffer(license_text.encode())
     # type, count, insns, license, log level/size/buf, kver, flags, name, ifindex,
@@ -109,7 +107,7 @@ def load_program(
             len(log) if log is not None else 0,
             ctypes.addressof(log) if log is not None else 0,
             0,
-            flags,
+            0,
             name.encode(),
             0,
             attach_type,

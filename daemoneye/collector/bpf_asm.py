@@ -44,8 +44,6 @@ PROBE_READ_USER = 112
 PROBE_READ_KERNEL = 113
 PROBE_READ_KERNEL_STR = 115
 RINGBUF_OUTPUT = 130
-COPY_FROM_USER_TASK = 191  # sleepable programs only
-_PSEUDO_KFUNC_CALL = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +132,6 @@ def load_map_fd(dst: int, map_fd: int) -> bytes:
 
 def call(helper: int) -> bytes:
     return _insn(_JMP | _CALL, imm=helper)
-
-
-def call_kfunc(btf_id: int) -> bytes:
-    """Call the kernel function with this id in the kernel's own BTF (a kfunc)."""
-    return _insn(_JMP | _CALL, src=_PSEUDO_KFUNC_CALL, imm=btf_id)
 
 
 def exit_() -> bytes:

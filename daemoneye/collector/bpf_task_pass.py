@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 
 from daemoneye.collector import bpf
 from daemoneye.collector import bpf_asm as asm
@@ -61,21 +61,14 @@ def way_in(
     ]
 
 
-def way_out(
-    ctx_slot: int, record_bytes: int, seq_offset: int, extra: int | None = None
-) -> list[asm.Item]:
-    """Write the record (r7) to the pass, `record_bytes` long plus, when `extra` names a
-    register (r6 or r9, which the verifier knows bounded), that many more; the "out" label;
-    return 0."""
-    size = [asm.alu("mov", R3, record_bytes)]
-    if extra is not None:
-        size = [asm.mov(R3, extra), asm.alu("add", R3, record_bytes)]
+def way_out(ctx_slot: int, record_bytes: int, seq_offset: int) -> list[asm.Item]:
+    """Write the record (r7) to the pass; the "out" label; return 0."""
     return [
         asm.load(8, R1, R10, ctx_slot),
         asm.load(8, R1, R1, 0),  # ctx->meta
         asm.load(8, R1, R1, seq_offset),  # meta->seq
         asm.mov(R2, R7),
-        *size,
+        asm.alu("mov", R3, record_bytes),
         asm.call(SEQ_WRITE),
         asm.label("out"),
         asm.alu("mov", R0, 0),
@@ -84,17 +77,10 @@ def way_out(
 
 
 def load(
-    types: KernelTypes,
-    code: Callable[[int], bytes],
-    record_bytes: int,
-    name: str,
-    *,
-    sleepable: bool = False,
+    types: KernelTypes, code: Callable[[int], bytes], record_bytes: int, name: str
 ) -> tuple[int, ...]:
-    """(scratch map, program, link) of a task iterator whose bytecode `code(scratch_fd)` gives,
-    its scratch record `record_bytes` long; `sleepable`: the program may fault in another
-    task's memory. Raises bpf.BpfError or btf.BtfError with the reason, leaving nothing
-    open."""
+    """(scratch map, program, link) of a task iterator whose bytecode `code(scratch_fd)` gives;
+    raises bpf.BpfError or btf.BtfError with the reason, leaving nothing open."""
     target = types.function_id(ITERATOR)
     opened: list[int] = []
     try:
@@ -107,7 +93,6 @@ def load(
                 name,
                 attach_type=bpf.TRACE_ITER,
                 attach_btf_id=target,
-                flags=bpf.PROG_SLEEPABLE if sleepable else 0,
             )
         )
         opened.append(bpf.create_iterator_link(opened[-1]))
@@ -118,23 +103,18 @@ def load(
     return tuple(opened)
 
 
-def fixed_records(raw: bytes, record_bytes: int) -> Iterator[tuple[int, int]]:
-    """(tgid, start time in ns) of each record of a pass whose records are all `record_bytes`
-    long, each starting with the tgid as u32 and, at 8, the start time as u64."""
-    for at in range(0, len(raw) - record_bytes + 1, record_bytes):
-        yield _TGID.unpack_from(raw, at)[0], _START.unpack_from(raw, at + 8)[0]
-
-
-def check_namespace(records: Iterable[tuple[int, int]], tick_ns: int) -> None:
-    """Raise unless a pass's records, as (tgid, start time in ns), list this process under its
-    own pid with its own start time. The kernel writes pids as the initial pid namespace
-    numbers them; a procmond in a namespace of its own (a container, `unshare --pid`) reads
-    another numbering in its /proc, and would file one process's record under another's pid."""
+def check_namespace(raw: bytes, record_bytes: int, tick_ns: int) -> None:
+    """Raise unless a pass's records (each starting with the tgid as u32 and, at 8, the start
+    time in ns as u64) list this process under its own pid with its own start time. The
+    kernel writes pids as the initial pid namespace numbers them; a procmond in a namespace of
+    its own (a container, `unshare --pid`) reads another numbering in its /proc, and would file
+    one process's record under another's pid."""
     own = os.getpid()
     with open("/proc/self/stat", "rb") as file:
         line = file.read()
     start_ticks = int(line[line.rfind(b")") + 2 :].split()[19])
-    for tgid, start_ns in records:
+    for at in range(0, len(raw) - record_bytes + 1, record_bytes):
+        tgid, start_ns = _TGID.unpack_from(raw, at)[0], _START.unpack_from(raw, at + 8)[0]
         if tgid == own:
             if start_ns // tick_ns == start_ticks:
                 return

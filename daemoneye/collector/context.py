@@ -459,8 +459,8 @@ class ContextReader:
         # the kernel's namespace inodes → what they say; a stdio device → what its link says
         self._ns_ids: dict[tuple[int | None, ...], _NamespaceSet] = {}
         self._devices: dict[tuple[int, int, int], str] = {}
-        # (mount namespace, filesystem, inode) of a regular file on stdio → what its link said,
-        # for this scan or batch only (see _stdio_known)
+        # (mount id, filesystem, inode) of a regular file on stdio → what its link said, for
+        # this scan or batch only (see _stdio_known)
         self._files: dict[tuple[int, int, int], str] = {}
         # the four namespace links' targets → what they say (see _namespaces_of)
         self._ns_sets: dict[tuple[bytes | None, ...], _NamespaceSet] = {}
@@ -515,8 +515,7 @@ class ContextReader:
         `kernel` is what the exec capture read at the exec (collector/kernel_context.py): what
         it settles is not read again. Without a directory (the process was gone before /proc
         could be read) only the kernel's values and what is known of them are given.
-        `environ` is the environment block the capture took at the exec, or a task pass took
-        (collector/task_iter.py); it is not read again."""
+        `environ` is the environment block the capture took at the exec (not read again)."""
         if kernel is not None and None not in kernel.namespaces:
             namespaces = self._namespaces_known(kernel.namespaces)
         elif dir_fd is not None:
@@ -547,7 +546,7 @@ class ContextReader:
             loginuid = self._loginuid(dir_fd) if dir_fd is not None else None
         if kernel is not None:
             stdin, stdout, stderr = (
-                self._stdio_known(dir_fd, name, fd, net_ns, mnt_ns)
+                self._stdio_known(dir_fd, name, fd, net_ns)
                 for name, fd in zip(_FD_NAMES, kernel.stdio, strict=True)
             )
         elif dir_fd is not None:
@@ -602,12 +601,7 @@ class ContextReader:
         return found
 
     def _stdio_known(
-        self,
-        dir_fd: int | None,
-        fd_name: bytes,
-        fd: KernelFd,
-        net_ns: int | None,
-        mnt_ns: int | None,
+        self, dir_fd: int | None, fd_name: bytes, fd: KernelFd, net_ns: int | None
     ) -> str | None:
         """What one stdio fd was at the exec, from the inode the kernel saw: a pipe or socket
         by type and number; a device by the name kept for it; anything else (a device not
@@ -616,10 +610,14 @@ class ContextReader:
         kernel's inode alone: its link now would name what the process put there after.
 
         A regular file's name is kept for the rest of the scan (or batch of events) under its
-        inode and the process's mount namespace: thousands of processes started alike share
-        one log file, and the next ones are named without a read. Only names read within the
-        same mount namespace are shared, where a bind mount needs privilege; a name kept may
-        be up to one scan old (a file renamed meanwhile)."""
+        inode and the mount it was opened through, both as the kernel gave them: thousands of
+        processes started alike share one log file, and the next ones are named without a
+        read. A link's text is the file's path within that mount, so a name read through a
+        mount a user made (a bind mount in a namespace of their own, an fd passed out of it)
+        never names the file for a process that opened it through another. A kept name stands
+        for the inode the kernel saw, as a kept device name does, even for a process that has
+        since pointed the fd elsewhere; it may be up to one scan old (a file renamed
+        meanwhile)."""
         if fd.state == FD_CLOSED:
             return "closed"
         if fd.state != FD_OPEN:
@@ -638,7 +636,9 @@ class ContextReader:
             known = self._devices.get(key)
             if known is not None:
                 return known
-        file_key = (mnt_ns, fd.fs_dev, fd.inode) if mnt_ns is not None and fd.is_file else None
+        file_key = None
+        if fd.mount_id is not None and fd.is_file:
+            file_key = (fd.mount_id, fd.fs_dev, fd.inode)
         if file_key is not None:
             known = self._files.get(file_key)
             if known is not None:
@@ -880,10 +880,21 @@ def _still_open_on(dir_fd: int, fd_name: bytes, fd: KernelFd) -> bool:
             return False
         return now.st_ino == fd.inode and _kernel_dev(now.st_rdev) == fd.rdev
     raw = _read_small(b"fdinfo/" + fd_name[3:], dir_fd, _TEXT_MAX_BYTES)
-    at = -1 if raw is None else raw.find(b"\nino:")
-    if raw is None or at < 0:
+    if raw is None or _fdinfo_value(raw, b"ino") != str(fd.inode).encode():
         return False
-    return raw[at + 5 :].split(None, 1)[:1] == [str(fd.inode).encode()]
+    # an inode number is unique only within its filesystem: the mount, when the kernel read it
+    return fd.mount_id is None or _fdinfo_value(raw, b"mnt_id") == str(fd.mount_id).encode()
+
+
+def _fdinfo_value(raw: bytes, key: bytes) -> bytes | None:
+    """A `key:\tvalue` line's value in an fdinfo file, the first one after its first line: the
+    kernel writes pos, flags, mnt_id and ino first, and a file's own lines (which a user may
+    shape) only after them."""
+    at = raw.find(b"\n" + key + b":")
+    if at < 0:
+        return None
+    found = raw[at + len(key) + 2 :].split(None, 1)
+    return found[0] if found else None
 
 
 def _names_here(kind: str, fd: KernelFd) -> bool:

@@ -79,8 +79,8 @@ def read_instance(
     (unless cut), the executable's path, the real ids and the kernel's part of the context.
     /proc then gives the working directory, the environment and what the record could not
     settle; the instance's `captured` says the record was used. `task` is a task iterator's
-    block for this pid (collector/task_iter.py): its context and environment are taken when its
-    start time is this instance's."""
+    block for this pid (collector/task_iter.py): its context is taken when its start time is
+    this instance's."""
     try:
         dir_fd = os.open(proc_root + b"/" + name, _DIR_FLAGS)
     except VANISHED_ERRORS:
@@ -105,9 +105,10 @@ def read_instance(
                     dir_fd, stat_fd, raw_stat, stat, user_of, context, captured, kept
                 )
             else:
-                if task is not None and task.start_ticks != stat.start_ticks:
-                    task = None  # a task pass's block is taken only for its own instance
-                read = _read_details(dir_fd, raw_stat, stat, user_of, context, kept, task)
+                kernel = None  # a task pass's block, when it is this instance's
+                if task is not None and task.start_ticks == stat.start_ticks:
+                    kernel = task.context
+                read = _read_details(dir_fd, raw_stat, stat, user_of, context, kept, kernel)
             handed_over = keep_stat
             return read
         finally:
@@ -124,7 +125,7 @@ def _read_details(
     user_of: Callable[[int], str | None],
     context: ContextReader | None,
     stat_fd: int | None = None,
-    task: TaskContext | None = None,
+    kernel: KernelContext | None = None,
 ) -> InstanceRead:
     if stat.kernel_thread:  # no memory, no files, the kernel's own credentials
         details = ProcessDetails(None, False, (), None, 0, 0, user_of(0))
@@ -138,8 +139,7 @@ def _read_details(
     cwd, no_cwd = _cwd(dir_fd)
     denied = no_cmdline or no_exe or no_cwd
     # the context too is read before status: a process gone meanwhile is marked partial
-    kernel, environ = (task.context, task.environ) if task is not None else (None, None)
-    found = _context_values(context, dir_fd, raw_stat, stat.start_ticks, kernel, environ)
+    found = _context_values(context, dir_fd, raw_stat, stat.start_ticks, kernel)
     partial = False
     try:
         status = read_file(b"status", dir_fd=dir_fd)

@@ -1,9 +1,10 @@
 """What the exec capture's program also reads at the exec, from the task itself: the cgroup id,
 the ids of every cgroup it is in (one per hierarchy, v1 included), the pid, mount, network and
 user namespaces, the login uid, and what fds 0, 1 and 2 are (the inode's type, number, device
-and filesystem). The context reader (collector/context.py) takes
-these instead of reading eleven /proc files and links per new process, and what they do not
-settle (a cgroup id never seen, a regular file's path) it still reads from /proc.
+and filesystem, and the mount the file was opened through). The context reader
+(collector/context.py) takes these instead of reading eleven /proc files and links per new
+process, and what they do not settle (a cgroup id never seen, a regular file's path) it still
+reads from /proc.
 
 They are the values at the exec itself, inside execve: a process cannot move itself to another
 cgroup or namespace, or point its stdio elsewhere, between its exec and our read of /proc and
@@ -34,7 +35,9 @@ NEEDED = {
     "user_namespace": ("ns",),
     "files_struct": ("fdt",),
     "fdtable": ("max_fds", "fd"),
-    "file": ("f_inode",),
+    "file": ("f_inode", "f_path"),
+    "path": ("mnt",),
+    "mount": ("mnt", "mnt_id"),
     "inode": ("i_mode", "i_ino", "i_rdev", "i_sb"),
     "super_block": ("s_dev",),
     "css_set": ("cgrp_links", "dfl_cgrp"),
@@ -51,15 +54,16 @@ MAX_PID_LEVEL = 32  # MAX_PID_NS_LEVEL: pid namespaces nest at most this deep
 # of the cgroups the task is in, one per hierarchy (its css_set's links, walked in the kernel's
 # order), with their count and whether the walk reached the list's end.
 _HEAD = struct.Struct("<QIIIIII")
-_FD = struct.Struct("<QIIII")  # inode number, rdev, the filesystem's dev, mode, state
+# inode number, rdev, the filesystem's dev, mode, state, the mount's id, whether it was read
+_FD = struct.Struct("<QIIIIII")
 CGROUP_LINKS = 16  # hierarchies walked at most (a hybrid host has about a dozen)
 _CGROUPS = _HEAD.size + 3 * _FD.size
 _CGROUP_IDS = _CGROUPS + 8
 LINK = struct.Struct("<QQ")  # hierarchy id, cgroup id
-BYTES = _CGROUP_IDS + LINK.size * CGROUP_LINKS  # 368
+BYTES = _CGROUP_IDS + LINK.size * CGROUP_LINKS  # 392
 _LINKS_WHOLE = 1 << 31
 _CGROUP, _PID_NS, _MNT_NS, _NET_NS, _USER_NS, _LOGINUID, _FLAGS = 0, 8, 12, 16, 20, 24, 28
-_FD_INO, _FD_RDEV, _FD_SDEV, _FD_MODE, _FD_STATE = 0, 8, 12, 16, 20
+_FD_INO, _FD_RDEV, _FD_SDEV, _FD_MODE, _FD_STATE, _FD_MNT, _FD_MNT_READ = 0, 8, 12, 16, 20, 24, 28
 # flags: which of the head's values the kernel read
 HAS_CGROUP, HAS_PID_NS, HAS_MNT_NS, HAS_NET_NS, HAS_USER_NS, HAS_LOGINUID = (
     1 << i for i in range(6)
@@ -69,17 +73,21 @@ FD_UNKNOWN, FD_OPEN, FD_CLOSED = 0, 1, 2
 # scratch slots on the program's stack (exec_capture.py uses -4 .. -72 and -120 .. -128)
 TASK_SLOT = -80
 _TMP, _NSPROXY, _MAX_FDS, _FDS, _LINKS_HEAD, _CGRP = -88, -96, -104, -112, -136, -144
+_FILE = -168  # below task_iter.py's slots
 
 
 @dataclass(frozen=True, slots=True)
 class KernelFd:
-    """One of fds 0-2 at the exec: `state` FD_OPEN (with its inode), FD_CLOSED or FD_UNKNOWN."""
+    """One of fds 0-2 at the exec: `state` FD_OPEN (with its inode), FD_CLOSED or FD_UNKNOWN.
+    `mount_id` is the id of the mount the file was opened through (fdinfo's `mnt_id`), None
+    when it could not be read."""
 
     state: int
     mode: int = 0
     inode: int = 0
     rdev: int = 0
     fs_dev: int = 0
+    mount_id: int | None = None
 
     @property
     def is_socket(self) -> bool:
@@ -139,9 +147,13 @@ def decode(block: bytes | memoryview) -> KernelContext | None:
         return None
     fds = []
     for index in range(3):
-        inode, rdev, fs_dev, mode, state = _FD.unpack_from(block, _HEAD.size + index * _FD.size)
+        inode, rdev, fs_dev, mode, state, mount_id, mount_read = _FD.unpack_from(
+            block, _HEAD.size + index * _FD.size
+        )
         if state == FD_OPEN:
-            fds.append(KernelFd(FD_OPEN, mode, inode, rdev, fs_dev))
+            fds.append(
+                KernelFd(FD_OPEN, mode, inode, rdev, fs_dev, mount_id if mount_read else None)
+            )
         else:
             fds.append(_CLOSED_FD if state == FD_CLOSED else _UNKNOWN_FD)
     (links,) = struct.unpack_from("<I", block, _CGROUPS)
@@ -261,6 +273,7 @@ def program_part(
             asm.store(4, R7, fd_at + _FD_STATE, R1),
             asm.jump("ja", 0, 0, done),
             asm.label(f"ctx_fd{index}_file"),
+            asm.store(8, R10, _FILE, R9),
             *asm.follow(R9, offsets["file.f_inode"], _TMP),
             *asm.read_kernel(R7, fd_at + _FD_INO, 8, R9, offsets["inode.i_ino"]),
             *asm.read_kernel(R7, fd_at + _FD_RDEV, 4, R9, offsets["inode.i_rdev"]),
@@ -269,6 +282,15 @@ def program_part(
             *asm.follow(R9, offsets["inode.i_sb"], _TMP),
             *asm.read_kernel(R7, fd_at + _FD_SDEV, 4, R9, offsets["super_block.s_dev"]),
             asm.jump("jne", R0, 0, done),
+            # the mount: file->f_path.mnt is the vfsmount inside a struct mount
+            asm.load(8, R9, R10, _FILE),
+            *asm.follow(R9, offsets["file.f_path"] + offsets["path.mnt"], _TMP),
+            asm.alu("sub", R9, offsets["mount.mnt"]),
+            *asm.read_kernel(R7, fd_at + _FD_MNT, 4, R9, offsets["mount.mnt_id"]),
+            asm.jump("jne", R0, 0, f"ctx_fd{index}_open"),
+            asm.alu("mov", R1, 1),
+            asm.store(4, R7, fd_at + _FD_MNT_READ, R1),
+            asm.label(f"ctx_fd{index}_open"),
             asm.alu("mov", R1, FD_OPEN),
             asm.store(4, R7, fd_at + _FD_STATE, R1),
             asm.label(done),

@@ -155,9 +155,7 @@ class StatSignatures:
         )
         try:
             tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
-            task_pass.check_namespace(
-                task_pass.fixed_records(task_pass.run(fds[-1]), RECORD_BYTES), tick_ns
-            )
+            task_pass.check_namespace(task_pass.run(fds[-1]), RECORD_BYTES, tick_ns)
         except BaseException:
             task_pass.close(fds)
             raise

@@ -43,12 +43,12 @@ def block(
     cgroup: int = 77,
     namespaces: tuple[int, int, int, int] = (110, 11, 12, 13),
     loginuid: int = 1000,
-    fds: tuple[tuple[int, int, int, int, int], ...] = ((5, 0, 15, 0o10600, FD_OPEN),) * 3,
+    fds: tuple[tuple[int, ...], ...] = ((5, 0, 15, 0o10600, FD_OPEN, 0, 0),) * 3,
     links: tuple[tuple[int, int], ...] = (),
     whole: bool = True,
 ) -> bytes:
     head = struct.pack("<QIIIIII", cgroup, *namespaces, loginuid, flags)
-    head += b"".join(struct.pack("<QIIII", *fd) for fd in fds)
+    head += b"".join(struct.pack("<QIIIIII", *fd) for fd in fds)
     head += struct.pack("<I4x", len(links) | (1 << 31 if whole else 0))
     head += b"".join(LINK.pack(*pair) for pair in links)
     return head.ljust(kernel_context.BYTES, b"\0")
@@ -106,11 +106,17 @@ def bare_process(root: Path, pid: int) -> Path:
 
 
 def test_a_block_decodes_to_what_the_kernel_read() -> None:
-    fds = ((5, 0, 15, 0o10600, FD_OPEN), (0, 0, 0, 0, FD_CLOSED), (9, 0, 0, 0, FD_UNKNOWN))
+    fds = (
+        (5, 0, 15, 0o10600, FD_OPEN, 0, 0),  # the mount not read
+        (0, 0, 0, 0, FD_CLOSED, 0, 0),
+        (9, 0, 0, 0, FD_UNKNOWN, 0, 0),
+    )
     found = kernel_context.decode(block(fds=fds))
     assert found == KernelContext(
         77, 110, 11, 12, 13, 1000, (KernelFd(FD_OPEN, 0o10600, 5, 0, 15), CLOSED, UNKNOWN)
     )
+    mounted = kernel_context.decode(block(fds=((5, 0, 15, 0o100644, FD_OPEN, 0, 1),) * 3))
+    assert mounted is not None and mounted.stdio[0].mount_id == 0  # read, and 0
     assert found is not None and found.stdio[0].is_pipe and not found.stdio[0].is_socket
 
 
@@ -220,10 +226,13 @@ def test_a_devices_name_is_kept_only_when_it_names_that_device_here(tmp_path: Pa
     assert replaced is not None and replaced.startswith("other:")
 
 
-def _fdinfo(proc: Path, fd: int, inode: int) -> None:
-    """What /proc/<pid>/fdinfo/<fd> says of an open file (its inode since Linux 5.14)."""
+def _fdinfo(proc: Path, fd: int, inode: int, mount_id: int = 24, own: str = "") -> None:
+    """What /proc/<pid>/fdinfo/<fd> says of an open file (its inode since Linux 5.14), with
+    the file's own lines after the kernel's."""
     (proc / "fdinfo").mkdir(exist_ok=True)
-    (proc / "fdinfo" / str(fd)).write_text(f"pos:\t0\nflags:\t02\nmnt_id:\t24\nino:\t{inode}\n")
+    (proc / "fdinfo" / str(fd)).write_text(
+        f"pos:\t0\nflags:\t02\nmnt_id:\t{mount_id}\nino:\t{inode}\n{own}"
+    )
 
 
 def test_an_fd_pointed_elsewhere_since_the_exec_is_the_kernels_inode_alone(
@@ -240,6 +249,22 @@ def test_an_fd_pointed_elsewhere_since_the_exec_is_the_kernels_inode_alone(
     found = read(ContextReader(os.fsencode(tmp_path)), proc, kernel(stdio=(PIPE, seen, seen)))
     assert found.stdout == f"other:inode {seen.inode} (replaced since the exec)"
     assert found.stderr == f"file:{at_exec}"
+
+
+def test_a_file_with_the_same_inode_number_through_another_mount_is_not_the_execs(
+    tmp_path: Path,
+) -> None:
+    """An inode number is unique only within its filesystem: when the kernel gave the mount
+    the file was opened through, fdinfo's must be that one too (and the kernel's own lines
+    count, not ones the file adds after them)."""
+    fake_process(tmp_path, 1, fds={})
+    seen = KernelFd(FD_OPEN, stat.S_IFREG | 0o644, 4711, mount_id=31)
+    proc = fake_process(tmp_path, 4242, fds={1: "/mnt/other/x.log", 2: "/var/log/x.log"})
+    _fdinfo(proc, 1, 4711, mount_id=99, own="mnt_id:\t31\n")
+    _fdinfo(proc, 2, 4711, mount_id=31)
+    found = read(ContextReader(os.fsencode(tmp_path)), proc, kernel(stdio=(PIPE, seen, seen)))
+    assert found.stdout == "other:inode 4711 (replaced since the exec)"
+    assert found.stderr == "file:/var/log/x.log"
 
 
 def test_a_file_on_stdio_is_checked_without_asking_its_filesystem(tmp_path: Path) -> None:

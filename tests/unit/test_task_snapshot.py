@@ -1,59 +1,46 @@
-"""A task pass's records as the scanner reads them (collector/task_iter.py): each record's
-context block and environment found by pid, whatever the environments' lengths, and a pass
-whose bytes are not the program's records read no further than its last whole record."""
+"""A task pass's records as the scanner reads them (collector/task_iter.py): each process's
+context block found by its pid, with the start time that names its instance; processes started
+alike share one decoded block; a record cut short is not read."""
 
 from __future__ import annotations
 
 import struct
 
 from daemoneye.collector import kernel_context
-from daemoneye.collector.exec_capture import ENV_BYTES
 from daemoneye.collector.task_iter import RECORD_BYTES, TaskSnapshot
 
 TICK_NS = 10_000_000  # 100 ticks a second
 
 
-def record(
-    tgid: int, start_ticks: int, environ: bytes = b"", *, length: int | None = None
-) -> bytes:
-    """One record as the program writes it: tgid, pid, start time, a context block whose only
-    value is the pid namespace, the environment's length, then the environment."""
+def record(tgid: int, start_ticks: int, pid_ns: int = 4026531836) -> bytes:
+    """One record as the program writes it: tgid, pid, start time, then a context block whose
+    only value is the pid namespace."""
     block = bytearray(kernel_context.BYTES)
-    struct.pack_into("<II", block, 8, 4026531836 + tgid, 0)  # pid namespace inode
+    struct.pack_into("<I", block, 8, pid_ns)
     struct.pack_into("<I", block, 28, kernel_context.HAS_PID_NS)
-    head = struct.pack("<IIQ", tgid, tgid, start_ticks * TICK_NS)
-    size = len(environ) if length is None else length
-    out = head + bytes(block) + struct.pack("<I4x", size) + environ
-    assert len(out) == RECORD_BYTES + len(environ)
+    out = struct.pack("<IIQ", tgid, tgid, start_ticks * TICK_NS) + bytes(block)
+    assert len(out) == RECORD_BYTES
     return out
 
 
-def test_each_process_is_found_with_its_own_environment_whatever_the_lengths() -> None:
-    raw = (
-        record(10, 500, b"A=1\0SUDO_USER=bob\0")
-        + record(11, 501)  # no environment copied (a kernel thread, one over ENV_BYTES)
-        + record(12, 502, b"B=" + b"x" * (ENV_BYTES - 3) + b"\0")
-    )
-    snapshot = TaskSnapshot(raw, TICK_NS)
-    assert len(snapshot) == 3
-    first, second, third = snapshot.get(10), snapshot.get(11), snapshot.get(12)
-    assert first is not None and first.environ == b"A=1\0SUDO_USER=bob\0"
-    assert first.start_ticks == 500 and first.context.pid_ns == 4026531846
-    assert second is not None and second.environ is None and second.start_ticks == 501
-    assert third is not None and third.environ is not None and len(third.environ) == ENV_BYTES
-    assert snapshot.get(13) is None
+def test_each_process_is_found_by_pid_with_its_own_start_and_block() -> None:
+    snapshot = TaskSnapshot(record(10, 500) + record(11, 501, pid_ns=4026532999), TICK_NS)
+    assert len(snapshot) == 2
+    first, second = snapshot.get(10), snapshot.get(11)
+    assert first is not None and (first.start_ticks, first.context.pid_ns) == (500, 4026531836)
+    assert second is not None and (second.start_ticks, second.context.pid_ns) == (501, 4026532999)
+    assert snapshot.get(12) is None
 
 
-def test_a_length_the_program_never_writes_ends_the_read_there() -> None:
-    """A record claiming more than ENV_BYTES is no record of this program: the records before
-    it are kept, nothing after it is read as a record (it would be read out of frame)."""
-    raw = record(20, 1, b"A=1\0") + record(21, 2, length=ENV_BYTES + 1) + record(22, 3)
-    snapshot = TaskSnapshot(raw, TICK_NS)
-    assert len(snapshot) == 1 and snapshot.get(20) is not None and snapshot.get(22) is None
+def test_processes_started_alike_share_one_decoded_block() -> None:
+    snapshot = TaskSnapshot(record(20, 1) + record(21, 2) + record(22, 3, pid_ns=7), TICK_NS)
+    a, b, c = snapshot.get(20), snapshot.get(21), snapshot.get(22)
+    assert a is not None and b is not None and c is not None
+    assert a.context is b.context  # the same bytes: decoded once
+    assert c.context is not a.context and c.context.pid_ns == 7
+    assert (a.start_ticks, b.start_ticks) == (1, 2)  # the instance's own start, not shared
 
 
 def test_a_record_cut_short_is_not_read() -> None:
-    whole = record(30, 1, b"HISTFILE=/dev/null\0")
-    cut = record(31, 2, b"LD_PRELOAD=/tmp/x.so\0")[:-3]
-    snapshot = TaskSnapshot(whole + cut, TICK_NS)
+    snapshot = TaskSnapshot(record(30, 1) + record(31, 2)[:-3], TICK_NS)
     assert len(snapshot) == 1 and snapshot.get(31) is None
