@@ -415,6 +415,9 @@ class HealthReport:
     exec_capture: str = ""
     exec_rescued_total: int = 0  # execs gone from /proc before the read, kept whole by it
     exec_uncaptured_total: int = 0  # exec events it had no record for (its ring was full)
+    # procmond's BPF task passes (the first scan's context, the steady tick's stat): on,
+    # resting or off and why; '' from a daemon without them
+    task_passes: str = ""
 
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")  # lowest first

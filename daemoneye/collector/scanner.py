@@ -84,6 +84,7 @@ class ProcScanner:
         context: ContextReader | None = None,
         tasks: TaskIterator | None = None,
         signatures: StatSignatures | None = None,
+        passes_off: tuple[str, str] = ("off", "off"),
     ) -> None:
         self.proc_root = proc_root
         self.boot_time = boot_time
@@ -101,6 +102,8 @@ class ProcScanner:
         # one pass per tick tells which processes' stat may have changed (closed with it too)
         self._signatures = signatures
         self._signatures_rest = 0  # ticks left without the pass (see THREADS_PER_PROCESS_MAX)
+        # what `health` says of a pass that is not there: why it was not loaded, or refused
+        self._tasks_off, self._signatures_off = passes_off
         self._snapshot: TaskSnapshot | None = None
         self._user_of = user_names if user_names is not None else UserNames()
         self._ticks_per_s = float(CLOCK_TICKS)
@@ -115,6 +118,29 @@ class ProcScanner:
         if not os.path.isdir(proc_root):
             raise CollectorError(f"{proc_root} is not a directory: is procfs mounted?")
         self._poller = StatPoller(self._root)
+
+    @property
+    def task_passes(self) -> str:
+        """What `health` says of the two BPF task passes (collector/task_iter.py,
+        collector/stat_signatures.py): each on, resting or off, and why."""
+        both_off = self._tasks is None and self._signatures is None
+        if both_off and self._tasks_off == self._signatures_off:
+            return self._tasks_off  # one reason for both (a setting, no privilege)
+        if self._tasks is None:
+            context = self._tasks_off
+        else:
+            runs = self._tasks.passes_total
+            context = f"on ({runs} pass{'' if runs == 1 else 'es'})"
+        if self._signatures is None:
+            stat = self._signatures_off
+        elif self._signatures_rest:
+            stat = (
+                f"resting {self._signatures_rest} ticks (over "
+                f"{THREADS_PER_PROCESS_MAX:g} threads per process)"
+            )
+        else:
+            stat = "on"
+        return f"context {context}; stat signatures {stat}"
 
     def prime(self, known: Mapping[ProcessKey, ProcessRecord]) -> None:
         """Seed with the store's live rows before the first scan: instances still running keep
@@ -251,6 +277,7 @@ class ProcScanner:
             passed = self._signatures.read()
         except OSError as exc:  # the kernel refused a pass: read every stat from now on
             log.warning("stat signatures off, the scan reads every process's stat: %s", exc)
+            self._signatures_off = f"off: the kernel refused a pass: {exc}"
             self._signatures.close()
             self._signatures = None
             return None
@@ -269,6 +296,7 @@ class ProcScanner:
             return tasks.snapshot()
         except OSError as exc:  # the kernel refused a pass: read /proc from now on
             log.warning("task iterator off, the scan reads /proc for context: %s", exc)
+            self._tasks_off = f"off: the kernel refused a pass: {exc}"
             tasks.close()
             self._tasks = None
             return None

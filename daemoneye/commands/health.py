@@ -174,6 +174,7 @@ def show_health(ctx: Context) -> int:
             report.event_source + (f" ({report.event_filter})" if report.event_filter else ""),
         ),
         *([("exec capture", exec_capture_text(report))] if report.exec_capture else []),
+        *([("task passes", report.task_passes)] if report.task_passes else []),
         (
             "scan",
             f"every {report.interval_s:g}s, last {report.last_scan_ms:.1f} ms, "

@@ -667,6 +667,7 @@ class Collection:
             exec_capture=procmond.exec_capture if procmond else "",
             exec_rescued_total=procmond.exec_rescued_total if procmond else 0,
             exec_uncaptured_total=procmond.exec_uncaptured_total if procmond else 0,
+            task_passes=procmond.task_passes if procmond else "",
         )
 
     def write_health(self, *extra_problems: str) -> None:

@@ -23,7 +23,8 @@ from typing import Any
 from daemoneye.models import ConnectionsDelta, ExeHash, ProcessKey, ProcessRecord, ScanDelta
 from daemoneye.procmond import wire
 
-PAIR_VERSION = 3  # 3: the exec capture in Hello and Health; 2: payloads are arrays of fields
+# 4: the task passes in Health; 3: the exec capture in Hello and Health; 2: payloads are arrays
+PAIR_VERSION = 4
 HEADER = struct.Struct(">IB")
 # A full first scan of 10,000 processes is ~3 MiB of JSON; argv is capped by the collector.
 MAX_PAYLOAD_BYTES = 256 * 1024**2
@@ -103,6 +104,7 @@ class Health:
     exec_capture: str
     exec_rescued_total: int  # execs gone from /proc before the read, kept whole by the capture
     exec_uncaptured_total: int  # exec events the capture had no record for (its ring was full)
+    task_passes: str  # the scanner's BPF task passes: on, resting or off (and why)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from daemoneye import heap
@@ -80,32 +81,39 @@ def open_exec_capture(settings: CollectorConfig) -> tuple[ExecCapture | None, st
     return capture, "eBPF"
 
 
-def open_task_passes(
-    settings: CollectorConfig,
-) -> tuple[TaskIterator | None, StatSignatures | None]:
+@dataclass(frozen=True, slots=True)
+class TaskPasses:
+    """The scanner's two task iterators as loaded, and for each one missing why (`health`)."""
+
+    tasks: TaskIterator | None = None
+    signatures: StatSignatures | None = None
+    off: tuple[str, str] = ("off: not loaded", "off: not loaded")
+
+
+def open_task_passes(settings: CollectorConfig) -> TaskPasses:
     """The scanner's two task iterators, loaded like the exec capture while procmond may: every
     process's context when a scan meets many at once (collector/task_iter.py), and which
     processes' stat may have changed each tick (collector/stat_signatures.py). None (the scan
     reads /proc) where one cannot be loaded."""
     if not settings.exec_capture:
-        return None, None
-    passes = (
-        _loaded(TaskIterator.open, "task iterator"),
-        _loaded(StatSignatures.open, "stat signature pass"),
-    )
-    if None not in passes:
+        return TaskPasses(off=("off: collector.exec_capture is off",) * 2)
+    tasks, tasks_off = _loaded(TaskIterator.open, "task iterator")
+    signatures, signatures_off = _loaded(StatSignatures.open, "stat signature pass")
+    if tasks is not None and signatures is not None:
         log.info("BPF task passes loaded: the scan asks the kernel which processes changed")
-    return passes
+    return TaskPasses(tasks, signatures, (tasks_off, signatures_off))
 
 
-def _loaded(load: Callable[[], _T], what: str) -> _T | None:
+def _loaded(load: Callable[[], _T], what: str) -> tuple[_T | None, str]:
+    """The loaded pass, or None and why not."""
     try:
-        return load()
+        return load(), ""
     except (OSError, BtfError) as exc:
         log.info("BPF %s unavailable: %s", what, exc)
-    except Exception:  # a kernel's BTF we misread: run without it, never crash-loop
+        return None, f"off: {exc}"
+    except Exception as exc:  # a kernel's BTF we misread: run without it, never crash-loop
         log.warning("BPF %s failed to load", what, exc_info=True)
-    return None
+        return None, f"off: {type(exc).__name__}: {exc}"
 
 
 class Procmond:
@@ -120,7 +128,7 @@ class Procmond:
         proc_root: str = "/proc",
         clock: Callable[[], float] = time.time,
         capture: tuple[ExecCapture | None, str] = (None, ""),
-        tasks: tuple[TaskIterator | None, StatSignatures | None] = (None, None),
+        tasks: TaskPasses = TaskPasses(),
     ) -> None:
         self.pair = pair
         self._capture, self.exec_capture = capture
@@ -141,8 +149,9 @@ class Procmond:
             hasher=self.hasher,
             user_names=self.user_names,
             context=ContextReader(os.fsencode(proc_root), settings.environment),
-            tasks=tasks[0],
-            signatures=tasks[1],
+            tasks=tasks.tasks,
+            signatures=tasks.signatures,
+            passes_off=tasks.off,
         )
         self.feed: EventFeed | None = None
         # Sockets per instance: walking other users' fds needs procmond's capabilities, so the
@@ -339,6 +348,7 @@ class Procmond:
             exec_capture="off: the kernel event reader stopped" if failure else self.exec_capture,
             exec_rescued_total=stats.rescued_total if stats else 0,
             exec_uncaptured_total=stats.uncaptured_total if stats else 0,
+            task_passes=self.scanner.task_passes,
         )
 
     def obey(self, command: object) -> None:

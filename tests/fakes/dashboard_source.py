@@ -461,6 +461,7 @@ def sample_health(now: float = FAKE_NOW) -> HealthReport:
         ),
         exec_capture="eBPF",
         exec_rescued_total=37,
+        task_passes="context on (1 pass); stat signatures on",
     )
 
 

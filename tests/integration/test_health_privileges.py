@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 
 import pytest
 
+from daemoneye.collector.task_iter import TaskIterator
 from daemoneye.commands.health import _report_in
 from daemoneye.procmond.privileges import PROCMOND_CAPABILITIES, capability_mask, read_privileges
+from tests.bpf_available import why_not
 from tests.integration.conftest import DaemonHarness
 
 
@@ -34,6 +37,22 @@ def test_health_shows_the_agent_as_the_kernel_sees_it(
     # The last report in the store still says who ran, for `health` without a daemon.
     (stored,) = json.loads(harness.cli("-o", "json", "--db", str(harness.db), "health").stdout)
     assert stored["agent_privileges"]["pid"] == pid
+
+
+def test_health_says_which_of_procmonds_task_passes_are_on(harness: DaemonHarness) -> None:
+    reason = why_not(lambda: TaskIterator.open().close())
+    if reason is not None:
+        pytest.skip(f"BPF task iterator unavailable: {reason}")
+    harness.start()
+    deadline = time.monotonic() + 10
+    live: dict[str, object] = {}
+    while time.monotonic() < deadline and not live.get("task_passes"):
+        (live,) = json.loads(harness.cli("-o", "json", "health", check=True).stdout)
+        time.sleep(0.2)
+    # the first scan meets every process: one context pass; each tick, the stat pass
+    assert live["task_passes"] == "context on (1 pass); stat signatures on"
+    assert re.search(r"task passes +context on \(1 pass\); stat", harness.cli("health").stdout)
+    harness.stop()
 
 
 def test_an_old_report_without_privileges_still_reads() -> None:

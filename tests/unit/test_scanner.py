@@ -4,6 +4,7 @@ then against the real /proc with real children."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import pwd
@@ -838,12 +839,20 @@ def _state_of(scanner: ProcScanner, pid: int) -> str:
 
 
 class _TaskPasses:
-    """A task iterator that counts its passes and lists no task."""
+    """A task iterator that counts its passes and lists no task (or, once `refuse` is set,
+    fails as a kernel that refuses a pass does)."""
 
     def __init__(self) -> None:
         self.passes = 0
+        self.refuse = False
+
+    @property
+    def passes_total(self) -> int:
+        return self.passes
 
     def snapshot(self) -> TaskSnapshot:
+        if self.refuse:
+            raise OSError(errno.EPERM, "refused")
         self.passes += 1
         return TaskSnapshot(b"", 10_000_000)
 
@@ -879,3 +888,30 @@ def test_a_task_pass_is_taken_only_when_the_new_processes_are_many_and_a_share_o
     clock.now += 1
     scanner.scan()
     assert tasks.passes == 2
+
+
+def test_health_says_which_task_pass_is_on_resting_or_off_and_why(
+    proc: FakeProc, make_scanner: Callable[..., ProcScanner], clock: Clock
+) -> None:
+    for pid in range(1000, 1040):
+        proc.spawn(pid)
+    off = make_scanner(passes_off=("off: collector.exec_capture is off",) * 2)
+    assert off.task_passes == "off: collector.exec_capture is off"
+    tasks, signatures = _TaskPasses(), _Passes(proc, threads=1.0)
+    scanner = make_scanner(
+        context=ContextReader(os.fsencode(proc.root)), tasks=tasks, signatures=signatures
+    )
+    scanner.scan()
+    assert scanner.task_passes == "context on (1 pass); stat signatures on"
+    signatures.threads_per_process = THREADS_PER_PROCESS_MAX + 1
+    clock.now += 1
+    scanner.scan()
+    assert scanner.task_passes.endswith(
+        "; stat signatures resting 30 ticks (over 16 threads per process)"
+    )
+    tasks.refuse = True
+    for pid in range(2000, 2040):
+        proc.spawn(pid)
+    clock.now += 1
+    scanner.scan()
+    assert scanner.task_passes.startswith("context off: the kernel refused a pass: ")

@@ -100,6 +100,17 @@ def health_sections(status: DaemonStatus, now: float) -> list[tuple[str, list[Fa
                     if report.exec_capture
                     else []
                 ),
+                *(
+                    [
+                        (
+                            "task passes",
+                            safe(report.task_passes, 300),
+                            "low" if "off" in report.task_passes else "",
+                        )
+                    ]
+                    if report.task_passes
+                    else []
+                ),
                 (
                     "last report",
                     f"{format_duration(now - report.updated_at)} ago",
