@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,9 +37,22 @@ def test_history_over_ipc(private_daemon: PrivateDaemon) -> None:
         page = await source.timeline(until=None, filter_text=f"pid:{me}", limit=10)
         assert page.reach.oldest is not None
         assert page.events and all(e.pid == me for e in page.events)
-        now = time.time()
-        then = await source.processes_at(page.reach.newest or now)  # seen by the scan
+        then = await source.processes_at(page.reach.newest or time.time())  # seen by the scan
         assert me in {record.pid for record in then}
+        # a process started inside the window, so the strip has a start to count whatever
+        # else the machine does meanwhile
+        child = subprocess.Popen(["sleep", "30"])
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                found = await source.timeline(until=None, filter_text=f"pid:{child.pid}", limit=1)
+                if found.events:
+                    break
+                await asyncio.sleep(0.2)
+        finally:
+            child.kill()
+            child.wait()
+        now = time.time()
         activity = await source.activity(page.reach.oldest - 1, now, 4)
         assert len(activity.started) == 4 and sum(activity.started) >= 1
         assert activity.bucket_s == pytest.approx((now - page.reach.oldest + 1) / 4)
