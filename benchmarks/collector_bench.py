@@ -87,7 +87,8 @@ def _new_scanner(*, hashing: bool, context: bool = True) -> tuple[ProcScanner, E
     """A scanner built as procmond builds it (procmond/runner.py), default configuration, with
     the task iterator where it loads (root); `hashing=False` leaves the hasher thread out, to
     show what it costs a scan, and `context=False` the context reader (cgroup, namespaces,
-    session, stdio, environment)."""
+    session, stdio, environment). The task pass is there either way: it also gives the real
+    ids, which spare the scan a read of `status` with or without context."""
     from daemoneye.collector.context import ContextReader
     from daemoneye.collector.hashing import ExeHasher
     from daemoneye.collector.procfs import read_boot_time
@@ -107,7 +108,7 @@ def _new_scanner(*, hashing: bool, context: bool = True) -> tuple[ProcScanner, E
         update_interval=collector.update_interval,
         hasher=hasher,
         context=ContextReader(b"/proc", collector.environment) if context else None,
-        tasks=_task_iterator() if context else None,
+        tasks=_task_iterator(),
         signatures=_stat_signatures(),
     )
     return scanner, hasher

@@ -79,8 +79,8 @@ def read_instance(
     (unless cut), the executable's path, the real ids and the kernel's part of the context.
     /proc then gives the working directory, the environment and what the record could not
     settle; the instance's `captured` says the record was used. `task` is a task iterator's
-    block for this pid (collector/task_iter.py): its context is taken when its start time is
-    this instance's."""
+    block for this pid (collector/task_iter.py): its context and real ids are taken when its
+    start time is this instance's (and `status` is then not read)."""
     try:
         dir_fd = os.open(proc_root + b"/" + name, _DIR_FLAGS)
     except VANISHED_ERRORS:
@@ -105,10 +105,9 @@ def read_instance(
                     dir_fd, stat_fd, raw_stat, stat, user_of, context, captured, kept
                 )
             else:
-                kernel = None  # a task pass's block, when it is this instance's
-                if task is not None and task.start_ticks == stat.start_ticks:
-                    kernel = task.context
-                read = _read_details(dir_fd, raw_stat, stat, user_of, context, kept, kernel)
+                if task is not None and task.start_ticks != stat.start_ticks:
+                    task = None  # a task pass's block is taken only for its own instance
+                read = _read_details(dir_fd, stat_fd, raw_stat, stat, user_of, context, kept, task)
             handed_over = keep_stat
             return read
         finally:
@@ -120,13 +119,18 @@ def read_instance(
 
 def _read_details(
     dir_fd: int,
+    open_stat: int,
     raw_stat: bytes,
     stat: StatFields,
     user_of: Callable[[int], str | None],
     context: ContextReader | None,
     stat_fd: int | None = None,
-    kernel: KernelContext | None = None,
+    task: TaskContext | None = None,
 ) -> InstanceRead:
+    """The details of a process; `task` is a task pass's record of this instance, whose
+    context and real ids are taken instead of read (then `status` is not read at all: whether
+    the process went during the reads is told, as for a captured exec, by its open stat file
+    `open_stat`, read again)."""
     if stat.kernel_thread:  # no memory, no files, the kernel's own credentials
         details = ProcessDetails(None, False, (), None, 0, 0, user_of(0))
         return InstanceRead(raw_stat, stat, details, False, False, stat_fd)
@@ -139,19 +143,24 @@ def _read_details(
     cwd, no_cwd = _cwd(dir_fd)
     denied = no_cmdline or no_exe or no_cwd
     # the context too is read before status: a process gone meanwhile is marked partial
+    kernel = task.context if task is not None else None
     found = _context_values(context, dir_fd, raw_stat, stat.start_ticks, kernel)
     partial = False
-    try:
-        status = read_file(b"status", dir_fd=dir_fd)
-    except PermissionError:
-        denied = True
-    except VANISHED_ERRORS:
-        partial = True
+    if task is not None and task.ids is not None:
+        uid, gid = task.ids
+        partial = not _still_there(open_stat)
     else:
-        if status:
-            uid, gid = parse_status_ids(status)
-        else:
+        try:
+            status = read_file(b"status", dir_fd=dir_fd)
+        except PermissionError:
+            denied = True
+        except VANISHED_ERRORS:
             partial = True
+        else:
+            if status:
+                uid, gid = parse_status_ids(status)
+            else:
+                partial = True
     details = ProcessDetails(
         SHARED.one(exe),
         exe_deleted,
@@ -191,11 +200,7 @@ def _read_captured(
     found = _context_values(
         context, dir_fd, raw_stat, stat.start_ticks, captured.context, captured.environ
     )
-    try:
-        again = os.pread(stat_fd, 512, 0)
-    except OSError:
-        again = b""
-    partial = not again  # gone: the open stat file of a reaped task reads empty or fails
+    partial = not _still_there(stat_fd)
     details = ProcessDetails(
         SHARED.one(exe),
         exe_deleted,
@@ -207,6 +212,15 @@ def _read_captured(
         *found,
     )
     return InstanceRead(raw_stat, stat, details, denied, partial, kept, captured)
+
+
+def _still_there(stat_fd: int) -> bool:
+    """Whether a process is still there after its reads: the open stat file of a reaped task
+    reads empty or fails (no open, no close)."""
+    try:
+        return bool(os.pread(stat_fd, 512, 0))
+    except OSError:
+        return False
 
 
 def _extends(whole: tuple[str, ...], cut: tuple[str, ...]) -> bool:

@@ -49,11 +49,11 @@ from daemoneye.models import ProcessKey, ProcessRecord, ScanDelta
 log = logging.getLogger(__name__)
 
 # A scan that meets at least this many new processes (the first scan, a burst the kernel's
-# events did not report) takes every task's context in one pass of the task iterator instead
-# of reading it from /proc process by process, when they are also at least one in
-# SNAPSHOT_SHARE of the processes it then lists: the pass visits every task, at about a sixth
-# of the cost of one process's context read through /proc (docs/performance.md), so a pass
-# for 32 new processes among 10,000 would cost more than it saves.
+# events did not report) takes every task's context and real ids in one pass of the task
+# iterator instead of reading them from /proc process by process, when they are also at least
+# one in SNAPSHOT_SHARE of the processes it then lists: the pass visits every task, at about a
+# sixth of the cost of one process's context read through /proc (docs/performance.md), so a
+# pass for 32 new processes among 10,000 would cost more than it saves.
 SNAPSHOT_AT = 32
 SNAPSHOT_SHARE = 8
 # The stat signature pass visits every thread and saves one stat read per process: on a host
@@ -97,7 +97,8 @@ class ProcScanner:
         self._clock = clock
         self._context = context  # None: no context fields (cgroup, session, stdio …) are read
         # every task's context in one pass, for a scan that meets many new processes at once
-        # (used with a context reader only; closed with the scanner either way)
+        # (its real ids replace a read of status; its context is used with a context reader;
+        # closed with the scanner either way)
         self._tasks = tasks
         # one pass per tick tells which processes' stat may have changed (closed with it too)
         self._signatures = signatures
@@ -251,7 +252,7 @@ class ProcScanner:
             self._on_changed(name, raw, now, out)
         if self._busy:
             self._settle_idle({name for name, _ in changed}, now)
-        if self._tasks is not None and self._context is not None and self._pass_pays(new_names):
+        if self._tasks is not None and self._pass_pays(new_names):
             self._snapshot = self._take_snapshot(self._tasks)
         for name in new_names:
             self._add(name, now, out)

@@ -24,14 +24,17 @@ from dataclasses import dataclass
 from daemoneye.collector import bpf_asm as asm
 from daemoneye.collector import bpf_task_pass as task_pass
 from daemoneye.collector import kernel_context
-from daemoneye.collector.bpf_asm import R1, R7, R8, R10
+from daemoneye.collector.bpf_asm import R0, R1, R7, R8, R9, R10
 from daemoneye.collector.btf import KernelTypes
 from daemoneye.collector.kernel_context import KernelContext
 
-_ENTRY = struct.Struct("<IIQ")  # tgid, pid, start_boottime (ns)
+# tgid, pid, start_boottime (ns), real uid and gid, whether those two were read
+_ENTRY = struct.Struct("<IIQIII4x")
+_TGID = struct.Struct("<I")
+_UID_AT, _GID_AT, _IDS_READ_AT = 16, 20, 24
 RECORD_BYTES = _ENTRY.size + kernel_context.BYTES
-_CTX_SLOT, _IDS_SLOT = -152, -160
-_NEEDED = {"task_struct": ("start_boottime",)}
+_CTX_SLOT, _IDS_SLOT, _CRED_SLOT = -152, -160, -176
+_NEEDED = {"task_struct": ("start_boottime",), "cred": ("uid", "gid")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,7 @@ class TaskContext:
 
     start_ticks: int
     context: KernelContext
+    ids: tuple[int, int] | None = None  # real uid and gid at the pass; None: not read
 
 
 class TaskSnapshot:
@@ -49,10 +53,9 @@ class TaskSnapshot:
         self._raw = raw
         self._tick_ns = tick_ns
         self._at: dict[int, int] = {}
-        unpack = _ENTRY.unpack_from
+        unpack = _TGID.unpack_from
         for at in range(0, len(raw) - RECORD_BYTES + 1, RECORD_BYTES):
-            tgid, _pid, _start = unpack(raw, at)
-            self._at[tgid] = at
+            self._at[unpack(raw, at)[0]] = at
         # a block's bytes → what they say: processes started alike have the same block
         self._decoded: dict[bytes, KernelContext | None] = {}
 
@@ -63,13 +66,15 @@ class TaskSnapshot:
         at = self._at.get(pid)
         if at is None:
             return None
-        _tgid, _pid, start_ns = _ENTRY.unpack_from(self._raw, at)
+        _tgid, _pid, start_ns, uid, gid, ids_read = _ENTRY.unpack_from(self._raw, at)
         block = self._raw[at + _ENTRY.size : at + RECORD_BYTES]
         if block in self._decoded:
             found = self._decoded[block]
         else:
             found = self._decoded[block] = kernel_context.decode(block)
-        return None if found is None else TaskContext(start_ns // self._tick_ns, found)
+        if found is None:
+            return None
+        return TaskContext(start_ns // self._tick_ns, found, (uid, gid) if ids_read else None)
 
 
 def program(offsets: dict[str, int], sizes: dict[str, int], scratch_fd: int) -> bytes:
@@ -80,10 +85,30 @@ def program(offsets: dict[str, int], sizes: dict[str, int], scratch_fd: int) -> 
         asm.load(8, R1, R10, _IDS_SLOT),  # tgid and pid, as the record starts
         asm.store(8, R7, 0, R1),
         *asm.read_kernel(R7, 8, 8, R8, offsets[task + "start_boottime"]),
+        *_real_ids(offsets),
         *kernel_context.program_part(offsets, sizes, _ENTRY.size, current=False),
         *task_pass.way_out(_CTX_SLOT, RECORD_BYTES, offsets["bpf_iter_meta.seq"]),
     ]
     return asm.assemble(items)
+
+
+def _real_ids(offsets: dict[str, int]) -> list[asm.Item]:
+    """task->real_cred->uid and ->gid (what /proc/PID/status's Uid and Gid lines begin with),
+    and a flag that both were read: a failed read gives 0, which must not pass for root."""
+    return [
+        asm.alu("mov", R1, 0),
+        asm.store(8, R7, _UID_AT, R1),
+        asm.store(8, R7, _IDS_READ_AT, R1),
+        asm.mov(R9, R8),
+        *asm.follow(R9, offsets["task_struct.real_cred"], _CRED_SLOT),
+        *asm.read_kernel(R7, _UID_AT, 4, R9, offsets["cred.uid"]),
+        asm.jump("jne", R0, 0, "ids_done"),
+        *asm.read_kernel(R7, _GID_AT, 4, R9, offsets["cred.gid"]),
+        asm.jump("jne", R0, 0, "ids_done"),
+        asm.alu("mov", R1, 1),
+        asm.store(4, R7, _IDS_READ_AT, R1),
+        asm.label("ids_done"),
+    ]
 
 
 class TaskIterator:

@@ -19,7 +19,7 @@ import pytest
 
 from daemoneye.collector import bpf
 from daemoneye.collector.context import ContextReader
-from daemoneye.collector.procfs import parse_stat_fields, read_boot_time
+from daemoneye.collector.procfs import parse_stat_fields, read_boot_time, read_file
 from daemoneye.collector.scanner import SNAPSHOT_AT, ProcScanner
 from daemoneye.collector.task_iter import TaskIterator
 from daemoneye.procmond.privileges import drop_procmond, lookup_account, shed_start_capabilities
@@ -90,20 +90,31 @@ def test_a_pass_gives_each_process_what_proc_says_and_no_threads(
 
 
 def test_the_scanner_takes_the_pass_and_stores_what_proc_would(
-    tasks: TaskIterator, shells: list[subprocess.Popen[bytes]]
+    tasks: TaskIterator, shells: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A first scan (every process new) with the iterator and one without it give the shells
     the same context."""
     boot = read_boot_time()
     with_tasks = ProcScanner("/proc", boot_time=boot, context=ContextReader(), tasks=tasks)
     plain = ProcScanner("/proc", boot_time=boot, context=ContextReader())
+    status_read: list[int] = []  # pids whose /proc/PID/status was read
+
+    def counting(name: str | bytes, *, dir_fd: int | None = None) -> bytes:
+        if name == b"status" and dir_fd is not None:
+            status_read.append(int(os.readlink(f"/proc/self/fd/{dir_fd}").rsplit("/", 1)[1]))
+        return read_file(name, dir_fd=dir_fd)
+
+    monkeypatch.setattr("daemoneye.collector.details.read_file", counting)
     try:
         fast = {rec.pid: rec for rec in with_tasks.scan().added}
+        # the shells' real ids came from the pass too: no status read for any of them
+        assert not {shell.pid for shell in shells} & set(status_read)
         slow = {rec.pid: rec for rec in plain.scan().added}
     finally:
         plain.close()
     assert tasks.passes_total == 1
-    fields = ("cgroup", "pid_ns", "mnt_ns", "net_ns", "user_ns", "ns_foreign", "loginuid")
+    fields = ["uid", "gid", "user", "cgroup", "pid_ns", "mnt_ns", "net_ns", "user_ns"]
+    fields += ["ns_foreign", "loginuid"]
     for shell in shells:
         a, b = fast[shell.pid], slow[shell.pid]
         assert [getattr(a, name) for name in fields] == [getattr(b, name) for name in fields]

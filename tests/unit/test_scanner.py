@@ -9,6 +9,7 @@ import json
 import os
 import pwd
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from daemoneye.collector import details as details_module
+from daemoneye.collector import kernel_context
 from daemoneye.collector.context import ContextReader
 from daemoneye.collector.procfs import CLOCK_TICKS, PAGE_SIZE, read_boot_time
 from daemoneye.collector.scanner import (
@@ -915,3 +917,35 @@ def test_health_says_which_task_pass_is_on_resting_or_off_and_why(
     clock.now += 1
     scanner.scan()
     assert scanner.task_passes.startswith("context off: the kernel refused a pass: ")
+
+
+class _OneTaskPass(_TaskPasses):
+    """A task iterator whose pass lists one process, with real ids other than its status's."""
+
+    def __init__(self, pid: int, start_ticks: int, ids: tuple[int, int]) -> None:
+        super().__init__()
+        tick_ns = 1_000_000_000 // CLOCK_TICKS
+        block = bytearray(kernel_context.BYTES)
+        struct.pack_into("<II", block, 8, 4026531836, 0)  # pid namespace
+        struct.pack_into("<I", block, 28, kernel_context.HAS_PID_NS)
+        head = struct.pack("<IIQIII4x", pid, pid, start_ticks * tick_ns, *ids, 1)
+        self.raw, self.tick_ns = head + bytes(block), tick_ns
+
+    def snapshot(self) -> TaskSnapshot:
+        self.passes += 1
+        return TaskSnapshot(self.raw, self.tick_ns)
+
+
+def test_a_task_pass_gives_its_processes_real_ids_without_reading_status(
+    proc: FakeProc, make_scanner: Callable[..., ProcScanner]
+) -> None:
+    """With or without a context reader: the pass's ids stand for status's, for the instance
+    it names (the start time), and the others still read status."""
+    for pid in range(1000, 1040):
+        proc.spawn(pid, start=500 + pid)
+    scanner = make_scanner(tasks=_OneTaskPass(1007, 1507, (4242, 4343)))
+    found = {rec.pid: rec for rec in scanner.scan().added}
+    assert (found[1007].uid, found[1007].gid) == (4242, 4343)
+    assert (found[1008].uid, found[1008].gid) == (1000, 1000)
+    reused = make_scanner(tasks=_OneTaskPass(1007, 99, (0, 0)))  # another instance's record
+    assert {rec.pid: rec for rec in reused.scan().added}[1007].uid == 1000
