@@ -459,9 +459,9 @@ class ContextReader:
         # the kernel's namespace inodes → what they say; a stdio device → what its link says
         self._ns_ids: dict[tuple[int | None, ...], _NamespaceSet] = {}
         self._devices: dict[tuple[int, int, int], str] = {}
-        # (mount id, filesystem, inode) of a regular file on stdio → what its link said, for
-        # this scan or batch only (see _stdio_known)
-        self._files: dict[tuple[int, int, int], str] = {}
+        # (mount id, dentry, filesystem, inode) of a regular file on stdio → what its link
+        # said, for this scan or batch only (see _file_known)
+        self._files: dict[tuple[int | None, int, int, int], str] = {}
         # the four namespace links' targets → what they say (see _namespaces_of)
         self._ns_sets: dict[tuple[bytes | None, ...], _NamespaceSet] = {}
         # a loginuid file's bytes → the uid; a stdio link's target (not a socket) → its kind
@@ -609,15 +609,11 @@ class ContextReader:
         (`_still_open_on`). An fd pointed elsewhere since the exec is described by the
         kernel's inode alone: its link now would name what the process put there after.
 
-        A regular file's name is kept for the rest of the scan (or batch of events) under its
-        inode and the mount it was opened through, both as the kernel gave them: thousands of
-        processes started alike share one log file, and the next ones are named without a
-        read. A link's text is the file's path within that mount, so a name read through a
-        mount a user made (a bind mount in a namespace of their own, an fd passed out of it)
-        never names the file for a process that opened it through another. A kept name stands
-        for the inode the kernel saw, as a kept device name does, even for a process that has
-        since pointed the fd elsewhere; it may be up to one scan old (a file renamed
-        meanwhile)."""
+        A regular file is named by `_file_known`, once per scan (or batch of events) for each
+        mount and dentry the kernel gave: thousands of processes started alike share one log
+        file. A kept name stands for the file the kernel saw, as a kept device name does, even
+        for a process that has since pointed the fd elsewhere; it may be up to one scan old (a
+        file renamed meanwhile)."""
         if fd.state == FD_CLOSED:
             return "closed"
         if fd.state != FD_OPEN:
@@ -636,13 +632,8 @@ class ContextReader:
             known = self._devices.get(key)
             if known is not None:
                 return known
-        file_key = None
-        if fd.mount_id is not None and fd.is_file:
-            file_key = (fd.mount_id, fd.fs_dev, fd.inode)
-        if file_key is not None:
-            known = self._files.get(file_key)
-            if known is not None:
-                return known
+        if fd.is_file and fd.mount_id is not None and fd.dentry:
+            return self._file_known(dir_fd, fd_name, fd, net_ns)
         if dir_fd is None:
             return None
         if not _still_open_on(dir_fd, fd_name, fd):
@@ -652,15 +643,31 @@ class ContextReader:
             if len(self._devices) >= _SESSIONS_MAX:
                 self._devices.clear()
             self._devices[key] = kind
-        elif (
-            file_key is not None
-            and kind is not None
-            and kind.startswith("file:")
-            and len(kind) <= _SHARED_TEXT_MAX  # a long name is read each time (hostile size)
-        ):
-            if len(self._files) >= _SHARED_MAX:
+        return kind
+
+    def _file_known(
+        self, dir_fd: int | None, fd_name: bytes, fd: KernelFd, net_ns: int | None
+    ) -> str | None:
+        """A regular file on stdio, named by the path the kernel's file object has: its mount
+        and dentry (which link of it was opened). That pair settles the name a link shows, so
+        the name is kept for the rest of the scan or batch under it, with the filesystem and
+        inode: a btrfs subvolume's inode numbers repeat under one device, and hard links share
+        an inode. The name is read through a descriptor of procmond's own (`_open_name`), which
+        the process cannot point elsewhere between the check and the read."""
+        key = (fd.mount_id, fd.dentry, fd.fs_dev, fd.inode)
+        known = self._files.get(key)
+        if known is not None:
+            return known
+        if dir_fd is None:
+            return None
+        raw = _open_name(dir_fd, fd_name, fd)
+        if raw is None:
+            return f"other:inode {fd.inode} (replaced since the exec)"
+        kind = self._kind_of(raw, dir_fd, net_ns)
+        if kind is not None and kind.startswith("file:") and len(kind) <= _SHARED_TEXT_MAX:
+            if len(self._files) >= _SHARED_MAX:  # a long name is read each time (hostile size)
                 self._files.clear()
-            self._files[file_key] = kind
+            self._files[key] = kind
         return kind
 
     def _cgroup_read(self, raw: bytes | None) -> CgroupContext:
@@ -800,6 +807,10 @@ class ContextReader:
             return "closed"
         except OSError:
             return None
+        return self._kind_of(raw, dir_fd, net_ns)
+
+    def _kind_of(self, raw: bytes, dir_fd: int, net_ns: int | None) -> str | None:
+        """What a stdio link's text says it is (a socket described from the tables)."""
         known = self._stdio_kinds.get(raw)
         if known is not None:
             return known
@@ -884,6 +895,30 @@ def _still_open_on(dir_fd: int, fd_name: bytes, fd: KernelFd) -> bool:
         return False
     # an inode number is unique only within its filesystem: the mount, when the kernel read it
     return fd.mount_id is None or _fdinfo_value(raw, b"mnt_id") == str(fd.mount_id).encode()
+
+
+def _open_name(dir_fd: int, fd_name: bytes, fd: KernelFd) -> bytes | None:
+    """The link text of the file a process has on `fd_name`, when it is still the file the
+    kernel saw (inode and mount): opened O_PATH through the process's link (which asks no
+    filesystem, FUSE included), then checked and named through procmond's own descriptor, so
+    a process that points its fd elsewhere and back cannot pair one file's check with another
+    file's name. None: not that file now, gone, or refused."""
+    try:
+        own = os.open(fd_name, os.O_PATH | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        with open(b"/proc/self/fdinfo/%d" % own, "rb", buffering=0) as file:
+            raw = file.read(_TEXT_MAX_BYTES)
+        if _fdinfo_value(raw, b"ino") != str(fd.inode).encode():
+            return None
+        if _fdinfo_value(raw, b"mnt_id") != str(fd.mount_id).encode():
+            return None
+        return os.readlink(b"/proc/self/fd/%d" % own)
+    except OSError:
+        return None
+    finally:
+        os.close(own)
 
 
 def _fdinfo_value(raw: bytes, key: bytes) -> bytes | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import stat
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from daemoneye.collector import bpf_asm as asm
 from daemoneye.collector.bpf_asm import R0, R1, R6, R7, R8, R9, R10
@@ -36,7 +36,7 @@ NEEDED = {
     "files_struct": ("fdt",),
     "fdtable": ("max_fds", "fd"),
     "file": ("f_inode", "f_path"),
-    "path": ("mnt",),
+    "path": ("mnt", "dentry"),
     "mount": ("mnt", "mnt_id"),
     "inode": ("i_mode", "i_ino", "i_rdev", "i_sb"),
     "super_block": ("s_dev",),
@@ -54,16 +54,18 @@ MAX_PID_LEVEL = 32  # MAX_PID_NS_LEVEL: pid namespaces nest at most this deep
 # of the cgroups the task is in, one per hierarchy (its css_set's links, walked in the kernel's
 # order), with their count and whether the walk reached the list's end.
 _HEAD = struct.Struct("<QIIIIII")
-# inode number, rdev, the filesystem's dev, mode, state, the mount's id, whether it was read
-_FD = struct.Struct("<QIIIIII")
+# inode number, rdev, the filesystem's dev, mode, state, the mount's id, whether it was read,
+# the dentry (which of the file's links was opened)
+_FD = struct.Struct("<QIIIIIIQ")
 CGROUP_LINKS = 16  # hierarchies walked at most (a hybrid host has about a dozen)
 _CGROUPS = _HEAD.size + 3 * _FD.size
 _CGROUP_IDS = _CGROUPS + 8
 LINK = struct.Struct("<QQ")  # hierarchy id, cgroup id
-BYTES = _CGROUP_IDS + LINK.size * CGROUP_LINKS  # 392
+BYTES = _CGROUP_IDS + LINK.size * CGROUP_LINKS  # 416
 _LINKS_WHOLE = 1 << 31
 _CGROUP, _PID_NS, _MNT_NS, _NET_NS, _USER_NS, _LOGINUID, _FLAGS = 0, 8, 12, 16, 20, 24, 28
-_FD_INO, _FD_RDEV, _FD_SDEV, _FD_MODE, _FD_STATE, _FD_MNT, _FD_MNT_READ = 0, 8, 12, 16, 20, 24, 28
+_FD_INO, _FD_RDEV, _FD_SDEV, _FD_MODE, _FD_STATE = 0, 8, 12, 16, 20
+_FD_MNT, _FD_MNT_READ, _FD_DENTRY = 24, 28, 32
 # flags: which of the head's values the kernel read
 HAS_CGROUP, HAS_PID_NS, HAS_MNT_NS, HAS_NET_NS, HAS_USER_NS, HAS_LOGINUID = (
     1 << i for i in range(6)
@@ -80,7 +82,8 @@ _FILE = -168  # below task_iter.py's slots
 class KernelFd:
     """One of fds 0-2 at the exec: `state` FD_OPEN (with its inode), FD_CLOSED or FD_UNKNOWN.
     `mount_id` is the id of the mount the file was opened through (fdinfo's `mnt_id`), None
-    when it could not be read."""
+    when it could not be read; `dentry` the kernel's address of the link opened (0: not read),
+    a key only, never shown."""
 
     state: int
     mode: int = 0
@@ -88,6 +91,7 @@ class KernelFd:
     rdev: int = 0
     fs_dev: int = 0
     mount_id: int | None = None
+    dentry: int = field(default=0, repr=False)
 
     @property
     def is_socket(self) -> bool:
@@ -147,13 +151,12 @@ def decode(block: bytes | memoryview) -> KernelContext | None:
         return None
     fds = []
     for index in range(3):
-        inode, rdev, fs_dev, mode, state, mount_id, mount_read = _FD.unpack_from(
+        inode, rdev, fs_dev, mode, state, mount_id, mount_read, dentry = _FD.unpack_from(
             block, _HEAD.size + index * _FD.size
         )
         if state == FD_OPEN:
-            fds.append(
-                KernelFd(FD_OPEN, mode, inode, rdev, fs_dev, mount_id if mount_read else None)
-            )
+            mount = mount_id if mount_read else None
+            fds.append(KernelFd(FD_OPEN, mode, inode, rdev, fs_dev, mount, dentry))
         else:
             fds.append(_CLOSED_FD if state == FD_CLOSED else _UNKNOWN_FD)
     (links,) = struct.unpack_from("<I", block, _CGROUPS)
@@ -282,7 +285,12 @@ def program_part(
             *asm.follow(R9, offsets["inode.i_sb"], _TMP),
             *asm.read_kernel(R7, fd_at + _FD_SDEV, 4, R9, offsets["super_block.s_dev"]),
             asm.jump("jne", R0, 0, done),
-            # the mount: file->f_path.mnt is the vfsmount inside a struct mount
+            # the link opened, then the mount: file->f_path.dentry, file->f_path.mnt (the
+            # vfsmount inside a struct mount)
+            asm.load(8, R9, R10, _FILE),
+            *asm.read_kernel(
+                R7, fd_at + _FD_DENTRY, 8, R9, offsets["file.f_path"] + offsets["path.dentry"]
+            ),
             asm.load(8, R9, R10, _FILE),
             *asm.follow(R9, offsets["file.f_path"] + offsets["path.mnt"], _TMP),
             asm.alu("sub", R9, offsets["mount.mnt"]),

@@ -11,6 +11,9 @@ import stat
 import struct
 from pathlib import Path
 
+import pytest
+
+from daemoneye.collector import context as context_module
 from daemoneye.collector import kernel_context
 from daemoneye.collector.cgroup_ids import LIFETIME, CgroupIds, hierarchy_mounts
 from daemoneye.collector.context import Context, ContextReader
@@ -43,12 +46,12 @@ def block(
     cgroup: int = 77,
     namespaces: tuple[int, int, int, int] = (110, 11, 12, 13),
     loginuid: int = 1000,
-    fds: tuple[tuple[int, ...], ...] = ((5, 0, 15, 0o10600, FD_OPEN, 0, 0),) * 3,
+    fds: tuple[tuple[int, ...], ...] = ((5, 0, 15, 0o10600, FD_OPEN, 0, 0, 0),) * 3,
     links: tuple[tuple[int, int], ...] = (),
     whole: bool = True,
 ) -> bytes:
     head = struct.pack("<QIIIIII", cgroup, *namespaces, loginuid, flags)
-    head += b"".join(struct.pack("<QIIIIII", *fd) for fd in fds)
+    head += b"".join(struct.pack("<QIIIIIIQ", *fd) for fd in fds)
     head += struct.pack("<I4x", len(links) | (1 << 31 if whole else 0))
     head += b"".join(LINK.pack(*pair) for pair in links)
     return head.ljust(kernel_context.BYTES, b"\0")
@@ -107,16 +110,18 @@ def bare_process(root: Path, pid: int) -> Path:
 
 def test_a_block_decodes_to_what_the_kernel_read() -> None:
     fds = (
-        (5, 0, 15, 0o10600, FD_OPEN, 0, 0),  # the mount not read
-        (0, 0, 0, 0, FD_CLOSED, 0, 0),
-        (9, 0, 0, 0, FD_UNKNOWN, 0, 0),
+        (5, 0, 15, 0o10600, FD_OPEN, 0, 0, 0),  # the mount not read
+        (0, 0, 0, 0, FD_CLOSED, 0, 0, 0),
+        (9, 0, 0, 0, FD_UNKNOWN, 0, 0, 0),
     )
     found = kernel_context.decode(block(fds=fds))
     assert found == KernelContext(
         77, 110, 11, 12, 13, 1000, (KernelFd(FD_OPEN, 0o10600, 5, 0, 15), CLOSED, UNKNOWN)
     )
-    mounted = kernel_context.decode(block(fds=((5, 0, 15, 0o100644, FD_OPEN, 0, 1),) * 3))
+    address = 0xFFFF_8880_1234_5678  # a kernel address: a cache key, never shown
+    mounted = kernel_context.decode(block(fds=((5, 0, 15, 0o100644, FD_OPEN, 0, 1, address),) * 3))
     assert mounted is not None and mounted.stdio[0].mount_id == 0  # read, and 0
+    assert mounted.stdio[0].dentry == address and str(address) not in repr(mounted)
     assert found is not None and found.stdio[0].is_pipe and not found.stdio[0].is_socket
 
 
@@ -265,6 +270,61 @@ def test_a_file_with_the_same_inode_number_through_another_mount_is_not_the_exec
     found = read(ContextReader(os.fsencode(tmp_path)), proc, kernel(stdio=(PIPE, seen, seen)))
     assert found.stdout == "other:inode 4711 (replaced since the exec)"
     assert found.stderr == "file:/var/log/x.log"
+
+
+def _opened(path: Path, dentry: int) -> KernelFd:
+    """What the kernel says of an fd open on the regular file at `path`, as the block gives
+    it: inode, filesystem, the mount (as fdinfo names it) and a stand-in for the dentry."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as info:
+            mount = int(info.read().split("mnt_id:")[1].split()[0])
+        found = os.fstat(fd)
+    finally:
+        os.close(fd)
+    mode, inode, dev = found.st_mode, found.st_ino, _kernel_dev(found.st_dev)
+    return KernelFd(FD_OPEN, mode, inode, 0, dev, mount_id=mount, dentry=dentry)
+
+
+def test_a_process_moving_its_fd_between_the_check_and_the_read_cannot_name_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check (inode and mount) and the name come through procmond's own descriptor: a
+    process that points its fd at a decoy the moment after the check does not give the file
+    the decoy's name, for itself or for the next process on that file."""
+    fake_process(tmp_path, 1, fds={})
+    log, decoy = tmp_path / "app.log", tmp_path / "EVIL-NAME"
+    log.write_text("")
+    decoy.write_text("")
+    seen = _opened(log, dentry=1)
+    attacker = fake_process(tmp_path, 4242, fds={1: str(log)})
+    checked = context_module._fdinfo_value
+
+    def then_flip(raw: bytes, key: bytes) -> bytes | None:
+        (attacker / "fd" / "1").unlink(missing_ok=True)
+        (attacker / "fd" / "1").symlink_to(decoy)  # the process points fd 1 at the decoy
+        return checked(raw, key)
+
+    monkeypatch.setattr(context_module, "_fdinfo_value", then_flip)
+    reader = ContextReader(os.fsencode(tmp_path))
+    assert read(reader, attacker, kernel(stdio=(PIPE, seen, CLOSED))).stdout == f"file:{log}"
+    victim = fake_process(tmp_path, 4243, fds={1: str(log)})
+    assert read(reader, victim, kernel(stdio=(PIPE, seen, CLOSED))).stdout == f"file:{log}"
+
+
+def test_each_link_of_a_file_keeps_its_own_name(tmp_path: Path) -> None:
+    """Hard links share an inode (and a btrfs subvolume's inode numbers repeat under one
+    device): the name is kept per dentry, the link the process opened."""
+    fake_process(tmp_path, 1, fds={})
+    real, alias = tmp_path / "real.log", tmp_path / "innocent.log"
+    real.write_text("")
+    os.link(real, alias)
+    reader = ContextReader(os.fsencode(tmp_path))
+    first = fake_process(tmp_path, 4242, fds={1: str(alias)})
+    second = fake_process(tmp_path, 4243, fds={1: str(real)})
+    by_alias, by_real = _opened(alias, dentry=1), _opened(real, dentry=2)
+    assert read(reader, first, kernel(stdio=(PIPE, by_alias, CLOSED))).stdout == f"file:{alias}"
+    assert read(reader, second, kernel(stdio=(PIPE, by_real, CLOSED))).stdout == f"file:{real}"
 
 
 def test_a_file_on_stdio_is_checked_without_asking_its_filesystem(tmp_path: Path) -> None:
