@@ -19,6 +19,7 @@ import ipaddress
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -545,10 +546,10 @@ class ContextReader:
         else:
             loginuid = self._loginuid(dir_fd) if dir_fd is not None else None
         if kernel is not None:
-            stdin, stdout, stderr = (
-                self._stdio_known(dir_fd, name, fd, net_ns)
-                for name, fd in zip(_FD_NAMES, kernel.stdio, strict=True)
-            )
+            known, (fd0, fd1, fd2) = self._stdio_known, kernel.stdio
+            stdin = known(dir_fd, b"fd/0", fd0, net_ns)
+            stdout = known(dir_fd, b"fd/1", fd1, net_ns)
+            stderr = known(dir_fd, b"fd/2", fd2, net_ns)
         elif dir_fd is not None:
             stdin, stdout, stderr = (self._stdio(dir_fd, name, net_ns) for name in _FD_NAMES)
         else:
@@ -618,22 +619,23 @@ class ContextReader:
             return "closed"
         if fd.state != FD_OPEN:
             return self._stdio(dir_fd, fd_name, net_ns) if dir_fd is not None else None
-        if fd.is_pipe:
+        file_type = stat.S_IFMT(fd.mode)
+        if file_type == stat.S_IFIFO:
             return f"pipe:[{fd.inode}]"
-        if fd.is_socket:
+        if file_type == stat.S_IFSOCK:
             if dir_fd is None:
                 return f"socket:[{fd.inode}]"
             description = self._socket(dir_fd, net_ns, fd.inode)
             return self._share(
                 f"socket:{description}" if description is not None else f"socket:[{fd.inode}]"
             )
+        if file_type == stat.S_IFREG and fd.mount_id is not None and fd.dentry:
+            return self._file_known(dir_fd, fd_name, fd, net_ns)
         key = (fd.fs_dev, fd.inode, fd.rdev)
-        if fd.is_char_device:
+        if file_type == stat.S_IFCHR:
             known = self._devices.get(key)
             if known is not None:
                 return known
-        if fd.is_file and fd.mount_id is not None and fd.dentry:
-            return self._file_known(dir_fd, fd_name, fd, net_ns)
         if dir_fd is None:
             return None
         if not _still_open_on(dir_fd, fd_name, fd):
