@@ -460,9 +460,9 @@ class ContextReader:
         # the kernel's namespace inodes → what they say; a stdio device → what its link says
         self._ns_ids: dict[tuple[int | None, ...], _NamespaceSet] = {}
         self._devices: dict[tuple[int, int, int], str] = {}
-        # (mount id, dentry, filesystem, inode) of a regular file on stdio → what its link
-        # said, for this scan or batch only (see _file_known)
-        self._files: dict[tuple[int | None, int, int, int], str] = {}
+        # (mount id, dentry, filesystem, inode, generation) of a regular file on stdio → what
+        # its link said, for this scan or batch only (see _file_known)
+        self._files: dict[tuple[int | None, int, int, int, int], str] = {}
         # the four namespace links' targets → what they say (see _namespaces_of)
         self._ns_sets: dict[tuple[bytes | None, ...], _NamespaceSet] = {}
         # a loginuid file's bytes → the uid; a stdio link's target (not a socket) → its kind
@@ -652,11 +652,13 @@ class ContextReader:
     ) -> str | None:
         """A regular file on stdio, named by the path the kernel's file object has: its mount
         and dentry (which link of it was opened). That pair settles the name a link shows, so
-        the name is kept for the rest of the scan or batch under it, with the filesystem and
-        inode: a btrfs subvolume's inode numbers repeat under one device, and hard links share
-        an inode. The name is read through a descriptor of procmond's own (`_open_name`), which
-        the process cannot point elsewhere between the check and the read."""
-        key = (fd.mount_id, fd.dentry, fd.fs_dev, fd.inode)
+        the name is kept for the rest of the scan or batch under it, with the filesystem, inode
+        and generation: a btrfs subvolume's inode numbers repeat under one device, hard links
+        share an inode, and a dentry's address or an inode's number freed during a batch may
+        come back for another file, whose generation the filesystem draws anew. The name is
+        read through a descriptor of procmond's own (`_open_name`), which the process cannot
+        point elsewhere between the check and the read."""
+        key = (fd.mount_id, fd.dentry, fd.fs_dev, fd.inode, fd.generation)
         known = self._files.get(key)
         if known is not None:
             return known

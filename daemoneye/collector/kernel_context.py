@@ -38,7 +38,7 @@ NEEDED = {
     "file": ("f_inode", "f_path"),
     "path": ("mnt", "dentry"),
     "mount": ("mnt", "mnt_id"),
-    "inode": ("i_mode", "i_ino", "i_rdev", "i_sb"),
+    "inode": ("i_mode", "i_ino", "i_rdev", "i_sb", "i_generation"),
     "super_block": ("s_dev",),
     "css_set": ("cgrp_links", "dfl_cgrp"),
     "cgrp_cset_link": ("cgrp", "cgrp_link"),
@@ -55,17 +55,17 @@ MAX_PID_LEVEL = 32  # MAX_PID_NS_LEVEL: pid namespaces nest at most this deep
 # order), with their count and whether the walk reached the list's end.
 _HEAD = struct.Struct("<QIIIIII")
 # inode number, rdev, the filesystem's dev, mode, state, the mount's id, whether it was read,
-# the dentry (which of the file's links was opened)
-_FD = struct.Struct("<QIIIIIIQ")
+# the dentry (which of the file's links was opened), the inode's generation
+_FD = struct.Struct("<QIIIIIIQI4x")
 CGROUP_LINKS = 16  # hierarchies walked at most (a hybrid host has about a dozen)
 _CGROUPS = _HEAD.size + 3 * _FD.size
 _CGROUP_IDS = _CGROUPS + 8
 LINK = struct.Struct("<QQ")  # hierarchy id, cgroup id
-BYTES = _CGROUP_IDS + LINK.size * CGROUP_LINKS  # 416
+BYTES = _CGROUP_IDS + LINK.size * CGROUP_LINKS  # 440
 _LINKS_WHOLE = 1 << 31
 _CGROUP, _PID_NS, _MNT_NS, _NET_NS, _USER_NS, _LOGINUID, _FLAGS = 0, 8, 12, 16, 20, 24, 28
 _FD_INO, _FD_RDEV, _FD_SDEV, _FD_MODE, _FD_STATE = 0, 8, 12, 16, 20
-_FD_MNT, _FD_MNT_READ, _FD_DENTRY = 24, 28, 32
+_FD_MNT, _FD_MNT_READ, _FD_DENTRY, _FD_GENERATION = 24, 28, 32, 40
 # flags: which of the head's values the kernel read
 HAS_CGROUP, HAS_PID_NS, HAS_MNT_NS, HAS_NET_NS, HAS_USER_NS, HAS_LOGINUID = (
     1 << i for i in range(6)
@@ -83,7 +83,8 @@ class KernelFd:
     """One of fds 0-2 at the exec: `state` FD_OPEN (with its inode), FD_CLOSED or FD_UNKNOWN.
     `mount_id` is the id of the mount the file was opened through (fdinfo's `mnt_id`), None
     when it could not be read; `dentry` the kernel's address of the link opened (0: not read),
-    a key only, never shown."""
+    a key only, never shown; `generation` the inode's (filesystems draw it anew when they
+    reuse an inode number)."""
 
     state: int
     mode: int = 0
@@ -92,6 +93,7 @@ class KernelFd:
     fs_dev: int = 0
     mount_id: int | None = None
     dentry: int = field(default=0, repr=False)
+    generation: int = 0
 
     @property
     def is_socket(self) -> bool:
@@ -151,12 +153,12 @@ def decode(block: bytes | memoryview) -> KernelContext | None:
         return None
     fds = []
     for index in range(3):
-        inode, rdev, fs_dev, mode, state, mount_id, mount_read, dentry = _FD.unpack_from(
-            block, _HEAD.size + index * _FD.size
+        inode, rdev, fs_dev, mode, state, mount_id, mount_read, dentry, generation = (
+            _FD.unpack_from(block, _HEAD.size + index * _FD.size)
         )
         if state == FD_OPEN:
             mount = mount_id if mount_read else None
-            fds.append(KernelFd(FD_OPEN, mode, inode, rdev, fs_dev, mount, dentry))
+            fds.append(KernelFd(FD_OPEN, mode, inode, rdev, fs_dev, mount, dentry, generation))
         else:
             fds.append(_CLOSED_FD if state == FD_CLOSED else _UNKNOWN_FD)
     (links,) = struct.unpack_from("<I", block, _CGROUPS)
@@ -280,6 +282,7 @@ def program_part(
             *asm.follow(R9, offsets["file.f_inode"], _TMP),
             *asm.read_kernel(R7, fd_at + _FD_INO, 8, R9, offsets["inode.i_ino"]),
             *asm.read_kernel(R7, fd_at + _FD_RDEV, 4, R9, offsets["inode.i_rdev"]),
+            *asm.read_kernel(R7, fd_at + _FD_GENERATION, 4, R9, offsets["inode.i_generation"]),
             *asm.read_kernel(R7, fd_at + _FD_MODE, 2, R9, offsets["inode.i_mode"]),
             asm.jump("jne", R0, 0, done),
             *asm.follow(R9, offsets["inode.i_sb"], _TMP),

@@ -5,6 +5,7 @@ only after /proc showed it belongs to them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -46,12 +47,12 @@ def block(
     cgroup: int = 77,
     namespaces: tuple[int, int, int, int] = (110, 11, 12, 13),
     loginuid: int = 1000,
-    fds: tuple[tuple[int, ...], ...] = ((5, 0, 15, 0o10600, FD_OPEN, 0, 0, 0),) * 3,
+    fds: tuple[tuple[int, ...], ...] = ((5, 0, 15, 0o10600, FD_OPEN, 0, 0, 0, 0),) * 3,
     links: tuple[tuple[int, int], ...] = (),
     whole: bool = True,
 ) -> bytes:
     head = struct.pack("<QIIIIII", cgroup, *namespaces, loginuid, flags)
-    head += b"".join(struct.pack("<QIIIIIIQ", *fd) for fd in fds)
+    head += b"".join(struct.pack("<QIIIIIIQI4x", *fd) for fd in fds)
     head += struct.pack("<I4x", len(links) | (1 << 31 if whole else 0))
     head += b"".join(LINK.pack(*pair) for pair in links)
     return head.ljust(kernel_context.BYTES, b"\0")
@@ -110,18 +111,20 @@ def bare_process(root: Path, pid: int) -> Path:
 
 def test_a_block_decodes_to_what_the_kernel_read() -> None:
     fds = (
-        (5, 0, 15, 0o10600, FD_OPEN, 0, 0, 0),  # the mount not read
-        (0, 0, 0, 0, FD_CLOSED, 0, 0, 0),
-        (9, 0, 0, 0, FD_UNKNOWN, 0, 0, 0),
+        (5, 0, 15, 0o10600, FD_OPEN, 0, 0, 0, 0),  # the mount not read
+        (0, 0, 0, 0, FD_CLOSED, 0, 0, 0, 0),
+        (9, 0, 0, 0, FD_UNKNOWN, 0, 0, 0, 0),
     )
     found = kernel_context.decode(block(fds=fds))
     assert found == KernelContext(
         77, 110, 11, 12, 13, 1000, (KernelFd(FD_OPEN, 0o10600, 5, 0, 15), CLOSED, UNKNOWN)
     )
     address = 0xFFFF_8880_1234_5678  # a kernel address: a cache key, never shown
-    mounted = kernel_context.decode(block(fds=((5, 0, 15, 0o100644, FD_OPEN, 0, 1, address),) * 3))
+    opened = (5, 0, 15, 0o100644, FD_OPEN, 0, 1, address, 3141)
+    mounted = kernel_context.decode(block(fds=(opened,) * 3))
     assert mounted is not None and mounted.stdio[0].mount_id == 0  # read, and 0
     assert mounted.stdio[0].dentry == address and str(address) not in repr(mounted)
+    assert mounted.stdio[0].generation == 3141
     assert found is not None and found.stdio[0].is_pipe and not found.stdio[0].is_socket
 
 
@@ -310,6 +313,24 @@ def test_a_process_moving_its_fd_between_the_check_and_the_read_cannot_name_the_
     assert read(reader, attacker, kernel(stdio=(PIPE, seen, CLOSED))).stdout == f"file:{log}"
     victim = fake_process(tmp_path, 4243, fds={1: str(log)})
     assert read(reader, victim, kernel(stdio=(PIPE, seen, CLOSED))).stdout == f"file:{log}"
+
+
+def test_a_file_of_another_generation_is_named_anew(tmp_path: Path) -> None:
+    """A dentry's address and an inode's number freed during a scan may come back for another
+    file: the inode's generation, which the filesystem draws anew, tells them apart."""
+    fake_process(tmp_path, 1, fds={})
+    gone, new = tmp_path / "gone.log", tmp_path / "new.log"
+    gone.write_text("")
+    new.write_text("")
+    reader = ContextReader(os.fsencode(tmp_path))
+    first = _opened(gone, dentry=1)
+    # the new file as the kernel would give it after the reuse: dentry, inode and mount alike
+    reused = dataclasses.replace(_opened(new, dentry=1), inode=first.inode, generation=7)
+    early = fake_process(tmp_path, 4242, fds={1: str(gone)})
+    assert read(reader, early, kernel(stdio=(PIPE, first, CLOSED))).stdout == f"file:{gone}"
+    later = fake_process(tmp_path, 4243, fds={1: str(new)})
+    named = read(reader, later, kernel(stdio=(PIPE, reused, CLOSED))).stdout
+    assert named is not None and "gone.log" not in named  # not the earlier file's name
 
 
 def test_each_link_of_a_file_keeps_its_own_name(tmp_path: Path) -> None:
