@@ -107,10 +107,6 @@ class KernelFd:
     def is_char_device(self) -> bool:
         return stat.S_ISCHR(self.mode)
 
-    @property
-    def is_file(self) -> bool:
-        return stat.S_ISREG(self.mode)
-
 
 @dataclass(frozen=True, slots=True)
 class KernelContext:
