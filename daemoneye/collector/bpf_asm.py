@@ -110,6 +110,22 @@ def follow(reg: int, off: int, slot: int) -> list[Item]:
     return [*read_kernel(R10, slot, 8, reg, off), load(8, reg, R10, slot)]
 
 
+def list_entry(
+    cursor: int, head_slot: int, entry: int, node_off: int, whole: str, cut: str
+) -> list[Item]:
+    """One step of a walk along a kernel list: to `whole` when `cursor` (r6-r9) is back at the
+    list's head (whose address is at `head_slot` on the stack), to `cut` when it is NULL; else
+    `entry` = the element holding `cursor`, whose list node is `node_off` into it
+    (container_of). r1 is clobbered."""
+    return [
+        load(8, R1, R10, head_slot),
+        jump("jeq", cursor, R1, whole, reg=True),
+        jump("jeq", cursor, 0, cut),
+        mov(entry, cursor),
+        alu("sub", entry, node_off),
+    ]
+
+
 def scratch_lookup(map_fd: int, into: int, missing: str) -> list[Item]:
     """``into = &scratch[0]`` of a one-entry array map (key 0 at r10-4); jump to `missing` when
     the lookup fails. r0-r5 are clobbered."""

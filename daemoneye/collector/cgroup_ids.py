@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
+from daemoneye.collector.bounded import keep
 from daemoneye.collector.kernel_context import KernelContext
 
 LIFETIME = 60.0  # seconds a kept path is trusted before /proc is read again
@@ -29,7 +30,6 @@ _GENERIC_OPTIONS = frozenset(
     {b"rw", b"ro", b"xattr", b"noprefix", b"clone_children", b"cpuset_v2_mode", b"nsdelegate"}
 )
 _ESCAPE = re.compile(rb"\\([0-7]{3})")
-_K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
@@ -76,9 +76,9 @@ class CgroupIds(Generic[_V]):
         if not all(self._is(h, path, ids.get(h)) for h, path in lines):
             return
         if kernel.cgroup_key is not None:
-            _keep(self._by_links, kernel.cgroup_key, value)
+            keep(self._by_links, kernel.cgroup_key, value, MAX_ENTRIES)
         if kernel.cgroup_id is not None and self._unified_only():
-            _keep(self._by_id, kernel.cgroup_id, value)
+            keep(self._by_id, kernel.cgroup_id, value, MAX_ENTRIES)
 
     def _unified_only(self) -> bool:
         return set(self._hierarchies()) == {0}
@@ -110,12 +110,6 @@ def _lines(raw: bytes) -> list[tuple[int, bytes]]:
             return []
         found.append((int(parts[0]), parts[2]))
     return found
-
-
-def _keep(table: dict[_K, _V], key: _K, value: _V) -> None:
-    if len(table) >= MAX_ENTRIES:
-        table.clear()
-    table[key] = value
 
 
 def hierarchy_mounts(

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
+from daemoneye.collector.bounded import keep
 from daemoneye.collector.cgroup_ids import CgroupIds
 from daemoneye.collector.kernel_context import FD_CLOSED, FD_OPEN, KernelContext, KernelFd
 from daemoneye.collector.procfs import VANISHED_ERRORS, decode
@@ -596,9 +597,7 @@ class ContextReader:
         found = self._ns_ids.get(ids)
         if found is None:
             found = self._namespace_set(dict(zip(NAMESPACES, ids, strict=True)))
-            if len(self._ns_ids) >= _SHARED_MAX:
-                self._ns_ids.clear()
-            self._ns_ids[ids] = found
+            keep(self._ns_ids, ids, found, _SHARED_MAX)
         return found
 
     def _stdio_known(
@@ -641,10 +640,8 @@ class ContextReader:
         if not _still_open_on(dir_fd, fd_name, fd):
             return f"other:inode {fd.inode} (replaced since the exec)"
         kind = self._stdio(dir_fd, fd_name, net_ns)
-        if fd.is_char_device and kind is not None and _names_here(kind, fd):
-            if len(self._devices) >= _SESSIONS_MAX:
-                self._devices.clear()
-            self._devices[key] = kind
+        if file_type == stat.S_IFCHR and kind is not None and _names_here(kind, fd):
+            keep(self._devices, key, kind, _SESSIONS_MAX)
         return kind
 
     def _file_known(
@@ -668,10 +665,9 @@ class ContextReader:
         if raw is None:
             return f"other:inode {fd.inode} (replaced since the exec)"
         kind = self._kind_of(raw, dir_fd, net_ns)
+        # a long name is read each time (hostile size)
         if kind is not None and kind.startswith("file:") and len(kind) <= _SHARED_TEXT_MAX:
-            if len(self._files) >= _SHARED_MAX:  # a long name is read each time (hostile size)
-                self._files.clear()
-            self._files[key] = kind
+            keep(self._files, key, kind, _SHARED_MAX)
         return kind
 
     def _cgroup_read(self, raw: bytes | None) -> CgroupContext:
@@ -687,9 +683,7 @@ class ContextReader:
                 found = CgroupContext(
                     share(found.path), found.runtime, share(found.container_id), share(found.unit)
                 )
-                if len(self._cgroups) >= _CGROUPS_MAX:
-                    self._cgroups.clear()
-                self._cgroups[raw] = found
+                keep(self._cgroups, raw, found, _CGROUPS_MAX)
         return found
 
     def _namespaces(self, dir_fd: int) -> dict[str, int | None]:
@@ -720,9 +714,7 @@ class ContextReader:
                     for name, target in zip(NAMESPACES, targets, strict=True)
                 }
             )
-            if len(self._ns_sets) >= _SHARED_MAX:
-                self._ns_sets.clear()
-            self._ns_sets[key] = found
+            keep(self._ns_sets, key, found, _SHARED_MAX)
         return found
 
     def _namespace_set(self, found: dict[str, int | None]) -> _NamespaceSet:
@@ -745,9 +737,7 @@ class ContextReader:
         if found is _MISSING:
             found = parse_loginuid(raw)
             if len(raw) <= _SHARED_TEXT_MAX:
-                if len(self._loginuids) >= _SESSIONS_MAX:
-                    self._loginuids.clear()
-                self._loginuids[raw] = found
+                keep(self._loginuids, raw, found, _SESSIONS_MAX)
         return cast("int | None", found)
 
     def _share(self, value: _V) -> _V:
@@ -797,9 +787,7 @@ class ContextReader:
         client = None
         if raw is not None:
             client = ssh_client(allowed_environment(raw, ("SSH_CONNECTION",)).get("SSH_CONNECTION"))
-        if len(self._sessions) >= _SESSIONS_MAX:
-            self._sessions.clear()
-        self._sessions[session_id] = (leader_start, client)
+        keep(self._sessions, session_id, (leader_start, client), _SESSIONS_MAX)
         return client
 
     def _stdio(self, dir_fd: int, fd_name: bytes, net_ns: int | None) -> str | None:
@@ -823,9 +811,7 @@ class ContextReader:
         if inode is None:  # a tty, a file, a pipe: what it is follows from the link alone
             kind = cast("str", self._share(stdio_kind(target)))
             if len(raw) <= _SHARED_TEXT_MAX:
-                if len(self._stdio_kinds) >= _SHARED_MAX:
-                    self._stdio_kinds.clear()
-                self._stdio_kinds[raw] = kind
+                keep(self._stdio_kinds, raw, kind, _SHARED_MAX)
             return kind
         description = self._socket(dir_fd, net_ns, inode)
         return self._share(f"socket:{description}" if description is not None else target)

@@ -320,11 +320,7 @@ def _cgroup_links(offsets: dict[str, int], at: int) -> list[asm.Item]:
     for index in range(CGROUP_LINKS):
         pair = at + _CGROUP_IDS + LINK.size * index
         items += [
-            asm.load(8, R1, R10, _LINKS_HEAD),
-            asm.jump("jeq", R9, R1, "ctx_links_whole", reg=True),
-            asm.jump("jeq", R9, 0, "ctx_links_cut"),
-            asm.mov(R8, R9),
-            asm.alu("sub", R8, link_node),
+            *asm.list_entry(R9, _LINKS_HEAD, R8, link_node, "ctx_links_whole", "ctx_links_cut"),
             *asm.follow(R8, offsets["cgrp_cset_link.cgrp"], _TMP),
             asm.store(8, R10, _CGRP, R8),
             *asm.follow(R8, offsets["cgroup.kn"], _TMP),

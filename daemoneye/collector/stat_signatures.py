@@ -110,11 +110,7 @@ def program(offsets: dict[str, int], rss: tuple[int, int], scratch_fd: int) -> b
     ]
     for _step in range(THREADS_WALKED):
         items += [
-            asm.load(8, R1, R10, _HEAD),
-            asm.jump("jeq", R9, R1, "threads_whole", reg=True),
-            asm.jump("jeq", R9, 0, "threads_cut"),
-            asm.mov(R8, R9),
-            asm.alu("sub", R8, node_off),
+            *asm.list_entry(R9, _HEAD, R8, node_off, "threads_whole", "threads_cut"),
             *asm.read_kernel(R10, _TMP, 8, R8, se_runtime),
             asm.jump("jne", R0, 0, "threads_cut"),
             asm.load(8, R1, R10, _TMP),
