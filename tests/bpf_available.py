@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from collections.abc import Callable
+
+import pytest
 
 from daemoneye.collector.btf import VMLINUX
 
@@ -28,3 +31,12 @@ def why_not(load: Callable[[], object]) -> str | None:
             return str(exc)
         raise
     return None
+
+
+def skip_module_unless(load: Callable[[], object], what: str) -> None:
+    """Skip the calling test module, with the reason, where `what` cannot load (`why_not`)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("eBPF is Linux-only", allow_module_level=True)
+    reason = why_not(load)
+    if reason is not None:
+        pytest.skip(f"{what} unavailable: {reason}", allow_module_level=True)

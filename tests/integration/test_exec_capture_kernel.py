@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,16 +28,10 @@ from daemoneye.collector.netlink import probe
 from daemoneye.collector.proc_events import ExecEvent
 from daemoneye.collector.procfs import parse_cmdline, parse_stat_fields, read_boot_time
 from daemoneye.procmond.privileges import drop_procmond, lookup_account
-from tests.bpf_available import why_not
+from tests.bpf_available import skip_module_unless
 from tests.forked import in_child
 
-if not sys.platform.startswith("linux"):
-    pytest.skip("eBPF is Linux-only", allow_module_level=True)
-
-
-_UNAVAILABLE = why_not(lambda: ExecCapture.open().close())
-if _UNAVAILABLE is not None:
-    pytest.skip(f"eBPF exec capture unavailable: {_UNAVAILABLE}", allow_module_level=True)
+skip_module_unless(lambda: ExecCapture.open().close(), "eBPF exec capture")
 
 SH = "/bin/sh"
 GUARD_S = 60.0  # a hang guard, not a timing assertion

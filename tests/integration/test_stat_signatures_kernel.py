@@ -18,15 +18,9 @@ import pytest
 from daemoneye.collector.procfs import read_boot_time
 from daemoneye.collector.scanner import ProcScanner
 from daemoneye.collector.stat_signatures import THREADS_WALKED, StatSignatures
-from tests.bpf_available import why_not
+from tests.bpf_available import skip_module_unless
 
-if not sys.platform.startswith("linux"):
-    pytest.skip("eBPF is Linux-only", allow_module_level=True)
-
-
-_UNAVAILABLE = why_not(lambda: StatSignatures.open().close())
-if _UNAVAILABLE is not None:
-    pytest.skip(f"BPF stat signature pass unavailable: {_UNAVAILABLE}", allow_module_level=True)
+skip_module_unless(lambda: StatSignatures.open().close(), "BPF stat signature pass")
 
 GUARD_S = 30.0  # a hang guard, not a timing assertion
 # A Python child that does what its stdin says: each line is one command.

@@ -23,16 +23,10 @@ from daemoneye.collector.procfs import parse_stat_fields, read_boot_time, read_f
 from daemoneye.collector.scanner import SNAPSHOT_AT, ProcScanner
 from daemoneye.collector.task_iter import TaskIterator
 from daemoneye.procmond.privileges import drop_procmond, lookup_account, shed_start_capabilities
-from tests.bpf_available import why_not
+from tests.bpf_available import skip_module_unless
 from tests.forked import in_child
 
-if not sys.platform.startswith("linux"):
-    pytest.skip("eBPF is Linux-only", allow_module_level=True)
-
-
-_UNAVAILABLE = why_not(lambda: TaskIterator.open().close())
-if _UNAVAILABLE is not None:
-    pytest.skip(f"BPF task iterator unavailable: {_UNAVAILABLE}", allow_module_level=True)
+skip_module_unless(lambda: TaskIterator.open().close(), "BPF task iterator")
 
 
 @pytest.fixture
