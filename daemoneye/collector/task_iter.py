@@ -1,11 +1,12 @@
 """Every process's context in one read: a BPF task iterator that writes, for each thread group
-leader, its pid, start time and the same context block the exec capture takes at an exec
-(collector/kernel_context.py: cgroup ids, namespaces, login uid, what fds 0-2 are).
+leader, its pid, start time, real uid and gid, and the same context block the exec capture
+takes at an exec (collector/kernel_context.py: cgroup ids, namespaces, login uid, what fds 0-2
+are).
 
 The scanner reads it when a scan meets many processes at once (the first scan, a burst the
-event reader did not report) and gives each new instance its block, so the context reader does
-not read eleven /proc files and links per process; it still reads the environment, and what the
-block leaves open. The block is the task's state at the pass, a few milliseconds before the
+event reader did not report) and gives each new instance its record, so neither the context
+reader reads eleven /proc files and links per process nor the scan reads `status`; the
+environment, and what the block leaves open, are still read. The block is the task's state at the pass, a few milliseconds before the
 instance's own /proc read; the instance is matched by pid and start time, so a reused pid
 never gets another process's block.
 
