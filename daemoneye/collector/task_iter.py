@@ -6,9 +6,9 @@ are).
 The scanner reads it when a scan meets many processes at once (the first scan, a burst the
 event reader did not report) and gives each new instance its record, so neither the context
 reader reads eleven /proc files and links per process nor the scan reads `status`; the
-environment, and what the block leaves open, are still read. The block is the task's state at the pass, a few milliseconds before the
-instance's own /proc read; the instance is matched by pid and start time, so a reused pid
-never gets another process's block.
+environment, and what the block leaves open, are still read. The record is the task's state
+at the pass, a few milliseconds before the instance's own /proc read; the instance is matched
+by pid and start time, so a reused pid never gets another process's record.
 
 A pass is a read of a new iterator fd (BPF_ITER_CREATE on the link loaded at start). Loading
 needs CAP_BPF and CAP_PERFMON, like the exec capture, and happens before procmond sheds them;
