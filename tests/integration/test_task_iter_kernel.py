@@ -169,15 +169,16 @@ def test_in_a_pid_namespace_of_its_own_both_passes_refuse_to_load() -> None:
 
 
 class _LinkCounter(ContextReader):
-    """A context reader that counts the stdio links it reads."""
+    """A context reader that counts the stdio links it reads and works out (whichever way
+    it reads them: through the process's link, or through a descriptor of its own)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.links_read = 0
 
-    def _stdio(self, dir_fd: int, fd_name: bytes, net_ns: int | None) -> str | None:
+    def _kind_of(self, raw: bytes, dir_fd: int, net_ns: int | None) -> str | None:
         self.links_read += 1
-        return super()._stdio(dir_fd, fd_name, net_ns)
+        return super()._kind_of(raw, dir_fd, net_ns)
 
 
 def _values(reader: ContextReader, tasks: TaskIterator, pid: int) -> tuple[object, ...]:
