@@ -105,6 +105,11 @@ class ProcmondLink:
         self.proc_root = proc_root
         self._wakeup = wakeup
         self.frames: queue.Queue[Any] = queue.Queue(QUEUE_FRAMES)
+        # Whether the loop was told of what is queued: one wake-up per batch, not per frame
+        # (under an exec storm procmond sends a frame every few ms; each wake-up costs the
+        # loop a pass). `take` clears it before it drains, so a frame queued after the drain
+        # always wakes the loop.
+        self._told = False
         self.process: subprocess.Popen[bytes] | Launched | None = None
         self.launcher: Launcher | None = None  # attached by the root agent before it drops
         self.hello: frames.Hello | None = None
@@ -187,7 +192,9 @@ class ProcmondLink:
                 if isinstance(payload, frames.Hello):
                     self.hello = payload
                 self.frames.put(payload)
-                self._wakeup()
+                if not self._told:
+                    self._told = True
+                    self._wakeup()
         except frames.PairClosed:
             reason = "procmond closed the pair (it exited or was killed)"
         except frames.FrameError as exc:
@@ -200,6 +207,7 @@ class ProcmondLink:
 
     def take(self) -> list[Any]:
         """Every frame queued so far (a `Lost` last, if the pair ended)."""
+        self._told = False
         taken = []
         while True:
             try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 
 from daemoneye.config.schema import CollectorConfig
 from daemoneye.daemon.procmond_link import Lost, ProcmondLink
@@ -67,3 +68,37 @@ def test_procmond_may_not_send_an_agent_command() -> None:
         procmond.sendall(frames.encode(frames.Rescan()))
         taken = drain_until_lost(link)
     assert isinstance(taken[0], Lost) and "RESCAN frame" in taken[0].reason
+
+
+def test_the_loop_is_woken_once_per_batch_and_again_after_each_take() -> None:
+    """Under an exec storm procmond sends a frame every few ms: the loop hears of the first
+    frame of a batch, not of every one; a frame that arrives after `take` wakes it again."""
+    procmond, agent = socket.socketpair()
+    wakes: list[int] = []
+    link = ProcmondLink(
+        CollectorConfig(), boot_time=1.0, proc_root="/proc", wakeup=lambda: wakes.append(1)
+    )
+    threading.Thread(target=link._read, args=(agent,), daemon=True).start()
+    with procmond:
+        for _ in range(5):
+            procmond.sendall(frames.encode(frames.Hashes(())))
+        taken = [link.frames.get(timeout=30) for _ in range(5)]
+        assert len(wakes) == 1
+        for payload in taken:  # what `take` would return: put back, then taken whole
+            link.frames.put(payload)
+        assert len(link.take()) == 5
+        procmond.sendall(frames.encode(frames.Hashes(())))
+        assert link.frames.get(timeout=30) == frames.Hashes(())
+        assert woken_times(wakes, 2) == 2
+    assert isinstance(link.frames.get(timeout=30), Lost)
+    assert woken_times(wakes, 3) == 3  # the end of the pair always wakes the loop
+
+
+def woken_times(wakes: list[int], expected: int) -> int:
+    """How often the loop was woken, once the reader had the time to reach `expected`: the
+    reader queues a frame, then wakes the loop."""
+    deadline = time.monotonic() + 30
+    while len(wakes) < expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # a wake-up too many would come right after
+    return len(wakes)
