@@ -40,7 +40,7 @@ from daemoneye.engine.detection import DetectionEngine
 from daemoneye.engine.reload import ReloadOutcome, watch_rules
 from daemoneye.engine.stream import EventStream
 from daemoneye.errors import DaemonEyeError, StoreError
-from daemoneye.models import ScanDelta
+from daemoneye.models import Rule, ScanDelta
 from daemoneye.procmond.launcher import LauncherError, start_launcher
 from daemoneye.store.db import Store
 
@@ -99,6 +99,8 @@ class Daemon:
         self._collection: Collection | None = None
         self.delivery: DeliveryWorker | None = None
         self._rules_watch: asyncio.Task[None] | None = None
+        self._in_full: tuple[Rule, ...] = ()  # the rules the startup evaluates over the store
+        self._full_evaluation: asyncio.Task[None] | None = None
         self._rules_watch_stop = asyncio.Event()
         self.ipc: IpcRuntime | None = None  # the IPC socket (daemon/ipc_runtime.py)
         self._wake = asyncio.Event()
@@ -187,6 +189,30 @@ class Daemon:
         await self._start_engine()
         # IPC: the socket opens once the store is open (a live daemon on it stops this one).
         self.ipc = await start_ipc(lambda: self.loaded, self.collection, self._worker)
+        # The rules are live already; running them over the whole store may take seconds on
+        # a long history (each rule up to its full-evaluation budget), so it happens now, one
+        # rule at a time on the worker, with clients' requests and ticks in between.
+        self._full_evaluation = asyncio.create_task(
+            self._evaluate_in_full(self._in_full), name="daemoneye-full-evaluation"
+        )
+
+    async def _evaluate_in_full(self, rules: tuple[Rule, ...]) -> None:
+        """The startup's full evaluation: every rule over the whole store, one worker job each."""
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        for rule in rules:
+            if self._should_exit:
+                return
+            try:
+                await loop.run_in_executor(self._worker, self.engine.evaluate_in_full, rule)
+            except (StoreError, OSError) as exc:
+                log.error("evaluating rule %s over the store failed: %s", rule.id, exc)
+        if rules:
+            log.info(
+                "%d rules evaluated over the whole store in %.1f s (live since the start)",
+                len(rules),
+                time.monotonic() - started,
+            )
 
     async def _start_engine(self) -> None:
         """Sinks, rules and the rule-file watcher. A sink that cannot be built (e.g. a file sink
@@ -202,7 +228,7 @@ class Daemon:
             self.collection.stream = stream
             log.info("streaming process events to %s", ", ".join(config.stream.sinks))
 
-        def attach() -> ReloadOutcome:
+        def attach() -> tuple[Rule, ...]:
             engine = DetectionEngine(
                 self.collection.store,
                 paths.db,
@@ -218,9 +244,9 @@ class Daemon:
                 "daemon",
                 {"pid": os.getpid(), "version": __version__, "mode": paths.mode.value},
             )
-            return engine.load()
+            return engine.load_live()
 
-        await loop.run_in_executor(self._worker, attach)
+        self._in_full = await loop.run_in_executor(self._worker, attach)
         self._rules_watch = asyncio.create_task(
             watch_rules(
                 self.engine.registry, self._on_rules_reloaded, stop_event=self._rules_watch_stop
@@ -479,6 +505,11 @@ class Daemon:
             await self.ipc.stop()
             self.ipc = None
         loop = asyncio.get_running_loop()
+        if self._full_evaluation is not None:  # the rule on the worker now is finished first
+            self._full_evaluation.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._full_evaluation
+            self._full_evaluation = None
         if self._rules_watch is not None:
             self._rules_watch_stop.set()
             try:

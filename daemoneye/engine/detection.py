@@ -2,7 +2,8 @@
 
 Runs on the daemon's single worker thread, after each tick's store write (the evaluator reads
 the committed rows through its own read-only connections). A rule set swap triggers a full
-evaluation of the rules that changed; every swap and every refused rule is audited and logged.
+evaluation of the rules that changed (at the daemon's start: after the rules are live, one rule
+at a time, `load_live`); every swap and every refused rule is audited and logged.
 """
 
 from __future__ import annotations
@@ -81,18 +82,41 @@ class DetectionEngine:
         self._listeners.append(listener)
 
     def load(self) -> ReloadOutcome:
-        """Read every rule directory and make the result live (startup, SIGHUP, rules.reload)."""
+        """Read every rule directory and make the result live (SIGHUP, rules.reload)."""
         outcome = self.registry.reload_now()
         self.apply(outcome)
         return outcome
 
+    def load_live(self) -> tuple[Rule, ...]:
+        """Read every rule directory and make the rules live without evaluating them over the
+        store (startup); the rules that want a full evaluation are returned, for
+        `evaluate_in_full` one at a time once the daemon serves its clients."""
+        return self.swap(self.registry.reload_now())
+
     def apply(self, outcome: ReloadOutcome) -> list[AlertChange]:
         """Make a reload's outcome live: swap the evaluator's rules, audit, evaluate in full
         the rules that are new or changed."""
+        changes: list[AlertChange] = []
+        for rule in self.swap(outcome):
+            changes += self.evaluate_in_full(rule)
+        return changes
+
+    def evaluate_in_full(self, rule: Rule) -> list[AlertChange]:
+        """Run one rule over the whole store, if it is still live as it was given (a later
+        swap may have changed or removed it: then that swap's own evaluation counts)."""
+        if rule not in self.registry.current.enabled:
+            return []
+        # A full evaluation also re-reads history: what was already alerted on (e.g. before a
+        # restart) is not a new sighting and must not raise counts.
+        return self._record(self.evaluator.evaluate_full((rule,)), only_new=rule.id)
+
+    def swap(self, outcome: ReloadOutcome) -> tuple[Rule, ...]:
+        """Make a reload's outcome live (the evaluator's rules swapped, audited, logged); the
+        rules that are new or changed, which want a full evaluation."""
         for problem in outcome.problems:
             log.error("rule refused: %s", problem)
         if not outcome.swapped or outcome.generation < self._applied_generation:
-            return []  # nothing new, or overtaken by a later reload already applied
+            return ()  # nothing new, or overtaken by a later reload already applied
         self._applied_generation = outcome.generation
         ruleset = outcome.ruleset
         self.evaluator.set_rules(ruleset.rules)
@@ -121,11 +145,7 @@ class DetectionEngine:
             len(outcome.problems),
             outcome.elapsed_ms,
         )
-        if not outcome.changed:
-            return []
-        # A full evaluation also re-reads history: what was already alerted on (e.g. before a
-        # restart) is not a new sighting and must not raise counts.
-        return self._record(self.evaluator.evaluate_full(outcome.changed), only_new=True)
+        return tuple(outcome.changed)
 
     def on_delta(self, delta: ScanDelta, *, written: bool = True) -> list[AlertChange]:
         """Evaluate what one tick (or one batch of kernel events) changed. `written` False:
@@ -146,18 +166,22 @@ class DetectionEngine:
         (the other rules saw these instances when they started or exec'd)."""
         return self._record(self.evaluator.evaluate_instances(keys, reads_connections))
 
-    def _record(self, result: EvaluationResult, *, only_new: bool = False) -> list[AlertChange]:
+    def _record(
+        self, result: EvaluationResult, *, only_new: str | None = None
+    ) -> list[AlertChange]:
+        """Alerts for what `result` detected; `only_new` names the rule whose detections
+        already alerted on (before a restart, say) are left out."""
         for failure in result.failures:
             log.warning("rule %s: %s: %s", failure.rule_id, failure.kind, failure.message)
         detections: Sequence[Detection] = result.detections
-        if only_new and detections:
+        if only_new is not None and detections:
             known = {
-                (str(rule_id), int(pid), float(start))  # type: ignore[arg-type]
-                for rule_id, pid, start in self.store.fetch_rows(
-                    "SELECT rule_id, pid, start_time FROM alerts"
+                (int(pid), float(start))  # type: ignore[arg-type]
+                for pid, start in self.store.fetch_rows(
+                    "SELECT pid, start_time FROM alerts WHERE rule_id = ?", (only_new,)
                 )
             }
-            detections = [d for d in detections if (d.rule_id, d.pid, d.start_time) not in known]
+            detections = [d for d in detections if (d.pid, d.start_time) not in known]
         if not detections:
             return []
         rules = {rule.id: rule for rule in self.registry.current.rules}
