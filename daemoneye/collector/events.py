@@ -455,8 +455,9 @@ class ProcEventSource:
 
     def _from_capture(self, captured: CapturedExec) -> ProcessDetails:
         """The details of an exec whose process was gone before /proc could be read: what the
-        kernel captured at the exec (its argv, the executable's path as the kernel walked it,
-        the real ids, and the context the record and what is known of it give). The path
+        kernel captured at the exec (its argv, the executable's path and the working directory
+        as the kernel walked them, the real ids, and the context the record and what is known
+        of it give). The path
         execve was given is never taken for the exe: it may be relative, a symlink or a
         decoy."""
         found = (
@@ -470,7 +471,7 @@ class ProcEventSource:
             captured.path,
             captured.path_deleted,
             captured.argv,
-            None,
+            captured.cwd,
             captured.uid,
             captured.gid,
             self._user_of(captured.uid),

@@ -6,17 +6,18 @@ A program on the ``sched_process_exec`` raw tracepoint runs inside execve(2), af
 image is in place and before the process returns to user space, and immediately before the
 kernel sends the process connector's exec event. It copies, into a ring buffer record: the
 pids, real uid and gid, start time, parent, name, the path execve was given, the executable's
-real path (walked through the mounts), the new argv straight from the new process's memory
-(``mm->arg_start .. arg_end``, at most `ARGV_BYTES`; the record says how long it really was),
-and the task's context (collector/kernel_context.py: cgroups, namespaces, login uid, what
-fds 0-2 are). Every exec's record, its argv cut at `SHORT_ARGV_BYTES`, goes to a short ring;
-an argv longer than that goes whole to a long ring too, and so does the environment block when
-it fits `ENV_BYTES`, so an attacker who floods execs with huge command lines or environments
-fills only the long ring and cannot crowd out another program's record. The netlink reader
-drains the rings before it handles a batch of connector events, and each exec event takes the
-record of its thread group (`ExecCapture.take`). The reader then reads from /proc only the
-working directory and what the record could not settle (collector/details.py); the captured
-argv is the one the kernel exec'd, whatever the process writes over its own argv afterwards.
+real path and the working directory (each walked through the mounts), the new argv straight
+from the new process's memory (``mm->arg_start .. arg_end``, at most `ARGV_BYTES`; the record
+says how long it really was), and the task's context (collector/kernel_context.py: cgroups,
+namespaces, login uid, what fds 0-2 are). Every exec's record, its argv cut at
+`SHORT_ARGV_BYTES`, goes to a short ring; an argv longer than that goes whole to a long ring
+too, and so does the environment block when it fits `ENV_BYTES`, so an attacker who floods
+execs with huge command lines or environments fills only the long ring and cannot crowd out
+another program's record. The netlink reader drains the rings before it handles a batch of
+connector events, and each exec event takes the record of its thread group
+(`ExecCapture.take`). The reader then reads from /proc only stat and what the record could not
+settle (collector/details.py); the captured argv is the one the kernel exec'd, whatever the
+process writes over its own argv afterwards.
 
 The program is bytecode assembled here against member offsets from the running kernel's BTF;
 nothing is compiled. The ring buffer never wakes the reader (``BPF_RB_NO_WAKEUP``): the
@@ -43,7 +44,7 @@ from daemoneye.collector import bpf_asm as asm
 from daemoneye.collector.bpf_asm import R0, R1, R2, R3, R4, R6, R7, R8, R9, R10
 from daemoneye.collector.btf import BtfError, KernelTypes
 from daemoneye.collector.kernel_context import KernelContext
-from daemoneye.collector.procfs import decode, parse_cmdline
+from daemoneye.collector.procfs import DELETED_SUFFIX, decode, parse_cmdline
 from daemoneye.collector.shared_text import SHARED
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,11 @@ _PATH_COMPLETE = 1 << 31
 _PATH_DELETED = 1 << 30
 _HEADER = struct.Struct("<IIIIQQIIiIQ16s")  # the fixed fields before the strings
 _PREFIX = struct.Struct("<IIIIQQ")  # tgid … ktime: the start of _HEADER
+_CWD_WORD = struct.Struct("<I")
 _CONTEXT = _HEADER.size + FILENAME_BYTES + PATH_BYTES + COMPONENT_BYTES  # 840
-HEADER_BYTES = _CONTEXT + kernel_context.BYTES  # 944
+_CWD_LEN = _CONTEXT + kernel_context.BYTES  # the working directory's walk: its length word
+_CWD = _CWD_LEN + 8  # then its names, leaf first, as the executable's
+HEADER_BYTES = _CWD + PATH_BYTES + COMPONENT_BYTES
 # The environment goes to the long ring as a record of its own, after its exec's record went to
 # the short one, when the whole of it fits in ENV_BYTES (else, or when the long ring was full,
 # the reader reads /proc/PID/environ as before): a tag no tgid can be, the tgid and time of its
@@ -79,7 +83,7 @@ ARGV_BYTES = _ENV_AT - HEADER_BYTES
 # will) cannot crowd out the record of another program: every exec's record, its argv cut at
 # SHORT_ARGV_BYTES, goes to the short ring; a longer argv goes whole to the long ring as well.
 SHORT_ARGV_BYTES = 512
-SHORT_RING_BYTES = 1 << 20  # ≥ 600 execs; drained at every connector wake-up
+SHORT_RING_BYTES = 2 << 20  # 856 to 1,082 execs; drained at every connector wake-up
 LONG_RING_BYTES = 1 << 20
 _RB_NO_WAKEUP = 1
 
@@ -100,7 +104,8 @@ _PATH = _FILENAME + FILENAME_BYTES
 _ARGV = HEADER_BYTES
 
 _NEEDED = {
-    "task_struct": ("mm", "start_boottime", "real_parent", "tgid"),
+    "task_struct": ("mm", "start_boottime", "real_parent", "tgid", "fs"),
+    "fs_struct": ("pwd",),
     "mm_struct": ("arg_start", "arg_end", "env_start", "env_end"),
     "linux_binprm": ("filename", "file"),
     "file": ("f_path",),
@@ -127,6 +132,9 @@ class CapturedExec:
     filename: str | None  # the path given to execve, as given (may be relative or a /dev/fd)
     path: str | None  # the executable's real path, as /proc/PID/exe would name it; None: unknown
     path_deleted: bool  # the executable was unlinked: /proc/PID/exe would say "(deleted)"
+    # the working directory at the exec, as /proc/PID/cwd would read ("… (deleted)" for a
+    # removed one); None: not walked whole (too deep or long), read from /proc instead
+    cwd: str | None
     argv: tuple[str, ...]
     argv_complete: bool  # False when the arguments ran past ARGV_BYTES (or were unreadable)
     context: KernelContext | None = None  # cgroup, namespaces, login uid, stdio at the exec
@@ -200,7 +208,8 @@ def program(
         asm.alu("mov", R2, FILENAME_BYTES),
         asm.call(asm.PROBE_READ_KERNEL_STR),
         asm.store(4, R7, _NAME_LEN, R0),
-        *_path_walk(offsets),
+        *_exe_path(offsets),
+        *_cwd_path(offsets),
         *(() if context is None else kernel_context.program_part(*context, _CONTEXT)),
         asm.load(8, R3, R10, -24),
         asm.load(8, R2, R10, -32),
@@ -263,29 +272,59 @@ def _environment(ring_fd: int) -> list[asm.Item]:
     ]
 
 
-def _path_walk(offsets: dict[str, int]) -> list[asm.Item]:
-    """The executable's path, as d_path(3) would give it: from bprm->file's dentry up through
-    its parents, and at a mount's root on to the dentry it is mounted on, until the root of the
-    mount tree. R9 holds the binprm; R6 (the context, no longer needed) the bytes written."""
-    f_path, mount_mnt = offsets["file.f_path"], offsets["mount.mnt"]
-    items: list[asm.Item] = [
+def _exe_path(offsets: dict[str, int]) -> list[asm.Item]:
+    """The executable's path: the walk from bprm->file's path. R9 holds the binprm."""
+    return [
         *asm.read_kernel(R10, -16, 8, R9, offsets["linux_binprm.file"]),
         asm.load(8, R8, R10, -16),
-        *asm.read_kernel(R10, -40, 8, R8, f_path + offsets["path.dentry"]),
-        *asm.read_kernel(R10, -48, 8, R8, f_path + offsets["path.mnt"]),
+        *_path_walk(offsets, R8, offsets["file.f_path"], _PATH, _PATH_LEN, "exe"),
+    ]
+
+
+def _cwd_path(offsets: dict[str, int]) -> list[asm.Item]:
+    """The working directory's path: the walk from the task's fs->pwd (the task at
+    kernel_context.TASK_SLOT)."""
+    return [
+        asm.load(8, R8, R10, kernel_context.TASK_SLOT),
+        *asm.read_kernel(R10, -16, 8, R8, offsets["task_struct.fs"]),
+        asm.load(8, R8, R10, -16),
+        *_path_walk(offsets, R8, offsets["fs_struct.pwd"], _CWD, _CWD_LEN, "cwd"),
+    ]
+
+
+def _path_walk(
+    offsets: dict[str, int], holder: int, at: int, out: int, length_at: int, name: str
+) -> list[asm.Item]:
+    """A path as d_path(3) would give it, from the `struct path` at offset `at` of the object
+    in register `holder`: from its dentry up through the parents, and at a mount's root on to
+    the dentry it is mounted on, until the root of the mount tree. The names go to record
+    offset `out` (leaf first), the length word to `length_at`; `name` keeps the labels apart.
+    R6 (the context, not needed yet) counts the bytes written; r8 and r9 are used."""
+    mount_mnt = offsets["mount.mnt"]
+    root, cut, end, linked = (f"{name}_{label}" for label in ("root", "cut", "end", "linked"))
+    items: list[asm.Item] = [
+        *asm.read_kernel(R10, -40, 8, holder, at + offsets["path.dentry"]),
+        *asm.read_kernel(R10, -48, 8, holder, at + offsets["path.mnt"]),
         asm.load(8, R8, R10, -40),  # the dentry
         asm.load(8, R9, R10, -48),  # the vfsmount it is reached through
-        # unlinked (d_unhashed): its d_hash.pprev is NULL; the exe link would say "(deleted)"
+        # unlinked (d_unhashed): its d_hash.pprev is NULL; the link would say "(deleted)"
         *asm.read_kernel(
             R10, -72, 8, R8, offsets["dentry.d_hash"] + offsets["hlist_bl_node.pprev"]
         ),
+        # … unless it is a filesystem's root, which is never hashed (d_unlinked: !IS_ROOT)
+        *asm.read_kernel(R10, -56, 8, R8, offsets["dentry.d_parent"]),
+        asm.load(8, R1, R10, -56),
+        asm.jump("jne", R1, R8, f"{name}_not_root", reg=True),
+        asm.alu("mov", R1, 1),
+        asm.store(8, R10, -72, R1),
+        asm.label(f"{name}_not_root"),
         asm.alu("mov", R6, 0),
     ]
     for step in range(PATH_STEPS):
         items += [
             *asm.read_kernel(R10, -56, 8, R9, offsets["vfsmount.mnt_root"]),
             asm.load(8, R1, R10, -56),
-            asm.jump("jne", R1, R8, f"name{step}", reg=True),
+            asm.jump("jne", R1, R8, f"{name}_name{step}", reg=True),
             # the root of its mount: on to where that mount is mounted, unless it is the top
             asm.mov(R4, R9),
             asm.alu("sub", R4, mount_mnt),  # container_of(vfsmount, struct mount, mnt)
@@ -293,56 +332,58 @@ def _path_walk(offsets: dict[str, int]) -> list[asm.Item]:
             *asm.read_kernel(R10, -56, 8, R4, offsets["mount.mnt_parent"]),
             asm.load(8, R1, R10, -56),
             asm.load(8, R2, R10, -64),
-            asm.jump("jeq", R1, R2, "path_root", reg=True),
+            asm.jump("jeq", R1, R2, root, reg=True),
             asm.load(8, R4, R10, -64),
             *asm.read_kernel(R10, -40, 8, R4, offsets["mount.mnt_mountpoint"]),
             asm.load(8, R8, R10, -40),
             asm.load(8, R9, R10, -56),
             asm.alu("add", R9, mount_mnt),
-            asm.jump("ja", 0, 0, f"next{step}"),
-            asm.label(f"name{step}"),
+            asm.jump("ja", 0, 0, f"{name}_next{step}"),
+            asm.label(f"{name}_name{step}"),
             *asm.read_kernel(R10, -56, 8, R8, offsets["dentry.d_parent"]),
             asm.load(8, R1, R10, -56),
-            asm.jump("jeq", R1, R8, "path_root", reg=True),  # a filesystem's own root
-            asm.jump("jgt", R6, PATH_BYTES - 1, "path_cut"),
+            asm.jump("jeq", R1, R8, root, reg=True),  # a filesystem's own root
+            asm.jump("jgt", R6, PATH_BYTES - 1, cut),
             *asm.read_kernel(R10, -16, 8, R8, offsets["dentry.d_name"] + offsets["qstr.name"]),
             asm.load(8, R3, R10, -16),
             asm.mov(R2, R6),
             asm.alu("and", R2, PATH_BYTES - 1),
             asm.mov(R1, R7),
-            asm.alu("add", R1, _PATH),
+            asm.alu("add", R1, out),
             asm.alu("add", R1, R2, reg=True),
             asm.alu("mov", R2, COMPONENT_BYTES),
             asm.call(asm.PROBE_READ_KERNEL_STR),
-            asm.jump("jsle", R0, 0, "path_cut"),
-            asm.jump("jeq", R0, COMPONENT_BYTES, "path_cut"),  # a name that may have been cut
+            asm.jump("jsle", R0, 0, cut),
+            asm.jump("jeq", R0, COMPONENT_BYTES, cut),  # a name that may have been cut
             asm.alu("add", R6, R0, reg=True),
             asm.load(8, R8, R10, -56),
-            asm.label(f"next{step}"),
+            asm.label(f"{name}_next{step}"),
         ]
     return [
         *items,
-        asm.label("path_cut"),  # too deep, too long, or unreadable: not used
-        asm.jump("ja", 0, 0, "path_end"),
-        asm.label("path_root"),
+        asm.label(cut),  # too deep, too long, or unreadable: not used
+        asm.jump("ja", 0, 0, end),
+        asm.label(root),
         asm.alu("or", R6, -_PATH_COMPLETE),  # imm is s32, sign-extended; u32 stored below
-        asm.label("path_end"),
+        asm.label(end),
         asm.load(8, R1, R10, -72),
-        asm.jump("jne", R1, 0, "path_linked"),
+        asm.jump("jne", R1, 0, linked),
         asm.alu("or", R6, _PATH_DELETED),
-        asm.label("path_linked"),
-        asm.store(4, R7, _PATH_LEN, R6),
+        asm.label(linked),
+        asm.store(4, R7, length_at, R6),
     ]
 
 
-def decode_path(area: bytes, word: int) -> tuple[str | None, bool]:
+def decode_path(area: bytes, word: int, *, root: bool = False) -> tuple[str | None, bool]:
     """The path from the walk's names (leaf first, each ending in NUL) and whether the file was
     unlinked; the path is None unless the walk reached the top of the mount tree within its
-    limits."""
+    limits. A walk that started at the top names "/" when `root` allows it (a directory)."""
     length = word & ~(_PATH_COMPLETE | _PATH_DELETED)
     deleted = bool(word & _PATH_DELETED)
     if not word & _PATH_COMPLETE or length > len(area):
         return None, deleted
+    if length == 0 and root:
+        return "/", deleted
     names = area[:length].split(b"\0")[:-1]
     if not names or b"" in names:
         return None, deleted
@@ -371,6 +412,10 @@ def decode_record(
         filename = decode(bytes(record[_FILENAME : _FILENAME + name_len - 1]))
     raw_argv = bytes(record[_ARGV : _ARGV + argv_len])
     path, deleted = decode_path(bytes(record[_PATH : _PATH + PATH_BYTES]), path_len)
+    (cwd_len,) = _CWD_WORD.unpack_from(record, _CWD_LEN)
+    cwd, cwd_deleted = decode_path(bytes(record[_CWD : _CWD + PATH_BYTES]), cwd_len, root=True)
+    if cwd is not None and cwd_deleted:
+        cwd += DELETED_SUFFIX
     return CapturedExec(
         tgid=tgid,
         ktime_ns=ktime,
@@ -382,9 +427,10 @@ def decode_record(
         filename=SHARED.one(filename),
         path=SHARED.one(path),
         path_deleted=deleted,
+        cwd=SHARED.one(cwd),
         argv=SHARED.argv(len(raw_argv), parse_cmdline(raw_argv)),
         argv_complete=0 < argv_len == total,
-        context=kernel_context.decode(record[_CONTEXT:HEADER_BYTES]),
+        context=kernel_context.decode(record[_CONTEXT:_CWD_LEN]),
         environ=environ,
     )
 

@@ -20,7 +20,7 @@ from daemoneye.models import ProcessSample
 _READ_SIZE = 4096
 CMDLINE_KEEP_BYTES = 128 * 1024  # of a command line: its first and last 64 KiB
 CMDLINE_KEEP_ARGS = 4096  # of its arguments: the first and the last 2,048
-_DELETED = " (deleted)"
+DELETED_SUFFIX = " (deleted)"
 _PF_KTHREAD = 0x00200000  # task flag (stat field 9): a kernel thread, which can never execve
 _CAP_SYS_PTRACE = 19
 
@@ -154,8 +154,8 @@ def parse_cmdline(raw: bytes) -> tuple[str, ...]:
 def split_deleted(target: str) -> tuple[str, bool]:
     """Strip the kernel's " (deleted)" suffix from a /proc symlink target: (path, was_deleted).
     A file can really be named "x (deleted)"; `read_exe` settles that case with the link count."""
-    if target.endswith(_DELETED):
-        return target[: -len(_DELETED)], True
+    if target.endswith(DELETED_SUFFIX):
+        return target[: -len(DELETED_SUFFIX)], True
     return target, False
 
 
@@ -195,7 +195,7 @@ def read_exe(path: bytes, *, dir_fd: int | None = None) -> tuple[str, bool]:
     if deleted:
         try:
             if os.stat(path, dir_fd=dir_fd).st_nlink > 0:
-                return path_text + _DELETED, False
+                return path_text + DELETED_SUFFIX, False
         except OSError:
             pass  # cannot tell; the kernel's word stands
     return path_text, deleted

@@ -286,12 +286,18 @@ def test_a_closed_fd_and_an_environment_past_the_record(capture: ExecCapture) ->
     assert closed.environ == b"LD_AUDIT=a.so\0"
 
 
-def test_a_process_gone_before_proc_was_read_keeps_its_context(capture: ExecCapture) -> None:
-    """A sub-millisecond shell with a socket on stdin and a preload in its environment,
-    reaped before the reader looks: its exec still carries both."""
+def test_a_process_gone_before_proc_was_read_keeps_its_context(
+    capture: ExecCapture, tmp_path: Path
+) -> None:
+    """A sub-millisecond shell with a socket on stdin and a preload in its environment, run
+    in a directory of its own and reaped before the reader looks: its exec still carries all
+    three."""
     ours, theirs = socket.socketpair()
     child = subprocess.Popen(
-        [SH, "-c", ":"], stdin=theirs.fileno(), env={"LD_PRELOAD": "", "SUDO_USER": "mallory"}
+        [SH, "-c", ":"],
+        stdin=theirs.fileno(),
+        env={"LD_PRELOAD": "", "SUDO_USER": "mallory"},
+        cwd=tmp_path,
     )
     theirs.close()
     child.wait()
@@ -305,4 +311,49 @@ def test_a_process_gone_before_proc_was_read_keeps_its_context(capture: ExecCapt
     assert details.stdin is not None and details.stdin.startswith("socket:[")
     assert json.loads(details.environment or "") == {"LD_PRELOAD": "", "SUDO_USER": "mallory"}
     assert details.pid_ns is not None and details.mnt_ns is not None
+    assert details.cwd == str(tmp_path)
     assert source.stats().rescued_total == 1
+
+
+def test_the_working_directory_is_what_proc_says_wherever_it_is(
+    capture: ExecCapture, tmp_path: Path
+) -> None:
+    """The root, a directory with hostile names, one on another mount (/dev/shm), and one
+    removed before the exec: the record's cwd reads as /proc/PID/cwd does. A directory too
+    deep for the walk gets no cwd (the reader then reads /proc's)."""
+    odd = tmp_path / "a b\n(deleted)"
+    odd.mkdir()
+    places: list[Path] = [Path("/"), odd]
+    if os.path.ismount("/dev/shm"):
+        places.append(Path(tempfile.mkdtemp(dir="/dev/shm")))
+    try:
+        for place in places:
+            child = subprocess.Popen([SH, "-c", "read line"], stdin=subprocess.PIPE, cwd=place)
+            try:
+                captured = _record_of(capture, child.pid)
+                proc_cwd = os.readlink(f"/proc/{child.pid}/cwd")
+            finally:
+                assert child.stdin is not None
+                child.stdin.close()
+                child.wait()
+            assert captured.cwd == proc_cwd == str(place)
+    finally:
+        for place in places[2:]:
+            shutil.rmtree(place)
+    removed = tmp_path / "removed"
+    removed.mkdir()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.chdir(removed)
+            os.rmdir(removed)
+            os.execv(SH, [SH, "-c", ":"])
+        finally:
+            os._exit(127)
+    os.waitpid(pid, 0)
+    assert _record_of(capture, pid).cwd == f"{removed} (deleted)"
+    deep = tmp_path.joinpath(*(["d" * 40] * 14))  # 574 bytes of names: past the walk's 512
+    deep.mkdir(parents=True)
+    child = subprocess.Popen([SH, "-c", ":"], cwd=deep)
+    child.wait()
+    assert _record_of(capture, child.pid).cwd is None

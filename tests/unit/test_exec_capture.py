@@ -15,6 +15,8 @@ from daemoneye.collector.btf import BtfError, KernelTypes
 from daemoneye.collector.events import ProcEventSource
 from daemoneye.collector.exec_capture import (
     _CONTEXT,
+    _CWD,
+    _CWD_LEN,
     _HEADER,
     _PATH,
     ARGV_BYTES,
@@ -158,6 +160,8 @@ def record(
     path: tuple[bytes, ...] | None = (b"dash", b"bin", b"usr"),
     path_word_flags: int = 0,
     context: bytes = b"",
+    cwd: tuple[bytes, ...] | None = (b"work", b"srv"),
+    cwd_word_flags: int = 0,
 ) -> bytes:
     header = _HEADER.pack(
         tgid,
@@ -175,7 +179,10 @@ def record(
     )
     name = filename.ljust(FILENAME_BYTES, b"\0")
     walked = b"".join(part + b"\0" for part in path or ()).ljust(_CONTEXT - _PATH, b"\0")
-    return header + name + walked + context.ljust(HEADER_BYTES - _CONTEXT, b"\0") + argv
+    cwd_walked = b"".join(part + b"\0" for part in cwd or ()).ljust(HEADER_BYTES - _CWD, b"\0")
+    cwd_word = struct.pack("<I4x", _path_length(cwd) | cwd_word_flags)
+    block = context.ljust(_CWD_LEN - _CONTEXT, b"\0")
+    return header + name + walked + block + cwd_word + cwd_walked + argv
 
 
 def _path_length(path: tuple[bytes, ...] | None) -> int:
@@ -198,6 +205,7 @@ def test_a_record_decodes_to_the_exec_as_the_kernel_saw_it() -> None:
         filename="/bin/sh",
         path="/usr/bin/dash",
         path_deleted=False,
+        cwd="/srv/work",
         argv=("/bin/sh", "-c", ": x\\xff"),
         argv_complete=True,
     )
@@ -212,6 +220,21 @@ def test_the_walked_path_is_used_only_when_the_walk_reached_the_top() -> None:
     nothing = decode_record(record(42, b"x\0", path=()), TICK_NS)  # a mount root: no names
     assert nothing is not None and nothing.path is None
     assert PATH_BYTES < HEADER_BYTES - _PATH  # room for the last name past the mask
+
+
+def test_the_working_directory_is_walked_like_the_executable() -> None:
+    """As /proc/PID/cwd reads: " (deleted)" for a removed directory, nothing for a walk that
+    did not reach the top (too deep or too long: /proc is read instead)."""
+    home = decode_record(record(42, b"x\0", cwd=(b"a\nb", b"tmp")), TICK_NS)
+    assert home is not None and home.cwd == "/tmp/a\nb"
+    gone = decode_record(record(42, b"x\0", cwd=(b"old", b"tmp"), cwd_word_flags=1 << 30), TICK_NS)
+    assert gone is not None and gone.cwd == "/tmp/old (deleted)"
+    assert not gone.path_deleted  # the executable's own flag is apart
+    top = decode_record(record(42, b"x\0", cwd=()), TICK_NS)
+    assert top is not None and top.cwd == "/"  # where a daemon chdir()s to
+    cut = decode_record(record(42, b"x\0", cwd=None), TICK_NS)
+    assert cut is not None and cut.cwd is None and cut.path == "/usr/bin/dash"
+    assert PATH_BYTES + 128 <= HEADER_BYTES - _CWD  # room for the last name past the mask
 
 
 def test_the_path_given_to_execve_never_stands_in_for_the_exe(tmp_path: Path) -> None:
@@ -377,9 +400,10 @@ def test_a_process_gone_before_proc_was_read_is_still_stored_whole(tmp_path: Pat
     item = source.handle(exec_event(42))
     assert item is not None and item.details is not None
     event = item.event
-    assert event.partial  # cwd, context and the rest of /proc are still missing
+    assert event.partial  # the context's /proc part and stat's fields are still missing
     assert event.cmdline == ("/bin/sh", "-c", ": MARKER-1")
     assert event.exe == "/usr/bin/dash"  # the executable's path, as the kernel walked it
+    assert item.details.cwd == "/srv/work"  # and the working directory
     assert event.start_time == BOOT + 777 / 100 and event.ppid == PARENT
     assert (item.details.uid, item.details.gid) == (1000, 1001)
     assert source.stats().rescued_total == 1
@@ -392,15 +416,17 @@ def test_the_argv_exec_d_wins_over_one_the_process_wrote_since(tmp_path: Path) -
     assert item is not None
     assert item.event.cmdline == ("./miner", "--pool", "x")
     assert item.event.exe == "/usr/bin/dash"  # the file exec'd, as the kernel walked its path
+    assert item.details is not None and item.details.cwd == "/srv/work"  # /proc's not read
     assert not item.event.partial and source.stats().rescued_total == 0
 
 
 def test_what_the_record_cannot_settle_is_read_from_proc(tmp_path: Path) -> None:
-    """No walked path (too deep, say) and a cut argv: /proc's exe and cmdline; the ids are
-    the record's either way (status is not read for a recorded exec)."""
+    """No walked paths (too deep, say) and a cut argv: /proc's exe, cwd and cmdline; the ids
+    are the record's either way (status is not read for a recorded exec)."""
     write_process(tmp_path, 42, cmdline=b"curl\0-s\0", uid=5, gid=6)
     source = source_with(
-        tmp_path, record(42, b"curl\0", start_ticks=4321, path=None, total=ARGV_BYTES + 1)
+        tmp_path,
+        record(42, b"curl\0", start_ticks=4321, path=None, cwd=None, total=ARGV_BYTES + 1),
     )
     item = source.handle(exec_event(42))
     assert item is not None and item.details is not None
