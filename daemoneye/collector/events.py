@@ -58,6 +58,13 @@ from daemoneye.models import ProcessDetails, ProcessEvent
 log = logging.getLogger(__name__)
 
 _SEQ_MODULUS = 1 << 32
+# With the exec capture on, the reader waits this long after it is woken before it reads: a
+# burst's datagrams are then handled as one batch (one wake-up, one drain of the rings, one
+# pass of /proc reads) instead of one or two each. Nothing a process gone meanwhile takes with
+# it is lost: its record holds the argv, exe, working directory, ids and context, and its
+# fork takes its start from the record. Without the capture the reader reads at once, racing
+# the process for its /proc entry.
+CAPTURED_BATCH_S = 0.002
 _NO_DETAILS = ProcessDetails(None, False, (), None, None, None, None)
 # what an exec's read gives: stat (None: gone first), details, gone, the record it used
 _ExecRead = tuple[StatFields | None, ProcessDetails, bool, CapturedExec | None]
@@ -251,11 +258,14 @@ class ProcEventSource:
         poller = select.poll()
         poller.register(self._connector.fileno(), select.POLLIN)
         poller.register(self._stop_fd, select.POLLIN)
+        behind = False  # the last read took a whole batch: more is waiting, no pause
         try:
             while not self._stopping.is_set():
                 poller.poll()
+                if self._capture is not None and not behind:
+                    time.sleep(CAPTURED_BATCH_S)
                 if not self._stopping.is_set():
-                    self._read_available()
+                    behind = self._read_available() >= self._batch
         except BaseException as error:
             self.error = error
             self._request_reconcile()
@@ -289,17 +299,21 @@ class ProcEventSource:
         except PermissionError:
             log.info("netlink reader runs without priority boost (no CAP_SYS_NICE)")
 
-    def _read_available(self) -> None:
+    def _read_available(self) -> int:
+        """Read and handle what the connector holds, up to a batch; the datagrams read."""
         self._refresh_clocks()
         messages: list[ProcConnectorEvent] = []
-        for _ in range(self._batch):
+        received = 0  # datagrams, and overruns
+        while received < self._batch:
             try:
                 data = self._connector.recv()
             except ConnectorOverrun:
                 self._events_lost()
+                received += 1
                 continue
             if not data:
                 break
+            received += 1
             messages += parse_messages(data)
         if self._capture is not None:  # its records were committed before their events
             self._capture.collect()
@@ -310,6 +324,7 @@ class ProcEventSource:
         self._exec_reads.clear()
         if produced:
             self.enqueue(produced)
+        return received
 
     def _refresh_clocks(self) -> None:
         mono = time.monotonic_ns()
@@ -403,11 +418,14 @@ class ProcEventSource:
             return None
         pid = message.child_tgid
         exec_read = self._exec_reads.get(pid)
+        ticks: int | None = None
         if exec_read is not None and exec_read[0] is not None:
-            stat: StatFields | None = exec_read[0]
+            ticks = exec_read[0].start_ticks
+        elif exec_read is not None and exec_read[3] is not None:
+            ticks = exec_read[3].start_ticks  # gone before its read: the exec's record says
         else:
             stat = self._read_stat(pid, message.timestamp_ns)
-        ticks = stat.start_ticks if stat is not None else None
+            ticks = stat.start_ticks if stat is not None else None
         self._remember(pid, _Known(ticks, message.parent_tgid))
         event = ProcessEvent(
             ts=self._wall(message.timestamp_ns),
@@ -416,7 +434,7 @@ class ProcEventSource:
             start_time=self._start_time(ticks),
             ppid=message.parent_tgid,
             source="netlink",
-            partial=stat is None,
+            partial=ticks is None,
         )
         return ObservedEvent(event, ticks, None)
 

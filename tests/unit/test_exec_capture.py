@@ -28,7 +28,12 @@ from daemoneye.collector.exec_capture import (
     ExecCapture,
     decode_record,
 )
-from daemoneye.collector.proc_events import ExecEvent, NetlinkOverrun
+from daemoneye.collector.proc_events import (
+    ExecEvent,
+    ForkEvent,
+    NetlinkOverrun,
+    ProcConnectorEvent,
+)
 from tests.unit.test_netlink_events import BOOT, EVENT_NS, PARENT, write_process
 
 TICK_NS = 10_000_000  # USER_HZ 100
@@ -467,3 +472,21 @@ def test_an_unreadable_capture_leaves_procs_argv(tmp_path: Path) -> None:
     source = source_with(tmp_path, record(42, b"", total=4096, start_ticks=4321))
     item = source.handle(exec_event(42))
     assert item is not None and item.event.cmdline == ("curl", "-s")
+
+
+def test_a_fork_whose_child_was_gone_before_its_read_takes_its_start_from_the_exec(
+    tmp_path: Path,
+) -> None:
+    """The reader batches a burst's datagrams while the capture is on: a child that forked,
+    exec'd and exited in between has no /proc entry left, and its fork is stored with the
+    start its exec's record gives, not as an instance of unknown start."""
+    source = source_with(tmp_path, record(42, b"/bin/sh\0-c\0:\0"))
+    messages: list[ProcConnectorEvent] = [
+        ForkEvent(0, 1, EVENT_NS - 2000, PARENT, PARENT, 42, 42),
+        exec_event(42),
+    ]
+    source.prefetch_execs(messages)
+    fork, execed = (source.handle(message) for message in messages)
+    assert fork is not None and execed is not None
+    assert fork.event.kind == "fork" and not fork.event.partial
+    assert fork.event.start_time == execed.event.start_time == BOOT + 777 / 100
