@@ -182,6 +182,9 @@ class Collection:
         self._last_scan_ms = 0.0
         self._new_recent: list[tuple[float, int]] = []
         self._last_retention = 0.0
+        # Held while the startup runs the rules over the store (lifecycle.py): history that a
+        # rule has yet to see is not cleaned away under it.
+        self.retention_held = False
         self._audit_problem: str | None = None  # why the last pass could not prune the audit log
         self._cpu_mark = (time.monotonic(), _self_cpu_seconds())
         self._cpu_percent = 0.0
@@ -403,6 +406,7 @@ class Collection:
         if (
             now - self._last_retention >= self.config.store.retention_check_interval
             and not self.outage.active
+            and not self.retention_held
         ):
             self._last_retention = now
             try:

@@ -101,6 +101,7 @@ class Daemon:
         self._rules_watch: asyncio.Task[None] | None = None
         self._in_full: tuple[Rule, ...] = ()  # the rules the startup evaluates over the store
         self._full_evaluation: asyncio.Task[None] | None = None
+        self._stopping_full_evaluation = False
         self._rules_watch_stop = asyncio.Event()
         self.ipc: IpcRuntime | None = None  # the IPC socket (daemon/ipc_runtime.py)
         self._wake = asyncio.Event()
@@ -192,21 +193,28 @@ class Daemon:
         # The rules are live already; running them over the whole store may take seconds on
         # a long history (each rule up to its full-evaluation budget), so it happens now, one
         # rule at a time on the worker, with clients' requests and ticks in between.
+        self.collection.retention_held = bool(self._in_full)
         self._full_evaluation = asyncio.create_task(
             self._evaluate_in_full(self._in_full), name="daemoneye-full-evaluation"
         )
 
     async def _evaluate_in_full(self, rules: tuple[Rule, ...]) -> None:
-        """The startup's full evaluation: every rule over the whole store, one worker job each."""
+        """The startup's full evaluation: every rule over the whole store, one worker job each;
+        retention waits for it. Stops between two rules when the daemon stops."""
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        for rule in rules:
-            if self._should_exit:
-                return
-            try:
-                await loop.run_in_executor(self._worker, self.engine.evaluate_in_full, rule)
-            except (StoreError, OSError) as exc:
-                log.error("evaluating rule %s over the store failed: %s", rule.id, exc)
+        try:
+            for rule in rules:
+                if self._stopping_full_evaluation:
+                    return
+                try:
+                    await loop.run_in_executor(self._worker, self.engine.evaluate_in_full, rule)
+                except (StoreError, OSError) as exc:
+                    log.error("evaluating rule %s over the store failed: %s", rule.id, exc)
+                except Exception:  # a bug in one rule's run must not leave the others unrun
+                    log.exception("evaluating rule %s over the store failed", rule.id)
+        finally:
+            self.collection.retention_held = False
         if rules:
             log.info(
                 "%d rules evaluated over the whole store in %.1f s (live since the start)",
@@ -506,9 +514,8 @@ class Daemon:
             self.ipc = None
         loop = asyncio.get_running_loop()
         if self._full_evaluation is not None:  # the rule on the worker now is finished first
-            self._full_evaluation.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._full_evaluation
+            self._stopping_full_evaluation = True
+            await self._full_evaluation
             self._full_evaluation = None
         if self._rules_watch is not None:
             self._rules_watch_stop.set()

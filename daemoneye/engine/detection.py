@@ -102,13 +102,16 @@ class DetectionEngine:
         return changes
 
     def evaluate_in_full(self, rule: Rule) -> list[AlertChange]:
-        """Run one rule over the whole store, if it is still live as it was given (a later
-        swap may have changed or removed it: then that swap's own evaluation counts)."""
-        if rule not in self.registry.current.enabled:
+        """Run one rule over the whole store as it is live now: its query unchanged since it
+        was given and still enabled (a later swap that changed the query, or disabled and
+        enabled the rule again, runs its own evaluation). A new title, severity or place in
+        its file changes nothing here."""
+        live = next((r for r in self.registry.current.enabled if r.id == rule.id), None)
+        if live is None or live.query != rule.query:
             return []
         # A full evaluation also re-reads history: what was already alerted on (e.g. before a
         # restart) is not a new sighting and must not raise counts.
-        return self._record(self.evaluator.evaluate_full((rule,)), only_new=rule.id)
+        return self._record(self.evaluator.evaluate_full((live,)), only_new=live.id)
 
     def swap(self, outcome: ReloadOutcome) -> tuple[Rule, ...]:
         """Make a reload's outcome live (the evaluator's rules swapped, audited, logged); the

@@ -101,3 +101,33 @@ def test_a_full_scan_cut_short_ends_nothing(collection: Collection) -> None:
     collection.apply_frames([HELLO, full_scan(20.0, first, more=True)])
     collection.procmond_lost("procmond closed the pair again")
     assert set(collection.store.live_processes()) == {first.key, second.key}
+
+
+def test_retention_waits_while_the_startup_runs_the_rules_over_history(tmp_path: Path) -> None:
+    """History a rule has yet to see at the start is not cleaned away before its turn: the
+    first scan's retention pass waits until the startup's full evaluation is done."""
+    config = dataclasses.replace(
+        Config(), store=dataclasses.replace(Config().store, retention=60.0)
+    )
+    store = Store.open(tmp_path / "d.db")
+    collection = Collection(store, config, mode="user", event_source="starting")
+    old = record(11, ("/bin/sleep", "42"), 50.0)
+    collection.apply_frames([HELLO, full_scan(50.0, old)])
+    collection.apply_frames([frames.Scan(_ended(1000.0, old), False, ())])
+    assert _stored_pids(store) == {11}
+    collection.retention_held = True
+    collection.apply_frames([frames.Scan(_ended(2000.0), False, ())])
+    assert _stored_pids(store) == {11}  # past its retention, kept while held
+    collection.retention_held = False
+    collection.apply_frames([frames.Scan(_ended(4000.0), False, ())])
+    assert _stored_pids(store) == set()
+
+
+def _ended(ts: float, *records: ProcessRecord) -> ScanDelta:
+    return ScanDelta(
+        ts, (), (), (), tuple(r.key for r in records), (), ScanStats(0.01, 0, 0, 0, 0, 0, 0)
+    )
+
+
+def _stored_pids(store: Store) -> set[int]:
+    return {int(pid) for (pid,) in store.fetch_rows("SELECT pid FROM processes")}  # type: ignore[arg-type]

@@ -76,3 +76,22 @@ def test_a_rule_changed_before_its_turn_is_not_run_in_its_old_form(
     engine.load()  # the edit's own swap evaluates the new text over the store
     assert engine.evaluate_in_full(pending) == []
     assert alerted_pids(store) == []
+
+
+def test_a_new_title_or_severity_before_its_turn_still_runs_the_rule_over_history(
+    engine: DetectionEngine,
+    store: Store,
+    rules_dir: Path,
+    make_record: RecordFactory,
+    make_delta: DeltaFactory,
+) -> None:
+    """An edit that keeps the query (a new severity, a comment line above the rule: its place
+    in the file) does not make the reload run it over the store; its queued turn still does,
+    as the rule now reads."""
+    store.apply(make_delta(10.0, added=[make_record(100, 10.0, name="old-tool")]))
+    (pending,) = engine.load_live()
+    edited = "# reviewed\n" + RULE.format(name="old-tool").replace('"high"', '"critical"')
+    (rules_dir / "mine.toml").write_text(edited)
+    assert engine.load().changed == ()  # the same query: no evaluation of its own
+    (change,) = engine.evaluate_in_full(pending)
+    assert change.alert.pid == 100 and change.alert.severity == "critical"
