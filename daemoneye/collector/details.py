@@ -184,9 +184,9 @@ def _read_captured(
     captured: CapturedExec,
     kept: int | None,
 ) -> InstanceRead:
-    """`_read_details` for an exec the capture recorded: cmdline, exe, cwd and status are not
-    read (the record has the argv, the walked paths and the real ids), nor what the record's
-    context settles. Whether the process went during the read is told by stat read again through the
+    """`_read_details` for an exec the capture recorded: cmdline, exe and status are not read
+    (the record has the argv, the walked path and the real ids), nor what the record's context
+    settles. Whether the process went during the read is told by stat read again through the
     open file (no open, no close): a reaped task's reads empty or fail."""
     cmdline, no_cmdline = captured.argv, False
     if not captured.argv_complete:  # /proc's whole argv, if it is the one exec'd
@@ -195,7 +195,10 @@ def _read_captured(
     (exe, exe_deleted), no_exe = (captured.path, captured.path_deleted), False
     if exe is None:
         (exe, exe_deleted), no_exe = _exe(dir_fd)
-    cwd, no_cwd = (captured.cwd, False) if captured.cwd is not None else _cwd(dir_fd)
+    # /proc's cwd while the process is there: the kernel reads it under the rename lock,
+    # which the capture's walk cannot take (a racing rename could mix two paths' names); the
+    # record's is for a process gone before its read (events.py `_from_capture`)
+    cwd, no_cwd = _cwd(dir_fd)
     denied = no_cmdline or no_exe or no_cwd
     found = _context_values(
         context, dir_fd, raw_stat, stat.start_ticks, captured.context, captured.environ

@@ -15,9 +15,10 @@ too, and so does the environment block when it fits `ENV_BYTES`, so an attacker 
 execs with huge command lines or environments fills only the long ring and cannot crowd out
 another program's record. The netlink reader drains the rings before it handles a batch of
 connector events, and each exec event takes the record of its thread group
-(`ExecCapture.take`). The reader then reads from /proc only stat and what the record could not
-settle (collector/details.py); the captured argv is the one the kernel exec'd, whatever the
-process writes over its own argv afterwards.
+(`ExecCapture.take`). The reader then reads from /proc only stat, the working directory and
+what the record could not settle (collector/details.py); the record's working directory is
+for a process gone before its read. The captured argv is the one the kernel exec'd, whatever
+the process writes over its own argv afterwards.
 
 The program is bytecode assembled here against member offsets from the running kernel's BTF;
 nothing is compiled. The ring buffer never wakes the reader (``BPF_RB_NO_WAKEUP``): the

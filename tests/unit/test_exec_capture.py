@@ -421,7 +421,7 @@ def test_the_argv_exec_d_wins_over_one_the_process_wrote_since(tmp_path: Path) -
     assert item is not None
     assert item.event.cmdline == ("./miner", "--pool", "x")
     assert item.event.exe == "/usr/bin/dash"  # the file exec'd, as the kernel walked its path
-    assert item.details is not None and item.details.cwd == "/srv/work"  # /proc's not read
+    assert item.details is not None and item.details.cwd == "/srv/app"  # /proc's, still there
     assert not item.event.partial and source.stats().rescued_total == 0
 
 
