@@ -140,6 +140,10 @@ class ProcmondLink:
             )
             launcher.close()
             self.launcher = launcher = None
+        # Each pair has a queue of its own: a reader of the last pair still blocked on a full
+        # queue when it was stopped (its frame was taken by `_apply_last_frames`' drain or not)
+        # ends into the old queue, so its `Lost` can never be taken for this procmond's end.
+        self.frames = queue.Queue(QUEUE_FRAMES)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024**2)
         try:
@@ -177,12 +181,15 @@ class ProcmondLink:
         """The thread that reads the current pair."""
         assert self._pair is not None, "start() first"
         self._reader = threading.Thread(
-            target=self._read, args=(self._pair,), name="daemoneye-procmond-reader", daemon=True
+            target=self._read,
+            args=(self._pair, self.frames),
+            name="daemoneye-procmond-reader",
+            daemon=True,
         )
         self._reader.start()
 
-    def _read(self, pair: socket.socket) -> None:
-        """The reader thread: frames off the pair into the queue, a `Lost` at the end."""
+    def _read(self, pair: socket.socket, into: queue.Queue[Any]) -> None:
+        """The reader thread: frames off the pair into its queue, a `Lost` at the end."""
         try:
             while True:
                 payload = frames.read_frame(pair, frames.FROM_PROCMOND)
@@ -191,7 +198,7 @@ class ProcmondLink:
                     continue
                 if isinstance(payload, frames.Hello):
                     self.hello = payload
-                self.frames.put(payload)
+                into.put(payload)
                 if not self._told:
                     self._told = True
                     self._wakeup()
@@ -201,8 +208,9 @@ class ProcmondLink:
             reason = f"procmond sent a malformed frame: {exc}"
         except OSError as exc:
             reason = f"reading from procmond failed: {exc}"
-        self.frames.put(Lost(reason, time.monotonic()))
-        self._fail_pending(reason)
+        into.put(Lost(reason, time.monotonic()))
+        if into is self.frames:  # not a reader of a pair stopped and replaced already
+            self._fail_pending(reason)
         self._wakeup()
 
     def take(self) -> list[Any]:

@@ -4,9 +4,12 @@ when the pair ends or a frame does not validate — nothing of a bad frame is qu
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
+
+import pytest
 
 from daemoneye.config.schema import CollectorConfig
 from daemoneye.daemon.procmond_link import Lost, ProcmondLink
@@ -16,7 +19,7 @@ from daemoneye.procmond import frames
 def reader_over(pair: socket.socket) -> tuple[ProcmondLink, threading.Event]:
     woken = threading.Event()
     link = ProcmondLink(CollectorConfig(), boot_time=1.0, proc_root="/proc", wakeup=woken.set)
-    thread = threading.Thread(target=link._read, args=(pair,), daemon=True)
+    thread = threading.Thread(target=link._read, args=(pair, link.frames), daemon=True)
     thread.start()
     return link, woken
 
@@ -78,7 +81,7 @@ def test_the_loop_is_woken_once_per_batch_and_again_after_each_take() -> None:
     link = ProcmondLink(
         CollectorConfig(), boot_time=1.0, proc_root="/proc", wakeup=lambda: wakes.append(1)
     )
-    threading.Thread(target=link._read, args=(agent,), daemon=True).start()
+    threading.Thread(target=link._read, args=(agent, link.frames), daemon=True).start()
     with procmond:
         for _ in range(5):
             procmond.sendall(frames.encode(frames.Hashes(())))
@@ -102,3 +105,40 @@ def woken_times(wakes: list[int], expected: int) -> int:
         time.sleep(0.01)
     time.sleep(0.05)  # a wake-up too many would come right after
     return len(wakes)
+
+
+def test_a_reader_stopped_while_blocked_on_a_full_queue_never_ends_the_next_pair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slow agent: procmond's frames fill the queue and its reader blocks. The pair is
+    stopped and a new one started (a reload that changes collector settings); the old reader,
+    unblocked, reads a closed pair: its `Lost` must not be taken for the new procmond's end
+    (which would kill it and count a gap)."""
+    monkeypatch.setattr("daemoneye.daemon.procmond_link.QUEUE_FRAMES", 2)
+    procmonds: list[socket.socket] = []  # their ends of the pairs, as procmond would hold them
+    link = ProcmondLink(CollectorConfig(), boot_time=1.0, proc_root="/proc", wakeup=lambda: None)
+    monkeypatch.setattr(
+        link,
+        "_popen",
+        lambda theirs: procmonds.append(socket.socket(fileno=os.dup(theirs.fileno()))),
+    )
+    link.start()
+    for _ in range(3):
+        procmonds[0].sendall(frames.encode(frames.Hashes(())))
+    old_reader, old_queue = link._reader, link.frames
+    assert old_reader is not None
+    deadline = time.monotonic() + 30
+    while not old_queue.full() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert old_queue.full()  # two queued, the reader blocked on the third
+    link.stop()
+    assert len(link.take()) == 2  # what the agent applies of the stopped procmond
+    link.start()
+    old_reader.join(30)
+    assert not old_reader.is_alive()
+    procmonds[1].sendall(frames.encode(frames.Hashes(())))
+    assert link.frames.get(timeout=30) == frames.Hashes(())
+    assert not any(isinstance(item, Lost) for item in link.take())
+    link.stop()
+    for end in procmonds:
+        end.close()
