@@ -44,6 +44,19 @@ def capture() -> Iterator[ExecCapture]:
     opened.close()
 
 
+def _wait_in_read(pid: int) -> None:
+    """Until the process is blocked in read(2): back in user space after its exec, whose
+    environment record the program writes after the exec's own (a collect in between would
+    take the record without it; the daemon takes records at the exec's event, sent after)."""
+    deadline = time.monotonic() + GUARD_S
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/syscall", "rb") as file:
+            if file.read().split(b" ", 1)[0] == b"0":  # x86-64's read
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} never blocked in read")
+
+
 def _record_of(capture: ExecCapture, pid: int) -> CapturedExec:
     deadline = time.monotonic() + GUARD_S
     while time.monotonic() < deadline:
@@ -223,6 +236,7 @@ def test_the_records_context_is_what_proc_says_of_the_same_process(
     )
     theirs.close()
     try:
+        _wait_in_read(child.pid)  # the exec (and its environment record) long done
         captured = _record_of(capture, child.pid)
         proc = f"/proc/{child.pid}"
         links = {name: os.readlink(f"{proc}/ns/{name}") for name in ("pid", "mnt", "net", "user")}
