@@ -475,9 +475,8 @@ class ProcEventSource:
         """The details of an exec whose process was gone before /proc could be read: what the
         kernel captured at the exec (its argv, the executable's path and the working directory
         as the kernel walked them, the real ids, and the context the record and what is known
-        of it give). The path
-        execve was given is never taken for the exe: it may be relative, a symlink or a
-        decoy."""
+        of it give). The path execve was given is never taken for the exe: it may be relative,
+        a symlink or a decoy."""
         found = (
             NO_CONTEXT_VALUES
             if self._context is None
