@@ -99,7 +99,6 @@ class Daemon:
         self._collection: Collection | None = None
         self.delivery: DeliveryWorker | None = None
         self._rules_watch: asyncio.Task[None] | None = None
-        self._in_full: tuple[Rule, ...] = ()  # the rules the startup evaluates over the store
         self._full_evaluation: asyncio.Task[None] | None = None
         self._stopping_full_evaluation = False
         self._rules_watch_stop = asyncio.Event()
@@ -187,15 +186,15 @@ class Daemon:
             config.collector.interval,
             carried,
         )
-        await self._start_engine()
+        in_full = await self._start_engine()
         # IPC: the socket opens once the store is open (a live daemon on it stops this one).
         self.ipc = await start_ipc(lambda: self.loaded, self.collection, self._worker)
         # The rules are live already; running them over the whole store may take seconds on
         # a long history (each rule up to its full-evaluation budget), so it happens now, one
         # rule at a time on the worker, with clients' requests and ticks in between.
-        self.collection.retention_held = bool(self._in_full)
+        self.collection.retention_held = bool(in_full)
         self._full_evaluation = asyncio.create_task(
-            self._evaluate_in_full(self._in_full), name="daemoneye-full-evaluation"
+            self._evaluate_in_full(in_full), name="daemoneye-full-evaluation"
         )
 
     async def _evaluate_in_full(self, rules: tuple[Rule, ...]) -> None:
@@ -222,9 +221,10 @@ class Daemon:
                 time.monotonic() - started,
             )
 
-    async def _start_engine(self) -> None:
-        """Sinks, rules and the rule-file watcher. A sink that cannot be built (e.g. a file sink
-        in an unwritable directory) stops startup with the reason: alerts must not vanish."""
+    async def _start_engine(self) -> tuple[Rule, ...]:
+        """Sinks, rules and the rule-file watcher; the rules still to run over the whole store.
+        A sink that cannot be built (e.g. a file sink in an unwritable directory) stops startup
+        with the reason: alerts must not vanish."""
         loop = asyncio.get_running_loop()
         paths, config = self.loaded.paths, self.loaded.config
         self.delivery = DeliveryWorker.from_config(paths.db, config)
@@ -254,7 +254,7 @@ class Daemon:
             )
             return engine.load_live()
 
-        self._in_full = await loop.run_in_executor(self._worker, attach)
+        in_full = await loop.run_in_executor(self._worker, attach)
         self._rules_watch = asyncio.create_task(
             watch_rules(
                 self.engine.registry, self._on_rules_reloaded, stop_event=self._rules_watch_stop
@@ -262,6 +262,7 @@ class Daemon:
             name="daemoneye-rules-watch",
         )
         log.info("watching rule directories: %s", ", ".join(map(str, paths.rules_dirs)))
+        return in_full
 
     @property
     def engine(self) -> DetectionEngine:

@@ -106,8 +106,8 @@ class DetectionEngine:
         was given and still enabled (a later swap that changed the query, or disabled and
         enabled the rule again, runs its own evaluation). A new title, severity or place in
         its file changes nothing here."""
-        live = next((r for r in self.registry.current.enabled if r.id == rule.id), None)
-        if live is None or live.query != rule.query:
+        live = self.registry.current.get(rule.id)
+        if live is None or not live.enabled or live.query != rule.query:
             return []
         # A full evaluation also re-reads history: what was already alerted on (e.g. before a
         # restart) is not a new sighting and must not raise counts.
