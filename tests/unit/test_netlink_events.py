@@ -433,3 +433,22 @@ def test_sequence_gaps_are_losses_when_every_event_is_delivered(
     connector.feed.send(wire(PROC_EVENT_EXIT, struct.pack("=IIIiII", 8, 8, 0, 17, 1, 1), 25))
     assert [i.event.pid for i in drain_until(source, 2)] == [7, 8]
     assert source.lost_total == 14 and source.needs_reconcile
+
+
+def test_a_read_says_whether_it_took_a_whole_batch_so_the_reader_does_not_pause_behind(
+    proc: Path,
+) -> None:
+    """With the exec capture on the reader pauses after a wake-up to gather a burst, but not
+    when its last read took a whole batch: more is waiting then. The read tells which."""
+    connector = SocketPairConnector()
+    connector.open()
+    source = make_source(proc, connector=connector, batch=3)
+    for pid in range(42, 47):
+        write_process(proc, pid)
+        connector.feed.send(wire(PROC_EVENT_EXEC, struct.pack("=II", pid, pid), pid))
+    assert source._read_available() == 3  # a whole batch: behind, no pause before the next
+    assert source._read_available() == 2
+    assert source._read_available() == 0
+    assert [o.event.pid for o in source.drain_observed()] == [42, 43, 44, 45, 46]
+    connector.close()
+    connector.feed.close()
