@@ -129,8 +129,9 @@ def _read_details(
 ) -> InstanceRead:
     """The details of a process; `task` is a task pass's record of this instance, whose
     context and real ids are taken instead of read (then `status` is not read at all: whether
-    the process went during the reads is told, as for a captured exec, by its open stat file
-    `open_stat`, read again)."""
+    the process went during the reads is told, as for a captured exec, by the cwd link, read
+    last — an exiting task loses it (exit_fs) before it can be reaped — and only when that
+    cannot be read by its open stat file `open_stat`, read again)."""
     if stat.kernel_thread:  # no memory, no files, the kernel's own credentials
         details = ProcessDetails(None, False, (), None, 0, 0, user_of(0))
         return InstanceRead(raw_stat, stat, details, False, False, stat_fd)
@@ -140,15 +141,15 @@ def _read_details(
     # of exit. status is read last and settles whether the process is gone.
     cmdline, no_cmdline = _cmdline(dir_fd)
     (exe, exe_deleted), no_exe = _exe(dir_fd)
-    cwd, no_cwd = _cwd(dir_fd)
-    denied = no_cmdline or no_exe or no_cwd
     # the context too is read before status: a process gone meanwhile is marked partial
     kernel = task.context if task is not None else None
     found = _context_values(context, dir_fd, raw_stat, stat.start_ticks, kernel)
+    cwd, no_cwd = _cwd(dir_fd)  # last: read, it shows the process was there until the end
+    denied = no_cmdline or no_exe or no_cwd
     partial = False
     if task is not None and task.ids is not None:
         uid, gid = task.ids
-        partial = not _still_there(open_stat)
+        partial = cwd is None and not _still_there(open_stat)
     else:
         try:
             status = read_file(b"status", dir_fd=dir_fd)
@@ -186,8 +187,9 @@ def _read_captured(
 ) -> InstanceRead:
     """`_read_details` for an exec the capture recorded: cmdline, exe and status are not read
     (the record has the argv, the walked path and the real ids), nor what the record's context
-    settles. Whether the process went during the read is told by stat read again through the
-    open file (no open, no close): a reaped task's reads empty or fail."""
+    settles. Whether the process went during the read is told by the cwd link, read last, or
+    when that cannot be read by stat read again through the open file (no open, no close): a
+    reaped task's reads empty or fail."""
     cmdline, no_cmdline = captured.argv, False
     if not captured.argv_complete:  # /proc's whole argv, if it is the one exec'd
         whole, no_cmdline = _cmdline(dir_fd)
@@ -195,15 +197,16 @@ def _read_captured(
     (exe, exe_deleted), no_exe = (captured.path, captured.path_deleted), False
     if exe is None:
         (exe, exe_deleted), no_exe = _exe(dir_fd)
-    # /proc's cwd while the process is there: the kernel reads it under the rename lock,
-    # which the capture's walk cannot take (a racing rename could mix two paths' names); the
-    # record's is for a process gone before its read (events.py `_from_capture`)
-    cwd, no_cwd = _cwd(dir_fd)
-    denied = no_cmdline or no_exe or no_cwd
     found = _context_values(
         context, dir_fd, raw_stat, stat.start_ticks, captured.context, captured.environ
     )
-    partial = not _still_there(stat_fd)
+    # /proc's cwd while the process is there: the kernel reads it under the rename lock,
+    # which the capture's walk cannot take (a racing rename could mix two paths' names); the
+    # record's is for a process gone before its read (events.py `_from_capture`). Read last,
+    # as in `_read_details`.
+    cwd, no_cwd = _cwd(dir_fd)
+    denied = no_cmdline or no_exe or no_cwd
+    partial = cwd is None and not _still_there(stat_fd)
     details = ProcessDetails(
         SHARED.one(exe),
         exe_deleted,

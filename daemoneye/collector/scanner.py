@@ -236,7 +236,7 @@ class ProcScanner:
         self._apply_hashes()
         new_names = self._poller.new_names()
         passed = None
-        if self._signatures is not None:
+        if self._signatures is not None and self._entries:  # none known: no read to spare
             if self._signatures_rest:
                 self._signatures_rest -= 1
             else:

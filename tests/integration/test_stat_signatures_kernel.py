@@ -173,3 +173,26 @@ def test_a_scanner_reads_only_what_moved_and_still_sees_changes_and_exits(
         for sleeper in sleepers:
             sleeper.kill()
             sleeper.wait()
+
+
+def test_a_first_scan_takes_no_signature_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every process a first scan meets is new and read whole: a pass would spare no read, so
+    the scan takes none; the next scan does."""
+    passes = StatSignatures.open()
+    taken: list[int] = []
+    real = passes.read
+
+    def counted() -> dict[int, int | None]:
+        found = real()
+        taken.append(len(found))
+        return found
+
+    monkeypatch.setattr(passes, "read", counted)
+    scanner = ProcScanner("/proc", boot_time=read_boot_time(), signatures=passes)
+    try:
+        first = scanner.scan()
+        assert first.stats.processes > 0 and taken == []
+        scanner.scan()
+        assert len(taken) == 1 and taken[0] > 0
+    finally:
+        scanner.close()

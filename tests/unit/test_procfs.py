@@ -17,7 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from daemoneye.collector import procfs
-from daemoneye.collector.details import read_instance
+from daemoneye.collector.context import ContextReader, ContextValues
+from daemoneye.collector.details import NO_CONTEXT_VALUES, read_instance
+from daemoneye.collector.kernel_context import FD_UNKNOWN, KernelContext, KernelFd
 from daemoneye.collector.procfs import (
     CMDLINE_KEEP_ARGS,
     CMDLINE_KEEP_BYTES,
@@ -30,6 +32,7 @@ from daemoneye.collector.procfs import (
     read_file,
     split_deleted,
 )
+from daemoneye.collector.task_iter import TaskContext
 from daemoneye.collector.users import UserNames
 from daemoneye.errors import CollectorError
 
@@ -314,6 +317,56 @@ def test_read_instance_of_a_zombie_and_of_no_process() -> None:
     finally:
         child.wait()
     assert read_instance(b"/proc", str(child.pid).encode(), UserNames()) is None
+
+
+class _EndsItDuringTheReads(ContextReader):
+    """A context reader that kills its child at the context's turn, reaped or left a zombie."""
+
+    def __init__(self, child: subprocess.Popen[bytes] | None, *, reap: bool) -> None:
+        super().__init__(b"/proc")
+        self._child, self._reap = child, reap
+
+    def read_values(self, *_args: object, **_kwargs: object) -> ContextValues:
+        if self._child is not None:
+            self._child.kill()
+            if self._reap:
+                self._child.wait()
+            else:
+                while b") Z " not in read_file(f"/proc/{self._child.pid}/stat"):
+                    time.sleep(0.01)
+        return NO_CONTEXT_VALUES
+
+
+@pytest.mark.parametrize(
+    ("ends", "reap", "partial"),
+    [(False, False, False), (True, False, False), (True, True, True)],
+    ids=["alive throughout", "a zombie by its cwd read", "reaped by its cwd read"],
+)
+def test_a_process_reaped_during_its_reads_is_partial(
+    ends: bool, reap: bool, partial: bool
+) -> None:
+    """With a task pass's ids (no `status` read to tell), the cwd link, read last, says whether
+    the process was there to the end; a reaped one is partial, a zombie is not (its stat still
+    reads, as before the cwd was read last)."""
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        start_ticks = parse_stat_fields(read_file(f"/proc/{child.pid}/stat")).start_ticks
+        no_fd = KernelFd(FD_UNKNOWN)
+        block = KernelContext(None, None, None, None, None, None, (no_fd, no_fd, no_fd))
+        read = read_instance(
+            b"/proc",
+            str(child.pid).encode(),
+            UserNames(),
+            _EndsItDuringTheReads(child if ends else None, reap=reap),
+            task=TaskContext(start_ticks, block, (os.getuid(), os.getgid())),
+        )
+        assert read is not None
+        assert read.partial is partial
+        assert (read.details.cwd is None) is ends
+        assert read.details.cmdline == ("sleep", "30")  # read before the end, either way
+    finally:
+        child.kill()
+        child.wait()
 
 
 # -- users -----------------------------------------------------------------------------------------
