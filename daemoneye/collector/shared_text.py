@@ -42,6 +42,11 @@ class SharedText:
             texts.clear()
         return tuple(map(texts.setdefault, argv, argv))
 
+    def clear(self) -> None:
+        """Forget every text (what a fresh procmond starts with; the benchmarks measure its
+        first scan so)."""
+        self._texts.clear()
+
     def many(self, values: tuple[str | None, ...]) -> tuple[str | None, ...]:
         """`values` (texts or None) each shared, when none is longer than the bound; else
         `values` itself. Two C-level passes: the agent runs it on every record it decodes."""

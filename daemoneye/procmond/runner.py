@@ -224,8 +224,8 @@ class Procmond:
         """Hello, a full first scan, then scans every interval and events as they come, until
         the agent closes the pair (PairClosed) or sends a frame that does not validate."""
         self.send(self.hello())
-        self.scan(full=True)
-        heap.settle()  # the first scan's garbage back to the kernel, its records frozen
+        with heap.burst():  # no collector passes; then its garbage back, its records frozen
+            self.scan(full=True)
         next_scan = time.monotonic() + self.settings.interval
         while True:
             wait = max(0.0, next_scan - time.monotonic())
