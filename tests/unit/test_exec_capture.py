@@ -29,12 +29,23 @@ from daemoneye.collector.exec_capture import (
     decode_record,
 )
 from daemoneye.collector.proc_events import (
+    PROC_EVENT_EXEC,
+    PROC_EVENT_EXIT,
+    PROC_EVENT_FORK,
     ExecEvent,
     ForkEvent,
     NetlinkOverrun,
     ProcConnectorEvent,
 )
-from tests.unit.test_netlink_events import BOOT, EVENT_NS, PARENT, write_process
+from tests.unit.test_netlink_events import (
+    BOOT,
+    EVENT_NS,
+    PARENT,
+    SocketPairConnector,
+    drain_until,
+    wire,
+    write_process,
+)
 
 TICK_NS = 10_000_000  # USER_HZ 100
 
@@ -490,3 +501,113 @@ def test_a_fork_whose_child_was_gone_before_its_read_takes_its_start_from_the_ex
     assert fork is not None and execed is not None
     assert fork.event.kind == "fork" and not fork.event.partial
     assert fork.event.start_time == execed.event.start_time == BOOT + 777 / 100
+
+
+# -- forks held to the next read --------------------------------------------------------------
+
+
+def _fork_datagram(child: int, seq: int) -> bytes:
+    return wire(PROC_EVENT_FORK, struct.pack("=IIII", PARENT, PARENT, child, child), seq)
+
+
+def _exec_datagram(pid: int, seq: int) -> bytes:
+    return wire(PROC_EVENT_EXEC, struct.pack("=II", pid, pid), seq)
+
+
+@pytest.fixture
+def fed() -> Iterator[SocketPairConnector]:
+    connector = SocketPairConnector()
+    connector.open()
+    yield connector
+    connector.close()
+    connector.feed.close()
+
+
+def _captured(
+    proc: Path, connector: SocketPairConnector, *records: bytes
+) -> tuple[ProcEventSource, list[int]]:
+    """A source with a capture, and the pids whose stat it reads (what holding forks spares)."""
+    capture, _ = capture_with(*records)
+    source = ProcEventSource(
+        BOOT, clk_tck=100, proc_root=str(proc), capture=capture, connector=connector
+    )
+    reads: list[int] = []
+    read_stat = source._read_stat
+
+    def counted(pid: int, event_ns: int) -> object:
+        reads.append(pid)
+        return read_stat(pid, event_ns)
+
+    source._read_stat = counted  # type: ignore[method-assign,assignment]
+    return source, reads
+
+
+def test_a_fork_alone_in_its_read_takes_its_start_from_the_child_s_exec_at_the_next(
+    tmp_path: Path, fed: SocketPairConnector
+) -> None:
+    """Under an exec storm the child has usually not exec'd yet when its fork is read: the
+    fork waits for the next read, where its exec's record gives the start time, and stat is
+    not read for it. Fork, then exec, as the kernel sent them."""
+    write_process(tmp_path, 42, start_ticks=777)
+    source, reads = _captured(tmp_path, fed, record(42, b"/bin/sh\0-c\0:\0"))
+    fed.feed.send(_fork_datagram(42, 1))
+    assert source._read_available() == 1
+    assert source.drain_observed() == []  # held
+    fed.feed.send(_exec_datagram(42, 2))
+    source._read_available()
+    fork, execed = source.drain_observed()
+    assert (fork.event.kind, execed.event.kind) == ("fork", "exec")
+    assert fork.event.start_time == execed.event.start_time == BOOT + 777 / 100
+    assert not fork.event.partial and fork.event.ppid == PARENT
+    assert reads == []
+
+
+def test_a_held_fork_whose_child_did_nothing_reads_stat_at_the_next_read(
+    tmp_path: Path, fed: SocketPairConnector
+) -> None:
+    write_process(tmp_path, 42, start_ticks=4321)
+    source, reads = _captured(tmp_path, fed)
+    fed.feed.send(_fork_datagram(42, 1))
+    source._read_available()
+    assert source.drain_observed() == [] and reads == []
+    assert source._read_available() == 0  # nothing new: the held fork is handled now
+    (fork,) = source.drain_observed()
+    assert fork.event.kind == "fork" and fork.event.start_time == BOOT + 4321 / 100
+    assert reads == [42]
+
+
+def test_a_fork_with_its_child_s_exit_in_the_same_read_is_not_held(
+    tmp_path: Path, fed: SocketPairConnector
+) -> None:
+    write_process(tmp_path, 42, start_ticks=4321, state="Z")
+    source, _ = _captured(tmp_path, fed)
+    fed.feed.send(_fork_datagram(42, 1))
+    fed.feed.send(wire(PROC_EVENT_EXIT, struct.pack("=IIIiII", 42, 42, 0, 17, 1, 1), 2))
+    source._read_available()
+    assert [o.event.kind for o in source.drain_observed()] == ["fork", "exit"]
+
+
+def test_without_the_capture_a_fork_is_read_at_once(
+    tmp_path: Path, fed: SocketPairConnector
+) -> None:
+    """No record to give a gone child's start: the fork's own read is all there is."""
+    write_process(tmp_path, 42, start_ticks=4321)
+    source = ProcEventSource(BOOT, clk_tck=100, proc_root=str(tmp_path), connector=fed)
+    fed.feed.send(_fork_datagram(42, 1))
+    source._read_available()
+    (fork,) = source.drain_observed()
+    assert fork.event.start_time == BOOT + 4321 / 100
+
+
+def test_the_reader_thread_handles_a_held_fork_when_nothing_else_wakes_it(
+    tmp_path: Path, fed: SocketPairConnector
+) -> None:
+    write_process(tmp_path, 42, start_ticks=4321)
+    source, _ = _captured(tmp_path, fed)
+    source.start()
+    try:
+        fed.feed.send(_fork_datagram(42, 1))
+        (fork,) = drain_until(source, 1)  # held at the wake, then handled after a wait
+        assert fork.event.kind == "fork" and not fork.event.partial
+    finally:
+        source.stop()
