@@ -3,16 +3,14 @@ join `all_processes` for context; a full evaluation sees everything."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from daemoneye.engine.evaluator import Evaluator, changed_keys, render_title
-from daemoneye.models import ProcessEvent, ProcessKey, ProcessRecord, Rule, ScanDelta
+from daemoneye.models import ProcessEvent, ProcessKey, Rule
 from daemoneye.store import Store, open_readonly
-
-RecordFactory = Callable[..., ProcessRecord]
-DeltaFactory = Callable[..., ScanDelta]
+from tests.unit.conftest import DeltaFactory, RecordFactory
 
 SHELL_UNDER_NGINX = """
 SELECT p.pid, p.start_time, p.name, parent.name AS parent_name

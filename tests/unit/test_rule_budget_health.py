@@ -17,14 +17,13 @@ from daemoneye.config.schema import Config, LoadedConfig
 from daemoneye.daemon.engine_link import EngineLink
 from daemoneye.engine.detection import DetectionEngine
 from daemoneye.engine.evaluator import MAX_CONSECUTIVE_TIMEOUTS
-from daemoneye.models import ProcessRecord, RuleStatus, ScanDelta
+from daemoneye.models import RuleStatus
 from daemoneye.store import Store
 from daemoneye.store.readonly import ReadOnlyStore, open_readonly
 from daemoneye.tui.logic.rules import rule_facts, rule_row
+from tests.unit.conftest import DeltaFactory, RecordFactory
 
 T = TypeVar("T")
-RecordFactory = Callable[..., ProcessRecord]
-DeltaFactory = Callable[..., ScanDelta]
 
 RULES = """
 [[rule]]

@@ -7,7 +7,7 @@ its shadow-table connection (a rule that skipped validation), and run by `daemon
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
@@ -16,7 +16,7 @@ import pytest
 from daemoneye.engine.evaluator import MAX_CONSECUTIVE_TIMEOUTS, Evaluator
 from daemoneye.engine.sandbox import Deadline, compile_columns, open_scratch
 from daemoneye.errors import QueryError
-from daemoneye.models import ProcessKey, ProcessRecord, Rule, ScanDelta
+from daemoneye.models import ProcessKey, Rule
 from daemoneye.store import Store, open_readonly
 from daemoneye.store.sandbox import (
     MAX_REGEXP_PATTERN,
@@ -28,9 +28,7 @@ from daemoneye.store.sandbox import (
     compile_pattern,
     regexp,
 )
-
-RecordFactory = Callable[..., ProcessRecord]
-DeltaFactory = Callable[..., ScanDelta]
+from tests.unit.conftest import DeltaFactory, RecordFactory
 
 BOMB = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
 

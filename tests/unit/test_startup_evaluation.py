@@ -4,18 +4,15 @@ once, and a rule a later swap changed is left to that swap's own evaluation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from daemoneye.config.schema import Config
 from daemoneye.engine.detection import DetectionEngine
-from daemoneye.models import ProcessRecord, ScanDelta
 from daemoneye.store import Store
-
-RecordFactory = Callable[..., ProcessRecord]
-DeltaFactory = Callable[..., ScanDelta]
+from tests.unit.conftest import DeltaFactory, RecordFactory
 
 RULE = """
 [[rule]]

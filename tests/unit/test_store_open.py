@@ -5,19 +5,16 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
 import pytest
 
 from daemoneye.errors import StoreError
-from daemoneye.models import ProcessRecord, ScanDelta
 from daemoneye.store import SCHEMA_VERSION, Store
 from daemoneye.store.schema import MIGRATIONS
-
-RecordFactory = Callable[..., ProcessRecord]
-DeltaFactory = Callable[..., ScanDelta]
+from tests.unit.conftest import DeltaFactory, RecordFactory
 
 
 def digest(path: Path) -> str:

@@ -8,19 +8,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
 import pytest
 
 from daemoneye.errors import QueryError, StoreError
-from daemoneye.models import ProcessEvent, ProcessRecord, ScanDelta
+from daemoneye.models import ProcessEvent
 from daemoneye.store import ReadOnlyStore, Store, open_readonly
 from daemoneye.store.records import ancestry, children_of, live_records, records_for_pid
-
-RecordFactory = Callable[..., ProcessRecord]
-DeltaFactory = Callable[..., ScanDelta]
+from tests.unit.conftest import DeltaFactory, RecordFactory
 
 RUNAWAY = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c"
 

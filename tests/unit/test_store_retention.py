@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import apsw
@@ -10,12 +9,10 @@ import apsw
 from daemoneye.config.schema import StoreConfig
 from daemoneye.engine import audit
 from daemoneye.engine.audit_prune import audit_pruner
-from daemoneye.models import ProcessEvent, ProcessRecord, ScanDelta
+from daemoneye.models import ProcessEvent
 from daemoneye.store import Store, open_readonly
 from daemoneye.store.retention import AUDIT_TABLES, table_bytes
-
-RecordFactory = Callable[..., ProcessRecord]
-DeltaFactory = Callable[..., ScanDelta]
+from tests.unit.conftest import DeltaFactory, RecordFactory
 
 DAY = 86400.0
 

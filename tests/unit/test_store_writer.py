@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from daemoneye.errors import StoreError
-from daemoneye.models import ExeHash, ProcessEvent, ProcessKey, ProcessRecord, ScanDelta
+from daemoneye.models import ExeHash, ProcessEvent, ProcessKey
 from daemoneye.store import Store, open_readonly
-
-RecordFactory = Callable[..., ProcessRecord]
-DeltaFactory = Callable[..., ScanDelta]
+from tests.unit.conftest import DeltaFactory, RecordFactory
 
 
 def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
