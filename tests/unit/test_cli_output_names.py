@@ -7,18 +7,27 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from daemoneye import cli
-from daemoneye.output import render
+from daemoneye.output import render, set_wide
 from daemoneye.store import Store
 
 from .conftest import DeltaFactory, RecordFactory
 
 ARGV = ("/bin/sh", "-c", "echo 'a b'", "")
+
+
+@pytest.fixture(autouse=True)
+def _not_wide_after() -> Iterator[None]:
+    """`--wide` is process-wide, set by the entry point: what a test's CLI run set must not
+    reach the next test in this process."""
+    yield
+    set_wide(False)
 
 
 @pytest.fixture
