@@ -350,6 +350,10 @@ def test_a_process_reaped_during_its_reads_is_partial(
     reads, as before the cwd was read last)."""
     child = subprocess.Popen(["sleep", "30"])
     try:
+        # Popen returns at the exec's close-on-exec, before the kernel has set up the new
+        # program's argv: wait for it, or cmdline reads empty
+        while not read_file(f"/proc/{child.pid}/cmdline"):
+            time.sleep(0.001)
         start_ticks = parse_stat_fields(read_file(f"/proc/{child.pid}/stat")).start_ticks
         no_fd = KernelFd(FD_UNKNOWN)
         block = KernelContext(None, None, None, None, None, None, (no_fd, no_fd, no_fd))

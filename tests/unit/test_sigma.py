@@ -297,7 +297,9 @@ def test_a_70_kb_rule_loads_and_matches(
     hit = make_record(300, 1.0, exe="/OPT/VENDOR/TOOL-02599")
     miss = make_record(301, 1.0, exe="/opt/vendor/tool-99999")
     store.apply(make_delta(2.0, added=[hit, miss]))
-    evaluator = Evaluator(store.path)
+    # what is checked is that it loads and matches, not how fast: a loaded machine (a CI
+    # runner's neighbours) must not push it past the default 250 ms budget
+    evaluator = Evaluator(store.path, full_time_budget_s=60.0)
     try:
         result = evaluator.evaluate_full([rule])
     finally:
