@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from daemoneye import cli
 from daemoneye.config.loading import load_config
 from daemoneye.config.schema import Config
 from daemoneye.daemon.collection import Collection
@@ -280,3 +282,43 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xstate"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     monkeypatch.setenv("DAEMONEYE_MODE", "user")
+
+
+def health_cli(capsys: pytest.CaptureFixture[str], db: Path, *more: str) -> tuple[int, str]:
+    code = cli.main(["health", "--db", str(db), *more])
+    return code, capsys.readouterr().out
+
+
+def test_daemoneye_health_shows_the_startup_evaluation_running_and_then_done(
+    collection: Collection, cli_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While it runs the daemon is healthy all the same (exit 0), and says what it means:
+    alerts about the past may still come."""
+    db = collection.store.path
+    progress = StartupProgress(3)
+    collection.startup_evaluation = progress
+    progress.rule_ended()
+    collection.write_health()
+    code, out = health_cli(capsys, db)
+    assert code == 0
+    [running] = [line for line in out.splitlines() if line.startswith("startup evaluation")]
+    assert re.fullmatch(
+        r"startup evaluation +running: 1 of 3 rules over the whole store, \d+\.\ds so far; "
+        r"alerts about past processes may still come, retention waits",
+        running,
+    ), running
+    _, out = health_cli(capsys, db, "-o", "json")
+    assert json.loads(out)[0]["startup_evaluation"]["state"] == "running"
+
+    progress.rule_ended()
+    progress.rule_ended(failed=True)
+    progress.end()
+    collection.write_health()
+    code, out = health_cli(capsys, db)
+    assert code == 0
+    [done] = [line for line in out.splitlines() if line.startswith("startup evaluation")]
+    assert re.fullmatch(
+        r"startup evaluation +done at \d\d:\d\d:\d\d: 3 rules over the whole store in "
+        r"\d+\.\ds, 1 failed \(the daemon's log says why\)",
+        done,
+    ), done
