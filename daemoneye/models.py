@@ -358,6 +358,26 @@ class ProcessPrivileges:
     no_new_privs: bool
 
 
+STARTUP_EVALUATION_STATES = ("running", "done", "stopped")
+
+
+@dataclass(frozen=True, slots=True)
+class StartupEvaluation:
+    """The daemon start's run of every rule over the whole stored history, one rule at a time
+    after the rules went live. While it runs, alerts about past processes may still come and
+    retention waits."""
+
+    state: str  # one of STARTUP_EVALUATION_STATES; 'stopped': the daemon stopped before the end
+    rules_total: int
+    # rules whose run has ended: evaluated, failed, or skipped because an edit or a switch
+    # meanwhile made the rule's own evaluation (or none) the one that counts
+    rules_done: int
+    rules_failed: int  # runs that ended in an error (the daemon's log names the rule)
+    started_at: float  # epoch seconds
+    elapsed_s: float  # so far while running; the whole run once it ended
+    ended_at: float | None = None  # epoch seconds; None while running
+
+
 @dataclass(frozen=True, slots=True)
 class HealthReport:
     """How the daemon is doing; written every tick and served by `daemoneye health`."""
@@ -418,6 +438,9 @@ class HealthReport:
     # procmond's BPF task passes (the first scan's context, the steady tick's stat): on,
     # resting or off and why; '' from a daemon without them
     task_passes: str = ""
+    # the start's run of the rules over the whole store; None: there was nothing to run (no
+    # rules), or a daemon without it
+    startup_evaluation: StartupEvaluation | None = None
 
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")  # lowest first

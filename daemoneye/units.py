@@ -43,6 +43,21 @@ def format_uptime(seconds: float) -> str:
     return f"{minutes}m"
 
 
+def format_elapsed(seconds: float) -> str:
+    """How long something took or has taken so far, tenths under ten seconds: `0.4s`, `41s`,
+    `5m 03s`, `1h 07m`."""
+    if seconds < 9.95:
+        return f"{max(0.0, seconds):.1f}s"
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
 # The units a config file writes, largest first (parsed by daemoneye/config/loading.py).
 _DURATION_WRITTEN = (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 0.001))
 _SIZE_WRITTEN = (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024))

@@ -13,6 +13,7 @@ from daemoneye.ipc.client import DaemonClient
 from daemoneye.ipc.codec import from_wire, to_wire
 from daemoneye.models import DaemonStatus, HealthReport, HistoryReach
 from daemoneye.output import render
+from daemoneye.startup_text import startup_evaluation_text
 from daemoneye.store.history import history_reach
 from daemoneye.store.readonly import ReadOnlyStore
 from daemoneye.units import format_uptime
@@ -162,6 +163,11 @@ def show_health(ctx: Context) -> int:
             f" {report.mode} mode",
         ),
         ("uptime", f"{uptime:.0f}s (since {format_time(report.started_at, now)})"),
+        *(
+            [("startup evaluation", startup_evaluation_text(report.startup_evaluation, now))]
+            if report.startup_evaluation is not None
+            else []
+        ),
         ("last report", f"{now - report.updated_at:.1f}s ago"),
         (
             "coverage",

@@ -33,6 +33,7 @@ from daemoneye.collector.records import exit_event
 from daemoneye.config.schema import Config
 from daemoneye.daemon.privilege_drop import privileges_of
 from daemoneye.daemon.procmond_link import ProcmondLink, last_pid
+from daemoneye.daemon.startup_evaluation import StartupProgress
 from daemoneye.daemon.store_outage import StoreOutage
 from daemoneye.engine.audit_prune import audit_pruner
 from daemoneye.engine.detection import DetectionEngine
@@ -182,9 +183,9 @@ class Collection:
         self._last_scan_ms = 0.0
         self._new_recent: list[tuple[float, int]] = []
         self._last_retention = 0.0
-        # Held while the startup runs the rules over the store (lifecycle.py): history that a
-        # rule has yet to see is not cleaned away under it.
-        self.retention_held = False
+        # The startup's run of the rules over the store (set by lifecycle.py when there are
+        # rules to run): `health` shows its progress, and retention waits while it runs.
+        self.startup_evaluation: StartupProgress | None = None
         self._audit_problem: str | None = None  # why the last pass could not prune the audit log
         self._cpu_mark = (time.monotonic(), _self_cpu_seconds())
         self._cpu_percent = 0.0
@@ -578,6 +579,13 @@ class Collection:
             return 0, 0
         return len(missing), ended
 
+    @property
+    def retention_held(self) -> bool:
+        """While the startup runs the rules over the store: history that a rule has yet to
+        see is not cleaned away under it."""
+        progress = self.startup_evaluation
+        return progress is not None and progress.running
+
     def health(self) -> HealthReport:
         now = self._clock()
         self._new_recent = [(ts, n) for ts, n in self._new_recent if now - ts <= 60.0]
@@ -672,6 +680,9 @@ class Collection:
             exec_rescued_total=procmond.exec_rescued_total if procmond else 0,
             exec_uncaptured_total=procmond.exec_uncaptured_total if procmond else 0,
             task_passes=procmond.task_passes if procmond else "",
+            startup_evaluation=(
+                self.startup_evaluation.snapshot() if self.startup_evaluation is not None else None
+            ),
         )
 
     def write_health(self, *extra_problems: str) -> None:

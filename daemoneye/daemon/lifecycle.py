@@ -34,6 +34,7 @@ from daemoneye.daemon.privilege_drop import (
 )
 from daemoneye.daemon.procmond_link import Lost, ProcmondLink, procmond_base_command
 from daemoneye.daemon.sdnotify import Notifier
+from daemoneye.daemon.startup_evaluation import StartupProgress, evaluate_in_full
 from daemoneye.engine import audit
 from daemoneye.engine.delivery import DeliveryWorker
 from daemoneye.engine.detection import DetectionEngine
@@ -192,34 +193,24 @@ class Daemon:
         # The rules are live already; running them over the whole store may take seconds on
         # a long history (each rule up to its full-evaluation budget), so it happens now, one
         # rule at a time on the worker, with clients' requests and ticks in between.
-        self.collection.retention_held = bool(in_full)
-        self._full_evaluation = asyncio.create_task(
-            self._evaluate_in_full(in_full), name="daemoneye-full-evaluation"
-        )
-
-    async def _evaluate_in_full(self, rules: tuple[Rule, ...]) -> None:
-        """The startup's full evaluation: every rule over the whole store, one worker job each;
-        retention waits for it. Stops between two rules when the daemon stops."""
-        loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        try:
-            for rule in rules:
-                if self._stopping_full_evaluation:
-                    return
-                try:
-                    await loop.run_in_executor(self._worker, self.engine.evaluate_in_full, rule)
-                except (StoreError, OSError) as exc:
-                    log.error("evaluating rule %s over the store failed: %s", rule.id, exc)
-                except Exception:  # a bug in one rule's run must not leave the others unrun
-                    log.exception("evaluating rule %s over the store failed", rule.id)
-        finally:
-            self.collection.retention_held = False
-        if rules:
-            log.info(
-                "%d rules evaluated over the whole store in %.1f s (live since the start)",
-                len(rules),
-                time.monotonic() - started,
+        if in_full:
+            progress = StartupProgress(len(in_full))
+            self.collection.startup_evaluation = progress
+            self._full_evaluation = asyncio.create_task(
+                self._evaluate_in_full(in_full, progress), name="daemoneye-full-evaluation"
             )
+
+    async def _evaluate_in_full(self, rules: tuple[Rule, ...], progress: StartupProgress) -> None:
+        """The startup's full evaluation: every rule over the whole store, one worker job each,
+        counted in `progress` (which `health` shows; retention waits while it runs). Stops
+        between two rules when the daemon stops."""
+        await evaluate_in_full(
+            rules,
+            self.engine.evaluate_in_full,
+            self._worker,
+            progress,
+            lambda: self._stopping_full_evaluation,
+        )
 
     async def _start_engine(self) -> tuple[Rule, ...]:
         """Sinks, rules and the rule-file watcher; the rules still to run over the whole store.

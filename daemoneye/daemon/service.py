@@ -165,11 +165,16 @@ class DaemonService:
         return self.engine
 
     def status(self) -> DaemonStatus:
-        assert self.feed.health_report is not None
+        report = self.feed.health_report
+        assert report is not None
+        progress = self._collection.startup_evaluation
+        if progress is not None:
+            # As of now, not of the last tick: a rule's run may end between two ticks.
+            report = dataclasses.replace(report, startup_evaluation=progress.snapshot())
         clients = len(self.feed.server.connections) if self.feed.server is not None else 0
         engine = self.engine.status() if self.engine is not None else None
         return DaemonStatus(
-            report=self.feed.health_report,
+            report=report,
             clients=clients,
             engine=engine,
             host=self.host_meters.sample(),

@@ -32,6 +32,7 @@ from daemoneye.models import (
     RuleProblem,
     RulesReload,
     RuleStatus,
+    StartupEvaluation,
     TableColumn,
     TableSchema,
 )
@@ -406,6 +407,26 @@ def sample_status(now: float = FAKE_NOW) -> DaemonStatus:
         sink_backlog=0,
     )
     return DaemonStatus(sample_health(now), clients=2, engine=engine, host=sample_host(now))
+
+
+def starting_status(now: float = FAKE_NOW) -> DaemonStatus:
+    """The daemon 50 s after it started: 3 of its 12 rules have run over the stored history,
+    for 41 s so far."""
+    started = sample_status(now)
+    report = dataclasses.replace(
+        started.report,
+        started_at=now - 50.0,
+        ticks=50,
+        startup_evaluation=StartupEvaluation(
+            state="running",
+            rules_total=12,
+            rules_done=3,
+            rules_failed=0,
+            started_at=now - 41.0,
+            elapsed_s=41.0,
+        ),
+    )
+    return dataclasses.replace(started, report=report)
 
 
 def sample_host(now: float = FAKE_NOW) -> HostMeters:

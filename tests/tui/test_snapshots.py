@@ -20,6 +20,7 @@ from tests.fakes.dashboard_source import (
     hostile_processes,
     proc,
     sample_alerts,
+    starting_status,
 )
 from tests.tui.conftest import AppFactory
 from tests.tui.helpers import settle
@@ -221,6 +222,14 @@ class TestHealthScreen:
         self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
     ) -> None:
         assert snap_compare(make_app(), press=["5"], terminal_size=size, run_before=just_settle)
+
+    @pytest.mark.parametrize("size", SIZES)
+    def test_startup_evaluation_running(
+        self, snap_compare: SnapCompare, make_app: AppFactory, size: tuple[int, int]
+    ) -> None:
+        """Just after a start: 3 of 12 rules run over history, beside the uptime."""
+        app = make_app(FakeSource(status=starting_status()))
+        assert snap_compare(app, press=["5"], terminal_size=size, run_before=just_settle)
 
 
 async def requests_done(pilot: Pilot[Any]) -> None:

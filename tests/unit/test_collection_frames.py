@@ -12,6 +12,7 @@ import pytest
 
 from daemoneye.config.schema import Config
 from daemoneye.daemon.collection import Collection
+from daemoneye.daemon.startup_evaluation import StartupProgress
 from daemoneye.models import ProcessEvent, ProcessKey, ProcessRecord, ScanDelta, ScanStats
 from daemoneye.procmond import frames
 from daemoneye.store.db import Store
@@ -115,10 +116,12 @@ def test_retention_waits_while_the_startup_runs_the_rules_over_history(tmp_path:
     collection.apply_frames([HELLO, full_scan(50.0, old)])
     collection.apply_frames([frames.Scan(_ended(1000.0, old), False, ())])
     assert _stored_pids(store) == {11}
-    collection.retention_held = True
+    progress = StartupProgress(1)
+    collection.startup_evaluation = progress
     collection.apply_frames([frames.Scan(_ended(2000.0), False, ())])
     assert _stored_pids(store) == {11}  # past its retention, kept while held
-    collection.retention_held = False
+    progress.rule_ended()
+    progress.end()
     collection.apply_frames([frames.Scan(_ended(4000.0), False, ())])
     assert _stored_pids(store) == set()
 

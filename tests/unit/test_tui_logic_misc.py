@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from daemoneye.models import ProcessKey
+from daemoneye.models import DaemonStatus, ProcessKey, StartupEvaluation
 from daemoneye.tui.logic.connection import ConnectionState, header_parts
 from daemoneye.tui.logic.detail import cmdline_text, process_facts
 from daemoneye.tui.logic.glyphs import CHEVRON
@@ -18,6 +20,7 @@ from tests.fakes.dashboard_source import (
     sample_processes,
     sample_rules,
     sample_status,
+    starting_status,
 )
 
 pytestmark = pytest.mark.usefixtures("utc")  # times are shown in local time
@@ -84,6 +87,29 @@ def test_health_shows_clients_engine_and_problems() -> None:
     assert ("clients", "2", "") in sections["daemon"]
     assert ("rules", "5 active, 1 rejected", "high") in sections["engine"]
     assert problems(sample_status()) == []
+
+
+def daemon_facts(status: DaemonStatus) -> dict[str, tuple[str, str]]:
+    daemon = dict(health_sections(status, FAKE_NOW))["daemon"]
+    return {label: (value, tone) for label, value, tone in daemon}
+
+
+def test_health_says_the_rules_are_still_running_over_history_after_a_start() -> None:
+    assert daemon_facts(starting_status())["startup eval"] == (
+        "running: 3 of 12 rules over the whole store, 41s so far; alerts about past "
+        "processes may still come, retention waits",
+        "low",
+    )
+    done = StartupEvaluation("done", 12, 12, 0, FAKE_NOW - 7200, 3.24, ended_at=FAKE_NOW - 7196)
+    status = sample_status()
+    status = dataclasses.replace(
+        status, report=dataclasses.replace(status.report, startup_evaluation=done)
+    )
+    assert daemon_facts(status)["startup eval"] == (
+        "done at 20:13:24: 12 rules over the whole store in 3.2s",
+        "",
+    )
+    assert "startup eval" not in daemon_facts(sample_status())  # nothing ran at the start
 
 
 def test_the_detail_marks_a_deleted_executable_clearly() -> None:

@@ -8,7 +8,14 @@ from daemoneye.capability_text import (
     exec_capture_text,
     identity,
 )
-from daemoneye.models import DaemonStatus, EngineStatus, HealthReport, ProcessPrivileges
+from daemoneye.models import (
+    DaemonStatus,
+    EngineStatus,
+    HealthReport,
+    ProcessPrivileges,
+    StartupEvaluation,
+)
+from daemoneye.startup_text import startup_evaluation_text
 from daemoneye.tui.logic.format import DASH, format_bytes, format_duration, format_time, safe
 
 Fact = tuple[str, str, str]  # label, value, tone ("" or a severity / "dim")
@@ -39,6 +46,15 @@ def engine_facts(engine: EngineStatus | None, now: float) -> list[Fact]:
     if engine.last_reload_error:
         facts.append(("reload error", safe(engine.last_reload_error, 1000), "high"))
     return facts
+
+
+def startup_facts(evaluation: StartupEvaluation | None, now: float) -> list[Fact]:
+    """The start's run of the rules over the whole store: marked while it runs (alerts about
+    past processes may still come) and when a rule's run failed."""
+    if evaluation is None:
+        return []
+    tone = "medium" if evaluation.rules_failed else "low" if evaluation.state != "done" else ""
+    return [("startup eval", startup_evaluation_text(evaluation, now), tone)]
 
 
 def _process_facts(
@@ -81,6 +97,7 @@ def health_sections(status: DaemonStatus, now: float) -> list[tuple[str, list[Fa
                     "" if report.privileged else "medium",
                 ),
                 ("uptime", format_duration(now - report.started_at), ""),
+                *startup_facts(report.startup_evaluation, now),
                 (
                     "events",
                     safe(report.event_source, 200),
