@@ -68,7 +68,9 @@ CAPTURED_BATCH_S = 0.002
 # With the capture on, a fork whose child did nothing else in its batch is held to the next
 # read (at most this long when nothing else wakes the reader): the child has usually exec'd by
 # then, and its exec's read or record gives the start time that the fork would have read stat
-# for. A fork only teaches start times (the feed stores none), so holding it loses nothing.
+# for. A fork only teaches start times (the feed stores none). What holding it can lose: the
+# start time of a child that exits without exec'ing between the two reads and is reaped at
+# once; its exit is then partial, as a child's that lived under the 2 ms batch always was.
 HELD_FORK_WAIT_MS = 10
 # the messages after a fork that say its child did something: the fork is not held then
 _ABOUT_A_CHILD = (ExecEvent, ExitEvent, CommEvent, UidEvent, GidEvent, PtraceEvent)
@@ -129,6 +131,9 @@ class ProcEventSource:
         self._known_capacity = known_capacity
         self._exec_reads: dict[int, _ExecRead] = {}
         self._held_forks: list[ForkEvent] = []  # from the last read, handled at the next
+        # a fork (by id) -> the kind of its child's next message in the batch (ExecEvent or
+        # ExitEvent), set by prefetch_execs: only an exec right after it may give its start
+        self._fork_next: dict[int, type[ExecEvent] | type[ExitEvent]] = {}
         self._batch = batch
         self._priority_boost = priority_boost
         self._realtime = realtime
@@ -329,10 +334,17 @@ class ProcEventSource:
         if self._context is not None:
             self._context.new_scan()  # socket tables are read at most once per batch
         self.prefetch_execs(messages)
+        fresh = messages[len(held) :]
+        for message in fresh:  # in the order they came: a held fork is handled later
+            if not isinstance(message, MalformedMessage | NetlinkOverrun | NetlinkError):
+                self._track_sequence(message.cpu, message.seq)
         if self._capture is not None:
             messages = self._hold_forks(messages, held)
-        produced = [observed for m in messages if (observed := self.handle(m)) is not None]
+        produced = [
+            observed for m in messages if (observed := self.handle(m, tracked=True)) is not None
+        ]
         self._exec_reads.clear()
+        self._fork_next.clear()
         if produced:
             self.enqueue(produced)
         return received
@@ -371,7 +383,19 @@ class ProcEventSource:
         fork whose exec is in the same batch then takes its start from this read instead of
         reading stat again. Only batches that queued up while the reader was busy hold more
         than one message, so this is the reader shedding work exactly when it falls behind."""
+        self._fork_next.clear()
+        waiting: dict[int, int] = {}  # a child's pid -> its fork, until its next message
         for message in messages:
+            if isinstance(message, ForkEvent):
+                if not message.is_thread:
+                    waiting[message.child_tgid] = id(message)
+                continue
+            if isinstance(message, ExecEvent) or (
+                isinstance(message, ExitEvent) and not message.is_thread
+            ):
+                fork = waiting.pop(message.tgid, None)
+                if fork is not None:
+                    self._fork_next[fork] = type(message)
             if isinstance(message, ExecEvent) and message.tgid not in self._exec_reads:
                 self._exec_reads[message.tgid] = self._read_exec(message.tgid, message.timestamp_ns)
 
@@ -398,8 +422,9 @@ class ProcEventSource:
                 kept.append(message)
         return kept
 
-    def handle(self, message: ProcConnectorEvent) -> ObservedEvent | None:
-        """Turn one decoded connector message into a queued record, or None."""
+    def handle(self, message: ProcConnectorEvent, *, tracked: bool = False) -> ObservedEvent | None:
+        """Turn one decoded connector message into a queued record, or None. `tracked`: its
+        sequence number was already checked for gaps, as it arrived (`_read_available`)."""
         if isinstance(message, MalformedMessage):
             self.malformed_total += 1
             return None
@@ -410,7 +435,8 @@ class ProcEventSource:
             log.debug("process connector: netlink error %d", message.error)
             return None
         self.messages_total += 1
-        self._track_sequence(message.cpu, message.seq)
+        if not tracked:
+            self._track_sequence(message.cpu, message.seq)
         observed: ObservedEvent | None = None
         if isinstance(message, ExecEvent):
             observed = self._on_exec(message)
@@ -451,12 +477,19 @@ class ProcEventSource:
             self.dropped_total += 1
             return None
         pid = message.child_tgid
-        exec_read = self._exec_reads.get(pid)
+        after = self._fork_next.get(id(message))  # the child's next message in this batch
+        exec_read = self._exec_reads.get(pid) if after is ExecEvent else None
+        read_ticks = exec_read[0].start_ticks if exec_read and exec_read[0] else None
+        record_ticks = exec_read[3].start_ticks if exec_read and exec_read[3] else None
         ticks: int | None = None
-        if exec_read is not None and exec_read[0] is not None:
-            ticks = exec_read[0].start_ticks
-        elif exec_read is not None and exec_read[3] is not None:
-            ticks = exec_read[3].start_ticks  # gone before its read: the exec's record says
+        if after is ExitEvent:
+            pass  # ended before this read: its stat is gone or a newcomer's (its exit reads it)
+        elif read_ticks is not None and self._ticks_started_by(read_ticks, message.timestamp_ns):
+            ticks = read_ticks
+        elif record_ticks is not None and self._ticks_started_by(
+            record_ticks, message.timestamp_ns
+        ):
+            ticks = record_ticks  # gone before its read: the exec's record says
         else:
             stat = self._read_stat(pid, message.timestamp_ns)
             ticks = stat.start_ticks if stat is not None else None
@@ -637,7 +670,10 @@ class ProcEventSource:
 
     def _started_by(self, stat: StatFields, event_ns: int) -> bool:
         """False when the process we read started after the event: a newcomer reused the pid."""
-        started_ns = stat.start_ticks * self._tick_ns
+        return self._ticks_started_by(stat.start_ticks, event_ns)
+
+    def _ticks_started_by(self, start_ticks: int, event_ns: int) -> bool:
+        started_ns = start_ticks * self._tick_ns
         return started_ns <= event_ns + self._boot_minus_mono_ns + self._tick_ns
 
     def _read_exec(self, pid: int, event_ns: int) -> _ExecRead:

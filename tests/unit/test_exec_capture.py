@@ -611,3 +611,43 @@ def test_the_reader_thread_handles_a_held_fork_when_nothing_else_wakes_it(
         assert fork.event.kind == "fork" and not fork.event.partial
     finally:
         source.stop()
+
+
+def test_a_held_fork_does_not_make_the_messages_after_it_look_lost(
+    tmp_path: Path, fed: SocketPairConnector
+) -> None:
+    """Where every event reaches the reader (no socket filter, no kernel mask) a gap in a
+    CPU's sequence numbers is a loss. A fork handled a read late must not move that CPU's
+    last number back: its successors came in order."""
+    write_process(tmp_path, 42)
+    source, _ = _captured(tmp_path, fed)
+    fed.feed.send(_fork_datagram(42, 1))
+    fed.feed.send(wire(PROC_EVENT_EXIT, struct.pack("=IIIiII", 77, 77, 0, 17, 1, 1), 2))
+    source._read_available()
+    fed.feed.send(wire(PROC_EVENT_EXIT, struct.pack("=IIIiII", 78, 78, 0, 17, 1, 1), 3))
+    source._read_available()
+    source._read_available()  # the held fork, handled last
+    assert sorted(o.event.pid for o in source.drain_observed()) == [42, 77, 78]
+    assert source.lost_total == 0 and not source.needs_reconcile
+
+
+def test_a_held_fork_whose_child_ended_does_not_take_a_newcomer_s_start(
+    tmp_path: Path, fed: SocketPairConnector
+) -> None:
+    """Held, its child exited, and a newcomer forked and exec'd under the same pid before the
+    next read: the newcomer's start is not the ended child's (its exit would end the
+    newcomer's instance). The ended one's fork and exit stay of unknown start."""
+    newcomer = 9999
+    source, _ = _captured(tmp_path, fed, record(42, b"/bin/sh\0", start_ticks=newcomer))
+    fed.feed.send(_fork_datagram(42, 1))
+    source._read_available()  # held
+    write_process(tmp_path, 42, start_ticks=newcomer)
+    fed.feed.send(wire(PROC_EVENT_EXIT, struct.pack("=IIIiII", 42, 42, 0, 17, 1, 1), 2))
+    fed.feed.send(_fork_datagram(42, 3))
+    fed.feed.send(_exec_datagram(42, 4))
+    source._read_available()
+    events = [o.event for o in source.drain_observed()]
+    assert [e.kind for e in events] == ["fork", "exit", "fork", "exec"]
+    assert events[2].start_time == events[3].start_time == BOOT + newcomer / 100
+    assert events[0].start_time != events[3].start_time
+    assert events[1].start_time != events[3].start_time
