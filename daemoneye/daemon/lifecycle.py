@@ -34,7 +34,7 @@ from daemoneye.daemon.privilege_drop import (
 )
 from daemoneye.daemon.procmond_link import Lost, ProcmondLink, procmond_base_command
 from daemoneye.daemon.sdnotify import Notifier
-from daemoneye.daemon.startup_evaluation import StartupProgress, evaluate_in_full
+from daemoneye.daemon.startup_evaluation import StartupProgress, start_in_full
 from daemoneye.engine import audit
 from daemoneye.engine.delivery import DeliveryWorker
 from daemoneye.engine.detection import DetectionEngine
@@ -196,21 +196,13 @@ class Daemon:
         if in_full:
             progress = StartupProgress(len(in_full))
             self.collection.startup_evaluation = progress
-            self._full_evaluation = asyncio.create_task(
-                self._evaluate_in_full(in_full, progress), name="daemoneye-full-evaluation"
+            self._full_evaluation = start_in_full(
+                in_full,
+                self.engine.evaluate_in_full,
+                self._worker,
+                progress,
+                lambda: self._stopping_full_evaluation,
             )
-
-    async def _evaluate_in_full(self, rules: tuple[Rule, ...], progress: StartupProgress) -> None:
-        """The startup's full evaluation: every rule over the whole store, one worker job each,
-        counted in `progress` (which `health` shows; retention waits while it runs). Stops
-        between two rules when the daemon stops."""
-        await evaluate_in_full(
-            rules,
-            self.engine.evaluate_in_full,
-            self._worker,
-            progress,
-            lambda: self._stopping_full_evaluation,
-        )
 
     async def _start_engine(self) -> tuple[Rule, ...]:
         """Sinks, rules and the rule-file watcher; the rules still to run over the whole store.

@@ -48,10 +48,11 @@ class StartupProgress:
 
     def rule_ended(self, *, failed: bool = False) -> None:
         """One rule's job has ended: evaluated, skipped (edited or switched off meanwhile), or
-        failed."""
+        failed. Not counted once the run has ended (a job that finished after a stop)."""
         with self._lock:
-            self._done += 1
-            self._failed += failed
+            if self._ended is None:
+                self._done += 1
+                self._failed += failed
 
     def end(self) -> None:
         """No more rules will run: 'done' when every rule's job has ended, else 'stopped'. Only
@@ -77,6 +78,24 @@ class StartupProgress:
                 elapsed_s=round(elapsed, 3),
                 ended_at=ended_at,
             )
+
+
+def start_in_full(
+    rules: Sequence[Rule],
+    evaluate: Callable[[Rule], object],
+    worker: Executor,
+    progress: StartupProgress,
+    stopping: Callable[[], bool],
+) -> asyncio.Task[None]:
+    """`evaluate_in_full` as a task of the running loop. `progress` ends however the task
+    ends, cancelled before its first step too: health must not say "running" for ever, nor
+    retention wait for ever."""
+    task = asyncio.create_task(
+        evaluate_in_full(rules, evaluate, worker, progress, stopping),
+        name="daemoneye-full-evaluation",
+    )
+    task.add_done_callback(lambda _task: progress.end())
+    return task
 
 
 async def evaluate_in_full(

@@ -5,6 +5,7 @@ once, and a rule a later swap changed is left to that swap's own evaluation."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from daemoneye.config.loading import load_config
 from daemoneye.config.schema import Config
 from daemoneye.daemon.collection import Collection
 from daemoneye.daemon.service import DaemonService
-from daemoneye.daemon.startup_evaluation import StartupProgress, evaluate_in_full
+from daemoneye.daemon.startup_evaluation import StartupProgress, start_in_full
 from daemoneye.engine.detection import DetectionEngine
 from daemoneye.errors import StoreError
 from daemoneye.ipc.codec import from_wire, to_wire
@@ -163,7 +164,11 @@ def run_at_start(
     """What the daemon's startup does with the rules `load_live` left to run in full."""
     progress = StartupProgress(len(rules))
     collection.startup_evaluation = progress
-    asyncio.run(evaluate_in_full(rules, evaluate, OnThisThread(), progress, stopping))
+
+    async def started() -> None:
+        await start_in_full(rules, evaluate, OnThisThread(), progress, stopping)
+
+    asyncio.run(started())
     return progress
 
 
@@ -245,6 +250,30 @@ def test_a_stop_in_the_middle_leaves_it_stopped_not_running_and_releases_retenti
     assert raw is not None
     last = from_wire(HealthReport, json.loads(raw)).startup_evaluation
     assert last is not None and (last.state, last.rules_done) == ("stopped", 1)
+
+
+def test_cancelled_before_its_first_rule_it_ends_stopped_and_releases_retention(
+    engine: DetectionEngine, rules_dir: Path, collection: Collection
+) -> None:
+    """However its task ends, the run ends: a cancel before its first step (the loop closing
+    under it) must not leave health saying "running" and retention waiting for ever."""
+    pending = engine.load_live()
+    progress = StartupProgress(len(pending))
+    collection.startup_evaluation = progress
+
+    async def cancelled_at_once() -> None:
+        task = start_in_full(
+            pending, engine.evaluate_in_full, OnThisThread(), progress, lambda: False
+        )
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancelled_at_once())
+    assert shown(collection) == ("stopped", 0, len(pending), 0)
+    assert not collection.retention_held
+    progress.rule_ended()  # a job that finished after the end is not counted
+    assert shown(collection) == ("stopped", 0, len(pending), 0)
 
 
 def test_the_health_answer_counts_a_rule_that_ended_since_the_last_tick(
