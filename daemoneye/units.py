@@ -30,17 +30,26 @@ def format_time(ts: float | None, now: float | None = None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", local)
 
 
-def format_uptime(seconds: float) -> str:
-    """Time since boot as top and htop write it, short: `3d 4h`, `4h 07m`, `12m`."""
+def format_span(seconds: float, *, with_seconds: bool = True) -> str:
+    """A span of time, short: `3d 4h`, `4h 07m`, `5m 03s`, `42s`; without seconds `12m`."""
     total = max(0, int(seconds))
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
+    minutes, secs = divmod(rest, 60)
     if days:
         return f"{days}d {hours}h"
     if hours:
         return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m"
+    if not with_seconds:
+        return f"{minutes}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def format_uptime(seconds: float) -> str:
+    """Time since boot as top and htop write it, short: `3d 4h`, `4h 07m`, `12m`."""
+    return format_span(seconds, with_seconds=False)
 
 
 def format_elapsed(seconds: float) -> str:
@@ -48,14 +57,7 @@ def format_elapsed(seconds: float) -> str:
     `5m 03s`, `1h 07m`."""
     if seconds < 9.95:
         return f"{max(0.0, seconds):.1f}s"
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
+    return format_span(round(seconds))
 
 
 # The units a config file writes, largest first (parsed by daemoneye/config/loading.py).

@@ -1,8 +1,10 @@
-"""Shared unit-test fixtures: factories for the records the store is fed."""
+"""Shared unit-test fixtures: factories for the records the store is fed, and a user
+environment of a test's own for the CLI."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +19,20 @@ from daemoneye.store import Store
 
 RecordFactory = Callable[..., ProcessRecord]
 DeltaFactory = Callable[..., ScanDelta]
+
+
+def own_user_env(home: Path, monkeypatch: pytest.MonkeyPatch, *, state: str = "state") -> None:
+    """`daemoneye` run in this test finds no daemon, config or state of the user's: every
+    DAEMONEYE_, PROCMOND_ and XDG_ variable cleared, HOME and the XDG directories under
+    `home` (the state directory named `state`), user mode."""
+    for name in list(os.environ):
+        if name.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "cfg"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / state))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
+    monkeypatch.setenv("DAEMONEYE_MODE", "user")
 
 
 def _record(pid: int, start_time: float, **overrides: Any) -> ProcessRecord:

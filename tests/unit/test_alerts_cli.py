@@ -16,18 +16,12 @@ from daemoneye.engine import audit
 from daemoneye.engine.alerts import AlertBook
 from daemoneye.models import Detection
 from daemoneye.store import Store
+from tests.unit.conftest import own_user_env
 
 
 @pytest.fixture
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("DAEMONEYE_MODE", "user")
+    own_user_env(tmp_path, monkeypatch)
     monkeypatch.setenv("COLUMNS", "200")  # tables fit the terminal: make it wide and fixed
     path = tmp_path / "store" / "d.db"
     now = time.time()

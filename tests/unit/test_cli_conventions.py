@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +13,13 @@ from daemoneye.commands.config_show import as_written
 from daemoneye.config.loading import coerce
 from daemoneye.config.schema import KEYS, Config
 from daemoneye.store import Store
+from tests.unit.conftest import own_user_env
 
 
 @pytest.fixture
 def user_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A user-mode environment of its own: no daemon answers on its socket."""
-    for name in list(os.environ):
-        if name.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    own_user_env(tmp_path, monkeypatch)
     db = tmp_path / "state" / "d.db"
     with Store.open(db):
         pass

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from daemoneye import cli
 from daemoneye.output import render, set_wide
 from daemoneye.store import Store
 
-from .conftest import DeltaFactory, RecordFactory
+from .conftest import DeltaFactory, RecordFactory, own_user_env
 
 ARGV = ("/bin/sh", "-c", "echo 'a b'", "")
 
@@ -38,12 +37,7 @@ def db(
     make_delta: DeltaFactory,
 ) -> Path:
     """A user-mode environment whose store holds one live process with a tricky argv."""
-    for name in list(os.environ):
-        if name.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    own_user_env(tmp_path, monkeypatch)
     path = tmp_path / "state" / "d.db"
     record = make_record(4242, 1700000000.5, name="sh", cmdline=ARGV, cpu_percent=12.5)
     with Store.open(path) as store:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from daemoneye.models import ProcessEvent, ScanDelta, ScanStats, TimelineEvent
 from daemoneye.store import Store, open_readonly
 from daemoneye.store.history import timeline_matching
 from tests.fakes.dashboard_source import sample_health
-from tests.unit.conftest import RecordFactory
+from tests.unit.conftest import RecordFactory, own_user_env
 from tests.unit.test_history import fill
 
 NOW = time.time()
@@ -31,14 +30,7 @@ HOUR = 3600.0
 def db(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: Store, make_record: RecordFactory
 ) -> Path:
-    for name in list(os.environ):
-        if name.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xstate"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("DAEMONEYE_MODE", "user")
+    own_user_env(tmp_path, monkeypatch, state="xstate")
     # init(1) since 3 h ago; a shell under it; an ssh that ran for an hour 2 h ago under the
     # shell; a miner started 10 minutes ago.
     fill(

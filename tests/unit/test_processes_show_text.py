@@ -3,7 +3,6 @@ parent or child chooses its own name, and the reader's terminal must not obey it
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from daemoneye import cli
 from daemoneye.store import Store
 
-from .conftest import DeltaFactory, RecordFactory
+from .conftest import DeltaFactory, RecordFactory, own_user_env
 
 HOSTILE = "p\x1b]0;pwned\x07\x1b[2J\u202e\x9b"
 RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -25,12 +24,7 @@ def test_ancestry_and_children_names_are_escaped(
     make_record: RecordFactory,
     make_delta: DeltaFactory,
 ) -> None:
-    for name in list(os.environ):
-        if name.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    own_user_env(tmp_path, monkeypatch)
     db = tmp_path / "state" / "d.db"
     parent = make_record(100, 1.0, name="parent" + HOSTILE)
     me = make_record(200, 2.0, ppid=100, name="me")

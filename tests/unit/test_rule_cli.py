@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import textwrap
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from daemoneye import cli
 from daemoneye.models import ProcessRecord, ScanDelta, ScanStats
 from daemoneye.store import Store
+from tests.unit.conftest import own_user_env
 
 BAD_FILE = textwrap.dedent("""
     [[rule]]
@@ -32,14 +32,7 @@ BAD_FILE = textwrap.dedent("""
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("DAEMONEYE_MODE", "user")
+    own_user_env(tmp_path, monkeypatch)
     return tmp_path
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future
@@ -28,7 +27,7 @@ from daemoneye.ipc.codec import from_wire, to_wire
 from daemoneye.models import DaemonStatus, HealthReport, Rule
 from daemoneye.paths import Mode
 from daemoneye.store import Store
-from tests.unit.conftest import DeltaFactory, RecordFactory
+from tests.unit.conftest import DeltaFactory, RecordFactory, own_user_env
 
 T = TypeVar("T")
 
@@ -302,14 +301,7 @@ def test_the_health_answer_counts_a_rule_that_ended_since_the_last_tick(
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`daemoneye` run here finds no daemon and no config of the user's."""
-    for name in list(os.environ):
-        if name.startswith(("DAEMONEYE_", "PROCMOND_", "XDG_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xstate"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("DAEMONEYE_MODE", "user")
+    own_user_env(tmp_path, monkeypatch, state="xstate")
 
 
 def health_cli(capsys: pytest.CaptureFixture[str], db: Path, *more: str) -> tuple[int, str]:

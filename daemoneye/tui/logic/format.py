@@ -13,6 +13,7 @@ from daemoneye.models import Alert, ProcessRecord
 from daemoneye.text import shorten, visible
 from daemoneye.tui.logic.glyphs import TIMES
 from daemoneye.units import format_bytes as format_bytes
+from daemoneye.units import format_span
 from daemoneye.units import format_time as format_time
 
 CMD_CELL_CHARS = 240  # a table cell never holds more of a command line than this
@@ -32,19 +33,7 @@ def format_started(ts: float, now: float) -> str:
 
 def format_duration(seconds: float | None) -> str:
     """A short human duration: "42s", "5m 03s", "3h 07m", "12d 4h"."""
-    if seconds is None:
-        return DASH
-    total = max(0, int(seconds))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
+    return DASH if seconds is None else format_span(seconds)
 
 
 def format_percent(value: float) -> str:
