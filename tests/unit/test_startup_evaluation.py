@@ -309,6 +309,14 @@ def health_cli(capsys: pytest.CaptureFixture[str], db: Path, *more: str) -> tupl
     return code, capsys.readouterr().out
 
 
+def startup_row(capsys: pytest.CaptureFixture[str], db: Path) -> str:
+    """`daemoneye health`'s startup evaluation row; the command says healthy (exit 0)."""
+    code, out = health_cli(capsys, db)
+    assert code == 0
+    [row] = [line for line in out.splitlines() if line.startswith("startup evaluation")]
+    return row
+
+
 def test_daemoneye_health_shows_the_startup_evaluation_running_and_then_done(
     collection: Collection, cli_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -319,9 +327,7 @@ def test_daemoneye_health_shows_the_startup_evaluation_running_and_then_done(
     collection.startup_evaluation = progress
     progress.rule_ended()
     collection.write_health()
-    code, out = health_cli(capsys, db)
-    assert code == 0
-    [running] = [line for line in out.splitlines() if line.startswith("startup evaluation")]
+    running = startup_row(capsys, db)
     assert re.fullmatch(
         r"startup evaluation +running: 1 of 3 rules over the whole store, \d+\.\ds so far; "
         r"alerts about past processes may still come, retention waits",
@@ -334,9 +340,7 @@ def test_daemoneye_health_shows_the_startup_evaluation_running_and_then_done(
     progress.rule_ended(failed=True)
     progress.end()
     collection.write_health()
-    code, out = health_cli(capsys, db)
-    assert code == 0
-    [done] = [line for line in out.splitlines() if line.startswith("startup evaluation")]
+    done = startup_row(capsys, db)
     assert re.fullmatch(
         r"startup evaluation +done at \d\d:\d\d:\d\d: 3 rules over the whole store in "
         r"\d+\.\ds, 1 failed \(the daemon's log says why\)",
