@@ -619,8 +619,8 @@ class ContextReader:
         if fd.state != FD_OPEN:
             return self._stdio(dir_fd, fd_name, net_ns) if dir_fd is not None else None
         file_type = stat.S_IFMT(fd.mode)
-        if file_type == stat.S_IFIFO:
-            return f"pipe:[{fd.inode}]"
+        if file_type == stat.S_IFIFO:  # a supervisor's log pipe: thousands may share one
+            return self._share(f"pipe:[{fd.inode}]")
         if file_type == stat.S_IFSOCK:
             if dir_fd is None:
                 return f"socket:[{fd.inode}]"

@@ -42,7 +42,8 @@ def cpu_since_start(cpu_ticks: int, start_time: float, now: float, ticks_per_s: 
     """CPU % of one core over the instance's life, the only interval a first sighting has: for a
     process started since the last scan it is exactly the last interval."""
     lifetime = max(now - start_time, 1.0 / ticks_per_s)
-    return round(cpu_ticks / ticks_per_s / lifetime * 100.0, 1)
+    # `or 0.0`: an idle process's record holds the one constant 0.0, not a float of its own
+    return round(cpu_ticks / ticks_per_s / lifetime * 100.0, 1) or 0.0
 
 
 # How a record is filled from what the collector reads, planned once from the description

@@ -6,6 +6,7 @@ from itertools import islice
 
 from daemoneye.collector.hashing import ExeHasher
 from daemoneye.collector.procfs import StatFields
+from daemoneye.collector.shared_text import SHARED
 from daemoneye.models import (
     ExeHash,
     ProcessEvent,
@@ -25,7 +26,7 @@ class Entry:
     def __init__(self, key: ProcessKey, stat: StatFields, record: ProcessRecord, now: float):
         self.key = key
         self.start_ticks = stat.start_ticks
-        self.comm = stat.comm
+        self.comm = SHARED.one(stat.comm)  # thousands of processes share a name
         self.cpu_ticks = stat.cpu_ticks
         self.record = record
         self.emitted = record

@@ -39,6 +39,7 @@ from daemoneye.collector.procfs import (
     sees_all_processes,
 )
 from daemoneye.collector.scan_state import Entry, HashJobs, TickOutput
+from daemoneye.collector.shared_text import SHARED
 from daemoneye.collector.stat_poll import StatPoller
 from daemoneye.collector.stat_signatures import StatSignatures
 from daemoneye.collector.task_iter import TaskIterator, TaskSnapshot
@@ -200,7 +201,7 @@ class ProcScanner:
             return
         self._store(entry, rec)
         if comm is not None:
-            entry.comm = comm
+            entry.comm = SHARED.one(comm)
         entry.emitted = rec
 
     def read_record(self, key: ProcessKey, now: float) -> ProcessRecord | None:
@@ -332,7 +333,7 @@ class ProcScanner:
         if stat.comm != entry.comm:  # a kernel worker's name, or prctl(PR_SET_NAME)
             display = records.display_name(stat.comm, rec.exe, rec.cmdline)
         entry.cpu_ticks = stat.cpu_ticks
-        entry.comm = stat.comm
+        entry.comm = SHARED.one(stat.comm)
         self._mark_busy(name, cpu)
         if (
             stat.rss_bytes != rec.rss
@@ -445,7 +446,7 @@ class ProcScanner:
             exe_sha256=None if execed else old.exe_sha256,
         )
         self._poller.remember(name, read.raw_stat)
-        entry.comm, entry.cpu_ticks = stat.comm, stat.cpu_ticks
+        entry.comm, entry.cpu_ticks = SHARED.one(stat.comm), stat.cpu_ticks
         self._mark_busy(name, rec.cpu_percent)
         self._store(entry, rec)
         if not execed:

@@ -65,8 +65,8 @@ class StatPoller:
 
     def __init__(self, proc_root: bytes) -> None:
         self._root = proc_root
-        # pid directory name -> (held descriptor or _NOT_HELD, stat path, hash of last bytes,
-        # the pid as a number)
+        # pid directory name -> (held descriptor or _NOT_HELD, stat path when not held (b""
+        # when held: ~50 bytes a process not kept), hash of last bytes, the pid as a number)
         self._known: dict[bytes, tuple[int, bytes, int, int]] = {}
         # pid directory name -> its signature in the task pass of the tick it was last read
         # (collector/stat_signatures.py); a process whose signature is unchanged is not read
@@ -104,7 +104,7 @@ class StatPoller:
                     _Budget.held -= 1  # gone already: the next read finds out and ends it
         if opened is not None:
             os.close(opened)
-        self._known[name] = (fd, path, hash(raw), int(name))
+        self._known[name] = (fd, path if fd == _NOT_HELD else b"", hash(raw), int(name))
 
     def forget(self, name: bytes) -> None:
         self._signatures.pop(name, None)
@@ -182,7 +182,7 @@ class StatPoller:
                 denied += 1
                 continue
             if not isinstance(error, VANISHED_ERRORS):
-                log.warning("reading %r: %s", self._known[name][1], error)
+                log.warning("reading %r: %s", self._root + b"/" + name + b"/stat", error)
             gone.append(name)
         return changed, gone, denied
 

@@ -163,6 +163,17 @@ def test_what_the_kernel_gave_is_not_read_from_proc(tmp_path: Path) -> None:
     assert (found.container_runtime, found.container_id) == ("docker", DOCKER_ID)  # /proc
 
 
+def test_processes_writing_to_one_pipe_hold_one_name_for_it(tmp_path: Path) -> None:
+    """A supervisor's thousands of workers log to one pipe: each record holds the same
+    string, not one of its own (129 bytes a process at 10,000)."""
+    fake_process(tmp_path, 1, fds={})
+    reader = ContextReader(os.fsencode(tmp_path))
+    first = read(reader, bare_process(tmp_path, 4242), kernel(stdio=(CLOSED, PIPE, PIPE)))
+    second = read(reader, bare_process(tmp_path, 4243), kernel(stdio=(CLOSED, PIPE, PIPE)))
+    assert first.stdout == second.stderr == "pipe:[5]"
+    assert first.stdout is first.stderr is second.stdout is second.stderr
+
+
 def test_what_the_kernel_left_unread_is_read_from_proc(tmp_path: Path) -> None:
     fake_process(tmp_path, 1, fds={})
     proc = fake_process(tmp_path, 4242, fds={0: "pipe:[9]", 1: "/var/log/app.log"})
