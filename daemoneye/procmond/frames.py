@@ -133,6 +133,21 @@ class Rescan:
 
 
 wire.keep_texts_of(ProcessRecord)  # the agent keeps every live one
+# and these numbers repeat across them: a tick's timestamps, an idle process's 0.0, ids
+wire.keep_values_of(
+    ProcessRecord,
+    "first_seen",
+    "last_seen",
+    "cpu_percent",
+    "uid",
+    "gid",
+    "pid_ns",
+    "mnt_ns",
+    "net_ns",
+    "user_ns",
+    "session_id",
+    "loginuid",
+)
 
 PAYLOADS: dict[Kind, type[Any]] = {
     Kind.HELLO: Hello,

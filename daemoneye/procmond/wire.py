@@ -11,7 +11,8 @@ here, and both processes always run the same code (the agent starts its own proc
 
 The text of the records the agent keeps (`keep_texts_of`: every live process's record) is
 shared as it is decoded (collector/shared_text.py): thousands of them name the same
-executables, directories, units and arguments.
+executables, directories, units and arguments. So are the numbers they repeat
+(`keep_values_of`: a tick's timestamps, namespace ids, an idle process's 0.0).
 
 Decoding is strict: an array of the wrong length, a value of the wrong type, a number that is
 not a finite float or a signed 64-bit integer, NaN or Infinity anywhere — refused with a
@@ -217,6 +218,7 @@ class _RecordBuilder:
         ]
         self.texts = texts if cls in _KEPT else []
         self.texts_at = _getter_of(self.texts)
+        self.numbers = _number_plan(cls, _KEPT_VALUES.get(cls, frozenset()))
         count = len(fields)
         self.merge = _getter_of(
             [count + self.texts.index(i) if i in self.texts else i for i in range(count)]
@@ -224,10 +226,11 @@ class _RecordBuilder:
 
     def build(self, values: tuple[Any, ...]) -> Any:
         args: Sequence[Any] = values
-        if self.nested:
+        if self.nested or self.numbers:
             listed = list(values)
             for at, build in self.nested:
                 listed[at] = build(listed[at])
+            _share_numbers(listed, self.numbers)
             args = listed
         if self.texts:
             texts = self.texts_at(args)
@@ -272,6 +275,12 @@ def _checked_loader(cls: type) -> _Checked | None:
 
 
 _KEPT: set[type] = set()
+_KEPT_VALUES: dict[type, frozenset[str]] = {}
+# one object per distinct number of the kept fields, per type (1 == 1.0, and an int field
+# must never get a float back); bounded like the shared texts: cleared when full
+_SHARED_NUMBERS: dict[type, dict[Any, Any]] = {int: {}, float: {}}
+_SHARED_NUMBERS_MAX = 8192
+_NumberPlan = list[tuple[int, type, dict[Any, Any]]]
 
 
 def keep_texts_of(*classes: type) -> None:
@@ -279,6 +288,42 @@ def keep_texts_of(*classes: type) -> None:
     _KEPT.update(classes)
     _DECODERS.clear()  # decoders built before this were planned without it
     _CHECKED.clear()
+
+
+def keep_values_of(cls: type, *names: str) -> None:
+    """Share the int or float fields `names` of `cls` as they are decoded: values that
+    thousands of long-lived records repeat. A name that is no such field is a ValueError."""
+    _number_plan(cls, frozenset(names))  # checks the names
+    _KEPT_VALUES[cls] = frozenset(names)
+    _DECODERS.clear()
+    _CHECKED.clear()
+
+
+def _number_plan(cls: type, names: frozenset[str]) -> _NumberPlan:
+    """(position, type, shared values) of each kept number field of `cls`."""
+    hints = typing.get_type_hints(cls)
+    plan: _NumberPlan = []
+    for at, field in enumerate(dataclasses.fields(cls)):
+        if field.name not in names:
+            continue
+        kinds = _scalar_types(hints[field.name]) or frozenset()
+        number = next((kind for kind in (int, float) if kind in kinds), None)
+        if number is None or kinds - {number, _NONE}:
+            raise ValueError(f"{cls.__name__}.{field.name} is not an int or float field")
+        plan.append((at, number, _SHARED_NUMBERS[number]))
+    missing = names - {field.name for field in dataclasses.fields(cls)}
+    if missing:
+        raise ValueError(f"{cls.__name__} has no field {', '.join(sorted(missing))}")
+    return plan
+
+
+def _share_numbers(args: list[Any], plan: _NumberPlan) -> None:
+    for at, number, shared in plan:
+        value = args[at]
+        if type(value) is number:
+            if len(shared) >= _SHARED_NUMBERS_MAX:
+                shared.clear()
+            args[at] = shared.setdefault(value, value)
 
 
 class _Decoder:
@@ -474,6 +519,7 @@ class _Record(_Decoder):
         ]
         texts = [i for i, d in scalars if d.exact <= _TEXT] if self.cls in _KEPT else []
         self._texts = texts
+        self._numbers = _number_plan(self.cls, _KEPT_VALUES.get(self.cls, frozenset()))
         self._texts_at = _getter_of(texts)
         # over (*fields, *shared texts): each field, or its shared text
         self._merge = _getter_of(
@@ -492,6 +538,7 @@ class _Record(_Decoder):
                 args[at] = scalar(args[at])
         for at, nested in self._nested:
             args[at] = nested(args[at])
+        _share_numbers(args, self._numbers)
         if self._texts:
             # one object per distinct text across records: the agent keeps every live one
             texts = self._texts_at(args)

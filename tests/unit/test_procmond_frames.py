@@ -3,6 +3,7 @@ and field, never half-decoded (hypothesis feeds the parser arbitrary bytes)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -238,6 +239,41 @@ def test_the_agent_keeps_one_object_per_text_its_records_share() -> None:
     assert a.exe is b.exe and a.cwd is b.cwd and a.user is b.user
     assert all(x is y for x, y in zip(a.cmdline, b.cmdline, strict=True))
     assert c.cmdline[1] == long_arg and long_arg not in SHARED._texts
+
+
+@pytest.mark.parametrize("count", [2, 40], ids=["the python pass", "the C pass"])
+def test_the_agent_keeps_one_object_per_number_its_records_repeat(count: int) -> None:
+    """A tick's timestamps, an idle process's 0.0, the host's namespace ids and a user's uid
+    repeat across the live records the agent keeps: one object each, of the field's own type;
+    the instance's own numbers (pid, start, rss) are left alone."""
+    records = [
+        dataclasses.replace(
+            record(100 + i),
+            uid=1000,
+            pid_ns=4026531836,
+            loginuid=4294967295,
+            rss=5_000_000 + i,
+            cpu_percent=float(0),
+        )
+        for i in range(count)
+    ]
+    events = frames.Events(delta(*records))
+    assert (len(frames.encode(events)) >= wire.C_PASS_MIN_BYTES) is (count == 40)
+    decoded = roundtrip(events)
+    assert isinstance(decoded, frames.Events) and decoded == events
+    first, *rest = decoded.delta.added
+    for other in rest:
+        for name in ("first_seen", "last_seen", "cpu_percent", "uid", "pid_ns", "loginuid"):
+            assert getattr(other, name) is getattr(first, name), name
+    assert type(first.uid) is int and type(first.first_seen) is float
+    assert len({id(r.rss) for r in decoded.delta.added}) == count
+
+
+def test_only_number_fields_can_be_kept_by_value() -> None:
+    with pytest.raises(ValueError, match="no field"):
+        wire.keep_values_of(ProcessRecord, "first_sen")
+    with pytest.raises(ValueError, match="not an int or float"):
+        wire.keep_values_of(ProcessRecord, "exe")
 
 
 @settings(max_examples=300, deadline=None)
