@@ -19,9 +19,20 @@ from daemoneye.models import (
 
 class Entry:
     """One live instance as the scanner tracks it: identity, what the next stat is compared
-    with, the current record and the last record emitted to the store."""
+    with, the current record, and what was last emitted to the store: `emitted_fields`, the
+    dynamic fields of the record last emitted, kept only while the current record's differ
+    (None: they are the current record's). Not a second record per process: a hash, a
+    settled CPU % or a change waiting for its update interval would each have kept one."""
 
-    __slots__ = ("comm", "cpu_ticks", "emitted", "key", "last_emit", "record", "start_ticks")
+    __slots__ = (
+        "comm",
+        "cpu_ticks",
+        "emitted_fields",
+        "key",
+        "last_emit",
+        "record",
+        "start_ticks",
+    )
 
     def __init__(self, key: ProcessKey, stat: StatFields, record: ProcessRecord, now: float):
         self.key = key
@@ -29,7 +40,7 @@ class Entry:
         self.comm = SHARED.one(stat.comm)  # thousands of processes share a name
         self.cpu_ticks = stat.cpu_ticks
         self.record = record
-        self.emitted = record
+        self.emitted_fields: tuple[object, ...] | None = None
         self.last_emit = now
 
 

@@ -190,7 +190,7 @@ class ProcScanner:
         if entry is None or entry.key != rec.key:
             return
         self._store(entry, rec)
-        entry.emitted, entry.last_emit = rec, rec.last_seen
+        entry.emitted_fields, entry.last_emit = None, rec.last_seen
 
     def adopt_change(self, rec: ProcessRecord, comm: str | None = None) -> None:
         """Take a change reported by the kernel events (a rename, a new uid or gid) as this
@@ -202,7 +202,7 @@ class ProcScanner:
         self._store(entry, rec)
         if comm is not None:
             entry.comm = SHARED.one(comm)
-        entry.emitted = rec
+        entry.emitted_fields = None
 
     def read_record(self, key: ProcessKey, now: float) -> ProcessRecord | None:
         """A record for an instance the scanner has not met yet, read now and not kept (the
@@ -455,12 +455,12 @@ class ProcScanner:
                 self._dirty[name] = entry
                 return
             self._dirty.pop(name, None)
-            entry.emitted, entry.last_emit = rec, now
+            entry.emitted_fields, entry.last_emit = None, now
             out.updated.append(rec)
             out.events.extend(changes)
             return
         self._dirty.pop(name, None)
-        entry.emitted, entry.last_emit = rec, now
+        entry.emitted_fields, entry.last_emit = None, now
         out.execed.append(rec)
         out.events.append(records.start_event(rec, now, kind="exec", partial=read.partial))
         if rec.exe is not None:
@@ -499,6 +499,10 @@ class ProcScanner:
         out.events.append(records.exit_event(entry.key, entry.record, now))
 
     def _store(self, entry: Entry, rec: ProcessRecord) -> None:
+        if entry.emitted_fields is None:  # the emitted state was the record's: keep its fields
+            emitted = records.dynamic_fields(entry.record)
+            if records.dynamic_fields(rec) != emitted:
+                entry.emitted_fields = emitted
         entry.record = rec
         self._records[entry.key] = rec
 
@@ -512,11 +516,13 @@ class ProcScanner:
             if now - entry.last_emit < interval:
                 continue
             del self._dirty[name]
-            if records.dynamic_fields(entry.record) == records.dynamic_fields(entry.emitted):
+            emitted = entry.emitted_fields
+            if emitted is None or records.dynamic_fields(entry.record) == emitted:
+                entry.emitted_fields = None
                 continue  # changed and changed back
             rec = replace(entry.record, last_seen=now)
             self._store(entry, rec)
-            entry.emitted, entry.last_emit = rec, now
+            entry.emitted_fields, entry.last_emit = None, now
             out.updated.append(rec)
 
     # -- hashes --------------------------------------------------------------------------------
