@@ -57,6 +57,7 @@ DEFAULT_LINK_BUDGET = 400_000
 # youngest processes of the socket's uid first).
 SEARCH_WALKS = 32
 _SOCKET_PREFIX = "socket:["
+_NO_INODES: frozenset[int] = frozenset()  # most processes hold no socket: one set for all
 
 
 @dataclass(slots=True)
@@ -341,7 +342,7 @@ class ConnectionTracker:
             return None
         finally:
             os.close(dir_fd)
-        return count, frozenset(inodes)
+        return count, frozenset(inodes) if inodes else _NO_INODES
 
     # -- the tables ----------------------------------------------------------------------------
     def _read_tables(

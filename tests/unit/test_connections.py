@@ -224,6 +224,18 @@ def test_new_changed_and_closed_sockets(fake_proc: Path) -> None:
     assert tracker.snapshot() == {}
 
 
+def test_processes_without_sockets_share_one_empty_set(fake_proc: Path) -> None:
+    """Most processes hold no socket: at 10,000 of them an empty set each was 2 MB."""
+    keys = [ProcessKey(pid, 1.0) for pid in (100, 101)]
+    for key in keys:
+        _fake_process(fake_proc, key.pid, {0: "/dev/null", 1: "pipe:[7]"})
+    _fake_tables(fake_proc, 100)
+    tracker = _tracker(fake_proc, [1000.0])
+    tracker.refresh(keys)
+    first, second = (tracker._holders[key].inodes for key in keys)
+    assert first == second == frozenset() and first is second
+
+
 def test_accepted_socket_on_a_listening_port_is_inbound(fake_proc: Path) -> None:
     _fake_process(fake_proc, 7, {3: "socket:[1]", 4: "socket:[2]"})
     _fake_tables(
