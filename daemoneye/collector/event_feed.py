@@ -104,7 +104,7 @@ class EventFeed:
         started = time.perf_counter()
         now = self._clock()
         added: dict[ProcessKey, ProcessRecord] = {}
-        execed: list[ProcessRecord] = []
+        execed: dict[ProcessKey, ProcessRecord] = {}
         ended: list[ProcessKey] = []
         events: list[ProcessEvent] = []
         hash_jobs: list[tuple[ProcessKey, int]] = []
@@ -133,7 +133,7 @@ class EventFeed:
                     added[key] = record
                     self._remember("start", key)
                 else:
-                    execed.append(record)
+                    execed[key] = record
                     self._scanner.adopt_exec(record)
                     self._remember("exec", key)
                 if self._hasher is not None and record.exe and item.start_ticks is not None:
@@ -152,6 +152,9 @@ class EventFeed:
         for key, record in changes.states.items():
             if key in added:
                 added[key] = record
+            elif key in execed:  # exec'd, then changed: the exec's record with the change
+                execed[key] = record
+                self._scanner.adopt_change(record, changes.comms.get(key))
             else:
                 updated[key] = record
                 self._scanner.adopt_change(record, changes.comms.get(key))
@@ -182,7 +185,7 @@ class EventFeed:
             ts=now,
             added=tuple(added.values()),
             updated=tuple(updated.values()),
-            execed=tuple(execed),
+            execed=tuple(execed.values()),
             ended=tuple(ended),
             events=tuple(events),
             stats=stats,

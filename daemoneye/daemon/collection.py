@@ -74,21 +74,27 @@ def _self_cpu_seconds() -> float:
 
 
 def merge_deltas(deltas: list[ScanDelta]) -> ScanDelta:
-    """Several event deltas as one (one transaction): later records of an instance win."""
+    """Several event deltas as one (one transaction): later records of an instance win, and
+    each stays what it first was to the store (added, exec'd, or updated: a rename's or a new
+    uid's record). Within one delta an update is the latest (procmond applies a change on top
+    of an exec of the same batch)."""
     if len(deltas) == 1:
         return deltas[0]
     added: dict[ProcessKey, ProcessRecord] = {}
     execed: dict[ProcessKey, ProcessRecord] = {}
+    updated: dict[ProcessKey, ProcessRecord] = {}
     ended: list[ProcessKey] = []
     events: list[ProcessEvent] = []
     for delta in deltas:
         for rec in delta.added:
+            execed.pop(rec.key, None)
+            updated.pop(rec.key, None)
             added[rec.key] = rec
         for rec in delta.execed:
-            if rec.key in added:
-                added[rec.key] = rec
-            else:
-                execed[rec.key] = rec
+            updated.pop(rec.key, None)
+            (added if rec.key in added else execed)[rec.key] = rec
+        for rec in delta.updated:
+            (added if rec.key in added else execed if rec.key in execed else updated)[rec.key] = rec
         ended.extend(delta.ended)
         events.extend(delta.events)
     stats = ScanStats(
@@ -103,7 +109,7 @@ def merge_deltas(deltas: list[ScanDelta]) -> ScanDelta:
     return ScanDelta(
         deltas[-1].ts,
         tuple(added.values()),
-        (),
+        tuple(updated.values()),
         tuple(execed.values()),
         tuple(ended),
         tuple(events),

@@ -11,7 +11,7 @@ import apsw
 import pytest
 
 from daemoneye.config.schema import Config
-from daemoneye.daemon.collection import Collection
+from daemoneye.daemon.collection import Collection, merge_deltas
 from daemoneye.daemon.startup_evaluation import StartupProgress
 from daemoneye.models import ProcessEvent, ProcessKey, ProcessRecord, ScanDelta, ScanStats
 from daemoneye.procmond import frames
@@ -134,3 +134,64 @@ def _ended(ts: float, *records: ProcessRecord) -> ScanDelta:
 
 def _stored_pids(store: Store) -> set[int]:
     return {int(pid) for (pid,) in store.fetch_rows("SELECT pid FROM processes")}  # type: ignore[arg-type]
+
+
+def events_frame(
+    ts: float,
+    *,
+    added: tuple[ProcessRecord, ...] = (),
+    updated: tuple[ProcessRecord, ...] = (),
+    execed: tuple[ProcessRecord, ...] = (),
+    events: tuple[ProcessEvent, ...] = (),
+) -> frames.Events:
+    stats = ScanStats(0.0, 0, 0, 0, 0, 0, 0)
+    return frames.Events(ScanDelta(ts, added, updated, execed, (), events, stats))
+
+
+def stored_name(collection: Collection, rec: ProcessRecord) -> str:
+    with apsw.Connection(str(collection.store.path), flags=apsw.SQLITE_OPEN_READONLY) as db:
+        name = db.execute(
+            "SELECT name FROM processes WHERE pid = ? AND start_time = ?",
+            (rec.pid, rec.start_time),
+        ).get
+    return str(name)
+
+
+def test_a_rename_in_the_second_of_two_queued_event_frames_reaches_the_process_row(
+    collection: Collection,
+) -> None:
+    """Under load the agent takes several of procmond's EVENTS frames in one batch and writes
+    them as one transaction. A rename's record (its event's `updated`) was dropped by that
+    merge: the event was stored, the process row kept its old name (seen as a flaky
+    integration test, one run in ten under load)."""
+    shell = record(21, ("/usr/bin/python3", "step.py"), 50.0)
+    collection.apply_frames([HELLO, full_scan(50.0, shell)])
+    renamed = dataclasses.replace(shell, name="[kworker/0:1]", last_seen=51.0)
+    rename = ProcessEvent(51.0, "rename", 21, shell.start_time, 1, shell.exe, shell.cmdline)
+    newcomer = record(22, ("/bin/true",), 51.0)
+    collection.apply_frames(
+        [
+            events_frame(50.5, added=(newcomer,)),
+            events_frame(51.0, updated=(renamed,), events=(rename,)),
+        ]
+    )
+    assert stored_name(collection, shell) == "[kworker/0:1]"
+    assert stored_name(collection, newcomer) == "true"
+
+
+def test_merged_event_frames_keep_each_instance_s_latest_record_in_its_first_kind() -> None:
+    """Later records of an instance win; an instance added or exec'd earlier in the batch
+    stays added or exec'd, with the later change in its record."""
+    first = record(31, ("/bin/sh",), 60.0)
+    second = record(32, ("/bin/sh",), 60.0)
+    changed_first = dataclasses.replace(first, name="x", last_seen=61.0)
+    changed_second = dataclasses.replace(second, uid=1000, last_seen=61.0)
+    third = dataclasses.replace(record(33, ("/bin/sh",), 60.0), name="y")
+    deltas = [
+        events_frame(60.0, added=(first,), execed=(second,)),
+        events_frame(61.0, updated=(changed_first, changed_second, third)),
+    ]
+    merged = merge_deltas([frame.delta for frame in deltas])
+    assert merged.added == (changed_first,)
+    assert merged.execed == (changed_second,)
+    assert merged.updated == (third,)

@@ -457,6 +457,26 @@ def test_a_rename_then_an_exec_in_one_batch_leaves_the_exec_state(
     assert record is not None and record.exe == "/usr/bin/curl"
 
 
+def test_an_exec_then_a_rename_in_one_batch_is_one_exec_with_the_new_name(
+    proc: FakeProc, clock: Clock
+) -> None:
+    """The rename came after the exec: its record is the exec's with the new name, written
+    as the exec (not an exec and an update of the same instance, which the store applies
+    update first, so the exec's older name would win)."""
+    proc.spawn(42, "sh", exe="/usr/bin/sh", cmdline=("sh",))
+    feed, queued, scanner = feed_for(proc, clock)
+    scanner.scan()
+    proc.exec(42, "curl", "/usr/bin/curl", ("curl", "x"))
+    exec_event = ProcessEvent(5.0, "exec", 42, key_of(42).start_time, source="netlink")
+    details = ProcessDetails("/usr/bin/curl", False, ("curl", "x"), "/", 1000, 1000, "alice")
+    queued.queued = [ObservedEvent(exec_event, 1000, details), change("rename", 42, "[kswapd0]")]
+    delta = feed.take()
+    assert delta is not None and delta.updated == ()
+    assert [(r.exe, r.name) for r in delta.execed] == [("/usr/bin/curl", "[kswapd0]")]
+    record = scanner.record(key_of(42))
+    assert record is not None and record.name == "[kswapd0]"
+
+
 def test_a_change_before_the_first_scan_adds_the_instance_as_it_is_now(
     proc: FakeProc, clock: Clock
 ) -> None:
