@@ -332,8 +332,8 @@ class ProcScanner:
         display = rec.name
         if stat.comm != entry.comm:  # a kernel worker's name, or prctl(PR_SET_NAME)
             display = records.display_name(stat.comm, rec.exe, rec.cmdline)
+            entry.comm = SHARED.one(stat.comm)
         entry.cpu_ticks = stat.cpu_ticks
-        entry.comm = SHARED.one(stat.comm)
         self._mark_busy(name, cpu)
         if (
             stat.rss_bytes != rec.rss

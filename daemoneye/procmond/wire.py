@@ -320,10 +320,13 @@ def _number_plan(cls: type, names: frozenset[str]) -> _NumberPlan:
 def _share_numbers(args: list[Any], plan: _NumberPlan) -> None:
     for at, number, shared in plan:
         value = args[at]
-        if type(value) is number:
-            if len(shared) >= _SHARED_NUMBERS_MAX:
-                shared.clear()
-            args[at] = shared.setdefault(value, value)
+        if type(value) is not number:
+            continue
+        if not value and number is float and math.copysign(1.0, value) < 0:
+            continue  # -0.0 == 0.0: shared, either would come back as the other
+        if len(shared) >= _SHARED_NUMBERS_MAX:
+            shared.clear()
+        args[at] = shared.setdefault(value, value)
 
 
 class _Decoder:

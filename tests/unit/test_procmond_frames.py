@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import socket
 import subprocess
 import sys
@@ -267,6 +268,18 @@ def test_the_agent_keeps_one_object_per_number_its_records_repeat(count: int) ->
             assert getattr(other, name) is getattr(first, name), name
     assert type(first.uid) is int and type(first.first_seen) is float
     assert len({id(r.rss) for r in decoded.delta.added}) == count
+
+
+def test_a_negative_zero_keeps_its_sign_and_a_zero_after_it_too() -> None:
+    """-0.0 equals 0.0: shared, whichever came first would come back for the other."""
+    records = [
+        dataclasses.replace(record(200 + i), cpu_percent=value)
+        for i, value in enumerate((-0.0, 0.0, -0.0))
+    ]
+    decoded = roundtrip(frames.Events(delta(*records)))
+    assert isinstance(decoded, frames.Events)
+    signs = [math.copysign(1.0, r.cpu_percent) for r in decoded.delta.added]
+    assert signs == [-1.0, 1.0, -1.0]
 
 
 def test_only_number_fields_can_be_kept_by_value() -> None:
