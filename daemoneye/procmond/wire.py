@@ -322,7 +322,7 @@ def _share_numbers(args: list[Any], plan: _NumberPlan) -> None:
         value = args[at]
         if type(value) is not number:
             continue
-        if not value and number is float and math.copysign(1.0, value) < 0:
+        if not value and number is float and math.copysign(1.0, args[at]) < 0:
             continue  # -0.0 == 0.0: shared, either would come back as the other
         if len(shared) >= _SHARED_NUMBERS_MAX:
             shared.clear()
