@@ -438,18 +438,26 @@ def test_a_rule_sees_the_changed_instance_again_and_the_change_event(
     assert [(d.pid, dict(d.row)["old_value"]) for d in result.detections] == [(7, "app")]
 
 
-def test_a_rename_then_an_exec_in_one_batch_leaves_the_exec_state(
+def shell_execs_curl(
     proc: FakeProc, clock: Clock
-) -> None:
-    """The exec's record was read after the rename: the rename's older state must not be
-    written over it, nor handed to the scanner."""
+) -> tuple[EventFeed, QueuedSource, ProcScanner, ObservedEvent]:
+    """A shell the scan knows, exec'ing curl: the feed, its queue, the scanner, the exec."""
     proc.spawn(42, "sh", exe="/usr/bin/sh", cmdline=("sh",))
     feed, queued, scanner = feed_for(proc, clock)
     scanner.scan()
     proc.exec(42, "curl", "/usr/bin/curl", ("curl", "x"))
     exec_event = ProcessEvent(5.0, "exec", 42, key_of(42).start_time, source="netlink")
     details = ProcessDetails("/usr/bin/curl", False, ("curl", "x"), "/", 1000, 1000, "alice")
-    queued.queued = [change("rename", 42, "sh-renamed"), ObservedEvent(exec_event, 1000, details)]
+    return feed, queued, scanner, ObservedEvent(exec_event, 1000, details)
+
+
+def test_a_rename_then_an_exec_in_one_batch_leaves_the_exec_state(
+    proc: FakeProc, clock: Clock
+) -> None:
+    """The exec's record was read after the rename: the rename's older state must not be
+    written over it, nor handed to the scanner."""
+    feed, queued, scanner, execed = shell_execs_curl(proc, clock)
+    queued.queued = [change("rename", 42, "sh-renamed"), execed]
     delta = feed.take()
     assert delta is not None and delta.updated == ()
     assert [r.exe for r in delta.execed] == ["/usr/bin/curl"]
@@ -463,13 +471,8 @@ def test_an_exec_then_a_rename_in_one_batch_is_one_exec_with_the_new_name(
     """The rename came after the exec: its record is the exec's with the new name, written
     as the exec (not an exec and an update of the same instance, which the store applies
     update first, so the exec's older name would win)."""
-    proc.spawn(42, "sh", exe="/usr/bin/sh", cmdline=("sh",))
-    feed, queued, scanner = feed_for(proc, clock)
-    scanner.scan()
-    proc.exec(42, "curl", "/usr/bin/curl", ("curl", "x"))
-    exec_event = ProcessEvent(5.0, "exec", 42, key_of(42).start_time, source="netlink")
-    details = ProcessDetails("/usr/bin/curl", False, ("curl", "x"), "/", 1000, 1000, "alice")
-    queued.queued = [ObservedEvent(exec_event, 1000, details), change("rename", 42, "[kswapd0]")]
+    feed, queued, scanner, execed = shell_execs_curl(proc, clock)
+    queued.queued = [execed, change("rename", 42, "[kswapd0]")]
     delta = feed.take()
     assert delta is not None and delta.updated == ()
     assert [(r.exe, r.name) for r in delta.execed] == [("/usr/bin/curl", "[kswapd0]")]
