@@ -122,6 +122,16 @@ def _new_scanner(*, hashing: bool, context: bool = True) -> tuple[ProcScanner, E
     return scanner, hasher
 
 
+def _first_scan(scanner: ProcScanner) -> tuple[ScanDelta, int]:
+    """A full first scan as procmond runs it (procmond/runner.py): no text shared yet, the
+    cyclic collector paused. (the delta, the scanning thread's CPU ns)"""
+    SHARED.clear()
+    with heap.burst():
+        started = time.thread_time_ns()
+        delta = scanner.scan()
+        return delta, time.thread_time_ns() - started
+
+
 def _stat_signatures() -> StatSignatures | None:
     """procmond's stat signature pass, or None where it cannot load (for the same reasons as
     the task iterator, whose reason TASKS_UNAVAILABLE gives: they need the same privileges)."""
@@ -184,11 +194,7 @@ def _scanner_run(samples: _Samples, steady_scans: int, cfloor: CFloor) -> None:
     milliseconds of each other."""
     scanner, hasher = _new_scanner(hashing=True)
     try:
-        SHARED.clear()  # a fresh procmond's first scan shares no text yet
-        with heap.burst():  # as procmond runs its first scan (procmond/runner.py)
-            cpu_started = time.thread_time_ns()
-            first = scanner.scan()
-            cpu_used = time.thread_time_ns() - cpu_started
+        first, cpu_used = _first_scan(scanner)
         samples.full_cpu.append(cpu_used / 1000 / max(first.stats.processes, 1))
         samples.full.append(_per_process_us(first))
         samples.processes.append(first.stats.processes)
@@ -196,9 +202,7 @@ def _scanner_run(samples: _Samples, steady_scans: int, cfloor: CFloor) -> None:
             hasher.flush(timeout=120.0)
             hasher.drain()
         bare, _ = _new_scanner(hashing=False)
-        SHARED.clear()
-        with heap.burst():
-            samples.full_no_hasher.append(_per_process_us(bare.scan()))
+        samples.full_no_hasher.append(_per_process_us(_first_scan(bare)[0]))
         bare.close()
         _context_pairs(samples)
         c_passes, py_passes, steady = [], [], []
@@ -230,12 +234,8 @@ def _context_pairs(samples: _Samples, pairs: int = 3) -> None:
         for on in (True, False):
             scanner, _ = _new_scanner(hashing=False, context=on)
             gc.collect()  # the previous scan's garbage is not charged to this one
-            SHARED.clear()
             try:
-                with heap.burst():
-                    started = time.thread_time_ns()
-                    delta = scanner.scan()
-                    used_ns = time.thread_time_ns() - started
+                delta, used_ns = _first_scan(scanner)
             finally:
                 scanner.close()
             wall[on].append(_per_process_us(delta))

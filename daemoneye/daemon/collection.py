@@ -94,7 +94,12 @@ def merge_deltas(deltas: list[ScanDelta]) -> ScanDelta:
             updated.pop(rec.key, None)
             (added if rec.key in added else execed)[rec.key] = rec
         for rec in delta.updated:
-            (added if rec.key in added else execed if rec.key in execed else updated)[rec.key] = rec
+            if rec.key in added:
+                added[rec.key] = rec
+            elif rec.key in execed:
+                execed[rec.key] = rec
+            else:
+                updated[rec.key] = rec
         ended.extend(delta.ended)
         events.extend(delta.events)
     stats = ScanStats(

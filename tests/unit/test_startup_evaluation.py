@@ -309,12 +309,12 @@ def health_cli(capsys: pytest.CaptureFixture[str], db: Path, *more: str) -> tupl
     return code, capsys.readouterr().out
 
 
-def startup_row(capsys: pytest.CaptureFixture[str], db: Path) -> str:
-    """`daemoneye health`'s startup evaluation row; the command says healthy (exit 0)."""
+def assert_startup_row(capsys: pytest.CaptureFixture[str], db: Path, pattern: str) -> None:
+    """`daemoneye health` says healthy (exit 0), and its startup evaluation row is `pattern`."""
     code, out = health_cli(capsys, db)
     assert code == 0
     [row] = [line for line in out.splitlines() if line.startswith("startup evaluation")]
-    return row
+    assert re.fullmatch(r"startup evaluation +" + pattern, row), row
 
 
 def test_daemoneye_health_shows_the_startup_evaluation_running_and_then_done(
@@ -327,12 +327,12 @@ def test_daemoneye_health_shows_the_startup_evaluation_running_and_then_done(
     collection.startup_evaluation = progress
     progress.rule_ended()
     collection.write_health()
-    running = startup_row(capsys, db)
-    assert re.fullmatch(
-        r"startup evaluation +running: 1 of 3 rules over the whole store, \d+\.\ds so far; "
+    assert_startup_row(
+        capsys,
+        db,
+        r"running: 1 of 3 rules over the whole store, \d+\.\ds so far; "
         r"alerts about past processes may still come, retention waits",
-        running,
-    ), running
+    )
     _, out = health_cli(capsys, db, "-o", "json")
     assert json.loads(out)[0]["startup_evaluation"]["state"] == "running"
 
@@ -340,9 +340,9 @@ def test_daemoneye_health_shows_the_startup_evaluation_running_and_then_done(
     progress.rule_ended(failed=True)
     progress.end()
     collection.write_health()
-    done = startup_row(capsys, db)
-    assert re.fullmatch(
-        r"startup evaluation +done at \d\d:\d\d:\d\d: 3 rules over the whole store in "
+    assert_startup_row(
+        capsys,
+        db,
+        r"done at \d\d:\d\d:\d\d: 3 rules over the whole store in "
         r"\d+\.\ds, 1 failed \(the daemon's log says why\)",
-        done,
-    ), done
+    )
