@@ -18,7 +18,10 @@ right after the tick is written). `set_rules` may be called from any thread.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -65,8 +68,13 @@ CREATE TEMP TABLE process_events AS SELECT * FROM main.process_events LIMIT 0;
 CREATE TEMP VIEW live_processes AS SELECT * FROM temp.processes WHERE ended_at IS NULL;
 """
 _CLEAR_SHADOWS = "DELETE FROM temp.processes; DELETE FROM temp.process_events;"
-_COPY_INSTANCE = (
-    "INSERT INTO temp.processes SELECT * FROM main.processes WHERE pid = ? AND start_time = ?"
+# All of a tick's instances in one statement, from a JSON array of [pid, start_time] pairs
+# (SQLite reads back exactly the double Python's repr wrote). Not `executemany` over the
+# instances: apsw returns its statement to the statement cache's ring once per row, and a tick
+# of a few hundred instances would push every prepared rule out, to be prepared again.
+_COPY_INSTANCES = (
+    "INSERT INTO temp.processes SELECT p.* FROM json_each(?1) AS j CROSS JOIN main.processes "
+    "AS p WHERE p.pid = j.value ->> 0 AND p.start_time = j.value ->> 1"
 )
 _COPY_EVENTS = "INSERT INTO temp.process_events SELECT * FROM main.process_events WHERE id > ?"
 _LAST_EVENT_ID = "SELECT coalesce(max(id), 0) FROM main.process_events"
@@ -188,7 +196,11 @@ class Evaluator:
         self._clock = clock
         self._rules: tuple[Rule, ...] = ()
         self._counters: dict[str, _Counters] = {}
-        self._published: dict[str, RuleStats] = {}  # read from any thread; replaced whole
+        # The counters are the worker's; other threads read a snapshot of them (`stats`),
+        # built on demand rather than after every tick.
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._published: dict[str, RuleStats] = {}
         self._full = _Session(connect(db_path))
         try:
             self._delta = _Session(connect(db_path))
@@ -217,12 +229,17 @@ class Evaluator:
         self._rules = tuple(rules)
 
     def stats(self) -> dict[str, RuleStats]:
-        """Per-rule totals as of the end of the last evaluation. Safe from any thread: the
-        worker replaces the whole mapping in one assignment and never changes it after."""
-        return self._published
+        """Per-rule totals as of the last rule evaluated. Safe from any thread: built under the
+        lock the worker takes to count (never while a rule runs), when something changed since
+        the last call; the mapping returned is never changed after."""
+        with self._lock:
+            if self._dirty:
+                self._published = self._snapshot()
+                self._dirty = False
+            return self._published
 
-    def _publish(self) -> None:
-        self._published = {
+    def _snapshot(self) -> dict[str, RuleStats]:
+        return {
             rule_id: RuleStats(
                 c.evaluations,
                 c.detections,
@@ -246,13 +263,13 @@ class Evaluator:
         `since_event_id` (default: the ones this evaluator has not seen yet)."""
         started = time.perf_counter()
         after = self._event_cursor if since_event_id is None else since_event_id
-        params = [(key.pid, key.start_time) for key in keys]
+        instances_json = _instances_json(keys)
 
         def fill(conn: apsw.Connection) -> tuple[int, int]:
             with conn:
                 conn.execute(_CLEAR_SHADOWS)
-                if params:
-                    conn.executemany(_COPY_INSTANCE, params)
+                if instances_json is not None:
+                    conn.execute(_COPY_INSTANCES, (instances_json,))
                 conn.execute(_COPY_EVENTS, (after,))
                 instances = int(conn.execute("SELECT count(*) FROM temp.processes").get)
                 last = conn.execute("SELECT max(id) FROM temp.process_events").get
@@ -312,15 +329,15 @@ class Evaluator:
         events (they were evaluated when they were written): for state that changed outside
         the process table, such as the sockets an instance holds."""
         started = time.perf_counter()
-        params = [(key.pid, key.start_time) for key in keys]
+        instances_json = _instances_json(keys)
         rules = [r for r in self._rules if r.enabled and only(r)]
-        if not params or not rules:
+        if instances_json is None or not rules:
             return EvaluationResult((), (), (), _ms_since(started), 0, self._event_cursor)
 
         def fill(conn: apsw.Connection) -> int:
             with conn:
                 conn.execute(_CLEAR_SHADOWS)
-                conn.executemany(_COPY_INSTANCE, params)
+                conn.execute(_COPY_INSTANCES, (instances_json,))
                 copied = int(conn.execute("SELECT count(*) FROM temp.processes").get)
             return copied
 
@@ -368,13 +385,16 @@ class Evaluator:
         timings: list[tuple[str, float]] = []
         now = self._clock()
         for rule in rules:
-            counters = self._counters.setdefault(rule.id, _Counters())
-            if counters.suspended_query is not None:
-                if counters.suspended_query == rule.query:
-                    continue
-                counters.suspended_query = None
-                counters.consecutive_timeouts = 0
+            with self._lock:
+                counters = self._counters.setdefault(rule.id, _Counters())
+                if counters.suspended_query is not None:
+                    if counters.suspended_query == rule.query:
+                        continue
+                    counters.suspended_query = None
+                    counters.consecutive_timeouts = 0
             rule_started = time.perf_counter()
+            rows: Rows | None = None
+            failure: BudgetExceeded | QueryError | None = None
             try:
                 rows = run_rows(
                     session.conn,
@@ -384,37 +404,38 @@ class Evaluator:
                     budget_s=budget_s,
                     max_rows=self.max_rows,
                 )
-            except BudgetExceeded as exc:
-                failures.append(self._timed_out(rule, counters, str(exc)))
-                rows = None
-            except QueryError as exc:
-                counters.errors += 1
-                counters.last_error = str(exc)
-                failures.append(RuleFailure(rule.id, "error", str(exc)))
-                log.warning("rule %s failed: %s", rule.id, exc)
-                rows = None
+            except (BudgetExceeded, QueryError) as exc:
+                failure = exc
             elapsed = _ms_since(rule_started)
-            counters.evaluations += 1
-            counters.total_ms += elapsed
-            counters.max_ms = max(counters.max_ms, elapsed)
             timings.append((rule.id, round(elapsed, 3)))
-            if rows is None:
-                continue
-            counters.consecutive_timeouts = 0
-            found, cut = detections_from_rows(rule, rows, now)
-            if rows.truncated or cut:
-                counters.truncations += 1
-                failures.append(
-                    RuleFailure(
-                        rule.id,
-                        "truncated",
-                        f"returned more than {self.max_rows} rows or {MAX_RESULT_BYTES} bytes; "
-                        "the rest were dropped",
+            found, cut = ([], False) if rows is None else detections_from_rows(rule, rows, now)
+            with self._lock:
+                self._dirty = True
+                counters.evaluations += 1
+                counters.total_ms += elapsed
+                counters.max_ms = max(counters.max_ms, elapsed)
+                if isinstance(failure, BudgetExceeded):
+                    failures.append(self._timed_out(rule, counters, str(failure)))
+                elif failure is not None:
+                    counters.errors += 1
+                    counters.last_error = str(failure)
+                    failures.append(RuleFailure(rule.id, "error", str(failure)))
+                    log.warning("rule %s failed: %s", rule.id, failure)
+                if rows is None:
+                    continue
+                counters.consecutive_timeouts = 0
+                if rows.truncated or cut:
+                    counters.truncations += 1
+                    failures.append(
+                        RuleFailure(
+                            rule.id,
+                            "truncated",
+                            f"returned more than {self.max_rows} rows or {MAX_RESULT_BYTES} "
+                            "bytes; the rest were dropped",
+                        )
                     )
-                )
-            counters.detections += len(found)
+                counters.detections += len(found)
             detections.extend(found)
-        self._publish()
         return EvaluationResult(
             tuple(detections), tuple(failures), tuple(timings), _ms_since(started)
         )
@@ -478,6 +499,13 @@ def render_title(rule: Rule, row: tuple[tuple[str, RowValue], ...]) -> str:
     name = values.get("name")
     pid = values.get("pid")
     return f"{rule.name}: {name} (pid {pid})" if name is not None else f"{rule.name} (pid {pid})"
+
+
+def _instances_json(keys: Iterable[ProcessKey]) -> str | None:
+    """The instances as `_COPY_INSTANCES` takes them; None for none. A start time that is no
+    finite number names no stored instance (the store keeps none)."""
+    pairs = [[key.pid, key.start_time] for key in keys if math.isfinite(key.start_time)]
+    return json.dumps(pairs) if pairs else None
 
 
 def _plain(value: SQLValue) -> RowValue:

@@ -10,6 +10,7 @@ import pytest
 from daemoneye.engine.evaluator import Evaluator, changed_keys, render_title
 from daemoneye.models import ProcessEvent, ProcessKey, Rule
 from daemoneye.store import Store, open_readonly
+from daemoneye.store.sandbox import ReadOnlyAuthorizer
 from tests.unit.conftest import DeltaFactory, RecordFactory
 
 SHELL_UNDER_NGINX = """
@@ -193,3 +194,49 @@ def test_the_evaluator_reads_what_the_writer_committed_last(
     execed = make_record(80, 1.0, name="sh")
     store.apply(make_delta(2.0, execed=[execed]))
     assert [d.pid for d in evaluator.evaluate_changes([execed.key]).detections] == [80]
+
+
+def test_a_tick_evaluates_exactly_the_instances_named_whatever_their_start_times(
+    store: Store, evaluator: Evaluator, make_record: RecordFactory, make_delta: DeltaFactory
+) -> None:
+    # Start times whose decimal form is long or awkward, and one pid reused: each instance
+    # named is evaluated, the same pid's other instance is not.
+    starts = [0.1 + 0.2, 1_765_143_035.07, 5e-324, 2.0**53 + 2.0, 1e-7]
+    records = [make_record(100 + i, start) for i, start in enumerate(starts)]
+    reused = make_record(100, 9.5)
+    store.apply(make_delta(10.0, added=[*records, reused]))
+    evaluator.set_rules([rule("all", "SELECT pid, start_time FROM processes")])
+
+    result = evaluator.evaluate_changes([r.key for r in records])
+
+    assert sorted((d.pid, d.start_time) for d in result.detections) == sorted(
+        (r.pid, r.start_time) for r in records
+    )
+    assert result.instances == len(records)
+
+
+def test_a_tick_of_many_instances_leaves_the_rules_prepared(
+    store: Store, evaluator: Evaluator, make_record: RecordFactory, make_delta: DeltaFactory
+) -> None:
+    # Preparing a rule's statement asks the sandbox's authorizer about every table and
+    # function it reads; a prepared statement that is reused asks nothing.
+    evaluator.set_rules(
+        [rule(f"r{i}", f"SELECT pid, start_time FROM processes WHERE pid = {i}") for i in range(20)]
+    )
+    first = [make_record(1000 + i, 1.0) for i in range(2000)]
+    store.apply(make_delta(1.0, added=first))
+    evaluator.evaluate_changes([r.key for r in first])
+    second = [make_record(5000 + i, 2.0) for i in range(2000)]
+    store.apply(make_delta(2.0, added=second))
+    asked: list[int] = []
+
+    class Counting(ReadOnlyAuthorizer):
+        def __call__(self, action: int, *names: str | None) -> int:
+            asked.append(action)
+            return super().__call__(action, *names)
+
+    evaluator._delta.authorizer.policy = Counting()
+    result = evaluator.evaluate_changes([r.key for r in second])
+
+    assert result.instances == 2000
+    assert asked == []
