@@ -15,7 +15,7 @@ from pathlib import Path
 import apsw
 
 from daemoneye.errors import QueryError
-from daemoneye.store.connection import configure
+from daemoneye.store.connection import STATEMENT_CACHE_SIZE, configure
 from daemoneye.store.readonly import open_sandboxed, single_statement, statement_excerpt
 from daemoneye.store.sandbox import (
     BudgetExceeded,
@@ -30,9 +30,6 @@ SQLValue = int | float | str | bytes | None
 
 DEFAULT_TIME_BUDGET_S = 0.25
 DEFAULT_MAX_ROWS = 1_000
-# Every enabled rule's statement stays prepared between ticks (apsw's default keeps 100): a
-# re-prepare costs more than running a rule over one tick's rows.
-STATEMENT_CACHE_SIZE = 1024
 # How many SQLite VM steps between two looks at the clock.
 PROGRESS_STEPS = 1_000
 
@@ -46,7 +43,8 @@ _REGEXP_LITERALS = (
 
 def open_store(path: Path | str) -> apsw.Connection:
     """A sandbox connection to the store at `path` for the rules: read-only, never writes the
-    file, and keeping every enabled rule's statement prepared between ticks."""
+    file, and keeping every enabled rule's statement prepared between ticks (a re-prepare
+    costs more than running a rule over one tick's rows)."""
     return open_sandboxed(path, statement_cache_size=STATEMENT_CACHE_SIZE)
 
 

@@ -27,7 +27,13 @@ from daemoneye.models import (
     field_names,
 )
 from daemoneye.store import retention as retention_mod
-from daemoneye.store.connection import checkpoint, configure, file_error, quick_check
+from daemoneye.store.connection import (
+    STATEMENT_CACHE_SIZE,
+    checkpoint,
+    configure,
+    file_error,
+    quick_check,
+)
 from daemoneye.store.files import enforce_side_file_modes, prepare_store_file, store_exists
 from daemoneye.store.retention import RetentionResult
 from daemoneye.store.rows import (
@@ -473,7 +479,9 @@ def _writer_connection(path: Path, setup: Callable[[apsw.Connection], None]) -> 
     When anything fails the connection is closed again and SQLite's error becomes a
     StoreError naming the file."""
     try:
-        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+        conn = apsw.Connection(
+            str(path), flags=apsw.SQLITE_OPEN_READWRITE, statementcachesize=STATEMENT_CACHE_SIZE
+        )
     except apsw.Error as exc:
         raise file_error(path, exc, "opening") from exc
     try:
