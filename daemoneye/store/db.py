@@ -345,7 +345,10 @@ class Store:
         ids = self._strings.rows
         with self._transaction("writing a collection tick") as conn:
             if delta.added:
-                rows = ids(conn, (process_row(r, argv_of) for r in delta.added), _PROCESS_TEXTS)
+                # One row per instance: were one upserted twice in one statement, the second
+                # would change a row whose references are not counted yet.
+                latest = {r.key: r for r in delta.added}.values()
+                rows = ids(conn, (process_row(r, argv_of) for r in latest), _PROCESS_TEXTS)
                 # Counted before anything in this tick can change the new rows' references.
                 last = conn.execute(LAST_ID["processes"]).get
                 conn.executemany(_UPSERT_PROCESS, rows)

@@ -7,12 +7,20 @@ context columns) without losing a byte."""
 from __future__ import annotations
 
 import dataclasses
+import random
 from pathlib import Path
 
 import apsw
 import pytest
 
-from daemoneye.models import CHANGE_KINDS, LIFECYCLE_KINDS, ExeHash, ProcessEvent, ProcessKey
+from daemoneye.models import (
+    CHANGE_KINDS,
+    LIFECYCLE_KINDS,
+    ExeHash,
+    ProcessEvent,
+    ProcessKey,
+    ProcessRecord,
+)
 from daemoneye.store import Store, open_readonly
 from daemoneye.store.changes import _SELECT_CHANGES, changes_of
 from daemoneye.store.rows import (
@@ -389,3 +397,41 @@ def test_the_writer_counts_added_rows_before_the_same_tick_changes_them(
         assert [row[0] for row in conn.execute(unused)] == ["/bin/old", "/bin/sh", "/old", "sh"]
     finally:
         conn.close()
+
+
+def test_references_stay_exact_over_ticks_of_new_re_reported_and_ended_processes(
+    store: Store, make_record: RecordFactory, make_delta: DeltaFactory
+) -> None:
+    """Ticks as the collector writes them: new instances sharing texts with each other and
+    with the store, events, an instance reported twice in one tick, re-reported ones whose
+    texts changed, ends and exec hashes. After each tick every count is exact, whichever
+    way the tick's rows were counted."""
+    shared = ("/usr/bin/env", "python3", "job")
+    rng = random.Random(7)
+    known: list[ProcessRecord] = []
+    for tick in range(1, 25):
+        ts = float(tick)
+        added = [
+            make_record(
+                100 * tick + n,
+                ts,
+                exe=rng.choice(["/bin/sh", "/usr/bin/env", f"/opt/t{tick}"]),
+                cmdline=shared if n % 2 else ("sh", "-c", f"echo {n % 3}"),
+                cwd=rng.choice(["/", "/srv", None]),
+            )
+            for n in range(rng.randrange(0, 12))
+        ]
+        if known and tick % 3 == 0:  # re-reported with new texts, as after a restart
+            again = rng.choice(known)
+            added.append(dataclasses.replace(again, cwd=f"/moved/{tick}", last_seen=ts))
+        if added and tick % 5 == 0:  # the same instance twice in one tick
+            added.append(dataclasses.replace(added[0], cwd="/twice", last_seen=ts))
+        events = [
+            ProcessEvent(ts, "exec", r.pid, r.start_time, exe=r.exe, cmdline=r.cmdline)
+            for r in added[: len(added) // 2]
+        ]
+        ended = [r.key for r in known[: tick % 4]]
+        known = [r for r in known if r.key not in ended] + added
+        hashes = [ExeHash(r.key, f"{tick:02x}" * 32) for r in added[:2]]
+        store.apply(make_delta(ts, added=added, ended=ended, events=events), hashes)
+        assert refs_are_exact(store.path), f"tick {tick}"
