@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from rich.style import Style
+from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
@@ -25,11 +26,12 @@ class FactPanel(Static):
         return component_style(self, f"fact-panel--{tone}")
 
     def show(self, facts: Sequence[tuple[str, str, str]], label_width: int = 15) -> None:
-        text = Text(end="")
+        """One line per fact; a value too long for the panel wraps under the values, not
+        under the labels."""
+        grid = Table.grid()
+        grid.add_column(width=label_width, no_wrap=True)
+        grid.add_column(ratio=1, overflow="fold")
         label_style = self._style("label")
-        for index, (label, value, tone) in enumerate(facts):
-            if index:
-                text.append("\n")
-            text.append(f"{label:<{label_width}}", label_style)
-            text.append(value, self._style(tone))
-        self.update(text)
+        for label, value, tone in facts:
+            grid.add_row(Text(label, label_style, end=""), Text(value, self._style(tone), end=""))
+        self.update(grid)
