@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
-def constructor(cls: type) -> Callable[[Sequence[Any]], Any]:
+def constructor(cls: type[T]) -> Callable[[Sequence[Any]], T]:
     """A function that makes `cls` from a sequence of all its fields' values, in the order
     the dataclass declares them (no defaults: every value is given)."""
     fields = dataclasses.fields(cls)
@@ -36,5 +41,5 @@ def constructor(cls: type) -> Callable[[Sequence[Any]], Any]:
         lines.append(f"    _set{index}(made, values[{index}])")
     lines.append("    return made")
     exec("\n".join(lines), names)  # our own text: slot names and indexes only
-    make: Callable[[Sequence[Any]], Any] = names["make"]
+    make: Callable[[Sequence[Any]], T] = names["make"]
     return make

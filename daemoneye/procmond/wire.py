@@ -207,7 +207,7 @@ class _RecordBuilder:
         hints = typing.get_type_hints(cls)
         fields = dataclasses.fields(cls)
         self.cls = cls
-        self.make = constructor(cls)
+        self.make: Callable[[Sequence[Any]], Any] = constructor(cls)
         self.nested = [
             (i, build)
             for i, f in enumerate(fields)
@@ -506,7 +506,7 @@ class _Record(_Decoder):
         self.names: list[str] = []
         self.fields: list[_Decoder] = []
         self._ready = False
-        self._make = constructor(cls)
+        self._make: Callable[[Sequence[Any]], Any] = constructor(cls)
         self.fast = self._fast
 
     def _prepare(self) -> None:  # on first use: a dataclass may name itself in a field
