@@ -184,6 +184,7 @@ def run(*, count: int, rounds: int, spread_s: float) -> tuple[list[Row], dict[st
 CPU_LIMIT_PERCENT = 25.0
 _SETTLE_S = 2.0  # after a run: the daemon drains its queue and writes the next health report
 _HEALTH_WAIT_S = 10.0
+_STORE_WAIT_S = 60.0  # a daemon still writing the load after this has lost it
 _FLOOR_MARGIN_S = 0.5  # the floor reader listens this much longer than the load lasts
 ALERT_RULE_ID = "eventsbench-marker"
 ALERT_P95_LIMIT_MS = 100.0  # issue 13: exec -> alert p95 at 2,000 exec/s
@@ -418,8 +419,10 @@ def _sustained_round(
         cpu_window = sum(cpu_seconds(p) for p in pids) - cpu_before
         floor_run = floor.finish()
         ended_at = time.time()
-        # What the daemon still spends after the load stops is work the load caused.
+        # What the daemon still spends after the load stops is work the load caused: an agent
+        # behind the load is still writing it, and is counted until the store stops growing.
         time.sleep(_SETTLE_S)
+        _wait_until_stored(daemon, run.pid)
         each_after = [cpu_seconds(p) for p in pids]
         cpu_spill = sum(each_after) - cpu_before - cpu_window
         daemon.check_alive()
@@ -472,6 +475,20 @@ def _fresh_health(daemon: DaemonProcess, *, after: float) -> dict[str, Any]:
             raise RuntimeError(f"no health report newer than {after} from the daemon")
         daemon.check_alive()
         time.sleep(0.2)
+
+
+def _wait_until_stored(daemon: DaemonProcess, generator_pid: int) -> None:
+    """Until the store's count of the generator's execs holds still for a second (at most
+    _STORE_WAIT_S): a daemon that fell behind is judged on what it stores, and its CPU on all
+    the work the load gave it."""
+    deadline = time.monotonic() + _STORE_WAIT_S
+    last = -1
+    while time.monotonic() < deadline:
+        stored = _recorded_execs(daemon, generator_pid)[0]
+        if stored == last:
+            return
+        last = stored
+        time.sleep(1.0)
 
 
 def _recorded_execs(daemon: DaemonProcess, generator_pid: int) -> tuple[int, int, int]:

@@ -1,5 +1,6 @@
-"""A process's privileges in words, for `daemoneye health` and the dashboard's Health screen:
-capability sets as short names (`net_admin, kill`), a nearly full set as what it lacks."""
+"""A process's privileges and the collector's event coverage in words, for `daemoneye health`
+and the dashboard's Health screen: capability sets as short names (`net_admin, kill`), a
+nearly full set as what it lacks; the exec capture's and the kernel events' losses."""
 
 from __future__ import annotations
 
@@ -62,3 +63,16 @@ def exec_capture_text(report: HealthReport) -> str:
     if report.exec_uncaptured_total:
         text += f", {report.exec_uncaptured_total} without a record"
     return text
+
+
+def kernel_losses_text(report: HealthReport) -> str:
+    """Kernel process events that never became records: lost in the kernel (its buffer
+    overran; a reconciling scan then finds what still lives) and shed by the reader under a
+    storm (forks first). `none` when there were none."""
+    lost, shed = report.events_lost_total, report.events_dropped_total
+    if not lost and not shed:
+        return "none"
+    return (
+        f"{lost} lost by the kernel (buffer overruns; a scan reconciled), "
+        f"{shed} shed under a storm (forks first)"
+    )

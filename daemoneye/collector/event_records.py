@@ -44,7 +44,9 @@ class EventSourceStats:
 
     messages_total: int  # proc connector messages decoded, threads and acks included
     events_total: int  # process-level fork/exec/exit events decoded (queued or not)
-    lost_total: int  # events the kernel dropped (ENOBUFS), from per-CPU sequence gaps
+    # events the kernel dropped (ENOBUFS): from per-CPU sequence gaps, or, where a filter
+    # makes gaps normal, one per overrun report (a lower bound)
+    lost_total: int
     overruns_total: int  # ENOBUFS reports
     dropped_total: int  # events we discarded because the queue was past its marks
     partial_total: int  # events whose process was gone before /proc could be read

@@ -231,6 +231,14 @@ class ProcEventSource:
         with self._lock:  # so that take_reconcile cannot clear a request it did not see
             self._needs_reconcile = True
 
+    def _overrun(self) -> None:
+        """The kernel reported that it dropped events. Unfiltered, the sequence gaps count
+        them; filtered, gaps are normal and cannot say how many went, so the report counts
+        one: a loss is never shown as none."""
+        if not self._gaps_are_losses:
+            self.lost_total += 1
+        self._events_lost()
+
     def _events_lost(self) -> None:
         """The kernel dropped events: ask for a scan, and let go of the exec capture's waiting
         records, which can no longer be paired safely (a record whose event was lost would
@@ -322,7 +330,7 @@ class ProcEventSource:
             try:
                 data = self._connector.recv()
             except ConnectorOverrun:
-                self._events_lost()
+                self._overrun()
                 received += 1
                 continue
             if not data:
@@ -429,7 +437,7 @@ class ProcEventSource:
             self.malformed_total += 1
             return None
         if isinstance(message, NetlinkOverrun):
-            self._events_lost()
+            self._overrun()
             return None
         if isinstance(message, NetlinkError):
             log.debug("process connector: netlink error %d", message.error)

@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import fields
 
-from daemoneye.capability_text import exec_capture_text, privileges_line
+from daemoneye.capability_text import exec_capture_text, kernel_losses_text, privileges_line
 from daemoneye.commands.common import Context, format_bytes, format_time, with_daemon_or_store
 from daemoneye.ipc.client import DaemonClient
 from daemoneye.ipc.codec import from_wire, to_wire
@@ -188,6 +188,7 @@ def show_health(ctx: Context) -> int:
         ),
         ("processes", f"{report.processes} live"),
         ("events", f"{report.new_per_second:.2f} new processes/s (last minute)"),
+        ("events lost", kernel_losses_text(report)),
         ("denied", f"{report.denied_total} reads refused (permission)"),
         ("vanished", f"{report.vanished_total} processes gone mid-read (normal)"),
         ("hash queue", f"{report.hash_dropped_total} executables not hashed (queue full)"),

@@ -337,6 +337,28 @@ def test_an_overrun_asks_for_a_scan_and_the_reader_keeps_going(
     assert source.needs_reconcile and source.stats().overruns_total == 1
 
 
+def test_a_filtered_connector_s_overrun_counts_a_lost_event_where_gaps_cannot(
+    proc: Path,
+) -> None:
+    # With a kernel mask or a socket filter, sequence numbers skip by design: a gap says
+    # nothing, and an overrun is the only sign of a loss. It must not read as none lost.
+    connector = SocketPairConnector()
+    connector.delivers_every_event = False
+    source = make_source(proc, connector=connector)
+    source.start()
+    try:
+        connector.feed.send(wire(PROC_EVENT_EXIT, struct.pack("=IIIiII", 6, 6, 0, 17, 1, 1), 1))
+        connector.feed.send(b"ENOBUFS")
+        connector.feed.send(wire(PROC_EVENT_EXIT, struct.pack("=IIIiII", 7, 7, 0, 17, 1, 1), 9))
+        assert [i.event.pid for i in drain_until(source, 2)] == [6, 7]
+        stats = source.stats()
+        assert (stats.lost_total, stats.overruns_total) == (1, 1)  # the gap 1..9 is no loss
+        assert source.needs_reconcile
+    finally:
+        source.stop()
+        connector.feed.close()
+
+
 def test_garbage_on_the_wire_is_counted_not_fatal(
     running: tuple[ProcEventSource, SocketPairConnector, list[int]],
 ) -> None:

@@ -15,6 +15,7 @@ from daemoneye.capability_text import (
     capabilities_text,
     capability_summary,
     exec_capture_text,
+    kernel_losses_text,
     privileges_line,
 )
 from daemoneye.models import CAPABILITY_NAMES, ProcessPrivileges
@@ -27,8 +28,8 @@ from daemoneye.procmond.privileges import (
     lookup_account,
     parse_status,
 )
-from daemoneye.tui.logic.health import privilege_facts
-from tests.fakes.dashboard_source import sample_health
+from daemoneye.tui.logic.health import health_sections, privilege_facts
+from tests.fakes.dashboard_source import FAKE_NOW, sample_health, sample_status
 from tests.forked import in_child
 
 # /proc/PID/status of a process that kept procmond's four capabilities as uid 65534.
@@ -197,3 +198,18 @@ def test_the_exec_capture_line_says_on_with_its_counts_or_off_with_the_reason() 
     assert exec_capture_text(short) == "eBPF: 12 execs completed, 3 without a record"
     off = "off: creating BPF map de_exec_tmp: Operation not permitted"
     assert exec_capture_text(dataclasses.replace(report, exec_capture=off)) == off
+
+
+def test_kernel_event_losses_are_said_in_health_and_marked_on_the_dashboard() -> None:
+    status = sample_status()
+    quiet = dataclasses.replace(status.report, events_lost_total=0, events_dropped_total=0)
+    assert kernel_losses_text(quiet) == "none"
+    lossy = dataclasses.replace(quiet, events_lost_total=2, events_dropped_total=40)
+    assert kernel_losses_text(lossy) == (
+        "2 lost by the kernel (buffer overruns; a scan reconciled), "
+        "40 shed under a storm (forks first)"
+    )
+    for report, tone in ((quiet, ""), (lossy, "medium")):
+        shown = dataclasses.replace(status, report=report)
+        collection = dict(health_sections(shown, FAKE_NOW))["collection"]
+        assert ("events lost", kernel_losses_text(report), tone) in collection

@@ -7,6 +7,7 @@ from daemoneye.capability_text import (
     capabilities_text,
     exec_capture_text,
     identity,
+    kernel_losses_text,
 )
 from daemoneye.models import (
     DaemonStatus,
@@ -148,6 +149,11 @@ def health_sections(status: DaemonStatus, now: float) -> list[tuple[str, list[Fa
                 ),
                 ("processes", f"{report.processes}", ""),
                 ("new / s", f"{report.new_per_second:.1f}", ""),
+                (
+                    "events lost",
+                    kernel_losses_text(report),
+                    "medium" if report.events_lost_total or report.events_dropped_total else "",
+                ),
                 ("denied", f"{report.denied_total}", "low" if report.denied_total else ""),
                 ("vanished", f"{report.vanished_total}", ""),
                 (
