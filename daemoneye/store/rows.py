@@ -14,6 +14,7 @@ from operator import attrgetter, itemgetter
 from typing import Any
 
 from daemoneye.models import PROCESS_FIELDS, ProcessEvent, ProcessRecord, RecordField
+from daemoneye.positional import constructor
 
 
 def safe_text(value: str) -> str:
@@ -147,6 +148,7 @@ def _reader() -> Callable[[Sequence[Any]], ProcessRecord]:
     for index in argvs:
         picks[index] += 1
     pick = itemgetter(*picks)
+    make = constructor(ProcessRecord)
 
     def record_from_row(row: Sequence[Any]) -> ProcessRecord:
         if len(row) != len(PROCESS_COLUMNS):
@@ -156,7 +158,7 @@ def _reader() -> Callable[[Sequence[Any]], ProcessRecord]:
             values[index] = bool(values[index])
         for index in argvs:
             values[index] = tuple(str(arg) for arg in json.loads(str(values[index])))
-        return ProcessRecord(*values)
+        return make(values)
 
     return record_from_row
 
