@@ -409,32 +409,40 @@ class Evaluator:
             elapsed = _ms_since(rule_started)
             timings.append((rule.id, round(elapsed, 3)))
             found, cut = ([], False) if rows is None else detections_from_rows(rule, rows, now)
-            with self._lock:
+            with self._lock:  # counting only: nothing here may wait (logging is after)
                 self._dirty = True
                 counters.evaluations += 1
                 counters.total_ms += elapsed
                 counters.max_ms = max(counters.max_ms, elapsed)
+                failed: RuleFailure | None = None
                 if isinstance(failure, BudgetExceeded):
-                    failures.append(self._timed_out(rule, counters, str(failure)))
+                    failed = self._timed_out(rule, counters, str(failure))
                 elif failure is not None:
                     counters.errors += 1
                     counters.last_error = str(failure)
-                    failures.append(RuleFailure(rule.id, "error", str(failure)))
-                    log.warning("rule %s failed: %s", rule.id, failure)
-                if rows is None:
-                    continue
-                counters.consecutive_timeouts = 0
-                if rows.truncated or cut:
-                    counters.truncations += 1
-                    failures.append(
-                        RuleFailure(
-                            rule.id,
-                            "truncated",
-                            f"returned more than {self.max_rows} rows or {MAX_RESULT_BYTES} "
-                            "bytes; the rest were dropped",
-                        )
+                    failed = RuleFailure(rule.id, "error", str(failure))
+                if rows is not None:
+                    counters.consecutive_timeouts = 0
+                    if rows.truncated or cut:
+                        counters.truncations += 1
+                    counters.detections += len(found)
+            if failed is not None:
+                if failed.kind == "error":
+                    log.warning("rule %s failed: %s", rule.id, failed.message)
+                else:
+                    log.warning("rule %s %s", rule.id, failed.message)
+                failures.append(failed)
+            if rows is None:
+                continue
+            if rows.truncated or cut:
+                failures.append(
+                    RuleFailure(
+                        rule.id,
+                        "truncated",
+                        f"returned more than {self.max_rows} rows or {MAX_RESULT_BYTES} bytes; "
+                        "the rest were dropped",
                     )
-                counters.detections += len(found)
+                )
             detections.extend(found)
         return EvaluationResult(
             tuple(detections), tuple(failures), tuple(timings), _ms_since(started)
@@ -450,9 +458,7 @@ class Evaluator:
                 f"; suspended after {counters.consecutive_timeouts} timeouts in a row "
                 "until its query changes"
             )
-            log.warning("rule %s %s", rule.id, message)
             return RuleFailure(rule.id, "suspended", message)
-        log.warning("rule %s %s", rule.id, message)
         return RuleFailure(rule.id, "timeout", message)
 
 
@@ -502,9 +508,10 @@ def render_title(rule: Rule, row: tuple[tuple[str, RowValue], ...]) -> str:
 
 
 def _instances_json(keys: Iterable[ProcessKey]) -> str | None:
-    """The instances as `_COPY_INSTANCES` takes them; None for none. A start time that is no
-    finite number names no stored instance (the store keeps none)."""
-    pairs = [[key.pid, key.start_time] for key in keys if math.isfinite(key.start_time)]
+    """The instances as `_COPY_INSTANCES` takes them; None for none. An infinite start time
+    travels as JSON5's Infinity, which SQLite reads back; a NaN names no stored instance
+    (SQLite keeps NaN as NULL, which equals nothing)."""
+    pairs = [[key.pid, key.start_time] for key in keys if not math.isnan(key.start_time)]
     return json.dumps(pairs) if pairs else None
 
 

@@ -344,11 +344,8 @@ class Store:
         argv_of = ArgvCache()
         ids = self._strings.rows
         with self._transaction("writing a collection tick") as conn:
-            if delta.added:
-                # One row per instance: were one upserted twice in one statement, the second
-                # would change a row whose references are not counted yet.
-                latest = {r.key: r for r in delta.added}.values()
-                rows = ids(conn, (process_row(r, argv_of) for r in latest), _PROCESS_TEXTS)
+            for added in _one_per_instance(delta.added):
+                rows = ids(conn, (process_row(r, argv_of) for r in added), _PROCESS_TEXTS)
                 # Counted before anything in this tick can change the new rows' references.
                 last = conn.execute(LAST_ID["processes"]).get
                 conn.executemany(_UPSERT_PROCESS, rows)
@@ -475,6 +472,22 @@ def _write_error(path: Path, exc: apsw.Error, doing: str) -> StoreError:
             return StoreUnwritable(str(file_error(path, cause, doing)))
         cause = cause.__context__
     return file_error(path, exc, doing)
+
+
+def _one_per_instance(records: Sequence[ProcessRecord]) -> list[list[ProcessRecord]]:
+    """`records` in rounds that hold each instance at most once, in order (almost always one
+    round). An instance upserted twice in one statement would have its second upsert change a
+    row whose references are not counted yet; a round later, it is a re-report like any
+    other (the upsert's rules: earliest first_seen, a hash kept for the same exe)."""
+    rounds: list[list[ProcessRecord]] = []
+    times_seen: dict[ProcessKey, int] = {}
+    for record in records:
+        times = times_seen.get(record.key, 0)
+        times_seen[record.key] = times + 1
+        if times == len(rounds):
+            rounds.append([])
+        rounds[times].append(record)
+    return rounds
 
 
 def _writer_connection(path: Path, setup: Callable[[apsw.Connection], None]) -> apsw.Connection:

@@ -3,6 +3,8 @@ join `all_processes` for context; a full evaluation sees everything."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -240,3 +242,36 @@ def test_a_tick_of_many_instances_leaves_the_rules_prepared(
 
     assert result.instances == 2000
     assert asked == []
+
+
+def test_a_failing_rule_is_logged_outside_the_stats_lock(
+    store: Store, evaluator: Evaluator, make_record: RecordFactory, make_delta: DeltaFactory
+) -> None:
+    # A log handler may be slow (a blocked stderr) or read the stats itself (the dashboard's
+    # log panel): neither may hold up or deadlock a reader of the stats.
+    record = make_record(90, 1.0)
+    store.apply(make_delta(1.0, added=[record]))
+    evaluator.set_rules([rule("bad", "SELECT pid, start_time FROM processes WHERE abs('x', 1)")])
+    seen: list[int] = []
+
+    class ReadsStats(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(len(evaluator.stats()))
+
+    handler = ReadsStats()
+    logger = logging.getLogger("daemoneye.engine.evaluator")
+    logger.addHandler(handler)
+    finished = threading.Event()
+
+    def evaluate() -> None:
+        evaluator.evaluate_changes([record.key])
+        finished.set()
+
+    worker = threading.Thread(target=evaluate, daemon=True)
+    try:
+        worker.start()
+        worker.join(10)
+    finally:
+        logger.removeHandler(handler)
+    assert finished.is_set(), "the evaluation deadlocked on its own stats lock"
+    assert seen == [1] and evaluator.stats()["bad"].errors == 1

@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from daemoneye.models import ProcessEvent, ProcessKey
+from daemoneye.models import ProcessEvent, ProcessKey, ProcessRecord
 from daemoneye.positional import constructor
 from tests.unit.conftest import DeltaFactory, RecordFactory
 
@@ -54,3 +54,41 @@ def test_a_class_without_slots_is_called() -> None:
 
     made = constructor(Plain)([1, "y"])
     assert made == Plain(1, "y") and made.__dict__ == {"a": 1, "b": "y"}
+
+
+def test_a_record_is_made_without_its_init_and_checks_its_count(
+    make_record: RecordFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The point of the module: the generated __init__ and its per-field setattr are not run.
+    record = make_record(5, 1.0)
+    make = constructor(ProcessRecord)
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("__init__ ran")
+
+    monkeypatch.setattr(ProcessRecord, "__init__", refuse)
+    assert make(values_of(record)) == record
+    with pytest.raises(TypeError, match="ProcessRecord takes"):
+        make([*values_of(record), "one too many"])
+
+
+def test_a_class_with_its_own_init_or_new_is_called() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True, init=False)
+    class OwnInit:
+        a: int
+
+        def __init__(self, a: int) -> None:
+            object.__setattr__(self, "a", abs(a))
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class OwnNew:
+        a: int
+
+        def __new__(cls, a: int) -> OwnNew:
+            if a < 0:
+                raise ValueError("negative")
+            return object.__new__(cls)
+
+    assert constructor(OwnInit)([-1]).a == 1
+    with pytest.raises(ValueError, match="negative"):
+        constructor(OwnNew)([-1])

@@ -435,3 +435,32 @@ def test_references_stay_exact_over_ticks_of_new_re_reported_and_ended_processes
         hashes = [ExeHash(r.key, f"{tick:02x}" * 32) for r in added[:2]]
         store.apply(make_delta(ts, added=added, ended=ended, events=events), hashes)
         assert refs_are_exact(store.path), f"tick {tick}"
+
+
+def test_an_instance_added_twice_in_one_tick_is_stored_as_two_ticks_would_store_it(
+    store: Store, make_record: RecordFactory, make_delta: DeltaFactory, tmp_path: Path
+) -> None:
+    first = make_record(7, 5.0, exe="/bin/a", exe_sha256="ab" * 32, first_seen=5.0)
+    second = dataclasses.replace(first, cwd="/later", exe_sha256=None, first_seen=6.0)
+    store.apply(make_delta(6.0, added=[first, second]))
+    apart = Store.open(tmp_path / "apart.db")
+    try:
+        apart.apply(make_delta(6.0, added=[first]))
+        apart.apply(make_delta(6.0, added=[second]))
+        read = "SELECT cwd, exe_sha256, first_seen, last_seen FROM processes"
+        assert (
+            scalar_rows(store.path, read)
+            == scalar_rows(apart.path, read)
+            == [("/later", "ab" * 32, 5.0, 5.0)]
+        )
+    finally:
+        apart.close()
+    assert refs_are_exact(store.path)
+
+
+def scalar_rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return [tuple(row) for row in conn.execute(sql)]
+    finally:
+        conn.close()
