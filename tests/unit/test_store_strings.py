@@ -448,19 +448,12 @@ def test_an_instance_added_twice_in_one_tick_is_stored_as_two_ticks_would_store_
         apart.apply(make_delta(6.0, added=[first]))
         apart.apply(make_delta(6.0, added=[second]))
         read = "SELECT cwd, exe_sha256, first_seen, last_seen FROM processes"
-        assert (
-            scalar_rows(store.path, read)
-            == scalar_rows(apart.path, read)
-            == [("/later", "ab" * 32, 5.0, 5.0)]
-        )
+        with open_readonly(store.path) as together, open_readonly(apart.path) as separate:
+            assert (
+                together.fetch_rows(read)
+                == separate.fetch_rows(read)
+                == [("/later", "ab" * 32, 5.0, 5.0)]
+            )
     finally:
         apart.close()
     assert refs_are_exact(store.path)
-
-
-def scalar_rows(path: Path, sql: str) -> list[tuple[object, ...]]:
-    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        return [tuple(row) for row in conn.execute(sql)]
-    finally:
-        conn.close()
